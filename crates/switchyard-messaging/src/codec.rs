@@ -1,0 +1,194 @@
+//! The one place where Switchyard turns values into bytes and back.
+//!
+//! Every encoded value starts with a format version byte, followed by the value encoded with
+//! bincode's standard configuration through serde. Keeping every use of bincode behind this module
+//! means a later switch of format (bincode's maintainers have stopped) is a new version byte, not a
+//! migration of stored data.
+//!
+//! bincode is not self-describing: values that need `deserialize_any` (such as
+//! `serde_json::Value`) cannot be decoded from it. Carry such data as a JSON
+//! [`Payload`](crate::Payload) instead.
+//!
+//! # Examples
+//!
+//! ```
+//! use switchyard_messaging::codec;
+//!
+//! let bytes = codec::encode(&("greet", 42_u32))?;
+//! assert_eq!(bytes[0], codec::FORMAT_VERSION);
+//! let back: (String, u32) = codec::decode(&bytes)?;
+//! assert_eq!(back, ("greet".to_owned(), 42));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The format version written as the first byte of every encoded value.
+///
+/// Version 1 is bincode 2.0 in its standard configuration (little endian, variable-length
+/// integers) through serde.
+pub const FORMAT_VERSION: u8 = 1;
+
+/// The largest number of bytes a decode may claim for the collections inside one value.
+///
+/// bincode trusts length prefixes; without a limit a garbage prefix would make the decoder try to
+/// allocate gigabytes before noticing the input is short. 64 MiB is far above any sensible message
+/// and far below this machine's memory.
+pub const MAX_DECODE_CLAIM: usize = 64 * 1024 * 1024;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_DECODE_CLAIM>()
+}
+
+/// Encodes `value` behind the format version byte.
+///
+/// # Errors
+///
+/// Fails when the value's `Serialize` implementation fails, or when it serializes a sequence or
+/// map without a known length, which bincode cannot encode.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Vec::with_capacity(64);
+    encode_into(value, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the encoding of `value`, version byte first, to `out`.
+///
+/// On error `out` is left as it was.
+///
+/// # Errors
+///
+/// As [`encode`].
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let start = out.len();
+    out.push(FORMAT_VERSION);
+    match bincode::serde::encode_into_std_write(value, out, config()) {
+        Ok(_) => Ok(()),
+        Err(source) => {
+            out.truncate(start);
+            Err(EncodeError { source })
+        }
+    }
+}
+
+/// Decodes a value written by [`encode`], checking the version byte and that every byte is used.
+///
+/// # Errors
+///
+/// A [`DecodeError`] for an empty buffer, an unknown version, bytes that do not form a `T`, or
+/// bytes left over after the value. Never panics, whatever the input.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if version != FORMAT_VERSION {
+        return Err(DecodeError::UnsupportedVersion { found: version });
+    }
+    let (value, used) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|source| DecodeError::Malformed { source })?;
+    if used != body.len() {
+        return Err(DecodeError::TrailingBytes {
+            count: body.len() - used,
+        });
+    }
+    Ok(value)
+}
+
+/// A value could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("could not encode value")]
+pub struct EncodeError {
+    #[source]
+    source: bincode::error::EncodeError,
+}
+
+/// Bytes could not be decoded into the requested type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The buffer was empty: not even a version byte. Usually a truncated frame or row.
+    #[error("nothing to decode: the buffer is empty")]
+    Empty,
+    /// The first byte names a format this build does not know. The data was written by a newer
+    /// (or foreign) writer; upgrade this node or re-encode the data.
+    #[error(
+        "unsupported format version {found} (this build reads version {})",
+        FORMAT_VERSION
+    )]
+    UnsupportedVersion {
+        /// The version byte found.
+        found: u8,
+    },
+    /// The bytes after the version byte do not form a value of the requested type: truncated,
+    /// corrupted, or written for another type.
+    #[error("malformed data")]
+    Malformed {
+        /// What bincode reported.
+        #[source]
+        source: bincode::error::DecodeError,
+    },
+    /// A value was decoded but bytes remained: the data was written for another type.
+    #[error("{count} bytes left over after the value")]
+    TrailingBytes {
+        /// How many bytes were not used.
+        count: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn it_puts_the_version_byte_first() {
+        let bytes = encode(&7_u8).unwrap();
+        assert_eq!(bytes, vec![FORMAT_VERSION, 7]);
+    }
+
+    #[test]
+    fn it_rejects_an_empty_buffer() {
+        assert!(matches!(decode::<u8>(&[]), Err(DecodeError::Empty)));
+    }
+
+    #[test]
+    fn it_rejects_an_unknown_version() {
+        assert!(matches!(
+            decode::<u8>(&[9, 1]),
+            Err(DecodeError::UnsupportedVersion { found: 9 })
+        ));
+    }
+
+    #[test]
+    fn it_rejects_trailing_bytes() {
+        assert!(matches!(
+            decode::<u8>(&[FORMAT_VERSION, 1, 2]),
+            Err(DecodeError::TrailingBytes { count: 1 })
+        ));
+    }
+
+    #[test]
+    fn it_refuses_a_length_prefix_claiming_more_than_the_limit() {
+        // A Vec<u8> whose varint length prefix claims u64::MAX bytes.
+        let mut bytes = vec![FORMAT_VERSION, 253];
+        bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(
+            decode::<Vec<u8>>(&bytes),
+            Err(DecodeError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn it_leaves_the_buffer_untouched_when_encoding_fails() {
+        struct Unsized;
+        impl Serialize for Unsized {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeSeq;
+                let mut seq = s.serialize_seq(None)?;
+                seq.serialize_element(&1_u8)?;
+                seq.end()
+            }
+        }
+        let mut out = vec![1, 2, 3];
+        assert!(encode_into(&Unsized, &mut out).is_err());
+        assert_eq!(out, vec![1, 2, 3]);
+    }
+}

@@ -1,0 +1,28 @@
+//! Errors of node set-up.
+
+/// A router could not be registered on a node; nothing of it was registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// Two services share a name on one node. Rename one, or register the routers on different
+    /// nodes.
+    #[error(
+        "service `{service}` of router `{router}` is already registered on this node by router `{registered_by}`"
+    )]
+    DuplicateService {
+        /// The service name.
+        service: String,
+        /// The router being registered.
+        router: String,
+        /// The router that registered the name first (the same router when it lists the name
+        /// twice).
+        registered_by: String,
+    },
+}
+
+/// A remote link was attached to a node that already has one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("node {node} already has a remote link; a node joins one cluster")]
+pub struct AlreadyAttached {
+    pub(crate) node: String,
+}

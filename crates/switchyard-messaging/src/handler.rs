@@ -1,0 +1,122 @@
+//! Plain `async fn`s as service handlers.
+
+use std::future::Future;
+use std::marker::PhantomData;
+
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::{Ctx, HandlerError, IntoReply, Message, Reply};
+
+/// A service handler: an `async fn(Message) -> R` or `async fn(Message, Ctx) -> R` where `R`
+/// is [`IntoReply`].
+///
+/// Implemented for every such function and closure; you never implement it yourself. The type
+/// parameter only tells the two shapes apart.
+///
+/// # Examples
+///
+/// ```
+/// use switchyard_messaging::{Ctx, Message, PayloadError, Router};
+///
+/// async fn greet(msg: Message) -> Result<Message, PayloadError> {
+///     let name: String = msg.request()?;
+///     Ok(msg.ok_with(&format!("Hello, {name}!")))
+/// }
+///
+/// async fn greet_twice(msg: Message, ctx: Ctx) -> Message {
+///     let first = ctx.dispatch(Message::caused_by(&msg, "greet")).await;
+///     msg.return_with(first.response().cloned().unwrap_or(switchyard_messaging::Response::Ok))
+/// }
+///
+/// let router = Router::new("greeter").service("greet", greet).service("greet_twice", greet_twice);
+/// # let _ = router;
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Switchyard service handler",
+    note = "a handler is an `async fn(Message) -> R` or `async fn(Message, Ctx) -> R`, where `R` \
+            is a `Message`, a `Reply` or a `Result` of those whose error implements `Display`; \
+            it must be `Clone + Send + Sync + 'static` and its future `Send`"
+)]
+pub trait Handler<Args>: Clone + Send + Sync + 'static {
+    /// Runs the handler on one message.
+    fn call(
+        &self,
+        message: Message,
+        ctx: Ctx,
+    ) -> impl Future<Output = Result<Reply, HandlerError>> + Send + 'static;
+}
+
+impl<F, Fut, R> Handler<(Message,)> for F
+where
+    F: Fn(Message) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: IntoReply,
+{
+    fn call(
+        &self,
+        message: Message,
+        _ctx: Ctx,
+    ) -> impl Future<Output = Result<Reply, HandlerError>> + Send + 'static {
+        let future = self(message);
+        async move { future.await.into_reply() }
+    }
+}
+
+impl<F, Fut, R> Handler<(Message, Ctx)> for F
+where
+    F: Fn(Message, Ctx) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: IntoReply,
+{
+    fn call(
+        &self,
+        message: Message,
+        ctx: Ctx,
+    ) -> impl Future<Output = Result<Reply, HandlerError>> + Send + 'static {
+        let future = self(message, ctx);
+        async move { future.await.into_reply() }
+    }
+}
+
+/// A handler with its type erased, so one registry holds handlers of every type.
+///
+/// It spawns the concrete future itself, so a call costs one allocation (the task) rather than a
+/// boxed future and then a task.
+pub(crate) trait ErasedHandler: Send + Sync + 'static {
+    fn spawn(
+        &self,
+        message: Message,
+        ctx: Ctx,
+        span: tracing::Span,
+    ) -> JoinHandle<Result<Reply, HandlerError>>;
+}
+
+pub(crate) struct Erased<H, Args> {
+    handler: H,
+    _args: PhantomData<fn() -> Args>,
+}
+
+impl<H, Args> Erased<H, Args> {
+    pub(crate) fn new(handler: H) -> Self {
+        Self {
+            handler,
+            _args: PhantomData,
+        }
+    }
+}
+
+impl<H, Args> ErasedHandler for Erased<H, Args>
+where
+    H: Handler<Args>,
+    Args: 'static,
+{
+    fn spawn(
+        &self,
+        message: Message,
+        ctx: Ctx,
+        span: tracing::Span,
+    ) -> JoinHandle<Result<Reply, HandlerError>> {
+        tokio::spawn(self.handler.call(message, ctx).instrument(span))
+    }
+}

@@ -1,0 +1,81 @@
+//! Messages, routers and the dispatcher: call a named service and get its answer, whether it runs
+//! in this process or, with a cluster attached, on another node.
+//!
+//! A [`Message`] names a service and carries a typed request plus the ids that tie a conversation
+//! together. A [`Router`] groups services (plain `async fn`s) under one authorization rule. A
+//! [`Node`] holds the registered routers and dispatches messages to services, each call in its own
+//! task, under a deadline, answering with a [`Response`].
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use switchyard_messaging::{Message, Node, PayloadError, Response, Router};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Greet {
+//!     name: String,
+//! }
+//!
+//! async fn greet(msg: Message) -> Result<Message, PayloadError> {
+//!     let Greet { name } = msg.request()?;
+//!     Ok(msg.ok_with(&format!("Hello, {name}!")))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Node::new("greeter-node");
+//! node.register(
+//!     Router::new("greeter")
+//!         .service("greet", greet)
+//!         .authorize(|_msg: &Message| Ok(())),
+//! )?;
+//!
+//! let reply = node
+//!     .dispatch(Message::new("greet").with_request(&Greet { name: "Ada".into() }))
+//!     .await;
+//! let greeting: String = reply.response().and_then(Response::payload).unwrap().decode()?;
+//! assert_eq!(greeting, "Hello, Ada!");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Every dispatch and service execution is a `tracing` span carrying the message id, correlation
+//! id and service; see [`telemetry`] for the names. The crate has no feature flags.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod codec;
+mod ctx;
+mod error;
+mod handler;
+mod message;
+mod node;
+mod node_id;
+mod payload;
+pub mod remote;
+mod reply;
+mod response;
+mod router;
+pub mod telemetry;
+
+#[doc(inline)]
+pub use self::ctx::Ctx;
+#[doc(inline)]
+pub use self::error::{AlreadyAttached, RegisterError};
+#[doc(inline)]
+pub use self::handler::Handler;
+#[doc(inline)]
+pub use self::message::{AggregateMeta, DryRun, LogFields, Message, ReplyTo, TRACE_CONTEXT_FIELD};
+#[doc(inline)]
+pub use self::node::{Authorization, DEFAULT_TIMEOUT, DispatchOptions, Node, NodeBuilder, Served};
+#[doc(inline)]
+pub use self::node_id::NodeId;
+#[doc(inline)]
+pub use self::payload::{Format, Payload, PayloadError};
+#[doc(inline)]
+pub use self::reply::{HandlerError, IntoReply, Reply};
+#[doc(inline)]
+pub use self::response::Response;
+#[doc(inline)]
+pub use self::router::{Listing, NodeChoice, Router, ServiceInfo, Visibility};

@@ -1,0 +1,82 @@
+//! What a service handler returns, and how it becomes the caller's answer.
+
+use std::fmt;
+
+use crate::Message;
+
+/// The outcome of a service handler.
+#[derive(Debug)]
+#[must_use]
+pub enum Reply {
+    /// Answer the caller with this message (its response set with [`Message::ok`] and friends).
+    To(Message),
+    /// Do not answer. The caller gets [`Response::ServiceTimeout`](crate::Response) at its
+    /// deadline; use it for fire-and-forget services whose callers do not wait.
+    NoReply,
+}
+
+impl From<Message> for Reply {
+    fn from(message: Message) -> Self {
+        Self::To(message)
+    }
+}
+
+/// A handler failed; the caller receives [`Response::Error`](crate::Response::Error) with this
+/// text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct HandlerError {
+    reason: String,
+}
+
+impl HandlerError {
+    /// A failure with a human-readable reason.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+
+    /// The reason.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// What a handler may return: a [`Reply`], a [`Message`], or a `Result` of either whose error
+/// displays. This is what lets a handler use `?`: the error's message becomes
+/// [`Response::Error`](crate::Response::Error) for the caller, in this one place.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned by a Switchyard service handler",
+    note = "return a `Message` (answered with `msg.ok()` and friends), a `Reply`, or a \
+            `Result<_, E>` of those where `E: Display`"
+)]
+pub trait IntoReply {
+    /// Converts the handler's return value.
+    ///
+    /// # Errors
+    ///
+    /// The handler's own error, as a [`HandlerError`].
+    fn into_reply(self) -> Result<Reply, HandlerError>;
+}
+
+impl IntoReply for Reply {
+    fn into_reply(self) -> Result<Reply, HandlerError> {
+        Ok(self)
+    }
+}
+
+impl IntoReply for Message {
+    fn into_reply(self) -> Result<Reply, HandlerError> {
+        Ok(Reply::To(self))
+    }
+}
+
+impl<T: IntoReply, E: fmt::Display> IntoReply for Result<T, E> {
+    fn into_reply(self) -> Result<Reply, HandlerError> {
+        match self {
+            Ok(reply) => reply.into_reply(),
+            Err(error) => Err(HandlerError::new(error.to_string())),
+        }
+    }
+}

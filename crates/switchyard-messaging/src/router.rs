@@ -1,0 +1,268 @@
+//! Named services and the rules for calling them.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::handler::{Erased, ErasedHandler};
+use crate::{Handler, Message, Node, NodeId, Response};
+
+/// A named set of services with one authorization rule and one placement rule.
+///
+/// Each service is an `async fn` handler (see [`Handler`]). Public services
+/// ([`service`](Router::service)) are announced to the cluster; private ones
+/// ([`private`](Router::private)) can be dispatched only on the node that registered them.
+///
+/// `authorize` decides who may call the router's services; by default it **forbids every call**
+/// (as in x3m), so opening a service is a deliberate act. `choose_node` picks the node that runs
+/// a public service; by default the node that received the call.
+///
+/// # Examples
+///
+/// ```
+/// use switchyard_messaging::{Listing, Message, Response, Router};
+///
+/// async fn hello(msg: Message) -> Message {
+///     msg.ok_with("hello")
+/// }
+///
+/// let router = Router::new("greeter")
+///     .service("hello", hello)
+///     .doc("Says hello")
+///     .private("hello_internal", hello)
+///     .authorize(|msg: &Message| match msg.service() {
+///         "hello" | "hello_internal" => Ok(()),
+///         _ => Err(Response::forbidden("not for you")),
+///     });
+///
+/// let public: Vec<_> = router.registered_services(Listing::Public).into_iter().map(|s| s.name).collect();
+/// assert_eq!(public, ["hello"]);
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let reply = router.invoke(Message::new("hello")).await;
+/// assert_eq!(reply.response().unwrap().payload().unwrap().decode::<String>().unwrap(), "hello");
+/// # });
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct Router {
+    name: Arc<str>,
+    services: Vec<RouterService>,
+    authorize: Arc<AuthorizeFn>,
+    choose_node: Arc<ChooseNodeFn>,
+}
+
+pub(crate) type AuthorizeFn = dyn Fn(&Message) -> Result<(), Response> + Send + Sync;
+pub(crate) type ChooseNodeFn = dyn Fn(&Message) -> NodeChoice + Send + Sync;
+
+#[derive(Clone)]
+pub(crate) struct RouterService {
+    pub(crate) info: ServiceInfo,
+    pub(crate) handler: Arc<dyn ErasedHandler>,
+}
+
+/// Whether other nodes may call a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Visibility {
+    /// Announced to the cluster and callable from any node.
+    Public,
+    /// Callable only on the node that registered it.
+    Private,
+}
+
+impl fmt::Display for Visibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Public => "public",
+            Self::Private => "private",
+        })
+    }
+}
+
+/// Which services [`Router::registered_services`] lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Listing {
+    /// Public services, in the order they were added.
+    Public,
+    /// Private services, in the order they were added.
+    Private,
+    /// Private services, then public ones (x3m's order).
+    All,
+}
+
+/// What is known about a registered service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServiceInfo {
+    /// The service name.
+    pub name: String,
+    /// Whether other nodes may call it.
+    pub visibility: Visibility,
+    /// A one-line description, if the router gave one.
+    pub description: Option<String>,
+    /// The name of the router that offers it.
+    pub router: String,
+}
+
+/// Where a public service call should run, as decided by a router's `choose_node`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum NodeChoice {
+    /// Here, on the node that received the call.
+    Local,
+    /// On this node, which replies straight to the caller. At most one such hop: the chosen node
+    /// runs the service without asking `choose_node` again.
+    Node(NodeId),
+}
+
+fn forbid_everything(_: &Message) -> Result<(), Response> {
+    Err(Response::Forbidden(None))
+}
+
+fn run_locally(_: &Message) -> NodeChoice {
+    NodeChoice::Local
+}
+
+impl Router {
+    /// An empty router; `name` appears in logs and registration errors.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Self {
+            name: name.into(),
+            services: Vec::new(),
+            authorize: Arc::new(forbid_everything),
+            choose_node: Arc::new(run_locally),
+        }
+    }
+
+    /// Adds a public service, announced to every node of the cluster.
+    pub fn service<H, Args>(self, name: impl Into<String>, handler: H) -> Self
+    where
+        H: Handler<Args>,
+        Args: 'static,
+    {
+        self.add(name.into(), Visibility::Public, handler)
+    }
+
+    /// Adds a private service, callable only on the node that registers this router.
+    pub fn private<H, Args>(self, name: impl Into<String>, handler: H) -> Self
+    where
+        H: Handler<Args>,
+        Args: 'static,
+    {
+        self.add(name.into(), Visibility::Private, handler)
+    }
+
+    fn add<H, Args>(mut self, name: String, visibility: Visibility, handler: H) -> Self
+    where
+        H: Handler<Args>,
+        Args: 'static,
+    {
+        self.services.push(RouterService {
+            info: ServiceInfo {
+                name,
+                visibility,
+                description: None,
+                router: self.name.to_string(),
+            },
+            handler: Arc::new(Erased::new(handler)),
+        });
+        self
+    }
+
+    /// Describes the service added last, in one line (x3m's `@servicedoc`). Does nothing on a
+    /// router without services.
+    pub fn doc(mut self, description: impl Into<String>) -> Self {
+        if let Some(last) = self.services.last_mut() {
+            last.info.description = Some(description.into());
+        }
+        self
+    }
+
+    /// Sets the authorization rule for every service of this router: `Ok(())` lets the call
+    /// through, `Err(response)` answers the caller with `response` (for instance
+    /// [`Response::forbidden`] with a reason). It runs on the node that first receives the call.
+    pub fn authorize<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(&Message) -> Result<(), Response> + Send + Sync + 'static,
+    {
+        self.authorize = Arc::new(rule);
+        self
+    }
+
+    /// Sets the placement rule for the public services of this router (private services always
+    /// run where they are called).
+    pub fn choose_node<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(&Message) -> NodeChoice + Send + Sync + 'static,
+    {
+        self.choose_node = Arc::new(rule);
+        self
+    }
+
+    /// The router's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The services of this router, filtered by visibility.
+    pub fn registered_services(&self, listing: Listing) -> Vec<ServiceInfo> {
+        let of = |visibility| {
+            self.services
+                .iter()
+                .filter(move |service| service.info.visibility == visibility)
+                .map(|service| service.info.clone())
+        };
+        match listing {
+            Listing::Public => of(Visibility::Public).collect(),
+            Listing::Private => of(Visibility::Private).collect(),
+            Listing::All => of(Visibility::Private)
+                .chain(of(Visibility::Public))
+                .collect(),
+        }
+    }
+
+    /// Whether this router's rule lets `message` through.
+    pub fn is_authorized(&self, message: &Message) -> bool {
+        (self.authorize)(message).is_ok()
+    }
+
+    /// Runs `message` through this router alone, as a dispatch on a node holding only this
+    /// router would: authorization, the handler in its own task, the default timeout. Meant for
+    /// unit tests of a router.
+    pub async fn invoke(&self, message: Message) -> Message {
+        let node = Node::new(format!("{}-invoke", self.name));
+        match node.register(self.clone()) {
+            Ok(()) => node.dispatch(message).await,
+            Err(error) => message.return_with(Response::error(error.to_string())),
+        }
+    }
+
+    pub(crate) fn into_parts(self) -> (RouterPolicy, Vec<RouterService>) {
+        let policy = RouterPolicy {
+            name: self.name,
+            authorize: self.authorize,
+            choose_node: self.choose_node,
+        };
+        (policy, self.services)
+    }
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("name", &self.name)
+            .field(
+                "services",
+                &self
+                    .services
+                    .iter()
+                    .map(|s| (&s.info.name, s.info.visibility))
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The rules a router applies to each of its services once registered.
+pub(crate) struct RouterPolicy {
+    pub(crate) name: Arc<str>,
+    pub(crate) authorize: Arc<AuthorizeFn>,
+    pub(crate) choose_node: Arc<ChooseNodeFn>,
+}

@@ -1,0 +1,50 @@
+//! Switchyard: message-driven, distributed and event-sourced backends, one layer at a time.
+//!
+//! This facade re-exports the Switchyard crates behind features, so an application depends on
+//! one crate and turns on the layers it uses. Messaging is always there; its main types are also
+//! at the root.
+//!
+//! ```
+//! use switchyard::{Message, Node, Router};
+//!
+//! async fn ping(msg: Message) -> Message {
+//!     msg.ok_with("pong")
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), switchyard::RegisterError> {
+//! let node = Node::new("app");
+//! node.register(Router::new("health").service("ping", ping).authorize(|_| Ok(())))?;
+//! let reply = node.dispatch(Message::new("ping")).await;
+//! assert!(reply.response().is_some_and(|r| r.is_success()));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | (always) | [`messaging`]: messages, routers, the dispatcher |
+//!
+//! Aggregates and event sourcing, the scheduler, the SQLite and PostgreSQL stores and the cluster
+//! join as features of their own as they land.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[doc(inline)]
+pub use switchyard_messaging as messaging;
+
+#[doc(no_inline)]
+pub use switchyard_messaging::{
+    Ctx, DispatchOptions, DryRun, Message, Node, Payload, RegisterError, Reply, Response, Router,
+};
+
+/// The guides under `docs/guides/`, compiled as doc tests so their code cannot rot.
+#[cfg(doctest)]
+pub mod guides {
+    #[doc = include_str!("../../../docs/guides/messaging.md")]
+    pub struct Messaging;
+}
