@@ -32,6 +32,30 @@ use crate::{Ctx, HandlerError, IntoReply, Message, Reply};
 /// let router = Router::new("greeter").service("greet", greet).service("greet_twice", greet_twice);
 /// # let _ = router;
 /// ```
+///
+/// A function of another shape is refused at compile time, with a note saying what a handler
+/// must be:
+///
+/// ```compile_fail
+/// use switchyard_messaging::{Message, Router};
+///
+/// async fn takes_a_string(_name: String) -> Message {
+///     Message::new("nope")
+/// }
+///
+/// let router = Router::new("broken").service("broken", takes_a_string);
+/// ```
+///
+/// ```compile_fail
+/// use switchyard_messaging::{Message, Router};
+///
+/// // Returns a number: not something a caller can be answered with.
+/// async fn answers_a_number(_msg: Message) -> u32 {
+///     42
+/// }
+///
+/// let router = Router::new("broken").service("broken", answers_a_number);
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a Switchyard service handler",
     note = "a handler is an `async fn(Message) -> R` or `async fn(Message, Ctx) -> R`, where `R` \

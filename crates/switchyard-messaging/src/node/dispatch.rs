@@ -78,26 +78,9 @@ impl Node {
         let deadline = Instant::now() + timeout;
         message.stamp_dispatch(self.id());
         let span = telemetry::dispatch_span(&message, self.id());
-        async move {
-            let started = Instant::now();
-            let reply = self.discover_and_invoke(message, deadline, timeout).await;
-            let response = reply.response().map(field::display);
-            match purpose {
-                Purpose::Dispatch => tracing::debug!(
-                    name: "service_responded",
-                    duration_ns = elapsed_ns(started),
-                    response,
-                ),
-                Purpose::Validate => tracing::debug!(
-                    name: "service_validation_responded",
-                    duration_ns = elapsed_ns(started),
-                    response,
-                ),
-            }
-            reply
-        }
-        .instrument(span)
-        .await
+        self.discover_and_invoke(message, deadline, timeout, purpose)
+            .instrument(span)
+            .await
     }
 
     async fn discover_and_invoke(
@@ -105,6 +88,7 @@ impl Node {
         message: Message,
         deadline: Instant,
         timeout: Duration,
+        purpose: Purpose,
     ) -> Message {
         let started = Instant::now();
         tracing::debug!(name: "discovering_service", service = message.service());
@@ -129,22 +113,37 @@ impl Node {
             duration_ns = elapsed_ns(started),
         );
 
-        // The common case, one local provider, moves the message without a copy.
-        if let (Some(service), true) = (&local, remote_providers.is_empty()) {
-            tracing::debug!(name: "invoking_service", service_node = %first_node);
-            return self
-                .run_local(service.clone(), message, deadline, timeout)
-                .await;
+        let reply = match local {
+            // The common case, one local provider, moves the message without a copy.
+            Some(service) if remote_providers.is_empty() => {
+                tracing::debug!(name: "invoking_service", service_node = %first_node);
+                self.run_local(service, message, deadline, timeout).await
+            }
+            local => {
+                // Local first, then the peers in random order, so load spreads across them.
+                fastrand::shuffle(&mut remote_providers);
+                let candidates: Vec<Candidate> = local
+                    .map(Candidate::Local)
+                    .into_iter()
+                    .chain(remote_providers.into_iter().map(Candidate::Remote))
+                    .collect();
+                self.fail_over(candidates, message, deadline, timeout).await
+            }
+        };
+        let response = reply.response().map(field::display);
+        match purpose {
+            Purpose::Dispatch => tracing::debug!(
+                name: "service_responded",
+                duration_ns = elapsed_ns(started),
+                response,
+            ),
+            Purpose::Validate => tracing::debug!(
+                name: "service_validation_responded",
+                duration_ns = elapsed_ns(started),
+                response,
+            ),
         }
-
-        // Local first, then the peers in random order, so load spreads across them.
-        fastrand::shuffle(&mut remote_providers);
-        let candidates: Vec<Candidate> = local
-            .map(Candidate::Local)
-            .into_iter()
-            .chain(remote_providers.into_iter().map(Candidate::Remote))
-            .collect();
-        self.fail_over(candidates, message, deadline, timeout).await
+        reply
     }
 
     /// Tries each provider in turn until one answers something other than
