@@ -1,1 +1,38 @@
-fn main() {}
+//! Repository automation, run as `cargo xtask <command>`:
+//!
+//! - `test`: everything CI checks, stopping at the first failure and naming it;
+//! - `docs`: the API docs and the guides (whose Rust blocks compile as doc tests);
+//! - `bench`: the criterion benchmarks, written to `docs/benchmarks.md`.
+
+mod bench;
+mod docs;
+mod run;
+mod test;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <test|docs|bench>
+
+  test    fmt, clippy, docs, every test, each crate alone, the dependency check
+  docs    API docs and guides (guides compile as doc tests)
+  bench   run the benchmarks and write docs/benchmarks.md";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test::run(),
+        Some("docs") => docs::run(),
+        Some("bench") => bench::run(&args[1..]),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("\nxtask: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

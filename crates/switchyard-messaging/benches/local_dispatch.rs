@@ -1,1 +1,317 @@
-fn main() {}
+//! Local dispatch: one caller's round trip and throughput with many concurrent callers, each
+//! beside its floor (a raw tokio `spawn` + `oneshot` round trip) measured in the same run.
+//!
+//! Run with `cargo xtask bench` (which writes `docs/benchmarks.md`) or
+//! `cargo bench -p switchyard-messaging --bench local_dispatch`.
+//!
+//! The set-up is the default a user gets: a node with the default configuration (5 s timeout
+//! armed on every call), tracing compiled in with no subscriber, a new message built per call,
+//! on a multi-thread runtime with 2 workers. The machine's cores switch between full and half
+//! speed every few seconds, so the subject and its floor are measured in alternating short rounds
+//! and the ratio is taken per round.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group};
+use hdrhistogram::Histogram;
+use switchyard_messaging::{Message, Node, Router};
+use tokio::runtime::Runtime;
+
+async fn echo(msg: Message) -> Message {
+    msg.ok()
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn node() -> Node {
+    let node = Node::new("bench");
+    node.register(
+        Router::new("bench")
+            .service("echo", echo)
+            .authorize(|_| Ok(())),
+    )
+    .unwrap();
+    node
+}
+
+async fn floor_round_trip() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = tx.send(1_u64);
+    });
+    std::hint::black_box(rx.await.unwrap());
+}
+
+async fn dispatch_round_trip(node: &Node) {
+    let reply = node.dispatch(Message::new("echo")).await;
+    std::hint::black_box(reply);
+}
+
+fn criterion_benches(c: &mut Criterion) {
+    let rt = runtime();
+    let node = node();
+    let mut group = c.benchmark_group("local_dispatch");
+    // The caller is itself a task on the runtime, as a service calling another would be.
+    group.bench_function("floor_spawn_oneshot", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(rt.spawn(async move {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    floor_round_trip().await;
+                }
+                started.elapsed()
+            }))
+            .unwrap()
+        })
+    });
+    group.bench_function("dispatch_round_trip", |b| {
+        b.iter_custom(|iters| {
+            let node = node.clone();
+            rt.block_on(rt.spawn(async move {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    dispatch_round_trip(&node).await;
+                }
+                started.elapsed()
+            }))
+            .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = criterion_benches
+}
+
+/// Latency percentiles of one caller, floor and subject in alternating rounds.
+struct Latency {
+    floor: Histogram<u64>,
+    dispatch: Histogram<u64>,
+    ratios: Vec<f64>,
+}
+
+fn measure_latency(rt: &Runtime, node: &Node) -> Latency {
+    const ROUNDS: usize = 12;
+    const CALLS: usize = 20_000;
+    let mut latency = Latency {
+        floor: Histogram::new(3).unwrap(),
+        dispatch: Histogram::new(3).unwrap(),
+        ratios: Vec::new(),
+    };
+    let node = node.clone();
+    let (floor, dispatch, ratios) = rt
+        .block_on(rt.spawn(async move {
+            let mut total_floor = Histogram::<u64>::new(3).unwrap();
+            let mut total_dispatch = Histogram::<u64>::new(3).unwrap();
+            let mut ratios = Vec::new();
+            for _ in 0..1_000 {
+                dispatch_round_trip(&node).await;
+                floor_round_trip().await;
+            }
+            for _ in 0..ROUNDS {
+                let mut floor = Histogram::<u64>::new(3).unwrap();
+                let mut dispatch = Histogram::<u64>::new(3).unwrap();
+                for _ in 0..CALLS {
+                    let started = Instant::now();
+                    floor_round_trip().await;
+                    floor.record(started.elapsed().as_nanos() as u64).unwrap();
+                }
+                for _ in 0..CALLS {
+                    let started = Instant::now();
+                    dispatch_round_trip(&node).await;
+                    dispatch
+                        .record(started.elapsed().as_nanos() as u64)
+                        .unwrap();
+                }
+                ratios.push(
+                    dispatch.value_at_quantile(0.5) as f64 / floor.value_at_quantile(0.5) as f64,
+                );
+                total_floor.add(&floor).unwrap();
+                total_dispatch.add(&dispatch).unwrap();
+            }
+            (total_floor, total_dispatch, ratios)
+        }))
+        .unwrap();
+    latency.floor = floor;
+    latency.dispatch = dispatch;
+    latency.ratios = ratios;
+    latency
+}
+
+/// Calls per second with `callers` concurrent callers, floor and subject in alternating rounds.
+struct Throughput {
+    callers: usize,
+    floor: Vec<f64>,
+    dispatch: Vec<f64>,
+    ratios: Vec<f64>,
+}
+
+fn measure_throughput(rt: &Runtime, node: &Node, callers: usize) -> Throughput {
+    const ROUNDS: usize = 10;
+    const CALLS: usize = 400_000;
+    let per_caller = CALLS / callers;
+    let mut result = Throughput {
+        callers,
+        floor: Vec::new(),
+        dispatch: Vec::new(),
+        ratios: Vec::new(),
+    };
+    let run = |subject: bool| -> f64 {
+        rt.block_on(async {
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..callers)
+                .map(|_| {
+                    let node = node.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..per_caller {
+                            if subject {
+                                dispatch_round_trip(&node).await;
+                            } else {
+                                floor_round_trip().await;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            (per_caller * callers) as f64 / started.elapsed().as_secs_f64()
+        })
+    };
+    run(true);
+    run(false);
+    for _ in 0..ROUNDS {
+        let floor = run(false);
+        let dispatch = run(true);
+        result.floor.push(floor);
+        result.dispatch.push(dispatch);
+        result.ratios.push(floor / dispatch);
+    }
+    result
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    sorted[sorted.len() / 2]
+}
+
+fn micros(nanos: u64) -> String {
+    format!("{:.2} µs", nanos as f64 / 1_000.0)
+}
+
+/// Criterion's mean estimate for one benchmark of this run, in nanoseconds.
+fn criterion_mean(out_dir: &std::path::Path, id: &str) -> Option<f64> {
+    let path = out_dir
+        .join("criterion")
+        .join("local_dispatch")
+        .join(id)
+        .join("new")
+        .join("estimates.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    json["mean"]["point_estimate"].as_f64()
+}
+
+fn target_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    // The bench runs from target/release/deps/.
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors()
+        .nth(3)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+fn report(latency: &Latency, throughputs: &[Throughput]) -> String {
+    let target = target_dir();
+    let mut out = String::new();
+    out.push_str("## Local dispatch (`switchyard-messaging`, bench `local_dispatch`)\n\n");
+    out.push_str(
+        "Default node (5 s timeout armed), a new message per call, tracing compiled in without a \
+         subscriber, multi-thread runtime with 2 workers. Floor: a raw tokio `spawn` + `oneshot` \
+         round trip, measured in alternating rounds in the same run.\n\n",
+    );
+    out.push_str("| one caller | p50 | p99 | p99.9 |\n|---|---|---|---|\n");
+    for (name, histogram) in [
+        ("floor: spawn + oneshot", &latency.floor),
+        ("dispatch", &latency.dispatch),
+    ] {
+        out.push_str(&format!(
+            "| {name} | {} | {} | {} |\n",
+            micros(histogram.value_at_quantile(0.5)),
+            micros(histogram.value_at_quantile(0.99)),
+            micros(histogram.value_at_quantile(0.999)),
+        ));
+    }
+    out.push_str(&format!(
+        "\nRound trip ratio dispatch / floor at p50: **{:.2}×** (median of {} rounds; target ≤ 3×). \
+         p50 target ≤ 2 µs: **{}**.\n\n",
+        median(&latency.ratios),
+        latency.ratios.len(),
+        micros(latency.dispatch.value_at_quantile(0.5)),
+    ));
+    out.push_str("| concurrent callers | floor calls/s | dispatches/s | floor / dispatch |\n|---|---|---|---|\n");
+    for t in throughputs {
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.2}× |\n",
+            t.callers,
+            median(&t.floor),
+            median(&t.dispatch),
+            median(&t.ratios),
+        ));
+    }
+    out.push_str("\nMedians of 10 alternating rounds of 400,000 calls each; target ≥ 1,000,000 dispatches/s.\n");
+    if let (Some(floor), Some(dispatch)) = (
+        criterion_mean(&target, "floor_spawn_oneshot"),
+        criterion_mean(&target, "dispatch_round_trip"),
+    ) {
+        out.push_str(&format!(
+            "\nCriterion means (one caller, this run): floor {:.0} ns, dispatch {:.0} ns, ratio {:.2}×.\n",
+            floor,
+            dispatch,
+            dispatch / floor
+        ));
+    }
+    out
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+
+    // `cargo test --benches` runs this binary too: the percentiles are for `cargo bench` only.
+    if std::env::args().any(|arg| arg == "--test" || arg == "--list") {
+        return;
+    }
+    let rt = runtime();
+    let node = node();
+    let latency = measure_latency(&rt, &node);
+    let throughputs: Vec<_> = [64, 1_024]
+        .into_iter()
+        .map(|callers| measure_throughput(&rt, &node, callers))
+        .collect();
+    let report = report(&latency, &throughputs);
+    println!("\n{report}");
+    let out_dir = std::env::var("SWITCHYARD_BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| target_dir().join("switchyard-bench"));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::write(out_dir.join("10-local_dispatch.md"), report).unwrap();
+}

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::{Ctx, HandlerError, IntoReply, Message, Reply};
+use crate::{Ctx, HandlerError, IntoReply, Message, Node, Reply};
 
 /// A service handler: an `async fn(Message) -> R` or `async fn(Message, Ctx) -> R` where `R`
 /// is [`IntoReply`].
@@ -63,11 +63,12 @@ use crate::{Ctx, HandlerError, IntoReply, Message, Reply};
             it must be `Clone + Send + Sync + 'static` and its future `Send`"
 )]
 pub trait Handler<Args>: Clone + Send + Sync + 'static {
-    /// Runs the handler on one message.
+    /// Runs the handler on one message, on `node`. Only handlers that take a [`Ctx`] get one, so
+    /// the others cost no handle.
     fn call(
         &self,
         message: Message,
-        ctx: Ctx,
+        node: &Node,
     ) -> impl Future<Output = Result<Reply, HandlerError>> + Send + 'static;
 }
 
@@ -80,7 +81,7 @@ where
     fn call(
         &self,
         message: Message,
-        _ctx: Ctx,
+        _node: &Node,
     ) -> impl Future<Output = Result<Reply, HandlerError>> + Send + 'static {
         let future = self(message);
         async move { future.await.into_reply() }
@@ -96,9 +97,9 @@ where
     fn call(
         &self,
         message: Message,
-        ctx: Ctx,
+        node: &Node,
     ) -> impl Future<Output = Result<Reply, HandlerError>> + Send + 'static {
-        let future = self(message, ctx);
+        let future = self(message, Ctx::new(node.clone()));
         async move { future.await.into_reply() }
     }
 }
@@ -111,7 +112,7 @@ pub(crate) trait ErasedHandler: Send + Sync + 'static {
     fn spawn(
         &self,
         message: Message,
-        ctx: Ctx,
+        node: &Node,
         span: tracing::Span,
     ) -> JoinHandle<Result<Reply, HandlerError>>;
 }
@@ -138,9 +139,9 @@ where
     fn spawn(
         &self,
         message: Message,
-        ctx: Ctx,
+        node: &Node,
         span: tracing::Span,
     ) -> JoinHandle<Result<Reply, HandlerError>> {
-        tokio::spawn(self.handler.call(message, ctx).instrument(span))
+        tokio::spawn(self.handler.call(message, node).instrument(span))
     }
 }

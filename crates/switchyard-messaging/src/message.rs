@@ -38,7 +38,7 @@ use crate::{NodeId, Payload, PayloadError, Response};
 ///     .with_request(&Deposit { account: "acc-1".into(), amount: 10 })
 ///     .with_log_field("tenant", "acme");
 /// assert_eq!(msg.correlation_id(), msg.id());
-/// assert_eq!(msg.request::<Deposit>()?.amount, 10);
+/// assert_eq!(msg.f.request::<Deposit>()?.amount, 10);
 ///
 /// let next = Message::caused_by(&msg, "notify");
 /// assert_eq!(next.correlation_id(), msg.correlation_id());
@@ -51,7 +51,15 @@ use crate::{NodeId, Payload, PayloadError, Response};
 /// # Ok::<(), switchyard_messaging::PayloadError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Message {
+    /// Boxed, so a message moves as one pointer: dispatch futures hold and move messages at
+    /// every step, and a 360-byte value made those moves the main cost of a local call.
+    f: Box<Fields>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Fields {
     service: Arc<str>,
     id: Arc<str>,
     correlation_id: Arc<str>,
@@ -99,22 +107,38 @@ pub struct ReplyTo {
     pub request_id: u64,
 }
 
-fn new_message_id() -> Arc<str> {
+/// A UUIDv7 for the given time. Without a shared context the ids of one millisecond are not
+/// ordered among themselves, but stay unique (74 random bits); the shared context's mutex was a
+/// point of contention between cores.
+fn new_message_id(now: SystemTime) -> Arc<str> {
+    let since_epoch = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let timestamp = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        since_epoch.as_secs(),
+        since_epoch.subsec_nanos(),
+    );
     let mut buffer = uuid::Uuid::encode_buffer();
-    Arc::from(&*uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buffer))
+    Arc::from(
+        &*uuid::Uuid::new_v7(timestamp)
+            .hyphenated()
+            .encode_lower(&mut buffer),
+    )
 }
 
 impl Message {
     /// A message for `service`, with a fresh UUIDv7 id that also serves as correlation and
     /// causation id.
     pub fn new(service: impl Into<Arc<str>>) -> Self {
-        let id = new_message_id();
-        Self {
+        let now = SystemTime::now();
+        let id = new_message_id(now);
+        Self::from_fields(Fields {
             service: service.into(),
             correlation_id: id.clone(),
             causation_id: id.clone(),
             id,
-            invoked_at: SystemTime::now(),
+            invoked_at: now,
             dry_run: DryRun::No,
             request: None,
             assigns: BTreeMap::new(),
@@ -125,6 +149,12 @@ impl Message {
             reply_to: None,
             log_fields: LogFields::default(),
             halted: false,
+        })
+    }
+
+    fn from_fields(fields: Fields) -> Self {
+        Self {
+            f: Box::new(fields),
         }
     }
 
@@ -133,10 +163,10 @@ impl Message {
     /// and trace context.
     pub fn caused_by(parent: &Message, service: impl Into<Arc<str>>) -> Self {
         let mut message = Self::new(service);
-        message.correlation_id = parent.correlation_id.clone();
-        message.causation_id = parent.id.clone();
-        message.dry_run = parent.dry_run;
-        message.log_fields = parent.log_fields.clone();
+        message.f.correlation_id = parent.f.correlation_id.clone();
+        message.f.causation_id = parent.f.id.clone();
+        message.f.dry_run = parent.f.dry_run;
+        message.f.log_fields = parent.f.log_fields.clone();
         message
     }
 
@@ -145,13 +175,13 @@ impl Message {
     #[must_use]
     pub fn with_id(mut self, id: impl Into<Arc<str>>) -> Self {
         let id = id.into();
-        if Arc::ptr_eq(&self.correlation_id, &self.id) {
-            if Arc::ptr_eq(&self.causation_id, &self.correlation_id) {
-                self.causation_id = id.clone();
+        if Arc::ptr_eq(&self.f.correlation_id, &self.f.id) {
+            if Arc::ptr_eq(&self.f.causation_id, &self.f.correlation_id) {
+                self.f.causation_id = id.clone();
             }
-            self.correlation_id = id.clone();
+            self.f.correlation_id = id.clone();
         }
-        self.id = id;
+        self.f.id = id;
         self
     }
 
@@ -159,31 +189,31 @@ impl Message {
     #[must_use]
     pub fn with_correlation_id(mut self, correlation_id: impl Into<Arc<str>>) -> Self {
         let correlation_id = correlation_id.into();
-        if Arc::ptr_eq(&self.causation_id, &self.correlation_id) {
-            self.causation_id = correlation_id.clone();
+        if Arc::ptr_eq(&self.f.causation_id, &self.f.correlation_id) {
+            self.f.causation_id = correlation_id.clone();
         }
-        self.correlation_id = correlation_id;
+        self.f.correlation_id = correlation_id;
         self
     }
 
     /// Sets the causation id.
     #[must_use]
     pub fn with_causation_id(mut self, causation_id: impl Into<Arc<str>>) -> Self {
-        self.causation_id = causation_id.into();
+        self.f.causation_id = causation_id.into();
         self
     }
 
     /// Addresses the message to another service, keeping everything else.
     #[must_use]
     pub fn to_service(mut self, service: impl Into<Arc<str>>) -> Self {
-        self.service = service.into();
+        self.f.service = service.into();
         self
     }
 
     /// Sets the dry-run mode.
     #[must_use]
     pub fn with_dry_run(mut self, dry_run: DryRun) -> Self {
-        self.dry_run = dry_run;
+        self.f.dry_run = dry_run;
         self
     }
 
@@ -204,7 +234,7 @@ impl Message {
     /// Sets an already encoded request (JSON from an HTTP body, say).
     #[must_use]
     pub fn with_payload(mut self, request: Payload) -> Self {
-        self.request = Some(request);
+        self.f.request = Some(request);
         self
     }
 
@@ -229,7 +259,8 @@ impl Message {
     ///
     /// [`PayloadError::Missing`] when there is no request; a decode error when it is not a `T`.
     pub fn request<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
-        self.request
+        self.f
+            .request
             .as_ref()
             .ok_or_else(|| PayloadError::Missing {
                 what: "the request".to_owned(),
@@ -239,7 +270,7 @@ impl Message {
 
     /// The request as it is encoded, if there is one.
     pub fn payload(&self) -> Option<&Payload> {
-        self.request.as_ref()
+        self.f.request.as_ref()
     }
 
     /// Stores `value` under `key` for later steps of the pipeline (encoded, so it travels to
@@ -249,7 +280,7 @@ impl Message {
         let key = key.into();
         match Payload::encode(value) {
             Ok(payload) => {
-                self.assigns.insert(key, payload);
+                self.f.assigns.insert(key, payload);
                 self
             }
             Err(error) => self.return_with(Response::error(format!("assign `{key}`: {error}"))),
@@ -262,23 +293,23 @@ impl Message {
     ///
     /// A decode error when the value is not a `T`.
     pub fn assigned<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, PayloadError> {
-        self.assigns.get(key).map(Payload::decode).transpose()
+        self.f.assigns.get(key).map(Payload::decode).transpose()
     }
 
     /// Every assigned value, by key.
     pub fn assigns(&self) -> &BTreeMap<String, Payload> {
-        &self.assigns
+        &self.f.assigns
     }
 
     /// The assigned values, to change them in place.
     pub fn assigns_mut(&mut self) -> &mut BTreeMap<String, Payload> {
-        &mut self.assigns
+        &mut self.f.assigns
     }
 
     /// Adds a log field that every span handling this message records.
     #[must_use]
     pub fn with_log_field(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.log_fields.insert(key, value);
+        self.f.log_fields.insert(key, value);
         self
     }
 
@@ -291,7 +322,7 @@ impl Message {
 
     /// The log fields.
     pub fn log_fields(&self) -> &LogFields {
-        &self.log_fields
+        &self.f.log_fields
     }
 
     /// Appends an event, encoded in the binary format; events keep the order they were added in.
@@ -300,7 +331,7 @@ impl Message {
     pub fn add_event<T: Serialize + ?Sized>(mut self, event: &T) -> Self {
         match Payload::encode(event) {
             Ok(payload) => {
-                self.events.push(payload);
+                self.f.events.push(payload);
                 self
             }
             Err(error) => self.return_with(Response::error(format!("event: {error}"))),
@@ -309,12 +340,12 @@ impl Message {
 
     /// The events added so far, in order.
     pub fn events(&self) -> &[Payload] {
-        &self.events
+        &self.f.events
     }
 
     /// Takes the events out of the message.
     pub fn take_events(&mut self) -> Vec<Payload> {
-        std::mem::take(&mut self.events)
+        std::mem::take(&mut self.f.events)
     }
 
     /// Answers [`Response::Ok`] and halts.
@@ -351,81 +382,81 @@ impl Message {
     /// Sets `response` and halts.
     #[must_use]
     pub fn return_with(mut self, response: Response) -> Self {
-        self.response = Some(response);
-        self.halted = true;
+        self.f.response = Some(response);
+        self.f.halted = true;
         self
     }
 
     /// The service the message is for.
     pub fn service(&self) -> &str {
-        &self.service
+        &self.f.service
     }
 
     /// This message's id.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.f.id
     }
 
     /// The id of the conversation.
     pub fn correlation_id(&self) -> &str {
-        &self.correlation_id
+        &self.f.correlation_id
     }
 
     /// The id of the message that caused this one.
     pub fn causation_id(&self) -> &str {
-        &self.causation_id
+        &self.f.causation_id
     }
 
     /// When the message was created, or last dispatched.
     pub fn invoked_at(&self) -> SystemTime {
-        self.invoked_at
+        self.f.invoked_at
     }
 
     /// The dry-run mode.
     pub fn dry_run(&self) -> DryRun {
-        self.dry_run
+        self.f.dry_run
     }
 
     /// The response, once there is one.
     pub fn response(&self) -> Option<&Response> {
-        self.response.as_ref()
+        self.f.response.as_ref()
     }
 
     /// Whether processing stops here: a response was set.
     pub fn is_halted(&self) -> bool {
-        self.halted
+        self.f.halted
     }
 
     /// The aggregate the message addresses.
     pub fn aggregate_meta(&self) -> &AggregateMeta {
-        &self.aggregate_meta
+        &self.f.aggregate_meta
     }
 
     /// The aggregate metadata, to set the id or version.
     pub fn aggregate_meta_mut(&mut self) -> &mut AggregateMeta {
-        &mut self.aggregate_meta
+        &mut self.f.aggregate_meta
     }
 
     /// Sets the id of the aggregate the message addresses.
     #[must_use]
     pub fn with_aggregate_id(mut self, id: impl Into<String>) -> Self {
-        self.aggregate_meta.id = Some(id.into());
+        self.f.aggregate_meta.id = Some(id.into());
         self
     }
 
     /// The node the call was first dispatched from.
     pub fn origin_node(&self) -> Option<&NodeId> {
-        self.origin_node.as_ref()
+        self.f.origin_node.as_ref()
     }
 
     /// Where the reply to a remote call goes.
     pub fn reply_to(&self) -> Option<&ReplyTo> {
-        self.reply_to.as_ref()
+        self.f.reply_to.as_ref()
     }
 
     /// Sets where the reply goes. Transports set this when they send a call to another node.
     pub fn set_reply_to(&mut self, reply_to: Option<ReplyTo>) {
-        self.reply_to = reply_to;
+        self.f.reply_to = reply_to;
     }
 
     /// Encodes the whole message with [`codec`].
@@ -449,45 +480,45 @@ impl Message {
     /// Stamps the message as the dispatcher sends it off: the time, and the caller's node unless
     /// an earlier hop already set it.
     pub(crate) fn stamp_dispatch(&mut self, node: &NodeId) {
-        self.invoked_at = SystemTime::now();
-        if self.origin_node.is_none() {
-            self.origin_node = Some(node.clone());
+        self.f.invoked_at = SystemTime::now();
+        if self.f.origin_node.is_none() {
+            self.f.origin_node = Some(node.clone());
         }
     }
 
     /// A copy of everything but the request and the events, to answer with when the service
     /// cannot (a timeout, a panic, a denial).
     pub(crate) fn reply_skeleton(&self) -> Self {
-        Self {
-            service: self.service.clone(),
-            id: self.id.clone(),
-            correlation_id: self.correlation_id.clone(),
-            causation_id: self.causation_id.clone(),
-            invoked_at: self.invoked_at,
-            dry_run: self.dry_run,
+        Self::from_fields(Fields {
+            service: self.f.service.clone(),
+            id: self.f.id.clone(),
+            correlation_id: self.f.correlation_id.clone(),
+            causation_id: self.f.causation_id.clone(),
+            invoked_at: self.f.invoked_at,
+            dry_run: self.f.dry_run,
             request: None,
-            assigns: self.assigns.clone(),
+            assigns: self.f.assigns.clone(),
             response: None,
             events: Vec::new(),
-            aggregate_meta: self.aggregate_meta.clone(),
-            origin_node: self.origin_node.clone(),
-            reply_to: self.reply_to.clone(),
-            log_fields: self.log_fields.clone(),
+            aggregate_meta: self.f.aggregate_meta.clone(),
+            origin_node: self.f.origin_node.clone(),
+            reply_to: self.f.reply_to.clone(),
+            log_fields: self.f.log_fields.clone(),
             halted: false,
-        }
+        })
     }
 
     /// Drops what a reply does not carry: the request always, the events unless the caller asked
     /// for a verbose dry run.
     pub(crate) fn strip_for_reply(&mut self) {
-        self.request = None;
-        if self.dry_run != DryRun::Verbose {
-            self.events.clear();
+        self.f.request = None;
+        if self.f.dry_run != DryRun::Verbose {
+            self.f.events.clear();
         }
     }
 
     pub(crate) fn set_dry_run(&mut self, dry_run: DryRun) {
-        self.dry_run = dry_run;
+        self.f.dry_run = dry_run;
     }
 }
 
@@ -629,7 +660,7 @@ mod tests {
     fn it_pins_the_encoded_size_of_a_small_message() {
         // Guards the wire size against accidental growth: a change here changes every frame.
         let mut msg = Message::new("greet").with_id("m-1").with_request(&"Ada");
-        msg.invoked_at = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5);
+        msg.f.invoked_at = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5);
         let bytes = msg.to_bytes().unwrap();
         assert_eq!(Message::from_bytes(&bytes).unwrap(), msg);
         assert_eq!(bytes.len(), 43);

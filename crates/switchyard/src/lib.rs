@@ -42,9 +42,12 @@ pub use switchyard_messaging::{
     Ctx, DispatchOptions, DryRun, Message, Node, Payload, RegisterError, Reply, Response, Router,
 };
 
-/// The guides under `docs/guides/`, compiled as doc tests so their code cannot rot.
+/// The README and the guides under `docs/guides/`, compiled as doc tests so their code cannot
+/// rot.
 #[cfg(doctest)]
 pub mod guides {
+    #[doc = include_str!("../../../README.md")]
+    pub struct Readme;
     #[doc = include_str!("../../../docs/guides/messaging.md")]
     pub struct Messaging;
 }

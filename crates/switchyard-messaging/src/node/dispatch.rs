@@ -1,18 +1,22 @@
 //! How a call finds its service and comes back: discovery, authorization, placement, execution
 //! under a deadline, and fail-over between providers.
+//!
+//! The common case (one local provider) is kept lean: the router's rules run and the handler is
+//! spawned while the registry snapshot is borrowed, so no reference count is touched, and the
+//! rarer paths (fail-over, forwarding) are boxed so they do not bloat every dispatch's future.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinError;
+use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
-use tracing::{Instrument, field};
+use tracing::{Instrument, Level, field};
 
 use super::registry::LocalService;
 use super::{Authorization, Node, Served};
 use crate::remote::{Hop, RemoteError};
 use crate::router::{NodeChoice, Visibility};
-use crate::{Ctx, Message, NodeId, Payload, Reply, Response, telemetry};
+use crate::{HandlerError, Message, NodeId, Payload, Reply, Response, telemetry};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Purpose {
@@ -24,6 +28,28 @@ pub(super) enum Purpose {
 enum Candidate {
     Local(Arc<LocalService>),
     Remote(NodeId),
+}
+
+/// What the router of a local service made of a call on its first hop.
+enum Admission {
+    Answered(Message),
+    Forward(NodeId, Message),
+    Run(Message),
+}
+
+/// A call after the router's rules: answered already, to forward, or running here.
+enum Started {
+    Answered(Message),
+    Forward(NodeId, Message),
+    Running(Running),
+}
+
+/// A handler running in its own task, and what is needed to answer if it cannot.
+struct Running {
+    handle: JoinHandle<Result<Reply, HandlerError>>,
+    skeleton: Message,
+    span: tracing::Span,
+    started: Option<Instant>,
 }
 
 /// What running a handler here produced.
@@ -48,8 +74,13 @@ fn timed_out(message: Message, timeout: Duration) -> Message {
     answer(message, response)
 }
 
-fn elapsed_ns(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
+/// The clock is read for telemetry durations only when someone listens.
+fn start_clock() -> Option<Instant> {
+    tracing::enabled!(Level::DEBUG).then(Instant::now)
+}
+
+fn elapsed_ns(since: Option<Instant>) -> Option<u64> {
+    since.map(|since| u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn panic_reason(service: &str, error: JoinError) -> String {
@@ -90,73 +121,83 @@ impl Node {
         timeout: Duration,
         purpose: Purpose,
     ) -> Message {
-        let started = Instant::now();
+        let started = start_clock();
         tracing::debug!(name: "discovering_service", service = message.service());
-        let local = self.inner.registry.load().get(message.service()).cloned();
-        let mut remote_providers = match self.inner.remote.get() {
+        let remote_providers = match self.inner.remote.get() {
             Some(remote) => remote.providers(message.service()),
             None => Vec::new(),
         };
-        let first_node = match (&local, remote_providers.first()) {
-            (Some(_), _) => self.id().clone(),
-            (None, Some(node)) => node.clone(),
-            (None, None) => {
+        let fast = {
+            let registry = self.inner.registry.load();
+            match registry.get(message.service()) {
+                Some(service) if remote_providers.is_empty() => {
+                    self.found(self.id(), started);
+                    tracing::debug!(name: "invoking_service", service_node = %self.id());
+                    Ok(self.start(service, message, Hop::First))
+                }
+                local => Err((local.cloned(), message)),
+            }
+        };
+        let reply = match fast {
+            Ok(Started::Answered(reply)) => reply,
+            Ok(Started::Running(running)) => self.await_local(running, deadline, timeout).await,
+            Ok(Started::Forward(node, message)) => {
+                Box::pin(self.forward(node, message, deadline, timeout)).await
+            }
+            Err((None, message)) if remote_providers.is_empty() => {
                 tracing::debug!(name: "service_not_found", duration_ns = elapsed_ns(started));
                 let service = message.service().to_owned();
                 return answer(message, Response::ServiceUnavailable(service));
             }
-        };
-        tracing::Span::current().record("service_node", field::display(&first_node));
-        tracing::debug!(
-            name: "service_found",
-            service_node = %first_node,
-            duration_ns = elapsed_ns(started),
-        );
-
-        let reply = match local {
-            // The common case, one local provider, moves the message without a copy.
-            Some(service) if remote_providers.is_empty() => {
-                tracing::debug!(name: "invoking_service", service_node = %first_node);
-                self.run_local(service, message, deadline, timeout).await
-            }
-            local => {
-                // Local first, then the peers in random order, so load spreads across them.
-                fastrand::shuffle(&mut remote_providers);
-                let candidates: Vec<Candidate> = local
-                    .map(Candidate::Local)
-                    .into_iter()
-                    .chain(remote_providers.into_iter().map(Candidate::Remote))
-                    .collect();
-                self.fail_over(candidates, message, deadline, timeout).await
+            Err((local, message)) => {
+                let first = match (&local, remote_providers.first()) {
+                    (Some(_), _) | (None, None) => self.id(),
+                    (None, Some(node)) => node,
+                };
+                self.found(first, started);
+                Box::pin(self.fail_over(local, remote_providers, message, deadline, timeout)).await
             }
         };
         let response = reply.response().map(field::display);
+        let duration_ns = elapsed_ns(started);
         match purpose {
-            Purpose::Dispatch => tracing::debug!(
-                name: "service_responded",
-                duration_ns = elapsed_ns(started),
-                response,
-            ),
-            Purpose::Validate => tracing::debug!(
-                name: "service_validation_responded",
-                duration_ns = elapsed_ns(started),
-                response,
-            ),
+            Purpose::Dispatch => {
+                tracing::debug!(name: "service_responded", duration_ns, response);
+            }
+            Purpose::Validate => {
+                tracing::debug!(name: "service_validation_responded", duration_ns, response);
+            }
         }
         reply
     }
 
-    /// Tries each provider in turn until one answers something other than
-    /// [`Response::TryAnotherNode`], moving on only when the previous one declined or never
-    /// received the call: after a timeout the first call may still be running, so it is not
-    /// repeated elsewhere.
+    fn found(&self, node: &NodeId, started: Option<Instant>) {
+        tracing::Span::current().record("service_node", field::display(node));
+        tracing::debug!(
+            name: "service_found",
+            service_node = %node,
+            duration_ns = elapsed_ns(started),
+        );
+    }
+
+    /// Tries each provider in turn (local first, then the peers in random order, so load
+    /// spreads) until one answers something other than [`Response::TryAnotherNode`]. It moves on
+    /// only when the previous provider declined or never received the call: after a timeout the
+    /// first call may still be running, so it is not repeated elsewhere.
     async fn fail_over(
         &self,
-        candidates: Vec<Candidate>,
+        local: Option<Arc<LocalService>>,
+        mut remote_providers: Vec<NodeId>,
         message: Message,
         deadline: Instant,
         timeout: Duration,
     ) -> Message {
+        fastrand::shuffle(&mut remote_providers);
+        let candidates: Vec<Candidate> = local
+            .map(Candidate::Local)
+            .into_iter()
+            .chain(remote_providers.into_iter().map(Candidate::Remote))
+            .collect();
         let skeleton = message.reply_skeleton();
         let mut declined = Vec::new();
         let count = candidates.len();
@@ -175,7 +216,7 @@ impl Node {
             tracing::debug!(name: "invoking_service", service_node = %node);
             let reply = match candidate {
                 Candidate::Local(service) => {
-                    self.run_local(service, attempt, deadline, timeout).await
+                    self.run_local(&service, attempt, deadline, timeout).await
                 }
                 Candidate::Remote(node) => {
                     match self
@@ -224,33 +265,49 @@ impl Node {
         }
     }
 
-    /// The first hop of a call to a service registered here.
-    async fn run_local(
+    /// Sends a call to the node `choose_node` picked; that node runs it without choosing again.
+    async fn forward(
         &self,
-        service: Arc<LocalService>,
+        node: NodeId,
         message: Message,
         deadline: Instant,
         timeout: Duration,
     ) -> Message {
-        let message = match self.admit(&service, message) {
-            Ok(message) => message,
-            Err(Admission::Answered(reply)) => return reply,
-            Err(Admission::Forward(node, message)) => {
-                let skeleton = message.reply_skeleton();
-                return match self
-                    .invoke_remote(node.clone(), message, Hop::Forwarded, deadline)
-                    .await
-                {
-                    Ok(reply) => reply,
-                    Err(RemoteError::TimedOut) => timed_out(skeleton, timeout),
-                    Err(error) => answer(
-                        skeleton,
-                        Response::error(format!("could not forward to node {node}: {error}")),
-                    ),
-                };
+        let skeleton = message.reply_skeleton();
+        match self
+            .invoke_remote(node.clone(), message, Hop::Forwarded, deadline)
+            .await
+        {
+            Ok(reply) => reply,
+            Err(RemoteError::TimedOut) => timed_out(skeleton, timeout),
+            Err(error) => answer(
+                skeleton,
+                Response::error(format!("could not forward to node {node}: {error}")),
+            ),
+        }
+    }
+
+    /// The first hop of a call to a service registered here, off the fast path.
+    async fn run_local(
+        &self,
+        service: &LocalService,
+        message: Message,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Message {
+        match self.start(service, message, Hop::First) {
+            Started::Answered(reply) => reply,
+            Started::Forward(node, message) => {
+                Box::pin(self.forward(node, message, deadline, timeout)).await
             }
-        };
-        match self.execute(&service, message, deadline, timeout).await {
+            Started::Running(running) => self.await_local(running, deadline, timeout).await,
+        }
+    }
+
+    /// Waits for a local handler on behalf of a caller here: a handler that does not reply
+    /// leaves the caller waiting until its deadline, as a lost reply would.
+    async fn await_local(&self, running: Running, deadline: Instant, timeout: Duration) -> Message {
+        match self.await_handler(running, deadline, timeout).await {
             Executed::Reply(reply) => reply,
             Executed::NoReply(skeleton) => {
                 tokio::time::sleep_until(deadline).await;
@@ -259,44 +316,69 @@ impl Node {
         }
     }
 
-    /// What the router says of a call on its first hop: refused, run elsewhere, or run here.
-    fn admit(&self, service: &LocalService, message: Message) -> Result<Message, Admission> {
+    /// Applies the router's rules to a call and, when it is to run here, starts the handler.
+    fn start(&self, service: &LocalService, message: Message, hop: Hop) -> Started {
+        match self.admit(service, message, hop) {
+            Admission::Run(message) => Started::Running(self.spawn_handler(service, message)),
+            Admission::Answered(reply) => Started::Answered(reply),
+            Admission::Forward(node, message) => Started::Forward(node, message),
+        }
+    }
+
+    /// What the router says of a call: refused, run elsewhere, or run here. A forwarded call is
+    /// run as it is: it was authorized and placed by the node that first received it.
+    fn admit(&self, service: &LocalService, message: Message, hop: Hop) -> Admission {
         tracing::debug!(
             name: "service_request_received",
             visibility = %service.info.visibility,
             origin_node = message.origin_node().map(field::display),
         );
+        if hop == Hop::Forwarded {
+            return Admission::Run(message);
+        }
         if let Err(response) = (service.policy.authorize)(&message) {
-            return Err(Admission::Answered(answer(message, response)));
+            return Admission::Answered(answer(message, response));
         }
         if service.info.visibility == Visibility::Private {
-            return Ok(message);
+            return Admission::Run(message);
         }
         match (service.policy.choose_node)(&message) {
-            NodeChoice::Node(node) if node != *self.id() => Err(Admission::Forward(node, message)),
-            NodeChoice::Local | NodeChoice::Node(_) => Ok(message),
+            NodeChoice::Node(node) if node != *self.id() => Admission::Forward(node, message),
+            NodeChoice::Local | NodeChoice::Node(_) => Admission::Run(message),
         }
     }
 
-    /// Runs the handler in its own task, so a panic or a hang cannot take the caller with it.
-    async fn execute(
-        &self,
-        service: &LocalService,
-        message: Message,
-        deadline: Instant,
-        timeout: Duration,
-    ) -> Executed {
+    /// Starts the handler in its own task, so a panic or a hang cannot take the caller with it.
+    fn spawn_handler(&self, service: &LocalService, message: Message) -> Running {
         let skeleton = message.reply_skeleton();
         let visibility = match service.info.visibility {
             Visibility::Public => "public",
             Visibility::Private => "private",
         };
         let span = telemetry::service_span(&message, self.id(), visibility);
-        let started = Instant::now();
+        let started = start_clock();
         span.in_scope(|| tracing::debug!(name: "executing_service", node = %self.id()));
-        let mut handle = service
-            .handler
-            .spawn(message, Ctx::new(self.clone()), span.clone());
+        let handle = service.handler.spawn(message, self, span.clone());
+        Running {
+            handle,
+            skeleton,
+            span,
+            started,
+        }
+    }
+
+    async fn await_handler(
+        &self,
+        running: Running,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Executed {
+        let Running {
+            mut handle,
+            skeleton,
+            span,
+            started,
+        } = running;
         let failure = match tokio::time::timeout_at(deadline, &mut handle).await {
             Ok(Ok(Ok(Reply::To(mut reply)))) => {
                 reply.strip_for_reply();
@@ -316,7 +398,7 @@ impl Node {
                 return Executed::NoReply(skeleton);
             }
             Ok(Ok(Err(error))) => Response::Error(Payload::text(error.reason())),
-            Ok(Err(join_error)) => Response::error(panic_reason(&service.info.name, join_error)),
+            Ok(Err(join_error)) => Response::error(panic_reason(skeleton.service(), join_error)),
             Err(_elapsed) => {
                 // The caller stops waiting, so the work stops too: x3m let it run on unseen.
                 handle.abort();
@@ -337,33 +419,39 @@ impl Node {
         deadline: Instant,
     ) -> Served {
         let timeout = deadline.saturating_duration_since(Instant::now());
-        let service = match self.inner.registry.load().get(message.service()) {
-            Some(service) if service.info.visibility == Visibility::Public => service.clone(),
-            // Private services exist only for their own node.
-            _ => {
-                let name = message.service().to_owned();
-                return Served::Reply(answer(message, Response::ServiceUnavailable(name)));
+        let started = {
+            let registry = self.inner.registry.load();
+            match registry.get(message.service()) {
+                Some(service) if service.info.visibility == Visibility::Public => {
+                    self.start(service, message, hop)
+                }
+                // Private services exist only for their own node.
+                _ => {
+                    let name = message.service().to_owned();
+                    return Served::Reply(answer(message, Response::ServiceUnavailable(name)));
+                }
             }
         };
-        let message = match hop {
-            Hop::Forwarded => message,
-            Hop::First => match self.admit(&service, message) {
-                Ok(message) => message,
-                Err(Admission::Answered(reply)) => return Served::Reply(reply),
-                Err(Admission::Forward(node, message)) => {
-                    return Served::Forward { node, message };
+        match started {
+            Started::Answered(reply) => Served::Reply(reply),
+            Started::Forward(node, message) => Served::Forward { node, message },
+            Started::Running(running) => {
+                match self.await_handler(running, deadline, timeout).await {
+                    Executed::Reply(reply) => Served::Reply(reply),
+                    Executed::NoReply(_) => Served::NoReply,
                 }
-            },
-        };
-        match self.execute(&service, message, deadline, timeout).await {
-            Executed::Reply(reply) => Served::Reply(reply),
-            Executed::NoReply(_) => Served::NoReply,
+            }
         }
     }
 
     pub(super) async fn check_authorization(&self, message: &Message) -> Authorization {
         let span = telemetry::dispatch_span(message, self.id());
-        span.in_scope(|| tracing::debug!(name: "checking_if_service_call_is_authorized", service = message.service()));
+        span.in_scope(|| {
+            tracing::debug!(
+                name: "checking_if_service_call_is_authorized",
+                service = message.service(),
+            );
+        });
         self.authorize_with_provider(message).instrument(span).await
     }
 
@@ -388,9 +476,4 @@ impl Node {
         }
         Authorization::ServiceUnavailable
     }
-}
-
-enum Admission {
-    Answered(Message),
-    Forward(NodeId, Message),
 }

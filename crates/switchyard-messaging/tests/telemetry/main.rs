@@ -1,4 +1,5 @@
 //! The spans and events a dispatch emits, in order (x3m's telemetry tests, ported).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]  // Tests fail loudly.
 
 use std::sync::{Arc, Mutex};
 
@@ -8,11 +9,14 @@ use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
-/// What the recorder saw: event names in order, and each span's or event's fields.
+/// A span's or event's name and its fields, as text.
+type Entry = (String, Vec<(String, String)>);
+
+/// What the recorder saw: events and spans in order, with their fields.
 #[derive(Clone, Default)]
 struct Recorded {
-    events: Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>,
-    spans: Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>,
+    events: Arc<Mutex<Vec<Entry>>>,
+    spans: Arc<Mutex<Vec<Entry>>>,
 }
 
 #[derive(Default)]

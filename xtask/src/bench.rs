@@ -1,0 +1,112 @@
+//! `cargo xtask bench [FILTER]`: runs the criterion benches and writes `docs/benchmarks.md`.
+//!
+//! Each bench measures its subject beside its floor in the same run and writes a Markdown
+//! section into `target/switchyard-bench/`; this command runs them, then joins the sections
+//! under a header naming the machine, the commit and the date, since a figure means little
+//! without them.
+
+use std::path::Path;
+
+use crate::run::{self, Result, StepFailed, cargo, step};
+
+pub(crate) fn run(args: &[String]) -> Result {
+    let root = run::root();
+    let out = root.join("target").join("switchyard-bench");
+    if args.is_empty() {
+        // A full run starts clean, so no section from an older run survives.
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    let mut command = cargo(&["bench", "--workspace", "--all-features"]);
+    if let Some(filter) = args.first() {
+        command.args(["--bench", filter]);
+    }
+    command.env("SWITCHYARD_BENCH_OUT", &out);
+    step("benchmarks", command)?;
+    let report = header()? + &sections(&out)?;
+    let path = root.join("docs").join("benchmarks.md");
+    std::fs::write(&path, report).map_err(|error| StepFailed {
+        step: "write docs/benchmarks.md".into(),
+        detail: error.to_string(),
+    })?;
+    println!("\nxtask: wrote {}", path.display());
+    Ok(())
+}
+
+fn header() -> Result<String> {
+    let commit = run::output("git commit", git(&["rev-parse", "--short", "HEAD"]))?;
+    let dirty = !run::output(
+        "git status",
+        git(&["status", "--porcelain", "--untracked-files=no"]),
+    )?
+    .trim()
+    .is_empty();
+    let date = run::output("date", command("date", &["-u", "+%Y-%m-%d %H:%M UTC"]))?;
+    let rustc = run::output("rustc", command("rustc", &["--version"]))?;
+    let kernel = run::output("uname", command("uname", &["-sr"]))?;
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split(':').nth(1))
+                .map(|model| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    Ok(format!(
+        "# Benchmarks\n\n\
+         Written by `cargo xtask bench`; do not edit by hand.\n\n\
+         | | |\n|---|---|\n\
+         | date | {} |\n| commit | `{}`{} |\n| CPU | {} ({} cores) |\n| OS | {} |\n| compiler | {} |\n\n\
+         This machine's cores switch between a full-speed and a half-speed mode every few \
+         seconds, so every subject is measured beside its floor (raw tokio, raw TCP, raw SQL) in \
+         alternating rounds of the same run, and the ratio is the figure to compare across \
+         runs.\n\n",
+        date.trim(),
+        commit.trim(),
+        if dirty {
+            " (with uncommitted changes)"
+        } else {
+            ""
+        },
+        cpu,
+        cores,
+        kernel.trim(),
+        rustc.trim(),
+    ))
+}
+
+/// The sections the benches wrote, in file-name order.
+fn sections(out: &Path) -> Result<String> {
+    let entries = std::fs::read_dir(out).map_err(|error| StepFailed {
+        step: "collect bench results".into(),
+        detail: format!("{}: {error} (did the benches run?)", out.display()),
+    })?;
+    let mut files: Vec<_> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .collect();
+    files.sort();
+    let mut all = String::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|error| StepFailed {
+            step: "collect bench results".into(),
+            detail: format!("{}: {error}", file.display()),
+        })?;
+        all.push_str(&text);
+        all.push('\n');
+    }
+    Ok(all)
+}
+
+fn git(args: &[&str]) -> std::process::Command {
+    let mut command = command("git", args);
+    command.current_dir(run::root());
+    command
+}
+
+fn command(program: &str, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    command.args(args);
+    command
+}

@@ -1,0 +1,83 @@
+//! Running commands from the workspace root, and reporting which step failed.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+/// A step that did not succeed.
+#[derive(Debug)]
+pub(crate) struct StepFailed {
+    pub(crate) step: String,
+    pub(crate) detail: String,
+}
+
+impl fmt::Display for StepFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "step `{}` failed: {}", self.step, self.detail)
+    }
+}
+
+pub(crate) type Result<T = ()> = std::result::Result<T, StepFailed>;
+
+/// The workspace root (the parent of this crate's folder).
+pub(crate) fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// `cargo` with the given arguments, from the workspace root.
+pub(crate) fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.args(args).current_dir(root());
+    command
+}
+
+/// Runs one named step, printing its name and time.
+pub(crate) fn step(name: &str, mut command: Command) -> Result {
+    println!("\n==> {name}");
+    let started = Instant::now();
+    let status = command.status().map_err(|error| StepFailed {
+        step: name.to_owned(),
+        detail: format!("could not start {:?}: {error}", command.get_program()),
+    })?;
+    if !status.success() {
+        return Err(StepFailed {
+            step: name.to_owned(),
+            detail: format!("{status}"),
+        });
+    }
+    println!("==> {name}: ok in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Runs a command and returns its standard output.
+pub(crate) fn output(name: &str, mut command: Command) -> Result<String> {
+    let out = command.output().map_err(|error| StepFailed {
+        step: name.to_owned(),
+        detail: format!("could not start {:?}: {error}", command.get_program()),
+    })?;
+    if !out.status.success() {
+        return Err(StepFailed {
+            step: name.to_owned(),
+            detail: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr)),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The library crates under `crates/`, by package name.
+pub(crate) fn library_crates() -> Result<Vec<String>> {
+    let dir = root().join("crates");
+    let entries = std::fs::read_dir(&dir).map_err(|error| StepFailed {
+        step: "list crates".into(),
+        detail: format!("{}: {error}", dir.display()),
+    })?;
+    let mut crates: Vec<String> = entries
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().join("Cargo.toml").is_file())
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .collect();
+    crates.sort();
+    Ok(crates)
+}
