@@ -84,19 +84,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let reply = node
-        .dispatch(Message::new("greet").with_request(&Greet { name: "  ada".into() }))
+        .dispatch(Message::new("greet").with_request(&Greet {
+            name: "  ada".into(),
+        }))
         .await;
     println!("greet ada      -> {}", text(&reply));
 
     let check = node
-        .validate(Message::new("greet").with_request(&Greet { name: "grace".into() }))
+        .validate(Message::new("greet").with_request(&Greet {
+            name: "grace".into(),
+        }))
         .await;
-    println!("validate grace -> {} (dry run: {:?})", text(&check), check.dry_run());
+    println!(
+        "validate grace -> {} (dry run: {:?})",
+        text(&check),
+        check.dry_run()
+    );
 
     let refused = node
         .dispatch(
             Message::new("greet")
-                .with_request(&Greet { name: "mallory".into() })
+                .with_request(&Greet {
+                    name: "mallory".into(),
+                })
                 .with_log_field("user", "mallory"),
         )
         .await;
@@ -105,12 +115,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let asked = node
         .authorized(&Message::new("greet").with_log_field("user", "mallory"))
         .await;
-    println!("authorized?    -> {}", matches!(asked, Authorization::Allowed));
+    println!(
+        "authorized?    -> {}",
+        matches!(asked, Authorization::Allowed)
+    );
 
     let unknown = node.dispatch(Message::new("farewell")).await;
     println!("farewell       -> {}", text(&unknown));
 
-    let malformed = node.dispatch(Message::new("greet").with_request(&42_u8)).await;
+    let malformed = node
+        .dispatch(Message::new("greet").with_request(&42_u8))
+        .await;
     println!("greet 42       -> {}", text(&malformed));
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Property tests of the codec: messages and responses round-trip exactly; truncated or garbage
 //! bytes give a typed error, never a panic.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]  // Tests fail loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 use std::time::Duration;
 

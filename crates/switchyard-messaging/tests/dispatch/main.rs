@@ -1,5 +1,5 @@
 //! Dispatch on one node and across nodes linked by an in-memory twin of the cluster.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]  // Tests fail loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 mod concurrency;
 mod failures;

@@ -1,5 +1,5 @@
 //! The spans and events a dispatch emits, in order (x3m's telemetry tests, ported).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]  // Tests fail loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 use std::sync::{Arc, Mutex};
 
