@@ -38,7 +38,7 @@ use crate::{NodeId, Payload, PayloadError, Response};
 ///     .with_request(&Deposit { account: "acc-1".into(), amount: 10 })
 ///     .with_log_field("tenant", "acme");
 /// assert_eq!(msg.correlation_id(), msg.id());
-/// assert_eq!(msg.f.request::<Deposit>()?.amount, 10);
+/// assert_eq!(msg.request::<Deposit>()?.amount, 10);
 ///
 /// let next = Message::caused_by(&msg, "notify");
 /// assert_eq!(next.correlation_id(), msg.correlation_id());
