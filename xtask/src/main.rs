@@ -8,6 +8,8 @@ mod bench;
 mod docs;
 mod run;
 mod test;
+#[cfg(test)]
+mod tidy;
 
 use std::process::ExitCode;
 

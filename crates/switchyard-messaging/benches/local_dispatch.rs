@@ -246,7 +246,10 @@ fn report(latency: &Latency, throughputs: &[Throughput]) -> String {
     out.push_str(
         "Default node (5 s timeout armed), a new message per call, tracing compiled in without a \
          subscriber, multi-thread runtime with 2 workers. Floor: a raw tokio `spawn` + `oneshot` \
-         round trip, measured in alternating rounds in the same run.\n\n",
+         round trip, measured in alternating rounds in the same run. Every call has its deadline; the \
+         deadline's timer is registered only if the handler has not finished within one \
+         scheduling turn of the caller (registering it on a runtime with an idle worker wakes \
+         that worker with a system call).\n\n",
     );
     out.push_str("| one caller | p50 | p99 | p99.9 |\n|---|---|---|---|\n");
     for (name, histogram) in [

@@ -5,7 +5,10 @@
 //! spawned while the registry snapshot is borrowed, so no reference count is touched, and the
 //! rarer paths (fail-over, forwarding) are boxed so they do not bloat every dispatch's future.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::task::{JoinError, JoinHandle};
@@ -81,6 +84,33 @@ fn start_clock() -> Option<Instant> {
 
 fn elapsed_ns(since: Option<Instant>) -> Option<u64> {
     since.map(|since| u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The handler's outcome if it finishes within one scheduling turn of the caller, else `None`.
+///
+/// Most handlers finish that fast, and arming the deadline's timer first would cost more than
+/// they do: on a runtime with an idle worker, registering a timer wakes that worker with a system
+/// call. So the caller polls the handle (the handler's completion wakes it), and also asks the
+/// runtime for a deferred wake-up (`yield_now`, which wakes no other thread); if that wake-up
+/// finds the handler still running, the caller arms the timer. The deadline does not move.
+async fn finished_within_a_turn<T>(handle: &mut JoinHandle<T>) -> Option<Result<T, JoinError>> {
+    let turn = tokio::task::yield_now();
+    tokio::pin!(turn);
+    let mut deferred = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(outcome) = Pin::new(&mut *handle).poll(cx) {
+            return Poll::Ready(Some(outcome));
+        }
+        if deferred {
+            return Poll::Ready(None);
+        }
+        deferred = true;
+        match turn.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 fn panic_reason(service: &str, error: JoinError) -> String {
@@ -379,7 +409,11 @@ impl Node {
             span,
             started,
         } = running;
-        let failure = match tokio::time::timeout_at(deadline, &mut handle).await {
+        let outcome = match finished_within_a_turn(&mut handle).await {
+            Some(outcome) => Ok(outcome),
+            None => tokio::time::timeout_at(deadline, &mut handle).await,
+        };
+        let failure = match outcome {
             Ok(Ok(Ok(Reply::To(mut reply)))) => {
                 reply.strip_for_reply();
                 span.in_scope(|| {

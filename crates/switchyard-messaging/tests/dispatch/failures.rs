@@ -59,6 +59,28 @@ async fn a_slow_service_times_out_with_the_call_details() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_never_finishes_times_out_on_real_time() {
+    // The deadline's timer is armed only once the handler has had a turn; this pins that it is
+    // armed at all on a multi-thread runtime, with real time.
+    async fn forever(_msg: Message) -> Message {
+        std::future::pending().await
+    }
+    let node = node_with(open("forever").service("forever", forever));
+    let started = std::time::Instant::now();
+    let reply = node
+        .dispatch_with(
+            Message::new("forever"),
+            DispatchOptions::with_timeout(Duration::from_millis(100)),
+        )
+        .await;
+    assert!(matches!(
+        reply.response(),
+        Some(Response::ServiceTimeout { .. })
+    ));
+    assert!(started.elapsed() >= Duration::from_millis(100));
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_default_timeout_is_five_seconds() {
     let node = node_with(open("slow").service("slow", slow));
