@@ -67,6 +67,23 @@ pub enum Response {
     TryAnotherNode(String),
     /// Every provider declined: each node with the reason it gave, in the order they were tried.
     NoNodesAvailable(Vec<(NodeId, String)>),
+    /// The entity (aggregate) the command addresses does not exist.
+    NotFound {
+        /// Its id.
+        id: String,
+    },
+    /// The entity (aggregate) a creating command addresses exists already.
+    AlreadyExists {
+        /// Its id.
+        id: String,
+    },
+    /// Another writer changed the entity first; retrying with fresh state may succeed.
+    Conflict {
+        /// The version the command expected.
+        expected: i64,
+        /// The version found (`None` when the entity no longer exists).
+        actual: Option<i64>,
+    },
 }
 
 impl Response {
@@ -139,6 +156,16 @@ impl fmt::Display for Response {
             Self::Forbidden(Some(reason)) => write!(f, "forbidden: {reason}"),
             Self::Error(payload) => write!(f, "error: {payload}"),
             Self::TryAnotherNode(reason) => write!(f, "try another node: {reason}"),
+            Self::NotFound { id } => write!(f, "not found: {id}"),
+            Self::AlreadyExists { id } => write!(f, "already exists: {id}"),
+            Self::Conflict {
+                expected,
+                actual: Some(actual),
+            } => write!(f, "conflict: expected version {expected}, found {actual}"),
+            Self::Conflict {
+                expected,
+                actual: None,
+            } => write!(f, "conflict: expected version {expected}, found no stream"),
             Self::NoNodesAvailable(nodes) => {
                 f.write_str("no nodes available")?;
                 for (index, (node, reason)) in nodes.iter().enumerate() {
@@ -148,6 +175,21 @@ impl fmt::Display for Response {
                 Ok(())
             }
         }
+    }
+}
+
+impl From<crate::PayloadError> for Response {
+    /// A request that cannot be read is the caller's mistake: a validation error saying why. This
+    /// lets a command use `?` on [`Message::request`](crate::Message::request).
+    fn from(error: crate::PayloadError) -> Self {
+        let mut reason = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            reason.push_str(": ");
+            reason.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Self::ValidationError(Payload::text(reason))
     }
 }
 

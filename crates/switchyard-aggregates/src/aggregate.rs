@@ -1,0 +1,148 @@
+//! The aggregate trait and the shape of its commands.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use switchyard_messaging::{Message, Payload, Response};
+
+/// A consistency boundary whose state is folded from its events.
+///
+/// The state starts as `Default` (version -1) and changes only through [`apply`](Aggregate::apply)
+/// of recorded events. Commands are plain functions of the current state and the message (see
+/// [`Command`]) that either produce events or reject the call.
+///
+/// # Examples
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use switchyard_aggregates::Aggregate;
+///
+/// #[derive(Default)]
+/// struct Counter { total: u64 }
+///
+/// #[derive(Clone, Serialize, Deserialize)]
+/// enum CounterEvent { Added(u64) }
+///
+/// impl Aggregate for Counter {
+///     type Event = CounterEvent;
+///     const NAME: &'static str = "counter";
+///     fn apply(&mut self, event: &CounterEvent) {
+///         match event { CounterEvent::Added(n) => self.total += n }
+///     }
+/// }
+/// ```
+pub trait Aggregate: Default + Send + Sync + 'static {
+    /// What happened to the aggregate. Stored through the codec (bincode), so it must not
+    /// contain self-describing types such as `serde_json::Value`.
+    type Event: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+
+    /// The stream prefix: the events of aggregate `id` live in stream `"{NAME}-{id}"`.
+    const NAME: &'static str;
+
+    /// The schema version written beside each event, for upcasting later.
+    const EVENT_SCHEMA_VERSION: u32 = 1;
+
+    /// The schema version of snapshots and stored states. Bump it when the state's layout
+    /// changes: snapshots of another version are ignored and the stream replayed.
+    const STATE_SCHEMA_VERSION: u32 = 1;
+
+    /// Folds one event into the state.
+    fn apply(&mut self, event: &Self::Event);
+
+    /// The event's type name, recorded with it (default: the Rust type name of `Event`).
+    fn event_type(event: &Self::Event) -> &'static str {
+        let _ = event;
+        std::any::type_name::<Self::Event>()
+    }
+
+    /// Runs after the command's events were appended and applied.
+    fn commit(&self, message: &Message) {
+        let _ = message;
+    }
+
+    /// Runs after a command was rejected, or ran as a dry run: nothing was persisted.
+    fn rollback(&self, message: &Message) {
+        let _ = message;
+    }
+}
+
+/// What a command decided: the events to record (possibly none) and an optional result for the
+/// caller.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct Events<E> {
+    pub(crate) events: Vec<E>,
+    pub(crate) reply: Option<Payload>,
+}
+
+impl<E> Events<E> {
+    /// Nothing to record; the caller gets `OkAt` with the current version.
+    pub fn none() -> Self {
+        Self {
+            events: Vec::new(),
+            reply: None,
+        }
+    }
+
+    /// One event.
+    pub fn one(event: E) -> Self {
+        Self {
+            events: vec![event],
+            reply: None,
+        }
+    }
+
+    /// Several events, recorded in order, atomically.
+    pub fn many(events: impl IntoIterator<Item = E>) -> Self {
+        Self {
+            events: events.into_iter().collect(),
+            reply: None,
+        }
+    }
+
+    /// Adds a result for the caller, encoded in the binary format. A value that cannot be
+    /// encoded is replaced by its encoding error as text.
+    pub fn reply_with<T: Serialize + ?Sized>(mut self, result: &T) -> Self {
+        self.reply =
+            Some(Payload::encode(result).unwrap_or_else(|error| Payload::text(error.to_string())));
+        self
+    }
+
+    /// The events decided.
+    pub fn events(&self) -> &[E] {
+        &self.events
+    }
+
+    /// The result for the caller, if any.
+    pub fn reply(&self) -> Option<&Payload> {
+        self.reply.as_ref()
+    }
+}
+
+/// What a command returns: events to record, or a rejection answered to the caller as is
+/// (use `?` on [`Message::request`], whose error becomes `ValidationError`).
+pub type CommandResult<E> = Result<Events<E>, Response>;
+
+/// A command of aggregate `A`: a function of the current state and the message.
+///
+/// Implemented for every `Fn(&A, &Message) -> CommandResult<A::Event>`; commands are pure, so
+/// the runtime can run them again on fresh state after a version conflict.
+pub trait Command<A: Aggregate>: Send + Sync + 'static {
+    /// Decides on the command.
+    fn decide(&self, state: &A, message: &Message) -> CommandResult<A::Event>;
+}
+
+impl<A, F> Command<A> for F
+where
+    A: Aggregate,
+    F: Fn(&A, &Message) -> CommandResult<A::Event> + Send + Sync + 'static,
+{
+    fn decide(&self, state: &A, message: &Message) -> CommandResult<A::Event> {
+        self(state, message)
+    }
+}
+
+/// A request type that names the aggregate it addresses.
+pub trait HasAggregateId {
+    /// The aggregate id, if the request carries one.
+    fn aggregate_id(&self) -> Option<String>;
+}

@@ -1,0 +1,526 @@
+//! The conformance suite every event, snapshot and state store must pass.
+//!
+//! Each check is a public async function taking a fresh, empty store. A store crate runs them
+//! all with one macro call in its tests, one test per check:
+//!
+//! ```
+//! use switchyard_aggregates::store::MemoryStore;
+//!
+//! switchyard_aggregates::event_store_conformance!(async { MemoryStore::new() });
+//! ```
+//!
+//! The checks pin the semantics users rely on: expected-version rules, exactly one winner per
+//! version under concurrent appenders, paging, soft and hard delete, the global order, message-id
+//! look-up, metadata and large payloads.
+
+// The suite reports a broken rule by panicking, as `assert!` does.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashSet};
+
+use futures::StreamExt;
+
+use crate::store::{
+    AppendError, DeleteMode, EventMetadata, EventStore, ExpectedVersion, NewEvent, RecordedEvent,
+    SnapshotStore, StateStore, StoredState,
+};
+
+fn event(tag: &str) -> NewEvent {
+    NewEvent {
+        event_type: format!("type-{tag}"),
+        schema_version: 1,
+        data: format!("data-{tag}").into_bytes().into(),
+    }
+}
+
+fn meta(message_id: &str) -> EventMetadata {
+    EventMetadata {
+        message_id: message_id.to_owned(),
+        correlation_id: format!("corr-{message_id}"),
+        causation_id: format!("cause-{message_id}"),
+        user: BTreeMap::from([("tenant".to_owned(), "acme".to_owned())]),
+    }
+}
+
+async fn read<S: EventStore + ?Sized>(store: &S, stream: &str, from: i64) -> Vec<RecordedEvent> {
+    let mut pages = store.read_stream(stream, from, 1_000);
+    let mut all = Vec::new();
+    while let Some(page) = pages.next().await {
+        all.extend(page.expect("read_stream failed"));
+    }
+    all
+}
+
+fn assert_conflict(result: Result<i64, AppendError>, actual: Option<i64>, what: &str) {
+    match result {
+        Err(AppendError::Conflict { actual: found, .. }) => {
+            assert_eq!(found, actual, "{what}: conflict reports the actual version");
+        }
+        other => panic!("{what}: expected a conflict, got {other:?}"),
+    }
+}
+
+/// Appended events read back in order with their type, schema version, data and metadata.
+pub async fn append_and_read_back<S: EventStore + ?Sized>(store: &S) {
+    let version = store
+        .append(
+            "s-1",
+            ExpectedVersion::NoStream,
+            vec![event("a"), event("b"), event("c")],
+            meta("m-1"),
+        )
+        .await
+        .expect("append to a new stream");
+    assert_eq!(version, 2);
+    assert!(store.has_stream("s-1").await.unwrap());
+    assert!(!store.has_stream("s-2").await.unwrap());
+    let events = read(store, "s-1", 0).await;
+    assert_eq!(events.len(), 3);
+    for (index, (recorded, tag)) in events.iter().zip(["a", "b", "c"]).enumerate() {
+        assert_eq!(recorded.stream, "s-1");
+        assert_eq!(recorded.version, index as i64);
+        assert_eq!(recorded.event_type, format!("type-{tag}"));
+        assert_eq!(recorded.schema_version, 1);
+        assert_eq!(&recorded.data[..], format!("data-{tag}").as_bytes());
+        assert_eq!(recorded.metadata, meta("m-1"));
+    }
+    assert!(events.windows(2).all(|w| w[0].position < w[1].position));
+    assert!(read(store, "missing", 0).await.is_empty());
+}
+
+/// `NoStream`, `Exactly` and `Any` are enforced, and a refused append writes nothing.
+pub async fn expected_version_rules<S: EventStore + ?Sized>(store: &S) {
+    assert_conflict(
+        store
+            .append(
+                "s",
+                ExpectedVersion::Exactly(3),
+                vec![event("x")],
+                meta("m"),
+            )
+            .await,
+        None,
+        "Exactly on a missing stream",
+    );
+    store
+        .append(
+            "s",
+            ExpectedVersion::Exactly(-1),
+            vec![event("a")],
+            meta("m-1"),
+        )
+        .await
+        .expect("Exactly(-1) creates the stream");
+    assert_conflict(
+        store
+            .append("s", ExpectedVersion::NoStream, vec![event("x")], meta("m"))
+            .await,
+        Some(0),
+        "NoStream on an existing stream",
+    );
+    assert_conflict(
+        store
+            .append(
+                "s",
+                ExpectedVersion::Exactly(5),
+                vec![event("x")],
+                meta("m"),
+            )
+            .await,
+        Some(0),
+        "a stale Exactly",
+    );
+    assert_eq!(
+        store
+            .append(
+                "s",
+                ExpectedVersion::Exactly(0),
+                vec![event("b")],
+                meta("m-2")
+            )
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .append("s", ExpectedVersion::Any, vec![event("c")], meta("m-3"))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        read(store, "s", 0).await.len(),
+        3,
+        "refused appends wrote nothing"
+    );
+    assert_eq!(
+        store
+            .append("s", ExpectedVersion::Exactly(2), Vec::new(), meta("m-4"))
+            .await
+            .unwrap(),
+        2,
+        "an empty append returns the current version"
+    );
+    assert_eq!(
+        store
+            .append("empty", ExpectedVersion::NoStream, Vec::new(), meta("m-5"))
+            .await
+            .unwrap(),
+        -1,
+        "an empty append to a missing stream creates nothing"
+    );
+    assert!(!store.has_stream("empty").await.unwrap());
+}
+
+/// Many writers racing on one stream: exactly one winner per version, nothing lost or doubled.
+pub async fn concurrent_appenders_on_one_stream<S: EventStore + ?Sized>(store: &S) {
+    const WRITERS: usize = 20;
+    const APPENDS: usize = 10;
+    let writer = |w: usize| async move {
+        for i in 0..APPENDS {
+            loop {
+                let current = read(store, "race", 0)
+                    .await
+                    .last()
+                    .map_or(-1, |e| e.version);
+                let expected = if current < 0 {
+                    ExpectedVersion::NoStream
+                } else {
+                    ExpectedVersion::Exactly(current)
+                };
+                let tag = format!("{w}-{i}");
+                match store
+                    .append("race", expected, vec![event(&tag)], meta(&tag))
+                    .await
+                {
+                    Ok(_) => break,
+                    Err(AppendError::Conflict { .. }) => continue,
+                    Err(other) => panic!("append failed: {other}"),
+                }
+            }
+        }
+    };
+    futures::future::join_all((0..WRITERS).map(writer)).await;
+    let events = read(store, "race", 0).await;
+    assert_eq!(events.len(), WRITERS * APPENDS);
+    for (index, recorded) in events.iter().enumerate() {
+        assert_eq!(recorded.version, index as i64, "versions have no gap");
+    }
+    let tags: HashSet<_> = events.iter().map(|e| e.data.clone()).collect();
+    assert_eq!(tags.len(), WRITERS * APPENDS, "no event recorded twice");
+
+    let winners = futures::future::join_all((0..50).map(|w| async move {
+        store
+            .append(
+                "race",
+                ExpectedVersion::Exactly((WRITERS * APPENDS) as i64 - 1),
+                vec![event(&format!("winner-{w}"))],
+                meta(&format!("winner-{w}")),
+            )
+            .await
+            .is_ok()
+    }))
+    .await;
+    assert_eq!(
+        winners.iter().filter(|won| **won).count(),
+        1,
+        "one winner per version"
+    );
+}
+
+/// Streams read in pages of the size asked, from any version.
+pub async fn paging<S: EventStore + ?Sized>(store: &S) {
+    let events: Vec<_> = (0..25).map(|i| event(&i.to_string())).collect();
+    store
+        .append("paged", ExpectedVersion::NoStream, events, meta("m"))
+        .await
+        .unwrap();
+    let mut pages = store.read_stream("paged", 0, 10);
+    let mut sizes = Vec::new();
+    while let Some(page) = pages.next().await {
+        sizes.push(page.unwrap().len());
+    }
+    assert_eq!(sizes, [10, 10, 5]);
+    let tail = read(store, "paged", 7).await;
+    assert_eq!(tail.len(), 18);
+    assert_eq!(tail[0].version, 7);
+}
+
+/// After a soft delete the stream reads as not found, `NoStream` conflicts, and its versions
+/// are never reused.
+pub async fn soft_delete<S: EventStore + ?Sized>(store: &S) {
+    store
+        .append(
+            "soft",
+            ExpectedVersion::NoStream,
+            vec![event("a"), event("b")],
+            meta("m-1"),
+        )
+        .await
+        .unwrap();
+    store
+        .delete_stream("soft", DeleteMode::Soft, ExpectedVersion::Exactly(1))
+        .await
+        .expect("soft delete");
+    assert!(!store.has_stream("soft").await.unwrap());
+    assert!(read(store, "soft", 0).await.is_empty());
+    assert_eq!(store.find_message("soft", "m-1").await.unwrap(), None);
+    assert_conflict(
+        store
+            .append(
+                "soft",
+                ExpectedVersion::NoStream,
+                vec![event("x")],
+                meta("m"),
+            )
+            .await,
+        Some(1),
+        "NoStream after a soft delete",
+    );
+    let version = store
+        .append("soft", ExpectedVersion::Any, vec![event("c")], meta("m-2"))
+        .await
+        .unwrap();
+    assert_eq!(version, 2, "versions are not reused");
+    let visible = read(store, "soft", 0).await;
+    assert_eq!(visible.len(), 1);
+    assert_eq!(visible[0].version, 2);
+    assert!(store.has_stream("soft").await.unwrap());
+}
+
+/// After a hard delete the stream is gone, from the global order too, and starts again at 0.
+pub async fn hard_delete<S: EventStore + ?Sized>(store: &S) {
+    store
+        .append(
+            "hard",
+            ExpectedVersion::NoStream,
+            vec![event("a"), event("b")],
+            meta("m-1"),
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            "other",
+            ExpectedVersion::NoStream,
+            vec![event("o")],
+            meta("m-2"),
+        )
+        .await
+        .unwrap();
+    assert_conflict(
+        store
+            .delete_stream("hard", DeleteMode::Hard, ExpectedVersion::Exactly(7))
+            .await
+            .map(|()| 0),
+        Some(1),
+        "a delete at the wrong version",
+    );
+    store
+        .delete_stream("hard", DeleteMode::Hard, ExpectedVersion::Any)
+        .await
+        .unwrap();
+    assert!(!store.has_stream("hard").await.unwrap());
+    let all = store.read_all(0, 1_000).await.unwrap();
+    assert!(
+        all.iter().all(|e| e.stream != "hard"),
+        "hard-deleted events left the global order"
+    );
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        store
+            .append(
+                "hard",
+                ExpectedVersion::NoStream,
+                vec![event("new")],
+                meta("m-3")
+            )
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+/// `read_all` returns every stream's events in one strictly increasing order, from a position,
+/// up to a limit.
+pub async fn global_order<S: EventStore + ?Sized>(store: &S) {
+    for round in 0..5 {
+        for stream in ["g-a", "g-b", "g-c"] {
+            store
+                .append(
+                    stream,
+                    ExpectedVersion::Any,
+                    vec![event(&format!("{stream}-{round}"))],
+                    meta("m"),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let all = store.read_all(0, 1_000).await.unwrap();
+    assert_eq!(all.len(), 15);
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    let expected: Vec<String> = (0..5)
+        .flat_map(|round| ["g-a", "g-b", "g-c"].map(|s| format!("data-{s}-{round}")))
+        .collect();
+    let found: Vec<String> = all
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+        .collect();
+    assert_eq!(found, expected, "global order is append order");
+    let from = all[6].position;
+    let tail = store.read_all(from, 4).await.unwrap();
+    assert_eq!(tail.len(), 4);
+    assert_eq!(tail[0].position, from);
+}
+
+/// A message id is found in the stream it recorded events in, at its last event's version.
+pub async fn message_id_lookup<S: EventStore + ?Sized>(store: &S) {
+    store
+        .append(
+            "l",
+            ExpectedVersion::NoStream,
+            vec![event("a"), event("b")],
+            meta("first"),
+        )
+        .await
+        .unwrap();
+    store
+        .append(
+            "l",
+            ExpectedVersion::Exactly(1),
+            vec![event("c")],
+            meta("second"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.find_message("l", "first").await.unwrap(), Some(1));
+    assert_eq!(store.find_message("l", "second").await.unwrap(), Some(2));
+    assert_eq!(store.find_message("l", "never").await.unwrap(), None);
+    assert_eq!(store.find_message("other", "first").await.unwrap(), None);
+}
+
+/// A 1 MiB event and unusual metadata survive as they were.
+pub async fn large_payloads_and_metadata<S: EventStore + ?Sized>(store: &S) {
+    let data: Vec<u8> = (0..1_048_576_u32).map(|i| (i % 251) as u8).collect();
+    let metadata = EventMetadata {
+        message_id: "m-ünïcode-✓".into(),
+        correlation_id: String::new(),
+        causation_id: "c".repeat(300),
+        user: BTreeMap::from([
+            ("k".into(), "v\nwith\"quotes'".into()),
+            ("empty".into(), String::new()),
+        ]),
+    };
+    store
+        .append(
+            "big",
+            ExpectedVersion::NoStream,
+            vec![NewEvent {
+                event_type: "big".into(),
+                schema_version: 7,
+                data: data.clone().into(),
+            }],
+            metadata.clone(),
+        )
+        .await
+        .unwrap();
+    let events = read(store, "big", 0).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(&events[0].data[..], &data[..]);
+    assert_eq!(events[0].schema_version, 7);
+    assert_eq!(events[0].metadata, metadata);
+}
+
+/// The latest snapshot is kept per stream.
+pub async fn snapshots<S: SnapshotStore + ?Sized>(store: &S) {
+    assert_eq!(store.load_snapshot("snap").await.unwrap(), None);
+    let first = StoredState {
+        version: 9,
+        schema_version: 1,
+        data: vec![1, 2, 3].into(),
+    };
+    store.save_snapshot("snap", first.clone()).await.unwrap();
+    assert_eq!(store.load_snapshot("snap").await.unwrap(), Some(first));
+    let second = StoredState {
+        version: 19,
+        schema_version: 2,
+        data: vec![4].into(),
+    };
+    store.save_snapshot("snap", second.clone()).await.unwrap();
+    assert_eq!(store.load_snapshot("snap").await.unwrap(), Some(second));
+    assert_eq!(store.load_snapshot("other").await.unwrap(), None);
+}
+
+/// States are saved with optimistic concurrency on their version.
+pub async fn states<S: StateStore + ?Sized>(store: &S) {
+    let at = |version: i64| StoredState {
+        version,
+        schema_version: 1,
+        data: version.to_le_bytes().to_vec().into(),
+    };
+    assert_eq!(store.load_state("st").await.unwrap(), None);
+    store
+        .save_state("st", at(0), ExpectedVersion::NoStream)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .save_state("st", at(0), ExpectedVersion::NoStream)
+            .await,
+        Err(AppendError::Conflict {
+            actual: Some(0),
+            ..
+        })
+    ));
+    store
+        .save_state("st", at(3), ExpectedVersion::Exactly(0))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .save_state("st", at(4), ExpectedVersion::Exactly(0))
+            .await,
+        Err(AppendError::Conflict {
+            actual: Some(3),
+            ..
+        })
+    ));
+    assert_eq!(store.load_state("st").await.unwrap(), Some(at(3)));
+}
+
+/// Generates one `#[tokio::test]` per conformance check, each with a fresh store from `$make`,
+/// an expression whose value is a future of a store implementing every store trait.
+#[macro_export]
+macro_rules! event_store_conformance {
+    ($make:expr) => {
+        #[cfg(test)]
+        mod event_store_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+
+            macro_rules! check {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let store = $make.await;
+                        $crate::conformance::$name(&store).await;
+                    }
+                };
+            }
+
+            check!(append_and_read_back);
+            check!(expected_version_rules);
+            check!(concurrent_appenders_on_one_stream);
+            check!(paging);
+            check!(soft_delete);
+            check!(hard_delete);
+            check!(global_order);
+            check!(message_id_lookup);
+            check!(large_payloads_and_metadata);
+            check!(snapshots);
+            check!(states);
+        }
+    };
+}

@@ -1,0 +1,288 @@
+//! Binding router services to an aggregate type (x3m's `MessageHandler`).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use switchyard_messaging::{Format, Message, Response};
+
+use crate::runtime::{AggregateRuntime, Kind};
+use crate::store::{DeleteMode, ExpectedVersion};
+use crate::{Aggregate, Command, HasAggregateId, RepoError};
+
+type Extractor = Arc<dyn Fn(&Message) -> Option<String> + Send + Sync>;
+
+/// Where a command's aggregate id comes from. `aggregate_meta.id` set by the caller always wins.
+#[derive(Clone)]
+enum IdSource {
+    /// A field of a JSON request (bincode requests cannot be searched by name).
+    Field(String),
+    /// A function of the message.
+    Extractor(Extractor),
+}
+
+/// Turns commands of aggregate `A` into router services.
+///
+/// Each method returns a handler for [`Router::service`](switchyard_messaging::Router::service):
+/// it finds the aggregate id, sends the command to the aggregate's task and answers
+/// `Created { id, version }` for a new aggregate, `OkAt { payload, version }` for an existing one,
+/// or the typed `NotFound`, `AlreadyExists`, `Conflict`, `MissingId`. Builder methods return a
+/// changed copy, so settings can differ per service.
+///
+/// # Examples
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// use std::sync::Arc;
+/// use switchyard_aggregates::{Aggregate, AggregateRuntime, CommandResult, Events, MessageHandler};
+/// use switchyard_aggregates::repo::Repo;
+/// use switchyard_aggregates::store::MemoryStore;
+/// use switchyard_messaging::{Message, Node, Response, Router};
+///
+/// #[derive(Default)]
+/// struct Counter { total: u64 }
+/// #[derive(Clone, Serialize, Deserialize)]
+/// enum CounterEvent { Added(u64) }
+/// impl Aggregate for Counter {
+///     type Event = CounterEvent;
+///     const NAME: &'static str = "counter";
+///     fn apply(&mut self, e: &CounterEvent) { let CounterEvent::Added(n) = e; self.total += n; }
+/// }
+///
+/// fn add(_counter: &Counter, msg: &Message) -> CommandResult<CounterEvent> {
+///     let amount: u64 = msg.request()?;
+///     Ok(Events::one(CounterEvent::Added(amount)))
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let runtime = AggregateRuntime::new(Repo::<Counter>::event_sourced(Arc::new(MemoryStore::new())));
+/// let counters = MessageHandler::new(runtime);
+/// let node = Node::new("app");
+/// node.register(
+///     Router::new("counters")
+///         .service("start", counters.on_new(add))
+///         .service("add", counters.on_existing(add))
+///         .authorize(|_| Ok(())),
+/// )
+/// .unwrap();
+///
+/// let created = node.dispatch(Message::new("start").with_aggregate_id("c1").with_request(&1_u64)).await;
+/// assert_eq!(created.response(), Some(&Response::Created { id: "c1".into(), version: Some(0) }));
+/// let added = node.dispatch(Message::new("add").with_aggregate_id("c1").with_request(&2_u64)).await;
+/// assert_eq!(added.response(), Some(&Response::OkAt { payload: None, version: 1 }));
+/// # });
+/// ```
+pub struct MessageHandler<A: Aggregate> {
+    runtime: AggregateRuntime<A>,
+    id: IdSource,
+    generate_missing_id: bool,
+    commit_timeout: Duration,
+    metadata: Arc<BTreeMap<String, String>>,
+}
+
+impl<A: Aggregate> Clone for MessageHandler<A> {
+    fn clone(&self) -> Self {
+        Self {
+            runtime: self.runtime.clone(),
+            id: self.id.clone(),
+            generate_missing_id: self.generate_missing_id,
+            commit_timeout: self.commit_timeout,
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
+impl<A: Aggregate> MessageHandler<A> {
+    /// A handler over `runtime`: ids from the JSON field `"id"`, generated for new aggregates
+    /// when missing, a 5 s commit timeout, no extra event metadata.
+    pub fn new(runtime: AggregateRuntime<A>) -> Self {
+        Self {
+            runtime,
+            id: IdSource::Field("id".to_owned()),
+            generate_missing_id: true,
+            commit_timeout: Duration::from_secs(5),
+            metadata: Arc::new(BTreeMap::new()),
+        }
+    }
+
+    /// Takes the id from this field of JSON requests.
+    #[must_use]
+    pub fn id_field(mut self, field: impl Into<String>) -> Self {
+        self.id = IdSource::Field(field.into());
+        self
+    }
+
+    /// Takes the id from the request, decoded as `T`.
+    #[must_use]
+    pub fn id_from_request<T: HasAggregateId + DeserializeOwned + 'static>(mut self) -> Self {
+        self.id = IdSource::Extractor(Arc::new(|msg: &Message| {
+            msg.request::<T>()
+                .ok()
+                .and_then(|request| request.aggregate_id())
+        }));
+        self
+    }
+
+    /// Takes the id from any function of the message.
+    #[must_use]
+    pub fn id_with(
+        mut self,
+        extractor: impl Fn(&Message) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.id = IdSource::Extractor(Arc::new(extractor));
+        self
+    }
+
+    /// Whether `on_new` generates a UUIDv7 id when the message has none (default: yes).
+    #[must_use]
+    pub fn generate_missing_id(mut self, generate: bool) -> Self {
+        self.generate_missing_id = generate;
+        self
+    }
+
+    /// How long a command's append may take before the caller gets an error and the aggregate
+    /// is reloaded (default 5 s).
+    #[must_use]
+    pub fn commit_timeout(mut self, timeout: Duration) -> Self {
+        self.commit_timeout = timeout;
+        self
+    }
+
+    /// User metadata recorded with every event.
+    #[must_use]
+    pub fn event_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.metadata).insert(key.into(), value.into());
+        self
+    }
+
+    /// The runtime commands go to.
+    pub fn runtime(&self) -> &AggregateRuntime<A> {
+        &self.runtime
+    }
+
+    /// The aggregate id `message` addresses, as this handler finds it (the placement helper
+    /// uses the same rule).
+    pub fn aggregate_id(&self, message: &Message) -> Option<String> {
+        if let Some(id) = &message.aggregate_meta().id {
+            return Some(id.clone());
+        }
+        match &self.id {
+            IdSource::Extractor(extract) => extract(message),
+            IdSource::Field(field) => {
+                let payload = message.payload()?;
+                if payload.format() != Format::Json {
+                    return None;
+                }
+                let json: serde_json::Value = serde_json::from_slice(payload.as_bytes()).ok()?;
+                match json.get(field)? {
+                    serde_json::Value::String(id) => Some(id.clone()),
+                    serde_json::Value::Number(id) => Some(id.to_string()),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    fn missing_id(&self) -> Response {
+        match &self.id {
+            IdSource::Field(field) => Response::MissingId(field.clone()),
+            IdSource::Extractor(_) => Response::MissingId("aggregate id".to_owned()),
+        }
+    }
+
+    /// A service that creates the aggregate: `AlreadyExists` if its stream exists or it is
+    /// loaded; a command that records nothing creates nothing (`OkAt { version: -1 }`).
+    pub fn on_new<C: Command<A>>(
+        &self,
+        command: C,
+    ) -> impl Fn(Message) -> std::pin::Pin<Box<dyn Future<Output = Message> + Send>>
+    + Clone
+    + Send
+    + Sync
+    + 'static {
+        self.service(Kind::New, Arc::new(command))
+    }
+
+    /// A service for an existing aggregate: `NotFound` when its stream does not exist.
+    pub fn on_existing<C: Command<A>>(
+        &self,
+        command: C,
+    ) -> impl Fn(Message) -> std::pin::Pin<Box<dyn Future<Output = Message> + Send>>
+    + Clone
+    + Send
+    + Sync
+    + 'static {
+        self.service(Kind::Existing, Arc::new(command))
+    }
+
+    /// A service that creates the aggregate when its stream does not exist, and otherwise runs
+    /// on it. (Only a missing stream counts: a command answering `NotFound` itself is answered
+    /// as is.)
+    pub fn on_maybe_new<C: Command<A>>(
+        &self,
+        command: C,
+    ) -> impl Fn(Message) -> std::pin::Pin<Box<dyn Future<Output = Message> + Send>>
+    + Clone
+    + Send
+    + Sync
+    + 'static {
+        self.service(Kind::MaybeNew, Arc::new(command))
+    }
+
+    fn service(
+        &self,
+        kind: Kind,
+        command: Arc<dyn Command<A>>,
+    ) -> impl Fn(Message) -> std::pin::Pin<Box<dyn Future<Output = Message> + Send>>
+    + Clone
+    + Send
+    + Sync
+    + 'static {
+        let handler = self.clone();
+        move |message: Message| {
+            let handler = handler.clone();
+            let command = command.clone();
+            Box::pin(async move { handler.run(kind, command, message).await })
+        }
+    }
+
+    async fn run(&self, kind: Kind, command: Arc<dyn Command<A>>, mut message: Message) -> Message {
+        let id = match self.aggregate_id(&message) {
+            Some(id) => id,
+            None if kind == Kind::New && self.generate_missing_id => {
+                uuid::Uuid::now_v7().to_string()
+            }
+            None => {
+                let response = self.missing_id();
+                return message.return_with(response);
+            }
+        };
+        message.aggregate_meta_mut().id = Some(id.clone());
+        self.runtime
+            .execute(
+                id,
+                kind,
+                command,
+                message,
+                self.commit_timeout,
+                self.metadata.clone(),
+            )
+            .await
+    }
+
+    /// Deletes aggregate `id`'s stream (soft or hard, if it is at `expected`) and unloads it.
+    ///
+    /// # Errors
+    ///
+    /// [`RepoError::Conflict`] when the stream is not at `expected`; the store's error.
+    pub async fn delete_stream(
+        &self,
+        id: &str,
+        mode: DeleteMode,
+        expected: ExpectedVersion,
+    ) -> Result<(), RepoError> {
+        self.runtime.delete(id, mode, expected).await
+    }
+}

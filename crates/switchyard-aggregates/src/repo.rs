@@ -1,0 +1,540 @@
+//! The typed persistence of one aggregate type, usable with or without the runtime.
+//!
+//! x3m's `Aggregate.Repo` callbacks map onto it as follows: `has?/1` is [`Repo::exists`],
+//! `stream_events/3` is [`Repo::load`] (which also folds the events), `save_events/3` is
+//! [`Repo::commit`] in event-sourced mode, `delete_stream/3` is [`Repo::delete`], and the
+//! `save_state/3` hook with `set_state` is the state-based mode ([`Repo::state_based`]).
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use switchyard_messaging::codec;
+use switchyard_messaging::{Message, Response};
+
+use crate::store::{
+    AppendError, DeleteMode, EventMetadata, EventStore, ExpectedVersion, NewEvent, SnapshotStore,
+    StateStore, StoreError, StoredState,
+};
+use crate::{Aggregate, AggregateState};
+
+type EncodeState<A> = fn(&AggregateState<A>) -> Result<Vec<u8>, codec::EncodeError>;
+type DecodeState<A> = fn(&[u8]) -> Result<AggregateState<A>, codec::DecodeError>;
+
+/// How an aggregate's state is encoded, captured where `A: Serialize` is known.
+struct StateCodec<A> {
+    encode: EncodeState<A>,
+    decode: DecodeState<A>,
+}
+
+impl<A> Clone for StateCodec<A> {
+    fn clone(&self) -> Self {
+        Self {
+            encode: self.encode,
+            decode: self.decode,
+        }
+    }
+}
+
+impl<A: Aggregate + Serialize + DeserializeOwned> StateCodec<A> {
+    fn new() -> Self {
+        Self {
+            encode: |state| codec::encode(state),
+            decode: |bytes| codec::decode(bytes),
+        }
+    }
+}
+
+enum Backend<A> {
+    EventSourced {
+        events: Arc<dyn EventStore>,
+        snapshots: Option<(Arc<dyn SnapshotStore>, u64, StateCodec<A>)>,
+    },
+    StateBased {
+        states: Arc<dyn StateStore>,
+        codec: StateCodec<A>,
+    },
+}
+
+impl<A> Clone for Backend<A> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::EventSourced { events, snapshots } => Self::EventSourced {
+                events: events.clone(),
+                snapshots: snapshots.clone(),
+            },
+            Self::StateBased { states, codec } => Self::StateBased {
+                states: states.clone(),
+                codec: codec.clone(),
+            },
+        }
+    }
+}
+
+/// Loads and saves aggregates of type `A`.
+///
+/// Event-sourced ([`Repo::event_sourced`]): events are appended and the state is folded from
+/// them, starting from the latest snapshot if snapshots are on. State-based
+/// ([`Repo::state_based`]): the whole state, with its version and recent message ids, is stored
+/// after each command.
+///
+/// # Examples
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # use switchyard_aggregates::Aggregate;
+/// # #[derive(Default)] struct Counter { total: u64 }
+/// # #[derive(Clone, Serialize, Deserialize)] enum CounterEvent { Added(u64) }
+/// # impl Aggregate for Counter {
+/// #     type Event = CounterEvent;
+/// #     const NAME: &'static str = "counter";
+/// #     fn apply(&mut self, e: &CounterEvent) { let CounterEvent::Added(n) = e; self.total += n; }
+/// # }
+/// use std::sync::Arc;
+/// use switchyard_aggregates::repo::Repo;
+/// use switchyard_aggregates::store::MemoryStore;
+/// use switchyard_aggregates::AggregateState;
+/// use switchyard_messaging::Message;
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let repo = Repo::<Counter>::event_sourced(Arc::new(MemoryStore::new()));
+/// let mut state = AggregateState::<Counter>::default();
+/// let cause = Message::new("add");
+/// let version = repo.commit("c1", &mut state, vec![CounterEvent::Added(2)], &cause, Default::default()).await.unwrap();
+/// assert_eq!(version, 0);
+/// let loaded = repo.load("c1").await.unwrap().unwrap();
+/// assert_eq!((loaded.state.total, loaded.version), (2, 0));
+/// # });
+/// ```
+pub struct Repo<A: Aggregate> {
+    backend: Backend<A>,
+    page_size: usize,
+    processed_capacity: usize,
+}
+
+impl<A: Aggregate> Clone for Repo<A> {
+    fn clone(&self) -> Self {
+        Self {
+            backend: self.backend.clone(),
+            page_size: self.page_size,
+            processed_capacity: self.processed_capacity,
+        }
+    }
+}
+
+/// Loading or saving failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepoError {
+    /// Another writer changed the aggregate first.
+    #[error("version conflict: expected {expected}, found {actual:?}")]
+    Conflict {
+        /// The version the writer expected.
+        expected: i64,
+        /// The version found.
+        actual: Option<i64>,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store cannot tell whether the save happened; reload before deciding again.
+    #[error("outcome of the save is unknown")]
+    Unknown {
+        /// The store's error.
+        #[source]
+        source: AppendError,
+    },
+    /// An event or state could not be encoded or decoded.
+    #[error("aggregate `{stream}`: {reason}")]
+    Codec {
+        /// The stream.
+        stream: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl RepoError {
+    fn from_append(error: AppendError, expected: i64) -> Self {
+        match error {
+            AppendError::Conflict { actual, .. } => Self::Conflict { expected, actual },
+            AppendError::Store(source) => Self::Store(source),
+            other => Self::Unknown { source: other },
+        }
+    }
+
+    /// The response a caller gets for this error.
+    pub fn to_response(&self) -> Response {
+        match self {
+            Self::Conflict { expected, actual } => Response::Conflict {
+                expected: *expected,
+                actual: *actual,
+            },
+            other => Response::error(error_chain(other)),
+        }
+    }
+}
+
+/// The error and its sources, joined, for a reply.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn expected(version: i64) -> ExpectedVersion {
+    if version < 0 {
+        ExpectedVersion::NoStream
+    } else {
+        ExpectedVersion::Exactly(version)
+    }
+}
+
+impl<A: Aggregate> Repo<A> {
+    /// Event-sourced persistence in `events`.
+    pub fn event_sourced(events: Arc<dyn EventStore>) -> Self {
+        Self {
+            backend: Backend::EventSourced {
+                events,
+                snapshots: None,
+            },
+            page_size: 512,
+            processed_capacity: crate::state::ProcessedIds::DEFAULT_CAPACITY,
+        }
+    }
+
+    /// State-based persistence in `states` (x3m 0.9.1's `save_state`): no events are kept, the
+    /// state is saved after each command with optimistic concurrency on its version.
+    pub fn state_based(states: Arc<dyn StateStore>) -> Self
+    where
+        A: Serialize + DeserializeOwned,
+    {
+        Self {
+            backend: Backend::StateBased {
+                states,
+                codec: StateCodec::new(),
+            },
+            page_size: 512,
+            processed_capacity: crate::state::ProcessedIds::DEFAULT_CAPACITY,
+        }
+    }
+
+    /// Saves a snapshot every `every` events (event-sourced mode; ignored otherwise). Snapshots
+    /// carry [`Aggregate::STATE_SCHEMA_VERSION`]; one of another version, or one that does not
+    /// decode, is ignored and the stream replayed.
+    #[must_use]
+    pub fn with_snapshots(mut self, snapshots: Arc<dyn SnapshotStore>, every: u64) -> Self
+    where
+        A: Serialize + DeserializeOwned,
+    {
+        if let Backend::EventSourced { events, .. } = self.backend {
+            self.backend = Backend::EventSourced {
+                events,
+                snapshots: Some((snapshots, every.max(1), StateCodec::new())),
+            };
+        }
+        self
+    }
+
+    /// How many events a read fetches at once (default 512).
+    #[must_use]
+    pub fn with_page_size(mut self, page_size: usize) -> Self {
+        self.page_size = page_size.max(1);
+        self
+    }
+
+    /// How many processed message ids each aggregate remembers (default 128).
+    #[must_use]
+    pub fn with_processed_capacity(mut self, capacity: usize) -> Self {
+        self.processed_capacity = capacity;
+        self
+    }
+
+    /// The number of processed message ids each aggregate remembers.
+    pub fn processed_capacity(&self) -> usize {
+        self.processed_capacity
+    }
+
+    /// The stream of aggregate `id`: `"{NAME}-{id}"`.
+    pub fn stream_name(&self, id: &str) -> String {
+        format!("{}-{id}", A::NAME)
+    }
+
+    /// Whether aggregate `id` exists.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn exists(&self, id: &str) -> Result<bool, RepoError> {
+        let stream = self.stream_name(id);
+        match &self.backend {
+            Backend::EventSourced { events, .. } => Ok(events.has_stream(&stream).await?),
+            Backend::StateBased { states, .. } => Ok(states.load_state(&stream).await?.is_some()),
+        }
+    }
+
+    /// Loads aggregate `id`: `None` when it does not exist.
+    ///
+    /// # Errors
+    ///
+    /// The store's error, or [`RepoError::Codec`] for an event that does not decode.
+    pub async fn load(&self, id: &str) -> Result<Option<AggregateState<A>>, RepoError> {
+        let stream = self.stream_name(id);
+        let span = tracing::debug_span!("switchyard.aggregate.load", aggregate = A::NAME, id);
+        let _entered = span.enter();
+        match &self.backend {
+            Backend::StateBased { states, codec } => {
+                let Some(stored) = states.load_state(&stream).await? else {
+                    return Ok(None);
+                };
+                let mut state = (codec.decode)(&stored.data).map_err(|e| RepoError::Codec {
+                    stream: stream.clone(),
+                    reason: error_chain(&e),
+                })?;
+                state.processed.set_capacity(self.processed_capacity);
+                Ok(Some(state))
+            }
+            Backend::EventSourced { events, snapshots } => {
+                if !events.has_stream(&stream).await? {
+                    return Ok(None);
+                }
+                let mut state = match snapshots {
+                    Some((store, _, codec)) => self.snapshot_state(&stream, store, codec).await?,
+                    None => None,
+                }
+                .unwrap_or_else(|| AggregateState::new(self.processed_capacity));
+                let mut pages = events.read_stream(&stream, state.version + 1, self.page_size);
+                while let Some(page) = pages.next().await {
+                    for recorded in page? {
+                        let event: A::Event =
+                            codec::decode(&recorded.data).map_err(|e| RepoError::Codec {
+                                stream: stream.clone(),
+                                reason: format!(
+                                    "event {} does not decode: {}",
+                                    recorded.version,
+                                    error_chain(&e)
+                                ),
+                            })?;
+                        state.apply_events([&event], Some(recorded.version));
+                        if !recorded.metadata.message_id.is_empty() {
+                            let started_stream = recorded.version == 0
+                                || matches!(
+                                    state.processed.get(&recorded.metadata.message_id),
+                                    Some(Response::Created { .. })
+                                );
+                            state.processed.insert(
+                                recorded.metadata.message_id.clone(),
+                                replayed_response(id, recorded.version, started_stream),
+                            );
+                        }
+                    }
+                }
+                Ok(Some(state))
+            }
+        }
+    }
+
+    async fn snapshot_state(
+        &self,
+        stream: &str,
+        store: &Arc<dyn SnapshotStore>,
+        codec: &StateCodec<A>,
+    ) -> Result<Option<AggregateState<A>>, RepoError> {
+        let Some(snapshot) = store.load_snapshot(stream).await? else {
+            return Ok(None);
+        };
+        if snapshot.schema_version != A::STATE_SCHEMA_VERSION {
+            tracing::info!(
+                stream,
+                found = snapshot.schema_version,
+                expected = A::STATE_SCHEMA_VERSION,
+                "snapshot of another schema version ignored; replaying the stream"
+            );
+            return Ok(None);
+        }
+        match (codec.decode)(&snapshot.data) {
+            Ok(mut state) => {
+                state.processed.set_capacity(self.processed_capacity);
+                Ok(Some(state))
+            }
+            Err(error) => {
+                tracing::warn!(stream, error = %error, "snapshot does not decode; replaying the stream");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Records `events` decided on `state` for the message `cause`, and applies them to
+    /// `state`. Event-sourced: appends with the version `state` is at, then applies. State-based:
+    /// applies, then saves the state expecting the previous version. Returns the new version.
+    ///
+    /// # Errors
+    ///
+    /// [`RepoError::Conflict`] when another writer was first. On any error `state` must be
+    /// reloaded: in state-based mode the events were already applied to it.
+    pub async fn commit(
+        &self,
+        id: &str,
+        state: &mut AggregateState<A>,
+        events: Vec<A::Event>,
+        cause: &Message,
+        user_metadata: std::collections::BTreeMap<String, String>,
+    ) -> Result<i64, RepoError> {
+        let stream = self.stream_name(id);
+        let before = state.version;
+        match &self.backend {
+            Backend::EventSourced {
+                events: store,
+                snapshots,
+            } => {
+                let mut encoded = Vec::with_capacity(events.len());
+                for event in &events {
+                    let data = codec::encode(event).map_err(|e| RepoError::Codec {
+                        stream: stream.clone(),
+                        reason: format!("event does not encode: {}", error_chain(&e)),
+                    })?;
+                    encoded.push(NewEvent {
+                        event_type: A::event_type(event).to_owned(),
+                        schema_version: A::EVENT_SCHEMA_VERSION,
+                        data: data.into(),
+                    });
+                }
+                let metadata = EventMetadata {
+                    message_id: cause.id().to_owned(),
+                    correlation_id: cause.correlation_id().to_owned(),
+                    causation_id: cause.causation_id().to_owned(),
+                    user: user_metadata,
+                };
+                let span = tracing::debug_span!(
+                    "switchyard.aggregate.append",
+                    aggregate = A::NAME,
+                    id,
+                    events = encoded.len()
+                );
+                let version = {
+                    let _entered = span.enter();
+                    store
+                        .append(&stream, expected(before), encoded, metadata)
+                        .await
+                        .map_err(|e| RepoError::from_append(e, before))?
+                };
+                state.apply_events(&events, Some(version));
+                if let Some((snapshot_store, every, codec)) = snapshots {
+                    let every = i64::try_from(*every).unwrap_or(i64::MAX);
+                    if (before + 1) / every != (version + 1) / every {
+                        self.save_snapshot(&stream, state, snapshot_store, codec)
+                            .await;
+                    }
+                }
+                Ok(version)
+            }
+            Backend::StateBased { states, codec } => {
+                state.apply_events(&events, None);
+                let data = (codec.encode)(state).map_err(|e| RepoError::Codec {
+                    stream: stream.clone(),
+                    reason: format!("state does not encode: {}", error_chain(&e)),
+                })?;
+                let stored = StoredState {
+                    version: state.version,
+                    schema_version: A::STATE_SCHEMA_VERSION,
+                    data: data.into(),
+                };
+                states
+                    .save_state(&stream, stored, expected(before))
+                    .await
+                    .map_err(|e| RepoError::from_append(e, before))?;
+                Ok(state.version)
+            }
+        }
+    }
+
+    async fn save_snapshot(
+        &self,
+        stream: &str,
+        state: &AggregateState<A>,
+        store: &Arc<dyn SnapshotStore>,
+        codec: &StateCodec<A>,
+    ) {
+        // A snapshot only speeds loading up: failing to take one is logged, never fatal.
+        let data = match (codec.encode)(state) {
+            Ok(data) => data,
+            Err(error) => {
+                tracing::warn!(stream, error = %error, "snapshot does not encode");
+                return;
+            }
+        };
+        let snapshot = StoredState {
+            version: state.version,
+            schema_version: A::STATE_SCHEMA_VERSION,
+            data: data.into(),
+        };
+        if let Err(error) = store.save_snapshot(stream, snapshot).await {
+            tracing::warn!(stream, error = %error, "snapshot not saved");
+        }
+    }
+
+    /// The version at which message `message_id` recorded events on aggregate `id`, looked up
+    /// in the store (event-sourced mode; state-based aggregates keep their ids in the state).
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn find_message(&self, id: &str, message_id: &str) -> Result<Option<i64>, RepoError> {
+        match &self.backend {
+            Backend::EventSourced { events, .. } => Ok(events
+                .find_message(&self.stream_name(id), message_id)
+                .await?),
+            Backend::StateBased { .. } => Ok(None),
+        }
+    }
+
+    /// Deletes the stream of aggregate `id` (event-sourced mode; state-based aggregates have no
+    /// stream, and this does nothing for them).
+    ///
+    /// # Errors
+    ///
+    /// [`RepoError::Conflict`] when the stream is not at `expected`.
+    pub async fn delete(
+        &self,
+        id: &str,
+        mode: DeleteMode,
+        expected: ExpectedVersion,
+    ) -> Result<(), RepoError> {
+        let stream = self.stream_name(id);
+        match &self.backend {
+            Backend::EventSourced { events, .. } => events
+                .delete_stream(&stream, mode, expected)
+                .await
+                .map_err(|e| {
+                    let version = match expected {
+                        ExpectedVersion::Exactly(v) => v,
+                        ExpectedVersion::NoStream | ExpectedVersion::Any => -1,
+                    };
+                    RepoError::from_append(e, version)
+                }),
+            Backend::StateBased { .. } => Ok(()),
+        }
+    }
+}
+
+/// The response a message got the first time, as far as its recorded events tell: `Created` if
+/// they started the stream, else `OkAt` (a result payload is not stored, so it is not repeated).
+pub(crate) fn replayed_response(id: &str, version: i64, started_stream: bool) -> Response {
+    if started_stream {
+        Response::Created {
+            id: id.to_owned(),
+            version: Some(version),
+        }
+    } else {
+        Response::OkAt {
+            payload: None,
+            version,
+        }
+    }
+}

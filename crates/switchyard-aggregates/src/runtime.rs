@@ -1,0 +1,379 @@
+//! One task per live aggregate: commands to one aggregate run in order, different aggregates
+//! concurrently.
+
+mod task;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use switchyard_messaging::{Message, Response};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::repo::{Repo, RepoError};
+use crate::store::{DeleteMode, ExpectedVersion};
+use crate::{Aggregate, Command};
+
+/// When to unload an aggregate, as decided by an `unload_on_state` rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unload {
+    /// Right after this command.
+    Now,
+    /// After a delay without further commands deciding otherwise.
+    After(Duration),
+    /// Keep it loaded.
+    Never,
+}
+
+/// How a command addresses its aggregate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// It must not exist yet.
+    New,
+    /// It must exist.
+    Existing,
+    /// Created when its stream does not exist.
+    MaybeNew,
+}
+
+pub(crate) struct Job<A: Aggregate> {
+    pub(crate) message: Message,
+    pub(crate) command: Arc<dyn Command<A>>,
+    pub(crate) kind: Kind,
+    pub(crate) commit_timeout: Duration,
+    pub(crate) metadata: Arc<BTreeMap<String, String>>,
+    pub(crate) reply: oneshot::Sender<Outcome<A>>,
+}
+
+pub(crate) enum Outcome<A: Aggregate> {
+    Done(Message),
+    /// The task ended before running the job: submit it again (to a fresh task).
+    Retry(Job<A>),
+}
+
+pub(crate) enum Request<A: Aggregate> {
+    Command(Job<A>),
+    Unload(oneshot::Sender<()>),
+    Delete {
+        mode: DeleteMode,
+        expected: ExpectedVersion,
+        reply: oneshot::Sender<Result<(), RepoError>>,
+    },
+}
+
+type UnloadOnEvent<A> = (
+    Box<dyn Fn(&<A as Aggregate>::Event) -> bool + Send + Sync>,
+    Duration,
+);
+type UnloadOnState<A> = Box<dyn Fn(&A) -> Unload + Send + Sync>;
+
+struct Config<A: Aggregate> {
+    mailbox: usize,
+    idle_timeout: Option<Duration>,
+    unload_on_event: Vec<UnloadOnEvent<A>>,
+    unload_on_state: Option<UnloadOnState<A>>,
+    conflict_retries: usize,
+    idempotency_lookup: bool,
+}
+
+struct Live<A: Aggregate> {
+    sender: mpsc::Sender<Request<A>>,
+    generation: u64,
+}
+
+pub(crate) struct Inner<A: Aggregate> {
+    repo: Repo<A>,
+    config: Config<A>,
+    live: DashMap<String, Live<A>>,
+    generations: AtomicU64,
+    running: AtomicUsize,
+    drained: Notify,
+    closed: AtomicBool,
+}
+
+/// The live aggregates of type `A` on this node (x3m's `LocalAggregates` and their supervision).
+///
+/// The first command for an id starts a task that loads the aggregate through the [`Repo`];
+/// later commands find it in a concurrent registry and queue in its mailbox. A command that
+/// panics, or a store that fails, ends only that aggregate's task: the caller gets
+/// `Response::Error`, the registry forgets the task, and the next command reloads from the store.
+/// Several runtimes (of one or more types) can share a process. Cheap to clone.
+pub struct AggregateRuntime<A: Aggregate> {
+    inner: Arc<Inner<A>>,
+}
+
+impl<A: Aggregate> Clone for AggregateRuntime<A> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<A: Aggregate> std::fmt::Debug for AggregateRuntime<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregateRuntime")
+            .field("aggregate", &A::NAME)
+            .field("live", &self.inner.live.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of an [`AggregateRuntime`].
+#[must_use]
+pub struct RuntimeBuilder<A: Aggregate> {
+    repo: Repo<A>,
+    config: Config<A>,
+}
+
+impl<A: Aggregate> RuntimeBuilder<A> {
+    /// How many commands may wait for one aggregate (default 4,096); beyond that a command is
+    /// answered `Response::Error` at once rather than queued without bound.
+    pub fn mailbox(mut self, capacity: usize) -> Self {
+        self.config.mailbox = capacity.max(1);
+        self
+    }
+
+    /// Unloads an aggregate that received no command for `idle` (passivation).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.config.idle_timeout = Some(idle);
+        self
+    }
+
+    /// Unloads an aggregate `delay` after it recorded an event matching `rule`.
+    pub fn unload_on_event(
+        mut self,
+        rule: impl Fn(&A::Event) -> bool + Send + Sync + 'static,
+        delay: Duration,
+    ) -> Self {
+        self.config.unload_on_event.push((Box::new(rule), delay));
+        self
+    }
+
+    /// After each commit, asks `rule` whether the aggregate's new state should be unloaded.
+    pub fn unload_on_state(mut self, rule: impl Fn(&A) -> Unload + Send + Sync + 'static) -> Self {
+        self.config.unload_on_state = Some(Box::new(rule));
+        self
+    }
+
+    /// How many times a command is decided again on reloaded state after a version conflict
+    /// (default 3) before the caller gets `Response::Conflict`.
+    pub fn conflict_retries(mut self, retries: usize) -> Self {
+        self.config.conflict_retries = retries;
+        self
+    }
+
+    /// Whether a message id not in the aggregate's in-memory window is looked up in the store
+    /// before the command runs (default on): idempotency for old ids costs one indexed read
+    /// per command.
+    pub fn idempotency_lookup(mut self, on: bool) -> Self {
+        self.config.idempotency_lookup = on;
+        self
+    }
+
+    /// Builds the runtime.
+    pub fn build(self) -> AggregateRuntime<A> {
+        AggregateRuntime {
+            inner: Arc::new(Inner {
+                repo: self.repo,
+                config: self.config,
+                live: DashMap::new(),
+                generations: AtomicU64::new(0),
+                running: AtomicUsize::new(0),
+                drained: Notify::new(),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+impl<A: Aggregate> AggregateRuntime<A> {
+    /// A runtime with default settings.
+    pub fn new(repo: Repo<A>) -> Self {
+        Self::builder(repo).build()
+    }
+
+    /// Settings for a runtime over `repo`.
+    pub fn builder(repo: Repo<A>) -> RuntimeBuilder<A> {
+        RuntimeBuilder {
+            repo,
+            config: Config {
+                mailbox: 4_096,
+                idle_timeout: None,
+                unload_on_event: Vec::new(),
+                unload_on_state: None,
+                conflict_retries: 3,
+                idempotency_lookup: true,
+            },
+        }
+    }
+
+    /// The repo the runtime loads and saves through.
+    pub fn repo(&self) -> &Repo<A> {
+        &self.inner.repo
+    }
+
+    /// How many aggregates are loaded.
+    pub fn live_count(&self) -> usize {
+        self.inner.live.len()
+    }
+
+    /// Whether aggregate `id` is loaded.
+    pub fn is_live(&self, id: &str) -> bool {
+        self.inner.live.contains_key(id)
+    }
+
+    pub(crate) async fn execute(
+        &self,
+        id: String,
+        kind: Kind,
+        command: Arc<dyn Command<A>>,
+        message: Message,
+        commit_timeout: Duration,
+        metadata: Arc<BTreeMap<String, String>>,
+    ) -> Message {
+        // Kept to answer with if the task dies mid-command (a panicking `apply`).
+        let skeleton = message.clone();
+        let (reply, mut answer) = oneshot::channel();
+        let mut job = Job {
+            message,
+            command,
+            kind,
+            commit_timeout,
+            metadata,
+            reply,
+        };
+        loop {
+            if self.inner.closed.load(Ordering::Acquire) {
+                let response = Response::error(format!("the {} runtime is shut down", A::NAME));
+                return skeleton.return_with(response);
+            }
+            let sender = self.sender_for(&id);
+            if let Err(error) = sender.try_send(Request::Command(job)) {
+                let full = matches!(error, mpsc::error::TrySendError::Full(_));
+                let Request::Command(returned) = error.into_inner() else {
+                    // try_send hands back what it was given, and that was a command.
+                    return skeleton.return_with(Response::error("command lost in the mailbox"));
+                };
+                if full {
+                    let response = Response::error(format!(
+                        "aggregate {}-{id} is overloaded: {} commands are waiting",
+                        A::NAME,
+                        self.inner.config.mailbox
+                    ));
+                    return returned.message.return_with(response);
+                }
+                // The task ended between the look-up and the send; start a fresh one.
+                job = returned;
+                continue;
+            }
+            match answer.await {
+                Ok(Outcome::Done(reply)) => return reply,
+                Ok(Outcome::Retry(returned)) => {
+                    let (reply, next) = oneshot::channel();
+                    job = returned;
+                    job.reply = reply;
+                    answer = next;
+                }
+                Err(_) => {
+                    return skeleton.return_with(Response::error(format!(
+                        "aggregate {}-{id} failed while running the command; it will be reloaded \
+                         from the store on the next command",
+                        A::NAME
+                    )));
+                }
+            }
+        }
+    }
+
+    fn sender_for(&self, id: &str) -> mpsc::Sender<Request<A>> {
+        if let Some(live) = self.inner.live.get(id) {
+            return live.sender.clone();
+        }
+        match self.inner.live.entry(id.to_owned()) {
+            Entry::Occupied(live) => live.get().sender.clone(),
+            Entry::Vacant(vacant) => {
+                let (sender, receiver) = mpsc::channel(self.inner.config.mailbox);
+                let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed);
+                vacant.insert(Live {
+                    sender: sender.clone(),
+                    generation,
+                });
+                self.inner.running.fetch_add(1, Ordering::AcqRel);
+                tracing::debug!(name: "new_aggr_spawned", aggregate = A::NAME, id);
+                tokio::spawn(task::run(
+                    self.inner.clone(),
+                    id.to_owned(),
+                    generation,
+                    receiver,
+                ));
+                sender
+            }
+        }
+    }
+
+    /// Unloads aggregate `id` once the commands queued before this call have run. Returns
+    /// whether it was loaded.
+    pub async fn unload(&self, id: &str) -> bool {
+        let Some(sender) = self.inner.live.get(id).map(|l| l.sender.clone()) else {
+            return false;
+        };
+        let (ack, done) = oneshot::channel();
+        if sender.send(Request::Unload(ack)).await.is_err() {
+            return false;
+        }
+        done.await.is_ok()
+    }
+
+    /// Deletes aggregate `id`'s stream and unloads it, after the commands queued before this
+    /// call.
+    ///
+    /// # Errors
+    ///
+    /// [`RepoError::Conflict`] when the stream is not at `expected`; the store's error.
+    pub async fn delete(
+        &self,
+        id: &str,
+        mode: DeleteMode,
+        expected: ExpectedVersion,
+    ) -> Result<(), RepoError> {
+        if let Some(sender) = self.inner.live.get(id).map(|l| l.sender.clone()) {
+            let (reply, done) = oneshot::channel();
+            if sender
+                .send(Request::Delete {
+                    mode,
+                    expected,
+                    reply,
+                })
+                .await
+                .is_ok()
+            {
+                if let Ok(result) = done.await {
+                    return result;
+                }
+            }
+        }
+        self.inner.repo.delete(id, mode, expected).await
+    }
+
+    /// Stops taking commands, lets every loaded aggregate finish the commands already queued,
+    /// and returns once all their tasks have ended.
+    pub async fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        // Dropping the registry's senders ends each task once its mailbox is empty.
+        let ids: Vec<String> = self.inner.live.iter().map(|e| e.key().clone()).collect();
+        for id in ids {
+            self.inner.live.remove(&id);
+        }
+        loop {
+            let drained = self.inner.drained.notified();
+            if self.inner.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            drained.await;
+        }
+    }
+}

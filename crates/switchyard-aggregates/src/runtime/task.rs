@@ -1,0 +1,480 @@
+//! The task that owns one live aggregate.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures::FutureExt;
+use switchyard_messaging::{DryRun, Message, Response};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{Inner, Job, Kind, Outcome, Request, Unload};
+use crate::repo::{RepoError, error_chain, replayed_response};
+use crate::{Aggregate, AggregateState};
+
+/// Whether the task goes on after a command.
+enum Flow {
+    Continue,
+    /// The aggregate's state can no longer be trusted (a panic, a store failure, a commit that
+    /// timed out): end the task so the next command reloads.
+    End,
+}
+
+/// Forgets the task in the registry when it ends, even by a panic.
+struct Registration<A: Aggregate> {
+    runtime: Arc<Inner<A>>,
+    id: String,
+    generation: u64,
+}
+
+impl<A: Aggregate> Drop for Registration<A> {
+    fn drop(&mut self) {
+        self.runtime
+            .live
+            .remove_if(&self.id, |_, live| live.generation == self.generation);
+        self.runtime.running.fetch_sub(1, Ordering::AcqRel);
+        self.runtime.drained.notify_waiters();
+    }
+}
+
+fn panic_reason(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
+fn answer(mut message: Message, response: Response, version: Option<i64>) -> Message {
+    message.aggregate_meta_mut().version = version;
+    message.return_with(response)
+}
+
+pub(super) async fn run<A: Aggregate>(
+    runtime: Arc<Inner<A>>,
+    id: String,
+    generation: u64,
+    mut mailbox: mpsc::Receiver<Request<A>>,
+) {
+    let registration = Registration {
+        runtime: runtime.clone(),
+        id: id.clone(),
+        generation,
+    };
+    let mut live = LiveAggregate {
+        runtime: &runtime,
+        id: &id,
+        state: None,
+        unload_at: None,
+    };
+    let loaded = runtime.repo.load(&id).await;
+    match loaded {
+        Ok(state) => live.state = state,
+        Err(error) => {
+            let response = error.to_response();
+            tracing::warn!(aggregate = A::NAME, id, error = %response, "aggregate failed to load");
+            drop(registration);
+            mailbox.close();
+            while let Some(request) = mailbox.recv().await {
+                answer_unloaded(request, Some(&response));
+            }
+            return;
+        }
+    }
+    loop {
+        let Some(request) = live.next(&mut mailbox).await else {
+            break;
+        };
+        match request {
+            Request::Command(job) => {
+                let flow = AssertUnwindSafe(live.handle(job)).catch_unwind().await;
+                match flow {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::End) => break,
+                    Err(panic) => {
+                        tracing::error!(
+                            aggregate = A::NAME,
+                            id,
+                            reason = panic_reason(panic.as_ref()),
+                            "aggregate task panicked; it will be reloaded"
+                        );
+                        break;
+                    }
+                }
+            }
+            Request::Unload(ack) => {
+                let _ = ack.send(());
+                break;
+            }
+            Request::Delete {
+                mode,
+                expected,
+                reply,
+            } => {
+                let _ = reply.send(runtime.repo.delete(&id, mode, expected).await);
+                break;
+            }
+        }
+        // A task that holds no aggregate (a creation that recorded nothing, a command for a
+        // missing one) ends once nothing waits for it.
+        if live.state.is_none() && mailbox.is_empty() {
+            break;
+        }
+    }
+    let span = tracing::debug_span!("switchyard.aggregate.unload", aggregate = A::NAME, id);
+    let _entered = span.enter();
+    // Forget the task first, then close: a command sent in between is handed back and goes to
+    // a fresh task.
+    drop(registration);
+    mailbox.close();
+    while let Some(request) = mailbox.recv().await {
+        match request {
+            Request::Command(job) => {
+                let reply = job.reply;
+                let job = Job {
+                    reply: tokio::sync::oneshot::channel().0,
+                    ..job
+                };
+                let _ = reply.send(Outcome::Retry(job));
+            }
+            Request::Unload(ack) => {
+                let _ = ack.send(());
+            }
+            Request::Delete {
+                mode,
+                expected,
+                reply,
+            } => {
+                let _ = reply.send(runtime.repo.delete(&id, mode, expected).await);
+            }
+        }
+    }
+}
+
+/// Answers a request that arrived at a task that could not load its aggregate.
+fn answer_unloaded<A: Aggregate>(request: Request<A>, failure: Option<&Response>) {
+    let failure = failure
+        .cloned()
+        .unwrap_or_else(|| Response::error("the aggregate could not be loaded"));
+    match request {
+        Request::Command(job) => {
+            let message = answer(job.message, failure, None);
+            let _ = job.reply.send(Outcome::Done(message));
+        }
+        Request::Unload(ack) => {
+            let _ = ack.send(());
+        }
+        Request::Delete { reply, .. } => {
+            let _ = reply.send(Err(RepoError::Conflict {
+                expected: -1,
+                actual: None,
+            }));
+        }
+    }
+}
+
+struct LiveAggregate<'a, A: Aggregate> {
+    runtime: &'a Inner<A>,
+    id: &'a str,
+    state: Option<AggregateState<A>>,
+    unload_at: Option<Instant>,
+}
+
+impl<A: Aggregate> LiveAggregate<'_, A> {
+    /// The next request, or `None` when the task should end: its mailbox closed, it was idle
+    /// for too long, or an unload it scheduled is due.
+    async fn next(&mut self, mailbox: &mut mpsc::Receiver<Request<A>>) -> Option<Request<A>> {
+        let idle = self
+            .runtime
+            .config
+            .idle_timeout
+            .map(|idle| Instant::now() + idle);
+        let wake = match (idle, self.unload_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match wake {
+            None => mailbox.recv().await,
+            Some(wake) => tokio::select! {
+                biased;
+                request = mailbox.recv() => request,
+                () = tokio::time::sleep_until(wake) => None,
+            },
+        }
+    }
+
+    async fn handle(&mut self, job: Job<A>) -> Flow {
+        let Job {
+            message,
+            command,
+            kind,
+            commit_timeout,
+            metadata,
+            reply,
+        } = job;
+        let span = tracing::debug_span!(
+            "switchyard.aggregate.command",
+            aggregate = A::NAME,
+            id = self.id,
+            message.id = message.id(),
+            message.correlation_id = message.correlation_id(),
+            service = message.service(),
+        );
+        let _entered = span.enter();
+        tracing::debug!(name: "handle_msg", aggregate = A::NAME, message = message.service());
+        let mut conflicts = 0;
+        let mut message = message;
+        loop {
+            let creating = self.state.is_none();
+            match (kind, &self.state) {
+                (Kind::Existing, None) => {
+                    let response = Response::NotFound {
+                        id: self.id.to_owned(),
+                    };
+                    let _ = reply.send(Outcome::Done(answer(message, response, None)));
+                    return Flow::Continue;
+                }
+                (Kind::New, Some(state)) => {
+                    let response = match state.processed.get(message.id()) {
+                        Some(first) => first.clone(),
+                        None => match self.looked_up(&message, Kind::New).await {
+                            Ok(Some(first)) => first,
+                            Ok(None) => Response::AlreadyExists {
+                                id: self.id.to_owned(),
+                            },
+                            Err(error) => return self.fail(reply, message, &error),
+                        },
+                    };
+                    let version = Some(state.version);
+                    let _ = reply.send(Outcome::Done(answer(message, response, version)));
+                    return Flow::Continue;
+                }
+                _ => {}
+            }
+            if let Some(state) = &self.state {
+                let first = match state.processed.get(message.id()) {
+                    Some(first) => Some(first.clone()),
+                    None => match self.looked_up(&message, kind).await {
+                        Ok(first) => first,
+                        Err(error) => return self.fail(reply, message, &error),
+                    },
+                };
+                if let Some(first) = first {
+                    tracing::debug!(message.id = message.id(), "message already processed");
+                    let version = Some(state.version);
+                    let _ = reply.send(Outcome::Done(answer(message, first, version)));
+                    return Flow::Continue;
+                }
+            }
+
+            let fresh;
+            let current = match &self.state {
+                Some(state) => state,
+                None => {
+                    fresh = AggregateState::<A>::new(self.runtime.repo.processed_capacity());
+                    &fresh
+                }
+            };
+            let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                command.decide(&current.state, &message)
+            }));
+            let decided = match decided {
+                Ok(decided) => decided,
+                Err(panic) => {
+                    let reason = format!(
+                        "command `{}` panicked on {}-{}: {}",
+                        message.service(),
+                        A::NAME,
+                        self.id,
+                        panic_reason(panic.as_ref())
+                    );
+                    tracing::error!(
+                        aggregate = A::NAME,
+                        id = self.id,
+                        reason,
+                        "command panicked"
+                    );
+                    let response = Response::error(reason);
+                    let _ = reply.send(Outcome::Done(answer(message, response, None)));
+                    return Flow::End;
+                }
+            };
+            let version = current.version;
+            let events = match decided {
+                Err(rejection) => {
+                    current.state.rollback(&message);
+                    let _ = reply.send(Outcome::Done(answer(message, rejection, Some(version))));
+                    return Flow::Continue;
+                }
+                Ok(events) => events,
+            };
+            if message.dry_run() != DryRun::No {
+                current.state.rollback(&message);
+                if message.dry_run() == DryRun::Verbose {
+                    for event in &events.events {
+                        message = message.add_event(event);
+                    }
+                }
+                let response = Response::OkAt {
+                    payload: events.reply,
+                    version,
+                };
+                let _ = reply.send(Outcome::Done(answer(message, response, Some(version))));
+                return Flow::Continue;
+            }
+            if events.events.is_empty() {
+                let response = Response::OkAt {
+                    payload: events.reply,
+                    version,
+                };
+                if let Some(state) = &mut self.state {
+                    state
+                        .processed
+                        .insert(message.id().to_owned(), response.clone());
+                }
+                let _ = reply.send(Outcome::Done(answer(message, response, Some(version))));
+                return Flow::Continue;
+            }
+
+            let mut working = self
+                .state
+                .take()
+                .unwrap_or_else(|| AggregateState::new(self.runtime.repo.processed_capacity()));
+            let delays: Vec<std::time::Duration> = self
+                .runtime
+                .config
+                .unload_on_event
+                .iter()
+                .filter(|(rule, _)| events.events.iter().any(rule))
+                .map(|(_, delay)| *delay)
+                .collect();
+            // The processed id goes into the state before it is saved, so a state-based aggregate
+            // stores it too; versions are contiguous, so the new version is known in advance.
+            let expected_version = version + i64::try_from(events.events.len()).unwrap_or(i64::MAX);
+            let response = if creating {
+                Response::Created {
+                    id: self.id.to_owned(),
+                    version: Some(expected_version),
+                }
+            } else {
+                Response::OkAt {
+                    payload: events.reply.clone(),
+                    version: expected_version,
+                }
+            };
+            working
+                .processed
+                .insert(message.id().to_owned(), response.clone());
+            let committed = tokio::time::timeout(
+                commit_timeout,
+                self.runtime.repo.commit(
+                    self.id,
+                    &mut working,
+                    events.events,
+                    &message,
+                    (*metadata).clone(),
+                ),
+            )
+            .await;
+            match committed {
+                Err(_elapsed) => {
+                    tracing::warn!(
+                        name: "aggregate_commit_timeout",
+                        aggregate = A::NAME,
+                        id = self.id,
+                        message = message.service(),
+                        timeout_after_ms = u64::try_from(commit_timeout.as_millis()).unwrap_or(u64::MAX),
+                    );
+                    let response = Response::error(format!(
+                        "commit of {}-{} did not finish within {commit_timeout:?}; its outcome is \
+                         unknown and the aggregate will be reloaded",
+                        A::NAME,
+                        self.id
+                    ));
+                    let _ = reply.send(Outcome::Done(answer(message, response, None)));
+                    return Flow::End;
+                }
+                Ok(Ok(new_version)) => {
+                    let commit_span =
+                        tracing::debug_span!("switchyard.aggregate.commit", version = new_version);
+                    commit_span.in_scope(|| working.state.commit(&message));
+                    let unload = self
+                        .runtime
+                        .config
+                        .unload_on_state
+                        .as_ref()
+                        .map_or(Unload::Never, |rule| rule(&working.state));
+                    self.state = Some(working);
+                    let _ = reply.send(Outcome::Done(answer(message, response, Some(new_version))));
+                    let mut due = delays.into_iter().map(|delay| Instant::now() + delay).min();
+                    match unload {
+                        Unload::Now => return Flow::End,
+                        Unload::After(delay) => {
+                            let at = Instant::now() + delay;
+                            due = Some(due.map_or(at, |d| d.min(at)));
+                        }
+                        Unload::Never => {}
+                    }
+                    if let Some(due) = due {
+                        self.unload_at = Some(self.unload_at.map_or(due, |d| d.min(due)));
+                    }
+                    return Flow::Continue;
+                }
+                Ok(Err(RepoError::Conflict { expected, actual })) => {
+                    if conflicts < self.runtime.config.conflict_retries {
+                        conflicts += 1;
+                        tracing::debug!(
+                            expected,
+                            ?actual,
+                            attempt = conflicts,
+                            "version conflict; reloading"
+                        );
+                        match self.runtime.repo.load(self.id).await {
+                            Ok(state) => {
+                                self.state = state;
+                                continue;
+                            }
+                            Err(error) => return self.fail(reply, message, &error),
+                        }
+                    }
+                    let response = Response::Conflict { expected, actual };
+                    let _ = reply.send(Outcome::Done(answer(message, response, None)));
+                    return Flow::End;
+                }
+                Ok(Err(error)) => return self.fail(reply, message, &error),
+            }
+        }
+    }
+
+    /// The first answer to `message`, looked up in the store when the id is older than the
+    /// in-memory window.
+    async fn looked_up(
+        &self,
+        message: &Message,
+        kind: Kind,
+    ) -> Result<Option<Response>, RepoError> {
+        if !self.runtime.config.idempotency_lookup {
+            return Ok(None);
+        }
+        let found = self
+            .runtime
+            .repo
+            .find_message(self.id, message.id())
+            .await?;
+        Ok(found.map(|version| replayed_response(self.id, version, kind == Kind::New)))
+    }
+
+    fn fail(
+        &mut self,
+        reply: tokio::sync::oneshot::Sender<Outcome<A>>,
+        message: Message,
+        error: &RepoError,
+    ) -> Flow {
+        tracing::warn!(aggregate = A::NAME, id = self.id, error = %error_chain(error), "aggregate store failed");
+        let response = error.to_response();
+        let _ = reply.send(Outcome::Done(answer(message, response, None)));
+        self.state = None;
+        Flow::End
+    }
+}

@@ -1,0 +1,116 @@
+//! An aggregate's state with its version and the messages it has processed.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use switchyard_messaging::Response;
+
+use crate::Aggregate;
+
+/// The user's state of an aggregate, its version, and the last processed message ids.
+///
+/// `version` is the version of the last applied event: -1 for an aggregate with no events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AggregateState<A> {
+    /// The user's state.
+    pub state: A,
+    /// The version of the last applied event (-1 when new).
+    pub version: i64,
+    /// The last processed message ids and the responses they got.
+    pub processed: ProcessedIds,
+}
+
+impl<A: Aggregate> AggregateState<A> {
+    /// A new aggregate: default state, version -1, remembering up to `capacity` message ids.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: A::default(),
+            version: -1,
+            processed: ProcessedIds::with_capacity(capacity),
+        }
+    }
+
+    /// Applies `events` and stamps `version` (by default, the current version plus the number of
+    /// events).
+    pub fn apply_events<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a A::Event>,
+        version: Option<i64>,
+    ) {
+        let mut count = 0_i64;
+        for event in events {
+            self.state.apply(event);
+            count += 1;
+        }
+        self.version = version.unwrap_or(self.version + count);
+    }
+}
+
+impl<A: Aggregate> Default for AggregateState<A> {
+    fn default() -> Self {
+        Self::new(ProcessedIds::DEFAULT_CAPACITY)
+    }
+}
+
+/// The last N message ids an aggregate processed, each with the response it gave, oldest
+/// dropped first. Bounded, unlike x3m's ever-growing set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessedIds {
+    capacity: usize,
+    order: VecDeque<String>,
+    responses: HashMap<String, Response>,
+}
+
+impl ProcessedIds {
+    /// How many ids an aggregate remembers unless configured otherwise.
+    pub const DEFAULT_CAPACITY: usize = 128;
+
+    /// An empty window of `capacity` ids.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            capacity,
+            order: VecDeque::new(),
+            responses: HashMap::new(),
+        }
+    }
+
+    /// Remembers `id` with its response, forgetting the oldest id when full.
+    pub fn insert(&mut self, id: String, response: Response) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.responses.insert(id.clone(), response).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.responses.remove(&oldest);
+            }
+        }
+    }
+
+    /// The response given to `id`, if it is remembered.
+    pub fn get(&self, id: &str) -> Option<&Response> {
+        self.responses.get(id)
+    }
+
+    /// How many ids are remembered.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether no id is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Changes the capacity, forgetting the oldest ids if needed.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+        while self.order.len() > self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.responses.remove(&oldest);
+            }
+        }
+    }
+}

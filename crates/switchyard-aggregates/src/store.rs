@@ -1,0 +1,196 @@
+//! Where events, snapshots and states are kept: the traits every store implements.
+//!
+//! The event store is split by capability ([`EventReader`], [`EventAppender`],
+//! [`EventDeleter`], [`GlobalReader`]) and joined by [`EventStore`], implemented for every type
+//! that has all four; a projection asks only for what it uses. Every method returns a boxed
+//! future, so stores are used as `Arc<dyn EventStore>` and a decorator (publishing appended
+//! events, tracing) can wrap any of them.
+
+mod error;
+mod memory;
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+pub use self::error::{AppendError, StoreError};
+pub use self::memory::MemoryStore;
+
+/// The version a writer expects a stream to be at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// Whatever it is.
+    Any,
+    /// The stream must not exist (nor have been soft-deleted).
+    NoStream,
+    /// The stream's last event must have this version.
+    Exactly(i64),
+}
+
+/// How a stream is deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DeleteMode {
+    /// Hidden: the stream reads as not found, its versions are never reused, and creating it
+    /// anew (`NoStream`) is a conflict. Appending with `Any` or the last version continues it.
+    Soft,
+    /// Gone: its events are removed, also from the global order, and the stream may be created
+    /// again from version 0.
+    Hard,
+}
+
+/// What travels with every event of one append: who caused it, and the user's own fields.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    /// The id of the message whose command produced the events (indexed, for idempotency).
+    pub message_id: String,
+    /// The conversation.
+    pub correlation_id: String,
+    /// The message that caused the command.
+    pub causation_id: String,
+    /// The user's metadata.
+    pub user: BTreeMap<String, String>,
+}
+
+/// An event to append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    /// The event's type name.
+    pub event_type: String,
+    /// The event's schema version.
+    pub schema_version: u32,
+    /// The encoded event.
+    pub data: Bytes,
+}
+
+/// An event as the store recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// The stream it belongs to.
+    pub stream: String,
+    /// Its version in the stream, from 0.
+    pub version: i64,
+    /// Its position in the global order, from 1; gaps are allowed, order is strict.
+    pub position: u64,
+    /// The event's type name.
+    pub event_type: String,
+    /// The event's schema version.
+    pub schema_version: u32,
+    /// The encoded event.
+    pub data: Bytes,
+    /// The metadata of the append that recorded it.
+    pub metadata: EventMetadata,
+    /// When the store recorded it.
+    pub recorded_at: SystemTime,
+}
+
+/// A saved state: a snapshot of an event-sourced aggregate, or the whole of a state-based one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredState {
+    /// The aggregate's version the state is at.
+    pub version: i64,
+    /// The schema version of the encoded state.
+    pub schema_version: u32,
+    /// The encoded state.
+    pub data: Bytes,
+}
+
+/// Reads streams.
+pub trait EventReader: Send + Sync {
+    /// Whether the stream exists and is not deleted.
+    fn has_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// The stream's events from `from_version` on, in pages of at most `page_size` events. A
+    /// missing or deleted stream yields nothing.
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a str,
+        from_version: i64,
+        page_size: usize,
+    ) -> BoxStream<'a, Result<Vec<RecordedEvent>, StoreError>>;
+
+    /// The version of the last event that message `message_id` recorded in the stream, if it
+    /// recorded any.
+    fn find_message<'a>(
+        &'a self,
+        stream: &'a str,
+        message_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>>;
+}
+
+/// Appends to streams.
+pub trait EventAppender: Send + Sync {
+    /// Appends `events` atomically if the stream is at `expected`, and returns the stream's
+    /// version after the append. Appending no events checks `expected` and returns the current
+    /// version (-1 for a stream that does not exist).
+    fn append<'a>(
+        &'a self,
+        stream: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: EventMetadata,
+    ) -> BoxFuture<'a, Result<i64, AppendError>>;
+}
+
+/// Deletes streams.
+pub trait EventDeleter: Send + Sync {
+    /// Deletes the stream if it is at `expected`.
+    fn delete_stream<'a>(
+        &'a self,
+        stream: &'a str,
+        mode: DeleteMode,
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<(), AppendError>>;
+}
+
+/// Reads every stream in the global order.
+pub trait GlobalReader: Send + Sync {
+    /// Up to `limit` events with a position of at least `from_position`, in order.
+    fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>>;
+}
+
+/// A complete event store: implemented for every type that reads, appends, deletes and reads
+/// globally.
+pub trait EventStore: EventReader + EventAppender + EventDeleter + GlobalReader {}
+
+impl<T: EventReader + EventAppender + EventDeleter + GlobalReader> EventStore for T {}
+
+/// Keeps the latest snapshot of each stream.
+pub trait SnapshotStore: Send + Sync {
+    /// Saves `snapshot`, replacing an older one.
+    fn save_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+        snapshot: StoredState,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The latest snapshot, if any.
+    fn load_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredState>, StoreError>>;
+}
+
+/// Keeps the whole state of state-based aggregates, with optimistic concurrency.
+pub trait StateStore: Send + Sync {
+    /// Saves `state` if the stored one is at `expected` (`NoStream`: none is stored).
+    fn save_state<'a>(
+        &'a self,
+        stream: &'a str,
+        state: StoredState,
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<(), AppendError>>;
+
+    /// The stored state, if any.
+    fn load_state<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredState>, StoreError>>;
+}

@@ -1,0 +1,62 @@
+//! Errors of stores.
+
+/// A store could not do what was asked; nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed (connection lost, disk full, ...). Retrying later may succeed.
+    #[error("event store backend failed")]
+    Backend {
+        /// The driver's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Stored data could not be read back: it is corrupted or of an unknown format.
+    #[error("stored data of stream `{stream}` is unreadable: {reason}")]
+    Corrupt {
+        /// The stream.
+        stream: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    /// A backend failure from any error.
+    pub fn backend(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Backend {
+            source: source.into(),
+        }
+    }
+}
+
+/// An append (or delete, or state save) did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// The stream was not at the expected version: another writer was first. Reload and decide
+    /// again.
+    #[error("version conflict on `{stream}`: expected {expected:?}, found {actual:?}")]
+    Conflict {
+        /// The stream.
+        stream: String,
+        /// The version the writer expected.
+        expected: super::ExpectedVersion,
+        /// The stream's version (`None`: no stream).
+        actual: Option<i64>,
+    },
+    /// The store failed; the append did not happen (stores report an unknown outcome as
+    /// [`AppendError::Unknown`]).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store cannot tell whether the append happened (the connection broke during commit).
+    /// Check by message id before retrying.
+    #[error("outcome of the append to `{stream}` is unknown")]
+    Unknown {
+        /// The stream.
+        stream: String,
+        /// The driver's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}

@@ -1,0 +1,315 @@
+//! An event, snapshot and state store in memory: for tests, examples and single-process apps
+//! that can lose their data.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use futures::future::{BoxFuture, FutureExt};
+use futures::stream::{self, BoxStream, StreamExt};
+
+use super::{
+    AppendError, DeleteMode, EventAppender, EventDeleter, EventMetadata, EventReader,
+    ExpectedVersion, GlobalReader, NewEvent, RecordedEvent, SnapshotStore, StateStore, StoreError,
+    StoredState,
+};
+
+/// Every store trait, in memory. Cheap to clone: clones share the data.
+///
+/// One mutex guards the data; no lock is held across an await, so the store is safe under any
+/// number of concurrent callers and linearizable.
+///
+/// # Examples
+///
+/// ```
+/// use switchyard_aggregates::store::{EventAppender, EventMetadata, EventReader, ExpectedVersion, MemoryStore, NewEvent};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = MemoryStore::new();
+/// let event = NewEvent { event_type: "opened".into(), schema_version: 1, data: vec![1].into() };
+/// let version = store
+///     .append("account-1", ExpectedVersion::NoStream, vec![event], EventMetadata::default())
+///     .await
+///     .unwrap();
+/// assert_eq!(version, 0);
+/// assert!(store.has_stream("account-1").await.unwrap());
+/// # });
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    streams: HashMap<String, Stream>,
+    global: BTreeMap<u64, RecordedEvent>,
+    last_position: u64,
+    snapshots: HashMap<String, StoredState>,
+    states: HashMap<String, StoredState>,
+}
+
+#[derive(Debug)]
+struct Stream {
+    events: Vec<RecordedEvent>,
+    last_version: i64,
+    /// Events up to this version were soft-deleted and stay hidden.
+    hidden_through: i64,
+    by_message: HashMap<String, i64>,
+}
+
+impl Stream {
+    fn is_visible(&self) -> bool {
+        self.last_version > self.hidden_through
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the data half-written: every change is
+        // made after all checks passed.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn check(
+    stream_name: &str,
+    stream: Option<&Stream>,
+    expected: ExpectedVersion,
+) -> Result<(), AppendError> {
+    let actual = stream.map(|s| s.last_version);
+    let ok = match expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream => stream.is_none(),
+        ExpectedVersion::Exactly(-1) => stream.is_none(),
+        ExpectedVersion::Exactly(version) => actual == Some(version),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(AppendError::Conflict {
+            stream: stream_name.to_owned(),
+            expected,
+            actual,
+        })
+    }
+}
+
+impl EventReader for MemoryStore {
+    fn has_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let visible = self
+            .lock()
+            .streams
+            .get(stream)
+            .is_some_and(Stream::is_visible);
+        async move { Ok(visible) }.boxed()
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a str,
+        from_version: i64,
+        page_size: usize,
+    ) -> BoxStream<'a, Result<Vec<RecordedEvent>, StoreError>> {
+        let events: Vec<RecordedEvent> = match self.lock().streams.get(stream) {
+            Some(found) => found
+                .events
+                .iter()
+                .filter(|e| e.version >= from_version && e.version > found.hidden_through)
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        let page_size = page_size.max(1);
+        let pages: Vec<Result<Vec<RecordedEvent>, StoreError>> = events
+            .chunks(page_size)
+            .map(|page| Ok(page.to_vec()))
+            .collect();
+        stream::iter(pages).boxed()
+    }
+
+    fn find_message<'a>(
+        &'a self,
+        stream: &'a str,
+        message_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
+        let found = self.lock().streams.get(stream).and_then(|s| {
+            s.by_message
+                .get(message_id)
+                .copied()
+                .filter(|version| *version > s.hidden_through)
+        });
+        async move { Ok(found) }.boxed()
+    }
+}
+
+impl EventAppender for MemoryStore {
+    fn append<'a>(
+        &'a self,
+        stream: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: EventMetadata,
+    ) -> BoxFuture<'a, Result<i64, AppendError>> {
+        let result = (|| {
+            let mut inner = self.lock();
+            check(stream, inner.streams.get(stream), expected)?;
+            if events.is_empty() {
+                return Ok(inner.streams.get(stream).map_or(-1, |s| s.last_version));
+            }
+            let recorded_at = SystemTime::now();
+            let Inner {
+                streams,
+                global,
+                last_position,
+                ..
+            } = &mut *inner;
+            let target = streams.entry(stream.to_owned()).or_insert_with(|| Stream {
+                events: Vec::new(),
+                last_version: -1,
+                hidden_through: -1,
+                by_message: HashMap::new(),
+            });
+            for event in events {
+                *last_position += 1;
+                target.last_version += 1;
+                let recorded = RecordedEvent {
+                    stream: stream.to_owned(),
+                    version: target.last_version,
+                    position: *last_position,
+                    event_type: event.event_type,
+                    schema_version: event.schema_version,
+                    data: event.data,
+                    metadata: metadata.clone(),
+                    recorded_at,
+                };
+                global.insert(*last_position, recorded.clone());
+                target.events.push(recorded);
+            }
+            if !metadata.message_id.is_empty() {
+                target
+                    .by_message
+                    .insert(metadata.message_id.clone(), target.last_version);
+            }
+            Ok(target.last_version)
+        })();
+        async move { result }.boxed()
+    }
+}
+
+impl EventDeleter for MemoryStore {
+    fn delete_stream<'a>(
+        &'a self,
+        stream: &'a str,
+        mode: DeleteMode,
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<(), AppendError>> {
+        let result = (|| {
+            let mut inner = self.lock();
+            check(stream, inner.streams.get(stream), expected)?;
+            match mode {
+                DeleteMode::Soft => {
+                    if let Some(found) = inner.streams.get_mut(stream) {
+                        found.hidden_through = found.last_version;
+                    }
+                }
+                DeleteMode::Hard => {
+                    if let Some(removed) = inner.streams.remove(stream) {
+                        for event in removed.events {
+                            inner.global.remove(&event.position);
+                        }
+                    }
+                    inner.snapshots.remove(stream);
+                }
+            }
+            Ok(())
+        })();
+        async move { result }.boxed()
+    }
+}
+
+impl GlobalReader for MemoryStore {
+    fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
+        let events: Vec<RecordedEvent> = {
+            let inner = self.lock();
+            inner
+                .global
+                .range(from_position..)
+                .filter(|(_, e)| {
+                    inner
+                        .streams
+                        .get(&e.stream)
+                        .is_some_and(|s| e.version > s.hidden_through)
+                })
+                .take(limit)
+                .map(|(_, e)| e.clone())
+                .collect()
+        };
+        async move { Ok(events) }.boxed()
+    }
+}
+
+impl SnapshotStore for MemoryStore {
+    fn save_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+        snapshot: StoredState,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.lock().snapshots.insert(stream.to_owned(), snapshot);
+        async { Ok(()) }.boxed()
+    }
+
+    fn load_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredState>, StoreError>> {
+        let found = self.lock().snapshots.get(stream).cloned();
+        async move { Ok(found) }.boxed()
+    }
+}
+
+impl StateStore for MemoryStore {
+    fn save_state<'a>(
+        &'a self,
+        stream: &'a str,
+        state: StoredState,
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<(), AppendError>> {
+        let result = (|| {
+            let mut inner = self.lock();
+            let actual = inner.states.get(stream).map(|s| s.version);
+            let ok = match expected {
+                ExpectedVersion::Any => true,
+                ExpectedVersion::NoStream | ExpectedVersion::Exactly(-1) => actual.is_none(),
+                ExpectedVersion::Exactly(version) => actual == Some(version),
+            };
+            if !ok {
+                return Err(AppendError::Conflict {
+                    stream: stream.to_owned(),
+                    expected,
+                    actual,
+                });
+            }
+            inner.states.insert(stream.to_owned(), state);
+            Ok(())
+        })();
+        async move { result }.boxed()
+    }
+
+    fn load_state<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredState>, StoreError>> {
+        let found = self.lock().states.get(stream).cloned();
+        async move { Ok(found) }.boxed()
+    }
+}

@@ -1,0 +1,108 @@
+//! Commands to one aggregate run in order; different aggregates run side by side.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use switchyard_aggregates::AggregateRuntime;
+use switchyard_aggregates::repo::Repo;
+use switchyard_aggregates::store::MemoryStore;
+use switchyard_messaging::Response;
+
+use crate::fixture::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_commands_to_one_aggregate_get_versions_without_gaps() {
+    let bank = bank();
+    bank.node.dispatch(opening("hot")).await;
+    let calls: Vec<_> = (0..1_000)
+        .map(|_| {
+            let node = bank.node.clone();
+            tokio::spawn(async move { node.dispatch(command("deposit", "hot", 1)).await })
+        })
+        .collect();
+    let mut versions = HashSet::new();
+    for call in calls {
+        match call.await.unwrap().response() {
+            Some(Response::OkAt { version, .. }) => assert!(versions.insert(*version)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(versions, (1..=1_000).collect::<HashSet<i64>>());
+    assert_eq!(stream_len(&bank.store, "hot").await, 1_001);
+    assert_eq!(balance_of(&bank, "hot").await, 1_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_aggregates_in_parallel() {
+    let bank = bank();
+    let calls: Vec<_> = (0..10_000)
+        .map(|n| {
+            let node = bank.node.clone();
+            tokio::spawn(async move { node.dispatch(opening(&format!("p-{n}"))).await })
+        })
+        .collect();
+    for (n, call) in calls.into_iter().enumerate() {
+        let reply = call.await.unwrap();
+        assert_eq!(reply.response(), Some(&created(&format!("p-{n}"), 0)));
+    }
+    assert_eq!(bank.accounts.runtime().live_count(), 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runtimes_sharing_a_store_retry_on_conflict() {
+    let store = MemoryStore::new();
+    let first = bank_with(
+        store.clone(),
+        AggregateRuntime::new(Repo::event_sourced(Arc::new(store.clone()))),
+    );
+    let second = bank_with(
+        store.clone(),
+        AggregateRuntime::new(Repo::event_sourced(Arc::new(store.clone()))),
+    );
+    first.node.dispatch(opening("shared")).await;
+    // Both load the aggregate at version 0.
+    assert_eq!(balance_of(&first, "shared").await, 0);
+    assert_eq!(balance_of(&second, "shared").await, 0);
+    assert_eq!(
+        first
+            .node
+            .dispatch(command("deposit", "shared", 5))
+            .await
+            .response(),
+        Some(&ok_at(1))
+    );
+    // The second runtime's state is stale: its append conflicts, it reloads and decides again.
+    assert_eq!(
+        second
+            .node
+            .dispatch(command("deposit", "shared", 1))
+            .await
+            .response(),
+        Some(&ok_at(2))
+    );
+    assert_eq!(balance_of(&second, "shared").await, 6);
+    assert_eq!(
+        balance_of(&first, "shared").await,
+        5,
+        "first is stale until it reloads"
+    );
+    first.accounts.runtime().unload("shared").await;
+    assert_eq!(balance_of(&first, "shared").await, 6);
+
+    let strict = bank_with(
+        store.clone(),
+        AggregateRuntime::builder(Repo::event_sourced(Arc::new(store.clone())))
+            .conflict_retries(0)
+            .build(),
+    );
+    assert_eq!(balance_of(&strict, "shared").await, 6);
+    second.node.dispatch(command("deposit", "shared", 1)).await;
+    let reply = strict.node.dispatch(command("deposit", "shared", 1)).await;
+    assert_eq!(
+        reply.response(),
+        Some(&Response::Conflict {
+            expected: 2,
+            actual: Some(3)
+        })
+    );
+}

@@ -1,0 +1,215 @@
+//! A bank account aggregate and a node serving it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::{Deserialize, Serialize};
+use switchyard_aggregates::repo::Repo;
+use switchyard_aggregates::store::MemoryStore;
+use switchyard_aggregates::{
+    Aggregate, AggregateRuntime, CommandResult, Events, HasAggregateId, MessageHandler,
+};
+use switchyard_messaging::{Message, Node, Response, Router};
+
+pub(crate) static COMMITS: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static ROLLBACKS: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Account {
+    pub(crate) open: bool,
+    pub(crate) balance: u64,
+    pub(crate) closed: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) enum AccountEvent {
+    Opened { owner: String },
+    Deposited(u64),
+    Withdrawn(u64),
+    Closed,
+}
+
+impl Aggregate for Account {
+    type Event = AccountEvent;
+    const NAME: &'static str = "account";
+
+    fn apply(&mut self, event: &AccountEvent) {
+        match event {
+            AccountEvent::Opened { .. } => self.open = true,
+            AccountEvent::Deposited(n) => self.balance += n,
+            AccountEvent::Withdrawn(n) => self.balance -= n,
+            AccountEvent::Closed => self.closed = true,
+        }
+    }
+
+    fn commit(&self, message: &Message) {
+        if message.log_fields().get("count").is_some() {
+            COMMITS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn rollback(&self, message: &Message) {
+        if message.log_fields().get("count").is_some() {
+            ROLLBACKS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Open {
+    pub(crate) account: String,
+    pub(crate) owner: String,
+}
+
+impl HasAggregateId for Open {
+    fn aggregate_id(&self) -> Option<String> {
+        Some(self.account.clone())
+    }
+}
+
+pub(crate) fn open(account: &Account, msg: &Message) -> CommandResult<AccountEvent> {
+    if account.open {
+        return Err(Response::error("already open"));
+    }
+    let request: Open = msg.request()?;
+    Ok(Events::one(AccountEvent::Opened {
+        owner: request.owner,
+    }))
+}
+
+pub(crate) fn deposit(_: &Account, msg: &Message) -> CommandResult<AccountEvent> {
+    let amount: u64 = msg.request()?;
+    if amount == 0 {
+        return Err(Response::error("nothing to deposit"));
+    }
+    Ok(Events::one(AccountEvent::Deposited(amount)))
+}
+
+pub(crate) fn withdraw(account: &Account, msg: &Message) -> CommandResult<AccountEvent> {
+    let amount: u64 = msg.request()?;
+    if amount > account.balance {
+        return Err(Response::error("insufficient funds"));
+    }
+    Ok(Events::one(AccountEvent::Withdrawn(amount)))
+}
+
+pub(crate) fn balance(account: &Account, _: &Message) -> CommandResult<AccountEvent> {
+    Ok(Events::none().reply_with(&account.balance))
+}
+
+pub(crate) fn close(_: &Account, _: &Message) -> CommandResult<AccountEvent> {
+    Ok(Events::one(AccountEvent::Closed))
+}
+
+/// Answers `NotFound` itself, to check `on_maybe_new` does not mistake it for a missing stream.
+pub(crate) fn lookup_other(_: &Account, msg: &Message) -> CommandResult<AccountEvent> {
+    Err(Response::NotFound {
+        id: format!(
+            "other-of-{}",
+            msg.aggregate_meta().id.clone().unwrap_or_default()
+        ),
+    })
+}
+
+pub(crate) fn boom(_: &Account, _: &Message) -> CommandResult<AccountEvent> {
+    panic!("the command broke")
+}
+
+pub(crate) fn nothing(_: &Account, _: &Message) -> CommandResult<AccountEvent> {
+    Ok(Events::none())
+}
+
+pub(crate) struct Bank {
+    pub(crate) node: Node,
+    pub(crate) store: MemoryStore,
+    pub(crate) accounts: MessageHandler<Account>,
+}
+
+pub(crate) fn bank_with(store: MemoryStore, runtime: AggregateRuntime<Account>) -> Bank {
+    let accounts = MessageHandler::new(runtime).event_metadata("app", "tests");
+    let node = Node::new("bank");
+    node.register(router(&accounts)).unwrap();
+    Bank {
+        node,
+        store,
+        accounts,
+    }
+}
+
+pub(crate) fn router(accounts: &MessageHandler<Account>) -> Router {
+    Router::new("accounts")
+        .service("open", accounts.on_new(open))
+        .service(
+            "open_typed",
+            accounts.clone().id_from_request::<Open>().on_new(open),
+        )
+        .service("deposit", accounts.on_existing(deposit))
+        .service("deposit_or_open", accounts.on_maybe_new(deposit))
+        .service("withdraw", accounts.on_existing(withdraw))
+        .service("balance", accounts.on_existing(balance))
+        .service("close", accounts.on_existing(close))
+        .service("lookup_other", accounts.on_maybe_new(lookup_other))
+        .service("boom", accounts.on_existing(boom))
+        .service("open_nothing", accounts.on_new(nothing))
+        .authorize(|_| Ok(()))
+}
+
+pub(crate) fn bank() -> Bank {
+    let store = MemoryStore::new();
+    let runtime = AggregateRuntime::new(Repo::event_sourced(Arc::new(store.clone())));
+    bank_with(store, runtime)
+}
+
+pub(crate) fn opening(id: &str) -> Message {
+    Message::new("open")
+        .with_aggregate_id(id)
+        .with_request(&Open {
+            account: id.into(),
+            owner: "ada".into(),
+        })
+}
+
+pub(crate) fn command(service: &str, id: &str, amount: u64) -> Message {
+    Message::new(service)
+        .with_aggregate_id(id)
+        .with_request(&amount)
+}
+
+pub(crate) fn created(id: &str, version: i64) -> Response {
+    Response::Created {
+        id: id.into(),
+        version: Some(version),
+    }
+}
+
+pub(crate) fn ok_at(version: i64) -> Response {
+    Response::OkAt {
+        payload: None,
+        version,
+    }
+}
+
+pub(crate) async fn stream_len(store: &MemoryStore, id: &str) -> usize {
+    use futures::StreamExt;
+    use switchyard_aggregates::store::EventReader;
+    let stream = format!("account-{id}");
+    let mut pages = store.read_stream(&stream, 0, 1_000);
+    let mut count = 0;
+    while let Some(page) = pages.next().await {
+        count += page.unwrap().len();
+    }
+    count
+}
+
+pub(crate) async fn balance_of(bank: &Bank, id: &str) -> u64 {
+    let reply = bank
+        .node
+        .dispatch(Message::new("balance").with_aggregate_id(id))
+        .await;
+    reply
+        .response()
+        .and_then(Response::payload)
+        .unwrap_or_else(|| panic!("no balance: {:?}", reply.response()))
+        .decode()
+        .unwrap()
+}

@@ -1,0 +1,73 @@
+//! A message processed once is answered as the first time, and never runs again.
+
+use std::sync::Arc;
+
+use switchyard_aggregates::AggregateRuntime;
+use switchyard_aggregates::repo::Repo;
+use switchyard_aggregates::store::MemoryStore;
+
+use crate::fixture::*;
+
+#[tokio::test]
+async fn a_repeated_message_is_answered_as_the_first_time() {
+    let bank = bank();
+    bank.node.dispatch(opening("i-1")).await;
+    let deposit = command("deposit", "i-1", 5).with_id("dep-1");
+    let first = bank.node.dispatch(deposit.clone()).await;
+    let second = bank.node.dispatch(deposit).await;
+    assert_eq!(first.response(), Some(&ok_at(1)));
+    assert_eq!(second.response(), first.response());
+    assert_eq!(stream_len(&bank.store, "i-1").await, 2);
+}
+
+#[tokio::test]
+async fn a_retried_creation_answers_created() {
+    let bank = bank();
+    let open = opening("i-2").with_id("open-1");
+    let first = bank.node.dispatch(open.clone()).await;
+    assert_eq!(first.response(), Some(&created("i-2", 0)));
+    assert_eq!(
+        bank.node.dispatch(open.clone()).await.response(),
+        Some(&created("i-2", 0))
+    );
+    bank.accounts.runtime().unload("i-2").await;
+    assert_eq!(
+        bank.node.dispatch(open).await.response(),
+        Some(&created("i-2", 0))
+    );
+}
+
+#[tokio::test]
+async fn ids_older_than_the_window_are_found_in_the_store_after_a_reload() {
+    const WINDOW: usize = 4;
+    let store = MemoryStore::new();
+    let repo = Repo::event_sourced(Arc::new(store.clone())).with_processed_capacity(WINDOW);
+    let bank = bank_with(store, AggregateRuntime::new(repo));
+    bank.node.dispatch(opening("i-3")).await;
+    // N + 1 commands: the oldest falls out of the in-memory window.
+    let deposits: Vec<_> = (0..=WINDOW)
+        .map(|n| command("deposit", "i-3", 1).with_id(format!("dep-{n}")))
+        .collect();
+    for deposit in &deposits {
+        bank.node.dispatch(deposit.clone()).await;
+    }
+    assert_eq!(stream_len(&bank.store, "i-3").await, WINDOW + 2);
+
+    bank.accounts.runtime().unload("i-3").await;
+    let again = bank.node.dispatch(deposits[0].clone()).await;
+    assert_eq!(
+        again.response(),
+        Some(&ok_at(1)),
+        "answered with the first version"
+    );
+    assert_eq!(
+        stream_len(&bank.store, "i-3").await,
+        WINDOW + 2,
+        "nothing ran again"
+    );
+
+    // Still in memory, without a reload, too.
+    let again = bank.node.dispatch(deposits[0].clone()).await;
+    assert_eq!(again.response(), Some(&ok_at(1)));
+    assert_eq!(balance_of(&bank, "i-3").await, (WINDOW + 1) as u64);
+}

@@ -1,0 +1,11 @@
+//! The aggregate runtime and message handler, end to end through a node.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
+
+mod concurrency;
+mod failures;
+mod faulty;
+mod fixture;
+mod idempotency;
+mod lifecycle;
+mod persistence;
+mod x3m;
