@@ -40,6 +40,19 @@ pub(crate) fn run() -> Result {
         cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"]),
     )?;
     crate::docs::guides()?;
+    for feature in facade_features()? {
+        step(
+            &format!("switchyard with only `{feature}`"),
+            cargo(&[
+                "check",
+                "--package",
+                "switchyard",
+                "--no-default-features",
+                "--features",
+                &feature,
+            ]),
+        )?;
+    }
     for library in run::library_crates()? {
         step(
             &format!("{library} builds alone"),
@@ -53,6 +66,26 @@ pub(crate) fn run() -> Result {
     messaging_only_pulls_in_no_driver()?;
     println!("\nxtask: every step passed");
     Ok(())
+}
+
+/// The facade's features, read from its manifest's `[features]` table.
+fn facade_features() -> Result<Vec<String>> {
+    let path = run::root().join("crates/switchyard/Cargo.toml");
+    let manifest = std::fs::read_to_string(&path).map_err(|error| StepFailed {
+        step: "read the facade's features".into(),
+        detail: format!("{}: {error}", path.display()),
+    })?;
+    let features = manifest
+        .split("[features]")
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .skip(1)
+        .take_while(|line| !line.starts_with('['))
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name.trim().to_owned()))
+        .filter(|name| !name.is_empty() && name != "default" && !name.starts_with('#'))
+        .collect();
+    Ok(features)
 }
 
 fn messaging_only_pulls_in_no_driver() -> Result {

@@ -26,9 +26,11 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | (always) | [`messaging`]: messages, routers, the dispatcher |
+//! | `aggregates` | `aggregates`: aggregates, event stores, the per-aggregate runtime |
+//! | `conformance` | `aggregates::conformance`: the suite every event store must pass |
 //!
-//! Aggregates and event sourcing, the scheduler, the SQLite and PostgreSQL stores and the cluster
-//! join as features of their own as they land.
+//! The scheduler, the SQLite and PostgreSQL stores and the cluster join as features of their own
+//! as they land.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -36,6 +38,11 @@
 
 #[doc(inline)]
 pub use switchyard_messaging as messaging;
+
+#[cfg(feature = "aggregates")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aggregates")))]
+#[doc(inline)]
+pub use switchyard_aggregates as aggregates;
 
 #[doc(no_inline)]
 pub use switchyard_messaging::{
@@ -50,4 +57,7 @@ pub mod guides {
     pub struct Readme;
     #[doc = include_str!("../../../docs/guides/messaging.md")]
     pub struct Messaging;
+    #[cfg(feature = "conformance")]
+    #[doc = include_str!("../../../docs/guides/aggregates.md")]
+    pub struct Aggregates;
 }

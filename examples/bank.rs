@@ -1,0 +1,169 @@
+//! A bank account as an event-sourced aggregate behind router services: open an account,
+//! deposit, withdraw (an overdraft is refused), read the balance, and send one command twice to
+//! see it answered once. The events end up in an in-memory store, printed at the end.
+//!
+//! Run it from the repository root:
+//!
+//! ```text
+//! cargo run --example bank
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use switchyard::aggregates::repo::Repo;
+use switchyard::aggregates::store::{GlobalReader, MemoryStore};
+use switchyard::aggregates::{Aggregate, AggregateRuntime, CommandResult, Events, MessageHandler};
+use switchyard::messaging::Response;
+use switchyard::{Message, Node, Router};
+
+#[derive(Default)]
+struct Account {
+    owner: String,
+    balance: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum AccountEvent {
+    Opened { owner: String },
+    Deposited { amount: u64 },
+    Withdrawn { amount: u64 },
+}
+
+impl Aggregate for Account {
+    type Event = AccountEvent;
+    const NAME: &'static str = "account";
+
+    fn apply(&mut self, event: &AccountEvent) {
+        match event {
+            AccountEvent::Opened { owner } => self.owner.clone_from(owner),
+            AccountEvent::Deposited { amount } => self.balance += amount,
+            AccountEvent::Withdrawn { amount } => self.balance -= amount,
+        }
+    }
+
+    fn event_type(event: &AccountEvent) -> &'static str {
+        match event {
+            AccountEvent::Opened { .. } => "opened",
+            AccountEvent::Deposited { .. } => "deposited",
+            AccountEvent::Withdrawn { .. } => "withdrawn",
+        }
+    }
+}
+
+fn open(_: &Account, msg: &Message) -> CommandResult<AccountEvent> {
+    let owner: String = msg.request()?;
+    Ok(Events::one(AccountEvent::Opened { owner }))
+}
+
+fn deposit(_: &Account, msg: &Message) -> CommandResult<AccountEvent> {
+    let amount: u64 = msg.request()?;
+    Ok(Events::one(AccountEvent::Deposited { amount }))
+}
+
+fn withdraw(account: &Account, msg: &Message) -> CommandResult<AccountEvent> {
+    let amount: u64 = msg.request()?;
+    if amount > account.balance {
+        return Err(Response::error(format!(
+            "insufficient funds: {} has {}, asked {amount}",
+            account.owner, account.balance
+        )));
+    }
+    Ok(Events::one(AccountEvent::Withdrawn { amount }))
+}
+
+fn balance(account: &Account, _: &Message) -> CommandResult<AccountEvent> {
+    Ok(Events::none().reply_with(&account.balance))
+}
+
+fn show(label: &str, reply: &Message) {
+    let shown = match reply.response() {
+        Some(Response::OkAt {
+            payload: Some(payload),
+            version,
+        }) => match payload.decode::<u64>() {
+            Ok(balance) => format!("ok at version {version}: balance {balance}"),
+            Err(error) => format!("unreadable balance: {error}"),
+        },
+        Some(response) => response.to_string(),
+        None => "no response".to_owned(),
+    };
+    println!("{label:<32} -> {shown}");
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+
+    let store = MemoryStore::new();
+    println!("store: in memory (the SQLite store becomes the default when it lands)\n");
+    let runtime = AggregateRuntime::new(Repo::<Account>::event_sourced(Arc::new(store.clone())));
+    let accounts = MessageHandler::new(runtime);
+    let node = Node::new("bank");
+    node.register(
+        Router::new("accounts")
+            .service("open_account", accounts.on_new(open))
+            .service("deposit", accounts.on_existing(deposit))
+            .service("withdraw", accounts.on_existing(withdraw))
+            .service("balance", accounts.on_existing(balance))
+            .authorize(|_| Ok(())),
+    )?;
+
+    let id = "acc-42";
+    let call = |service: &str| Message::new(service).with_aggregate_id(id);
+    show(
+        "open_account ada",
+        &node
+            .dispatch(call("open_account").with_request("ada"))
+            .await,
+    );
+    show(
+        "deposit 100",
+        &node.dispatch(call("deposit").with_request(&100_u64)).await,
+    );
+    show(
+        "withdraw 30",
+        &node.dispatch(call("withdraw").with_request(&30_u64)).await,
+    );
+    show(
+        "withdraw 500",
+        &node.dispatch(call("withdraw").with_request(&500_u64)).await,
+    );
+
+    let repeated = call("deposit").with_id("deposit-once").with_request(&5_u64);
+    show(
+        "deposit 5 (message deposit-once)",
+        &node.dispatch(repeated.clone()).await,
+    );
+    show("deposit 5 (same message)", &node.dispatch(repeated).await);
+    show("balance", &node.dispatch(call("balance")).await);
+    show(
+        "deposit to acc-7",
+        &node
+            .dispatch(
+                Message::new("deposit")
+                    .with_aggregate_id("acc-7")
+                    .with_request(&1_u64),
+            )
+            .await,
+    );
+
+    println!("\nevents in the store:");
+    for event in store.read_all(0, 100).await? {
+        println!(
+            "  #{} {} v{} {:<9} message {}",
+            event.position,
+            event.stream,
+            event.version,
+            event.event_type,
+            event.metadata.message_id
+        );
+    }
+    Ok(())
+}
