@@ -77,12 +77,12 @@ pub async fn append_and_read_back<S: EventStore + ?Sized>(store: &S) {
     let events = read(store, "s-1", 0).await;
     assert_eq!(events.len(), 3);
     for (index, (recorded, tag)) in events.iter().zip(["a", "b", "c"]).enumerate() {
-        assert_eq!(recorded.stream, "s-1");
+        assert_eq!(&*recorded.stream, "s-1");
         assert_eq!(recorded.version, index as i64);
-        assert_eq!(recorded.event_type, format!("type-{tag}"));
+        assert_eq!(&*recorded.event_type, format!("type-{tag}"));
         assert_eq!(recorded.schema_version, 1);
         assert_eq!(&recorded.data[..], format!("data-{tag}").as_bytes());
-        assert_eq!(recorded.metadata, meta("m-1"));
+        assert_eq!(*recorded.metadata, meta("m-1"));
     }
     assert!(events.windows(2).all(|w| w[0].position < w[1].position));
     assert!(read(store, "missing", 0).await.is_empty());
@@ -324,7 +324,7 @@ pub async fn hard_delete<S: EventStore + ?Sized>(store: &S) {
     assert!(!store.has_stream("hard").await.unwrap());
     let all = store.read_all(0, 1_000).await.unwrap();
     assert!(
-        all.iter().all(|e| e.stream != "hard"),
+        all.iter().all(|e| &*e.stream != "hard"),
         "hard-deleted events left the global order"
     );
     assert_eq!(all.len(), 1);
@@ -430,7 +430,7 @@ pub async fn large_payloads_and_metadata<S: EventStore + ?Sized>(store: &S) {
     assert_eq!(events.len(), 1);
     assert_eq!(&events[0].data[..], &data[..]);
     assert_eq!(events[0].schema_version, 7);
-    assert_eq!(events[0].metadata, metadata);
+    assert_eq!(*events[0].metadata, metadata);
 }
 
 /// The latest snapshot is kept per stream.

@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchyard_messaging::codec;
 use switchyard_messaging::{Message, Response};
+use tracing::Instrument;
 
 use crate::store::{
     AppendError, DeleteMode, EventMetadata, EventStore, ExpectedVersion, NewEvent, SnapshotStore,
@@ -285,9 +286,12 @@ impl<A: Aggregate> Repo<A> {
     ///
     /// The store's error, or [`RepoError::Codec`] for an event that does not decode.
     pub async fn load(&self, id: &str) -> Result<Option<AggregateState<A>>, RepoError> {
-        let stream = self.stream_name(id);
         let span = tracing::debug_span!("switchyard.aggregate.load", aggregate = A::NAME, id);
-        let _entered = span.enter();
+        self.load_in_span(id).instrument(span).await
+    }
+
+    async fn load_in_span(&self, id: &str) -> Result<Option<AggregateState<A>>, RepoError> {
+        let stream = self.stream_name(id);
         match &self.backend {
             Backend::StateBased { states, codec } => {
                 let Some(stored) = states.load_state(&stream).await? else {
@@ -417,13 +421,11 @@ impl<A: Aggregate> Repo<A> {
                     id,
                     events = encoded.len()
                 );
-                let version = {
-                    let _entered = span.enter();
-                    store
-                        .append(&stream, expected(before), encoded, metadata)
-                        .await
-                        .map_err(|e| RepoError::from_append(e, before))?
-                };
+                let version = store
+                    .append(&stream, expected(before), encoded, metadata)
+                    .instrument(span)
+                    .await
+                    .map_err(|e| RepoError::from_append(e, before))?;
                 state.apply_events(&events, Some(version));
                 if let Some((snapshot_store, every, codec)) = snapshots {
                     let every = i64::try_from(*every).unwrap_or(i64::MAX);

@@ -79,20 +79,24 @@ struct Config<A: Aggregate> {
     idempotency_lookup: bool,
 }
 
-struct Live<A: Aggregate> {
+pub(crate) struct Live<A: Aggregate> {
     sender: mpsc::Sender<Request<A>>,
     generation: u64,
 }
 
+/// What aggregate tasks share with the runtime.
 pub(crate) struct Inner<A: Aggregate> {
     repo: Repo<A>,
     config: Config<A>,
-    live: DashMap<String, Live<A>>,
     generations: AtomicU64,
     running: AtomicUsize,
     drained: Notify,
     closed: AtomicBool,
 }
+
+/// The live aggregates' mailboxes. Only runtime handles own it (tasks hold a `Weak`), so when
+/// the last handle is dropped the mailboxes close and every task ends.
+pub(crate) type Registry<A> = DashMap<String, Live<A>, foldhash::fast::RandomState>;
 
 /// The live aggregates of type `A` on this node (x3m's `LocalAggregates` and their supervision).
 ///
@@ -103,12 +107,14 @@ pub(crate) struct Inner<A: Aggregate> {
 /// Several runtimes (of one or more types) can share a process. Cheap to clone.
 pub struct AggregateRuntime<A: Aggregate> {
     inner: Arc<Inner<A>>,
+    live: Arc<Registry<A>>,
 }
 
 impl<A: Aggregate> Clone for AggregateRuntime<A> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            live: self.live.clone(),
         }
     }
 }
@@ -117,7 +123,7 @@ impl<A: Aggregate> std::fmt::Debug for AggregateRuntime<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AggregateRuntime")
             .field("aggregate", &A::NAME)
-            .field("live", &self.inner.live.len())
+            .field("live", &self.live.len())
             .finish_non_exhaustive()
     }
 }
@@ -180,12 +186,12 @@ impl<A: Aggregate> RuntimeBuilder<A> {
             inner: Arc::new(Inner {
                 repo: self.repo,
                 config: self.config,
-                live: DashMap::new(),
                 generations: AtomicU64::new(0),
                 running: AtomicUsize::new(0),
                 drained: Notify::new(),
                 closed: AtomicBool::new(false),
             }),
+            live: Arc::new(DashMap::default()),
         }
     }
 }
@@ -218,12 +224,12 @@ impl<A: Aggregate> AggregateRuntime<A> {
 
     /// How many aggregates are loaded.
     pub fn live_count(&self) -> usize {
-        self.inner.live.len()
+        self.live.len()
     }
 
     /// Whether aggregate `id` is loaded.
     pub fn is_live(&self, id: &str) -> bool {
-        self.inner.live.contains_key(id)
+        self.live.contains_key(id)
     }
 
     pub(crate) async fn execute(
@@ -290,10 +296,10 @@ impl<A: Aggregate> AggregateRuntime<A> {
     }
 
     fn sender_for(&self, id: &str) -> mpsc::Sender<Request<A>> {
-        if let Some(live) = self.inner.live.get(id) {
+        if let Some(live) = self.live.get(id) {
             return live.sender.clone();
         }
-        match self.inner.live.entry(id.to_owned()) {
+        match self.live.entry(id.to_owned()) {
             Entry::Occupied(live) => live.get().sender.clone(),
             Entry::Vacant(vacant) => {
                 let (sender, receiver) = mpsc::channel(self.inner.config.mailbox);
@@ -306,6 +312,7 @@ impl<A: Aggregate> AggregateRuntime<A> {
                 tracing::debug!(name: "new_aggr_spawned", aggregate = A::NAME, id);
                 tokio::spawn(task::run(
                     self.inner.clone(),
+                    Arc::downgrade(&self.live),
                     id.to_owned(),
                     generation,
                     receiver,
@@ -318,7 +325,7 @@ impl<A: Aggregate> AggregateRuntime<A> {
     /// Unloads aggregate `id` once the commands queued before this call have run. Returns
     /// whether it was loaded.
     pub async fn unload(&self, id: &str) -> bool {
-        let Some(sender) = self.inner.live.get(id).map(|l| l.sender.clone()) else {
+        let Some(sender) = self.live.get(id).map(|l| l.sender.clone()) else {
             return false;
         };
         let (ack, done) = oneshot::channel();
@@ -340,7 +347,7 @@ impl<A: Aggregate> AggregateRuntime<A> {
         mode: DeleteMode,
         expected: ExpectedVersion,
     ) -> Result<(), RepoError> {
-        if let Some(sender) = self.inner.live.get(id).map(|l| l.sender.clone()) {
+        if let Some(sender) = self.live.get(id).map(|l| l.sender.clone()) {
             let (reply, done) = oneshot::channel();
             if sender
                 .send(Request::Delete {
@@ -364,9 +371,9 @@ impl<A: Aggregate> AggregateRuntime<A> {
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
         // Dropping the registry's senders ends each task once its mailbox is empty.
-        let ids: Vec<String> = self.inner.live.iter().map(|e| e.key().clone()).collect();
+        let ids: Vec<String> = self.live.iter().map(|e| e.key().clone()).collect();
         for id in ids {
-            self.inner.live.remove(&id);
+            self.live.remove(&id);
         }
         loop {
             let drained = self.inner.drained.notified();

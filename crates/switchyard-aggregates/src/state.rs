@@ -1,6 +1,8 @@
 //! An aggregate's state with its version and the messages it has processed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 
 use serde::{Deserialize, Serialize};
 use switchyard_messaging::Response;
@@ -59,6 +61,9 @@ pub struct ProcessedIds {
     capacity: usize,
     order: VecDeque<String>,
     responses: HashMap<String, Response>,
+    /// Whether an id was ever dropped: only then can a repeated id be missing from the window.
+    #[serde(default)]
+    forgot: bool,
 }
 
 impl ProcessedIds {
@@ -70,23 +75,36 @@ impl ProcessedIds {
         Self {
             capacity,
             order: VecDeque::new(),
-            responses: HashMap::new(),
+            responses: HashMap::default(),
+            forgot: false,
         }
     }
 
     /// Remembers `id` with its response, forgetting the oldest id when full.
     pub fn insert(&mut self, id: String, response: Response) {
         if self.capacity == 0 {
+            self.forgot = true;
             return;
         }
         if self.responses.insert(id.clone(), response).is_none() {
             self.order.push_back(id);
         }
+        self.trim();
+    }
+
+    fn trim(&mut self) {
         while self.order.len() > self.capacity {
             if let Some(oldest) = self.order.pop_front() {
                 self.responses.remove(&oldest);
+                self.forgot = true;
             }
         }
+    }
+
+    /// Whether some processed id may have been dropped from the window, so an id not found here
+    /// must be looked up in the store.
+    pub fn may_have_forgotten(&self) -> bool {
+        self.forgot
     }
 
     /// The response given to `id`, if it is remembered.
@@ -107,10 +125,9 @@ impl ProcessedIds {
     /// Changes the capacity, forgetting the oldest ids if needed.
     pub fn set_capacity(&mut self, capacity: usize) {
         self.capacity = capacity;
-        while self.order.len() > self.capacity {
-            if let Some(oldest) = self.order.pop_front() {
-                self.responses.remove(&oldest);
-            }
+        self.trim();
+        if capacity == 0 {
+            self.forgot = true;
         }
     }
 }

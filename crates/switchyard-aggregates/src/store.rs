@@ -10,6 +10,7 @@ mod error;
 mod memory;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -66,23 +67,23 @@ pub struct NewEvent {
     pub data: Bytes,
 }
 
-/// An event as the store recorded it.
+/// An event as the store recorded it. Cheap to clone: its text and data are shared.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordedEvent {
     /// The stream it belongs to.
-    pub stream: String,
+    pub stream: Arc<str>,
     /// Its version in the stream, from 0.
     pub version: i64,
     /// Its position in the global order, from 1; gaps are allowed, order is strict.
     pub position: u64,
     /// The event's type name.
-    pub event_type: String,
+    pub event_type: Arc<str>,
     /// The event's schema version.
     pub schema_version: u32,
     /// The encoded event.
     pub data: Bytes,
-    /// The metadata of the append that recorded it.
-    pub metadata: EventMetadata,
+    /// The metadata of the append that recorded it, shared by the events of that append.
+    pub metadata: Arc<EventMetadata>,
     /// When the store recorded it.
     pub recorded_at: SystemTime,
 }

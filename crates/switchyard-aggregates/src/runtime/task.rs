@@ -1,15 +1,16 @@
 //! The task that owns one live aggregate.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use futures::FutureExt;
 use switchyard_messaging::{DryRun, Message, Response};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use super::{Inner, Job, Kind, Outcome, Request, Unload};
+use super::{Inner, Job, Kind, Outcome, Registry, Request, Unload};
 use crate::repo::{RepoError, error_chain, replayed_response};
 use crate::{Aggregate, AggregateState};
 
@@ -24,15 +25,16 @@ enum Flow {
 /// Forgets the task in the registry when it ends, even by a panic.
 struct Registration<A: Aggregate> {
     runtime: Arc<Inner<A>>,
+    registry: Weak<Registry<A>>,
     id: String,
     generation: u64,
 }
 
 impl<A: Aggregate> Drop for Registration<A> {
     fn drop(&mut self) {
-        self.runtime
-            .live
-            .remove_if(&self.id, |_, live| live.generation == self.generation);
+        if let Some(registry) = self.registry.upgrade() {
+            registry.remove_if(&self.id, |_, live| live.generation == self.generation);
+        }
         self.runtime.running.fetch_sub(1, Ordering::AcqRel);
         self.runtime.drained.notify_waiters();
     }
@@ -53,12 +55,14 @@ fn answer(mut message: Message, response: Response, version: Option<i64>) -> Mes
 
 pub(super) async fn run<A: Aggregate>(
     runtime: Arc<Inner<A>>,
+    registry: Weak<Registry<A>>,
     id: String,
     generation: u64,
     mut mailbox: mpsc::Receiver<Request<A>>,
 ) {
     let registration = Registration {
         runtime: runtime.clone(),
+        registry,
         id: id.clone(),
         generation,
     };
@@ -123,11 +127,19 @@ pub(super) async fn run<A: Aggregate>(
         }
     }
     let span = tracing::debug_span!("switchyard.aggregate.unload", aggregate = A::NAME, id);
-    let _entered = span.enter();
     // Forget the task first, then close: a command sent in between is handed back and goes to
     // a fresh task.
     drop(registration);
     mailbox.close();
+    drain(&runtime, &id, mailbox).instrument(span).await;
+}
+
+/// Hands every request still queued at a task that ends back to its sender.
+async fn drain<A: Aggregate>(
+    runtime: &Inner<A>,
+    id: &str,
+    mut mailbox: mpsc::Receiver<Request<A>>,
+) {
     while let Some(request) = mailbox.recv().await {
         match request {
             Request::Command(job) => {
@@ -146,7 +158,7 @@ pub(super) async fn run<A: Aggregate>(
                 expected,
                 reply,
             } => {
-                let _ = reply.send(runtime.repo.delete(&id, mode, expected).await);
+                let _ = reply.send(runtime.repo.delete(id, mode, expected).await);
             }
         }
     }
@@ -205,6 +217,18 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
     }
 
     async fn handle(&mut self, job: Job<A>) -> Flow {
+        let span = tracing::debug_span!(
+            "switchyard.aggregate.command",
+            aggregate = A::NAME,
+            id = self.id,
+            message.id = job.message.id(),
+            message.correlation_id = job.message.correlation_id(),
+            service = job.message.service(),
+        );
+        self.handle_in_span(job).instrument(span).await
+    }
+
+    async fn handle_in_span(&mut self, job: Job<A>) -> Flow {
         let Job {
             message,
             command,
@@ -213,15 +237,6 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
             metadata,
             reply,
         } = job;
-        let span = tracing::debug_span!(
-            "switchyard.aggregate.command",
-            aggregate = A::NAME,
-            id = self.id,
-            message.id = message.id(),
-            message.correlation_id = message.correlation_id(),
-            service = message.service(),
-        );
-        let _entered = span.enter();
         tracing::debug!(name: "handle_msg", aggregate = A::NAME, message = message.service());
         let mut conflicts = 0;
         let mut message = message;

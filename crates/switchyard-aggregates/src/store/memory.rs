@@ -1,7 +1,9 @@
 //! An event, snapshot and state store in memory: for tests, examples and single-process apps
 //! that can lose their data.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -43,7 +45,8 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Inner {
     streams: HashMap<String, Stream>,
-    global: BTreeMap<u64, RecordedEvent>,
+    /// The global order: each event is stored once, in its stream, and found here by position.
+    global: BTreeMap<u64, (Arc<str>, i64)>,
     last_position: u64,
     snapshots: HashMap<String, StoredState>,
     states: HashMap<String, StoredState>,
@@ -51,6 +54,7 @@ struct Inner {
 
 #[derive(Debug)]
 struct Stream {
+    name: Arc<str>,
     events: Vec<RecordedEvent>,
     last_version: i64,
     /// Events up to this version were soft-deleted and stay hidden.
@@ -116,20 +120,23 @@ impl EventReader for MemoryStore {
         from_version: i64,
         page_size: usize,
     ) -> BoxStream<'a, Result<Vec<RecordedEvent>, StoreError>> {
-        let events: Vec<RecordedEvent> = match self.lock().streams.get(stream) {
-            Some(found) => found
-                .events
-                .iter()
-                .filter(|e| e.version >= from_version && e.version > found.hidden_through)
-                .cloned()
-                .collect(),
-            None => Vec::new(),
-        };
         let page_size = page_size.max(1);
-        let pages: Vec<Result<Vec<RecordedEvent>, StoreError>> = events
-            .chunks(page_size)
-            .map(|page| Ok(page.to_vec()))
-            .collect();
+        let pages: Vec<Result<Vec<RecordedEvent>, StoreError>> =
+            match self.lock().streams.get(stream) {
+                Some(found) => {
+                    // Versions are the indexes of the stream's events.
+                    let first =
+                        usize::try_from(from_version.max(found.hidden_through + 1)).unwrap_or(0);
+                    found
+                        .events
+                        .get(first..)
+                        .unwrap_or_default()
+                        .chunks(page_size)
+                        .map(|page| Ok(page.to_vec()))
+                        .collect()
+                }
+                None => Vec::new(),
+            };
         stream::iter(pages).boxed()
     }
 
@@ -170,31 +177,31 @@ impl EventAppender for MemoryStore {
                 ..
             } = &mut *inner;
             let target = streams.entry(stream.to_owned()).or_insert_with(|| Stream {
+                name: Arc::from(stream),
                 events: Vec::new(),
                 last_version: -1,
                 hidden_through: -1,
-                by_message: HashMap::new(),
+                by_message: HashMap::default(),
             });
+            let message_id = metadata.message_id.clone();
+            let metadata = Arc::new(metadata);
             for event in events {
                 *last_position += 1;
                 target.last_version += 1;
-                let recorded = RecordedEvent {
-                    stream: stream.to_owned(),
+                global.insert(*last_position, (target.name.clone(), target.last_version));
+                target.events.push(RecordedEvent {
+                    stream: target.name.clone(),
                     version: target.last_version,
                     position: *last_position,
-                    event_type: event.event_type,
+                    event_type: Arc::from(event.event_type),
                     schema_version: event.schema_version,
                     data: event.data,
                     metadata: metadata.clone(),
                     recorded_at,
-                };
-                global.insert(*last_position, recorded.clone());
-                target.events.push(recorded);
+                });
             }
-            if !metadata.message_id.is_empty() {
-                target
-                    .by_message
-                    .insert(metadata.message_id.clone(), target.last_version);
+            if !message_id.is_empty() {
+                target.by_message.insert(message_id, target.last_version);
             }
             Ok(target.last_version)
         })();
@@ -220,7 +227,7 @@ impl EventDeleter for MemoryStore {
                 }
                 DeleteMode::Hard => {
                     if let Some(removed) = inner.streams.remove(stream) {
-                        for event in removed.events {
+                        for event in &removed.events {
                             inner.global.remove(&event.position);
                         }
                     }
@@ -244,14 +251,14 @@ impl GlobalReader for MemoryStore {
             inner
                 .global
                 .range(from_position..)
-                .filter(|(_, e)| {
-                    inner
-                        .streams
-                        .get(&e.stream)
-                        .is_some_and(|s| e.version > s.hidden_through)
+                .filter_map(|(_, (stream, version))| {
+                    let found = inner.streams.get(&**stream)?;
+                    if *version <= found.hidden_through {
+                        return None;
+                    }
+                    found.events.get(usize::try_from(*version).ok()?).cloned()
                 })
                 .take(limit)
-                .map(|(_, e)| e.clone())
                 .collect()
         };
         async move { Ok(events) }.boxed()

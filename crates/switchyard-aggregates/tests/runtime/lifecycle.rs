@@ -296,3 +296,62 @@ async fn shutdown_drains_queued_commands() {
     }
     assert_eq!(stream_len(&bank.store, "s-1").await, 1 + done);
 }
+
+/// An aggregate that counts its live instances.
+struct Tracked;
+
+static TRACKED: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+impl Default for Tracked {
+    fn default() -> Self {
+        TRACKED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Tracked
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        TRACKED.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl switchyard_aggregates::Aggregate for Tracked {
+    type Event = u8;
+    const NAME: &'static str = "tracked";
+    fn apply(&mut self, _: &u8) {}
+}
+
+#[tokio::test]
+async fn dropping_every_handle_ends_the_aggregate_tasks() {
+    let runtime =
+        AggregateRuntime::new(Repo::<Tracked>::event_sourced(Arc::new(MemoryStore::new())));
+    let handler = switchyard_aggregates::MessageHandler::new(runtime);
+    let node = switchyard_messaging::Node::new("tracked");
+    node.register(
+        switchyard_messaging::Router::new("tracked")
+            .service(
+                "create",
+                handler.on_new(|_: &Tracked, _: &Message| {
+                    Ok(switchyard_aggregates::Events::one(1_u8))
+                }),
+            )
+            .authorize(|_| Ok(())),
+    )
+    .unwrap();
+    for n in 0..3 {
+        node.dispatch(Message::new("create").with_aggregate_id(format!("t-{n}")))
+            .await;
+    }
+    assert_eq!(handler.runtime().live_count(), 3);
+    assert_eq!(TRACKED.load(std::sync::atomic::Ordering::SeqCst), 3);
+    drop(handler);
+    drop(node);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        TRACKED.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the tasks and their state are gone"
+    );
+}
