@@ -68,9 +68,13 @@ fn runtime() -> Runtime {
 }
 
 fn bank(rt: &Runtime) -> Node {
+    bank_with_runtime(rt).0
+}
+
+fn bank_with_runtime(rt: &Runtime) -> (Node, AggregateRuntime<Account>) {
     let store = Arc::new(MemoryStore::new());
-    let accounts =
-        MessageHandler::new(AggregateRuntime::new(Repo::<Account>::event_sourced(store)));
+    let runtime = AggregateRuntime::new(Repo::<Account>::event_sourced(store));
+    let accounts = MessageHandler::new(runtime.clone());
     let node = Node::new("bench");
     node.register(
         Router::new("accounts")
@@ -87,7 +91,17 @@ fn bank(rt: &Runtime) -> Node {
             assert!(matches!(reply.response(), Some(Response::Created { .. })));
         }
     });
-    node
+    (node, runtime)
+}
+
+/// One measured round on a fresh bank, torn down before the next round starts so its teardown
+/// does not weigh on the floor measured next.
+fn fresh_round(rt: &Runtime, actors: &Arc<Vec<Mailbox>>, spread: usize) -> f64 {
+    let (node, runtime) = bank_with_runtime(rt);
+    let rate = throughput(rt, &node, actors, spread, true);
+    drop(node);
+    rt.block_on(runtime.shutdown());
+    rate
 }
 
 /// The floor: one task per aggregate, a mailbox in, a oneshot out.
@@ -319,12 +333,12 @@ fn main() {
     let spread = alternate(
         8,
         || throughput(&rt, &idle, &actors, AGGREGATES, false),
-        || throughput(&rt, &bank(&rt), &actors, AGGREGATES, true),
+        || fresh_round(&rt, &actors, AGGREGATES),
     );
     let single = alternate(
         8,
         || throughput(&rt, &idle, &actors, 1, false),
-        || throughput(&rt, &bank(&rt), &actors, 1, true),
+        || fresh_round(&rt, &actors, 1),
     );
     let cold = cold(&rt);
     let without = alternate(
