@@ -322,7 +322,7 @@ fn target_dir() -> PathBuf {
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    if std::env::args().any(|arg| arg == "--test" || arg == "--list") {
+    if std::env::args().any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time") {
         return;
     }
     let rt = runtime();

@@ -300,7 +300,7 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
 
     // `cargo test --benches` runs this binary too: the percentiles are for `cargo bench` only.
-    if std::env::args().any(|arg| arg == "--test" || arg == "--list") {
+    if std::env::args().any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time") {
         return;
     }
     let rt = runtime();
