@@ -14,6 +14,9 @@ use crate::{Aggregate, Command, HasAggregateId, RepoError};
 
 type Extractor = Arc<dyn Fn(&Message) -> Option<String> + Send + Sync>;
 
+/// The future of a command service: the message, answered.
+pub type CommandFuture = std::pin::Pin<Box<dyn Future<Output = Message> + Send>>;
+
 /// Where a command's aggregate id comes from. `aggregate_meta.id` set by the caller always wins.
 #[derive(Clone)]
 enum IdSource {
@@ -197,11 +200,7 @@ impl<A: Aggregate> MessageHandler<A> {
     pub fn on_new<C: Command<A>>(
         &self,
         command: C,
-    ) -> impl Fn(Message) -> std::pin::Pin<Box<dyn Future<Output = Message> + Send>>
-    + Clone
-    + Send
-    + Sync
-    + 'static {
+    ) -> impl Fn(Message) -> CommandFuture + Clone + Send + Sync + 'static {
         self.service(Kind::New, Arc::new(command))
     }
 
@@ -209,11 +208,7 @@ impl<A: Aggregate> MessageHandler<A> {
     pub fn on_existing<C: Command<A>>(
         &self,
         command: C,
-    ) -> impl Fn(Message) -> std::pin::Pin<Box<dyn Future<Output = Message> + Send>>
-    + Clone
-    + Send
-    + Sync
-    + 'static {
+    ) -> impl Fn(Message) -> CommandFuture + Clone + Send + Sync + 'static {
         self.service(Kind::Existing, Arc::new(command))
     }
 
@@ -223,11 +218,7 @@ impl<A: Aggregate> MessageHandler<A> {
     pub fn on_maybe_new<C: Command<A>>(
         &self,
         command: C,
-    ) -> impl Fn(Message) -> std::pin::Pin<Box<dyn Future<Output = Message> + Send>>
-    + Clone
-    + Send
-    + Sync
-    + 'static {
+    ) -> impl Fn(Message) -> CommandFuture + Clone + Send + Sync + 'static {
         self.service(Kind::MaybeNew, Arc::new(command))
     }
 
@@ -235,11 +226,7 @@ impl<A: Aggregate> MessageHandler<A> {
         &self,
         kind: Kind,
         command: Arc<dyn Command<A>>,
-    ) -> impl Fn(Message) -> std::pin::Pin<Box<dyn Future<Output = Message> + Send>>
-    + Clone
-    + Send
-    + Sync
-    + 'static {
+    ) -> impl Fn(Message) -> CommandFuture + Clone + Send + Sync + 'static {
         let handler = self.clone();
         move |message: Message| {
             let handler = handler.clone();

@@ -86,7 +86,7 @@ pub mod test_support;
 #[doc(inline)]
 pub use self::aggregate::{Aggregate, Command, CommandResult, Events, HasAggregateId};
 #[doc(inline)]
-pub use self::handler::MessageHandler;
+pub use self::handler::{CommandFuture, MessageHandler};
 #[doc(inline)]
 pub use self::repo::{Repo, RepoError};
 #[doc(inline)]
