@@ -433,6 +433,31 @@ pub async fn large_payloads_and_metadata<S: EventStore + ?Sized>(store: &S) {
     assert_eq!(*events[0].metadata, metadata);
 }
 
+/// A hard delete removes the stream's snapshot too, so a stream created again does not start
+/// from its former life's state.
+pub async fn hard_delete_removes_the_snapshot<S: EventStore + SnapshotStore + ?Sized>(store: &S) {
+    store
+        .append(
+            "gone",
+            ExpectedVersion::NoStream,
+            vec![event("a")],
+            meta("m-1"),
+        )
+        .await
+        .unwrap();
+    let snapshot = StoredState {
+        version: 0,
+        schema_version: 1,
+        data: vec![1].into(),
+    };
+    store.save_snapshot("gone", snapshot).await.unwrap();
+    store
+        .delete_stream("gone", DeleteMode::Hard, ExpectedVersion::Any)
+        .await
+        .unwrap();
+    assert_eq!(store.load_snapshot("gone").await.unwrap(), None);
+}
+
 /// The latest snapshot is kept per stream.
 pub async fn snapshots<S: SnapshotStore + ?Sized>(store: &S) {
     assert_eq!(store.load_snapshot("snap").await.unwrap(), None);
@@ -519,6 +544,7 @@ macro_rules! event_store_conformance {
             check!(global_order);
             check!(message_id_lookup);
             check!(large_payloads_and_metadata);
+            check!(hard_delete_removes_the_snapshot);
             check!(snapshots);
             check!(states);
         }

@@ -308,40 +308,68 @@ impl<A: Aggregate> Repo<A> {
                 if !events.has_stream(&stream).await? {
                     return Ok(None);
                 }
-                let mut state = match snapshots {
+                let from_snapshot = match snapshots {
                     Some((store, _, codec)) => self.snapshot_state(&stream, store, codec).await?,
                     None => None,
-                }
-                .unwrap_or_else(|| AggregateState::new(self.processed_capacity));
-                let mut pages = events.read_stream(&stream, state.version + 1, self.page_size);
-                while let Some(page) = pages.next().await {
-                    for recorded in page? {
-                        let event: A::Event =
-                            codec::decode(&recorded.data).map_err(|e| RepoError::Codec {
-                                stream: stream.clone(),
-                                reason: format!(
-                                    "event {} does not decode: {}",
-                                    recorded.version,
-                                    error_chain(&e)
-                                ),
-                            })?;
-                        state.apply_events([&event], Some(recorded.version));
-                        if !recorded.metadata.message_id.is_empty() {
-                            let started_stream = recorded.version == 0
-                                || matches!(
-                                    state.processed.get(&recorded.metadata.message_id),
-                                    Some(Response::Created { .. })
-                                );
-                            state.processed.insert(
-                                recorded.metadata.message_id.clone(),
-                                replayed_response(id, recorded.version, started_stream),
-                            );
-                        }
+                };
+                if let Some(state) = from_snapshot {
+                    // Events hidden by a soft delete after the snapshot leave a gap before the
+                    // first visible one: the snapshot then describes a deleted life of the stream.
+                    if let Some(state) = self.replay(id, &stream, state, true).await? {
+                        return Ok(Some(state));
                     }
+                    tracing::info!(stream, "snapshot predates a deletion; replaying the stream");
                 }
-                Ok(Some(state))
+                let fresh = AggregateState::new(self.processed_capacity);
+                self.replay(id, &stream, fresh, false).await
             }
         }
+    }
+
+    /// Folds the stream's events after `state` into it. With `contiguous`, answers `None` when
+    /// the first event read does not follow `state`'s version.
+    async fn replay(
+        &self,
+        id: &str,
+        stream: &str,
+        mut state: AggregateState<A>,
+        contiguous: bool,
+    ) -> Result<Option<AggregateState<A>>, RepoError> {
+        let Backend::EventSourced { events, .. } = &self.backend else {
+            return Ok(Some(state));
+        };
+        let mut pages = events.read_stream(stream, state.version + 1, self.page_size);
+        let mut first = true;
+        while let Some(page) = pages.next().await {
+            for recorded in page? {
+                if first && contiguous && recorded.version != state.version + 1 {
+                    return Ok(None);
+                }
+                first = false;
+                let event: A::Event =
+                    codec::decode(&recorded.data).map_err(|e| RepoError::Codec {
+                        stream: stream.to_owned(),
+                        reason: format!(
+                            "event {} does not decode: {}",
+                            recorded.version,
+                            error_chain(&e)
+                        ),
+                    })?;
+                state.apply_events([&event], Some(recorded.version));
+                if !recorded.metadata.message_id.is_empty() {
+                    let started_stream = recorded.version == 0
+                        || matches!(
+                            state.processed.get(&recorded.metadata.message_id),
+                            Some(Response::Created { .. })
+                        );
+                    state.processed.insert(
+                        recorded.metadata.message_id.clone(),
+                        replayed_response(id, recorded.version, started_stream),
+                    );
+                }
+            }
+        }
+        Ok(Some(state))
     }
 
     async fn snapshot_state(

@@ -176,3 +176,40 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn a_snapshot_from_before_a_soft_delete_is_not_used() {
+    use switchyard_aggregates::store::{DeleteMode, ExpectedVersion};
+    let store = MemoryStore::new();
+    let repo = Repo::<Account>::event_sourced(Arc::new(store.clone()))
+        .with_snapshots(Arc::new(store.clone()), 2);
+    let mut state = AggregateState::default();
+    for n in 1..=4 {
+        repo.commit(
+            "sd",
+            &mut state,
+            vec![AccountEvent::Deposited(n)],
+            &Message::new("d"),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    repo.delete("sd", DeleteMode::Soft, ExpectedVersion::Exactly(3))
+        .await
+        .unwrap();
+    assert!(repo.load("sd").await.unwrap().is_none());
+    // The stream continues after the deletion; only the new event is visible.
+    let mut old = state.clone();
+    repo.commit(
+        "sd",
+        &mut old,
+        vec![AccountEvent::Deposited(100)],
+        &Message::new("d"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let loaded = repo.load("sd").await.unwrap().unwrap();
+    assert_eq!((loaded.state.balance, loaded.version), (100, 4));
+}
