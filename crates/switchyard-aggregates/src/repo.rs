@@ -313,8 +313,6 @@ impl<A: Aggregate> Repo<A> {
                     None => None,
                 };
                 if let Some(state) = from_snapshot {
-                    // Events hidden by a soft delete after the snapshot leave a gap before the
-                    // first visible one: the snapshot then describes a deleted life of the stream.
                     if let Some(state) = self.replay(id, &stream, state, true).await? {
                         return Ok(Some(state));
                     }
@@ -326,26 +324,35 @@ impl<A: Aggregate> Repo<A> {
         }
     }
 
-    /// Folds the stream's events after `state` into it. With `contiguous`, answers `None` when
-    /// the first event read does not follow `state`'s version.
+    /// Folds the stream's events after `state` into it. With `from_snapshot`, the event at the
+    /// snapshot's own version must still be visible, or `None` is answered: a soft delete since
+    /// the snapshot hid it, so the snapshot describes a deleted life of the stream.
     async fn replay(
         &self,
         id: &str,
         stream: &str,
         mut state: AggregateState<A>,
-        contiguous: bool,
+        from_snapshot: bool,
     ) -> Result<Option<AggregateState<A>>, RepoError> {
         let Backend::EventSourced { events, .. } = &self.backend else {
             return Ok(Some(state));
         };
-        let mut pages = events.read_stream(stream, state.version + 1, self.page_size);
-        let mut first = true;
+        let from = if from_snapshot {
+            state.version
+        } else {
+            state.version + 1
+        };
+        let mut pages = events.read_stream(stream, from, self.page_size);
+        let mut first = from_snapshot;
         while let Some(page) = pages.next().await {
             for recorded in page? {
-                if first && contiguous && recorded.version != state.version + 1 {
-                    return Ok(None);
+                if first {
+                    first = false;
+                    if recorded.version != state.version {
+                        return Ok(None);
+                    }
+                    continue;
                 }
-                first = false;
                 let event: A::Event =
                     codec::decode(&recorded.data).map_err(|e| RepoError::Codec {
                         stream: stream.to_owned(),
@@ -368,6 +375,10 @@ impl<A: Aggregate> Repo<A> {
                     );
                 }
             }
+        }
+        if first {
+            // Nothing visible at or after the snapshot's version.
+            return Ok(None);
         }
         Ok(Some(state))
     }
