@@ -1,0 +1,2 @@
+//! postgres stores for Switchyard (work in progress).
+#![deny(missing_docs)]

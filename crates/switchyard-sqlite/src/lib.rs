@@ -1,0 +1,2 @@
+//! sqlite stores for Switchyard (work in progress).
+#![deny(missing_docs)]
