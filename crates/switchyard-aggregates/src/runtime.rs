@@ -357,10 +357,9 @@ impl<A: Aggregate> AggregateRuntime<A> {
                 })
                 .await
                 .is_ok()
+                && let Ok(result) = done.await
             {
-                if let Ok(result) = done.await {
-                    return result;
-                }
+                return result;
             }
         }
         self.inner.repo.delete(id, mode, expected).await

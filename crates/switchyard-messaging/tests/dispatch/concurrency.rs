@@ -6,7 +6,7 @@ use crate::support::open;
 
 async fn echo(msg: Message) -> Result<Message, switchyard_messaging::PayloadError> {
     let number: u64 = msg.request()?;
-    if number % 7 == 0 {
+    if number.is_multiple_of(7) {
         tokio::task::yield_now().await;
     }
     Ok(msg.ok_with(&number))
