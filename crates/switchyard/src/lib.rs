@@ -28,6 +28,7 @@
 //! | (always) | [`messaging`]: messages, routers, the dispatcher |
 //! | `aggregates` | `aggregates`: aggregates, event stores, the per-aggregate runtime |
 //! | `conformance` | `aggregates::conformance`: the suite every event store must pass |
+//! | `sqlite` | `sqlite`: event, snapshot and state stores in one SQLite file (implies `aggregates`) |
 //!
 //! The scheduler, the SQLite and PostgreSQL stores and the cluster join as features of their own
 //! as they land.
@@ -43,6 +44,11 @@ pub use switchyard_messaging as messaging;
 #[cfg_attr(docsrs, doc(cfg(feature = "aggregates")))]
 #[doc(inline)]
 pub use switchyard_aggregates as aggregates;
+
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+#[doc(inline)]
+pub use switchyard_sqlite as sqlite;
 
 #[doc(no_inline)]
 pub use switchyard_messaging::{

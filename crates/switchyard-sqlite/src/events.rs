@@ -1,0 +1,526 @@
+//! The event, snapshot and state stores of `switchyard-aggregates`.
+//!
+//! Reads run on reader threads; every change goes through the writer's group commit. The writer
+//! is the only one to write, so the expected-version check it makes is authoritative, and the
+//! global position (an `AUTOINCREMENT` key given inside the writer's transactions) is never
+//! taken by a transaction that commits after a later one: the global order has no late
+//! arrivals.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt};
+use futures::stream::{self, BoxStream, StreamExt};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use switchyard_aggregates::store::{
+    AppendError, DeleteMode, EventAppender, EventDeleter, EventMetadata, EventReader,
+    ExpectedVersion, GlobalReader, NewEvent, RecordedEvent, SnapshotStore, StateStore, StoreError,
+    StoredState,
+};
+
+use crate::SqliteStore;
+use crate::error::{WorkersStopped, WritePanicked};
+use crate::worker::WriteFailed;
+
+/// SQLite's extended result code for a `UNIQUE` constraint violation.
+const UNIQUE_VIOLATION: i32 = 2067;
+
+fn backend(error: rusqlite::Error) -> StoreError {
+    StoreError::backend(error)
+}
+
+fn append_failed(stream: &str, failed: WriteFailed) -> AppendError {
+    match failed {
+        WriteFailed::NotWritten(error) => AppendError::Store(StoreError::backend(error)),
+        WriteFailed::CommitUnknown(error) => AppendError::Unknown {
+            stream: stream.to_owned(),
+            source: Box::new(error),
+        },
+        WriteFailed::Panicked => AppendError::Store(StoreError::backend(WritePanicked)),
+        WriteFailed::Stopped => AppendError::Store(StoreError::backend(WorkersStopped)),
+    }
+}
+
+fn store_failed(failed: WriteFailed) -> StoreError {
+    match failed {
+        WriteFailed::NotWritten(error) | WriteFailed::CommitUnknown(error) => {
+            StoreError::backend(error)
+        }
+        WriteFailed::Panicked => StoreError::backend(WritePanicked),
+        WriteFailed::Stopped => StoreError::backend(WorkersStopped),
+    }
+}
+
+fn conflict(stream: &str, expected: ExpectedVersion, actual: Option<i64>) -> AppendError {
+    AppendError::Conflict {
+        stream: stream.to_owned(),
+        expected,
+        actual,
+    }
+}
+
+/// Whether a stream at `actual` (`None`: no stream, not even a soft-deleted one) may be written
+/// by a writer expecting `expected`.
+fn matches(expected: ExpectedVersion, actual: Option<i64>) -> bool {
+    match expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream | ExpectedVersion::Exactly(-1) => actual.is_none(),
+        ExpectedVersion::Exactly(version) => actual == Some(version),
+    }
+}
+
+fn last_version(conn: &Connection, stream: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT last_version FROM streams WHERE stream = ?1")?
+        .query_row([stream], |row| row.get(0))
+        .optional()
+}
+
+fn micros_since_epoch(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
+        i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
+    })
+}
+
+fn append_in(
+    conn: &Connection,
+    stream: &str,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    metadata: &EventMetadata,
+) -> Result<i64, AppendError> {
+    let current = last_version(conn, stream).map_err(backend)?;
+    if !matches(expected, current) {
+        return Err(conflict(stream, expected, current));
+    }
+    let mut version = current.unwrap_or(-1);
+    if events.is_empty() {
+        return Ok(version);
+    }
+    let user = serde_json::to_string(&metadata.user)
+        .map_err(|error| AppendError::Store(StoreError::backend(error)))?;
+    let recorded_at = micros_since_epoch(SystemTime::now());
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO events (stream, version, event_type, schema_version, data, message_id,
+                                 correlation_id, causation_id, user_metadata, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .map_err(backend)?;
+    for event in events {
+        version += 1;
+        insert
+            .execute(params![
+                stream,
+                version,
+                event.event_type,
+                event.schema_version,
+                &event.data[..],
+                metadata.message_id,
+                metadata.correlation_id,
+                metadata.causation_id,
+                user,
+                recorded_at,
+            ])
+            .map_err(|error| match error.sqlite_error() {
+                // Only the writer writes, so this means another process wrote the file.
+                Some(code) if code.extended_code == UNIQUE_VIOLATION => {
+                    conflict(stream, expected, current)
+                }
+                _ => AppendError::Store(backend(error)),
+            })?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO streams (stream, last_version) VALUES (?1, ?2)
+         ON CONFLICT (stream) DO UPDATE SET last_version = excluded.last_version",
+    )
+    .and_then(|mut upsert| upsert.execute(params![stream, version]))
+    .map_err(backend)?;
+    Ok(version)
+}
+
+fn delete_in(
+    conn: &Connection,
+    stream: &str,
+    mode: DeleteMode,
+    expected: ExpectedVersion,
+) -> Result<(), AppendError> {
+    let current = last_version(conn, stream).map_err(backend)?;
+    if !matches(expected, current) {
+        return Err(conflict(stream, expected, current));
+    }
+    let statements: &[&str] = match mode {
+        DeleteMode::Soft => &["UPDATE streams SET hidden_through = last_version WHERE stream = ?1"],
+        DeleteMode::Hard => &[
+            "DELETE FROM events WHERE stream = ?1",
+            "DELETE FROM streams WHERE stream = ?1",
+            "DELETE FROM snapshots WHERE stream = ?1",
+        ],
+    };
+    for sql in statements {
+        conn.prepare_cached(sql)
+            .and_then(|mut statement| statement.execute([stream]))
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// The columns every event query selects, in the order [`EventRows`] reads them.
+const EVENT_COLUMNS: &str = "e.stream, e.version, e.position, e.event_type, e.schema_version, \
+     e.data, e.message_id, e.correlation_id, e.causation_id, e.user_metadata, e.recorded_at";
+
+/// Turns rows into events, sharing text between consecutive events of one stream and one
+/// append.
+#[derive(Default)]
+struct EventRows {
+    stream: Option<Arc<str>>,
+    event_type: Option<Arc<str>>,
+    metadata: Option<(String, Arc<EventMetadata>)>,
+}
+
+impl EventRows {
+    fn read(&mut self, row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
+        let stream_name: String = row.get(0).map_err(backend)?;
+        let corrupt = |reason: String| StoreError::Corrupt {
+            stream: stream_name.clone(),
+            reason,
+        };
+        let stream = match &self.stream {
+            Some(shared) if **shared == *stream_name => shared.clone(),
+            _ => Arc::from(stream_name.as_str()),
+        };
+        self.stream = Some(stream.clone());
+        let event_type_text: String = row.get(3).map_err(backend)?;
+        let event_type = match &self.event_type {
+            Some(shared) if **shared == *event_type_text => shared.clone(),
+            _ => Arc::from(event_type_text),
+        };
+        self.event_type = Some(event_type.clone());
+        let schema_version: i64 = row.get(4).map_err(backend)?;
+        let schema_version = u32::try_from(schema_version)
+            .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
+        let position: i64 = row.get(2).map_err(backend)?;
+        let position = u64::try_from(position)
+            .map_err(|_| corrupt(format!("position {position} is negative")))?;
+        let message_id: String = row.get(6).map_err(backend)?;
+        let correlation_id: String = row.get(7).map_err(backend)?;
+        let causation_id: String = row.get(8).map_err(backend)?;
+        let user: String = row.get(9).map_err(backend)?;
+        let key = format!("{message_id}\u{0}{correlation_id}\u{0}{causation_id}\u{0}{user}");
+        let metadata = match &self.metadata {
+            Some((shared_key, shared)) if *shared_key == key => shared.clone(),
+            _ => {
+                let user = serde_json::from_str(&user)
+                    .map_err(|error| corrupt(format!("user metadata is not JSON: {error}")))?;
+                Arc::new(EventMetadata {
+                    message_id,
+                    correlation_id,
+                    causation_id,
+                    user,
+                })
+            }
+        };
+        self.metadata = Some((key, metadata.clone()));
+        let recorded_at: i64 = row.get(10).map_err(backend)?;
+        let data: Vec<u8> = row.get(5).map_err(backend)?;
+        Ok(RecordedEvent {
+            stream,
+            version: row.get(1).map_err(backend)?,
+            position,
+            event_type,
+            schema_version,
+            data: Bytes::from(data),
+            metadata,
+            recorded_at: UNIX_EPOCH + Duration::from_micros(recorded_at.max(0).unsigned_abs()),
+        })
+    }
+}
+
+fn page_in(
+    conn: &Connection,
+    stream: &str,
+    from_version: i64,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut statement = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events e JOIN streams s ON s.stream = e.stream
+             WHERE e.stream = ?1 AND e.version >= ?2 AND e.version > s.hidden_through
+             ORDER BY e.version LIMIT ?3"
+        ))
+        .map_err(backend)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = statement
+        .query(params![stream, from_version, limit])
+        .map_err(backend)?;
+    let mut reader = EventRows::default();
+    let mut events = Vec::new();
+    while let Some(row) = rows.next().map_err(backend)? {
+        events.push(reader.read(row)?);
+    }
+    Ok(events)
+}
+
+impl SqliteStore {
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.workers.read(work).await.map_err(StoreError::backend)?
+    }
+}
+
+impl EventReader for SqliteStore {
+    fn has_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let stream = stream.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT last_version > hidden_through FROM streams WHERE stream = ?1",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row([stream], |row| row.get::<_, bool>(0))
+                    .optional()
+            })
+            .map(|visible| visible.unwrap_or(false))
+            .map_err(backend)
+        })
+        .boxed()
+    }
+
+    fn read_stream<'a>(
+        &'a self,
+        stream: &'a str,
+        from_version: i64,
+        page_size: usize,
+    ) -> BoxStream<'a, Result<Vec<RecordedEvent>, StoreError>> {
+        let page_size = page_size.max(1);
+        // Each page is its own read, starting after the last version the previous one saw.
+        stream::unfold(Some(from_version), move |next| async move {
+            let from = next?;
+            let name = stream.to_owned();
+            let page = self
+                .read(move |conn| page_in(conn, &name, from, page_size))
+                .await;
+            match page {
+                Ok(events) if events.is_empty() => None,
+                Ok(events) => {
+                    let next = (events.len() == page_size)
+                        .then(|| events.last().map(|e| e.version + 1))
+                        .flatten();
+                    Some((Ok(events), next))
+                }
+                Err(error) => Some((Err(error), None)),
+            }
+        })
+        .boxed()
+    }
+
+    fn find_message<'a>(
+        &'a self,
+        stream: &'a str,
+        message_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
+        let stream = stream.to_owned();
+        let message_id = message_id.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT max(e.version) FROM events e JOIN streams s ON s.stream = e.stream
+                 WHERE e.stream = ?1 AND e.message_id = ?2 AND e.message_id <> ''
+                   AND e.version > s.hidden_through",
+            )
+            .and_then(|mut statement| {
+                statement.query_row(params![stream, message_id], |row| row.get(0))
+            })
+            .map_err(backend)
+        })
+        .boxed()
+    }
+}
+
+impl EventAppender for SqliteStore {
+    fn append<'a>(
+        &'a self,
+        stream: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: EventMetadata,
+    ) -> BoxFuture<'a, Result<i64, AppendError>> {
+        let name = stream.to_owned();
+        async move {
+            self.workers
+                .write(move |conn| append_in(conn, &name, expected, events, &metadata))
+                .await
+                .unwrap_or_else(|failed| Err(append_failed(stream, failed)))
+        }
+        .boxed()
+    }
+}
+
+impl EventDeleter for SqliteStore {
+    fn delete_stream<'a>(
+        &'a self,
+        stream: &'a str,
+        mode: DeleteMode,
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<(), AppendError>> {
+        let name = stream.to_owned();
+        async move {
+            self.workers
+                .write(move |conn| delete_in(conn, &name, mode, expected))
+                .await
+                .unwrap_or_else(|failed| Err(append_failed(stream, failed)))
+        }
+        .boxed()
+    }
+}
+
+impl GlobalReader for SqliteStore {
+    fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
+        self.read(move |conn| {
+            let mut statement = conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM events e JOIN streams s ON s.stream = e.stream
+                     WHERE e.position >= ?1 AND e.version > s.hidden_through
+                     ORDER BY e.position LIMIT ?2"
+                ))
+                .map_err(backend)?;
+            let from = i64::try_from(from_position).unwrap_or(i64::MAX);
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut rows = statement.query(params![from, limit]).map_err(backend)?;
+            let mut reader = EventRows::default();
+            let mut events = Vec::new();
+            while let Some(row) = rows.next().map_err(backend)? {
+                events.push(reader.read(row)?);
+            }
+            Ok(events)
+        })
+        .boxed()
+    }
+}
+
+fn load_saved(
+    conn: &Connection,
+    table: &str,
+    stream: &str,
+) -> Result<Option<StoredState>, StoreError> {
+    let found = conn
+        .prepare_cached(&format!(
+            "SELECT version, schema_version, data FROM {table} WHERE stream = ?1"
+        ))
+        .and_then(|mut statement| {
+            statement
+                .query_row([stream], |row| {
+                    Ok((
+                        row.get::<_, i64>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, Vec<u8>>(2)?,
+                    ))
+                })
+                .optional()
+        })
+        .map_err(backend)?;
+    found
+        .map(|(version, schema_version, data)| {
+            let schema_version =
+                u32::try_from(schema_version).map_err(|_| StoreError::Corrupt {
+                    stream: stream.to_owned(),
+                    reason: format!("{table} schema version {schema_version} is out of range"),
+                })?;
+            Ok(StoredState {
+                version,
+                schema_version,
+                data: Bytes::from(data),
+            })
+        })
+        .transpose()
+}
+
+fn save_in(
+    conn: &Connection,
+    table: &str,
+    stream: &str,
+    state: &StoredState,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO {table} (stream, version, schema_version, data) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (stream) DO UPDATE SET version = excluded.version,
+             schema_version = excluded.schema_version, data = excluded.data"
+    ))?
+    .execute(params![
+        stream,
+        state.version,
+        state.schema_version,
+        &state.data[..]
+    ])
+    .map(drop)
+}
+
+impl SnapshotStore for SqliteStore {
+    fn save_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+        snapshot: StoredState,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let name = stream.to_owned();
+        async move {
+            self.workers
+                .write(move |conn| save_in(conn, "snapshots", &name, &snapshot).map_err(backend))
+                .await
+                .unwrap_or_else(|failed| Err(store_failed(failed)))
+        }
+        .boxed()
+    }
+
+    fn load_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredState>, StoreError>> {
+        let name = stream.to_owned();
+        self.read(move |conn| load_saved(conn, "snapshots", &name))
+            .boxed()
+    }
+}
+
+impl StateStore for SqliteStore {
+    fn save_state<'a>(
+        &'a self,
+        stream: &'a str,
+        state: StoredState,
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<(), AppendError>> {
+        let name = stream.to_owned();
+        async move {
+            self.workers
+                .write(move |conn| {
+                    let actual = conn
+                        .prepare_cached("SELECT version FROM states WHERE stream = ?1")
+                        .and_then(|mut statement| {
+                            statement.query_row([&name], |row| row.get(0)).optional()
+                        })
+                        .map_err(backend)?;
+                    if !matches(expected, actual) {
+                        return Err(conflict(&name, expected, actual));
+                    }
+                    save_in(conn, "states", &name, &state).map_err(backend)?;
+                    Ok(())
+                })
+                .await
+                .unwrap_or_else(|failed| Err(append_failed(stream, failed)))
+        }
+        .boxed()
+    }
+
+    fn load_state<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredState>, StoreError>> {
+        let name = stream.to_owned();
+        self.read(move |conn| load_saved(conn, "states", &name))
+            .boxed()
+    }
+}

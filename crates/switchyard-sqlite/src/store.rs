@@ -1,0 +1,61 @@
+//! The store handle: opening a database and reaching its worker threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::worker::Workers;
+use crate::{SqliteError, SqliteOptions, database};
+
+/// A SQLite database holding Switchyard's data. Cheap to clone: clones share the database's
+/// worker threads, which stop when the last clone is dropped.
+///
+/// With the `events` feature it is an event store, a snapshot store and a state store of
+/// `switchyard-aggregates`.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pub(crate) workers: Workers,
+    path: Option<Arc<Path>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the database file at `path` with the default options:
+    /// [`Synchronous::Full`](crate::Synchronous::Full), so an acknowledged write survives a
+    /// power loss. The schema is created or migrated on the spot.
+    ///
+    /// Blocks while it opens the file; call it at start-up, or from `spawn_blocking`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, SqliteError> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens the database file at `path` with `options`.
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, SqliteError> {
+        let path = path.as_ref();
+        let writer = database::open_writer(path, &options)?;
+        let readers = (0..options.readers_count())
+            .map(|_| database::open_reader(path, &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        let workers = Workers::start(writer, readers, options.batch_limit())?;
+        tracing::debug!(path = %path.display(), ?options, "opened SQLite store");
+        Ok(Self {
+            workers,
+            path: Some(Arc::from(path)),
+        })
+    }
+
+    /// A private database in memory, gone when the last clone is dropped: for tests and
+    /// throwaway runs. Reads and writes share one connection.
+    pub fn in_memory() -> Result<Self, SqliteError> {
+        let options = SqliteOptions::default();
+        let writer = database::open_in_memory(&options)?;
+        let workers = Workers::start(writer, Vec::new(), options.batch_limit())?;
+        Ok(Self {
+            workers,
+            path: None,
+        })
+    }
+
+    /// The database file, or `None` in memory.
+    pub fn path(&self) -> Option<PathBuf> {
+        self.path.as_deref().map(Path::to_owned)
+    }
+}

@@ -1,0 +1,265 @@
+//! The threads that own the connections: one writer that commits concurrent writes together
+//! (group commit), and readers that, in WAL mode, never wait for it.
+//!
+//! A write is a closure run inside the batch's transaction, in a savepoint of its own: a write
+//! that fails (a version conflict) is rolled back alone, and the others in the batch commit.
+//! Each caller hears its own result once the batch's commit is known.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::thread;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::SqliteError;
+use crate::error::WorkersStopped;
+
+/// Why a write did not reach its own verdict.
+#[derive(Debug)]
+pub(crate) enum WriteFailed {
+    /// Nothing was written: the batch could not start, or was rolled back.
+    NotWritten(Arc<rusqlite::Error>),
+    /// The commit failed: SQLite may or may not have made it durable.
+    CommitUnknown(Arc<rusqlite::Error>),
+    /// The write panicked; its savepoint was rolled back.
+    Panicked,
+    /// The worker threads are gone.
+    Stopped,
+}
+
+/// A write waiting in the writer's queue.
+trait WriteJob: Send {
+    /// Runs the write; returns whether its changes are kept.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Tells the caller the outcome, once the batch's fate is known.
+    fn settle(self: Box<Self>, batch: &Result<(), WriteFailed>);
+}
+
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+enum Job {
+    Write(Box<dyn WriteJob>),
+    Read(ReadJob),
+}
+
+struct Write<F, T, E> {
+    work: Option<F>,
+    verdict: Option<Result<T, E>>,
+    reply: Option<oneshot::Sender<Result<Result<T, E>, WriteFailed>>>,
+}
+
+impl<F, T, E> WriteJob for Write<F, T, E>
+where
+    F: FnOnce(&Connection) -> Result<T, E> + Send,
+    T: Send,
+    E: Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        // A panicking write is rolled back alone and reported as not written.
+        match catch_unwind(AssertUnwindSafe(|| work(conn))) {
+            Ok(verdict) => {
+                let keep = verdict.is_ok();
+                self.verdict = Some(verdict);
+                keep
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn settle(mut self: Box<Self>, batch: &Result<(), WriteFailed>) {
+        let outcome = match (self.verdict.take(), batch) {
+            // A refusal stands whatever happened to the batch: it wrote nothing.
+            (Some(Err(refused)), _) => Ok(Err(refused)),
+            (Some(Ok(value)), Ok(())) => Ok(Ok(value)),
+            (Some(Ok(_)), Err(failed)) => Err(failed.clone_for_member()),
+            (None, _) => Err(WriteFailed::Panicked),
+        };
+        if let Some(reply) = self.reply.take() {
+            // The caller may have stopped waiting; the outcome is durable either way.
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+impl WriteFailed {
+    fn clone_for_member(&self) -> Self {
+        match self {
+            Self::NotWritten(error) => Self::NotWritten(error.clone()),
+            Self::CommitUnknown(error) => Self::CommitUnknown(error.clone()),
+            Self::Panicked => Self::Panicked,
+            Self::Stopped => Self::Stopped,
+        }
+    }
+}
+
+/// Handles to the worker threads. The threads end when the last handle is dropped, after
+/// finishing the jobs already queued.
+#[derive(Clone, Debug)]
+pub(crate) struct Workers {
+    writer: flume::Sender<Job>,
+    readers: flume::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Write(_) => "Job::Write",
+            Self::Read(_) => "Job::Read",
+        })
+    }
+}
+
+impl Workers {
+    /// Starts the writer on `writer` and one reader thread per connection in `readers`. With
+    /// no reader connections (an in-memory database), reads run on the writer's thread,
+    /// between batches.
+    pub(crate) fn start(
+        writer: Connection,
+        readers: Vec<Connection>,
+        max_batch: usize,
+    ) -> Result<Self, SqliteError> {
+        let (write_tx, write_rx) = flume::unbounded();
+        let read_tx = if readers.is_empty() {
+            write_tx.clone()
+        } else {
+            let (read_tx, read_rx) = flume::unbounded::<Job>();
+            for (index, conn) in readers.into_iter().enumerate() {
+                let jobs = read_rx.clone();
+                thread::Builder::new()
+                    .name(format!("switchyard-sqlite-reader-{index}"))
+                    .spawn(move || read_loop(&conn, &jobs))
+                    .map_err(SqliteError::Thread)?;
+            }
+            read_tx
+        };
+        thread::Builder::new()
+            .name("switchyard-sqlite-writer".into())
+            .spawn(move || write_loop(&writer, &write_rx, max_batch))
+            .map_err(SqliteError::Thread)?;
+        Ok(Self {
+            writer: write_tx,
+            readers: read_tx,
+        })
+    }
+
+    /// Runs `work` in the next batch and returns its verdict once the batch is committed (or,
+    /// for an `Err` verdict, once its savepoint is rolled back).
+    pub(crate) async fn write<F, T, E>(&self, work: F) -> Result<Result<T, E>, WriteFailed>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let (reply, outcome) = oneshot::channel();
+        let job = Write {
+            work: Some(work),
+            verdict: None,
+            reply: Some(reply),
+        };
+        self.writer
+            .send(Job::Write(Box::new(job)))
+            .map_err(|_| WriteFailed::Stopped)?;
+        outcome.await.unwrap_or(Err(WriteFailed::Stopped))
+    }
+
+    /// Runs `work` on a reader's connection.
+    pub(crate) async fn read<F, T>(&self, work: F) -> Result<T, WorkersStopped>
+    where
+        F: FnOnce(&Connection) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, outcome) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = reply.send(work(conn));
+        });
+        self.readers
+            .send(Job::Read(job))
+            .map_err(|_| WorkersStopped)?;
+        outcome.await.map_err(|_| WorkersStopped)
+    }
+}
+
+fn read_loop(conn: &Connection, jobs: &flume::Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        run_read(conn, job);
+    }
+}
+
+fn run_read(conn: &Connection, job: Job) {
+    if let Job::Read(work) = job {
+        // A panicking read drops its reply: its caller hears that the workers stopped; the
+        // thread goes on serving others.
+        let _ = catch_unwind(AssertUnwindSafe(|| work(conn)));
+    }
+}
+
+fn write_loop(conn: &Connection, jobs: &flume::Receiver<Job>, max_batch: usize) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(max_batch);
+    while let Ok(job) = jobs.recv() {
+        let first = match job {
+            Job::Write(write) => write,
+            read @ Job::Read(_) => {
+                run_read(conn, read);
+                continue;
+            }
+        };
+        batch.push(first);
+        // Whatever queued up while the previous batch was committing joins this one.
+        let mut read_after = None;
+        while batch.len() < max_batch {
+            match jobs.try_recv() {
+                Ok(Job::Write(write)) => batch.push(write),
+                Ok(read @ Job::Read(_)) => {
+                    read_after = Some(read);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        commit(conn, &mut batch);
+        if let Some(read) = read_after {
+            run_read(conn, read);
+        }
+    }
+}
+
+/// Runs and commits one batch, then settles every member.
+fn commit(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>) {
+    let outcome = run_batch(conn, batch);
+    tracing::trace!(writes = batch.len(), ok = outcome.is_ok(), "group commit");
+    for job in batch.drain(..) {
+        job.settle(&outcome);
+    }
+}
+
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), WriteFailed> {
+    let not_written = |error| WriteFailed::NotWritten(Arc::new(error));
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(not_written)?;
+    let members = (|| {
+        for job in batch.iter_mut() {
+            conn.prepare_cached("SAVEPOINT member")?.execute([])?;
+            if !job.run(conn) {
+                conn.prepare_cached("ROLLBACK TO member")?.execute([])?;
+            }
+            conn.prepare_cached("RELEASE member")?.execute([])?;
+        }
+        Ok(())
+    })();
+    if let Err(error) = members {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(not_written(error));
+    }
+    if let Err(error) = conn.execute_batch("COMMIT") {
+        // The commit may have reached the disk before failing (an I/O error while syncing):
+        // its outcome is unknown. Make sure no transaction stays open either way.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        return Err(WriteFailed::CommitUnknown(Arc::new(error)));
+    }
+    Ok(())
+}
