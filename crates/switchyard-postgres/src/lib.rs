@@ -1,2 +1,145 @@
-//! postgres stores for Switchyard (work in progress).
+//! PostgreSQL stores for Switchyard: events, snapshots and states, with a global order that a
+//! reader never sees out of order.
+//!
+//! [`PostgresStore`] keeps events, snapshots and states in one schema of a PostgreSQL (14 or
+//! later) database, through a pool of `tokio-postgres` connections. With the `events` feature
+//! (on by default) it implements the store traits of
+//! [`switchyard_aggregates::store`](https://docs.rs/switchyard-aggregates) and passes their
+//! conformance suite.
+//!
+//! ```no_run
+//! # #[cfg(feature = "events")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use switchyard_aggregates::store::{
+//!     EventAppender, EventMetadata, EventReader, ExpectedVersion, GlobalReader, NewEvent,
+//! };
+//! use switchyard_postgres::PostgresStore;
+//!
+//! // Connects, creates the `switchyard` schema and migrates it if needed.
+//! let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/postgres").await?;
+//! let opened = NewEvent { event_type: "opened".into(), schema_version: 1, data: vec![1].into() };
+//! let metadata = EventMetadata { message_id: "m-1".into(), ..EventMetadata::default() };
+//! let version = store
+//!     .append("account-1", ExpectedVersion::NoStream, vec![opened], metadata)
+//!     .await?;
+//! assert_eq!(version, 0);
+//! assert!(store.has_stream("account-1").await?);
+//! assert_eq!(store.find_message("account-1", "m-1").await?, Some(0));
+//! let everything = store.read_all(0, 100).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `events` (default) | [`PostgresStore`] and the event, snapshot and state store traits |
+//! | `tls` | [`PostgresOptions::tls`]: TLS with rustls and its `ring` provider |
+//! | `test-server` | [`test_server`]: a throwaway server for tests and benchmarks, std only |
+//!
+//! # How it writes
+//!
+//! - **One statement per append.** The events travel as arrays in one statement
+//!   (`INSERT … SELECT … FROM unnest(…)`), which also moves the stream's row to its new
+//!   version: one round trip and one commit, whatever the number of events.
+//! - **Optimistic concurrency, per stream.** The stream's row is updated only if it is at the
+//!   expected version when its row lock is held, so of two writers expecting the same version
+//!   one wins and the other gets [`AppendError::Conflict`] with the version it lost to. Writers
+//!   of different streams never wait for each other: there is no table lock. A unique key on
+//!   `(stream, version)` backs it; its violation (SQLSTATE 23505) is reported as a conflict too.
+//! - **Soft and hard delete** behave exactly as the memory store's: a soft delete hides the
+//!   events through the last version, keeps the stream's versions (`NoStream` then conflicts,
+//!   `Any` or the last version continue it), a hard delete removes the events, the stream and
+//!   its snapshot.
+//! - **Retries.** An operation is tried again, with exponential backoff and jitter
+//!   ([`PostgresOptions::retries`]), only when nothing can have been written: no connection
+//!   could be had, or the connection was found closed before the statement was sent. Reads
+//!   and snapshot saves (idempotent) are also retried after a connection broke under them.
+//! - **Unknown outcomes are settled, never retried blindly.** When the connection breaks after
+//!   an append was sent, it may have committed. The store then ends that server session
+//!   (`pg_terminate_backend`, so its transaction can no longer commit later), and looks the
+//!   append up by its message id: found where it belongs, the append succeeded; not found,
+//!   nothing was written, reported as a conflict when the stream has moved on and as a store
+//!   failure otherwise. Without a message id, or when the check itself cannot be done, the
+//!   caller gets [`AppendError::Unknown`].
+//!
+//! # A global order readers can trust
+//!
+//! `read_all` promises that once it returned an event at position `p`, no event with a position
+//! below `p` will ever appear. A sequence cannot promise that: a transaction takes its number,
+//! a later one takes a higher number and commits first, and a reader that already moved past
+//! the higher number never sees the lower one.
+//!
+//! The store uses the transaction ids instead, and no lock:
+//!
+//! 1. Every event row is stamped with its writer's transaction id (`pg_current_xact_id()`,
+//!    column `transaction_id`), and its position is that id shifted left by 20 bits, plus its
+//!    index in the transaction. Positions thus increase with transaction ids, which PostgreSQL
+//!    hands out in order; an append holds at most [`MAX_EVENTS_PER_APPEND`] events.
+//! 2. `read_all` returns only events of transactions older than the oldest transaction still
+//!    running on the server, `pg_snapshot_xmin(pg_current_snapshot())`. Every older
+//!    transaction has committed (its events are visible) or rolled back (they never will be),
+//!    and every transaction still running or yet to start has an id, hence positions, at or
+//!    above that bound.
+//!
+//! So a reader can remember the last position it saw and ask for what follows, and never skips
+//! an event. The price: an event becomes visible to `read_all` only once every transaction that
+//! started before it ended, so a long-running writing transaction anywhere on the server (in
+//! any database) holds `read_all` back, though never appends or stream reads. Positions are
+//! large, with gaps, as the trait allows.
+//!
+//! # Schema
+//!
+//! Created and migrated by the store when it connects (or by [`PostgresStore::migrate`]):
+//! numbered migrations (`migrations/*.sql` in this crate) applied in one transaction under an
+//! advisory lock, recorded in the schema's `switchyard_migrations` table, so processes starting
+//! together take turns. Tables: `streams`, `events`, `snapshots`, `states`.
+//!
+//! [`AppendError::Conflict`]: https://docs.rs/switchyard-aggregates/latest/switchyard_aggregates/store/enum.AppendError.html
+//! [`AppendError::Unknown`]: https://docs.rs/switchyard-aggregates/latest/switchyard_aggregates/store/enum.AppendError.html
+
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "events")]
+mod append;
+#[cfg(feature = "events")]
+mod config;
+#[cfg(feature = "events")]
+mod error;
+#[cfg(feature = "events")]
+mod events;
+#[cfg(feature = "events")]
+mod migrations;
+#[cfg(feature = "events")]
+mod pool;
+#[cfg(feature = "events")]
+mod rows;
+#[cfg(feature = "events")]
+mod store;
+#[cfg(feature = "test-server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-server")))]
+pub mod test_server;
+
+#[cfg(feature = "events")]
+#[doc(inline)]
+pub use crate::append::MAX_EVENTS_PER_APPEND;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+#[doc(inline)]
+pub use crate::config::tls_config;
+#[cfg(feature = "events")]
+#[doc(inline)]
+pub use crate::config::{DEFAULT_SCHEMA, PostgresOptions};
+#[cfg(feature = "events")]
+#[doc(inline)]
+pub use crate::error::PostgresError;
+#[cfg(feature = "events")]
+#[doc(inline)]
+pub use crate::store::PostgresStore;
+/// The rustls crate, to build a [`PostgresOptions::tls`] configuration with the same version.
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use rustls;

@@ -1,0 +1,1 @@
+SELECT version FROM switchyard_migrations ORDER BY version

@@ -1,0 +1,1 @@
+SELECT version, schema_version, data FROM states WHERE stream = $1

@@ -1,0 +1,1 @@
+INSERT INTO switchyard_migrations (version, name) VALUES ($1, $2)

@@ -1,0 +1,1 @@
+SELECT version FROM states WHERE stream = $1

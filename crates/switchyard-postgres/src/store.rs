@@ -1,0 +1,262 @@
+//! The store handle: a pool of connections to one schema.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable as _};
+use deadpool::Runtime;
+use deadpool::managed::{Object, Timeouts};
+
+use crate::config::{PostgresOptions, valid_schema};
+use crate::error::{Failure, PostgresError};
+use crate::pool::{Conn, Manager, Pool};
+
+/// Events, snapshots and states in PostgreSQL. Cheap to clone: clones share the pool.
+///
+/// With the `events` feature it implements every store trait of `switchyard-aggregates`
+/// (`EventReader`, `EventAppender`, `EventDeleter`, `GlobalReader`, `SnapshotStore`,
+/// `StateStore`); see the [crate docs](crate) for how it appends and orders events.
+///
+/// # Examples
+///
+/// ```no_run
+/// use switchyard_postgres::{PostgresOptions, PostgresStore};
+///
+/// # async fn run() -> Result<(), switchyard_postgres::PostgresError> {
+/// let store = PostgresStore::connect_with(
+///     "postgres://app@db.internal/app",
+///     PostgresOptions::default().schema("billing").pool_size(32),
+/// )
+/// .await?;
+/// assert_eq!(store.schema(), "billing");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PostgresStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) pool: Pool,
+    pub(crate) schema: String,
+    pub(crate) read_all_wait: Duration,
+    backoff: ExponentialBuilder,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = self.inner.pool.status();
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.inner.schema)
+            .field("connections", &status.size)
+            .field("max_connections", &status.max_size)
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/database`, or a
+    /// `key=value` string) with the default [`PostgresOptions`]: schema `switchyard`, created
+    /// and migrated if needed.
+    ///
+    /// # Errors
+    ///
+    /// When the URL is invalid, the server cannot be reached (after the configured retries) or
+    /// the schema cannot be migrated.
+    pub async fn connect(url: &str) -> Result<Self, PostgresError> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connects to the database at `url` with `options`.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect), and when the schema name is invalid.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, PostgresError> {
+        if !valid_schema(&options.schema) {
+            return Err(PostgresError::Schema {
+                schema: options.schema,
+            });
+        }
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|source| PostgresError::Url { source })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("switchyard");
+        }
+        let manager = manager(config, &options);
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .timeouts(Timeouts {
+                wait: Some(options.wait_timeout),
+                create: Some(options.connect_timeout),
+                recycle: Some(options.connect_timeout),
+            })
+            .build()
+            .map_err(|source| PostgresError::Pool { source })?;
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(options.retry_min_delay)
+            .with_max_delay(options.retry_max_delay)
+            .with_jitter();
+        backoff = if options.retries == 0 {
+            backoff.with_max_times(0)
+        } else {
+            backoff.with_max_times(options.retries)
+        };
+        let store = Self {
+            inner: Arc::new(Inner {
+                pool,
+                schema: options.schema,
+                read_all_wait: options.read_all_wait,
+                backoff,
+            }),
+        };
+        if options.migrate {
+            store.migrate().await?;
+        } else {
+            // Still prove the server is there, as a migrating connect would.
+            store
+                .inner
+                .retrying(|| async { store.inner.conn().await.map(drop) })
+                .await
+                .map_err(|failure| PostgresError::Connect {
+                    source: failure.into_source(),
+                })?;
+        }
+        Ok(store)
+    }
+
+    /// Applies the migrations this schema lacks (what connecting does unless
+    /// [`PostgresOptions::migrate`] turned it off). Safe to run from several processes at once,
+    /// and again: an up-to-date schema is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// When no connection can be had, a migration fails (all of this run's are rolled back),
+    /// or the schema is newer than this library.
+    pub async fn migrate(&self) -> Result<(), PostgresError> {
+        let mut conn = self
+            .inner
+            .retrying(|| self.inner.conn())
+            .await
+            .map_err(|failure| PostgresError::Connect {
+                source: failure.into_source(),
+            })?;
+        crate::migrations::run(&mut conn.client, &self.inner.schema).await
+    }
+
+    /// The schema holding the store's tables.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// The latest migration this library applies.
+    pub fn schema_version() -> i32 {
+        crate::migrations::latest()
+    }
+
+    /// Closes the pool: connections are closed as they come back, and every later call fails.
+    pub fn close(&self) {
+        self.inner.pool.close();
+    }
+}
+
+fn manager(config: tokio_postgres::Config, options: &PostgresOptions) -> Manager {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &options.tls {
+        let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls.clone());
+        return Manager::new(config, connector, options.schema.clone());
+    }
+    Manager::new(config, tokio_postgres::NoTls, options.schema.clone())
+}
+
+impl Inner {
+    /// A connection from the pool.
+    pub(crate) async fn conn(&self) -> Result<Object<Manager>, Failure> {
+        self.pool.get().await.map_err(Failure::pool)
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or the retries are used up: only
+    /// [`Failure::Retry`] is tried again, after an exponential, jittered pause.
+    pub(crate) async fn retrying<T, Fut>(&self, op: impl FnMut() -> Fut) -> Result<T, Failure>
+    where
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        op.retry(self.backoff)
+            .sleep(tokio::time::sleep)
+            .when(Failure::is_retry)
+            .notify(|failure: &Failure, pause: Duration| {
+                tracing::debug!(
+                    target: "switchyard_postgres",
+                    ?failure,
+                    ?pause,
+                    "retrying after a failure that left nothing done"
+                );
+            })
+            .await
+    }
+}
+
+/// Statement helpers on a pooled connection, with errors sorted for retrying.
+impl Conn {
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, Failure> {
+        let statement = self.prepare(sql).await?;
+        self.client
+            .query(&statement, params)
+            .await
+            .map_err(Failure::statement)
+    }
+
+    pub(crate) async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, Failure> {
+        let statement = self.prepare(sql).await?;
+        self.client
+            .query_opt(&statement, params)
+            .await
+            .map_err(Failure::statement)
+    }
+
+    pub(crate) async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, Failure> {
+        let statement = self.prepare(sql).await?;
+        self.client
+            .execute(&statement, params)
+            .await
+            .map_err(Failure::statement)
+    }
+
+    /// Prepares (once per connection) `sql`. Preparing executes nothing, so a lost connection
+    /// here is safe to retry.
+    pub(crate) async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, Failure> {
+        self.client
+            .prepare_cached(sql)
+            .await
+            .map_err(|error| match Failure::statement(error) {
+                Failure::Lost(source) => Failure::Retry(source),
+                other => other,
+            })
+    }
+}
+
+// The handle is shared across tasks and threads.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync::<PostgresStore>();
+};

@@ -1,0 +1,15 @@
+//! The PostgreSQL store: the conformance suite, the same answers as the memory store, many
+//! writers, the global order under interleaved transactions, a server restart, migrations.
+//!
+//! The server comes from `SWITCHYARD_TEST_DATABASE_URL` (as `cargo xtask test` sets it), else a
+//! throwaway one is started for this test binary; each test works in a fresh schema.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
+
+mod concurrency;
+mod global_order;
+mod migrations;
+mod model;
+mod restart;
+mod support;
+
+switchyard_aggregates::event_store_conformance!(async { support::store().await });
