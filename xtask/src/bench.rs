@@ -21,7 +21,12 @@ pub(crate) fn run(args: &[String]) -> Result {
         command.args(["--bench", filter]);
     }
     command.env("SWITCHYARD_BENCH_OUT", &out);
-    step("benchmarks", command)?;
+    {
+        // Stopped at the end of this block, whether the benches passed or not.
+        let postgres = crate::postgres::start()?;
+        postgres.export(&mut command);
+        step("benchmarks", command)?;
+    }
     let report = header()? + &sections(&out)?;
     let path = root.join("docs").join("benchmarks.md");
     std::fs::write(&path, report).map_err(|error| StepFailed {

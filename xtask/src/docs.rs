@@ -17,15 +17,17 @@ pub(crate) fn api_docs() -> Result {
 /// The guides in `docs/guides/` are included into the facade under `cfg(doctest)`, so their Rust
 /// blocks compile and run as doc tests.
 pub(crate) fn guides() -> Result {
-    step(
+    step("guides", guides_command())
+}
+
+/// The command testing the guides.
+pub(crate) fn guides_command() -> std::process::Command {
+    cargo(&[
+        "test",
+        "--package",
+        "switchyard",
+        "--all-features",
+        "--doc",
         "guides",
-        cargo(&[
-            "test",
-            "--package",
-            "switchyard",
-            "--all-features",
-            "--doc",
-            "guides",
-        ]),
-    )
+    ])
 }

@@ -1,11 +1,13 @@
 //! Repository automation, run as `cargo xtask <command>`:
 //!
-//! - `test`: everything CI checks, stopping at the first failure and naming it;
+//! - `test`: everything CI checks, stopping at the first failure and naming it (on a throwaway
+//!   PostgreSQL server it installs and starts);
 //! - `docs`: the API docs and the guides (whose Rust blocks compile as doc tests);
 //! - `bench`: the criterion benchmarks, written to `docs/benchmarks.md`.
 
 mod bench;
 mod docs;
+mod postgres;
 mod run;
 mod test;
 #[cfg(test)]

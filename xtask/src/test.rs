@@ -35,11 +35,16 @@ pub(crate) fn run() -> Result {
         ]),
     )?;
     crate::docs::api_docs()?;
-    step(
-        "tests",
-        cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"]),
-    )?;
-    crate::docs::guides()?;
+    {
+        // Stopped at the end of this block, whether the tests passed or not.
+        let postgres = crate::postgres::start()?;
+        let mut tests = cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"]);
+        postgres.export(&mut tests);
+        step("tests", tests)?;
+        let mut guides = crate::docs::guides_command();
+        postgres.export(&mut guides);
+        step("guides", guides)?;
+    }
     for feature in facade_features()? {
         step(
             &format!("switchyard with only `{feature}`"),

@@ -29,6 +29,7 @@
 //! | `aggregates` | `aggregates`: aggregates, event stores, the per-aggregate runtime |
 //! | `conformance` | `aggregates::conformance`: the suite every event store must pass |
 //! | `sqlite` | `sqlite`: event, snapshot and state stores in one SQLite file (implies `aggregates`) |
+//! | `postgres` | `postgres`: event, snapshot and state stores in PostgreSQL (implies `aggregates`) |
 //!
 //! The scheduler, the SQLite and PostgreSQL stores and the cluster join as features of their own
 //! as they land.
@@ -49,6 +50,11 @@ pub use switchyard_aggregates as aggregates;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 #[doc(inline)]
 pub use switchyard_sqlite as sqlite;
+
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+#[doc(inline)]
+pub use switchyard_postgres as postgres;
 
 #[doc(no_inline)]
 pub use switchyard_messaging::{
