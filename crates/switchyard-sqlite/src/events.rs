@@ -23,9 +23,6 @@ use crate::SqliteStore;
 use crate::error::{WorkersStopped, WritePanicked};
 use crate::worker::WriteFailed;
 
-/// SQLite's extended result code for a `UNIQUE` constraint violation.
-const UNIQUE_VIOLATION: i32 = 2067;
-
 fn backend(error: rusqlite::Error) -> StoreError {
     StoreError::backend(error)
 }
@@ -82,72 +79,98 @@ fn micros_since_epoch(time: SystemTime) -> i64 {
     })
 }
 
+/// Moves the stream's head for an append of `count` events, if `expected` allows it, and
+/// returns its new last version; `None` when `expected` does not match. One statement: the head
+/// row is the only thing read on the way.
+fn advance_head(
+    conn: &Connection,
+    stream: &str,
+    expected: ExpectedVersion,
+    count: i64,
+) -> rusqlite::Result<Option<i64>> {
+    let (sql, values) = match expected {
+        ExpectedVersion::NoStream | ExpectedVersion::Exactly(-1) => (
+            "INSERT INTO streams (stream, last_version) VALUES (?1, ?2)
+             ON CONFLICT (stream) DO NOTHING RETURNING last_version",
+            [count - 1, 0],
+        ),
+        ExpectedVersion::Exactly(version) => (
+            "UPDATE streams SET last_version = ?2 WHERE stream = ?1 AND last_version = ?3
+             RETURNING last_version",
+            [version + count, version],
+        ),
+        ExpectedVersion::Any => (
+            "INSERT INTO streams (stream, last_version) VALUES (?1, ?2)
+             ON CONFLICT (stream) DO UPDATE SET last_version = last_version + ?3
+             RETURNING last_version",
+            [count - 1, count],
+        ),
+    };
+    let mut statement = conn.prepare_cached(sql)?;
+    let expected_parameters = statement.parameter_count();
+    let mut rows = if expected_parameters == 2 {
+        statement.query(params![stream, values[0]])?
+    } else {
+        statement.query(params![stream, values[0], values[1]])?
+    };
+    rows.next()?.map(|row| row.get(0)).transpose()
+}
+
+/// An append, run by the writer inside a batch. Refuses before writing anything.
 fn append_in(
     conn: &Connection,
     stream: &str,
     expected: ExpectedVersion,
-    events: Vec<NewEvent>,
+    events: &[NewEvent],
     metadata: &EventMetadata,
-) -> Result<i64, AppendError> {
-    let current = last_version(conn, stream).map_err(backend)?;
-    if !matches(expected, current) {
-        return Err(conflict(stream, expected, current));
+    user_metadata: &str,
+) -> rusqlite::Result<Result<i64, AppendError>> {
+    let count = events.len() as i64;
+    if count == 0 {
+        let current = last_version(conn, stream)?;
+        return Ok(if matches(expected, current) {
+            Ok(current.unwrap_or(-1))
+        } else {
+            Err(conflict(stream, expected, current))
+        });
     }
-    let mut version = current.unwrap_or(-1);
-    if events.is_empty() {
-        return Ok(version);
-    }
-    let user = serde_json::to_string(&metadata.user)
-        .map_err(|error| AppendError::Store(StoreError::backend(error)))?;
+    let Some(last) = advance_head(conn, stream, expected, count)? else {
+        let actual = last_version(conn, stream)?;
+        return Ok(Err(conflict(stream, expected, actual)));
+    };
     let recorded_at = micros_since_epoch(SystemTime::now());
-    let mut insert = conn
-        .prepare_cached(
-            "INSERT INTO events (stream, version, event_type, schema_version, data, message_id,
-                                 correlation_id, causation_id, user_metadata, recorded_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )
-        .map_err(backend)?;
-    for event in events {
-        version += 1;
-        insert
-            .execute(params![
-                stream,
-                version,
-                event.event_type,
-                event.schema_version,
-                &event.data[..],
-                metadata.message_id,
-                metadata.correlation_id,
-                metadata.causation_id,
-                user,
-                recorded_at,
-            ])
-            .map_err(|error| match error.sqlite_error() {
-                // Only the writer writes, so this means another process wrote the file.
-                Some(code) if code.extended_code == UNIQUE_VIOLATION => {
-                    conflict(stream, expected, current)
-                }
-                _ => AppendError::Store(backend(error)),
-            })?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events (stream, version, event_type, schema_version, data, message_id,
+                             correlation_id, causation_id, user_metadata, recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for (version, event) in (last - count + 1..).zip(events) {
+        insert.execute(params![
+            stream,
+            version,
+            event.event_type,
+            event.schema_version,
+            &event.data[..],
+            metadata.message_id,
+            metadata.correlation_id,
+            metadata.causation_id,
+            user_metadata,
+            recorded_at,
+        ])?;
     }
-    conn.prepare_cached(
-        "INSERT INTO streams (stream, last_version) VALUES (?1, ?2)
-         ON CONFLICT (stream) DO UPDATE SET last_version = excluded.last_version",
-    )
-    .and_then(|mut upsert| upsert.execute(params![stream, version]))
-    .map_err(backend)?;
-    Ok(version)
+    Ok(Ok(last))
 }
 
+/// A delete, run by the writer inside a batch. Refuses before writing anything.
 fn delete_in(
     conn: &Connection,
     stream: &str,
     mode: DeleteMode,
     expected: ExpectedVersion,
-) -> Result<(), AppendError> {
-    let current = last_version(conn, stream).map_err(backend)?;
+) -> rusqlite::Result<Result<(), AppendError>> {
+    let current = last_version(conn, stream)?;
     if !matches(expected, current) {
-        return Err(conflict(stream, expected, current));
+        return Ok(Err(conflict(stream, expected, current)));
     }
     let statements: &[&str] = match mode {
         DeleteMode::Soft => &["UPDATE streams SET hidden_through = last_version WHERE stream = ?1"],
@@ -158,19 +181,17 @@ fn delete_in(
         ],
     };
     for sql in statements {
-        conn.prepare_cached(sql)
-            .and_then(|mut statement| statement.execute([stream]))
-            .map_err(backend)?;
+        conn.prepare_cached(sql)?.execute([stream])?;
     }
-    Ok(())
+    Ok(Ok(()))
 }
 
 /// The columns every event query selects, in the order [`EventRows`] reads them.
 const EVENT_COLUMNS: &str = "e.stream, e.version, e.position, e.event_type, e.schema_version, \
      e.data, e.message_id, e.correlation_id, e.causation_id, e.user_metadata, e.recorded_at";
 
-/// Turns rows into events, sharing text between consecutive events of one stream and one
-/// append.
+/// Turns rows into events, sharing the stream name, the type and the metadata between
+/// consecutive events that have the same: one allocation per distinct value, not per row.
 #[derive(Default)]
 struct EventRows {
     stream: Option<Arc<str>>,
@@ -178,58 +199,70 @@ struct EventRows {
     metadata: Option<(String, Arc<EventMetadata>)>,
 }
 
+fn text<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r str, StoreError> {
+    row.get_ref(index)
+        .and_then(|value| value.as_str().map_err(Into::into))
+        .map_err(backend)
+}
+
+/// The shared value if it equals `found`, else a new one.
+fn shared(slot: &mut Option<Arc<str>>, found: &str) -> Arc<str> {
+    match slot {
+        Some(value) if **value == *found => value.clone(),
+        _ => slot.insert(Arc::from(found)).clone(),
+    }
+}
+
 impl EventRows {
     fn read(&mut self, row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
-        let stream_name: String = row.get(0).map_err(backend)?;
+        let stream = shared(&mut self.stream, text(row, 0)?);
         let corrupt = |reason: String| StoreError::Corrupt {
-            stream: stream_name.clone(),
+            stream: stream.to_string(),
             reason,
         };
-        let stream = match &self.stream {
-            Some(shared) if **shared == *stream_name => shared.clone(),
-            _ => Arc::from(stream_name.as_str()),
-        };
-        self.stream = Some(stream.clone());
-        let event_type_text: String = row.get(3).map_err(backend)?;
-        let event_type = match &self.event_type {
-            Some(shared) if **shared == *event_type_text => shared.clone(),
-            _ => Arc::from(event_type_text),
-        };
-        self.event_type = Some(event_type.clone());
+        let event_type = shared(&mut self.event_type, text(row, 3)?);
         let schema_version: i64 = row.get(4).map_err(backend)?;
         let schema_version = u32::try_from(schema_version)
             .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
         let position: i64 = row.get(2).map_err(backend)?;
         let position = u64::try_from(position)
             .map_err(|_| corrupt(format!("position {position} is negative")))?;
-        let message_id: String = row.get(6).map_err(backend)?;
-        let correlation_id: String = row.get(7).map_err(backend)?;
-        let causation_id: String = row.get(8).map_err(backend)?;
-        let user: String = row.get(9).map_err(backend)?;
-        let key = format!("{message_id}\u{0}{correlation_id}\u{0}{causation_id}\u{0}{user}");
+        let (message_id, correlation_id, causation_id, user) =
+            (text(row, 6)?, text(row, 7)?, text(row, 8)?, text(row, 9)?);
         let metadata = match &self.metadata {
-            Some((shared_key, shared)) if *shared_key == key => shared.clone(),
+            Some((user_text, known))
+                if known.message_id == message_id
+                    && known.correlation_id == correlation_id
+                    && known.causation_id == causation_id
+                    && user_text == user =>
+            {
+                known.clone()
+            }
             _ => {
-                let user = serde_json::from_str(&user)
+                let parsed = serde_json::from_str(user)
                     .map_err(|error| corrupt(format!("user metadata is not JSON: {error}")))?;
-                Arc::new(EventMetadata {
-                    message_id,
-                    correlation_id,
-                    causation_id,
-                    user,
-                })
+                let metadata = Arc::new(EventMetadata {
+                    message_id: message_id.to_owned(),
+                    correlation_id: correlation_id.to_owned(),
+                    causation_id: causation_id.to_owned(),
+                    user: parsed,
+                });
+                self.metadata = Some((user.to_owned(), metadata.clone()));
+                metadata
             }
         };
-        self.metadata = Some((key, metadata.clone()));
         let recorded_at: i64 = row.get(10).map_err(backend)?;
-        let data: Vec<u8> = row.get(5).map_err(backend)?;
+        let data = row
+            .get_ref(5)
+            .and_then(|value| value.as_blob().map_err(Into::into))
+            .map_err(backend)?;
         Ok(RecordedEvent {
             stream,
             version: row.get(1).map_err(backend)?,
             position,
             event_type,
             schema_version,
-            data: Bytes::from(data),
+            data: Bytes::copy_from_slice(data),
             metadata,
             recorded_at: UNIX_EPOCH + Duration::from_micros(recorded_at.max(0).unsigned_abs()),
         })
@@ -244,8 +277,10 @@ fn page_in(
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut statement = conn
         .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events e JOIN streams s ON s.stream = e.stream
-             WHERE e.stream = ?1 AND e.version >= ?2 AND e.version > s.hidden_through
+            // One bound on the version, so the (stream, version) index is scanned from it.
+            "SELECT {EVENT_COLUMNS} FROM events e
+             WHERE e.stream = ?1
+               AND e.version >= max(?2, (SELECT hidden_through + 1 FROM streams WHERE stream = ?1))
              ORDER BY e.version LIMIT ?3"
         ))
         .map_err(backend)?;
@@ -325,9 +360,9 @@ impl EventReader for SqliteStore {
         let message_id = message_id.to_owned();
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT max(e.version) FROM events e JOIN streams s ON s.stream = e.stream
-                 WHERE e.stream = ?1 AND e.message_id = ?2 AND e.message_id <> ''
-                   AND e.version > s.hidden_through",
+                "SELECT max(version) FROM events INDEXED BY events_by_message
+                 WHERE stream = ?1 AND message_id = ?2 AND message_id <> ''
+                   AND version > (SELECT hidden_through FROM streams WHERE stream = ?1)",
             )
             .and_then(|mut statement| {
                 statement.query_row(params![stream, message_id], |row| row.get(0))
@@ -348,8 +383,10 @@ impl EventAppender for SqliteStore {
     ) -> BoxFuture<'a, Result<i64, AppendError>> {
         let name = stream.to_owned();
         async move {
+            let user = serde_json::to_string(&metadata.user)
+                .map_err(|error| AppendError::Store(StoreError::backend(error)))?;
             self.workers
-                .write(move |conn| append_in(conn, &name, expected, events, &metadata))
+                .write(move |conn| append_in(conn, &name, expected, &events, &metadata, &user))
                 .await
                 .unwrap_or_else(|failed| Err(append_failed(stream, failed)))
         }
@@ -469,7 +506,7 @@ impl SnapshotStore for SqliteStore {
         let name = stream.to_owned();
         async move {
             self.workers
-                .write(move |conn| save_in(conn, "snapshots", &name, &snapshot).map_err(backend))
+                .write(move |conn| save_in(conn, "snapshots", &name, &snapshot).map(Ok))
                 .await
                 .unwrap_or_else(|failed| Err(store_failed(failed)))
         }
@@ -498,16 +535,13 @@ impl StateStore for SqliteStore {
             self.workers
                 .write(move |conn| {
                     let actual = conn
-                        .prepare_cached("SELECT version FROM states WHERE stream = ?1")
-                        .and_then(|mut statement| {
-                            statement.query_row([&name], |row| row.get(0)).optional()
-                        })
-                        .map_err(backend)?;
+                        .prepare_cached("SELECT version FROM states WHERE stream = ?1")?
+                        .query_row([&name], |row| row.get(0))
+                        .optional()?;
                     if !matches(expected, actual) {
-                        return Err(conflict(&name, expected, actual));
+                        return Ok(Err(conflict(&name, expected, actual)));
                     }
-                    save_in(conn, "states", &name, &state).map_err(backend)?;
-                    Ok(())
+                    save_in(conn, "states", &name, &state).map(Ok)
                 })
                 .await
                 .unwrap_or_else(|failed| Err(append_failed(stream, failed)))

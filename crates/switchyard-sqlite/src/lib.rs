@@ -32,9 +32,9 @@
 //!
 //! - **One writer thread, group commit.** Every change goes to one thread owning the only
 //!   writing connection. Writes that arrive while a commit is under way are committed together
-//!   in the next transaction, each in a savepoint of its own: a version conflict fails only its
-//!   own write, and each caller hears its own result. Under load, one sync to disk serves
-//!   hundreds of appends.
+//!   in the next transaction. A version conflict is found before anything is written, so it
+//!   fails only its own write, and each caller hears its own result. Under load, one sync to
+//!   disk serves hundreds of appends.
 //! - **Readers never wait.** The database is in WAL mode; reads run on reader threads with
 //!   connections of their own and see the last committed state.
 //! - **Durability.** [`Synchronous::Full`] (the default) syncs every commit before it is

@@ -1,9 +1,10 @@
 //! The threads that own the connections: one writer that commits concurrent writes together
 //! (group commit), and readers that, in WAL mode, never wait for it.
 //!
-//! A write is a closure run inside the batch's transaction, in a savepoint of its own: a write
-//! that fails (a version conflict) is rolled back alone, and the others in the batch commit.
-//! Each caller hears its own result once the batch's commit is known.
+//! A write is a closure run inside the batch's transaction. A write that refuses (a version
+//! conflict) does so before writing anything, so the others in the batch commit without it; an
+//! SQLite failure in the middle of a write rolls the whole batch back, and every member hears
+//! that nothing was written. Each caller hears its own result once the batch's commit is known.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -18,20 +19,39 @@ use crate::error::WorkersStopped;
 /// Why a write did not reach its own verdict.
 #[derive(Debug)]
 pub(crate) enum WriteFailed {
-    /// Nothing was written: the batch could not start, or was rolled back.
+    /// Nothing was written: the batch could not start, or a member failed and the batch was
+    /// rolled back.
     NotWritten(Arc<rusqlite::Error>),
     /// The commit failed: SQLite may or may not have made it durable.
     CommitUnknown(Arc<rusqlite::Error>),
-    /// The write panicked; its savepoint was rolled back.
+    /// The write panicked; the batch was rolled back.
     Panicked,
     /// The worker threads are gone.
     Stopped,
 }
 
+impl WriteFailed {
+    fn clone_for_member(&self) -> Self {
+        match self {
+            Self::NotWritten(error) => Self::NotWritten(error.clone()),
+            Self::CommitUnknown(error) => Self::CommitUnknown(error.clone()),
+            Self::Panicked => Self::Panicked,
+            Self::Stopped => Self::Stopped,
+        }
+    }
+}
+
+/// How running one member went.
+enum Ran {
+    /// It wrote, or refused before writing anything: the batch goes on.
+    Fine,
+    /// SQLite failed, or the write panicked, maybe half-way: the whole batch must be rolled back.
+    Broke(WriteFailed),
+}
+
 /// A write waiting in the writer's queue.
 trait WriteJob: Send {
-    /// Runs the write; returns whether its changes are kept.
-    fn run(&mut self, conn: &Connection) -> bool;
+    fn run(&mut self, conn: &Connection) -> Ran;
     /// Tells the caller the outcome, once the batch's fate is known.
     fn settle(self: Box<Self>, batch: &Result<(), WriteFailed>);
 }
@@ -43,6 +63,8 @@ enum Job {
     Read(ReadJob),
 }
 
+/// A write and its caller. Its work answers `Ok(Err(refusal))` when it refuses without having
+/// written anything (a version conflict): the batch goes on without it, no savepoint needed.
 struct Write<F, T, E> {
     work: Option<F>,
     verdict: Option<Result<T, E>>,
@@ -51,47 +73,33 @@ struct Write<F, T, E> {
 
 impl<F, T, E> WriteJob for Write<F, T, E>
 where
-    F: FnOnce(&Connection) -> Result<T, E> + Send,
+    F: FnOnce(&Connection) -> rusqlite::Result<Result<T, E>> + Send,
     T: Send,
     E: Send,
 {
-    fn run(&mut self, conn: &Connection) -> bool {
+    fn run(&mut self, conn: &Connection) -> Ran {
         let Some(work) = self.work.take() else {
-            return false;
+            return Ran::Fine;
         };
-        // A panicking write is rolled back alone and reported as not written.
         match catch_unwind(AssertUnwindSafe(|| work(conn))) {
-            Ok(verdict) => {
-                let keep = verdict.is_ok();
+            Ok(Ok(verdict)) => {
                 self.verdict = Some(verdict);
-                keep
+                Ran::Fine
             }
-            Err(_) => false,
+            Ok(Err(error)) => Ran::Broke(WriteFailed::NotWritten(Arc::new(error))),
+            Err(_) => Ran::Broke(WriteFailed::Panicked),
         }
     }
 
     fn settle(mut self: Box<Self>, batch: &Result<(), WriteFailed>) {
         let outcome = match (self.verdict.take(), batch) {
-            // A refusal stands whatever happened to the batch: it wrote nothing.
-            (Some(Err(refused)), _) => Ok(Err(refused)),
-            (Some(Ok(value)), Ok(())) => Ok(Ok(value)),
-            (Some(Ok(_)), Err(failed)) => Err(failed.clone_for_member()),
-            (None, _) => Err(WriteFailed::Panicked),
+            (Some(verdict), Ok(())) => Ok(verdict),
+            (_, Err(failed)) => Err(failed.clone_for_member()),
+            (None, Ok(())) => Err(WriteFailed::Panicked),
         };
         if let Some(reply) = self.reply.take() {
             // The caller may have stopped waiting; the outcome is durable either way.
             let _ = reply.send(outcome);
-        }
-    }
-}
-
-impl WriteFailed {
-    fn clone_for_member(&self) -> Self {
-        match self {
-            Self::NotWritten(error) => Self::NotWritten(error.clone()),
-            Self::CommitUnknown(error) => Self::CommitUnknown(error.clone()),
-            Self::Panicked => Self::Panicked,
-            Self::Stopped => Self::Stopped,
         }
     }
 }
@@ -146,11 +154,12 @@ impl Workers {
         })
     }
 
-    /// Runs `work` in the next batch and returns its verdict once the batch is committed (or,
-    /// for an `Err` verdict, once its savepoint is rolled back).
+    /// Runs `work` in the next batch and returns its verdict once the batch is committed.
+    /// `work` must refuse (`Ok(Err(_))`) before writing anything; an SQLite error (`Err`) rolls
+    /// the whole batch back.
     pub(crate) async fn write<F, T, E>(&self, work: F) -> Result<Result<T, E>, WriteFailed>
     where
-        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
     {
@@ -237,21 +246,14 @@ fn commit(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>) {
 }
 
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), WriteFailed> {
-    let not_written = |error| WriteFailed::NotWritten(Arc::new(error));
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(not_written)?;
-    let members = (|| {
-        for job in batch.iter_mut() {
-            conn.prepare_cached("SAVEPOINT member")?.execute([])?;
-            if !job.run(conn) {
-                conn.prepare_cached("ROLLBACK TO member")?.execute([])?;
-            }
-            conn.prepare_cached("RELEASE member")?.execute([])?;
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .map_err(|error| WriteFailed::NotWritten(Arc::new(error)))?;
+    for job in batch.iter_mut() {
+        if let Ran::Broke(failed) = job.run(conn) {
+            // One failure may have left half a write: nobody in this batch is written.
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(failed);
         }
-        Ok(())
-    })();
-    if let Err(error) = members {
-        let _ = conn.execute_batch("ROLLBACK");
-        return Err(not_written(error));
     }
     if let Err(error) = conn.execute_batch("COMMIT") {
         // The commit may have reached the disk before failing (an I/O error while syncing):
