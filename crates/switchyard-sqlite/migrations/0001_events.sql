@@ -1,14 +1,7 @@
--- Streams: one row per stream that ever had an event (until a hard delete). The writer checks the
--- expected version here, so an append reads one row, not the stream's events.
-CREATE TABLE streams (
-    stream         TEXT    NOT NULL PRIMARY KEY,
-    last_version   INTEGER NOT NULL,
-    -- A soft delete hides the events up to this version; versions are never reused.
-    hidden_through INTEGER NOT NULL DEFAULT -1
-) WITHOUT ROWID;
-
 -- Events in the global order. AUTOINCREMENT: a position is never given twice, not even after a
--- hard delete removed the last events.
+-- hard delete removed the last events. A stream's last version is the largest of its versions,
+-- found in the (stream, version) index: an append reads one index entry and dirties no other
+-- table.
 CREATE TABLE events (
     position       INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
     stream         TEXT    NOT NULL,
@@ -26,8 +19,17 @@ CREATE TABLE events (
     UNIQUE (stream, version)
 );
 
--- Idempotency: has this message already recorded events in this stream?
-CREATE INDEX events_by_message ON events (stream, message_id) WHERE message_id <> '';
+-- Idempotency: has this message already recorded events in this stream? Keyed by message id
+-- alone: default ids are UUIDv7, so new entries land on the index's last page, the one page a
+-- batch of appends dirties.
+CREATE INDEX events_by_message ON events (message_id) WHERE message_id <> '';
+
+-- Soft-deleted streams: their events up to `hidden_through` stay, hidden; versions go on from
+-- the last one.
+CREATE TABLE tombstones (
+    stream         TEXT    NOT NULL PRIMARY KEY,
+    hidden_through INTEGER NOT NULL
+) WITHOUT ROWID;
 
 -- The latest snapshot of each event-sourced stream.
 CREATE TABLE snapshots (

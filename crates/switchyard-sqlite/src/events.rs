@@ -67,53 +67,20 @@ fn matches(expected: ExpectedVersion, actual: Option<i64>) -> bool {
     }
 }
 
+/// The stream's last version, soft-deleted events included; `None`: no such stream.
 fn last_version(conn: &Connection, stream: &str) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT last_version FROM streams WHERE stream = ?1")?
+    conn.prepare_cached("SELECT max(version) FROM events WHERE stream = ?1")?
         .query_row([stream], |row| row.get(0))
-        .optional()
 }
+
+/// The largest hidden version of a stream: the tombstone of a soft delete, else -1.
+const HIDDEN_THROUGH: &str =
+    "coalesce((SELECT hidden_through FROM tombstones WHERE stream = ?1), -1)";
 
 fn micros_since_epoch(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
         i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
     })
-}
-
-/// Moves the stream's head for an append of `count` events, if `expected` allows it, and
-/// returns its new last version; `None` when `expected` does not match. One statement: the head
-/// row is the only thing read on the way.
-fn advance_head(
-    conn: &Connection,
-    stream: &str,
-    expected: ExpectedVersion,
-    count: i64,
-) -> rusqlite::Result<Option<i64>> {
-    let (sql, values) = match expected {
-        ExpectedVersion::NoStream | ExpectedVersion::Exactly(-1) => (
-            "INSERT INTO streams (stream, last_version) VALUES (?1, ?2)
-             ON CONFLICT (stream) DO NOTHING RETURNING last_version",
-            [count - 1, 0],
-        ),
-        ExpectedVersion::Exactly(version) => (
-            "UPDATE streams SET last_version = ?2 WHERE stream = ?1 AND last_version = ?3
-             RETURNING last_version",
-            [version + count, version],
-        ),
-        ExpectedVersion::Any => (
-            "INSERT INTO streams (stream, last_version) VALUES (?1, ?2)
-             ON CONFLICT (stream) DO UPDATE SET last_version = last_version + ?3
-             RETURNING last_version",
-            [count - 1, count],
-        ),
-    };
-    let mut statement = conn.prepare_cached(sql)?;
-    let expected_parameters = statement.parameter_count();
-    let mut rows = if expected_parameters == 2 {
-        statement.query(params![stream, values[0]])?
-    } else {
-        statement.query(params![stream, values[0], values[1]])?
-    };
-    rows.next()?.map(|row| row.get(0)).transpose()
 }
 
 /// An append, run by the writer inside a batch. Refuses before writing anything.
@@ -125,26 +92,20 @@ fn append_in(
     metadata: &EventMetadata,
     user_metadata: &str,
 ) -> rusqlite::Result<Result<i64, AppendError>> {
-    let count = events.len() as i64;
-    if count == 0 {
-        let current = last_version(conn, stream)?;
-        return Ok(if matches(expected, current) {
-            Ok(current.unwrap_or(-1))
-        } else {
-            Err(conflict(stream, expected, current))
-        });
+    let current = last_version(conn, stream)?;
+    if !matches(expected, current) {
+        return Ok(Err(conflict(stream, expected, current)));
     }
-    let Some(last) = advance_head(conn, stream, expected, count)? else {
-        let actual = last_version(conn, stream)?;
-        return Ok(Err(conflict(stream, expected, actual)));
-    };
+    let first = current.unwrap_or(-1) + 1;
     let recorded_at = micros_since_epoch(SystemTime::now());
     let mut insert = conn.prepare_cached(
         "INSERT INTO events (stream, version, event_type, schema_version, data, message_id,
                              correlation_id, causation_id, user_metadata, recorded_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?;
-    for (version, event) in (last - count + 1..).zip(events) {
+    let mut last = first - 1;
+    for (version, event) in (first..).zip(events) {
+        last = version;
         insert.execute(params![
             stream,
             version,
@@ -172,16 +133,24 @@ fn delete_in(
     if !matches(expected, current) {
         return Ok(Err(conflict(stream, expected, current)));
     }
-    let statements: &[&str] = match mode {
-        DeleteMode::Soft => &["UPDATE streams SET hidden_through = last_version WHERE stream = ?1"],
-        DeleteMode::Hard => &[
-            "DELETE FROM events WHERE stream = ?1",
-            "DELETE FROM streams WHERE stream = ?1",
-            "DELETE FROM snapshots WHERE stream = ?1",
-        ],
-    };
-    for sql in statements {
-        conn.prepare_cached(sql)?.execute([stream])?;
+    match (mode, current) {
+        (DeleteMode::Soft, Some(last)) => {
+            conn.prepare_cached(
+                "INSERT INTO tombstones (stream, hidden_through) VALUES (?1, ?2)
+                 ON CONFLICT (stream) DO UPDATE SET hidden_through = excluded.hidden_through",
+            )?
+            .execute(params![stream, last])?;
+        }
+        (DeleteMode::Soft, None) => {}
+        (DeleteMode::Hard, _) => {
+            for sql in [
+                "DELETE FROM events WHERE stream = ?1",
+                "DELETE FROM tombstones WHERE stream = ?1",
+                "DELETE FROM snapshots WHERE stream = ?1",
+            ] {
+                conn.prepare_cached(sql)?.execute([stream])?;
+            }
+        }
     }
     Ok(Ok(()))
 }
@@ -279,8 +248,7 @@ fn page_in(
         .prepare_cached(&format!(
             // One bound on the version, so the (stream, version) index is scanned from it.
             "SELECT {EVENT_COLUMNS} FROM events e
-             WHERE e.stream = ?1
-               AND e.version >= max(?2, (SELECT hidden_through + 1 FROM streams WHERE stream = ?1))
+             WHERE e.stream = ?1 AND e.version >= max(?2, {HIDDEN_THROUGH} + 1)
              ORDER BY e.version LIMIT ?3"
         ))
         .map_err(backend)?;
@@ -309,15 +277,10 @@ impl EventReader for SqliteStore {
     fn has_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         let stream = stream.to_owned();
         self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT last_version > hidden_through FROM streams WHERE stream = ?1",
-            )
-            .and_then(|mut statement| {
-                statement
-                    .query_row([stream], |row| row.get::<_, bool>(0))
-                    .optional()
-            })
-            .map(|visible| visible.unwrap_or(false))
+            conn.prepare_cached(&format!(
+                "SELECT coalesce(max(version) > {HIDDEN_THROUGH}, 0) FROM events WHERE stream = ?1"
+            ))
+            .and_then(|mut statement| statement.query_row([stream], |row| row.get::<_, bool>(0)))
             .map_err(backend)
         })
         .boxed()
@@ -359,11 +322,11 @@ impl EventReader for SqliteStore {
         let stream = stream.to_owned();
         let message_id = message_id.to_owned();
         self.read(move |conn| {
-            conn.prepare_cached(
+            conn.prepare_cached(&format!(
                 "SELECT max(version) FROM events INDEXED BY events_by_message
-                 WHERE stream = ?1 AND message_id = ?2 AND message_id <> ''
-                   AND version > (SELECT hidden_through FROM streams WHERE stream = ?1)",
-            )
+                 WHERE message_id = ?2 AND message_id <> '' AND stream = ?1
+                   AND version > {HIDDEN_THROUGH}"
+            ))
             .and_then(|mut statement| {
                 statement.query_row(params![stream, message_id], |row| row.get(0))
             })
@@ -421,8 +384,9 @@ impl GlobalReader for SqliteStore {
         self.read(move |conn| {
             let mut statement = conn
                 .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events e JOIN streams s ON s.stream = e.stream
-                     WHERE e.position >= ?1 AND e.version > s.hidden_through
+                    "SELECT {EVENT_COLUMNS} FROM events e
+                     LEFT JOIN tombstones t ON t.stream = e.stream
+                     WHERE e.position >= ?1 AND e.version > coalesce(t.hidden_through, -1)
                      ORDER BY e.position LIMIT ?2"
                 ))
                 .map_err(backend)?;
