@@ -293,22 +293,40 @@ impl EventReader for SqliteStore {
         page_size: usize,
     ) -> BoxStream<'a, Result<Vec<RecordedEvent>, StoreError>> {
         let page_size = page_size.max(1);
-        // Each page is its own read, starting after the last version the previous one saw.
-        stream::unfold(Some(from_version), move |next| async move {
-            let from = next?;
-            let name = stream.to_owned();
-            let page = self
-                .read(move |conn| page_in(conn, &name, from, page_size))
-                .await;
-            match page {
-                Ok(events) if events.is_empty() => None,
-                Ok(events) => {
-                    let next = (events.len() == page_size)
-                        .then(|| events.last().map(|e| e.version + 1))
-                        .flatten();
-                    Some((Ok(events), next))
+        let name: Arc<str> = Arc::from(stream);
+        let request = move |from: i64| {
+            let name = name.clone();
+            self.workers
+                .submit_read(move |conn| page_in(conn, &name, from, page_size))
+                .map_err(StoreError::backend)
+        };
+        // Each page is its own read, starting after the last version the previous one saw. The
+        // next page is asked for as soon as this one arrives, so reading it overlaps with the
+        // caller's work on this one.
+        let first = request(from_version);
+        stream::unfold(Some(first), move |pending| {
+            let request = request.clone();
+            async move {
+                let page = match pending? {
+                    Ok(receiver) => receiver
+                        .await
+                        .map_err(|_| StoreError::backend(WorkersStopped))
+                        .and_then(|page| page),
+                    Err(error) => Err(error),
+                };
+                match page {
+                    Ok(events) if events.is_empty() => None,
+                    Ok(events) => {
+                        let next = match events.last() {
+                            Some(last) if events.len() == page_size => {
+                                Some(request(last.version + 1))
+                            }
+                            _ => None,
+                        };
+                        Some((Ok(events), next))
+                    }
+                    Err(error) => Some((Err(error), None)),
                 }
-                Err(error) => Some((Err(error), None)),
             }
         })
         .boxed()

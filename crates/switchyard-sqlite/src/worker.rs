@@ -181,6 +181,15 @@ impl Workers {
         F: FnOnce(&Connection) -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.submit_read(work)?.await.map_err(|_| WorkersStopped)
+    }
+
+    /// Queues `work` for a reader now, so it runs while the caller does something else.
+    pub(crate) fn submit_read<F, T>(&self, work: F) -> Result<oneshot::Receiver<T>, WorkersStopped>
+    where
+        F: FnOnce(&Connection) -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let (reply, outcome) = oneshot::channel();
         let job: ReadJob = Box::new(move |conn| {
             let _ = reply.send(work(conn));
@@ -188,7 +197,7 @@ impl Workers {
         self.readers
             .send(Job::Read(job))
             .map_err(|_| WorkersStopped)?;
-        outcome.await.map_err(|_| WorkersStopped)
+        Ok(outcome)
     }
 }
 
