@@ -1,0 +1,435 @@
+//! Appends and cold loads on the SQLite store, each beside a raw rusqlite floor measured in the
+//! same run, on a file in `target/` with the durability named in each row.
+//!
+//! - Append throughput (events/s) with 1 and 50 concurrent writers, each appending to its own
+//!   stream with an expected version, in appends of 1 and of 100 events. Floor: the same rows
+//!   inserted by one thread through rusqlite into the same table, `writers × batch` rows per
+//!   transaction: what a perfect group commit would do.
+//! - Cold load of a 10,000-event stream through `Repo::load`, without and with a snapshot.
+//!   Floor: selecting the same rows (or the snapshot's row) through rusqlite.
+//!
+//! Run with `cargo xtask bench` (which writes `docs/benchmarks.md`) or
+//! `cargo bench -p switchyard-sqlite --bench sqlite_append`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group};
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+use switchyard_aggregates::repo::Repo;
+use switchyard_aggregates::store::{
+    EventAppender, EventMetadata, ExpectedVersion, NewEvent, SnapshotStore,
+};
+use switchyard_aggregates::{Aggregate, AggregateState};
+use switchyard_messaging::Message;
+use switchyard_sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use tokio::runtime::Runtime;
+
+#[derive(Default, Serialize, Deserialize)]
+struct Account {
+    balance: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct Deposited(u64);
+
+impl Aggregate for Account {
+    type Event = Deposited;
+    const NAME: &'static str = "account";
+    fn apply(&mut self, event: &Deposited) {
+        self.balance += event.0;
+    }
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn target_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors()
+        .nth(3)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// A fresh database path in a scratch directory under `target/`.
+fn fresh_path(name: &str) -> PathBuf {
+    let dir = target_dir().join("switchyard-bench-scratch");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
+}
+
+const PAYLOAD: [u8; 64] = [7; 64];
+
+fn new_event() -> NewEvent {
+    NewEvent {
+        event_type: "deposited".into(),
+        schema_version: 1,
+        data: PAYLOAD.to_vec().into(),
+    }
+}
+
+/// Message ids that grow over time, as the default UUIDv7 ids do.
+fn next_message_id() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("message-{:012}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+fn metadata() -> EventMetadata {
+    EventMetadata {
+        message_id: next_message_id(),
+        correlation_id: "correlation".into(),
+        causation_id: "causation".into(),
+        user: Default::default(),
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Shape {
+    synchronous: Synchronous,
+    writers: usize,
+    batch: usize,
+    /// Appends per writer in one round.
+    appends: usize,
+}
+
+impl Shape {
+    fn events(&self) -> usize {
+        self.writers * self.batch * self.appends
+    }
+}
+
+/// Events per second appended through the store.
+fn store_round(rt: &Runtime, shape: Shape) -> f64 {
+    let path = fresh_path("store");
+    let options = SqliteOptions::default().synchronous(shape.synchronous);
+    let store = SqliteStore::open_with(&path, options).unwrap();
+    let rate = rt.block_on(async {
+        let started = Instant::now();
+        let writers: Vec<_> = (0..shape.writers)
+            .map(|w| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let stream = format!("account-{w}");
+                    let mut version = -1_i64;
+                    for _ in 0..shape.appends {
+                        let expected = if version < 0 {
+                            ExpectedVersion::NoStream
+                        } else {
+                            ExpectedVersion::Exactly(version)
+                        };
+                        let events = (0..shape.batch).map(|_| new_event()).collect();
+                        version = store
+                            .append(&stream, expected, events, metadata())
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        shape.events() as f64 / started.elapsed().as_secs_f64()
+    });
+    drop(store);
+    rate
+}
+
+/// Events per second inserted raw: one thread, `writers × batch` rows per transaction.
+fn raw_round(shape: Shape) -> f64 {
+    let path = fresh_path("raw");
+    let mut conn = Connection::open(&path).unwrap();
+    let _: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .unwrap();
+    let mode = match shape.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", mode).unwrap();
+    // The store's own tables and indexes: the floor writes the same rows into the same table.
+    conn.execute_batch(include_str!("../migrations/0001_events.sql"))
+        .unwrap();
+    let started = Instant::now();
+    for n in 0..shape.appends {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO events (stream, version, event_type, schema_version, data,
+                        message_id, correlation_id, causation_id, user_metadata, recorded_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .unwrap();
+            for w in 0..shape.writers {
+                for b in 0..shape.batch {
+                    let version = (n * shape.batch + b) as i64;
+                    insert
+                        .execute(params![
+                            format!("account-{w}"),
+                            version,
+                            "deposited",
+                            1,
+                            &PAYLOAD[..],
+                            next_message_id(),
+                            "correlation",
+                            "causation",
+                            "{}",
+                            0_i64,
+                        ])
+                        .unwrap();
+                }
+            }
+        }
+        tx.commit().unwrap();
+    }
+    shape.events() as f64 / started.elapsed().as_secs_f64()
+}
+
+struct Rounds {
+    floor: Vec<f64>,
+    subject: Vec<f64>,
+}
+
+fn alternate(
+    rounds: usize,
+    mut floor: impl FnMut() -> f64,
+    mut subject: impl FnMut() -> f64,
+) -> Rounds {
+    floor();
+    subject();
+    let mut result = Rounds {
+        floor: Vec::new(),
+        subject: Vec::new(),
+    };
+    for _ in 0..rounds {
+        result.floor.push(floor());
+        result.subject.push(subject());
+    }
+    result
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    sorted[sorted.len() / 2]
+}
+
+/// The median of the per-round ratios, each taken between neighbouring rounds so that both
+/// sides ran at the same CPU speed.
+fn ratio(rounds: &Rounds, subject_over_floor: bool) -> f64 {
+    let per_round: Vec<f64> = rounds
+        .floor
+        .iter()
+        .zip(&rounds.subject)
+        .map(|(floor, subject)| {
+            if subject_over_floor {
+                subject / floor
+            } else {
+                floor / subject
+            }
+        })
+        .collect();
+    median(&per_round)
+}
+
+/// A 10,000-event stream in a file, a repository loading it plainly and one from a snapshot.
+struct Cold {
+    path: PathBuf,
+    plain: Repo<Account>,
+    snapshotting: Repo<Account>,
+}
+
+const COLD_EVENTS: usize = 10_000;
+
+fn cold(rt: &Runtime) -> Cold {
+    let path = fresh_path("cold");
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let plain = Repo::<Account>::event_sourced(store.clone());
+    let snapshotting = Repo::<Account>::event_sourced(store.clone())
+        .with_snapshots(store.clone(), COLD_EVENTS as u64);
+    let events: Vec<Deposited> = (0..COLD_EVENTS as u64).map(Deposited).collect();
+    rt.block_on(async {
+        let mut state = AggregateState::default();
+        snapshotting
+            .commit(
+                "cold",
+                &mut state,
+                events,
+                &Message::new("seed"),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let snapshot = store.load_snapshot("account-cold").await.unwrap();
+        assert_eq!(snapshot.map(|s| s.version), Some(COLD_EVENTS as i64 - 1));
+    });
+    Cold {
+        path,
+        plain,
+        snapshotting,
+    }
+}
+
+fn time_load(rt: &Runtime, repo: &Repo<Account>) -> f64 {
+    rt.block_on(async {
+        let started = Instant::now();
+        let state = repo.load("cold").await.unwrap().unwrap();
+        assert_eq!(state.version, COLD_EVENTS as i64 - 1);
+        std::hint::black_box(state.state.balance);
+        started.elapsed().as_secs_f64() * 1_000.0
+    })
+}
+
+fn time_raw_select(conn: &Connection, sql: &str) -> f64 {
+    let started = Instant::now();
+    let mut statement = conn.prepare_cached(sql).unwrap();
+    let mut rows = statement.query(["account-cold"]).unwrap();
+    let mut bytes = 0;
+    while let Some(row) = rows.next().unwrap() {
+        let data: Vec<u8> = row.get(0).unwrap();
+        bytes += data.len();
+    }
+    std::hint::black_box(bytes);
+    started.elapsed().as_secs_f64() * 1_000.0
+}
+
+fn criterion_benches(c: &mut Criterion) {
+    let rt = runtime();
+    let path = fresh_path("criterion");
+    let store = SqliteStore::open_with(
+        &path,
+        SqliteOptions::default().synchronous(Synchronous::Normal),
+    )
+    .unwrap();
+    let mut group = c.benchmark_group("sqlite_append");
+    group.bench_function("append_one_event_normal", |b| {
+        b.iter(|| {
+            rt.block_on(store.append(
+                "criterion",
+                ExpectedVersion::Any,
+                vec![new_event()],
+                metadata(),
+            ))
+            .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = criterion_benches
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    if std::env::args().any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time") {
+        return;
+    }
+    let rt = runtime();
+    let mut out = String::new();
+    out.push_str("## SQLite store (`switchyard-sqlite`, bench `sqlite_append`)\n\n");
+    out.push_str(
+        "Appends through `EventAppender::append` to a fresh file in `target/` (WAL; a 64-byte \
+         event, message id, correlation and causation ids): each writer is a tokio task \
+         appending to its own stream with an expected version, on a 2-worker runtime. Floor: the \
+         same rows inserted by one thread through rusqlite into the same table and indexes (the \
+         store's own schema) with the same durability, `writers × batch` rows per transaction: a \
+         perfect group commit with no version check and no hand-off between threads. Medians of \
+         5 alternating rounds; the ratio is taken round by round.\n\n",
+    );
+    out.push_str(
+        "| synchronous | writers | events per append | floor events/s | store events/s | store / floor |\n|---|---|---|---|---|---|\n",
+    );
+    let mut shapes = Vec::new();
+    for synchronous in [Synchronous::Full, Synchronous::Normal] {
+        for (writers, batch, appends) in [(1, 1, 300), (50, 1, 200), (1, 100, 200), (50, 100, 20)] {
+            shapes.push(Shape {
+                synchronous,
+                writers,
+                batch,
+                appends,
+            });
+        }
+    }
+    for shape in shapes {
+        let rounds = alternate(5, || raw_round(shape), || store_round(&rt, shape));
+        let row = format!(
+            "| {:?} | {} | {} | {:.0} | {:.0} | {:.2} |\n",
+            shape.synchronous,
+            shape.writers,
+            shape.batch,
+            median(&rounds.floor),
+            median(&rounds.subject),
+            ratio(&rounds, true)
+        );
+        eprint!("{row}");
+        out.push_str(&row);
+    }
+    out.push_str(
+        "\nTargets: with 50 writers and 1 event per append, ≥ 25,000 events/s with `Full` and \
+         ≥ 50,000 with `Normal`; every append path ≥ 0.7 of its floor.\n\n",
+    );
+
+    let cold = cold(&rt);
+    let conn = Connection::open(&cold.path).unwrap();
+    let without = alternate(
+        15,
+        || {
+            time_raw_select(
+                &conn,
+                "SELECT data FROM events WHERE stream = ?1 ORDER BY version",
+            )
+        },
+        || time_load(&rt, &cold.plain),
+    );
+    let with = alternate(
+        15,
+        || time_raw_select(&conn, "SELECT data FROM snapshots WHERE stream = ?1"),
+        || time_load(&rt, &cold.snapshotting),
+    );
+    out.push_str(
+        "Cold load of a 10,000-event stream (`Repo::load`: read in pages, decode, fold) from a \
+         file whose pages the OS has cached. Floor: selecting the same rows' data (or the \
+         snapshot's row) through rusqlite on the caller's thread. Medians of 15 alternating \
+         rounds.\n\n",
+    );
+    out.push_str("| cold load | floor | load | load / floor |\n|---|---|---|---|\n");
+    for (name, rounds) in [("without a snapshot", &without), ("with a snapshot", &with)] {
+        out.push_str(&format!(
+            "| {name} | {:.3} ms | {:.3} ms | {:.2}× |\n",
+            median(&rounds.floor),
+            median(&rounds.subject),
+            ratio(rounds, true)
+        ));
+    }
+    out.push_str("\nTargets: ≤ 20 ms without a snapshot, ≤ 1 ms with one.\n");
+    println!("\n{out}");
+    let out_dir = std::env::var("SWITCHYARD_BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| target_dir().join("switchyard-bench"));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::write(out_dir.join("30-sqlite_append.md"), out).unwrap();
+}
