@@ -164,32 +164,58 @@ const EVENT_COLUMNS: &str = "e.stream, e.version, e.position, e.event_type, e.sc
 #[derive(Default)]
 struct EventRows {
     stream: Option<Arc<str>>,
+    fixed_stream: bool,
     event_type: Option<Arc<str>>,
     metadata: Option<(String, Arc<EventMetadata>)>,
 }
 
-fn text<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r str, StoreError> {
+/// A text column's bytes, not yet checked to be UTF-8: compared first, checked only when new.
+fn raw<'r>(row: &'r Row<'_>, index: usize) -> Result<&'r [u8], StoreError> {
     row.get_ref(index)
-        .and_then(|value| value.as_str().map_err(Into::into))
+        .and_then(|value| value.as_bytes().map_err(Into::into))
         .map_err(backend)
 }
 
+fn utf8<'r>(bytes: &'r [u8], stream: &str, column: &str) -> Result<&'r str, StoreError> {
+    std::str::from_utf8(bytes).map_err(|_| StoreError::Corrupt {
+        stream: stream.to_owned(),
+        reason: format!("{column} is not UTF-8"),
+    })
+}
+
 /// The shared value if it equals `found`, else a new one.
-fn shared(slot: &mut Option<Arc<str>>, found: &str) -> Arc<str> {
+fn shared(
+    slot: &mut Option<Arc<str>>,
+    found: &[u8],
+    stream: &str,
+    column: &str,
+) -> Result<Arc<str>, StoreError> {
     match slot {
-        Some(value) if **value == *found => value.clone(),
-        _ => slot.insert(Arc::from(found)).clone(),
+        Some(value) if value.as_bytes() == found => Ok(value.clone()),
+        _ => Ok(slot.insert(Arc::from(utf8(found, stream, column)?)).clone()),
     }
 }
 
 impl EventRows {
+    /// Rows of one stream: the stream column is not read.
+    fn of_stream(stream: Arc<str>) -> Self {
+        Self {
+            stream: Some(stream),
+            fixed_stream: true,
+            ..Self::default()
+        }
+    }
+
     fn read(&mut self, row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
-        let stream = shared(&mut self.stream, text(row, 0)?);
+        let stream = match &self.stream {
+            Some(known) if self.fixed_stream => known.clone(),
+            _ => shared(&mut self.stream, raw(row, 0)?, "?", "stream")?,
+        };
         let corrupt = |reason: String| StoreError::Corrupt {
             stream: stream.to_string(),
             reason,
         };
-        let event_type = shared(&mut self.event_type, text(row, 3)?);
+        let event_type = shared(&mut self.event_type, raw(row, 3)?, &stream, "event type")?;
         let schema_version: i64 = row.get(4).map_err(backend)?;
         let schema_version = u32::try_from(schema_version)
             .map_err(|_| corrupt(format!("schema version {schema_version} is out of range")))?;
@@ -197,23 +223,24 @@ impl EventRows {
         let position = u64::try_from(position)
             .map_err(|_| corrupt(format!("position {position} is negative")))?;
         let (message_id, correlation_id, causation_id, user) =
-            (text(row, 6)?, text(row, 7)?, text(row, 8)?, text(row, 9)?);
+            (raw(row, 6)?, raw(row, 7)?, raw(row, 8)?, raw(row, 9)?);
         let metadata = match &self.metadata {
             Some((user_text, known))
-                if known.message_id == message_id
-                    && known.correlation_id == correlation_id
-                    && known.causation_id == causation_id
-                    && user_text == user =>
+                if known.message_id.as_bytes() == message_id
+                    && known.correlation_id.as_bytes() == correlation_id
+                    && known.causation_id.as_bytes() == causation_id
+                    && user_text.as_bytes() == user =>
             {
                 known.clone()
             }
             _ => {
+                let user = utf8(user, &stream, "user metadata")?;
                 let parsed = serde_json::from_str(user)
                     .map_err(|error| corrupt(format!("user metadata is not JSON: {error}")))?;
                 let metadata = Arc::new(EventMetadata {
-                    message_id: message_id.to_owned(),
-                    correlation_id: correlation_id.to_owned(),
-                    causation_id: causation_id.to_owned(),
+                    message_id: utf8(message_id, &stream, "message id")?.to_owned(),
+                    correlation_id: utf8(correlation_id, &stream, "correlation id")?.to_owned(),
+                    causation_id: utf8(causation_id, &stream, "causation id")?.to_owned(),
                     user: parsed,
                 });
                 self.metadata = Some((user.to_owned(), metadata.clone()));
@@ -240,7 +267,7 @@ impl EventRows {
 
 fn page_in(
     conn: &Connection,
-    stream: &str,
+    stream: &Arc<str>,
     from_version: i64,
     limit: usize,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -254,9 +281,9 @@ fn page_in(
         .map_err(backend)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut rows = statement
-        .query(params![stream, from_version, limit])
+        .query(params![&**stream, from_version, limit])
         .map_err(backend)?;
-    let mut reader = EventRows::default();
+    let mut reader = EventRows::of_stream(stream.clone());
     let mut events = Vec::new();
     while let Some(row) = rows.next().map_err(backend)? {
         events.push(reader.read(row)?);
