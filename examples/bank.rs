@@ -1,11 +1,13 @@
 //! A bank account as an event-sourced aggregate behind router services: open an account,
 //! deposit, withdraw (an overdraft is refused), read the balance, and send one command twice to
-//! see it answered once. The events end up in an in-memory store, printed at the end.
+//! see it answered once. The events end up in a new SQLite file (its path is printed first),
+//! or in PostgreSQL when given a URL, and are printed at the end.
 //!
 //! Run it from the repository root:
 //!
 //! ```text
 //! cargo run --example bank
+//! cargo run --example bank -- --database-url postgres://user@127.0.0.1:5432/bank
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,12 +15,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use switchyard::aggregates::repo::Repo;
-use switchyard::aggregates::store::{GlobalReader, MemoryStore};
+use switchyard::aggregates::store::{EventStore, SnapshotStore};
 use switchyard::aggregates::{Aggregate, AggregateRuntime, CommandResult, Events, MessageHandler};
 use switchyard::messaging::Response;
 use switchyard::{Message, Node, Router};
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 struct Account {
     owner: String,
     balance: u64,
@@ -101,9 +103,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let store = MemoryStore::new();
-    println!("store: in memory (the SQLite store becomes the default when it lands)\n");
-    let runtime = AggregateRuntime::new(Repo::<Account>::event_sourced(Arc::new(store.clone())));
+    let (events, snapshots) = open_store().await?;
+    let repo = Repo::<Account>::event_sourced(events.clone()).with_snapshots(snapshots, 100);
+    let runtime = AggregateRuntime::new(repo);
     let accounts = MessageHandler::new(runtime);
     let node = Node::new("bank");
     node.register(
@@ -155,7 +157,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     println!("\nevents in the store:");
-    for event in store.read_all(0, 100).await? {
+    for event in events.read_all(0, 100).await? {
         println!(
             "  #{} {} v{} {:<9} message {}",
             event.position,
@@ -166,4 +168,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+type Stores = (Arc<dyn EventStore>, Arc<dyn SnapshotStore>);
+
+/// PostgreSQL when `--database-url` is given, else a new SQLite file in the temporary directory.
+async fn open_store() -> Result<Stores, Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--database-url" {
+            let url = args.next().ok_or("--database-url needs a URL")?;
+            println!("store: PostgreSQL at {url}, schema `switchyard`\n");
+            let store = Arc::new(switchyard::postgres::PostgresStore::connect(&url).await?);
+            return Ok((store.clone(), store));
+        }
+        return Err(format!("unknown argument `{arg}`; try --database-url postgres://...").into());
+    }
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let path = std::env::temp_dir().join(format!("switchyard-bank-{}.db", stamp.as_millis()));
+    println!("store: SQLite file {}\n", path.display());
+    let store = Arc::new(switchyard::sqlite::SqliteStore::open(&path)?);
+    Ok((store.clone(), store))
 }

@@ -72,4 +72,7 @@ pub mod guides {
     #[cfg(feature = "conformance")]
     #[doc = include_str!("../../../docs/guides/aggregates.md")]
     pub struct Aggregates;
+    #[cfg(all(feature = "sqlite", feature = "postgres"))]
+    #[doc = include_str!("../../../docs/guides/stores.md")]
+    pub struct Stores;
 }
