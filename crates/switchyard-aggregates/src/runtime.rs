@@ -253,12 +253,15 @@ impl<A: Aggregate> AggregateRuntime<A> {
             reply,
         };
         loop {
-            if self.inner.closed.load(Ordering::Acquire) {
+            let Some(sender) = self.sender_for(&id) else {
                 let response = Response::error(format!("the {} runtime is shut down", A::NAME));
                 return skeleton.return_with(response);
-            }
-            let sender = self.sender_for(&id);
-            if let Err(error) = sender.try_send(Request::Command(job)) {
+            };
+            let sent = sender.try_send(Request::Command(job));
+            // Holding a sender while waiting would keep the task's mailbox open after shutdown
+            // dropped the registry's.
+            drop(sender);
+            if let Err(error) = sent {
                 let full = matches!(error, mpsc::error::TrySendError::Full(_));
                 let Request::Command(returned) = error.into_inner() else {
                     // try_send hands back what it was given, and that was a command.
@@ -295,20 +298,32 @@ impl<A: Aggregate> AggregateRuntime<A> {
         }
     }
 
-    fn sender_for(&self, id: &str) -> mpsc::Sender<Request<A>> {
+    /// The mailbox of aggregate `id`, starting its task if it is not loaded; `None` once the
+    /// runtime is shut down.
+    fn sender_for(&self, id: &str) -> Option<mpsc::Sender<Request<A>>> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return None;
+        }
         if let Some(live) = self.live.get(id) {
-            return live.sender.clone();
+            return Some(live.sender.clone());
         }
         match self.live.entry(id.to_owned()) {
-            Entry::Occupied(live) => live.get().sender.clone(),
+            Entry::Occupied(live) => Some(live.get().sender.clone()),
             Entry::Vacant(vacant) => {
+                // Checked again under the registry's lock: `shutdown` sets `closed` before it
+                // empties the registry, so either it sees the task registered here and drops its
+                // mailbox, or this sees `closed` and starts nothing. The task is counted before
+                // the lock is released, so `shutdown` waits for it too.
+                if self.inner.closed.load(Ordering::Acquire) {
+                    return None;
+                }
                 let (sender, receiver) = mpsc::channel(self.inner.config.mailbox);
                 let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed);
+                self.inner.running.fetch_add(1, Ordering::AcqRel);
                 vacant.insert(Live {
                     sender: sender.clone(),
                     generation,
                 });
-                self.inner.running.fetch_add(1, Ordering::AcqRel);
                 tracing::debug!(name: "new_aggr_spawned", aggregate = A::NAME, id);
                 tokio::spawn(task::run(
                     self.inner.clone(),
@@ -317,7 +332,7 @@ impl<A: Aggregate> AggregateRuntime<A> {
                     generation,
                     receiver,
                 ));
-                sender
+                Some(sender)
             }
         }
     }
@@ -383,3 +398,6 @@ impl<A: Aggregate> AggregateRuntime<A> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
