@@ -18,13 +18,17 @@ use crate::store::{DeleteMode, ExpectedVersion};
 use crate::{Aggregate, Command};
 
 /// When to unload an aggregate, as decided by an `unload_on_state` rule.
+///
+/// The rule is asked after every commit, and its latest answer replaces the earlier ones: a
+/// `Never` cancels a pending `After`, and a second `After` starts its delay anew. (Unloads asked
+/// for by `unload_on_event` rules and the idle timeout are not affected.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unload {
     /// Right after this command.
     Now,
-    /// After a delay without further commands deciding otherwise.
+    /// After a delay, unless a later commit's answer differs.
     After(Duration),
-    /// Keep it loaded.
+    /// Keep it loaded (cancelling an earlier `After`).
     Never,
 }
 
@@ -149,7 +153,8 @@ impl<A: Aggregate> RuntimeBuilder<A> {
         self
     }
 
-    /// Unloads an aggregate `delay` after it recorded an event matching `rule`.
+    /// Unloads an aggregate `delay` after it recorded an event matching `rule` (the earliest
+    /// such deadline stands: later commands do not undo the event).
     pub fn unload_on_event(
         mut self,
         rule: impl Fn(&A::Event) -> bool + Send + Sync + 'static,
@@ -159,7 +164,8 @@ impl<A: Aggregate> RuntimeBuilder<A> {
         self
     }
 
-    /// After each commit, asks `rule` whether the aggregate's new state should be unloaded.
+    /// After each commit, asks `rule` whether the aggregate's new state should be unloaded; the
+    /// latest answer stands (see [`Unload`]).
     pub fn unload_on_state(mut self, rule: impl Fn(&A) -> Unload + Send + Sync + 'static) -> Self {
         self.config.unload_on_state = Some(Box::new(rule));
         self

@@ -70,7 +70,8 @@ pub(super) async fn run<A: Aggregate>(
         runtime: &runtime,
         id: &id,
         state: None,
-        unload_at: None,
+        unload_after_event: None,
+        unload_by_state: None,
     };
     let loaded = runtime.repo.load(&id).await;
     match loaded {
@@ -190,7 +191,12 @@ struct LiveAggregate<'a, A: Aggregate> {
     runtime: &'a Inner<A>,
     id: &'a str,
     state: Option<AggregateState<A>>,
-    unload_at: Option<Instant>,
+    /// When an event matching an `unload_on_event` rule asked to unload: the earliest such
+    /// request stands, since later commands do not undo the events.
+    unload_after_event: Option<Instant>,
+    /// When the `unload_on_state` rule last asked to unload: each commit asks again and its
+    /// answer replaces the previous one, so `Never` cancels an earlier `After`.
+    unload_by_state: Option<Instant>,
 }
 
 impl<A: Aggregate> LiveAggregate<'_, A> {
@@ -202,10 +208,10 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
             .config
             .idle_timeout
             .map(|idle| Instant::now() + idle);
-        let wake = match (idle, self.unload_at) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let wake = [idle, self.unload_after_event, self.unload_by_state]
+            .into_iter()
+            .flatten()
+            .min();
         match wake {
             None => mailbox.recv().await,
             Some(wake) => tokio::select! {
@@ -422,18 +428,16 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         .map_or(Unload::Never, |rule| rule(&working.state));
                     self.state = Some(working);
                     let _ = reply.send(Outcome::Done(answer(message, response, Some(new_version))));
-                    let mut due = delays.into_iter().map(|delay| Instant::now() + delay).min();
-                    match unload {
+                    let now = Instant::now();
+                    if let Some(due) = delays.into_iter().map(|delay| now + delay).min() {
+                        self.unload_after_event =
+                            Some(self.unload_after_event.map_or(due, |d| d.min(due)));
+                    }
+                    self.unload_by_state = match unload {
                         Unload::Now => return Flow::End,
-                        Unload::After(delay) => {
-                            let at = Instant::now() + delay;
-                            due = Some(due.map_or(at, |d| d.min(at)));
-                        }
-                        Unload::Never => {}
-                    }
-                    if let Some(due) = due {
-                        self.unload_at = Some(self.unload_at.map_or(due, |d| d.min(due)));
-                    }
+                        Unload::After(delay) => Some(now + delay),
+                        Unload::Never => None,
+                    };
                     return Flow::Continue;
                 }
                 Ok(Err(RepoError::Conflict { expected, actual })) => {

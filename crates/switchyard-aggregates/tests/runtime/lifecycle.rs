@@ -355,3 +355,31 @@ async fn dropping_every_handle_ends_the_aggregate_tasks() {
         "the tasks and their state are gone"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_later_never_cancels_an_earlier_unload_after() {
+    let store = MemoryStore::new();
+    let runtime = AggregateRuntime::builder(Repo::event_sourced(Arc::new(store.clone())))
+        .unload_on_state(|account: &Account| {
+            if account.balance == 0 {
+                Unload::After(Duration::from_secs(10))
+            } else {
+                Unload::Never
+            }
+        })
+        .build();
+    let bank = bank_with(store, runtime);
+    let live = |id: &str| bank.accounts.runtime().is_live(id);
+
+    bank.node.dispatch(opening("n-1")).await; // empty: unload in 10 s
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    bank.node.dispatch(command("deposit", "n-1", 5)).await; // funded: keep it
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(live("n-1"), "the later Never cancelled the After");
+
+    bank.node.dispatch(command("withdraw", "n-1", 5)).await; // empty again: unload in 10 s
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert!(live("n-1"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!live("n-1"), "unloaded 10 s after the last After");
+}
