@@ -5,8 +5,13 @@ use switchyard_aggregates::store::{
     AppendError, EventMetadata, ExpectedVersion, NewEvent, StoreError,
 };
 
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
 use crate::error::{BoxError, Failure, is_unique_violation};
-use crate::pool::Session;
+use crate::pool::{Pool, Session};
 use crate::store::Inner;
 
 /// The most events one append may hold: the events of one transaction take positions
@@ -66,14 +71,304 @@ pub(crate) fn conflict(
     }
 }
 
-/// What one run of the append statement did.
-enum Ran {
+/// What running an append did.
+pub(crate) enum Ran {
     /// Appended after the given version.
     Appended(i64),
     /// The stream was not at the expected version; nothing was written.
     NotAtExpected,
     /// The connection broke after the statement was sent.
     Lost { session: Session, source: BoxError },
+    /// The committer running it stopped: it may have been sent or not.
+    Abandoned(BoxError),
+}
+
+/// One append, as the committers take it.
+pub(crate) struct Request {
+    stream: String,
+    kind: i32,
+    version: i64,
+    events: Vec<NewEvent>,
+    message_id: String,
+    correlation_id: String,
+    causation_id: String,
+    user: String,
+}
+
+/// An append waiting for a committer, and where its outcome goes.
+pub(crate) struct Job {
+    request: Arc<Request>,
+    reply: oneshot::Sender<Result<Ran, Failure>>,
+}
+
+/// The most appends one statement carries.
+const MAX_BATCH: usize = 128;
+
+/// The most events one statement carries, unless a single append holds more.
+const MAX_BATCH_EVENTS: usize = 1 << 16;
+
+/// Starts `count` committers on the current runtime, and returns where to send them appends.
+///
+/// A committer takes the first waiting append, then every other one already waiting (up to
+/// [`MAX_BATCH`], one per stream), and runs them as one statement: one round trip and one
+/// commit to disk for all. A lone append goes at once; under load, appends share commits.
+/// Committers end when the returned sender is dropped (with the last store handle).
+pub(crate) fn spawn_committers(pool: &Pool, count: usize) -> mpsc::UnboundedSender<Job> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let receiver = Arc::new(Mutex::new(receiver));
+    for _ in 0..count.max(1) {
+        tokio::spawn(committer(pool.clone(), receiver.clone()));
+    }
+    sender
+}
+
+/// The appends one statement will carry.
+#[derive(Default)]
+struct Batch {
+    jobs: Vec<Job>,
+    streams: HashSet<String>,
+    events: usize,
+}
+
+impl Batch {
+    /// Whether `job` may join: room left, and its stream not in yet.
+    fn fits(&self, job: &Job) -> bool {
+        self.jobs.is_empty()
+            || (self.jobs.len() < MAX_BATCH
+                && self.events + job.request.events.len() <= MAX_BATCH_EVENTS
+                && !self.streams.contains(&job.request.stream))
+    }
+
+    fn push(&mut self, job: Job) {
+        self.events += job.request.events.len();
+        self.streams.insert(job.request.stream.clone());
+        self.jobs.push(job);
+    }
+
+    fn full(&self) -> bool {
+        self.jobs.len() >= MAX_BATCH || self.events >= MAX_BATCH_EVENTS
+    }
+}
+
+async fn committer(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
+    // Appends to a stream already in the batch wait for the next one: one statement moves each
+    // stream once.
+    let mut deferred: VecDeque<Job> = VecDeque::new();
+    loop {
+        let mut batch = Batch::default();
+        for job in std::mem::take(&mut deferred) {
+            if batch.fits(&job) {
+                batch.push(job);
+            } else {
+                deferred.push_back(job);
+            }
+        }
+        // With deferred appends in hand, never wait for the queue: another committer may be
+        // waiting on it for appends that only ours will release.
+        let receiver = if batch.jobs.is_empty() {
+            Some(jobs.lock().await)
+        } else {
+            jobs.try_lock().ok()
+        };
+        if let Some(mut receiver) = receiver {
+            if batch.jobs.is_empty() {
+                match receiver.recv().await {
+                    Some(job) => batch.push(job),
+                    None => return,
+                }
+            }
+            while !batch.full() {
+                let Ok(job) = receiver.try_recv() else {
+                    break;
+                };
+                if batch.fits(&job) {
+                    batch.push(job);
+                } else {
+                    deferred.push_back(job);
+                }
+            }
+        }
+        run(&pool, batch.jobs).await;
+    }
+}
+
+/// Runs a batch and tells each caller its outcome.
+async fn run(pool: &Pool, batch: Vec<Job>) {
+    // A caller that went away before its append was sent gave it up: nothing of it is sent.
+    let mut batch: Vec<Job> = batch
+        .into_iter()
+        .filter(|job| !job.reply.is_closed())
+        .collect();
+    if batch.is_empty() {
+        return;
+    }
+    batch.sort_by(|a, b| a.request.stream.cmp(&b.request.stream));
+    let requests: Vec<&Request> = batch.iter().map(|job| &*job.request).collect();
+    match execute(pool, &requests).await {
+        Ok(befores) => {
+            for (job, before) in batch.into_iter().zip(befores) {
+                let _ = job
+                    .reply
+                    .send(Ok(before.map_or(Ran::NotAtExpected, Ran::Appended)));
+            }
+        }
+        Err(Executed::Lost { session, source }) => {
+            let source = Shared::new(source);
+            for job in batch {
+                let _ = job.reply.send(Ok(Ran::Lost {
+                    session,
+                    source: source.boxed(),
+                }));
+            }
+        }
+        // One refused append must not fail the others: each runs again alone.
+        Err(Executed::Failed(Failure::Refused(_))) if batch.len() > 1 => {
+            for job in batch {
+                Box::pin(run(pool, vec![job])).await;
+            }
+        }
+        Err(Executed::Failed(failure)) => {
+            let retry = failure.is_retry();
+            let source = Shared::new(failure.into_source());
+            for job in batch {
+                let failure = if retry {
+                    Failure::Retry(source.boxed())
+                } else {
+                    Failure::Refused(source.boxed())
+                };
+                let _ = job.reply.send(Err(failure));
+            }
+        }
+    }
+}
+
+enum Executed {
+    Lost { session: Session, source: BoxError },
+    Failed(Failure),
+}
+
+/// Runs the append statement for `requests` (streams distinct, in order); returns each one's
+/// stream version before it, `None` where the stream was not at the expected version.
+async fn execute(pool: &Pool, requests: &[&Request]) -> Result<Vec<Option<i64>>, Executed> {
+    let conn = pool
+        .get()
+        .await
+        .map_err(|error| Executed::Failed(Failure::pool(error)))?;
+    let statement = conn
+        .prepare(include_str!("sql/append.sql"))
+        .await
+        .map_err(Executed::Failed)?;
+    if conn.client.is_closed() {
+        return Err(Executed::Failed(Failure::Retry(Box::new(ClosedBeforeSend))));
+    }
+    let streams: Vec<&str> = requests.iter().map(|r| r.stream.as_str()).collect();
+    let kinds: Vec<i32> = requests.iter().map(|r| r.kind).collect();
+    let versions: Vec<i64> = requests.iter().map(|r| r.version).collect();
+    let counts: Vec<i64> = requests
+        .iter()
+        .map(|r| i64::try_from(r.events.len()).unwrap_or(i64::MAX))
+        .collect();
+    let message_ids: Vec<&str> = requests.iter().map(|r| r.message_id.as_str()).collect();
+    let correlation_ids: Vec<&str> = requests.iter().map(|r| r.correlation_id.as_str()).collect();
+    let causation_ids: Vec<&str> = requests.iter().map(|r| r.causation_id.as_str()).collect();
+    let users: Vec<&str> = requests.iter().map(|r| r.user.as_str()).collect();
+    let total: usize = requests.iter().map(|r| r.events.len()).sum();
+    let mut owners: Vec<i64> = Vec::with_capacity(total);
+    let mut indexes: Vec<i64> = Vec::with_capacity(total);
+    let mut types: Vec<&str> = Vec::with_capacity(total);
+    let mut schema_versions: Vec<i64> = Vec::with_capacity(total);
+    let mut data: Vec<&[u8]> = Vec::with_capacity(total);
+    for (owner, request) in (1_i64..).zip(requests) {
+        for (index, event) in (1_i64..).zip(&request.events) {
+            owners.push(owner);
+            indexes.push(index);
+            types.push(&event.event_type);
+            schema_versions.push(i64::from(event.schema_version));
+            data.push(&event.data);
+        }
+    }
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 13] = [
+        &streams,
+        &kinds,
+        &versions,
+        &counts,
+        &message_ids,
+        &correlation_ids,
+        &causation_ids,
+        &users,
+        &owners,
+        &indexes,
+        &types,
+        &schema_versions,
+        &data,
+    ];
+    let rows = match conn.client.query(&statement, &params).await {
+        Ok(rows) => rows,
+        Err(error) => {
+            return Err(match Failure::statement(error) {
+                Failure::Lost(source) => Executed::Lost {
+                    session: conn.session,
+                    source,
+                },
+                Failure::Refused(source) if is_unique_violation(&source) => {
+                    // Another writer took a version first: none of the batch was written, and
+                    // each append finds out again on its own.
+                    Executed::Failed(Failure::Retry(source))
+                }
+                other => Executed::Failed(other),
+            });
+        }
+    };
+    let mut befores = vec![None; requests.len()];
+    for row in rows {
+        // Written, but unreadable: as good as lost.
+        let decoded = row
+            .try_get::<_, i64>(0)
+            .and_then(|owner| Ok((owner, row.try_get::<_, i64>(1)?)));
+        match decoded {
+            Ok((owner, before)) => {
+                if let Some(slot) = usize::try_from(owner - 1)
+                    .ok()
+                    .and_then(|index| befores.get_mut(index))
+                {
+                    *slot = Some(before);
+                }
+            }
+            Err(error) => {
+                return Err(Executed::Lost {
+                    session: conn.session,
+                    source: error.into(),
+                });
+            }
+        }
+    }
+    Ok(befores)
+}
+
+/// One error told to every caller of a batch.
+#[derive(Debug, Clone)]
+struct Shared(Arc<BoxError>);
+
+impl Shared {
+    fn new(source: BoxError) -> Self {
+        Self(Arc::new(source))
+    }
+
+    fn boxed(&self) -> BoxError {
+        Box::new(self.clone())
+    }
+}
+
+impl std::fmt::Display for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Shared {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 pub(crate) async fn append(
@@ -98,59 +393,41 @@ pub(crate) async fn append(
         .into());
     }
     let count = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let schema_versions: Vec<i64> = events.iter().map(|e| i64::from(e.schema_version)).collect();
-    let data: Vec<&[u8]> = events.iter().map(|e| e.data.as_ref()).collect();
-    let user = serde_json::to_string(&metadata.user).map_err(StoreError::backend)?;
     let (kind, version) = expected_params(expected);
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
-        &stream,
-        &kind,
-        &version,
-        &types,
-        &schema_versions,
-        &data,
-        &metadata.message_id,
-        &metadata.correlation_id,
-        &metadata.causation_id,
-        &user,
-    ];
+    let request = Arc::new(Request {
+        stream: stream.to_owned(),
+        kind,
+        version,
+        events,
+        user: serde_json::to_string(&metadata.user).map_err(StoreError::backend)?,
+        message_id: metadata.message_id,
+        correlation_id: metadata.correlation_id,
+        causation_id: metadata.causation_id,
+    });
     for _ in 0..ANY_ATTEMPTS {
         let ran = inner
-            .retrying(|| async {
-                let conn = inner.conn().await?;
-                let statement = conn.prepare(include_str!("sql/append.sql")).await?;
-                if conn.client.is_closed() {
-                    return Err(Failure::Retry(Box::new(ClosedBeforeSend)));
-                }
-                match conn.client.query_opt(&statement, &params).await {
-                    Ok(Some(row)) => match row.try_get::<_, i64>(0) {
-                        Ok(before) => Ok(Ran::Appended(before)),
-                        // Written, but unreadable: as good as lost.
-                        Err(error) => Ok(Ran::Lost {
-                            session: conn.session,
-                            source: error.into(),
-                        }),
-                    },
-                    Ok(None) => Ok(Ran::NotAtExpected),
-                    Err(error) => match Failure::statement(error) {
-                        Failure::Lost(source) => Ok(Ran::Lost {
-                            session: conn.session,
-                            source,
-                        }),
-                        Failure::Refused(source) if is_unique_violation(&source) => {
-                            Ok(Ran::NotAtExpected)
-                        }
-                        other => Err(other),
-                    },
-                }
-            })
+            .retrying(|| inner.submit(request.clone()))
             .await
             .map_err(|failure| StoreError::backend(failure.into_source()))?;
         match ran {
             Ran::Appended(before) => return Ok(before + count),
             Ran::Lost { session, source } => {
-                return settle(inner, stream, expected, count, &metadata, session, source).await;
+                return settle(
+                    inner,
+                    stream,
+                    expected,
+                    count,
+                    &request.message_id,
+                    session,
+                    source,
+                )
+                .await;
+            }
+            Ran::Abandoned(source) => {
+                return Err(AppendError::Unknown {
+                    stream: stream.to_owned(),
+                    source,
+                });
             }
             Ran::NotAtExpected => {
                 let actual = inner.stream_version(stream).await?;
@@ -166,6 +443,27 @@ pub(crate) async fn append(
     Err(conflict(stream, expected, actual))
 }
 
+impl Inner {
+    /// Hands an append to the committers and waits for its outcome.
+    async fn submit(&self, request: Arc<Request>) -> Result<Ran, Failure> {
+        let (reply, outcome) = oneshot::channel();
+        let job = Job { request, reply };
+        if let Err(mpsc::error::SendError(job)) = self.committers.send(job) {
+            // The committers are gone with the runtime that started them: run it here.
+            run(&self.pool, vec![job]).await;
+        }
+        outcome
+            .await
+            .unwrap_or_else(|_| Ok(Ran::Abandoned(Box::new(CommitterStopped))))
+    }
+}
+
+/// A committer stopped (its runtime shut down) with an append it had not reported: it may or
+/// may not have been sent.
+#[derive(Debug, thiserror::Error)]
+#[error("the store's committer stopped before reporting the append")]
+struct CommitterStopped;
+
 /// The connection broke after the append was sent: end its session so its transaction is
 /// final, then look for the append by message id.
 async fn settle(
@@ -173,11 +471,10 @@ async fn settle(
     stream: &str,
     expected: ExpectedVersion,
     count: i64,
-    metadata: &EventMetadata,
+    message_id: &str,
     session: Session,
     source: BoxError,
 ) -> Result<i64, AppendError> {
-    let message_id = metadata.message_id.as_str();
     if message_id.is_empty() {
         return Err(AppendError::Unknown {
             stream: stream.to_owned(),

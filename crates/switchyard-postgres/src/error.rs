@@ -98,6 +98,11 @@ impl Failure {
     pub(crate) fn statement(error: tokio_postgres::Error) -> Self {
         if link_failed(&error) {
             Self::Lost(error.into())
+        } else if error.code().is_some_and(|code| {
+            code == &SqlState::T_R_DEADLOCK_DETECTED || code == &SqlState::T_R_SERIALIZATION_FAILURE
+        }) {
+            // Rolled back by the server, and likely to pass the next time.
+            Self::Retry(error.into())
         } else {
             Self::Refused(error.into())
         }

@@ -1,9 +1,9 @@
 //! PostgreSQL stores for Switchyard: events, snapshots and states, with a global order that a
 //! reader never sees out of order.
 //!
-//! [`PostgresStore`] keeps events, snapshots and states in one schema of a PostgreSQL (14 or
-//! later) database, through a pool of `tokio-postgres` connections. With the `events` feature
-//! (on by default) it implements the store traits of
+//! [`PostgresStore`] keeps events, snapshots and states in one schema of a PostgreSQL database
+//! (version 14 or later), through a pool of `tokio-postgres` connections. With the `events`
+//! feature (on by default) it implements the store traits of
 //! [`switchyard_aggregates::store`](https://docs.rs/switchyard-aggregates) and passes their
 //! conformance suite.
 //!
@@ -86,8 +86,16 @@
 //! So a reader can remember the last position it saw and ask for what follows, and never skips
 //! an event. The price: an event becomes visible to `read_all` only once every transaction that
 //! started before it ended, so a long-running writing transaction anywhere on the server (in
-//! any database) holds `read_all` back, though never appends or stream reads. Positions are
-//! large, with gaps, as the trait allows.
+//! any database) holds `read_all` back, though never appends or stream reads. To read its own
+//! writes, `read_all` waits (up to [`PostgresOptions::read_all_wait`], 1 s by default) for the
+//! transactions holding back events that were committed before it was called; concurrent
+//! appends end within milliseconds. Positions are large, with gaps, as the trait allows.
+//!
+//! A sequence-numbered position with the same `pg_snapshot_xmin` filter is not enough: a
+//! transaction that got its id first may take its number last, commit first, and be returned
+//! while a younger transaction's lower number is still to commit. Positions derived from the
+//! transaction id close that hole (the test `an_older_transaction_writing_last_cannot_make_a_
+//! reader_skip_a_younger_one` drives exactly that interleaving).
 //!
 //! # Schema
 //!

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
 use deadpool::Runtime;
-use deadpool::managed::{Object, Timeouts};
+use deadpool::managed::{Object, QueueMode, Timeouts};
 
 use crate::config::{PostgresOptions, valid_schema};
 use crate::error::{Failure, PostgresError};
@@ -43,6 +43,7 @@ pub(crate) struct Inner {
     pub(crate) pool: Pool,
     pub(crate) schema: String,
     pub(crate) read_all_wait: Duration,
+    pub(crate) committers: tokio::sync::mpsc::UnboundedSender<crate::append::Job>,
     backoff: ExponentialBuilder,
 }
 
@@ -94,6 +95,8 @@ impl PostgresStore {
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
             .runtime(Runtime::Tokio1)
+            // The most recently used connection first: its prepared statements and plans are warm.
+            .queue_mode(QueueMode::Lifo)
             .timeouts(Timeouts {
                 wait: Some(options.wait_timeout),
                 create: Some(options.connect_timeout),
@@ -110,8 +113,12 @@ impl PostgresStore {
         } else {
             backoff.with_max_times(options.retries)
         };
+        // A quarter of the connections commit batches of appends; the rest serve reads.
+        let committers =
+            crate::append::spawn_committers(&pool, (options.pool_size / 4).clamp(1, 8));
         let store = Self {
             inner: Arc::new(Inner {
+                committers,
                 pool,
                 schema: options.schema,
                 read_all_wait: options.read_all_wait,

@@ -1,36 +1,57 @@
--- Appends events to a stream if it is at the expected version, in one statement (so, outside
--- a transaction, in one round trip and one commit).
+-- Appends a batch of appends, each to its own stream and only if that stream is at the version
+-- it expects, in one statement (so, outside a transaction, one round trip and one commit for
+-- the whole batch). No stream appears twice in a batch.
 --
--- $1 stream, $2 expected kind (0 any, 1 no stream, 2 exactly), $3 expected version,
--- $4 event types, $5 schema versions, $6 data, $7 message id, $8 correlation id,
--- $9 causation id, $10 user metadata (JSON text).
+-- Per append: $1 stream, $2 expected kind (0 any, 1 no stream, 2 exactly), $3 expected
+-- version, $4 number of events, $5 message id, $6 correlation id, $7 causation id, $8 user
+-- metadata (JSON text). Per event: $9 its append (1-based index into the above), $10 its index
+-- in its append (from 1), $11 type, $12 schema version, $13 data.
 --
--- Returns the stream's version before the append, or no row when the stream was not at the
--- expected version (then nothing is written).
+-- Returns, for each append that was written, its index and its stream's version before it. An
+-- append without a row was not at its expected version and wrote nothing.
 --
--- Concurrency: `moved` updates the stream's row only if it is still at the expected version
--- once its row lock is held (a concurrent writer's update is waited for and re-checked), and
--- `created` inserts it only if no writer created it first. The row lock is per stream. The
--- unique (stream, version) key backs both.
-WITH moved AS (
-    UPDATE streams
-    SET last_version = last_version + cardinality($4::text[])
-    WHERE stream = $1
-      AND ($2::int = 0 OR ($2::int = 2 AND last_version = $3::bigint))
-    RETURNING last_version - cardinality($4::text[]) AS before
+-- Concurrency: `locked` takes the row locks of the batch's existing streams in stream order
+-- (so batches never deadlock each other) and waits for concurrent writers; `moved` then moves
+-- each stream that is still at its expected version. `created` inserts the new streams, in
+-- stream order, unless another writer created one first. The locks are per stream, never per
+-- table; the unique (stream, version) key backs them.
+WITH req AS (
+    SELECT *
+    FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::text[], $6::text[],
+                $7::text[], $8::text[])
+        WITH ORDINALITY AS r (stream, kind, expected, count, message_id, correlation_id,
+                              causation_id, user_metadata, req)
+),
+locked AS (
+    SELECT s.stream
+    FROM streams s
+    WHERE s.stream IN (SELECT stream FROM req)
+    ORDER BY s.stream
+    FOR UPDATE
+),
+moved AS (
+    UPDATE streams s
+    SET last_version = s.last_version + r.count
+    FROM req r
+    WHERE s.stream = r.stream
+      AND s.stream IN (SELECT stream FROM locked)
+      AND (r.kind = 0 OR (r.kind = 2 AND s.last_version = r.expected))
+    RETURNING r.req, s.last_version - r.count AS before
 ),
 created AS (
     INSERT INTO streams (stream, last_version, hidden_through)
-    SELECT $1, cardinality($4::text[]) - 1, -1
-    WHERE $2::int IN (0, 1)
-      AND NOT EXISTS (SELECT 1 FROM streams WHERE stream = $1)
+    SELECT r.stream, r.count - 1, -1
+    FROM req r
+    WHERE r.kind IN (0, 1)
+      AND NOT EXISTS (SELECT 1 FROM streams s WHERE s.stream = r.stream)
+    ORDER BY r.stream
     ON CONFLICT (stream) DO NOTHING
-    RETURNING -1::bigint AS before
+    RETURNING stream
 ),
 base AS (
-    SELECT before FROM moved
+    SELECT req, before FROM moved
     UNION ALL
-    SELECT before FROM created
+    SELECT r.req, -1::bigint FROM created c JOIN req r ON r.stream = c.stream
 ),
 -- The first free position of this transaction's range: its id << 20, after any events an
 -- earlier statement of the same transaction wrote.
@@ -45,11 +66,13 @@ slot AS (
 inserted AS (
     INSERT INTO events (position, stream, version, event_type, schema_version, data,
                         message_id, correlation_id, causation_id, user_metadata)
-    SELECT slot.next + e.ord - 1, $1, base.before + e.ord, e.event_type, e.schema_version,
-           e.data, $7, $8, $9, $10::text::jsonb
-    FROM base, slot,
-         unnest($4::text[], $5::bigint[], $6::bytea[])
-             WITH ORDINALITY AS e (event_type, schema_version, data, ord)
+    SELECT slot.next + e.ord - 1, r.stream, b.before + e.idx, e.event_type, e.schema_version,
+           e.data, r.message_id, r.correlation_id, r.causation_id, r.user_metadata::jsonb
+    FROM unnest($9::bigint[], $10::bigint[], $11::text[], $12::bigint[], $13::bytea[])
+             WITH ORDINALITY AS e (req, idx, event_type, schema_version, data, ord)
+    JOIN base b ON b.req = e.req
+    JOIN req r ON r.req = e.req
+    CROSS JOIN slot
     RETURNING 1
 )
-SELECT before FROM base
+SELECT req, before FROM base

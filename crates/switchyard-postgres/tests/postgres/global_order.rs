@@ -13,34 +13,31 @@ use crate::support::{event, meta, raw_client, store, store_in, url};
 const APPEND: &str = include_str!("../../src/sql/append.sql");
 
 /// Appends one event to `stream` on `client`, inside whatever transaction it has open, exactly
-/// as the store does; returns the stream's version before.
+/// as the store does (a batch of one append); returns the stream's version before.
 async fn append_raw(client: &Client, stream: &str, tag: &str) -> i64 {
-    let types = vec![format!("type-{tag}")];
-    let schema_versions = vec![1_i64];
-    let data = vec![format!("data-{tag}").into_bytes()];
-    let (kind, version) = (0_i32, -1_i64);
-    let user = "{}".to_owned();
-    let message_id = format!("raw-{tag}");
-    let empty = String::new();
+    let text = |value: &str| vec![value.to_owned()];
     let row = client
         .query_one(
             APPEND,
             &[
-                &stream,
-                &kind,
-                &version,
-                &types,
-                &schema_versions,
-                &data,
-                &message_id,
-                &empty,
-                &empty,
-                &user,
+                &text(stream),
+                &vec![0_i32],
+                &vec![-1_i64],
+                &vec![1_i64],
+                &text(&format!("raw-{tag}")),
+                &text(""),
+                &text(""),
+                &text("{}"),
+                &vec![1_i64],
+                &vec![1_i64],
+                &text(&format!("type-{tag}")),
+                &vec![1_i64],
+                &vec![format!("data-{tag}").into_bytes()],
             ],
         )
         .await
         .unwrap();
-    row.get(0)
+    row.get(1)
 }
 
 fn streams(events: &[RecordedEvent]) -> Vec<&str> {

@@ -9,6 +9,7 @@ mod concurrency;
 mod global_order;
 mod migrations;
 mod model;
+mod outcome;
 mod restart;
 mod support;
 
