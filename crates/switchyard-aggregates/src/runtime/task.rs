@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 
 use futures::FutureExt;
 use switchyard_messaging::{DryRun, Message, Response};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -37,6 +37,28 @@ impl<A: Aggregate> Drop for Registration<A> {
         }
         self.runtime.running.fetch_sub(1, Ordering::AcqRel);
         self.runtime.drained.notify_waiters();
+    }
+}
+
+/// The request that ended a task, answered once the registry forgot it.
+enum Ending {
+    Unloaded(oneshot::Sender<()>),
+    Deleted(
+        oneshot::Sender<Result<(), RepoError>>,
+        Result<(), RepoError>,
+    ),
+}
+
+impl Ending {
+    fn answer(self) {
+        match self {
+            Self::Unloaded(ack) => {
+                let _ = ack.send(());
+            }
+            Self::Deleted(reply, result) => {
+                let _ = reply.send(result);
+            }
+        }
     }
 }
 
@@ -87,6 +109,9 @@ pub(super) async fn run<A: Aggregate>(
             return;
         }
     }
+    // Answered only once the registry forgot the task, so whoever asked to unload or delete
+    // the aggregate finds it no longer live when it hears back.
+    let mut last = None;
     loop {
         let Some(request) = live.next(&mut mailbox).await else {
             break;
@@ -109,7 +134,7 @@ pub(super) async fn run<A: Aggregate>(
                 }
             }
             Request::Unload(ack) => {
-                let _ = ack.send(());
+                last = Some(Ending::Unloaded(ack));
                 break;
             }
             Request::Delete {
@@ -117,7 +142,8 @@ pub(super) async fn run<A: Aggregate>(
                 expected,
                 reply,
             } => {
-                let _ = reply.send(runtime.repo.delete(&id, mode, expected).await);
+                let deleted = runtime.repo.delete(&id, mode, expected).await;
+                last = Some(Ending::Deleted(reply, deleted));
                 break;
             }
         }
@@ -132,6 +158,9 @@ pub(super) async fn run<A: Aggregate>(
     // a fresh task.
     drop(registration);
     mailbox.close();
+    if let Some(last) = last {
+        last.answer();
+    }
     drain(&runtime, &id, mailbox).instrument(span).await;
 }
 

@@ -383,3 +383,22 @@ async fn a_later_never_cancels_an_earlier_unload_after() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!live("n-1"), "unloaded 10 s after the last After");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unloaded_or_deleted_aggregate_is_not_live_once_the_call_returns() {
+    let bank = bank();
+    let runtime = bank.accounts.runtime();
+    for n in 0..200 {
+        let id = format!("gone-{n}");
+        bank.node.dispatch(opening(&id)).await;
+        if n % 2 == 0 {
+            assert!(runtime.unload(&id).await);
+        } else {
+            runtime
+                .delete(&id, DeleteMode::Soft, ExpectedVersion::Any)
+                .await
+                .unwrap();
+        }
+        assert!(!runtime.is_live(&id), "{id} is still live");
+    }
+}
