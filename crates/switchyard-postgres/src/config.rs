@@ -61,8 +61,9 @@ impl PostgresOptions {
         self
     }
 
-    /// The most connections the store opens (16 by default, at least 1). Each append holds one
-    /// for a single round trip; more connections let more appends share one commit to disk.
+    /// The most connections the store opens (16 by default, at least 1). A quarter of them (1 to
+    /// 8) write batches of concurrent appends, each batch in one statement and one commit; the
+    /// others serve reads.
     pub fn pool_size(mut self, pool_size: usize) -> Self {
         self.pool_size = pool_size.max(1);
         self

@@ -40,14 +40,20 @@
 //!
 //! # How it writes
 //!
-//! - **One statement per append.** The events travel as arrays in one statement
-//!   (`INSERT … SELECT … FROM unnest(…)`), which also moves the stream's row to its new
-//!   version: one round trip and one commit, whatever the number of events.
+//! - **Appends share commits.** A few committer tasks (a quarter of the pool, 1 to 8) take
+//!   the appends waiting at that moment, one per stream and up to 128, and write them in one
+//!   statement (`INSERT … SELECT … FROM unnest(…)` over arrays of events): one round trip and
+//!   one commit to disk for all, whatever their number of events. A lone append goes at once;
+//!   under load, many share a commit. Each append still succeeds or conflicts on its own. The
+//!   committers run on the Tokio runtime the store was connected on; should it stop, appends
+//!   run on their caller's task instead.
 //! - **Optimistic concurrency, per stream.** The stream's row is updated only if it is at the
 //!   expected version when its row lock is held, so of two writers expecting the same version
 //!   one wins and the other gets [`AppendError::Conflict`] with the version it lost to. Writers
-//!   of different streams never wait for each other: there is no table lock. A unique key on
-//!   `(stream, version)` backs it; its violation (SQLSTATE 23505) is reported as a conflict too.
+//!   of different streams never wait for each other: there is no table lock, and a batch takes
+//!   its streams' row locks in stream order, so batches never deadlock. A unique key on
+//!   `(stream, version)` backs it; a violation (SQLSTATE 23505) rolls the statement back and
+//!   each append of it runs again, to succeed or conflict on its own.
 //! - **Soft and hard delete** behave exactly as the memory store's: a soft delete hides the
 //!   events through the last version, keeps the stream's versions (`NoStream` then conflicts,
 //!   `Any` or the last version continue it), a hard delete removes the events, the stream and
