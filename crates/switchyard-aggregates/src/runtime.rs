@@ -49,7 +49,6 @@ pub(crate) struct Job<A: Aggregate> {
     pub(crate) kind: Kind,
     pub(crate) commit_timeout: Duration,
     pub(crate) metadata: Arc<BTreeMap<String, String>>,
-    pub(crate) reply: oneshot::Sender<Outcome<A>>,
 }
 
 pub(crate) enum Outcome<A: Aggregate> {
@@ -58,13 +57,23 @@ pub(crate) enum Outcome<A: Aggregate> {
     Retry(Job<A>),
 }
 
+/// The answer to a delete request.
+pub(crate) enum Deleted {
+    Done(Result<(), RepoError>),
+    /// The task ended before running the delete: submit it again (to a fresh task).
+    Retry,
+}
+
 pub(crate) enum Request<A: Aggregate> {
-    Command(Job<A>),
+    Command {
+        job: Job<A>,
+        reply: oneshot::Sender<Outcome<A>>,
+    },
     Unload(oneshot::Sender<()>),
     Delete {
         mode: DeleteMode,
         expected: ExpectedVersion,
-        reply: oneshot::Sender<Result<(), RepoError>>,
+        reply: oneshot::Sender<Deleted>,
     },
 }
 
@@ -249,27 +258,26 @@ impl<A: Aggregate> AggregateRuntime<A> {
     ) -> Message {
         // Kept to answer with if the task dies mid-command (a panicking `apply`).
         let skeleton = message.clone();
-        let (reply, mut answer) = oneshot::channel();
         let mut job = Job {
             message,
             command,
             kind,
             commit_timeout,
             metadata,
-            reply,
         };
         loop {
             let Some(sender) = self.sender_for(&id) else {
                 let response = Response::error(format!("the {} runtime is shut down", A::NAME));
                 return skeleton.return_with(response);
             };
-            let sent = sender.try_send(Request::Command(job));
+            let (reply, answer) = oneshot::channel();
+            let sent = sender.try_send(Request::Command { job, reply });
             // Holding a sender while waiting would keep the task's mailbox open after shutdown
             // dropped the registry's.
             drop(sender);
             if let Err(error) = sent {
                 let full = matches!(error, mpsc::error::TrySendError::Full(_));
-                let Request::Command(returned) = error.into_inner() else {
+                let Request::Command { job: returned, .. } = error.into_inner() else {
                     // try_send hands back what it was given, and that was a command.
                     return skeleton.return_with(Response::error("command lost in the mailbox"));
                 };
@@ -287,12 +295,7 @@ impl<A: Aggregate> AggregateRuntime<A> {
             }
             match answer.await {
                 Ok(Outcome::Done(reply)) => return reply,
-                Ok(Outcome::Retry(returned)) => {
-                    let (reply, next) = oneshot::channel();
-                    job = returned;
-                    job.reply = reply;
-                    answer = next;
-                }
+                Ok(Outcome::Retry(returned)) => job = returned,
                 Err(_) => {
                     return skeleton.return_with(Response::error(format!(
                         "aggregate {}-{id} failed while running the command; it will be reloaded \
@@ -357,7 +360,15 @@ impl<A: Aggregate> AggregateRuntime<A> {
     }
 
     /// Deletes aggregate `id`'s stream and unloads it, after the commands queued before this
-    /// call.
+    /// call; commands sent after it run on a fresh load (and find no aggregate, unless one was
+    /// created since).
+    ///
+    /// The delete goes through the aggregate's task, started for it when the aggregate is not
+    /// loaded (it then deletes without loading), so it never runs beside a command: no task of
+    /// this runtime keeps the state from before the delete, which could otherwise continue a
+    /// soft-deleted stream at its last version. (An aggregate loaded by another runtime on the
+    /// same store can still do so; see [`DeleteMode::Soft`].) Once the runtime is shut down, the
+    /// stream is deleted directly.
     ///
     /// # Errors
     ///
@@ -368,22 +379,29 @@ impl<A: Aggregate> AggregateRuntime<A> {
         mode: DeleteMode,
         expected: ExpectedVersion,
     ) -> Result<(), RepoError> {
-        if let Some(sender) = self.live.get(id).map(|l| l.sender.clone()) {
+        loop {
+            let Some(sender) = self.sender_for(id) else {
+                return self.inner.repo.delete(id, mode, expected).await;
+            };
             let (reply, done) = oneshot::channel();
-            if sender
-                .send(Request::Delete {
-                    mode,
-                    expected,
-                    reply,
-                })
-                .await
-                .is_ok()
-                && let Ok(result) = done.await
-            {
-                return result;
+            let request = Request::Delete {
+                mode,
+                expected,
+                reply,
+            };
+            let sent = sender.send(request).await;
+            drop(sender);
+            if sent.is_err() {
+                // The task ended between the look-up and the send; start a fresh one.
+                continue;
+            }
+            match done.await {
+                Ok(Deleted::Done(result)) => return result,
+                Ok(Deleted::Retry) => {}
+                // The task died without answering (a panicking store): delete directly.
+                Err(_) => return self.inner.repo.delete(id, mode, expected).await,
             }
         }
-        self.inner.repo.delete(id, mode, expected).await
     }
 
     /// Stops taking commands, lets every loaded aggregate finish the commands already queued,

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{Inner, Job, Kind, Outcome, Registry, Request, Unload};
+use super::{Deleted, Inner, Job, Kind, Outcome, Registry, Request, Unload};
 use crate::repo::{RepoError, error_chain, replayed_response};
 use crate::{Aggregate, AggregateState};
 
@@ -43,10 +43,7 @@ impl<A: Aggregate> Drop for Registration<A> {
 /// The request that ended a task, answered once the registry forgot it.
 enum Ending {
     Unloaded(oneshot::Sender<()>),
-    Deleted(
-        oneshot::Sender<Result<(), RepoError>>,
-        Result<(), RepoError>,
-    ),
+    Deleted(oneshot::Sender<Deleted>, Result<(), RepoError>),
 }
 
 impl Ending {
@@ -56,7 +53,7 @@ impl Ending {
                 let _ = ack.send(());
             }
             Self::Deleted(reply, result) => {
-                let _ = reply.send(result);
+                let _ = reply.send(Deleted::Done(result));
             }
         }
     }
@@ -88,6 +85,25 @@ pub(super) async fn run<A: Aggregate>(
         id: id.clone(),
         generation,
     };
+    // A task starts for a request, which is already queued or about to be. A delete or an
+    // unload needs no state, so the aggregate is loaded only for a command.
+    let (job, reply) = match mailbox.recv().await {
+        Some(Request::Command { job, reply }) => (job, reply),
+        Some(Request::Unload(ack)) => {
+            let last = Some(Ending::Unloaded(ack));
+            return finish(registration, mailbox, last).await;
+        }
+        Some(Request::Delete {
+            mode,
+            expected,
+            reply,
+        }) => {
+            let deleted = runtime.repo.delete(&id, mode, expected).await;
+            let last = Some(Ending::Deleted(reply, deleted));
+            return finish(registration, mailbox, last).await;
+        }
+        None => return finish(registration, mailbox, None).await,
+    };
     let mut live = LiveAggregate {
         runtime: &runtime,
         id: &id,
@@ -95,30 +111,37 @@ pub(super) async fn run<A: Aggregate>(
         unload_after_event: None,
         unload_by_state: None,
     };
-    let loaded = runtime.repo.load(&id).await;
-    match loaded {
+    match runtime.repo.load(&id).await {
         Ok(state) => live.state = state,
         Err(error) => {
             let response = error.to_response();
             tracing::warn!(aggregate = A::NAME, id, error = %response, "aggregate failed to load");
+            let _ = reply.send(Outcome::Done(answer(job.message, response.clone(), None)));
             drop(registration);
             mailbox.close();
             while let Some(request) = mailbox.recv().await {
-                answer_unloaded(request, Some(&response));
+                answer_unloaded(request, &response);
             }
             return;
         }
     }
+    let mut first = Some((job, reply));
     // Answered only once the registry forgot the task, so whoever asked to unload or delete
     // the aggregate finds it no longer live when it hears back.
     let mut last = None;
     loop {
-        let Some(request) = live.next(&mut mailbox).await else {
-            break;
+        let request = match first.take() {
+            Some((job, reply)) => Request::Command { job, reply },
+            None => match live.next(&mut mailbox).await {
+                Some(request) => request,
+                None => break,
+            },
         };
         match request {
-            Request::Command(job) => {
-                let flow = AssertUnwindSafe(live.handle(job)).catch_unwind().await;
+            Request::Command { job, reply } => {
+                let flow = AssertUnwindSafe(live.handle(job, reply))
+                    .catch_unwind()
+                    .await;
                 match flow {
                     Ok(Flow::Continue) => {}
                     Ok(Flow::End) => break,
@@ -153,65 +176,61 @@ pub(super) async fn run<A: Aggregate>(
             break;
         }
     }
-    let span = tracing::debug_span!("switchyard.aggregate.unload", aggregate = A::NAME, id);
-    // Forget the task first, then close: a command sent in between is handed back and goes to
-    // a fresh task.
-    drop(registration);
-    mailbox.close();
-    if let Some(last) = last {
-        last.answer();
-    }
-    drain(&runtime, &id, mailbox).instrument(span).await;
+    finish(registration, mailbox, last).await;
 }
 
-/// Hands every request still queued at a task that ends back to its sender.
-async fn drain<A: Aggregate>(
-    runtime: &Inner<A>,
-    id: &str,
+/// Ends a task: forgets it in the registry, closes its mailbox, answers the request that ended
+/// it, and hands every request still queued back to its sender.
+async fn finish<A: Aggregate>(
+    registration: Registration<A>,
     mut mailbox: mpsc::Receiver<Request<A>>,
+    last: Option<Ending>,
 ) {
-    while let Some(request) = mailbox.recv().await {
-        match request {
-            Request::Command(job) => {
-                let reply = job.reply;
-                let job = Job {
-                    reply: tokio::sync::oneshot::channel().0,
-                    ..job
-                };
-                let _ = reply.send(Outcome::Retry(job));
-            }
-            Request::Unload(ack) => {
-                let _ = ack.send(());
-            }
-            Request::Delete {
-                mode,
-                expected,
-                reply,
-            } => {
-                let _ = reply.send(runtime.repo.delete(id, mode, expected).await);
+    let span = tracing::debug_span!(
+        "switchyard.aggregate.unload",
+        aggregate = A::NAME,
+        id = registration.id
+    );
+    async move {
+        // Forget the task first, then close: a command sent in between is handed back and goes
+        // to a fresh task.
+        drop(registration);
+        mailbox.close();
+        if let Some(last) = last {
+            last.answer();
+        }
+        while let Some(request) = mailbox.recv().await {
+            match request {
+                Request::Command { job, reply } => {
+                    let _ = reply.send(Outcome::Retry(job));
+                }
+                Request::Unload(ack) => {
+                    let _ = ack.send(());
+                }
+                Request::Delete { reply, .. } => {
+                    let _ = reply.send(Deleted::Retry);
+                }
             }
         }
     }
+    .instrument(span)
+    .await;
 }
 
 /// Answers a request that arrived at a task that could not load its aggregate.
-fn answer_unloaded<A: Aggregate>(request: Request<A>, failure: Option<&Response>) {
-    let failure = failure
-        .cloned()
-        .unwrap_or_else(|| Response::error("the aggregate could not be loaded"));
+fn answer_unloaded<A: Aggregate>(request: Request<A>, failure: &Response) {
     match request {
-        Request::Command(job) => {
-            let message = answer(job.message, failure, None);
-            let _ = job.reply.send(Outcome::Done(message));
+        Request::Command { job, reply } => {
+            let message = answer(job.message, failure.clone(), None);
+            let _ = reply.send(Outcome::Done(message));
         }
         Request::Unload(ack) => {
             let _ = ack.send(());
         }
+        // A delete needs no state: sent again, it goes to a fresh task that deletes without
+        // loading, and its caller gets the delete's own outcome.
         Request::Delete { reply, .. } => {
-            let _ = reply.send(Err(RepoError::Conflict {
-                expected: -1,
-                actual: None,
-            }));
+            let _ = reply.send(Deleted::Retry);
         }
     }
 }
@@ -251,7 +270,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
         }
     }
 
-    async fn handle(&mut self, job: Job<A>) -> Flow {
+    async fn handle(&mut self, job: Job<A>, reply: oneshot::Sender<Outcome<A>>) -> Flow {
         let span = tracing::debug_span!(
             "switchyard.aggregate.command",
             aggregate = A::NAME,
@@ -260,17 +279,16 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
             message.correlation_id = job.message.correlation_id(),
             service = job.message.service(),
         );
-        self.handle_in_span(job).instrument(span).await
+        self.handle_in_span(job, reply).instrument(span).await
     }
 
-    async fn handle_in_span(&mut self, job: Job<A>) -> Flow {
+    async fn handle_in_span(&mut self, job: Job<A>, reply: oneshot::Sender<Outcome<A>>) -> Flow {
         let Job {
             message,
             command,
             kind,
             commit_timeout,
             metadata,
-            reply,
         } = job;
         tracing::debug!(name: "handle_msg", aggregate = A::NAME, message = message.service());
         let mut conflicts = 0;
@@ -515,7 +533,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
 
     fn fail(
         &mut self,
-        reply: tokio::sync::oneshot::Sender<Outcome<A>>,
+        reply: oneshot::Sender<Outcome<A>>,
         message: Message,
         error: &RepoError,
     ) -> Flow {

@@ -88,3 +88,92 @@ async fn an_undecodable_stream_answers_an_error() {
         other => panic!("expected an error, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_delete_queued_behind_a_failing_load_still_deletes() {
+    use switchyard_aggregates::store::{DeleteMode, EventAppender as _, EventReader as _};
+    let (faulty, bank) = faulty_bank();
+    // Events that do not decode: every load of this aggregate fails.
+    faulty
+        .inner
+        .append(
+            "account-bad",
+            ExpectedVersion::NoStream,
+            vec![NewEvent {
+                event_type: "junk".into(),
+                schema_version: 1,
+                data: vec![9, 9, 9].into(),
+            }],
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    faulty.loads.hold();
+    let node = bank.node.clone();
+    let deposit = tokio::spawn(async move { node.dispatch(command("deposit", "bad", 1)).await });
+    faulty.loads.until_waiting(1).await;
+    // The aggregate's task is loading; the delete queues behind the deposit.
+    let runtime = bank.accounts.runtime();
+    let mut delete = std::pin::pin!(runtime.delete("bad", DeleteMode::Hard, ExpectedVersion::Any));
+    assert!(poll_once(&mut delete).await.is_pending());
+    faulty.loads.release();
+
+    let reply = deposit.await.unwrap();
+    match reply.response() {
+        Some(Response::Error(reason)) => {
+            assert!(reason.to_string().contains("does not decode"), "{reason}")
+        }
+        other => panic!("expected the load's error, got {other:?}"),
+    }
+    delete
+        .await
+        .expect("the delete needs no state, so the failed load does not stop it");
+    assert!(!faulty.inner.has_stream("account-bad").await.unwrap());
+}
+
+#[tokio::test]
+async fn a_delete_leaves_no_task_with_the_former_state_to_continue_the_stream() {
+    use switchyard_aggregates::store::{DeleteMode, EventReader as _};
+    let (faulty, bank) = faulty_bank();
+    let runtime = bank.accounts.runtime();
+    bank.node.dispatch(opening("z")).await;
+    assert!(runtime.unload("z").await);
+
+    faulty.deletes.hold();
+    let mut delete = std::pin::pin!(runtime.delete("z", DeleteMode::Soft, ExpectedVersion::Any));
+    assert!(poll_once(&mut delete).await.is_pending());
+    // A command arrives while the delete is under way, and every task gets to run.
+    let mut deposit = std::pin::pin!(bank.node.dispatch(command("deposit", "z", 1)));
+    assert!(poll_once(&mut deposit).await.is_pending());
+    faulty.deletes.until_waiting(1).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    faulty.deletes.release();
+    delete.await.unwrap();
+    // Concurrent with the delete, the command may run before it or after it.
+    let during = deposit.await;
+    assert!(
+        matches!(
+            during.response(),
+            Some(Response::NotFound { .. } | Response::OkAt { version: 1, .. })
+        ),
+        "{:?}",
+        during.response()
+    );
+
+    // No task kept the state from before the delete: a deposit must not continue the
+    // soft-deleted stream at its last version.
+    let after = bank.node.dispatch(command("deposit", "z", 1)).await;
+    assert_eq!(
+        after.response(),
+        Some(&Response::NotFound { id: "z".into() })
+    );
+    assert!(!faulty.inner.has_stream("account-z").await.unwrap());
+}
+
+/// Polls `future` once, with this task's waker.
+async fn poll_once<F: Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *future).poll(cx)))
+        .await
+}

@@ -1,5 +1,6 @@
-//! A store whose appends can be made slow or failing.
+//! A store whose appends can be made slow or failing, and whose loads and deletes can be held.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,17 +12,62 @@ use switchyard_aggregates::store::{
     ExpectedVersion, GlobalReader, MemoryStore, NewEvent, RecordedEvent, StoreError,
 };
 
-/// Delegates to a memory store; appends wait `delay` and fail while `fail` is set.
+/// Holds the operations that pass it while it is held.
+#[derive(Clone, Default)]
+pub(crate) struct Gate {
+    held: Arc<Mutex<Option<Arc<tokio::sync::Semaphore>>>>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl Gate {
+    /// Operations from now on wait for `release`.
+    pub(crate) fn hold(&self) {
+        *self.held.lock().unwrap() = Some(Arc::new(tokio::sync::Semaphore::new(0)));
+    }
+
+    /// Lets every waiting and later operation through.
+    pub(crate) fn release(&self) {
+        if let Some(held) = self.held.lock().unwrap().take() {
+            held.close();
+        }
+    }
+
+    /// Returns once `count` operations wait at the gate.
+    pub(crate) async fn until_waiting(&self, count: usize) {
+        while self.waiting.load(Ordering::SeqCst) < count {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn pass(&self) {
+        let held = self.held.lock().unwrap().clone();
+        if let Some(held) = held {
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            // A closed semaphore refuses every acquire: that is the release.
+            let _ = held.acquire().await;
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Delegates to a memory store; appends wait `delay` and fail while `fail` is set; loads
+/// (`has_stream`, where every load starts) wait at `loads`, deletes at `deletes`.
 #[derive(Clone, Default)]
 pub(crate) struct Faulty {
     pub(crate) inner: MemoryStore,
     pub(crate) delay: Arc<Mutex<Option<Duration>>>,
     pub(crate) fail: Arc<Mutex<bool>>,
+    pub(crate) loads: Gate,
+    pub(crate) deletes: Gate,
 }
 
 impl EventReader for Faulty {
     fn has_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.inner.has_stream(stream)
+        async move {
+            self.loads.pass().await;
+            self.inner.has_stream(stream).await
+        }
+        .boxed()
     }
     fn read_stream<'a>(
         &'a self,
@@ -70,7 +116,11 @@ impl EventDeleter for Faulty {
         mode: DeleteMode,
         expected: ExpectedVersion,
     ) -> BoxFuture<'a, Result<(), AppendError>> {
-        self.inner.delete_stream(stream, mode, expected)
+        async move {
+            self.deletes.pass().await;
+            self.inner.delete_stream(stream, mode, expected).await
+        }
+        .boxed()
     }
 }
 

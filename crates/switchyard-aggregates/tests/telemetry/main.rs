@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 #[path = "../runtime/faulty.rs"]
+#[allow(dead_code)]
 mod faulty;
 #[path = "../runtime/fixture.rs"]
 #[allow(dead_code)]
