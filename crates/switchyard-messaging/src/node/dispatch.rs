@@ -55,6 +55,15 @@ struct Running {
     started: Option<Instant>,
 }
 
+/// Aborts a handler's task when whoever awaited it goes away; a no-op once it has finished.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What running a handler here produced.
 enum Executed {
     Reply(Message),
@@ -409,6 +418,8 @@ impl Node {
             span,
             started,
         } = running;
+        // A caller that stops waiting (its future dropped, a remote cancel) stops the work too.
+        let _stop_when_abandoned = AbortOnDrop(handle.abort_handle());
         let outcome = match finished_within_a_turn(&mut handle).await {
             Some(outcome) => Ok(outcome),
             None => tokio::time::timeout_at(deadline, &mut handle).await,

@@ -335,3 +335,33 @@ async fn an_unencodable_request_halts_before_dispatch() {
         .await;
     assert!(matches!(reply.response(), Some(Response::Error(_))));
 }
+
+/// A caller that drops its dispatch (its own timeout, a cancelled remote call) stops the
+/// handler: work nobody waits for does not run on unseen.
+#[tokio::test(start_paused = true)]
+async fn dropping_a_dispatch_stops_its_handler() {
+    let finished = Arc::new(AtomicBool::new(false));
+    let flag = finished.clone();
+    let node = node_with(open("long").service("long", move |msg: Message| {
+        let flag = flag.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            flag.store(true, Ordering::SeqCst);
+            msg.ok()
+        }
+    }));
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(100),
+        node.dispatch_with(
+            Message::new("long"),
+            DispatchOptions::with_timeout(Duration::from_secs(10)),
+        ),
+    )
+    .await;
+    assert!(gave_up.is_err());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        !finished.load(Ordering::SeqCst),
+        "the abandoned handler ran to its end"
+    );
+}
