@@ -1,0 +1,406 @@
+//! A node's membership in a cluster: the shared state, starting and stopping.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use switchyard_messaging::{Message, Node, NodeChoice, NodeId};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, broadcast, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{self, Connection, DialError};
+use crate::frame::Verdict;
+use crate::membership::{Gossip, Members};
+use crate::{ClusterConfig, ClusterError};
+
+/// Something that happened to the cluster's membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterEvent {
+    /// A node joined (or was first seen).
+    NodeJoined(NodeId),
+    /// A node left: it shut down, or it was found dead.
+    NodeLeft(NodeId),
+}
+
+/// Counters of what this node did on the wire since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    /// Calls this node ran for other nodes.
+    pub calls_served: u64,
+    /// Calls this node passed on to their owner (`choose_node`).
+    pub calls_forwarded: u64,
+    /// Replies this node sent.
+    pub replies_sent: u64,
+    /// Replies this node received.
+    pub replies_received: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) calls_served: AtomicU64,
+    pub(crate) calls_forwarded: AtomicU64,
+    pub(crate) replies_sent: AtomicU64,
+    pub(crate) replies_received: AtomicU64,
+}
+
+/// A member of the cluster as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its id.
+    pub id: NodeId,
+    /// Where it takes calls.
+    pub rpc_addr: SocketAddr,
+    /// The public services it offers.
+    pub services: Vec<String>,
+    /// Whether this node holds an authenticated connection to it. Its services are used only
+    /// then.
+    pub connected: bool,
+}
+
+/// This node's part in a cluster. Cheap to clone.
+///
+/// Dropping every clone does not stop the node; [`Cluster::shutdown`] does, announcing its
+/// departure first.
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// What the connections, the membership and the remote link share.
+pub(crate) struct Inner {
+    pub(crate) node: Node,
+    pub(crate) me: NodeId,
+    pub(crate) config: ClusterConfig,
+    pub(crate) rpc_addr: SocketAddr,
+    pub(crate) gossip: Gossip,
+    pub(crate) members: ArcSwap<Members>,
+    connections: Mutex<HashMap<NodeId, Connection>>,
+    /// One dial at a time per peer.
+    dialing: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) calls: Mutex<HashMap<u64, oneshot::Sender<Message>>>,
+    pub(crate) authorizations: Mutex<HashMap<u64, oneshot::Sender<Verdict>>>,
+    next_request: AtomicU64,
+    /// Calls this node is running for others, by (reply-to node, request).
+    pub(crate) serving: Mutex<HashMap<(NodeId, u64), tokio::task::AbortHandle>>,
+    /// Calls this node forwarded, so a cancel can follow them.
+    pub(crate) forwarded: Mutex<HashMap<(NodeId, u64), (NodeId, tokio::time::Instant)>>,
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) drained: Notify,
+    pub(crate) events: broadcast::Sender<ClusterEvent>,
+    pub(crate) stopping: AtomicBool,
+    pub(crate) stopped: CancellationToken,
+    pub(crate) counters: Counters,
+}
+
+/// Locks a mutex that a panic elsewhere may have poisoned: every map here stays consistent
+/// between statements.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Cluster {
+    /// Makes `node` a member of the cluster `config` describes: listens for calls, gossips,
+    /// finds the other members and their public services, and attaches itself to `node`, so
+    /// `node.dispatch` reaches services on other members.
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError`] when the configuration is invalid, an address cannot be bound, or the
+    /// node already has a cluster.
+    pub async fn start(node: Node, config: ClusterConfig) -> Result<Self, ClusterError> {
+        config.validate()?;
+        let listener =
+            TcpListener::bind(config.rpc_addr)
+                .await
+                .map_err(|source| ClusterError::Bind {
+                    addr: config.rpc_addr,
+                    source,
+                })?;
+        let rpc_addr = listener.local_addr().map_err(|source| ClusterError::Bind {
+            addr: config.rpc_addr,
+            source,
+        })?;
+        let me = node.id().clone();
+        let gossip = Gossip::start(&me, rpc_addr, &config).await?;
+        let (events, _) = broadcast::channel(256);
+        let inner = Arc::new(Inner {
+            node: node.clone(),
+            me,
+            config,
+            rpc_addr,
+            gossip,
+            members: ArcSwap::from_pointee(Members::default()),
+            connections: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashMap::new()),
+            calls: Mutex::new(HashMap::new()),
+            authorizations: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            serving: Mutex::new(HashMap::new()),
+            forwarded: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            drained: Notify::new(),
+            events,
+            stopping: AtomicBool::new(false),
+            stopped: CancellationToken::new(),
+            counters: Counters::default(),
+        });
+        let accepting = inner.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = accepting.stopped.cancelled() => break,
+                    accepted = listener.accept() => accepted,
+                };
+                match accepted {
+                    Ok((stream, _)) => {
+                        tokio::spawn(connection::accept(accepting.clone(), stream));
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        crate::membership::follow(&inner);
+        let link = crate::remote::Link {
+            inner: Arc::downgrade(&inner),
+        };
+        node.attach_remote(Arc::new(link))
+            .map_err(|error| ClusterError::AlreadyAttached(error.to_string()))?;
+        tracing::info!(node = %inner.me, rpc = %rpc_addr, gossip = %inner.gossip.addr(), cluster = %inner.config.cluster_id, "joined the cluster");
+        Ok(Self { inner })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &NodeId {
+        &self.inner.me
+    }
+
+    /// The address where this node takes calls.
+    pub fn rpc_addr(&self) -> SocketAddr {
+        self.inner.rpc_addr
+    }
+
+    /// The address where this node gossips: give it to others as a seed.
+    pub fn gossip_addr(&self) -> SocketAddr {
+        self.inner.gossip.addr()
+    }
+
+    /// The other live members, as gossip reports them.
+    pub fn members(&self) -> Vec<Member> {
+        let members = self.inner.members.load();
+        let connections = lock(&self.inner.connections);
+        let mut list: Vec<Member> = members
+            .by_id
+            .iter()
+            .map(|(id, info)| Member {
+                id: id.clone(),
+                rpc_addr: info.rpc_addr,
+                services: info.services.clone(),
+                connected: connections.get(id).is_some_and(|c| !c.is_closed()),
+            })
+            .collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    }
+
+    /// What this node did on the wire so far.
+    pub fn stats(&self) -> ClusterStats {
+        let c = &self.inner.counters;
+        ClusterStats {
+            calls_served: c.calls_served.load(Ordering::Relaxed),
+            calls_forwarded: c.calls_forwarded.load(Ordering::Relaxed),
+            replies_sent: c.replies_sent.load(Ordering::Relaxed),
+            replies_received: c.replies_received.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How many calls from other nodes this node is running now.
+    pub fn running_calls(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Membership events from now on.
+    pub fn events(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// A `choose_node` rule for a router: each aggregate's commands go to one node among those
+    /// offering the service (this one included), picked by rendezvous hashing of the aggregate
+    /// id (see [`crate::placement::owner`]). A message without an aggregate id runs where it
+    /// arrived.
+    ///
+    /// ```no_run
+    /// # async fn run(node: switchyard_messaging::Node, cluster: switchyard_cluster::Cluster) {
+    /// use switchyard_messaging::Router;
+    /// # async fn deposit(m: switchyard_messaging::Message) -> switchyard_messaging::Message { m }
+    /// let router = Router::new("accounts")
+    ///     .service("deposit", deposit)
+    ///     .choose_node(cluster.placement());
+    /// # }
+    /// ```
+    pub fn placement(&self) -> impl Fn(&Message) -> NodeChoice + Send + Sync + 'static {
+        self.placement_by(|message: &Message| message.aggregate_meta().id.clone())
+    }
+
+    /// [`Cluster::placement`] keyed by `key` instead of the aggregate id.
+    pub fn placement_by<K>(&self, key: K) -> impl Fn(&Message) -> NodeChoice + Send + Sync + 'static
+    where
+        K: Fn(&Message) -> Option<String> + Send + Sync + 'static,
+    {
+        let inner = Arc::downgrade(&self.inner);
+        move |message: &Message| {
+            let (Some(inner), Some(key)) = (inner.upgrade(), key(message)) else {
+                return NodeChoice::Local;
+            };
+            let mut candidates = inner.usable_providers(message.service());
+            candidates.push(inner.me.clone());
+            match crate::placement::owner(&key, &candidates) {
+                Some(owner) if *owner != inner.me => NodeChoice::Node(owner.clone()),
+                _ => NodeChoice::Local,
+            }
+        }
+    }
+
+    /// Leaves the cluster gracefully: withdraws this node's services from gossip and waits
+    /// (a few gossip rounds) for the others to see it, waits for the calls it is running (up
+    /// to the drain timeout), then closes its connections and stops gossiping.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        if inner.stopping.swap(true, Ordering::SeqCst) {
+            inner.stopped.cancelled().await;
+            return;
+        }
+        inner.gossip.announce_leaving().await;
+        tokio::time::sleep(inner.config.gossip_interval * 3).await;
+        let drained = async {
+            while inner.in_flight.load(Ordering::SeqCst) > 0 {
+                let notified = inner.drained.notified();
+                if inner.in_flight.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(inner.config.drain_timeout, drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = inner.in_flight.load(Ordering::SeqCst),
+                "calls still running at the end of the drain timeout"
+            );
+        }
+        inner.stopped.cancel();
+        for connection in lock(&inner.connections).drain().map(|(_, c)| c) {
+            connection.close();
+        }
+        inner.gossip.stop().await;
+        tracing::info!(node = %inner.me, "left the cluster");
+    }
+}
+
+impl Inner {
+    pub(crate) fn next_request(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Members offering `service` publicly, with an authenticated connection.
+    pub(crate) fn usable_providers(&self, service: &str) -> Vec<NodeId> {
+        let members = self.members.load();
+        let connections = lock(&self.connections);
+        members
+            .providers(service)
+            .filter(|id| connections.get(*id).is_some_and(|c| !c.is_closed()))
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn connected_members(&self) -> Vec<NodeId> {
+        let members = self.members.load();
+        let connections = lock(&self.connections);
+        members
+            .by_id
+            .keys()
+            .filter(|id| connections.get(*id).is_some_and(|c| !c.is_closed()))
+            .cloned()
+            .collect()
+    }
+
+    /// Keeps `connection` as the one to its peer, unless a better one is there: of two, the one
+    /// dialed by the smaller node id stays.
+    pub(crate) fn register(&self, connection: Connection) {
+        if self.stopped.is_cancelled() {
+            connection.close();
+            return;
+        }
+        let mut connections = lock(&self.connections);
+        match connections.get(&connection.peer) {
+            Some(existing) if !existing.is_closed() && existing.dialer <= connection.dialer => {
+                drop(connections);
+                connection.close();
+            }
+            _ => {
+                tracing::debug!(peer = %connection.peer, dialer = %connection.dialer, "connected");
+                if let Some(old) = connections.insert(connection.peer.clone(), connection) {
+                    old.close();
+                }
+            }
+        }
+    }
+
+    /// Forgets a closed connection (not a newer one to the same peer).
+    pub(crate) fn forget(&self, connection: &Connection) {
+        let mut connections = lock(&self.connections);
+        if connections
+            .get(&connection.peer)
+            .is_some_and(|c| c.id == connection.id)
+        {
+            connections.remove(&connection.peer);
+            tracing::debug!(peer = %connection.peer, "disconnected");
+        }
+    }
+
+    pub(crate) fn live_connection(&self, peer: &NodeId) -> Option<Connection> {
+        lock(&self.connections)
+            .get(peer)
+            .filter(|c| !c.is_closed())
+            .cloned()
+    }
+
+    /// The connection to `peer`, dialing it if there is none.
+    pub(crate) async fn connection_to(
+        self: &Arc<Self>,
+        peer: &NodeId,
+    ) -> Result<Connection, String> {
+        if let Some(connection) = self.live_connection(peer) {
+            return Ok(connection);
+        }
+        if self.stopped.is_cancelled() {
+            return Err("this node has left the cluster".into());
+        }
+        let Some(addr) = self.members.load().by_id.get(peer).map(|m| m.rpc_addr) else {
+            return Err(format!("{peer} is not a known member"));
+        };
+        let gate = lock(&self.dialing)
+            .entry(peer.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone();
+        let _one_dial = gate.lock().await;
+        if let Some(connection) = self.live_connection(peer) {
+            return Ok(connection);
+        }
+        let connection = connection::dial(self, peer, addr)
+            .await
+            .map_err(|error: DialError| error.to_string())?;
+        self.register(connection);
+        self.live_connection(peer)
+            .ok_or_else(|| format!("the connection to {peer} closed at once"))
+    }
+}

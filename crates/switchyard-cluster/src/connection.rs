@@ -1,0 +1,265 @@
+//! Authenticated connections to peers: one per pair of nodes, multiplexed by request ids.
+//!
+//! Either node may dial; when both did at once, the connection dialed by the smaller node id
+//! is kept and the other closed, so both sides settle on the same one. Frames are encoded by
+//! the sender's task and written by one writer task per connection, which flushes once per
+//! burst: pipelined calls share system calls.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use switchyard_messaging::NodeId;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::Inner;
+use crate::frame::Frame;
+use crate::handshake::{HandshakeError, Identity, handshake};
+
+/// How many encoded frames may wait for a connection's writer.
+const OUTBOX: usize = 4_096;
+
+/// A live, authenticated connection to a peer. Cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct Connection {
+    pub(crate) id: u64,
+    pub(crate) peer: NodeId,
+    /// Who dialed: the connection dialed by the smaller node id wins a tie.
+    pub(crate) dialer: NodeId,
+    outbox: mpsc::Sender<Bytes>,
+    closed: CancellationToken,
+}
+
+/// The connection is closed.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection to {0} is closed")]
+pub(crate) struct Closed(pub(crate) NodeId);
+
+impl Connection {
+    /// Queues a frame; fails when the connection has closed.
+    pub(crate) async fn send(&self, frame: &Frame) -> Result<(), SendError> {
+        let bytes = frame
+            .encode()
+            .map_err(|e| SendError::Encode(e.to_string()))?;
+        self.outbox
+            .send(bytes)
+            .await
+            .map_err(|_| SendError::Closed(Closed(self.peer.clone())))
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.cancel();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_cancelled() || self.outbox.is_closed()
+    }
+
+    /// Resolves when the connection closes.
+    pub(crate) async fn closed(&self) {
+        self.closed.cancelled().await;
+    }
+}
+
+/// A frame could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    #[error(transparent)]
+    Closed(#[from] Closed),
+    #[error("the frame could not be encoded: {0}")]
+    Encode(String),
+}
+
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+fn framed(stream: TcpStream, max_frame_len: usize) -> Framed<TcpStream, LengthDelimitedCodec> {
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(max_frame_len)
+        .new_codec();
+    Framed::new(stream, codec)
+}
+
+/// Why a peer could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DialError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("timed out connecting to {0}")]
+    TimedOut(std::net::SocketAddr),
+    #[error("handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: std::net::SocketAddr,
+        source: HandshakeError,
+    },
+    #[error("{addr} answered as {found}, not {expected}")]
+    WrongPeer {
+        addr: std::net::SocketAddr,
+        expected: NodeId,
+        found: NodeId,
+    },
+}
+
+/// Dials `peer` at `addr`, authenticates both ways, and starts serving the connection.
+pub(crate) async fn dial(
+    inner: &Arc<Inner>,
+    peer: &NodeId,
+    addr: std::net::SocketAddr,
+) -> Result<Connection, DialError> {
+    let config = &inner.config;
+    let attempt = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| DialError::Connect { addr, source })?;
+        // Calls are small and latency-bound: no Nagle delay.
+        let _ = stream.set_nodelay(true);
+        let mut transport = framed(stream, config.max_frame_len);
+        let found = handshake(&mut transport, &inner.identity())
+            .await
+            .map_err(|source| DialError::Handshake { addr, source })?;
+        if found != *peer {
+            return Err(DialError::WrongPeer {
+                addr,
+                expected: peer.clone(),
+                found,
+            });
+        }
+        Ok(transport)
+    };
+    let transport = tokio::time::timeout(config.connect_timeout, attempt)
+        .await
+        .map_err(|_| DialError::TimedOut(addr))??;
+    Ok(start(inner, transport, peer.clone(), inner.me.clone()))
+}
+
+/// Authenticates a connection a peer dialed, and starts serving it.
+pub(crate) async fn accept(inner: Arc<Inner>, stream: TcpStream) {
+    let remote = stream.peer_addr().ok();
+    let _ = stream.set_nodelay(true);
+    let mut transport = framed(stream, inner.config.max_frame_len);
+    let outcome = tokio::time::timeout(
+        inner.config.connect_timeout,
+        handshake(&mut transport, &inner.identity()),
+    )
+    .await;
+    match outcome {
+        Ok(Ok(peer)) if peer == inner.me => {
+            tracing::warn!(?remote, "refused a connection from this node itself");
+        }
+        Ok(Ok(peer)) => {
+            let connection = start(&inner, transport, peer.clone(), peer);
+            inner.register(connection);
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(?remote, %error, "refused an incoming connection");
+        }
+        Err(_) => {
+            tracing::warn!(
+                ?remote,
+                "an incoming connection did not finish its handshake in time"
+            );
+        }
+    }
+}
+
+/// Spawns the reader and writer of an authenticated connection.
+fn start(
+    inner: &Arc<Inner>,
+    transport: Framed<TcpStream, LengthDelimitedCodec>,
+    peer: NodeId,
+    dialer: NodeId,
+) -> Connection {
+    let (outbox, mut queued) = mpsc::channel::<Bytes>(OUTBOX);
+    let closed = CancellationToken::new();
+    let connection = Connection {
+        id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
+        peer: peer.clone(),
+        dialer,
+        outbox,
+        closed: closed.clone(),
+    };
+    let (mut sink, mut frames) = transport.split();
+    let writer_closed = closed.clone();
+    tokio::spawn(async move {
+        loop {
+            let first = tokio::select! {
+                () = writer_closed.cancelled() => {
+                    // Closing: what was queued before still goes out (a reply sent just
+                    // before a graceful shutdown).
+                    while let Ok(bytes) = queued.try_recv() {
+                        if sink.feed(bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = sink.flush().await;
+                    break;
+                }
+                next = queued.recv() => match next {
+                    Some(bytes) => bytes,
+                    None => break,
+                },
+            };
+            if sink.feed(first).await.is_err() {
+                break;
+            }
+            // Everything already queued goes out with the same flush.
+            while let Ok(more) = queued.try_recv() {
+                if sink.feed(more).await.is_err() {
+                    writer_closed.cancel();
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                break;
+            }
+        }
+        writer_closed.cancel();
+        let _ = sink.close().await;
+    });
+    let reader = connection.clone();
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                () = closed.cancelled() => break,
+                next = frames.next() => next,
+            };
+            let bytes = match next {
+                None => break,
+                Some(Ok(bytes)) => bytes,
+                Some(Err(error)) => {
+                    // An oversized frame, or a broken socket: this connection ends, the node
+                    // goes on.
+                    tracing::warn!(peer = %reader.peer, %error, "closing a connection after a bad read");
+                    break;
+                }
+            };
+            match Frame::decode(&bytes) {
+                Ok(frame) => crate::serve::handle(&inner, &reader, frame).await,
+                Err(error) => {
+                    tracing::warn!(peer = %reader.peer, %error, len = bytes.len(), "closing a connection after a malformed frame");
+                    break;
+                }
+            }
+        }
+        closed.cancel();
+        inner.forget(&reader);
+    });
+    connection
+}
+
+impl Inner {
+    pub(crate) fn identity(&self) -> Identity<'_> {
+        Identity {
+            cluster_id: &self.config.cluster_id,
+            node: &self.me,
+            secret: &self.config.secret,
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Membership on chitchat: scuttlebutt gossip with phi-accrual failure detection.
+//!
+//! Each node publishes, in its gossip state, the address where it takes calls and its public
+//! services. A node leaving gracefully publishes `leaving` first, so the others drop it at once
+//! instead of waiting for the failure detector.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chitchat::transport::UdpTransport;
+use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState};
+use switchyard_messaging::NodeId;
+use tokio::sync::Mutex;
+
+use crate::cluster::{ClusterEvent, Inner};
+use crate::{ClusterConfig, ClusterError};
+
+const KEY_RPC: &str = "switchyard.rpc";
+const KEY_SERVICES: &str = "switchyard.services";
+const KEY_LEAVING: &str = "switchyard.leaving";
+
+/// What gossip says about one other member.
+#[derive(Clone, Debug)]
+pub(crate) struct MemberInfo {
+    pub(crate) rpc_addr: SocketAddr,
+    pub(crate) services: Vec<String>,
+}
+
+/// The other live members.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Members {
+    pub(crate) by_id: BTreeMap<NodeId, MemberInfo>,
+}
+
+impl Members {
+    /// The members offering `service`, as they announced it last: a service a member stopped
+    /// offering, or a member that left, is gone from the answer.
+    pub(crate) fn providers<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a NodeId> {
+        self.by_id
+            .iter()
+            .filter(move |(_, info)| info.services.iter().any(|s| s == service))
+            .map(|(id, _)| id)
+    }
+}
+
+/// This node's gossip engine.
+pub(crate) struct Gossip {
+    handle: Mutex<Option<ChitchatHandle>>,
+    chitchat: Arc<Mutex<chitchat::Chitchat>>,
+    addr: SocketAddr,
+}
+
+impl Gossip {
+    pub(crate) async fn start(
+        me: &NodeId,
+        rpc_addr: SocketAddr,
+        config: &ClusterConfig,
+    ) -> Result<Self, ClusterError> {
+        let addr = free_udp_addr(config.gossip_addr)?;
+        let failure_detector_config = FailureDetectorConfig {
+            phi_threshold: config.phi_threshold,
+            initial_interval: config.gossip_interval,
+            dead_node_grace_period: config.dead_node_grace_period,
+            ..FailureDetectorConfig::default()
+        };
+        let chitchat_config = ChitchatConfig {
+            chitchat_id: ChitchatId::new(me.name(), me.incarnation(), addr),
+            cluster_id: config.cluster_id.clone(),
+            gossip_interval: config.gossip_interval,
+            listen_addr: addr,
+            seed_nodes: config.seeds.clone(),
+            failure_detector_config,
+            marked_for_deletion_grace_period: Duration::from_secs(3_600),
+            catchup_callback: None,
+            // A member counts once it says where it takes calls, and no longer once it says it
+            // is leaving.
+            extra_liveness_predicate: Some(Box::new(|state: &NodeState| {
+                state.get(KEY_RPC).is_some() && state.get(KEY_LEAVING).is_none()
+            })),
+            protocol_version: chitchat::ProtocolVersion::V1,
+        };
+        let initial = vec![
+            (KEY_RPC.to_owned(), rpc_addr.to_string()),
+            (KEY_SERVICES.to_owned(), "[]".to_owned()),
+        ];
+        let handle = chitchat::spawn_chitchat(chitchat_config, initial, &UdpTransport)
+            .await
+            .map_err(|error| ClusterError::Gossip {
+                addr,
+                reason: error.to_string(),
+            })?;
+        Ok(Self {
+            chitchat: handle.chitchat(),
+            handle: Mutex::new(Some(handle)),
+            addr,
+        })
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Publishes this node's public services.
+    pub(crate) async fn announce(&self, services: &[String]) {
+        let value = serde_json::to_string(services).unwrap_or_else(|_| "[]".to_owned());
+        self.chitchat
+            .lock()
+            .await
+            .self_node_state()
+            .set(KEY_SERVICES, value);
+    }
+
+    pub(crate) async fn announce_leaving(&self) {
+        let mut chitchat = self.chitchat.lock().await;
+        let state = chitchat.self_node_state();
+        state.set(KEY_SERVICES, "[]");
+        state.set(KEY_LEAVING, "1");
+    }
+
+    pub(crate) async fn stop(&self) {
+        if let Some(handle) = self.handle.lock().await.take() {
+            let _ = handle.shutdown().await;
+        }
+    }
+}
+
+/// Chitchat must advertise the address it really listens on, so a port of 0 is replaced by a
+/// free one first.
+fn free_udp_addr(addr: SocketAddr) -> Result<SocketAddr, ClusterError> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let socket =
+        std::net::UdpSocket::bind(addr).map_err(|source| ClusterError::Bind { addr, source })?;
+    socket
+        .local_addr()
+        .map_err(|source| ClusterError::Bind { addr, source })
+}
+
+fn member_info(state: &NodeState) -> Option<MemberInfo> {
+    member_info_from(state.get(KEY_RPC), state.get(KEY_SERVICES))
+}
+
+fn member_info_from(rpc: Option<&str>, services: Option<&str>) -> Option<MemberInfo> {
+    let rpc_addr = rpc?.parse().ok()?;
+    let services = services
+        .and_then(|value| serde_json::from_str(value).ok())
+        .unwrap_or_default();
+    Some(MemberInfo { rpc_addr, services })
+}
+
+/// Follows the live members: updates the registry, reports joins and departures, connects to
+/// new members and drops departed ones.
+pub(crate) fn follow(inner: &Arc<Inner>) {
+    let weak = Arc::downgrade(inner);
+    let chitchat = inner.gossip.chitchat.clone();
+    let stopped = inner.stopped.clone();
+    tokio::spawn(async move {
+        let mut watcher = chitchat.lock().await.live_nodes_watcher();
+        loop {
+            let live = watcher.borrow_and_update().clone();
+            let Some(inner) = weak.upgrade() else { return };
+            update(&inner, &live);
+            drop(inner);
+            tokio::select! {
+                () = stopped.cancelled() => return,
+                changed = watcher.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+}
+
+fn update(inner: &Arc<Inner>, live: &BTreeMap<ChitchatId, NodeState>) {
+    let mut next = Members::default();
+    for (id, state) in live {
+        let node = NodeId::new(id.node_id.as_ref(), id.generation_id);
+        if node == inner.me {
+            continue;
+        }
+        if let Some(info) = member_info(state) {
+            next.by_id.insert(node, info);
+        }
+    }
+    let previous = inner.members.swap(Arc::new(next.clone()));
+    for id in next
+        .by_id
+        .keys()
+        .filter(|id| !previous.by_id.contains_key(*id))
+    {
+        tracing::info!(node = %inner.me, peer = %id, "node joined");
+        let _ = inner.events.send(ClusterEvent::NodeJoined(id.clone()));
+        // The smaller id keeps the connection up; the other dials only when it needs to.
+        if inner.me < *id {
+            crate::remote::keep_connected(inner, id.clone());
+        }
+    }
+    for id in previous
+        .by_id
+        .keys()
+        .filter(|id| !next.by_id.contains_key(*id))
+    {
+        tracing::info!(node = %inner.me, peer = %id, "node left");
+        // Its connection stays until the node closes it: a node leaving gracefully still
+        // sends the replies of the calls it is draining. No new call goes to it.
+        let _ = inner.events.send(ClusterEvent::NodeLeft(id.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn info(services: &[&str]) -> MemberInfo {
+        MemberInfo {
+            rpc_addr: "127.0.0.1:1".parse().unwrap(),
+            services: services.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn providers(members: &Members, service: &str) -> Vec<String> {
+        members
+            .providers(service)
+            .map(|n| n.name().to_owned())
+            .collect()
+    }
+
+    /// x3m's `service_registry/implementation_test.exs`, on the gossip-fed registry: a node's
+    /// services register all at once, registering again changes nothing, another node's
+    /// services stay; and, unlike x3m, a service a node stopped offering is gone.
+    #[test]
+    fn the_registry_follows_what_each_node_announces() {
+        let node1 = NodeId::new("node1", 1);
+        let node2 = NodeId::new("node2", 1);
+        let mut members = Members::default();
+        members.by_id.insert(node1.clone(), info(&["svc1", "svc2"]));
+        assert_eq!(providers(&members, "svc1"), ["node1"]);
+        assert_eq!(providers(&members, "svc2"), ["node1"]);
+        members.by_id.insert(node1.clone(), info(&["svc1", "svc2"]));
+        assert_eq!(providers(&members, "svc1"), ["node1"], "idempotent");
+        members.by_id.insert(node2.clone(), info(&["svc3"]));
+        members.by_id.insert(node1.clone(), info(&["svc1", "svc2"]));
+        assert_eq!(
+            providers(&members, "svc3"),
+            ["node2"],
+            "others' services stay"
+        );
+        members.by_id.insert(node1.clone(), info(&["svc1"]));
+        assert!(
+            providers(&members, "svc2").is_empty(),
+            "withdrawn services go"
+        );
+        members.by_id.remove(&node2);
+        assert!(
+            providers(&members, "svc3").is_empty(),
+            "a departed node's services go"
+        );
+    }
+
+    #[test]
+    fn a_member_is_described_by_its_rpc_address_and_services() {
+        assert!(
+            member_info_from(None, Some("[]")).is_none(),
+            "no address, no member"
+        );
+        let found = member_info_from(Some("127.0.0.1:9"), Some(r#"["a","b"]"#)).unwrap();
+        assert_eq!(found.services, ["a", "b"]);
+        let garbled = member_info_from(Some("127.0.0.1:9"), Some("not json")).unwrap();
+        assert!(
+            garbled.services.is_empty(),
+            "unreadable services offer nothing"
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! The cluster as the messaging crate sees it: the [`RemoteNodes`] a node dispatches through.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use switchyard_messaging::remote::{Hop, RemoteError, RemoteNodes};
+use switchyard_messaging::{Message, NodeId, ReplyTo, Response};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::cluster::{Inner, lock};
+use crate::frame::{Frame, Verdict};
+
+pub(crate) struct Link {
+    pub(crate) inner: Weak<Inner>,
+}
+
+fn stopped() -> RemoteError {
+    RemoteError::NotDelivered {
+        reason: "this node's cluster has stopped".into(),
+    }
+}
+
+/// Forgets a pending request when its caller stops waiting, however it stops.
+struct Pending<'a, T> {
+    map: &'a std::sync::Mutex<std::collections::HashMap<u64, oneshot::Sender<T>>>,
+    request: u64,
+}
+
+impl<T> Drop for Pending<'_, T> {
+    fn drop(&mut self) {
+        lock(self.map).remove(&self.request);
+    }
+}
+
+/// Tells the node running a call to stop when the caller stops waiting before the reply came:
+/// on a timeout here, or when the dispatcher gives up on the call at its own deadline.
+struct CancelUnlessAnswered {
+    inner: Arc<Inner>,
+    node: NodeId,
+    request: u64,
+    answered: bool,
+}
+
+impl Drop for CancelUnlessAnswered {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let Some(connection) = self.inner.live_connection(&self.node) else {
+            return;
+        };
+        let cancel = Frame::Cancel {
+            reply_to: self.inner.me.clone(),
+            request: self.request,
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = connection.send(&cancel).await;
+            });
+        }
+    }
+}
+
+fn remaining_micros(deadline: Instant) -> u64 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    u64::try_from(left.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl RemoteNodes for Link {
+    fn providers(&self, service: &str) -> Vec<NodeId> {
+        self.inner
+            .upgrade()
+            .map(|inner| inner.usable_providers(service))
+            .unwrap_or_default()
+    }
+
+    fn members(&self) -> Vec<NodeId> {
+        self.inner
+            .upgrade()
+            .map(|inner| inner.connected_members())
+            .unwrap_or_default()
+    }
+
+    fn invoke(
+        &self,
+        node: NodeId,
+        message: Message,
+        hop: Hop,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Result<Message, RemoteError>> {
+        let inner = self.inner.clone();
+        async move {
+            let inner = inner.upgrade().ok_or_else(stopped)?;
+            let connection = tokio::time::timeout_at(deadline, inner.connection_to(&node))
+                .await
+                .map_err(|_| RemoteError::TimedOut)?
+                .map_err(|reason| RemoteError::NotDelivered { reason })?;
+            let request = inner.next_request();
+            let (answer, reply) = oneshot::channel();
+            lock(&inner.calls).insert(request, answer);
+            let _pending = Pending {
+                map: &inner.calls,
+                request,
+            };
+            let mut message = message;
+            message.set_reply_to(Some(ReplyTo {
+                node: inner.me.clone(),
+                request_id: request,
+            }));
+            let frame = Frame::Call {
+                reply_to: inner.me.clone(),
+                request,
+                hop: hop.into(),
+                remaining_micros: remaining_micros(deadline),
+                message,
+            };
+            connection
+                .send(&frame)
+                .await
+                .map_err(|error| RemoteError::NotDelivered {
+                    reason: error.to_string(),
+                })?;
+            // From here on the call may be running there.
+            let mut cancel = CancelUnlessAnswered {
+                inner: inner.clone(),
+                node,
+                request,
+                answered: false,
+            };
+            match tokio::time::timeout_at(deadline, reply).await {
+                Ok(Ok(reply)) => {
+                    cancel.answered = true;
+                    Ok(reply)
+                }
+                Ok(Err(_)) => Err(RemoteError::Failed {
+                    reason: "this node's cluster stopped while waiting".into(),
+                }),
+                Err(_) => Err(RemoteError::TimedOut),
+            }
+        }
+        .boxed()
+    }
+
+    fn authorize(
+        &self,
+        node: NodeId,
+        message: Message,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Result<Result<(), Response>, RemoteError>> {
+        let inner = self.inner.clone();
+        async move {
+            let inner = inner.upgrade().ok_or_else(stopped)?;
+            let connection = tokio::time::timeout_at(deadline, inner.connection_to(&node))
+                .await
+                .map_err(|_| RemoteError::TimedOut)?
+                .map_err(|reason| RemoteError::NotDelivered { reason })?;
+            let request = inner.next_request();
+            let (answer, verdict) = oneshot::channel();
+            lock(&inner.authorizations).insert(request, answer);
+            let _pending = Pending {
+                map: &inner.authorizations,
+                request,
+            };
+            let service = message.service().to_owned();
+            connection
+                .send(&Frame::Authorize { request, message })
+                .await
+                .map_err(|error| RemoteError::NotDelivered {
+                    reason: error.to_string(),
+                })?;
+            match tokio::time::timeout_at(deadline, verdict).await {
+                Ok(Ok(Verdict::Allowed)) => Ok(Ok(())),
+                Ok(Ok(Verdict::Denied(response))) => Ok(Err(response)),
+                Ok(Ok(Verdict::Unavailable)) => Ok(Err(Response::ServiceUnavailable(service))),
+                Ok(Err(_)) => Err(RemoteError::Failed {
+                    reason: "this node's cluster stopped while waiting".into(),
+                }),
+                Err(_) => Err(RemoteError::TimedOut),
+            }
+        }
+        .boxed()
+    }
+
+    fn announce(&self, public_services: Vec<String>) {
+        if let Some(inner) = self.inner.upgrade() {
+            tokio::spawn(async move {
+                inner.gossip.announce(&public_services).await;
+            });
+        }
+    }
+}
+
+/// Keeps a connection to `peer` up while it is a member, redialing with exponential backoff.
+pub(crate) fn keep_connected(inner: &Arc<Inner>, peer: NodeId) {
+    let weak = Arc::downgrade(inner);
+    let backoff = || {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    tokio::spawn(async move {
+        let mut delays = backoff();
+        loop {
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.stopped.is_cancelled() || !inner.members.load().by_id.contains_key(&peer) {
+                return;
+            }
+            match inner.connection_to(&peer).await {
+                Ok(connection) => {
+                    delays = backoff();
+                    let stopped = inner.stopped.clone();
+                    drop(inner);
+                    tokio::select! {
+                        () = connection.closed() => {}
+                        () = stopped.cancelled() => return,
+                    }
+                }
+                Err(reason) => {
+                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    tracing::debug!(%peer, %reason, retry_in = ?delay, "cannot connect to a member");
+                    drop(inner);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    });
+}

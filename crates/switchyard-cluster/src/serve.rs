@@ -1,0 +1,210 @@
+//! What a node does with each frame its peers send.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use switchyard_messaging::remote::Hop;
+use switchyard_messaging::{Authorization, Message, NodeId, Response, Served};
+use tokio::time::Instant;
+
+use crate::cluster::{Inner, lock};
+use crate::connection::Connection;
+use crate::frame::{Frame, Verdict, WireHop};
+
+pub(crate) async fn handle(inner: &Arc<Inner>, from: &Connection, frame: Frame) {
+    match frame {
+        Frame::Call {
+            reply_to,
+            request,
+            hop,
+            remaining_micros,
+            message,
+        } => {
+            let deadline = Instant::now() + Duration::from_micros(remaining_micros);
+            serve_call(inner, from, reply_to, request, hop, deadline, message);
+        }
+        Frame::Reply { request, message } => {
+            inner
+                .counters
+                .replies_received
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(waiting) = lock(&inner.calls).remove(&request) {
+                let _ = waiting.send(message);
+            }
+        }
+        Frame::Authorize { request, message } => {
+            let inner = inner.clone();
+            let from = from.clone();
+            tokio::spawn(async move {
+                let verdict = match inner.node.authorized(&message).await {
+                    Authorization::Allowed => Verdict::Allowed,
+                    Authorization::Denied(response) => Verdict::Denied(response),
+                    Authorization::ServiceUnavailable => Verdict::Unavailable,
+                };
+                let _ = from.send(&Frame::Authorized { request, verdict }).await;
+            });
+        }
+        Frame::Authorized { request, verdict } => {
+            if let Some(waiting) = lock(&inner.authorizations).remove(&request) {
+                let _ = waiting.send(verdict);
+            }
+        }
+        Frame::Cancel { reply_to, request } => cancel(inner, reply_to, request).await,
+        Frame::Hello { .. } | Frame::Proof { .. } | Frame::Refused { .. } => {
+            tracing::warn!(peer = %from.peer, kind = frame.kind(), "handshake frame on an established connection; closing it");
+            from.close();
+        }
+    }
+}
+
+/// Counts a call this node runs, and forgets it when it ends, also when it is aborted.
+struct Running {
+    inner: Arc<Inner>,
+    key: (NodeId, u64),
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        lock(&self.inner.serving).remove(&self.key);
+        if self.inner.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.inner.drained.notify_waiters();
+        }
+    }
+}
+
+fn serve_call(
+    inner: &Arc<Inner>,
+    from: &Connection,
+    reply_to: NodeId,
+    request: u64,
+    hop: WireHop,
+    deadline: Instant,
+    message: Message,
+) {
+    inner.in_flight.fetch_add(1, Ordering::SeqCst);
+    inner.counters.calls_served.fetch_add(1, Ordering::Relaxed);
+    let running = Running {
+        inner: inner.clone(),
+        key: (reply_to.clone(), request),
+    };
+    let key = running.key.clone();
+    let registry = inner.clone();
+    let inner = inner.clone();
+    let from = from.clone();
+    let task = tokio::spawn(async move {
+        let _running = running;
+        match inner
+            .node
+            .serve_remote(message, Hop::from(hop), deadline)
+            .await
+        {
+            Served::Reply(reply) => reply_straight(&inner, &from, &reply_to, request, reply).await,
+            Served::NoReply => {}
+            Served::Forward { node, message } => {
+                forward(&inner, &from, reply_to, request, node, message, deadline).await;
+            }
+        }
+    });
+    // Registered for cancellation; a call that already ended has removed itself, or is
+    // removed here.
+    let mut serving = lock(&registry.serving);
+    serving.insert(key.clone(), task.abort_handle());
+    if task.is_finished() {
+        serving.remove(&key);
+    }
+}
+
+/// Sends a reply to the node waiting for it: on this connection when the caller is the peer,
+/// else straight to the caller (the call was forwarded here).
+async fn reply_straight(
+    inner: &Arc<Inner>,
+    from: &Connection,
+    reply_to: &NodeId,
+    request: u64,
+    reply: Message,
+) {
+    let frame = Frame::Reply {
+        request,
+        message: reply,
+    };
+    let connection = if from.peer == *reply_to {
+        Ok(from.clone())
+    } else {
+        inner.connection_to(reply_to).await
+    };
+    let sent = match connection {
+        Ok(connection) => connection.send(&frame).await.map_err(|e| e.to_string()),
+        Err(reason) => Err(reason),
+    };
+    if sent.is_ok() {
+        inner.counters.replies_sent.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Err(reason) = sent {
+        tracing::warn!(caller = %reply_to, request, %reason, "a reply could not be sent; the caller will time out");
+    }
+}
+
+/// Passes a call on to the node `choose_node` picked, with the caller's reply address: the
+/// owner answers the caller directly.
+async fn forward(
+    inner: &Arc<Inner>,
+    from: &Connection,
+    reply_to: NodeId,
+    request: u64,
+    owner: NodeId,
+    message: Message,
+    deadline: Instant,
+) {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let frame = Frame::Call {
+        reply_to: reply_to.clone(),
+        request,
+        hop: WireHop::Forwarded,
+        remaining_micros: u64::try_from(remaining.as_micros()).unwrap_or(u64::MAX),
+        message: message.clone(),
+    };
+    let sent = match inner.connection_to(&owner).await {
+        Ok(connection) => connection.send(&frame).await.map_err(|e| e.to_string()),
+        Err(reason) => Err(reason),
+    };
+    match sent {
+        Ok(()) => {
+            inner
+                .counters
+                .calls_forwarded
+                .fetch_add(1, Ordering::Relaxed);
+            let mut forwarded = lock(&inner.forwarded);
+            let now = Instant::now();
+            forwarded.retain(|_, (_, until)| *until > now);
+            forwarded.insert((reply_to, request), (owner, deadline));
+        }
+        Err(reason) => {
+            tracing::warn!(%owner, %reason, "forwarding failed");
+            let declined = message.return_with(Response::TryAnotherNode(format!(
+                "{} could not forward to its owner {owner}: {reason}",
+                inner.me
+            )));
+            reply_straight(inner, from, &reply_to, request, declined).await;
+        }
+    }
+}
+
+async fn cancel(inner: &Arc<Inner>, reply_to: NodeId, request: u64) {
+    let key = (reply_to, request);
+    if let Some(task) = lock(&inner.serving).remove(&key) {
+        task.abort();
+        tracing::debug!(caller = %key.0, request, "call cancelled by its caller");
+    }
+    let owner = lock(&inner.forwarded).remove(&key).map(|(owner, _)| owner);
+    if let Some(owner) = owner
+        && let Some(connection) = inner.live_connection(&owner)
+    {
+        let _ = connection
+            .send(&Frame::Cancel {
+                reply_to: key.0,
+                request,
+            })
+            .await;
+    }
+}

@@ -1,0 +1,188 @@
+//! What the cluster does when nodes die, calls time out, and bad bytes arrive.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use switchyard_cluster::ClusterEvent;
+use switchyard_messaging::{DispatchOptions, Message, Response, Router};
+
+use crate::support::{
+    answered_by, cluster_of, config, standard_routers, start_with, wait_event, wait_for,
+};
+
+/// A node started on a runtime of its own, on its own thread: dropping the runtime kills it
+/// as a crash would, with no goodbye.
+struct Doomed {
+    runtime: Option<tokio::runtime::Runtime>,
+    id: switchyard_messaging::NodeId,
+}
+
+impl Doomed {
+    fn start(name: &str, seed: String, routers: fn(&switchyard_messaging::Node)) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let started = runtime.block_on(start_with(name, config(&[seed]), routers));
+        let id = started.node.id().clone();
+        // The node lives on in the runtime's tasks; these handles may go.
+        std::mem::forget(started);
+        Self {
+            runtime: Some(runtime),
+            id,
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_found_within_five_seconds_and_calls_go_elsewhere() {
+    let a = start_with("a", config(&[]), |_| {}).await;
+    let seed = a.cluster.gossip_addr().to_string();
+    let _b = start_with("b", config(std::slice::from_ref(&seed)), standard_routers).await;
+    let mut c = tokio::task::spawn_blocking(move || Doomed::start("c", seed, standard_routers))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(3), "b and c connected", || async {
+        let m = a.cluster.members();
+        m.len() == 2 && m.iter().all(|m| m.connected)
+    })
+    .await;
+    let mut events = a.cluster.events();
+    let c_id = c.id.clone();
+    tokio::task::spawn_blocking(move || {
+        c.kill();
+        c
+    })
+    .await
+    .unwrap();
+    wait_event(
+        &mut events,
+        Duration::from_secs(5),
+        &ClusterEvent::NodeLeft(c_id),
+    )
+    .await;
+    for _ in 0..20 {
+        let reply = a
+            .node
+            .dispatch_with(
+                Message::new("whoami"),
+                DispatchOptions::with_timeout(Duration::from_secs(2)),
+            )
+            .await;
+        assert_eq!(answered_by(&reply), "b");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_call_is_cancelled_where_it_runs() {
+    let a = start_with("a", config(&[]), |_| {}).await;
+    let seed = vec![a.cluster.gossip_addr().to_string()];
+    let (finished_tx, mut finished) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let b = start_with("b", config(&seed), move |node| {
+        node.register(
+            Router::new("slow")
+                .service("stuck", move |msg: Message| {
+                    let finished = finished_tx.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        let _ = finished.send(());
+                        msg.ok()
+                    }
+                })
+                .authorize(|_| Ok(())),
+        )
+        .unwrap();
+    })
+    .await;
+    wait_for(Duration::from_secs(2), "b connected", || async {
+        a.cluster.members().first().is_some_and(|m| m.connected)
+    })
+    .await;
+    let reply = a
+        .node
+        .dispatch_with(
+            Message::new("stuck"),
+            DispatchOptions::with_timeout(Duration::from_millis(200)),
+        )
+        .await;
+    assert!(
+        matches!(reply.response(), Some(Response::ServiceTimeout { .. })),
+        "{:?}",
+        reply.response()
+    );
+    wait_for(
+        Duration::from_secs(1),
+        "the call stopped running on b",
+        || async { b.cluster.stats().calls_served == 1 && b_running(&b) == 0 },
+    )
+    .await;
+    let completed = tokio::time::timeout(Duration::from_secs(3), finished.recv()).await;
+    assert!(completed.is_err(), "the cancelled handler ran to its end");
+}
+
+fn b_running(b: &crate::support::TestNode) -> usize {
+    b.cluster.running_calls()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_frames_close_only_their_connection() {
+    let nodes = cluster_of(2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    a.node
+        .register(
+            Router::new("only-a")
+                .service("only_a", crate::support::whoami)
+                .authorize(|_| Ok(())),
+        )
+        .unwrap();
+    wait_for(Duration::from_secs(2), "only_a announced", || async {
+        b.cluster.members()[0]
+            .services
+            .contains(&"only_a".to_owned())
+    })
+    .await;
+    let rpc = a.cluster.rpc_addr();
+    tokio::task::spawn_blocking(move || {
+        // Garbage in a well-formed length prefix.
+        let mut garbage = TcpStream::connect(rpc).unwrap();
+        garbage
+            .write_all(&[0, 0, 0, 5, 0xde, 0xad, 0xbe, 0xef, 0x00])
+            .unwrap();
+        // A length far above the maximum frame size.
+        let mut huge = TcpStream::connect(rpc).unwrap();
+        huge.write_all(&u32::MAX.to_be_bytes()).unwrap();
+        huge.write_all(&[1; 64]).unwrap();
+        for stream in [&mut garbage, &mut huge] {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            let mut buffer = [0_u8; 1_024];
+            // The node answers with its hello, then closes: read until end of stream.
+            loop {
+                match std::io::Read::read(stream, &mut buffer) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(error) => panic!("the node did not close the connection: {error}"),
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    // The node goes on serving its members.
+    for _ in 0..5 {
+        assert_eq!(
+            answered_by(&b.node.dispatch(Message::new("only_a")).await),
+            "a"
+        );
+    }
+    assert!(a.cluster.members()[0].connected);
+}
