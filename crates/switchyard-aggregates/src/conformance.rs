@@ -11,7 +11,8 @@
 //!
 //! The checks pin the semantics users rely on: expected-version rules, exactly one winner per
 //! version under concurrent appenders, paging, soft and hard delete, the global order, message-id
-//! look-up, metadata and large payloads.
+//! look-up, metadata and large payloads; snapshots and their removal; states, with optimistic
+//! concurrency on saving and removing them.
 
 // The suite reports a broken rule by panicking, as `assert!` does.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
@@ -478,6 +479,83 @@ pub async fn snapshots<S: SnapshotStore + ?Sized>(store: &S) {
     assert_eq!(store.load_snapshot("other").await.unwrap(), None);
 }
 
+/// A snapshot can be removed, whether or not the store also keeps the stream's events; removing
+/// a missing one is not an error.
+pub async fn snapshot_delete<S: SnapshotStore + ?Sized>(store: &S) {
+    let snapshot = StoredState {
+        version: 4,
+        schema_version: 1,
+        data: vec![1].into(),
+    };
+    store
+        .save_snapshot("snap-del", snapshot.clone())
+        .await
+        .unwrap();
+    store
+        .save_snapshot("snap-kept", snapshot.clone())
+        .await
+        .unwrap();
+    store
+        .delete_snapshot("snap-del")
+        .await
+        .expect("delete_snapshot");
+    assert_eq!(store.load_snapshot("snap-del").await.unwrap(), None);
+    assert_eq!(
+        store.load_snapshot("snap-kept").await.unwrap(),
+        Some(snapshot),
+        "other streams' snapshots stay"
+    );
+    store
+        .delete_snapshot("snap-del")
+        .await
+        .expect("removing a missing snapshot is not an error");
+}
+
+/// A state is removed only at the expected version, and can then be saved anew.
+pub async fn state_delete<S: StateStore + ?Sized>(store: &S) {
+    let at = |version: i64| StoredState {
+        version,
+        schema_version: 1,
+        data: version.to_le_bytes().to_vec().into(),
+    };
+    store
+        .delete_state("st-del", ExpectedVersion::Any)
+        .await
+        .expect("removing a missing state with Any is not an error");
+    store
+        .save_state("st-del", at(2), ExpectedVersion::NoStream)
+        .await
+        .unwrap();
+    for wrong in [ExpectedVersion::NoStream, ExpectedVersion::Exactly(1)] {
+        assert!(
+            matches!(
+                store.delete_state("st-del", wrong).await,
+                Err(AppendError::Conflict {
+                    actual: Some(2),
+                    ..
+                })
+            ),
+            "a delete expecting {wrong:?} conflicts"
+        );
+    }
+    assert_eq!(store.load_state("st-del").await.unwrap(), Some(at(2)));
+    store
+        .delete_state("st-del", ExpectedVersion::Exactly(2))
+        .await
+        .expect("delete_state at the stored version");
+    assert_eq!(store.load_state("st-del").await.unwrap(), None);
+    assert!(matches!(
+        store
+            .delete_state("st-del", ExpectedVersion::Exactly(2))
+            .await,
+        Err(AppendError::Conflict { actual: None, .. })
+    ));
+    store
+        .save_state("st-del", at(0), ExpectedVersion::NoStream)
+        .await
+        .expect("a removed state can be created again");
+}
+
 /// States are saved with optimistic concurrency on their version.
 pub async fn states<S: StateStore + ?Sized>(store: &S) {
     let at = |version: i64| StoredState {
@@ -546,7 +624,9 @@ macro_rules! event_store_conformance {
             check!(large_payloads_and_metadata);
             check!(hard_delete_removes_the_snapshot);
             check!(snapshots);
+            check!(snapshot_delete);
             check!(states);
+            check!(state_delete);
         }
     };
 }

@@ -535,12 +535,18 @@ impl<A: Aggregate> Repo<A> {
         }
     }
 
-    /// Deletes the stream of aggregate `id` (event-sourced mode; state-based aggregates have no
-    /// stream, and this does nothing for them).
+    /// Deletes aggregate `id` if it is at `expected`.
+    ///
+    /// Event-sourced: deletes its stream (see [`DeleteMode`]); a hard delete first removes its
+    /// snapshot from the snapshot store, so a stream created again never starts from its former
+    /// life's state (a soft-deleted stream's snapshot is recognised as stale when loading). If
+    /// the stream delete then fails, the snapshot is gone all the same, which only makes the
+    /// next load replay the whole stream. State-based: removes the stored state in either mode
+    /// (there is no history to hide), and the aggregate can be created again.
     ///
     /// # Errors
     ///
-    /// [`RepoError::Conflict`] when the stream is not at `expected`.
+    /// [`RepoError::Conflict`] when the aggregate is not at `expected`; the store's error.
     pub async fn delete(
         &self,
         id: &str,
@@ -548,18 +554,26 @@ impl<A: Aggregate> Repo<A> {
         expected: ExpectedVersion,
     ) -> Result<(), RepoError> {
         let stream = self.stream_name(id);
+        let expected_version = match expected {
+            ExpectedVersion::Exactly(v) => v,
+            ExpectedVersion::NoStream | ExpectedVersion::Any => -1,
+        };
         match &self.backend {
-            Backend::EventSourced { events, .. } => events
-                .delete_stream(&stream, mode, expected)
+            Backend::EventSourced { events, snapshots } => {
+                if mode == DeleteMode::Hard
+                    && let Some((snapshots, _, _)) = snapshots
+                {
+                    snapshots.delete_snapshot(&stream).await?;
+                }
+                events
+                    .delete_stream(&stream, mode, expected)
+                    .await
+                    .map_err(|e| RepoError::from_append(e, expected_version))
+            }
+            Backend::StateBased { states, .. } => states
+                .delete_state(&stream, expected)
                 .await
-                .map_err(|e| {
-                    let version = match expected {
-                        ExpectedVersion::Exactly(v) => v,
-                        ExpectedVersion::NoStream | ExpectedVersion::Any => -1,
-                    };
-                    RepoError::from_append(e, version)
-                }),
-            Backend::StateBased { .. } => Ok(()),
+                .map_err(|e| RepoError::from_append(e, expected_version)),
         }
     }
 }

@@ -282,6 +282,14 @@ impl SnapshotStore for MemoryStore {
         let found = self.lock().snapshots.get(stream).cloned();
         async move { Ok(found) }.boxed()
     }
+
+    fn delete_snapshot<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            self.lock().snapshots.remove(stream);
+            Ok(())
+        }
+        .boxed()
+    }
 }
 
 impl StateStore for MemoryStore {
@@ -293,19 +301,7 @@ impl StateStore for MemoryStore {
     ) -> BoxFuture<'a, Result<(), AppendError>> {
         let result = (|| {
             let mut inner = self.lock();
-            let actual = inner.states.get(stream).map(|s| s.version);
-            let ok = match expected {
-                ExpectedVersion::Any => true,
-                ExpectedVersion::NoStream | ExpectedVersion::Exactly(-1) => actual.is_none(),
-                ExpectedVersion::Exactly(version) => actual == Some(version),
-            };
-            if !ok {
-                return Err(AppendError::Conflict {
-                    stream: stream.to_owned(),
-                    expected,
-                    actual,
-                });
-            }
+            check_state(stream, inner.states.get(stream), expected)?;
             inner.states.insert(stream.to_owned(), state);
             Ok(())
         })();
@@ -318,5 +314,42 @@ impl StateStore for MemoryStore {
     ) -> BoxFuture<'a, Result<Option<StoredState>, StoreError>> {
         let found = self.lock().states.get(stream).cloned();
         async move { Ok(found) }.boxed()
+    }
+
+    fn delete_state<'a>(
+        &'a self,
+        stream: &'a str,
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<(), AppendError>> {
+        async move {
+            let mut inner = self.lock();
+            check_state(stream, inner.states.get(stream), expected)?;
+            inner.states.remove(stream);
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// The expected-version rules of states: [`check`]'s, against the stored state's version.
+fn check_state(
+    stream: &str,
+    stored: Option<&StoredState>,
+    expected: ExpectedVersion,
+) -> Result<(), AppendError> {
+    let actual = stored.map(|s| s.version);
+    let ok = match expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream | ExpectedVersion::Exactly(-1) => actual.is_none(),
+        ExpectedVersion::Exactly(version) => actual == Some(version),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(AppendError::Conflict {
+            stream: stream.to_owned(),
+            expected,
+            actual,
+        })
     }
 }

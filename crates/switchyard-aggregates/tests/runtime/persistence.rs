@@ -213,3 +213,152 @@ async fn a_snapshot_from_before_a_soft_delete_is_not_used() {
     let loaded = repo.load("sd").await.unwrap().unwrap();
     assert_eq!((loaded.state.balance, loaded.version), (100, 4));
 }
+
+#[tokio::test]
+async fn a_hard_delete_removes_the_snapshot_from_a_separate_snapshot_store() {
+    use switchyard_aggregates::store::{DeleteMode, ExpectedVersion};
+    let events = MemoryStore::new();
+    let snapshots = MemoryStore::new();
+    let repo = Repo::<Account>::event_sourced(Arc::new(events.clone()))
+        .with_snapshots(Arc::new(snapshots.clone()), 2);
+    let mut state = AggregateState::default();
+    for n in 1..=4 {
+        repo.commit(
+            "hd",
+            &mut state,
+            vec![AccountEvent::Deposited(n)],
+            &Message::new("d"),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    assert!(
+        snapshots
+            .load_snapshot("account-hd")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    repo.delete("hd", DeleteMode::Hard, ExpectedVersion::Exactly(3))
+        .await
+        .unwrap();
+    assert_eq!(snapshots.load_snapshot("account-hd").await.unwrap(), None);
+
+    // Created again, past the old snapshot's version: loading must not start from it.
+    let mut fresh = AggregateState::default();
+    for _ in 1..=5 {
+        repo.commit(
+            "hd",
+            &mut fresh,
+            vec![AccountEvent::Deposited(100)],
+            &Message::new("d"),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let loaded = repo.load("hd").await.unwrap().unwrap();
+    assert_eq!((loaded.state.balance, loaded.version), (500, 4));
+}
+
+#[tokio::test]
+async fn deleting_a_state_based_aggregate_removes_its_state() {
+    use switchyard_aggregates::store::{DeleteMode, ExpectedVersion};
+    use switchyard_messaging::Response;
+    let store = MemoryStore::new();
+    let runtime = AggregateRuntime::new(Repo::<Account>::state_based(Arc::new(store.clone())));
+    let bank = bank_with(store.clone(), runtime);
+    bank.node.dispatch(opening("sd-1")).await;
+    bank.node.dispatch(command("deposit", "sd-1", 5)).await;
+
+    let stale = bank
+        .accounts
+        .delete_stream("sd-1", DeleteMode::Soft, ExpectedVersion::Exactly(0))
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(switchyard_aggregates::RepoError::Conflict {
+                expected: 0,
+                actual: Some(1)
+            })
+        ),
+        "{stale:?}"
+    );
+    bank.accounts
+        .delete_stream("sd-1", DeleteMode::Soft, ExpectedVersion::Exactly(1))
+        .await
+        .unwrap();
+    assert_eq!(store.load_state("account-sd-1").await.unwrap(), None);
+    assert_eq!(
+        bank.node
+            .dispatch(command("deposit", "sd-1", 1))
+            .await
+            .response(),
+        Some(&Response::NotFound { id: "sd-1".into() })
+    );
+    assert_eq!(
+        bank.node.dispatch(opening("sd-1")).await.response(),
+        Some(&created("sd-1", 0)),
+        "created again from scratch"
+    );
+}
+
+/// A snapshot store written before `delete_snapshot` existed.
+struct OldSnapshots(MemoryStore);
+
+impl SnapshotStore for OldSnapshots {
+    fn save_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+        snapshot: StoredState,
+    ) -> futures::future::BoxFuture<'a, Result<(), switchyard_aggregates::store::StoreError>> {
+        self.0.save_snapshot(stream, snapshot)
+    }
+
+    fn load_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<Option<StoredState>, switchyard_aggregates::store::StoreError>,
+    > {
+        self.0.load_snapshot(stream)
+    }
+}
+
+#[tokio::test]
+async fn a_hard_delete_refused_by_an_outdated_snapshot_store_deletes_nothing() {
+    use switchyard_aggregates::RepoError;
+    use switchyard_aggregates::store::{DeleteMode, ExpectedVersion, StoreError};
+    let events = MemoryStore::new();
+    let repo = Repo::<Account>::event_sourced(Arc::new(events.clone()))
+        .with_snapshots(Arc::new(OldSnapshots(MemoryStore::new())), 1);
+    let mut state = AggregateState::default();
+    repo.commit(
+        "old",
+        &mut state,
+        vec![AccountEvent::Deposited(1)],
+        &Message::new("d"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let refused = repo
+        .delete("old", DeleteMode::Hard, ExpectedVersion::Any)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(RepoError::Store(StoreError::Unsupported {
+                operation: "SnapshotStore::delete_snapshot"
+            }))
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        events.has_stream("account-old").await.unwrap(),
+        "the stream is kept while its snapshot cannot be removed"
+    );
+}
