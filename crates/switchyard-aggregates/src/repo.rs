@@ -522,11 +522,15 @@ impl<A: Aggregate> Repo<A> {
 
     /// The version at which message `message_id` recorded events on aggregate `id`, looked up
     /// in the store (event-sourced mode; state-based aggregates keep their ids in the state).
+    /// An empty message id names no message in particular and is never found.
     ///
     /// # Errors
     ///
     /// The store's error.
     pub async fn find_message(&self, id: &str, message_id: &str) -> Result<Option<i64>, RepoError> {
+        if message_id.is_empty() {
+            return Ok(None);
+        }
         match &self.backend {
             Backend::EventSourced { events, .. } => Ok(events
                 .find_message(&self.stream_name(id), message_id)

@@ -56,6 +56,9 @@ impl<A: Aggregate> Default for AggregateState<A> {
 
 /// The last N message ids an aggregate processed, each with the response it gave, oldest
 /// dropped first. Bounded, unlike x3m's ever-growing set.
+///
+/// An empty id names no message in particular, so it is never remembered nor found: messages
+/// without an id are not deduplicated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProcessedIds {
     capacity: usize,
@@ -80,8 +83,12 @@ impl ProcessedIds {
         }
     }
 
-    /// Remembers `id` with its response, forgetting the oldest id when full.
+    /// Remembers `id` with its response, forgetting the oldest id when full. An empty id is
+    /// ignored.
     pub fn insert(&mut self, id: String, response: Response) {
+        if id.is_empty() {
+            return;
+        }
         if self.capacity == 0 {
             self.forgot = true;
             return;
@@ -107,8 +114,11 @@ impl ProcessedIds {
         self.forgot
     }
 
-    /// The response given to `id`, if it is remembered.
+    /// The response given to `id`, if it is remembered (never for an empty id).
     pub fn get(&self, id: &str) -> Option<&Response> {
+        if id.is_empty() {
+            return None;
+        }
         self.responses.get(id)
     }
 
@@ -129,5 +139,27 @@ impl ProcessedIds {
         if capacity == 0 {
             self.forgot = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_id_is_never_remembered_nor_found() {
+        let mut ids = ProcessedIds::with_capacity(2);
+        ids.insert(String::new(), Response::Ok);
+        assert_eq!(ids.get(""), None);
+        assert!(ids.is_empty());
+        ids.insert("a".into(), Response::Ok);
+        ids.insert("b".into(), Response::Ok);
+        ids.insert(String::new(), Response::Ok);
+        assert_eq!(
+            ids.get("a"),
+            Some(&Response::Ok),
+            "an empty id takes no room"
+        );
+        assert!(!ids.may_have_forgotten());
     }
 }

@@ -71,3 +71,24 @@ async fn ids_older_than_the_window_are_found_in_the_store_after_a_reload() {
     assert_eq!(again.response(), Some(&ok_at(1)));
     assert_eq!(balance_of(&bank, "i-3").await, (WINDOW + 1) as u64);
 }
+
+#[tokio::test]
+async fn messages_without_an_id_are_all_processed() {
+    let bank = bank();
+    bank.node.dispatch(opening("e-1")).await;
+    for expected in 1..=3 {
+        let reply = bank
+            .node
+            .dispatch(command("deposit", "e-1", 1).with_id(""))
+            .await;
+        assert_eq!(reply.response(), Some(&ok_at(expected)));
+    }
+    // Also after a reload, when the ids come from the recorded events.
+    bank.accounts.runtime().unload("e-1").await;
+    let reply = bank
+        .node
+        .dispatch(command("deposit", "e-1", 1).with_id(""))
+        .await;
+    assert_eq!(reply.response(), Some(&ok_at(4)));
+    assert_eq!(balance_of(&bank, "e-1").await, 4);
+}
