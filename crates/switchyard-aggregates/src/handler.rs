@@ -98,8 +98,9 @@ impl<A: Aggregate> Clone for MessageHandler<A> {
 }
 
 impl<A: Aggregate> MessageHandler<A> {
-    /// A handler over `runtime`: ids from the JSON field `"id"`, generated for new aggregates
-    /// when missing, a 5 s commit timeout, no extra event metadata.
+    /// A handler over `runtime`: ids from the JSON field `"id"`, derived from the message for new
+    /// aggregates when missing (see [`generate_missing_id`](Self::generate_missing_id)), a 5 s
+    /// commit timeout, no extra event metadata.
     pub fn new(runtime: AggregateRuntime<A>) -> Self {
         Self {
             runtime,
@@ -138,7 +139,14 @@ impl<A: Aggregate> MessageHandler<A> {
         self
     }
 
-    /// Whether `on_new` generates a UUIDv7 id when the message has none (default: yes).
+    /// Whether `on_new` names the aggregate itself when the message carries no id (default:
+    /// yes); otherwise the caller gets `MissingId`.
+    ///
+    /// The id is the message's own id (a UUIDv7 for messages made with
+    /// [`Message::new`](switchyard_messaging::Message::new)), so a retried message, which keeps
+    /// its id, addresses the aggregate its first attempt created and is answered as that attempt
+    /// was, instead of creating a second one. A message with an empty id gets a fresh UUIDv7,
+    /// and its retries are not recognised.
     #[must_use]
     pub fn generate_missing_id(mut self, generate: bool) -> Self {
         self.generate_missing_id = generate;
@@ -196,7 +204,9 @@ impl<A: Aggregate> MessageHandler<A> {
     }
 
     /// A service that creates the aggregate: `AlreadyExists` if its stream exists or it is
-    /// loaded; a command that records nothing creates nothing (`OkAt { version: -1 }`).
+    /// loaded; a command that records nothing creates nothing (`OkAt { version: -1 }`). A
+    /// message without an aggregate id creates one named after the message's id (see
+    /// [`generate_missing_id`](Self::generate_missing_id)).
     pub fn on_new<C: Command<A>>(
         &self,
         command: C,
@@ -239,7 +249,11 @@ impl<A: Aggregate> MessageHandler<A> {
         let id = match self.aggregate_id(&message) {
             Some(id) => id,
             None if kind == Kind::New && self.generate_missing_id => {
-                uuid::Uuid::now_v7().to_string()
+                if message.id().is_empty() {
+                    uuid::Uuid::now_v7().to_string()
+                } else {
+                    message.id().to_owned()
+                }
             }
             None => {
                 let response = self.missing_id();

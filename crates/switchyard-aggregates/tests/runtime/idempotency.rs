@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use switchyard_aggregates::AggregateRuntime;
 use switchyard_aggregates::repo::Repo;
-use switchyard_aggregates::store::MemoryStore;
+use switchyard_aggregates::store::{GlobalReader as _, MemoryStore};
+use switchyard_messaging::{Message, Response};
 
 use crate::fixture::*;
 
@@ -91,4 +92,32 @@ async fn messages_without_an_id_are_all_processed() {
         .await;
     assert_eq!(reply.response(), Some(&ok_at(4)));
     assert_eq!(balance_of(&bank, "e-1").await, 4);
+}
+
+#[tokio::test]
+async fn a_retried_creation_without_an_id_creates_one_aggregate() {
+    let bank = bank();
+    let open = Message::new("open").with_request(&Open {
+        account: String::new(),
+        owner: "ada".into(),
+    });
+    let first = bank.node.dispatch(open.clone()).await;
+    let Some(Response::Created { id, version }) = first.response().cloned() else {
+        panic!("expected a creation, got {:?}", first.response());
+    };
+    assert_eq!(id, open.id(), "named after the message");
+    let retried = bank.node.dispatch(open).await;
+    assert_eq!(
+        retried.response(),
+        Some(&Response::Created {
+            id: id.clone(),
+            version
+        }),
+        "answered as the first attempt"
+    );
+    assert_eq!(
+        bank.store.read_all(0, 100).await.unwrap().len(),
+        1,
+        "one aggregate"
+    );
 }
