@@ -539,6 +539,39 @@ impl<A: Aggregate> Repo<A> {
         }
     }
 
+    /// The answer message `message_id` got when it recorded events on aggregate `id`, as far
+    /// as the store tells: `Created` if its events started the stream, whichever service it
+    /// went to, else `OkAt`, at the version of its last event. `None` when it recorded nothing.
+    pub(crate) async fn first_answer(
+        &self,
+        id: &str,
+        message_id: &str,
+    ) -> Result<Option<Response>, RepoError> {
+        let Some(version) = self.find_message(id, message_id).await? else {
+            return Ok(None);
+        };
+        // Its last event is the first of the stream, or else the stream's first event tells
+        // (one more read, only for a message recorded before the in-memory window).
+        let started = version == 0 || self.first_event_is_from(id, message_id).await?;
+        Ok(Some(replayed_response(id, version, started)))
+    }
+
+    /// Whether the first visible event of aggregate `id` is its version 0, recorded by
+    /// `message_id`.
+    async fn first_event_is_from(&self, id: &str, message_id: &str) -> Result<bool, RepoError> {
+        let Backend::EventSourced { events, .. } = &self.backend else {
+            return Ok(false);
+        };
+        let stream = self.stream_name(id);
+        let mut pages = events.read_stream(&stream, 0, 1);
+        let Some(page) = pages.next().await else {
+            return Ok(false);
+        };
+        Ok(page?
+            .first()
+            .is_some_and(|first| first.version == 0 && first.metadata.message_id == message_id))
+    }
+
     /// Deletes aggregate `id` if it is at `expected`.
     ///
     /// Event-sourced: deletes its stream (see [`DeleteMode`]); a hard delete first removes its

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{Deleted, Inner, Job, Kind, Outcome, Registry, Request, Unload};
-use crate::repo::{RepoError, error_chain, replayed_response};
+use crate::repo::{RepoError, error_chain};
 use crate::{Aggregate, AggregateState};
 
 /// Whether the task goes on after a command.
@@ -306,7 +306,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 (Kind::New, Some(state)) => {
                     let response = match state.processed.get(message.id()) {
                         Some(first) => first.clone(),
-                        None => match self.looked_up(&message, Kind::New).await {
+                        None => match self.looked_up(&message).await {
                             Ok(Some(first)) => first,
                             Ok(None) => Response::AlreadyExists {
                                 id: self.id.to_owned(),
@@ -323,7 +323,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
             if let Some(state) = &self.state {
                 let first = match state.processed.get(message.id()) {
                     Some(first) => Some(first.clone()),
-                    None => match self.looked_up(&message, kind).await {
+                    None => match self.looked_up(&message).await {
                         Ok(first) => first,
                         Err(error) => return self.fail(reply, message, &error),
                     },
@@ -515,20 +515,11 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
 
     /// The first answer to `message`, looked up in the store when the id is older than the
     /// in-memory window.
-    async fn looked_up(
-        &self,
-        message: &Message,
-        kind: Kind,
-    ) -> Result<Option<Response>, RepoError> {
+    async fn looked_up(&self, message: &Message) -> Result<Option<Response>, RepoError> {
         if !self.runtime.config.idempotency_lookup {
             return Ok(None);
         }
-        let found = self
-            .runtime
-            .repo
-            .find_message(self.id, message.id())
-            .await?;
-        Ok(found.map(|version| replayed_response(self.id, version, kind == Kind::New)))
+        self.runtime.repo.first_answer(self.id, message.id()).await
     }
 
     fn fail(

@@ -77,6 +77,20 @@ pub(crate) fn open(account: &Account, msg: &Message) -> CommandResult<AccountEve
     }))
 }
 
+/// Opens the account with a first deposit: a creation of two events.
+pub(crate) fn open_funded(account: &Account, msg: &Message) -> CommandResult<AccountEvent> {
+    if account.open {
+        return Err(Response::error("already open"));
+    }
+    let amount: u64 = msg.request()?;
+    Ok(Events::many([
+        AccountEvent::Opened {
+            owner: "ada".into(),
+        },
+        AccountEvent::Deposited(amount),
+    ]))
+}
+
 pub(crate) fn deposit(_: &Account, msg: &Message) -> CommandResult<AccountEvent> {
     let amount: u64 = msg.request()?;
     if amount == 0 {
@@ -143,6 +157,7 @@ pub(crate) fn router(accounts: &MessageHandler<Account>) -> Router {
             "open_typed",
             accounts.clone().id_from_request::<Open>().on_new(open),
         )
+        .service("open_funded", accounts.on_new(open_funded))
         .service("deposit", accounts.on_existing(deposit))
         .service("deposit_or_open", accounts.on_maybe_new(deposit))
         .service("withdraw", accounts.on_existing(withdraw))

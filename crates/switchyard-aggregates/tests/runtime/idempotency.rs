@@ -121,3 +121,30 @@ async fn a_retried_creation_without_an_id_creates_one_aggregate() {
         "one aggregate"
     );
 }
+
+#[tokio::test]
+async fn an_id_found_in_the_store_is_answered_as_the_first_time_whatever_the_service() {
+    let store = MemoryStore::new();
+    // A window of one id: every repeat below is found in the store.
+    let repo = Repo::event_sourced(Arc::new(store.clone())).with_processed_capacity(1);
+    let bank = bank_with(store, AggregateRuntime::new(repo));
+    let dispatch = |message: Message| bank.node.dispatch(message);
+
+    dispatch(opening("k").with_id("open-k")).await;
+    dispatch(command("deposit", "k", 1).with_id("dep-k")).await;
+    dispatch(command("deposit", "k", 1).with_id("later-k")).await;
+    // A creation service, but the message was a deposit: it did not create the aggregate.
+    let again = dispatch(opening("k").with_id("dep-k")).await;
+    assert_eq!(again.response(), Some(&ok_at(1)));
+    // Not a creation service, but the message created the aggregate.
+    let again = dispatch(command("deposit_or_open", "k", 1).with_id("open-k")).await;
+    assert_eq!(again.response(), Some(&created("k", 0)));
+
+    // A creation of two events, found by its last one.
+    dispatch(command("open_funded", "f", 5).with_id("open-f")).await;
+    dispatch(command("deposit", "f", 1).with_id("later-f")).await;
+    let again = dispatch(command("deposit_or_open", "f", 1).with_id("open-f")).await;
+    assert_eq!(again.response(), Some(&created("f", 1)));
+    assert_eq!(balance_of(&bank, "f").await, 6, "nothing ran again");
+    assert_eq!(balance_of(&bank, "k").await, 2, "nothing ran again");
+}
