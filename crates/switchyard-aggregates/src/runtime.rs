@@ -55,6 +55,8 @@ pub(crate) enum Outcome<A: Aggregate> {
     Done(Message),
     /// The task ended before running the job: submit it again (to a fresh task).
     Retry(Job<A>),
+    /// Handling the job panicked, for this reason; the task ended.
+    Panicked(String),
 }
 
 /// The answer to a delete request.
@@ -296,6 +298,15 @@ impl<A: Aggregate> AggregateRuntime<A> {
             match answer.await {
                 Ok(Outcome::Done(reply)) => return reply,
                 Ok(Outcome::Retry(returned)) => job = returned,
+                Ok(Outcome::Panicked(reason)) => {
+                    let response = Response::error(format!(
+                        "aggregate {}-{id} panicked while handling `{}`: {reason}; it will be \
+                         reloaded from the store on the next command",
+                        A::NAME,
+                        skeleton.service()
+                    ));
+                    return skeleton.return_with(response);
+                }
                 Err(_) => {
                     return skeleton.return_with(Response::error(format!(
                         "aggregate {}-{id} failed while running the command; it will be reloaded \

@@ -59,6 +59,25 @@ impl Ending {
     }
 }
 
+/// Where a command's answer goes, kept outside the command's future so that the answer to a
+/// command whose handling panicked can still be sent.
+struct Reply<A: Aggregate>(Option<oneshot::Sender<Outcome<A>>>);
+
+impl<A: Aggregate> Reply<A> {
+    fn done(&mut self, message: Message) {
+        if let Some(reply) = self.0.take() {
+            let _ = reply.send(Outcome::Done(message));
+        }
+    }
+
+    /// Answers, if nothing was yet, that handling the command panicked.
+    fn panicked(&mut self, reason: &str) {
+        if let Some(reply) = self.0.take() {
+            let _ = reply.send(Outcome::Panicked(reason.to_owned()));
+        }
+    }
+}
+
 fn panic_reason(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
@@ -111,10 +130,22 @@ pub(super) async fn run<A: Aggregate>(
         unload_after_event: None,
         unload_by_state: None,
     };
-    match runtime.repo.load(&id).await {
+    // An `apply` that panics on a recorded event panics every load: answered, not fatal.
+    let loaded = match AssertUnwindSafe(runtime.repo.load(&id))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(state)) => Ok(state),
+        Ok(Err(error)) => Err(error.to_response()),
+        Err(panic) => Err(Response::error(format!(
+            "aggregate {}-{id} panicked while loading: {}",
+            A::NAME,
+            panic_reason(panic.as_ref())
+        ))),
+    };
+    match loaded {
         Ok(state) => live.state = state,
-        Err(error) => {
-            let response = error.to_response();
+        Err(response) => {
             tracing::warn!(aggregate = A::NAME, id, error = %response, "aggregate failed to load");
             let _ = reply.send(Outcome::Done(answer(job.message, response.clone(), None)));
             drop(registration);
@@ -139,19 +170,24 @@ pub(super) async fn run<A: Aggregate>(
         };
         match request {
             Request::Command { job, reply } => {
-                let flow = AssertUnwindSafe(live.handle(job, reply))
+                let mut reply = Reply(Some(reply));
+                let flow = AssertUnwindSafe(live.handle(job, &mut reply))
                     .catch_unwind()
                     .await;
                 match flow {
                     Ok(Flow::Continue) => {}
                     Ok(Flow::End) => break,
+                    // `decide` panics are caught where they happen; this is the aggregate's
+                    // `apply`, `commit` or `rollback`, an unload rule, or the store.
                     Err(panic) => {
+                        let reason = panic_reason(panic.as_ref());
                         tracing::error!(
                             aggregate = A::NAME,
                             id,
-                            reason = panic_reason(panic.as_ref()),
+                            reason,
                             "aggregate task panicked; it will be reloaded"
                         );
+                        reply.panicked(reason);
                         break;
                     }
                 }
@@ -270,7 +306,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
         }
     }
 
-    async fn handle(&mut self, job: Job<A>, reply: oneshot::Sender<Outcome<A>>) -> Flow {
+    async fn handle(&mut self, job: Job<A>, reply: &mut Reply<A>) -> Flow {
         let span = tracing::debug_span!(
             "switchyard.aggregate.command",
             aggregate = A::NAME,
@@ -282,7 +318,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
         self.handle_in_span(job, reply).instrument(span).await
     }
 
-    async fn handle_in_span(&mut self, job: Job<A>, reply: oneshot::Sender<Outcome<A>>) -> Flow {
+    async fn handle_in_span(&mut self, job: Job<A>, reply: &mut Reply<A>) -> Flow {
         let Job {
             message,
             command,
@@ -300,7 +336,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     let response = Response::NotFound {
                         id: self.id.to_owned(),
                     };
-                    let _ = reply.send(Outcome::Done(answer(message, response, None)));
+                    reply.done(answer(message, response, None));
                     return Flow::Continue;
                 }
                 (Kind::New, Some(state)) => {
@@ -315,7 +351,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         },
                     };
                     let version = Some(state.version);
-                    let _ = reply.send(Outcome::Done(answer(message, response, version)));
+                    reply.done(answer(message, response, version));
                     return Flow::Continue;
                 }
                 _ => {}
@@ -331,7 +367,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 if let Some(first) = first {
                     tracing::debug!(message.id = message.id(), "message already processed");
                     let version = Some(state.version);
-                    let _ = reply.send(Outcome::Done(answer(message, first, version)));
+                    reply.done(answer(message, first, version));
                     return Flow::Continue;
                 }
             }
@@ -364,7 +400,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         "command panicked"
                     );
                     let response = Response::error(reason);
-                    let _ = reply.send(Outcome::Done(answer(message, response, None)));
+                    reply.done(answer(message, response, None));
                     return Flow::End;
                 }
             };
@@ -372,7 +408,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
             let events = match decided {
                 Err(rejection) => {
                     current.state.rollback(&message);
-                    let _ = reply.send(Outcome::Done(answer(message, rejection, Some(version))));
+                    reply.done(answer(message, rejection, Some(version)));
                     return Flow::Continue;
                 }
                 Ok(events) => events,
@@ -388,7 +424,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     payload: events.reply,
                     version,
                 };
-                let _ = reply.send(Outcome::Done(answer(message, response, Some(version))));
+                reply.done(answer(message, response, Some(version)));
                 return Flow::Continue;
             }
             if events.events.is_empty() {
@@ -401,7 +437,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         .processed
                         .insert(message.id().to_owned(), response.clone());
                 }
-                let _ = reply.send(Outcome::Done(answer(message, response, Some(version))));
+                reply.done(answer(message, response, Some(version)));
                 return Flow::Continue;
             }
 
@@ -460,7 +496,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         A::NAME,
                         self.id
                     ));
-                    let _ = reply.send(Outcome::Done(answer(message, response, None)));
+                    reply.done(answer(message, response, None));
                     return Flow::End;
                 }
                 Ok(Ok(new_version)) => {
@@ -474,7 +510,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         .as_ref()
                         .map_or(Unload::Never, |rule| rule(&working.state));
                     self.state = Some(working);
-                    let _ = reply.send(Outcome::Done(answer(message, response, Some(new_version))));
+                    reply.done(answer(message, response, Some(new_version)));
                     let now = Instant::now();
                     if let Some(due) = delays.into_iter().map(|delay| now + delay).min() {
                         self.unload_after_event =
@@ -505,7 +541,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         }
                     }
                     let response = Response::Conflict { expected, actual };
-                    let _ = reply.send(Outcome::Done(answer(message, response, None)));
+                    reply.done(answer(message, response, None));
                     return Flow::End;
                 }
                 Ok(Err(error)) => return self.fail(reply, message, &error),
@@ -522,15 +558,10 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
         self.runtime.repo.first_answer(self.id, message.id()).await
     }
 
-    fn fail(
-        &mut self,
-        reply: oneshot::Sender<Outcome<A>>,
-        message: Message,
-        error: &RepoError,
-    ) -> Flow {
+    fn fail(&mut self, reply: &mut Reply<A>, message: Message, error: &RepoError) -> Flow {
         tracing::warn!(aggregate = A::NAME, id = self.id, error = %error_chain(error), "aggregate store failed");
         let response = error.to_response();
-        let _ = reply.send(Outcome::Done(answer(message, response, None)));
+        reply.done(answer(message, response, None));
         self.state = None;
         Flow::End
     }

@@ -177,3 +177,57 @@ async fn poll_once<F: Future + Unpin>(future: &mut F) -> std::task::Poll<F::Outp
     std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *future).poll(cx)))
         .await
 }
+
+/// An aggregate whose `apply` panics on one event.
+#[derive(Default)]
+struct Fragile;
+
+impl switchyard_aggregates::Aggregate for Fragile {
+    type Event = u8;
+    const NAME: &'static str = "fragile";
+    fn apply(&mut self, event: &u8) {
+        assert!(*event != 13, "unlucky thirteen");
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_apply_is_answered_with_its_reason_also_when_loading() {
+    use switchyard_aggregates::{CommandResult, Events, MessageHandler};
+    use switchyard_messaging::{Node, Router};
+    let runtime = AggregateRuntime::new(Repo::<Fragile>::event_sourced(Arc::new(
+        switchyard_aggregates::store::MemoryStore::new(),
+    )));
+    let handler = MessageHandler::new(runtime);
+    fn record(_: &Fragile, msg: &Message) -> CommandResult<u8> {
+        Ok(Events::one(msg.request()?))
+    }
+    let node = Node::new("fragile");
+    node.register(
+        Router::new("fragile")
+            .service("record", handler.on_maybe_new(record))
+            .authorize(|_| Ok(())),
+    )
+    .unwrap();
+    let record = |n: u8| {
+        node.dispatch(
+            Message::new("record")
+                .with_aggregate_id("f-1")
+                .with_request(&n),
+        )
+    };
+    let error = |reply: Message| match reply.response() {
+        Some(Response::Error(reason)) => reason.to_string(),
+        other => panic!("expected an error, got {other:?}"),
+    };
+
+    // The event is recorded, then applying it panics.
+    let reason = error(record(13).await);
+    assert!(reason.contains("unlucky thirteen"), "{reason}");
+    assert!(reason.contains("`record`"), "{reason}");
+    tokio::task::yield_now().await;
+    assert!(!handler.runtime().is_live("f-1"));
+    // Every load replays it.
+    let reason = error(record(1).await);
+    assert!(reason.contains("unlucky thirteen"), "{reason}");
+    assert!(reason.contains("loading"), "{reason}");
+}
