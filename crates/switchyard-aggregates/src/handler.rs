@@ -154,7 +154,9 @@ impl<A: Aggregate> MessageHandler<A> {
     }
 
     /// How long a command's append may take before the caller gets an error and the aggregate
-    /// is reloaded (default 5 s).
+    /// is reloaded (default 5 s). A snapshot due after the append is saved once the caller is
+    /// answered, with a timeout of the same length of its own: a slow snapshot store never
+    /// fails a command.
     #[must_use]
     pub fn commit_timeout(mut self, timeout: Duration) -> Self {
         self.commit_timeout = timeout;

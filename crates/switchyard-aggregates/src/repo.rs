@@ -414,8 +414,9 @@ impl<A: Aggregate> Repo<A> {
     }
 
     /// Records `events` decided on `state` for the message `cause`, and applies them to
-    /// `state`. Event-sourced: appends with the version `state` is at, then applies. State-based:
-    /// applies, then saves the state expecting the previous version. Returns the new version.
+    /// `state`. Event-sourced: appends with the version `state` is at, then applies, then saves a
+    /// snapshot if one is due (its failure is logged, not returned). State-based: applies, then
+    /// saves the state expecting the previous version. Returns the new version.
     ///
     /// # Errors
     ///
@@ -429,13 +430,26 @@ impl<A: Aggregate> Repo<A> {
         cause: &Message,
         user_metadata: std::collections::BTreeMap<String, String>,
     ) -> Result<i64, RepoError> {
+        let before = state.version;
+        let version = self.record(id, state, events, cause, user_metadata).await?;
+        self.snapshot_if_due(id, before, state).await;
+        Ok(version)
+    }
+
+    /// [`commit`](Self::commit) without the snapshot: the runtime takes that apart, outside the
+    /// commit's timeout.
+    pub(crate) async fn record(
+        &self,
+        id: &str,
+        state: &mut AggregateState<A>,
+        events: Vec<A::Event>,
+        cause: &Message,
+        user_metadata: std::collections::BTreeMap<String, String>,
+    ) -> Result<i64, RepoError> {
         let stream = self.stream_name(id);
         let before = state.version;
         match &self.backend {
-            Backend::EventSourced {
-                events: store,
-                snapshots,
-            } => {
+            Backend::EventSourced { events: store, .. } => {
                 let mut encoded = Vec::with_capacity(events.len());
                 for event in &events {
                     let data = codec::encode(event).map_err(|e| RepoError::Codec {
@@ -466,13 +480,6 @@ impl<A: Aggregate> Repo<A> {
                     .await
                     .map_err(|e| RepoError::from_append(e, before))?;
                 state.apply_events(&events, Some(version));
-                if let Some((snapshot_store, every, codec)) = snapshots {
-                    let every = i64::try_from(*every).unwrap_or(i64::MAX);
-                    if (before + 1) / every != (version + 1) / every {
-                        self.save_snapshot(&stream, state, snapshot_store, codec)
-                            .await;
-                    }
-                }
                 Ok(version)
             }
             Backend::StateBased { states, codec } => {
@@ -495,6 +502,24 @@ impl<A: Aggregate> Repo<A> {
         }
     }
 
+    /// Saves a snapshot of `state` if the events since version `before` reached a multiple of
+    /// the snapshot interval (event-sourced mode with snapshots on; nothing otherwise). A
+    /// snapshot only speeds loading up: failing to take one is logged, never an error.
+    pub(crate) async fn snapshot_if_due(&self, id: &str, before: i64, state: &AggregateState<A>) {
+        let Backend::EventSourced {
+            snapshots: Some((store, every, codec)),
+            ..
+        } = &self.backend
+        else {
+            return;
+        };
+        let every = i64::try_from(*every).unwrap_or(i64::MAX);
+        if (before + 1) / every != (state.version + 1) / every {
+            self.save_snapshot(&self.stream_name(id), state, store, codec)
+                .await;
+        }
+    }
+
     async fn save_snapshot(
         &self,
         stream: &str,
@@ -502,7 +527,6 @@ impl<A: Aggregate> Repo<A> {
         store: &Arc<dyn SnapshotStore>,
         codec: &StateCodec<A>,
     ) {
-        // A snapshot only speeds loading up: failing to take one is logged, never fatal.
         let data = match (codec.encode)(state) {
             Ok(data) => data,
             Err(error) => {

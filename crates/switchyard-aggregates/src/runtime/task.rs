@@ -472,7 +472,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 .insert(message.id().to_owned(), response.clone());
             let committed = tokio::time::timeout(
                 commit_timeout,
-                self.runtime.repo.commit(
+                self.runtime.repo.record(
                     self.id,
                     &mut working,
                     events.events,
@@ -509,8 +509,26 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         .unload_on_state
                         .as_ref()
                         .map_or(Unload::Never, |rule| rule(&working.state));
-                    self.state = Some(working);
                     reply.done(answer(message, response, Some(new_version)));
+                    // After the answer and outside the commit timeout: a snapshot only speeds
+                    // loading up, so a slow snapshot store may delay the next command but never
+                    // fails this one. It is bounded all the same, by a timeout of its own.
+                    let snapshot = tokio::time::timeout(
+                        commit_timeout,
+                        self.runtime
+                            .repo
+                            .snapshot_if_due(self.id, version, &working),
+                    );
+                    if snapshot.await.is_err() {
+                        tracing::warn!(
+                            aggregate = A::NAME,
+                            id = self.id,
+                            timeout_after_ms =
+                                u64::try_from(commit_timeout.as_millis()).unwrap_or(u64::MAX),
+                            "snapshot not saved in time"
+                        );
+                    }
+                    self.state = Some(working);
                     let now = Instant::now();
                     if let Some(due) = delays.into_iter().map(|delay| now + delay).min() {
                         self.unload_after_event =

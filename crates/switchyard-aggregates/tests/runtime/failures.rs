@@ -231,3 +231,76 @@ async fn a_panic_in_apply_is_answered_with_its_reason_also_when_loading() {
     assert!(reason.contains("unlucky thirteen"), "{reason}");
     assert!(reason.contains("loading"), "{reason}");
 }
+
+/// A snapshot store that takes `delay` to save.
+struct SlowSnapshots {
+    inner: switchyard_aggregates::store::MemoryStore,
+    delay: std::time::Duration,
+}
+
+impl switchyard_aggregates::store::SnapshotStore for SlowSnapshots {
+    fn save_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+        snapshot: switchyard_aggregates::store::StoredState,
+    ) -> futures::future::BoxFuture<'a, Result<(), switchyard_aggregates::store::StoreError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.save_snapshot(stream, snapshot).await
+        })
+    }
+
+    fn load_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<
+            Option<switchyard_aggregates::store::StoredState>,
+            switchyard_aggregates::store::StoreError,
+        >,
+    > {
+        self.inner.load_snapshot(stream)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_snapshot_store_does_not_fail_commits() {
+    use std::time::Duration;
+    use switchyard_aggregates::store::{MemoryStore, SnapshotStore as _};
+    let faulty = Faulty::default();
+    *faulty.delay.lock().unwrap() = Some(Duration::from_millis(30));
+    let snapshots = MemoryStore::new();
+    let slow = SlowSnapshots {
+        inner: snapshots.clone(),
+        delay: Duration::from_millis(30),
+    };
+    let repo = Repo::event_sourced(Arc::new(faulty.clone())).with_snapshots(Arc::new(slow), 1);
+    let bank = bank_with(faulty.inner.clone(), AggregateRuntime::new(repo));
+    let accounts = bank
+        .accounts
+        .clone()
+        .commit_timeout(Duration::from_millis(50));
+    let node = switchyard_messaging::Node::new("slow-snapshots");
+    node.register(router(&accounts)).unwrap();
+
+    // The append and the snapshot take 30 ms each: each within the commit timeout, together
+    // beyond it.
+    assert_eq!(
+        node.dispatch(opening("s-1")).await.response(),
+        Some(&created("s-1", 0))
+    );
+    assert_eq!(
+        node.dispatch(command("deposit", "s-1", 2)).await.response(),
+        Some(&ok_at(1))
+    );
+    assert!(accounts.runtime().is_live("s-1"), "not reloaded");
+    // The last snapshot is saved after the answer; a command queued behind it waits for it.
+    assert_eq!(balance_of(&bank, "s-1").await, 2);
+    let snapshot = snapshots
+        .load_snapshot("account-s-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(snapshot.version, 1, "the snapshots were saved");
+}
