@@ -417,7 +417,17 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 current.state.rollback(&message);
                 if message.dry_run() == DryRun::Verbose {
                     for event in &events.events {
+                        let added = message.events().len();
                         message = message.add_event(event);
+                        if message.events().len() == added {
+                            // The event does not encode: `add_event` answered that error,
+                            // which stands.
+                            let error = message.response().cloned().unwrap_or_else(|| {
+                                Response::error("a dry run's event does not encode")
+                            });
+                            reply.done(answer(message, error, Some(version)));
+                            return Flow::Continue;
+                        }
                     }
                 }
                 let response = Response::OkAt {

@@ -402,3 +402,63 @@ async fn an_unloaded_or_deleted_aggregate_is_not_live_once_the_call_returns() {
         assert!(!runtime.is_live(&id), "{id} is still live");
     }
 }
+
+/// An event one of whose variants does not encode.
+#[derive(Clone, Debug, serde::Deserialize)]
+enum Odd {
+    Fine,
+    Broken,
+}
+
+impl serde::Serialize for Odd {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Fine => serializer.serialize_unit_variant("Odd", 0, "Fine"),
+            Self::Broken => Err(serde::ser::Error::custom("this event breaks encoders")),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Oddity;
+
+impl switchyard_aggregates::Aggregate for Oddity {
+    type Event = Odd;
+    const NAME: &'static str = "oddity";
+    fn apply(&mut self, _: &Odd) {}
+}
+
+#[tokio::test]
+async fn a_verbose_dry_run_answers_an_event_that_does_not_encode() {
+    let handler = switchyard_aggregates::MessageHandler::new(AggregateRuntime::new(
+        Repo::<Oddity>::event_sourced(Arc::new(MemoryStore::new())),
+    ));
+    let node = switchyard_messaging::Node::new("odd");
+    node.register(
+        switchyard_messaging::Router::new("odd")
+            .service(
+                "make",
+                handler.on_maybe_new(|_: &Oddity, _: &Message| {
+                    Ok(switchyard_aggregates::Events::many([
+                        Odd::Fine,
+                        Odd::Broken,
+                    ]))
+                }),
+            )
+            .authorize(|_| Ok(())),
+    )
+    .unwrap();
+    let reply = node
+        .dispatch(
+            Message::new("make")
+                .with_aggregate_id("o-1")
+                .with_dry_run(DryRun::Verbose),
+        )
+        .await;
+    match reply.response() {
+        Some(Response::Error(reason)) => {
+            assert!(reason.to_string().contains("could not encode"), "{reason}")
+        }
+        other => panic!("expected the encoding error, got {other:?}"),
+    }
+}
