@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use futures::future::{BoxFuture, FutureExt};
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{BoxStream, StreamExt};
 
 use super::{
     AppendError, DeleteMode, EventAppender, EventDeleter, EventMetadata, EventReader,
@@ -19,7 +19,9 @@ use super::{
 /// Every store trait, in memory. Cheap to clone: clones share the data.
 ///
 /// One mutex guards the data; no lock is held across an await, so the store is safe under any
-/// number of concurrent callers and linearizable.
+/// number of concurrent callers and linearizable. Every operation takes effect when its future
+/// is first polled (a future dropped unpolled does nothing), and `read_stream` copies each page
+/// out only when it is asked for.
 ///
 /// # Examples
 ///
@@ -106,12 +108,14 @@ fn check(
 
 impl EventReader for MemoryStore {
     fn has_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
-        let visible = self
-            .lock()
-            .streams
-            .get(stream)
-            .is_some_and(Stream::is_visible);
-        async move { Ok(visible) }.boxed()
+        async move {
+            Ok(self
+                .lock()
+                .streams
+                .get(stream)
+                .is_some_and(Stream::is_visible))
+        }
+        .boxed()
     }
 
     fn read_stream<'a>(
@@ -121,23 +125,23 @@ impl EventReader for MemoryStore {
         page_size: usize,
     ) -> BoxStream<'a, Result<Vec<RecordedEvent>, StoreError>> {
         let page_size = page_size.max(1);
-        let pages: Vec<Result<Vec<RecordedEvent>, StoreError>> =
-            match self.lock().streams.get(stream) {
-                Some(found) => {
-                    // Versions are the indexes of the stream's events.
-                    let first =
-                        usize::try_from(from_version.max(found.hidden_through + 1)).unwrap_or(0);
-                    found
-                        .events
-                        .get(first..)
-                        .unwrap_or_default()
-                        .chunks(page_size)
-                        .map(|page| Ok(page.to_vec()))
-                        .collect()
-                }
-                None => Vec::new(),
+        // Each page is copied out when it is asked for, from where the last one ended; a short
+        // page is the last.
+        futures::stream::unfold(Some(from_version), move |next| async move {
+            let next = next?;
+            let page: Vec<RecordedEvent> = {
+                let inner = self.lock();
+                let found = inner.streams.get(stream)?;
+                // Versions are the indexes of the stream's events.
+                let first = usize::try_from(next.max(found.hidden_through + 1)).unwrap_or(0);
+                let rest = found.events.get(first..).unwrap_or_default();
+                rest[..rest.len().min(page_size)].to_vec()
             };
-        stream::iter(pages).boxed()
+            let last = page.last()?.version;
+            let more = (page.len() == page_size).then_some(last + 1);
+            Some((Ok(page), more))
+        })
+        .boxed()
     }
 
     fn find_message<'a>(
@@ -145,13 +149,15 @@ impl EventReader for MemoryStore {
         stream: &'a str,
         message_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
-        let found = self.lock().streams.get(stream).and_then(|s| {
-            s.by_message
-                .get(message_id)
-                .copied()
-                .filter(|version| *version > s.hidden_through)
-        });
-        async move { Ok(found) }.boxed()
+        async move {
+            Ok(self.lock().streams.get(stream).and_then(|s| {
+                s.by_message
+                    .get(message_id)
+                    .copied()
+                    .filter(|version| *version > s.hidden_through)
+            }))
+        }
+        .boxed()
     }
 }
 
@@ -163,7 +169,8 @@ impl EventAppender for MemoryStore {
         events: Vec<NewEvent>,
         metadata: EventMetadata,
     ) -> BoxFuture<'a, Result<i64, AppendError>> {
-        let result = (|| {
+        // The work is done when the future is first polled: one dropped unpolled writes nothing.
+        async move {
             let mut inner = self.lock();
             check(stream, inner.streams.get(stream), expected)?;
             if events.is_empty() {
@@ -204,8 +211,8 @@ impl EventAppender for MemoryStore {
                 target.by_message.insert(message_id, target.last_version);
             }
             Ok(target.last_version)
-        })();
-        async move { result }.boxed()
+        }
+        .boxed()
     }
 }
 
@@ -216,7 +223,7 @@ impl EventDeleter for MemoryStore {
         mode: DeleteMode,
         expected: ExpectedVersion,
     ) -> BoxFuture<'a, Result<(), AppendError>> {
-        let result = (|| {
+        async move {
             let mut inner = self.lock();
             check(stream, inner.streams.get(stream), expected)?;
             match mode {
@@ -235,8 +242,8 @@ impl EventDeleter for MemoryStore {
                 }
             }
             Ok(())
-        })();
-        async move { result }.boxed()
+        }
+        .boxed()
     }
 }
 
@@ -246,9 +253,9 @@ impl GlobalReader for MemoryStore {
         from_position: u64,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
-        let events: Vec<RecordedEvent> = {
+        async move {
             let inner = self.lock();
-            inner
+            Ok(inner
                 .global
                 .range(from_position..)
                 .filter_map(|(_, (stream, version))| {
@@ -259,9 +266,9 @@ impl GlobalReader for MemoryStore {
                     found.events.get(usize::try_from(*version).ok()?).cloned()
                 })
                 .take(limit)
-                .collect()
-        };
-        async move { Ok(events) }.boxed()
+                .collect())
+        }
+        .boxed()
     }
 }
 
@@ -271,16 +278,18 @@ impl SnapshotStore for MemoryStore {
         stream: &'a str,
         snapshot: StoredState,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.lock().snapshots.insert(stream.to_owned(), snapshot);
-        async { Ok(()) }.boxed()
+        async move {
+            self.lock().snapshots.insert(stream.to_owned(), snapshot);
+            Ok(())
+        }
+        .boxed()
     }
 
     fn load_snapshot<'a>(
         &'a self,
         stream: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredState>, StoreError>> {
-        let found = self.lock().snapshots.get(stream).cloned();
-        async move { Ok(found) }.boxed()
+        async move { Ok(self.lock().snapshots.get(stream).cloned()) }.boxed()
     }
 
     fn delete_snapshot<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
@@ -299,21 +308,20 @@ impl StateStore for MemoryStore {
         state: StoredState,
         expected: ExpectedVersion,
     ) -> BoxFuture<'a, Result<(), AppendError>> {
-        let result = (|| {
+        async move {
             let mut inner = self.lock();
             check_state(stream, inner.states.get(stream), expected)?;
             inner.states.insert(stream.to_owned(), state);
             Ok(())
-        })();
-        async move { result }.boxed()
+        }
+        .boxed()
     }
 
     fn load_state<'a>(
         &'a self,
         stream: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredState>, StoreError>> {
-        let found = self.lock().states.get(stream).cloned();
-        async move { Ok(found) }.boxed()
+        async move { Ok(self.lock().states.get(stream).cloned()) }.boxed()
     }
 
     fn delete_state<'a>(

@@ -6,10 +6,94 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 use switchyard_aggregates::store::{
-    AppendError, EventAppender, EventMetadata, EventReader, ExpectedVersion, MemoryStore, NewEvent,
+    AppendError, DeleteMode, EventAppender, EventDeleter, EventMetadata, EventReader,
+    ExpectedVersion, MemoryStore, NewEvent, SnapshotStore, StateStore, StoredState,
 };
 
 switchyard_aggregates::event_store_conformance!(async { MemoryStore::new() });
+
+fn events(count: u8) -> Vec<NewEvent> {
+    (0..count)
+        .map(|i| NewEvent {
+            event_type: "e".into(),
+            schema_version: 1,
+            data: vec![i].into(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_write_whose_future_is_dropped_unpolled_does_nothing() {
+    let store = MemoryStore::new();
+    let state = StoredState {
+        version: 0,
+        schema_version: 1,
+        data: vec![1].into(),
+    };
+    drop(store.append(
+        "s",
+        ExpectedVersion::Any,
+        events(1),
+        EventMetadata::default(),
+    ));
+    drop(store.save_snapshot("s", state.clone()));
+    drop(store.save_state("s", state.clone(), ExpectedVersion::Any));
+    assert!(!store.has_stream("s").await.unwrap());
+    assert_eq!(store.load_snapshot("s").await.unwrap(), None);
+    assert_eq!(store.load_state("s").await.unwrap(), None);
+
+    store
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            events(1),
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    store
+        .save_state("s", state, ExpectedVersion::Any)
+        .await
+        .unwrap();
+    drop(store.delete_stream("s", DeleteMode::Hard, ExpectedVersion::Any));
+    drop(store.delete_state("s", ExpectedVersion::Any));
+    assert!(store.has_stream("s").await.unwrap());
+    assert!(store.load_state("s").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn pages_are_read_when_asked_for() {
+    let store = MemoryStore::new();
+    store
+        .append(
+            "p",
+            ExpectedVersion::NoStream,
+            events(3),
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    let mut pages = store.read_stream("p", 0, 2);
+    let first = futures::StreamExt::next(&mut pages).await.unwrap().unwrap();
+    assert_eq!(first.iter().map(|e| e.version).collect::<Vec<_>>(), [0, 1]);
+    // Appended while the reader is between pages: the next pages go on from where it is.
+    store
+        .append(
+            "p",
+            ExpectedVersion::Exactly(2),
+            events(2),
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    while let Some(page) = futures::StreamExt::next(&mut pages).await {
+        let page = page.unwrap();
+        assert!(page.len() <= 2);
+        rest.extend(page.into_iter().map(|e| e.version));
+    }
+    assert_eq!(rest, [2, 3, 4]);
+}
 
 #[derive(Clone, Debug)]
 enum Op {
