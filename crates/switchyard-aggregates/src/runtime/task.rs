@@ -577,10 +577,19 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
         }
     }
 
-    /// The first answer to `message`, looked up in the store when the id is older than the
-    /// in-memory window.
+    /// The first answer to `message`, not in the in-memory window, looked up in the store if the
+    /// window may have dropped it.
+    ///
+    /// A window that never dropped an id holds every message that recorded events since the
+    /// aggregate was loaded from the store, so the look-up is skipped. An id a writer elsewhere
+    /// (another runtime) recorded since then is not in it either way: deciding again on the
+    /// stale state conflicts, and the reload brings the id in.
     async fn looked_up(&self, message: &Message) -> Result<Option<Response>, RepoError> {
-        if !self.runtime.config.idempotency_lookup {
+        let complete = self
+            .state
+            .as_ref()
+            .is_some_and(|state| !state.processed.may_have_forgotten());
+        if !self.runtime.config.idempotency_lookup || complete {
             return Ok(None);
         }
         self.runtime.repo.first_answer(self.id, message.id()).await

@@ -106,3 +106,26 @@ async fn two_runtimes_sharing_a_store_retry_on_conflict() {
         })
     );
 }
+
+#[tokio::test]
+async fn a_message_recorded_by_another_runtime_is_not_recorded_again() {
+    let store = MemoryStore::new();
+    let runtime = || AggregateRuntime::new(Repo::event_sourced(Arc::new(store.clone())));
+    let first = bank_with(store.clone(), runtime());
+    let second = bank_with(store.clone(), runtime());
+    first.node.dispatch(opening("twice")).await;
+    assert_eq!(balance_of(&second, "twice").await, 0, "loaded on both");
+    let deposit = command("deposit", "twice", 5).with_id("dep-twice");
+    assert_eq!(
+        first.node.dispatch(deposit.clone()).await.response(),
+        Some(&ok_at(1))
+    );
+    // The second runtime's window does not know the id; its stale append conflicts, and the
+    // reload finds the id.
+    assert_eq!(
+        second.node.dispatch(deposit).await.response(),
+        Some(&ok_at(1))
+    );
+    assert_eq!(stream_len(&store, "twice").await, 2);
+    assert_eq!(balance_of(&second, "twice").await, 5);
+}

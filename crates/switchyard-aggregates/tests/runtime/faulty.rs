@@ -51,7 +51,8 @@ impl Gate {
 }
 
 /// Delegates to a memory store; appends wait `delay` and fail while `fail` is set; loads
-/// (`has_stream`, where every load starts) wait at `loads`, deletes at `deletes`.
+/// (`has_stream`, where every load starts) wait at `loads`, deletes at `deletes`; message-id
+/// look-ups are counted.
 #[derive(Clone, Default)]
 pub(crate) struct Faulty {
     pub(crate) inner: MemoryStore,
@@ -59,6 +60,8 @@ pub(crate) struct Faulty {
     pub(crate) fail: Arc<Mutex<bool>>,
     pub(crate) loads: Gate,
     pub(crate) deletes: Gate,
+    /// How many message-id look-ups were made.
+    pub(crate) lookups: Arc<AtomicUsize>,
 }
 
 impl EventReader for Faulty {
@@ -82,6 +85,7 @@ impl EventReader for Faulty {
         stream: &'a str,
         id: &'a str,
     ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
         self.inner.find_message(stream, id)
     }
 }

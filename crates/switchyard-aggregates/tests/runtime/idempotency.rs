@@ -148,3 +148,32 @@ async fn an_id_found_in_the_store_is_answered_as_the_first_time_whatever_the_ser
     assert_eq!(balance_of(&bank, "f").await, 6, "nothing ran again");
     assert_eq!(balance_of(&bank, "k").await, 2, "nothing ran again");
 }
+
+#[tokio::test]
+async fn the_store_is_asked_for_an_id_only_once_the_window_dropped_some() {
+    use std::sync::atomic::Ordering;
+    const WINDOW: usize = 3;
+    let faulty = crate::faulty::Faulty::default();
+    let repo = Repo::event_sourced(Arc::new(faulty.clone())).with_processed_capacity(WINDOW);
+    let bank = bank_with(faulty.inner.clone(), AggregateRuntime::new(repo));
+    let lookups = || faulty.lookups.load(Ordering::SeqCst);
+    bank.node.dispatch(opening("w-1")).await;
+    for n in 1..WINDOW {
+        bank.node
+            .dispatch(command("deposit", "w-1", 1).with_id(format!("w-{n}")))
+            .await;
+    }
+    assert_eq!(lookups(), 0, "every id is still in the window");
+    // Reloaded, the window is rebuilt from the events: full, still complete.
+    bank.accounts.runtime().unload("w-1").await;
+    bank.node
+        .dispatch(command("deposit", "w-1", 1).with_id("w-3"))
+        .await;
+    assert_eq!(lookups(), 0);
+    // Remembering `w-3` dropped the opening's id: from here new ids are looked up.
+    bank.node
+        .dispatch(command("deposit", "w-1", 1).with_id("w-4"))
+        .await;
+    assert_eq!(lookups(), 1);
+    assert_eq!(balance_of(&bank, "w-1").await, 4);
+}
