@@ -249,6 +249,46 @@ impl Inner {
     }
 }
 
+impl Inner {
+    async fn delete_state(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+    ) -> Result<(), AppendError> {
+        let (kind, version) = expected_params(expected);
+        for _ in 0..CONDITIONAL_ATTEMPTS {
+            if self
+                .write_if(
+                    stream,
+                    include_str!("sql/delete_state.sql"),
+                    &[&stream, &kind, &version],
+                )
+                .await?
+            {
+                return Ok(());
+            }
+            let actual = self
+                .read_opt(include_str!("sql/state_version.sql"), &[&stream])
+                .await?
+                .map(|row| row.try_get::<_, i64>(0))
+                .transpose()
+                .map_err(StoreError::backend)?;
+            match actual {
+                _ if !satisfies(expected, actual) => {
+                    return Err(conflict(stream, expected, actual));
+                }
+                // Nothing to remove, as the expected version allows.
+                None => return Ok(()),
+                Some(_) => {}
+            }
+        }
+        Err(StoreError::backend(format!(
+            "the state of `{stream}` kept changing during {CONDITIONAL_ATTEMPTS} attempts to remove it"
+        ))
+        .into())
+    }
+}
+
 impl EventReader for PostgresStore {
     fn has_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         async move {
@@ -438,6 +478,23 @@ impl SnapshotStore for PostgresStore {
         }
         .boxed()
     }
+
+    fn delete_snapshot<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            // Removing it twice removes it once: a lost connection is retried.
+            self.inner
+                .retrying(|| async {
+                    let conn = self.inner.conn().await?;
+                    conn.execute(include_str!("sql/delete_snapshot.sql"), &[&stream])
+                        .await
+                        .map_err(Failure::for_read)
+                })
+                .await
+                .map(drop)
+                .map_err(|failure| StoreError::backend(failure.into_source()))
+        }
+        .boxed()
+    }
 }
 
 impl StateStore for PostgresStore {
@@ -448,6 +505,14 @@ impl StateStore for PostgresStore {
         expected: ExpectedVersion,
     ) -> BoxFuture<'a, Result<(), AppendError>> {
         self.inner.save_state(stream, state, expected).boxed()
+    }
+
+    fn delete_state<'a>(
+        &'a self,
+        stream: &'a str,
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<(), AppendError>> {
+        self.inner.delete_state(stream, expected).boxed()
     }
 
     fn load_state<'a>(
