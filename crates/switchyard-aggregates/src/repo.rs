@@ -515,7 +515,14 @@ impl<A: Aggregate> Repo<A> {
         };
         let every = i64::try_from(*every).unwrap_or(i64::MAX);
         if (before + 1) / every != (state.version + 1) / every {
+            let span = tracing::debug_span!(
+                "switchyard.aggregate.snapshot",
+                aggregate = A::NAME,
+                id,
+                version = state.version
+            );
             self.save_snapshot(&self.stream_name(id), state, store, codec)
+                .instrument(span)
                 .await;
         }
     }

@@ -17,9 +17,10 @@ use crate::{Aggregate, AggregateState};
 /// Whether the task goes on after a command.
 enum Flow {
     Continue,
-    /// The aggregate's state can no longer be trusted (a panic, a store failure, a commit that
-    /// timed out): end the task so the next command reloads.
-    End,
+    /// End the task, for this reason (the unload span's `reason`): the state can no longer be
+    /// trusted (a panic, a store failure, a commit that timed out, conflicts), so the next
+    /// command reloads, or the unload rule asked for it.
+    End(&'static str),
 }
 
 /// Forgets the task in the registry when it ends, even by a panic.
@@ -110,7 +111,7 @@ pub(super) async fn run<A: Aggregate>(
         Some(Request::Command { job, reply }) => (job, reply),
         Some(Request::Unload(ack)) => {
             let last = Some(Ending::Unloaded(ack));
-            return finish(registration, mailbox, last).await;
+            return finish(registration, mailbox, last, "requested").await;
         }
         Some(Request::Delete {
             mode,
@@ -119,9 +120,9 @@ pub(super) async fn run<A: Aggregate>(
         }) => {
             let deleted = runtime.repo.delete(&id, mode, expected).await;
             let last = Some(Ending::Deleted(reply, deleted));
-            return finish(registration, mailbox, last).await;
+            return finish(registration, mailbox, last, "deleted").await;
         }
-        None => return finish(registration, mailbox, None).await,
+        None => return finish(registration, mailbox, None, "closed").await,
     };
     let mut live = LiveAggregate {
         runtime: &runtime,
@@ -148,11 +149,16 @@ pub(super) async fn run<A: Aggregate>(
         Err(response) => {
             tracing::warn!(aggregate = A::NAME, id, error = %response, "aggregate failed to load");
             let _ = reply.send(Outcome::Done(answer(job.message, response.clone(), None)));
-            drop(registration);
-            mailbox.close();
-            while let Some(request) = mailbox.recv().await {
-                answer_unloaded(request, &response);
+            let span = unload_span::<A>(&id, "load_failed");
+            async move {
+                drop(registration);
+                mailbox.close();
+                while let Some(request) = mailbox.recv().await {
+                    answer_unloaded(request, &response);
+                }
             }
+            .instrument(span)
+            .await;
             return;
         }
     }
@@ -160,12 +166,12 @@ pub(super) async fn run<A: Aggregate>(
     // Answered only once the registry forgot the task, so whoever asked to unload or delete
     // the aggregate finds it no longer live when it hears back.
     let mut last = None;
-    loop {
+    let reason = loop {
         let request = match first.take() {
             Some((job, reply)) => Request::Command { job, reply },
             None => match live.next(&mut mailbox).await {
-                Some(request) => request,
-                None => break,
+                Ok(request) => request,
+                Err(reason) => break reason,
             },
         };
         match request {
@@ -176,7 +182,7 @@ pub(super) async fn run<A: Aggregate>(
                     .await;
                 match flow {
                     Ok(Flow::Continue) => {}
-                    Ok(Flow::End) => break,
+                    Ok(Flow::End(reason)) => break reason,
                     // `decide` panics are caught where they happen; this is the aggregate's
                     // `apply`, `commit` or `rollback`, an unload rule, or the store.
                     Err(panic) => {
@@ -188,13 +194,13 @@ pub(super) async fn run<A: Aggregate>(
                             "aggregate task panicked; it will be reloaded"
                         );
                         reply.panicked(reason);
-                        break;
+                        break "failed";
                     }
                 }
             }
             Request::Unload(ack) => {
                 last = Some(Ending::Unloaded(ack));
-                break;
+                break "requested";
             }
             Request::Delete {
                 mode,
@@ -203,16 +209,30 @@ pub(super) async fn run<A: Aggregate>(
             } => {
                 let deleted = runtime.repo.delete(&id, mode, expected).await;
                 last = Some(Ending::Deleted(reply, deleted));
-                break;
+                break "deleted";
             }
         }
         // A task that holds no aggregate (a creation that recorded nothing, a command for a
         // missing one) ends once nothing waits for it.
         if live.state.is_none() && mailbox.is_empty() {
-            break;
+            break "empty";
         }
-    }
-    finish(registration, mailbox, last).await;
+    };
+    finish(registration, mailbox, last, reason).await;
+}
+
+/// The span of a task's end. `reason`: `requested` (`unload`), `deleted`, `idle` (the idle
+/// timeout), `scheduled` (an unload rule's delay), `unload_rule` (`Unload::Now`), `empty` (no
+/// aggregate to hold), `closed` (shutdown, or every runtime handle dropped), `failed` (a panic,
+/// a store failure or a commit timeout: the state is not trusted), `conflict` (conflicts beyond
+/// the retries), `load_failed`.
+fn unload_span<A: Aggregate>(id: &str, reason: &'static str) -> tracing::Span {
+    tracing::debug_span!(
+        "switchyard.aggregate.unload",
+        aggregate = A::NAME,
+        id,
+        reason
+    )
 }
 
 /// Ends a task: forgets it in the registry, closes its mailbox, answers the request that ended
@@ -221,12 +241,9 @@ async fn finish<A: Aggregate>(
     registration: Registration<A>,
     mut mailbox: mpsc::Receiver<Request<A>>,
     last: Option<Ending>,
+    reason: &'static str,
 ) {
-    let span = tracing::debug_span!(
-        "switchyard.aggregate.unload",
-        aggregate = A::NAME,
-        id = registration.id
-    );
+    let span = unload_span::<A>(&registration.id, reason);
     async move {
         // Forget the task first, then close: a command sent in between is handed back and goes
         // to a fresh task.
@@ -284,26 +301,35 @@ struct LiveAggregate<'a, A: Aggregate> {
 }
 
 impl<A: Aggregate> LiveAggregate<'_, A> {
-    /// The next request, or `None` when the task should end: its mailbox closed, it was idle
-    /// for too long, or an unload it scheduled is due.
-    async fn next(&mut self, mailbox: &mut mpsc::Receiver<Request<A>>) -> Option<Request<A>> {
+    /// The next request, or why the task should end: its mailbox closed (`closed`), it was idle
+    /// for too long (`idle`), or an unload a rule scheduled is due (`scheduled`).
+    async fn next(
+        &mut self,
+        mailbox: &mut mpsc::Receiver<Request<A>>,
+    ) -> Result<Request<A>, &'static str> {
         let idle = self
             .runtime
             .config
             .idle_timeout
-            .map(|idle| Instant::now() + idle);
-        let wake = [idle, self.unload_after_event, self.unload_by_state]
+            .map(|idle| (Instant::now() + idle, "idle"));
+        let scheduled = [self.unload_after_event, self.unload_by_state]
             .into_iter()
             .flatten()
-            .min();
-        match wake {
+            .min()
+            .map(|at| (at, "scheduled"));
+        let wake = [scheduled, idle]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at);
+        let request = match wake {
             None => mailbox.recv().await,
-            Some(wake) => tokio::select! {
+            Some((wake, reason)) => tokio::select! {
                 biased;
                 request = mailbox.recv() => request,
-                () = tokio::time::sleep_until(wake) => None,
+                () = tokio::time::sleep_until(wake) => return Err(reason),
             },
-        }
+        };
+        request.ok_or("closed")
     }
 
     async fn handle(&mut self, job: Job<A>, reply: &mut Reply<A>) -> Flow {
@@ -401,7 +427,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     );
                     let response = Response::error(reason);
                     reply.done(answer(message, response, None));
-                    return Flow::End;
+                    return Flow::End("failed");
                 }
             };
             let version = current.version;
@@ -480,6 +506,14 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
             working
                 .processed
                 .insert(message.id().to_owned(), response.clone());
+            // The append, the folding of the events and the `commit` hook; `version` once known.
+            let commit_span = tracing::debug_span!(
+                "switchyard.aggregate.commit",
+                aggregate = A::NAME,
+                id = self.id,
+                events = events.events.len(),
+                version = tracing::field::Empty,
+            );
             let committed = tokio::time::timeout(
                 commit_timeout,
                 self.runtime.repo.record(
@@ -490,6 +524,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     (*metadata).clone(),
                 ),
             )
+            .instrument(commit_span.clone())
             .await;
             match committed {
                 Err(_elapsed) => {
@@ -507,11 +542,10 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         self.id
                     ));
                     reply.done(answer(message, response, None));
-                    return Flow::End;
+                    return Flow::End("failed");
                 }
                 Ok(Ok(new_version)) => {
-                    let commit_span =
-                        tracing::debug_span!("switchyard.aggregate.commit", version = new_version);
+                    commit_span.record("version", new_version);
                     commit_span.in_scope(|| working.state.commit(&message));
                     let unload = self
                         .runtime
@@ -545,7 +579,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                             Some(self.unload_after_event.map_or(due, |d| d.min(due)));
                     }
                     self.unload_by_state = match unload {
-                        Unload::Now => return Flow::End,
+                        Unload::Now => return Flow::End("unload_rule"),
                         Unload::After(delay) => Some(now + delay),
                         Unload::Never => None,
                     };
@@ -570,7 +604,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     }
                     let response = Response::Conflict { expected, actual };
                     reply.done(answer(message, response, None));
-                    return Flow::End;
+                    return Flow::End("conflict");
                 }
                 Ok(Err(error)) => return self.fail(reply, message, &error),
             }
@@ -600,6 +634,6 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
         let response = error.to_response();
         reply.done(answer(message, response, None));
         self.state = None;
-        Flow::End
+        Flow::End("failed")
     }
 }

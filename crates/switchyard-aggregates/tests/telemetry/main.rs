@@ -9,6 +9,7 @@ mod faulty;
 #[allow(dead_code)]
 mod fixture;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,4 +69,102 @@ fn a_slow_commit_times_out_and_is_reported() {
     );
     assert!(names.iter().any(|n| n == "new_aggr_spawned"), "{names:?}");
     assert!(names.iter().any(|n| n == "handle_msg"), "{names:?}");
+}
+
+/// A span as recorded: its name, its parent's name, and its fields (as `Debug` text).
+#[derive(Clone, Debug)]
+struct SpanRecord {
+    name: &'static str,
+    parent: Option<&'static str>,
+    fields: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Default)]
+struct Spans(Arc<Mutex<Vec<SpanRecord>>>);
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+/// Where a span's record is, kept in the span's extensions.
+struct Index(usize);
+
+impl<S> tracing_subscriber::Layer<S> for Spans
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let span = ctx.span(id).unwrap();
+        let mut fields = BTreeMap::new();
+        attrs.record(&mut Fields(&mut fields));
+        let mut spans = self.0.lock().unwrap();
+        spans.push(SpanRecord {
+            name: attrs.metadata().name(),
+            parent: span.parent().map(|parent| parent.name()),
+            fields,
+        });
+        span.extensions_mut().insert(Index(spans.len() - 1));
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let span = ctx.span(id).unwrap();
+        let extensions = span.extensions();
+        let Index(index) = extensions.get::<Index>().unwrap();
+        values.record(&mut Fields(&mut self.0.lock().unwrap()[*index].fields));
+    }
+}
+
+#[test]
+fn commits_and_unloads_have_spans() {
+    let spans = Spans::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let bank = bank();
+        bank.node.dispatch(opening("sp-1")).await;
+        assert!(bank.accounts.runtime().unload("sp-1").await);
+    });
+    let spans = spans.0.lock().unwrap();
+    let find = |name: &str| {
+        spans
+            .iter()
+            .find(|span| span.name == name)
+            .unwrap_or_else(|| panic!("no span {name}: {spans:#?}"))
+            .clone()
+    };
+    let commit = find("switchyard.aggregate.commit");
+    assert_eq!(commit.parent, Some("switchyard.aggregate.command"));
+    assert_eq!(commit.fields["aggregate"], "account");
+    assert_eq!(commit.fields["id"], "sp-1");
+    assert_eq!(commit.fields["events"], "1");
+    assert_eq!(commit.fields["version"], "0", "recorded once known");
+    assert_eq!(
+        find("switchyard.aggregate.append").parent,
+        Some("switchyard.aggregate.commit"),
+        "the append is part of the commit"
+    );
+    let unload = find("switchyard.aggregate.unload");
+    assert_eq!(unload.fields["id"], "sp-1");
+    assert_eq!(unload.fields["reason"], "requested");
 }
