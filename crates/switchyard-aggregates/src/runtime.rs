@@ -190,11 +190,11 @@ impl<A: Aggregate> RuntimeBuilder<A> {
     }
 
     /// Whether a message id not in the aggregate's in-memory window is looked up in the store
-    /// before the command runs (default on). Only an aggregate whose window has dropped ids
-    /// (more than the repo's `processed_capacity` since it was loaded) pays this indexed read, on
-    /// every command with a new id; a repeat of an id recorded meanwhile by another runtime on
-    /// the same store is caught by the version conflict and reload instead (so with
-    /// `conflict_retries(0)` it is answered `Conflict`).
+    /// before the command runs (default on). Only an aggregate whose window has dropped ids (one
+    /// that recorded events for more messages than the repo's `processed_capacity`) pays this
+    /// indexed read, on every command with a new id. A repeat of an id that another runtime on
+    /// the same store recorded since this one loaded the aggregate is caught by the version
+    /// conflict and reload instead (so with `conflict_retries(0)` it is answered `Conflict`).
     pub fn idempotency_lookup(mut self, on: bool) -> Self {
         self.config.idempotency_lookup = on;
         self
