@@ -184,15 +184,7 @@ pub trait SnapshotStore: Send + Sync {
     /// Removes the stream's snapshot; removing one that does not exist is not an error.
     /// [`Repo::delete`](crate::Repo::delete) calls it on a hard delete, so a stream created
     /// again never starts from its former life's state.
-    ///
-    /// The default body does nothing and answers [`StoreError::Unsupported`]: every store
-    /// should implement it (the conformance suite checks it does).
-    fn delete_snapshot<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        let _ = stream;
-        Box::pin(std::future::ready(Err(StoreError::Unsupported {
-            operation: "SnapshotStore::delete_snapshot",
-        })))
-    }
+    fn delete_snapshot<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 }
 
 /// Keeps the whole state of state-based aggregates, with optimistic concurrency.
@@ -216,19 +208,9 @@ pub trait StateStore: Send + Sync {
     /// `NoStream` and `Exactly(-1)` succeed only when nothing is stored, `Exactly(v)` only when
     /// the state is at `v`; otherwise [`AppendError::Conflict`] with the stored version. Once
     /// removed, the state can be saved again with `NoStream`.
-    ///
-    /// The default body does nothing and answers [`StoreError::Unsupported`]: every store
-    /// should implement it (the conformance suite checks it does).
     fn delete_state<'a>(
         &'a self,
         stream: &'a str,
         expected: ExpectedVersion,
-    ) -> BoxFuture<'a, Result<(), AppendError>> {
-        let _ = (stream, expected);
-        Box::pin(std::future::ready(Err(AppendError::Store(
-            StoreError::Unsupported {
-                operation: "StateStore::delete_state",
-            },
-        ))))
-    }
+    ) -> BoxFuture<'a, Result<(), AppendError>>;
 }

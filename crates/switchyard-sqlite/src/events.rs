@@ -522,6 +522,21 @@ impl SnapshotStore for SqliteStore {
         .boxed()
     }
 
+    fn delete_snapshot<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let name = stream.to_owned();
+        async move {
+            self.workers
+                .write(move |conn| {
+                    conn.prepare_cached("DELETE FROM snapshots WHERE stream = ?1")?
+                        .execute([&name])
+                        .map(|_| Ok(()))
+                })
+                .await
+                .unwrap_or_else(|failed| Err(store_failed(failed)))
+        }
+        .boxed()
+    }
+
     fn load_snapshot<'a>(
         &'a self,
         stream: &'a str,
@@ -551,6 +566,32 @@ impl StateStore for SqliteStore {
                         return Ok(Err(conflict(&name, expected, actual)));
                     }
                     save_in(conn, "states", &name, &state).map(Ok)
+                })
+                .await
+                .unwrap_or_else(|failed| Err(append_failed(stream, failed)))
+        }
+        .boxed()
+    }
+
+    fn delete_state<'a>(
+        &'a self,
+        stream: &'a str,
+        expected: ExpectedVersion,
+    ) -> BoxFuture<'a, Result<(), AppendError>> {
+        let name = stream.to_owned();
+        async move {
+            self.workers
+                .write(move |conn| {
+                    let actual = conn
+                        .prepare_cached("SELECT version FROM states WHERE stream = ?1")?
+                        .query_row([&name], |row| row.get(0))
+                        .optional()?;
+                    if !matches(expected, actual) {
+                        return Ok(Err(conflict(&name, expected, actual)));
+                    }
+                    conn.prepare_cached("DELETE FROM states WHERE stream = ?1")?
+                        .execute([&name])
+                        .map(|_| Ok(()))
                 })
                 .await
                 .unwrap_or_else(|failed| Err(append_failed(stream, failed)))

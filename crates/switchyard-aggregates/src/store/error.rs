@@ -19,13 +19,6 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
-    /// The store does not implement this operation (a store written before the trait method
-    /// existed, which relies on its default body). Nothing was done; the store must be updated.
-    #[error("the store does not implement `{operation}`")]
-    Unsupported {
-        /// The trait method.
-        operation: &'static str,
-    },
 }
 
 impl StoreError {

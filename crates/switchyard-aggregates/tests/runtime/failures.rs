@@ -262,6 +262,13 @@ impl switchyard_aggregates::store::SnapshotStore for SlowSnapshots {
     > {
         self.inner.load_snapshot(stream)
     }
+
+    fn delete_snapshot<'a>(
+        &'a self,
+        stream: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<(), switchyard_aggregates::store::StoreError>> {
+        self.inner.delete_snapshot(stream)
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -305,7 +305,7 @@ async fn deleting_a_state_based_aggregate_removes_its_state() {
     );
 }
 
-/// A snapshot store written before `delete_snapshot` existed.
+/// A snapshot store whose deletes fail (its backend is down for writes).
 struct OldSnapshots(MemoryStore);
 
 impl SnapshotStore for OldSnapshots {
@@ -326,10 +326,21 @@ impl SnapshotStore for OldSnapshots {
     > {
         self.0.load_snapshot(stream)
     }
+
+    fn delete_snapshot<'a>(
+        &'a self,
+        _stream: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<(), switchyard_aggregates::store::StoreError>> {
+        Box::pin(async {
+            Err(switchyard_aggregates::store::StoreError::backend(
+                "snapshot store is read-only",
+            ))
+        })
+    }
 }
 
 #[tokio::test]
-async fn a_hard_delete_refused_by_an_outdated_snapshot_store_deletes_nothing() {
+async fn a_hard_delete_whose_snapshot_cannot_be_removed_deletes_nothing() {
     use switchyard_aggregates::RepoError;
     use switchyard_aggregates::store::{DeleteMode, ExpectedVersion, StoreError};
     let events = MemoryStore::new();
@@ -349,12 +360,7 @@ async fn a_hard_delete_refused_by_an_outdated_snapshot_store_deletes_nothing() {
         .delete("old", DeleteMode::Hard, ExpectedVersion::Any)
         .await;
     assert!(
-        matches!(
-            refused,
-            Err(RepoError::Store(StoreError::Unsupported {
-                operation: "SnapshotStore::delete_snapshot"
-            }))
-        ),
+        matches!(refused, Err(RepoError::Store(StoreError::Backend { .. }))),
         "{refused:?}"
     );
     assert!(
