@@ -188,20 +188,16 @@ fn payload(w: usize, version: i64) -> String {
     format!("{w}:{version}:").repeat(40)
 }
 
-/// Not a test: the child process that `acknowledged_events_survive_sigkill` starts and kills.
-/// It appends as fast as it can and prints each acknowledged version.
-#[test]
-#[ignore = "the child process of `acknowledged_events_survive_sigkill`, started by it"]
-fn crash_child() {
-    let Ok(path) = std::env::var(CHILD) else {
-        panic!("run by `acknowledged_events_survive_sigkill` only, with {CHILD} set");
-    };
+/// The child process `acknowledged_events_survive_sigkill` starts (this same test, with the
+/// database path in `CHILD`) and kills: it appends as fast as it can and prints each
+/// acknowledged version, until it is killed.
+fn crash_child(path: &str) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
         .unwrap();
     runtime.block_on(async {
-        let store = SqliteStore::open(&path).unwrap();
+        let store = SqliteStore::open(path).unwrap();
         let writers = (0..WRITERS).map(|w| {
             let store = store.clone();
             tokio::spawn(async move {
@@ -232,11 +228,26 @@ fn crash_child() {
     });
 }
 
-#[tokio::test]
-async fn acknowledged_events_survive_sigkill() {
+#[test]
+fn acknowledged_events_survive_sigkill() {
+    if let Ok(path) = std::env::var(CHILD) {
+        crash_child(&path);
+        return;
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(kill_a_writer_and_check());
+}
+
+async fn kill_a_writer_and_check() {
     let path = scratch("sigkill");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--ignored", "--nocapture"])
+        .args([
+            "acknowledged_events_survive_sigkill",
+            "--exact",
+            "--nocapture",
+        ])
         .env(CHILD, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

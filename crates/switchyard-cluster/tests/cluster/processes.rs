@@ -14,21 +14,17 @@ use crate::support::{answered_by, config, standard_routers, start_with, wait_eve
 const CHILD_NAME: &str = "SWITCHYARD_CLUSTER_CHILD";
 const CHILD_SEED: &str = "SWITCHYARD_CLUSTER_SEED";
 
-/// Not a test: the node process `nodes_in_separate_processes_and_one_killed` starts. It joins
-/// the cluster, prints `ready`, and serves until it is killed.
-#[test]
-#[ignore = "a child process of `nodes_in_separate_processes_and_one_killed`, started by it"]
-fn child_node() {
-    let (Ok(name), Ok(seed)) = (std::env::var(CHILD_NAME), std::env::var(CHILD_SEED)) else {
-        panic!("run by `nodes_in_separate_processes_and_one_killed` only");
-    };
+/// A node process `nodes_in_separate_processes_and_one_killed` starts (this same test, with
+/// the node's name and seed in the environment): it joins the cluster, prints `ready`, and
+/// serves until it is killed.
+fn child_node(name: &str, seed: String) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let node = Node::builder(name.as_str()).build();
+        let node = Node::builder(name).build();
         standard_routers(&node);
         let cluster = Cluster::start(node, config(&[seed])).await.unwrap();
         println!("ready {}", cluster.id());
@@ -48,9 +44,8 @@ impl Drop for Process {
 fn spawn_node(name: &str, seed: &str) -> Process {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
-            "processes::child_node",
+            "processes::nodes_in_separate_processes_and_one_killed",
             "--exact",
-            "--ignored",
             "--nocapture",
         ])
         .env(CHILD_NAME, name)
@@ -71,8 +66,21 @@ fn spawn_node(name: &str, seed: &str) -> Process {
     Process(child)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_in_separate_processes_and_one_killed() {
+#[test]
+fn nodes_in_separate_processes_and_one_killed() {
+    if let (Ok(name), Ok(seed)) = (std::env::var(CHILD_NAME), std::env::var(CHILD_SEED)) {
+        child_node(&name, seed);
+        return;
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(kill_one_of_two_processes());
+}
+
+async fn kill_one_of_two_processes() {
     let a = start_with("a", config(&[]), |_| {}).await;
     let seed = a.cluster.gossip_addr().to_string();
     let (b, mut c) = {
