@@ -175,7 +175,7 @@ type Stores = (Arc<dyn EventStore>, Arc<dyn SnapshotStore>);
 /// PostgreSQL when `--database-url` is given, else a new SQLite file in the temporary directory.
 async fn open_store() -> Result<Stores, Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
+    if let Some(arg) = args.next() {
         if arg == "--database-url" {
             let url = args.next().ok_or("--database-url needs a URL")?;
             println!("store: PostgreSQL at {url}, schema `switchyard`\n");

@@ -30,9 +30,9 @@
 //! | `conformance` | `aggregates::conformance`: the suite every event store must pass |
 //! | `sqlite` | `sqlite`: event, snapshot and state stores in one SQLite file (implies `aggregates`) |
 //! | `postgres` | `postgres`: event, snapshot and state stores in PostgreSQL (implies `aggregates`) |
+//! | `cluster` | `cluster`: gossip membership, authenticated transport, remote dispatch |
 //!
-//! The scheduler, the SQLite and PostgreSQL stores and the cluster join as features of their own
-//! as they land.
+//! The scheduler joins as a feature of its own when it lands.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -55,6 +55,11 @@ pub use switchyard_sqlite as sqlite;
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 #[doc(inline)]
 pub use switchyard_postgres as postgres;
+
+#[cfg(feature = "cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+#[doc(inline)]
+pub use switchyard_cluster as cluster;
 
 #[doc(no_inline)]
 pub use switchyard_messaging::{

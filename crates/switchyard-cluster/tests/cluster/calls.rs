@@ -294,3 +294,68 @@ async fn authorization_runs_on_the_receiving_node_and_validate_reaches_remote_pr
         checked.response()
     );
 }
+
+/// Commands for one aggregate run on one node, whichever node the caller reached first, and
+/// move when that node leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_sends_each_aggregate_to_its_owner() {
+    fn accounts(node: &switchyard_messaging::Node, cluster: &switchyard_cluster::Cluster) {
+        node.register(
+            Router::new("accounts")
+                .service("deposit", whoami)
+                .authorize(|_| Ok(()))
+                .choose_node(cluster.placement()),
+        )
+        .unwrap();
+    }
+    let a = start_with("a", config(&[]), |_| {}).await;
+    let seed = vec![a.cluster.gossip_addr().to_string()];
+    let b = start_with("b", config(&seed), |_| {}).await;
+    accounts(&b.node, &b.cluster);
+    let c = start_with("c", config(&seed), |_| {}).await;
+    accounts(&c.node, &c.cluster);
+    for (node, count) in [(&a, 2), (&b, 1), (&c, 1)] {
+        wait_for(
+            Duration::from_secs(3),
+            "deposit providers connected",
+            || async {
+                node.cluster
+                    .members()
+                    .iter()
+                    .filter(|m| m.connected && m.services.contains(&"deposit".to_owned()))
+                    .count()
+                    == count
+            },
+        )
+        .await;
+    }
+    let owners = [b.node.id().clone(), c.node.id().clone()];
+    for account in 0..40 {
+        let id = format!("acc-{account}");
+        let expected = switchyard_cluster::placement::owner(&id, &owners)
+            .unwrap()
+            .name()
+            .to_owned();
+        for _ in 0..3 {
+            let reply = a
+                .node
+                .dispatch(Message::new("deposit").with_aggregate_id(&id))
+                .await;
+            assert_eq!(answered_by(&reply), expected, "{id}");
+        }
+    }
+    let forwarded = b.cluster.stats().calls_forwarded + c.cluster.stats().calls_forwarded;
+    assert!(forwarded > 0, "some calls reached a non-owner first");
+    c.cluster.shutdown().await;
+    wait_for(Duration::from_secs(3), "c gone from b's view", || async {
+        b.cluster.members().iter().all(|m| m.id.name() != "c")
+    })
+    .await;
+    for account in 0..40 {
+        let reply = a
+            .node
+            .dispatch(Message::new("deposit").with_aggregate_id(format!("acc-{account}")))
+            .await;
+        assert_eq!(answered_by(&reply), "b");
+    }
+}
