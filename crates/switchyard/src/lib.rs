@@ -80,4 +80,7 @@ pub mod guides {
     #[cfg(all(feature = "sqlite", feature = "postgres"))]
     #[doc = include_str!("../../../docs/guides/stores.md")]
     pub struct Stores;
+    #[cfg(feature = "cluster")]
+    #[doc = include_str!("../../../docs/guides/distribution.md")]
+    pub struct Distribution;
 }

@@ -359,3 +359,60 @@ async fn placement_sends_each_aggregate_to_its_owner() {
         assert_eq!(answered_by(&reply), "b");
     }
 }
+
+/// The conversation crosses nodes: correlation id, log fields and trace context arrive with the
+/// message, and a message caused there keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_context_and_log_fields_travel_with_the_call() {
+    async fn context(msg: Message) -> Message {
+        let seen = (
+            msg.correlation_id().to_owned(),
+            msg.log_fields()
+                .get(switchyard_messaging::TRACE_CONTEXT_FIELD)
+                .map(str::to_owned),
+            msg.log_fields().get("tenant").map(str::to_owned),
+            Message::caused_by(&msg, "next")
+                .log_fields()
+                .get(switchyard_messaging::TRACE_CONTEXT_FIELD)
+                .map(str::to_owned),
+        );
+        msg.ok_with(&seen)
+    }
+    let a = start_with("a", config(&[]), |_| {}).await;
+    let seed = vec![a.cluster.gossip_addr().to_string()];
+    let _b = start_with("b", config(&seed), |node| {
+        node.register(
+            Router::new("ctx")
+                .service("context", context)
+                .authorize(|_| Ok(())),
+        )
+        .unwrap();
+    })
+    .await;
+    wait_for(Duration::from_secs(2), "b connected", || async {
+        a.cluster.members().first().is_some_and(|m| m.connected)
+    })
+    .await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let reply = a
+        .node
+        .dispatch(
+            Message::new("context")
+                .with_correlation_id("conversation-9")
+                .with_trace_context(traceparent)
+                .with_log_field("tenant", "acme"),
+        )
+        .await;
+    let seen: (String, Option<String>, Option<String>, Option<String>) = match reply.response() {
+        Some(Response::OkWith(payload)) => payload.decode().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(seen.0, "conversation-9");
+    assert_eq!(seen.1.as_deref(), Some(traceparent));
+    assert_eq!(seen.2.as_deref(), Some("acme"));
+    assert_eq!(
+        seen.3.as_deref(),
+        Some(traceparent),
+        "caused messages keep it"
+    );
+}
