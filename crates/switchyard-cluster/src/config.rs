@@ -35,6 +35,8 @@ pub struct ClusterConfig {
     pub(crate) max_frame_len: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) drain_timeout: Duration,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::TlsConfig>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -70,6 +72,8 @@ impl ClusterConfig {
             max_frame_len: 16 * 1024 * 1024,
             connect_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -126,6 +130,14 @@ impl ClusterConfig {
     /// How long a graceful shutdown waits for the calls it is running (10 s by default).
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
+        self
+    }
+
+    /// Runs every node-to-node connection over TLS (feature `tls`). Every member must use TLS
+    /// then: a node without it cannot connect.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::TlsConfig) -> Self {
+        self.tls = Some(tls);
         self
     }
 

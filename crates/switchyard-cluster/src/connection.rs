@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use switchyard_messaging::NodeId;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -76,7 +77,16 @@ pub(crate) enum SendError {
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
-fn framed(stream: TcpStream, max_frame_len: usize) -> Framed<TcpStream, LengthDelimitedCodec> {
+/// A byte stream to a peer: plain TCP, or TLS over it.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+pub(crate) type Stream = Box<dyn Io>;
+
+pub(crate) type Transport = Framed<Stream, LengthDelimitedCodec>;
+
+fn framed(stream: Stream, max_frame_len: usize) -> Transport {
     let codec = LengthDelimitedCodec::builder()
         .max_frame_length(max_frame_len)
         .new_codec();
@@ -93,6 +103,11 @@ pub(crate) enum DialError {
     },
     #[error("timed out connecting to {0}")]
     TimedOut(std::net::SocketAddr),
+    #[error("TLS with {addr} failed: {source}")]
+    Tls {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("handshake with {addr} failed: {source}")]
     Handshake {
         addr: std::net::SocketAddr,
@@ -119,6 +134,9 @@ pub(crate) async fn dial(
             .map_err(|source| DialError::Connect { addr, source })?;
         // Calls are small and latency-bound: no Nagle delay.
         let _ = stream.set_nodelay(true);
+        let stream = secure_dialed(config, stream)
+            .await
+            .map_err(|source| DialError::Tls { addr, source })?;
         let mut transport = framed(stream, config.max_frame_len);
         let found = handshake(&mut transport, &inner.identity())
             .await
@@ -142,17 +160,18 @@ pub(crate) async fn dial(
 pub(crate) async fn accept(inner: Arc<Inner>, stream: TcpStream) {
     let remote = stream.peer_addr().ok();
     let _ = stream.set_nodelay(true);
-    let mut transport = framed(stream, inner.config.max_frame_len);
-    let outcome = tokio::time::timeout(
-        inner.config.connect_timeout,
-        handshake(&mut transport, &inner.identity()),
-    )
+    let outcome = tokio::time::timeout(inner.config.connect_timeout, async {
+        let stream = secure_accepted(&inner.config, stream).await?;
+        let mut transport = framed(stream, inner.config.max_frame_len);
+        let peer = handshake(&mut transport, &inner.identity()).await?;
+        Ok::<_, HandshakeError>((transport, peer))
+    })
     .await;
     match outcome {
-        Ok(Ok(peer)) if peer == inner.me => {
+        Ok(Ok((_, peer))) if peer == inner.me => {
             tracing::warn!(?remote, "refused a connection from this node itself");
         }
-        Ok(Ok(peer)) => {
+        Ok(Ok((transport, peer))) => {
             let connection = start(&inner, transport, peer.clone(), peer);
             inner.register(connection);
         }
@@ -168,13 +187,51 @@ pub(crate) async fn accept(inner: Arc<Inner>, stream: TcpStream) {
     }
 }
 
+#[cfg(feature = "tls")]
+async fn secure_dialed(
+    config: &crate::ClusterConfig,
+    stream: TcpStream,
+) -> std::io::Result<Stream> {
+    match &config.tls {
+        Some(tls) => {
+            let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
+            Ok(Box::new(
+                connector.connect(tls.server_name.clone(), stream).await?,
+            ))
+        }
+        None => Ok(Box::new(stream)),
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+async fn secure_dialed(_: &crate::ClusterConfig, stream: TcpStream) -> std::io::Result<Stream> {
+    Ok(Box::new(stream))
+}
+
+#[cfg(feature = "tls")]
+async fn secure_accepted(
+    config: &crate::ClusterConfig,
+    stream: TcpStream,
+) -> Result<Stream, HandshakeError> {
+    match &config.tls {
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+            Ok(Box::new(acceptor.accept(stream).await?))
+        }
+        None => Ok(Box::new(stream)),
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+async fn secure_accepted(
+    _: &crate::ClusterConfig,
+    stream: TcpStream,
+) -> Result<Stream, HandshakeError> {
+    Ok(Box::new(stream))
+}
+
 /// Spawns the reader and writer of an authenticated connection.
-fn start(
-    inner: &Arc<Inner>,
-    transport: Framed<TcpStream, LengthDelimitedCodec>,
-    peer: NodeId,
-    dialer: NodeId,
-) -> Connection {
+fn start(inner: &Arc<Inner>, transport: Transport, peer: NodeId, dialer: NodeId) -> Connection {
     let (outbox, mut queued) = mpsc::channel::<Bytes>(OUTBOX);
     let closed = CancellationToken::new();
     let connection = Connection {

@@ -6,8 +6,6 @@ use futures::{SinkExt, StreamExt};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use switchyard_messaging::NodeId;
-use tokio::net::TcpStream;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::frame::{Frame, NONCE_LEN, PROTOCOL};
 
@@ -34,7 +32,7 @@ pub(crate) enum HandshakeError {
     Random(String),
 }
 
-type Transport = Framed<TcpStream, LengthDelimitedCodec>;
+use crate::connection::Transport;
 
 /// What this side says about itself.
 pub(crate) struct Identity<'a> {

@@ -13,7 +13,9 @@
 //!   prove they know the cluster secret by HMAC-SHA256 challenge-response before any other
 //!   frame; the secret never crosses the wire. A member's services are used only once a
 //!   connection to it has been authenticated, so a node with the wrong secret can call nothing
-//!   and is offered no call. The wire format is in `docs/wire.md`.
+//!   and is offered no call. With the `tls` feature, connections can also run over TLS
+//!   ([`ClusterConfig::tls`], rustls with the `ring` provider). The wire format is in
+//!   `docs/wire.md`.
 //! - **Remote dispatch**: the caller's dispatcher picks a provider (local first, else a random
 //!   remote one), the call carries the caller's reply address and deadline; the first node to
 //!   receive it authorizes it and applies `choose_node`; when that names another node, the call
@@ -57,7 +59,14 @@ mod membership;
 pub mod placement;
 mod remote;
 mod serve;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use crate::cluster::{Cluster, ClusterEvent, ClusterStats, Member};
 pub use crate::config::{ClusterConfig, MIN_SECRET_LEN};
 pub use crate::error::ClusterError;
+#[cfg(feature = "tls")]
+pub use crate::tls::TlsConfig;
+/// The rustls crate, to build [`TlsConfig`]'s configurations with the same version.
+#[cfg(feature = "tls")]
+pub use rustls;

@@ -9,3 +9,5 @@ mod processes;
 mod scenarios;
 mod security;
 mod support;
+#[cfg(feature = "tls")]
+mod tls;
