@@ -25,14 +25,28 @@ use crate::handshake::{HandshakeError, Identity, handshake};
 const OUTBOX: usize = 4_096;
 
 /// A live, authenticated connection to a peer. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Connection {
     pub(crate) id: u64,
     pub(crate) peer: NodeId,
     /// Who dialed: the connection dialed by the smaller node id wins a tie.
     pub(crate) dialer: NodeId,
     outbox: mpsc::Sender<Bytes>,
+    /// The write half, shared by the writer task and senders that find it free.
+    sink: Arc<tokio::sync::Mutex<Sink>>,
     closed: CancellationToken,
+}
+
+type Sink = futures::stream::SplitSink<Transport, Bytes>;
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("dialer", &self.dialer)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The connection is closed.
@@ -46,6 +60,20 @@ impl Connection {
         let bytes = frame
             .encode()
             .map_err(|e| SendError::Encode(e.to_string()))?;
+        // Nobody writing and nothing queued: write it now, from this task, sparing the hand-off
+        // to the writer task (a wake-up on each side of a round trip). Otherwise queue it, and
+        // the writer sends it with the rest of its burst.
+        if self.outbox.capacity() == self.outbox.max_capacity()
+            && let Ok(mut sink) = self.sink.try_lock()
+        {
+            return match sink.send(bytes).await {
+                Ok(()) => Ok(()),
+                Err(_) => {
+                    self.closed.cancel();
+                    Err(SendError::Closed(Closed(self.peer.clone())))
+                }
+            };
+        }
         self.outbox
             .send(bytes)
             .await
@@ -234,14 +262,16 @@ async fn secure_accepted(
 fn start(inner: &Arc<Inner>, transport: Transport, peer: NodeId, dialer: NodeId) -> Connection {
     let (outbox, mut queued) = mpsc::channel::<Bytes>(OUTBOX);
     let closed = CancellationToken::new();
+    let (sink, mut frames) = transport.split();
+    let sink = Arc::new(tokio::sync::Mutex::new(sink));
     let connection = Connection {
         id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
         peer: peer.clone(),
         dialer,
         outbox,
+        sink: sink.clone(),
         closed: closed.clone(),
     };
-    let (mut sink, mut frames) = transport.split();
     let writer_closed = closed.clone();
     tokio::spawn(async move {
         loop {
@@ -249,6 +279,7 @@ fn start(inner: &Arc<Inner>, transport: Transport, peer: NodeId, dialer: NodeId)
                 () = writer_closed.cancelled() => {
                     // Closing: what was queued before still goes out (a reply sent just
                     // before a graceful shutdown).
+                    let mut sink = sink.lock().await;
                     while let Ok(bytes) = queued.try_recv() {
                         if sink.feed(bytes).await.is_err() {
                             break;
@@ -262,6 +293,7 @@ fn start(inner: &Arc<Inner>, transport: Transport, peer: NodeId, dialer: NodeId)
                     None => break,
                 },
             };
+            let mut sink = sink.lock().await;
             if sink.feed(first).await.is_err() {
                 break;
             }
@@ -277,7 +309,7 @@ fn start(inner: &Arc<Inner>, transport: Transport, peer: NodeId, dialer: NodeId)
             }
         }
         writer_closed.cancel();
-        let _ = sink.close().await;
+        let _ = sink.lock().await.close().await;
     });
     let reader = connection.clone();
     let inner = inner.clone();
