@@ -1,0 +1,321 @@
+//! The conformance suite every alarm store must pass.
+//!
+//! Each check is a public async function taking a fresh, empty store. A store crate runs them
+//! all with one macro call in its tests, one test per check:
+//!
+//! ```
+//! use switchyard_scheduler::store::MemoryAlarmStore;
+//!
+//! switchyard_scheduler::alarm_store_conformance!(async { MemoryAlarmStore::new() });
+//! ```
+//!
+//! The checks pin what the scheduler relies on: windows are half-open `[from, until)` and in due
+//! order, a save is read back whole, a claim gives exactly one live lease, only the holder
+//! renews, reschedules or deletes, and cancelling works by message and by aggregate.
+
+// The suite reports a broken rule by panicking, as `assert!` does.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use switchyard_messaging::Message;
+
+use crate::store::{Alarm, AlarmStore, Claim};
+
+/// A fixed, whole-second starting time, so every store can keep it exactly.
+fn t(seconds: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds)
+}
+
+fn alarm(id: &str, aggregate: &str, due: SystemTime) -> Alarm {
+    Alarm {
+        message: Message::new("remind")
+            .with_id(id)
+            .with_request(&format!("request of {id}"))
+            .assign("dispatch_attempts", &0_u32),
+        aggregate_id: aggregate.to_owned(),
+        due,
+    }
+}
+
+async fn ids<S: AlarmStore + ?Sized>(
+    store: &S,
+    from: Option<SystemTime>,
+    until: SystemTime,
+) -> Vec<String> {
+    store
+        .load(from, until)
+        .await
+        .expect("load failed")
+        .iter()
+        .map(|a| a.id().to_owned())
+        .collect()
+}
+
+async fn save<S: AlarmStore + ?Sized>(store: &S, alarm: Alarm) {
+    store.save(alarm).await.expect("save failed");
+}
+
+/// Windows are `[from, until)`, in due order; `None` loads from the beginning.
+pub async fn load_by_window<S: AlarmStore + ?Sized>(store: &S) {
+    save(store, alarm("c", "agg", t(30))).await;
+    save(store, alarm("a", "agg", t(10))).await;
+    save(store, alarm("b", "agg", t(20))).await;
+    assert_eq!(
+        ids(store, None, t(30)).await,
+        ["a", "b"],
+        "until is excluded"
+    );
+    assert_eq!(
+        ids(store, Some(t(20)), t(31)).await,
+        ["b", "c"],
+        "from is included"
+    );
+    assert_eq!(ids(store, Some(t(31)), t(100)).await, Vec::<String>::new());
+    assert_eq!(ids(store, None, t(100)).await, ["a", "b", "c"]);
+}
+
+/// A saved alarm reads back whole: message (request, assigns, ids), aggregate and due time.
+pub async fn save_and_read_back<S: AlarmStore + ?Sized>(store: &S) {
+    let original = Alarm {
+        message: alarm("m-1", "agg-1", t(5))
+            .message
+            .with_correlation_id("conversation")
+            .with_log_field("tenant", "acme")
+            .assign("dispatch_at", &t(5)),
+        aggregate_id: "agg-1".into(),
+        due: t(5) + Duration::from_micros(123_456),
+    };
+    let returned = store.save(original.clone()).await.unwrap();
+    assert_eq!(returned.id(), "m-1", "save returns the message to deliver");
+    let loaded = store.load(None, t(6)).await.unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(
+        loaded[0].message, returned,
+        "the stored message is the returned one"
+    );
+    assert_eq!(loaded[0].aggregate_id, "agg-1");
+    assert_eq!(loaded[0].due, original.due, "due times keep microseconds");
+    assert_eq!(
+        loaded[0].message.request::<String>().unwrap(),
+        "request of m-1"
+    );
+}
+
+/// Saving an alarm with the id of another replaces it, due time and lease included.
+pub async fn save_replaces_the_same_id<S: AlarmStore + ?Sized>(store: &S) {
+    save(store, alarm("m", "agg", t(10))).await;
+    assert!(matches!(
+        store.claim("m", "node-a", t(10), t(40)).await.unwrap(),
+        Claim::Claimed(_)
+    ));
+    save(store, alarm("m", "agg", t(50))).await;
+    assert_eq!(ids(store, None, t(20)).await, Vec::<String>::new());
+    assert_eq!(ids(store, None, t(60)).await, ["m"]);
+    assert!(
+        matches!(
+            store.claim("m", "node-b", t(50), t(80)).await.unwrap(),
+            Claim::Claimed(_)
+        ),
+        "the replaced alarm's lease is gone"
+    );
+}
+
+/// A claim succeeds only when the alarm is due and no other live lease holds it; a lapsed lease
+/// lets another holder in; the holder may claim again.
+pub async fn claim_rules<S: AlarmStore + ?Sized>(store: &S) {
+    assert_eq!(
+        store.claim("missing", "a", t(0), t(30)).await.unwrap(),
+        Claim::Gone
+    );
+    save(store, alarm("m", "agg", t(10))).await;
+    assert_eq!(
+        store.claim("m", "a", t(9), t(39)).await.unwrap(),
+        Claim::NotDue(t(10))
+    );
+    match store.claim("m", "a", t(10), t(40)).await.unwrap() {
+        Claim::Claimed(claimed) => assert_eq!(claimed.id(), "m"),
+        other => panic!("expected a claim, got {other:?}"),
+    }
+    match store.claim("m", "b", t(20), t(50)).await.unwrap() {
+        Claim::Held(lease) => {
+            assert_eq!(lease.holder, "a");
+            assert_eq!(lease.until, t(40));
+        }
+        other => panic!("a live lease must hold off another claim, got {other:?}"),
+    }
+    assert!(
+        matches!(
+            store.claim("m", "a", t(20), t(50)).await.unwrap(),
+            Claim::Claimed(_)
+        ),
+        "the holder claims again"
+    );
+    assert!(
+        matches!(
+            store.claim("m", "b", t(50), t(80)).await.unwrap(),
+            Claim::Claimed(_)
+        ),
+        "a lapsed lease lets another holder in"
+    );
+    assert!(matches!(
+        store.claim("m", "a", t(60), t(90)).await.unwrap(),
+        Claim::Held(_)
+    ));
+}
+
+/// Many holders racing for one alarm: exactly one gets it.
+pub async fn one_winner_among_racing_claims<S: AlarmStore + ?Sized>(store: &S) {
+    save(store, alarm("race", "agg", t(0))).await;
+    let holders: Vec<String> = (0..20).map(|n| format!("node-{n}")).collect();
+    let claims = holders
+        .iter()
+        .map(|holder| store.claim("race", holder, t(1), t(31)));
+    let outcomes = futures::future::join_all(claims).await;
+    let won = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(Claim::Claimed(_))))
+        .count();
+    assert_eq!(won, 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(Claim::Claimed(_) | Claim::Held(_))))
+    );
+}
+
+/// Only the holder renews, and a renewal keeps others out until the new expiry.
+pub async fn renew_extends_the_holders_lease<S: AlarmStore + ?Sized>(store: &S) {
+    save(store, alarm("m", "agg", t(0))).await;
+    assert!(!store.renew("m", "a", t(30)).await.unwrap(), "not held yet");
+    store.claim("m", "a", t(0), t(30)).await.unwrap();
+    assert!(!store.renew("m", "b", t(60)).await.unwrap());
+    assert!(store.renew("m", "a", t(60)).await.unwrap());
+    assert!(matches!(
+        store.claim("m", "b", t(45), t(75)).await.unwrap(),
+        Claim::Held(_)
+    ));
+    assert!(!store.renew("missing", "a", t(60)).await.unwrap());
+}
+
+/// A reschedule by the holder moves the alarm, replaces its message and releases the lease;
+/// anyone else's changes nothing.
+pub async fn reschedule_moves_the_alarm<S: AlarmStore + ?Sized>(store: &S) {
+    save(store, alarm("m", "agg", t(0))).await;
+    store.claim("m", "a", t(0), t(30)).await.unwrap();
+    let retry = alarm("m", "agg", t(0))
+        .message
+        .assign("dispatch_attempts", &1_u32);
+    assert!(
+        !store
+            .reschedule("m", "b", t(100), retry.clone())
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .reschedule("m", "a", t(100), retry.clone())
+            .await
+            .unwrap()
+    );
+    assert_eq!(ids(store, None, t(100)).await, Vec::<String>::new());
+    let loaded = store.load(Some(t(100)), t(101)).await.unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].due, t(100));
+    assert_eq!(loaded[0].message, retry);
+    assert_eq!(loaded[0].aggregate_id, "agg");
+    assert_eq!(
+        store.claim("m", "b", t(50), t(80)).await.unwrap(),
+        Claim::NotDue(t(100)),
+        "released, and due later"
+    );
+    assert!(matches!(
+        store.claim("m", "b", t(100), t(130)).await.unwrap(),
+        Claim::Claimed(_)
+    ));
+}
+
+/// Only the holder deletes; a deleted alarm is gone.
+pub async fn delete_by_the_holder<S: AlarmStore + ?Sized>(store: &S) {
+    save(store, alarm("m", "agg", t(0))).await;
+    assert!(!store.delete("m", "a").await.unwrap(), "not held");
+    store.claim("m", "a", t(0), t(30)).await.unwrap();
+    assert!(!store.delete("m", "b").await.unwrap());
+    assert!(store.delete("m", "a").await.unwrap());
+    assert!(!store.delete("m", "a").await.unwrap());
+    assert_eq!(
+        store.claim("m", "a", t(1), t(31)).await.unwrap(),
+        Claim::Gone
+    );
+    assert!(store.load(None, t(1_000)).await.unwrap().is_empty());
+}
+
+/// Cancelling by message id and by aggregate id, held or not.
+pub async fn cancel_by_id_and_by_aggregate<S: AlarmStore + ?Sized>(store: &S) {
+    for (id, aggregate) in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("a3", "A")] {
+        save(store, alarm(id, aggregate, t(10))).await;
+    }
+    store.claim("a2", "node", t(10), t(40)).await.unwrap();
+    assert!(store.cancel("b1").await.unwrap());
+    assert!(!store.cancel("b1").await.unwrap());
+    let mut cancelled = store.cancel_for("A").await.unwrap();
+    cancelled.sort();
+    assert_eq!(cancelled, ["a1", "a2", "a3"]);
+    assert!(store.cancel_for("A").await.unwrap().is_empty());
+    assert!(store.load(None, t(1_000)).await.unwrap().is_empty());
+    assert!(!store.delete("a2", "node").await.unwrap());
+}
+
+/// A thousand alarms saved concurrently in any order load back once each, in due order.
+pub async fn many_alarms_in_due_order<S: AlarmStore + ?Sized>(store: &S) {
+    let saves = (0..1_000_u64).map(|n| {
+        // A permutation of 0..1000, so due times arrive out of order.
+        let slot = (n * 7_919) % 1_000;
+        store.save(alarm(&format!("m-{n}"), "agg", t(slot)))
+    });
+    for saved in futures::future::join_all(saves).await {
+        saved.unwrap();
+    }
+    let loaded = store.load(None, t(1_000)).await.unwrap();
+    assert_eq!(loaded.len(), 1_000);
+    assert!(loaded.windows(2).all(|w| w[0].due <= w[1].due));
+    let distinct: HashSet<_> = loaded.iter().map(|a| a.id().to_owned()).collect();
+    assert_eq!(distinct.len(), 1_000);
+    let half = store.load(Some(t(500)), t(1_000)).await.unwrap();
+    assert_eq!(half.len(), 500);
+}
+
+/// Runs every check of the alarm-store suite as a test, each on the store `$make` (an async
+/// block or future giving a fresh, empty store) builds.
+#[macro_export]
+macro_rules! alarm_store_conformance {
+    ($make:expr) => {
+        #[cfg(test)]
+        mod alarm_store_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+
+            macro_rules! check {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let store = $make.await;
+                        $crate::conformance::$name(&store).await;
+                    }
+                };
+            }
+
+            check!(load_by_window);
+            check!(save_and_read_back);
+            check!(save_replaces_the_same_id);
+            check!(claim_rules);
+            check!(one_winner_among_racing_claims);
+            check!(renew_extends_the_holders_lease);
+            check!(reschedule_moves_the_alarm);
+            check!(delete_by_the_holder);
+            check!(cancel_by_id_and_by_aggregate);
+            check!(many_alarms_in_due_order);
+        }
+    };
+}

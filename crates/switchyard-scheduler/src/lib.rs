@@ -1,0 +1,70 @@
+//! Persisted, future-dated message delivery for Switchyard: schedule a message for later, and a
+//! [`Scheduler`] dispatches it through the node at that time, even across restarts and with
+//! several nodes sharing one store.
+//!
+//! An alarm is a [`Message`](switchyard_messaging::Message) with a due time, saved through an
+//! [`AlarmStore`](store::AlarmStore) (in memory here; SQLite and PostgreSQL in their crates'
+//! `scheduler` feature). Only alarms due within two windows (6 hours each by default) are held
+//! in memory; the store is read again every window. Each delivery is claimed with a lease in
+//! the store, counts its attempts in the message's assigns, and ends as the [`RetryPolicy`]
+//! decides: deleted, or rescheduled (durably) for another attempt.
+//!
+//! ```
+//! use std::time::Duration;
+//! use switchyard_messaging::{Message, Node, Router};
+//! use switchyard_scheduler::store::MemoryAlarmStore;
+//! use switchyard_scheduler::{RetryPolicy, Scheduler, SchedulerConfig, When};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let node = Node::new("billing");
+//! node.register(
+//!     Router::new("billing")
+//!         .service("send_invoice", |msg: Message| async move { msg.ok() })
+//!         .authorize(|_| Ok(())),
+//! )?;
+//! let config = SchedulerConfig::default().retry_policy(RetryPolicy::ExponentialBackoff {
+//!     base: Duration::from_secs(1),
+//!     cap: Duration::from_secs(60),
+//!     max_attempts: 5,
+//! });
+//! let scheduler = Scheduler::start(node, MemoryAlarmStore::new(), config)?;
+//! let saved = scheduler
+//!     .schedule(Message::new("send_invoice"), "customer-7", When::In(Duration::from_secs(3_600)))
+//!     .await?;
+//! assert!(scheduler.cancel(saved.id()).await?);
+//! scheduler.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Delivery is at least once: see [`Scheduler`]. Every delivery runs in a `tracing` span named
+//! [`DELIVERY_SPAN`] with the message id, correlation id and service.
+//!
+//! # Features
+//!
+//! - `conformance`: the [`conformance`] suite every alarm store must pass, public so store
+//!   crates run it against their own stores.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod assigns;
+mod clock;
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub mod conformance;
+mod retry;
+mod scheduler;
+pub mod store;
+
+#[doc(inline)]
+pub use self::clock::{Clock, ManualClock, SystemClock};
+#[doc(inline)]
+pub use self::retry::{Decision, RetryPolicy};
+#[doc(inline)]
+pub use self::scheduler::{
+    ConfigError, DEFAULT_LEASE, DEFAULT_WINDOW, DELIVERY_SPAN, ScheduleError, Scheduler,
+    SchedulerConfig, When,
+};

@@ -1,0 +1,556 @@
+//! The scheduler: alarms saved through an [`AlarmStore`], held in memory for a window, and
+//! delivered through a node's dispatcher at their time.
+//!
+//! One task (the actor) owns the in-memory state: the armed alarms by due time, the loaded
+//! horizon, and the deliveries in flight. Loads, deliveries and their store writes run in tasks
+//! of their own and report back, so a slow store or service never holds up the timers, and a
+//! panic in any of them is reported as a failure instead of stopping the actor.
+
+mod config;
+mod deliver;
+mod error;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backon::{ExponentialBuilder, Retryable as _};
+use futures::future::BoxFuture;
+use switchyard_messaging::{Message, Node};
+use tokio::sync::{mpsc, oneshot};
+
+pub use self::config::{DEFAULT_LEASE, DEFAULT_WINDOW, SchedulerConfig};
+use self::deliver::After;
+pub use self::deliver::DELIVERY_SPAN;
+pub use self::error::{ConfigError, ScheduleError};
+use crate::assigns;
+use crate::store::{Alarm, AlarmStore, AlarmStoreError};
+
+/// When an alarm is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    /// At this time; a time in the past is delivered at once, marked late.
+    At(SystemTime),
+    /// This long from now (by the scheduler's clock).
+    In(Duration),
+}
+
+/// Delivers messages at a later time, persisted so they survive restarts, safe on several
+/// nodes sharing one store.
+///
+/// [`schedule`](Scheduler::schedule) saves an alarm and returns once it is durable. Alarms due
+/// within two windows of now are held in memory and armed; the rest stay in the store until the
+/// window reaches them. At its time an alarm is claimed in the store with a lease, delivered
+/// through [`Node::dispatch_with`] with the configured timeout, and then, as the
+/// [`RetryPolicy`](crate::RetryPolicy) decides, deleted or rescheduled.
+///
+/// Delivery is **at least once**: a node that dies after a delivery but before deleting the
+/// alarm leaves it to be delivered again once its lease lapses. While a lease holds, no other
+/// scheduler delivers the alarm.
+///
+/// The handle is cheap to clone; the scheduler stops when [`shutdown`](Scheduler::shutdown) is
+/// called or every handle is dropped, after the deliveries under way have finished.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use switchyard_messaging::{Message, Node, Router};
+/// use switchyard_scheduler::store::MemoryAlarmStore;
+/// use switchyard_scheduler::{Scheduler, SchedulerConfig, When};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (tx, mut delivered) = tokio::sync::mpsc::unbounded_channel();
+/// let node = Node::new("reminders");
+/// node.register(
+///     Router::new("reminders")
+///         .service("remind", move |msg: Message| {
+///             let tx = tx.clone();
+///             async move {
+///                 let _ = tx.send(msg.request::<String>().unwrap_or_default());
+///                 msg.ok()
+///             }
+///         })
+///         .authorize(|_| Ok(())),
+/// )?;
+///
+/// let scheduler = Scheduler::start(node, MemoryAlarmStore::new(), SchedulerConfig::default())?;
+/// let reminder = Message::new("remind").with_request("stretch your legs");
+/// scheduler.schedule(reminder, "user-1", When::In(Duration::from_millis(20))).await?;
+/// assert_eq!(delivered.recv().await.as_deref(), Some("stretch your legs"));
+/// scheduler.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// What the scheduler's tasks share.
+struct Shared {
+    node: Node,
+    store: Arc<dyn AlarmStore>,
+    config: SchedulerConfig,
+    /// This scheduler's name in leases: its node's id, which changes with each incarnation.
+    holder: String,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("holder", &self.holder)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Command {
+    Arm(Alarm),
+    Forget(Vec<String>),
+    Held(oneshot::Sender<usize>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What the actor's own tasks report.
+enum Report {
+    Loaded {
+        until: SystemTime,
+        alarms: Result<Vec<Alarm>, AlarmStoreError>,
+    },
+    Swept(Result<Vec<Alarm>, AlarmStoreError>),
+    Delivered {
+        id: String,
+        after: After,
+    },
+}
+
+impl Scheduler {
+    /// Starts a scheduler delivering through `node`, keeping alarms in `store`. It loads the
+    /// first window at once. Must be called within a tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the lease is not longer than the dispatch timeout, or the window is
+    /// zero.
+    pub fn start(
+        node: Node,
+        store: impl AlarmStore + 'static,
+        config: SchedulerConfig,
+    ) -> Result<Self, ConfigError> {
+        Self::start_shared(node, Arc::new(store), config)
+    }
+
+    fn start_shared(
+        node: Node,
+        store: Arc<dyn AlarmStore>,
+        config: SchedulerConfig,
+    ) -> Result<Self, ConfigError> {
+        if config.lease <= config.dispatch_timeout {
+            return Err(ConfigError::LeaseTooShort {
+                lease: config.lease,
+                dispatch_timeout: config.dispatch_timeout,
+            });
+        }
+        if config.window.is_zero() {
+            return Err(ConfigError::EmptyWindow);
+        }
+        let holder = node.id().to_string();
+        let shared = Arc::new(Shared {
+            node,
+            store,
+            config,
+            holder,
+        });
+        let (commands, inbox) = mpsc::unbounded_channel();
+        let (reports, report_inbox) = mpsc::unbounded_channel();
+        let now = shared.config.clock.now();
+        let actor = Actor {
+            shared: shared.clone(),
+            reports,
+            entries: HashMap::new(),
+            queue: BTreeSet::new(),
+            horizon: None,
+            loaded_until: None,
+            next_load: now,
+            loading: false,
+            next_sweep: shared.config.sweep_interval.map(|every| now + every),
+            sweeping: false,
+            in_flight: 0,
+            stopping: None,
+        };
+        tokio::spawn(actor.run(inbox, report_inbox));
+        Ok(Self { shared, commands })
+    }
+
+    /// Saves an alarm delivering `message` at `when`, for `aggregate_id`, and returns the
+    /// message that will be delivered once the alarm is durable.
+    ///
+    /// The message gets [`dispatch_at`](assigns::DISPATCH_AT) (the due time) and
+    /// [`dispatch_attempts`](assigns::DISPATCH_ATTEMPTS) = 0 in its assigns; the store may
+    /// adjust it further. Its id names the alarm: scheduling another message with the same id
+    /// replaces the alarm. An alarm due within the loaded window is armed at once.
+    ///
+    /// # Errors
+    ///
+    /// [`ScheduleError::Store`] when the store failed (the alarm may not be saved);
+    /// [`ScheduleError::Stopped`] when the scheduler was shut down.
+    pub async fn schedule(
+        &self,
+        message: Message,
+        aggregate_id: impl Into<String>,
+        when: When,
+    ) -> Result<Message, ScheduleError> {
+        if self.commands.is_closed() {
+            return Err(ScheduleError::Stopped);
+        }
+        let due = match when {
+            When::At(time) => time,
+            When::In(delay) => self.shared.config.clock.now() + delay,
+        };
+        let message = message
+            .assign(assigns::DISPATCH_AT, &due)
+            .assign(assigns::DISPATCH_ATTEMPTS, &0_u32);
+        let aggregate_id = aggregate_id.into();
+        let saved = self
+            .shared
+            .store
+            .save(Alarm {
+                message,
+                aggregate_id: aggregate_id.clone(),
+                due,
+            })
+            .await?;
+        let alarm = Alarm {
+            message: saved.clone(),
+            aggregate_id,
+            due,
+        };
+        // Saved: a stopped scheduler's alarm is delivered by the next one on this store.
+        let _ = self.commands.send(Command::Arm(alarm));
+        Ok(saved)
+    }
+
+    /// Cancels the alarm of message `message_id`. `false` when there was none (already
+    /// delivered, or never scheduled). A delivery already under way is not stopped.
+    ///
+    /// # Errors
+    ///
+    /// [`ScheduleError::Store`] when the store failed.
+    pub async fn cancel(&self, message_id: &str) -> Result<bool, ScheduleError> {
+        let cancelled = self.shared.store.cancel(message_id).await?;
+        let _ = self
+            .commands
+            .send(Command::Forget(vec![message_id.to_owned()]));
+        Ok(cancelled)
+    }
+
+    /// Cancels every alarm of `aggregate_id` and returns their message ids.
+    ///
+    /// # Errors
+    ///
+    /// [`ScheduleError::Store`] when the store failed.
+    pub async fn cancel_for(&self, aggregate_id: &str) -> Result<Vec<String>, ScheduleError> {
+        let cancelled = self.shared.store.cancel_for(aggregate_id).await?;
+        let _ = self.commands.send(Command::Forget(cancelled.clone()));
+        Ok(cancelled)
+    }
+
+    /// How many alarms this scheduler holds in memory (armed or being delivered): those of the
+    /// window, not every pending alarm. 0 once it has stopped.
+    pub async fn held(&self) -> usize {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Held(reply)).is_err() {
+            return 0;
+        }
+        answer.await.unwrap_or(0)
+    }
+
+    /// Stops the scheduler: no new delivery starts, the ones under way finish (each within the
+    /// dispatch timeout, then its store write), and pending alarms stay in the store for the
+    /// next scheduler. Returns once it has stopped; calling it again returns at once.
+    pub async fn shutdown(&self) {
+        let (reply, stopped) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(reply)).is_ok() {
+            let _ = stopped.await;
+        }
+    }
+
+    /// The node deliveries go through.
+    pub fn node(&self) -> &Node {
+        &self.shared.node
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// In the queue, at this time.
+    Armed(SystemTime),
+    Delivering,
+}
+
+struct Entry {
+    alarm: Alarm,
+    state: State,
+}
+
+struct Actor {
+    shared: Arc<Shared>,
+    reports: mpsc::UnboundedSender<Report>,
+    entries: HashMap<String, Entry>,
+    queue: BTreeSet<(SystemTime, String)>,
+    /// Alarms due before this are loaded, or being loaded: a new one is armed at once.
+    horizon: Option<SystemTime>,
+    /// The end of the last successful load: where the next one starts.
+    loaded_until: Option<SystemTime>,
+    next_load: SystemTime,
+    loading: bool,
+    next_sweep: Option<SystemTime>,
+    sweeping: bool,
+    in_flight: usize,
+    /// Set once a shutdown was asked for: who waits for it.
+    stopping: Option<Vec<oneshot::Sender<()>>>,
+}
+
+async fn wait(sleep: Option<BoxFuture<'static, ()>>) {
+    match sleep {
+        Some(sleep) => sleep.await,
+        None => futures::future::pending().await,
+    }
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::UnboundedReceiver<Command>,
+        mut reports: mpsc::UnboundedReceiver<Report>,
+    ) {
+        let clock = self.shared.config.clock.clone();
+        loop {
+            if let Some(waiters) = &mut self.stopping
+                && self.in_flight == 0
+            {
+                for waiter in waiters.drain(..) {
+                    let _ = waiter.send(());
+                }
+                break;
+            }
+            let running = self.stopping.is_none();
+            let fire = self
+                .queue
+                .first()
+                .filter(|_| running)
+                .map(|(due, _)| clock.sleep_until(*due));
+            let load = (running && !self.loading).then(|| clock.sleep_until(self.next_load));
+            let sweep = self
+                .next_sweep
+                .filter(|_| running && !self.sweeping)
+                .map(|at| clock.sleep_until(at));
+            tokio::select! {
+                biased;
+                Some(report) = reports.recv() => self.on_report(report),
+                command = inbox.recv(), if running => match command {
+                    Some(command) => self.on_command(command),
+                    // Every handle is gone: stop as if asked to.
+                    None => self.stopping = Some(Vec::new()),
+                },
+                () = wait(fire) => self.fire_due(),
+                () = wait(load) => self.start_load(),
+                () = wait(sweep) => self.start_sweep(),
+            }
+        }
+        tracing::debug!(holder = %self.shared.holder, "scheduler stopped");
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Arm(alarm) => {
+                let id = alarm.id().to_owned();
+                if let Some(State::Armed(at)) = self.entries.get(&id).map(|e| e.state) {
+                    // Scheduled again under the same id: the new alarm replaces the old.
+                    self.queue.remove(&(at, id.clone()));
+                    self.entries.remove(&id);
+                }
+                if self.horizon.is_some_and(|horizon| alarm.due < horizon) {
+                    self.arm(alarm);
+                }
+            }
+            Command::Forget(ids) => {
+                for id in ids {
+                    self.forget(&id);
+                }
+            }
+            Command::Held(reply) => {
+                let _ = reply.send(self.entries.len());
+            }
+            Command::Shutdown(reply) => {
+                self.stopping = Some(vec![reply]);
+            }
+        }
+    }
+
+    /// Arms `alarm` at its due time, unless it is held already (armed or being delivered).
+    fn arm(&mut self, alarm: Alarm) {
+        let id = alarm.id().to_owned();
+        if self.entries.contains_key(&id) {
+            return;
+        }
+        let due = alarm.due;
+        self.queue.insert((due, id.clone()));
+        self.entries.insert(
+            id,
+            Entry {
+                alarm,
+                state: State::Armed(due),
+            },
+        );
+    }
+
+    fn forget(&mut self, id: &str) {
+        if let Some(entry) = self.entries.remove(id)
+            && let State::Armed(at) = entry.state
+        {
+            self.queue.remove(&(at, id.to_owned()));
+        }
+    }
+
+    fn on_report(&mut self, report: Report) {
+        match report {
+            Report::Loaded { until, alarms } => {
+                self.loading = false;
+                match alarms {
+                    Ok(alarms) => {
+                        self.loaded_until = Some(self.loaded_until.map_or(until, |u| u.max(until)));
+                        tracing::debug!(count = alarms.len(), "loaded alarms");
+                        for alarm in alarms {
+                            self.arm(alarm);
+                        }
+                    }
+                    Err(error) => {
+                        // The backoff gave up (it does not, but should it): try again at once.
+                        tracing::warn!(error = ?error, "loading alarms failed");
+                        self.next_load = self.shared.config.clock.now();
+                    }
+                }
+            }
+            Report::Swept(alarms) => {
+                self.sweeping = false;
+                match alarms {
+                    Ok(alarms) => {
+                        for alarm in alarms {
+                            self.arm(alarm);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = ?error, "sweeping overdue alarms failed");
+                    }
+                }
+            }
+            Report::Delivered { id, after } => {
+                self.in_flight -= 1;
+                self.after_delivery(id, after);
+            }
+        }
+    }
+
+    fn after_delivery(&mut self, id: String, after: After) {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            // Cancelled while it was being delivered.
+            return;
+        };
+        match after {
+            After::Gone => {
+                self.entries.remove(&id);
+            }
+            After::Rearm { at, alarm } => {
+                if let Some(alarm) = alarm {
+                    entry.alarm = alarm;
+                }
+                let within = self.horizon.is_some_and(|horizon| at < horizon);
+                if within && self.stopping.is_none() {
+                    entry.state = State::Armed(at);
+                    self.queue.insert((at, id));
+                } else {
+                    // Beyond the window: a later load finds it in the store.
+                    self.entries.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn fire_due(&mut self) {
+        let now = self.shared.config.clock.now();
+        while let Some((due, _)) = self.queue.first() {
+            if *due > now {
+                break;
+            }
+            let Some((_, id)) = self.queue.pop_first() else {
+                break;
+            };
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            entry.state = State::Delivering;
+            self.in_flight += 1;
+            deliver::spawn(
+                self.shared.clone(),
+                entry.alarm.clone(),
+                self.reports.clone(),
+            );
+        }
+    }
+
+    /// Loads `[previous horizon, now + 2 × window)`, retrying with backoff until it succeeds.
+    /// The horizon moves at once, so an alarm scheduled while the load runs is armed by
+    /// `schedule` even if the load does not see it: no gap, and no duplicate either (an alarm
+    /// held already is not armed twice).
+    fn start_load(&mut self) {
+        let config = &self.shared.config;
+        let now = config.clock.now();
+        let until = now + config.window * 2;
+        let from = self.loaded_until;
+        self.horizon = Some(self.horizon.map_or(until, |h| h.max(until)));
+        self.loading = true;
+        self.next_load = now + config.window;
+        let (min, max) = config.load_backoff;
+        let store = self.shared.store.clone();
+        let reports = self.reports.clone();
+        tracing::debug!(?from, ?until, "loading alarms");
+        tokio::spawn(async move {
+            let alarms = (|| store.load(from, until))
+                .retry(
+                    ExponentialBuilder::default()
+                        .with_min_delay(min)
+                        .with_max_delay(max)
+                        .with_jitter()
+                        .without_max_times(),
+                )
+                .notify(|error: &AlarmStoreError, delay| {
+                    tracing::warn!(
+                        error = ?error,
+                        retry_in = ?delay,
+                        "loading alarms failed"
+                    );
+                })
+                .await;
+            let _ = reports.send(Report::Loaded { until, alarms });
+        });
+    }
+
+    /// Looks for overdue alarms this scheduler does not hold: saved or retried by another node
+    /// inside this node's window, then left behind.
+    fn start_sweep(&mut self) {
+        let config = &self.shared.config;
+        let now = config.clock.now();
+        self.next_sweep = config.sweep_interval.map(|every| now + every);
+        self.sweeping = true;
+        let store = self.shared.store.clone();
+        let reports = self.reports.clone();
+        tokio::spawn(async move {
+            let alarms = store.load(None, now).await;
+            let _ = reports.send(Report::Swept(alarms));
+        });
+    }
+}

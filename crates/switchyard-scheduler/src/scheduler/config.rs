@@ -1,0 +1,143 @@
+//! The settings of a scheduler.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{Clock, RetryPolicy, SystemClock};
+
+/// How a [`Scheduler`](crate::Scheduler) loads, delivers and retries alarms.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use switchyard_scheduler::{RetryPolicy, SchedulerConfig};
+///
+/// let config = SchedulerConfig::default()
+///     .window(Duration::from_secs(60 * 60))
+///     .dispatch_timeout(Duration::from_secs(2))
+///     .retry_policy(RetryPolicy::Fixed { delay: Duration::from_secs(30), max_attempts: 3 });
+/// assert_eq!(config.get_window(), Duration::from_secs(3_600));
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct SchedulerConfig {
+    pub(crate) window: Duration,
+    pub(crate) dispatch_timeout: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) late_tolerance: Duration,
+    pub(crate) failure_delay: Duration,
+    pub(crate) sweep_interval: Option<Duration>,
+    pub(crate) load_backoff: (Duration, Duration),
+    pub(crate) retry_policy: RetryPolicy,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+/// Six hours, as in x3m: alarms due within two windows are held in memory, and the store is read
+/// once a window, so a day of pending alarms costs four reads.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(6 * 60 * 60);
+
+/// Thirty seconds: six times the default dispatch timeout, so a delivery renewed every third of
+/// it keeps its lease through two failed renewals, and a dead node's alarms wait at most this
+/// long for another node.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            window: DEFAULT_WINDOW,
+            dispatch_timeout: switchyard_messaging::DEFAULT_TIMEOUT,
+            lease: DEFAULT_LEASE,
+            late_tolerance: Duration::from_secs(1),
+            failure_delay: Duration::from_secs(10),
+            sweep_interval: Some(Duration::from_secs(60)),
+            load_backoff: (Duration::from_millis(100), Duration::from_secs(60)),
+            retry_policy: RetryPolicy::Never,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl SchedulerConfig {
+    /// The in-memory window (default [`DEFAULT_WINDOW`]): alarms due before `now + 2 × window`
+    /// are held in memory, and the next stretch is loaded every `window`.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// How long one delivery may take (default 5 s); a service slower than this answers
+    /// [`Response::ServiceTimeout`](switchyard_messaging::Response::ServiceTimeout).
+    pub fn dispatch_timeout(mut self, timeout: Duration) -> Self {
+        self.dispatch_timeout = timeout;
+        self
+    }
+
+    /// How long a claim on an alarm lasts (default [`DEFAULT_LEASE`]); it must be longer than the
+    /// dispatch timeout. It is renewed every third of it while a delivery runs.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How late a delivery may be before it is marked `late` (default 1 s).
+    pub fn late_tolerance(mut self, tolerance: Duration) -> Self {
+        self.late_tolerance = tolerance;
+        self
+    }
+
+    /// How long to wait before trying an alarm again after the store failed while claiming or
+    /// finishing it, or the retry hook panicked (default 10 s).
+    pub fn failure_delay(mut self, delay: Duration) -> Self {
+        self.failure_delay = delay;
+        self
+    }
+
+    /// How often to look in the store for overdue alarms this scheduler does not hold (default
+    /// every minute; `None` never): alarms another node saved or retried inside this node's
+    /// window, and then left behind when it died.
+    pub fn sweep_interval(mut self, interval: Option<Duration>) -> Self {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// The backoff between attempts of a failing load, from `min` doubling up to `max` (default
+    /// 100 ms to 60 s). A load is retried until it succeeds.
+    pub fn load_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.load_backoff = (min, max);
+        self
+    }
+
+    /// What to do after a delivery (default [`RetryPolicy::Never`]).
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry_policy = policy;
+        self
+    }
+
+    /// The clock (default [`SystemClock`]); tests use a [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The in-memory window.
+    pub fn get_window(&self) -> Duration {
+        self.window
+    }
+}
+
+impl fmt::Debug for SchedulerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SchedulerConfig")
+            .field("window", &self.window)
+            .field("dispatch_timeout", &self.dispatch_timeout)
+            .field("lease", &self.lease)
+            .field("late_tolerance", &self.late_tolerance)
+            .field("failure_delay", &self.failure_delay)
+            .field("sweep_interval", &self.sweep_interval)
+            .field("load_backoff", &self.load_backoff)
+            .field("retry_policy", &self.retry_policy)
+            .finish_non_exhaustive()
+    }
+}

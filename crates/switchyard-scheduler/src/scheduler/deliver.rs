@@ -1,0 +1,236 @@
+//! One delivery: claim the alarm, dispatch its message while renewing the lease, ask the retry
+//! policy, and delete or reschedule the alarm.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backon::{ConstantBuilder, Retryable as _};
+use switchyard_messaging::{DispatchOptions, Message};
+use tokio::sync::mpsc;
+use tracing::Instrument as _;
+
+use super::{Report, Shared};
+use crate::assigns;
+use crate::retry::Decision;
+use crate::store::{Alarm, AlarmStoreError, Claim};
+
+/// The name of the span around each delivery. It records `message.id`,
+/// `message.correlation_id`, `service`, `node`, `attempt` and `late`.
+pub const DELIVERY_SPAN: &str = "switchyard.scheduler.deliver";
+
+/// What the actor should do with an alarm after a delivery task.
+#[derive(Debug)]
+pub(super) enum After {
+    /// Delivered for good, cancelled, or taken over by another node: forget it.
+    Gone,
+    /// Try it again at `at` (with the stored alarm, when it changed).
+    Rearm {
+        at: SystemTime,
+        alarm: Option<Alarm>,
+    },
+}
+
+/// Runs the delivery of `alarm` in a task of its own, and reports to the actor however it ends:
+/// a panic anywhere in it is reported as a failure, tried again once the lease has lapsed.
+pub(super) fn spawn(shared: Arc<Shared>, alarm: Alarm, reports: mpsc::UnboundedSender<Report>) {
+    let id = alarm.id().to_owned();
+    let clock = shared.config.clock.clone();
+    let lease = shared.config.lease;
+    let task = tokio::spawn(deliver(shared, alarm));
+    tokio::spawn(async move {
+        let after = task.await.unwrap_or_else(|error| {
+            tracing::error!(alarm = %id, %error, "an alarm's delivery panicked; it is tried again once its lease lapses");
+            After::Rearm {
+                at: clock.now() + lease,
+                alarm: None,
+            }
+        });
+        let _ = reports.send(Report::Delivered { id, after });
+    });
+}
+
+/// A few quick attempts for the writes that finish a delivery: the lease still holds, so the
+/// alarm is safe meanwhile, and should they all fail it is delivered again once the lease
+/// lapses (at least once).
+fn finish_backoff() -> ConstantBuilder {
+    ConstantBuilder::default()
+        .with_delay(Duration::from_millis(200))
+        .with_max_times(5)
+}
+
+async fn deliver(shared: Arc<Shared>, armed: Alarm) -> After {
+    let config = &shared.config;
+    let clock = &config.clock;
+    let id = armed.id().to_owned();
+    let now = clock.now();
+    let claim = shared
+        .store
+        .claim(&id, &shared.holder, now, now + config.lease)
+        .await;
+    let alarm = match claim {
+        Ok(Claim::Claimed(alarm)) => alarm,
+        Ok(Claim::Held(lease)) => {
+            return After::Rearm {
+                at: lease.until,
+                alarm: None,
+            };
+        }
+        Ok(Claim::NotDue(due)) => {
+            return After::Rearm {
+                at: due,
+                alarm: None,
+            };
+        }
+        Ok(Claim::Gone) => return After::Gone,
+        Err(error) => {
+            tracing::warn!(alarm = %id, error = ?error, "claiming an alarm failed");
+            return After::Rearm {
+                at: now + config.failure_delay,
+                alarm: None,
+            };
+        }
+    };
+
+    let attempt = assigns::dispatch_attempts(&alarm.message).saturating_add(1);
+    let late = now
+        .duration_since(alarm.due)
+        .is_ok_and(|by| by > config.late_tolerance);
+    let mut message = alarm
+        .message
+        .clone()
+        .assign(assigns::DISPATCH_ATTEMPTS, &attempt);
+    if late {
+        message = message.assign(assigns::LATE, &true);
+    } else {
+        message.assigns_mut().remove(assigns::LATE);
+    }
+    let span = tracing::info_span!(
+        "switchyard.scheduler.deliver",
+        message.id = %message.id(),
+        message.correlation_id = %message.correlation_id(),
+        service = %message.service(),
+        node = %shared.holder,
+        attempt,
+        late,
+    );
+    async {
+        let sent = message.clone();
+        let dispatch = shared.node.dispatch_with(
+            message,
+            DispatchOptions::with_timeout(config.dispatch_timeout),
+        );
+        let reply = renewing(&shared, &id, dispatch).await;
+        tracing::debug!(response = ?reply.response(), "alarm delivered");
+        let decision = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            config.retry_policy.decide(&reply)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!(retry_in = ?config.failure_delay, "the retry policy panicked; the alarm is retried");
+            Decision::RetryIn(config.failure_delay, reply.clone())
+        });
+        match decision {
+            Decision::Done => finish(&shared, &id).await,
+            Decision::RetryIn(delay, returned) => {
+                let due = clock.now() + delay;
+                let next = redelivery(&sent, &returned).assign(assigns::DISPATCH_AT, &due);
+                retry_later(&shared, alarm, next, due).await
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Awaits `dispatch`, renewing the lease every third of it meanwhile.
+async fn renewing(shared: &Shared, id: &str, dispatch: impl Future<Output = Message>) -> Message {
+    let clock = &shared.config.clock;
+    let lease = shared.config.lease;
+    let mut dispatch = std::pin::pin!(dispatch);
+    loop {
+        let renew_at = clock.now() + lease / 3;
+        tokio::select! {
+            reply = &mut dispatch => return reply,
+            () = clock.sleep_until(renew_at) => {
+                match shared.store.renew(id, &shared.holder, clock.now() + lease).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!("the lease of an alarm under delivery was lost"),
+                    Err(error) => tracing::warn!(error = ?error, "renewing a lease failed"),
+                }
+            }
+        }
+    }
+}
+
+/// The message of the next attempt: the one delivered (with its request, which replies do not
+/// carry), with the assigns, service, request and aggregate metadata of the message the policy
+/// returned, and no response, events or halted flag.
+fn redelivery(sent: &Message, returned: &Message) -> Message {
+    let mut next = sent.clone();
+    next.take_events();
+    *next.assigns_mut() = returned.assigns().clone();
+    *next.aggregate_meta_mut() = returned.aggregate_meta().clone();
+    if let Some(request) = returned.payload() {
+        next = next.with_payload(request.clone());
+    }
+    if returned.service() != next.service() {
+        next = next.to_service(returned.service().to_owned());
+    }
+    next
+}
+
+async fn finish(shared: &Shared, id: &str) -> After {
+    let deleted = (|| shared.store.delete(id, &shared.holder))
+        .retry(finish_backoff())
+        .await;
+    match deleted {
+        Ok(true) => After::Gone,
+        Ok(false) => {
+            tracing::warn!(
+                "a delivered alarm was no longer held by this node: another may deliver it again"
+            );
+            After::Gone
+        }
+        Err(error) => {
+            tracing::error!(error = ?error, "deleting a delivered alarm failed: it is delivered again once its lease lapses");
+            lapsed(shared)
+        }
+    }
+}
+
+async fn retry_later(shared: &Shared, alarm: Alarm, next: Message, due: SystemTime) -> After {
+    let id = alarm.id().to_owned();
+    let rescheduled: Result<bool, AlarmStoreError> = (|| {
+        shared
+            .store
+            .reschedule(&id, &shared.holder, due, next.clone())
+    })
+    .retry(finish_backoff())
+    .await;
+    match rescheduled {
+        Ok(true) => After::Rearm {
+            at: due,
+            alarm: Some(Alarm {
+                message: next,
+                aggregate_id: alarm.aggregate_id,
+                due,
+            }),
+        },
+        Ok(false) => {
+            tracing::warn!("an alarm to retry was no longer held by this node");
+            After::Gone
+        }
+        Err(error) => {
+            tracing::error!(error = ?error, "saving a retry failed: the alarm is delivered again once its lease lapses");
+            lapsed(shared)
+        }
+    }
+}
+
+fn lapsed(shared: &Shared) -> After {
+    After::Rearm {
+        at: shared.config.clock.now() + shared.config.lease,
+        alarm: None,
+    }
+}

@@ -1,0 +1,186 @@
+//! Where alarms are kept: the [`AlarmStore`] trait every store implements, and the in-memory one.
+//!
+//! Every method returns a boxed future, so a store is used as `Arc<dyn AlarmStore>`. Times are
+//! passed in by the caller (the scheduler's [`Clock`](crate::Clock)), never read by the store, so
+//! leases follow the same clock as the scheduler and tests can drive them.
+
+mod error;
+mod memory;
+
+use std::time::SystemTime;
+
+use futures::future::BoxFuture;
+use switchyard_messaging::Message;
+
+pub use self::error::AlarmStoreError;
+pub use self::memory::MemoryAlarmStore;
+
+/// A message to deliver at a time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alarm {
+    /// The message to dispatch; its id is the alarm's id.
+    pub message: Message,
+    /// The aggregate the alarm belongs to, for [`AlarmStore::cancel_for`].
+    pub aggregate_id: String,
+    /// When it is due. Stores keep at least microsecond precision.
+    pub due: SystemTime,
+}
+
+impl Alarm {
+    /// The alarm's id: its message's id.
+    pub fn id(&self) -> &str {
+        self.message.id()
+    }
+}
+
+/// Who may deliver an alarm, and until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The holder, a scheduler's node id.
+    pub holder: String,
+    /// When the lease lapses; from then on another holder may claim the alarm.
+    pub until: SystemTime,
+}
+
+/// The answer of [`AlarmStore::claim`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Claim {
+    /// The caller holds the lease now; deliver this alarm (the stored one, which may have been
+    /// rescheduled by another node since the caller loaded it).
+    Claimed(Alarm),
+    /// Another holder's lease is still live; try again once it lapses.
+    Held(Lease),
+    /// The alarm is not due yet (it was rescheduled); it is due at this time.
+    NotDue(SystemTime),
+    /// There is no such alarm: delivered, or cancelled.
+    Gone,
+}
+
+/// A durable set of alarms, shared by any number of schedulers.
+///
+/// Every write is durable when its future resolves `Ok`. Alarms are keyed by their message's
+/// id. Claims, renewals, reschedules and deletes are atomic with respect to each other: of two
+/// holders racing for one alarm, exactly one gets the lease.
+pub trait AlarmStore: Send + Sync {
+    /// Saves `alarm` (replacing an alarm with the same id, lease included) and returns the message
+    /// to deliver: the store may adjust it (assign values, say). Returns once the alarm is
+    /// durable.
+    fn save(&self, alarm: Alarm) -> BoxFuture<'_, Result<Message, AlarmStoreError>>;
+
+    /// The alarms due in `[from, until)` (from the beginning when `from` is `None`), by due time,
+    /// leased or not.
+    fn load(
+        &self,
+        from: Option<SystemTime>,
+        until: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<Alarm>, AlarmStoreError>>;
+
+    /// Claims alarm `id` for `holder` until `lease_until`, if it is due at `now` and no other
+    /// holder's lease is live at `now`. A holder may claim again what it holds.
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        now: SystemTime,
+        lease_until: SystemTime,
+    ) -> BoxFuture<'a, Result<Claim, AlarmStoreError>>;
+
+    /// Extends `holder`'s lease on alarm `id` to `lease_until`. `false` when `holder` no longer
+    /// holds it (the alarm is gone, or its lease lapsed and another holder claimed it).
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        lease_until: SystemTime,
+    ) -> BoxFuture<'a, Result<bool, AlarmStoreError>>;
+
+    /// Moves alarm `id` to `due` with `message` (a retry), and releases the lease. `false`, with
+    /// nothing changed, when `holder` does not hold the alarm.
+    fn reschedule<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        due: SystemTime,
+        message: Message,
+    ) -> BoxFuture<'a, Result<bool, AlarmStoreError>>;
+
+    /// Deletes alarm `id`, delivered for good. `false`, with nothing changed, when `holder` does
+    /// not hold the alarm.
+    fn delete<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<bool, AlarmStoreError>>;
+
+    /// Deletes alarm `id` whoever holds it. `false` when there was none.
+    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, AlarmStoreError>>;
+
+    /// Deletes every alarm of `aggregate_id` and returns their ids.
+    fn cancel_for<'a>(
+        &'a self,
+        aggregate_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, AlarmStoreError>>;
+}
+
+impl<S: AlarmStore + ?Sized> AlarmStore for std::sync::Arc<S> {
+    fn save(&self, alarm: Alarm) -> BoxFuture<'_, Result<Message, AlarmStoreError>> {
+        (**self).save(alarm)
+    }
+
+    fn load(
+        &self,
+        from: Option<SystemTime>,
+        until: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<Alarm>, AlarmStoreError>> {
+        (**self).load(from, until)
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        now: SystemTime,
+        lease_until: SystemTime,
+    ) -> BoxFuture<'a, Result<Claim, AlarmStoreError>> {
+        (**self).claim(id, holder, now, lease_until)
+    }
+
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        lease_until: SystemTime,
+    ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        (**self).renew(id, holder, lease_until)
+    }
+
+    fn reschedule<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        due: SystemTime,
+        message: Message,
+    ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        (**self).reschedule(id, holder, due, message)
+    }
+
+    fn delete<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        (**self).delete(id, holder)
+    }
+
+    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        (**self).cancel(id)
+    }
+
+    fn cancel_for<'a>(
+        &'a self,
+        aggregate_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, AlarmStoreError>> {
+        (**self).cancel_for(aggregate_id)
+    }
+}

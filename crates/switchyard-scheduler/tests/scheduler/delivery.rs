@@ -1,0 +1,438 @@
+//! Delivery rules: attempts, lateness, retries (persisted, with the message cleared but its
+//! assigns kept), failures that must not stop the scheduler, cancelling, shutting down and
+//! restarting.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use switchyard_messaging::{Message, Response};
+use switchyard_scheduler::store::{AlarmStore, MemoryAlarmStore};
+use switchyard_scheduler::{
+    ConfigError, Decision, ManualClock, RetryPolicy, ScheduleError, Scheduler, SchedulerConfig,
+    When, assigns,
+};
+
+use crate::support::{TestStore, eventually, init_tracing, next, nothing, recording_node, t0};
+
+fn config(clock: &ManualClock) -> SchedulerConfig {
+    SchedulerConfig::default()
+        .clock(clock.clone())
+        .sweep_interval(None)
+}
+
+#[tokio::test]
+async fn an_alarm_in_the_past_is_delivered_at_once_and_marked_late() {
+    init_tracing();
+    let clock = ManualClock::new(t0());
+    let (node, mut received) = recording_node("late");
+    let scheduler = Scheduler::start(node, MemoryAlarmStore::new(), config(&clock)).unwrap();
+    scheduler
+        .schedule(
+            Message::new("record").with_id("past"),
+            "a",
+            When::At(t0() - Duration::from_secs(3_600)),
+        )
+        .await
+        .unwrap();
+    scheduler
+        .schedule(
+            Message::new("record").with_id("now"),
+            "a",
+            When::In(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    let mut got = [next(&mut received).await, next(&mut received).await];
+    got.sort_by(|a, b| a.message.id().cmp(b.message.id()));
+    assert_eq!(got[0].message.id(), "now");
+    assert!(!assigns::is_late(&got[0].message), "within the tolerance");
+    assert_eq!(got[1].message.id(), "past");
+    assert!(assigns::is_late(&got[1].message));
+    assert_eq!(assigns::dispatch_attempts(&got[1].message), 1);
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn retries_are_persisted_counted_and_cleared_until_the_policy_says_done() {
+    init_tracing();
+    let clock = ManualClock::new(t0());
+    let (node, mut received) = recording_node("retries");
+    let store = MemoryAlarmStore::new();
+    let policy = RetryPolicy::Fixed {
+        delay: Duration::from_secs(10),
+        max_attempts: 3,
+    };
+    let scheduler =
+        Scheduler::start(node, store.clone(), config(&clock).retry_policy(policy)).unwrap();
+    scheduler
+        .schedule(
+            Message::new("fail").with_id("f").with_request("payload"),
+            "a",
+            When::In(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(5));
+    for attempt in 1..=3_u32 {
+        let got = next(&mut received).await;
+        // The handler ran, so the message was not halted; its request came back.
+        assert_eq!(assigns::dispatch_attempts(&got.message), attempt);
+        assert_eq!(got.message.request::<String>().unwrap(), "payload");
+        assert!(got.message.response().is_none());
+        assert!(got.message.events().is_empty());
+        if attempt < 3 {
+            let expected_due = clock_now_plus(&clock, 10);
+            eventually("the retry is persisted", || {
+                let store = store.clone();
+                async move {
+                    let alarms = store
+                        .load(None, t0() + Duration::from_secs(3_600))
+                        .await
+                        .unwrap();
+                    alarms.len() == 1
+                        && assigns::dispatch_attempts(&alarms[0].message) == attempt
+                        && alarms[0].due == expected_due
+                }
+            })
+            .await;
+            let stored = store
+                .load(None, t0() + Duration::from_secs(3_600))
+                .await
+                .unwrap();
+            assert_eq!(
+                assigns::dispatch_at(&stored[0].message),
+                Some(stored[0].due)
+            );
+            nothing(&mut received).await;
+            clock.advance(Duration::from_secs(10));
+        }
+    }
+    eventually("done after the last attempt", || {
+        let store = store.clone();
+        async move { store.is_empty() }
+    })
+    .await;
+    scheduler.shutdown().await;
+}
+
+fn clock_now_plus(clock: &ManualClock, seconds: u64) -> SystemTime {
+    use switchyard_scheduler::Clock;
+    clock.now() + Duration::from_secs(seconds)
+}
+
+#[tokio::test]
+async fn a_custom_hook_keeps_assigns_and_a_panicking_hook_stops_nothing() {
+    init_tracing();
+    let clock = ManualClock::new(t0());
+    let (node, mut received) = recording_node("hooks");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let policy =
+        RetryPolicy::custom(
+            move |reply: &Message| match seen.fetch_add(1, Ordering::SeqCst) {
+                0 => {
+                    Decision::RetryIn(Duration::from_secs(1), reply.clone().assign("note", "kept"))
+                }
+                1 => panic!("the hook fails"),
+                _ => Decision::Done,
+            },
+        );
+    let store = MemoryAlarmStore::new();
+    let scheduler = Scheduler::start(
+        node,
+        store.clone(),
+        config(&clock)
+            .retry_policy(policy)
+            .failure_delay(Duration::from_secs(30)),
+    )
+    .unwrap();
+    scheduler
+        .schedule(
+            Message::new("record").with_id("h"),
+            "a",
+            When::In(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    let first = next(&mut received).await;
+    assert_eq!(first.message.assigned::<String>("note").unwrap(), None);
+    eventually("the retry is saved with the hook's assigns", || {
+        let store = store.clone();
+        async move {
+            let alarms = store
+                .load(None, t0() + Duration::from_secs(60))
+                .await
+                .unwrap();
+            alarms.len() == 1
+                && alarms[0]
+                    .message
+                    .assigned::<String>("note")
+                    .unwrap()
+                    .is_some()
+        }
+    })
+    .await;
+    clock.advance(Duration::from_secs(1));
+    let second = next(&mut received).await;
+    assert_eq!(
+        second
+            .message
+            .assigned::<String>("note")
+            .unwrap()
+            .as_deref(),
+        Some("kept")
+    );
+    assert_eq!(assigns::dispatch_attempts(&second.message), 2);
+    // The hook panicked on the second answer: the alarm is retried after the failure delay.
+    eventually("retried after the panic", || async {
+        calls.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    nothing(&mut received).await;
+    clock.advance(Duration::from_secs(30));
+    let third = next(&mut received).await;
+    assert_eq!(assigns::dispatch_attempts(&third.message), 3);
+    eventually("done", || {
+        let store = store.clone();
+        async move { store.is_empty() }
+    })
+    .await;
+    // Still running.
+    scheduler
+        .schedule(
+            Message::new("record").with_id("after"),
+            "a",
+            When::In(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next(&mut received).await.message.id(), "after");
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_panicking_service_answers_an_error_and_the_scheduler_goes_on() {
+    init_tracing();
+    let clock = ManualClock::new(t0());
+    let (node, mut received) = recording_node("boom");
+    let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let policy = RetryPolicy::custom(move |reply: &Message| {
+        let _ = answers_tx.send(reply.response().cloned());
+        Decision::Done
+    });
+    let scheduler = Scheduler::start(
+        node,
+        MemoryAlarmStore::new(),
+        config(&clock).retry_policy(policy),
+    )
+    .unwrap();
+    scheduler
+        .schedule(Message::new("boom"), "a", When::In(Duration::ZERO))
+        .await
+        .unwrap();
+    next(&mut received).await;
+    let answer = answers.recv().await.unwrap();
+    assert!(matches!(answer, Some(Response::Error(_))), "{answer:?}");
+    scheduler
+        .schedule(
+            Message::new("record").with_id("next"),
+            "a",
+            When::In(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next(&mut received).await.message.id(), "next");
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_service_times_out_at_the_dispatch_timeout() {
+    init_tracing();
+    let node = switchyard_messaging::Node::new("slow");
+    node.register(
+        switchyard_messaging::Router::new("slow")
+            .service("slow", |msg: Message| async move {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                msg.ok()
+            })
+            .authorize(|_| Ok(())),
+    )
+    .unwrap();
+    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let policy = RetryPolicy::custom(move |reply: &Message| {
+        let _ = tx.send(reply.response().cloned());
+        Decision::Done
+    });
+    let scheduler = Scheduler::start(
+        node,
+        MemoryAlarmStore::new(),
+        SchedulerConfig::default()
+            .dispatch_timeout(Duration::from_millis(50))
+            .lease(Duration::from_millis(300))
+            .retry_policy(policy),
+    )
+    .unwrap();
+    let started = Instant::now();
+    scheduler
+        .schedule(Message::new("slow"), "a", When::In(Duration::ZERO))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), answers.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(answer, Some(Response::ServiceTimeout { .. })),
+        "{answer:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancelled_alarms_are_not_delivered() {
+    init_tracing();
+    let clock = ManualClock::new(t0());
+    let (node, mut received) = recording_node("cancel");
+    let store = TestStore::default();
+    let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
+    // Once the first load has read the store, new alarms are armed by `schedule` alone.
+    eventually("first load", || async { store.loads().len() == 1 }).await;
+    for (id, aggregate) in [("x", "A"), ("y", "A"), ("z", "B"), ("keep", "C")] {
+        scheduler
+            .schedule(
+                Message::new("record").with_id(id),
+                aggregate,
+                When::In(Duration::from_secs(10)),
+            )
+            .await
+            .unwrap();
+    }
+    assert!(scheduler.cancel("z").await.unwrap());
+    assert!(!scheduler.cancel("z").await.unwrap());
+    assert_eq!(scheduler.cancel_for("A").await.unwrap(), ["x", "y"]);
+    eventually("only `keep` is held", || async {
+        scheduler.held().await == 1
+    })
+    .await;
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(next(&mut received).await.message.id(), "keep");
+    nothing(&mut received).await;
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stopped_scheduler_refuses_new_alarms_and_a_new_one_delivers_the_pending() {
+    init_tracing();
+    let clock = ManualClock::new(t0());
+    let store = MemoryAlarmStore::new();
+    let (node, mut received) = recording_node("first");
+    let first = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
+    for n in 0..10_u64 {
+        first
+            .schedule(
+                Message::new("record").with_id(format!("r-{n}")),
+                "a",
+                When::In(Duration::from_secs(n * 60)),
+            )
+            .await
+            .unwrap();
+    }
+    // Due now: r-0 is delivered before the shutdown completes or left pending, never lost.
+    first.shutdown().await;
+    first.shutdown().await;
+    assert!(matches!(
+        first
+            .schedule(Message::new("record"), "a", When::In(Duration::ZERO))
+            .await,
+        Err(ScheduleError::Stopped)
+    ));
+    assert_eq!(first.held().await, 0);
+    let mut delivered: Vec<String> = Vec::new();
+    while let Ok(got) = received.try_recv() {
+        delivered.push(got.message.id().to_owned());
+    }
+
+    let (node, mut received) = recording_node("second");
+    let second = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
+    clock.advance(Duration::from_secs(3_600));
+    while delivered.len() < 10 {
+        delivered.push(next(&mut received).await.message.id().to_owned());
+    }
+    delivered.sort();
+    let expected: Vec<String> = (0..10).map(|n| format!("r-{n}")).collect();
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort();
+    assert_eq!(delivered, expected_sorted, "every alarm once");
+    nothing(&mut received).await;
+    eventually("all deleted", || {
+        let store = store.clone();
+        async move { store.is_empty() }
+    })
+    .await;
+    second.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lease_shorter_than_the_dispatch_timeout_is_refused() {
+    let (node, _received) = recording_node("config");
+    let error = Scheduler::start(
+        node,
+        MemoryAlarmStore::new(),
+        SchedulerConfig::default().lease(Duration::from_secs(5)),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, ConfigError::LeaseTooShort { .. }),
+        "{error}"
+    );
+}
+
+/// Real time: alarms a few tens of milliseconds ahead arrive on time, unmarked; one in the past
+/// arrives at once, marked late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_time_deliveries_are_punctual_and_late_ones_are_marked() {
+    init_tracing();
+    let (node, mut received) = recording_node("real-time");
+    let scheduler =
+        Scheduler::start(node, MemoryAlarmStore::new(), SchedulerConfig::default()).unwrap();
+    for n in 0..20_u64 {
+        scheduler
+            .schedule(
+                Message::new("record").with_id(format!("on-time-{n}")),
+                "a",
+                When::In(Duration::from_millis(20 + n * 5)),
+            )
+            .await
+            .unwrap();
+    }
+    scheduler
+        .schedule(
+            Message::new("record").with_id("late"),
+            "a",
+            When::At(SystemTime::now() - Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    let mut worst = Duration::ZERO;
+    for _ in 0..21 {
+        let got = next(&mut received).await;
+        let arrived = SystemTime::now();
+        let due = assigns::dispatch_at(&got.message).unwrap();
+        if got.message.id() == "late" {
+            assert!(assigns::is_late(&got.message));
+            continue;
+        }
+        assert!(!assigns::is_late(&got.message), "{}", got.message.id());
+        let lateness = arrived
+            .duration_since(due)
+            .expect("delivered before its time");
+        worst = worst.max(lateness);
+    }
+    assert!(
+        worst < Duration::from_millis(200),
+        "worst lateness {worst:?}"
+    );
+    scheduler.shutdown().await;
+}
