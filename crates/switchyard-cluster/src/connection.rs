@@ -19,10 +19,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Inner;
 use crate::frame::Frame;
-use crate::handshake::{HandshakeError, Identity, handshake};
+use crate::handshake::{Authenticated, HandshakeError, Identity, Role, handshake};
+use crate::seal::{Sealer, TAG_LEN};
 
 /// How many encoded frames may wait for a connection's writer.
 const OUTBOX: usize = 4_096;
+
+/// The largest frame accepted before the peer is authenticated: a handshake frame is small.
+const HANDSHAKE_FRAME_LEN: usize = 1_024;
 
 /// A live, authenticated connection to a peer. Cheap to clone.
 #[derive(Clone)]
@@ -33,11 +37,22 @@ pub(crate) struct Connection {
     pub(crate) dialer: NodeId,
     outbox: mpsc::Sender<Bytes>,
     /// The write half, shared by the writer task and senders that find it free.
-    sink: Arc<tokio::sync::Mutex<Sink>>,
+    sink: Arc<tokio::sync::Mutex<Outgoing>>,
     closed: CancellationToken,
 }
 
-type Sink = futures::stream::SplitSink<Transport, Bytes>;
+/// The write half and the sealer: frames are sealed in the order they are written.
+struct Outgoing {
+    sink: futures::stream::SplitSink<Transport, Bytes>,
+    sealer: Sealer,
+}
+
+impl Outgoing {
+    async fn feed(&mut self, payload: &[u8]) -> std::io::Result<()> {
+        let sealed = self.sealer.seal(payload);
+        self.sink.feed(sealed).await
+    }
+}
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,6 +72,9 @@ pub(crate) struct Closed(pub(crate) NodeId);
 impl Connection {
     /// Queues a frame; fails when the connection has closed.
     pub(crate) async fn send(&self, frame: &Frame) -> Result<(), SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed(Closed(self.peer.clone())));
+        }
         let bytes = frame
             .encode()
             .map_err(|e| SendError::Encode(e.to_string()))?;
@@ -64,9 +82,13 @@ impl Connection {
         // to the writer task (a wake-up on each side of a round trip). Otherwise queue it, and
         // the writer sends it with the rest of its burst.
         if self.outbox.capacity() == self.outbox.max_capacity()
-            && let Ok(mut sink) = self.sink.try_lock()
+            && let Ok(mut out) = self.sink.try_lock()
         {
-            return match sink.send(bytes).await {
+            let written = match out.feed(&bytes).await {
+                Ok(()) => out.sink.flush().await,
+                Err(error) => Err(error),
+            };
+            return match written {
                 Ok(()) => Ok(()),
                 Err(_) => {
                     self.closed.cancel();
@@ -114,9 +136,9 @@ pub(crate) type Stream = Box<dyn Io>;
 
 pub(crate) type Transport = Framed<Stream, LengthDelimitedCodec>;
 
-fn framed(stream: Stream, max_frame_len: usize) -> Transport {
+fn framed(stream: Stream) -> Transport {
     let codec = LengthDelimitedCodec::builder()
-        .max_frame_length(max_frame_len)
+        .max_frame_length(HANDSHAKE_FRAME_LEN)
         .new_codec();
     Framed::new(stream, codec)
 }
@@ -165,23 +187,23 @@ pub(crate) async fn dial(
         let stream = secure_dialed(config, stream)
             .await
             .map_err(|source| DialError::Tls { addr, source })?;
-        let mut transport = framed(stream, config.max_frame_len);
-        let found = handshake(&mut transport, &inner.identity())
+        let mut transport = framed(stream);
+        let authenticated = handshake(&mut transport, &inner.identity(), Role::Dialer)
             .await
             .map_err(|source| DialError::Handshake { addr, source })?;
-        if found != *peer {
+        if authenticated.peer != *peer {
             return Err(DialError::WrongPeer {
                 addr,
                 expected: peer.clone(),
-                found,
+                found: authenticated.peer,
             });
         }
-        Ok(transport)
+        Ok((transport, authenticated))
     };
-    let transport = tokio::time::timeout(config.connect_timeout, attempt)
+    let (transport, authenticated) = tokio::time::timeout(config.connect_timeout, attempt)
         .await
         .map_err(|_| DialError::TimedOut(addr))??;
-    Ok(start(inner, transport, peer.clone(), inner.me.clone()))
+    Ok(start(inner, transport, authenticated, inner.me.clone()))
 }
 
 /// Authenticates a connection a peer dialed, and starts serving it.
@@ -190,17 +212,15 @@ pub(crate) async fn accept(inner: Arc<Inner>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let outcome = tokio::time::timeout(inner.config.connect_timeout, async {
         let stream = secure_accepted(&inner.config, stream).await?;
-        let mut transport = framed(stream, inner.config.max_frame_len);
-        let peer = handshake(&mut transport, &inner.identity()).await?;
-        Ok::<_, HandshakeError>((transport, peer))
+        let mut transport = framed(stream);
+        let authenticated = handshake(&mut transport, &inner.identity(), Role::Listener).await?;
+        Ok::<_, HandshakeError>((transport, authenticated))
     })
     .await;
     match outcome {
-        Ok(Ok((_, peer))) if peer == inner.me => {
-            tracing::warn!(?remote, "refused a connection from this node itself");
-        }
-        Ok(Ok((transport, peer))) => {
-            let connection = start(&inner, transport, peer.clone(), peer);
+        Ok(Ok((transport, authenticated))) => {
+            let dialer = authenticated.peer.clone();
+            let connection = start(&inner, transport, authenticated, dialer);
             inner.register(connection);
         }
         Ok(Err(error)) => {
@@ -259,11 +279,25 @@ async fn secure_accepted(
 }
 
 /// Spawns the reader and writer of an authenticated connection.
-fn start(inner: &Arc<Inner>, transport: Transport, peer: NodeId, dialer: NodeId) -> Connection {
+fn start(
+    inner: &Arc<Inner>,
+    mut transport: Transport,
+    authenticated: Authenticated,
+    dialer: NodeId,
+) -> Connection {
+    let Authenticated {
+        peer,
+        sealer,
+        mut opener,
+    } = authenticated;
+    // Authenticated: frames up to the configured size are accepted from now on.
+    transport
+        .codec_mut()
+        .set_max_frame_length(inner.config.max_frame_len.saturating_add(TAG_LEN));
     let (outbox, mut queued) = mpsc::channel::<Bytes>(OUTBOX);
     let closed = CancellationToken::new();
     let (sink, mut frames) = transport.split();
-    let sink = Arc::new(tokio::sync::Mutex::new(sink));
+    let sink = Arc::new(tokio::sync::Mutex::new(Outgoing { sink, sealer }));
     let connection = Connection {
         id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
         peer: peer.clone(),
@@ -279,13 +313,13 @@ fn start(inner: &Arc<Inner>, transport: Transport, peer: NodeId, dialer: NodeId)
                 () = writer_closed.cancelled() => {
                     // Closing: what was queued before still goes out (a reply sent just
                     // before a graceful shutdown).
-                    let mut sink = sink.lock().await;
+                    let mut out = sink.lock().await;
                     while let Ok(bytes) = queued.try_recv() {
-                        if sink.feed(bytes).await.is_err() {
+                        if out.feed(&bytes).await.is_err() {
                             break;
                         }
                     }
-                    let _ = sink.flush().await;
+                    let _ = out.sink.flush().await;
                     break;
                 }
                 next = queued.recv() => match next {
@@ -293,23 +327,23 @@ fn start(inner: &Arc<Inner>, transport: Transport, peer: NodeId, dialer: NodeId)
                     None => break,
                 },
             };
-            let mut sink = sink.lock().await;
-            if sink.feed(first).await.is_err() {
+            let mut out = sink.lock().await;
+            if out.feed(&first).await.is_err() {
                 break;
             }
             // Everything already queued goes out with the same flush.
             while let Ok(more) = queued.try_recv() {
-                if sink.feed(more).await.is_err() {
+                if out.feed(&more).await.is_err() {
                     writer_closed.cancel();
                     return;
                 }
             }
-            if sink.flush().await.is_err() {
+            if out.sink.flush().await.is_err() {
                 break;
             }
         }
         writer_closed.cancel();
-        let _ = sink.lock().await.close().await;
+        let _ = sink.lock().await.sink.close().await;
     });
     let reader = connection.clone();
     let inner = inner.clone();
@@ -329,7 +363,14 @@ fn start(inner: &Arc<Inner>, transport: Transport, peer: NodeId, dialer: NodeId)
                     break;
                 }
             };
-            match Frame::decode(&bytes) {
+            let payload = match opener.open(&bytes) {
+                Ok(payload) => payload,
+                Err(error) => {
+                    tracing::warn!(peer = %reader.peer, %error, "closing a connection after a frame that failed authentication");
+                    break;
+                }
+            };
+            match Frame::decode(payload) {
                 Ok(frame) => crate::serve::handle(&inner, &reader, frame).await,
                 Err(error) => {
                     tracing::warn!(peer = %reader.peer, %error, len = bytes.len(), "closing a connection after a malformed frame");

@@ -1,6 +1,13 @@
-//! Mutual authentication by challenge-response: each side proves it knows the cluster secret
-//! by returning an HMAC-SHA256 of the other's fresh nonce. The secret never crosses the wire,
-//! and a recorded proof is useless against a new nonce.
+//! Mutual authentication by challenge-response, then a key for the session.
+//!
+//! Both sides send a fresh nonce. The dialer proves it knows the cluster secret with an
+//! HMAC-SHA256 over the whole exchange (a role label, the cluster, both node ids, both nonces);
+//! the listener checks it before answering with its own proof over the same exchange under the
+//! other role label. The secret never crosses the wire, a proof is worthless on any other
+//! connection, and a node cannot relay another's proof: it is bound to who dials whom. Both
+//! sides then derive a session key from the exchange, and every later frame carries a MAC
+//! under it with a sequence number, so a node in the middle that relayed the handshake can
+//! neither inject, replay nor reorder frames.
 
 use futures::{SinkExt, StreamExt};
 use hmac::{Hmac, KeyInit, Mac};
@@ -30,6 +37,8 @@ pub(crate) enum HandshakeError {
     BadProof,
     #[error("no random numbers for a nonce: {0}")]
     Random(String),
+    #[error("the peer claims to be this node")]
+    Myself,
 }
 
 use crate::connection::Transport;
@@ -41,11 +50,83 @@ pub(crate) struct Identity<'a> {
     pub(crate) secret: &'a [u8],
 }
 
-/// Runs the handshake on a fresh connection; returns the authenticated peer's id.
+/// Which end of the connection this side is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Dialer,
+    Listener,
+}
+
+impl Role {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Self::Dialer => b"dialer",
+            Self::Listener => b"listener",
+        }
+    }
+}
+
+/// Everything both sides agreed on, in a fixed order: what each proof and the session key
+/// cover.
+struct Transcript<'a> {
+    cluster_id: &'a str,
+    dialer: &'a NodeId,
+    listener: &'a NodeId,
+    dialer_nonce: &'a [u8; NONCE_LEN],
+    listener_nonce: &'a [u8; NONCE_LEN],
+}
+
+impl Transcript<'_> {
+    fn mac(&self, secret: &[u8], label: &[u8]) -> Option<Hmac<Sha256>> {
+        // HMAC takes keys of any length, so this never fails in practice.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).ok()?;
+        let mut field = |bytes: &[u8]| {
+            mac.update(&(bytes.len() as u64).to_be_bytes());
+            mac.update(bytes);
+        };
+        field(b"switchyard-cluster-v2");
+        field(label);
+        field(self.cluster_id.as_bytes());
+        for node in [self.dialer, self.listener] {
+            field(node.name().as_bytes());
+            field(&node.incarnation().to_be_bytes());
+        }
+        field(self.dialer_nonce);
+        field(self.listener_nonce);
+        Some(mac)
+    }
+
+    fn proof(&self, secret: &[u8], role: Role) -> Vec<u8> {
+        self.mac(secret, role.label())
+            .map(|mac| mac.finalize().into_bytes().to_vec())
+            .unwrap_or_default()
+    }
+
+    fn verify(&self, secret: &[u8], role: Role, proof: &[u8]) -> bool {
+        // Constant-time comparison.
+        self.mac(secret, role.label())
+            .is_some_and(|mac| mac.verify_slice(proof).is_ok())
+    }
+
+    fn session_key(&self, secret: &[u8]) -> Option<Vec<u8>> {
+        self.mac(secret, b"session")
+            .map(|mac| mac.finalize().into_bytes().to_vec())
+    }
+}
+
+/// What a successful handshake yields: the peer, and the session's frame sealing.
+pub(crate) struct Authenticated {
+    pub(crate) peer: NodeId,
+    pub(crate) sealer: crate::seal::Sealer,
+    pub(crate) opener: crate::seal::Opener,
+}
+
+/// Runs the handshake on a fresh connection as `role`.
 pub(crate) async fn handshake(
     transport: &mut Transport,
     me: &Identity<'_>,
-) -> Result<NodeId, HandshakeError> {
+    role: Role,
+) -> Result<Authenticated, HandshakeError> {
     let mut nonce = [0_u8; NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(|error| HandshakeError::Random(error.to_string()))?;
     send(
@@ -82,67 +163,52 @@ pub(crate) async fn handshake(
         Frame::Refused { reason } => return Err(HandshakeError::Refused(reason)),
         other => return Err(HandshakeError::Unexpected(other.kind())),
     };
-    let mac = proof(me.secret, me.cluster_id, &peer_nonce, &nonce, me.node);
-    send(transport, &Frame::Proof { mac }).await?;
-    match receive(transport).await? {
-        Frame::Proof { mac } => {
-            if verify(me.secret, me.cluster_id, &nonce, &peer_nonce, &peer, &mac) {
-                Ok(peer)
-            } else {
-                refuse(transport, "wrong proof".into()).await;
-                Err(HandshakeError::BadProof)
-            }
-        }
-        Frame::Refused { reason } => Err(HandshakeError::Refused(reason)),
-        other => Err(HandshakeError::Unexpected(other.kind())),
+    if peer == *me.node {
+        return Err(HandshakeError::Myself);
     }
-}
-
-/// The MAC the prover sends: over a label, the cluster, the challenge it answers, its own nonce
-/// (so the proof is bound to this very exchange) and its own id.
-fn mac_of(
-    secret: &[u8],
-    cluster_id: &str,
-    challenge: &[u8; NONCE_LEN],
-    prover_nonce: &[u8; NONCE_LEN],
-    prover: &NodeId,
-) -> Option<Hmac<Sha256>> {
-    // HMAC takes keys of any length, so this never fails in practice.
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).ok()?;
-    mac.update(b"switchyard-cluster-v1\0");
-    mac.update(&(cluster_id.len() as u64).to_be_bytes());
-    mac.update(cluster_id.as_bytes());
-    mac.update(challenge);
-    mac.update(prover_nonce);
-    mac.update(&(prover.name().len() as u64).to_be_bytes());
-    mac.update(prover.name().as_bytes());
-    mac.update(&prover.incarnation().to_be_bytes());
-    Some(mac)
-}
-
-fn proof(
-    secret: &[u8],
-    cluster_id: &str,
-    challenge: &[u8; NONCE_LEN],
-    own_nonce: &[u8; NONCE_LEN],
-    me: &NodeId,
-) -> Vec<u8> {
-    mac_of(secret, cluster_id, challenge, own_nonce, me)
-        .map(|mac| mac.finalize().into_bytes().to_vec())
-        .unwrap_or_default()
-}
-
-fn verify(
-    secret: &[u8],
-    cluster_id: &str,
-    own_nonce: &[u8; NONCE_LEN],
-    peer_nonce: &[u8; NONCE_LEN],
-    peer: &NodeId,
-    mac: &[u8],
-) -> bool {
-    // Constant-time comparison.
-    mac_of(secret, cluster_id, own_nonce, peer_nonce, peer)
-        .is_some_and(|expected| expected.verify_slice(mac).is_ok())
+    let (dialer, listener, dialer_nonce, listener_nonce) = match role {
+        Role::Dialer => (me.node, &peer, &nonce, &peer_nonce),
+        Role::Listener => (&peer, me.node, &peer_nonce, &nonce),
+    };
+    let transcript = Transcript {
+        cluster_id: me.cluster_id,
+        dialer,
+        listener,
+        dialer_nonce,
+        listener_nonce,
+    };
+    let peer_role = match role {
+        Role::Dialer => Role::Listener,
+        Role::Listener => Role::Dialer,
+    };
+    // The dialer proves itself first; the listener answers only a valid proof, so it never
+    // produces a proof for a peer that has not shown it knows the secret.
+    if role == Role::Dialer {
+        let mac = transcript.proof(me.secret, role);
+        send(transport, &Frame::Proof { mac }).await?;
+    }
+    match receive(transport).await? {
+        Frame::Proof { mac } if transcript.verify(me.secret, peer_role, &mac) => {}
+        Frame::Proof { .. } => {
+            refuse(transport, "wrong proof".into()).await;
+            return Err(HandshakeError::BadProof);
+        }
+        Frame::Refused { reason } => return Err(HandshakeError::Refused(reason)),
+        other => return Err(HandshakeError::Unexpected(other.kind())),
+    }
+    if role == Role::Listener {
+        let mac = transcript.proof(me.secret, role);
+        send(transport, &Frame::Proof { mac }).await?;
+    }
+    let key = transcript
+        .session_key(me.secret)
+        .ok_or(HandshakeError::BadProof)?;
+    let (sealer, opener) = crate::seal::pair(&key, role);
+    Ok(Authenticated {
+        peer,
+        sealer,
+        opener,
+    })
 }
 
 async fn send(transport: &mut Transport, frame: &Frame) -> Result<(), HandshakeError> {
@@ -168,50 +234,38 @@ mod tests {
 
     use super::*;
 
+    fn transcript<'a>(
+        dialer: &'a NodeId,
+        listener: &'a NodeId,
+        nonces: &'a ([u8; NONCE_LEN], [u8; NONCE_LEN]),
+    ) -> Transcript<'a> {
+        Transcript {
+            cluster_id: "c",
+            dialer,
+            listener,
+            dialer_nonce: &nonces.0,
+            listener_nonce: &nonces.1,
+        }
+    }
+
     #[test]
-    fn a_proof_verifies_only_with_the_same_secret_nonces_and_prover() {
-        let node = NodeId::new("a", 1);
-        let (challenge, own) = ([1_u8; NONCE_LEN], [2_u8; NONCE_LEN]);
-        let mac = proof(b"0123456789abcdef", "c", &challenge, &own, &node);
-        assert!(verify(
-            b"0123456789abcdef",
-            "c",
-            &challenge,
-            &own,
-            &node,
-            &mac
-        ));
-        assert!(!verify(
-            b"0123456789abcdeX",
-            "c",
-            &challenge,
-            &own,
-            &node,
-            &mac
-        ));
-        assert!(!verify(
-            b"0123456789abcdef",
-            "d",
-            &challenge,
-            &own,
-            &node,
-            &mac
-        ));
-        assert!(!verify(
-            b"0123456789abcdef",
-            "c",
-            &[3; NONCE_LEN],
-            &own,
-            &node,
-            &mac
-        ));
-        assert!(!verify(
-            b"0123456789abcdef",
-            "c",
-            &challenge,
-            &own,
-            &NodeId::new("a", 2),
-            &mac
-        ));
+    fn a_proof_holds_only_for_its_secret_role_peers_and_nonces() {
+        let (a, b) = (NodeId::new("a", 1), NodeId::new("b", 1));
+        let nonces = ([1; NONCE_LEN], [2; NONCE_LEN]);
+        let secret = b"0123456789abcdef";
+        let proof = transcript(&a, &b, &nonces).proof(secret, Role::Dialer);
+        assert!(transcript(&a, &b, &nonces).verify(secret, Role::Dialer, &proof));
+        assert!(!transcript(&a, &b, &nonces).verify(b"0123456789abcdeX", Role::Dialer, &proof));
+        assert!(
+            !transcript(&a, &b, &nonces).verify(secret, Role::Listener, &proof),
+            "a dialer's proof does not pass as a listener's"
+        );
+        assert!(
+            !transcript(&a, &NodeId::new("c", 1), &nonces).verify(secret, Role::Dialer, &proof),
+            "bound to the node it was made for"
+        );
+        assert!(!transcript(&b, &a, &nonces).verify(secret, Role::Dialer, &proof));
+        let other_nonces = ([1; NONCE_LEN], [3; NONCE_LEN]);
+        assert!(!transcript(&a, &b, &other_nonces).verify(secret, Role::Dialer, &proof));
     }
 }

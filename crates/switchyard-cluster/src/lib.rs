@@ -58,6 +58,7 @@ mod handshake;
 mod membership;
 pub mod placement;
 mod remote;
+mod seal;
 mod serve;
 #[cfg(feature = "tls")]
 mod tls;
