@@ -10,8 +10,10 @@ use crate::{SqliteError, SqliteOptions};
 const APPLICATION_ID: i64 = 0x5357_5944;
 
 /// The schema, as numbered migrations; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_events", include_str!("../migrations/0001_events.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_events", include_str!("../migrations/0001_events.sql")),
+    ("0002_alarms", include_str!("../migrations/0002_alarms.sql")),
+];
 
 /// Opens the writer's connection to a file, in WAL mode, and brings its schema up to date.
 pub(crate) fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connection, SqliteError> {

@@ -3,7 +3,9 @@
 //! [`SqliteStore`] keeps events, snapshots and states in one SQLite database. With the
 //! `events` feature (on by default) it implements the store traits of
 //! [`switchyard_aggregates::store`](https://docs.rs/switchyard-aggregates) and passes their
-//! conformance suite.
+//! conformance suite. With the `scheduler` feature it is also an alarm store of
+//! [`switchyard_scheduler`](https://docs.rs/switchyard-scheduler), written through the same
+//! writer thread.
 //!
 //! ```
 //! # #[cfg(feature = "events")]
@@ -55,6 +57,8 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "scheduler")]
+mod alarms;
 mod database;
 mod error;
 #[cfg(feature = "events")]

@@ -1,0 +1,296 @@
+//! The alarm store of `switchyard-scheduler`.
+//!
+//! Every change goes through the writer's group commit, so a claim's check and its update are
+//! one step of the only writer: two schedulers racing for an alarm cannot both get the lease.
+//! Windows are read on reader threads. Messages are stored encoded by the messaging codec,
+//! times as microseconds since the Unix epoch.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::{BoxFuture, FutureExt};
+use rusqlite::{Connection, OptionalExtension, params};
+use switchyard_messaging::Message;
+use switchyard_scheduler::store::{Alarm, AlarmStore, AlarmStoreError, Claim, Lease};
+
+use crate::SqliteStore;
+use crate::error::{WorkersStopped, WritePanicked};
+use crate::worker::WriteFailed;
+
+fn backend(error: rusqlite::Error) -> AlarmStoreError {
+    AlarmStoreError::backend(error)
+}
+
+fn write_failed(failed: WriteFailed) -> AlarmStoreError {
+    match failed {
+        WriteFailed::NotWritten(error) | WriteFailed::CommitUnknown(error) => {
+            AlarmStoreError::backend(error)
+        }
+        WriteFailed::Panicked => AlarmStoreError::backend(WritePanicked),
+        WriteFailed::Stopped => AlarmStoreError::backend(WorkersStopped),
+    }
+}
+
+fn micros(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |m| -m),
+    }
+}
+
+fn time(micros: i64) -> SystemTime {
+    let magnitude = Duration::from_micros(micros.unsigned_abs());
+    if micros >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
+    }
+}
+
+fn encode(message: &Message) -> Result<Vec<u8>, AlarmStoreError> {
+    message.to_bytes().map_err(AlarmStoreError::backend)
+}
+
+fn decode(id: &str, bytes: &[u8]) -> Result<Message, AlarmStoreError> {
+    Message::from_bytes(bytes).map_err(|error| AlarmStoreError::Corrupt {
+        id: id.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+impl SqliteStore {
+    async fn write_alarm<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<Result<T, AlarmStoreError>> + Send + 'static,
+    ) -> Result<T, AlarmStoreError> {
+        self.workers
+            .write(work)
+            .await
+            .unwrap_or_else(|failed| Err(write_failed(failed)))
+    }
+}
+
+/// An alarm's row as stored.
+struct Stored {
+    aggregate_id: String,
+    due: i64,
+    message: Vec<u8>,
+    holder: Option<String>,
+    lease_until: Option<i64>,
+}
+
+fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<Stored>> {
+    conn.prepare_cached(
+        "SELECT aggregate_id, due, message, holder, lease_until FROM alarms WHERE id = ?1",
+    )?
+    .query_row([id], |row| {
+        Ok(Stored {
+            aggregate_id: row.get(0)?,
+            due: row.get(1)?,
+            message: row.get(2)?,
+            holder: row.get(3)?,
+            lease_until: row.get(4)?,
+        })
+    })
+    .optional()
+}
+
+fn claim_in(
+    conn: &Connection,
+    id: &str,
+    holder: &str,
+    now: i64,
+    lease_until: i64,
+) -> rusqlite::Result<Result<Claim, AlarmStoreError>> {
+    let Some(Stored {
+        aggregate_id,
+        due,
+        message,
+        holder: held_by,
+        lease_until: held_until,
+    }) = find(conn, id)?
+    else {
+        return Ok(Ok(Claim::Gone));
+    };
+    if due > now {
+        return Ok(Ok(Claim::NotDue(time(due))));
+    }
+    if let (Some(other), Some(until)) = (held_by, held_until)
+        && other != holder
+        && until > now
+    {
+        return Ok(Ok(Claim::Held(Lease {
+            holder: other,
+            until: time(until),
+        })));
+    }
+    // Decoded before the update, so an unreadable alarm refuses without writing.
+    let message = match decode(id, &message) {
+        Ok(message) => message,
+        Err(error) => return Ok(Err(error)),
+    };
+    conn.prepare_cached("UPDATE alarms SET holder = ?2, lease_until = ?3 WHERE id = ?1")?
+        .execute(params![id, holder, lease_until])?;
+    Ok(Ok(Claim::Claimed(Alarm {
+        message,
+        aggregate_id,
+        due: time(due),
+    })))
+}
+
+impl AlarmStore for SqliteStore {
+    fn save(&self, alarm: Alarm) -> BoxFuture<'_, Result<Message, AlarmStoreError>> {
+        async move {
+            let bytes = encode(&alarm.message)?;
+            let id = alarm.id().to_owned();
+            let aggregate_id = alarm.aggregate_id;
+            let due = micros(alarm.due);
+            self.write_alarm(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO alarms (id, aggregate_id, due, message, holder, lease_until)
+                     VALUES (?1, ?2, ?3, ?4, NULL, NULL)
+                     ON CONFLICT (id) DO UPDATE SET
+                         aggregate_id = excluded.aggregate_id, due = excluded.due,
+                         message = excluded.message, holder = NULL, lease_until = NULL",
+                )?
+                .execute(params![id, aggregate_id, due, bytes])
+                .map(|_| Ok(()))
+            })
+            .await?;
+            Ok(alarm.message)
+        }
+        .boxed()
+    }
+
+    fn load(
+        &self,
+        from: Option<SystemTime>,
+        until: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<Alarm>, AlarmStoreError>> {
+        let from = from.map_or(i64::MIN, micros);
+        let until = micros(until);
+        async move {
+            self.workers
+                .read(move |conn| -> Result<Vec<Alarm>, AlarmStoreError> {
+                    let mut statement = conn
+                        .prepare_cached(
+                            "SELECT id, aggregate_id, due, message FROM alarms
+                             WHERE due >= ?1 AND due < ?2 ORDER BY due, id",
+                        )
+                        .map_err(backend)?;
+                    let mut rows = statement.query(params![from, until]).map_err(backend)?;
+                    let mut alarms = Vec::new();
+                    while let Some(row) = rows.next().map_err(backend)? {
+                        let id: String = row.get(0).map_err(backend)?;
+                        let bytes = row.get_ref(3).map_err(backend)?.as_blob().map_err(|e| {
+                            AlarmStoreError::Corrupt {
+                                id: id.clone(),
+                                reason: e.to_string(),
+                            }
+                        })?;
+                        alarms.push(Alarm {
+                            message: decode(&id, bytes)?,
+                            aggregate_id: row.get(1).map_err(backend)?,
+                            due: time(row.get(2).map_err(backend)?),
+                        });
+                    }
+                    Ok(alarms)
+                })
+                .await
+                .map_err(AlarmStoreError::backend)?
+        }
+        .boxed()
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        now: SystemTime,
+        lease_until: SystemTime,
+    ) -> BoxFuture<'a, Result<Claim, AlarmStoreError>> {
+        let (id, holder) = (id.to_owned(), holder.to_owned());
+        let (now, lease_until) = (micros(now), micros(lease_until));
+        self.write_alarm(move |conn| claim_in(conn, &id, &holder, now, lease_until))
+            .boxed()
+    }
+
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        lease_until: SystemTime,
+    ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        let (id, holder) = (id.to_owned(), holder.to_owned());
+        let lease_until = micros(lease_until);
+        self.write_alarm(move |conn| {
+            conn.prepare_cached("UPDATE alarms SET lease_until = ?3 WHERE id = ?1 AND holder = ?2")?
+                .execute(params![id, holder, lease_until])
+                .map(|changed| Ok(changed == 1))
+        })
+        .boxed()
+    }
+
+    fn reschedule<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        due: SystemTime,
+        message: Message,
+    ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        let (id, holder) = (id.to_owned(), holder.to_owned());
+        let due = micros(due);
+        async move {
+            let bytes = encode(&message)?;
+            self.write_alarm(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE alarms SET due = ?3, message = ?4, holder = NULL, lease_until = NULL
+                     WHERE id = ?1 AND holder = ?2",
+                )?
+                .execute(params![id, holder, due, bytes])
+                .map(|changed| Ok(changed == 1))
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        let (id, holder) = (id.to_owned(), holder.to_owned());
+        self.write_alarm(move |conn| {
+            conn.prepare_cached("DELETE FROM alarms WHERE id = ?1 AND holder = ?2")?
+                .execute(params![id, holder])
+                .map(|changed| Ok(changed == 1))
+        })
+        .boxed()
+    }
+
+    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        let id = id.to_owned();
+        self.write_alarm(move |conn| {
+            conn.prepare_cached("DELETE FROM alarms WHERE id = ?1")?
+                .execute([id])
+                .map(|changed| Ok(changed == 1))
+        })
+        .boxed()
+    }
+
+    fn cancel_for<'a>(
+        &'a self,
+        aggregate_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, AlarmStoreError>> {
+        let aggregate_id = aggregate_id.to_owned();
+        self.write_alarm(move |conn| {
+            let mut ids = conn
+                .prepare_cached("DELETE FROM alarms WHERE aggregate_id = ?1 RETURNING id")?
+                .query_map([aggregate_id], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            ids.sort();
+            Ok(Ok(ids))
+        })
+        .boxed()
+    }
+}

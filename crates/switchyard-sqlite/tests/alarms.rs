@@ -1,0 +1,209 @@
+//! The SQLite alarm store: the public conformance suite in memory and on disk, a scheduler
+//! restarted on the same file, and alarms acknowledged by `schedule` surviving a SIGKILL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use switchyard_messaging::{Message, Node, Router};
+use switchyard_scheduler::{Scheduler, SchedulerConfig, When};
+use switchyard_sqlite::SqliteStore;
+use tokio::sync::mpsc;
+
+/// A new database file under Cargo's scratch directory for integration tests.
+fn fresh_file(name: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sqlite-alarms");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!(
+        "{name}-{}-{}.db",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
+}
+
+mod in_memory {
+    use super::*;
+    switchyard_scheduler::alarm_store_conformance!(async { SqliteStore::in_memory().unwrap() });
+}
+
+mod on_disk {
+    use super::*;
+    switchyard_scheduler::alarm_store_conformance!(async {
+        SqliteStore::open(fresh_file("conformance")).unwrap()
+    });
+}
+
+/// A node whose `remind` service reports each message id it receives.
+fn reminder_node(name: &str) -> (Node, mpsc::UnboundedReceiver<String>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let node = Node::new(name);
+    node.register(
+        Router::new("reminders")
+            .service("remind", move |msg: Message| {
+                let _ = tx.send(msg.id().to_owned());
+                async move { msg.ok() }
+            })
+            .authorize(|_| Ok(())),
+    )
+    .unwrap();
+    (node, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_scheduler_on_the_same_file_delivers_every_pending_alarm() {
+    let path = fresh_file("restart");
+    let (node, mut first_rx) = reminder_node("first");
+    let store = SqliteStore::open(&path).unwrap();
+    let first = Scheduler::start(node, store, SchedulerConfig::default()).unwrap();
+    for n in 0..50_u64 {
+        first
+            .schedule(
+                Message::new("remind").with_id(format!("r-{n:02}")),
+                "user",
+                When::In(Duration::from_millis(300 + n * 4)),
+            )
+            .await
+            .unwrap();
+    }
+    first.shutdown().await;
+    drop(first);
+    let mut delivered = BTreeSet::new();
+    while let Ok(id) = first_rx.try_recv() {
+        delivered.insert(id);
+    }
+    let (node, mut second_rx) = reminder_node("second");
+    let second = Scheduler::start(
+        node,
+        SqliteStore::open(&path).unwrap(),
+        SchedulerConfig::default(),
+    )
+    .unwrap();
+    while delivered.len() < 50 {
+        let id = tokio::time::timeout(Duration::from_secs(10), second_rx.recv())
+            .await
+            .expect("every pending alarm is delivered")
+            .unwrap();
+        assert!(delivered.insert(id.clone()), "{id} delivered twice");
+    }
+    second.shutdown().await;
+}
+
+const CHILD: &str = "SWITCHYARD_SQLITE_ALARM_CRASH_CHILD";
+
+/// The child `acknowledged_alarms_survive_sigkill` starts and kills: it schedules alarms a
+/// minute ahead as fast as it can and prints each acknowledged id, until it is killed.
+fn crash_child(path: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (node, _rx) = reminder_node("child");
+        let store = SqliteStore::open(path).unwrap();
+        let scheduler = Scheduler::start(node, store, SchedulerConfig::default()).unwrap();
+        let writers = (0..8).map(|w| {
+            let scheduler = scheduler.clone();
+            tokio::spawn(async move {
+                for n in 0_u64.. {
+                    let id = format!("w{w}-{n}");
+                    scheduler
+                        .schedule(
+                            Message::new("remind").with_id(id.clone()),
+                            "user",
+                            When::In(Duration::from_secs(60)),
+                        )
+                        .await
+                        .unwrap();
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "ack {id}").unwrap();
+                    out.flush().unwrap();
+                }
+            })
+        });
+        futures::future::join_all(writers).await;
+    });
+}
+
+#[test]
+fn acknowledged_alarms_survive_sigkill() {
+    if let Ok(path) = std::env::var(CHILD) {
+        crash_child(&path);
+        return;
+    }
+    let path = fresh_file("sigkill");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "acknowledged_alarms_survive_sigkill",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CHILD, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut acknowledged = BTreeSet::new();
+    let started = Instant::now();
+    let mut killed = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let Some(id) = line.strip_prefix("ack ") else {
+            continue;
+        };
+        acknowledged.insert(id.to_owned());
+        if !killed && (acknowledged.len() >= 2_000 || started.elapsed() > Duration::from_secs(60)) {
+            // SIGKILL: no destructor, no flush, whatever the writer was doing.
+            child.kill().unwrap();
+            killed = true;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(killed, "the child stopped by itself: {status}");
+    assert!(acknowledged.len() >= 100, "too few: {}", acknowledged.len());
+
+    // A new scheduler on the file delivers every acknowledged alarm: the clock is pushed past
+    // their due time by scheduling nothing and reading the store's window directly.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = SqliteStore::open(&path).unwrap();
+            let clock = switchyard_scheduler::ManualClock::new(
+                std::time::SystemTime::now() + Duration::from_secs(120),
+            );
+            let (node, mut rx) = reminder_node("after");
+            let scheduler =
+                Scheduler::start(node, store, SchedulerConfig::default().clock(clock)).unwrap();
+            let mut delivered = BTreeSet::new();
+            while !acknowledged.is_subset(&delivered) {
+                let id = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!(
+                            "{} acknowledged alarms not delivered",
+                            acknowledged.difference(&delivered).count()
+                        )
+                    })
+                    .unwrap();
+                delivered.insert(id);
+            }
+            eprintln!(
+                "{} alarms acknowledged before SIGKILL, all delivered after restart",
+                acknowledged.len()
+            );
+            scheduler.shutdown().await;
+        });
+}
