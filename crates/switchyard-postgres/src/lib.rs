@@ -5,7 +5,9 @@
 //! (version 14 or later), through a pool of `tokio-postgres` connections. With the `events`
 //! feature (on by default) it implements the store traits of
 //! [`switchyard_aggregates::store`](https://docs.rs/switchyard-aggregates) and passes their
-//! conformance suite.
+//! conformance suite. With the `scheduler` feature it is also an alarm store of
+//! [`switchyard_scheduler`](https://docs.rs/switchyard-scheduler) (table `alarms`), shared safely
+//! by schedulers on several nodes.
 //!
 //! ```no_run
 //! # #[cfg(feature = "events")]
@@ -117,6 +119,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "scheduler")]
+mod alarms;
 #[cfg(feature = "events")]
 mod append;
 #[cfg(feature = "events")]

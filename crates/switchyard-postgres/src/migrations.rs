@@ -17,11 +17,18 @@ struct Migration {
 }
 
 /// Every migration, in order. Append only: a released migration never changes.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events",
-    sql: include_str!("../migrations/0001_events.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events",
+        sql: include_str!("../migrations/0001_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "alarms",
+        sql: include_str!("../migrations/0002_alarms.sql"),
+    },
+];
 
 /// The latest migration this library knows.
 pub(crate) fn latest() -> i32 {

@@ -5,6 +5,8 @@
 //! throwaway one is started for this test binary; each test works in a fresh schema.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
+#[cfg(feature = "scheduler")]
+mod alarms;
 mod concurrency;
 mod global_order;
 mod migrations;

@@ -1,0 +1,255 @@
+//! The alarm store of `switchyard-scheduler`, on PostgreSQL.
+//!
+//! A claim is one conditional `UPDATE`: of two schedulers racing for an alarm, the row lock lets
+//! one through and the other finds the lease taken. Messages are stored encoded by the
+//! messaging codec, times as microseconds since the Unix epoch. Statements that did nothing
+//! (no connection) are retried as the store's other reads and writes are.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::{BoxFuture, FutureExt};
+use switchyard_messaging::Message;
+use switchyard_scheduler::store::{Alarm, AlarmStore, AlarmStoreError, Claim, Lease};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use crate::PostgresStore;
+use crate::error::Failure;
+
+type Params<'a> = [&'a (dyn ToSql + Sync)];
+
+fn micros(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_micros()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_micros()).map_or(i64::MIN, |m| -m),
+    }
+}
+
+fn time(micros: i64) -> SystemTime {
+    let magnitude = Duration::from_micros(micros.unsigned_abs());
+    if micros >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
+    }
+}
+
+fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> AlarmStoreError {
+    AlarmStoreError::backend(error)
+}
+
+fn decode(id: &str, bytes: &[u8]) -> Result<Message, AlarmStoreError> {
+    Message::from_bytes(bytes).map_err(|error| AlarmStoreError::Corrupt {
+        id: id.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+impl PostgresStore {
+    /// Rows of one statement, retried while it did nothing.
+    async fn alarm_query(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Vec<Row>, AlarmStoreError> {
+        self.inner
+            .retrying(|| async {
+                let conn = self.inner.conn().await?;
+                conn.query(sql, params).await
+            })
+            .await
+            .map_err(|failure: Failure| backend(failure.into_source()))
+    }
+
+    /// Rows changed by one statement, retried while it did nothing.
+    async fn alarm_execute(&self, sql: &str, params: &Params<'_>) -> Result<u64, AlarmStoreError> {
+        self.inner
+            .retrying(|| async {
+                let conn = self.inner.conn().await?;
+                conn.execute(sql, params).await
+            })
+            .await
+            .map_err(|failure: Failure| backend(failure.into_source()))
+    }
+
+    async fn claim_alarm(
+        &self,
+        id: &str,
+        holder: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Claim, AlarmStoreError> {
+        // The update may miss a lease that lapses just after it; then the look-up finds the
+        // alarm claimable and the update runs again.
+        for _ in 0..4 {
+            let claimed = self
+                .alarm_query(
+                    include_str!("sql/alarm_claim.sql"),
+                    &[&id, &holder, &now, &lease_until],
+                )
+                .await?;
+            if let Some(row) = claimed.first() {
+                let bytes: &[u8] = row.try_get(2).map_err(backend)?;
+                return Ok(Claim::Claimed(Alarm {
+                    message: decode(id, bytes)?,
+                    aggregate_id: row.try_get(0).map_err(backend)?,
+                    due: time(row.try_get(1).map_err(backend)?),
+                }));
+            }
+            let found = self
+                .alarm_query(include_str!("sql/alarm_find.sql"), &[&id])
+                .await?;
+            let Some(row) = found.first() else {
+                return Ok(Claim::Gone);
+            };
+            let due: i64 = row.try_get(0).map_err(backend)?;
+            let held_by: Option<String> = row.try_get(1).map_err(backend)?;
+            let until: Option<i64> = row.try_get(2).map_err(backend)?;
+            if due > now {
+                return Ok(Claim::NotDue(time(due)));
+            }
+            if let (Some(other), Some(until)) = (held_by, until)
+                && other != holder
+                && until > now
+            {
+                return Ok(Claim::Held(Lease {
+                    holder: other,
+                    until: time(until),
+                }));
+            }
+        }
+        Err(backend("the alarm kept changing while it was claimed"))
+    }
+}
+
+impl AlarmStore for PostgresStore {
+    fn save(&self, alarm: Alarm) -> BoxFuture<'_, Result<Message, AlarmStoreError>> {
+        async move {
+            let bytes = alarm.message.to_bytes().map_err(backend)?;
+            let due = micros(alarm.due);
+            self.alarm_execute(
+                include_str!("sql/alarm_save.sql"),
+                &[&alarm.id(), &alarm.aggregate_id, &due, &bytes],
+            )
+            .await?;
+            Ok(alarm.message)
+        }
+        .boxed()
+    }
+
+    fn load(
+        &self,
+        from: Option<SystemTime>,
+        until: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<Alarm>, AlarmStoreError>> {
+        let from = from.map_or(i64::MIN, micros);
+        let until = micros(until);
+        async move {
+            let rows = self
+                .alarm_query(include_str!("sql/alarm_load.sql"), &[&from, &until])
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    let id: String = row.try_get(0).map_err(backend)?;
+                    let bytes: &[u8] = row.try_get(3).map_err(backend)?;
+                    Ok(Alarm {
+                        message: decode(&id, bytes)?,
+                        aggregate_id: row.try_get(1).map_err(backend)?,
+                        due: time(row.try_get(2).map_err(backend)?),
+                    })
+                })
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        now: SystemTime,
+        lease_until: SystemTime,
+    ) -> BoxFuture<'a, Result<Claim, AlarmStoreError>> {
+        self.claim_alarm(id, holder, micros(now), micros(lease_until))
+            .boxed()
+    }
+
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        lease_until: SystemTime,
+    ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        async move {
+            let until = micros(lease_until);
+            let changed = self
+                .alarm_execute(include_str!("sql/alarm_renew.sql"), &[&id, &holder, &until])
+                .await?;
+            Ok(changed == 1)
+        }
+        .boxed()
+    }
+
+    fn reschedule<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        due: SystemTime,
+        message: Message,
+    ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        async move {
+            let bytes = message.to_bytes().map_err(backend)?;
+            let due = micros(due);
+            let changed = self
+                .alarm_execute(
+                    include_str!("sql/alarm_reschedule.sql"),
+                    &[&id, &holder, &due, &bytes],
+                )
+                .await?;
+            Ok(changed == 1)
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        async move {
+            let changed = self
+                .alarm_execute(include_str!("sql/alarm_delete.sql"), &[&id, &holder])
+                .await?;
+            Ok(changed == 1)
+        }
+        .boxed()
+    }
+
+    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        async move {
+            let changed = self
+                .alarm_execute(include_str!("sql/alarm_cancel.sql"), &[&id])
+                .await?;
+            Ok(changed == 1)
+        }
+        .boxed()
+    }
+
+    fn cancel_for<'a>(
+        &'a self,
+        aggregate_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, AlarmStoreError>> {
+        async move {
+            let rows = self
+                .alarm_query(include_str!("sql/alarm_cancel_for.sql"), &[&aggregate_id])
+                .await?;
+            let mut ids = rows
+                .iter()
+                .map(|row| row.try_get::<_, String>(0).map_err(backend))
+                .collect::<Result<Vec<_>, _>>()?;
+            ids.sort();
+            Ok(ids)
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,1 @@
+DELETE FROM alarms WHERE aggregate_id = $1 RETURNING id

@@ -1,0 +1,1 @@
+SELECT due, holder, lease_until FROM alarms WHERE id = $1
