@@ -95,7 +95,14 @@ pub(crate) struct Inner {
     pub(crate) stopping: AtomicBool,
     pub(crate) stopped: CancellationToken,
     pub(crate) counters: Counters,
+    /// The public services to announce, latest first; one task publishes them.
+    pub(crate) services: tokio::sync::watch::Sender<Vec<String>>,
+    /// The end of a shutdown, whoever started it.
+    left: CancellationToken,
 }
+
+/// The most connections authenticating at once; more are closed on arrival.
+const MAX_HANDSHAKES: usize = 64;
 
 /// Locks a mutex that a panic elsewhere may have poisoned: every map here stays consistent
 /// between statements.
@@ -148,8 +155,12 @@ impl Cluster {
             stopping: AtomicBool::new(false),
             stopped: CancellationToken::new(),
             counters: Counters::default(),
+            services: tokio::sync::watch::Sender::new(Vec::new()),
+            left: CancellationToken::new(),
         });
         let accepting = inner.clone();
+        // Unauthenticated connections cost memory and a task each: at most this many at once.
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -157,9 +168,18 @@ impl Cluster {
                     accepted = listener.accept() => accepted,
                 };
                 match accepted {
-                    Ok((stream, _)) => {
-                        tokio::spawn(connection::accept(accepting.clone(), stream));
-                    }
+                    Ok((stream, remote)) => match handshakes.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let inner = accepting.clone();
+                            tokio::spawn(async move {
+                                connection::accept(inner, stream).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            tracing::warn!(%remote, "too many handshakes under way; connection refused");
+                        }
+                    },
                     Err(error) => {
                         tracing::warn!(%error, "accepting a connection failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -168,11 +188,16 @@ impl Cluster {
             }
         });
         crate::membership::follow(&inner);
+        crate::membership::announce_services(&inner);
         let link = crate::remote::Link {
             inner: Arc::downgrade(&inner),
         };
-        node.attach_remote(Arc::new(link))
-            .map_err(|error| ClusterError::AlreadyAttached(error.to_string()))?;
+        if let Err(error) = node.attach_remote(Arc::new(link)) {
+            // Leave nothing running that advertises this node.
+            inner.stopped.cancel();
+            inner.gossip.stop().await;
+            return Err(ClusterError::AlreadyAttached(error.to_string()));
+        }
         tracing::info!(node = %inner.me, rpc = %rpc_addr, gossip = %inner.gossip.addr(), cluster = %inner.config.cluster_id, "joined the cluster");
         Ok(Self { inner })
     }
@@ -272,41 +297,49 @@ impl Cluster {
     /// (a few gossip rounds) for the others to see it, waits for the calls it is running (up
     /// to the drain timeout), then closes its connections and stops gossiping.
     pub async fn shutdown(&self) {
-        let inner = &self.inner;
-        if inner.stopping.swap(true, Ordering::SeqCst) {
-            inner.stopped.cancelled().await;
-            return;
+        let inner = self.inner.clone();
+        if !inner.stopping.swap(true, Ordering::SeqCst) {
+            // In a task of its own: a caller that stops waiting does not leave the node half
+            // gone, and every caller waits for the same end.
+            tokio::spawn(async move {
+                inner.leave().await;
+                inner.left.cancel();
+            });
         }
-        inner.gossip.announce_leaving().await;
-        tokio::time::sleep(inner.config.gossip_interval * 3).await;
+        self.inner.left.cancelled().await;
+    }
+}
+
+impl Inner {
+    async fn leave(&self) {
+        self.gossip.announce_leaving().await;
+        tokio::time::sleep(self.config.gossip_interval * 3).await;
         let drained = async {
-            while inner.in_flight.load(Ordering::SeqCst) > 0 {
-                let notified = inner.drained.notified();
-                if inner.in_flight.load(Ordering::SeqCst) == 0 {
+            while self.in_flight.load(Ordering::SeqCst) > 0 {
+                let notified = self.drained.notified();
+                if self.in_flight.load(Ordering::SeqCst) == 0 {
                     break;
                 }
                 notified.await;
             }
         };
-        if tokio::time::timeout(inner.config.drain_timeout, drained)
+        if tokio::time::timeout(self.config.drain_timeout, drained)
             .await
             .is_err()
         {
             tracing::warn!(
-                running = inner.in_flight.load(Ordering::SeqCst),
+                running = self.in_flight.load(Ordering::SeqCst),
                 "calls still running at the end of the drain timeout"
             );
         }
-        inner.stopped.cancel();
-        for connection in lock(&inner.connections).drain().map(|(_, c)| c) {
+        self.stopped.cancel();
+        for connection in lock(&self.connections).drain().map(|(_, c)| c) {
             connection.close();
         }
-        inner.gossip.stop().await;
-        tracing::info!(node = %inner.me, "left the cluster");
+        self.gossip.stop().await;
+        tracing::info!(node = %self.me, "left the cluster");
     }
-}
 
-impl Inner {
     pub(crate) fn next_request(&self) -> u64 {
         self.next_request.fetch_add(1, Ordering::Relaxed)
     }

@@ -152,6 +152,9 @@ impl ClusterConfig {
                 len: self.secret.len(),
             });
         }
+        if self.gossip_interval.is_zero() {
+            return Err(ClusterError::Config("the gossip interval is zero".into()));
+        }
         if self.cluster_id.is_empty() {
             return Err(ClusterError::Config("the cluster id is empty".into()));
         }

@@ -151,6 +151,27 @@ fn member_info_from(rpc: Option<&str>, services: Option<&str>) -> Option<MemberI
     Some(MemberInfo { rpc_addr, services })
 }
 
+/// Publishes this node's public services, the latest list each time it changes.
+pub(crate) fn announce_services(inner: &Arc<Inner>) {
+    let weak = Arc::downgrade(inner);
+    let mut services = inner.services.subscribe();
+    let stopped = inner.stopped.clone();
+    tokio::spawn(async move {
+        loop {
+            let latest = services.borrow_and_update().clone();
+            let Some(inner) = weak.upgrade() else { return };
+            if !inner.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                inner.gossip.announce(&latest).await;
+            }
+            drop(inner);
+            tokio::select! {
+                () = stopped.cancelled() => return,
+                changed = services.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+}
+
 /// Follows the live members: updates the registry, reports joins and departures, connects to
 /// new members and drops departed ones.
 pub(crate) fn follow(inner: &Arc<Inner>) {

@@ -118,12 +118,16 @@ impl RemoteNodes for Link {
                 remaining_micros: remaining_micros(deadline),
                 message,
             };
-            connection
-                .send(&frame)
-                .await
-                .map_err(|error| RemoteError::NotDelivered {
-                    reason: error.to_string(),
-                })?;
+            match tokio::time::timeout_at(deadline, connection.send(&frame)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    return Err(RemoteError::NotDelivered {
+                        reason: error.to_string(),
+                    });
+                }
+                // The peer stopped reading: whether the frame left is unknown.
+                Err(_) => return Err(RemoteError::TimedOut),
+            }
             // From here on the call may be running there.
             let mut cancel = CancelUnlessAnswered {
                 inner: inner.clone(),
@@ -166,12 +170,20 @@ impl RemoteNodes for Link {
                 request,
             };
             let service = message.service().to_owned();
-            connection
-                .send(&Frame::Authorize { request, message })
-                .await
-                .map_err(|error| RemoteError::NotDelivered {
-                    reason: error.to_string(),
-                })?;
+            match tokio::time::timeout_at(
+                deadline,
+                connection.send(&Frame::Authorize { request, message }),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    return Err(RemoteError::NotDelivered {
+                        reason: error.to_string(),
+                    });
+                }
+                Err(_) => return Err(RemoteError::TimedOut),
+            }
             match tokio::time::timeout_at(deadline, verdict).await {
                 Ok(Ok(Verdict::Allowed)) => Ok(Ok(())),
                 Ok(Ok(Verdict::Denied(response))) => Ok(Err(response)),
@@ -186,10 +198,10 @@ impl RemoteNodes for Link {
     }
 
     fn announce(&self, public_services: Vec<String>) {
+        // The latest list wins: one announcer task publishes whatever is newest, so two
+        // registrations in a row cannot be published in the wrong order.
         if let Some(inner) = self.inner.upgrade() {
-            tokio::spawn(async move {
-                inner.gossip.announce(&public_services).await;
-            });
+            inner.services.send_replace(public_services);
         }
     }
 }

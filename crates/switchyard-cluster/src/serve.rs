@@ -12,6 +12,12 @@ use crate::cluster::{Inner, lock};
 use crate::connection::Connection;
 use crate::frame::{Frame, Verdict, WireHop};
 
+/// The longest deadline a call may carry: a day.
+const MAX_REMAINING_MICROS: u64 = 86_400_000_000;
+
+/// How long a reply may wait for room on its connection.
+const REPLY_SEND_LIMIT: Duration = Duration::from_secs(5);
+
 pub(crate) async fn handle(inner: &Arc<Inner>, from: &Connection, frame: Frame) {
     match frame {
         Frame::Call {
@@ -21,7 +27,11 @@ pub(crate) async fn handle(inner: &Arc<Inner>, from: &Connection, frame: Frame) 
             remaining_micros,
             message,
         } => {
-            let deadline = Instant::now() + Duration::from_micros(remaining_micros);
+            // A peer's number: clamp it rather than overflow the clock.
+            let remaining = Duration::from_micros(remaining_micros.min(MAX_REMAINING_MICROS));
+            let deadline = Instant::now()
+                .checked_add(remaining)
+                .unwrap_or_else(Instant::now);
             serve_call(inner, from, reply_to, request, hop, deadline, message);
         }
         Frame::Reply { request, message } => {
@@ -50,7 +60,7 @@ pub(crate) async fn handle(inner: &Arc<Inner>, from: &Connection, frame: Frame) 
                 let _ = waiting.send(verdict);
             }
         }
-        Frame::Cancel { reply_to, request } => cancel(inner, reply_to, request).await,
+        Frame::Cancel { reply_to, request } => cancel(inner, reply_to, request),
         Frame::Hello { .. } | Frame::Proof { .. } | Frame::Refused { .. } => {
             tracing::warn!(peer = %from.peer, kind = frame.kind(), "handshake frame on an established connection; closing it");
             from.close();
@@ -82,6 +92,17 @@ fn serve_call(
     deadline: Instant,
     message: Message,
 ) {
+    if inner.stopping.load(Ordering::SeqCst) {
+        // Leaving: its reply might not get out before the connections close.
+        let inner = inner.clone();
+        let from = from.clone();
+        tokio::spawn(async move {
+            let reason = format!("{} is leaving the cluster", inner.me);
+            let declined = message.return_with(Response::TryAnotherNode(reason));
+            reply_straight(&inner, &from, &reply_to, request, declined).await;
+        });
+        return;
+    }
     inner.in_flight.fetch_add(1, Ordering::SeqCst);
     inner.counters.calls_served.fetch_add(1, Ordering::Relaxed);
     let running = Running {
@@ -92,6 +113,9 @@ fn serve_call(
     let registry = inner.clone();
     let inner = inner.clone();
     let from = from.clone();
+    // Registered for cancellation under the lock, so the task cannot end (and remove itself)
+    // before it is registered.
+    let mut serving = lock(&registry.serving);
     let task = tokio::spawn(async move {
         let _running = running;
         match inner
@@ -106,13 +130,7 @@ fn serve_call(
             }
         }
     });
-    // Registered for cancellation; a call that already ended has removed itself, or is
-    // removed here.
-    let mut serving = lock(&registry.serving);
-    serving.insert(key.clone(), task.abort_handle());
-    if task.is_finished() {
-        serving.remove(&key);
-    }
+    serving.insert(key, task.abort_handle());
 }
 
 /// Sends a reply to the node waiting for it: on this connection when the caller is the peer,
@@ -124,17 +142,30 @@ async fn reply_straight(
     request: u64,
     reply: Message,
 ) {
+    if *reply_to == inner.me {
+        // Forwarded back to the node that called: answer the waiting call here.
+        if let Some(waiting) = lock(&inner.calls).remove(&request) {
+            let _ = waiting.send(reply);
+        }
+        return;
+    }
     let frame = Frame::Reply {
         request,
         message: reply,
     };
-    let connection = if from.peer == *reply_to {
+    let connection = if from.peer == *reply_to && !from.is_closed() {
         Ok(from.clone())
     } else {
         inner.connection_to(reply_to).await
     };
     let sent = match connection {
-        Ok(connection) => connection.send(&frame).await.map_err(|e| e.to_string()),
+        Ok(connection) => {
+            // A caller that stopped reading must not hold this task forever.
+            match tokio::time::timeout(REPLY_SEND_LIMIT, connection.send(&frame)).await {
+                Ok(sent) => sent.map_err(|e| e.to_string()),
+                Err(_) => Err("the caller stopped reading".to_owned()),
+            }
+        }
         Err(reason) => Err(reason),
     };
     if sent.is_ok() {
@@ -190,7 +221,7 @@ async fn forward(
     }
 }
 
-async fn cancel(inner: &Arc<Inner>, reply_to: NodeId, request: u64) {
+fn cancel(inner: &Arc<Inner>, reply_to: NodeId, request: u64) {
     let key = (reply_to, request);
     if let Some(task) = lock(&inner.serving).remove(&key) {
         task.abort();
@@ -200,11 +231,14 @@ async fn cancel(inner: &Arc<Inner>, reply_to: NodeId, request: u64) {
     if let Some(owner) = owner
         && let Some(connection) = inner.live_connection(&owner)
     {
-        let _ = connection
-            .send(&Frame::Cancel {
-                reply_to: key.0,
-                request,
-            })
-            .await;
+        // Never wait on another peer inside this connection's reader.
+        tokio::spawn(async move {
+            let _ = connection
+                .send(&Frame::Cancel {
+                    reply_to: key.0,
+                    request,
+                })
+                .await;
+        });
     }
 }
