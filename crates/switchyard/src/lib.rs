@@ -30,9 +30,8 @@
 //! | `conformance` | `aggregates::conformance`: the suite every event store must pass |
 //! | `sqlite` | `sqlite`: event, snapshot and state stores in one SQLite file (implies `aggregates`) |
 //! | `postgres` | `postgres`: event, snapshot and state stores in PostgreSQL (implies `aggregates`) |
+//! | `scheduler` | `scheduler`: persisted, future-dated delivery with retries and leases (with `sqlite` or `postgres`, their stores are alarm stores too) |
 //! | `cluster` | `cluster`: gossip membership, authenticated transport, remote dispatch |
-//!
-//! The scheduler joins as a feature of its own when it lands.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -45,6 +44,11 @@ pub use switchyard_messaging as messaging;
 #[cfg_attr(docsrs, doc(cfg(feature = "aggregates")))]
 #[doc(inline)]
 pub use switchyard_aggregates as aggregates;
+
+#[cfg(feature = "scheduler")]
+#[cfg_attr(docsrs, doc(cfg(feature = "scheduler")))]
+#[doc(inline)]
+pub use switchyard_scheduler as scheduler;
 
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
@@ -83,4 +87,7 @@ pub mod guides {
     #[cfg(feature = "cluster")]
     #[doc = include_str!("../../../docs/guides/distribution.md")]
     pub struct Distribution;
+    #[cfg(all(feature = "scheduler", feature = "sqlite"))]
+    #[doc = include_str!("../../../docs/guides/scheduling.md")]
+    pub struct Scheduling;
 }
