@@ -47,7 +47,7 @@ pub(crate) async fn handle(inner: &Arc<Inner>, from: &Connection, frame: Frame) 
             let inner = inner.clone();
             let from = from.clone();
             tokio::spawn(async move {
-                let verdict = match inner.node.authorized(&message).await {
+                let verdict = match inner.node.authorize_remote(&message) {
                     Authorization::Allowed => Verdict::Allowed,
                     Authorization::Denied(response) => Verdict::Denied(response),
                     Authorization::ServiceUnavailable => Verdict::Unavailable,

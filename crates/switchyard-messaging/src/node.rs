@@ -306,6 +306,22 @@ impl Node {
         members
     }
 
+    /// Answers another node's question whether this node's router authorizes `message`, for
+    /// cluster implementations: only a public service registered here counts (a private
+    /// service, or one this node does not offer, is [`Authorization::ServiceUnavailable`]),
+    /// and no other node is asked in turn.
+    pub fn authorize_remote(&self, message: &Message) -> Authorization {
+        match self.inner.registry.load().get(message.service()) {
+            Some(service) if service.info.visibility == Visibility::Public => {
+                match (service.policy.authorize)(message) {
+                    Ok(()) => Authorization::Allowed,
+                    Err(response) => Authorization::Denied(response),
+                }
+            }
+            _ => Authorization::ServiceUnavailable,
+        }
+    }
+
     /// Runs a call that came from another node, for cluster implementations.
     ///
     /// Private services are not served ([`Response::ServiceUnavailable`]). On the first hop the

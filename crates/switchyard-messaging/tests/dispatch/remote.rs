@@ -412,3 +412,40 @@ async fn authorization_is_asked_of_the_remote_provider() {
         Authorization::ServiceUnavailable
     );
 }
+
+/// Another node asking whether a call is authorized here gets this node's public router's
+/// answer only: private and absent services are unavailable, and nobody else is asked.
+#[tokio::test]
+async fn a_remote_authorization_question_sees_only_public_services_here() {
+    let node = Node::new("here");
+    node.register(
+        switchyard_messaging::Router::new("r")
+            .service("public_ok", whoami)
+            .private("private_ok", whoami)
+            .authorize(|msg: &Message| {
+                if msg.log_fields().get("user").is_some() {
+                    Ok(())
+                } else {
+                    Err(Response::Forbidden(None))
+                }
+            }),
+    )
+    .unwrap();
+    let with_user = |service: &str| Message::new(service).with_log_field("user", "ada");
+    assert!(matches!(
+        node.authorize_remote(&with_user("public_ok")),
+        Authorization::Allowed
+    ));
+    assert!(matches!(
+        node.authorize_remote(&Message::new("public_ok")),
+        Authorization::Denied(Response::Forbidden(None))
+    ));
+    assert!(matches!(
+        node.authorize_remote(&with_user("private_ok")),
+        Authorization::ServiceUnavailable
+    ));
+    assert!(matches!(
+        node.authorize_remote(&with_user("elsewhere")),
+        Authorization::ServiceUnavailable
+    ));
+}
