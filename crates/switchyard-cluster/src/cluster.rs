@@ -82,6 +82,8 @@ pub(crate) struct Inner {
     connections: Mutex<HashMap<NodeId, Connection>>,
     /// One dial at a time per peer.
     dialing: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
+    /// The peers a task keeps connected (one task per peer).
+    pub(crate) kept: Mutex<std::collections::HashSet<NodeId>>,
     pub(crate) calls: Mutex<HashMap<u64, oneshot::Sender<Message>>>,
     pub(crate) authorizations: Mutex<HashMap<u64, oneshot::Sender<Verdict>>>,
     next_request: AtomicU64,
@@ -144,6 +146,7 @@ impl Cluster {
             members: ArcSwap::from_pointee(Members::default()),
             connections: Mutex::new(HashMap::new()),
             dialing: Mutex::new(HashMap::new()),
+            kept: Mutex::new(std::collections::HashSet::new()),
             calls: Mutex::new(HashMap::new()),
             authorizations: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
@@ -397,6 +400,17 @@ impl Inner {
         {
             connections.remove(&connection.peer);
             tracing::debug!(peer = %connection.peer, "disconnected");
+        }
+    }
+
+    /// Forgets what was kept for a departed member's dials.
+    pub(crate) fn forget_dialing(&self, peer: &NodeId) {
+        let mut dialing = lock(&self.dialing);
+        if dialing
+            .get(peer)
+            .is_some_and(|gate| Arc::strong_count(gate) == 1)
+        {
+            dialing.remove(peer);
         }
     }
 

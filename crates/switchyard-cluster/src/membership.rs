@@ -226,6 +226,7 @@ fn update(inner: &Arc<Inner>, live: &BTreeMap<ChitchatId, NodeState>) {
         // Its connection stays until the node closes it: a node leaving gracefully still
         // sends the replies of the calls it is draining. No new call goes to it.
         let _ = inner.events.send(ClusterEvent::NodeLeft(id.clone()));
+        inner.forget_dialing(id);
     }
 }
 

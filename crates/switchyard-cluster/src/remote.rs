@@ -208,6 +208,20 @@ impl RemoteNodes for Link {
 
 /// Keeps a connection to `peer` up while it is a member, redialing with exponential backoff.
 pub(crate) fn keep_connected(inner: &Arc<Inner>, peer: NodeId) {
+    // A member seen leaving and coming back keeps its one task.
+    if !lock(&inner.kept).insert(peer.clone()) {
+        return;
+    }
+    /// Lets another task keep the peer once this one ends, however it ends.
+    struct Kept(std::sync::Weak<Inner>, NodeId);
+    impl Drop for Kept {
+        fn drop(&mut self) {
+            if let Some(inner) = self.0.upgrade() {
+                lock(&inner.kept).remove(&self.1);
+            }
+        }
+    }
+    let kept = Kept(Arc::downgrade(inner), peer.clone());
     let weak = Arc::downgrade(inner);
     let backoff = || {
         ExponentialBuilder::default()
@@ -218,6 +232,7 @@ pub(crate) fn keep_connected(inner: &Arc<Inner>, peer: NodeId) {
             .build()
     };
     tokio::spawn(async move {
+        let _kept = kept;
         let mut delays = backoff();
         loop {
             let Some(inner) = weak.upgrade() else { return };
