@@ -294,6 +294,8 @@ enum State {
 struct Entry {
     alarm: Alarm,
     state: State,
+    /// The same id scheduled again during a delivery, to arm once it ends.
+    replacement: Option<Alarm>,
 }
 
 struct Actor {
@@ -368,10 +370,21 @@ impl Actor {
         match command {
             Command::Arm(alarm) => {
                 let id = alarm.id().to_owned();
-                if let Some(State::Armed(at)) = self.entries.get(&id).map(|e| e.state) {
-                    // Scheduled again under the same id: the new alarm replaces the old.
-                    self.queue.remove(&(at, id.clone()));
-                    self.entries.remove(&id);
+                match self.entries.get_mut(&id) {
+                    Some(entry) if entry.state == State::Delivering => {
+                        // Scheduled again while the old one is being delivered: the new alarm
+                        // is armed once that delivery ends.
+                        entry.replacement = Some(alarm);
+                        return;
+                    }
+                    Some(entry) => {
+                        // Scheduled again under the same id: the new alarm replaces the old.
+                        if let State::Armed(at) = entry.state {
+                            self.queue.remove(&(at, id.clone()));
+                        }
+                        self.entries.remove(&id);
+                    }
+                    None => {}
                 }
                 if self.horizon.is_some_and(|horizon| alarm.due < horizon) {
                     self.arm(alarm);
@@ -404,6 +417,7 @@ impl Actor {
             Entry {
                 alarm,
                 state: State::Armed(due),
+                replacement: None,
             },
         );
     }
@@ -460,6 +474,18 @@ impl Actor {
             // Cancelled while it was being delivered.
             return;
         };
+        if let Some(replacement) = entry.replacement.take() {
+            // Whatever became of the old alarm, the store now holds the new one.
+            self.entries.remove(&id);
+            if self.stopping.is_none()
+                && self
+                    .horizon
+                    .is_some_and(|horizon| replacement.due < horizon)
+            {
+                self.arm(replacement);
+            }
+            return;
+        }
         match after {
             After::Gone => {
                 self.entries.remove(&id);

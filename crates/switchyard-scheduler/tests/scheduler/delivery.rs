@@ -436,3 +436,57 @@ async fn real_time_deliveries_are_punctual_and_late_ones_are_marked() {
     );
     scheduler.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_alarm_scheduled_again_while_it_is_delivered_is_armed_afterwards() {
+    init_tracing();
+    let clock = ManualClock::new(t0());
+    let node = switchyard_messaging::Node::new("again");
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = release.clone();
+    node.register(
+        switchyard_messaging::Router::new("gated")
+            .service("gated", move |msg: Message| {
+                let started_tx = started_tx.clone();
+                let gate = gate.clone();
+                async move {
+                    let _ = started_tx.send(assigns::dispatch_at(&msg));
+                    gate.acquire().await.unwrap().forget();
+                    msg.ok()
+                }
+            })
+            .authorize(|_| Ok(())),
+    )
+    .unwrap();
+    let store = TestStore::default();
+    let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
+    eventually("first load", || async { store.loads().len() == 1 }).await;
+    let message = || Message::new("gated").with_id("same");
+    scheduler
+        .schedule(message(), "a", When::In(Duration::ZERO))
+        .await
+        .unwrap();
+    let first = started.recv().await.unwrap();
+    assert_eq!(first, Some(t0()));
+    // While the first is being delivered, the same id is scheduled again, later.
+    scheduler
+        .schedule(message(), "a", When::In(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    release.add_permits(1);
+    eventually("the first delivery ended", || async {
+        scheduler.held().await == 1
+    })
+    .await;
+    assert_eq!(store.inner.len(), 1, "the new alarm stays in the store");
+    clock.advance(Duration::from_secs(10));
+    let second = tokio::time::timeout(Duration::from_secs(5), started.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second, Some(t0() + Duration::from_secs(10)));
+    release.add_permits(1);
+    eventually("done", || async { store.inner.is_empty() }).await;
+    scheduler.shutdown().await;
+}
