@@ -361,6 +361,11 @@ pub async fn global_order<S: EventStore + ?Sized>(store: &S) {
     }
     let all = store.read_all(0, 1_000).await.unwrap();
     assert_eq!(all.len(), 15);
+    assert_eq!(
+        store.read_all(0, usize::MAX).await.unwrap().len(),
+        15,
+        "a limit beyond any count means everything"
+    );
     assert!(all.windows(2).all(|w| w[0].position < w[1].position));
     let expected: Vec<String> = (0..5)
         .flat_map(|round| ["g-a", "g-b", "g-c"].map(|s| format!("data-{s}-{round}")))

@@ -103,8 +103,13 @@ impl Failure {
         }) {
             // Rolled back by the server, and likely to pass the next time.
             Self::Retry(error.into())
-        } else {
+        } else if error.as_db_error().is_some() {
+            // The server answered with an error: the statement was rolled back.
             Self::Refused(error.into())
+        } else {
+            // The driver failed on its own (an unexpected message, a reply it could not parse):
+            // the server may have done the work, so the outcome is unknown.
+            Self::Lost(error.into())
         }
     }
 

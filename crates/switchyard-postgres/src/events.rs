@@ -384,10 +384,12 @@ impl GlobalReader for PostgresStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
         async move {
-            // Positions are non-negative `bigint`s: nothing lies beyond them.
-            let (Ok(from), Ok(limit)) = (i64::try_from(from_position), i64::try_from(limit)) else {
+            // Positions are non-negative `bigint`s: nothing lies beyond them. A limit beyond
+            // them means "everything".
+            let Ok(from) = i64::try_from(from_position) else {
                 return Ok(Vec::new());
             };
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             if limit == 0 {
                 return Ok(Vec::new());
             }

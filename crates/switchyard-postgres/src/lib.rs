@@ -51,11 +51,12 @@
 //!   run on their caller's task instead.
 //! - **Optimistic concurrency, per stream.** The stream's row is updated only if it is at the
 //!   expected version when its row lock is held, so of two writers expecting the same version
-//!   one wins and the other gets [`AppendError::Conflict`] with the version it lost to. Writers
-//!   of different streams never wait for each other: there is no table lock, and a batch takes
-//!   its streams' row locks in stream order, so batches never deadlock. A unique key on
+//!   one wins and the other gets [`AppendError::Conflict`] with the version it lost to. There is
+//!   no table lock: an append takes its own stream's row lock, and a batch takes its streams'
+//!   row locks in stream order, so batches never deadlock (appends batched together do share
+//!   the wait when one of their streams' rows is held by another session). A unique key on
 //!   `(stream, version)` backs it; a violation (SQLSTATE 23505) rolls the statement back and
-//!   each append of it runs again, to succeed or conflict on its own.
+//!   its appends are tried again (with retries configured), to succeed or conflict on their own.
 //! - **Soft and hard delete** behave exactly as the memory store's: a soft delete hides the
 //!   events through the last version, keeps the stream's versions (`NoStream` then conflicts,
 //!   `Any` or the last version continue it), a hard delete removes the events, the stream and
