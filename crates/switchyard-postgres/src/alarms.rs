@@ -148,17 +148,26 @@ impl AlarmStore for PostgresStore {
             let rows = self
                 .alarm_query(include_str!("sql/alarm_load.sql"), &[&from, &until])
                 .await?;
-            rows.iter()
-                .map(|row| {
-                    let id: String = row.try_get(0).map_err(backend)?;
-                    let bytes: &[u8] = row.try_get(3).map_err(backend)?;
-                    Ok(Alarm {
-                        message: decode(&id, bytes)?,
-                        aggregate_id: row.try_get(1).map_err(backend)?,
-                        due: time(row.try_get(2).map_err(backend)?),
-                    })
-                })
-                .collect()
+            let mut alarms = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let id: String = row.try_get(0).map_err(backend)?;
+                let bytes: &[u8] = row.try_get(3).map_err(backend)?;
+                // One unreadable alarm must not stop every later one from loading: it is
+                // reported and left where it is.
+                let message = match decode(&id, bytes) {
+                    Ok(message) => message,
+                    Err(error) => {
+                        tracing::error!(alarm = %id, %error, "skipping an unreadable alarm");
+                        continue;
+                    }
+                };
+                alarms.push(Alarm {
+                    message,
+                    aggregate_id: row.try_get(1).map_err(backend)?,
+                    due: time(row.try_get(2).map_err(backend)?),
+                });
+            }
+            Ok(alarms)
         }
         .boxed()
     }

@@ -157,7 +157,14 @@ impl Scheduler {
         if config.window.is_zero() {
             return Err(ConfigError::EmptyWindow);
         }
-        let holder = node.id().to_string();
+        // Unique per scheduler, not per node: two schedulers of one node sharing a store must
+        // not take each other's leases for their own.
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let holder = format!(
+            "{}/{}",
+            node.id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let shared = Arc::new(Shared {
             node,
             store,

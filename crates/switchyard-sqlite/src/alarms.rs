@@ -181,14 +181,26 @@ impl AlarmStore for SqliteStore {
                     let mut alarms = Vec::new();
                     while let Some(row) = rows.next().map_err(backend)? {
                         let id: String = row.get(0).map_err(backend)?;
-                        let bytes = row.get_ref(3).map_err(backend)?.as_blob().map_err(|e| {
-                            AlarmStoreError::Corrupt {
+                        let message = row
+                            .get_ref(3)
+                            .map_err(backend)?
+                            .as_blob()
+                            .map_err(|e| AlarmStoreError::Corrupt {
                                 id: id.clone(),
                                 reason: e.to_string(),
+                            })
+                            .and_then(|bytes| decode(&id, bytes));
+                        // One unreadable alarm must not stop every later one from loading:
+                        // it is reported and left where it is.
+                        let message = match message {
+                            Ok(message) => message,
+                            Err(error) => {
+                                tracing::error!(alarm = %id, %error, "skipping an unreadable alarm");
+                                continue;
                             }
-                        })?;
+                        };
                         alarms.push(Alarm {
-                            message: decode(&id, bytes)?,
+                            message,
                             aggregate_id: row.get(1).map_err(backend)?,
                             due: time(row.get(2).map_err(backend)?),
                         });

@@ -207,3 +207,42 @@ fn acknowledged_alarms_survive_sigkill() {
             scheduler.shutdown().await;
         });
 }
+
+/// An alarm whose stored message no longer decodes is reported and skipped: the alarms around
+/// it still load.
+#[tokio::test]
+async fn an_unreadable_alarm_does_not_stop_the_others_from_loading() {
+    use std::time::SystemTime;
+    use switchyard_scheduler::store::{Alarm, AlarmStore};
+    let path = fresh_file("corrupt");
+    let store = SqliteStore::open(&path).unwrap();
+    let due = SystemTime::now() + Duration::from_secs(60);
+    for id in ["before", "broken", "after"] {
+        store
+            .save(Alarm {
+                message: Message::new("remind").with_id(id),
+                aggregate_id: "agg".into(),
+                due,
+            })
+            .await
+            .unwrap();
+    }
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute(
+        "UPDATE alarms SET message = x'ff00ff' WHERE id = 'broken'",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+    let loaded: BTreeSet<String> = store
+        .load(None, due + Duration::from_secs(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|alarm| alarm.message.id().to_owned())
+        .collect();
+    assert_eq!(
+        loaded,
+        BTreeSet::from(["after".to_owned(), "before".to_owned()])
+    );
+}
