@@ -123,6 +123,9 @@ enum Report {
     Swept(Result<Vec<Alarm>, AlarmStoreError>),
     Delivered {
         id: String,
+        /// The life of the entry the delivery was for: a report for an earlier life (the id
+        /// was cancelled and scheduled again meanwhile) is ignored.
+        generation: u64,
         after: After,
     },
 }
@@ -186,6 +189,7 @@ impl Scheduler {
             next_sweep: shared.config.sweep_interval.map(|every| now + every),
             sweeping: false,
             in_flight: 0,
+            generations: 0,
             stopping: None,
         };
         tokio::spawn(actor.run(inbox, report_inbox));
@@ -301,6 +305,8 @@ enum State {
 struct Entry {
     alarm: Alarm,
     state: State,
+    /// Which life of this id the entry is: each arming starts a new one.
+    generation: u64,
     /// The same id scheduled again during a delivery, to arm once it ends.
     replacement: Option<Alarm>,
 }
@@ -319,6 +325,8 @@ struct Actor {
     next_sweep: Option<SystemTime>,
     sweeping: bool,
     in_flight: usize,
+    /// Entries armed so far, numbering each entry's life.
+    generations: u64,
     /// Set once a shutdown was asked for: who waits for it.
     stopping: Option<Vec<oneshot::Sender<()>>>,
 }
@@ -419,11 +427,13 @@ impl Actor {
         }
         let due = alarm.due;
         self.queue.insert((due, id.clone()));
+        self.generations += 1;
         self.entries.insert(
             id,
             Entry {
                 alarm,
                 state: State::Armed(due),
+                generation: self.generations,
                 replacement: None,
             },
         );
@@ -469,9 +479,19 @@ impl Actor {
                     }
                 }
             }
-            Report::Delivered { id, after } => {
+            Report::Delivered {
+                id,
+                generation,
+                after,
+            } => {
                 self.in_flight -= 1;
-                self.after_delivery(id, after);
+                if self
+                    .entries
+                    .get(&id)
+                    .is_some_and(|entry| entry.generation == generation)
+                {
+                    self.after_delivery(id, after);
+                }
             }
         }
     }
@@ -519,10 +539,16 @@ impl Actor {
             if *due > now {
                 break;
             }
-            let Some((_, id)) = self.queue.pop_first() else {
+            let Some((due, id)) = self.queue.pop_first() else {
                 break;
             };
-            let Some(entry) = self.entries.get_mut(&id) else {
+            // Only the entry's own queue item starts a delivery: a stale one (its entry was
+            // forgotten and armed again since, or is being delivered) does nothing.
+            let Some(entry) = self
+                .entries
+                .get_mut(&id)
+                .filter(|entry| entry.state == State::Armed(due))
+            else {
                 continue;
             };
             entry.state = State::Delivering;
@@ -530,6 +556,7 @@ impl Actor {
             deliver::spawn(
                 self.shared.clone(),
                 entry.alarm.clone(),
+                entry.generation,
                 self.reports.clone(),
             );
         }

@@ -34,7 +34,12 @@ pub(super) enum After {
 
 /// Runs the delivery of `alarm` in a task of its own, and reports to the actor however it ends:
 /// a panic anywhere in it is reported as a failure, tried again once the lease has lapsed.
-pub(super) fn spawn(shared: Arc<Shared>, alarm: Alarm, reports: mpsc::UnboundedSender<Report>) {
+pub(super) fn spawn(
+    shared: Arc<Shared>,
+    alarm: Alarm,
+    generation: u64,
+    reports: mpsc::UnboundedSender<Report>,
+) {
     let id = alarm.id().to_owned();
     let clock = shared.config.clock.clone();
     let lease = shared.config.lease;
@@ -47,7 +52,11 @@ pub(super) fn spawn(shared: Arc<Shared>, alarm: Alarm, reports: mpsc::UnboundedS
                 alarm: None,
             }
         });
-        let _ = reports.send(Report::Delivered { id, after });
+        let _ = reports.send(Report::Delivered {
+            id,
+            generation,
+            after,
+        });
     });
 }
 

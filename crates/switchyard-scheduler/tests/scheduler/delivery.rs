@@ -490,3 +490,69 @@ async fn an_alarm_scheduled_again_while_it_is_delivered_is_armed_afterwards() {
     eventually("done", || async { store.inner.is_empty() }).await;
     scheduler.shutdown().await;
 }
+
+/// Cancelled while being delivered, then scheduled again under the same id: the new alarm is
+/// delivered once, at its own time, and the old delivery's end does not touch it.
+#[tokio::test]
+async fn an_alarm_cancelled_and_scheduled_again_during_its_delivery_is_delivered_once() {
+    init_tracing();
+    let clock = ManualClock::new(t0());
+    let node = switchyard_messaging::Node::new("cancel-again");
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = release.clone();
+    node.register(
+        switchyard_messaging::Router::new("gated")
+            .service("gated", move |msg: Message| {
+                let started_tx = started_tx.clone();
+                let gate = gate.clone();
+                async move {
+                    let _ = started_tx.send(assigns::dispatch_at(&msg));
+                    gate.acquire().await.unwrap().forget();
+                    msg.ok()
+                }
+            })
+            .authorize(|_| Ok(())),
+    )
+    .unwrap();
+    let store = TestStore::default();
+    let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
+    eventually("first load", || async { store.loads().len() == 1 }).await;
+    let message = || Message::new("gated").with_id("same");
+    scheduler
+        .schedule(message(), "a", When::In(Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(started.recv().await.unwrap(), Some(t0()));
+    scheduler.cancel("same").await.unwrap();
+    scheduler
+        .schedule(message(), "a", When::In(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    release.add_permits(1);
+    eventually("the first delivery ended", || async {
+        store.inner.len() == 1
+    })
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), started.recv())
+            .await
+            .is_err(),
+        "nothing else is delivered before the new alarm's time"
+    );
+    clock.advance(Duration::from_secs(10));
+    let second = tokio::time::timeout(Duration::from_secs(5), started.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second, Some(t0() + Duration::from_secs(10)));
+    release.add_permits(1);
+    eventually("done", || async { store.inner.is_empty() }).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), started.recv())
+            .await
+            .is_err(),
+        "delivered once"
+    );
+    scheduler.shutdown().await;
+}
