@@ -160,6 +160,18 @@ impl Scheduler {
         if config.window.is_zero() {
             return Err(ConfigError::EmptyWindow);
         }
+        // Clock readings plus these must never overflow, wherever they are added.
+        for (setting, value) in [
+            ("window", Some(config.window)),
+            ("lease", Some(config.lease)),
+            ("dispatch timeout", Some(config.dispatch_timeout)),
+            ("failure delay", Some(config.failure_delay)),
+            ("sweep interval", config.sweep_interval),
+        ] {
+            if let Some(value) = value.filter(|value| *value > error::LONGEST) {
+                return Err(ConfigError::TooLong { setting, value });
+            }
+        }
         // Unique per scheduler, not per node: two schedulers of one node sharing a store must
         // not take each other's leases for their own.
         static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -219,7 +231,11 @@ impl Scheduler {
         }
         let due = match when {
             When::At(time) => time,
-            When::In(delay) => self.shared.config.clock.now() + delay,
+            When::In(delay) => delay
+                .le(&error::LONGEST)
+                .then(|| self.shared.config.clock.now().checked_add(delay))
+                .flatten()
+                .ok_or(ScheduleError::TooFar { delay })?,
         };
         let message = message
             .assign(assigns::DISPATCH_AT, &due)

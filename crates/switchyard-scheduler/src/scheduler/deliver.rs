@@ -142,7 +142,8 @@ async fn deliver(shared: Arc<Shared>, armed: Alarm) -> After {
         match decision {
             Decision::Done => finish(&shared, &id).await,
             Decision::RetryIn(delay, returned) => {
-                let due = clock.now() + delay;
+                // A hook's delay is the user's number: bounded so the clock cannot overflow.
+                let due = clock.now() + delay.min(super::error::LONGEST);
                 let next = redelivery(&sent, &returned).assign(assigns::DISPATCH_AT, &due);
                 retry_later(&shared, alarm, next, due).await
             }

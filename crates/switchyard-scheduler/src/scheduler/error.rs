@@ -22,6 +22,15 @@ pub enum ConfigError {
     /// The window must not be zero.
     #[error("the window must be longer than zero")]
     EmptyWindow,
+    /// A duration is beyond what the scheduler can add to a clock reading; keep settings
+    /// under a hundred years.
+    #[error("the {setting} ({value:?}) is too long; keep it under a hundred years")]
+    TooLong {
+        /// Which setting.
+        setting: &'static str,
+        /// Its value.
+        value: Duration,
+    },
 }
 
 /// An alarm was not scheduled or cancelled.
@@ -34,4 +43,13 @@ pub enum ScheduleError {
     /// The scheduler was shut down; nothing was saved.
     #[error("scheduler stopped")]
     Stopped,
+    /// `When::In` asked for a time no clock can read; nothing was saved.
+    #[error("an alarm {delay:?} from now is beyond any clock; schedule it within a hundred years")]
+    TooFar {
+        /// The delay asked for.
+        delay: Duration,
+    },
 }
+
+/// The longest duration the scheduler adds to a clock reading: a hundred years.
+pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3_600);

@@ -556,3 +556,77 @@ async fn an_alarm_cancelled_and_scheduled_again_during_its_delivery_is_delivered
     );
     scheduler.shutdown().await;
 }
+
+/// Durations no clock can add are refused up front, and a hook's own is bounded: nothing
+/// overflows, nothing stops the scheduler.
+#[tokio::test]
+async fn durations_beyond_any_clock_are_refused_or_bounded() {
+    init_tracing();
+    let (node, _received) = recording_node("too-long");
+    let error = Scheduler::start(
+        node,
+        MemoryAlarmStore::new(),
+        SchedulerConfig::default().window(Duration::MAX),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ConfigError::TooLong {
+                setting: "window",
+                ..
+            }
+        ),
+        "{error}"
+    );
+
+    let clock = ManualClock::new(t0());
+    let (node, mut received) = recording_node("far");
+    let policy =
+        RetryPolicy::custom(|reply: &Message| Decision::RetryIn(Duration::MAX, reply.clone()));
+    let store = MemoryAlarmStore::new();
+    let scheduler =
+        Scheduler::start(node, store.clone(), config(&clock).retry_policy(policy)).unwrap();
+    let refused = scheduler
+        .schedule(Message::new("record"), "a", When::In(Duration::MAX))
+        .await;
+    assert!(
+        matches!(refused, Err(ScheduleError::TooFar { .. })),
+        "{refused:?}"
+    );
+    scheduler
+        .schedule(
+            Message::new("record").with_id("far"),
+            "a",
+            When::In(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    next(&mut received).await;
+    eventually("the retry is saved a hundred years on", || {
+        let store = store.clone();
+        async move {
+            store
+                .load(None, t0() + Duration::from_secs(101 * 365 * 24 * 3_600))
+                .await
+                .unwrap()
+                .iter()
+                .any(|alarm| alarm.due > t0() + Duration::from_secs(99 * 365 * 24 * 3_600))
+        }
+    })
+    .await;
+    scheduler
+        .schedule(
+            Message::new("record").with_id("after"),
+            "a",
+            When::In(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut received).await.message.id(),
+        "after",
+        "still delivering"
+    );
+    scheduler.shutdown().await;
+}
