@@ -232,12 +232,7 @@ impl Inner {
             {
                 return Ok(());
             }
-            let actual = self
-                .read_opt(include_str!("sql/state_version.sql"), &[&stream])
-                .await?
-                .map(|row| row.try_get::<_, i64>(0))
-                .transpose()
-                .map_err(StoreError::backend)?;
+            let actual = self.state_version(stream).await?;
             if !satisfies(expected, actual) {
                 return Err(conflict(stream, expected, actual));
             }
@@ -250,6 +245,15 @@ impl Inner {
 }
 
 impl Inner {
+    /// The version of the stored state, `None` when there is none.
+    async fn state_version(&self, stream: &str) -> Result<Option<i64>, StoreError> {
+        self.read_opt(include_str!("sql/state_version.sql"), &[&stream])
+            .await?
+            .map(|row| row.try_get::<_, i64>(0))
+            .transpose()
+            .map_err(StoreError::backend)
+    }
+
     async fn delete_state(
         &self,
         stream: &str,
@@ -267,12 +271,7 @@ impl Inner {
             {
                 return Ok(());
             }
-            let actual = self
-                .read_opt(include_str!("sql/state_version.sql"), &[&stream])
-                .await?
-                .map(|row| row.try_get::<_, i64>(0))
-                .transpose()
-                .map_err(StoreError::backend)?;
+            let actual = self.state_version(stream).await?;
             match actual {
                 _ if !satisfies(expected, actual) => {
                     return Err(conflict(stream, expected, actual));

@@ -491,6 +491,13 @@ fn load_saved(
         .transpose()
 }
 
+/// The version of the stored state, `None` when there is none.
+fn state_version(conn: &Connection, stream: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached("SELECT version FROM states WHERE stream = ?1")?
+        .query_row([stream], |row| row.get(0))
+        .optional()
+}
+
 fn save_in(
     conn: &Connection,
     table: &str,
@@ -563,10 +570,7 @@ impl StateStore for SqliteStore {
         async move {
             self.workers
                 .write(move |conn| {
-                    let actual = conn
-                        .prepare_cached("SELECT version FROM states WHERE stream = ?1")?
-                        .query_row([&name], |row| row.get(0))
-                        .optional()?;
+                    let actual = state_version(conn, &name)?;
                     if !matches(expected, actual) {
                         return Ok(Err(conflict(&name, expected, actual)));
                     }
@@ -587,10 +591,7 @@ impl StateStore for SqliteStore {
         async move {
             self.workers
                 .write(move |conn| {
-                    let actual = conn
-                        .prepare_cached("SELECT version FROM states WHERE stream = ?1")?
-                        .query_row([&name], |row| row.get(0))
-                        .optional()?;
+                    let actual = state_version(conn, &name)?;
                     if !matches(expected, actual) {
                         return Ok(Err(conflict(&name, expected, actual)));
                     }

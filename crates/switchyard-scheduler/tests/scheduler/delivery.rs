@@ -441,24 +441,11 @@ async fn real_time_deliveries_are_punctual_and_late_ones_are_marked() {
 async fn an_alarm_scheduled_again_while_it_is_delivered_is_armed_afterwards() {
     init_tracing();
     let clock = ManualClock::new(t0());
-    let node = switchyard_messaging::Node::new("again");
-    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
-    let release = Arc::new(tokio::sync::Semaphore::new(0));
-    let gate = release.clone();
-    node.register(
-        switchyard_messaging::Router::new("gated")
-            .service("gated", move |msg: Message| {
-                let started_tx = started_tx.clone();
-                let gate = gate.clone();
-                async move {
-                    let _ = started_tx.send(assigns::dispatch_at(&msg));
-                    gate.acquire().await.unwrap().forget();
-                    msg.ok()
-                }
-            })
-            .authorize(|_| Ok(())),
-    )
-    .unwrap();
+    let Gated {
+        node,
+        mut started,
+        release,
+    } = gated("again");
     let store = TestStore::default();
     let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
     eventually("first load", || async { store.loads().len() == 1 }).await;
@@ -497,24 +484,11 @@ async fn an_alarm_scheduled_again_while_it_is_delivered_is_armed_afterwards() {
 async fn an_alarm_cancelled_and_scheduled_again_during_its_delivery_is_delivered_once() {
     init_tracing();
     let clock = ManualClock::new(t0());
-    let node = switchyard_messaging::Node::new("cancel-again");
-    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel();
-    let release = Arc::new(tokio::sync::Semaphore::new(0));
-    let gate = release.clone();
-    node.register(
-        switchyard_messaging::Router::new("gated")
-            .service("gated", move |msg: Message| {
-                let started_tx = started_tx.clone();
-                let gate = gate.clone();
-                async move {
-                    let _ = started_tx.send(assigns::dispatch_at(&msg));
-                    gate.acquire().await.unwrap().forget();
-                    msg.ok()
-                }
-            })
-            .authorize(|_| Ok(())),
-    )
-    .unwrap();
+    let Gated {
+        node,
+        mut started,
+        release,
+    } = gated("cancel-again");
     let store = TestStore::default();
     let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
     eventually("first load", || async { store.loads().len() == 1 }).await;
@@ -629,4 +603,38 @@ async fn durations_beyond_any_clock_are_refused_or_bounded() {
         "still delivering"
     );
     scheduler.shutdown().await;
+}
+
+/// A node whose `gated` service reports each delivery's `dispatch_at` as it starts, then waits
+/// for a permit on `release` before answering: a delivery held open for as long as a test needs.
+struct Gated {
+    node: switchyard_messaging::Node,
+    started: tokio::sync::mpsc::UnboundedReceiver<Option<SystemTime>>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+fn gated(name: &str) -> Gated {
+    let node = switchyard_messaging::Node::new(name);
+    let (started_tx, started) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = release.clone();
+    node.register(
+        switchyard_messaging::Router::new("gated")
+            .service("gated", move |msg: Message| {
+                let started_tx = started_tx.clone();
+                let gate = gate.clone();
+                async move {
+                    let _ = started_tx.send(assigns::dispatch_at(&msg));
+                    gate.acquire().await.unwrap().forget();
+                    msg.ok()
+                }
+            })
+            .authorize(|_| Ok(())),
+    )
+    .unwrap();
+    Gated {
+        node,
+        started,
+        release,
+    }
 }
