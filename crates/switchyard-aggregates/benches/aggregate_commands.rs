@@ -12,7 +12,6 @@
 //! `cargo bench -p switchyard-aggregates --bench aggregate_commands`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,10 @@ use switchyard_aggregates::{
 use switchyard_messaging::{Message, Node, Response, Router, codec};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
+
+#[path = "../../../benches/support.rs"]
+mod support;
+use support::{median, runtime};
 
 #[derive(Default, Serialize, Deserialize)]
 struct Account {
@@ -58,14 +61,6 @@ fn deposit(_: &Account, msg: &Message) -> CommandResult<AccountEvent> {
 
 const AGGREGATES: usize = 1_000;
 const CALLERS: usize = 64;
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn bank(rt: &Runtime) -> Node {
     bank_with_runtime(rt).0
@@ -202,12 +197,6 @@ fn alternate(
     result
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    sorted[sorted.len() / 2]
-}
-
 fn ratios(rounds: &Rounds, higher_is_better: bool) -> f64 {
     let per_round: Vec<f64> = rounds
         .floor
@@ -308,17 +297,6 @@ criterion_group! {
     targets = criterion_benches
 }
 
-fn target_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors()
-        .nth(3)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
-}
-
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
@@ -392,9 +370,5 @@ fn main() {
     }
     out.push_str("\nTargets: ≤ 20 ms without a snapshot, ≤ 1 ms with one.\n");
     println!("\n{out}");
-    let out_dir = std::env::var("SWITCHYARD_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| target_dir().join("switchyard-bench"));
-    std::fs::create_dir_all(&out_dir).unwrap();
-    std::fs::write(out_dir.join("20-aggregate_commands.md"), out).unwrap();
+    support::write_section("20-aggregate_commands.md", &out);
 }

@@ -12,7 +12,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,22 +23,17 @@ use hdrhistogram::Histogram;
 use switchyard_cluster::{Cluster, ClusterConfig};
 use switchyard_messaging::{DispatchOptions, Message, Node, Response, Router, codec};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::runtime::Runtime;
 use tokio::sync::Semaphore;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+#[path = "../../../benches/support.rs"]
+mod support;
+use support::{median, runtime};
 
 const CHILD: &str = "SWITCHYARD_BENCH_CLUSTER_CHILD";
 const SECRET: &[u8] = b"benchmark secret, thirty-two byt";
 const PAYLOAD: [u8; 16] = [7; 16];
 const IN_FLIGHT: usize = 64;
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 async fn echo(msg: Message) -> Message {
     let payload: Vec<u8> = msg.request().unwrap();
@@ -237,12 +231,6 @@ fn micros(histogram: &Histogram<u64>, quantile: f64) -> f64 {
     histogram.value_at_quantile(quantile) as f64 / 1_000.0
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    sorted[sorted.len() / 2]
-}
-
 struct Caller {
     node: Node,
     _cluster: Cluster,
@@ -286,17 +274,6 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     targets = criterion_benches
-}
-
-fn target_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors()
-        .nth(3)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
 }
 
 fn main() {
@@ -380,9 +357,5 @@ fn main() {
         "\nTargets: p50 ≤ 2× the raw echo round trip; ≥ 150,000 calls/s pipelined on 2 cores.\n",
     );
     println!("\n{out}");
-    let out_dir = std::env::var("SWITCHYARD_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| target_dir().join("switchyard-bench"));
-    std::fs::create_dir_all(&out_dir).unwrap();
-    std::fs::write(out_dir.join("40-cluster_remote.md"), out).unwrap();
+    support::write_section("40-cluster_remote.md", &out);
 }

@@ -11,7 +11,6 @@
 //! and the ratio is taken per round.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
@@ -19,16 +18,12 @@ use hdrhistogram::Histogram;
 use switchyard_messaging::{Message, Node, Router};
 use tokio::runtime::Runtime;
 
+#[path = "../../../benches/support.rs"]
+mod support;
+use support::{median, runtime, target_dir};
+
 async fn echo(msg: Message) -> Message {
     msg.ok()
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn node() -> Node {
@@ -204,12 +199,6 @@ fn measure_throughput(rt: &Runtime, node: &Node, callers: usize) -> Throughput {
     result
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    sorted[sorted.len() / 2]
-}
-
 fn micros(nanos: u64) -> String {
     format!("{:.2} µs", nanos as f64 / 1_000.0)
 }
@@ -225,18 +214,6 @@ fn criterion_mean(out_dir: &std::path::Path, id: &str) -> Option<f64> {
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     json["mean"]["point_estimate"].as_f64()
-}
-
-fn target_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    // The bench runs from target/release/deps/.
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors()
-        .nth(3)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
 }
 
 fn report(latency: &Latency, throughputs: &[Throughput]) -> String {
@@ -312,9 +289,5 @@ fn main() {
         .collect();
     let report = report(&latency, &throughputs);
     println!("\n{report}");
-    let out_dir = std::env::var("SWITCHYARD_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| target_dir().join("switchyard-bench"));
-    std::fs::create_dir_all(&out_dir).unwrap();
-    std::fs::write(out_dir.join("10-local_dispatch.md"), report).unwrap();
+    support::write_section("10-local_dispatch.md", &report);
 }

@@ -17,7 +17,6 @@
 //! `cargo bench -p switchyard-postgres --bench postgres_append`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -30,6 +29,10 @@ use switchyard_aggregates::store::{
 use switchyard_postgres::test_server::TestServer;
 use switchyard_postgres::{PostgresOptions, PostgresStore};
 use tokio::runtime::Runtime;
+
+#[path = "../../../benches/support.rs"]
+mod support;
+use support::{median, runtime};
 
 const POOL: usize = 50;
 const ROUND: Duration = Duration::from_millis(1_500);
@@ -66,14 +69,6 @@ const FLOOR_LOAD: &str = "
 SELECT stream, version, position, event_type, schema_version, data, message_id, correlation_id,
        causation_id, user_metadata::text, recorded_at
 FROM floor_events WHERE stream = $1 AND version >= $2 ORDER BY version";
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// The server's URL: the given one, or a throwaway server's, started once and stopped by its
 /// watchdog when this process ends.
@@ -350,12 +345,6 @@ fn alternate(
     result
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    sorted[sorted.len() / 2]
-}
-
 /// The median of the per-round ratios subject / floor (for throughput: how much of the floor
 /// the subject reaches; for times: how many times the floor it takes).
 fn ratio(rounds: &Rounds) -> f64 {
@@ -405,17 +394,6 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     targets = criterion_benches
-}
-
-fn target_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors()
-        .nth(3)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
 }
 
 fn main() {
@@ -500,9 +478,5 @@ fn main() {
         ));
     }
     println!("\n{out}");
-    let out_dir = std::env::var("SWITCHYARD_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| target_dir().join("switchyard-bench"));
-    std::fs::create_dir_all(&out_dir).unwrap();
-    std::fs::write(out_dir.join("31-postgres_append.md"), out).unwrap();
+    support::write_section("31-postgres_append.md", &out);
 }

@@ -18,24 +18,9 @@ use switchyard_scheduler::{Scheduler, SchedulerConfig, When, assigns};
 use switchyard_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use tokio::runtime::Runtime;
 
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn target_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors()
-        .nth(3)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
-}
+#[path = "../../../benches/support.rs"]
+mod support;
+use support::{runtime, target_dir};
 
 fn fresh_path(name: &str) -> PathBuf {
     let dir = target_dir().join("switchyard-bench-scratch");
@@ -352,9 +337,5 @@ fn main() {
 
     out.push_str(&memory_section);
     println!("\n{out}");
-    let out_dir = std::env::var("SWITCHYARD_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| target_dir().join("switchyard-bench"));
-    std::fs::create_dir_all(&out_dir).unwrap();
-    std::fs::write(out_dir.join("50-scheduler.md"), out).unwrap();
+    support::write_section("50-scheduler.md", &out);
 }

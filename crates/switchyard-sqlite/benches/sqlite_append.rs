@@ -29,6 +29,10 @@ use switchyard_messaging::Message;
 use switchyard_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use tokio::runtime::Runtime;
 
+#[path = "../../../benches/support.rs"]
+mod support;
+use support::{median, runtime, target_dir};
+
 #[derive(Default, Serialize, Deserialize)]
 struct Account {
     balance: u64,
@@ -43,25 +47,6 @@ impl Aggregate for Account {
     fn apply(&mut self, event: &Deposited) {
         self.balance += event.0;
     }
-}
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn target_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
-        return PathBuf::from(dir);
-    }
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors()
-        .nth(3)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
 }
 
 /// A fresh database path in a scratch directory under `target/`.
@@ -224,12 +209,6 @@ fn alternate(
         result.subject.push(subject());
     }
     result
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(|a, b| a.total_cmp(b));
-    sorted[sorted.len() / 2]
 }
 
 /// The median of the per-round ratios, each taken between neighbouring rounds so that both
@@ -427,9 +406,5 @@ fn main() {
     }
     out.push_str("\nTargets: ≤ 20 ms without a snapshot, ≤ 1 ms with one.\n");
     println!("\n{out}");
-    let out_dir = std::env::var("SWITCHYARD_BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| target_dir().join("switchyard-bench"));
-    std::fs::create_dir_all(&out_dir).unwrap();
-    std::fs::write(out_dir.join("30-sqlite_append.md"), out).unwrap();
+    support::write_section("30-sqlite_append.md", &out);
 }
