@@ -70,6 +70,34 @@ fn remaining_micros(deadline: Instant) -> u64 {
     u64::try_from(left.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// The connection to `node`, made within the caller's deadline.
+async fn reach(
+    inner: &Arc<Inner>,
+    node: &NodeId,
+    deadline: Instant,
+) -> Result<crate::connection::Connection, RemoteError> {
+    tokio::time::timeout_at(deadline, inner.connection_to(node))
+        .await
+        .map_err(|_| RemoteError::TimedOut)?
+        .map_err(|reason| RemoteError::NotDelivered { reason })
+}
+
+/// Sends `frame` within the caller's deadline.
+async fn send_by(
+    connection: &crate::connection::Connection,
+    frame: &Frame,
+    deadline: Instant,
+) -> Result<(), RemoteError> {
+    match tokio::time::timeout_at(deadline, connection.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(RemoteError::NotDelivered {
+            reason: error.to_string(),
+        }),
+        // The peer stopped reading: whether the frame left is unknown.
+        Err(_) => Err(RemoteError::TimedOut),
+    }
+}
+
 impl RemoteNodes for Link {
     fn providers(&self, service: &str) -> Vec<NodeId> {
         self.inner
@@ -95,10 +123,7 @@ impl RemoteNodes for Link {
         let inner = self.inner.clone();
         async move {
             let inner = inner.upgrade().ok_or_else(stopped)?;
-            let connection = tokio::time::timeout_at(deadline, inner.connection_to(&node))
-                .await
-                .map_err(|_| RemoteError::TimedOut)?
-                .map_err(|reason| RemoteError::NotDelivered { reason })?;
+            let connection = reach(&inner, &node, deadline).await?;
             let request = inner.next_request();
             let (answer, reply) = oneshot::channel();
             lock(&inner.calls).insert(request, answer);
@@ -118,16 +143,7 @@ impl RemoteNodes for Link {
                 remaining_micros: remaining_micros(deadline),
                 message,
             };
-            match tokio::time::timeout_at(deadline, connection.send(&frame)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    return Err(RemoteError::NotDelivered {
-                        reason: error.to_string(),
-                    });
-                }
-                // The peer stopped reading: whether the frame left is unknown.
-                Err(_) => return Err(RemoteError::TimedOut),
-            }
+            send_by(&connection, &frame, deadline).await?;
             // From here on the call may be running there.
             let mut cancel = CancelUnlessAnswered {
                 inner: inner.clone(),
@@ -158,10 +174,7 @@ impl RemoteNodes for Link {
         let inner = self.inner.clone();
         async move {
             let inner = inner.upgrade().ok_or_else(stopped)?;
-            let connection = tokio::time::timeout_at(deadline, inner.connection_to(&node))
-                .await
-                .map_err(|_| RemoteError::TimedOut)?
-                .map_err(|reason| RemoteError::NotDelivered { reason })?;
+            let connection = reach(&inner, &node, deadline).await?;
             let request = inner.next_request();
             let (answer, verdict) = oneshot::channel();
             lock(&inner.authorizations).insert(request, answer);
@@ -170,20 +183,12 @@ impl RemoteNodes for Link {
                 request,
             };
             let service = message.service().to_owned();
-            match tokio::time::timeout_at(
+            send_by(
+                &connection,
+                &Frame::Authorize { request, message },
                 deadline,
-                connection.send(&Frame::Authorize { request, message }),
             )
-            .await
-            {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    return Err(RemoteError::NotDelivered {
-                        reason: error.to_string(),
-                    });
-                }
-                Err(_) => return Err(RemoteError::TimedOut),
-            }
+            .await?;
             match tokio::time::timeout_at(deadline, verdict).await {
                 Ok(Ok(Verdict::Allowed)) => Ok(Ok(())),
                 Ok(Ok(Verdict::Denied(response))) => Ok(Err(response)),
