@@ -314,3 +314,51 @@ fn opening_a_missing_directory_says_so() {
     assert!(message.contains("/nonexistent/dir/store.db"), "{message}");
     assert!(message.contains("directory exists"), "{message}");
 }
+
+/// WAL: a reader in the middle of a read transaction does not hold the writer up, keeps its
+/// own snapshot, and `Full` is the durability a store opens with.
+#[tokio::test]
+async fn readers_do_not_block_the_writer() {
+    assert_eq!(
+        SqliteOptions::default().synchronous_mode(),
+        Synchronous::Full
+    );
+    let path = scratch("wal-readers");
+    let store = SqliteStore::open(&path).unwrap();
+    store
+        .append(
+            "w",
+            ExpectedVersion::NoStream,
+            vec![event("a".into())],
+            meta("m-1"),
+        )
+        .await
+        .unwrap();
+    let reader = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = reader
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    reader.execute_batch("BEGIN").unwrap();
+    let count = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+            .unwrap()
+    };
+    assert_eq!(count(&reader), 1, "the read transaction has begun");
+    let appended = tokio::time::timeout(
+        Duration::from_secs(2),
+        store.append(
+            "w",
+            ExpectedVersion::Exactly(0),
+            vec![event("b".into())],
+            meta("m-2"),
+        ),
+    )
+    .await
+    .expect("the writer did not wait for the open read")
+    .unwrap();
+    assert_eq!(appended, 1);
+    assert_eq!(count(&reader), 1, "the reader keeps its snapshot");
+    reader.execute_batch("COMMIT").unwrap();
+    assert_eq!(count(&reader), 2);
+}
