@@ -4,6 +4,11 @@
 //! one through and the other finds the lease taken. Messages are stored encoded by the
 //! messaging codec, times as microseconds since the Unix epoch. Statements that did nothing
 //! (no connection) are retried as the store's other reads and writes are.
+//!
+//! An alarm whose message cannot be decoded (a poison row) is left in the table for an operator:
+//! loads skip it and report its id through `tracing`, and a claim answers
+//! [`AlarmStoreError::Corrupt`] and undoes its own update at once, so no lease is left taken and
+//! no attempt counted. Cancelling it by id or aggregate removes it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +41,11 @@ fn time(micros: i64) -> SystemTime {
 
 fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> AlarmStoreError {
     AlarmStoreError::backend(error)
+}
+
+/// An attempt count as stored; a negative one (written by hand) counts as none.
+fn attempts(stored: i64) -> u32 {
+    u32::try_from(stored.max(0)).unwrap_or(u32::MAX)
 }
 
 fn decode(id: &str, bytes: &[u8]) -> Result<Message, AlarmStoreError> {
@@ -76,8 +86,7 @@ impl PostgresStore {
         &self,
         id: &str,
         holder: &str,
-        now: i64,
-        lease_until: i64,
+        (now, due_by, lease_until): (i64, i64, i64),
     ) -> Result<Claim, AlarmStoreError> {
         // The update may miss a lease that lapses just after it; then the look-up finds the
         // alarm claimable and the update runs again.
@@ -85,15 +94,29 @@ impl PostgresStore {
             let claimed = self
                 .alarm_query(
                     include_str!("sql/alarm_claim.sql"),
-                    &[&id, &holder, &now, &lease_until],
+                    &[&id, &holder, &now, &due_by, &lease_until],
                 )
                 .await?;
             if let Some(row) = claimed.first() {
                 let bytes: &[u8] = row.try_get(2).map_err(backend)?;
+                let message = match decode(id, bytes) {
+                    Ok(message) => message,
+                    Err(corrupt) => {
+                        // A poison row: undo the claim, so it holds no lease and counts no
+                        // attempt, and leave the row for an operator.
+                        self.alarm_execute(
+                            include_str!("sql/alarm_unclaim.sql"),
+                            &[&id, &holder, &lease_until],
+                        )
+                        .await?;
+                        return Err(corrupt);
+                    }
+                };
                 return Ok(Claim::Claimed(Alarm {
-                    message: decode(id, bytes)?,
+                    message,
                     aggregate_id: row.try_get(0).map_err(backend)?,
                     due: time(row.try_get(1).map_err(backend)?),
+                    attempts: attempts(row.try_get(3).map_err(backend)?),
                 }));
             }
             let found = self
@@ -105,7 +128,7 @@ impl PostgresStore {
             let due: i64 = row.try_get(0).map_err(backend)?;
             let held_by: Option<String> = row.try_get(1).map_err(backend)?;
             let until: Option<i64> = row.try_get(2).map_err(backend)?;
-            if due > now {
+            if due > due_by {
                 return Ok(Claim::NotDue(time(due)));
             }
             if let (Some(other), Some(until)) = (held_by, until)
@@ -127,9 +150,10 @@ impl AlarmStore for PostgresStore {
         async move {
             let bytes = alarm.message.to_bytes().map_err(backend)?;
             let due = micros(alarm.due);
+            let counted = i64::from(alarm.attempts);
             self.alarm_execute(
                 include_str!("sql/alarm_save.sql"),
-                &[&alarm.id(), &alarm.aggregate_id, &due, &bytes],
+                &[&alarm.id(), &alarm.aggregate_id, &due, &bytes, &counted],
             )
             .await?;
             Ok(alarm.message)
@@ -165,6 +189,7 @@ impl AlarmStore for PostgresStore {
                     message,
                     aggregate_id: row.try_get(1).map_err(backend)?,
                     due: time(row.try_get(2).map_err(backend)?),
+                    attempts: attempts(row.try_get(4).map_err(backend)?),
                 });
             }
             Ok(alarms)
@@ -177,10 +202,11 @@ impl AlarmStore for PostgresStore {
         id: &'a str,
         holder: &'a str,
         now: SystemTime,
+        due_by: SystemTime,
         lease_until: SystemTime,
     ) -> BoxFuture<'a, Result<Claim, AlarmStoreError>> {
-        self.claim_alarm(id, holder, micros(now), micros(lease_until))
-            .boxed()
+        let times = (micros(now), micros(due_by), micros(lease_until));
+        self.claim_alarm(id, holder, times).boxed()
     }
 
     fn renew<'a>(

@@ -28,6 +28,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "alarms",
         sql: include_str!("../migrations/0002_alarms.sql"),
     },
+    Migration {
+        version: 3,
+        name: "alarm_attempts",
+        sql: include_str!("../migrations/0003_alarm_attempts.sql"),
+    },
 ];
 
 /// The latest migration this library knows.

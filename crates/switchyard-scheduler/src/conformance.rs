@@ -10,7 +10,8 @@
 //! ```
 //!
 //! The checks pin what the scheduler relies on: windows are half-open `[from, until)` and in due
-//! order, a save is read back whole, a claim gives exactly one live lease, only the holder
+//! order, a save is read back whole, a claim may come ahead of the due time by the caller's
+//! lead but gives exactly one live lease and counts one attempt durably, only the holder
 //! renews, reschedules or deletes, and cancelling works by message and by aggregate.
 
 // The suite reports a broken rule by panicking, as `assert!` does.
@@ -36,6 +37,7 @@ fn alarm(id: &str, aggregate: &str, due: SystemTime) -> Alarm {
             .assign("dispatch_attempts", &0_u32),
         aggregate_id: aggregate.to_owned(),
         due,
+        attempts: 0,
     }
 }
 
@@ -55,6 +57,13 @@ async fn ids<S: AlarmStore + ?Sized>(
 
 async fn save<S: AlarmStore + ?Sized>(store: &S, alarm: Alarm) {
     store.save(alarm).await.expect("save failed");
+}
+
+/// The attempts of the only stored alarm.
+async fn stored_attempts<S: AlarmStore + ?Sized>(store: &S) -> u32 {
+    let loaded = store.load(None, t(1_000)).await.expect("load failed");
+    assert_eq!(loaded.len(), 1, "one alarm stored");
+    loaded[0].attempts
 }
 
 /// Windows are `[from, until)`, in due order; `None` loads from the beginning.
@@ -86,6 +95,7 @@ pub async fn save_and_read_back<S: AlarmStore + ?Sized>(store: &S) {
             .assign("dispatch_at", &t(5)),
         aggregate_id: "agg-1".into(),
         due: t(5) + Duration::from_micros(123_456),
+        attempts: 3,
     };
     let returned = store.save(original.clone()).await.unwrap();
     assert_eq!(returned.id(), "m-1", "save returns the message to deliver");
@@ -97,6 +107,7 @@ pub async fn save_and_read_back<S: AlarmStore + ?Sized>(store: &S) {
     );
     assert_eq!(loaded[0].aggregate_id, "agg-1");
     assert_eq!(loaded[0].due, original.due, "due times keep microseconds");
+    assert_eq!(loaded[0].attempts, 3, "the attempts saved");
     assert_eq!(
         loaded[0].message.request::<String>().unwrap(),
         "request of m-1"
@@ -107,7 +118,10 @@ pub async fn save_and_read_back<S: AlarmStore + ?Sized>(store: &S) {
 pub async fn save_replaces_the_same_id<S: AlarmStore + ?Sized>(store: &S) {
     save(store, alarm("m", "agg", t(10))).await;
     assert!(matches!(
-        store.claim("m", "node-a", t(10), t(40)).await.unwrap(),
+        store
+            .claim("m", "node-a", t(10), t(10), t(40))
+            .await
+            .unwrap(),
         Claim::Claimed(_)
     ));
     save(store, alarm("m", "agg", t(50))).await;
@@ -115,7 +129,10 @@ pub async fn save_replaces_the_same_id<S: AlarmStore + ?Sized>(store: &S) {
     assert_eq!(ids(store, None, t(60)).await, ["m"]);
     assert!(
         matches!(
-            store.claim("m", "node-b", t(50), t(80)).await.unwrap(),
+            store
+                .claim("m", "node-b", t(50), t(50), t(80))
+                .await
+                .unwrap(),
             Claim::Claimed(_)
         ),
         "the replaced alarm's lease is gone"
@@ -126,19 +143,22 @@ pub async fn save_replaces_the_same_id<S: AlarmStore + ?Sized>(store: &S) {
 /// lets another holder in; the holder may claim again.
 pub async fn claim_rules<S: AlarmStore + ?Sized>(store: &S) {
     assert_eq!(
-        store.claim("missing", "a", t(0), t(30)).await.unwrap(),
+        store
+            .claim("missing", "a", t(0), t(0), t(30))
+            .await
+            .unwrap(),
         Claim::Gone
     );
     save(store, alarm("m", "agg", t(10))).await;
     assert_eq!(
-        store.claim("m", "a", t(9), t(39)).await.unwrap(),
+        store.claim("m", "a", t(9), t(9), t(39)).await.unwrap(),
         Claim::NotDue(t(10))
     );
-    match store.claim("m", "a", t(10), t(40)).await.unwrap() {
+    match store.claim("m", "a", t(10), t(10), t(40)).await.unwrap() {
         Claim::Claimed(claimed) => assert_eq!(claimed.id(), "m"),
         other => panic!("expected a claim, got {other:?}"),
     }
-    match store.claim("m", "b", t(20), t(50)).await.unwrap() {
+    match store.claim("m", "b", t(20), t(20), t(50)).await.unwrap() {
         Claim::Held(lease) => {
             assert_eq!(lease.holder, "a");
             assert_eq!(lease.until, t(40));
@@ -147,22 +167,113 @@ pub async fn claim_rules<S: AlarmStore + ?Sized>(store: &S) {
     }
     assert!(
         matches!(
-            store.claim("m", "a", t(20), t(50)).await.unwrap(),
+            store.claim("m", "a", t(20), t(20), t(50)).await.unwrap(),
             Claim::Claimed(_)
         ),
         "the holder claims again"
     );
     assert!(
         matches!(
-            store.claim("m", "b", t(50), t(80)).await.unwrap(),
+            store.claim("m", "b", t(50), t(50), t(80)).await.unwrap(),
             Claim::Claimed(_)
         ),
         "a lapsed lease lets another holder in"
     );
     assert!(matches!(
-        store.claim("m", "a", t(60), t(90)).await.unwrap(),
+        store.claim("m", "a", t(60), t(60), t(90)).await.unwrap(),
         Claim::Held(_)
     ));
+}
+
+/// A claim may come ahead of the due time, by the caller's lead: due by `due_by` is enough,
+/// while the lease check still looks at `now`. An early claim beyond the lead answers `NotDue`,
+/// and another holder's live lease is respected whatever the lead.
+pub async fn claim_ahead_of_the_due_time<S: AlarmStore + ?Sized>(store: &S) {
+    save(store, alarm("m", "agg", t(10))).await;
+    assert_eq!(
+        store.claim("m", "a", t(8), t(9), t(40)).await.unwrap(),
+        Claim::NotDue(t(10)),
+        "an early claim beyond its lead"
+    );
+    match store.claim("m", "a", t(9), t(10), t(40)).await.unwrap() {
+        Claim::Claimed(claimed) => {
+            assert_eq!(claimed.id(), "m");
+            assert_eq!(claimed.due, t(10), "the claimed alarm keeps its due time");
+        }
+        other => panic!("an early claim within the lead must succeed, got {other:?}"),
+    }
+    match store.claim("m", "b", t(9), t(10), t(40)).await.unwrap() {
+        Claim::Held(lease) => {
+            assert_eq!(lease.holder, "a");
+            assert_eq!(lease.until, t(40));
+        }
+        other => panic!("another holder's early lease must hold, got {other:?}"),
+    }
+    assert!(
+        matches!(
+            store.claim("m", "b", t(39), t(45), t(70)).await.unwrap(),
+            Claim::Held(_)
+        ),
+        "a live lease holds whatever the lead"
+    );
+    assert!(
+        matches!(
+            store.claim("m", "b", t(40), t(40), t(70)).await.unwrap(),
+            Claim::Claimed(_)
+        ),
+        "the lease lapses at its time"
+    );
+}
+
+/// Every claim counts one attempt, durably and before the delivery starts: the claimed alarm
+/// and later loads carry the count, a lapsed claim that never finished still counts, a
+/// reschedule keeps it, and a save sets it.
+pub async fn claims_count_attempts<S: AlarmStore + ?Sized>(store: &S) {
+    save(store, alarm("m", "agg", t(0))).await;
+    let attempts = |claim: Claim| match claim {
+        Claim::Claimed(alarm) => alarm.attempts,
+        other => panic!("expected a claim, got {other:?}"),
+    };
+    assert_eq!(stored_attempts(store).await, 0);
+    // Node a claims and dies mid-delivery: the attempt is counted all the same.
+    assert_eq!(
+        attempts(store.claim("m", "a", t(0), t(0), t(30)).await.unwrap()),
+        1
+    );
+    assert_eq!(
+        stored_attempts(store).await,
+        1,
+        "counted durably by the claim"
+    );
+    assert_eq!(
+        attempts(store.claim("m", "b", t(30), t(30), t(60)).await.unwrap()),
+        2,
+        "the next holder sees the true count"
+    );
+    let retry = alarm("m", "agg", t(0))
+        .message
+        .assign("dispatch_attempts", &2_u32);
+    assert!(store.reschedule("m", "b", t(100), retry).await.unwrap());
+    assert_eq!(
+        stored_attempts(store).await,
+        2,
+        "a reschedule keeps the count"
+    );
+    assert_eq!(
+        attempts(store.claim("m", "c", t(100), t(100), t(130)).await.unwrap()),
+        3
+    );
+    assert!(matches!(
+        store.claim("m", "b", t(110), t(110), t(140)).await.unwrap(),
+        Claim::Held(_)
+    ));
+    assert_eq!(
+        stored_attempts(store).await,
+        3,
+        "a refused claim counts nothing"
+    );
+    save(store, alarm("m", "agg", t(200))).await;
+    assert_eq!(stored_attempts(store).await, 0, "a save sets the count");
 }
 
 /// Many holders racing for one alarm: exactly one gets it.
@@ -171,7 +282,7 @@ pub async fn one_winner_among_racing_claims<S: AlarmStore + ?Sized>(store: &S) {
     let holders: Vec<String> = (0..20).map(|n| format!("node-{n}")).collect();
     let claims = holders
         .iter()
-        .map(|holder| store.claim("race", holder, t(1), t(31)));
+        .map(|holder| store.claim("race", holder, t(1), t(1), t(31)));
     let outcomes = futures::future::join_all(claims).await;
     let won = outcomes
         .iter()
@@ -189,11 +300,11 @@ pub async fn one_winner_among_racing_claims<S: AlarmStore + ?Sized>(store: &S) {
 pub async fn renew_extends_the_holders_lease<S: AlarmStore + ?Sized>(store: &S) {
     save(store, alarm("m", "agg", t(0))).await;
     assert!(!store.renew("m", "a", t(30)).await.unwrap(), "not held yet");
-    store.claim("m", "a", t(0), t(30)).await.unwrap();
+    store.claim("m", "a", t(0), t(0), t(30)).await.unwrap();
     assert!(!store.renew("m", "b", t(60)).await.unwrap());
     assert!(store.renew("m", "a", t(60)).await.unwrap());
     assert!(matches!(
-        store.claim("m", "b", t(45), t(75)).await.unwrap(),
+        store.claim("m", "b", t(45), t(45), t(75)).await.unwrap(),
         Claim::Held(_)
     ));
     assert!(!store.renew("missing", "a", t(60)).await.unwrap());
@@ -203,7 +314,7 @@ pub async fn renew_extends_the_holders_lease<S: AlarmStore + ?Sized>(store: &S) 
 /// anyone else's changes nothing.
 pub async fn reschedule_moves_the_alarm<S: AlarmStore + ?Sized>(store: &S) {
     save(store, alarm("m", "agg", t(0))).await;
-    store.claim("m", "a", t(0), t(30)).await.unwrap();
+    store.claim("m", "a", t(0), t(0), t(30)).await.unwrap();
     let retry = alarm("m", "agg", t(0))
         .message
         .assign("dispatch_attempts", &1_u32);
@@ -226,12 +337,12 @@ pub async fn reschedule_moves_the_alarm<S: AlarmStore + ?Sized>(store: &S) {
     assert_eq!(loaded[0].message, retry);
     assert_eq!(loaded[0].aggregate_id, "agg");
     assert_eq!(
-        store.claim("m", "b", t(50), t(80)).await.unwrap(),
+        store.claim("m", "b", t(50), t(50), t(80)).await.unwrap(),
         Claim::NotDue(t(100)),
         "released, and due later"
     );
     assert!(matches!(
-        store.claim("m", "b", t(100), t(130)).await.unwrap(),
+        store.claim("m", "b", t(100), t(100), t(130)).await.unwrap(),
         Claim::Claimed(_)
     ));
 }
@@ -240,12 +351,12 @@ pub async fn reschedule_moves_the_alarm<S: AlarmStore + ?Sized>(store: &S) {
 pub async fn delete_by_the_holder<S: AlarmStore + ?Sized>(store: &S) {
     save(store, alarm("m", "agg", t(0))).await;
     assert!(!store.delete("m", "a").await.unwrap(), "not held");
-    store.claim("m", "a", t(0), t(30)).await.unwrap();
+    store.claim("m", "a", t(0), t(0), t(30)).await.unwrap();
     assert!(!store.delete("m", "b").await.unwrap());
     assert!(store.delete("m", "a").await.unwrap());
     assert!(!store.delete("m", "a").await.unwrap());
     assert_eq!(
-        store.claim("m", "a", t(1), t(31)).await.unwrap(),
+        store.claim("m", "a", t(1), t(1), t(31)).await.unwrap(),
         Claim::Gone
     );
     assert!(store.load(None, t(1_000)).await.unwrap().is_empty());
@@ -256,7 +367,10 @@ pub async fn cancel_by_id_and_by_aggregate<S: AlarmStore + ?Sized>(store: &S) {
     for (id, aggregate) in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("a3", "A")] {
         save(store, alarm(id, aggregate, t(10))).await;
     }
-    store.claim("a2", "node", t(10), t(40)).await.unwrap();
+    store
+        .claim("a2", "node", t(10), t(10), t(40))
+        .await
+        .unwrap();
     assert!(store.cancel("b1").await.unwrap());
     assert!(!store.cancel("b1").await.unwrap());
     let mut cancelled = store.cancel_for("A").await.unwrap();
@@ -310,6 +424,8 @@ macro_rules! alarm_store_conformance {
             check!(save_and_read_back);
             check!(save_replaces_the_same_id);
             check!(claim_rules);
+            check!(claim_ahead_of_the_due_time);
+            check!(claims_count_attempts);
             check!(one_winner_among_racing_claims);
             check!(renew_extends_the_holders_lease);
             check!(reschedule_moves_the_alarm);

@@ -25,7 +25,11 @@ type Hook = dyn Fn(&Message) -> Decision + Send + Sync;
 ///
 /// The built-in policies retry an answer that is not a success ([`Response::is_success`]; no
 /// answer counts as a failure) while fewer than `max_attempts` deliveries were made, counting
-/// the one just made. A [`custom`](RetryPolicy::custom) hook decides alone; if it panics the
+/// the one just made. Attempts are counted by the store when each delivery starts, so one cut
+/// short by a crash counts too: with `Fixed` or `ExponentialBackoff`, an alarm whose
+/// `max_attempts` deliveries all started but never answered (a message that kills its node,
+/// say) is dropped, with an error logged, instead of being tried forever. `Never` and `custom`
+/// set no such limit: an alarm whose delivery was cut short is delivered again (at least once). A [`custom`](RetryPolicy::custom) hook decides alone; if it panics the
 /// scheduler keeps running and retries the alarm after
 /// [`SchedulerConfig::failure_delay`](crate::SchedulerConfig::failure_delay).
 ///
@@ -77,6 +81,17 @@ impl RetryPolicy {
     /// A policy that asks `hook` about every answered message.
     pub fn custom(hook: impl Fn(&Message) -> Decision + Send + Sync + 'static) -> Self {
         Self::Custom(Arc::new(hook))
+    }
+
+    /// The most deliveries this policy allows, when it has a limit: a delivery is not started
+    /// beyond it, even when the earlier ones never answered (their node died).
+    pub(crate) fn max_attempts(&self) -> Option<u32> {
+        match self {
+            Self::Fixed { max_attempts, .. } | Self::ExponentialBackoff { max_attempts, .. } => {
+                Some(*max_attempts)
+            }
+            Self::Never | Self::Custom(_) => None,
+        }
     }
 
     /// The verdict on `reply`, the message as its service answered it.

@@ -12,19 +12,25 @@ mod error;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable as _};
 use futures::future::BoxFuture;
 use switchyard_messaging::{Message, Node};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 
-pub use self::config::{DEFAULT_LEASE, DEFAULT_WINDOW, SchedulerConfig};
+pub use self::config::{
+    DEFAULT_CLAIM_AHEAD, DEFAULT_LEASE, DEFAULT_MAX_CONCURRENT_DELIVERIES, DEFAULT_STORE_TIMEOUT,
+    DEFAULT_WINDOW, SchedulerConfig,
+};
 use self::deliver::After;
 pub use self::deliver::DELIVERY_SPAN;
 pub use self::error::{ConfigError, ScheduleError};
+use self::error::{StoreCallError, bounded};
 use crate::assigns;
-use crate::store::{Alarm, AlarmStore, AlarmStoreError};
+use crate::store::{Alarm, AlarmStore};
 
 /// When an alarm is due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,6 +102,15 @@ struct Shared {
     config: SchedulerConfig,
     /// This scheduler's name in leases: its node's id, which changes with each incarnation.
     holder: String,
+    /// Set once a shutdown has begun: `schedule` refuses from then on.
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    /// When to claim an alarm due at `due`: [`SchedulerConfig::claim_ahead`] before it.
+    fn claim_time(&self, due: SystemTime) -> SystemTime {
+        due.checked_sub(self.config.claim_ahead).unwrap_or(due)
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -118,9 +133,9 @@ enum Command {
 enum Report {
     Loaded {
         until: SystemTime,
-        alarms: Result<Vec<Alarm>, AlarmStoreError>,
+        alarms: Result<Vec<Alarm>, StoreCallError>,
     },
-    Swept(Result<Vec<Alarm>, AlarmStoreError>),
+    Swept(Result<Vec<Alarm>, StoreCallError>),
     Delivered {
         id: String,
         /// The life of the entry the delivery was for: a report for an earlier life (the id
@@ -160,12 +175,24 @@ impl Scheduler {
         if config.window.is_zero() {
             return Err(ConfigError::EmptyWindow);
         }
+        if config.max_concurrent_deliveries == 0 {
+            return Err(ConfigError::Zero {
+                setting: "max concurrent deliveries",
+            });
+        }
+        if config.store_timeout.is_zero() {
+            return Err(ConfigError::Zero {
+                setting: "store timeout",
+            });
+        }
         // Clock readings plus these must never overflow, wherever they are added.
         for (setting, value) in [
             ("window", Some(config.window)),
             ("lease", Some(config.lease)),
             ("dispatch timeout", Some(config.dispatch_timeout)),
             ("failure delay", Some(config.failure_delay)),
+            ("claim ahead", Some(config.claim_ahead)),
+            ("store timeout", Some(config.store_timeout)),
             ("sweep interval", config.sweep_interval),
         ] {
             if let Some(value) = value.filter(|value| *value > error::LONGEST) {
@@ -185,6 +212,7 @@ impl Scheduler {
             store,
             config,
             holder,
+            stopping: AtomicBool::new(false),
         });
         let (commands, inbox) = mpsc::unbounded_channel();
         let (reports, report_inbox) = mpsc::unbounded_channel();
@@ -198,6 +226,8 @@ impl Scheduler {
             loaded_until: None,
             next_load: now,
             loading: false,
+            load_task: None,
+            sweep_task: None,
             next_sweep: shared.config.sweep_interval.map(|every| now + every),
             sweeping: false,
             in_flight: 0,
@@ -219,14 +249,15 @@ impl Scheduler {
     /// # Errors
     ///
     /// [`ScheduleError::Store`] when the store failed (the alarm may not be saved);
-    /// [`ScheduleError::Stopped`] when the scheduler was shut down.
+    /// [`ScheduleError::StoreTimedOut`] when it did not answer in time (the alarm may or may not
+    /// be saved); [`ScheduleError::Stopped`] when the scheduler's shutdown has begun.
     pub async fn schedule(
         &self,
         message: Message,
         aggregate_id: impl Into<String>,
         when: When,
     ) -> Result<Message, ScheduleError> {
-        if self.commands.is_closed() {
+        if self.shared.stopping.load(Ordering::SeqCst) || self.commands.is_closed() {
             return Err(ScheduleError::Stopped);
         }
         let due = match when {
@@ -241,19 +272,18 @@ impl Scheduler {
             .assign(assigns::DISPATCH_AT, &due)
             .assign(assigns::DISPATCH_ATTEMPTS, &0_u32);
         let aggregate_id = aggregate_id.into();
-        let saved = self
-            .shared
-            .store
-            .save(Alarm {
-                message,
-                aggregate_id: aggregate_id.clone(),
-                due,
-            })
-            .await?;
+        let save = self.shared.store.save(Alarm {
+            message,
+            aggregate_id: aggregate_id.clone(),
+            due,
+            attempts: 0,
+        });
+        let saved = bounded(self.shared.config.store_timeout, save).await?;
         let alarm = Alarm {
             message: saved.clone(),
             aggregate_id,
             due,
+            attempts: 0,
         };
         // Saved: a stopped scheduler's alarm is delivered by the next one on this store.
         let _ = self.commands.send(Command::Arm(alarm));
@@ -265,9 +295,11 @@ impl Scheduler {
     ///
     /// # Errors
     ///
-    /// [`ScheduleError::Store`] when the store failed.
+    /// [`ScheduleError::Store`] when the store failed, [`ScheduleError::StoreTimedOut`] when it
+    /// did not answer in time.
     pub async fn cancel(&self, message_id: &str) -> Result<bool, ScheduleError> {
-        let cancelled = self.shared.store.cancel(message_id).await?;
+        let cancel = self.shared.store.cancel(message_id);
+        let cancelled = bounded(self.shared.config.store_timeout, cancel).await?;
         let _ = self
             .commands
             .send(Command::Forget(vec![message_id.to_owned()]));
@@ -278,9 +310,11 @@ impl Scheduler {
     ///
     /// # Errors
     ///
-    /// [`ScheduleError::Store`] when the store failed.
+    /// [`ScheduleError::Store`] when the store failed, [`ScheduleError::StoreTimedOut`] when it
+    /// did not answer in time.
     pub async fn cancel_for(&self, aggregate_id: &str) -> Result<Vec<String>, ScheduleError> {
-        let cancelled = self.shared.store.cancel_for(aggregate_id).await?;
+        let cancel = self.shared.store.cancel_for(aggregate_id);
+        let cancelled = bounded(self.shared.config.store_timeout, cancel).await?;
         let _ = self.commands.send(Command::Forget(cancelled.clone()));
         Ok(cancelled)
     }
@@ -295,10 +329,15 @@ impl Scheduler {
         answer.await.unwrap_or(0)
     }
 
-    /// Stops the scheduler: no new delivery starts, the ones under way finish (each within the
-    /// dispatch timeout, then its store write), and pending alarms stay in the store for the
+    /// Stops the scheduler: from the call on, [`schedule`](Scheduler::schedule) answers
+    /// [`ScheduleError::Stopped`]; no new delivery starts; loads and sweeps are stopped; the
+    /// deliveries under way finish (one claimed ahead waits for its due time, at most
+    /// [`claim_ahead`](SchedulerConfig::claim_ahead); each dispatch within the dispatch timeout,
+    /// then its store writes, each bounded by the [store
+    /// timeout](SchedulerConfig::store_timeout)); and pending alarms stay in the store for the
     /// next scheduler. Returns once it has stopped; calling it again returns at once.
     pub async fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
         let (reply, stopped) = oneshot::channel();
         if self.commands.send(Command::Shutdown(reply)).is_ok() {
             let _ = stopped.await;
@@ -338,6 +377,9 @@ struct Actor {
     loaded_until: Option<SystemTime>,
     next_load: SystemTime,
     loading: bool,
+    /// The load and sweep under way, stopped with the scheduler.
+    load_task: Option<AbortHandle>,
+    sweep_task: Option<AbortHandle>,
     next_sweep: Option<SystemTime>,
     sweeping: bool,
     in_flight: usize,
@@ -362,6 +404,15 @@ impl Actor {
     ) {
         let clock = self.shared.config.clock.clone();
         loop {
+            if self.stopping.is_some() {
+                // Neither a load nor a sweep outlives the scheduler, however stalled its store.
+                for task in [self.load_task.take(), self.sweep_task.take()]
+                    .into_iter()
+                    .flatten()
+                {
+                    task.abort();
+                }
+            }
             if let Some(waiters) = &mut self.stopping
                 && self.in_flight == 0
             {
@@ -371,11 +422,12 @@ impl Actor {
                 break;
             }
             let running = self.stopping.is_none();
+            let has_room = self.in_flight < self.shared.config.max_concurrent_deliveries;
             let fire = self
                 .queue
                 .first()
-                .filter(|_| running)
-                .map(|(due, _)| clock.sleep_until(*due));
+                .filter(|_| running && has_room)
+                .map(|(at, _)| clock.sleep_until(*at));
             let load = (running && !self.loading).then(|| clock.sleep_until(self.next_load));
             let sweep = self
                 .next_sweep
@@ -387,7 +439,10 @@ impl Actor {
                 command = inbox.recv(), if running => match command {
                     Some(command) => self.on_command(command),
                     // Every handle is gone: stop as if asked to.
-                    None => self.stopping = Some(Vec::new()),
+                    None => {
+                        self.shared.stopping.store(true, Ordering::SeqCst);
+                        self.stopping = Some(Vec::new());
+                    }
                 },
                 () = wait(fire) => self.fire_due(),
                 () = wait(load) => self.start_load(),
@@ -430,25 +485,27 @@ impl Actor {
                 let _ = reply.send(self.entries.len());
             }
             Command::Shutdown(reply) => {
+                self.shared.stopping.store(true, Ordering::SeqCst);
                 self.stopping = Some(vec![reply]);
             }
         }
     }
 
-    /// Arms `alarm` at its due time, unless it is held already (armed or being delivered).
+    /// Arms `alarm` to be claimed [`claim_ahead`](SchedulerConfig::claim_ahead) of its due
+    /// time, unless it is held already (armed or being delivered).
     fn arm(&mut self, alarm: Alarm) {
         let id = alarm.id().to_owned();
         if self.entries.contains_key(&id) {
             return;
         }
-        let due = alarm.due;
-        self.queue.insert((due, id.clone()));
+        let at = self.shared.claim_time(alarm.due);
+        self.queue.insert((at, id.clone()));
         self.generations += 1;
         self.entries.insert(
             id,
             Entry {
                 alarm,
-                state: State::Armed(due),
+                state: State::Armed(at),
                 generation: self.generations,
                 replacement: None,
             },
@@ -467,6 +524,7 @@ impl Actor {
         match report {
             Report::Loaded { until, alarms } => {
                 self.loading = false;
+                self.load_task = None;
                 match alarms {
                     Ok(alarms) => {
                         self.loaded_until = Some(self.loaded_until.map_or(until, |u| u.max(until)));
@@ -484,6 +542,7 @@ impl Actor {
             }
             Report::Swept(alarms) => {
                 self.sweeping = false;
+                self.sweep_task = None;
                 match alarms {
                     Ok(alarms) => {
                         for alarm in alarms {
@@ -549,10 +608,11 @@ impl Actor {
         }
     }
 
+    /// Starts the deliveries whose claim time has come, in order, while there is room.
     fn fire_due(&mut self) {
         let now = self.shared.config.clock.now();
         while let Some((due, _)) = self.queue.first() {
-            if *due > now {
+            if *due > now || self.in_flight >= self.shared.config.max_concurrent_deliveries {
                 break;
             }
             let Some((due, id)) = self.queue.pop_first() else {
@@ -592,10 +652,11 @@ impl Actor {
         self.next_load = now + config.window;
         let (min, max) = config.load_backoff;
         let store = self.shared.store.clone();
+        let timeout = config.store_timeout;
         let reports = self.reports.clone();
         tracing::debug!(?from, ?until, "loading alarms");
-        tokio::spawn(async move {
-            let alarms = (|| store.load(from, until))
+        let task = tokio::spawn(async move {
+            let alarms = (|| bounded(timeout, store.load(from, until)))
                 .retry(
                     ExponentialBuilder::default()
                         .with_min_delay(min)
@@ -603,7 +664,7 @@ impl Actor {
                         .with_jitter()
                         .without_max_times(),
                 )
-                .notify(|error: &AlarmStoreError, delay| {
+                .notify(|error: &StoreCallError, delay| {
                     tracing::warn!(
                         error = ?error,
                         retry_in = ?delay,
@@ -613,6 +674,7 @@ impl Actor {
                 .await;
             let _ = reports.send(Report::Loaded { until, alarms });
         });
+        self.load_task = Some(task.abort_handle());
     }
 
     /// Looks for overdue alarms this scheduler does not hold: saved or retried by another node
@@ -623,10 +685,12 @@ impl Actor {
         self.next_sweep = config.sweep_interval.map(|every| now + every);
         self.sweeping = true;
         let store = self.shared.store.clone();
+        let timeout = config.store_timeout;
         let reports = self.reports.clone();
-        tokio::spawn(async move {
-            let alarms = store.load(None, now).await;
+        let task = tokio::spawn(async move {
+            let alarms = bounded(timeout, store.load(None, now)).await;
             let _ = reports.send(Report::Swept(alarms));
         });
+        self.sweep_task = Some(task.abort_handle());
     }
 }

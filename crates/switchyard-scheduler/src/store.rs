@@ -24,6 +24,11 @@ pub struct Alarm {
     pub aggregate_id: String,
     /// When it is due. Stores keep at least microsecond precision.
     pub due: SystemTime,
+    /// How many deliveries were started: 0 when scheduled, and 1 more with each successful
+    /// [`claim`](AlarmStore::claim), counted durably by the store before the delivery starts, so
+    /// a delivery cut short by a crash still counts. [`save`](AlarmStore::save) stores the value
+    /// given; [`reschedule`](AlarmStore::reschedule) keeps it.
+    pub attempts: u32,
 }
 
 impl Alarm {
@@ -69,20 +74,33 @@ pub trait AlarmStore: Send + Sync {
     fn save(&self, alarm: Alarm) -> BoxFuture<'_, Result<Message, AlarmStoreError>>;
 
     /// The alarms due in `[from, until)` (from the beginning when `from` is `None`), by due time,
-    /// leased or not.
+    /// leased or not. An alarm that cannot be read back is left out (and reported through
+    /// `tracing` with its id), so one unreadable row never stops the others from loading.
     fn load(
         &self,
         from: Option<SystemTime>,
         until: SystemTime,
     ) -> BoxFuture<'_, Result<Vec<Alarm>, AlarmStoreError>>;
 
-    /// Claims alarm `id` for `holder` until `lease_until`, if it is due at `now` and no other
-    /// holder's lease is live at `now`. A holder may claim again what it holds.
+    /// Claims alarm `id` for `holder` until `lease_until`, if it is due by `due_by` and no other
+    /// holder's lease is live at `now`, and counts one more attempt
+    /// ([`Alarm::attempts`]) in the same durable write. A holder may claim again what it holds
+    /// (which counts again).
+    ///
+    /// `due_by` is at or after `now`: the scheduler claims a little ahead of the due time, so
+    /// that at the due time the message goes out at once. The claimed alarm carries the new
+    /// count.
+    ///
+    /// # Errors
+    ///
+    /// [`AlarmStoreError::Corrupt`] when the stored alarm cannot be read back: then nothing is
+    /// written (no lease, no attempt counted), and the row stays for an operator to look at.
     fn claim<'a>(
         &'a self,
         id: &'a str,
         holder: &'a str,
         now: SystemTime,
+        due_by: SystemTime,
         lease_until: SystemTime,
     ) -> BoxFuture<'a, Result<Claim, AlarmStoreError>>;
 
@@ -95,8 +113,8 @@ pub trait AlarmStore: Send + Sync {
         lease_until: SystemTime,
     ) -> BoxFuture<'a, Result<bool, AlarmStoreError>>;
 
-    /// Moves alarm `id` to `due` with `message` (a retry), and releases the lease. `false`, with
-    /// nothing changed, when `holder` does not hold the alarm.
+    /// Moves alarm `id` to `due` with `message` (a retry), and releases the lease; its attempts
+    /// stay counted. `false`, with nothing changed, when `holder` does not hold the alarm.
     fn reschedule<'a>(
         &'a self,
         id: &'a str,
@@ -141,9 +159,10 @@ impl<S: AlarmStore + ?Sized> AlarmStore for std::sync::Arc<S> {
         id: &'a str,
         holder: &'a str,
         now: SystemTime,
+        due_by: SystemTime,
         lease_until: SystemTime,
     ) -> BoxFuture<'a, Result<Claim, AlarmStoreError>> {
-        (**self).claim(id, holder, now, lease_until)
+        (**self).claim(id, holder, now, due_by, lease_until)
     }
 
     fn renew<'a>(

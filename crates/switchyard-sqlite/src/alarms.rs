@@ -4,6 +4,11 @@
 //! one step of the only writer: two schedulers racing for an alarm cannot both get the lease.
 //! Windows are read on reader threads. Messages are stored encoded by the messaging codec,
 //! times as microseconds since the Unix epoch.
+//!
+//! An alarm whose message cannot be decoded (a poison row) is left in the table for an operator:
+//! loads skip it and report its id through `tracing`, and a claim answers
+//! [`AlarmStoreError::Corrupt`] without taking the lease or counting an attempt. Cancelling it
+//! by id or aggregate removes it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,6 +55,11 @@ fn encode(message: &Message) -> Result<Vec<u8>, AlarmStoreError> {
     message.to_bytes().map_err(AlarmStoreError::backend)
 }
 
+/// An attempt count as stored; a negative one (written by hand) counts as none.
+fn attempts(stored: i64) -> u32 {
+    u32::try_from(stored.max(0)).unwrap_or(u32::MAX)
+}
+
 fn decode(id: &str, bytes: &[u8]) -> Result<Message, AlarmStoreError> {
     Message::from_bytes(bytes).map_err(|error| AlarmStoreError::Corrupt {
         id: id.to_owned(),
@@ -76,11 +86,13 @@ struct Stored {
     message: Vec<u8>,
     holder: Option<String>,
     lease_until: Option<i64>,
+    attempts: i64,
 }
 
 fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<Stored>> {
     conn.prepare_cached(
-        "SELECT aggregate_id, due, message, holder, lease_until FROM alarms WHERE id = ?1",
+        "SELECT aggregate_id, due, message, holder, lease_until, attempts
+         FROM alarms WHERE id = ?1",
     )?
     .query_row([id], |row| {
         Ok(Stored {
@@ -89,6 +101,7 @@ fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<Stored>> {
             message: row.get(2)?,
             holder: row.get(3)?,
             lease_until: row.get(4)?,
+            attempts: row.get(5)?,
         })
     })
     .optional()
@@ -98,8 +111,7 @@ fn claim_in(
     conn: &Connection,
     id: &str,
     holder: &str,
-    now: i64,
-    lease_until: i64,
+    (now, due_by, lease_until): (i64, i64, i64),
 ) -> rusqlite::Result<Result<Claim, AlarmStoreError>> {
     let Some(Stored {
         aggregate_id,
@@ -107,11 +119,12 @@ fn claim_in(
         message,
         holder: held_by,
         lease_until: held_until,
+        attempts: counted,
     }) = find(conn, id)?
     else {
         return Ok(Ok(Claim::Gone));
     };
-    if due > now {
+    if due > due_by {
         return Ok(Ok(Claim::NotDue(time(due))));
     }
     if let (Some(other), Some(until)) = (held_by, held_until)
@@ -128,12 +141,16 @@ fn claim_in(
         Ok(message) => message,
         Err(error) => return Ok(Err(error)),
     };
-    conn.prepare_cached("UPDATE alarms SET holder = ?2, lease_until = ?3 WHERE id = ?1")?
-        .execute(params![id, holder, lease_until])?;
+    let counted = counted.max(0).saturating_add(1);
+    conn.prepare_cached(
+        "UPDATE alarms SET holder = ?2, lease_until = ?3, attempts = ?4 WHERE id = ?1",
+    )?
+    .execute(params![id, holder, lease_until, counted])?;
     Ok(Ok(Claim::Claimed(Alarm {
         message,
         aggregate_id,
         due: time(due),
+        attempts: attempts(counted),
     })))
 }
 
@@ -144,15 +161,18 @@ impl AlarmStore for SqliteStore {
             let id = alarm.id().to_owned();
             let aggregate_id = alarm.aggregate_id;
             let due = micros(alarm.due);
+            let counted = i64::from(alarm.attempts);
             self.write_alarm(move |conn| {
                 conn.prepare_cached(
-                    "INSERT INTO alarms (id, aggregate_id, due, message, holder, lease_until)
-                     VALUES (?1, ?2, ?3, ?4, NULL, NULL)
+                    "INSERT INTO alarms
+                         (id, aggregate_id, due, message, holder, lease_until, attempts)
+                     VALUES (?1, ?2, ?3, ?4, NULL, NULL, ?5)
                      ON CONFLICT (id) DO UPDATE SET
                          aggregate_id = excluded.aggregate_id, due = excluded.due,
-                         message = excluded.message, holder = NULL, lease_until = NULL",
+                         message = excluded.message, holder = NULL, lease_until = NULL,
+                         attempts = excluded.attempts",
                 )?
-                .execute(params![id, aggregate_id, due, bytes])
+                .execute(params![id, aggregate_id, due, bytes, counted])
                 .map(|_| Ok(()))
             })
             .await?;
@@ -173,7 +193,7 @@ impl AlarmStore for SqliteStore {
                 .read(move |conn| -> Result<Vec<Alarm>, AlarmStoreError> {
                     let mut statement = conn
                         .prepare_cached(
-                            "SELECT id, aggregate_id, due, message FROM alarms
+                            "SELECT id, aggregate_id, due, message, attempts FROM alarms
                              WHERE due >= ?1 AND due < ?2 ORDER BY due, id",
                         )
                         .map_err(backend)?;
@@ -203,6 +223,7 @@ impl AlarmStore for SqliteStore {
                             message,
                             aggregate_id: row.get(1).map_err(backend)?,
                             due: time(row.get(2).map_err(backend)?),
+                            attempts: attempts(row.get(4).map_err(backend)?),
                         });
                     }
                     Ok(alarms)
@@ -218,11 +239,12 @@ impl AlarmStore for SqliteStore {
         id: &'a str,
         holder: &'a str,
         now: SystemTime,
+        due_by: SystemTime,
         lease_until: SystemTime,
     ) -> BoxFuture<'a, Result<Claim, AlarmStoreError>> {
         let (id, holder) = (id.to_owned(), holder.to_owned());
-        let (now, lease_until) = (micros(now), micros(lease_until));
-        self.write_alarm(move |conn| claim_in(conn, &id, &holder, now, lease_until))
+        let times = (micros(now), micros(due_by), micros(lease_until));
+        self.write_alarm(move |conn| claim_in(conn, &id, &holder, times))
             .boxed()
     }
 

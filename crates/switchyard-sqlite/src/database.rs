@@ -13,6 +13,10 @@ const APPLICATION_ID: i64 = 0x5357_5944;
 const MIGRATIONS: &[(&str, &str)] = &[
     ("0001_events", include_str!("../migrations/0001_events.sql")),
     ("0002_alarms", include_str!("../migrations/0002_alarms.sql")),
+    (
+        "0003_alarm_attempts",
+        include_str!("../migrations/0003_alarm_attempts.sql"),
+    ),
 ];
 
 /// Opens the writer's connection to a file, in WAL mode, and brings its schema up to date.

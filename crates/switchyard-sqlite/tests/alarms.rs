@@ -223,6 +223,7 @@ async fn an_unreadable_alarm_does_not_stop_the_others_from_loading() {
                 message: Message::new("remind").with_id(id),
                 aggregate_id: "agg".into(),
                 due,
+                attempts: 0,
             })
             .await
             .unwrap();

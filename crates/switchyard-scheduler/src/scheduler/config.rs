@@ -30,6 +30,9 @@ pub struct SchedulerConfig {
     pub(crate) failure_delay: Duration,
     pub(crate) sweep_interval: Option<Duration>,
     pub(crate) load_backoff: (Duration, Duration),
+    pub(crate) claim_ahead: Duration,
+    pub(crate) store_timeout: Duration,
+    pub(crate) max_concurrent_deliveries: usize,
     pub(crate) retry_policy: RetryPolicy,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -43,6 +46,23 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(6 * 60 * 60);
 /// long for another node.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
+/// Fifty milliseconds: a claim is one durable write (a synced commit on SQLite, a round trip on
+/// PostgreSQL), a few milliseconds even under load, so claiming this far ahead has the lease in
+/// hand at the due time, and the message goes out at once instead of after that write. Short
+/// enough that a node holds few alarms it is only waiting on.
+pub const DEFAULT_CLAIM_AHEAD: Duration = Duration::from_millis(50);
+
+/// Ten seconds: far beyond a healthy store's answer, so it only cuts off a stalled one, which
+/// would otherwise hold a delivery (and [`Scheduler::shutdown`](crate::Scheduler::shutdown))
+/// forever.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// 1,024 deliveries at a time: each is a task holding a message and a dispatch, cheap enough
+/// that a thousand cost little memory, while a burst of a hundred thousand due at once (a
+/// restart after a long stop) neither floods the node's services nor the store with claims. The
+/// rest stay armed and start as deliveries end.
+pub const DEFAULT_MAX_CONCURRENT_DELIVERIES: usize = 1_024;
+
 impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
@@ -53,6 +73,9 @@ impl Default for SchedulerConfig {
             failure_delay: Duration::from_secs(10),
             sweep_interval: Some(Duration::from_secs(60)),
             load_backoff: (Duration::from_millis(100), Duration::from_secs(60)),
+            claim_ahead: DEFAULT_CLAIM_AHEAD,
+            store_timeout: DEFAULT_STORE_TIMEOUT,
+            max_concurrent_deliveries: DEFAULT_MAX_CONCURRENT_DELIVERIES,
             retry_policy: RetryPolicy::Never,
             clock: Arc::new(SystemClock),
         }
@@ -109,6 +132,34 @@ impl SchedulerConfig {
         self
     }
 
+    /// How long before its due time an alarm is claimed (default [`DEFAULT_CLAIM_AHEAD`]): the
+    /// lease is taken (a durable write) this far ahead, so at the due time the message is
+    /// dispatched at once. The message never goes out before its due time; the lease covers the
+    /// wait as well as the delivery. Zero claims at the due time.
+    pub fn claim_ahead(mut self, lead: Duration) -> Self {
+        self.claim_ahead = lead;
+        self
+    }
+
+    /// How long the scheduler waits for any one store call (default
+    /// [`DEFAULT_STORE_TIMEOUT`]): a call that takes longer counts as failed (a load or sweep
+    /// is tried again, a delivery's write as when the store fails, and
+    /// [`schedule`](crate::Scheduler::schedule) and the cancels answer
+    /// [`ScheduleError::StoreTimedOut`](crate::ScheduleError::StoreTimedOut)), so a stalled
+    /// store never holds a delivery, or [`shutdown`](crate::Scheduler::shutdown), forever.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// The most deliveries under way at once, counting those claimed and waiting for their due
+    /// time (default [`DEFAULT_MAX_CONCURRENT_DELIVERIES`]; at least 1). Alarms due beyond it
+    /// stay armed and start, in due order, as deliveries end.
+    pub fn max_concurrent_deliveries(mut self, limit: usize) -> Self {
+        self.max_concurrent_deliveries = limit;
+        self
+    }
+
     /// What to do after a delivery (default [`RetryPolicy::Never`]).
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry_policy = policy;
@@ -137,6 +188,9 @@ impl fmt::Debug for SchedulerConfig {
             .field("failure_delay", &self.failure_delay)
             .field("sweep_interval", &self.sweep_interval)
             .field("load_backoff", &self.load_backoff)
+            .field("claim_ahead", &self.claim_ahead)
+            .field("store_timeout", &self.store_timeout)
+            .field("max_concurrent_deliveries", &self.max_concurrent_deliveries)
             .field("retry_policy", &self.retry_policy)
             .finish_non_exhaustive()
     }

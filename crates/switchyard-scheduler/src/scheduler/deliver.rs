@@ -1,5 +1,6 @@
-//! One delivery: claim the alarm, dispatch its message while renewing the lease, ask the retry
-//! policy, and delete or reschedule the alarm.
+//! One delivery: claim the alarm (a little ahead of its due time), wait for the due time,
+//! dispatch its message while renewing the lease, ask the retry policy, and delete or
+//! reschedule the alarm. Every store call is bounded by the store timeout.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -11,6 +12,7 @@ use switchyard_messaging::{DispatchOptions, Message};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
+use super::error::{StoreCallError, bounded};
 use super::{Report, Shared};
 use crate::assigns;
 use crate::retry::Decision;
@@ -25,7 +27,7 @@ pub const DELIVERY_SPAN: &str = "switchyard.scheduler.deliver";
 pub(super) enum After {
     /// Delivered for good, cancelled, or taken over by another node: forget it.
     Gone,
-    /// Try it again at `at` (with the stored alarm, when it changed).
+    /// Claim it again at `at` (with the stored alarm, when it changed).
     Rearm {
         at: SystemTime,
         alarm: Option<Alarm>,
@@ -74,11 +76,13 @@ async fn deliver(shared: Arc<Shared>, armed: Alarm) -> After {
     let clock = &config.clock;
     let id = armed.id().to_owned();
     let now = clock.now();
+    // Claimed ahead, the lease must cover the wait for the due time (at most until `due_by`) as
+    // well as the delivery.
+    let due_by = now + config.claim_ahead;
     let claim = shared
         .store
-        .claim(&id, &shared.holder, now, now + config.lease)
-        .await;
-    let alarm = match claim {
+        .claim(&id, &shared.holder, now, due_by, due_by + config.lease);
+    let alarm = match bounded(config.store_timeout, claim).await {
         Ok(Claim::Claimed(alarm)) => alarm,
         Ok(Claim::Held(lease)) => {
             return After::Rearm {
@@ -88,11 +92,17 @@ async fn deliver(shared: Arc<Shared>, armed: Alarm) -> After {
         }
         Ok(Claim::NotDue(due)) => {
             return After::Rearm {
-                at: due,
+                at: shared.claim_time(due),
                 alarm: None,
             };
         }
         Ok(Claim::Gone) => return After::Gone,
+        Err(StoreCallError::Store(error @ AlarmStoreError::Corrupt { .. })) => {
+            // A poison row: trying again would fail again. It stays in the store for an
+            // operator (cancel it by id), and this scheduler forgets it.
+            tracing::error!(alarm = %id, %error, "an alarm cannot be read back; it is left in the store and not delivered");
+            return After::Gone;
+        }
         Err(error) => {
             tracing::warn!(alarm = %id, error = ?error, "claiming an alarm failed");
             return After::Rearm {
@@ -102,7 +112,24 @@ async fn deliver(shared: Arc<Shared>, armed: Alarm) -> After {
         }
     };
 
-    let attempt = assigns::dispatch_attempts(&alarm.message).saturating_add(1);
+    // Counted by the claim, durably: a delivery cut short by a crash counts too.
+    let attempt = alarm.attempts;
+    if let Some(most) = config.retry_policy.max_attempts()
+        && attempt > most
+    {
+        // Earlier attempts never finished (their node died during each, say): the policy's
+        // limit applies to them as to answered ones, or such a message is retried forever.
+        tracing::error!(
+            alarm = %id,
+            attempts = attempt - 1,
+            max_attempts = most,
+            "an alarm used up its attempts without an answer (a delivery cut short each time); it is dropped"
+        );
+        return finish(&shared, &id).await;
+    }
+    // Claimed ahead: never deliver before the due time.
+    clock.sleep_until(alarm.due).await;
+    let now = clock.now();
     let late = now
         .duration_since(alarm.due)
         .is_ok_and(|by| by > config.late_tolerance);
@@ -163,7 +190,8 @@ async fn renewing(shared: &Shared, id: &str, dispatch: impl Future<Output = Mess
         tokio::select! {
             reply = &mut dispatch => return reply,
             () = clock.sleep_until(renew_at) => {
-                match shared.store.renew(id, &shared.holder, clock.now() + lease).await {
+                let renew = shared.store.renew(id, &shared.holder, clock.now() + lease);
+                match bounded(shared.config.store_timeout, renew).await {
                     Ok(true) => {}
                     Ok(false) => tracing::warn!("the lease of an alarm under delivery was lost"),
                     Err(error) => tracing::warn!(error = ?error, "renewing a lease failed"),
@@ -191,7 +219,8 @@ fn redelivery(sent: &Message, returned: &Message) -> Message {
 }
 
 async fn finish(shared: &Shared, id: &str) -> After {
-    let deleted = (|| shared.store.delete(id, &shared.holder))
+    let timeout = shared.config.store_timeout;
+    let deleted = (|| bounded(timeout, shared.store.delete(id, &shared.holder)))
         .retry(finish_backoff())
         .await;
     match deleted {
@@ -211,20 +240,23 @@ async fn finish(shared: &Shared, id: &str) -> After {
 
 async fn retry_later(shared: &Shared, alarm: Alarm, next: Message, due: SystemTime) -> After {
     let id = alarm.id().to_owned();
-    let rescheduled: Result<bool, AlarmStoreError> = (|| {
-        shared
+    let timeout = shared.config.store_timeout;
+    let rescheduled: Result<bool, StoreCallError> = (|| {
+        let reschedule = shared
             .store
-            .reschedule(&id, &shared.holder, due, next.clone())
+            .reschedule(&id, &shared.holder, due, next.clone());
+        bounded(timeout, reschedule)
     })
     .retry(finish_backoff())
     .await;
     match rescheduled {
         Ok(true) => After::Rearm {
-            at: due,
+            at: shared.claim_time(due),
             alarm: Some(Alarm {
                 message: next,
                 aggregate_id: alarm.aggregate_id,
                 due,
+                attempts: alarm.attempts,
             }),
         },
         Ok(false) => {

@@ -22,6 +22,12 @@ pub enum ConfigError {
     /// The window must not be zero.
     #[error("the window must be longer than zero")]
     EmptyWindow,
+    /// At least one delivery must be allowed at a time, and the store timeout must not be zero.
+    #[error("the {setting} must be more than zero")]
+    Zero {
+        /// Which setting.
+        setting: &'static str,
+    },
     /// A duration is beyond what the scheduler can add to a clock reading; keep settings
     /// under a hundred years.
     #[error("the {setting} ({value:?}) is too long; keep it under a hundred years")]
@@ -40,15 +46,59 @@ pub enum ScheduleError {
     /// The store failed; the alarm was not saved (or cancelled). Retrying later may succeed.
     #[error("alarm store failed")]
     Store(#[from] AlarmStoreError),
-    /// The scheduler was shut down; nothing was saved.
+    /// The scheduler was shut down (or its shutdown has begun); nothing was saved. Schedule
+    /// through a running scheduler.
     #[error("scheduler stopped")]
     Stopped,
+    /// The store did not answer within
+    /// [`SchedulerConfig::store_timeout`](crate::SchedulerConfig::store_timeout): the alarm may
+    /// or may not be saved (or cancelled). Scheduling it again with the same message id
+    /// replaces it, and cancelling again is harmless.
+    #[error("the alarm store did not answer within {after:?}")]
+    StoreTimedOut {
+        /// The timeout.
+        after: Duration,
+    },
     /// `When::In` asked for a time no clock can read; nothing was saved.
     #[error("an alarm {delay:?} from now is beyond any clock; schedule it within a hundred years")]
     TooFar {
         /// The delay asked for.
         delay: Duration,
     },
+}
+
+/// A store call made by the scheduler failed or took longer than the store timeout.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreCallError {
+    /// The store answered with an error.
+    #[error(transparent)]
+    Store(#[from] AlarmStoreError),
+    /// The store did not answer in time; the call may or may not have taken effect.
+    #[error("the alarm store did not answer within {after:?}")]
+    TimedOut {
+        /// The timeout.
+        after: Duration,
+    },
+}
+
+impl From<StoreCallError> for ScheduleError {
+    fn from(error: StoreCallError) -> Self {
+        match error {
+            StoreCallError::Store(error) => Self::Store(error),
+            StoreCallError::TimedOut { after } => Self::StoreTimedOut { after },
+        }
+    }
+}
+
+/// Runs `call`, a store call, for at most `after`.
+pub(crate) async fn bounded<T>(
+    after: Duration,
+    call: impl std::future::Future<Output = Result<T, AlarmStoreError>>,
+) -> Result<T, StoreCallError> {
+    match tokio::time::timeout(after, call).await {
+        Ok(answer) => answer.map_err(StoreCallError::Store),
+        Err(_elapsed) => Err(StoreCallError::TimedOut { after }),
+    }
 }
 
 /// The longest duration the scheduler adds to a clock reading: a hundred years.

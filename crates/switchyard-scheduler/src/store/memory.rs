@@ -25,7 +25,8 @@ use super::{Alarm, AlarmStore, AlarmStoreError, Claim, Lease};
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemoryAlarmStore::new();
 /// let due = SystemTime::now() + Duration::from_secs(60);
-/// store.save(Alarm { message: Message::new("remind"), aggregate_id: "a-1".into(), due }).await?;
+/// let message = Message::new("remind");
+/// store.save(Alarm { message, aggregate_id: "a-1".into(), due, attempts: 0 }).await?;
 /// assert_eq!(store.load(None, due + Duration::from_secs(1)).await?.len(), 1);
 /// # Ok::<_, switchyard_scheduler::store::AlarmStoreError>(())
 /// # }).unwrap();
@@ -124,6 +125,7 @@ impl AlarmStore for MemoryAlarmStore {
         id: &'a str,
         holder: &'a str,
         now: SystemTime,
+        due_by: SystemTime,
         lease_until: SystemTime,
     ) -> BoxFuture<'a, Result<Claim, AlarmStoreError>> {
         async move {
@@ -131,7 +133,7 @@ impl AlarmStore for MemoryAlarmStore {
             let Some(entry) = inner.alarms.get_mut(id) else {
                 return Ok(Claim::Gone);
             };
-            if entry.alarm.due > now {
+            if entry.alarm.due > due_by {
                 return Ok(Claim::NotDue(entry.alarm.due));
             }
             if let Some(lease) = &entry.lease
@@ -144,6 +146,7 @@ impl AlarmStore for MemoryAlarmStore {
                 holder: holder.to_owned(),
                 until: lease_until,
             });
+            entry.alarm.attempts = entry.alarm.attempts.saturating_add(1);
             Ok(Claim::Claimed(entry.alarm.clone()))
         }
         .boxed()

@@ -607,13 +607,13 @@ async fn durations_beyond_any_clock_are_refused_or_bounded() {
 
 /// A node whose `gated` service reports each delivery's `dispatch_at` as it starts, then waits
 /// for a permit on `release` before answering: a delivery held open for as long as a test needs.
-struct Gated {
-    node: switchyard_messaging::Node,
-    started: tokio::sync::mpsc::UnboundedReceiver<Option<SystemTime>>,
-    release: Arc<tokio::sync::Semaphore>,
+pub(crate) struct Gated {
+    pub(crate) node: switchyard_messaging::Node,
+    pub(crate) started: tokio::sync::mpsc::UnboundedReceiver<Option<SystemTime>>,
+    pub(crate) release: Arc<tokio::sync::Semaphore>,
 }
 
-fn gated(name: &str) -> Gated {
+pub(crate) fn gated(name: &str) -> Gated {
     let node = switchyard_messaging::Node::new(name);
     let (started_tx, started) = tokio::sync::mpsc::unbounded_channel();
     let release = Arc::new(tokio::sync::Semaphore::new(0));
@@ -637,4 +637,172 @@ fn gated(name: &str) -> Gated {
         started,
         release,
     }
+}
+
+/// Saves alarm `id` due at `t0()` straight into `store`, and has `dead` (a node that then dies
+/// mid-delivery) claim it at `at`, for 30 s.
+async fn claimed_by_a_dead_node(store: &MemoryAlarmStore, id: &str, dead: &str, at: SystemTime) {
+    use switchyard_scheduler::store::{Alarm, Claim};
+    if store.is_empty() {
+        store
+            .save(Alarm {
+                message: Message::new("record")
+                    .with_id(id)
+                    .assign(assigns::DISPATCH_ATTEMPTS, &0_u32),
+                aggregate_id: "a".into(),
+                due: t0(),
+                attempts: 0,
+            })
+            .await
+            .unwrap();
+    }
+    let lease = at + Duration::from_secs(30);
+    let claim = store.claim(id, dead, at, at, lease).await.unwrap();
+    assert!(matches!(claim, Claim::Claimed(_)), "{claim:?}");
+}
+
+/// A node that dies mid-delivery has started an attempt all the same: the next delivery, once
+/// its lease lapsed, is the second.
+#[tokio::test]
+async fn an_attempt_cut_short_by_a_crash_counts() {
+    init_tracing();
+    let clock = ManualClock::new(t0());
+    let store = MemoryAlarmStore::new();
+    claimed_by_a_dead_node(&store, "m", "dead-node", t0()).await;
+    let (node, mut received) = recording_node("survivor");
+    let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
+    nothing(&mut received).await;
+    clock.advance(Duration::from_secs(30));
+    let got = next(&mut received).await;
+    assert_eq!(got.message.id(), "m");
+    assert_eq!(assigns::dispatch_attempts(&got.message), 2);
+    eventually("done", || {
+        let store = store.clone();
+        async move { store.is_empty() }
+    })
+    .await;
+    scheduler.shutdown().await;
+}
+
+/// A message whose deliveries never finish (it kills its node, say) is not tried beyond the
+/// policy's `max_attempts`: it is dropped instead of retried forever.
+#[tokio::test]
+async fn an_alarm_whose_deliveries_never_finish_is_dropped_at_max_attempts() {
+    init_tracing();
+    let clock = ManualClock::new(t0() + Duration::from_secs(60));
+    let store = MemoryAlarmStore::new();
+    claimed_by_a_dead_node(&store, "m", "dead-a", t0()).await;
+    claimed_by_a_dead_node(&store, "m", "dead-b", t0() + Duration::from_secs(30)).await;
+    let (node, mut received) = recording_node("third");
+    let policy = RetryPolicy::Fixed {
+        delay: Duration::from_secs(1),
+        max_attempts: 2,
+    };
+    let scheduler =
+        Scheduler::start(node, store.clone(), config(&clock).retry_policy(policy)).unwrap();
+    eventually("dropped", || {
+        let store = store.clone();
+        async move { store.is_empty() }
+    })
+    .await;
+    nothing(&mut received).await;
+    scheduler.shutdown().await;
+}
+
+/// The lease is taken `claim_ahead` before the due time, so at the due time the message goes
+/// out without waiting for a store write; it still never goes out before its time.
+#[tokio::test]
+async fn an_alarm_is_claimed_ahead_of_its_time_and_dispatched_at_it() {
+    init_tracing();
+    let clock = ManualClock::new(t0());
+    let (node, mut received) = recording_node("ahead");
+    let store = TestStore::default();
+    let scheduler = Scheduler::start(
+        node,
+        store.clone(),
+        config(&clock).claim_ahead(Duration::from_secs(1)),
+    )
+    .unwrap();
+    eventually("first load", || async { store.loads().len() == 1 }).await;
+    let due = t0() + Duration::from_secs(10);
+    scheduler
+        .schedule(Message::new("record").with_id("m"), "a", When::At(due))
+        .await
+        .unwrap();
+    clock.set(due - Duration::from_millis(500));
+    eventually("claimed ahead", || async { store.granted().len() == 1 }).await;
+    let granted = &store.granted()[0];
+    assert!(granted.now < due, "claimed at {:?}", granted.now);
+    assert!(
+        granted.lease_until >= due + switchyard_messaging::DEFAULT_TIMEOUT,
+        "the lease covers the wait and the dispatch: {:?}",
+        granted.lease_until
+    );
+    nothing(&mut received).await;
+    clock.set(due);
+    let got = next(&mut received).await;
+    assert_eq!(assigns::dispatch_at(&got.message), Some(due));
+    assert_eq!(assigns::dispatch_attempts(&got.message), 1);
+    assert!(!assigns::is_late(&got.message));
+    assert_eq!(store.granted().len(), 1, "no second claim at the due time");
+    scheduler.shutdown().await;
+}
+
+/// A burst of due alarms starts at most `max_concurrent_deliveries` at once; the rest start as
+/// deliveries end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_due_alarms_runs_at_most_the_limit_at_once() {
+    init_tracing();
+    const LIMIT: usize = 4;
+    const BURST: usize = 20;
+    let clock = ManualClock::new(t0());
+    let Gated {
+        node,
+        mut started,
+        release,
+    } = gated("burst");
+    let store = MemoryAlarmStore::new();
+    let scheduler = Scheduler::start(
+        node,
+        store.clone(),
+        config(&clock).max_concurrent_deliveries(LIMIT),
+    )
+    .unwrap();
+    for n in 0..BURST {
+        scheduler
+            .schedule(
+                Message::new("gated").with_id(format!("burst-{n:02}")),
+                "a",
+                When::At(t0()),
+            )
+            .await
+            .unwrap();
+    }
+    let mut running = 0;
+    let mut done = 0;
+    while done < BURST {
+        // Whatever can start does; then nothing more until a delivery ends.
+        while running < LIMIT.min(BURST - done) {
+            tokio::time::timeout(Duration::from_secs(10), started.recv())
+                .await
+                .expect("a free slot starts the next delivery")
+                .unwrap();
+            running += 1;
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), started.recv())
+                .await
+                .is_err(),
+            "more than {LIMIT} deliveries at once"
+        );
+        release.add_permits(1);
+        running -= 1;
+        done += 1;
+    }
+    eventually("all delivered", || {
+        let store = store.clone();
+        async move { store.is_empty() }
+    })
+    .await;
+    scheduler.shutdown().await;
 }

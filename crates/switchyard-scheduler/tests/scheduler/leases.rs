@@ -2,14 +2,13 @@
 //! scheduler dies the other delivers what it left, once its leases lapse.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use switchyard_messaging::{Message, Router};
-use switchyard_scheduler::store::MemoryAlarmStore;
-use switchyard_scheduler::{ManualClock, Scheduler, SchedulerConfig, When};
+use switchyard_messaging::{Message, Node, Router};
+use switchyard_scheduler::{Clock, ManualClock, Scheduler, SchedulerConfig, When};
 use tokio::sync::mpsc;
 
-use crate::support::{Received, init_tracing, recording_node_to, t0};
+use crate::support::{Granted, TestStore, init_tracing, t0};
 
 const ALARMS: u64 = 1_000;
 /// Alarms node a holds, hanging, when it dies.
@@ -21,11 +20,62 @@ fn config(clock: &ManualClock) -> SchedulerConfig {
         .sweep_interval(Some(Duration::from_secs(10)))
 }
 
-fn record(deliveries: &mut HashMap<String, Vec<String>>, got: Received) {
-    deliveries
-        .entry(got.message.id().to_owned())
-        .or_default()
-        .push(got.node);
+/// A delivery as a service saw it: which alarm, on which node, at what time by the clock.
+#[derive(Clone, Debug)]
+struct Delivery {
+    id: String,
+    node: String,
+    at: SystemTime,
+}
+
+/// A node whose `record` service reports each delivery on `tx`, and whose `hang` service
+/// reports it too and then, when `hang` is given, says so there and never answers.
+fn reporting_node(
+    name: &str,
+    clock: &ManualClock,
+    tx: mpsc::UnboundedSender<Delivery>,
+    hang: Option<mpsc::UnboundedSender<String>>,
+) -> Node {
+    let node = Node::new(name);
+    let node_id = node.id().to_string();
+    let report = {
+        let clock = clock.clone();
+        move |msg: &Message| {
+            let _ = tx.send(Delivery {
+                id: msg.id().to_owned(),
+                node: node_id.clone(),
+                at: clock.now(),
+            });
+        }
+    };
+    let on_hang = report.clone();
+    node.register(
+        Router::new("test")
+            .service("record", move |msg: Message| {
+                report(&msg);
+                async move { msg.ok() }
+            })
+            .service("hang", move |msg: Message| {
+                let hang = hang.clone();
+                if hang.is_none() {
+                    on_hang(&msg);
+                }
+                async move {
+                    if let Some(hang) = hang {
+                        let _ = hang.send(msg.id().to_owned());
+                        futures::future::pending::<()>().await;
+                    }
+                    msg.ok()
+                }
+            })
+            .authorize(|_| Ok(())),
+    )
+    .unwrap();
+    node
+}
+
+fn record(deliveries: &mut HashMap<String, Vec<Delivery>>, got: Delivery) {
+    deliveries.entry(got.id.clone()).or_default().push(got);
 }
 
 async fn eventually_held(scheduler: &Scheduler, count: usize) {
@@ -37,8 +87,8 @@ async fn eventually_held(scheduler: &Scheduler, count: usize) {
 
 /// Collects deliveries until `count` distinct alarms were delivered (real-time limit 20 s).
 async fn collect(
-    rx: &mut mpsc::UnboundedReceiver<Received>,
-    deliveries: &mut HashMap<String, Vec<String>>,
+    rx: &mut mpsc::UnboundedReceiver<Delivery>,
+    deliveries: &mut HashMap<String, Vec<Delivery>>,
     count: usize,
 ) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -65,42 +115,15 @@ fn two_schedulers_deliver_each_alarm_once_and_one_takes_over_when_the_other_dies
         .build()
         .unwrap();
     let clock = ManualClock::new(t0());
-    let store = MemoryAlarmStore::new();
+    let store = TestStore::default();
     let (tx, mut rx) = mpsc::unbounded_channel();
 
     // Both nodes report to one channel, straight from their services. Node a's `hang` never
     // answers (it says when it started); node b's records like `record`.
-    let node_a = recording_node_to("node-a", tx.clone());
-    let node_b = recording_node_to("node-b", tx.clone());
     let (hanging_tx, mut hanging) = mpsc::unbounded_channel();
-    node_a
-        .register(
-            Router::new("hang")
-                .service("hang", move |msg: Message| {
-                    let _ = hanging_tx.send(msg.id().to_owned());
-                    async move {
-                        futures::future::pending::<()>().await;
-                        msg.ok()
-                    }
-                })
-                .authorize(|_| Ok(())),
-        )
-        .unwrap();
-    let record_tx = tx;
-    let b_id = node_b.id().to_string();
-    node_b
-        .register(
-            Router::new("hang")
-                .service("hang", move |msg: Message| {
-                    let _ = record_tx.send(Received {
-                        message: msg.clone(),
-                        node: b_id.clone(),
-                    });
-                    async move { msg.ok() }
-                })
-                .authorize(|_| Ok(())),
-        )
-        .unwrap();
+    let node_a = reporting_node("node-a", &clock, tx.clone(), Some(hanging_tx));
+    let node_b = reporting_node("node-b", &clock, tx, None);
+    let a_id = node_a.id().to_string();
     // Node a's lease outlives its (never ending) deliveries until the test kills it.
     let a = {
         let _guard = doomed.enter();
@@ -113,7 +136,7 @@ fn two_schedulers_deliver_each_alarm_once_and_one_takes_over_when_the_other_dies
         )
         .unwrap()
     };
-    let mut deliveries: HashMap<String, Vec<String>> = HashMap::new();
+    let mut deliveries: HashMap<String, Vec<Delivery>> = HashMap::new();
     let b = main.block_on(async {
         // Every alarm is saved before node b starts, so both load all of them and race for each.
         for n in 0..ALARMS {
@@ -152,42 +175,43 @@ fn two_schedulers_deliver_each_alarm_once_and_one_takes_over_when_the_other_dies
         while let Ok(got) = rx.try_recv() {
             record(&mut deliveries, got);
         }
-        let doubled = deliveries.values().filter(|nodes| nodes.len() > 1).count();
+        let doubled = deliveries.values().filter(|got| got.len() > 1).count();
         assert_eq!(doubled, 0, "no alarm delivered twice while leases hold");
+        // Alarms due within the claim-ahead lead are claimed already, but wait for their time.
         assert_eq!(deliveries.len(), (ALARMS / 2) as usize, "nothing early");
         let by_a = deliveries
             .values()
-            .filter(|n| n[0].starts_with("node-a"))
+            .filter(|got| got[0].node == a_id)
             .count();
         eprintln!("first half: {by_a} delivered by node a, the rest by node b");
         b
     });
 
     // Node a dies with whatever leases it holds: no graceful shutdown, its tasks just vanish.
+    // Besides the hanging alarms, it holds those it claimed ahead of their due time.
     doomed.shutdown_background();
+    let held_by_a: HashMap<String, SystemTime> = store
+        .granted()
+        .into_iter()
+        .filter(|granted: &Granted| granted.holder.starts_with(&a_id))
+        .map(|granted| (granted.id, granted.lease_until))
+        .collect();
 
     main.block_on(async {
-        // The second half is due. Node b delivers what it can claim, and what node a held once
-        // node a's leases lapse (30 s by the clock).
+        // The second half is due. Node b delivers what it can claim at once, and what node a
+        // held once node a's leases lapse (90 s and a little by the clock), not before.
         clock.set(t0() + Duration::from_millis(ALARMS));
-        collect(&mut rx, &mut deliveries, ALARMS as usize).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        while let Ok(got) = rx.try_recv() {
-            record(&mut deliveries, got);
-        }
-        assert!(
-            !deliveries.keys().any(|id| id.starts_with("hang-")),
-            "nothing node a held is delivered while its lease holds"
-        );
-        // Past node a's lease (90 s): node b takes the hanging alarms over.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !store.is_empty() {
+        while !store.inner.is_empty() {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "{} alarms left",
-                store.len()
+                store.inner.len()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+            while let Ok(got) = rx.try_recv() {
+                record(&mut deliveries, got);
+            }
             clock.advance(Duration::from_secs(11));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -200,24 +224,40 @@ fn two_schedulers_deliver_each_alarm_once_and_one_takes_over_when_the_other_dies
         }
         for n in 0..HANGING {
             let id = format!("hang-{n:02}");
-            let by = deliveries
+            let got = deliveries
                 .get(&id)
                 .unwrap_or_else(|| panic!("{id} was never taken over"));
-            assert_eq!(by.len(), 1, "{id}: {by:?}");
-            assert!(by[0].starts_with("node-b"), "{id}: {by:?}");
+            assert_eq!(got.len(), 1, "{id}: {got:?}");
+            assert_ne!(got[0].node, a_id, "{id}: {got:?}");
         }
+        // What node a held, node b delivers only once node a's lease lapsed.
+        let mut taken_over = 0;
+        for (id, got) in &deliveries {
+            let Some(until) = held_by_a.get(id) else {
+                continue;
+            };
+            for delivery in got.iter().filter(|d| d.node != a_id) {
+                taken_over += 1;
+                assert!(
+                    delivery.at >= *until,
+                    "{id} delivered by node b at {:?}, before node a's lease lapsed at {until:?}",
+                    delivery.at
+                );
+            }
+        }
+        assert!(taken_over >= HANGING, "{taken_over} taken over");
         // At least once: only an alarm node a delivered but had not yet deleted when it died
         // may come twice, the second time from node b.
-        let doubled: Vec<_> = deliveries
-            .iter()
-            .filter(|(_, nodes)| nodes.len() > 1)
-            .collect();
-        for (id, nodes) in &doubled {
-            assert_eq!(nodes.len(), 2, "{id}: {nodes:?}");
-            assert!(nodes[0].starts_with("node-a") && nodes[1].starts_with("node-b"));
+        let doubled: Vec<_> = deliveries.iter().filter(|(_, got)| got.len() > 1).collect();
+        for (id, got) in &doubled {
+            assert_eq!(got.len(), 2, "{id}: {got:?}");
+            assert!(got[0].node == a_id && got[1].node != a_id, "{id}: {got:?}");
         }
         assert!(doubled.len() <= 20, "{} redelivered", doubled.len());
-        eprintln!("{} delivered again after node a died", doubled.len());
+        eprintln!(
+            "{taken_over} taken over after node a's leases lapsed, {} delivered again",
+            doubled.len()
+        );
         b.shutdown().await;
     });
     drop(a);

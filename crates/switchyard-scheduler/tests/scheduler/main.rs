@@ -5,6 +5,7 @@
 
 mod delivery;
 mod leases;
+mod shutdown;
 mod support;
 mod window;
 mod x3m;

@@ -26,11 +26,10 @@ pub(crate) fn init_tracing() {
         .try_init();
 }
 
-/// A message as a service received it, and the node it ran on.
+/// A message as a service received it.
 #[derive(Clone, Debug)]
 pub(crate) struct Received {
     pub(crate) message: Message,
-    pub(crate) node: String,
 }
 
 /// A node with services `record` (answers ok), `fail` (answers an error) and `boom` (panics),
@@ -43,15 +42,13 @@ pub(crate) fn recording_node(name: &str) -> (Node, mpsc::UnboundedReceiver<Recei
 /// As [`recording_node`], reporting to `tx`.
 pub(crate) fn recording_node_to(name: &str, tx: mpsc::UnboundedSender<Received>) -> Node {
     let node = Node::new(name);
-    let id = node.id().to_string();
     let report = move |tx: &mpsc::UnboundedSender<Received>, msg: &Message| {
         let _ = tx.send(Received {
             message: msg.clone(),
-            node: id.clone(),
         });
     };
     let (record_tx, fail_tx, boom_tx) = (tx.clone(), tx.clone(), tx);
-    let (r1, r2, r3) = (report.clone(), report.clone(), report);
+    let (r1, r2, r3) = (report, report, report);
     node.register(
         Router::new("test")
             .service("record", move |msg: Message| {
@@ -108,8 +105,18 @@ where
 /// A window asked of the store: `[from, until)`.
 pub(crate) type Window = (Option<SystemTime>, SystemTime);
 
+/// A claim the store granted.
+#[derive(Clone, Debug)]
+pub(crate) struct Granted {
+    pub(crate) id: String,
+    pub(crate) holder: String,
+    /// The clock when the claim was made.
+    pub(crate) now: SystemTime,
+    pub(crate) lease_until: SystemTime,
+}
+
 /// A memory store that injects an assign on save (as x3m's test scheduler does), records every
-/// load, fails the next `fail_loads` loads, and can hold loads until released.
+/// load and granted claim, fails the next `fail_loads` loads, and can hold loads until released.
 #[derive(Clone, Default)]
 pub(crate) struct TestStore {
     pub(crate) inner: MemoryAlarmStore,
@@ -117,11 +124,16 @@ pub(crate) struct TestStore {
     pub(crate) fail_loads: Arc<AtomicUsize>,
     pub(crate) gate: Option<Arc<Semaphore>>,
     pub(crate) saves: Arc<Mutex<HashMap<String, Alarm>>>,
+    pub(crate) granted: Arc<Mutex<Vec<Granted>>>,
 }
 
 impl TestStore {
     pub(crate) fn loads(&self) -> Vec<Window> {
         self.loads.lock().unwrap().clone()
+    }
+
+    pub(crate) fn granted(&self) -> Vec<Granted> {
+        self.granted.lock().unwrap().clone()
     }
 }
 
@@ -163,9 +175,25 @@ impl AlarmStore for TestStore {
         id: &'a str,
         holder: &'a str,
         now: SystemTime,
+        due_by: SystemTime,
         lease_until: SystemTime,
     ) -> BoxFuture<'a, Result<Claim, AlarmStoreError>> {
-        self.inner.claim(id, holder, now, lease_until)
+        async move {
+            let claim = self
+                .inner
+                .claim(id, holder, now, due_by, lease_until)
+                .await?;
+            if matches!(claim, Claim::Claimed(_)) {
+                self.granted.lock().unwrap().push(Granted {
+                    id: id.to_owned(),
+                    holder: holder.to_owned(),
+                    now,
+                    lease_until,
+                });
+            }
+            Ok(claim)
+        }
+        .boxed()
     }
 
     fn renew<'a>(
@@ -204,5 +232,120 @@ impl AlarmStore for TestStore {
         aggregate_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<String>, AlarmStoreError>> {
         self.inner.cancel_for(aggregate_id)
+    }
+}
+
+/// A memory store whose calls of the named operations (`"load"`, `"claim"`, `"delete"`, ...)
+/// never answer while they are in `stalled`. `alive` counts the stalled calls not yet dropped.
+#[derive(Clone, Default)]
+pub(crate) struct StallingStore {
+    pub(crate) inner: MemoryAlarmStore,
+    pub(crate) stalled: Arc<Mutex<std::collections::HashSet<&'static str>>>,
+    pub(crate) alive: Arc<AtomicUsize>,
+}
+
+/// Counts one stalled call while it lives.
+struct Alive(Arc<AtomicUsize>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl StallingStore {
+    pub(crate) fn stall(&self, operation: &'static str) {
+        self.stalled.lock().unwrap().insert(operation);
+    }
+
+    /// Stalled calls still alive.
+    pub(crate) fn stalled_calls(&self) -> usize {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    fn gate<'a, T: Send + 'a>(
+        &'a self,
+        operation: &'static str,
+        call: BoxFuture<'a, Result<T, AlarmStoreError>>,
+    ) -> BoxFuture<'a, Result<T, AlarmStoreError>> {
+        if !self.stalled.lock().unwrap().contains(operation) {
+            return call;
+        }
+        self.alive.fetch_add(1, Ordering::SeqCst);
+        let alive = Alive(self.alive.clone());
+        async move {
+            let _alive = alive;
+            futures::future::pending().await
+        }
+        .boxed()
+    }
+}
+
+impl AlarmStore for StallingStore {
+    fn save(&self, alarm: Alarm) -> BoxFuture<'_, Result<Message, AlarmStoreError>> {
+        self.gate("save", self.inner.save(alarm))
+    }
+
+    fn load(
+        &self,
+        from: Option<SystemTime>,
+        until: SystemTime,
+    ) -> BoxFuture<'_, Result<Vec<Alarm>, AlarmStoreError>> {
+        self.gate("load", self.inner.load(from, until))
+    }
+
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        now: SystemTime,
+        due_by: SystemTime,
+        lease_until: SystemTime,
+    ) -> BoxFuture<'a, Result<Claim, AlarmStoreError>> {
+        self.gate(
+            "claim",
+            self.inner.claim(id, holder, now, due_by, lease_until),
+        )
+    }
+
+    fn renew<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        lease_until: SystemTime,
+    ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        self.gate("renew", self.inner.renew(id, holder, lease_until))
+    }
+
+    fn reschedule<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+        due: SystemTime,
+        message: Message,
+    ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        self.gate(
+            "reschedule",
+            self.inner.reschedule(id, holder, due, message),
+        )
+    }
+
+    fn delete<'a>(
+        &'a self,
+        id: &'a str,
+        holder: &'a str,
+    ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        self.gate("delete", self.inner.delete(id, holder))
+    }
+
+    fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        self.gate("cancel", self.inner.cancel(id))
+    }
+
+    fn cancel_for<'a>(
+        &'a self,
+        aggregate_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>, AlarmStoreError>> {
+        self.gate("cancel_for", self.inner.cancel_for(aggregate_id))
     }
 }

@@ -125,6 +125,7 @@ async fn a_failing_load_is_retried_until_it_succeeds() {
             message: record("pending"),
             aggregate_id: "agg".into(),
             due: t0() + Duration::from_secs(1),
+            attempts: 0,
         })
         .await
         .unwrap();
@@ -166,6 +167,7 @@ async fn a_sweep_finds_overdue_alarms_another_node_left_behind() {
             message: record("orphan"),
             aggregate_id: "agg".into(),
             due: t0() + Duration::from_secs(10),
+            attempts: 0,
         })
         .await
         .unwrap();
