@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{self, Connection, DialError};
+use crate::connection::{self, Connection};
 use crate::frame::Verdict;
 use crate::membership::{Gossip, Members};
 use crate::{ClusterConfig, ClusterError};
@@ -38,6 +38,14 @@ pub struct ClusterStats {
     pub replies_sent: u64,
     /// Replies this node received.
     pub replies_received: u64,
+    /// Connections this node tried to open to other members (each attempt, failed or not).
+    /// After a failure the next attempt to that member waits for the reconnect backoff.
+    pub dials: u64,
+    /// Of those, the attempts that failed (refused, timed out, handshake failed).
+    pub failed_dials: u64,
+    /// Connections that ended because the peer went away, a read or write failed, or the
+    /// peer broke the protocol (not those this node closed on purpose).
+    pub connections_lost: u64,
 }
 
 #[derive(Default)]
@@ -46,6 +54,9 @@ pub(crate) struct Counters {
     pub(crate) calls_forwarded: AtomicU64,
     pub(crate) replies_sent: AtomicU64,
     pub(crate) replies_received: AtomicU64,
+    pub(crate) dials: AtomicU64,
+    pub(crate) failed_dials: AtomicU64,
+    pub(crate) connections_lost: AtomicU64,
 }
 
 /// A member of the cluster as this node sees it.
@@ -80,8 +91,8 @@ pub(crate) struct Inner {
     pub(crate) gossip: Gossip,
     pub(crate) members: ArcSwap<Members>,
     connections: Mutex<HashMap<NodeId, Connection>>,
-    /// One dial at a time per peer.
-    dialing: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<()>>>>,
+    /// One dial at a time per peer, and when the next may start.
+    dialing: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<DialState>>>>,
     /// The peers a task keeps connected (one task per peer).
     pub(crate) kept: Mutex<std::collections::HashSet<NodeId>>,
     pub(crate) calls: Mutex<HashMap<u64, oneshot::Sender<Message>>>,
@@ -101,6 +112,17 @@ pub(crate) struct Inner {
     pub(crate) services: tokio::sync::watch::Sender<Vec<String>>,
     /// The end of a shutdown, whoever started it.
     left: CancellationToken,
+}
+
+/// What this node remembers of its attempts to connect to one peer.
+#[derive(Default)]
+pub(crate) struct DialState {
+    /// Failed attempts in a row.
+    failures: u32,
+    /// No attempt before this, after a failure.
+    retry_at: Option<tokio::time::Instant>,
+    /// Why the last attempt failed.
+    last_error: String,
 }
 
 /// The most connections authenticating at once; more are closed on arrival.
@@ -135,7 +157,8 @@ impl Cluster {
             source,
         })?;
         let me = node.id().clone();
-        let gossip = Gossip::start(&me, rpc_addr, &config).await?;
+        let advertised = config.advertised_rpc_addr.unwrap_or(rpc_addr);
+        let gossip = Gossip::start(&me, advertised, &config).await?;
         let (events, _) = broadcast::channel(256);
         let inner = Arc::new(Inner {
             node: node.clone(),
@@ -246,6 +269,9 @@ impl Cluster {
             calls_forwarded: c.calls_forwarded.load(Ordering::Relaxed),
             replies_sent: c.replies_sent.load(Ordering::Relaxed),
             replies_received: c.replies_received.load(Ordering::Relaxed),
+            dials: c.dials.load(Ordering::Relaxed),
+            failed_dials: c.failed_dials.load(Ordering::Relaxed),
+            connections_lost: c.connections_lost.load(Ordering::Relaxed),
         }
     }
 
@@ -421,7 +447,8 @@ impl Inner {
             .cloned()
     }
 
-    /// The connection to `peer`, dialing it if there is none.
+    /// The connection to `peer`, dialing it if there is none. After a failed attempt, no
+    /// other is made before the reconnect backoff has passed: meanwhile this fails at once.
     pub(crate) async fn connection_to(
         self: &Arc<Self>,
         peer: &NodeId,
@@ -435,19 +462,63 @@ impl Inner {
         let Some(addr) = self.members.load().by_id.get(peer).map(|m| m.rpc_addr) else {
             return Err(format!("{peer} is not a known member"));
         };
-        let gate = lock(&self.dialing)
-            .entry(peer.clone())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
-            .clone();
-        let _one_dial = gate.lock().await;
+        let gate = self.dial_gate(peer);
+        let mut state = gate.lock().await;
         if let Some(connection) = self.live_connection(peer) {
             return Ok(connection);
         }
-        let connection = connection::dial(self, peer, addr)
-            .await
-            .map_err(|error: DialError| error.to_string())?;
-        self.register(connection);
-        self.live_connection(peer)
-            .ok_or_else(|| format!("the connection to {peer} closed at once"))
+        let now = tokio::time::Instant::now();
+        if let Some(retry_at) = state.retry_at
+            && now < retry_at
+        {
+            return Err(format!(
+                "{peer} could not be reached ({}); the next attempt is in {:?}",
+                state.last_error,
+                retry_at - now
+            ));
+        }
+        self.counters.dials.fetch_add(1, Ordering::Relaxed);
+        match connection::dial(self, peer, addr).await {
+            Ok(connection) => {
+                state.failures = 0;
+                state.retry_at = None;
+                drop(state);
+                self.register(connection);
+                self.live_connection(peer)
+                    .ok_or_else(|| format!("the connection to {peer} closed at once"))
+            }
+            Err(error) => {
+                self.counters.failed_dials.fetch_add(1, Ordering::Relaxed);
+                state.failures = state.failures.saturating_add(1);
+                let delay = self.backoff(state.failures);
+                state.retry_at = Some(tokio::time::Instant::now() + delay);
+                state.last_error = error.to_string();
+                Err(state.last_error.clone())
+            }
+        }
+    }
+
+    fn dial_gate(&self, peer: &NodeId) -> Arc<tokio::sync::Mutex<DialState>> {
+        lock(&self.dialing).entry(peer.clone()).or_default().clone()
+    }
+
+    /// How long until the next dial to `peer` may start (zero when it may start now).
+    pub(crate) async fn next_dial_in(&self, peer: &NodeId) -> Duration {
+        let gate = self.dial_gate(peer);
+        let state = gate.lock().await;
+        state.retry_at.map_or(Duration::ZERO, |retry_at| {
+            retry_at.saturating_duration_since(tokio::time::Instant::now())
+        })
+    }
+
+    /// The wait after `failures` failed attempts in a row: the minimum doubled on each
+    /// further failure up to the maximum, less a random part of up to a half.
+    fn backoff(&self, failures: u32) -> Duration {
+        let (min, max) = (self.config.reconnect_min, self.config.reconnect_max);
+        let doublings = failures.saturating_sub(1).min(30);
+        let full = min.saturating_mul(1 << doublings).min(max);
+        // A random fraction in [0, 1); without randomness, no jitter.
+        let fraction = getrandom::u64().map_or(0.0, |r| (r >> 11) as f64 / (1_u64 << 53) as f64);
+        full.mul_f64(1.0 - fraction / 2.0)
     }
 }

@@ -35,6 +35,10 @@ pub struct ClusterConfig {
     pub(crate) max_frame_len: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) drain_timeout: Duration,
+    pub(crate) advertised_rpc_addr: Option<SocketAddr>,
+    pub(crate) reconnect_min: Duration,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) keepalive: Keepalive,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::TlsConfig>,
 }
@@ -50,6 +54,10 @@ impl std::fmt::Debug for ClusterConfig {
             .field("gossip_interval", &self.gossip_interval)
             .field("phi_threshold", &self.phi_threshold)
             .field("max_frame_len", &self.max_frame_len)
+            .field("advertised_rpc_addr", &self.advertised_rpc_addr)
+            .field("reconnect_min", &self.reconnect_min)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("keepalive", &self.keepalive)
             .finish_non_exhaustive()
     }
 }
@@ -72,6 +80,10 @@ impl ClusterConfig {
             max_frame_len: 16 * 1024 * 1024,
             connect_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(10),
+            advertised_rpc_addr: None,
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(5),
+            keepalive: Keepalive::default(),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -133,6 +145,41 @@ impl ClusterConfig {
         self
     }
 
+    /// The address other nodes dial to call this one, when it is not [`rpc_addr`](Self::rpc_addr)
+    /// (behind NAT, a port mapping or a proxy). By default the address the node listens on is
+    /// announced.
+    pub fn advertised_rpc_addr(mut self, addr: SocketAddr) -> Self {
+        self.advertised_rpc_addr = Some(addr);
+        self
+    }
+
+    /// How long to wait before dialing a member again after a failed attempt: `min` after the
+    /// first failure, doubling on each further one up to `max`, each delay shortened by a
+    /// random part of up to a half so that nodes do not redial in step (50 ms and 5 s by
+    /// default). Until then, calls needing a new connection to that member are not delivered
+    /// (the dispatcher tries another provider) instead of dialing again.
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max;
+        self
+    }
+
+    /// TCP keepalive on every node-to-node connection: after `idle` without traffic the
+    /// kernel probes the peer every `interval`, and closes the connection after `retries`
+    /// unanswered probes (10 s, 2 s and 3 by default, so a peer that vanished without a word
+    /// is let go in about 16 s even if gossip has not yet declared it dead). On Linux the
+    /// same total also bounds how long sent data may stay unacknowledged
+    /// (`TCP_USER_TIMEOUT`). The calls in flight on a connection closed this way end with an
+    /// error at once.
+    pub fn keepalive(mut self, idle: Duration, interval: Duration, retries: u32) -> Self {
+        self.keepalive = Keepalive {
+            idle,
+            interval,
+            retries,
+        };
+        self
+    }
+
     /// Runs every node-to-node connection over TLS (feature `tls`). Every member must use TLS
     /// then: a node without it cannot connect.
     #[cfg(feature = "tls")]
@@ -155,9 +202,52 @@ impl ClusterConfig {
         if self.gossip_interval.is_zero() {
             return Err(ClusterError::Config("the gossip interval is zero".into()));
         }
+        if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
+            return Err(ClusterError::Config(format!(
+                "the reconnect backoff must grow from a positive minimum to a maximum at least as long (got {:?} to {:?})",
+                self.reconnect_min, self.reconnect_max
+            )));
+        }
+        let Keepalive {
+            idle,
+            interval,
+            retries,
+        } = self.keepalive;
+        if idle < Duration::from_secs(1) || interval < Duration::from_secs(1) || retries == 0 {
+            return Err(ClusterError::Config(format!(
+                "keepalive needs an idle time and an interval of at least 1 s and at least one probe (got {idle:?}, {interval:?}, {retries})"
+            )));
+        }
         if self.cluster_id.is_empty() {
             return Err(ClusterError::Config("the cluster id is empty".into()));
         }
         Ok(())
+    }
+}
+
+/// TCP keepalive settings of node-to-node connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Keepalive {
+    pub(crate) idle: Duration,
+    pub(crate) interval: Duration,
+    pub(crate) retries: u32,
+}
+
+impl Default for Keepalive {
+    /// About 16 s from the last sign of life to a closed connection: well after a busy
+    /// peer's pause, well before a person would give up on it.
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(10),
+            interval: Duration::from_secs(2),
+            retries: 3,
+        }
+    }
+}
+
+impl Keepalive {
+    /// How long a peer may stay silent, probes included, before its connection is closed.
+    pub(crate) fn give_up_after(&self) -> Duration {
+        self.idle + self.interval * self.retries
     }
 }

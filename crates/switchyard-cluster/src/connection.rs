@@ -1,32 +1,43 @@
 //! Authenticated connections to peers: one per pair of nodes, multiplexed by request ids.
 //!
 //! Either node may dial; when both did at once, the connection dialed by the smaller node id
-//! is kept and the other closed, so both sides settle on the same one. Frames are encoded by
-//! the sender's task and written by one writer task per connection, which flushes once per
-//! burst: pipelined calls share system calls.
+//! is kept and the other closed, so both sides settle on the same one.
+//!
+//! Frames are encoded by the sender's task and queued in order, each with a ticket (its place
+//! in the queue). Whoever holds the write half (the sender itself when nobody is writing,
+//! else the connection's writer task) takes everything queued at once, seals it into one
+//! buffer and writes it with as few system calls as the socket allows: pipelined calls share
+//! them. The count of frames the kernel took whole tells, once the connection has ended,
+//! whether a given frame could have reached the peer ([`Fate`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::StreamExt;
 use switchyard_messaging::NodeId;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::codec::{Framed, FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::Inner;
+use crate::ClusterConfig;
+use crate::cluster::{Inner, lock};
 use crate::frame::Frame;
 use crate::handshake::{Authenticated, HandshakeError, Identity, Role, handshake};
 use crate::seal::{Sealer, TAG_LEN};
 
-/// How many encoded frames may wait for a connection's writer.
+/// How many encoded frames may wait for a connection's socket.
 const OUTBOX: usize = 4_096;
 
 /// The largest frame accepted before the peer is authenticated: a handshake frame is small.
 const HANDSHAKE_FRAME_LEN: usize = 1_024;
+
+/// How long a connection closed on purpose (this node leaving, or a duplicate connection
+/// dropped) may take to write what was queued before: replies of calls that just ended.
+const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
 /// A live, authenticated connection to a peer. Cheap to clone.
 #[derive(Clone)]
@@ -35,22 +46,128 @@ pub(crate) struct Connection {
     pub(crate) peer: NodeId,
     /// Who dialed: the connection dialed by the smaller node id wins a tie.
     pub(crate) dialer: NodeId,
-    outbox: mpsc::Sender<Bytes>,
-    /// The write half, shared by the writer task and senders that find it free.
-    sink: Arc<tokio::sync::Mutex<Outgoing>>,
-    closed: CancellationToken,
+    shared: Arc<Shared>,
 }
 
-/// The write half and the sealer: frames are sealed in the order they are written.
+/// What the senders, the writer task and the reader task of one connection share.
+struct Shared {
+    queue: std::sync::Mutex<Queue>,
+    /// Room in the queue: a sender waits for a permit, the writer returns them.
+    room: Semaphore,
+    /// Wakes the writer task: frames were queued while someone else was writing.
+    wake: Notify,
+    out: tokio::sync::Mutex<Outgoing>,
+    /// The connection is ending: locally (`close`), or because it broke.
+    closed: CancellationToken,
+    /// It ended because the peer went away, a read or write failed, or the peer broke the
+    /// protocol; not because this node closed it.
+    broken: AtomicBool,
+    /// The writer has stopped and the queue is shut: [`Shared::sent`] is final.
+    finished: CancellationToken,
+    /// How many frames the kernel took whole: those may have reached the peer. A frame of
+    /// which only a part was written never did (the peer cannot read it).
+    sent: AtomicU64,
+    /// The largest frame this node sends (the peer accepts as much: every member has the
+    /// same setting).
+    max_frame_len: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: Vec<Bytes>,
+    /// How many frames were ever queued: the next ticket.
+    queued: u64,
+    /// No more frames are taken: the connection has ended.
+    shut: bool,
+}
+
+/// The write half, the sealer, and the buffer sealed frames wait in: frames are sealed in the
+/// order they are written.
 struct Outgoing {
-    sink: futures::stream::SplitSink<Transport, Bytes>,
+    io: Option<WriteHalf<Stream>>,
+    buf: BytesMut,
+    /// The frames taken from the queue, kept to reuse its allocation.
+    batch: Vec<Bytes>,
+    /// Where each frame in `buf` ends, counted in bytes from the start of the connection.
+    ends: std::collections::VecDeque<u64>,
+    /// Bytes put into `buf` since the start, and bytes the kernel took.
+    buffered: u64,
+    written: u64,
     sealer: Sealer,
 }
 
 impl Outgoing {
-    async fn feed(&mut self, payload: &[u8]) -> std::io::Result<()> {
-        let sealed = self.sealer.seal(payload);
-        self.sink.feed(sealed).await
+    /// Takes everything queued and seals it into the buffer, without waiting: what is taken
+    /// is in the buffer even if the caller stops waiting right after.
+    fn take_queued(&mut self, shared: &Shared) {
+        {
+            let mut queue = lock(&shared.queue);
+            std::mem::swap(&mut queue.frames, &mut self.batch);
+        }
+        if self.batch.is_empty() {
+            return;
+        }
+        shared.room.add_permits(self.batch.len());
+        for frame in self.batch.drain(..) {
+            // `send` refused frames too long for a 4-byte length.
+            let len = u32::try_from(frame.len() + TAG_LEN).unwrap_or(u32::MAX);
+            self.buf.reserve(4 + frame.len() + TAG_LEN);
+            self.buf.put_u32(len);
+            self.sealer.seal_into(&frame, &mut self.buf);
+            self.buffered += (4 + frame.len() + TAG_LEN) as u64;
+            self.ends.push_back(self.buffered);
+        }
+    }
+
+    /// Counts the bytes the kernel took, and the frames now wholly written.
+    fn wrote(&mut self, bytes: usize, shared: &Shared) {
+        self.buf.advance(bytes);
+        self.written += bytes as u64;
+        let mut whole = 0;
+        while self.ends.front().is_some_and(|end| *end <= self.written) {
+            self.ends.pop_front();
+            whole += 1;
+        }
+        if whole > 0 {
+            shared.sent.fetch_add(whole, Ordering::SeqCst);
+        }
+    }
+
+    /// Writes everything queued, and what is queued meanwhile, then flushes. Stopping it
+    /// between two writes loses nothing: the rest stays in the buffer for the next writer.
+    async fn write_queued(&mut self, shared: &Shared) -> std::io::Result<()> {
+        loop {
+            self.take_queued(shared);
+            if self.buf.is_empty() {
+                break;
+            }
+            while !self.buf.is_empty() {
+                let io = self.io.as_mut().ok_or(std::io::ErrorKind::NotConnected)?;
+                let written = io.write(&self.buf).await?;
+                if written == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                self.wrote(written, shared);
+            }
+        }
+        match self.io.as_mut() {
+            Some(io) => io.flush().await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Tells the writer task to finish a write its sender stopped waiting for.
+struct WakeWriterUnlessDone<'a> {
+    wake: &'a Notify,
+    done: bool,
+}
+
+impl Drop for WakeWriterUnlessDone<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -69,50 +186,120 @@ impl std::fmt::Debug for Connection {
 #[error("the connection to {0} is closed")]
 pub(crate) struct Closed(pub(crate) NodeId);
 
+/// A frame's place in its connection's queue.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket(u64);
+
+/// What became of a frame on a connection that ended before its answer came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// It never left this node: the peer cannot have acted on it.
+    NeverSent,
+    /// The kernel took all of it before the connection broke: the peer may have acted on it.
+    MaybeReceived,
+}
+
 impl Connection {
-    /// Queues a frame; fails when the connection has closed.
-    pub(crate) async fn send(&self, frame: &Frame) -> Result<(), SendError> {
+    /// Queues a frame for the peer; fails when the connection has closed or the frame is too
+    /// long. The ticket tells later, if the connection is lost, whether the frame left.
+    pub(crate) async fn send(&self, frame: &Frame) -> Result<Ticket, SendError> {
         if self.is_closed() {
             return Err(SendError::Closed(Closed(self.peer.clone())));
         }
         let bytes = frame
             .encode()
             .map_err(|e| SendError::Encode(e.to_string()))?;
-        // Nobody writing and nothing queued: write it now, from this task, sparing the hand-off
-        // to the writer task (a wake-up on each side of a round trip). Otherwise queue it, and
-        // the writer sends it with the rest of its burst.
-        if self.outbox.capacity() == self.outbox.max_capacity()
-            && let Ok(mut out) = self.sink.try_lock()
-        {
-            let written = match out.feed(&bytes).await {
-                Ok(()) => out.sink.flush().await,
-                Err(error) => Err(error),
-            };
-            return match written {
-                Ok(()) => Ok(()),
-                Err(_) => {
-                    self.closed.cancel();
-                    Err(SendError::Closed(Closed(self.peer.clone())))
-                }
-            };
+        if bytes.len() > self.shared.max_frame_len {
+            return Err(SendError::TooLong {
+                len: bytes.len(),
+                max: self.shared.max_frame_len,
+            });
         }
-        self.outbox
-            .send(bytes)
-            .await
-            .map_err(|_| SendError::Closed(Closed(self.peer.clone())))
+        self.enqueue(bytes).await
     }
 
+    async fn enqueue(&self, bytes: Bytes) -> Result<Ticket, SendError> {
+        let shared = &*self.shared;
+        let closed = || SendError::Closed(Closed(self.peer.clone()));
+        let permit = tokio::select! {
+            biased;
+            permit = shared.room.acquire() => permit.map_err(|_| closed())?,
+            () = shared.closed.cancelled() => return Err(closed()),
+        };
+        // The writer gives the permit back when it takes the frame.
+        permit.forget();
+        let ticket = {
+            let mut queue = lock(&shared.queue);
+            if queue.shut {
+                return Err(closed());
+            }
+            queue.frames.push(bytes);
+            let ticket = queue.queued;
+            queue.queued += 1;
+            Ticket(ticket)
+        };
+        // Nobody writing: write it now, from this task, sparing the hand-off to the writer
+        // task (a wake-up on each side of a round trip). Otherwise the writer sends it with
+        // the rest of its burst.
+        if !shared.closed.is_cancelled()
+            && let Ok(mut out) = shared.out.try_lock()
+        {
+            let mut wake = WakeWriterUnlessDone {
+                wake: &shared.wake,
+                done: false,
+            };
+            let written = tokio::select! {
+                biased;
+                // Ending: the writer task finishes or drops what is left.
+                () = shared.closed.cancelled() => Ok(()),
+                written = out.write_queued(shared) => written,
+            };
+            wake.done = true;
+            if written.is_err() {
+                self.break_off();
+            }
+        } else {
+            shared.wake.notify_one();
+        }
+        Ok(ticket)
+    }
+
+    /// Closes the connection on purpose: what was queued is still written (within
+    /// [`FINAL_FLUSH_LIMIT`]).
     pub(crate) fn close(&self) {
-        self.closed.cancel();
+        self.shared.closed.cancel();
+    }
+
+    /// Ends the connection because it cannot go on (the peer went away or broke the
+    /// protocol): nothing more is written.
+    pub(crate) fn break_off(&self) {
+        self.shared.broken.store(true, Ordering::SeqCst);
+        self.shared.closed.cancel();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.is_cancelled() || self.outbox.is_closed()
+        self.shared.closed.is_cancelled()
     }
 
     /// Resolves when the connection closes.
     pub(crate) async fn closed(&self) {
-        self.closed.cancelled().await;
+        self.shared.closed.cancelled().await;
+    }
+
+    /// Resolves once the connection has ended in a way that means no answer to the frame of
+    /// `ticket` can come over it: the frame never left ([`Fate::NeverSent`]), or it left and
+    /// the connection then broke ([`Fate::MaybeReceived`]). Never resolves while the
+    /// connection lives, nor after this node closed it on purpose once the frame had left
+    /// (the peer may still answer over another connection).
+    pub(crate) async fn lost(&self, ticket: Ticket) -> Fate {
+        self.shared.finished.cancelled().await;
+        if ticket.0 >= self.shared.sent.load(Ordering::SeqCst) {
+            return Fate::NeverSent;
+        }
+        if self.shared.broken.load(Ordering::SeqCst) {
+            return Fate::MaybeReceived;
+        }
+        std::future::pending().await
     }
 }
 
@@ -123,6 +310,8 @@ pub(crate) enum SendError {
     Closed(#[from] Closed),
     #[error("the frame could not be encoded: {0}")]
     Encode(String),
+    #[error("the frame has {len} bytes, more than the {max} a peer accepts (max_frame_len)")]
+    TooLong { len: usize, max: usize },
 }
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -179,11 +368,9 @@ pub(crate) async fn dial(
 ) -> Result<Connection, DialError> {
     let config = &inner.config;
     let attempt = async {
-        let stream = TcpStream::connect(addr)
+        let stream = tcp_dialed(addr, config)
             .await
             .map_err(|source| DialError::Connect { addr, source })?;
-        // Calls are small and latency-bound: no Nagle delay.
-        let _ = stream.set_nodelay(true);
         let stream = secure_dialed(config, stream)
             .await
             .map_err(|source| DialError::Tls { addr, source })?;
@@ -206,10 +393,49 @@ pub(crate) async fn dial(
     Ok(start(inner, transport, authenticated, inner.me.clone()))
 }
 
+/// Connects to a peer's listener, with the options of every cluster connection.
+pub(crate) async fn tcp_dialed(
+    addr: std::net::SocketAddr,
+    config: &ClusterConfig,
+) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr).await?;
+    tune(&stream, config)?;
+    Ok(stream)
+}
+
+/// The options of every cluster connection, dialed or accepted: no Nagle delay (calls are
+/// small and latency-bound), and TCP keepalive, so the kernel closes the connection to a peer
+/// that vanished without a word (its host lost power, a cable was cut) even before gossip
+/// declares it dead. On Linux `TCP_USER_TIMEOUT` also bounds how long written data may stay
+/// unacknowledged, which keepalive alone does not cover while a write is pending.
+pub(crate) fn tune(stream: &TcpStream, config: &ClusterConfig) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let keepalive = config.keepalive;
+    let params = socket2::TcpKeepalive::new().with_time(keepalive.idle);
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd",
+        target_os = "windows"
+    ))]
+    let params = params
+        .with_interval(keepalive.interval)
+        .with_retries(keepalive.retries);
+    let socket = socket2::SockRef::from(stream);
+    socket.set_tcp_keepalive(&params)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket.set_tcp_user_timeout(Some(keepalive.give_up_after()))?;
+    Ok(())
+}
+
 /// Authenticates a connection a peer dialed, and starts serving it.
 pub(crate) async fn accept(inner: Arc<Inner>, stream: TcpStream) {
     let remote = stream.peer_addr().ok();
-    let _ = stream.set_nodelay(true);
+    if let Err(error) = tune(&stream, &inner.config) {
+        tracing::warn!(?remote, %error, "cannot set the options of an incoming connection; refused");
+        return;
+    }
     let outcome = tokio::time::timeout(inner.config.connect_timeout, async {
         let stream = secure_accepted(&inner.config, stream).await?;
         let mut transport = framed(stream);
@@ -236,10 +462,7 @@ pub(crate) async fn accept(inner: Arc<Inner>, stream: TcpStream) {
 }
 
 #[cfg(feature = "tls")]
-async fn secure_dialed(
-    config: &crate::ClusterConfig,
-    stream: TcpStream,
-) -> std::io::Result<Stream> {
+async fn secure_dialed(config: &ClusterConfig, stream: TcpStream) -> std::io::Result<Stream> {
     match &config.tls {
         Some(tls) => {
             let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
@@ -252,13 +475,13 @@ async fn secure_dialed(
 }
 
 #[cfg(not(feature = "tls"))]
-async fn secure_dialed(_: &crate::ClusterConfig, stream: TcpStream) -> std::io::Result<Stream> {
+async fn secure_dialed(_: &ClusterConfig, stream: TcpStream) -> std::io::Result<Stream> {
     Ok(Box::new(stream))
 }
 
 #[cfg(feature = "tls")]
 async fn secure_accepted(
-    config: &crate::ClusterConfig,
+    config: &ClusterConfig,
     stream: TcpStream,
 ) -> Result<Stream, HandshakeError> {
     match &config.tls {
@@ -271,10 +494,7 @@ async fn secure_accepted(
 }
 
 #[cfg(not(feature = "tls"))]
-async fn secure_accepted(
-    _: &crate::ClusterConfig,
-    stream: TcpStream,
-) -> Result<Stream, HandshakeError> {
+async fn secure_accepted(_: &ClusterConfig, stream: TcpStream) -> Result<Stream, HandshakeError> {
     Ok(Box::new(stream))
 }
 
@@ -290,95 +510,146 @@ fn start(
         sealer,
         mut opener,
     } = authenticated;
+    let max_frame_len = inner.config.max_frame_len.min(u32::MAX as usize - TAG_LEN);
     // Authenticated: frames up to the configured size are accepted from now on.
     transport
         .codec_mut()
-        .set_max_frame_length(inner.config.max_frame_len.saturating_add(TAG_LEN));
-    let (outbox, mut queued) = mpsc::channel::<Bytes>(OUTBOX);
-    let closed = CancellationToken::new();
-    let (sink, mut frames) = transport.split();
-    let sink = Arc::new(tokio::sync::Mutex::new(Outgoing { sink, sealer }));
+        .set_max_frame_length(max_frame_len + TAG_LEN);
+    let parts = transport.into_parts();
+    let (read, write) = tokio::io::split(parts.io);
+    let mut frames = FramedRead::new(read, parts.codec);
+    // Bytes the peer sent right after the handshake, already read.
+    frames.read_buffer_mut().extend_from_slice(&parts.read_buf);
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    buf.extend_from_slice(&parts.write_buf);
+    let buffered = buf.len() as u64;
+    let shared = Arc::new(Shared {
+        queue: std::sync::Mutex::new(Queue::default()),
+        room: Semaphore::new(OUTBOX),
+        wake: Notify::new(),
+        out: tokio::sync::Mutex::new(Outgoing {
+            io: Some(write),
+            buf,
+            batch: Vec::new(),
+            ends: std::collections::VecDeque::new(),
+            buffered,
+            written: 0,
+            sealer,
+        }),
+        closed: CancellationToken::new(),
+        broken: AtomicBool::new(false),
+        finished: CancellationToken::new(),
+        sent: AtomicU64::new(0),
+        max_frame_len,
+    });
     let connection = Connection {
         id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
         peer: peer.clone(),
         dialer,
-        outbox,
-        sink: sink.clone(),
-        closed: closed.clone(),
+        shared: shared.clone(),
     };
-    let writer_closed = closed.clone();
+    let writer = connection.clone();
     tokio::spawn(async move {
+        let shared = &*writer.shared;
         loop {
-            let first = tokio::select! {
-                () = writer_closed.cancelled() => {
-                    // Closing: what was queued before still goes out (a reply sent just
-                    // before a graceful shutdown).
-                    let mut out = sink.lock().await;
-                    while let Ok(bytes) = queued.try_recv() {
-                        if out.feed(&bytes).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = out.sink.flush().await;
-                    break;
-                }
-                next = queued.recv() => match next {
-                    Some(bytes) => bytes,
-                    None => break,
-                },
-            };
-            let mut out = sink.lock().await;
-            if out.feed(&first).await.is_err() {
+            tokio::select! {
+                biased;
+                () = shared.closed.cancelled() => break,
+                () = shared.wake.notified() => {}
+            }
+            let mut out = shared.out.lock().await;
+            if shared.closed.is_cancelled() {
                 break;
             }
-            // Everything already queued goes out with the same flush.
-            while let Ok(more) = queued.try_recv() {
-                if out.feed(&more).await.is_err() {
-                    writer_closed.cancel();
-                    return;
-                }
-            }
-            if out.sink.flush().await.is_err() {
+            let written = tokio::select! {
+                biased;
+                () = shared.closed.cancelled() => break,
+                written = out.write_queued(shared) => written,
+            };
+            if let Err(error) = written {
+                tracing::debug!(peer = %writer.peer, %error, "a write failed; the connection ends");
+                writer.break_off();
                 break;
             }
         }
-        writer_closed.cancel();
-        let _ = sink.lock().await.sink.close().await;
+        let mut out = if shared.broken.load(Ordering::SeqCst) {
+            shared.out.lock().await
+        } else {
+            // Closed on purpose: what was queued before still goes out (a reply sent just
+            // before a graceful shutdown), unless the peer stopped reading.
+            let flushed = tokio::time::timeout(FINAL_FLUSH_LIMIT, async {
+                let mut out = shared.out.lock().await;
+                let _ = out.write_queued(shared).await;
+                if let Some(io) = out.io.as_mut() {
+                    let _ = io.shutdown().await;
+                }
+                out
+            })
+            .await;
+            match flushed {
+                Ok(out) => out,
+                Err(_) => shared.out.lock().await,
+            }
+        };
+        // Whatever is still queued never leaves: its senders learn so from `lost`.
+        {
+            let mut queue = lock(&shared.queue);
+            queue.shut = true;
+            queue.frames.clear();
+        }
+        out.io = None;
+        out.buf.clear();
+        drop(out);
+        shared.room.close();
+        shared.finished.cancel();
     });
     let reader = connection.clone();
     let inner = inner.clone();
     tokio::spawn(async move {
-        loop {
+        let closed = &reader.shared.closed;
+        let ended_by_peer = loop {
             let next = tokio::select! {
-                () = closed.cancelled() => break,
+                biased;
+                () = closed.cancelled() => break false,
                 next = frames.next() => next,
             };
             let bytes = match next {
-                None => break,
+                None => {
+                    tracing::debug!(peer = %reader.peer, "the peer closed the connection");
+                    break true;
+                }
                 Some(Ok(bytes)) => bytes,
                 Some(Err(error)) => {
                     // An oversized frame, or a broken socket: this connection ends, the node
                     // goes on.
                     tracing::warn!(peer = %reader.peer, %error, "closing a connection after a bad read");
-                    break;
+                    break true;
                 }
             };
             let payload = match opener.open(&bytes) {
                 Ok(payload) => payload,
                 Err(error) => {
                     tracing::warn!(peer = %reader.peer, %error, "closing a connection after a frame that failed authentication");
-                    break;
+                    break true;
                 }
             };
             match Frame::decode(payload) {
                 Ok(frame) => crate::serve::handle(&inner, &reader, frame).await,
                 Err(error) => {
                     tracing::warn!(peer = %reader.peer, %error, len = bytes.len(), "closing a connection after a malformed frame");
-                    break;
+                    break true;
                 }
             }
+        };
+        if ended_by_peer {
+            reader.break_off();
         }
-        closed.cancel();
+        if reader.shared.broken.load(Ordering::SeqCst) {
+            inner
+                .counters
+                .connections_lost
+                .fetch_add(1, Ordering::Relaxed);
+        }
         inner.forget(&reader);
     });
     connection
@@ -391,5 +662,60 @@ impl Inner {
             node: &self.me,
             secret: &self.config.secret,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+
+    fn keepalive_of(stream: &TcpStream) -> (bool, Duration, Duration, u32) {
+        let socket = socket2::SockRef::from(stream);
+        (
+            socket.keepalive().unwrap(),
+            socket.tcp_keepalive_time().unwrap(),
+            socket.tcp_keepalive_interval().unwrap(),
+            socket.tcp_keepalive_retries().unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn dialed_and_accepted_connections_have_keepalive_and_no_nagle_delay() {
+        let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec()).keepalive(
+            Duration::from_secs(7),
+            Duration::from_secs(3),
+            4,
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dialed = tcp_dialed(listener.local_addr().unwrap(), &config)
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        tune(&accepted, &config).unwrap();
+        for stream in [&dialed, &accepted] {
+            assert!(stream.nodelay().unwrap());
+            assert_eq!(
+                keepalive_of(stream),
+                (true, Duration::from_secs(7), Duration::from_secs(3), 4)
+            );
+            #[cfg(target_os = "linux")]
+            assert_eq!(
+                socket2::SockRef::from(stream).tcp_user_timeout().unwrap(),
+                Some(Duration::from_secs(7 + 3 * 4))
+            );
+        }
+    }
+
+    #[test]
+    fn the_default_keepalive_gives_up_on_a_silent_peer_in_about_sixteen_seconds() {
+        let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec());
+        assert_eq!(config.keepalive.give_up_after(), Duration::from_secs(16));
+        assert!(config.validate().is_ok());
+        let too_eager = config.keepalive(Duration::ZERO, Duration::from_secs(1), 1);
+        assert!(too_eager.validate().is_err());
     }
 }

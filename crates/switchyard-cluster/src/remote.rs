@@ -3,7 +3,6 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use switchyard_messaging::remote::{Hop, RemoteError, RemoteNodes};
@@ -12,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::cluster::{Inner, lock};
+use crate::connection::{Connection, Fate, Ticket};
 use crate::frame::{Frame, Verdict};
 
 pub(crate) struct Link {
@@ -75,7 +75,7 @@ async fn reach(
     inner: &Arc<Inner>,
     node: &NodeId,
     deadline: Instant,
-) -> Result<crate::connection::Connection, RemoteError> {
+) -> Result<Connection, RemoteError> {
     tokio::time::timeout_at(deadline, inner.connection_to(node))
         .await
         .map_err(|_| RemoteError::TimedOut)?
@@ -84,17 +84,49 @@ async fn reach(
 
 /// Sends `frame` within the caller's deadline.
 async fn send_by(
-    connection: &crate::connection::Connection,
+    connection: &Connection,
     frame: &Frame,
     deadline: Instant,
-) -> Result<(), RemoteError> {
+) -> Result<Ticket, RemoteError> {
     match tokio::time::timeout_at(deadline, connection.send(frame)).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(ticket)) => Ok(ticket),
         Ok(Err(error)) => Err(RemoteError::NotDelivered {
             reason: error.to_string(),
         }),
         // The peer stopped reading: whether the frame left is unknown.
         Err(_) => Err(RemoteError::TimedOut),
+    }
+}
+
+/// The error of a call whose connection ended before its reply came.
+fn lost(cancel: &mut CancelUnlessAnswered, fate: Fate) -> RemoteError {
+    let node = &cancel.node;
+    match fate {
+        Fate::NeverSent => {
+            // Nothing runs there: nothing to cancel.
+            cancel.answered = true;
+            RemoteError::NotDelivered {
+                reason: format!("the connection to {node} closed before the call was sent"),
+            }
+        }
+        // The cancel goes out on the next connection, if one comes up in time.
+        Fate::MaybeReceived => RemoteError::Failed {
+            reason: format!(
+                "the connection to {node} was lost after the call was sent; whether it ran there is unknown"
+            ),
+        },
+    }
+}
+
+/// The error of an authorization question whose connection ended before its answer came.
+fn lost_question(node: &NodeId, fate: Fate) -> RemoteError {
+    match fate {
+        Fate::NeverSent => RemoteError::NotDelivered {
+            reason: format!("the connection to {node} closed before the question was sent"),
+        },
+        Fate::MaybeReceived => RemoteError::Failed {
+            reason: format!("the connection to {node} was lost before it answered"),
+        },
     }
 }
 
@@ -143,23 +175,36 @@ impl RemoteNodes for Link {
                 remaining_micros: remaining_micros(deadline),
                 message,
             };
-            send_by(&connection, &frame, deadline).await?;
+            let ticket = send_by(&connection, &frame, deadline).await?;
             // From here on the call may be running there.
             let mut cancel = CancelUnlessAnswered {
                 inner: inner.clone(),
-                node,
+                node: node.clone(),
                 request,
                 answered: false,
             };
-            match tokio::time::timeout_at(deadline, reply).await {
-                Ok(Ok(reply)) => {
-                    cancel.answered = true;
-                    Ok(reply)
+            let mut reply = reply;
+            tokio::select! {
+                biased;
+                reply = &mut reply => match reply {
+                    Ok(reply) => {
+                        cancel.answered = true;
+                        Ok(reply)
+                    }
+                    Err(_) => Err(RemoteError::Failed {
+                        reason: "this node's cluster stopped while waiting".into(),
+                    }),
+                },
+                fate = connection.lost(ticket) => {
+                    // A reply read before the connection ended was handed over before it
+                    // ended.
+                    if let Ok(reply) = reply.try_recv() {
+                        cancel.answered = true;
+                        return Ok(reply);
+                    }
+                    Err(lost(&mut cancel, fate))
                 }
-                Ok(Err(_)) => Err(RemoteError::Failed {
-                    reason: "this node's cluster stopped while waiting".into(),
-                }),
-                Err(_) => Err(RemoteError::TimedOut),
+                () = tokio::time::sleep_until(deadline) => Err(RemoteError::TimedOut),
             }
         }
         .boxed()
@@ -183,20 +228,29 @@ impl RemoteNodes for Link {
                 request,
             };
             let service = message.service().to_owned();
-            send_by(
+            let ticket = send_by(
                 &connection,
                 &Frame::Authorize { request, message },
                 deadline,
             )
             .await?;
-            match tokio::time::timeout_at(deadline, verdict).await {
-                Ok(Ok(Verdict::Allowed)) => Ok(Ok(())),
-                Ok(Ok(Verdict::Denied(response))) => Ok(Err(response)),
-                Ok(Ok(Verdict::Unavailable)) => Ok(Err(Response::ServiceUnavailable(service))),
-                Ok(Err(_)) => Err(RemoteError::Failed {
+            let mut verdict = verdict;
+            let verdict = tokio::select! {
+                biased;
+                verdict = &mut verdict => verdict,
+                fate = connection.lost(ticket) => match verdict.try_recv() {
+                    Ok(verdict) => Ok(verdict),
+                    Err(_) => return Err(lost_question(&node, fate)),
+                },
+                () = tokio::time::sleep_until(deadline) => return Err(RemoteError::TimedOut),
+            };
+            match verdict {
+                Ok(Verdict::Allowed) => Ok(Ok(())),
+                Ok(Verdict::Denied(response)) => Ok(Err(response)),
+                Ok(Verdict::Unavailable) => Ok(Err(Response::ServiceUnavailable(service))),
+                Err(_) => Err(RemoteError::Failed {
                     reason: "this node's cluster stopped while waiting".into(),
                 }),
-                Err(_) => Err(RemoteError::TimedOut),
             }
         }
         .boxed()
@@ -211,7 +265,8 @@ impl RemoteNodes for Link {
     }
 }
 
-/// Keeps a connection to `peer` up while it is a member, redialing with exponential backoff.
+/// Keeps a connection to `peer` up while it is a member, redialing after the reconnect
+/// backoff when an attempt fails (see [`Inner::connection_to`]).
 pub(crate) fn keep_connected(inner: &Arc<Inner>, peer: NodeId) {
     // A member seen leaving and coming back keeps its one task.
     if !lock(&inner.kept).insert(peer.clone()) {
@@ -228,17 +283,8 @@ pub(crate) fn keep_connected(inner: &Arc<Inner>, peer: NodeId) {
     }
     let kept = Kept(Arc::downgrade(inner), peer.clone());
     let weak = Arc::downgrade(inner);
-    let backoff = || {
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(50))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times()
-            .build()
-    };
     tokio::spawn(async move {
         let _kept = kept;
-        let mut delays = backoff();
         loop {
             let Some(inner) = weak.upgrade() else { return };
             if inner.stopped.is_cancelled() || !inner.members.load().by_id.contains_key(&peer) {
@@ -246,7 +292,6 @@ pub(crate) fn keep_connected(inner: &Arc<Inner>, peer: NodeId) {
             }
             match inner.connection_to(&peer).await {
                 Ok(connection) => {
-                    delays = backoff();
                     let stopped = inner.stopped.clone();
                     drop(inner);
                     tokio::select! {
@@ -255,10 +300,18 @@ pub(crate) fn keep_connected(inner: &Arc<Inner>, peer: NodeId) {
                     }
                 }
                 Err(reason) => {
-                    let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                    // At least a moment, so a failure that set no backoff cannot spin.
+                    let delay = inner
+                        .next_dial_in(&peer)
+                        .await
+                        .max(Duration::from_millis(10));
                     tracing::debug!(%peer, %reason, retry_in = ?delay, "cannot connect to a member");
+                    let stopped = inner.stopped.clone();
                     drop(inner);
-                    tokio::time::sleep(delay).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = stopped.cancelled() => return,
+                    }
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! direction, its sequence number and its bytes, so a frame that was injected, replayed,
 //! reordered or altered on the way is caught and closes the connection.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
@@ -62,17 +62,26 @@ fn tag(mac: &Hmac<Sha256>, direction: u8, sequence: u64, payload: &[u8]) -> Hmac
 
 impl Sealer {
     /// `payload` followed by its tag.
-    pub(crate) fn seal(&mut self, payload: &[u8]) -> Bytes {
+    #[cfg(test)]
+    pub(crate) fn seal(&mut self, payload: &[u8]) -> bytes::Bytes {
         let mut out = BytesMut::with_capacity(payload.len() + TAG_LEN);
+        self.seal_into(payload, &mut out);
+        out.freeze()
+    }
+
+    /// Appends `payload` and its tag to `out`.
+    pub(crate) fn seal_into(&mut self, payload: &[u8], out: &mut BytesMut) {
         out.put_slice(payload);
         if let Some(mac) = &self.mac {
             let full = tag(mac, self.direction, self.sequence, payload)
                 .finalize()
                 .into_bytes();
             out.put_slice(&full[..TAG_LEN]);
+        } else {
+            // No key, no valid tag: the peer refuses the frame, as it should.
+            out.put_bytes(0, TAG_LEN);
         }
         self.sequence += 1;
-        out.freeze()
     }
 }
 

@@ -63,7 +63,7 @@ pub(crate) async fn handle(inner: &Arc<Inner>, from: &Connection, frame: Frame) 
         Frame::Cancel { reply_to, request } => cancel(inner, reply_to, request),
         Frame::Hello { .. } | Frame::Proof { .. } | Frame::Refused { .. } => {
             tracing::warn!(peer = %from.peer, kind = frame.kind(), "handshake frame on an established connection; closing it");
-            from.close();
+            from.break_off();
         }
     }
 }
@@ -162,7 +162,7 @@ async fn reply_straight(
         Ok(connection) => {
             // A caller that stopped reading must not hold this task forever.
             match tokio::time::timeout(REPLY_SEND_LIMIT, connection.send(&frame)).await {
-                Ok(sent) => sent.map_err(|e| e.to_string()),
+                Ok(sent) => sent.map(|_| ()).map_err(|e| e.to_string()),
                 Err(_) => Err("the caller stopped reading".to_owned()),
             }
         }
@@ -196,7 +196,11 @@ async fn forward(
         message: message.clone(),
     };
     let sent = match inner.connection_to(&owner).await {
-        Ok(connection) => connection.send(&frame).await.map_err(|e| e.to_string()),
+        Ok(connection) => connection
+            .send(&frame)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
         Err(reason) => Err(reason),
     };
     match sent {

@@ -5,21 +5,21 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use switchyard_cluster::ClusterEvent;
-use switchyard_messaging::{DispatchOptions, Message, Router};
+use switchyard_messaging::{DispatchOptions, Message, Response, Router};
 
 use crate::support::{
     answered_by, cluster_of, config, standard_routers, start_with, wait_event, wait_for,
 };
 
-/// A node started on a runtime of its own, on its own thread: dropping the runtime kills it
-/// as a crash would, with no goodbye.
+/// A node started on a runtime of its own, on its own thread: shutting the runtime down kills
+/// it as a crash would, with no goodbye: its tasks stop and its sockets close.
 struct Doomed {
     runtime: Option<tokio::runtime::Runtime>,
     id: switchyard_messaging::NodeId,
 }
 
 impl Doomed {
-    fn start(name: &str, seed: String, routers: fn(&switchyard_messaging::Node)) -> Self {
+    fn start(name: &str, seed: String, routers: impl FnOnce(&switchyard_messaging::Node)) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -27,8 +27,12 @@ impl Doomed {
             .unwrap();
         let started = runtime.block_on(start_with(name, config(&[seed]), routers));
         let id = started.node.id().clone();
-        // The node lives on in the runtime's tasks; these handles may go.
-        std::mem::forget(started);
+        // The handles live in a task of the node's runtime, so that killing the runtime drops
+        // everything the node holds and its sockets close, as when a process dies.
+        runtime.spawn(async move {
+            let _started = started;
+            std::future::pending::<()>().await;
+        });
         Self {
             runtime: Some(runtime),
             id,
@@ -125,6 +129,76 @@ async fn a_call_the_caller_gave_up_on_is_cancelled_where_it_runs() {
     .await;
     let completed = tokio::time::timeout(Duration::from_secs(3), finished.recv()).await;
     assert!(completed.is_err(), "the cancelled handler ran to its end");
+}
+
+/// The provider dies while its handler holds the call: the caller learns at once that the
+/// call's outcome is unknown, instead of waiting for its long deadline, and it is not run
+/// again elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_dying_mid_call_ends_the_call_at_once_with_an_unknown_outcome() {
+    let a = start_with("a", config(&[]), |_| {}).await;
+    let seed = a.cluster.gossip_addr().to_string();
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut b = tokio::task::spawn_blocking(move || {
+        Doomed::start("b", seed, move |node| {
+            node.register(
+                Router::new("held")
+                    .service("held", move |_: Message| {
+                        let started = started_tx.clone();
+                        async move {
+                            let _ = started.send(());
+                            // Held open until the node dies.
+                            std::future::pending::<Message>().await
+                        }
+                    })
+                    .authorize(|_| Ok(())),
+            )
+            .unwrap();
+        })
+    })
+    .await
+    .unwrap();
+    wait_for(Duration::from_secs(3), "b connected", || async {
+        a.cluster.members().first().is_some_and(|m| m.connected)
+    })
+    .await;
+    let call = tokio::spawn({
+        let node = a.node.clone();
+        async move {
+            let reply = node
+                .dispatch_with(
+                    Message::new("held"),
+                    DispatchOptions::with_timeout(Duration::from_secs(30)),
+                )
+                .await;
+            (reply, tokio::time::Instant::now())
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(5), started.recv())
+        .await
+        .expect("the handler on b never started");
+    let killed_at = tokio::time::Instant::now();
+    tokio::task::spawn_blocking(move || {
+        b.kill();
+        b
+    })
+    .await
+    .unwrap();
+    let (reply, answered_at) = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the call still waits 5 s after its provider died")
+        .unwrap();
+    assert!(answered_at.duration_since(killed_at) < Duration::from_secs(5));
+    match reply.response() {
+        Some(Response::Error(error)) => {
+            let text = error.as_text().unwrap_or_default();
+            assert!(
+                text.contains("unknown") && text.contains("b#"),
+                "the error names the node and the unknown outcome: {text}"
+            );
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
 }
 
 fn b_running(b: &crate::support::TestNode) -> usize {

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 mod calls;
+mod connections;
 mod discovery;
 mod failures;
 mod processes;

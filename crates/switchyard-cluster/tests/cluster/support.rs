@@ -140,3 +140,124 @@ pub(crate) fn answered_by(reply: &Message) -> String {
         other => panic!("expected a name, got {other:?}"),
     }
 }
+
+/// A TCP relay between nodes that the test controls: it can stall the bytes it carries, cut
+/// its connections, and refuse new ones. A node announces it as its address
+/// (`ClusterConfig::advertised_rpc_addr`), so the others reach that node through it.
+pub(crate) struct Proxy {
+    pub(crate) addr: std::net::SocketAddr,
+    state: std::sync::Arc<ProxyState>,
+}
+
+struct ProxyState {
+    target: std::sync::Mutex<Option<std::net::SocketAddr>>,
+    refusing: std::sync::atomic::AtomicBool,
+    accepted: std::sync::atomic::AtomicUsize,
+    paused: tokio::sync::watch::Sender<bool>,
+    /// Bumped on every cut: each relayed connection ends when it changes.
+    cuts: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    /// Listens on a free port; connections arriving before [`Proxy::target`] is set are
+    /// dropped.
+    pub(crate) async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = std::sync::Arc::new(ProxyState {
+            target: std::sync::Mutex::new(None),
+            refusing: std::sync::atomic::AtomicBool::new(false),
+            accepted: std::sync::atomic::AtomicUsize::new(0),
+            paused: tokio::sync::watch::Sender::new(false),
+            cuts: tokio::sync::watch::Sender::new(0),
+        });
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                shared
+                    .accepted
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let target = *shared.target.lock().unwrap();
+                let (Some(target), false) = (
+                    target,
+                    shared.refusing.load(std::sync::atomic::Ordering::SeqCst),
+                ) else {
+                    drop(inbound);
+                    continue;
+                };
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (in_read, in_write) = inbound.into_split();
+                let (out_read, out_write) = outbound.into_split();
+                tokio::spawn(relay(in_read, out_write, shared.clone()));
+                tokio::spawn(relay(out_read, in_write, shared.clone()));
+            }
+        });
+        Self { addr, state }
+    }
+
+    /// Where the relayed connections go.
+    pub(crate) fn target(&self, target: std::net::SocketAddr) {
+        *self.state.target.lock().unwrap() = Some(target);
+    }
+
+    /// Stops (or resumes) carrying bytes: a stalled peer, as far as the sender can tell.
+    pub(crate) fn pause(&self, paused: bool) {
+        self.state.paused.send_replace(paused);
+    }
+
+    /// Closes every connection it carries, on both sides, without a goodbye.
+    pub(crate) fn cut(&self) {
+        self.state.cuts.send_modify(|cuts| *cuts += 1);
+    }
+
+    /// Drops (or relays again) new connections as soon as they arrive.
+    pub(crate) fn refuse(&self, refusing: bool) {
+        self.state
+            .refusing
+            .store(refusing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many connections arrived so far.
+    pub(crate) fn accepted(&self) -> usize {
+        self.state
+            .accepted
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    state: std::sync::Arc<ProxyState>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cuts = state.cuts.subscribe();
+    let mut paused = state.paused.subscribe();
+    let mut buffer = vec![0_u8; 64 * 1024];
+    let carry = async {
+        loop {
+            if paused.wait_for(|paused| !paused).await.is_err() {
+                return;
+            }
+            let read = match from.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            if paused.wait_for(|paused| !paused).await.is_err() {
+                return;
+            }
+            if to.write_all(&buffer[..read]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = carry => {}
+        _ = cuts.changed() => {}
+    }
+}
