@@ -101,7 +101,7 @@ pub(crate) struct Inner {
     /// Calls this node is running for others, by (reply-to node, request).
     pub(crate) serving: Mutex<HashMap<(NodeId, u64), tokio::task::AbortHandle>>,
     /// Calls this node forwarded, so a cancel can follow them.
-    pub(crate) forwarded: Mutex<HashMap<(NodeId, u64), (NodeId, tokio::time::Instant)>>,
+    pub(crate) forwarded: Mutex<crate::forwarded::Forwarded>,
     pub(crate) in_flight: AtomicUsize,
     pub(crate) drained: Notify,
     pub(crate) events: broadcast::Sender<ClusterEvent>,
@@ -174,7 +174,7 @@ impl Cluster {
             authorizations: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             serving: Mutex::new(HashMap::new()),
-            forwarded: Mutex::new(HashMap::new()),
+            forwarded: Mutex::new(crate::forwarded::Forwarded::default()),
             in_flight: AtomicUsize::new(0),
             drained: Notify::new(),
             events,

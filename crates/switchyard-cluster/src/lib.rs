@@ -53,6 +53,7 @@ mod cluster;
 mod config;
 mod connection;
 mod error;
+mod forwarded;
 mod frame;
 mod handshake;
 mod membership;

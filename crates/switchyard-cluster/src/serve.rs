@@ -209,10 +209,7 @@ async fn forward(
                 .counters
                 .calls_forwarded
                 .fetch_add(1, Ordering::Relaxed);
-            let mut forwarded = lock(&inner.forwarded);
-            let now = Instant::now();
-            forwarded.retain(|_, (_, until)| *until > now);
-            forwarded.insert((reply_to, request), (owner, deadline));
+            lock(&inner.forwarded).insert((reply_to, request), owner, deadline, Instant::now());
         }
         Err(reason) => {
             tracing::warn!(%owner, %reason, "forwarding failed");
@@ -231,7 +228,7 @@ fn cancel(inner: &Arc<Inner>, reply_to: NodeId, request: u64) {
         task.abort();
         tracing::debug!(caller = %key.0, request, "call cancelled by its caller");
     }
-    let owner = lock(&inner.forwarded).remove(&key).map(|(owner, _)| owner);
+    let owner = lock(&inner.forwarded).remove(&key);
     if let Some(owner) = owner
         && let Some(connection) = inner.live_connection(&owner)
     {
