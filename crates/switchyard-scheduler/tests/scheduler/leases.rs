@@ -262,3 +262,70 @@ fn two_schedulers_deliver_each_alarm_once_and_one_takes_over_when_the_other_dies
     });
     drop(a);
 }
+
+/// A delivery that runs far longer than the lease (its service held open) keeps the alarm: its
+/// scheduler renews the lease meanwhile, so the other scheduler, which keeps trying as each
+/// lease it saw lapses, never delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_lease_keeps_a_long_delivery_from_the_other_scheduler() {
+    use crate::delivery::{Gated, gated};
+    init_tracing();
+    const LEASE: Duration = Duration::from_secs(90);
+    let clock = ManualClock::new(t0());
+    let store = TestStore::default();
+    // The dispatch timeout runs in real time (a minute, far longer than the test), the lease on
+    // the manual clock: the delivery outlives many leases.
+    let config = || {
+        config(&clock)
+            .dispatch_timeout(Duration::from_secs(60))
+            .lease(LEASE)
+    };
+    let Gated {
+        node: node_a,
+        started: mut started_a,
+        release: release_a,
+    } = gated("node-a");
+    let Gated {
+        node: node_b,
+        started: mut started_b,
+        release: release_b,
+    } = gated("node-b");
+    let a = Scheduler::start(node_a, store.clone(), config()).unwrap();
+    a.schedule(Message::new("gated").with_id("long"), "agg", When::At(t0()))
+        .await
+        .unwrap();
+    started_a.recv().await.unwrap();
+    let b = Scheduler::start(node_b, store.clone(), config()).unwrap();
+    eventually_held(&b, 1).await;
+    // Ten leases long, in steps of a third of a lease minus a little, so each renewal (every
+    // third of a lease) lands before the lease it extends lapses.
+    let step = LEASE / 3 - Duration::from_secs(1);
+    while clock.now() < t0() + LEASE * 10 {
+        clock.advance(step);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            started_b.try_recv().is_err(),
+            "node b delivered the alarm at {:?} while node a was still delivering it",
+            clock.now()
+        );
+    }
+    let tried_by_b = store
+        .granted()
+        .iter()
+        .filter(|granted| granted.holder != store.granted()[0].holder)
+        .count();
+    assert_eq!(tried_by_b, 0, "node b never got the lease");
+    release_a.add_permits(1);
+    crate::support::eventually("delivered once, by node a", || async {
+        store.inner.is_empty()
+    })
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), started_b.recv())
+            .await
+            .is_err()
+    );
+    release_b.add_permits(1);
+    a.shutdown().await;
+    b.shutdown().await;
+}
