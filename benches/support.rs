@@ -1,6 +1,7 @@
 //! What every Switchyard benchmark shares, included by each with
-//! `#[path = "../../../benches/support.rs"] mod support;`: the runtime they measure on, the
-//! median of alternating rounds, and where their Markdown section goes for `cargo xtask bench`.
+//! `#[path = "../../../benches/support.rs"] mod support;`: the runtime they measure on,
+//! alternating rounds of floor and subject and their medians, a quick mode, the machine's load,
+//! and where their Markdown section goes for `cargo xtask bench`.
 
 // Each bench uses the part it needs.
 #![allow(dead_code)]
@@ -45,4 +46,64 @@ pub(crate) fn write_section(file: &str, text: &str) {
         .unwrap_or_else(|_| target_dir().join("switchyard-bench"));
     std::fs::create_dir_all(&out_dir).expect("the bench output directory");
     std::fs::write(out_dir.join(file), text).expect("the bench section");
+}
+
+/// Whether the bench should run reduced sizes to check itself quickly
+/// (`SWITCHYARD_BENCH_QUICK=1`); its figures then say little.
+pub(crate) fn quick() -> bool {
+    std::env::var("SWITCHYARD_BENCH_QUICK").is_ok_and(|value| !value.is_empty() && value != "0")
+}
+
+/// The machine's load averages over 1, 5 and 15 minutes (`/proc/loadavg`), so a section can say
+/// how busy the machine was while it measured.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Floor and subject figures of alternating rounds.
+pub(crate) struct Rounds {
+    pub(crate) floor: Vec<f64>,
+    pub(crate) subject: Vec<f64>,
+}
+
+impl Rounds {
+    /// The median of the per-round ratios subject / floor: for throughput, the share of the
+    /// floor the subject reaches; for times, how many times the floor it takes.
+    pub(crate) fn ratio(&self) -> f64 {
+        let per_round: Vec<f64> = self
+            .floor
+            .iter()
+            .zip(&self.subject)
+            .map(|(floor, subject)| subject / floor)
+            .collect();
+        median(&per_round)
+    }
+}
+
+/// One warm-up round of each, then `rounds` rounds of floor and subject in turn, so both see the
+/// same machine: its speed changes within seconds.
+pub(crate) fn alternate(
+    rounds: usize,
+    mut floor: impl FnMut() -> f64,
+    mut subject: impl FnMut() -> f64,
+) -> Rounds {
+    floor();
+    subject();
+    let mut result = Rounds {
+        floor: Vec::new(),
+        subject: Vec::new(),
+    };
+    for _ in 0..rounds {
+        result.floor.push(floor());
+        result.subject.push(subject());
+    }
+    result
 }
