@@ -247,3 +247,123 @@ async fn an_unreadable_alarm_does_not_stop_the_others_from_loading() {
         BTreeSet::from(["after".to_owned(), "before".to_owned()])
     );
 }
+
+/// A poison row is refused by claims without taking the lease or counting an attempt, and left
+/// in the table for an operator, who can cancel it.
+#[tokio::test]
+async fn an_unreadable_alarm_is_refused_unleased_and_left_for_an_operator() {
+    use std::time::SystemTime;
+    use switchyard_scheduler::store::{Alarm, AlarmStore, AlarmStoreError};
+    let path = fresh_file("poison-claim");
+    let store = SqliteStore::open(&path).unwrap();
+    let due = SystemTime::now() - Duration::from_secs(1);
+    store
+        .save(Alarm {
+            message: Message::new("remind").with_id("broken"),
+            aggregate_id: "agg".into(),
+            due,
+            attempts: 0,
+        })
+        .await
+        .unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute("UPDATE alarms SET message = x'ff00ff'", [])
+        .unwrap();
+    let now = SystemTime::now();
+    let lease = now + Duration::from_secs(30);
+    for holder in ["node-a", "node-b"] {
+        let claim = store.claim("broken", holder, now, now, lease).await;
+        assert!(
+            matches!(&claim, Err(AlarmStoreError::Corrupt { id, .. }) if id == "broken"),
+            "{holder}: {claim:?}"
+        );
+    }
+    let (holder, attempts): (Option<String>, i64) = raw
+        .query_row("SELECT holder, attempts FROM alarms", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(holder, None, "no lease is taken");
+    assert_eq!(attempts, 0, "no attempt is counted");
+    assert!(
+        store.cancel("broken").await.unwrap(),
+        "an operator cancels it"
+    );
+}
+
+/// A scheduler that finds an alarm unreadable when it comes to deliver it (it was loaded while
+/// still readable) neither retries it forever nor holds up the others: it delivers the others,
+/// forgets the poison one, and leaves it in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_delivers_around_an_unreadable_alarm_and_forgets_it() {
+    use switchyard_scheduler::{Clock, ManualClock};
+    let path = fresh_file("poison-scheduler");
+    let clock = ManualClock::new(std::time::SystemTime::now());
+    let (node, mut rx) = reminder_node("poison");
+    let scheduler = Scheduler::start(
+        node,
+        SqliteStore::open(&path).unwrap(),
+        SchedulerConfig::default()
+            .clock(clock.clone())
+            .sweep_interval(None)
+            .failure_delay(Duration::from_secs(1)),
+    )
+    .unwrap();
+    for id in ["before", "broken", "after"] {
+        scheduler
+            .schedule(
+                Message::new("remind").with_id(id),
+                "agg",
+                When::At(clock.now() + Duration::from_secs(10)),
+            )
+            .await
+            .unwrap();
+    }
+    // Loaded (armed) while readable, then broken behind the scheduler's back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while scheduler.held().await != 3 {
+        assert!(Instant::now() < deadline, "the alarms are not armed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute(
+        "UPDATE alarms SET message = x'ff00ff' WHERE id = 'broken'",
+        [],
+    )
+    .unwrap();
+    clock.advance(Duration::from_secs(10));
+    let mut delivered = BTreeSet::new();
+    for _ in 0..2 {
+        let id = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("the readable alarms are delivered")
+            .unwrap();
+        delivered.insert(id);
+    }
+    assert_eq!(
+        delivered,
+        BTreeSet::from(["after".to_owned(), "before".to_owned()])
+    );
+    // Forgotten rather than tried again every failure delay.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        clock.advance(Duration::from_secs(1));
+        if scheduler.held().await == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the unreadable alarm is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left: Vec<String> = raw
+        .prepare("SELECT id FROM alarms")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(left, ["broken"], "left in the store for an operator");
+    scheduler.shutdown().await;
+}

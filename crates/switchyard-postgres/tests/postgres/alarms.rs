@@ -1,6 +1,88 @@
 //! The PostgreSQL alarm store against the public alarm-store conformance suite, each check in a
-//! fresh schema.
+//! fresh schema, and what it does with an alarm whose message cannot be read back.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime};
+
+use switchyard_messaging::Message;
+use switchyard_scheduler::store::{Alarm, AlarmStore, AlarmStoreError};
 
 use crate::support;
 
 switchyard_scheduler::alarm_store_conformance!(async { support::store().await });
+
+/// A poison row (its message no longer decodes) is skipped by loads, refused by claims without
+/// taking the lease or counting an attempt, and left in the table for an operator, who can
+/// cancel it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_alarm_is_skipped_refused_unleased_and_left_for_an_operator() {
+    let store = support::store().await;
+    let due = SystemTime::now() - Duration::from_secs(1);
+    for id in ["before", "broken", "after"] {
+        store
+            .save(Alarm {
+                message: Message::new("remind").with_id(id),
+                aggregate_id: "agg".into(),
+                due,
+                attempts: 0,
+            })
+            .await
+            .unwrap();
+    }
+    let raw = support::raw_client(&support::url(), store.schema()).await;
+    raw.execute(
+        "UPDATE alarms SET message = '\\xff00ff'::bytea WHERE id = 'broken'",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    let loaded: BTreeSet<String> = store
+        .load(None, due + Duration::from_secs(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|alarm| alarm.id().to_owned())
+        .collect();
+    assert_eq!(
+        loaded,
+        BTreeSet::from(["after".to_owned(), "before".to_owned()])
+    );
+
+    let now = SystemTime::now();
+    let lease = now + Duration::from_secs(30);
+    for holder in ["node-a", "node-b"] {
+        let claim = store.claim("broken", holder, now, now, lease).await;
+        assert!(
+            matches!(&claim, Err(AlarmStoreError::Corrupt { id, .. }) if id == "broken"),
+            "{holder}: {claim:?}"
+        );
+    }
+    let row = raw
+        .query_one(
+            "SELECT holder, lease_until, attempts FROM alarms WHERE id = 'broken'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<String>>(0),
+        None,
+        "no lease is left taken"
+    );
+    assert_eq!(row.get::<_, Option<i64>>(1), None);
+    assert_eq!(row.get::<_, i64>(2), 0, "no attempt is counted");
+
+    assert!(
+        store.cancel("broken").await.unwrap(),
+        "an operator cancels it"
+    );
+    assert_eq!(
+        store
+            .load(None, now + Duration::from_secs(1))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
