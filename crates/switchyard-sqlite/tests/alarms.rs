@@ -367,3 +367,87 @@ async fn a_scheduler_delivers_around_an_unreadable_alarm_and_forgets_it() {
     assert_eq!(left, ["broken"], "left in the store for an operator");
     scheduler.shutdown().await;
 }
+
+/// A retry is persisted: a delivery answers with an error, the retry is saved, the scheduler
+/// stops, and a new one on the same file delivers the retry as the second attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_retry_survives_a_restart_as_the_second_attempt() {
+    use switchyard_scheduler::{Clock, ManualClock, RetryPolicy, assigns};
+    let path = fresh_file("retry-restart");
+    let clock = ManualClock::new(std::time::SystemTime::now());
+    let config = || {
+        SchedulerConfig::default()
+            .clock(clock.clone())
+            .sweep_interval(None)
+            .retry_policy(RetryPolicy::Fixed {
+                delay: Duration::from_secs(10),
+                max_attempts: 3,
+            })
+    };
+    // A service that always fails, and reports each attempt it sees.
+    let failing_node = |name: &str| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let node = Node::new(name);
+        node.register(
+            Router::new("flaky")
+                .service("flaky", move |msg: Message| {
+                    let _ = tx.send(assigns::dispatch_attempts(&msg));
+                    async move { msg.error("down") }
+                })
+                .authorize(|_| Ok(())),
+        )
+        .unwrap();
+        (node, rx)
+    };
+    let (node, mut first_rx) = failing_node("first");
+    let first = Scheduler::start(node, SqliteStore::open(&path).unwrap(), config()).unwrap();
+    first
+        .schedule(
+            Message::new("flaky").with_id("retried"),
+            "user",
+            When::In(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    assert_eq!(next_attempt(&mut first_rx).await, 1);
+    let retry_at = clock.now() + Duration::from_secs(10);
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row: (i64, i64, Option<String>) = raw
+            .query_row("SELECT due, attempts, holder FROM alarms", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .unwrap();
+        let due = std::time::UNIX_EPOCH + Duration::from_micros(row.0.try_into().unwrap());
+        if due >= retry_at - Duration::from_millis(1) && row.2.is_none() {
+            assert_eq!(row.1, 1, "one attempt counted");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retry is not persisted: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.shutdown().await;
+    drop(first);
+
+    let (node, mut second_rx) = failing_node("second");
+    let second = Scheduler::start(node, SqliteStore::open(&path).unwrap(), config()).unwrap();
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(
+        next_attempt(&mut second_rx).await,
+        2,
+        "the retry is the second attempt"
+    );
+    second.shutdown().await;
+}
+
+/// The next attempt a failing service saw, within 10 s.
+async fn next_attempt(rx: &mut mpsc::UnboundedReceiver<u32>) -> u32 {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a delivery")
+        .unwrap()
+}
