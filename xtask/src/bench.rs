@@ -2,8 +2,9 @@
 //!
 //! Each bench measures its subject beside its floor in the same run and writes a Markdown
 //! section into `target/switchyard-bench/`; this command runs them, then joins the sections
-//! under a header naming the machine, the commit and the date, since a figure means little
-//! without them.
+//! under a header naming the machine, the commit, the date and the load on the machine when
+//! the run began, since a figure means little without them. `cargo xtask bench scheduler` runs
+//! the scheduler's benches of both stores (SQLite and memory, then PostgreSQL).
 
 use std::path::Path;
 
@@ -16,6 +17,9 @@ pub(crate) fn run(args: &[String]) -> Result {
         // A full run starts clean, so no section from an older run survives.
         let _ = std::fs::remove_dir_all(&out);
     }
+    // Other work on the machine slows every figure: the report says how much there was when
+    // the run began (long benches also give theirs in their own sections).
+    let load = load_average();
     let mut command = cargo(&["bench", "--workspace", "--all-features"]);
     if let Some(filter) = args.first() {
         command.args(["--bench", filter]);
@@ -27,7 +31,7 @@ pub(crate) fn run(args: &[String]) -> Result {
         postgres.export(&mut command);
         step("benchmarks", command)?;
     }
-    let report = header()? + &sections(&out)?;
+    let report = header(&load)? + &sections(&out)?;
     let path = root.join("docs").join("benchmarks.md");
     std::fs::write(&path, report).map_err(|error| StepFailed {
         step: "write docs/benchmarks.md".into(),
@@ -37,7 +41,20 @@ pub(crate) fn run(args: &[String]) -> Result {
     Ok(())
 }
 
-fn header() -> Result<String> {
+/// The load averages over 1, 5 and 15 minutes (`/proc/loadavg`).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn header(load: &str) -> Result<String> {
     let commit = run::output("git commit", git(&["rev-parse", "--short", "HEAD"]))?;
     let dirty = !run::output(
         "git status",
@@ -62,7 +79,8 @@ fn header() -> Result<String> {
         "# Benchmarks\n\n\
          Written by `cargo xtask bench`; do not edit by hand.\n\n\
          | | |\n|---|---|\n\
-         | date | {} |\n| commit | `{}`{} |\n| CPU | {} ({} cores) |\n| OS | {} |\n| compiler | {} |\n\n\
+         | date | {} |\n| commit | `{}`{} |\n| CPU | {} ({} cores) |\n| OS | {} |\n| compiler | {} |\n\
+         | load average at start (1, 5, 15 min) | {} |\n\n\
          This machine's cores switch between a full-speed and a half-speed mode every few \
          seconds, so every subject is measured beside its floor (raw tokio, raw TCP, raw SQL) in \
          alternating rounds of the same run, and the ratio is the figure to compare across \
@@ -78,6 +96,7 @@ fn header() -> Result<String> {
         cores,
         kernel.trim(),
         rustc.trim(),
+        load,
     ))
 }
 
