@@ -14,13 +14,17 @@
 //!   frame; the secret never crosses the wire. A member's services are used only once a
 //!   connection to it has been authenticated, so a node with the wrong secret can call nothing
 //!   and is offered no call. With the `tls` feature, connections can also run over TLS
-//!   ([`ClusterConfig::tls`], rustls with the `ring` provider). The wire format is in
+//!   ([`ClusterConfig::tls`], rustls with the `ring` provider). TCP keepalive closes the
+//!   connection to a peer that vanished without a word; a broken connection is dialed again
+//!   after a backoff ([`ClusterConfig::reconnect_backoff`]). The wire format is in
 //!   `docs/wire.md`.
 //! - **Remote dispatch**: the caller's dispatcher picks a provider (local first, else a random
 //!   remote one), the call carries the caller's reply address and deadline; the first node to
 //!   receive it authorizes it and applies `choose_node`; when that names another node, the call
 //!   is forwarded once and the owner replies straight to the caller. A timeout cancels the call
-//!   where it runs. [`Cluster::placement`] is a ready `choose_node` sending each aggregate's
+//!   where it runs. When the connection a call travels on breaks, the call ends at once: a
+//!   call that never left goes to the next provider, one that left gets an error saying its
+//!   outcome is unknown. [`Cluster::placement`] is a ready `choose_node` sending each aggregate's
 //!   commands to one node by rendezvous hashing.
 //!
 //! ```no_run
