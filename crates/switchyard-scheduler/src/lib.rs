@@ -6,8 +6,11 @@
 //! [`AlarmStore`](store::AlarmStore) (in memory here; SQLite and PostgreSQL in their crates'
 //! `scheduler` feature). Only alarms due within two windows (6 hours each by default) are held
 //! in memory; the store is read again every window. Each delivery is claimed with a lease in
-//! the store, counts its attempts in the message's assigns, and ends as the [`RetryPolicy`]
-//! decides: deleted, or rescheduled (durably) for another attempt.
+//! the store a little ahead of its due time ([`SchedulerConfig::claim_ahead`]), which counts
+//! the attempt durably, and is dispatched at the due time, never before. It ends as the
+//! [`RetryPolicy`] decides: deleted, or rescheduled (durably) for another attempt. At most
+//! [`SchedulerConfig::max_concurrent_deliveries`] run at once, and every store call is bounded
+//! by [`SchedulerConfig::store_timeout`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -40,6 +43,21 @@
 //!
 //! Delivery is at least once: see [`Scheduler`]. Every delivery runs in a `tracing` span named
 //! [`DELIVERY_SPAN`] with the message id, correlation id and service.
+//!
+//! # Clocks
+//!
+//! Due times and leases follow each scheduler's [`Clock`], the node's wall clock by default,
+//! not the store's. Schedulers sharing a store therefore assume their clocks agree to well
+//! within the lease ([`DEFAULT_LEASE`], 30 s): keep the nodes synchronised (NTP). A node whose
+//! clock runs ahead of another's by more than that node's lease has left may take over an alarm
+//! the other is still delivering; one whose clock runs behind delivers late.
+//!
+//! # Unreadable alarms
+//!
+//! A stored alarm that cannot be decoded is skipped by loads and refused by claims
+//! ([`AlarmStoreError::Corrupt`](store::AlarmStoreError::Corrupt), with no lease taken and no
+//! attempt counted); the scheduler logs it with its id, forgets it, and leaves it in the store
+//! for an operator, who can [`cancel`](Scheduler::cancel) it.
 //!
 //! # Features
 //!

@@ -46,13 +46,18 @@ pub enum When {
 ///
 /// [`schedule`](Scheduler::schedule) saves an alarm and returns once it is durable. Alarms due
 /// within two windows of now are held in memory and armed; the rest stay in the store until the
-/// window reaches them. At its time an alarm is claimed in the store with a lease, delivered
-/// through [`Node::dispatch_with`] with the configured timeout, and then, as the
-/// [`RetryPolicy`](crate::RetryPolicy) decides, deleted or rescheduled.
+/// window reaches them. [`claim_ahead`](SchedulerConfig::claim_ahead) before its time an
+/// alarm is claimed in the store with a lease (a durable write that also counts the attempt);
+/// at its time, never before, it is delivered through [`Node::dispatch_with`] with the
+/// configured timeout, and then, as the [`RetryPolicy`](crate::RetryPolicy) decides, deleted or
+/// rescheduled. At most [`max_concurrent_deliveries`](SchedulerConfig::max_concurrent_deliveries)
+/// deliveries run at once; the others stay armed until a slot frees.
 ///
 /// Delivery is **at least once**: a node that dies after a delivery but before deleting the
 /// alarm leaves it to be delivered again once its lease lapses. While a lease holds, no other
-/// scheduler delivers the alarm.
+/// scheduler delivers the alarm, provided the nodes' clocks agree to well within the lease (see
+/// the [crate docs](crate#clocks)). Attempts are counted when they start, so a retry policy
+/// with `max_attempts` also bounds deliveries cut short by crashes.
 ///
 /// The handle is cheap to clone; the scheduler stops when [`shutdown`](Scheduler::shutdown) is
 /// called or every handle is dropped, after the deliveries under way have finished.

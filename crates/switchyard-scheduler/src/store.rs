@@ -2,7 +2,9 @@
 //!
 //! Every method returns a boxed future, so a store is used as `Arc<dyn AlarmStore>`. Times are
 //! passed in by the caller (the scheduler's [`Clock`](crate::Clock)), never read by the store, so
-//! leases follow the same clock as the scheduler and tests can drive them.
+//! leases follow the same clock as the scheduler and tests can drive them. The price: schedulers
+//! sharing a store must keep their clocks in step to well within the lease (see the
+//! [crate docs](crate#clocks)).
 
 mod error;
 mod memory;
