@@ -84,11 +84,12 @@ impl RetryPolicy {
     }
 
     /// The most deliveries this policy allows, when it has a limit: a delivery is not started
-    /// beyond it, even when the earlier ones never answered (their node died).
+    /// beyond it, even when the earlier ones never answered (their node died). Every alarm is
+    /// delivered at least once, so a limit of 0 counts as 1.
     pub(crate) fn max_attempts(&self) -> Option<u32> {
         match self {
             Self::Fixed { max_attempts, .. } | Self::ExponentialBackoff { max_attempts, .. } => {
-                Some(*max_attempts)
+                Some((*max_attempts).max(1))
             }
             Self::Never | Self::Custom(_) => None,
         }
@@ -179,6 +180,19 @@ mod tests {
             })
             .collect();
         assert_eq!(delays, [Some(100), Some(200), Some(400), Some(500), None]);
+    }
+
+    #[test]
+    fn only_the_built_in_limits_bound_attempts_and_never_below_one() {
+        let fixed = |max_attempts| RetryPolicy::Fixed {
+            delay: Duration::from_secs(1),
+            max_attempts,
+        };
+        assert_eq!(fixed(3).max_attempts(), Some(3));
+        assert_eq!(fixed(0).max_attempts(), Some(1), "delivered at least once");
+        assert_eq!(RetryPolicy::Never.max_attempts(), None);
+        let custom = RetryPolicy::custom(|_: &Message| Decision::Done);
+        assert_eq!(custom.max_attempts(), None);
     }
 
     #[test]

@@ -375,6 +375,27 @@ async fn a_stopped_scheduler_refuses_new_alarms_and_a_new_one_delivers_the_pendi
 }
 
 #[tokio::test]
+async fn no_room_for_a_delivery_or_no_time_for_the_store_is_refused() {
+    for (config, setting) in [
+        (
+            SchedulerConfig::default().max_concurrent_deliveries(0),
+            "max concurrent deliveries",
+        ),
+        (
+            SchedulerConfig::default().store_timeout(Duration::ZERO),
+            "store timeout",
+        ),
+    ] {
+        let (node, _received) = recording_node("zero");
+        let error = Scheduler::start(node, MemoryAlarmStore::new(), config).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::Zero { setting: s } if s == setting),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_lease_shorter_than_the_dispatch_timeout_is_refused() {
     let (node, _received) = recording_node("config");
     let error = Scheduler::start(
