@@ -296,7 +296,9 @@ impl Scheduler {
     }
 
     /// Cancels the alarm of message `message_id`. `false` when there was none (already
-    /// delivered, or never scheduled). A delivery already under way is not stopped.
+    /// delivered, or never scheduled). A delivery already under way is not stopped, and one
+    /// under way includes an alarm claimed ahead of its due time (at most
+    /// [`claim_ahead`](SchedulerConfig::claim_ahead) before it).
     ///
     /// # Errors
     ///
