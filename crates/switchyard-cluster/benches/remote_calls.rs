@@ -4,7 +4,9 @@
 //! - Round trip: one caller, one call at a time; p50 and p99. Floor: a length-delimited echo
 //!   over a plain tokio `TcpStream` (`TCP_NODELAY`) to the same other process.
 //! - Pipelined: 64 calls in flight; calls per second. Floor: the raw echo with 64 frames in
-//!   flight on one connection.
+//!   flight on one connection, the client flushing once it has no credit left; two floors, the
+//!   echo server flushing each answer, and flushing once per burst of requests already
+//!   received (as the cluster writes every queued frame with one system call).
 //!
 //! The bench starts itself again as the serving process. Run with `cargo xtask bench` (which
 //! writes `docs/benchmarks.md`) or `cargo bench -p switchyard-cluster --bench remote_calls`.
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use switchyard_cluster::{Cluster, ClusterConfig};
 use switchyard_messaging::{DispatchOptions, Message, Node, Response, Router, codec};
@@ -34,6 +36,9 @@ const CHILD: &str = "SWITCHYARD_BENCH_CLUSTER_CHILD";
 const SECRET: &[u8] = b"benchmark secret, thirty-two byt";
 const PAYLOAD: [u8; 16] = [7; 16];
 const IN_FLIGHT: usize = 64;
+/// The raw echo server's modes: flush each answer, or once per burst of requests.
+const EACH: u8 = 0;
+const BATCH: u8 = 1;
 
 async fn echo(msg: Message) -> Message {
     let payload: Vec<u8> = msg.request().unwrap();
@@ -66,12 +71,29 @@ fn serve() {
                 tokio::spawn(async move {
                     let (mut sink, mut frames) =
                         Framed::new(stream, LengthDelimitedCodec::new()).split();
-                    while let Some(Ok(frame)) = frames.next().await {
+                    let mut next = frames.next().await;
+                    while let Some(Ok(frame)) = next {
                         // Answer with a frame as long as the cluster's reply.
                         let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
-                        if sink.send(Bytes::from(vec![1_u8; len])).await.is_err() {
+                        let batch = frame[4] == BATCH;
+                        if sink.feed(Bytes::from(vec![1_u8; len])).await.is_err() {
                             break;
                         }
+                        // Batching, flush once no further request has already arrived, as the
+                        // cluster writes every reply queued meanwhile with one system call.
+                        // Otherwise flush each answer.
+                        next = match frames.next().now_or_never() {
+                            Some(next) if batch => next,
+                            ready => {
+                                if sink.flush().await.is_err() {
+                                    break;
+                                }
+                                match ready {
+                                    Some(next) => next,
+                                    None => frames.next().await,
+                                }
+                            }
+                        };
                     }
                 });
             }
@@ -127,10 +149,12 @@ async fn raw_connection(addr: SocketAddr) -> Raw {
     Framed::new(stream, LengthDelimitedCodec::new())
 }
 
-/// The request frame tells the echo server how long its answer must be.
-fn raw_request(sizes: (usize, usize)) -> Bytes {
+/// The request frame tells the echo server how long its answer must be, and whether it
+/// batches its answers (`BATCH`) or flushes each.
+fn raw_request(sizes: (usize, usize), mode: u8) -> Bytes {
     let mut frame = vec![0_u8; sizes.0];
     frame[..4].copy_from_slice(&(sizes.1 as u32).to_be_bytes());
+    frame[4] = mode;
     Bytes::from(frame)
 }
 
@@ -289,7 +313,8 @@ fn main() {
     let (_server, gossip, raw_addr) = start_server();
     let rt = runtime();
     let sizes = frame_sizes();
-    let request = raw_request(sizes);
+    let request = raw_request(sizes, EACH);
+    let batched_request = raw_request(sizes, BATCH);
     let (round_trip, pipelined) = rt.block_on(async {
         let caller = join(&gossip).await;
         let mut raw = raw_connection(raw_addr).await;
@@ -308,23 +333,23 @@ fn main() {
             floor.add(&round_floor).unwrap();
             subject.add(&round_subject).unwrap();
         }
-        let mut floor_rates = Vec::new();
-        let mut subject_rates = Vec::new();
-        let mut rate_ratios = Vec::new();
+        // Each round: the echo flushing each answer, the echo batching its answers, the
+        // cluster; the ratios are taken within a round.
+        let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+        let mut rate_ratios = [Vec::new(), Vec::new()];
         for _ in 0..5 {
-            let f = raw_pipelined(raw_addr, &request, Duration::from_secs(1)).await;
-            let s = cluster_pipelined(&caller.node, Duration::from_secs(1)).await;
-            floor_rates.push(f);
-            subject_rates.push(s);
-            rate_ratios.push(s / f);
+            let each = raw_pipelined(raw_addr, &request, Duration::from_secs(1)).await;
+            let batched = raw_pipelined(raw_addr, &batched_request, Duration::from_secs(1)).await;
+            let cluster = cluster_pipelined(&caller.node, Duration::from_secs(1)).await;
+            for (rate, value) in rates.iter_mut().zip([each, batched, cluster]) {
+                rate.push(value);
+            }
+            rate_ratios[0].push(cluster / each);
+            rate_ratios[1].push(cluster / batched);
         }
         (
             (floor, subject, median(&ratios)),
-            (
-                median(&floor_rates),
-                median(&subject_rates),
-                median(&rate_ratios),
-            ),
+            (rates.map(|r| median(&r)), rate_ratios.map(|r| median(&r))),
         )
     });
     let (floor, subject, ratio) = round_trip;
@@ -335,9 +360,12 @@ fn main() {
          authenticated cluster connection on loopback (caller and server each on a 2-worker \
          runtime; both processes share the machine's 2 cores). Floor: a length-delimited echo \
          over a plain tokio `TcpStream` with `TCP_NODELAY` between the same two processes, \
-         frames of the call's sizes ({} bytes out, {} back). Round trips: 10 alternating rounds \
-         of 2,000 sequential calls; the ratio is the median of the rounds' p50 ratios. \
-         Pipelined: {IN_FLIGHT} calls in flight, 5 alternating rounds of 1 s.\n\n",
+         frames of the call's sizes ({} bytes out, {} back). Round trips: 10 alternating \
+         rounds of 2,000 sequential calls; the ratio is the median of the rounds' p50 ratios. \
+         Pipelined: {IN_FLIGHT} calls in flight, 5 alternating rounds of 1 s, against two \
+         floors: the echo server flushing each answer, and flushing once per burst of \
+         requests already received (as the cluster's connections write every queued frame \
+         with one system call); the raw client flushes once it has no credit left in both.\n\n",
         sizes.0, sizes.1
     ));
     out.push_str("| round trip | raw echo | cluster call | cluster / raw |\n|---|---|---|---|\n");
@@ -349,9 +377,12 @@ fn main() {
         micros(&subject, 0.99),
         micros(&subject, 0.99) / micros(&floor, 0.99),
     ));
-    let (floor_rate, subject_rate, rate_ratio) = pipelined;
+    let ([each, batched, cluster], [to_each, to_batched]) = pipelined;
     out.push_str(&format!(
-        "\n| pipelined, {IN_FLIGHT} in flight | raw echo frames/s | cluster calls/s | cluster / raw |\n|---|---|---|---|\n| throughput | {floor_rate:.0} | {subject_rate:.0} | {rate_ratio:.2} |\n",
+        "\n| pipelined, {IN_FLIGHT} in flight | frames or calls/s | cluster / it |\n|---|---|---|\n\
+         | raw echo, flush per answer | {each:.0} | {to_each:.2} |\n\
+         | raw echo, flush per burst | {batched:.0} | {to_batched:.2} |\n\
+         | cluster calls | {cluster:.0} | |\n",
     ));
     out.push_str(
         "\nTargets: p50 ≤ 2× the raw echo round trip; ≥ 150,000 calls/s pipelined on 2 cores.\n",

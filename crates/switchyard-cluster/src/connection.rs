@@ -39,18 +39,24 @@ const HANDSHAKE_FRAME_LEN: usize = 1_024;
 /// dropped) may take to write what was queued before: replies of calls that just ended.
 const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 
-/// A live, authenticated connection to a peer. Cheap to clone.
+/// A live, authenticated connection to a peer. Cloning it is one reference count.
 #[derive(Clone)]
-pub(crate) struct Connection {
+pub(crate) struct Connection(Arc<Shared>);
+
+impl std::ops::Deref for Connection {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What the senders, the writer task and the reader task of one connection share.
+pub(crate) struct Shared {
     pub(crate) id: u64,
     pub(crate) peer: NodeId,
     /// Who dialed: the connection dialed by the smaller node id wins a tie.
     pub(crate) dialer: NodeId,
-    shared: Arc<Shared>,
-}
-
-/// What the senders, the writer task and the reader task of one connection share.
-struct Shared {
     queue: std::sync::Mutex<Queue>,
     /// Room in the queue: a sender waits for a permit, the writer returns them.
     room: Semaphore,
@@ -64,6 +70,9 @@ struct Shared {
     broken: AtomicBool,
     /// The writer has stopped and the queue is shut: [`Shared::sent`] is final.
     finished: CancellationToken,
+    /// Whether the last write carried more than one frame: calls are pipelined on this
+    /// connection, so a writer waits a moment for more frames before writing.
+    pipelined: AtomicBool,
     /// How many frames the kernel took whole: those may have reached the peer. A frame of
     /// which only a part was written never did (the peer cannot read it).
     sent: AtomicU64,
@@ -79,6 +88,8 @@ struct Queue {
     queued: u64,
     /// No more frames are taken: the connection has ended.
     shut: bool,
+    /// Someone is writing (or about to): frames queued now go out with that write.
+    writing: bool,
 }
 
 /// The write half, the sealer, and the buffer sealed frames wait in: frames are sealed in the
@@ -98,15 +109,23 @@ struct Outgoing {
 
 impl Outgoing {
     /// Takes everything queued and seals it into the buffer, without waiting: what is taken
-    /// is in the buffer even if the caller stops waiting right after.
-    fn take_queued(&mut self, shared: &Shared) {
+    /// is in the buffer even if the caller stops waiting right after. When there is nothing
+    /// left to write, gives up the writer's role instead and says so.
+    fn take_queued(&mut self, shared: &Shared) -> bool {
         {
             let mut queue = lock(&shared.queue);
+            if queue.frames.is_empty() && self.buf.is_empty() {
+                queue.writing = false;
+                return false;
+            }
             std::mem::swap(&mut queue.frames, &mut self.batch);
         }
         if self.batch.is_empty() {
-            return;
+            return true;
         }
+        shared
+            .pipelined
+            .store(self.batch.len() > 1, Ordering::Relaxed);
         shared.room.add_permits(self.batch.len());
         for frame in self.batch.drain(..) {
             // `send` refused frames too long for a 4-byte length.
@@ -117,6 +136,7 @@ impl Outgoing {
             self.buffered += (4 + frame.len() + TAG_LEN) as u64;
             self.ends.push_back(self.buffered);
         }
+        true
     }
 
     /// Counts the bytes the kernel took, and the frames now wholly written.
@@ -133,14 +153,11 @@ impl Outgoing {
         }
     }
 
-    /// Writes everything queued, and what is queued meanwhile, then flushes. Stopping it
-    /// between two writes loses nothing: the rest stays in the buffer for the next writer.
+    /// Writes everything queued, and what is queued meanwhile, then flushes and gives up the
+    /// writer's role. Stopping it between two writes loses nothing: the rest stays in the
+    /// buffer for the next writer.
     async fn write_queued(&mut self, shared: &Shared) -> std::io::Result<()> {
-        loop {
-            self.take_queued(shared);
-            if self.buf.is_empty() {
-                break;
-            }
+        while self.take_queued(shared) {
             while !self.buf.is_empty() {
                 let io = self.io.as_mut().ok_or(std::io::ErrorKind::NotConnected)?;
                 let written = io.write(&self.buf).await?;
@@ -209,17 +226,17 @@ impl Connection {
         let bytes = frame
             .encode()
             .map_err(|e| SendError::Encode(e.to_string()))?;
-        if bytes.len() > self.shared.max_frame_len {
+        if bytes.len() > self.max_frame_len {
             return Err(SendError::TooLong {
                 len: bytes.len(),
-                max: self.shared.max_frame_len,
+                max: self.max_frame_len,
             });
         }
         self.enqueue(bytes).await
     }
 
     async fn enqueue(&self, bytes: Bytes) -> Result<Ticket, SendError> {
-        let shared = &*self.shared;
+        let shared = &*self.0;
         let closed = || SendError::Closed(Closed(self.peer.clone()));
         let permit = tokio::select! {
             biased;
@@ -228,7 +245,7 @@ impl Connection {
         };
         // The writer gives the permit back when it takes the frame.
         permit.forget();
-        let ticket = {
+        let (ticket, writer) = {
             let mut queue = lock(&shared.queue);
             if queue.shut {
                 return Err(closed());
@@ -236,30 +253,40 @@ impl Connection {
             queue.frames.push(bytes);
             let ticket = queue.queued;
             queue.queued += 1;
-            Ticket(ticket)
+            let writer = !queue.writing;
+            queue.writing = true;
+            (Ticket(ticket), writer)
         };
-        // Nobody writing: write it now, from this task, sparing the hand-off to the writer
-        // task (a wake-up on each side of a round trip). Otherwise the writer sends it with
-        // the rest of its burst.
-        if !shared.closed.is_cancelled()
-            && let Ok(mut out) = shared.out.try_lock()
-        {
-            let mut wake = WakeWriterUnlessDone {
-                wake: &shared.wake,
-                done: false,
-            };
-            let written = tokio::select! {
-                biased;
-                // Ending: the writer task finishes or drops what is left.
-                () = shared.closed.cancelled() => Ok(()),
-                written = out.write_queued(shared) => written,
-            };
-            wake.done = true;
-            if written.is_err() {
-                self.break_off();
-            }
-        } else {
-            shared.wake.notify_one();
+        if !writer {
+            // Someone is writing: the frame goes out with that write or the next.
+            return Ok(ticket);
+        }
+        // Nobody was writing: this task writes, sparing the hand-off to the writer task (a
+        // wake-up on each side of a round trip). If it stops waiting, the writer task takes
+        // over.
+        let mut wake = WakeWriterUnlessDone {
+            wake: &shared.wake,
+            done: false,
+        };
+        if shared.closed.is_cancelled() {
+            // Ending: the writer task finishes or drops what is queued.
+            return Ok(ticket);
+        }
+        // Under pipelined load, let the tasks ready on this thread queue their frames first,
+        // so they go out in the same write: one system call carries many frames. A lone
+        // call is written at once.
+        if shared.pipelined.load(Ordering::Relaxed) {
+            tokio::task::yield_now().await;
+        }
+        let mut out = shared.out.lock().await;
+        let written = tokio::select! {
+            biased;
+            () = shared.closed.cancelled() => Ok(()),
+            written = out.write_queued(shared) => written,
+        };
+        wake.done = true;
+        if written.is_err() {
+            self.break_off();
         }
         Ok(ticket)
     }
@@ -267,23 +294,23 @@ impl Connection {
     /// Closes the connection on purpose: what was queued is still written (within
     /// [`FINAL_FLUSH_LIMIT`]).
     pub(crate) fn close(&self) {
-        self.shared.closed.cancel();
+        self.closed.cancel();
     }
 
     /// Ends the connection because it cannot go on (the peer went away or broke the
     /// protocol): nothing more is written.
     pub(crate) fn break_off(&self) {
-        self.shared.broken.store(true, Ordering::SeqCst);
-        self.shared.closed.cancel();
+        self.broken.store(true, Ordering::SeqCst);
+        self.closed.cancel();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.shared.closed.is_cancelled()
+        self.closed.is_cancelled()
     }
 
     /// Resolves when the connection closes.
     pub(crate) async fn closed(&self) {
-        self.shared.closed.cancelled().await;
+        self.closed.cancelled().await;
     }
 
     /// Resolves once the connection has ended in a way that means no answer to the frame of
@@ -292,11 +319,11 @@ impl Connection {
     /// connection lives, nor after this node closed it on purpose once the frame had left
     /// (the peer may still answer over another connection).
     pub(crate) async fn lost(&self, ticket: Ticket) -> Fate {
-        self.shared.finished.cancelled().await;
-        if ticket.0 >= self.shared.sent.load(Ordering::SeqCst) {
+        self.finished.cancelled().await;
+        if ticket.0 >= self.sent.load(Ordering::SeqCst) {
             return Fate::NeverSent;
         }
-        if self.shared.broken.load(Ordering::SeqCst) {
+        if self.broken.load(Ordering::SeqCst) {
             return Fate::MaybeReceived;
         }
         std::future::pending().await
@@ -523,7 +550,10 @@ fn start(
     let mut buf = BytesMut::with_capacity(8 * 1024);
     buf.extend_from_slice(&parts.write_buf);
     let buffered = buf.len() as u64;
-    let shared = Arc::new(Shared {
+    let connection = Connection(Arc::new(Shared {
+        id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
+        peer,
+        dialer,
         queue: std::sync::Mutex::new(Queue::default()),
         room: Semaphore::new(OUTBOX),
         wake: Notify::new(),
@@ -539,18 +569,13 @@ fn start(
         closed: CancellationToken::new(),
         broken: AtomicBool::new(false),
         finished: CancellationToken::new(),
+        pipelined: AtomicBool::new(false),
         sent: AtomicU64::new(0),
         max_frame_len,
-    });
-    let connection = Connection {
-        id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
-        peer: peer.clone(),
-        dialer,
-        shared: shared.clone(),
-    };
+    }));
     let writer = connection.clone();
     tokio::spawn(async move {
-        let shared = &*writer.shared;
+        let shared = &*writer.0;
         loop {
             tokio::select! {
                 biased;
@@ -606,7 +631,7 @@ fn start(
     let reader = connection.clone();
     let inner = inner.clone();
     tokio::spawn(async move {
-        let closed = &reader.shared.closed;
+        let closed = &reader.closed;
         let ended_by_peer = loop {
             let next = tokio::select! {
                 biased;
@@ -644,7 +669,7 @@ fn start(
         if ended_by_peer {
             reader.break_off();
         }
-        if reader.shared.broken.load(Ordering::SeqCst) {
+        if reader.broken.load(Ordering::SeqCst) {
             inner
                 .counters
                 .connections_lost
