@@ -99,7 +99,7 @@ pub(crate) struct Inner {
     pub(crate) authorizations: Mutex<HashMap<u64, oneshot::Sender<Verdict>>>,
     next_request: AtomicU64,
     /// Calls this node is running for others, by (reply-to node, request).
-    pub(crate) serving: Mutex<HashMap<(NodeId, u64), tokio::task::AbortHandle>>,
+    pub(crate) serving: Mutex<HashMap<(NodeId, u64), futures::future::AbortHandle>>,
     /// Calls this node forwarded, so a cancel can follow them.
     pub(crate) forwarded: Mutex<crate::forwarded::Forwarded>,
     pub(crate) in_flight: AtomicUsize,

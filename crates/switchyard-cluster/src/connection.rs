@@ -28,6 +28,7 @@ use crate::cluster::{Inner, lock};
 use crate::frame::Frame;
 use crate::handshake::{Authenticated, HandshakeError, Identity, Role, handshake};
 use crate::seal::{Sealer, TAG_LEN};
+use crate::serve::Serving;
 
 /// How many encoded frames may wait for a connection's socket.
 const OUTBOX: usize = 4_096;
@@ -70,9 +71,6 @@ pub(crate) struct Shared {
     broken: AtomicBool,
     /// The writer has stopped and the queue is shut: [`Shared::sent`] is final.
     finished: CancellationToken,
-    /// Whether the last write carried more than one frame: calls are pipelined on this
-    /// connection, so a writer waits a moment for more frames before writing.
-    pipelined: AtomicBool,
     /// How many frames the kernel took whole: those may have reached the peer. A frame of
     /// which only a part was written never did (the peer cannot read it).
     sent: AtomicU64,
@@ -123,9 +121,6 @@ impl Outgoing {
         if self.batch.is_empty() {
             return true;
         }
-        shared
-            .pipelined
-            .store(self.batch.len() > 1, Ordering::Relaxed);
         shared.room.add_permits(self.batch.len());
         for frame in self.batch.drain(..) {
             // `send` refused frames too long for a 4-byte length.
@@ -272,12 +267,10 @@ impl Connection {
             // Ending: the writer task finishes or drops what is queued.
             return Ok(ticket);
         }
-        // Under pipelined load, let the tasks ready on this thread queue their frames first,
-        // so they go out in the same write: one system call carries many frames. A lone
-        // call is written at once.
-        if shared.pipelined.load(Ordering::Relaxed) {
-            tokio::task::yield_now().await;
-        }
+        // Let the tasks ready on this thread queue their frames first, so they go out in
+        // the same write: under load one system call carries many frames. A lone call pays
+        // one trip through the scheduler's queue, no system call.
+        tokio::task::yield_now().await;
         let mut out = shared.out.lock().await;
         let written = tokio::select! {
             biased;
@@ -569,7 +562,6 @@ fn start(
         closed: CancellationToken::new(),
         broken: AtomicBool::new(false),
         finished: CancellationToken::new(),
-        pipelined: AtomicBool::new(false),
         sent: AtomicU64::new(0),
         max_frame_len,
     }));
@@ -632,10 +624,13 @@ fn start(
     let inner = inner.clone();
     tokio::spawn(async move {
         let closed = &reader.closed;
+        // The calls that came on this connection, until their replies are sent.
+        let mut serving = futures::stream::FuturesUnordered::<Serving>::new();
         let ended_by_peer = loop {
             let next = tokio::select! {
                 biased;
                 () = closed.cancelled() => break false,
+                Some(()) = serving.next(), if !serving.is_empty() => continue,
                 next = frames.next() => next,
             };
             let bytes = match next {
@@ -659,7 +654,11 @@ fn start(
                 }
             };
             match Frame::decode(payload) {
-                Ok(frame) => crate::serve::handle(&inner, &reader, frame).await,
+                Ok(frame) => {
+                    if let Some(call) = crate::serve::handle(&inner, &reader, frame).await {
+                        serving.push(call);
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(peer = %reader.peer, %error, len = bytes.len(), "closing a connection after a malformed frame");
                     break true;
@@ -668,6 +667,10 @@ fn start(
         };
         if ended_by_peer {
             reader.break_off();
+        }
+        if !serving.is_empty() {
+            // They run on: a reply can still reach its caller over another connection.
+            tokio::spawn(async move { while serving.next().await.is_some() {} });
         }
         if reader.broken.load(Ordering::SeqCst) {
             inner

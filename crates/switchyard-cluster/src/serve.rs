@@ -1,9 +1,16 @@
 //! What a node does with each frame its peers send.
+//!
+//! A call is served by a future that the reader of the connection it came on drives with the
+//! others, rather than by a task of its own: the handler already runs in its own task (the
+//! messaging crate spawns it), so a second task per call would only add a wake-up. The future
+//! is abortable, for a caller's cancel.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::FutureExt;
+use futures::future::{AbortHandle, Abortable, BoxFuture};
 use switchyard_messaging::remote::Hop;
 use switchyard_messaging::{Authorization, Message, NodeId, Response, Served};
 use tokio::time::Instant;
@@ -18,7 +25,11 @@ const MAX_REMAINING_MICROS: u64 = 86_400_000_000;
 /// How long a reply may wait for room on its connection.
 const REPLY_SEND_LIMIT: Duration = Duration::from_secs(5);
 
-pub(crate) async fn handle(inner: &Arc<Inner>, from: &Connection, frame: Frame) {
+/// Serves a call: the reader of its connection polls it until the reply is sent.
+pub(crate) type Serving = BoxFuture<'static, ()>;
+
+/// Acts on one frame; a call comes back as the future that serves it.
+pub(crate) async fn handle(inner: &Arc<Inner>, from: &Connection, frame: Frame) -> Option<Serving> {
     match frame {
         Frame::Call {
             reply_to,
@@ -32,7 +43,7 @@ pub(crate) async fn handle(inner: &Arc<Inner>, from: &Connection, frame: Frame) 
             let deadline = Instant::now()
                 .checked_add(remaining)
                 .unwrap_or_else(Instant::now);
-            serve_call(inner, from, reply_to, request, hop, deadline, message);
+            return serve_call(inner, from, reply_to, request, hop, deadline, message);
         }
         Frame::Reply { request, message } => {
             inner
@@ -66,6 +77,7 @@ pub(crate) async fn handle(inner: &Arc<Inner>, from: &Connection, frame: Frame) 
             from.break_off();
         }
     }
+    None
 }
 
 /// Counts a call this node runs, and forgets it when it ends, also when it is aborted.
@@ -91,7 +103,7 @@ fn serve_call(
     hop: WireHop,
     deadline: Instant,
     message: Message,
-) {
+) -> Option<Serving> {
     if inner.stopping.load(Ordering::SeqCst) {
         // Leaving: its reply might not get out before the connections close.
         let inner = inner.clone();
@@ -101,7 +113,7 @@ fn serve_call(
             let declined = message.return_with(Response::TryAnotherNode(reason));
             reply_straight(&inner, &from, &reply_to, request, declined).await;
         });
-        return;
+        return None;
     }
     inner.in_flight.fetch_add(1, Ordering::SeqCst);
     inner.counters.calls_served.fetch_add(1, Ordering::Relaxed);
@@ -110,13 +122,12 @@ fn serve_call(
         key: (reply_to.clone(), request),
     };
     let key = running.key.clone();
-    let registry = inner.clone();
+    let (abort, registration) = AbortHandle::new_pair();
+    // Registered before it first runs, so it cannot end (and remove itself) before.
+    lock(&inner.serving).insert(key, abort);
     let inner = inner.clone();
     let from = from.clone();
-    // Registered for cancellation under the lock, so the task cannot end (and remove itself)
-    // before it is registered.
-    let mut serving = lock(&registry.serving);
-    let task = tokio::spawn(async move {
+    let serving = async move {
         let _running = running;
         match inner
             .node
@@ -129,8 +140,8 @@ fn serve_call(
                 forward(&inner, &from, reply_to, request, node, message, deadline).await;
             }
         }
-    });
-    serving.insert(key, task.abort_handle());
+    };
+    Some(Abortable::new(serving, registration).map(drop).boxed())
 }
 
 /// Sends a reply to the node waiting for it: on this connection when the caller is the peer,
