@@ -20,7 +20,7 @@ use switchyard_messaging::NodeId;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore};
-use tokio_util::codec::{Framed, FramedRead, LengthDelimitedCodec};
+use tokio_util::codec::{Framed, FramedParts, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
 use crate::ClusterConfig;
@@ -518,6 +518,19 @@ async fn secure_accepted(_: &ClusterConfig, stream: TcpStream) -> Result<Stream,
     Ok(Box::new(stream))
 }
 
+/// The frames of `read`, starting with those in `already_read` (read with the handshake): they
+/// are decoded first, without waiting for more bytes (a reader built afresh over a filled
+/// buffer would wait).
+fn reader<R: AsyncRead>(
+    read: R,
+    codec: LengthDelimitedCodec,
+    already_read: BytesMut,
+) -> Framed<R, LengthDelimitedCodec> {
+    let mut parts = FramedParts::new::<Bytes>(read, codec);
+    parts.read_buf = already_read;
+    Framed::from_parts(parts)
+}
+
 /// Spawns the reader and writer of an authenticated connection.
 fn start(
     inner: &Arc<Inner>,
@@ -537,9 +550,7 @@ fn start(
         .set_max_frame_length(max_frame_len + TAG_LEN);
     let parts = transport.into_parts();
     let (read, write) = tokio::io::split(parts.io);
-    let mut frames = FramedRead::new(read, parts.codec);
-    // Bytes the peer sent right after the handshake, already read.
-    frames.read_buffer_mut().extend_from_slice(&parts.read_buf);
+    let mut frames = reader(read, parts.codec, parts.read_buf);
     let mut buf = BytesMut::with_capacity(8 * 1024);
     buf.extend_from_slice(&parts.write_buf);
     let buffered = buf.len() as u64;
@@ -736,6 +747,19 @@ mod tests {
                 Some(Duration::from_secs(7 + 3 * 4))
             );
         }
+    }
+
+    #[tokio::test]
+    async fn frames_read_with_the_handshake_are_decoded_without_waiting_for_more() {
+        let (_peer, local) = tokio::io::duplex(64);
+        let mut already_read = BytesMut::new();
+        already_read.put_u32(3);
+        already_read.put_slice(b"abc");
+        let mut frames = reader(local, LengthDelimitedCodec::new(), already_read);
+        let first = tokio::time::timeout(Duration::from_secs(1), frames.next())
+            .await
+            .expect("the frame already read waits for more bytes");
+        assert_eq!(&first.unwrap().unwrap()[..], b"abc");
     }
 
     #[test]
