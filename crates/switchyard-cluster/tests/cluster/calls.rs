@@ -129,6 +129,17 @@ async fn a_forwarded_call_is_answered_by_the_owner_straight_to_the_caller() {
         let reply = a.node.dispatch(Message::new("owned")).await;
         *run_by.entry(answered_by(&reply)).or_insert(0_u64) += 1;
     }
+    // A node counts a forward or a reply once its write returns, which may be after the caller
+    // has the reply.
+    wait_for(
+        Duration::from_secs(2),
+        "every forward and reply counted",
+        || async {
+            let (b, c) = (b.cluster.stats(), c.cluster.stats());
+            b.replies_sent + c.replies_sent >= 30 && b.calls_forwarded + c.calls_forwarded >= 30
+        },
+    )
+    .await;
     let (a_stats, b_stats, c_stats) = (a.cluster.stats(), b.cluster.stats(), c.cluster.stats());
     assert_eq!(
         b_stats.calls_forwarded + c_stats.calls_forwarded,
