@@ -229,7 +229,8 @@ fn main() {
     }
     out.push_str(&format!(
         "Load average (1, 5, 15 min) when these measurements began: {load_before}; when they \
-         ended: {load_after}.\n\n\
+         ended: {load_after} (counting this bench and its server; other work on the machine's 2 \
+         cores slows every figure).\n\n\
          `Scheduler::schedule` by 1 and {POOL} concurrent tasks on a 2-worker runtime, alarms a \
          day ahead (saved, not armed), on a throwaway PostgreSQL 15 server on this machine's \
          disk (`fsync` and `synchronous_commit` on: every acknowledged alarm is on disk), pool \

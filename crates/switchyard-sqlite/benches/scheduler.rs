@@ -786,7 +786,8 @@ fn main() {
     }
     out.push_str(&format!(
         "Load average (1, 5, 15 min) when these measurements began: {load_before}; when they \
-         ended: {load_after} (other work on the machine's 2 cores slows every figure).\n\n"
+         ended: {load_after} (counting this bench's own threads; other work on the machine's 2 \
+         cores slows every figure).\n\n"
     ));
     out.push_str(&format!(
         "`Scheduler::schedule` by 1 and 50 concurrent tasks on a 2-worker runtime, alarms a day \
