@@ -11,8 +11,9 @@
 //!
 //! The checks pin what the scheduler relies on: windows are half-open `[from, until)` and in due
 //! order, a save is read back whole, a claim may come ahead of the due time by the caller's
-//! lead but gives exactly one live lease and counts one attempt durably, only the holder
-//! renews, reschedules or deletes, and cancelling works by message and by aggregate.
+//! lead but gives exactly one live lease and counts one attempt durably (none when the holder
+//! claims again what it still holds), only the holder renews, reschedules or deletes, and
+//! cancelling works by message and by aggregate.
 
 // The suite reports a broken rule by panicking, as `assert!` does.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
@@ -274,6 +275,57 @@ pub async fn claims_count_attempts<S: AlarmStore + ?Sized>(store: &S) {
     );
     save(store, alarm("m", "agg", t(200))).await;
     assert_eq!(stored_attempts(store).await, 0, "a save sets the count");
+    assert_eq!(
+        store.claim("m", "d", t(100), t(150), t(180)).await.unwrap(),
+        Claim::NotDue(t(200))
+    );
+    assert_eq!(
+        stored_attempts(store).await,
+        0,
+        "a claim answered NotDue counts nothing"
+    );
+    assert_eq!(
+        store
+            .claim("missing", "d", t(200), t(200), t(230))
+            .await
+            .unwrap(),
+        Claim::Gone
+    );
+    assert_eq!(
+        stored_attempts(store).await,
+        0,
+        "a claim answered Gone writes nothing"
+    );
+}
+
+/// A holder claiming again what it still holds (its first claim took effect but answered too
+/// late, say) starts no new delivery: it counts nothing, and extends the lease. Once its lease
+/// has lapsed, claiming again counts again.
+pub async fn reclaiming_a_live_lease_counts_nothing<S: AlarmStore + ?Sized>(store: &S) {
+    save(store, alarm("m", "agg", t(0))).await;
+    let attempts = |claim: Claim| match claim {
+        Claim::Claimed(alarm) => alarm.attempts,
+        other => panic!("expected a claim, got {other:?}"),
+    };
+    assert_eq!(
+        attempts(store.claim("m", "a", t(0), t(0), t(30)).await.unwrap()),
+        1
+    );
+    assert_eq!(
+        attempts(store.claim("m", "a", t(10), t(10), t(40)).await.unwrap()),
+        1,
+        "the same holder's live lease: the same delivery"
+    );
+    assert_eq!(stored_attempts(store).await, 1, "counted once, durably");
+    match store.claim("m", "b", t(35), t(35), t(65)).await.unwrap() {
+        Claim::Held(lease) => assert_eq!(lease.until, t(40), "the re-claim extended the lease"),
+        other => panic!("the extended lease must hold, got {other:?}"),
+    }
+    assert_eq!(
+        attempts(store.claim("m", "a", t(40), t(40), t(70)).await.unwrap()),
+        2,
+        "a lapsed lease of the same holder: a new delivery"
+    );
 }
 
 /// Many holders racing for one alarm: exactly one gets it.
@@ -426,6 +478,7 @@ macro_rules! alarm_store_conformance {
             check!(claim_rules);
             check!(claim_ahead_of_the_due_time);
             check!(claims_count_attempts);
+            check!(reclaiming_a_live_lease_counts_nothing);
             check!(one_winner_among_racing_claims);
             check!(renew_extends_the_holders_lease);
             check!(reschedule_moves_the_alarm);

@@ -27,9 +27,10 @@ pub struct Alarm {
     /// When it is due. Stores keep at least microsecond precision.
     pub due: SystemTime,
     /// How many deliveries were started: 0 when scheduled, and 1 more with each successful
-    /// [`claim`](AlarmStore::claim), counted durably by the store before the delivery starts, so
-    /// a delivery cut short by a crash still counts. [`save`](AlarmStore::save) stores the value
-    /// given; [`reschedule`](AlarmStore::reschedule) keeps it.
+    /// [`claim`](AlarmStore::claim) that takes the lease anew, counted durably by the store
+    /// before the delivery starts, so a delivery cut short by a crash still counts.
+    /// [`save`](AlarmStore::save) stores the value given; [`reschedule`](AlarmStore::reschedule)
+    /// keeps it.
     pub attempts: u32,
 }
 
@@ -43,7 +44,10 @@ impl Alarm {
 /// Who may deliver an alarm, and until when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
-    /// The holder, a scheduler's node id.
+    /// The holder: whoever claimed the alarm. A [`Scheduler`](crate::Scheduler) claims each
+    /// alarm under a name of its own for that alarm (its node id, the scheduler's number and
+    /// which life of the alarm it is delivering), so its writes finishing one delivery never
+    /// touch an alarm saved again under the same id since.
     pub holder: String,
     /// When the lease lapses; from then on another holder may claim the alarm.
     pub until: SystemTime,
@@ -86,8 +90,10 @@ pub trait AlarmStore: Send + Sync {
 
     /// Claims alarm `id` for `holder` until `lease_until`, if it is due by `due_by` and no other
     /// holder's lease is live at `now`, and counts one more attempt
-    /// ([`Alarm::attempts`]) in the same durable write. A holder may claim again what it holds
-    /// (which counts again).
+    /// ([`Alarm::attempts`]) in the same durable write. A holder may claim again what it holds:
+    /// while its own lease is still live at `now` that counts nothing (it is the same delivery,
+    /// its earlier claim having answered too late, say); once its lease has lapsed it counts
+    /// again. A refused claim (`Held`, `NotDue`, `Gone`) writes nothing.
     ///
     /// `due_by` is at or after `now`: the scheduler claims a little ahead of the due time, so
     /// that at the due time the message goes out at once. The claimed alarm carries the new

@@ -127,21 +127,26 @@ fn claim_in(
     if due > due_by {
         return Ok(Ok(Claim::NotDue(time(due))));
     }
+    // Claiming again what this holder still holds (its earlier claim answered too late, say)
+    // starts no new delivery: it counts nothing.
+    let mut holds_it = false;
     if let (Some(other), Some(until)) = (held_by, held_until)
-        && other != holder
         && until > now
     {
-        return Ok(Ok(Claim::Held(Lease {
-            holder: other,
-            until: time(until),
-        })));
+        if other != holder {
+            return Ok(Ok(Claim::Held(Lease {
+                holder: other,
+                until: time(until),
+            })));
+        }
+        holds_it = true;
     }
     // Decoded before the update, so an unreadable alarm refuses without writing.
     let message = match decode(id, &message) {
         Ok(message) => message,
         Err(error) => return Ok(Err(error)),
     };
-    let counted = counted.max(0).saturating_add(1);
+    let counted = counted.max(0).saturating_add(if holds_it { 0 } else { 1 });
     conn.prepare_cached(
         "UPDATE alarms SET holder = ?2, lease_until = ?3, attempts = ?4 WHERE id = ?1",
     )?

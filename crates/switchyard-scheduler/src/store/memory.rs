@@ -142,11 +142,19 @@ impl AlarmStore for MemoryAlarmStore {
             {
                 return Ok(Claim::Held(lease.clone()));
             }
+            // Claiming again what the holder still holds (its earlier claim answered too late,
+            // say) starts no new delivery, so it counts nothing.
+            let holds_it = entry
+                .lease
+                .as_ref()
+                .is_some_and(|lease| lease.holder == holder && lease.until > now);
             entry.lease = Some(Lease {
                 holder: holder.to_owned(),
                 until: lease_until,
             });
-            entry.alarm.attempts = entry.alarm.attempts.saturating_add(1);
+            if !holds_it {
+                entry.alarm.attempts = entry.alarm.attempts.saturating_add(1);
+            }
             Ok(Claim::Claimed(entry.alarm.clone()))
         }
         .boxed()
