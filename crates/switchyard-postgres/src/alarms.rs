@@ -1,14 +1,15 @@
 //! The alarm store of `switchyard-scheduler`, on PostgreSQL.
 //!
-//! A claim is one conditional `UPDATE`: of two schedulers racing for an alarm, the row lock lets
-//! one through and the other finds the lease taken. Messages are stored encoded by the
+//! A claim is one conditional `UPDATE`, in a transaction of its own: of two schedulers racing
+//! for an alarm, the row lock lets one through and the other finds the lease taken. Messages are stored encoded by the
 //! messaging codec, times as microseconds since the Unix epoch. Statements that did nothing
 //! (no connection) are retried as the store's other reads and writes are.
 //!
 //! An alarm whose message cannot be decoded (a poison row) is left in the table for an operator:
 //! loads skip it and report its id through `tracing`, and a claim answers
-//! [`AlarmStoreError::Corrupt`] and undoes its own update at once, so no lease is left taken and
-//! no attempt counted. Cancelling it by id or aggregate removes it.
+//! [`AlarmStoreError::Corrupt`] and rolls its transaction back, so no lease is taken and no
+//! attempt counted, not even for a moment: no other scheduler ever sees the alarm leased.
+//! Cancelling it by id or aggregate removes it.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -92,32 +93,42 @@ impl PostgresStore {
         // alarm claimable and the update runs again.
         for _ in 0..4 {
             let claimed = self
-                .alarm_query(
-                    include_str!("sql/alarm_claim.sql"),
-                    &[&id, &holder, &now, &due_by, &lease_until],
-                )
-                .await?;
-            if let Some(row) = claimed.first() {
-                let bytes: &[u8] = row.try_get(2).map_err(backend)?;
-                let message = match decode(id, bytes) {
-                    Ok(message) => message,
-                    Err(corrupt) => {
-                        // A poison row: undo the claim, so it holds no lease and counts no
-                        // attempt, and leave the row for an operator.
-                        self.alarm_execute(
-                            include_str!("sql/alarm_unclaim.sql"),
-                            &[&id, &holder, &lease_until],
+                .inner
+                .retrying(|| async {
+                    let mut conn = self.inner.conn().await?;
+                    // One transaction: until COMMIT is sent nothing is written, so a lost
+                    // connection leaves nothing behind (and the claim is tried again), and an
+                    // unreadable alarm is refused by rolling back: no lease, no attempt counted,
+                    // never visible to anyone else.
+                    let before_commit = |error| Failure::statement(error).for_read();
+                    let tx = conn.client.transaction().await.map_err(before_commit)?;
+                    let row = tx
+                        .query_opt(
+                            include_str!("sql/alarm_claim.sql"),
+                            &[&id, &holder, &now, &due_by, &lease_until],
                         )
-                        .await?;
-                        return Err(corrupt);
+                        .await
+                        .map_err(before_commit)?;
+                    let Some(row) = row else {
+                        // Nothing was changed: nothing to commit.
+                        tx.rollback().await.map_err(before_commit)?;
+                        return Ok(None);
+                    };
+                    match claimed_alarm(id, &row) {
+                        Ok(alarm) => {
+                            tx.commit().await.map_err(Failure::statement)?;
+                            Ok(Some(Ok(alarm)))
+                        }
+                        Err(unreadable) => {
+                            tx.rollback().await.map_err(before_commit)?;
+                            Ok(Some(Err(unreadable)))
+                        }
                     }
-                };
-                return Ok(Claim::Claimed(Alarm {
-                    message,
-                    aggregate_id: row.try_get(0).map_err(backend)?,
-                    due: time(row.try_get(1).map_err(backend)?),
-                    attempts: attempts(row.try_get(3).map_err(backend)?),
-                }));
+                })
+                .await
+                .map_err(|failure: Failure| backend(failure.into_source()))?;
+            if let Some(claimed) = claimed {
+                return claimed.map(Claim::Claimed);
             }
             let found = self
                 .alarm_query(include_str!("sql/alarm_find.sql"), &[&id])
@@ -143,6 +154,18 @@ impl PostgresStore {
         }
         Err(backend("the alarm kept changing while it was claimed"))
     }
+}
+
+/// The alarm a claim's `UPDATE ... RETURNING` row holds; [`AlarmStoreError::Corrupt`] when its
+/// message cannot be decoded.
+fn claimed_alarm(id: &str, row: &Row) -> Result<Alarm, AlarmStoreError> {
+    let bytes: &[u8] = row.try_get(2).map_err(backend)?;
+    Ok(Alarm {
+        message: decode(id, bytes)?,
+        aggregate_id: row.try_get(0).map_err(backend)?,
+        due: time(row.try_get(1).map_err(backend)?),
+        attempts: attempts(row.try_get(3).map_err(backend)?),
+    })
 }
 
 impl AlarmStore for PostgresStore {

@@ -86,3 +86,74 @@ async fn an_unreadable_alarm_is_skipped_refused_unleased_and_left_for_an_operato
         2
     );
 }
+
+/// A claim of a poison row runs in one transaction rolled back on the decode failure: nobody
+/// ever sees the row leased, not even between the claim and its undoing. Two holders claiming it
+/// over and over both always get `Corrupt` (never `Held` by the other), and a reader polling the
+/// row meanwhile never sees a holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_of_an_unreadable_alarm_never_shows_a_lease() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let store = support::store().await;
+    let due = SystemTime::now() - Duration::from_secs(1);
+    store
+        .save(Alarm {
+            message: Message::new("remind").with_id("broken"),
+            aggregate_id: "agg".into(),
+            due,
+            attempts: 0,
+        })
+        .await
+        .unwrap();
+    let raw = support::raw_client(&support::url(), store.schema()).await;
+    raw.execute("UPDATE alarms SET message = '\\xff00ff'::bytea", &[])
+        .await
+        .unwrap();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let (polls, leased) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let poller = tokio::spawn({
+        let (done, polls, leased) = (done.clone(), polls.clone(), leased.clone());
+        async move {
+            while !done.load(Ordering::SeqCst) {
+                let row = raw
+                    .query_one("SELECT holder FROM alarms WHERE id = 'broken'", &[])
+                    .await
+                    .unwrap();
+                polls.fetch_add(1, Ordering::SeqCst);
+                if row.get::<_, Option<String>>(0).is_some() {
+                    leased.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            raw
+        }
+    });
+    let claims = |holder: &'static str| {
+        let store = store.clone();
+        async move {
+            for _ in 0..100 {
+                let now = SystemTime::now();
+                let claim = store
+                    .claim("broken", holder, now, now, now + Duration::from_secs(30))
+                    .await;
+                assert!(
+                    matches!(&claim, Err(AlarmStoreError::Corrupt { .. })),
+                    "{holder}: {claim:?}"
+                );
+            }
+        }
+    };
+    tokio::join!(claims("node-a"), claims("node-b"));
+    done.store(true, Ordering::SeqCst);
+    let raw = poller.await.unwrap();
+    assert!(polls.load(Ordering::SeqCst) > 0);
+    assert_eq!(leased.load(Ordering::SeqCst), 0, "a lease was visible");
+    let attempts: i64 = raw
+        .query_one("SELECT attempts FROM alarms WHERE id = 'broken'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 0, "no attempt is counted");
+}
