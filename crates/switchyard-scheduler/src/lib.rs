@@ -83,7 +83,7 @@ pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::retry::{Decision, RetryPolicy};
 #[doc(inline)]
 pub use self::scheduler::{
-    ConfigError, DEFAULT_CLAIM_AHEAD, DEFAULT_LEASE, DEFAULT_MAX_CONCURRENT_DELIVERIES,
-    DEFAULT_STORE_TIMEOUT, DEFAULT_WINDOW, DELIVERY_SPAN, ScheduleError, Scheduler,
-    SchedulerConfig, When,
+    ConfigError, DEFAULT_CLAIM_AHEAD, DEFAULT_LEASE, DEFAULT_LOAD_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_DELIVERIES, DEFAULT_STORE_TIMEOUT, DEFAULT_WINDOW, DELIVERY_SPAN,
+    ScheduleError, Scheduler, SchedulerConfig, When,
 };

@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 pub use self::config::{
-    DEFAULT_CLAIM_AHEAD, DEFAULT_LEASE, DEFAULT_MAX_CONCURRENT_DELIVERIES, DEFAULT_STORE_TIMEOUT,
-    DEFAULT_WINDOW, SchedulerConfig,
+    DEFAULT_CLAIM_AHEAD, DEFAULT_LEASE, DEFAULT_LOAD_TIMEOUT, DEFAULT_MAX_CONCURRENT_DELIVERIES,
+    DEFAULT_STORE_TIMEOUT, DEFAULT_WINDOW, SchedulerConfig,
 };
 use self::deliver::After;
 pub use self::deliver::DELIVERY_SPAN;
@@ -56,7 +56,10 @@ pub enum When {
 /// Delivery is **at least once**: a node that dies after a delivery but before deleting the
 /// alarm leaves it to be delivered again once its lease lapses. While a lease holds, no other
 /// scheduler delivers the alarm, provided the nodes' clocks agree to well within the lease (see
-/// the [crate docs](crate#clocks)). Attempts are counted when they start, so a retry policy
+/// the [crate docs](crate#clocks)): the lease covers a claim answering as late as the store
+/// timeout, the wait for the due time and the dispatch (the configuration is refused
+/// otherwise), and a delivery whose lease came too close to lapsing before its dispatch renews
+/// it first, and is not dispatched if that fails. Attempts are counted when they start, so a retry policy
 /// with `max_attempts` also bounds deliveries cut short by crashes.
 ///
 /// The handle is cheap to clone; the scheduler stops when [`shutdown`](Scheduler::shutdown) is
@@ -156,8 +159,11 @@ impl Scheduler {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] when the lease is not longer than the dispatch timeout, or the window is
-    /// zero.
+    /// [`ConfigError::LeaseTooShort`] when the lease is not longer than the store timeout, the
+    /// claim-ahead and the dispatch timeout together; [`ConfigError::EmptyWindow`] when the
+    /// window is zero; [`ConfigError::Zero`] when the concurrency limit, the store timeout or
+    /// the load timeout is zero; [`ConfigError::TooLong`] when a duration setting is beyond a
+    /// hundred years.
     pub fn start(
         node: Node,
         store: impl AlarmStore + 'static,
@@ -171,24 +177,20 @@ impl Scheduler {
         store: Arc<dyn AlarmStore>,
         config: SchedulerConfig,
     ) -> Result<Self, ConfigError> {
-        if config.lease <= config.dispatch_timeout {
-            return Err(ConfigError::LeaseTooShort {
-                lease: config.lease,
-                dispatch_timeout: config.dispatch_timeout,
-            });
-        }
         if config.window.is_zero() {
             return Err(ConfigError::EmptyWindow);
         }
-        if config.max_concurrent_deliveries == 0 {
-            return Err(ConfigError::Zero {
-                setting: "max concurrent deliveries",
-            });
-        }
-        if config.store_timeout.is_zero() {
-            return Err(ConfigError::Zero {
-                setting: "store timeout",
-            });
+        for (setting, zero) in [
+            (
+                "max concurrent deliveries",
+                config.max_concurrent_deliveries == 0,
+            ),
+            ("store timeout", config.store_timeout.is_zero()),
+            ("load timeout", config.load_timeout.is_zero()),
+        ] {
+            if zero {
+                return Err(ConfigError::Zero { setting });
+            }
         }
         // Clock readings plus these must never overflow, wherever they are added.
         for (setting, value) in [
@@ -198,11 +200,23 @@ impl Scheduler {
             ("failure delay", Some(config.failure_delay)),
             ("claim ahead", Some(config.claim_ahead)),
             ("store timeout", Some(config.store_timeout)),
+            ("load timeout", Some(config.load_timeout)),
             ("sweep interval", config.sweep_interval),
         ] {
             if let Some(value) = value.filter(|value| *value > error::LONGEST) {
                 return Err(ConfigError::TooLong { setting, value });
             }
+        }
+        // The lease must cover a whole delivery: a claim answering as late as the store
+        // timeout, the wait for the due time (at most the claim-ahead) and the dispatch. This
+        // also bounds the claim-ahead.
+        if config.lease <= config.store_timeout + config.claim_ahead + config.dispatch_timeout {
+            return Err(ConfigError::LeaseTooShort {
+                lease: config.lease,
+                store_timeout: config.store_timeout,
+                claim_ahead: config.claim_ahead,
+                dispatch_timeout: config.dispatch_timeout,
+            });
         }
         // Unique per scheduler, not per node: two schedulers of one node sharing a store must
         // not take each other's leases for their own.
@@ -248,14 +262,26 @@ impl Scheduler {
     ///
     /// The message gets [`dispatch_at`](assigns::DISPATCH_AT) (the due time) and
     /// [`dispatch_attempts`](assigns::DISPATCH_ATTEMPTS) = 0 in its assigns; the store may
-    /// adjust it further. Its id names the alarm: scheduling another message with the same id
-    /// replaces the alarm. An alarm due within the loaded window is armed at once.
+    /// adjust it further. An alarm due within the loaded window is armed at once. Stores keep
+    /// due times to the microsecond; the delivery still waits for the exact due time (the one
+    /// in `dispatch_at`), so it never goes out early.
+    ///
+    /// Its id names the alarm: scheduling another message with the same id replaces the alarm.
+    /// If the old one is claimed (waiting, at most [`claim_ahead`](SchedulerConfig::claim_ahead),
+    /// for its due time) it is not dispatched; if its dispatch is under way, that delivery ends
+    /// as it would (its final write cannot touch the new alarm), and the new alarm is armed
+    /// after it.
+    ///
+    /// A call made while a shutdown begins may still save the alarm and answer `Ok` without
+    /// this scheduler arming it: the alarm stays in the store for the next scheduler on it.
     ///
     /// # Errors
     ///
     /// [`ScheduleError::Store`] when the store failed (the alarm may not be saved);
     /// [`ScheduleError::StoreTimedOut`] when it did not answer in time (the alarm may or may not
-    /// be saved); [`ScheduleError::Stopped`] when the scheduler's shutdown has begun.
+    /// be saved; it is armed all the same, so if it was saved it is delivered);
+    /// [`ScheduleError::Stopped`] when the scheduler's shutdown has begun;
+    /// [`ScheduleError::TooFar`] when `When::In` is beyond any clock.
     pub async fn schedule(
         &self,
         message: Message,
@@ -277,13 +303,30 @@ impl Scheduler {
             .assign(assigns::DISPATCH_AT, &due)
             .assign(assigns::DISPATCH_ATTEMPTS, &0_u32);
         let aggregate_id = aggregate_id.into();
+        // Kept to arm the alarm should the save time out (the message itself went to the store).
+        let (id, service) = (message.id().to_owned(), message.service().to_owned());
         let save = self.shared.store.save(Alarm {
             message,
             aggregate_id: aggregate_id.clone(),
             due,
             attempts: 0,
         });
-        let saved = bounded(self.shared.config.store_timeout, save).await?;
+        let saved = match bounded(self.shared.config.store_timeout, save).await {
+            Ok(saved) => saved,
+            Err(error @ StoreCallError::TimedOut { .. }) => {
+                // The save may have taken effect: armed, the alarm is delivered if it did, and
+                // its claim finds nothing (`Gone`) if it did not. The armed alarm only names the
+                // id and due time; a delivery sends the stored message.
+                let _ = self.commands.send(Command::Arm(Alarm {
+                    message: Message::new(service).with_id(id),
+                    aggregate_id,
+                    due,
+                    attempts: 0,
+                }));
+                return Err(error.into());
+            }
+            Err(error) => return Err(error.into()),
+        };
         let alarm = Alarm {
             message: saved.clone(),
             aggregate_id,
@@ -296,9 +339,10 @@ impl Scheduler {
     }
 
     /// Cancels the alarm of message `message_id`. `false` when there was none (already
-    /// delivered, or never scheduled). A delivery already under way is not stopped, and one
-    /// under way includes an alarm claimed ahead of its due time (at most
-    /// [`claim_ahead`](SchedulerConfig::claim_ahead) before it).
+    /// delivered, or never scheduled). An alarm this scheduler has claimed ahead of its due
+    /// time (at most [`claim_ahead`](SchedulerConfig::claim_ahead) before it) is not
+    /// dispatched; a dispatch already under way is not stopped. Another scheduler on the same
+    /// store that has claimed it ahead may still dispatch it.
     ///
     /// # Errors
     ///
@@ -342,7 +386,9 @@ impl Scheduler {
     /// [`claim_ahead`](SchedulerConfig::claim_ahead); each dispatch within the dispatch timeout,
     /// then its store writes, each bounded by the [store
     /// timeout](SchedulerConfig::store_timeout)); and pending alarms stay in the store for the
-    /// next scheduler. Returns once it has stopped; calling it again returns at once.
+    /// next scheduler, including one whose `schedule` was still saving when the shutdown began
+    /// (that call may answer `Ok`). Returns once it has stopped; calling it again returns at
+    /// once.
     pub async fn shutdown(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let (reply, stopped) = oneshot::channel();
@@ -365,10 +411,16 @@ enum State {
 }
 
 struct Entry {
+    /// The alarm as armed; a delivery claims and sends the stored one.
     alarm: Alarm,
     state: State,
     /// Which life of this id the entry is: each arming starts a new one.
     generation: u64,
+    /// Set to stop the delivery under way before its dispatch: the alarm was cancelled or
+    /// replaced. Each delivery gets a fresh one.
+    stop: Arc<AtomicBool>,
+    /// Cancelled during its delivery: forgotten once the delivery ends.
+    cancelled: bool,
     /// The same id scheduled again during a delivery, to arm once it ends.
     replacement: Option<Alarm>,
 }
@@ -465,8 +517,10 @@ impl Actor {
                 let id = alarm.id().to_owned();
                 match self.entries.get_mut(&id) {
                     Some(entry) if entry.state == State::Delivering => {
-                        // Scheduled again while the old one is being delivered: the new alarm
-                        // is armed once that delivery ends.
+                        // Scheduled again while the old one is being delivered: the old one is
+                        // not dispatched if it has not been yet, and the new alarm is armed
+                        // once that delivery ends (never two deliveries of one id at once).
+                        entry.stop.store(true, Ordering::SeqCst);
                         entry.replacement = Some(alarm);
                         return;
                     }
@@ -514,16 +568,30 @@ impl Actor {
                 alarm,
                 state: State::Armed(at),
                 generation: self.generations,
+                stop: Arc::new(AtomicBool::new(false)),
+                cancelled: false,
                 replacement: None,
             },
         );
     }
 
     fn forget(&mut self, id: &str) {
-        if let Some(entry) = self.entries.remove(id)
-            && let State::Armed(at) = entry.state
-        {
-            self.queue.remove(&(at, id.to_owned()));
+        match self.entries.get_mut(id) {
+            None => {}
+            Some(entry) if entry.state == State::Delivering => {
+                // Kept until its delivery ends, so that the id scheduled again meanwhile waits
+                // for it (as a replacement) instead of starting a second delivery at once; the
+                // delivery is not dispatched if it has not been yet.
+                entry.stop.store(true, Ordering::SeqCst);
+                entry.cancelled = true;
+                entry.replacement = None;
+            }
+            Some(entry) => {
+                if let State::Armed(at) = entry.state {
+                    self.queue.remove(&(at, id.to_owned()));
+                }
+                self.entries.remove(id);
+            }
         }
     }
 
@@ -595,6 +663,10 @@ impl Actor {
             }
             return;
         }
+        if entry.cancelled {
+            self.entries.remove(&id);
+            return;
+        }
         match after {
             After::Gone => {
                 self.entries.remove(&id);
@@ -635,11 +707,13 @@ impl Actor {
                 continue;
             };
             entry.state = State::Delivering;
+            entry.stop = Arc::new(AtomicBool::new(false));
             self.in_flight += 1;
             deliver::spawn(
                 self.shared.clone(),
                 entry.alarm.clone(),
                 entry.generation,
+                entry.stop.clone(),
                 self.reports.clone(),
             );
         }
@@ -659,7 +733,8 @@ impl Actor {
         self.next_load = now + config.window;
         let (min, max) = config.load_backoff;
         let store = self.shared.store.clone();
-        let timeout = config.store_timeout;
+        // Not the store timeout: a load may read many alarms, and one cut off starts over.
+        let timeout = config.load_timeout;
         let reports = self.reports.clone();
         tracing::debug!(?from, ?until, "loading alarms");
         let task = tokio::spawn(async move {
@@ -692,7 +767,7 @@ impl Actor {
         self.next_sweep = config.sweep_interval.map(|every| now + every);
         self.sweeping = true;
         let store = self.shared.store.clone();
-        let timeout = config.store_timeout;
+        let timeout = config.load_timeout;
         let reports = self.reports.clone();
         let task = tokio::spawn(async move {
             let alarms = bounded(timeout, store.load(None, now)).await;

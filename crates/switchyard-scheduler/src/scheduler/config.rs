@@ -32,6 +32,7 @@ pub struct SchedulerConfig {
     pub(crate) load_backoff: (Duration, Duration),
     pub(crate) claim_ahead: Duration,
     pub(crate) store_timeout: Duration,
+    pub(crate) load_timeout: Duration,
     pub(crate) max_concurrent_deliveries: usize,
     pub(crate) retry_policy: RetryPolicy,
     pub(crate) clock: Arc<dyn Clock>,
@@ -41,9 +42,10 @@ pub struct SchedulerConfig {
 /// once a window, so a day of pending alarms costs four reads.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(6 * 60 * 60);
 
-/// Thirty seconds: six times the default dispatch timeout, so a delivery renewed every third of
-/// it keeps its lease through two failed renewals, and a dead node's alarms wait at most this
-/// long for another node.
+/// Thirty seconds: it must cover a whole delivery, a claim answering as late as the store
+/// timeout (10 s) plus the wait of up to the claim-ahead (50 ms) plus the dispatch (5 s), with
+/// room to spare; renewed every third of it while the dispatch runs, it survives one failed
+/// renewal. A dead node's alarms wait at most this long for another node.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
 /// Fifty milliseconds: a claim is one durable write (a synced commit on SQLite, a round trip on
@@ -56,6 +58,12 @@ pub const DEFAULT_CLAIM_AHEAD: Duration = Duration::from_millis(50);
 /// would otherwise hold a delivery (and [`Scheduler::shutdown`](crate::Scheduler::shutdown))
 /// forever.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Ten minutes: a load reads up to two windows of alarms, which may be many, so it gets far
+/// longer than one store call ([`DEFAULT_STORE_TIMEOUT`]); it only cuts off a load that hangs
+/// (a connection gone silent), which is then tried again. A shutdown stops a load at once
+/// whatever this is.
+pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// 1,024 deliveries at a time: each is a task holding a message and a dispatch, cheap enough
 /// that a thousand cost little memory, while a burst of a hundred thousand due at once (a
@@ -75,6 +83,7 @@ impl Default for SchedulerConfig {
             load_backoff: (Duration::from_millis(100), Duration::from_secs(60)),
             claim_ahead: DEFAULT_CLAIM_AHEAD,
             store_timeout: DEFAULT_STORE_TIMEOUT,
+            load_timeout: DEFAULT_LOAD_TIMEOUT,
             max_concurrent_deliveries: DEFAULT_MAX_CONCURRENT_DELIVERIES,
             retry_policy: RetryPolicy::Never,
             clock: Arc::new(SystemClock),
@@ -97,8 +106,11 @@ impl SchedulerConfig {
         self
     }
 
-    /// How long a claim on an alarm lasts (default [`DEFAULT_LEASE`]); it must be longer than the
-    /// dispatch timeout. It is renewed every third of it while a delivery runs.
+    /// How long a claim on an alarm lasts (default [`DEFAULT_LEASE`]). It must cover a whole
+    /// delivery: longer than the [store timeout](SchedulerConfig::store_timeout), the
+    /// [claim-ahead](SchedulerConfig::claim_ahead) and the dispatch timeout together, or
+    /// [`Scheduler::start`](crate::Scheduler::start) refuses it. It is renewed every third of it
+    /// while a delivery runs.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
@@ -135,20 +147,46 @@ impl SchedulerConfig {
     /// How long before its due time an alarm is claimed (default [`DEFAULT_CLAIM_AHEAD`]): the
     /// lease is taken (a durable write) this far ahead, so at the due time the message is
     /// dispatched at once. The message never goes out before its due time; the lease covers the
-    /// wait as well as the delivery. Zero claims at the due time.
+    /// wait as well as the delivery. Zero claims at the due time. It must leave room in the
+    /// [lease](SchedulerConfig::lease) for the store timeout and the dispatch.
+    ///
+    /// An alarm cancelled or replaced (scheduled again under its id) while it waits, claimed,
+    /// for its due time is not dispatched.
     pub fn claim_ahead(mut self, lead: Duration) -> Self {
         self.claim_ahead = lead;
         self
     }
 
-    /// How long the scheduler waits for any one store call (default
-    /// [`DEFAULT_STORE_TIMEOUT`]): a call that takes longer counts as failed (a load or sweep
-    /// is tried again, a delivery's write as when the store fails, and
-    /// [`schedule`](crate::Scheduler::schedule) and the cancels answer
-    /// [`ScheduleError::StoreTimedOut`](crate::ScheduleError::StoreTimedOut)), so a stalled
-    /// store never holds a delivery, or [`shutdown`](crate::Scheduler::shutdown), forever.
+    /// How long the scheduler waits for any one store call but loads (default
+    /// [`DEFAULT_STORE_TIMEOUT`]), so a stalled store never holds a delivery, or
+    /// [`shutdown`](crate::Scheduler::shutdown), forever. A call cut off may still have taken
+    /// effect, and the scheduler allows for it:
+    ///
+    /// - [`schedule`](crate::Scheduler::schedule) answers
+    ///   [`ScheduleError::StoreTimedOut`](crate::ScheduleError::StoreTimedOut) and arms the
+    ///   alarm all the same: if it was saved it is delivered, and if not its claim finds nothing;
+    /// - the cancels answer `StoreTimedOut` (cancelling again is harmless);
+    /// - a claim is tried again after the [failure delay](SchedulerConfig::failure_delay); if
+    ///   the first one took effect the scheduler still holds the lease, and the second counts
+    ///   no new attempt;
+    /// - a delivery's final write (delete or retry) is tried again a few times; if an earlier
+    ///   try took effect the later ones find the lease released, and the alarm is looked at
+    ///   again at its retry time (a claim there finds the retry, or nothing);
+    /// - a renewal that fails leaves the lease to lapse; another node may then deliver again.
+    ///
+    /// Loads and sweeps have their own bound, [`load_timeout`](SchedulerConfig::load_timeout).
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.store_timeout = timeout;
+        self
+    }
+
+    /// How long one load of the window (or sweep for overdue alarms) may take (default
+    /// [`DEFAULT_LOAD_TIMEOUT`]): one that takes longer is cut off and tried again with the
+    /// [load backoff](SchedulerConfig::load_backoff). Keep it far above the time to read two
+    /// windows of alarms: a load cut off starts over from scratch. A shutdown stops a load under
+    /// way at once.
+    pub fn load_timeout(mut self, timeout: Duration) -> Self {
+        self.load_timeout = timeout;
         self
     }
 
@@ -190,6 +228,7 @@ impl fmt::Debug for SchedulerConfig {
             .field("load_backoff", &self.load_backoff)
             .field("claim_ahead", &self.claim_ahead)
             .field("store_timeout", &self.store_timeout)
+            .field("load_timeout", &self.load_timeout)
             .field("max_concurrent_deliveries", &self.max_concurrent_deliveries)
             .field("retry_policy", &self.retry_policy)
             .finish_non_exhaustive()

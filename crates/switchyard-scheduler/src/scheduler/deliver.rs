@@ -1,10 +1,17 @@
 //! One delivery: claim the alarm (a little ahead of its due time), wait for the due time,
 //! dispatch its message while renewing the lease, ask the retry policy, and delete or
 //! reschedule the alarm. Every store call is bounded by the store timeout.
+//!
+//! Each delivery claims under a name of its own: the scheduler's holder name and the entry's
+//! generation (the alarm's life in this scheduler). A claim retried within one life finds its
+//! own live lease and counts nothing, while the final delete or reschedule of an old life can
+//! never touch an alarm saved again under the same id since (the save cleared the lease, and
+//! the new life claims under another name).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use backon::{ConstantBuilder, Retryable as _};
@@ -36,16 +43,21 @@ pub(super) enum After {
 
 /// Runs the delivery of `alarm` in a task of its own, and reports to the actor however it ends:
 /// a panic anywhere in it is reported as a failure, tried again once the lease has lapsed.
+///
+/// `stop` is set by the actor when the alarm is cancelled or replaced: the delivery is then not
+/// dispatched, if it has not been yet.
 pub(super) fn spawn(
     shared: Arc<Shared>,
     alarm: Alarm,
     generation: u64,
+    stop: Arc<AtomicBool>,
     reports: mpsc::UnboundedSender<Report>,
 ) {
     let id = alarm.id().to_owned();
     let clock = shared.config.clock.clone();
     let lease = shared.config.lease;
-    let task = tokio::spawn(deliver(shared, alarm));
+    let holder = format!("{}#{generation}", shared.holder);
+    let task = tokio::spawn(deliver(shared, alarm, holder, stop));
     tokio::spawn(async move {
         let after = task.await.unwrap_or_else(|error| {
             tracing::error!(alarm = %id, %error, "an alarm's delivery panicked; it is tried again once its lease lapses");
@@ -71,7 +83,12 @@ fn finish_backoff() -> ConstantBuilder {
         .with_max_times(5)
 }
 
-async fn deliver(shared: Arc<Shared>, armed: Alarm) -> After {
+async fn deliver(
+    shared: Arc<Shared>,
+    armed: Alarm,
+    holder: String,
+    stop: Arc<AtomicBool>,
+) -> After {
     let config = &shared.config;
     let clock = &config.clock;
     let id = armed.id().to_owned();
@@ -79,9 +96,8 @@ async fn deliver(shared: Arc<Shared>, armed: Alarm) -> After {
     // Claimed ahead, the lease must cover the wait for the due time (at most until `due_by`) as
     // well as the delivery.
     let due_by = now + config.claim_ahead;
-    let claim = shared
-        .store
-        .claim(&id, &shared.holder, now, due_by, due_by + config.lease);
+    let lease_until = due_by + config.lease;
+    let claim = shared.store.claim(&id, &holder, now, due_by, lease_until);
     let alarm = match bounded(config.store_timeout, claim).await {
         Ok(Claim::Claimed(alarm)) => alarm,
         Ok(Claim::Held(lease)) => {
@@ -104,6 +120,8 @@ async fn deliver(shared: Arc<Shared>, armed: Alarm) -> After {
             return After::Gone;
         }
         Err(error) => {
+            // It may have taken effect all the same: then the claim tried again finds this
+            // delivery's own lease, and counts nothing.
             tracing::warn!(alarm = %id, error = ?error, "claiming an alarm failed");
             return After::Rearm {
                 at: now + config.failure_delay,
@@ -111,9 +129,15 @@ async fn deliver(shared: Arc<Shared>, armed: Alarm) -> After {
             };
         }
     };
+    if stop.load(Ordering::SeqCst) {
+        return stopped(&shared, &holder, alarm).await;
+    }
 
-    // Counted by the claim, durably: a delivery cut short by a crash counts too.
-    let attempt = alarm.attempts;
+    // Counted by the claim, durably: a delivery cut short by a crash counts too. An alarm saved
+    // before the store counted attempts (a pending retry, say) counts from its message's.
+    let attempt = alarm
+        .attempts
+        .max(assigns::dispatch_attempts(&alarm.message).saturating_add(1));
     if let Some(most) = config.retry_policy.max_attempts()
         && attempt > most
     {
@@ -125,11 +149,37 @@ async fn deliver(shared: Arc<Shared>, armed: Alarm) -> After {
             max_attempts = most,
             "an alarm used up its attempts without an answer (a delivery cut short each time); it is dropped"
         );
-        return finish(&shared, &id).await;
+        return finish(&shared, &holder, &id).await;
     }
     // Claimed ahead: never deliver before the due time.
-    clock.sleep_until(alarm.due).await;
+    clock.sleep_until(exact_due(&alarm)).await;
+    if stop.load(Ordering::SeqCst) {
+        return stopped(&shared, &holder, alarm).await;
+    }
     let now = clock.now();
+    if now + config.dispatch_timeout >= lease_until {
+        // The claim answered late (or the wait overran): the lease may lapse before the
+        // dispatch ends, or has lapsed already and another node holds the alarm. Renew it
+        // first, and dispatch only if this delivery still holds it.
+        let renew = shared.store.renew(&id, &holder, now + config.lease);
+        match bounded(config.store_timeout, renew).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(alarm = %id, "an alarm's lease lapsed before its dispatch; it is not dispatched, and looked at again");
+                return After::Rearm {
+                    at: clock.now(),
+                    alarm: None,
+                };
+            }
+            Err(error) => {
+                tracing::warn!(alarm = %id, error = ?error, "renewing a lease about to lapse before the dispatch failed; the alarm is not dispatched, and tried again");
+                return After::Rearm {
+                    at: clock.now() + config.failure_delay,
+                    alarm: None,
+                };
+            }
+        }
+    }
     let late = now
         .duration_since(alarm.due)
         .is_ok_and(|by| by > config.late_tolerance);
@@ -157,7 +207,7 @@ async fn deliver(shared: Arc<Shared>, armed: Alarm) -> After {
             message,
             DispatchOptions::with_timeout(config.dispatch_timeout),
         );
-        let reply = renewing(&shared, &id, dispatch).await;
+        let reply = renewing(&shared, &holder, &id, dispatch).await;
         tracing::debug!(response = ?reply.response(), "alarm delivered");
         let decision = std::panic::catch_unwind(AssertUnwindSafe(|| {
             config.retry_policy.decide(&reply)
@@ -167,12 +217,12 @@ async fn deliver(shared: Arc<Shared>, armed: Alarm) -> After {
             Decision::RetryIn(config.failure_delay, reply.clone())
         });
         match decision {
-            Decision::Done => finish(&shared, &id).await,
+            Decision::Done => finish(&shared, &holder, &id).await,
             Decision::RetryIn(delay, returned) => {
                 // A hook's delay is the user's number: bounded so the clock cannot overflow.
                 let due = clock.now() + delay.min(super::error::LONGEST);
                 let next = redelivery(&sent, &returned).assign(assigns::DISPATCH_AT, &due);
-                retry_later(&shared, alarm, next, due).await
+                retry_later(&shared, &holder, alarm, next, due).await
             }
         }
     }
@@ -180,8 +230,26 @@ async fn deliver(shared: Arc<Shared>, armed: Alarm) -> After {
     .await
 }
 
+/// The alarm's due time to the nanosecond: stores keep it to the microsecond, dropping what is
+/// below, while `dispatch_at` in its message keeps it whole. Only that lost part is taken from
+/// `dispatch_at`; a `dispatch_at` further off (set by hand) is not waited for.
+fn exact_due(alarm: &Alarm) -> SystemTime {
+    assigns::dispatch_at(&alarm.message)
+        .filter(|exact| {
+            exact
+                .duration_since(alarm.due)
+                .is_ok_and(|lost| lost < Duration::from_micros(1))
+        })
+        .unwrap_or(alarm.due)
+}
+
 /// Awaits `dispatch`, renewing the lease every third of it meanwhile.
-async fn renewing(shared: &Shared, id: &str, dispatch: impl Future<Output = Message>) -> Message {
+async fn renewing(
+    shared: &Shared,
+    holder: &str,
+    id: &str,
+    dispatch: impl Future<Output = Message>,
+) -> Message {
     let clock = &shared.config.clock;
     let lease = shared.config.lease;
     let mut dispatch = std::pin::pin!(dispatch);
@@ -190,7 +258,7 @@ async fn renewing(shared: &Shared, id: &str, dispatch: impl Future<Output = Mess
         tokio::select! {
             reply = &mut dispatch => return reply,
             () = clock.sleep_until(renew_at) => {
-                let renew = shared.store.renew(id, &shared.holder, clock.now() + lease);
+                let renew = shared.store.renew(id, holder, clock.now() + lease);
                 match bounded(shared.config.store_timeout, renew).await {
                     Ok(true) => {}
                     Ok(false) => tracing::warn!("the lease of an alarm under delivery was lost"),
@@ -218,16 +286,40 @@ fn redelivery(sent: &Message, returned: &Message) -> Message {
     next
 }
 
-async fn finish(shared: &Shared, id: &str) -> After {
+/// Cancelled or replaced before its dispatch: not dispatched. A replacement saved just before
+/// the claim may be what the claim took; its lease is given back (rewriting what was read, which
+/// changes nothing else) so that the replacement's own delivery need not wait for it to lapse.
+async fn stopped(shared: &Shared, holder: &str, claimed: Alarm) -> After {
+    let id = claimed.id().to_owned();
+    tracing::debug!(alarm = %id, "an alarm cancelled or replaced before its dispatch is not dispatched");
+    let release = shared
+        .store
+        .reschedule(&id, holder, claimed.due, claimed.message);
+    if let Err(error) = bounded(shared.config.store_timeout, release).await {
+        tracing::warn!(alarm = %id, error = ?error, "giving back the lease of a cancelled alarm failed; it lapses");
+    }
+    After::Gone
+}
+
+async fn finish(shared: &Shared, holder: &str, id: &str) -> After {
     let timeout = shared.config.store_timeout;
-    let deleted = (|| bounded(timeout, shared.store.delete(id, &shared.holder)))
-        .retry(finish_backoff())
-        .await;
+    let tries = AtomicU32::new(0);
+    let deleted = (|| {
+        tries.fetch_add(1, Ordering::Relaxed);
+        bounded(timeout, shared.store.delete(id, holder))
+    })
+    .retry(finish_backoff())
+    .await;
     match deleted {
         Ok(true) => After::Gone,
+        Ok(false) if tries.load(Ordering::Relaxed) > 1 => {
+            // An earlier try failed or timed out, most likely after it took effect.
+            tracing::debug!("a delivered alarm was deleted by an earlier try that answered late");
+            After::Gone
+        }
         Ok(false) => {
             tracing::warn!(
-                "a delivered alarm was no longer held by this node: another may deliver it again"
+                "a delivered alarm was no longer held by this delivery (cancelled, replaced, or its lease lapsed and another node took it): it may be delivered again"
             );
             After::Gone
         }
@@ -238,13 +330,19 @@ async fn finish(shared: &Shared, id: &str) -> After {
     }
 }
 
-async fn retry_later(shared: &Shared, alarm: Alarm, next: Message, due: SystemTime) -> After {
+async fn retry_later(
+    shared: &Shared,
+    holder: &str,
+    alarm: Alarm,
+    next: Message,
+    due: SystemTime,
+) -> After {
     let id = alarm.id().to_owned();
     let timeout = shared.config.store_timeout;
+    let tries = AtomicU32::new(0);
     let rescheduled: Result<bool, StoreCallError> = (|| {
-        let reschedule = shared
-            .store
-            .reschedule(&id, &shared.holder, due, next.clone());
+        tries.fetch_add(1, Ordering::Relaxed);
+        let reschedule = shared.store.reschedule(&id, holder, due, next.clone());
         bounded(timeout, reschedule)
     })
     .retry(finish_backoff())
@@ -259,8 +357,20 @@ async fn retry_later(shared: &Shared, alarm: Alarm, next: Message, due: SystemTi
                 attempts: alarm.attempts,
             }),
         },
+        Ok(false) if tries.load(Ordering::Relaxed) > 1 => {
+            // An earlier try failed or timed out, most likely after it took effect (which
+            // released the lease). Look again at the retry's time: the claim then finds the
+            // retry, or nothing if it was not saved after all (`NotDue`, `Held` or `Gone`).
+            tracing::debug!("a retry was saved by an earlier try that answered late");
+            After::Rearm {
+                at: shared.claim_time(due),
+                alarm: None,
+            }
+        }
         Ok(false) => {
-            tracing::warn!("an alarm to retry was no longer held by this node");
+            tracing::warn!(
+                "an alarm to retry was no longer held by this delivery (cancelled, replaced, or its lease lapsed and another node took it)"
+            );
             After::Gone
         }
         Err(error) => {

@@ -8,21 +8,30 @@ use crate::store::AlarmStoreError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The lease must outlive a delivery, or another node could deliver the alarm while the
-    /// first is still at it. Make the lease longer than the dispatch timeout.
+    /// The lease must outlive a whole delivery, or another node could deliver the alarm while
+    /// the first is still at it: a claim may answer as late as the store timeout, the alarm
+    /// then waits for its due time up to the claim-ahead, and the dispatch takes up to the
+    /// dispatch timeout. Make the lease longer than the three together, or shorten them.
     #[error(
-        "the lease ({lease:?}) must be longer than the dispatch timeout ({dispatch_timeout:?})"
+        "the lease ({lease:?}) must be longer than the store timeout ({store_timeout:?}), \
+         the claim-ahead ({claim_ahead:?}) and the dispatch timeout ({dispatch_timeout:?}) \
+         together"
     )]
     LeaseTooShort {
         /// The configured lease.
         lease: Duration,
+        /// The configured store timeout.
+        store_timeout: Duration,
+        /// The configured claim-ahead.
+        claim_ahead: Duration,
         /// The configured dispatch timeout.
         dispatch_timeout: Duration,
     },
     /// The window must not be zero.
     #[error("the window must be longer than zero")]
     EmptyWindow,
-    /// At least one delivery must be allowed at a time, and the store timeout must not be zero.
+    /// At least one delivery must be allowed at a time, and neither the store timeout nor the
+    /// load timeout may be zero.
     #[error("the {setting} must be more than zero")]
     Zero {
         /// Which setting.
@@ -52,8 +61,9 @@ pub enum ScheduleError {
     Stopped,
     /// The store did not answer within
     /// [`SchedulerConfig::store_timeout`](crate::SchedulerConfig::store_timeout): the alarm may
-    /// or may not be saved (or cancelled). Scheduling it again with the same message id
-    /// replaces it, and cancelling again is harmless.
+    /// or may not be saved (or cancelled). A `schedule` that timed out still arms the alarm, so
+    /// if the save took effect the alarm is delivered. Scheduling it again with the same
+    /// message id replaces it, and cancelling again is harmless.
     #[error("the alarm store did not answer within {after:?}")]
     StoreTimedOut {
         /// The timeout.

@@ -269,6 +269,7 @@ async fn a_slow_service_times_out_at_the_dispatch_timeout() {
         MemoryAlarmStore::new(),
         SchedulerConfig::default()
             .dispatch_timeout(Duration::from_millis(50))
+            .store_timeout(Duration::from_millis(100))
             .lease(Duration::from_millis(300))
             .retry_policy(policy),
     )
@@ -825,5 +826,180 @@ async fn a_burst_of_due_alarms_runs_at_most_the_limit_at_once() {
         async move { store.is_empty() }
     })
     .await;
+    scheduler.shutdown().await;
+}
+
+/// A scheduler with a claim-ahead of a second, and the store recording its claims.
+async fn claiming_ahead(
+    name: &str,
+) -> (
+    ManualClock,
+    Scheduler,
+    TestStore,
+    tokio::sync::mpsc::UnboundedReceiver<crate::support::Received>,
+) {
+    init_tracing();
+    let clock = ManualClock::new(t0());
+    let (node, received) = recording_node(name);
+    let store = TestStore::default();
+    let scheduler = Scheduler::start(
+        node,
+        store.clone(),
+        config(&clock).claim_ahead(Duration::from_secs(1)),
+    )
+    .unwrap();
+    eventually("first load", || async { store.loads().len() == 1 }).await;
+    (clock, scheduler, store, received)
+}
+
+/// Cancelled while claimed ahead, waiting for its due time: not dispatched.
+#[tokio::test]
+async fn an_alarm_cancelled_while_claimed_ahead_is_not_dispatched() {
+    let (clock, scheduler, store, mut received) = claiming_ahead("cancel-ahead").await;
+    let due = t0() + Duration::from_secs(10);
+    scheduler
+        .schedule(Message::new("record").with_id("m"), "a", When::At(due))
+        .await
+        .unwrap();
+    clock.set(due - Duration::from_millis(500));
+    eventually("claimed ahead", || async { store.granted().len() == 1 }).await;
+    assert!(scheduler.cancel("m").await.unwrap());
+    clock.set(due);
+    nothing(&mut received).await;
+    eventually("forgotten", || async { scheduler.held().await == 0 }).await;
+    scheduler.shutdown().await;
+}
+
+/// Cancelled while claimed ahead and scheduled again under the same id, later: the old alarm
+/// is not dispatched, and the new one is delivered once, at its own time.
+#[tokio::test]
+async fn an_alarm_cancelled_and_scheduled_again_while_claimed_ahead_delivers_only_the_new() {
+    let (clock, scheduler, store, mut received) = claiming_ahead("again-ahead").await;
+    let message = |request: &str| Message::new("record").with_id("m").with_request(request);
+    let due = t0() + Duration::from_secs(10);
+    scheduler
+        .schedule(message("old"), "a", When::At(due))
+        .await
+        .unwrap();
+    clock.set(due - Duration::from_millis(500));
+    eventually("claimed ahead", || async { store.granted().len() == 1 }).await;
+    assert!(scheduler.cancel("m").await.unwrap());
+    let later = t0() + Duration::from_secs(20);
+    scheduler
+        .schedule(message("new"), "a", When::At(later))
+        .await
+        .unwrap();
+    clock.set(due);
+    nothing(&mut received).await;
+    clock.set(later);
+    let got = next(&mut received).await;
+    assert_eq!(got.message.request::<String>().unwrap(), "new");
+    assert_eq!(assigns::dispatch_attempts(&got.message), 1);
+    eventually("done", || async { store.inner.is_empty() }).await;
+    nothing(&mut received).await;
+    scheduler.shutdown().await;
+}
+
+/// Cancelled during its dispatch and scheduled again under the same id, due at once: the new
+/// alarm waits for the old delivery to end (never two deliveries of one id at once), whose
+/// final delete does not touch it, and is then delivered.
+#[tokio::test]
+async fn an_alarm_cancelled_and_scheduled_again_due_at_once_waits_for_the_old_delivery() {
+    init_tracing();
+    let clock = ManualClock::new(t0());
+    let Gated {
+        node,
+        mut started,
+        release,
+    } = gated("again-at-once");
+    let store = TestStore::default();
+    let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
+    eventually("first load", || async { store.loads().len() == 1 }).await;
+    let message = || Message::new("gated").with_id("same");
+    scheduler
+        .schedule(message(), "a", When::In(Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(started.recv().await.unwrap(), Some(t0()));
+    assert!(scheduler.cancel("same").await.unwrap());
+    scheduler
+        .schedule(message(), "a", When::In(Duration::ZERO))
+        .await
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), started.recv())
+            .await
+            .is_err(),
+        "a second delivery of the same id started while the first runs"
+    );
+    release.add_permits(1);
+    let second = tokio::time::timeout(Duration::from_secs(5), started.recv())
+        .await
+        .expect("the new alarm is delivered after the old delivery")
+        .unwrap();
+    assert_eq!(second, Some(t0()));
+    release.add_permits(1);
+    eventually("done", || async { store.inner.is_empty() }).await;
+    scheduler.shutdown().await;
+}
+
+/// The lease must cover a whole delivery: a claim answering as late as the store timeout, the
+/// claim-ahead wait and the dispatch. Otherwise the configuration is refused; this also bounds
+/// the claim-ahead.
+#[tokio::test]
+async fn a_lease_not_covering_a_whole_delivery_is_refused() {
+    // Defaults: store timeout 10 s, claim-ahead 50 ms, dispatch timeout 5 s.
+    for config in [
+        SchedulerConfig::default().lease(Duration::from_secs(15)),
+        SchedulerConfig::default().claim_ahead(Duration::from_secs(30)),
+        SchedulerConfig::default().store_timeout(Duration::from_secs(26)),
+        SchedulerConfig::default().dispatch_timeout(Duration::from_secs(20)),
+    ] {
+        let (node, _received) = recording_node("too-short");
+        let error = Scheduler::start(node, MemoryAlarmStore::new(), config).unwrap_err();
+        assert!(
+            matches!(error, ConfigError::LeaseTooShort { .. }),
+            "{error}"
+        );
+    }
+    let (node, _received) = recording_node("just-enough");
+    let scheduler = Scheduler::start(
+        node,
+        MemoryAlarmStore::new(),
+        SchedulerConfig::default().lease(Duration::from_millis(15_100)),
+    )
+    .unwrap();
+    scheduler.shutdown().await;
+}
+
+/// Stores keep due times to the microsecond: an alarm due a fraction of a microsecond after a
+/// whole one is still not dispatched before its exact time (its `dispatch_at`).
+#[tokio::test]
+async fn an_alarm_is_not_dispatched_before_its_time_below_the_microsecond() {
+    init_tracing();
+    let clock = ManualClock::new(t0());
+    let (node, mut received) = recording_node("sub-micro");
+    let store = crate::support::StallingStore {
+        micros_only: true,
+        ..Default::default()
+    };
+    let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
+    let whole = t0() + Duration::from_secs(10);
+    let due = whole + Duration::from_nanos(500);
+    scheduler
+        .schedule(Message::new("record"), "a", When::At(due))
+        .await
+        .unwrap();
+    let stored = store
+        .inner
+        .load(None, due + Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(stored[0].due, whole, "the store dropped the nanoseconds");
+    clock.set(whole);
+    nothing(&mut received).await;
+    clock.set(due);
+    let got = next(&mut received).await;
+    assert_eq!(assigns::dispatch_at(&got.message), Some(due));
     scheduler.shutdown().await;
 }

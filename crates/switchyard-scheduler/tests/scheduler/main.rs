@@ -1,12 +1,13 @@
 //! The scheduler's tests: the memory store against the conformance suite, x3m's scheduler test,
-//! the window, delivery and retry rules on a manual clock, lateness in real time, restarts and
-//! leases shared by two schedulers.
+//! the window, delivery and retry rules on a manual clock, lateness in real time, restarts,
+//! leases shared by two schedulers, and store calls whose outcome is unknown.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 mod delivery;
 mod leases;
 mod shutdown;
 mod support;
+mod unknown_outcomes;
 mod window;
 mod x3m;
 

@@ -153,7 +153,7 @@ async fn loads_and_sweeps_do_not_outlive_shutdown() {
         config(&clock)
             .sweep_interval(Some(Duration::from_secs(1)))
             // Long enough that the stalled calls are still waiting when the shutdown comes.
-            .store_timeout(Duration::from_secs(3_600)),
+            .load_timeout(Duration::from_secs(3_600)),
     )
     .unwrap();
     eventually("the load stalls", || async { store.stalled_calls() == 1 }).await;

@@ -236,12 +236,29 @@ impl AlarmStore for TestStore {
 }
 
 /// A memory store whose calls of the named operations (`"load"`, `"claim"`, `"delete"`, ...)
-/// never answer while they are in `stalled`. `alive` counts the stalled calls not yet dropped.
+/// never answer while they are in `stalled` (and never take effect); whose next calls of those
+/// in `late` take effect and then never answer (a commit whose answer is lost); and whose calls
+/// of those in `held` take effect and then wait for a permit before answering. `alive` counts
+/// the calls stalled or answering late that are not yet dropped.
 #[derive(Clone, Default)]
 pub(crate) struct StallingStore {
     pub(crate) inner: MemoryAlarmStore,
     pub(crate) stalled: Arc<Mutex<std::collections::HashSet<&'static str>>>,
+    pub(crate) late: Arc<Mutex<HashMap<&'static str, usize>>>,
+    pub(crate) held: Arc<Mutex<HashMap<&'static str, Arc<Semaphore>>>>,
     pub(crate) alive: Arc<AtomicUsize>,
+    /// Calls that took effect and then answered late (or never).
+    pub(crate) answered_late: Arc<AtomicUsize>,
+    /// Loads that read the store.
+    pub(crate) loads: Arc<AtomicUsize>,
+    /// Keep due times to the microsecond only, as SQLite and PostgreSQL do.
+    pub(crate) micros_only: bool,
+}
+
+/// `time` without its part below the microsecond, as stores keep it.
+fn to_micros(time: SystemTime) -> SystemTime {
+    let since = time.duration_since(UNIX_EPOCH).unwrap();
+    UNIX_EPOCH + Duration::from_micros(u64::try_from(since.as_micros()).unwrap())
 }
 
 /// Counts one stalled call while it lives.
@@ -258,9 +275,27 @@ impl StallingStore {
         self.stalled.lock().unwrap().insert(operation);
     }
 
+    /// The next `calls` calls of `operation` take effect, then never answer.
+    pub(crate) fn answer_late(&self, operation: &'static str, calls: usize) {
+        self.late.lock().unwrap().insert(operation, calls);
+    }
+
+    /// Every call of `operation` takes effect, then waits for a permit of the returned
+    /// semaphore before answering.
+    pub(crate) fn hold_answers(&self, operation: &'static str) -> Arc<Semaphore> {
+        let permits = Arc::new(Semaphore::new(0));
+        self.held.lock().unwrap().insert(operation, permits.clone());
+        permits
+    }
+
     /// Stalled calls still alive.
     pub(crate) fn stalled_calls(&self) -> usize {
         self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Calls that took effect and answered late (or never).
+    pub(crate) fn answered_late(&self) -> usize {
+        self.answered_late.load(Ordering::SeqCst)
     }
 
     fn gate<'a, T: Send + 'a>(
@@ -268,21 +303,49 @@ impl StallingStore {
         operation: &'static str,
         call: BoxFuture<'a, Result<T, AlarmStoreError>>,
     ) -> BoxFuture<'a, Result<T, AlarmStoreError>> {
-        if !self.stalled.lock().unwrap().contains(operation) {
+        if self.stalled.lock().unwrap().contains(operation) {
+            self.alive.fetch_add(1, Ordering::SeqCst);
+            let alive = Alive(self.alive.clone());
+            return async move {
+                let _alive = alive;
+                futures::future::pending().await
+            }
+            .boxed();
+        }
+        let late = self
+            .late
+            .lock()
+            .unwrap()
+            .get_mut(operation)
+            .filter(|calls| **calls > 0)
+            .map(|calls| *calls -= 1)
+            .is_some();
+        let held = self.held.lock().unwrap().get(operation).cloned();
+        if !late && held.is_none() {
             return call;
         }
-        self.alive.fetch_add(1, Ordering::SeqCst);
-        let alive = Alive(self.alive.clone());
         async move {
-            let _alive = alive;
-            futures::future::pending().await
+            let answer = call.await;
+            self.answered_late.fetch_add(1, Ordering::SeqCst);
+            if late {
+                self.alive.fetch_add(1, Ordering::SeqCst);
+                let _alive = Alive(self.alive.clone());
+                futures::future::pending::<()>().await;
+            }
+            if let Some(held) = held {
+                held.acquire().await.unwrap().forget();
+            }
+            answer
         }
         .boxed()
     }
 }
 
 impl AlarmStore for StallingStore {
-    fn save(&self, alarm: Alarm) -> BoxFuture<'_, Result<Message, AlarmStoreError>> {
+    fn save(&self, mut alarm: Alarm) -> BoxFuture<'_, Result<Message, AlarmStoreError>> {
+        if self.micros_only {
+            alarm.due = to_micros(alarm.due);
+        }
         self.gate("save", self.inner.save(alarm))
     }
 
@@ -291,7 +354,12 @@ impl AlarmStore for StallingStore {
         from: Option<SystemTime>,
         until: SystemTime,
     ) -> BoxFuture<'_, Result<Vec<Alarm>, AlarmStoreError>> {
-        self.gate("load", self.inner.load(from, until))
+        let load = async move {
+            let loaded = self.inner.load(from, until).await;
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            loaded
+        };
+        self.gate("load", load.boxed())
     }
 
     fn claim<'a>(
@@ -324,6 +392,11 @@ impl AlarmStore for StallingStore {
         due: SystemTime,
         message: Message,
     ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
+        let due = if self.micros_only {
+            to_micros(due)
+        } else {
+            due
+        };
         self.gate(
             "reschedule",
             self.inner.reschedule(id, holder, due, message),

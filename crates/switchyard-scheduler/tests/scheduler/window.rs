@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use switchyard_messaging::Message;
+use switchyard_scheduler::store::AlarmStore as _;
 use switchyard_scheduler::{ManualClock, Scheduler, SchedulerConfig, When};
 use tokio::sync::Semaphore;
 
@@ -175,5 +176,48 @@ async fn a_sweep_finds_overdue_alarms_another_node_left_behind() {
     let orphan = next(&mut received).await;
     assert_eq!(orphan.message.id(), "orphan");
     assert!(switchyard_scheduler::assigns::is_late(&orphan.message));
+    scheduler.shutdown().await;
+}
+
+/// A load slower than the store timeout is not cut off by it (it would start over from scratch
+/// each time, forever): it has its own, far longer bound.
+#[tokio::test]
+async fn a_slow_load_is_not_cut_off_by_the_store_timeout() {
+    init_tracing();
+    let clock = ManualClock::new(t0());
+    let (node, mut received) = recording_node("slow-load");
+    let gate = Arc::new(Semaphore::new(0));
+    let store = TestStore {
+        gate: Some(gate.clone()),
+        ..TestStore::default()
+    };
+    store
+        .inner
+        .save(switchyard_scheduler::store::Alarm {
+            message: record("m"),
+            aggregate_id: "a".into(),
+            due: t0(),
+            attempts: 0,
+        })
+        .await
+        .unwrap();
+    let scheduler = Scheduler::start(
+        node,
+        store.clone(),
+        config(&clock)
+            .store_timeout(Duration::from_millis(20))
+            .load_backoff(Duration::from_millis(1), Duration::from_millis(1)),
+    )
+    .unwrap();
+    eventually("the load started", || async { store.loads().len() == 1 }).await;
+    // Many store timeouts pass: a load cut off by them would have been tried again by now.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        store.loads().len(),
+        1,
+        "the load was cut off and started over"
+    );
+    gate.add_permits(1);
+    assert_eq!(next(&mut received).await.message.id(), "m");
     scheduler.shutdown().await;
 }
