@@ -451,3 +451,76 @@ async fn next_attempt(rx: &mut mpsc::UnboundedReceiver<u32>) -> u32 {
         .expect("a delivery")
         .unwrap()
 }
+
+/// A file from before attempts were counted (schema 0002) holding a pending retry, its message
+/// at `dispatch_attempts` 2: migration 0003 adds the count at 0, the row still loads, and the
+/// retry is delivered as the third attempt, not counted from scratch (which would let a retry
+/// limit start over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_pending_before_migration_0003_keeps_its_attempts() {
+    use switchyard_scheduler::store::AlarmStore;
+    use switchyard_scheduler::{Clock, ManualClock, RetryPolicy, assigns};
+    let path = fresh_file("migrated");
+    let clock = ManualClock::new(std::time::SystemTime::now());
+    let due = clock.now() + Duration::from_secs(10);
+    {
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute_batch(include_str!("../migrations/0001_events.sql"))
+            .unwrap();
+        raw.execute_batch(include_str!("../migrations/0002_alarms.sql"))
+            .unwrap();
+        raw.pragma_update(None, "application_id", 0x5357_5944_i64)
+            .unwrap();
+        raw.pragma_update(None, "user_version", 2_i64).unwrap();
+        let message = Message::new("flaky")
+            .with_id("retried")
+            .assign(assigns::DISPATCH_AT, &due)
+            .assign(assigns::DISPATCH_ATTEMPTS, &2_u32);
+        let micros = i64::try_from(
+            due.duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros(),
+        )
+        .unwrap();
+        raw.execute(
+            "INSERT INTO alarms (id, aggregate_id, due, message, holder, lease_until)
+             VALUES ('retried', 'user', ?1, ?2, NULL, NULL)",
+            rusqlite::params![micros, message.to_bytes().unwrap()],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let loaded = store
+        .load(None, due + Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(loaded.len(), 1, "the row survives the migration");
+    assert_eq!(loaded[0].attempts, 0, "migrated rows count from 0");
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let node = Node::new("migrated");
+    node.register(
+        Router::new("flaky")
+            .service("flaky", move |msg: Message| {
+                let _ = tx.send(assigns::dispatch_attempts(&msg));
+                async move { msg.error("down") }
+            })
+            .authorize(|_| Ok(())),
+    )
+    .unwrap();
+    let scheduler = Scheduler::start(
+        node,
+        store,
+        SchedulerConfig::default()
+            .clock(clock.clone())
+            .sweep_interval(None)
+            .retry_policy(RetryPolicy::Fixed {
+                delay: Duration::from_secs(10),
+                max_attempts: 4,
+            }),
+    )
+    .unwrap();
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(next_attempt(&mut rx).await, 3, "the third attempt");
+    scheduler.shutdown().await;
+}
