@@ -9,8 +9,9 @@
 //! the store a little ahead of its due time ([`SchedulerConfig::claim_ahead`]), which counts
 //! the attempt durably, and is dispatched at the due time, never before. It ends as the
 //! [`RetryPolicy`] decides: deleted, or rescheduled (durably) for another attempt. At most
-//! [`SchedulerConfig::max_concurrent_deliveries`] run at once, and every store call is bounded
-//! by [`SchedulerConfig::store_timeout`].
+//! [`SchedulerConfig::max_concurrent_deliveries`] run at once; every store call is bounded by
+//! [`SchedulerConfig::store_timeout`] (a call cut off may have taken effect, and the scheduler
+//! allows for it), and loads by [`SchedulerConfig::load_timeout`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -56,8 +57,9 @@
 //!
 //! A stored alarm that cannot be decoded is skipped by loads and refused by claims
 //! ([`AlarmStoreError::Corrupt`](store::AlarmStoreError::Corrupt), with no lease taken and no
-//! attempt counted); the scheduler logs it with its id, forgets it, and leaves it in the store
-//! for an operator, who can [`cancel`](Scheduler::cancel) it.
+//! attempt counted, by the memory, SQLite and PostgreSQL stores alike); the scheduler logs it
+//! with its id, forgets it, and leaves it in the store for an operator, who can
+//! [`cancel`](Scheduler::cancel) it.
 //!
 //! # Features
 //!

@@ -357,7 +357,9 @@ impl Scheduler {
         Ok(cancelled)
     }
 
-    /// Cancels every alarm of `aggregate_id` and returns their message ids.
+    /// Cancels every alarm of `aggregate_id` and returns their message ids. Alarms this
+    /// scheduler has claimed ahead of their due time are not dispatched, as with
+    /// [`cancel`](Scheduler::cancel).
     ///
     /// # Errors
     ///
