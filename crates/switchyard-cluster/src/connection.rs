@@ -11,7 +11,7 @@
 //! whether a given frame could have reached the peer ([`Fate`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -71,6 +71,9 @@ pub(crate) struct Shared {
     broken: AtomicBool,
     /// The writer has stopped and the queue is shut: [`Shared::sent`] is final.
     finished: CancellationToken,
+    /// Calls under way on this connection: sent and waiting for their reply here, or received
+    /// and being served. With more than one, a writer waits a moment for other frames.
+    outstanding: AtomicUsize,
     /// How many frames the kernel took whole: those may have reached the peer. A frame of
     /// which only a part was written never did (the peer cannot read it).
     sent: AtomicU64,
@@ -267,10 +270,12 @@ impl Connection {
             // Ending: the writer task finishes or drops what is queued.
             return Ok(ticket);
         }
-        // Let the tasks ready on this thread queue their frames first, so they go out in
-        // the same write: under load one system call carries many frames. A lone call pays
-        // one trip through the scheduler's queue, no system call.
-        tokio::task::yield_now().await;
+        // Calls pipelined on this connection: let the tasks ready on this thread queue their
+        // frames first, so they go out in the same write (one system call for many frames).
+        // A lone call is written at once: yielding would cost it a turn of the scheduler.
+        if shared.outstanding.load(Ordering::Relaxed) > 1 {
+            tokio::task::yield_now().await;
+        }
         let mut out = shared.out.lock().await;
         let written = tokio::select! {
             biased;
@@ -282,6 +287,12 @@ impl Connection {
             self.break_off();
         }
         Ok(ticket)
+    }
+
+    /// Counts a call under way on this connection until the guard drops.
+    pub(crate) fn outstanding(&self) -> Outstanding {
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+        Outstanding(self.clone())
     }
 
     /// Closes the connection on purpose: what was queued is still written (within
@@ -320,6 +331,15 @@ impl Connection {
             return Fate::MaybeReceived;
         }
         std::future::pending().await
+    }
+}
+
+/// A call under way on a connection (see [`Connection::outstanding`]).
+pub(crate) struct Outstanding(Connection);
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -573,6 +593,7 @@ fn start(
         closed: CancellationToken::new(),
         broken: AtomicBool::new(false),
         finished: CancellationToken::new(),
+        outstanding: AtomicUsize::new(0),
         sent: AtomicU64::new(0),
         max_frame_len,
     }));
@@ -641,7 +662,10 @@ fn start(
             let next = tokio::select! {
                 biased;
                 () = closed.cancelled() => break false,
-                Some(()) = serving.next(), if !serving.is_empty() => continue,
+                Some(()) = serving.next(), if !serving.is_empty() => {
+                    reader.outstanding.fetch_sub(1, Ordering::Relaxed);
+                    continue;
+                }
                 next = frames.next() => next,
             };
             let bytes = match next {
@@ -667,6 +691,7 @@ fn start(
             match Frame::decode(payload) {
                 Ok(frame) => {
                     if let Some(call) = crate::serve::handle(&inner, &reader, frame).await {
+                        reader.outstanding.fetch_add(1, Ordering::Relaxed);
                         serving.push(call);
                     }
                 }

@@ -175,6 +175,7 @@ impl RemoteNodes for Link {
                 remaining_micros: remaining_micros(deadline),
                 message,
             };
+            let _outstanding = connection.outstanding();
             let ticket = send_by(&connection, &frame, deadline).await?;
             // From here on the call may be running there.
             let mut cancel = CancelUnlessAnswered {
