@@ -122,8 +122,10 @@ impl SchedulerConfig {
         self
     }
 
-    /// How long to wait before trying an alarm again after the store failed while claiming or
-    /// finishing it, or the retry hook panicked (default 10 s).
+    /// How long to wait before trying an alarm again after the store failed while claiming it
+    /// (a claim that timed out is tried again at once) or renewing its lease before the
+    /// dispatch, or after the retry hook panicked (default 10 s). A delivery whose final write
+    /// failed is tried again once its lease lapses instead.
     pub fn failure_delay(mut self, delay: Duration) -> Self {
         self.failure_delay = delay;
         self
@@ -166,9 +168,9 @@ impl SchedulerConfig {
     ///   [`ScheduleError::StoreTimedOut`](crate::ScheduleError::StoreTimedOut) and arms the
     ///   alarm all the same: if it was saved it is delivered, and if not its claim finds nothing;
     /// - the cancels answer `StoreTimedOut` (cancelling again is harmless);
-    /// - a claim is tried again after the [failure delay](SchedulerConfig::failure_delay); if
-    ///   the first one took effect the scheduler still holds the lease, and the second counts
-    ///   no new attempt;
+    /// - a claim is tried again at once (after a store error, after the
+    ///   [failure delay](SchedulerConfig::failure_delay)); if the first one took effect the
+    ///   delivery still holds the lease, and the second counts no new attempt;
     /// - a delivery's final write (delete or retry) is tried again a few times; if an earlier
     ///   try took effect the later ones find the lease released, and the alarm is looked at
     ///   again at its retry time (a claim there finds the retry, or nothing);

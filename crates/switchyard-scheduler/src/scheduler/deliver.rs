@@ -119,9 +119,19 @@ async fn deliver(
             tracing::error!(alarm = %id, %error, "an alarm cannot be read back; it is left in the store and not delivered");
             return After::Gone;
         }
+        Err(error @ StoreCallError::TimedOut { .. }) => {
+            // It most likely took effect all the same, and then no other node delivers the
+            // alarm until this delivery's lease lapses: claim again at once (the timeout itself
+            // spaced the tries), which finds the delivery's own lease and counts nothing.
+            tracing::warn!(alarm = %id, error = ?error, "claiming an alarm timed out; claiming it again");
+            return After::Rearm {
+                at: clock.now(),
+                alarm: None,
+            };
+        }
         Err(error) => {
-            // It may have taken effect all the same: then the claim tried again finds this
-            // delivery's own lease, and counts nothing.
+            // It may have taken effect all the same (a commit of unknown outcome): then the
+            // claim tried again finds this delivery's own lease, and counts nothing.
             tracing::warn!(alarm = %id, error = ?error, "claiming an alarm failed");
             return After::Rearm {
                 at: now + config.failure_delay,
