@@ -157,3 +157,54 @@ async fn a_claim_of_an_unreadable_alarm_never_shows_a_lease() {
         .get(0);
     assert_eq!(attempts, 0, "no attempt is counted");
 }
+
+/// Migration 0003 onto a schema holding alarms (a pending retry from before attempts were
+/// counted): the rows survive, count 0 attempts, and are claimed as before. The scheduler then
+/// counts on from the message's `dispatch_attempts` (tested on SQLite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_0003_keeps_the_alarms_of_an_older_schema() {
+    use switchyard_scheduler::store::Claim;
+    let store = support::store().await;
+    let raw = support::raw_client(&support::url(), store.schema()).await;
+    // Back to schema 0002: no attempts column, migration 3 not applied.
+    raw.batch_execute(
+        "ALTER TABLE alarms DROP COLUMN attempts;
+         DELETE FROM switchyard_migrations WHERE version = 3;",
+    )
+    .await
+    .unwrap();
+    let due = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let message = Message::new("remind")
+        .with_id("retried")
+        .assign("dispatch_attempts", &2_u32);
+    let micros = i64::try_from(
+        due.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_micros(),
+    )
+    .unwrap();
+    raw.execute(
+        "INSERT INTO alarms (id, aggregate_id, due, message, holder, lease_until)
+         VALUES ('retried', 'user', $1, $2, NULL, NULL)",
+        &[&micros, &message.to_bytes().unwrap()],
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let loaded = store
+        .load(None, due + Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(loaded.len(), 1, "the row survives the migration");
+    assert_eq!(loaded[0].attempts, 0, "migrated rows count from 0");
+    assert_eq!(loaded[0].message, message);
+    let lease = due + Duration::from_secs(30);
+    match store
+        .claim("retried", "node", due, due, lease)
+        .await
+        .unwrap()
+    {
+        Claim::Claimed(alarm) => assert_eq!(alarm.attempts, 1),
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
