@@ -125,6 +125,18 @@ pub(crate) struct DialState {
     last_error: String,
 }
 
+/// A connection that ends sooner than this after its handshake counts as a failed dial for
+/// the reconnect backoff: a peer that accepts connections and drops them at once is not a
+/// reachable peer. A second is far longer than a handshake on any network calls can use.
+pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(1);
+
+/// When the next dial may start, `delay` from now (far off, not a panic, should it not fit).
+fn retry_at(delay: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(delay)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400))
+}
+
 /// The most connections authenticating at once; more are closed on arrival.
 const MAX_HANDSHAKES: usize = 64;
 
@@ -395,8 +407,10 @@ impl Inner {
             .collect()
     }
 
-    /// Keeps `connection` as the one to its peer, unless a better one is there: of two, the one
-    /// dialed by the smaller node id stays.
+    /// Keeps `connection` as the one to its peer, unless a better one is there: of two dialed
+    /// by different nodes, the one dialed by the smaller node id stays; of two dialed by the
+    /// same node, the newer (the dialer gave up on the older one, which may linger here
+    /// half-open: keeping it would refuse every redial).
     pub(crate) fn register(&self, connection: Connection) {
         if self.stopped.is_cancelled() {
             connection.close();
@@ -404,14 +418,26 @@ impl Inner {
         }
         let mut connections = lock(&self.connections);
         match connections.get(&connection.peer) {
-            Some(existing) if !existing.is_closed() && existing.dialer <= connection.dialer => {
+            Some(existing) if !existing.is_closed() && existing.dialer < connection.dialer => {
                 drop(connections);
                 connection.close();
             }
             _ => {
                 tracing::debug!(peer = %connection.peer, dialer = %connection.dialer, "connected");
-                if let Some(old) = connections.insert(connection.peer.clone(), connection) {
+                let peer = connection.peer.clone();
+                let inbound = connection.dialer != self.me;
+                if let Some(old) = connections.insert(peer.clone(), connection) {
                     old.close();
+                }
+                drop(connections);
+                if inbound {
+                    // The peer reached this node: a dial to it may go at once again. (A dial
+                    // under way keeps its own state.)
+                    if let Some(gate) = lock(&self.dialing).get(&peer)
+                        && let Ok(mut state) = gate.try_lock()
+                    {
+                        *state = DialState::default();
+                    }
                 }
             }
         }
@@ -429,15 +455,10 @@ impl Inner {
         }
     }
 
-    /// Forgets what was kept for a departed member's dials.
-    pub(crate) fn forget_dialing(&self, peer: &NodeId) {
-        let mut dialing = lock(&self.dialing);
-        if dialing
-            .get(peer)
-            .is_some_and(|gate| Arc::strong_count(gate) == 1)
-        {
-            dialing.remove(peer);
-        }
+    /// Forgets what was kept for dials to nodes other than `members`. A dial under way to one
+    /// of them keeps its own state until it ends; the next gets a fresh one.
+    pub(crate) fn forget_dialing_except(&self, members: &Members) {
+        lock(&self.dialing).retain(|peer, _| members.by_id.contains_key(peer));
     }
 
     pub(crate) fn live_connection(&self, peer: &NodeId) -> Option<Connection> {
@@ -480,7 +501,8 @@ impl Inner {
         self.counters.dials.fetch_add(1, Ordering::Relaxed);
         match connection::dial(self, peer, addr).await {
             Ok(connection) => {
-                state.failures = 0;
+                // The failures in a row are forgotten only once the connection has lasted
+                // (see `connection_ended`): one the peer drops at once counts as a failure.
                 state.retry_at = None;
                 drop(state);
                 self.register(connection);
@@ -491,11 +513,28 @@ impl Inner {
                 self.counters.failed_dials.fetch_add(1, Ordering::Relaxed);
                 state.failures = state.failures.saturating_add(1);
                 let delay = self.backoff(state.failures);
-                state.retry_at = Some(tokio::time::Instant::now() + delay);
+                state.retry_at = Some(retry_at(delay));
                 state.last_error = error.to_string();
                 Err(state.last_error.clone())
             }
         }
+    }
+
+    /// Notes how a connection this node kept up to `peer` ended: one that lasted less than
+    /// [`STABLE_AFTER`] since its handshake counts as a failed dial, so the next waits for the
+    /// backoff (a peer that accepts and drops every connection is not dialed in a loop); one
+    /// that lasted longer forgets the failures in a row.
+    pub(crate) async fn connection_ended(&self, peer: &NodeId, lasted: Duration) {
+        let gate = self.dial_gate(peer);
+        let mut state = gate.lock().await;
+        if lasted >= STABLE_AFTER {
+            *state = DialState::default();
+            return;
+        }
+        state.failures = state.failures.saturating_add(1);
+        let delay = self.backoff(state.failures);
+        state.retry_at = Some(retry_at(delay));
+        state.last_error = format!("the connection closed {lasted:?} after its handshake");
     }
 
     fn dial_gate(&self, peer: &NodeId) -> Arc<tokio::sync::Mutex<DialState>> {
@@ -520,5 +559,71 @@ impl Inner {
         // A random fraction in [0, 1); without randomness, no jitter.
         let fraction = getrandom::u64().map_or(0.0, |r| (r >> 11) as f64 / (1_u64 << 53) as f64);
         full.mul_f64(1.0 - fraction / 2.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    async fn started(name: &str) -> Cluster {
+        let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec());
+        Cluster::start(Node::new(name), config).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_newer_connection_from_the_same_dialer_replaces_the_older() {
+        let cluster = started("m").await;
+        let inner = &cluster.inner;
+        let me = inner.me.clone();
+        let peer = NodeId::new("z", 1);
+        let live = || inner.live_connection(&peer).map(|c| c.id);
+        // The peer dialed, and dials again while this node still holds the first connection
+        // (half-open: the peer gave up on it).
+        let first = Connection::detached(peer.clone(), peer.clone());
+        inner.register(first.clone());
+        let again = Connection::detached(peer.clone(), peer.clone());
+        inner.register(again.clone());
+        assert!(first.is_closed());
+        assert_eq!(live(), Some(again.id), "the redial was refused");
+        // Between different dialers, the smaller id's connection stays, whatever the order.
+        let mine = Connection::detached(peer.clone(), me.clone());
+        inner.register(mine.clone());
+        assert!(again.is_closed());
+        assert_eq!(live(), Some(mine.id));
+        let theirs = Connection::detached(peer.clone(), peer.clone());
+        inner.register(theirs.clone());
+        assert!(theirs.is_closed());
+        assert_eq!(live(), Some(mine.id));
+        cluster.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn dial_states_of_nodes_that_are_not_members_are_forgotten() {
+        let cluster = started("m").await;
+        let inner = &cluster.inner;
+        let departed = NodeId::new("gone", 1);
+        let state = inner.dial_gate(&departed);
+        state.lock().await.failures = 3;
+        assert_eq!(lock(&inner.dialing).len(), 1);
+        crate::membership::update(inner, &std::collections::BTreeMap::new());
+        assert_eq!(lock(&inner.dialing).len(), 0);
+        cluster.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_ends_at_once_counts_as_a_failed_dial() {
+        let cluster = started("m").await;
+        let inner = &cluster.inner;
+        let peer = NodeId::new("z", 1);
+        inner
+            .connection_ended(&peer, Duration::from_millis(5))
+            .await;
+        assert!(inner.next_dial_in(&peer).await > Duration::ZERO);
+        inner.connection_ended(&peer, STABLE_AFTER).await;
+        assert_eq!(inner.next_dial_in(&peer).await, Duration::ZERO);
+        cluster.shutdown().await;
     }
 }

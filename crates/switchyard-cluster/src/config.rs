@@ -202,6 +202,18 @@ impl ClusterConfig {
         if self.gossip_interval.is_zero() {
             return Err(ClusterError::Config("the gossip interval is zero".into()));
         }
+        if self.gossip_interval > MAX_INTERVAL {
+            return Err(ClusterError::Config(format!(
+                "the gossip interval is {:?}, more than the {MAX_INTERVAL:?} allowed",
+                self.gossip_interval
+            )));
+        }
+        if self.reconnect_max > MAX_INTERVAL {
+            return Err(ClusterError::Config(format!(
+                "the reconnect backoff may grow to {:?}, more than the {MAX_INTERVAL:?} allowed",
+                self.reconnect_max
+            )));
+        }
         if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
             return Err(ClusterError::Config(format!(
                 "the reconnect backoff must grow from a positive minimum to a maximum at least as long (got {:?} to {:?})",
@@ -218,12 +230,33 @@ impl ClusterConfig {
                 "keepalive needs an idle time and an interval of at least 1 s and at least one probe (got {idle:?}, {interval:?}, {retries})"
             )));
         }
+        if idle > MAX_KEEPALIVE_TIME
+            || interval > MAX_KEEPALIVE_TIME
+            || retries > MAX_KEEPALIVE_PROBES
+        {
+            return Err(ClusterError::Config(format!(
+                "keepalive takes an idle time and an interval of at most {MAX_KEEPALIVE_TIME:?} and at most {MAX_KEEPALIVE_PROBES} probes (got {idle:?}, {interval:?}, {retries})"
+            )));
+        }
         if self.cluster_id.is_empty() {
             return Err(ClusterError::Config("the cluster id is empty".into()));
         }
         Ok(())
     }
 }
+
+/// The longest gossip interval and reconnect backoff accepted: an hour is already longer than
+/// any use, and bounding them keeps the arithmetic on them (deadlines, jitter) from
+/// overflowing.
+const MAX_INTERVAL: Duration = Duration::from_secs(3_600);
+
+/// The longest keepalive idle time and probe interval accepted: Linux takes at most 32,767 s
+/// for each (`TCP_KEEPIDLE`, `TCP_KEEPINTVL`).
+const MAX_KEEPALIVE_TIME: Duration = Duration::from_secs(32_767);
+
+/// The most keepalive probes accepted: Linux takes at most 127 (`TCP_KEEPCNT`). With the
+/// bounds above, the total (`TCP_USER_TIMEOUT`, in milliseconds) fits in 32 bits.
+const MAX_KEEPALIVE_PROBES: u32 = 127;
 
 /// TCP keepalive settings of node-to-node connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -248,6 +281,59 @@ impl Default for Keepalive {
 impl Keepalive {
     /// How long a peer may stay silent, probes included, before its connection is closed.
     pub(crate) fn give_up_after(&self) -> Duration {
-        self.idle + self.interval * self.retries
+        // Validated settings stay far from overflowing; others must not panic either.
+        self.idle
+            .saturating_add(self.interval.saturating_mul(self.retries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(config: ClusterConfig, accepted: bool) {
+        let outcome = config.validate();
+        assert!(
+            matches!(
+                (&outcome, accepted),
+                (Ok(()), true) | (Err(ClusterError::Config(_)), false)
+            ),
+            "{config:?}: {outcome:?}"
+        );
+    }
+
+    #[test]
+    fn settings_whose_arithmetic_would_overflow_are_refused() {
+        let base = || ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec());
+        let huge = Duration::MAX;
+        let hour = Duration::from_secs(3_600);
+        check(
+            base().reconnect_backoff(Duration::from_millis(1), huge),
+            false,
+        );
+        check(base().reconnect_backoff(huge, huge), false);
+        check(base().reconnect_backoff(hour, hour), true);
+        check(base().gossip_interval(huge), false);
+        check(base().gossip_interval(hour), true);
+        let second = Duration::from_secs(1);
+        check(base().keepalive(huge, second, 3), false);
+        check(base().keepalive(second, huge, 3), false);
+        check(base().keepalive(second, second, u32::MAX), false);
+        let longest = Duration::from_secs(32_767);
+        let config = base().keepalive(longest, longest, 127);
+        assert_eq!(
+            config.keepalive.give_up_after(),
+            Duration::from_secs(32_767 * 128)
+        );
+        assert!(config.keepalive.give_up_after().as_millis() < u128::from(u32::MAX));
+        check(config, true);
+        // Never a panic, even unvalidated.
+        let unchecked = Keepalive {
+            idle: huge,
+            interval: huge,
+            retries: u32::MAX,
+        };
+        assert_eq!(unchecked.give_up_after(), huge);
     }
 }

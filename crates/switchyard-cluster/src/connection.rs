@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     /// The largest frame this node sends (the peer accepts as much: every member has the
     /// same setting).
     max_frame_len: usize,
+    /// When the handshake ended.
+    pub(crate) established: tokio::time::Instant,
 }
 
 #[derive(Default)]
@@ -106,6 +108,8 @@ struct Outgoing {
     buffered: u64,
     written: u64,
     sealer: Sealer,
+    /// A failed write wrote nothing of what it was handed (see [`writes_are_exact`]).
+    exact_writes: bool,
 }
 
 impl Outgoing {
@@ -137,6 +141,19 @@ impl Outgoing {
         true
     }
 
+    /// Gives up the writer's role once a sender's own frame is written: when nothing else
+    /// waits, nobody writes until the next sender; else the writer task writes the rest,
+    /// keeping the role meanwhile (so senders queue behind it without writing).
+    fn hand_off(&mut self, shared: &Shared) {
+        let mut queue = lock(&shared.queue);
+        if queue.frames.is_empty() && self.buf.is_empty() {
+            queue.writing = false;
+        } else {
+            drop(queue);
+            shared.wake.notify_one();
+        }
+    }
+
     /// Counts the bytes the kernel took, and the frames now wholly written.
     fn wrote(&mut self, bytes: usize, shared: &Shared) {
         self.buf.advance(bytes);
@@ -152,17 +169,37 @@ impl Outgoing {
     }
 
     /// Writes everything queued, and what is queued meanwhile, then flushes and gives up the
-    /// writer's role. Stopping it between two writes loses nothing: the rest stays in the
-    /// buffer for the next writer.
-    async fn write_queued(&mut self, shared: &Shared) -> std::io::Result<()> {
+    /// writer's role. A sender writing (`until` its own frame's ticket) stops once its frame
+    /// is written: what was queued since goes to the writer task, so no sender is held up
+    /// writing the frames of others under sustained load. Stopping it between two writes
+    /// loses nothing: the rest stays in the buffer for the next writer.
+    async fn write_queued(
+        &mut self,
+        shared: &Shared,
+        until: Option<Ticket>,
+    ) -> std::io::Result<()> {
         while self.take_queued(shared) {
             while !self.buf.is_empty() {
                 let io = self.io.as_mut().ok_or(std::io::ErrorKind::NotConnected)?;
-                let written = io.write(&self.buf).await?;
+                let written = match io.write(&self.buf).await {
+                    Ok(written) => written,
+                    Err(error) => {
+                        if !self.exact_writes {
+                            // Any of it may have gone out before the error: every frame
+                            // handed to this write counts as possibly received.
+                            self.wrote(self.buf.len(), shared);
+                        }
+                        return Err(error);
+                    }
+                };
                 if written == 0 {
                     return Err(std::io::ErrorKind::WriteZero.into());
                 }
                 self.wrote(written, shared);
+            }
+            if until.is_some_and(|own| shared.sent.load(Ordering::SeqCst) > own.0) {
+                self.hand_off(shared);
+                break;
             }
         }
         match self.io.as_mut() {
@@ -280,7 +317,7 @@ impl Connection {
         let written = tokio::select! {
             biased;
             () = shared.closed.cancelled() => Ok(()),
-            written = out.write_queued(shared) => written,
+            written = out.write_queued(shared, Some(ticket)) => written,
         };
         wake.done = true;
         if written.is_err() {
@@ -324,13 +361,22 @@ impl Connection {
     /// (the peer may still answer over another connection).
     pub(crate) async fn lost(&self, ticket: Ticket) -> Fate {
         self.finished.cancelled().await;
+        match self.fate(ticket) {
+            Some(fate) => fate,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// What became of the frame of `ticket`, once nothing more is written: `None` when the
+    /// connection was closed on purpose after the frame left.
+    fn fate(&self, ticket: Ticket) -> Option<Fate> {
         if ticket.0 >= self.sent.load(Ordering::SeqCst) {
-            return Fate::NeverSent;
+            return Some(Fate::NeverSent);
         }
         if self.broken.load(Ordering::SeqCst) {
-            return Fate::MaybeReceived;
+            return Some(Fate::MaybeReceived);
         }
-        std::future::pending().await
+        None
     }
 }
 
@@ -551,6 +597,82 @@ fn reader<R: AsyncRead>(
     Framed::from_parts(parts)
 }
 
+/// How a connection writes: its write half, bytes already buffered for it (by the
+/// handshake), its sealer, and whether a failed write is known to have written nothing.
+struct Writing<'a> {
+    io: WriteHalf<Stream>,
+    already_buffered: &'a [u8],
+    sealer: Sealer,
+    exact_writes: bool,
+}
+
+/// Whether a write that fails on this node's connections is known to have written nothing of
+/// what it was handed. True of plain TCP (one system call, which either took bytes or
+/// failed). Not of TLS: the TLS stream takes the plaintext into its session, then writes
+/// records in a loop, and can fail after earlier records reached the kernel.
+#[cfg(feature = "tls")]
+fn writes_are_exact(config: &ClusterConfig) -> bool {
+    config.tls.is_none()
+}
+
+#[cfg(not(feature = "tls"))]
+fn writes_are_exact(_: &ClusterConfig) -> bool {
+    true
+}
+
+impl Connection {
+    /// A connection's shared state, before its reader and writer tasks start.
+    fn new(peer: NodeId, dialer: NodeId, writing: Writing<'_>, max_frame_len: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(8 * 1024);
+        buf.extend_from_slice(writing.already_buffered);
+        let buffered = buf.len() as u64;
+        Connection(Arc::new(Shared {
+            id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
+            peer,
+            dialer,
+            queue: std::sync::Mutex::new(Queue::default()),
+            room: Semaphore::new(OUTBOX),
+            wake: Notify::new(),
+            out: tokio::sync::Mutex::new(Outgoing {
+                io: Some(writing.io),
+                buf,
+                batch: Vec::new(),
+                ends: std::collections::VecDeque::new(),
+                buffered,
+                written: 0,
+                sealer: writing.sealer,
+                exact_writes: writing.exact_writes,
+            }),
+            closed: CancellationToken::new(),
+            broken: AtomicBool::new(false),
+            finished: CancellationToken::new(),
+            outstanding: AtomicUsize::new(0),
+            sent: AtomicU64::new(0),
+            max_frame_len,
+            established: tokio::time::Instant::now(),
+        }))
+    }
+
+    /// A connection to `peer` dialed by `dialer` over an in-memory stream nobody reads, for
+    /// tests of what keeps connections.
+    #[cfg(test)]
+    pub(crate) fn detached(peer: NodeId, dialer: NodeId) -> Self {
+        let (stream, _) = tokio::io::duplex(1024);
+        let (_, io) = tokio::io::split(Box::new(stream) as Stream);
+        Self::new(
+            peer,
+            dialer,
+            Writing {
+                io,
+                already_buffered: &[],
+                sealer: crate::seal::pair(b"session key", Role::Dialer).0,
+                exact_writes: true,
+            },
+            1024,
+        )
+    }
+}
+
 /// Spawns the reader and writer of an authenticated connection.
 fn start(
     inner: &Arc<Inner>,
@@ -571,32 +693,17 @@ fn start(
     let parts = transport.into_parts();
     let (read, write) = tokio::io::split(parts.io);
     let mut frames = reader(read, parts.codec, parts.read_buf);
-    let mut buf = BytesMut::with_capacity(8 * 1024);
-    buf.extend_from_slice(&parts.write_buf);
-    let buffered = buf.len() as u64;
-    let connection = Connection(Arc::new(Shared {
-        id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
+    let connection = Connection::new(
         peer,
         dialer,
-        queue: std::sync::Mutex::new(Queue::default()),
-        room: Semaphore::new(OUTBOX),
-        wake: Notify::new(),
-        out: tokio::sync::Mutex::new(Outgoing {
-            io: Some(write),
-            buf,
-            batch: Vec::new(),
-            ends: std::collections::VecDeque::new(),
-            buffered,
-            written: 0,
+        Writing {
+            io: write,
+            already_buffered: &parts.write_buf,
             sealer,
-        }),
-        closed: CancellationToken::new(),
-        broken: AtomicBool::new(false),
-        finished: CancellationToken::new(),
-        outstanding: AtomicUsize::new(0),
-        sent: AtomicU64::new(0),
+            exact_writes: writes_are_exact(&inner.config),
+        },
         max_frame_len,
-    }));
+    );
     let writer = connection.clone();
     tokio::spawn(async move {
         let shared = &*writer.0;
@@ -613,7 +720,7 @@ fn start(
             let written = tokio::select! {
                 biased;
                 () = shared.closed.cancelled() => break,
-                written = out.write_queued(shared) => written,
+                written = out.write_queued(shared, None) => written,
             };
             if let Err(error) = written {
                 tracing::debug!(peer = %writer.peer, %error, "a write failed; the connection ends");
@@ -628,7 +735,7 @@ fn start(
             // before a graceful shutdown), unless the peer stopped reading.
             let flushed = tokio::time::timeout(FINAL_FLUSH_LIMIT, async {
                 let mut out = shared.out.lock().await;
-                let _ = out.write_queued(shared).await;
+                let _ = out.write_queued(shared, None).await;
                 if let Some(io) = out.io.as_mut() {
                     let _ = io.shutdown().await;
                 }
@@ -655,6 +762,10 @@ fn start(
     let reader = connection.clone();
     let inner = inner.clone();
     tokio::spawn(async move {
+        let _end_on_unwind = EndOnUnwind {
+            connection: reader.clone(),
+            inner: inner.clone(),
+        };
         let closed = &reader.closed;
         // The calls that came on this connection, until their replies are sent.
         let mut serving = futures::stream::FuturesUnordered::<Serving>::new();
@@ -719,6 +830,24 @@ fn start(
     connection
 }
 
+/// Ends the connection when its reader task unwinds (a panic in something it drives): a
+/// connection nobody reads would stay registered as live, and every call on it would wait
+/// for its deadline instead of failing over.
+struct EndOnUnwind {
+    connection: Connection,
+    inner: Arc<Inner>,
+}
+
+impl Drop for EndOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(peer = %self.connection.peer, "the reader of a connection panicked; the connection ends");
+            self.connection.break_off();
+            self.inner.forget(&self.connection);
+        }
+    }
+}
+
 impl Inner {
     pub(crate) fn identity(&self) -> Identity<'_> {
         Identity {
@@ -737,16 +866,27 @@ mod tests {
 
     use super::*;
 
-    fn keepalive_of(stream: &TcpStream) -> (bool, Duration, Duration, u32) {
-        let socket = socket2::SockRef::from(stream);
+    /// No Nagle delay, keepalive on, its idle time, interval and probes, and (on Linux) the
+    /// user timeout.
+    type Options = (bool, bool, Duration, Duration, u32, Option<Duration>);
+
+    fn options_of(socket: socket2::SockRef<'_>) -> Options {
+        #[cfg(target_os = "linux")]
+        let user_timeout = socket.tcp_user_timeout().unwrap();
+        #[cfg(not(target_os = "linux"))]
+        let user_timeout = None;
         (
+            socket.tcp_nodelay().unwrap(),
             socket.keepalive().unwrap(),
             socket.tcp_keepalive_time().unwrap(),
             socket.tcp_keepalive_interval().unwrap(),
             socket.tcp_keepalive_retries().unwrap(),
+            user_timeout,
         )
     }
 
+    /// Both ends of a cluster connection get the options: the dialed one from `tcp_dialed`,
+    /// the accepted one from `accept`, the path a node's listener hands its connections to.
     #[tokio::test]
     async fn dialed_and_accepted_connections_have_keepalive_and_no_nagle_delay() {
         let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec()).keepalive(
@@ -754,24 +894,34 @@ mod tests {
             Duration::from_secs(3),
             4,
         );
+        let expected = (
+            true,
+            true,
+            Duration::from_secs(7),
+            Duration::from_secs(3),
+            4,
+            cfg!(target_os = "linux").then_some(Duration::from_secs(7 + 3 * 4)),
+        );
+        let cluster = crate::Cluster::start(switchyard_messaging::Node::new("m"), config.clone())
+            .await
+            .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dialed = tcp_dialed(listener.local_addr().unwrap(), &config)
             .await
             .unwrap();
+        assert_eq!(options_of(socket2::SockRef::from(&dialed)), expected);
         let (accepted, _) = listener.accept().await.unwrap();
-        tune(&accepted, &config).unwrap();
-        for stream in [&dialed, &accepted] {
-            assert!(stream.nodelay().unwrap());
-            assert_eq!(
-                keepalive_of(stream),
-                (true, Duration::from_secs(7), Duration::from_secs(3), 4)
-            );
-            #[cfg(target_os = "linux")]
-            assert_eq!(
-                socket2::SockRef::from(stream).tcp_user_timeout().unwrap(),
-                Some(Duration::from_secs(7 + 3 * 4))
-            );
-        }
+        // The same socket, to look at once `accept` has taken the stream.
+        let probe = socket2::SockRef::from(&accepted).try_clone().unwrap();
+        assert_ne!(
+            options_of(socket2::SockRef::from(&probe)),
+            expected,
+            "the accepted socket had the options before `accept`"
+        );
+        // No handshake comes: `accept` sets the options, then refuses the connection.
+        drop(dialed);
+        accept(cluster.inner.clone(), accepted).await;
+        assert_eq!(options_of(socket2::SockRef::from(&probe)), expected);
     }
 
     #[tokio::test]
@@ -785,6 +935,200 @@ mod tests {
             .await
             .expect("the frame already read waits for more bytes");
         assert_eq!(&first.unwrap().unwrap()[..], b"abc");
+    }
+
+    /// A stream whose writes all fail, as a TLS stream's write does when the socket breaks
+    /// after the session took the plaintext and wrote some of its records.
+    struct FailingWrites;
+
+    impl AsyncRead for FailingWrites {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for FailingWrites {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// The fate of a frame whose write failed, on a stream whose failed writes are exact (plain
+    /// TCP) or not (TLS).
+    async fn fate_after_a_failed_write(exact_writes: bool) -> Option<Fate> {
+        let peer = NodeId::new("peer", 1);
+        let (_, io) = tokio::io::split(Box::new(FailingWrites) as Stream);
+        let connection = Connection::new(
+            peer.clone(),
+            peer.clone(),
+            Writing {
+                io,
+                already_buffered: &[],
+                sealer: crate::seal::pair(b"session key", Role::Dialer).0,
+                exact_writes,
+            },
+            1024,
+        );
+        let frame = Frame::Cancel {
+            reply_to: peer,
+            request: 1,
+        };
+        // Nobody is writing: the sender writes, the write fails, the connection breaks.
+        let ticket = connection.send(&frame).await.unwrap();
+        assert!(connection.is_closed());
+        connection.fate(ticket)
+    }
+
+    #[tokio::test]
+    async fn a_frame_handed_to_a_failed_tls_write_may_have_been_received() {
+        assert_eq!(
+            fate_after_a_failed_write(false).await,
+            Some(Fate::MaybeReceived),
+            "a TLS write can fail after some of its records went out"
+        );
+        assert_eq!(
+            fate_after_a_failed_write(true).await,
+            Some(Fate::NeverSent),
+            "a failed TCP write wrote nothing"
+        );
+    }
+
+    /// A stream that takes whole writes only as the test allows, one at a time.
+    #[derive(Clone, Default)]
+    struct GatedWrites(Arc<std::sync::Mutex<Gate>>);
+
+    #[derive(Default)]
+    struct Gate {
+        allowed: usize,
+        writes: usize,
+        waiting: Option<std::task::Waker>,
+    }
+
+    impl GatedWrites {
+        fn allow_one(&self) {
+            let mut gate = self.0.lock().unwrap();
+            gate.allowed += 1;
+            if let Some(waker) = gate.waiting.take() {
+                waker.wake();
+            }
+        }
+
+        fn is_waiting(&self) -> bool {
+            self.0.lock().unwrap().waiting.is_some()
+        }
+    }
+
+    impl AsyncRead for GatedWrites {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for GatedWrites {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let mut gate = self.0.lock().unwrap();
+            if gate.writes < gate.allowed {
+                gate.writes += 1;
+                std::task::Poll::Ready(Ok(buf.len()))
+            } else {
+                gate.waiting = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Others queue frames while a sender writes its own: once its frame is out, the sender
+    /// returns and leaves the rest to the writer task, instead of writing for everyone as
+    /// long as frames keep coming.
+    #[tokio::test]
+    async fn a_sender_stops_writing_once_its_own_frame_is_out() {
+        let peer = NodeId::new("peer", 1);
+        let gate = GatedWrites::default();
+        let (_, io) = tokio::io::split(Box::new(gate.clone()) as Stream);
+        let connection = Connection::new(
+            peer.clone(),
+            peer.clone(),
+            Writing {
+                io,
+                already_buffered: &[],
+                sealer: crate::seal::pair(b"session key", Role::Dialer).0,
+                exact_writes: true,
+            },
+            1024,
+        );
+        let frame = Frame::Cancel {
+            reply_to: peer.clone(),
+            request: 1,
+        };
+        let sender = tokio::spawn({
+            let connection = connection.clone();
+            let own = Frame::Cancel {
+                reply_to: peer,
+                request: 0,
+            };
+            async move { connection.send(&own).await.map(|_| ()) }
+        });
+        while !gate.is_waiting() {
+            tokio::task::yield_now().await;
+        }
+        // Queued behind the write under way: these senders return at once.
+        for _ in 0..3 {
+            connection.send(&frame).await.unwrap();
+        }
+        gate.allow_one();
+        tokio::time::timeout(Duration::from_secs(2), sender)
+            .await
+            .expect("the sender went on writing the frames of others")
+            .unwrap()
+            .unwrap();
+        assert_eq!(connection.sent.load(Ordering::SeqCst), 1);
+        tokio::time::timeout(Duration::from_secs(1), connection.wake.notified())
+            .await
+            .expect("the writer task was not told to write the rest");
     }
 
     #[test]

@@ -193,7 +193,7 @@ pub(crate) fn follow(inner: &Arc<Inner>) {
     });
 }
 
-fn update(inner: &Arc<Inner>, live: &BTreeMap<ChitchatId, NodeState>) {
+pub(crate) fn update(inner: &Arc<Inner>, live: &BTreeMap<ChitchatId, NodeState>) {
     let mut next = Members::default();
     for (id, state) in live {
         let node = NodeId::new(id.node_id.as_ref(), id.generation_id);
@@ -226,8 +226,10 @@ fn update(inner: &Arc<Inner>, live: &BTreeMap<ChitchatId, NodeState>) {
         // Its connection stays until the node closes it: a node leaving gracefully still
         // sends the replies of the calls it is draining. No new call goes to it.
         let _ = inner.events.send(ClusterEvent::NodeLeft(id.clone()));
-        inner.forget_dialing(id);
     }
+    // What was kept for dials to nodes that are no longer members (departed, or never more
+    // than the sender of a reply this node had to deliver).
+    inner.forget_dialing_except(&next);
 }
 
 #[cfg(test)]

@@ -109,7 +109,9 @@ fn lost(cancel: &mut CancelUnlessAnswered, fate: Fate) -> RemoteError {
                 reason: format!("the connection to {node} closed before the call was sent"),
             }
         }
-        // The cancel goes out on the next connection, if one comes up in time.
+        // No cancel can follow it: the connection it would travel on is gone, and none is
+        // dialed for it. So a call whose connection broke after it was sent may still run to
+        // its end on the provider (if the provider is alive); its reply then goes nowhere.
         Fate::MaybeReceived => RemoteError::Failed {
             reason: format!(
                 "the connection to {node} was lost after the call was sent; whether it ran there is unknown"
@@ -176,13 +178,24 @@ impl RemoteNodes for Link {
                 message,
             };
             let _outstanding = connection.outstanding();
-            let ticket = send_by(&connection, &frame, deadline).await?;
-            // From here on the call may be running there.
+            // Set up before the send: a send that times out may have queued the call, which
+            // may then run there. The cancel is queued behind it on the same connection (one
+            // for a call the peer never saw is ignored).
             let mut cancel = CancelUnlessAnswered {
                 inner: inner.clone(),
                 node: node.clone(),
                 request,
                 answered: false,
+            };
+            let ticket = match send_by(&connection, &frame, deadline).await {
+                Ok(ticket) => ticket,
+                Err(error) => {
+                    if matches!(error, RemoteError::NotDelivered { .. }) {
+                        // Refused before it was queued: nothing runs there.
+                        cancel.answered = true;
+                    }
+                    return Err(error);
+                }
             };
             let mut reply = reply;
             tokio::select! {
@@ -299,6 +312,10 @@ pub(crate) fn keep_connected(inner: &Arc<Inner>, peer: NodeId) {
                         () = connection.closed() => {}
                         () = stopped.cancelled() => return,
                     }
+                    let Some(inner) = weak.upgrade() else { return };
+                    inner
+                        .connection_ended(&peer, connection.established.elapsed())
+                        .await;
                 }
                 Err(reason) => {
                     // At least a moment, so a failure that set no backoff cannot spin.

@@ -259,3 +259,62 @@ async fn malformed_and_oversized_frames_close_only_their_connection() {
     }
     assert!(a.cluster.members()[0].connected);
 }
+
+/// The router's `authorize` panics for one call on the node serving it: that call gets an
+/// error at once, and the connection it came on goes on serving (the next call on the same
+/// pair of nodes is answered, not left to time out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_router_answers_its_call_with_an_error_and_the_connection_goes_on() {
+    let a = start_with("a", config(&[]), |_| {}).await;
+    let seed = vec![a.cluster.gossip_addr().to_string()];
+    let _b = start_with("b", config(&seed), |node| {
+        node.register(
+            Router::new("fragile")
+                .service("touchy", |msg: Message| async move { msg.ok() })
+                .authorize(|msg: &Message| {
+                    if matches!(msg.request::<u64>(), Ok(13)) {
+                        panic!("unlucky number");
+                    }
+                    Ok(())
+                }),
+        )
+        .unwrap();
+    })
+    .await;
+    wait_for(Duration::from_secs(2), "b connected", || async {
+        a.cluster.members().first().is_some_and(|m| m.connected)
+    })
+    .await;
+    let call = |n: u64| {
+        a.node.dispatch_with(
+            Message::new("touchy").with_request(&n),
+            DispatchOptions::with_timeout(Duration::from_secs(3)),
+        )
+    };
+    let started = tokio::time::Instant::now();
+    let reply = call(13).await;
+    match reply.response() {
+        Some(Response::Error(reason)) => {
+            let reason = reason.to_string();
+            assert!(reason.contains("panicked"), "{reason}");
+        }
+        other => panic!("expected an error naming the panic, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the panicking call waited for its deadline"
+    );
+    for n in 0..3 {
+        let reply = call(n).await;
+        assert!(
+            matches!(reply.response(), Some(Response::Ok)),
+            "call {n} after the panic: {:?}",
+            reply.response()
+        );
+    }
+    assert_eq!(
+        a.cluster.stats().connections_lost,
+        0,
+        "one connection served all"
+    );
+}
