@@ -86,6 +86,19 @@ impl Rounds {
             .collect();
         median(&per_round)
     }
+
+    /// The median of the per-round ratios floor / subject: for throughput, how many times the
+    /// subject's figure the floor reaches; for times, the share of the floor's time the subject
+    /// takes. Taken round by round, not as the inverse of [`Rounds::ratio`].
+    pub(crate) fn inverse_ratio(&self) -> f64 {
+        let per_round: Vec<f64> = self
+            .floor
+            .iter()
+            .zip(&self.subject)
+            .map(|(floor, subject)| floor / subject)
+            .collect();
+        median(&per_round)
+    }
 }
 
 /// One warm-up round of each, then `rounds` rounds of floor and subject in turn, so both see the

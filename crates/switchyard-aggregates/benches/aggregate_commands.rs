@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 #[path = "../../../benches/support.rs"]
 mod support;
-use support::{median, runtime};
+use support::{alternate, median, runtime};
 
 #[derive(Default, Serialize, Deserialize)]
 struct Account {
@@ -174,45 +174,6 @@ fn throughput(
     })
 }
 
-struct Rounds {
-    floor: Vec<f64>,
-    subject: Vec<f64>,
-}
-
-fn alternate(
-    rounds: usize,
-    mut floor: impl FnMut() -> f64,
-    mut subject: impl FnMut() -> f64,
-) -> Rounds {
-    floor();
-    subject();
-    let mut result = Rounds {
-        floor: Vec::new(),
-        subject: Vec::new(),
-    };
-    for _ in 0..rounds {
-        result.floor.push(floor());
-        result.subject.push(subject());
-    }
-    result
-}
-
-fn ratios(rounds: &Rounds, higher_is_better: bool) -> f64 {
-    let per_round: Vec<f64> = rounds
-        .floor
-        .iter()
-        .zip(&rounds.subject)
-        .map(|(floor, subject)| {
-            if higher_is_better {
-                floor / subject
-            } else {
-                subject / floor
-            }
-        })
-        .collect();
-    median(&per_round)
-}
-
 /// A 10,000-event stream in a store, with and without a snapshot, and the events' encodings.
 struct Cold {
     plain: Repo<Account>,
@@ -350,7 +311,7 @@ fn main() {
             "| {name} | {:.0} | {:.0} | {:.2}× |\n",
             median(&rounds.floor),
             median(&rounds.subject),
-            ratios(rounds, true)
+            rounds.inverse_ratio()
         ));
     }
     out.push_str("\nTarget: ≥ 300,000 commands/s across 1,000 aggregates.\n\n");
@@ -365,7 +326,7 @@ fn main() {
             "| {name} | {:.3} ms | {:.3} ms | {:.2}× |\n",
             median(&rounds.floor),
             median(&rounds.subject),
-            ratios(rounds, false)
+            rounds.ratio()
         ));
     }
     out.push_str("\nTargets: ≤ 20 ms without a snapshot, ≤ 1 ms with one.\n");

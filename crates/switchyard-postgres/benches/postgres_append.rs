@@ -32,7 +32,7 @@ use tokio::runtime::Runtime;
 
 #[path = "../../../benches/support.rs"]
 mod support;
-use support::{median, runtime};
+use support::{alternate, median, runtime};
 
 const POOL: usize = 50;
 const ROUND: Duration = Duration::from_millis(1_500);
@@ -322,41 +322,6 @@ fn time_floor_load(rt: &Runtime, pool: &deadpool_postgres::Pool, snapshot: bool)
     })
 }
 
-struct Rounds {
-    floor: Vec<f64>,
-    subject: Vec<f64>,
-}
-
-fn alternate(
-    rounds: usize,
-    mut floor: impl FnMut() -> f64,
-    mut subject: impl FnMut() -> f64,
-) -> Rounds {
-    floor();
-    subject();
-    let mut result = Rounds {
-        floor: Vec::new(),
-        subject: Vec::new(),
-    };
-    for _ in 0..rounds {
-        result.floor.push(floor());
-        result.subject.push(subject());
-    }
-    result
-}
-
-/// The median of the per-round ratios subject / floor (for throughput: how much of the floor
-/// the subject reaches; for times: how many times the floor it takes).
-fn ratio(rounds: &Rounds) -> f64 {
-    let per_round: Vec<f64> = rounds
-        .floor
-        .iter()
-        .zip(&rounds.subject)
-        .map(|(floor, subject)| subject / floor)
-        .collect();
-    median(&per_round)
-}
-
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "**not met**" }
 }
@@ -444,7 +409,7 @@ fn main() {
     );
     for (writers, size, rounds) in &appends {
         let rate = median(&rounds.subject);
-        let share = ratio(rounds);
+        let share = rounds.ratio();
         let mut targets = format!("≥ 0.7 of floor: {}", met(share >= 0.7));
         if *writers == 50 && *size == 1 {
             targets.push_str(&format!("; ≥ 10,000 events/s: {}", met(rate >= 10_000.0)));
@@ -473,7 +438,7 @@ fn main() {
         out.push_str(&format!(
             "| {name} | {:.3} ms | {load:.3} ms | {:.2}× | ≤ {target} ms: {} |\n",
             median(&rounds.floor),
-            ratio(rounds),
+            rounds.ratio(),
             met(load <= target)
         ));
     }

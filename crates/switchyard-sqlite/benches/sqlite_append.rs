@@ -31,7 +31,7 @@ use tokio::runtime::Runtime;
 
 #[path = "../../../benches/support.rs"]
 mod support;
-use support::{median, runtime, target_dir};
+use support::{alternate, median, runtime, target_dir};
 
 #[derive(Default, Serialize, Deserialize)]
 struct Account {
@@ -188,47 +188,6 @@ fn raw_round(shape: Shape) -> f64 {
     shape.events() as f64 / started.elapsed().as_secs_f64()
 }
 
-struct Rounds {
-    floor: Vec<f64>,
-    subject: Vec<f64>,
-}
-
-fn alternate(
-    rounds: usize,
-    mut floor: impl FnMut() -> f64,
-    mut subject: impl FnMut() -> f64,
-) -> Rounds {
-    floor();
-    subject();
-    let mut result = Rounds {
-        floor: Vec::new(),
-        subject: Vec::new(),
-    };
-    for _ in 0..rounds {
-        result.floor.push(floor());
-        result.subject.push(subject());
-    }
-    result
-}
-
-/// The median of the per-round ratios, each taken between neighbouring rounds so that both
-/// sides ran at the same CPU speed.
-fn ratio(rounds: &Rounds, subject_over_floor: bool) -> f64 {
-    let per_round: Vec<f64> = rounds
-        .floor
-        .iter()
-        .zip(&rounds.subject)
-        .map(|(floor, subject)| {
-            if subject_over_floor {
-                subject / floor
-            } else {
-                floor / subject
-            }
-        })
-        .collect();
-    median(&per_round)
-}
-
 /// A 10,000-event stream in a file, a repository loading it plainly and one from a snapshot.
 struct Cold {
     path: PathBuf,
@@ -362,7 +321,7 @@ fn main() {
             shape.batch,
             median(&rounds.floor),
             median(&rounds.subject),
-            ratio(&rounds, true)
+            rounds.ratio()
         );
         eprint!("{row}");
         out.push_str(&row);
@@ -401,7 +360,7 @@ fn main() {
             "| {name} | {:.3} ms | {:.3} ms | {:.2}× |\n",
             median(&rounds.floor),
             median(&rounds.subject),
-            ratio(rounds, true)
+            rounds.ratio()
         ));
     }
     out.push_str("\nTargets: ≤ 20 ms without a snapshot, ≤ 1 ms with one.\n");
