@@ -17,7 +17,7 @@
 //! `cargo bench -p switchyard-postgres --bench postgres_append`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
@@ -26,7 +26,7 @@ use switchyard_aggregates::store::{
     EventAppender, EventMetadata, EventReader, ExpectedVersion, NewEvent, SnapshotStore,
     StoredState,
 };
-use switchyard_postgres::test_server::TestServer;
+use switchyard_postgres::test_server;
 use switchyard_postgres::{PostgresOptions, PostgresStore};
 use tokio::runtime::Runtime;
 
@@ -73,18 +73,7 @@ FROM floor_events WHERE stream = $1 AND version >= $2 ORDER BY version";
 /// The server's URL: the given one, or a throwaway server's, started once and stopped by its
 /// watchdog when this process ends.
 fn server() -> String {
-    static SERVER: OnceLock<(String, Option<TestServer>)> = OnceLock::new();
-    let (url, _) = SERVER.get_or_init(|| match std::env::var("SWITCHYARD_TEST_DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => (url, None),
-        _ => {
-            let server = TestServer::start().expect(
-                "no PostgreSQL: set SWITCHYARD_TEST_DATABASE_URL or install the server binaries \
-                 (`cargo xtask bench` does)",
-            );
-            (server.url(), Some(server))
-        }
-    });
-    url.clone()
+    test_server::shared_url().unwrap_or_else(|error| panic!("{error}"))
 }
 
 struct Bench {

@@ -16,12 +16,11 @@
 //! `SWITCHYARD_BENCH_QUICK=1` runs short rounds to check the bench itself.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group};
 use switchyard_messaging::{Message, Node, Router};
-use switchyard_postgres::test_server::TestServer;
+use switchyard_postgres::test_server;
 use switchyard_postgres::{PostgresOptions, PostgresStore};
 use switchyard_scheduler::{Scheduler, SchedulerConfig, When, assigns};
 use tokio::runtime::Runtime;
@@ -44,18 +43,7 @@ const FLOOR_INSERT: &str =
 /// The server's URL: the given one, or a throwaway server's, started once and stopped by its
 /// watchdog when this process ends.
 fn server() -> String {
-    static SERVER: OnceLock<(String, Option<TestServer>)> = OnceLock::new();
-    let (url, _) = SERVER.get_or_init(|| match std::env::var("SWITCHYARD_TEST_DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => (url, None),
-        _ => {
-            let server = TestServer::start().expect(
-                "no PostgreSQL: set SWITCHYARD_TEST_DATABASE_URL or install the server binaries \
-                 (`cargo xtask bench` does)",
-            );
-            (server.url(), Some(server))
-        }
-    });
-    url.clone()
+    test_server::shared_url().unwrap_or_else(|error| panic!("{error}"))
 }
 
 fn node() -> Node {

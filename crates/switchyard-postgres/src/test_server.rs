@@ -103,6 +103,38 @@ impl std::error::Error for TestServerError {
     }
 }
 
+/// The environment variable naming a PostgreSQL server to use instead of a throwaway one
+/// (`cargo xtask test` and `cargo xtask bench` set it to the server they started).
+pub const URL_VARIABLE: &str = "SWITCHYARD_TEST_DATABASE_URL";
+
+/// The URL of the server a test binary or benchmark shares: the one named by [`URL_VARIABLE`],
+/// else a throwaway server started on the first call and kept until the process ends (its
+/// watchdog stops it then).
+///
+/// # Errors
+///
+/// Neither is available: the variable is unset and no server binaries are installed, or the
+/// throwaway server did not start. The error says what to do.
+pub fn shared_url() -> Result<String, TestServerError> {
+    static SHARED: std::sync::OnceLock<Result<(String, Option<TestServer>), String>> =
+        std::sync::OnceLock::new();
+    let shared = SHARED.get_or_init(|| match std::env::var(URL_VARIABLE) {
+        Ok(url) if !url.trim().is_empty() => Ok((url, None)),
+        _ if binaries().is_none() => Err(format!(
+            "no PostgreSQL server: set {URL_VARIABLE} to a database URL, install the PostgreSQL \
+             server binaries, or run `cargo xtask test` (or `cargo xtask bench`), which installs \
+             them and starts a throwaway server"
+        )),
+        _ => TestServer::start()
+            .map(|server| (server.url(), Some(server)))
+            .map_err(|error| format!("could not start a throwaway PostgreSQL server: {error}")),
+    });
+    match shared {
+        Ok((url, _)) => Ok(url.clone()),
+        Err(what) => Err(TestServerError::new(what.clone())),
+    }
+}
+
 /// The folder holding `initdb`, `pg_ctl` and `postgres`, if this machine has them.
 pub fn binaries() -> Option<PathBuf> {
     let complete = |dir: &Path| {

@@ -1,34 +1,19 @@
 //! The server the tests use, fresh stores, raw connections and small builders.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use switchyard_aggregates::store::{EventMetadata, NewEvent};
 use switchyard_postgres::test_server::{self, TestServer};
 use switchyard_postgres::{PostgresOptions, PostgresStore};
 
 /// The environment variable naming a server to test against.
-pub(crate) const URL_VARIABLE: &str = "SWITCHYARD_TEST_DATABASE_URL";
-
-enum Server {
-    Given(String),
-    Throwaway(TestServer),
-}
-
-static SERVER: OnceLock<Server> = OnceLock::new();
+pub(crate) const URL_VARIABLE: &str = test_server::URL_VARIABLE;
 
 /// The URL of the server for this test binary: the one in `SWITCHYARD_TEST_DATABASE_URL`, or a
 /// throwaway one started once (and stopped when the binary exits). Never skips: without
 /// either, the test fails and says what to do.
 pub(crate) fn url() -> String {
-    let server = SERVER.get_or_init(|| match std::env::var(URL_VARIABLE) {
-        Ok(url) if !url.trim().is_empty() => Server::Given(url),
-        _ => Server::Throwaway(throwaway()),
-    });
-    match server {
-        Server::Given(url) => url.clone(),
-        Server::Throwaway(server) => server.url(),
-    }
+    test_server::shared_url().unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// A throwaway server of this test's own (for tests that stop or restart it).
