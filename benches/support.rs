@@ -78,24 +78,22 @@ impl Rounds {
     /// The median of the per-round ratios subject / floor: for throughput, the share of the
     /// floor the subject reaches; for times, how many times the floor it takes.
     pub(crate) fn ratio(&self) -> f64 {
-        let per_round: Vec<f64> = self
-            .floor
-            .iter()
-            .zip(&self.subject)
-            .map(|(floor, subject)| subject / floor)
-            .collect();
-        median(&per_round)
+        self.median_per_round(|floor, subject| subject / floor)
     }
 
     /// The median of the per-round ratios floor / subject: for throughput, how many times the
     /// subject's figure the floor reaches; for times, the share of the floor's time the subject
     /// takes. Taken round by round, not as the inverse of [`Rounds::ratio`].
     pub(crate) fn inverse_ratio(&self) -> f64 {
+        self.median_per_round(|floor, subject| floor / subject)
+    }
+
+    fn median_per_round(&self, ratio: impl Fn(f64, f64) -> f64) -> f64 {
         let per_round: Vec<f64> = self
             .floor
             .iter()
             .zip(&self.subject)
-            .map(|(floor, subject)| floor / subject)
+            .map(|(floor, subject)| ratio(*floor, *subject))
             .collect();
         median(&per_round)
     }
