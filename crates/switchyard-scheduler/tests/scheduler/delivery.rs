@@ -297,9 +297,7 @@ async fn cancelled_alarms_are_not_delivered() {
     let clock = ManualClock::new(t0());
     let (node, mut received) = recording_node("cancel");
     let store = TestStore::default();
-    let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
-    // Once the first load has read the store, new alarms are armed by `schedule` alone.
-    eventually("first load", || async { store.loads().len() == 1 }).await;
+    let scheduler = store.start_loaded(node, config(&clock)).await;
     for (id, aggregate) in [("x", "A"), ("y", "A"), ("z", "B"), ("keep", "C")] {
         scheduler
             .schedule(
@@ -469,8 +467,7 @@ async fn an_alarm_scheduled_again_while_it_is_delivered_is_armed_afterwards() {
         release,
     } = gated("again");
     let store = TestStore::default();
-    let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
-    eventually("first load", || async { store.loads().len() == 1 }).await;
+    let scheduler = store.start_loaded(node, config(&clock)).await;
     let message = || Message::new("gated").with_id("same");
     scheduler
         .schedule(message(), "a", When::In(Duration::ZERO))
@@ -512,8 +509,7 @@ async fn an_alarm_cancelled_and_scheduled_again_during_its_delivery_is_delivered
         release,
     } = gated("cancel-again");
     let store = TestStore::default();
-    let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
-    eventually("first load", || async { store.loads().len() == 1 }).await;
+    let scheduler = store.start_loaded(node, config(&clock)).await;
     let message = || Message::new("gated").with_id("same");
     scheduler
         .schedule(message(), "a", When::In(Duration::ZERO))
@@ -739,13 +735,9 @@ async fn an_alarm_is_claimed_ahead_of_its_time_and_dispatched_at_it() {
     let clock = ManualClock::new(t0());
     let (node, mut received) = recording_node("ahead");
     let store = TestStore::default();
-    let scheduler = Scheduler::start(
-        node,
-        store.clone(),
-        config(&clock).claim_ahead(Duration::from_secs(1)),
-    )
-    .unwrap();
-    eventually("first load", || async { store.loads().len() == 1 }).await;
+    let scheduler = store
+        .start_loaded(node, config(&clock).claim_ahead(Duration::from_secs(1)))
+        .await;
     let due = t0() + Duration::from_secs(10);
     scheduler
         .schedule(Message::new("record").with_id("m"), "a", When::At(due))
@@ -842,13 +834,9 @@ async fn claiming_ahead(
     let clock = ManualClock::new(t0());
     let (node, received) = recording_node(name);
     let store = TestStore::default();
-    let scheduler = Scheduler::start(
-        node,
-        store.clone(),
-        config(&clock).claim_ahead(Duration::from_secs(1)),
-    )
-    .unwrap();
-    eventually("first load", || async { store.loads().len() == 1 }).await;
+    let scheduler = store
+        .start_loaded(node, config(&clock).claim_ahead(Duration::from_secs(1)))
+        .await;
     (clock, scheduler, store, received)
 }
 
@@ -913,8 +901,7 @@ async fn an_alarm_cancelled_and_scheduled_again_due_at_once_waits_for_the_old_de
         release,
     } = gated("again-at-once");
     let store = TestStore::default();
-    let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
-    eventually("first load", || async { store.loads().len() == 1 }).await;
+    let scheduler = store.start_loaded(node, config(&clock)).await;
     let message = || Message::new("gated").with_id("same");
     scheduler
         .schedule(message(), "a", When::In(Duration::ZERO))

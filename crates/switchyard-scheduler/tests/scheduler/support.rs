@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::{BoxFuture, FutureExt};
 use switchyard_messaging::{Message, Node, Router};
 use switchyard_scheduler::store::{Alarm, AlarmStore, AlarmStoreError, Claim, MemoryAlarmStore};
+use switchyard_scheduler::{Scheduler, SchedulerConfig};
 use tokio::sync::{Semaphore, mpsc};
 
 /// A fixed, whole-second start for manual clocks.
@@ -128,6 +129,14 @@ pub(crate) struct TestStore {
 }
 
 impl TestStore {
+    /// Starts a scheduler on this store and waits for its first load: from then on, new alarms
+    /// are armed by `schedule` alone.
+    pub(crate) async fn start_loaded(&self, node: Node, config: SchedulerConfig) -> Scheduler {
+        let scheduler = Scheduler::start(node, self.clone(), config).unwrap();
+        eventually("first load", || async { self.loads().len() == 1 }).await;
+        scheduler
+    }
+
     pub(crate) fn loads(&self) -> Vec<Window> {
         self.loads.lock().unwrap().clone()
     }

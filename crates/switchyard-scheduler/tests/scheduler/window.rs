@@ -32,8 +32,7 @@ async fn every_window_loads_from_the_previous_horizon_to_two_windows_ahead() {
     let clock = ManualClock::new(t0());
     let (node, mut received) = recording_node("window");
     let store = TestStore::default();
-    let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
-    eventually("first load", || async { store.loads().len() == 1 }).await;
+    let scheduler = store.start_loaded(node, config(&clock)).await;
 
     // Far ahead: saved, not held.
     scheduler
@@ -153,13 +152,12 @@ async fn a_sweep_finds_overdue_alarms_another_node_left_behind() {
     let clock = ManualClock::new(t0());
     let (node, mut received) = recording_node("sweeper");
     let store = TestStore::default();
-    let scheduler = Scheduler::start(
-        node,
-        store.clone(),
-        config(&clock).sweep_interval(Some(Duration::from_secs(60))),
-    )
-    .unwrap();
-    eventually("first load", || async { store.loads().len() == 1 }).await;
+    let scheduler = store
+        .start_loaded(
+            node,
+            config(&clock).sweep_interval(Some(Duration::from_secs(60))),
+        )
+        .await;
     // Saved behind the scheduler's back, inside the window it already loaded.
     use switchyard_scheduler::store::{Alarm, AlarmStore};
     store
