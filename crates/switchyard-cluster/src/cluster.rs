@@ -43,8 +43,9 @@ pub struct ClusterStats {
     pub dials: u64,
     /// Of those, the attempts that failed (refused, timed out, handshake failed).
     pub failed_dials: u64,
-    /// Connections that ended because the peer went away, a read or write failed, or the
-    /// peer broke the protocol (not those this node closed on purpose).
+    /// Connections that ended other than by this node closing them: the peer went away or
+    /// closed them (also on purpose: leaving the cluster, dropping a duplicate), a read or
+    /// write failed, or the peer broke the protocol.
     pub connections_lost: u64,
 }
 
@@ -375,7 +376,7 @@ impl Inner {
         }
         self.stopped.cancel();
         for connection in lock(&self.connections).drain().map(|(_, c)| c) {
-            connection.close();
+            connection.close_leaving();
         }
         self.gossip.stop().await;
         tracing::info!(node = %self.me, "left the cluster");

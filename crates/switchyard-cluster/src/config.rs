@@ -107,7 +107,8 @@ impl ClusterConfig {
         self
     }
 
-    /// How often the node gossips. Discovery and failure detection scale with it.
+    /// How often the node gossips (at most an hour). Discovery and failure detection scale
+    /// with it.
     pub fn gossip_interval(mut self, interval: Duration) -> Self {
         self.gossip_interval = interval;
         self
@@ -156,8 +157,10 @@ impl ClusterConfig {
     /// How long to wait before dialing a member again after a failed attempt: `min` after the
     /// first failure, doubling on each further one up to `max`, each delay shortened by a
     /// random part of up to a half so that nodes do not redial in step (50 ms and 5 s by
-    /// default). Until then, calls needing a new connection to that member are not delivered
-    /// (the dispatcher tries another provider) instead of dialing again.
+    /// default; `max` at most an hour). Until then, calls needing a new connection to that
+    /// member are not delivered (the dispatcher tries another provider) instead of dialing
+    /// again. A connection that ends within a second of its handshake counts as a failed
+    /// attempt.
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.reconnect_min = min;
         self.reconnect_max = max;
@@ -169,8 +172,10 @@ impl ClusterConfig {
     /// unanswered probes (10 s, 2 s and 3 by default, so a peer that vanished without a word
     /// is let go in about 16 s even if gossip has not yet declared it dead). On Linux the
     /// same total also bounds how long sent data may stay unacknowledged
-    /// (`TCP_USER_TIMEOUT`). The calls in flight on a connection closed this way end with an
-    /// error at once.
+    /// (`TCP_USER_TIMEOUT`), which also closes the connection of a peer that kept its receive
+    /// window shut that long. The calls in flight on a connection closed this way end with an
+    /// error at once. `idle` and `interval` take at least 1 s and at most 32,767 s, `retries`
+    /// 1 to 127 (the limits of Linux).
     pub fn keepalive(mut self, idle: Duration, interval: Duration, retries: u32) -> Self {
         self.keepalive = Keepalive {
             idle,

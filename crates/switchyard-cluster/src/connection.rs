@@ -69,6 +69,9 @@ pub(crate) struct Shared {
     /// It ended because the peer went away, a read or write failed, or the peer broke the
     /// protocol; not because this node closed it.
     broken: AtomicBool,
+    /// It was closed because this node is leaving the cluster: no answer can come to a call
+    /// sent on it, over this connection (its reader stops) or another (none is made).
+    abandoned: AtomicBool,
     /// The writer has stopped and the queue is shut: [`Shared::sent`] is final.
     finished: CancellationToken,
     /// Calls under way on this connection: sent and waiting for their reply here, or received
@@ -338,6 +341,14 @@ impl Connection {
         self.closed.cancel();
     }
 
+    /// Closes the connection because this node is leaving the cluster: like [`close`](Self::close),
+    /// but the calls sent on it end once it has ended (with an unknown outcome), since no
+    /// reply can reach this node any more.
+    pub(crate) fn close_leaving(&self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+        self.closed.cancel();
+    }
+
     /// Ends the connection because it cannot go on (the peer went away or broke the
     /// protocol): nothing more is written.
     pub(crate) fn break_off(&self) {
@@ -356,9 +367,10 @@ impl Connection {
 
     /// Resolves once the connection has ended in a way that means no answer to the frame of
     /// `ticket` can come over it: the frame never left ([`Fate::NeverSent`]), or it left and
-    /// the connection then broke ([`Fate::MaybeReceived`]). Never resolves while the
-    /// connection lives, nor after this node closed it on purpose once the frame had left
-    /// (the peer may still answer over another connection).
+    /// the connection then broke or was closed because this node is leaving
+    /// ([`Fate::MaybeReceived`]). Never resolves while the connection lives, nor after this
+    /// node dropped it as a duplicate once the frame had left (the peer answers over the
+    /// connection kept).
     pub(crate) async fn lost(&self, ticket: Ticket) -> Fate {
         self.finished.cancelled().await;
         match self.fate(ticket) {
@@ -373,7 +385,7 @@ impl Connection {
         if ticket.0 >= self.sent.load(Ordering::SeqCst) {
             return Some(Fate::NeverSent);
         }
-        if self.broken.load(Ordering::SeqCst) {
+        if self.broken.load(Ordering::SeqCst) || self.abandoned.load(Ordering::SeqCst) {
             return Some(Fate::MaybeReceived);
         }
         None
@@ -645,6 +657,7 @@ impl Connection {
             }),
             closed: CancellationToken::new(),
             broken: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             finished: CancellationToken::new(),
             outstanding: AtomicUsize::new(0),
             sent: AtomicU64::new(0),

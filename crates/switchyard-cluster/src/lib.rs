@@ -24,7 +24,7 @@
 //!   is forwarded once and the owner replies straight to the caller. A timeout cancels the call
 //!   where it runs. When the connection a call travels on breaks, the call ends at once: a
 //!   call that never left goes to the next provider, one that left gets an error saying its
-//!   outcome is unknown. [`Cluster::placement`] is a ready `choose_node` sending each aggregate's
+//!   outcome is unknown (it may still run to its end there: no cancel follows it). [`Cluster::placement`] is a ready `choose_node` sending each aggregate's
 //!   commands to one node by rendezvous hashing.
 //!
 //! ```no_run

@@ -318,3 +318,52 @@ async fn a_panicking_router_answers_its_call_with_an_error_and_the_connection_go
         "one connection served all"
     );
 }
+
+/// A node leaves while a call it made is still running elsewhere: no reply can reach it any
+/// more, so the call ends as its connections close, with an error saying its outcome is
+/// unknown, instead of waiting for its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_made_by_a_leaving_node_ends_when_it_closes_its_connections() {
+    let a = start_with("a", config(&[]), |_| {}).await;
+    let seed = vec![a.cluster.gossip_addr().to_string()];
+    let _b = start_with("b", config(&seed), |node| {
+        node.register(
+            Router::new("slow")
+                .service("stuck", |msg: Message| async move {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    msg.ok()
+                })
+                .authorize(|_| Ok(())),
+        )
+        .unwrap();
+    })
+    .await;
+    wait_for(Duration::from_secs(2), "b connected", || async {
+        a.cluster.members().first().is_some_and(|m| m.connected)
+    })
+    .await;
+    let call = tokio::spawn({
+        let node = a.node.clone();
+        async move {
+            node.dispatch_with(
+                Message::new("stuck"),
+                DispatchOptions::with_timeout(Duration::from_secs(30)),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!call.is_finished());
+    a.cluster.shutdown().await;
+    let reply = tokio::time::timeout(Duration::from_secs(3), call)
+        .await
+        .expect("the call waits for its deadline after its node left")
+        .unwrap();
+    match reply.response() {
+        Some(Response::Error(reason)) => {
+            let reason = reason.to_string();
+            assert!(reason.contains("unknown"), "{reason}");
+        }
+        other => panic!("expected an unknown outcome, got {other:?}"),
+    }
+}
