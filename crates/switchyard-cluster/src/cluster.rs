@@ -583,18 +583,18 @@ mod tests {
         let live = || inner.live_connection(&peer).map(|c| c.id);
         // The peer dialed, and dials again while this node still holds the first connection
         // (half-open: the peer gave up on it).
-        let first = Connection::detached(peer.clone(), peer.clone());
+        let (first, _) = Connection::detached(peer.clone(), peer.clone());
         inner.register(first.clone());
-        let again = Connection::detached(peer.clone(), peer.clone());
+        let (again, _) = Connection::detached(peer.clone(), peer.clone());
         inner.register(again.clone());
         assert!(first.is_closed());
         assert_eq!(live(), Some(again.id), "the redial was refused");
         // Between different dialers, the smaller id's connection stays, whatever the order.
-        let mine = Connection::detached(peer.clone(), me.clone());
+        let (mine, _) = Connection::detached(peer.clone(), me.clone());
         inner.register(mine.clone());
         assert!(again.is_closed());
         assert_eq!(live(), Some(mine.id));
-        let theirs = Connection::detached(peer.clone(), peer.clone());
+        let (theirs, _) = Connection::detached(peer.clone(), peer.clone());
         inner.register(theirs.clone());
         assert!(theirs.is_closed());
         assert_eq!(live(), Some(mine.id));

@@ -666,13 +666,13 @@ impl Connection {
         }))
     }
 
-    /// A connection to `peer` dialed by `dialer` over an in-memory stream nobody reads, for
-    /// tests of what keeps connections.
+    /// A connection to `peer` dialed by `dialer` with no reader or writer task, over an
+    /// in-memory stream that takes 1 KiB; the peer's end is returned, unread.
     #[cfg(test)]
-    pub(crate) fn detached(peer: NodeId, dialer: NodeId) -> Self {
-        let (stream, _) = tokio::io::duplex(1024);
+    pub(crate) fn detached(peer: NodeId, dialer: NodeId) -> (Self, tokio::io::DuplexStream) {
+        let (stream, far) = tokio::io::duplex(1024);
         let (_, io) = tokio::io::split(Box::new(stream) as Stream);
-        Self::new(
+        let connection = Self::new(
             peer,
             dialer,
             Writing {
@@ -681,8 +681,15 @@ impl Connection {
                 sealer: crate::seal::pair(b"session key", Role::Dialer).0,
                 exact_writes: true,
             },
-            1024,
-        )
+            1024 * 1024,
+        );
+        (connection, far)
+    }
+
+    /// How many frames were ever queued on this connection.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> u64 {
+        lock(&self.queue).queued
     }
 }
 

@@ -335,3 +335,44 @@ pub(crate) fn keep_connected(inner: &Arc<Inner>, peer: NodeId) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::{Cluster, ClusterConfig};
+
+    /// The call's frame is queued, but the peer reads nothing, so the send is still writing
+    /// when the deadline passes: the call may yet reach the peer, so a cancel is queued behind
+    /// it on the same connection.
+    #[tokio::test]
+    async fn a_call_whose_send_timed_out_is_followed_by_a_cancel() {
+        let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec());
+        let cluster = Cluster::start(switchyard_messaging::Node::new("m"), config)
+            .await
+            .unwrap();
+        let inner = cluster.inner.clone();
+        let peer = NodeId::new("z", 1);
+        let (connection, _unread) = Connection::detached(peer.clone(), peer.clone());
+        inner.register(connection.clone());
+        let link = Link {
+            inner: Arc::downgrade(&inner),
+        };
+        let message = Message::new("svc").with_request(&vec![7_u8; 64 * 1024]);
+        let deadline = Instant::now() + Duration::from_millis(200);
+        let outcome = link.invoke(peer, message, Hop::First, deadline).await;
+        assert!(matches!(outcome, Err(RemoteError::TimedOut)), "{outcome:?}");
+        let followed = tokio::time::timeout(Duration::from_secs(1), async {
+            while connection.queued() < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            followed.is_ok(),
+            "no cancel followed the call ({} frames queued)",
+            connection.queued()
+        );
+    }
+}

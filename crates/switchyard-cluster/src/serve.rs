@@ -296,3 +296,53 @@ fn cancel(inner: &Arc<Inner>, reply_to: NodeId, request: u64) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::{Cluster, ClusterConfig};
+
+    /// A cancel that arrives while the forwarded call is still being sent to its owner finds
+    /// the call, and follows it there.
+    #[tokio::test]
+    async fn a_cancel_arriving_while_a_call_is_forwarded_follows_it() {
+        let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec());
+        let cluster = Cluster::start(switchyard_messaging::Node::new("m"), config)
+            .await
+            .unwrap();
+        let inner = cluster.inner.clone();
+        let (caller, owner) = (NodeId::new("caller", 1), NodeId::new("owner", 1));
+        // The owner reads nothing: the forward's send stays under way.
+        let (to_owner, _unread) = Connection::detached(owner.clone(), owner.clone());
+        inner.register(to_owner.clone());
+        let (from_caller, _far) = Connection::detached(caller.clone(), caller.clone());
+        let message = Message::new("svc").with_request(&vec![7_u8; 64 * 1024]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let forwarding = forward(
+            &inner,
+            &from_caller,
+            caller.clone(),
+            7,
+            owner,
+            message,
+            deadline,
+        );
+        tokio::pin!(forwarding);
+        let still_sending = tokio::time::timeout(Duration::from_millis(100), &mut forwarding).await;
+        assert!(
+            still_sending.is_err(),
+            "the send did not wait for the owner"
+        );
+        assert_eq!(to_owner.queued(), 1);
+        cancel(&inner, caller, 7);
+        let followed = tokio::time::timeout(Duration::from_secs(1), async {
+            while to_owner.queued() < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(followed.is_ok(), "the cancel did not follow the call");
+    }
+}
