@@ -7,8 +7,11 @@
 //! in the queue). Whoever holds the write half (the sender itself when nobody is writing,
 //! else the connection's writer task) takes everything queued at once, seals it into one
 //! buffer and writes it with as few system calls as the socket allows: pipelined calls share
-//! them. The count of frames the kernel took whole tells, once the connection has ended,
-//! whether a given frame could have reached the peer ([`Fate`]).
+//! them. A sender writes only until its own frame is out and leaves what was queued since to
+//! the writer task, so its call is not held up by the frames of others. The count of frames
+//! the kernel took whole tells, once the connection has ended, whether a given frame could
+//! have reached the peer ([`Fate`]); over TLS, a failed write counts every frame it was
+//! handed as taken.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
