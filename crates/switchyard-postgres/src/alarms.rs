@@ -44,6 +44,14 @@ fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> AlarmS
     AlarmStoreError::backend(error)
 }
 
+/// A statement's failure: of unknown outcome when the connection broke after it was sent.
+fn failed(failure: Failure) -> AlarmStoreError {
+    match failure {
+        Failure::Lost(source) => AlarmStoreError::unknown(source),
+        other => backend(other.into_source()),
+    }
+}
+
 /// An attempt count as stored; a negative one (written by hand) counts as none.
 fn attempts(stored: i64) -> u32 {
     u32::try_from(stored.max(0)).unwrap_or(u32::MAX)
@@ -69,7 +77,7 @@ impl PostgresStore {
                 conn.query(sql, params).await
             })
             .await
-            .map_err(|failure: Failure| backend(failure.into_source()))
+            .map_err(failed)
     }
 
     /// Rows changed by one statement, retried while it did nothing.
@@ -80,7 +88,7 @@ impl PostgresStore {
                 conn.execute(sql, params).await
             })
             .await
-            .map_err(|failure: Failure| backend(failure.into_source()))
+            .map_err(failed)
     }
 
     async fn claim_alarm(
@@ -126,7 +134,7 @@ impl PostgresStore {
                     }
                 })
                 .await
-                .map_err(|failure: Failure| backend(failure.into_source()))?;
+                .map_err(failed)?;
             if let Some(claimed) = claimed {
                 return claimed.map(Claim::Claimed);
             }

@@ -277,7 +277,9 @@ impl Scheduler {
     ///
     /// # Errors
     ///
-    /// [`ScheduleError::Store`] when the store failed (the alarm may not be saved);
+    /// [`ScheduleError::Store`] when the store failed (the alarm is not saved; with
+    /// [`AlarmStoreError::Unknown`](crate::store::AlarmStoreError::Unknown) it may be, and is
+    /// armed as after a timeout);
     /// [`ScheduleError::StoreTimedOut`] when it did not answer in time (the alarm may or may not
     /// be saved; it is armed all the same, so if it was saved it is delivered);
     /// [`ScheduleError::Stopped`] when the scheduler's shutdown has begun;
@@ -303,7 +305,8 @@ impl Scheduler {
             .assign(assigns::DISPATCH_AT, &due)
             .assign(assigns::DISPATCH_ATTEMPTS, &0_u32);
         let aggregate_id = aggregate_id.into();
-        // Kept to arm the alarm should the save time out (the message itself went to the store).
+        // Kept to arm the alarm should the save's outcome be unknown (the message itself went
+        // to the store).
         let (id, service) = (message.id().to_owned(), message.service().to_owned());
         let save = self.shared.store.save(Alarm {
             message,
@@ -313,8 +316,8 @@ impl Scheduler {
         });
         let saved = match bounded(self.shared.config.store_timeout, save).await {
             Ok(saved) => saved,
-            Err(error @ StoreCallError::TimedOut { .. }) => {
-                // The save may have taken effect: armed, the alarm is delivered if it did, and
+            Err(error) if error.may_have_taken_effect() => {
+                // The save may have taken effect (it timed out, or the store cannot tell): armed, the alarm is delivered if it did, and
                 // its claim finds nothing (`Gone`) if it did not. The armed alarm only names the
                 // id and due time; a delivery sends the stored message.
                 let _ = self.commands.send(Command::Arm(Alarm {

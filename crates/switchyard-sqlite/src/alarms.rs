@@ -27,9 +27,8 @@ fn backend(error: rusqlite::Error) -> AlarmStoreError {
 
 fn write_failed(failed: WriteFailed) -> AlarmStoreError {
     match failed {
-        WriteFailed::NotWritten(error) | WriteFailed::CommitUnknown(error) => {
-            AlarmStoreError::backend(error)
-        }
+        WriteFailed::NotWritten(error) => AlarmStoreError::backend(error),
+        WriteFailed::CommitUnknown(error) => AlarmStoreError::unknown(error),
         WriteFailed::Panicked => AlarmStoreError::backend(WritePanicked),
         WriteFailed::Stopped => AlarmStoreError::backend(WorkersStopped),
     }

@@ -52,7 +52,10 @@ pub enum ConfigError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ScheduleError {
-    /// The store failed; the alarm was not saved (or cancelled). Retrying later may succeed.
+    /// The store failed; the alarm was not saved (or cancelled), except for
+    /// [`AlarmStoreError::Unknown`]: then it may have been, and a saved alarm is armed all the
+    /// same, as after [`StoreTimedOut`](ScheduleError::StoreTimedOut). Retrying later may
+    /// succeed; scheduling the same message id again replaces the alarm.
     #[error("alarm store failed")]
     Store(#[from] AlarmStoreError),
     /// The scheduler was shut down (or its shutdown has begun); nothing was saved. Schedule
@@ -89,6 +92,17 @@ pub(crate) enum StoreCallError {
         /// The timeout.
         after: Duration,
     },
+}
+
+impl StoreCallError {
+    /// Whether the call may have taken effect although it failed: it timed out, or the store
+    /// cannot tell.
+    pub(crate) fn may_have_taken_effect(&self) -> bool {
+        matches!(
+            self,
+            Self::TimedOut { .. } | Self::Store(AlarmStoreError::Unknown { .. })
+        )
+    }
 }
 
 impl From<StoreCallError> for ScheduleError {

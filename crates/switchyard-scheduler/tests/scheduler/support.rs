@@ -254,6 +254,8 @@ pub(crate) struct StallingStore {
     pub(crate) inner: MemoryAlarmStore,
     pub(crate) stalled: Arc<Mutex<std::collections::HashSet<&'static str>>>,
     pub(crate) late: Arc<Mutex<HashMap<&'static str, usize>>>,
+    /// Operations whose next calls take effect, then answer `AlarmStoreError::Unknown`.
+    pub(crate) unknown: Arc<Mutex<HashMap<&'static str, usize>>>,
     pub(crate) held: Arc<Mutex<HashMap<&'static str, Arc<Semaphore>>>>,
     pub(crate) alive: Arc<AtomicUsize>,
     /// Calls that took effect and then answered late (or never).
@@ -287,6 +289,12 @@ impl StallingStore {
     /// The next `calls` calls of `operation` take effect, then never answer.
     pub(crate) fn answer_late(&self, operation: &'static str, calls: usize) {
         self.late.lock().unwrap().insert(operation, calls);
+    }
+
+    /// The next `calls` calls of `operation` take effect, then answer that their outcome is
+    /// unknown (a commit whose answer the store lost).
+    pub(crate) fn answer_unknown(&self, operation: &'static str, calls: usize) {
+        self.unknown.lock().unwrap().insert(operation, calls);
     }
 
     /// Every call of `operation` takes effect, then waits for a permit of the returned
@@ -330,6 +338,21 @@ impl StallingStore {
             .map(|calls| *calls -= 1)
             .is_some();
         let held = self.held.lock().unwrap().get(operation).cloned();
+        let unknown = self
+            .unknown
+            .lock()
+            .unwrap()
+            .get_mut(operation)
+            .filter(|calls| **calls > 0)
+            .map(|calls| *calls -= 1)
+            .is_some();
+        if unknown {
+            return async move {
+                call.await?;
+                Err(AlarmStoreError::unknown("the store lost the answer"))
+            }
+            .boxed();
+        }
         if !late && held.is_none() {
             return call;
         }

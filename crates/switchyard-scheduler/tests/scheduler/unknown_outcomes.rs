@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use switchyard_messaging::Message;
-use switchyard_scheduler::store::{AlarmStore, Claim};
+use switchyard_scheduler::store::{AlarmStore, AlarmStoreError, Claim};
 use switchyard_scheduler::{
     ManualClock, RetryPolicy, ScheduleError, Scheduler, SchedulerConfig, When, assigns,
 };
@@ -120,6 +120,43 @@ async fn a_save_that_took_effect_but_answered_late_is_delivered() {
         .await;
     assert!(
         matches!(answer, Err(ScheduleError::StoreTimedOut { .. })),
+        "{answer:?}"
+    );
+    assert_eq!(store.inner.len(), 1, "the save took effect");
+    clock.advance(Duration::from_secs(10));
+    let got = next(&mut received).await;
+    assert_eq!(got.message.id(), "m");
+    eventually("done", || async { store.inner.is_empty() }).await;
+    scheduler.shutdown().await;
+}
+
+/// A save that took effect but whose outcome the store could not tell (a commit whose answer
+/// was lost): `schedule` answers the store's `Unknown`, and the alarm is armed as after a
+/// timeout, so it is delivered at its time.
+#[tokio::test]
+async fn a_save_of_unknown_outcome_is_armed_and_delivered() {
+    init_tracing();
+    let clock = ManualClock::new(t0());
+    let (node, mut received) = recording_node("unknown-save");
+    let store = StallingStore::default();
+    let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
+    eventually("the first load", || async {
+        store.loads.load(std::sync::atomic::Ordering::SeqCst) == 1
+    })
+    .await;
+    store.answer_unknown("save", 1);
+    let answer = scheduler
+        .schedule(
+            Message::new("record").with_id("m"),
+            "a",
+            When::At(t0() + Duration::from_secs(10)),
+        )
+        .await;
+    assert!(
+        matches!(
+            answer,
+            Err(ScheduleError::Store(AlarmStoreError::Unknown { .. }))
+        ),
         "{answer:?}"
     );
     assert_eq!(store.inner.len(), 1, "the save took effect");
