@@ -272,6 +272,17 @@ fn to_micros(time: SystemTime) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(u64::try_from(since.as_micros()).unwrap())
 }
 
+/// Whether `operation` has calls left in `counts`, taking one.
+fn take_one(counts: &Mutex<HashMap<&'static str, usize>>, operation: &'static str) -> bool {
+    counts
+        .lock()
+        .unwrap()
+        .get_mut(operation)
+        .filter(|calls| **calls > 0)
+        .map(|calls| *calls -= 1)
+        .is_some()
+}
+
 /// Counts one stalled call while it lives.
 struct Alive(Arc<AtomicUsize>);
 
@@ -329,24 +340,9 @@ impl StallingStore {
             }
             .boxed();
         }
-        let late = self
-            .late
-            .lock()
-            .unwrap()
-            .get_mut(operation)
-            .filter(|calls| **calls > 0)
-            .map(|calls| *calls -= 1)
-            .is_some();
+        let late = take_one(&self.late, operation);
         let held = self.held.lock().unwrap().get(operation).cloned();
-        let unknown = self
-            .unknown
-            .lock()
-            .unwrap()
-            .get_mut(operation)
-            .filter(|calls| **calls > 0)
-            .map(|calls| *calls -= 1)
-            .is_some();
-        if unknown {
+        if take_one(&self.unknown, operation) {
             return async move {
                 call.await?;
                 Err(AlarmStoreError::unknown("the store lost the answer"))

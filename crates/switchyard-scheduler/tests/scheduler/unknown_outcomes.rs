@@ -95,14 +95,16 @@ async fn a_retry_saved_but_answered_late_is_still_delivered() {
     scheduler.shutdown().await;
 }
 
-/// A save that took effect but answered after the store timeout: `schedule` answers
-/// `StoreTimedOut`, and the alarm is armed all the same, so it is delivered at its time (with
-/// the sweep off and the next load hours away, nothing else would find it).
-#[tokio::test]
-async fn a_save_that_took_effect_but_answered_late_is_delivered() {
+/// Schedules an alarm 10 s ahead on a store whose save takes effect but whose answer `lose`
+/// cuts off, checks that it is delivered at its time all the same (with the sweep off and the
+/// next load hours away, only `schedule` arming it can), and returns what `schedule` answered.
+async fn schedule_losing_the_answer(
+    name: &str,
+    lose: impl FnOnce(&StallingStore),
+) -> ScheduleError {
     init_tracing();
     let clock = ManualClock::new(t0());
-    let (node, mut received) = recording_node("late-save");
+    let (node, mut received) = recording_node(name);
     let store = StallingStore::default();
     let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
     // The first load has read the (empty) store: it cannot see the alarm.
@@ -110,7 +112,7 @@ async fn a_save_that_took_effect_but_answered_late_is_delivered() {
         store.loads.load(std::sync::atomic::Ordering::SeqCst) == 1
     })
     .await;
-    store.answer_late("save", 1);
+    lose(&store);
     let answer = scheduler
         .schedule(
             Message::new("record").with_id("m"),
@@ -118,16 +120,24 @@ async fn a_save_that_took_effect_but_answered_late_is_delivered() {
             When::At(t0() + Duration::from_secs(10)),
         )
         .await;
-    assert!(
-        matches!(answer, Err(ScheduleError::StoreTimedOut { .. })),
-        "{answer:?}"
-    );
     assert_eq!(store.inner.len(), 1, "the save took effect");
     clock.advance(Duration::from_secs(10));
     let got = next(&mut received).await;
     assert_eq!(got.message.id(), "m");
     eventually("done", || async { store.inner.is_empty() }).await;
     scheduler.shutdown().await;
+    answer.expect_err("the answer was lost")
+}
+
+/// A save that took effect but answered after the store timeout: `schedule` answers
+/// `StoreTimedOut`, and the alarm is armed all the same, so it is delivered at its time.
+#[tokio::test]
+async fn a_save_that_took_effect_but_answered_late_is_delivered() {
+    let error = schedule_losing_the_answer("late-save", |store| store.answer_late("save", 1)).await;
+    assert!(
+        matches!(error, ScheduleError::StoreTimedOut { .. }),
+        "{error:?}"
+    );
 }
 
 /// A save that took effect but whose outcome the store could not tell (a commit whose answer
@@ -135,36 +145,12 @@ async fn a_save_that_took_effect_but_answered_late_is_delivered() {
 /// timeout, so it is delivered at its time.
 #[tokio::test]
 async fn a_save_of_unknown_outcome_is_armed_and_delivered() {
-    init_tracing();
-    let clock = ManualClock::new(t0());
-    let (node, mut received) = recording_node("unknown-save");
-    let store = StallingStore::default();
-    let scheduler = Scheduler::start(node, store.clone(), config(&clock)).unwrap();
-    eventually("the first load", || async {
-        store.loads.load(std::sync::atomic::Ordering::SeqCst) == 1
-    })
-    .await;
-    store.answer_unknown("save", 1);
-    let answer = scheduler
-        .schedule(
-            Message::new("record").with_id("m"),
-            "a",
-            When::At(t0() + Duration::from_secs(10)),
-        )
-        .await;
+    let error =
+        schedule_losing_the_answer("unknown-save", |store| store.answer_unknown("save", 1)).await;
     assert!(
-        matches!(
-            answer,
-            Err(ScheduleError::Store(AlarmStoreError::Unknown { .. }))
-        ),
-        "{answer:?}"
+        matches!(error, ScheduleError::Store(AlarmStoreError::Unknown { .. })),
+        "{error:?}"
     );
-    assert_eq!(store.inner.len(), 1, "the save took effect");
-    clock.advance(Duration::from_secs(10));
-    let got = next(&mut received).await;
-    assert_eq!(got.message.id(), "m");
-    eventually("done", || async { store.inner.is_empty() }).await;
-    scheduler.shutdown().await;
 }
 
 /// A save that never took effect but timed out is armed too: its claim finds nothing, and the
