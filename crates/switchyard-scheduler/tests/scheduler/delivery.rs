@@ -457,27 +457,57 @@ async fn real_time_deliveries_are_punctual_and_late_ones_are_marked() {
     scheduler.shutdown().await;
 }
 
-#[tokio::test]
-async fn an_alarm_scheduled_again_while_it_is_delivered_is_armed_afterwards() {
+/// The message of the alarms scheduled again under one id.
+fn same() -> Message {
+    Message::new("gated").with_id("same")
+}
+
+/// A scheduler on the test store whose gated service holds the delivery of `same()`, due at
+/// once, open: started, not yet released.
+struct HeldDelivery {
+    clock: ManualClock,
+    store: TestStore,
+    scheduler: Scheduler,
+    started: tokio::sync::mpsc::UnboundedReceiver<Option<SystemTime>>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+async fn first_delivery_held(name: &str) -> HeldDelivery {
     init_tracing();
     let clock = ManualClock::new(t0());
     let Gated {
         node,
         mut started,
         release,
-    } = gated("again");
+    } = gated(name);
     let store = TestStore::default();
     let scheduler = store.start_loaded(node, config(&clock)).await;
-    let message = || Message::new("gated").with_id("same");
     scheduler
-        .schedule(message(), "a", When::In(Duration::ZERO))
+        .schedule(same(), "a", When::In(Duration::ZERO))
         .await
         .unwrap();
-    let first = started.recv().await.unwrap();
-    assert_eq!(first, Some(t0()));
+    assert_eq!(started.recv().await.unwrap(), Some(t0()));
+    HeldDelivery {
+        clock,
+        store,
+        scheduler,
+        started,
+        release,
+    }
+}
+
+#[tokio::test]
+async fn an_alarm_scheduled_again_while_it_is_delivered_is_armed_afterwards() {
+    let HeldDelivery {
+        clock,
+        store,
+        scheduler,
+        mut started,
+        release,
+    } = first_delivery_held("again").await;
     // While the first is being delivered, the same id is scheduled again, later.
     scheduler
-        .schedule(message(), "a", When::In(Duration::from_secs(10)))
+        .schedule(same(), "a", When::In(Duration::from_secs(10)))
         .await
         .unwrap();
     release.add_permits(1);
@@ -501,24 +531,16 @@ async fn an_alarm_scheduled_again_while_it_is_delivered_is_armed_afterwards() {
 /// delivered once, at its own time, and the old delivery's end does not touch it.
 #[tokio::test]
 async fn an_alarm_cancelled_and_scheduled_again_during_its_delivery_is_delivered_once() {
-    init_tracing();
-    let clock = ManualClock::new(t0());
-    let Gated {
-        node,
+    let HeldDelivery {
+        clock,
+        store,
+        scheduler,
         mut started,
         release,
-    } = gated("cancel-again");
-    let store = TestStore::default();
-    let scheduler = store.start_loaded(node, config(&clock)).await;
-    let message = || Message::new("gated").with_id("same");
-    scheduler
-        .schedule(message(), "a", When::In(Duration::ZERO))
-        .await
-        .unwrap();
-    assert_eq!(started.recv().await.unwrap(), Some(t0()));
+    } = first_delivery_held("cancel-again").await;
     scheduler.cancel("same").await.unwrap();
     scheduler
-        .schedule(message(), "a", When::In(Duration::from_secs(10)))
+        .schedule(same(), "a", When::In(Duration::from_secs(10)))
         .await
         .unwrap();
     release.add_permits(1);
@@ -893,24 +915,16 @@ async fn an_alarm_cancelled_and_scheduled_again_while_claimed_ahead_delivers_onl
 /// final delete does not touch it, and is then delivered.
 #[tokio::test]
 async fn an_alarm_cancelled_and_scheduled_again_due_at_once_waits_for_the_old_delivery() {
-    init_tracing();
-    let clock = ManualClock::new(t0());
-    let Gated {
-        node,
+    let HeldDelivery {
+        clock: _,
+        store,
+        scheduler,
         mut started,
         release,
-    } = gated("again-at-once");
-    let store = TestStore::default();
-    let scheduler = store.start_loaded(node, config(&clock)).await;
-    let message = || Message::new("gated").with_id("same");
-    scheduler
-        .schedule(message(), "a", When::In(Duration::ZERO))
-        .await
-        .unwrap();
-    assert_eq!(started.recv().await.unwrap(), Some(t0()));
+    } = first_delivery_held("again-at-once").await;
     assert!(scheduler.cancel("same").await.unwrap());
     scheduler
-        .schedule(message(), "a", When::In(Duration::ZERO))
+        .schedule(same(), "a", When::In(Duration::ZERO))
         .await
         .unwrap();
     assert!(
