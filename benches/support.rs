@@ -6,7 +6,10 @@
 // Each bench uses the part it needs.
 #![allow(dead_code)]
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 
@@ -117,4 +120,38 @@ pub(crate) fn alternate(
         result.subject.push(subject());
     }
     result
+}
+
+/// Operations per second of `tasks` concurrent tasks on `rt`, each calling `op` with an id of
+/// its own (unique in this process, so no round replaces another's rows) until `length` has
+/// passed.
+pub(crate) fn concurrent_rate<F, Fut>(rt: &Runtime, tasks: usize, length: Duration, op: F) -> f64
+where
+    F: Fn(String) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    static ROUNDS: AtomicUsize = AtomicUsize::new(0);
+    let round = ROUNDS.fetch_add(1, Ordering::Relaxed);
+    rt.block_on(async {
+        let started = Instant::now();
+        let until = started + length;
+        let tasks: Vec<_> = (0..tasks)
+            .map(|task| {
+                let op = op.clone();
+                tokio::spawn(async move {
+                    let mut done = 0_usize;
+                    while Instant::now() < until {
+                        op(format!("{round}-{task}-{done}")).await;
+                        done += 1;
+                    }
+                    done
+                })
+            })
+            .collect();
+        let mut done = 0;
+        for task in tasks {
+            done += task.await.unwrap();
+        }
+        done as f64 / started.elapsed().as_secs_f64()
+    })
 }

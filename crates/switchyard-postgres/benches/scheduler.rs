@@ -16,7 +16,7 @@
 //! `SWITCHYARD_BENCH_QUICK=1` runs short rounds to check the bench itself.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, criterion_group};
 use switchyard_messaging::{Message, Node, Router};
@@ -27,7 +27,7 @@ use tokio::runtime::Runtime;
 
 #[path = "../../../benches/support.rs"]
 mod support;
-use support::{alternate, load_average, median, quick, runtime};
+use support::{alternate, concurrent_rate, load_average, median, quick, runtime};
 
 const POOL: usize = 50;
 
@@ -93,11 +93,6 @@ fn bench(rt: &Runtime, url: &str) -> Bench {
     })
 }
 
-/// A new prefix for the ids of one round, so no round replaces another's alarms.
-fn round_id() -> u64 {
-    fastrand::u64(..)
-}
-
 fn micros(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
 }
@@ -105,37 +100,19 @@ fn micros(time: SystemTime) -> i64 {
 /// Alarms per second scheduled (`subject`) or inserted raw by `tasks` concurrent tasks for one
 /// round.
 fn round(rt: &Runtime, bench: &Bench, tasks: usize, round: Duration, subject: bool) -> f64 {
-    let prefix = round_id();
-    rt.block_on(async {
-        let started = Instant::now();
-        let until = started + round;
-        let tasks: Vec<_> = (0..tasks)
-            .map(|t| {
-                let scheduler = bench.scheduler.clone();
-                let floor = bench.floor.clone();
-                tokio::spawn(async move {
-                    let mut done = 0;
-                    while Instant::now() < until {
-                        let id = format!("{prefix:x}-{t}-{done}");
-                        if subject {
-                            scheduler
-                                .schedule(Message::new("tick").with_id(id), "bench", When::In(DAY))
-                                .await
-                                .unwrap();
-                        } else {
-                            floor_insert(&floor, id).await;
-                        }
-                        done += 1;
-                    }
-                    done
-                })
-            })
-            .collect();
-        let mut done = 0;
-        for task in tasks {
-            done += task.await.unwrap();
+    let (scheduler, floor) = (bench.scheduler.clone(), bench.floor.clone());
+    concurrent_rate(rt, tasks, round, move |id| {
+        let (scheduler, floor) = (scheduler.clone(), floor.clone());
+        async move {
+            if subject {
+                scheduler
+                    .schedule(Message::new("tick").with_id(id), "bench", When::In(DAY))
+                    .await
+                    .unwrap();
+            } else {
+                floor_insert(&floor, id).await;
+            }
         }
-        done as f64 / started.elapsed().as_secs_f64()
     })
 }
 

@@ -38,7 +38,9 @@ use tokio::runtime::Runtime;
 
 #[path = "../../../benches/support.rs"]
 mod support;
-use support::{Rounds, alternate, load_average, median, quick, runtime, target_dir};
+use support::{
+    Rounds, alternate, concurrent_rate, load_average, median, quick, runtime, target_dir,
+};
 
 /// Set in the child process that measures memory: the SQLite file to open.
 const CHILD_FILE: &str = "SWITCHYARD_SCHEDULER_MEMORY_FILE";
@@ -162,33 +164,15 @@ fn saved_message(id: String, due: SystemTime) -> Message {
 
 /// Alarms per second scheduled by `tasks` concurrent tasks for one round.
 fn schedule_round(rt: &Runtime, scheduler: &Scheduler, tasks: usize, round: Duration) -> f64 {
-    let prefix = round_id();
-    rt.block_on(async {
-        let started = Instant::now();
-        let until = started + round;
-        let tasks: Vec<_> = (0..tasks)
-            .map(|t| {
-                let scheduler = scheduler.clone();
-                tokio::spawn(async move {
-                    let mut scheduled = 0;
-                    while Instant::now() < until {
-                        let message =
-                            Message::new("tick").with_id(format!("{prefix}-{t}-{scheduled}"));
-                        scheduler
-                            .schedule(message, "bench", When::In(DAY))
-                            .await
-                            .unwrap();
-                        scheduled += 1;
-                    }
-                    scheduled
-                })
-            })
-            .collect();
-        let mut scheduled = 0;
-        for task in tasks {
-            scheduled += task.await.unwrap();
+    let scheduler = scheduler.clone();
+    concurrent_rate(rt, tasks, round, move |id| {
+        let scheduler = scheduler.clone();
+        async move {
+            scheduler
+                .schedule(Message::new("tick").with_id(id), "bench", When::In(DAY))
+                .await
+                .unwrap();
         }
-        scheduled as f64 / started.elapsed().as_secs_f64()
     })
 }
 
@@ -223,28 +207,10 @@ impl MemoryFloor {
 
 /// Alarms per second inserted into the memory floor by `tasks` concurrent tasks for one round.
 fn memory_floor_round(rt: &Runtime, floor: &MemoryFloor, tasks: usize, round: Duration) -> f64 {
-    let prefix = round_id();
-    rt.block_on(async {
-        let started = Instant::now();
-        let until = started + round;
-        let tasks: Vec<_> = (0..tasks)
-            .map(|t| {
-                let floor = floor.clone();
-                tokio::spawn(async move {
-                    let mut inserted = 0;
-                    while Instant::now() < until {
-                        floor.insert(format!("{prefix}-{t}-{inserted}"));
-                        inserted += 1;
-                    }
-                    inserted
-                })
-            })
-            .collect();
-        let mut inserted = 0;
-        for task in tasks {
-            inserted += task.await.unwrap();
-        }
-        inserted as f64 / started.elapsed().as_secs_f64()
+    let floor = floor.clone();
+    concurrent_rate(rt, tasks, round, move |id| {
+        floor.insert(id);
+        std::future::ready(())
     })
 }
 
