@@ -244,11 +244,9 @@ impl Scheduler {
             horizon: None,
             loaded_until: None,
             next_load: now,
-            loading: false,
             load_task: None,
             sweep_task: None,
             next_sweep: shared.config.sweep_interval.map(|every| now + every),
-            sweeping: false,
             in_flight: 0,
             generations: 0,
             stopping: None,
@@ -440,12 +438,10 @@ struct Actor {
     /// The end of the last successful load: where the next one starts.
     loaded_until: Option<SystemTime>,
     next_load: SystemTime,
-    loading: bool,
-    /// The load and sweep under way, stopped with the scheduler.
+    /// The load and sweep under way (none while idle), stopped with the scheduler.
     load_task: Option<AbortHandle>,
     sweep_task: Option<AbortHandle>,
     next_sweep: Option<SystemTime>,
-    sweeping: bool,
     in_flight: usize,
     /// Entries armed so far, numbering each entry's life.
     generations: u64,
@@ -492,10 +488,10 @@ impl Actor {
                 .first()
                 .filter(|_| running && has_room)
                 .map(|(at, _)| clock.sleep_until(*at));
-            let load = (running && !self.loading).then(|| clock.sleep_until(self.next_load));
+            let load = (running && self.load_task.is_none()).then(|| clock.sleep_until(self.next_load));
             let sweep = self
                 .next_sweep
-                .filter(|_| running && !self.sweeping)
+                .filter(|_| running && self.sweep_task.is_none())
                 .map(|at| clock.sleep_until(at));
             tokio::select! {
                 biased;
@@ -551,7 +547,6 @@ impl Actor {
                 let _ = reply.send(self.entries.len());
             }
             Command::Shutdown(reply) => {
-                self.shared.stopping.store(true, Ordering::SeqCst);
                 self.stopping = Some(vec![reply]);
             }
         }
@@ -603,7 +598,6 @@ impl Actor {
     fn on_report(&mut self, report: Report) {
         match report {
             Report::Loaded { until, alarms } => {
-                self.loading = false;
                 self.load_task = None;
                 match alarms {
                     Ok(alarms) => {
@@ -621,7 +615,6 @@ impl Actor {
                 }
             }
             Report::Swept(alarms) => {
-                self.sweeping = false;
                 self.sweep_task = None;
                 match alarms {
                     Ok(alarms) => {
@@ -734,7 +727,6 @@ impl Actor {
         let until = now + config.window * 2;
         let from = self.loaded_until;
         self.horizon = Some(self.horizon.map_or(until, |h| h.max(until)));
-        self.loading = true;
         self.next_load = now + config.window;
         let (min, max) = config.load_backoff;
         let store = self.shared.store.clone();
@@ -770,7 +762,6 @@ impl Actor {
         let config = &self.shared.config;
         let now = config.clock.now();
         self.next_sweep = config.sweep_interval.map(|every| now + every);
-        self.sweeping = true;
         let store = self.shared.store.clone();
         let timeout = config.load_timeout;
         let reports = self.reports.clone();

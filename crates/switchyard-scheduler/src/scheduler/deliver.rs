@@ -92,6 +92,10 @@ async fn deliver(
     let config = &shared.config;
     let clock = &config.clock;
     let id = armed.id().to_owned();
+    if stop.load(Ordering::SeqCst) {
+        // Cancelled or replaced before it started: nothing to claim, nor to give back.
+        return After::Gone;
+    }
     let now = clock.now();
     // Claimed ahead, the lease must cover the wait for the due time (at most until `due_by`) as
     // well as the delivery.
