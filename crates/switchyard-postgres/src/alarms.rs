@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::{BoxFuture, FutureExt};
 use switchyard_messaging::Message;
-use switchyard_scheduler::store::{Alarm, AlarmStore, AlarmStoreError, Claim, Lease};
+use switchyard_scheduler::store::{
+    Alarm, AlarmStore, AlarmStoreError, Claim, Lease, attempts_from_column, decode_message,
+};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -53,17 +55,6 @@ fn failed(failure: Failure) -> AlarmStoreError {
 }
 
 /// An attempt count as stored; a negative one (written by hand) counts as none.
-fn attempts(stored: i64) -> u32 {
-    u32::try_from(stored.max(0)).unwrap_or(u32::MAX)
-}
-
-fn decode(id: &str, bytes: &[u8]) -> Result<Message, AlarmStoreError> {
-    Message::from_bytes(bytes).map_err(|error| AlarmStoreError::Corrupt {
-        id: id.to_owned(),
-        reason: error.to_string(),
-    })
-}
-
 impl PostgresStore {
     /// Rows of one statement, retried while it did nothing.
     async fn alarm_query(
@@ -169,10 +160,10 @@ impl PostgresStore {
 fn claimed_alarm(id: &str, row: &Row) -> Result<Alarm, AlarmStoreError> {
     let bytes: &[u8] = row.try_get(2).map_err(backend)?;
     Ok(Alarm {
-        message: decode(id, bytes)?,
+        message: decode_message(id, bytes)?,
         aggregate_id: row.try_get(0).map_err(backend)?,
         due: time(row.try_get(1).map_err(backend)?),
-        attempts: attempts(row.try_get(3).map_err(backend)?),
+        attempts: attempts_from_column(row.try_get(3).map_err(backend)?),
     })
 }
 
@@ -209,7 +200,7 @@ impl AlarmStore for PostgresStore {
                 let bytes: &[u8] = row.try_get(3).map_err(backend)?;
                 // One unreadable alarm must not stop every later one from loading: it is
                 // reported and left where it is.
-                let message = match decode(&id, bytes) {
+                let message = match decode_message(&id, bytes) {
                     Ok(message) => message,
                     Err(error) => {
                         tracing::error!(alarm = %id, %error, "skipping an unreadable alarm");
@@ -220,7 +211,7 @@ impl AlarmStore for PostgresStore {
                     message,
                     aggregate_id: row.try_get(1).map_err(backend)?,
                     due: time(row.try_get(2).map_err(backend)?),
-                    attempts: attempts(row.try_get(4).map_err(backend)?),
+                    attempts: attempts_from_column(row.try_get(4).map_err(backend)?),
                 });
             }
             Ok(alarms)

@@ -41,6 +41,21 @@ impl Alarm {
     }
 }
 
+/// A stored alarm's message read back from its encoded bytes, or
+/// [`AlarmStoreError::Corrupt`] naming the alarm: for stores that keep messages encoded.
+pub fn decode_message(id: &str, bytes: &[u8]) -> Result<Message, AlarmStoreError> {
+    Message::from_bytes(bytes).map_err(|error| AlarmStoreError::Corrupt {
+        id: id.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+/// The attempts counted so far, from an integer column (a negative or oversized value is
+/// clamped): for stores that keep the count in SQL.
+pub fn attempts_from_column(stored: i64) -> u32 {
+    u32::try_from(stored.max(0)).unwrap_or(u32::MAX)
+}
+
 /// Who may deliver an alarm, and until when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {

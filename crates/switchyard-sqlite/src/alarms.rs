@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::{BoxFuture, FutureExt};
 use rusqlite::{Connection, OptionalExtension, params};
 use switchyard_messaging::Message;
-use switchyard_scheduler::store::{Alarm, AlarmStore, AlarmStoreError, Claim, Lease};
+use switchyard_scheduler::store::{
+    Alarm, AlarmStore, AlarmStoreError, Claim, Lease, attempts_from_column, decode_message,
+};
 
 use crate::SqliteStore;
 use crate::error::{WorkersStopped, WritePanicked};
@@ -55,17 +57,6 @@ fn encode(message: &Message) -> Result<Vec<u8>, AlarmStoreError> {
 }
 
 /// An attempt count as stored; a negative one (written by hand) counts as none.
-fn attempts(stored: i64) -> u32 {
-    u32::try_from(stored.max(0)).unwrap_or(u32::MAX)
-}
-
-fn decode(id: &str, bytes: &[u8]) -> Result<Message, AlarmStoreError> {
-    Message::from_bytes(bytes).map_err(|error| AlarmStoreError::Corrupt {
-        id: id.to_owned(),
-        reason: error.to_string(),
-    })
-}
-
 impl SqliteStore {
     async fn write_alarm<T: Send + 'static>(
         &self,
@@ -141,7 +132,7 @@ fn claim_in(
         holds_it = true;
     }
     // Decoded before the update, so an unreadable alarm refuses without writing.
-    let message = match decode(id, &message) {
+    let message = match decode_message(id, &message) {
         Ok(message) => message,
         Err(error) => return Ok(Err(error)),
     };
@@ -154,7 +145,7 @@ fn claim_in(
         message,
         aggregate_id,
         due: time(due),
-        attempts: attempts(counted),
+        attempts: attempts_from_column(counted),
     })))
 }
 
@@ -213,7 +204,7 @@ impl AlarmStore for SqliteStore {
                                 id: id.clone(),
                                 reason: e.to_string(),
                             })
-                            .and_then(|bytes| decode(&id, bytes));
+                            .and_then(|bytes| decode_message(&id, bytes));
                         // One unreadable alarm must not stop every later one from loading:
                         // it is reported and left where it is.
                         let message = match message {
@@ -227,7 +218,7 @@ impl AlarmStore for SqliteStore {
                             message,
                             aggregate_id: row.get(1).map_err(backend)?,
                             due: time(row.get(2).map_err(backend)?),
-                            attempts: attempts(row.get(4).map_err(backend)?),
+                            attempts: attempts_from_column(row.get(4).map_err(backend)?),
                         });
                     }
                     Ok(alarms)
