@@ -110,8 +110,8 @@ struct Outgoing {
     batch: Vec<Bytes>,
     /// Where each frame in `buf` ends, counted in bytes from the start of the connection.
     ends: std::collections::VecDeque<u64>,
-    /// Bytes put into `buf` since the start, and bytes the kernel took.
-    buffered: u64,
+    /// Bytes the kernel took since the start: `written + buf.len()` is where the next frame
+    /// starts.
     written: u64,
     sealer: Sealer,
     /// A failed write wrote nothing of what it was handed (see [`writes_are_exact`]).
@@ -141,8 +141,7 @@ impl Outgoing {
             self.buf.reserve(4 + frame.len() + TAG_LEN);
             self.buf.put_u32(len);
             self.sealer.seal_into(&frame, &mut self.buf);
-            self.buffered += (4 + frame.len() + TAG_LEN) as u64;
-            self.ends.push_back(self.buffered);
+            self.ends.push_back(self.written + self.buf.len() as u64);
         }
         true
     }
@@ -640,7 +639,6 @@ impl Connection {
     fn new(peer: NodeId, dialer: NodeId, writing: Writing<'_>, max_frame_len: usize) -> Self {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         buf.extend_from_slice(writing.already_buffered);
-        let buffered = buf.len() as u64;
         Connection(Arc::new(Shared {
             id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
             peer,
@@ -653,7 +651,6 @@ impl Connection {
                 buf,
                 batch: Vec::new(),
                 ends: std::collections::VecDeque::new(),
-                buffered,
                 written: 0,
                 sealer: writing.sealer,
                 exact_writes: writing.exact_writes,
