@@ -488,7 +488,8 @@ impl Actor {
                 .first()
                 .filter(|_| running && has_room)
                 .map(|(at, _)| clock.sleep_until(*at));
-            let load = (running && self.load_task.is_none()).then(|| clock.sleep_until(self.next_load));
+            let load =
+                (running && self.load_task.is_none()).then(|| clock.sleep_until(self.next_load));
             let sweep = self
                 .next_sweep
                 .filter(|_| running && self.sweep_task.is_none())
