@@ -5,7 +5,6 @@
 //! messaging crate spawns it), so a second task per call would only add a wake-up. The future
 //! is abortable, for a caller's cancel.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -59,21 +58,11 @@ pub(crate) async fn handle(inner: &Arc<Inner>, from: &Connection, frame: Frame) 
             let inner = inner.clone();
             let from = from.clone();
             tokio::spawn(async move {
-                // The router's `authorize` is user code: a panic is an answer too, not silence
-                // until the asker's deadline.
-                let authorization = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    inner.node.authorize_remote(&message)
-                }));
-                let verdict = match authorization {
-                    Ok(Authorization::Allowed) => Verdict::Allowed,
-                    Ok(Authorization::Denied(response)) => Verdict::Denied(response),
-                    Ok(Authorization::ServiceUnavailable) => Verdict::Unavailable,
-                    Err(panic) => Verdict::Denied(Response::error(format!(
-                        "{} panicked authorizing `{}`: {}",
-                        inner.me,
-                        message.service(),
-                        panic_detail(&*panic)
-                    ))),
+                // A panic in the router's `authorize` is answered as a denial by the node.
+                let verdict = match inner.node.authorize_remote(&message) {
+                    Authorization::Allowed => Verdict::Allowed,
+                    Authorization::Denied(response) => Verdict::Denied(response),
+                    Authorization::ServiceUnavailable => Verdict::Unavailable,
                 };
                 let _ = from.send(&Frame::Authorized { request, verdict }).await;
             });
@@ -141,46 +130,24 @@ fn serve_call(
     let from = from.clone();
     let serving = async move {
         let _running = running;
-        // What a reply needs when user code (the router's `authorize` or `choose_node`, run
-        // right here) panics and takes the message with it.
-        let (service, id) = (message.service().to_owned(), message.id().to_owned());
-        // A panic must not unwind into the reader of the connection, which drives this future
-        // with every other call on it: the caller gets an error instead.
-        let served = AssertUnwindSafe(inner.node.serve_remote(message, Hop::from(hop), deadline))
-            .catch_unwind()
-            .await;
-        match served {
-            Ok(Served::Reply(reply)) => {
+        // This future is driven by the connection's reader; the node answers a panic of the
+        // router's rules (run here) or of the handler (run in a task of its own) with an error,
+        // so none unwinds into the reader.
+        match inner
+            .node
+            .serve_remote(message, Hop::from(hop), deadline)
+            .await
+        {
+            Served::Reply(reply) => {
                 reply_straight(&inner, &from, &reply_to, request, reply).await;
             }
-            Ok(Served::NoReply) => {}
-            Ok(Served::Forward { node, message }) => {
+            Served::NoReply => {}
+            Served::Forward { node, message } => {
                 forward(&inner, &from, reply_to, request, node, message, deadline).await;
-            }
-            Err(panic) => {
-                let reason = format!(
-                    "{} panicked serving `{service}`: {}",
-                    inner.me,
-                    panic_detail(&*panic)
-                );
-                tracing::error!(caller = %reply_to, request, %reason, "a call panicked");
-                let reply = Message::new(service)
-                    .with_id(id)
-                    .return_with(Response::error(reason));
-                reply_straight(&inner, &from, &reply_to, request, reply).await;
             }
         }
     };
     Some(Abortable::new(serving, registration).map(drop).boxed())
-}
-
-/// The text a panic carried, if any.
-pub(crate) fn panic_detail(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message")
 }
 
 /// Sends a reply to the node waiting for it: on this connection when the caller is the peer,

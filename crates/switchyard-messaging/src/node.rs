@@ -313,9 +313,12 @@ impl Node {
     pub fn authorize_remote(&self, message: &Message) -> Authorization {
         match self.inner.registry.load().get(message.service()) {
             Some(service) if service.info.visibility == Visibility::Public => {
-                match (service.policy.authorize)(message) {
-                    Ok(()) => Authorization::Allowed,
-                    Err(response) => Authorization::Denied(response),
+                let name = &service.info.name;
+                match dispatch::router_rule(name, "authorize", || {
+                    (service.policy.authorize)(message)
+                }) {
+                    Ok(Ok(())) => Authorization::Allowed,
+                    Ok(Err(response)) | Err(response) => Authorization::Denied(response),
                 }
             }
             _ => Authorization::ServiceUnavailable,

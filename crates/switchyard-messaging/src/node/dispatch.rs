@@ -127,12 +127,32 @@ fn panic_reason(service: &str, error: JoinError) -> String {
         return format!("service `{service}` was cancelled");
     }
     let panic = error.into_panic();
-    let detail = panic
+    format!("service `{service}` panicked: {}", panic_text(&*panic))
+}
+
+/// The text a panic carried, if any.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message");
-    format!("service `{service}` panicked: {detail}")
+        .unwrap_or("no message")
+}
+
+/// Runs one of a router's rules (user code): a panic becomes an error naming the service and
+/// the rule, answered like any refusal, instead of unwinding into whoever dispatched the call
+/// (the caller's task, or a cluster connection's reader).
+pub(super) fn router_rule<T>(
+    service: &str,
+    rule: &str,
+    run: impl FnOnce() -> T,
+) -> Result<T, Response> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|panic| {
+        Response::error(format!(
+            "the router's `{rule}` panicked for service `{service}`: {}",
+            panic_text(&*panic)
+        ))
+    })
 }
 
 impl Node {
@@ -375,15 +395,22 @@ impl Node {
         if hop == Hop::Forwarded {
             return Admission::Run(message);
         }
-        if let Err(response) = (service.policy.authorize)(&message) {
-            return Admission::Answered(answer(message, response));
+        let name = &service.info.name;
+        match router_rule(name, "authorize", || (service.policy.authorize)(&message)) {
+            Ok(Ok(())) => {}
+            Ok(Err(response)) | Err(response) => {
+                return Admission::Answered(answer(message, response));
+            }
         }
         if service.info.visibility == Visibility::Private {
             return Admission::Run(message);
         }
-        match (service.policy.choose_node)(&message) {
-            NodeChoice::Node(node) if node != *self.id() => Admission::Forward(node, message),
-            NodeChoice::Local | NodeChoice::Node(_) => Admission::Run(message),
+        match router_rule(name, "choose_node", || {
+            (service.policy.choose_node)(&message)
+        }) {
+            Ok(NodeChoice::Node(node)) if node != *self.id() => Admission::Forward(node, message),
+            Ok(NodeChoice::Local | NodeChoice::Node(_)) => Admission::Run(message),
+            Err(response) => Admission::Answered(answer(message, response)),
         }
     }
 

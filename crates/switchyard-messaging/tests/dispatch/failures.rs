@@ -6,11 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use switchyard_messaging::{
-    Ctx, DispatchOptions, DryRun, Message, Node, PayloadError, RegisterError, Reply, Response,
-    Visibility,
+    Ctx, DispatchOptions, DryRun, Message, Node, NodeChoice, PayloadError, RegisterError, Reply,
+    Response, Visibility,
 };
 
 use crate::support::{first, ok_with, open};
+
+async fn fine(msg: Message) -> Message {
+    msg.ok()
+}
 
 async fn slow(msg: Message) -> Message {
     tokio::time::sleep(Duration::from_secs(60)).await;
@@ -127,6 +131,48 @@ async fn a_panicking_handler_answers_an_error_and_the_node_keeps_serving() {
             );
         }
         other => panic!("expected an error, got {other:?}"),
+    }
+    let reply = node.dispatch(Message::new("fine")).await;
+    assert_eq!(reply.response(), Some(&Response::Ok));
+}
+
+/// A router's rules are user code too: a panic in `authorize` or `choose_node` answers the call
+/// with an error naming the rule, instead of unwinding into the caller.
+#[tokio::test]
+async fn a_panicking_router_rule_answers_an_error_and_the_node_keeps_serving() {
+    let node = node_with(
+        switchyard_messaging::Router::new("rules")
+            .authorize(|msg: &Message| {
+                if msg.service() == "unauthorizable" {
+                    panic!("the rule broke");
+                }
+                Ok(())
+            })
+            .choose_node(|msg: &Message| {
+                if msg.service() == "unplaceable" {
+                    panic!("the placement broke");
+                }
+                NodeChoice::Local
+            })
+            .service("unauthorizable", fine)
+            .service("unplaceable", fine)
+            .service("fine", fine),
+    );
+    for (service, rule, detail) in [
+        ("unauthorizable", "authorize", "the rule broke"),
+        ("unplaceable", "choose_node", "the placement broke"),
+    ] {
+        let reply = node.dispatch(Message::new(service)).await;
+        match reply.response() {
+            Some(Response::Error(payload)) => {
+                let text = payload.to_string();
+                assert!(
+                    text.contains("panicked") && text.contains(rule) && text.contains(detail),
+                    "{text}"
+                );
+            }
+            other => panic!("expected an error from {service}, got {other:?}"),
+        }
     }
     let reply = node.dispatch(Message::new("fine")).await;
     assert_eq!(reply.response(), Some(&Response::Ok));
