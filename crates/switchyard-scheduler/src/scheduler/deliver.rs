@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use backon::{ConstantBuilder, Retryable as _};
@@ -315,29 +315,55 @@ async fn stopped(shared: &Shared, holder: &str, claimed: Alarm) -> After {
     After::Gone
 }
 
+/// How the final write of a delivery (its delete, or its retry) went.
+enum Written {
+    Done,
+    /// It answered that this delivery no longer holds the alarm after an earlier try that may
+    /// have taken effect (a timeout, or an outcome the store could not tell): most likely that
+    /// try did, and released the lease.
+    DoneEarlier,
+    /// This delivery no longer holds the alarm: cancelled, replaced, or its lease lapsed and
+    /// another node took it.
+    NotHeld,
+    Failed(StoreCallError),
+}
+
+/// Makes the final write, a few quick times over: the lease still holds meanwhile.
+async fn final_write<Fut>(shared: &Shared, write: impl Fn() -> Fut) -> Written
+where
+    Fut: std::future::Future<Output = Result<bool, AlarmStoreError>>,
+{
+    let maybe_done = AtomicBool::new(false);
+    let written = (|| bounded(shared.config.store_timeout, write()))
+        .retry(finish_backoff())
+        .notify(|error: &StoreCallError, _| {
+            if error.may_have_taken_effect() {
+                maybe_done.store(true, Ordering::Relaxed);
+            }
+        })
+        .await;
+    match written {
+        Ok(true) => Written::Done,
+        Ok(false) if maybe_done.load(Ordering::Relaxed) => Written::DoneEarlier,
+        Ok(false) => Written::NotHeld,
+        Err(error) => Written::Failed(error),
+    }
+}
+
 async fn finish(shared: &Shared, holder: &str, id: &str) -> After {
-    let timeout = shared.config.store_timeout;
-    let tries = AtomicU32::new(0);
-    let deleted = (|| {
-        tries.fetch_add(1, Ordering::Relaxed);
-        bounded(timeout, shared.store.delete(id, holder))
-    })
-    .retry(finish_backoff())
-    .await;
-    match deleted {
-        Ok(true) => After::Gone,
-        Ok(false) if tries.load(Ordering::Relaxed) > 1 => {
-            // An earlier try failed or timed out, most likely after it took effect.
+    match final_write(shared, || shared.store.delete(id, holder)).await {
+        Written::Done => After::Gone,
+        Written::DoneEarlier => {
             tracing::debug!("a delivered alarm was deleted by an earlier try that answered late");
             After::Gone
         }
-        Ok(false) => {
+        Written::NotHeld => {
             tracing::warn!(
                 "a delivered alarm was no longer held by this delivery (cancelled, replaced, or its lease lapsed and another node took it): it may be delivered again"
             );
             After::Gone
         }
-        Err(error) => {
+        Written::Failed(error) => {
             tracing::error!(error = ?error, "deleting a delivered alarm failed: it is delivered again once its lease lapses");
             lapsed(shared)
         }
@@ -352,17 +378,9 @@ async fn retry_later(
     due: SystemTime,
 ) -> After {
     let id = alarm.id().to_owned();
-    let timeout = shared.config.store_timeout;
-    let tries = AtomicU32::new(0);
-    let rescheduled: Result<bool, StoreCallError> = (|| {
-        tries.fetch_add(1, Ordering::Relaxed);
-        let reschedule = shared.store.reschedule(&id, holder, due, next.clone());
-        bounded(timeout, reschedule)
-    })
-    .retry(finish_backoff())
-    .await;
-    match rescheduled {
-        Ok(true) => After::Rearm {
+    let write = || shared.store.reschedule(&id, holder, due, next.clone());
+    match final_write(shared, write).await {
+        Written::Done => After::Rearm {
             at: shared.claim_time(due),
             alarm: Some(Alarm {
                 message: next,
@@ -371,23 +389,22 @@ async fn retry_later(
                 attempts: alarm.attempts,
             }),
         },
-        Ok(false) if tries.load(Ordering::Relaxed) > 1 => {
-            // An earlier try failed or timed out, most likely after it took effect (which
-            // released the lease). Look again at the retry's time: the claim then finds the
-            // retry, or nothing if it was not saved after all (`NotDue`, `Held` or `Gone`).
+        Written::DoneEarlier => {
+            // Look again at the retry's time: the claim then finds the retry, or nothing if it
+            // was not saved after all (`NotDue`, `Held` or `Gone`).
             tracing::debug!("a retry was saved by an earlier try that answered late");
             After::Rearm {
                 at: shared.claim_time(due),
                 alarm: None,
             }
         }
-        Ok(false) => {
+        Written::NotHeld => {
             tracing::warn!(
                 "an alarm to retry was no longer held by this delivery (cancelled, replaced, or its lease lapsed and another node took it)"
             );
             After::Gone
         }
-        Err(error) => {
+        Written::Failed(error) => {
             tracing::error!(error = ?error, "saving a retry failed: the alarm is delivered again once its lease lapses");
             lapsed(shared)
         }
