@@ -131,13 +131,6 @@ pub(crate) struct DialState {
 /// reachable peer. A second is far longer than a handshake on any network calls can use.
 pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(1);
 
-/// When the next dial may start, `delay` from now (far off, not a panic, should it not fit).
-fn retry_at(delay: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(delay)
-        .unwrap_or_else(|| now + Duration::from_secs(86_400))
-}
-
 /// The most connections authenticating at once; more are closed on arrival.
 const MAX_HANDSHAKES: usize = 64;
 
@@ -512,10 +505,7 @@ impl Inner {
             }
             Err(error) => {
                 self.counters.failed_dials.fetch_add(1, Ordering::Relaxed);
-                state.failures = state.failures.saturating_add(1);
-                let delay = self.backoff(state.failures);
-                state.retry_at = Some(retry_at(delay));
-                state.last_error = error.to_string();
+                self.dial_failed(&mut state, error.to_string());
                 Err(state.last_error.clone())
             }
         }
@@ -532,10 +522,18 @@ impl Inner {
             *state = DialState::default();
             return;
         }
+        self.dial_failed(
+            &mut state,
+            format!("the connection closed {lasted:?} after its handshake"),
+        );
+    }
+
+    /// Counts one more failure in a row, `why`, and holds the next dial back by the backoff
+    /// (at most `reconnect_max`, an hour at the most: `validate` refuses more).
+    fn dial_failed(&self, state: &mut DialState, why: String) {
         state.failures = state.failures.saturating_add(1);
-        let delay = self.backoff(state.failures);
-        state.retry_at = Some(retry_at(delay));
-        state.last_error = format!("the connection closed {lasted:?} after its handshake");
+        state.retry_at = Some(tokio::time::Instant::now() + self.backoff(state.failures));
+        state.last_error = why;
     }
 
     fn dial_gate(&self, peer: &NodeId) -> Arc<tokio::sync::Mutex<DialState>> {
