@@ -98,36 +98,46 @@ async fn send_by(
     }
 }
 
-/// The error of a call whose connection ended before its reply came.
-fn lost(cancel: &mut CancelUnlessAnswered, fate: Fate) -> RemoteError {
-    let node = &cancel.node;
-    match fate {
-        Fate::NeverSent => {
-            // Nothing runs there: nothing to cancel.
-            cancel.answered = true;
-            RemoteError::NotDelivered {
-                reason: format!("the connection to {node} closed before the call was sent"),
-            }
-        }
-        // No cancel can follow it: the connection it would travel on is gone, and none is
-        // dialed for it. So a call whose connection broke after it was sent may still run to
-        // its end on the provider (if the provider is alive); its reply then goes nowhere.
-        Fate::MaybeReceived => RemoteError::Failed {
-            reason: format!(
-                "the connection to {node} was lost after the call was sent; whether it ran there is unknown"
-            ),
+/// What came of waiting for the answer to a frame sent on a connection.
+enum Waited<T> {
+    Answer(Result<T, oneshot::error::RecvError>),
+    /// The connection ended first, and what became of the frame.
+    Lost(Fate),
+    TimedOut,
+}
+
+/// Waits for `answer` until `deadline`, or until the connection that carried `ticket` ends (an
+/// answer read before it ended still counts).
+async fn wait_for_answer<T>(
+    answer: &mut oneshot::Receiver<T>,
+    connection: &Connection,
+    ticket: Ticket,
+    deadline: Instant,
+) -> Waited<T> {
+    tokio::select! {
+        biased;
+        answer = &mut *answer => Waited::Answer(answer),
+        fate = connection.lost(ticket) => match answer.try_recv() {
+            Ok(answer) => Waited::Answer(Ok(answer)),
+            Err(_) => Waited::Lost(fate),
         },
+        () = tokio::time::sleep_until(deadline) => Waited::TimedOut,
     }
 }
 
-/// The error of an authorization question whose connection ended before its answer came.
-fn lost_question(node: &NodeId, fate: Fate) -> RemoteError {
+/// The error of a `what` (a call, a question) whose connection to `node` ended before its
+/// answer came. No cancel can follow a call that may have been received: the connection it
+/// would travel on is gone, and none is dialed for it, so it may still run to its end on the
+/// provider (if the provider is alive); its reply then goes nowhere.
+fn lost(node: &NodeId, what: &str, fate: Fate) -> RemoteError {
     match fate {
         Fate::NeverSent => RemoteError::NotDelivered {
-            reason: format!("the connection to {node} closed before the question was sent"),
+            reason: format!("the connection to {node} closed before the {what} was sent"),
         },
         Fate::MaybeReceived => RemoteError::Failed {
-            reason: format!("the connection to {node} was lost before it answered"),
+            reason: format!(
+                "the connection to {node} was lost after the {what} was sent; what came of it there is unknown"
+            ),
         },
     }
 }
@@ -198,27 +208,20 @@ impl RemoteNodes for Link {
                 }
             };
             let mut reply = reply;
-            tokio::select! {
-                biased;
-                reply = &mut reply => match reply {
-                    Ok(reply) => {
-                        cancel.answered = true;
-                        Ok(reply)
-                    }
-                    Err(_) => Err(RemoteError::Failed {
-                        reason: "this node's cluster stopped while waiting".into(),
-                    }),
-                },
-                fate = connection.lost(ticket) => {
-                    // A reply read before the connection ended was handed over before it
-                    // ended.
-                    if let Ok(reply) = reply.try_recv() {
-                        cancel.answered = true;
-                        return Ok(reply);
-                    }
-                    Err(lost(&mut cancel, fate))
+            match wait_for_answer(&mut reply, &connection, ticket, deadline).await {
+                Waited::Answer(Ok(reply)) => {
+                    cancel.answered = true;
+                    Ok(reply)
                 }
-                () = tokio::time::sleep_until(deadline) => Err(RemoteError::TimedOut),
+                Waited::Answer(Err(_)) => Err(RemoteError::Failed {
+                    reason: "this node's cluster stopped while waiting".into(),
+                }),
+                Waited::Lost(fate) => {
+                    // Never sent: nothing runs there, nothing to cancel.
+                    cancel.answered = fate == Fate::NeverSent;
+                    Err(lost(&cancel.node, "call", fate))
+                }
+                Waited::TimedOut => Err(RemoteError::TimedOut),
             }
         }
         .boxed()
@@ -249,14 +252,10 @@ impl RemoteNodes for Link {
             )
             .await?;
             let mut verdict = verdict;
-            let verdict = tokio::select! {
-                biased;
-                verdict = &mut verdict => verdict,
-                fate = connection.lost(ticket) => match verdict.try_recv() {
-                    Ok(verdict) => Ok(verdict),
-                    Err(_) => return Err(lost_question(&node, fate)),
-                },
-                () = tokio::time::sleep_until(deadline) => return Err(RemoteError::TimedOut),
+            let verdict = match wait_for_answer(&mut verdict, &connection, ticket, deadline).await {
+                Waited::Answer(verdict) => verdict,
+                Waited::Lost(fate) => return Err(lost(&node, "question", fate)),
+                Waited::TimedOut => return Err(RemoteError::TimedOut),
             };
             match verdict {
                 Ok(Verdict::Allowed) => Ok(Ok(())),
