@@ -161,3 +161,60 @@ async fn a_graceful_shutdown_is_seen_at_once_and_drains_running_calls() {
         );
     }
 }
+
+/// A node restarted under the same name is a new member: its id carries a new incarnation, the
+/// others see the old one leave and the new one join, and calls reach the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_is_a_new_member() {
+    let a = start_with("a", config(&[]), standard_routers).await;
+    let seed = vec![a.cluster.gossip_addr().to_string()];
+    let mut events = a.cluster.events();
+    let b = |node: &switchyard_messaging::Node| {
+        standard_routers(node);
+        node.register(
+            Router::new("only-b")
+                .service("only_b", whoami)
+                .authorize(|_| Ok(())),
+        )
+        .unwrap();
+    };
+    let first = start_with("b", config(&seed), b).await;
+    let bound = Duration::from_secs(2);
+    wait_event(
+        &mut events,
+        bound,
+        &ClusterEvent::NodeJoined(first.node.id().clone()),
+    )
+    .await;
+    first.cluster.shutdown().await;
+    wait_event(
+        &mut events,
+        bound,
+        &ClusterEvent::NodeLeft(first.node.id().clone()),
+    )
+    .await;
+
+    let second = start_with("b", config(&seed), b).await;
+    assert_ne!(first.node.id(), second.node.id(), "a new incarnation");
+    wait_event(
+        &mut events,
+        bound,
+        &ClusterEvent::NodeJoined(second.node.id().clone()),
+    )
+    .await;
+    wait_for(bound, "the new b connected", || async {
+        a.cluster
+            .members()
+            .iter()
+            .any(|m| m.id == *second.node.id() && m.connected)
+    })
+    .await;
+    assert!(
+        !a.cluster.members().iter().any(|m| m.id == *first.node.id()),
+        "the old incarnation is no member any more"
+    );
+    assert_eq!(
+        answered_by(&a.node.dispatch(Message::new("only_b")).await),
+        "b"
+    );
+}
