@@ -8,6 +8,7 @@
 mod bench;
 mod docs;
 mod postgres;
+mod readme;
 mod run;
 mod test;
 #[cfg(test)]

@@ -81,3 +81,25 @@ pub(crate) fn library_crates() -> Result<Vec<String>> {
     crates.sort();
     Ok(crates)
 }
+
+/// The features of the crate in `crates/<name>`, read from its manifest's `[features]` table
+/// (without `default`).
+pub(crate) fn crate_features(name: &str) -> Result<Vec<String>> {
+    let path = root().join("crates").join(name).join("Cargo.toml");
+    let manifest = std::fs::read_to_string(&path).map_err(|error| StepFailed {
+        step: format!("read the features of {name}"),
+        detail: format!("{}: {error}", path.display()),
+    })?;
+    let features = manifest
+        .split("\n[features]")
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .skip(1)
+        .take_while(|line| !line.starts_with('['))
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name.trim().to_owned()))
+        .filter(|name| !name.is_empty() && name != "default")
+        .collect();
+    Ok(features)
+}

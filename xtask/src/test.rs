@@ -45,7 +45,7 @@ pub(crate) fn run() -> Result {
         postgres.export(&mut guides);
         step("guides", guides)?;
     }
-    for feature in facade_features()? {
+    for feature in run::crate_features("switchyard")? {
         step(
             &format!("switchyard with only `{feature}`"),
             cargo(&[
@@ -58,6 +58,7 @@ pub(crate) fn run() -> Result {
             ]),
         )?;
     }
+    crate::readme::check_dependency_tables()?;
     for library in run::library_crates()? {
         step(
             &format!("{library} builds alone"),
@@ -71,26 +72,6 @@ pub(crate) fn run() -> Result {
     messaging_only_pulls_in_no_driver()?;
     println!("\nxtask: every step passed");
     Ok(())
-}
-
-/// The facade's features, read from its manifest's `[features]` table.
-fn facade_features() -> Result<Vec<String>> {
-    let path = run::root().join("crates/switchyard/Cargo.toml");
-    let manifest = std::fs::read_to_string(&path).map_err(|error| StepFailed {
-        step: "read the facade's features".into(),
-        detail: format!("{}: {error}", path.display()),
-    })?;
-    let features = manifest
-        .split("[features]")
-        .nth(1)
-        .unwrap_or("")
-        .lines()
-        .skip(1)
-        .take_while(|line| !line.starts_with('['))
-        .filter_map(|line| line.split_once('=').map(|(name, _)| name.trim().to_owned()))
-        .filter(|name| !name.is_empty() && name != "default" && !name.starts_with('#'))
-        .collect();
-    Ok(features)
 }
 
 fn messaging_only_pulls_in_no_driver() -> Result {

@@ -1,6 +1,9 @@
 //! Repository rules, checked by `cargo test` (and so by `cargo xtask test`): every source file
 //! says what it is, library crates deny missing docs and unsafe code, no test is skipped or
-//! expects a panic, and no unfinished work is left in library code.
+//! expects a panic, and no unfinished work is left in library code; the docs keep in step with
+//! the crates, guides and examples ([`docs`]).
+
+mod docs;
 
 use std::path::{Path, PathBuf};
 
