@@ -18,7 +18,8 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: cargo xtask <test|docs|bench>
 
-  test    fmt, clippy, docs, every test, each crate alone, the dependency check
+  test    fmt, clippy, docs, every test, each crate alone, the README's dependency
+          tables, the dependency check
   docs    API docs and guides (guides compile as doc tests)
   bench   run the benchmarks and write docs/benchmarks.md";
 
