@@ -1,4 +1,7 @@
 //! The store traits of `switchyard-aggregates`, on PostgreSQL.
+//!
+//! The trait methods are thin: appends go to the store's `Appender`; reads, deletes, snapshots
+//! and states are the functions below, each given the store's shared [`Database`] access.
 
 use std::time::{Duration, Instant};
 
@@ -51,6 +54,7 @@ async fn write_if(
         })
 }
 
+/// One page of a stream's visible events, from `from_version` on.
 async fn read_page(
     database: &Database,
     stream: &str,
@@ -67,6 +71,7 @@ async fn read_page(
     rows.iter().map(|row| decoder.event(row)).collect()
 }
 
+/// Removes a stream at `expected`: its events, its row and its snapshot, in one transaction.
 async fn hard_delete(
     database: &Database,
     stream: &str,
@@ -135,6 +140,7 @@ async fn hard_delete(
     Err(conflict(stream, expected, actual))
 }
 
+/// Hides a stream's events through its last version, if it is at `expected`.
 async fn soft_delete(
     database: &Database,
     stream: &str,
@@ -166,6 +172,7 @@ async fn soft_delete(
     Err(conflict(stream, expected, actual))
 }
 
+/// Saves a stream's state if the stored one is at `expected`.
 async fn save_state(
     database: &Database,
     stream: &str,
@@ -214,6 +221,7 @@ async fn state_version(database: &Database, stream: &str) -> Result<Option<i64>,
         .map_err(StoreError::backend)
 }
 
+/// Removes a stream's state if the stored one is at `expected`.
 async fn delete_state(
     database: &Database,
     stream: &str,
