@@ -26,9 +26,7 @@ use switchyard_messaging::{Message, Node, Response, Router, codec};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 
-#[path = "../../../benches/support.rs"]
-mod support;
-use support::{alternate, median, runtime};
+use switchyard_bench_support::{self as support, alternate, median, runtime};
 
 #[derive(Default, Serialize, Deserialize)]
 struct Account {

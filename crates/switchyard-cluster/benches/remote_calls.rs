@@ -28,9 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-#[path = "../../../benches/support.rs"]
-mod support;
-use support::{median, runtime};
+use switchyard_bench_support::{self as support, median, runtime};
 
 const CHILD: &str = "SWITCHYARD_BENCH_CLUSTER_CHILD";
 const SECRET: &[u8] = b"benchmark secret, thirty-two byt";

@@ -18,9 +18,7 @@ use hdrhistogram::Histogram;
 use switchyard_messaging::{Message, Node, Router};
 use tokio::runtime::Runtime;
 
-#[path = "../../../benches/support.rs"]
-mod support;
-use support::{median, runtime, target_dir};
+use switchyard_bench_support::{self as support, median, runtime, target_dir};
 
 async fn echo(msg: Message) -> Message {
     msg.ok()

@@ -30,9 +30,7 @@ use switchyard_postgres::test_server;
 use switchyard_postgres::{PostgresOptions, PostgresStore};
 use tokio::runtime::Runtime;
 
-#[path = "../../../benches/support.rs"]
-mod support;
-use support::{alternate, median, runtime};
+use switchyard_bench_support::{self as support, alternate, median, runtime};
 
 const POOL: usize = 50;
 const ROUND: Duration = Duration::from_millis(1_500);

@@ -25,9 +25,9 @@ use switchyard_postgres::{PostgresOptions, PostgresStore};
 use switchyard_scheduler::{Scheduler, SchedulerConfig, When, assigns};
 use tokio::runtime::Runtime;
 
-#[path = "../../../benches/support.rs"]
-mod support;
-use support::{alternate, concurrent_rate, load_average, median, quick, runtime};
+use switchyard_bench_support::{
+    self as support, alternate, concurrent_rate, load_average, median, quick, runtime,
+};
 
 const POOL: usize = 50;
 

@@ -19,12 +19,10 @@ use switchyard_scheduler::store::{
     Alarm, AlarmStore, AlarmStoreError, Claim, Lease, attempts_from_column, decode_message,
 };
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
 
 use crate::PostgresStore;
 use crate::error::Failure;
-
-type Params<'a> = [&'a (dyn ToSql + Sync)];
+use crate::pool::Params;
 
 fn micros(time: SystemTime) -> i64 {
     match time.duration_since(UNIX_EPOCH) {
@@ -62,9 +60,9 @@ impl PostgresStore {
         sql: &str,
         params: &Params<'_>,
     ) -> Result<Vec<Row>, AlarmStoreError> {
-        self.inner
+        self.database()
             .retrying(|| async {
-                let conn = self.inner.conn().await?;
+                let conn = self.database().conn().await?;
                 conn.query(sql, params).await
             })
             .await
@@ -73,9 +71,9 @@ impl PostgresStore {
 
     /// Rows changed by one statement, retried while it did nothing.
     async fn alarm_execute(&self, sql: &str, params: &Params<'_>) -> Result<u64, AlarmStoreError> {
-        self.inner
+        self.database()
             .retrying(|| async {
-                let conn = self.inner.conn().await?;
+                let conn = self.database().conn().await?;
                 conn.execute(sql, params).await
             })
             .await
@@ -92,9 +90,9 @@ impl PostgresStore {
         // alarm claimable and the update runs again.
         for _ in 0..4 {
             let claimed = self
-                .inner
+                .database()
                 .retrying(|| async {
-                    let mut conn = self.inner.conn().await?;
+                    let mut conn = self.database().conn().await?;
                     // One transaction: until COMMIT is sent nothing is written, so a lost
                     // connection leaves nothing behind (and the claim is tried again), and an
                     // unreadable alarm is refused by rolling back: no lease, no attempt counted,

@@ -1,4 +1,7 @@
 //! The store traits of `switchyard-aggregates`, on PostgreSQL.
+//!
+//! The trait methods are thin: appends go to the store's `Appender`; reads, deletes, snapshots
+//! and states are the functions below, each given the store's shared [`Database`] access.
 
 use std::time::{Duration, Instant};
 
@@ -9,70 +12,31 @@ use switchyard_aggregates::store::{
     ExpectedVersion, GlobalReader, NewEvent, RecordedEvent, SnapshotStore, StateStore, StoreError,
     StoredState,
 };
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::PostgresStore;
-use crate::append::{self, conflict, expected_params, satisfies};
+use crate::db::Database;
 use crate::error::Failure;
+use crate::expected::{self, conflict, satisfies};
+use crate::pool::Params;
 use crate::rows::{self, Decoder};
-use crate::store::Inner;
 
 /// How many times a conditional delete or state save runs again when it found the stream at
 /// the expected version only after its statement had missed it (a concurrent writer moved it
 /// back and forth).
 const CONDITIONAL_ATTEMPTS: usize = 8;
 
-type Params<'a> = [&'a (dyn ToSql + Sync)];
-
-impl Inner {
-    /// Rows of a read, retried while nothing answers.
-    pub(crate) async fn read(
-        &self,
-        sql: &str,
-        params: &Params<'_>,
-    ) -> Result<Vec<Row>, StoreError> {
-        self.retrying(|| async {
-            let conn = self.conn().await?;
-            conn.query(sql, params).await.map_err(Failure::for_read)
-        })
-        .await
-        .map_err(|failure| StoreError::backend(failure.into_source()))
-    }
-
-    /// At most one row of a read, retried while nothing answers.
-    pub(crate) async fn read_opt(
-        &self,
-        sql: &str,
-        params: &Params<'_>,
-    ) -> Result<Option<Row>, StoreError> {
-        self.retrying(|| async {
-            let conn = self.conn().await?;
-            conn.query_opt(sql, params).await.map_err(Failure::for_read)
-        })
-        .await
-        .map_err(|failure| StoreError::backend(failure.into_source()))
-    }
-
-    /// The stream's last version, `None` if it does not exist (soft-deleted streams exist).
-    pub(crate) async fn stream_version(&self, stream: &str) -> Result<Option<i64>, StoreError> {
-        self.read_opt(include_str!("sql/stream_version.sql"), &[&stream])
-            .await?
-            .map(|row| row.try_get::<_, i64>(0))
-            .transpose()
-            .map_err(StoreError::backend)
-    }
-
-    /// Runs a conditional write (returning a row when it wrote) once. A lost connection leaves
-    /// its outcome unknown.
-    async fn write_if(
-        &self,
-        stream: &str,
-        sql: &str,
-        params: &Params<'_>,
-    ) -> Result<bool, AppendError> {
-        self.retrying(|| async {
-            let conn = self.conn().await?;
+/// Runs a conditional write (returning a row when it wrote) once. A lost connection leaves
+/// its outcome unknown.
+async fn write_if(
+    database: &Database,
+    stream: &str,
+    sql: &str,
+    params: &Params<'_>,
+) -> Result<bool, AppendError> {
+    database
+        .retrying(|| async {
+            let conn = database.conn().await?;
             let statement = conn.prepare(sql).await?;
             conn.client
                 .query_opt(&statement, params)
@@ -88,210 +52,213 @@ impl Inner {
             },
             other => StoreError::backend(other.into_source()).into(),
         })
-    }
-
-    async fn read_page(
-        &self,
-        stream: &str,
-        from_version: i64,
-        page_size: i64,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = self
-            .read(
-                include_str!("sql/read_stream.sql"),
-                &[&stream, &from_version, &page_size],
-            )
-            .await?;
-        let mut decoder = Decoder::at(0);
-        rows.iter().map(|row| decoder.event(row)).collect()
-    }
-
-    async fn hard_delete(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-    ) -> Result<(), AppendError> {
-        let (kind, version) = expected_params(expected);
-        for _ in 0..CONDITIONAL_ATTEMPTS {
-            let done = self
-                .retrying(|| async {
-                    let mut conn = self.conn().await?;
-                    // Until COMMIT is sent nothing is written: a lost connection rolls back.
-                    let before_commit = |error| Failure::statement(error).for_read();
-                    let tx = conn.client.transaction().await.map_err(before_commit)?;
-                    let deleted = tx
-                        .query_opt(
-                            include_str!("sql/hard_delete_stream.sql"),
-                            &[&stream, &kind, &version],
-                        )
-                        .await
-                        .map_err(before_commit)?
-                        .is_some();
-                    let actual = if deleted {
-                        None
-                    } else {
-                        tx.query_opt(include_str!("sql/stream_version.sql"), &[&stream])
-                            .await
-                            .map_err(before_commit)?
-                            .map(|row| row.try_get::<_, i64>(0))
-                            .transpose()
-                            .map_err(|error| Failure::Refused(error.into()))?
-                    };
-                    if !deleted && actual.is_some() {
-                        // Either not at the expected version, or moved back to it since the
-                        // delete looked: decided by the caller, nothing written.
-                        return Ok(Err(actual));
-                    }
-                    if !deleted && !satisfies(expected, actual) {
-                        return Ok(Err(actual));
-                    }
-                    tx.execute(include_str!("sql/hard_delete_events.sql"), &[&stream])
-                        .await
-                        .map_err(before_commit)?;
-                    tx.execute(include_str!("sql/delete_snapshot.sql"), &[&stream])
-                        .await
-                        .map_err(before_commit)?;
-                    tx.commit().await.map_err(Failure::statement)?;
-                    Ok(Ok(()))
-                })
-                .await
-                .map_err(|failure| match failure {
-                    Failure::Lost(source) => AppendError::Unknown {
-                        stream: stream.to_owned(),
-                        source,
-                    },
-                    other => StoreError::backend(other.into_source()).into(),
-                })?;
-            match done {
-                Ok(()) => return Ok(()),
-                Err(actual) if !satisfies(expected, actual) => {
-                    return Err(conflict(stream, expected, actual));
-                }
-                Err(_) => {}
-            }
-        }
-        let actual = self.stream_version(stream).await?;
-        Err(conflict(stream, expected, actual))
-    }
-
-    async fn soft_delete(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-    ) -> Result<(), AppendError> {
-        let (kind, version) = expected_params(expected);
-        for _ in 0..CONDITIONAL_ATTEMPTS {
-            if self
-                .write_if(
-                    stream,
-                    include_str!("sql/soft_delete.sql"),
-                    &[&stream, &kind, &version],
-                )
-                .await?
-            {
-                return Ok(());
-            }
-            let actual = self.stream_version(stream).await?;
-            match actual {
-                _ if !satisfies(expected, actual) => {
-                    return Err(conflict(stream, expected, actual));
-                }
-                // Nothing to hide, as the expected version allows.
-                None => return Ok(()),
-                Some(_) => {}
-            }
-        }
-        let actual = self.stream_version(stream).await?;
-        Err(conflict(stream, expected, actual))
-    }
-
-    async fn save_state(
-        &self,
-        stream: &str,
-        state: StoredState,
-        expected: ExpectedVersion,
-    ) -> Result<(), AppendError> {
-        let (kind, version) = expected_params(expected);
-        let schema_version = i64::from(state.schema_version);
-        let data: &[u8] = &state.data;
-        for _ in 0..CONDITIONAL_ATTEMPTS {
-            if self
-                .write_if(
-                    stream,
-                    include_str!("sql/save_state.sql"),
-                    &[
-                        &stream,
-                        &state.version,
-                        &schema_version,
-                        &data,
-                        &kind,
-                        &version,
-                    ],
-                )
-                .await?
-            {
-                return Ok(());
-            }
-            let actual = self.state_version(stream).await?;
-            if !satisfies(expected, actual) {
-                return Err(conflict(stream, expected, actual));
-            }
-        }
-        Err(StoreError::backend(format!(
-            "the state of `{stream}` kept changing during {CONDITIONAL_ATTEMPTS} attempts to save it"
-        ))
-        .into())
-    }
 }
 
-impl Inner {
-    /// The version of the stored state, `None` when there is none.
-    async fn state_version(&self, stream: &str) -> Result<Option<i64>, StoreError> {
-        self.read_opt(include_str!("sql/state_version.sql"), &[&stream])
-            .await?
-            .map(|row| row.try_get::<_, i64>(0))
-            .transpose()
-            .map_err(StoreError::backend)
-    }
+/// One page of a stream's visible events, from `from_version` on.
+async fn read_page(
+    database: &Database,
+    stream: &str,
+    from_version: i64,
+    page_size: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let rows = database
+        .read(
+            include_str!("sql/read_stream.sql"),
+            &[&stream, &from_version, &page_size],
+        )
+        .await?;
+    let mut decoder = Decoder::at(0);
+    rows.iter().map(|row| decoder.event(row)).collect()
+}
 
-    async fn delete_state(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-    ) -> Result<(), AppendError> {
-        let (kind, version) = expected_params(expected);
-        for _ in 0..CONDITIONAL_ATTEMPTS {
-            if self
-                .write_if(
-                    stream,
-                    include_str!("sql/delete_state.sql"),
-                    &[&stream, &kind, &version],
-                )
-                .await?
-            {
-                return Ok(());
-            }
-            let actual = self.state_version(stream).await?;
-            match actual {
-                _ if !satisfies(expected, actual) => {
-                    return Err(conflict(stream, expected, actual));
+/// Removes a stream at `expected`: its events, its row and its snapshot, in one transaction.
+async fn hard_delete(
+    database: &Database,
+    stream: &str,
+    expected: ExpectedVersion,
+) -> Result<(), AppendError> {
+    let (kind, version) = expected::params(expected);
+    for _ in 0..CONDITIONAL_ATTEMPTS {
+        let done = database
+            .retrying(|| async {
+                let mut conn = database.conn().await?;
+                // Until COMMIT is sent nothing is written: a lost connection rolls back.
+                let before_commit = |error| Failure::statement(error).for_read();
+                let tx = conn.client.transaction().await.map_err(before_commit)?;
+                let deleted = tx
+                    .query_opt(
+                        include_str!("sql/hard_delete_stream.sql"),
+                        &[&stream, &kind, &version],
+                    )
+                    .await
+                    .map_err(before_commit)?
+                    .is_some();
+                let actual = if deleted {
+                    None
+                } else {
+                    tx.query_opt(include_str!("sql/stream_version.sql"), &[&stream])
+                        .await
+                        .map_err(before_commit)?
+                        .map(|row| row.try_get::<_, i64>(0))
+                        .transpose()
+                        .map_err(|error| Failure::Refused(error.into()))?
+                };
+                if !deleted && actual.is_some() {
+                    // Either not at the expected version, or moved back to it since the
+                    // delete looked: decided by the caller, nothing written.
+                    return Ok(Err(actual));
                 }
-                // Nothing to remove, as the expected version allows.
-                None => return Ok(()),
-                Some(_) => {}
+                if !deleted && !satisfies(expected, actual) {
+                    return Ok(Err(actual));
+                }
+                tx.execute(include_str!("sql/hard_delete_events.sql"), &[&stream])
+                    .await
+                    .map_err(before_commit)?;
+                tx.execute(include_str!("sql/delete_snapshot.sql"), &[&stream])
+                    .await
+                    .map_err(before_commit)?;
+                tx.commit().await.map_err(Failure::statement)?;
+                Ok(Ok(()))
+            })
+            .await
+            .map_err(|failure| match failure {
+                Failure::Lost(source) => AppendError::Unknown {
+                    stream: stream.to_owned(),
+                    source,
+                },
+                other => StoreError::backend(other.into_source()).into(),
+            })?;
+        match done {
+            Ok(()) => return Ok(()),
+            Err(actual) if !satisfies(expected, actual) => {
+                return Err(conflict(stream, expected, actual));
             }
+            Err(_) => {}
         }
-        Err(StoreError::backend(format!(
-            "the state of `{stream}` kept changing during {CONDITIONAL_ATTEMPTS} attempts to remove it"
-        ))
-        .into())
     }
+    let actual = database.stream_version(stream).await?;
+    Err(conflict(stream, expected, actual))
+}
+
+/// Hides a stream's events through its last version, if it is at `expected`.
+async fn soft_delete(
+    database: &Database,
+    stream: &str,
+    expected: ExpectedVersion,
+) -> Result<(), AppendError> {
+    let (kind, version) = expected::params(expected);
+    for _ in 0..CONDITIONAL_ATTEMPTS {
+        if write_if(
+            database,
+            stream,
+            include_str!("sql/soft_delete.sql"),
+            &[&stream, &kind, &version],
+        )
+        .await?
+        {
+            return Ok(());
+        }
+        let actual = database.stream_version(stream).await?;
+        match actual {
+            _ if !satisfies(expected, actual) => {
+                return Err(conflict(stream, expected, actual));
+            }
+            // Nothing to hide, as the expected version allows.
+            None => return Ok(()),
+            Some(_) => {}
+        }
+    }
+    let actual = database.stream_version(stream).await?;
+    Err(conflict(stream, expected, actual))
+}
+
+/// Saves a stream's state if the stored one is at `expected`.
+async fn save_state(
+    database: &Database,
+    stream: &str,
+    state: StoredState,
+    expected: ExpectedVersion,
+) -> Result<(), AppendError> {
+    let (kind, version) = expected::params(expected);
+    let schema_version = i64::from(state.schema_version);
+    let data: &[u8] = &state.data;
+    for _ in 0..CONDITIONAL_ATTEMPTS {
+        if write_if(
+            database,
+            stream,
+            include_str!("sql/save_state.sql"),
+            &[
+                &stream,
+                &state.version,
+                &schema_version,
+                &data,
+                &kind,
+                &version,
+            ],
+        )
+        .await?
+        {
+            return Ok(());
+        }
+        let actual = state_version(database, stream).await?;
+        if !satisfies(expected, actual) {
+            return Err(conflict(stream, expected, actual));
+        }
+    }
+    Err(StoreError::backend(format!(
+        "the state of `{stream}` kept changing during {CONDITIONAL_ATTEMPTS} attempts to save it"
+    ))
+    .into())
+}
+
+/// The version of the stored state, `None` when there is none.
+async fn state_version(database: &Database, stream: &str) -> Result<Option<i64>, StoreError> {
+    database
+        .read_opt(include_str!("sql/state_version.sql"), &[&stream])
+        .await?
+        .map(|row| row.try_get::<_, i64>(0))
+        .transpose()
+        .map_err(StoreError::backend)
+}
+
+/// Removes a stream's state if the stored one is at `expected`.
+async fn delete_state(
+    database: &Database,
+    stream: &str,
+    expected: ExpectedVersion,
+) -> Result<(), AppendError> {
+    let (kind, version) = expected::params(expected);
+    for _ in 0..CONDITIONAL_ATTEMPTS {
+        if write_if(
+            database,
+            stream,
+            include_str!("sql/delete_state.sql"),
+            &[&stream, &kind, &version],
+        )
+        .await?
+        {
+            return Ok(());
+        }
+        let actual = state_version(database, stream).await?;
+        match actual {
+            _ if !satisfies(expected, actual) => {
+                return Err(conflict(stream, expected, actual));
+            }
+            // Nothing to remove, as the expected version allows.
+            None => return Ok(()),
+            Some(_) => {}
+        }
+    }
+    Err(StoreError::backend(format!(
+        "the state of `{stream}` kept changing during {CONDITIONAL_ATTEMPTS} attempts to remove it"
+    ))
+    .into())
 }
 
 impl EventReader for PostgresStore {
     fn has_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         async move {
-            self.inner
+            self.database()
                 .read_opt(include_str!("sql/has_stream.sql"), &[&stream])
                 .await?
                 .map(|row| row.try_get::<_, bool>(0))
@@ -312,7 +279,7 @@ impl EventReader for PostgresStore {
         // State: the next version to read, or `None` once done.
         stream::unfold(Some(from_version.max(0)), move |next| async move {
             let from = next?;
-            match self.inner.read_page(stream, from, page_size).await {
+            match read_page(self.database(), stream, from, page_size).await {
                 Ok(page) if page.is_empty() => None,
                 Ok(page) => {
                     let full = i64::try_from(page.len()).is_ok_and(|len| len >= page_size);
@@ -335,7 +302,7 @@ impl EventReader for PostgresStore {
                 return Ok(None);
             }
             Ok(self
-                .inner
+                .database()
                 .read_opt(
                     include_str!("sql/find_message.sql"),
                     &[&stream, &message_id],
@@ -358,7 +325,9 @@ impl EventAppender for PostgresStore {
         events: Vec<NewEvent>,
         metadata: EventMetadata,
     ) -> BoxFuture<'a, Result<i64, AppendError>> {
-        append::append(&self.inner, stream, expected, events, metadata).boxed()
+        self.appender()
+            .append(stream, expected, events, metadata)
+            .boxed()
     }
 }
 
@@ -370,8 +339,8 @@ impl EventDeleter for PostgresStore {
         expected: ExpectedVersion,
     ) -> BoxFuture<'a, Result<(), AppendError>> {
         match mode {
-            DeleteMode::Soft => self.inner.soft_delete(stream, expected).boxed(),
-            DeleteMode::Hard => self.inner.hard_delete(stream, expected).boxed(),
+            DeleteMode::Soft => soft_delete(self.database(), stream, expected).boxed(),
+            DeleteMode::Hard => hard_delete(self.database(), stream, expected).boxed(),
         }
     }
 }
@@ -392,51 +361,54 @@ impl GlobalReader for PostgresStore {
             if limit == 0 {
                 return Ok(Vec::new());
             }
-            self.inner.read_all(from, limit).await
+            read_all(self.database(), self.read_all_wait(), from, limit).await
         }
         .boxed()
     }
 }
 
-impl Inner {
-    /// `read_all`, waiting (up to the configured time) for the transactions that hold back
-    /// events committed before the call, so a caller reads its own appends.
-    async fn read_all(&self, from: i64, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        // The newest event committed before the call but held back, once known.
-        let mut awaited: Option<Option<i64>> = None;
-        loop {
-            let rows = self
-                .read(include_str!("sql/read_all.sql"), &[&from, &limit])
-                .await?;
-            let Some(head) = rows.first() else {
-                return Ok(Vec::new());
-            };
-            let below: i64 = head.try_get(0).map_err(StoreError::backend)?;
-            let newest: Option<i64> = head.try_get(1).map_err(StoreError::backend)?;
-            let mut decoder = Decoder::at(2);
-            let mut events = Vec::with_capacity(rows.len());
-            for row in &rows {
-                // The one row of a page with no event has no stream.
-                if row
-                    .try_get::<_, Option<&str>>(2)
-                    .map_err(StoreError::backend)?
-                    .is_some()
-                {
-                    events.push(decoder.event(row)?);
-                }
+/// `read_all`, waiting (up to the configured time) for the transactions that hold back
+/// events committed before the call, so a caller reads its own appends.
+async fn read_all(
+    database: &Database,
+    wait: Duration,
+    from: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    // The newest event committed before the call but held back, once known.
+    let mut awaited: Option<Option<i64>> = None;
+    loop {
+        let rows = database
+            .read(include_str!("sql/read_all.sql"), &[&from, &limit])
+            .await?;
+        let Some(head) = rows.first() else {
+            return Ok(Vec::new());
+        };
+        let below: i64 = head.try_get(0).map_err(StoreError::backend)?;
+        let newest: Option<i64> = head.try_get(1).map_err(StoreError::backend)?;
+        let mut decoder = Decoder::at(2);
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // The one row of a page with no event has no stream.
+            if row
+                .try_get::<_, Option<&str>>(2)
+                .map_err(StoreError::backend)?
+                .is_some()
+            {
+                events.push(decoder.event(row)?);
             }
-            let full = i64::try_from(events.len()).is_ok_and(|len| len >= limit);
-            let awaited =
-                *awaited.get_or_insert_with(|| newest.filter(|newest| *newest >= below.max(from)));
-            let caught_up = awaited.is_none_or(|newest| below > newest);
-            if full || caught_up || started.elapsed() >= self.read_all_wait {
-                return Ok(events);
-            }
-            tokio::time::sleep(pause.min(self.read_all_wait)).await;
-            pause = (pause * 2).min(Duration::from_millis(16));
         }
+        let full = i64::try_from(events.len()).is_ok_and(|len| len >= limit);
+        let awaited =
+            *awaited.get_or_insert_with(|| newest.filter(|newest| *newest >= below.max(from)));
+        let caught_up = awaited.is_none_or(|newest| below > newest);
+        if full || caught_up || started.elapsed() >= wait {
+            return Ok(events);
+        }
+        tokio::time::sleep(pause.min(wait)).await;
+        pause = (pause * 2).min(Duration::from_millis(16));
     }
 }
 
@@ -452,9 +424,9 @@ impl SnapshotStore for PostgresStore {
             let params: [&(dyn ToSql + Sync); 4] =
                 [&stream, &snapshot.version, &schema_version, &data];
             // Saving the same snapshot twice leaves one copy: a lost connection is retried.
-            self.inner
+            self.database()
                 .retrying(|| async {
-                    let conn = self.inner.conn().await?;
+                    let conn = self.database().conn().await?;
                     conn.execute(include_str!("sql/save_snapshot.sql"), &params)
                         .await
                         .map_err(Failure::for_read)
@@ -471,7 +443,7 @@ impl SnapshotStore for PostgresStore {
         stream: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredState>, StoreError>> {
         async move {
-            self.inner
+            self.database()
                 .read_opt(include_str!("sql/load_snapshot.sql"), &[&stream])
                 .await?
                 .map(|row| rows::state(stream, &row))
@@ -483,9 +455,9 @@ impl SnapshotStore for PostgresStore {
     fn delete_snapshot<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
             // Removing it twice removes it once: a lost connection is retried.
-            self.inner
+            self.database()
                 .retrying(|| async {
-                    let conn = self.inner.conn().await?;
+                    let conn = self.database().conn().await?;
                     conn.execute(include_str!("sql/delete_snapshot.sql"), &[&stream])
                         .await
                         .map_err(Failure::for_read)
@@ -505,7 +477,7 @@ impl StateStore for PostgresStore {
         state: StoredState,
         expected: ExpectedVersion,
     ) -> BoxFuture<'a, Result<(), AppendError>> {
-        self.inner.save_state(stream, state, expected).boxed()
+        save_state(self.database(), stream, state, expected).boxed()
     }
 
     fn delete_state<'a>(
@@ -513,7 +485,7 @@ impl StateStore for PostgresStore {
         stream: &'a str,
         expected: ExpectedVersion,
     ) -> BoxFuture<'a, Result<(), AppendError>> {
-        self.inner.delete_state(stream, expected).boxed()
+        delete_state(self.database(), stream, expected).boxed()
     }
 
     fn load_state<'a>(
@@ -521,7 +493,7 @@ impl StateStore for PostgresStore {
         stream: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredState>, StoreError>> {
         async move {
-            self.inner
+            self.database()
                 .read_opt(include_str!("sql/load_state.sql"), &[&stream])
                 .await?
                 .map(|row| rows::state(stream, &row))

@@ -127,9 +127,13 @@ mod append;
 #[cfg(feature = "events")]
 mod config;
 #[cfg(feature = "events")]
+mod db;
+#[cfg(feature = "events")]
 mod error;
 #[cfg(feature = "events")]
 mod events;
+#[cfg(feature = "events")]
+mod expected;
 #[cfg(feature = "events")]
 mod migrations;
 #[cfg(feature = "events")]

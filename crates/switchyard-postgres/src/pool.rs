@@ -4,11 +4,20 @@
 //! remembers its backend's process id and start time. After a connection breaks in the middle
 //! of an append, that session is what the store ends (`pg_terminate_backend`) before it looks
 //! whether the append committed: once the backend is gone its transaction is final.
+//!
+//! A connection also runs statements ([`Conn::query`] and the like): prepared once per
+//! connection, their errors sorted into [`Failure`]s for retrying.
 
 use std::time::SystemTime;
 
 use deadpool::managed::{self, Metrics, RecycleResult};
 use deadpool_postgres::{ClientWrapper, ManagerConfig, RecyclingMethod};
+use tokio_postgres::types::ToSql;
+
+use crate::error::Failure;
+
+/// The parameters of one statement.
+pub(crate) type Params<'a> = [&'a (dyn ToSql + Sync)];
 
 /// The pool of [`Conn`]s.
 pub(crate) type Pool = managed::Pool<Manager>;
@@ -82,5 +91,55 @@ impl managed::Manager for Manager {
 
     fn detach(&self, conn: &mut Conn) {
         self.inner.detach(&mut conn.client);
+    }
+}
+
+/// Statement helpers on a pooled connection, with errors sorted for retrying.
+impl Conn {
+    /// Every row `sql` returns.
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Vec<tokio_postgres::Row>, Failure> {
+        let statement = self.prepare(sql).await?;
+        self.client
+            .query(&statement, params)
+            .await
+            .map_err(Failure::statement)
+    }
+
+    /// The row `sql` returns, if any (more than one is an error).
+    pub(crate) async fn query_opt(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+    ) -> Result<Option<tokio_postgres::Row>, Failure> {
+        let statement = self.prepare(sql).await?;
+        self.client
+            .query_opt(&statement, params)
+            .await
+            .map_err(Failure::statement)
+    }
+
+    /// How many rows `sql` changed.
+    pub(crate) async fn execute(&self, sql: &str, params: &Params<'_>) -> Result<u64, Failure> {
+        let statement = self.prepare(sql).await?;
+        self.client
+            .execute(&statement, params)
+            .await
+            .map_err(Failure::statement)
+    }
+
+    /// Prepares (once per connection) `sql`. Preparing executes nothing, so a lost connection
+    /// here is safe to retry.
+    pub(crate) async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, Failure> {
+        self.client
+            .prepare_cached(sql)
+            .await
+            .map_err(|error| match Failure::statement(error) {
+                Failure::Lost(source) => Failure::Retry(source),
+                other => other,
+            })
     }
 }

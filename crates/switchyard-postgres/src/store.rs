@@ -1,17 +1,18 @@
 //! The store handle: a pool of connections to one schema.
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable as _};
+use backon::ExponentialBuilder;
 use deadpool::Runtime;
-use deadpool::managed::{Object, QueueMode, Timeouts};
+use deadpool::managed::{QueueMode, Timeouts};
 
+use crate::append::Appender;
 use crate::config::{PostgresOptions, valid_schema};
-use crate::error::{Failure, PostgresError};
-use crate::pool::{Conn, Manager, Pool};
+use crate::db::Database;
+use crate::error::PostgresError;
+use crate::pool::{Manager, Pool};
 
 /// Events, snapshots and states in PostgreSQL. Cheap to clone: clones share the pool.
 ///
@@ -36,20 +37,20 @@ use crate::pool::{Conn, Manager, Pool};
 /// ```
 #[derive(Clone)]
 pub struct PostgresStore {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) pool: Pool,
-    pub(crate) schema: String,
-    pub(crate) read_all_wait: Duration,
-    pub(crate) committers: tokio::sync::mpsc::UnboundedSender<crate::append::Job>,
-    backoff: ExponentialBuilder,
+/// What the clones of one store share: the parts it is composed of, each owning its own rules.
+struct Inner {
+    database: Database,
+    appender: Appender,
+    schema: String,
+    read_all_wait: Duration,
 }
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let status = self.inner.pool.status();
+        let status = self.inner.database.pool().status();
         f.debug_struct("PostgresStore")
             .field("schema", &self.inner.schema)
             .field("connections", &status.size)
@@ -113,25 +114,24 @@ impl PostgresStore {
         } else {
             backoff.with_max_times(options.retries)
         };
+        let database = Database::new(pool, backoff);
         // A quarter of the connections commit batches of appends; the rest serve reads.
-        let committers =
-            crate::append::spawn_committers(&pool, (options.pool_size / 4).clamp(1, 8));
+        let appender = Appender::start(database.clone(), (options.pool_size / 4).clamp(1, 8));
         let store = Self {
             inner: Arc::new(Inner {
-                committers,
-                pool,
+                database,
+                appender,
                 schema: options.schema,
                 read_all_wait: options.read_all_wait,
-                backoff,
             }),
         };
         if options.migrate {
             store.migrate().await?;
         } else {
             // Still prove the server is there, as a migrating connect would.
-            store
-                .inner
-                .retrying(|| async { store.inner.conn().await.map(drop) })
+            let database = store.database();
+            database
+                .retrying(|| async { database.conn().await.map(drop) })
                 .await
                 .map_err(|failure| PostgresError::Connect {
                     source: failure.into_source(),
@@ -149,9 +149,9 @@ impl PostgresStore {
     /// When no connection can be had, a migration fails (all of this run's are rolled back),
     /// or the schema is newer than this library.
     pub async fn migrate(&self) -> Result<(), PostgresError> {
-        let mut conn = self
-            .inner
-            .retrying(|| self.inner.conn())
+        let database = self.database();
+        let mut conn = database
+            .retrying(|| database.conn())
             .await
             .map_err(|failure| PostgresError::Connect {
                 source: failure.into_source(),
@@ -171,7 +171,22 @@ impl PostgresStore {
 
     /// Closes the pool: connections are closed as they come back, and every later call fails.
     pub fn close(&self) {
-        self.inner.pool.close();
+        self.inner.database.pool().close();
+    }
+
+    /// The access to the database every part of the store shares.
+    pub(crate) fn database(&self) -> &Database {
+        &self.inner.database
+    }
+
+    /// The append path.
+    pub(crate) fn appender(&self) -> &Appender {
+        &self.inner.appender
+    }
+
+    /// How long `read_all` waits for the transactions holding back earlier commits.
+    pub(crate) fn read_all_wait(&self) -> Duration {
+        self.inner.read_all_wait
     }
 }
 
@@ -182,84 +197,6 @@ fn manager(config: tokio_postgres::Config, options: &PostgresOptions) -> Manager
         return Manager::new(config, connector, options.schema.clone());
     }
     Manager::new(config, tokio_postgres::NoTls, options.schema.clone())
-}
-
-impl Inner {
-    /// A connection from the pool.
-    pub(crate) async fn conn(&self) -> Result<Object<Manager>, Failure> {
-        self.pool.get().await.map_err(Failure::pool)
-    }
-
-    /// Runs `op` until it succeeds, fails for good, or the retries are used up: only
-    /// [`Failure::Retry`] is tried again, after an exponential, jittered pause.
-    pub(crate) async fn retrying<T, Fut>(&self, op: impl FnMut() -> Fut) -> Result<T, Failure>
-    where
-        Fut: Future<Output = Result<T, Failure>>,
-    {
-        op.retry(self.backoff)
-            .sleep(tokio::time::sleep)
-            .when(Failure::is_retry)
-            .notify(|failure: &Failure, pause: Duration| {
-                tracing::debug!(
-                    target: "switchyard_postgres",
-                    ?failure,
-                    ?pause,
-                    "retrying after a failure that left nothing done"
-                );
-            })
-            .await
-    }
-}
-
-/// Statement helpers on a pooled connection, with errors sorted for retrying.
-impl Conn {
-    pub(crate) async fn query(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<tokio_postgres::Row>, Failure> {
-        let statement = self.prepare(sql).await?;
-        self.client
-            .query(&statement, params)
-            .await
-            .map_err(Failure::statement)
-    }
-
-    pub(crate) async fn query_opt(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Option<tokio_postgres::Row>, Failure> {
-        let statement = self.prepare(sql).await?;
-        self.client
-            .query_opt(&statement, params)
-            .await
-            .map_err(Failure::statement)
-    }
-
-    pub(crate) async fn execute(
-        &self,
-        sql: &str,
-        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<u64, Failure> {
-        let statement = self.prepare(sql).await?;
-        self.client
-            .execute(&statement, params)
-            .await
-            .map_err(Failure::statement)
-    }
-
-    /// Prepares (once per connection) `sql`. Preparing executes nothing, so a lost connection
-    /// here is safe to retry.
-    pub(crate) async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, Failure> {
-        self.client
-            .prepare_cached(sql)
-            .await
-            .map_err(|error| match Failure::statement(error) {
-                Failure::Lost(source) => Failure::Retry(source),
-                other => other,
-            })
-    }
 }
 
 // The handle is shared across tasks and threads.

@@ -36,10 +36,9 @@ use switchyard_scheduler::{Scheduler, SchedulerConfig, When, assigns};
 use switchyard_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use tokio::runtime::Runtime;
 
-#[path = "../../../benches/support.rs"]
-mod support;
-use support::{
-    Rounds, alternate, concurrent_rate, load_average, median, quick, runtime, target_dir,
+use switchyard_bench_support::{
+    self as support, Rounds, alternate, concurrent_rate, load_average, median, quick, runtime,
+    target_dir,
 };
 
 /// Set in the child process that measures memory: the SQLite file to open.

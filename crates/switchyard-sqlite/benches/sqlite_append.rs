@@ -29,9 +29,7 @@ use switchyard_messaging::Message;
 use switchyard_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use tokio::runtime::Runtime;
 
-#[path = "../../../benches/support.rs"]
-mod support;
-use support::{alternate, median, runtime, target_dir};
+use switchyard_bench_support::{self as support, alternate, median, runtime, target_dir};
 
 #[derive(Default, Serialize, Deserialize)]
 struct Account {

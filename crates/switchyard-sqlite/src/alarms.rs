@@ -80,21 +80,18 @@ struct Stored {
 }
 
 fn find(conn: &Connection, id: &str) -> rusqlite::Result<Option<Stored>> {
-    conn.prepare_cached(
-        "SELECT aggregate_id, due, message, holder, lease_until, attempts
-         FROM alarms WHERE id = ?1",
-    )?
-    .query_row([id], |row| {
-        Ok(Stored {
-            aggregate_id: row.get(0)?,
-            due: row.get(1)?,
-            message: row.get(2)?,
-            holder: row.get(3)?,
-            lease_until: row.get(4)?,
-            attempts: row.get(5)?,
+    conn.prepare_cached(include_str!("sql/alarm_find.sql"))?
+        .query_row([id], |row| {
+            Ok(Stored {
+                aggregate_id: row.get(0)?,
+                due: row.get(1)?,
+                message: row.get(2)?,
+                holder: row.get(3)?,
+                lease_until: row.get(4)?,
+                attempts: row.get(5)?,
+            })
         })
-    })
-    .optional()
+        .optional()
 }
 
 fn claim_in(
@@ -137,10 +134,8 @@ fn claim_in(
         Err(error) => return Ok(Err(error)),
     };
     let counted = counted.max(0).saturating_add(if holds_it { 0 } else { 1 });
-    conn.prepare_cached(
-        "UPDATE alarms SET holder = ?2, lease_until = ?3, attempts = ?4 WHERE id = ?1",
-    )?
-    .execute(params![id, holder, lease_until, counted])?;
+    conn.prepare_cached(include_str!("sql/alarm_claim.sql"))?
+        .execute(params![id, holder, lease_until, counted])?;
     Ok(Ok(Claim::Claimed(Alarm {
         message,
         aggregate_id,
@@ -158,17 +153,9 @@ impl AlarmStore for SqliteStore {
             let due = micros(alarm.due);
             let counted = i64::from(alarm.attempts);
             self.write_alarm(move |conn| {
-                conn.prepare_cached(
-                    "INSERT INTO alarms
-                         (id, aggregate_id, due, message, holder, lease_until, attempts)
-                     VALUES (?1, ?2, ?3, ?4, NULL, NULL, ?5)
-                     ON CONFLICT (id) DO UPDATE SET
-                         aggregate_id = excluded.aggregate_id, due = excluded.due,
-                         message = excluded.message, holder = NULL, lease_until = NULL,
-                         attempts = excluded.attempts",
-                )?
-                .execute(params![id, aggregate_id, due, bytes, counted])
-                .map(|_| Ok(()))
+                conn.prepare_cached(include_str!("sql/alarm_save.sql"))?
+                    .execute(params![id, aggregate_id, due, bytes, counted])
+                    .map(|_| Ok(()))
             })
             .await?;
             Ok(alarm.message)
@@ -187,10 +174,7 @@ impl AlarmStore for SqliteStore {
             self.workers
                 .read(move |conn| -> Result<Vec<Alarm>, AlarmStoreError> {
                     let mut statement = conn
-                        .prepare_cached(
-                            "SELECT id, aggregate_id, due, message, attempts FROM alarms
-                             WHERE due >= ?1 AND due < ?2 ORDER BY due, id",
-                        )
+                        .prepare_cached(include_str!("sql/alarm_load.sql"))
                         .map_err(backend)?;
                     let mut rows = statement.query(params![from, until]).map_err(backend)?;
                     let mut alarms = Vec::new();
@@ -252,7 +236,7 @@ impl AlarmStore for SqliteStore {
         let (id, holder) = (id.to_owned(), holder.to_owned());
         let lease_until = micros(lease_until);
         self.write_alarm(move |conn| {
-            conn.prepare_cached("UPDATE alarms SET lease_until = ?3 WHERE id = ?1 AND holder = ?2")?
+            conn.prepare_cached(include_str!("sql/alarm_renew.sql"))?
                 .execute(params![id, holder, lease_until])
                 .map(|changed| Ok(changed == 1))
         })
@@ -271,12 +255,9 @@ impl AlarmStore for SqliteStore {
         async move {
             let bytes = encode(&message)?;
             self.write_alarm(move |conn| {
-                conn.prepare_cached(
-                    "UPDATE alarms SET due = ?3, message = ?4, holder = NULL, lease_until = NULL
-                     WHERE id = ?1 AND holder = ?2",
-                )?
-                .execute(params![id, holder, due, bytes])
-                .map(|changed| Ok(changed == 1))
+                conn.prepare_cached(include_str!("sql/alarm_reschedule.sql"))?
+                    .execute(params![id, holder, due, bytes])
+                    .map(|changed| Ok(changed == 1))
             })
             .await
         }
@@ -290,7 +271,7 @@ impl AlarmStore for SqliteStore {
     ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
         let (id, holder) = (id.to_owned(), holder.to_owned());
         self.write_alarm(move |conn| {
-            conn.prepare_cached("DELETE FROM alarms WHERE id = ?1 AND holder = ?2")?
+            conn.prepare_cached(include_str!("sql/alarm_delete.sql"))?
                 .execute(params![id, holder])
                 .map(|changed| Ok(changed == 1))
         })
@@ -300,7 +281,7 @@ impl AlarmStore for SqliteStore {
     fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
         let id = id.to_owned();
         self.write_alarm(move |conn| {
-            conn.prepare_cached("DELETE FROM alarms WHERE id = ?1")?
+            conn.prepare_cached(include_str!("sql/alarm_cancel.sql"))?
                 .execute([id])
                 .map(|changed| Ok(changed == 1))
         })
@@ -314,7 +295,7 @@ impl AlarmStore for SqliteStore {
         let aggregate_id = aggregate_id.to_owned();
         self.write_alarm(move |conn| {
             let mut ids = conn
-                .prepare_cached("DELETE FROM alarms WHERE aggregate_id = ?1 RETURNING id")?
+                .prepare_cached(include_str!("sql/alarm_cancel_for.sql"))?
                 .query_map([aggregate_id], |row| row.get::<_, String>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             ids.sort();

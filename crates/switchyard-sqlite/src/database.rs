@@ -28,7 +28,9 @@ pub(crate) fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connec
     let mut conn = Connection::open(path).map_err(open_error)?;
     conn.busy_timeout(options.busy()).map_err(open_error)?;
     let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .query_row(include_str!("sql/journal_mode_wal.sql"), [], |row| {
+            row.get(0)
+        })
         .map_err(open_error)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(open_error(rusqlite::Error::InvalidParameterName(format!(
@@ -101,7 +103,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), SqliteError> {
     }
     if application_id == 0 {
         let objects: i64 = tx
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+            .query_row(include_str!("sql/schema_objects.sql"), [], |row| row.get(0))
             .map_err(open_error)?;
         if objects != 0 || applied != 0 {
             return Err(SqliteError::ForeignDatabase {

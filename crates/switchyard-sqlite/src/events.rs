@@ -69,13 +69,9 @@ fn matches(expected: ExpectedVersion, actual: Option<i64>) -> bool {
 
 /// The stream's last version, soft-deleted events included; `None`: no such stream.
 fn last_version(conn: &Connection, stream: &str) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT max(version) FROM events WHERE stream = ?1")?
+    conn.prepare_cached(include_str!("sql/last_version.sql"))?
         .query_row([stream], |row| row.get(0))
 }
-
-/// The largest hidden version of a stream: the tombstone of a soft delete, else -1.
-const HIDDEN_THROUGH: &str =
-    "coalesce((SELECT hidden_through FROM tombstones WHERE stream = ?1), -1)";
 
 fn micros_since_epoch(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
@@ -98,11 +94,7 @@ fn append_in(
     }
     let first = current.unwrap_or(-1) + 1;
     let recorded_at = micros_since_epoch(SystemTime::now());
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO events (stream, version, event_type, schema_version, data, message_id,
-                             correlation_id, causation_id, user_metadata, recorded_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?;
+    let mut insert = conn.prepare_cached(include_str!("sql/insert_event.sql"))?;
     let mut last = first - 1;
     for (version, event) in (first..).zip(events) {
         last = version;
@@ -135,18 +127,15 @@ fn delete_in(
     }
     match (mode, current) {
         (DeleteMode::Soft, Some(last)) => {
-            conn.prepare_cached(
-                "INSERT INTO tombstones (stream, hidden_through) VALUES (?1, ?2)
-                 ON CONFLICT (stream) DO UPDATE SET hidden_through = excluded.hidden_through",
-            )?
-            .execute(params![stream, last])?;
+            conn.prepare_cached(include_str!("sql/soft_delete.sql"))?
+                .execute(params![stream, last])?;
         }
         (DeleteMode::Soft, None) => {}
         (DeleteMode::Hard, _) => {
             for sql in [
-                "DELETE FROM events WHERE stream = ?1",
-                "DELETE FROM tombstones WHERE stream = ?1",
-                "DELETE FROM snapshots WHERE stream = ?1",
+                include_str!("sql/hard_delete_events.sql"),
+                include_str!("sql/hard_delete_tombstone.sql"),
+                include_str!("sql/delete_snapshot.sql"),
             ] {
                 conn.prepare_cached(sql)?.execute([stream])?;
             }
@@ -155,16 +144,8 @@ fn delete_in(
     Ok(Ok(()))
 }
 
-/// The columns every event query selects, in the order [`EventRows`] reads them.
-const EVENT_COLUMNS: &str = "e.stream, e.version, e.position, e.event_type, e.schema_version, \
-     e.data, e.message_id, e.correlation_id, e.causation_id, e.user_metadata, e.recorded_at";
-
-/// The same columns for the rows of one stream, whose name the reader knows: a literal in its
-/// place costs nothing per row, a column costs a look into the record.
-const STREAM_EVENT_COLUMNS: &str = "NULL, e.version, e.position, e.event_type, e.schema_version, \
-     e.data, e.message_id, e.correlation_id, e.causation_id, e.user_metadata, e.recorded_at";
-
-/// Turns rows into events, sharing the stream name, the type and the metadata between
+/// Turns rows of `sql/read_all.sql` and `sql/read_stream.sql` (their columns in the same order)
+/// into events, sharing the stream name, the type and the metadata between
 /// consecutive events that have the same: one allocation per distinct value, not per row.
 #[derive(Default)]
 struct EventRows {
@@ -277,12 +258,7 @@ fn page_in(
     limit: usize,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut statement = conn
-        .prepare_cached(&format!(
-            // One bound on the version, so the (stream, version) index is scanned from it.
-            "SELECT {STREAM_EVENT_COLUMNS} FROM events e
-             WHERE e.stream = ?1 AND e.version >= max(?2, {HIDDEN_THROUGH} + 1)
-             ORDER BY e.version LIMIT ?3"
-        ))
+        .prepare_cached(include_str!("sql/read_stream.sql"))
         .map_err(backend)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut rows = statement
@@ -309,11 +285,11 @@ impl EventReader for SqliteStore {
     fn has_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         let stream = stream.to_owned();
         self.read(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT coalesce(max(version) > {HIDDEN_THROUGH}, 0) FROM events WHERE stream = ?1"
-            ))
-            .and_then(|mut statement| statement.query_row([stream], |row| row.get::<_, bool>(0)))
-            .map_err(backend)
+            conn.prepare_cached(include_str!("sql/has_stream.sql"))
+                .and_then(|mut statement| {
+                    statement.query_row([stream], |row| row.get::<_, bool>(0))
+                })
+                .map_err(backend)
         })
         .boxed()
     }
@@ -372,15 +348,11 @@ impl EventReader for SqliteStore {
         let stream = stream.to_owned();
         let message_id = message_id.to_owned();
         self.read(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT max(version) FROM events INDEXED BY events_by_message
-                 WHERE message_id = ?2 AND message_id <> '' AND stream = ?1
-                   AND version > {HIDDEN_THROUGH}"
-            ))
-            .and_then(|mut statement| {
-                statement.query_row(params![stream, message_id], |row| row.get(0))
-            })
-            .map_err(backend)
+            conn.prepare_cached(include_str!("sql/find_message.sql"))
+                .and_then(|mut statement| {
+                    statement.query_row(params![stream, message_id], |row| row.get(0))
+                })
+                .map_err(backend)
         })
         .boxed()
     }
@@ -433,12 +405,7 @@ impl GlobalReader for SqliteStore {
     ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
         self.read(move |conn| {
             let mut statement = conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM events e
-                     LEFT JOIN tombstones t ON t.stream = e.stream
-                     WHERE e.position >= ?1 AND e.version > coalesce(t.hidden_through, -1)
-                     ORDER BY e.position LIMIT ?2"
-                ))
+                .prepare_cached(include_str!("sql/read_all.sql"))
                 .map_err(backend)?;
             let from = i64::try_from(from_position).unwrap_or(i64::MAX);
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -454,15 +421,48 @@ impl GlobalReader for SqliteStore {
     }
 }
 
+/// The two kinds of value kept one per stream, in tables of the same shape.
+#[derive(Clone, Copy, Debug)]
+enum Kept {
+    /// A snapshot of an event-sourced aggregate (table `snapshots`).
+    Snapshot,
+    /// The state of a state-based aggregate (table `states`).
+    State,
+}
+
+impl Kept {
+    /// The statement that loads a stream's value.
+    fn load_sql(self) -> &'static str {
+        match self {
+            Self::Snapshot => include_str!("sql/load_snapshot.sql"),
+            Self::State => include_str!("sql/load_state.sql"),
+        }
+    }
+
+    /// The statement that saves a stream's value, replacing any.
+    fn save_sql(self) -> &'static str {
+        match self {
+            Self::Snapshot => include_str!("sql/save_snapshot.sql"),
+            Self::State => include_str!("sql/save_state.sql"),
+        }
+    }
+
+    /// The table's name, as errors say it.
+    fn table(self) -> &'static str {
+        match self {
+            Self::Snapshot => "snapshots",
+            Self::State => "states",
+        }
+    }
+}
+
 fn load_saved(
     conn: &Connection,
-    table: &str,
+    kept: Kept,
     stream: &str,
 ) -> Result<Option<StoredState>, StoreError> {
     let found = conn
-        .prepare_cached(&format!(
-            "SELECT version, schema_version, data FROM {table} WHERE stream = ?1"
-        ))
+        .prepare_cached(kept.load_sql())
         .and_then(|mut statement| {
             statement
                 .query_row([stream], |row| {
@@ -480,7 +480,10 @@ fn load_saved(
             let schema_version =
                 u32::try_from(schema_version).map_err(|_| StoreError::Corrupt {
                     stream: stream.to_owned(),
-                    reason: format!("{table} schema version {schema_version} is out of range"),
+                    reason: format!(
+                        "{table} schema version {schema_version} is out of range",
+                        table = kept.table()
+                    ),
                 })?;
             Ok(StoredState {
                 version,
@@ -493,29 +496,25 @@ fn load_saved(
 
 /// The version of the stored state, `None` when there is none.
 fn state_version(conn: &Connection, stream: &str) -> rusqlite::Result<Option<i64>> {
-    conn.prepare_cached("SELECT version FROM states WHERE stream = ?1")?
+    conn.prepare_cached(include_str!("sql/state_version.sql"))?
         .query_row([stream], |row| row.get(0))
         .optional()
 }
 
 fn save_in(
     conn: &Connection,
-    table: &str,
+    kept: Kept,
     stream: &str,
     state: &StoredState,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(&format!(
-        "INSERT INTO {table} (stream, version, schema_version, data) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (stream) DO UPDATE SET version = excluded.version,
-             schema_version = excluded.schema_version, data = excluded.data"
-    ))?
-    .execute(params![
-        stream,
-        state.version,
-        state.schema_version,
-        &state.data[..]
-    ])
-    .map(drop)
+    conn.prepare_cached(kept.save_sql())?
+        .execute(params![
+            stream,
+            state.version,
+            state.schema_version,
+            &state.data[..]
+        ])
+        .map(drop)
 }
 
 impl SnapshotStore for SqliteStore {
@@ -527,7 +526,7 @@ impl SnapshotStore for SqliteStore {
         let name = stream.to_owned();
         async move {
             self.workers
-                .write(move |conn| save_in(conn, "snapshots", &name, &snapshot).map(Ok))
+                .write(move |conn| save_in(conn, Kept::Snapshot, &name, &snapshot).map(Ok))
                 .await
                 .unwrap_or_else(|failed| Err(store_failed(failed)))
         }
@@ -539,7 +538,7 @@ impl SnapshotStore for SqliteStore {
         async move {
             self.workers
                 .write(move |conn| {
-                    conn.prepare_cached("DELETE FROM snapshots WHERE stream = ?1")?
+                    conn.prepare_cached(include_str!("sql/delete_snapshot.sql"))?
                         .execute([&name])
                         .map(|_| Ok(()))
                 })
@@ -554,7 +553,7 @@ impl SnapshotStore for SqliteStore {
         stream: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredState>, StoreError>> {
         let name = stream.to_owned();
-        self.read(move |conn| load_saved(conn, "snapshots", &name))
+        self.read(move |conn| load_saved(conn, Kept::Snapshot, &name))
             .boxed()
     }
 }
@@ -574,7 +573,7 @@ impl StateStore for SqliteStore {
                     if !matches(expected, actual) {
                         return Ok(Err(conflict(&name, expected, actual)));
                     }
-                    save_in(conn, "states", &name, &state).map(Ok)
+                    save_in(conn, Kept::State, &name, &state).map(Ok)
                 })
                 .await
                 .unwrap_or_else(|failed| Err(append_failed(stream, failed)))
@@ -595,7 +594,7 @@ impl StateStore for SqliteStore {
                     if !matches(expected, actual) {
                         return Ok(Err(conflict(&name, expected, actual)));
                     }
-                    conn.prepare_cached("DELETE FROM states WHERE stream = ?1")?
+                    conn.prepare_cached(include_str!("sql/delete_state.sql"))?
                         .execute([&name])
                         .map(|_| Ok(()))
                 })
@@ -610,7 +609,7 @@ impl StateStore for SqliteStore {
         stream: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredState>, StoreError>> {
         let name = stream.to_owned();
-        self.read(move |conn| load_saved(conn, "states", &name))
+        self.read(move |conn| load_saved(conn, Kept::State, &name))
             .boxed()
     }
 }

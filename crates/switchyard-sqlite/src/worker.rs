@@ -255,20 +255,20 @@ fn commit(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>) {
 }
 
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), WriteFailed> {
-    conn.execute_batch("BEGIN IMMEDIATE")
+    conn.execute_batch(include_str!("sql/begin.sql"))
         .map_err(|error| WriteFailed::NotWritten(Arc::new(error)))?;
     for job in batch.iter_mut() {
         if let Ran::Broke(failed) = job.run(conn) {
             // One failure may have left half a write: nobody in this batch is written.
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = conn.execute_batch(include_str!("sql/rollback.sql"));
             return Err(failed);
         }
     }
-    if let Err(error) = conn.execute_batch("COMMIT") {
+    if let Err(error) = conn.execute_batch(include_str!("sql/commit.sql")) {
         // The commit may have reached the disk before failing (an I/O error while syncing):
         // its outcome is unknown. Make sure no transaction stays open either way.
         if !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = conn.execute_batch(include_str!("sql/rollback.sql"));
         }
         return Err(WriteFailed::CommitUnknown(Arc::new(error)));
     }

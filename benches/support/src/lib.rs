@@ -1,10 +1,22 @@
-//! What every Switchyard benchmark shares, included by each with
-//! `#[path = "../../../benches/support.rs"] mod support;`: the runtime they measure on,
-//! alternating rounds of floor and subject and their medians, a quick mode, the machine's load,
-//! and where their Markdown section goes for `cargo xtask bench`.
+//! What every Switchyard benchmark shares: the runtime they measure on, alternating rounds of
+//! floor and subject and their medians, a quick mode, the machine's load, and where their
+//! Markdown section goes for `cargo xtask bench`.
+//!
+//! An unpublished package, a dev-dependency of the crates whose benches use it.
+//!
+//! ```
+//! use switchyard_bench_support::{alternate, median};
+//!
+//! // A floor (what the raw mechanism reaches) and a subject, measured in turns.
+//! let rounds = alternate(3, || 100.0, || 80.0);
+//! assert_eq!(rounds.ratio(), 0.8);
+//! assert_eq!(median(&rounds.subject), 80.0);
+//! ```
 
-// Each bench uses the part it needs.
-#![allow(dead_code)]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+// A benchmark that cannot set itself up has nothing to measure: it stops at once, loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -14,7 +26,11 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
 /// The runtime every bench measures on: two workers, as many as the machine has cores.
-pub(crate) fn runtime() -> Runtime {
+///
+/// # Panics
+///
+/// When the runtime cannot be built.
+pub fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -23,7 +39,11 @@ pub(crate) fn runtime() -> Runtime {
 }
 
 /// The median of `values` (the upper one of an even count).
-pub(crate) fn median(values: &[f64]) -> f64 {
+///
+/// # Panics
+///
+/// When `values` is empty.
+pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(|a, b| a.total_cmp(b));
     sorted[sorted.len() / 2]
@@ -31,7 +51,7 @@ pub(crate) fn median(values: &[f64]) -> f64 {
 
 /// Cargo's target directory: `CARGO_TARGET_DIR`, else three levels above the bench binary
 /// (`target/release/deps/`).
-pub(crate) fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
         return PathBuf::from(dir);
     }
@@ -43,7 +63,11 @@ pub(crate) fn target_dir() -> PathBuf {
 
 /// Writes a bench's section where `cargo xtask bench` collects them (`SWITCHYARD_BENCH_OUT`,
 /// else `target/switchyard-bench/`), named `file` (`NN-name.md`, in report order).
-pub(crate) fn write_section(file: &str, text: &str) {
+///
+/// # Panics
+///
+/// When the directory or the file cannot be written.
+pub fn write_section(file: &str, text: &str) {
     let out_dir = std::env::var("SWITCHYARD_BENCH_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|_| target_dir().join("switchyard-bench"));
@@ -53,13 +77,13 @@ pub(crate) fn write_section(file: &str, text: &str) {
 
 /// Whether the bench should run reduced sizes to check itself quickly
 /// (`SWITCHYARD_BENCH_QUICK=1`); its figures then say little.
-pub(crate) fn quick() -> bool {
+pub fn quick() -> bool {
     std::env::var("SWITCHYARD_BENCH_QUICK").is_ok_and(|value| !value.is_empty() && value != "0")
 }
 
 /// The machine's load averages over 1, 5 and 15 minutes (`/proc/loadavg`), so a section can say
 /// how busy the machine was while it measured.
-pub(crate) fn load_average() -> String {
+pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .map(|text| {
@@ -71,23 +95,26 @@ pub(crate) fn load_average() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Floor and subject figures of alternating rounds.
-pub(crate) struct Rounds {
-    pub(crate) floor: Vec<f64>,
-    pub(crate) subject: Vec<f64>,
+/// Floor and subject figures of alternating rounds, as [`alternate`] measured them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rounds {
+    /// The floor's figure of each round.
+    pub floor: Vec<f64>,
+    /// The subject's figure of each round, in the same order.
+    pub subject: Vec<f64>,
 }
 
 impl Rounds {
     /// The median of the per-round ratios subject / floor: for throughput, the share of the
     /// floor the subject reaches; for times, how many times the floor it takes.
-    pub(crate) fn ratio(&self) -> f64 {
+    pub fn ratio(&self) -> f64 {
         self.median_per_round(|floor, subject| subject / floor)
     }
 
     /// The median of the per-round ratios floor / subject: for throughput, how many times the
     /// subject's figure the floor reaches; for times, the share of the floor's time the subject
     /// takes. Taken round by round, not as the inverse of [`Rounds::ratio`].
-    pub(crate) fn inverse_ratio(&self) -> f64 {
+    pub fn inverse_ratio(&self) -> f64 {
         self.median_per_round(|floor, subject| floor / subject)
     }
 
@@ -104,7 +131,7 @@ impl Rounds {
 
 /// One warm-up round of each, then `rounds` rounds of floor and subject in turn, so both see the
 /// same machine: its speed changes within seconds.
-pub(crate) fn alternate(
+pub fn alternate(
     rounds: usize,
     mut floor: impl FnMut() -> f64,
     mut subject: impl FnMut() -> f64,
@@ -125,7 +152,11 @@ pub(crate) fn alternate(
 /// Operations per second of `tasks` concurrent tasks on `rt`, each calling `op` with an id of
 /// its own (unique in this process, so no round replaces another's rows) until `length` has
 /// passed.
-pub(crate) fn concurrent_rate<F, Fut>(rt: &Runtime, tasks: usize, length: Duration, op: F) -> f64
+///
+/// # Panics
+///
+/// When a task panicked.
+pub fn concurrent_rate<F, Fut>(rt: &Runtime, tasks: usize, length: Duration, op: F) -> f64
 where
     F: Fn(String) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -154,4 +185,46 @@ where
         }
         done as f64 / started.elapsed().as_secs_f64()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_upper_one() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 3.0);
+    }
+
+    #[test]
+    fn ratios_are_taken_round_by_round() {
+        let rounds = Rounds {
+            floor: vec![100.0, 50.0, 200.0],
+            subject: vec![50.0, 50.0, 50.0],
+        };
+        // Per round: 0.5, 1, 0.25; and 2, 1, 4.
+        assert_eq!(rounds.ratio(), 0.5);
+        assert_eq!(rounds.inverse_ratio(), 2.0);
+    }
+
+    #[test]
+    fn alternate_warms_both_up_then_measures_them_in_turns() {
+        let mut calls = Vec::new();
+        let log = std::cell::RefCell::new(&mut calls);
+        let rounds = alternate(
+            2,
+            || {
+                log.borrow_mut().push("floor");
+                1.0
+            },
+            || {
+                log.borrow_mut().push("subject");
+                2.0
+            },
+        );
+        assert_eq!(rounds.floor, vec![1.0, 1.0]);
+        assert_eq!(rounds.subject, vec![2.0, 2.0]);
+        assert_eq!(calls, ["floor", "subject"].repeat(3));
+    }
 }

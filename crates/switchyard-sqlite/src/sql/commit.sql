@@ -1,0 +1,2 @@
+-- Commits the writer's batch transaction.
+COMMIT

@@ -1,0 +1,2 @@
+-- Rolls the writer's batch transaction back.
+ROLLBACK
