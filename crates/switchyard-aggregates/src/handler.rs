@@ -5,12 +5,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchyard_messaging::{Format, Message, Response};
 
 use crate::runtime::{AggregateRuntime, Kind};
-use crate::store::{DeleteMode, ExpectedVersion};
-use crate::{Aggregate, Command, HasAggregateId, RepoError};
+use crate::store::{DeleteMode, EventStore, ExpectedVersion, IntoShared, StateStore};
+use crate::{Aggregate, Command, HasAggregateId, Repo, RepoError};
 
 type Extractor = Arc<dyn Fn(&Message) -> Option<String> + Send + Sync>;
 
@@ -34,13 +35,18 @@ enum IdSource {
 /// or the typed `NotFound`, `AlreadyExists`, `Conflict`, `MissingId`. Builder methods return a
 /// changed copy, so settings can differ per service.
 ///
+/// Three layers serve an aggregate: a [`Repo`] persists it, an [`AggregateRuntime`] keeps one
+/// task per live aggregate, and the handler makes services of commands.
+/// [`MessageHandler::event_sourced`] and [`MessageHandler::state_based`] build all three with
+/// default settings in one call; [`MessageHandler::new`] takes a repo (snapshots, page size), a
+/// [`RuntimeBuilder`](crate::RuntimeBuilder) (idle timeout, unload rules, retries) or a runtime
+/// when the defaults do not fit.
+///
 /// # Examples
 ///
 /// ```
 /// # use serde::{Deserialize, Serialize};
-/// use std::sync::Arc;
-/// use switchyard_aggregates::{Aggregate, AggregateRuntime, CommandResult, Events, MessageHandler};
-/// use switchyard_aggregates::repo::Repo;
+/// use switchyard_aggregates::{Aggregate, CommandResult, Events, MessageHandler};
 /// use switchyard_aggregates::store::MemoryStore;
 /// use switchyard_messaging::{Message, Node, Response, Router};
 ///
@@ -60,8 +66,7 @@ enum IdSource {
 /// }
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let runtime = AggregateRuntime::new(Repo::<Counter>::event_sourced(Arc::new(MemoryStore::new())));
-/// let counters = MessageHandler::new(runtime);
+/// let counters = MessageHandler::<Counter>::event_sourced(MemoryStore::new());
 /// let node = Node::new("app");
 /// node.register(
 ///     Router::new("counters")
@@ -76,6 +81,32 @@ enum IdSource {
 /// let added = node.dispatch(Message::new("add").with_aggregate_id("c1").with_request(&2_u64)).await;
 /// assert_eq!(added.response(), Some(&Response::OkAt { payload: None, version: 1 }));
 /// # });
+/// ```
+///
+/// With snapshots and runtime settings, one layer at a time:
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # use switchyard_aggregates::Aggregate;
+/// # #[derive(Default, Serialize, Deserialize)] struct Counter { total: u64 }
+/// # #[derive(Clone, Serialize, Deserialize)] enum CounterEvent { Added(u64) }
+/// # impl Aggregate for Counter {
+/// #     type Event = CounterEvent;
+/// #     const NAME: &'static str = "counter";
+/// #     fn apply(&mut self, e: &CounterEvent) { let CounterEvent::Added(n) = e; self.total += n; }
+/// # }
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use switchyard_aggregates::{AggregateRuntime, MessageHandler, Repo};
+/// use switchyard_aggregates::store::MemoryStore;
+///
+/// let store = Arc::new(MemoryStore::new());
+/// // A repo: snapshots every 100 events, in the same store.
+/// let repo = Repo::<Counter>::event_sourced(store.clone()).with_snapshots(store, 100);
+/// let counters = MessageHandler::new(repo.clone());
+/// // A runtime builder: passivate aggregates idle for ten minutes.
+/// let idle = MessageHandler::new(AggregateRuntime::builder(repo).idle_timeout(Duration::from_secs(600)));
+/// # let _ = (counters, idle);
 /// ```
 pub struct MessageHandler<A: Aggregate> {
     runtime: AggregateRuntime<A>,
@@ -98,17 +129,37 @@ impl<A: Aggregate> Clone for MessageHandler<A> {
 }
 
 impl<A: Aggregate> MessageHandler<A> {
-    /// A handler over `runtime`: ids from the JSON field `"id"`, derived from the message for new
-    /// aggregates when missing (see [`generate_missing_id`](Self::generate_missing_id)), a 5 s
-    /// commit timeout, no extra event metadata.
-    pub fn new(runtime: AggregateRuntime<A>) -> Self {
+    /// A handler over `runtime`: an [`AggregateRuntime`], or a [`Repo`] or
+    /// [`RuntimeBuilder`](crate::RuntimeBuilder) it is built from. Ids come from the caller's
+    /// `aggregate_meta.id`, else the JSON field `"id"` (see [`aggregate_id`](Self::aggregate_id)),
+    /// and are derived from the message for new aggregates when missing (see
+    /// [`generate_missing_id`](Self::generate_missing_id)); a 5 s commit timeout; no extra event
+    /// metadata.
+    pub fn new(runtime: impl Into<AggregateRuntime<A>>) -> Self {
         Self {
-            runtime,
+            runtime: runtime.into(),
             id: IdSource::Field("id".to_owned()),
             generate_missing_id: true,
             commit_timeout: Duration::from_secs(5),
             metadata: Arc::new(BTreeMap::new()),
         }
+    }
+
+    /// Serves an event-sourced aggregate kept in `events` (a store, or an `Arc` of one), with
+    /// default settings: [`Repo::event_sourced`], then [`AggregateRuntime::new`], then
+    /// [`MessageHandler::new`]. [`runtime`](Self::runtime) reaches the runtime built.
+    pub fn event_sourced(events: impl IntoShared<dyn EventStore>) -> Self {
+        Self::new(Repo::event_sourced(events))
+    }
+
+    /// Serves a state-based aggregate kept in `states` (a store, or an `Arc` of one), with
+    /// default settings: [`Repo::state_based`], then [`AggregateRuntime::new`], then
+    /// [`MessageHandler::new`].
+    pub fn state_based(states: impl IntoShared<dyn StateStore>) -> Self
+    where
+        A: Serialize + DeserializeOwned,
+    {
+        Self::new(Repo::state_based(states))
     }
 
     /// Takes the id from this field of JSON requests.

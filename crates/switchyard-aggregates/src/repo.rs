@@ -15,8 +15,8 @@ use switchyard_messaging::{Message, Response};
 use tracing::Instrument;
 
 use crate::store::{
-    AppendError, DeleteMode, EventMetadata, EventStore, ExpectedVersion, NewEvent, SnapshotStore,
-    StateStore, StoreError, StoredState,
+    AppendError, DeleteMode, EventMetadata, EventStore, ExpectedVersion, IntoShared, NewEvent,
+    SnapshotStore, StateStore, StoreError, StoredState,
 };
 use crate::{Aggregate, AggregateState};
 
@@ -198,11 +198,12 @@ fn expected(version: i64) -> ExpectedVersion {
 }
 
 impl<A: Aggregate> Repo<A> {
-    /// Event-sourced persistence in `events`.
-    pub fn event_sourced(events: Arc<dyn EventStore>) -> Self {
+    /// Event-sourced persistence in `events`: a store, or an `Arc` of one (see
+    /// [`IntoShared`]).
+    pub fn event_sourced(events: impl IntoShared<dyn EventStore>) -> Self {
         Self {
             backend: Backend::EventSourced {
-                events,
+                events: events.into_shared(),
                 snapshots: None,
             },
             page_size: 512,
@@ -212,13 +213,13 @@ impl<A: Aggregate> Repo<A> {
 
     /// State-based persistence in `states` (x3m 0.9.1's `save_state`): no events are kept, the
     /// state is saved after each command with optimistic concurrency on its version.
-    pub fn state_based(states: Arc<dyn StateStore>) -> Self
+    pub fn state_based(states: impl IntoShared<dyn StateStore>) -> Self
     where
         A: Serialize + DeserializeOwned,
     {
         Self {
             backend: Backend::StateBased {
-                states,
+                states: states.into_shared(),
                 codec: StateCodec::new(),
             },
             page_size: 512,
@@ -230,14 +231,18 @@ impl<A: Aggregate> Repo<A> {
     /// carry [`Aggregate::STATE_SCHEMA_VERSION`]; one of another version, or one that does not
     /// decode, is ignored and the stream replayed.
     #[must_use]
-    pub fn with_snapshots(mut self, snapshots: Arc<dyn SnapshotStore>, every: u64) -> Self
+    pub fn with_snapshots(
+        mut self,
+        snapshots: impl IntoShared<dyn SnapshotStore>,
+        every: u64,
+    ) -> Self
     where
         A: Serialize + DeserializeOwned,
     {
         if let Backend::EventSourced { events, .. } = self.backend {
             self.backend = Backend::EventSourced {
                 events,
-                snapshots: Some((snapshots, every.max(1), StateCodec::new())),
+                snapshots: Some((snapshots.into_shared(), every.max(1), StateCodec::new())),
             };
         }
         self

@@ -216,6 +216,20 @@ impl<A: Aggregate> RuntimeBuilder<A> {
     }
 }
 
+impl<A: Aggregate> From<Repo<A>> for AggregateRuntime<A> {
+    /// A runtime with default settings over `repo`.
+    fn from(repo: Repo<A>) -> Self {
+        Self::new(repo)
+    }
+}
+
+impl<A: Aggregate> From<RuntimeBuilder<A>> for AggregateRuntime<A> {
+    /// The runtime `builder` describes.
+    fn from(builder: RuntimeBuilder<A>) -> Self {
+        builder.build()
+    }
+}
+
 impl<A: Aggregate> AggregateRuntime<A> {
     /// A runtime with default settings.
     pub fn new(repo: Repo<A>) -> Self {
