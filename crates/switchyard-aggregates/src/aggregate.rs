@@ -48,10 +48,54 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     /// Folds one event into the state.
     fn apply(&mut self, event: &Self::Event);
 
-    /// The event's type name, recorded with it (default: the Rust type name of `Event`).
+    /// The event's type name, recorded with it in the store's `event_type` column.
+    ///
+    /// The default is the event's serde name: the variant name for an enum (`Deposited` for
+    /// `AccountEvent::Deposited { .. }`, or its `#[serde(rename = "..")]`), the type name for a
+    /// named struct. An event serde does not name (a number, a string, a tuple) is recorded under
+    /// the aggregate's [`NAME`](Aggregate::NAME). The default reads no field and allocates
+    /// nothing: serde's names are `&'static str`.
+    ///
+    /// The name is part of the stored format: readers of the global order (projections, other
+    /// services) select events by it, so renaming a variant renames the events recorded from
+    /// then on, while the rows already stored keep the old name. To keep a name across a rename,
+    /// put `#[serde(rename = "OldName")]` on the variant (the binary format stores variants by
+    /// index, so only the name changes), or override this method. Module paths play no part:
+    /// moving the type to another module changes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use switchyard_aggregates::Aggregate;
+    ///
+    /// #[derive(Default)]
+    /// struct Account { balance: u64 }
+    ///
+    /// #[derive(Clone, Serialize, Deserialize)]
+    /// enum AccountEvent { Opened, Credited { amount: u64 } }
+    ///
+    /// impl Aggregate for Account {
+    ///     type Event = AccountEvent;
+    ///     const NAME: &'static str = "account";
+    ///     fn apply(&mut self, event: &AccountEvent) {
+    ///         if let AccountEvent::Credited { amount } = event {
+    ///             self.balance += amount;
+    ///         }
+    ///     }
+    ///     // `Credited` was called `Deposited` when the first rows were stored.
+    ///     fn event_type(event: &AccountEvent) -> &'static str {
+    ///         match event {
+    ///             AccountEvent::Opened => "Opened",
+    ///             AccountEvent::Credited { .. } => "Deposited",
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// assert_eq!(Account::event_type(&AccountEvent::Credited { amount: 1 }), "Deposited");
+    /// ```
     fn event_type(event: &Self::Event) -> &'static str {
-        let _ = event;
-        std::any::type_name::<Self::Event>()
+        crate::event_name::serde_name(event).unwrap_or(Self::NAME)
     }
 
     /// Runs after the command's events were appended and applied.

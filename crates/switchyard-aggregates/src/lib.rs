@@ -75,6 +75,7 @@ mod aggregate;
 #[cfg(feature = "conformance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
+mod event_name;
 mod handler;
 pub mod repo;
 mod runtime;

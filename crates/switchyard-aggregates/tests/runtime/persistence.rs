@@ -148,7 +148,7 @@ async fn events_carry_the_message_ids_and_user_metadata() {
     assert_eq!(metadata.correlation_id, "c-1");
     assert_eq!(metadata.causation_id, "c-1");
     assert_eq!(metadata.user.get("app").map(String::as_str), Some("tests"));
-    assert!(events[0].event_type.contains("AccountEvent"));
+    assert_eq!(&*events[0].event_type, "Opened");
 }
 
 proptest! {
