@@ -186,7 +186,47 @@ where
 }
 
 /// A request type that names the aggregate it addresses.
+///
+/// A binary request ([`Message::with_request`]) cannot be searched by field name, so a handler
+/// with default settings does not find an id inside it. Either build the message with
+/// [`to_message`](HasAggregateId::to_message), which puts the id on the message itself (where
+/// every handler, and the cluster's placement, looks first), or have the handler decode the
+/// request with [`MessageHandler::id_from_request`](crate::MessageHandler::id_from_request).
+///
+/// # Examples
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use switchyard_aggregates::HasAggregateId;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Deposit { account: String, amount: u64 }
+///
+/// impl HasAggregateId for Deposit {
+///     fn aggregate_id(&self) -> Option<String> {
+///         Some(self.account.clone())
+///     }
+/// }
+///
+/// let message = Deposit { account: "acc-1".into(), amount: 5 }.to_message("deposit");
+/// assert_eq!(message.aggregate_meta().id.as_deref(), Some("acc-1"));
+/// assert_eq!(message.request::<Deposit>().unwrap().amount, 5);
+/// ```
 pub trait HasAggregateId {
     /// The aggregate id, if the request carries one.
     fn aggregate_id(&self) -> Option<String>;
+
+    /// A new message to `service` carrying this request in the binary format
+    /// ([`Message::with_request`]) and, when [`aggregate_id`](HasAggregateId::aggregate_id)
+    /// gives one, its aggregate id ([`Message::with_aggregate_id`]).
+    fn to_message(&self, service: &str) -> Message
+    where
+        Self: Serialize,
+    {
+        let message = Message::new(service).with_request(self);
+        match self.aggregate_id() {
+            Some(id) => message.with_aggregate_id(id),
+            None => message,
+        }
+    }
 }

@@ -227,7 +227,20 @@ impl<A: Aggregate> MessageHandler<A> {
     }
 
     /// The aggregate id `message` addresses, as this handler finds it (the placement helper
-    /// uses the same rule).
+    /// uses the same rule). In order of precedence:
+    ///
+    /// 1. the message's own `aggregate_meta.id`, set by the caller with
+    ///    [`Message::with_aggregate_id`] (or [`HasAggregateId::to_message`], which sets it from a
+    ///    typed request): the way that works for every request format, and the one to use with
+    ///    typed (binary) requests under the default settings;
+    /// 2. the handler's rule: the request decoded as `T` ([`id_from_request`](Self::id_from_request)),
+    ///    any function of the message ([`id_with`](Self::id_with)), or else a field of a JSON
+    ///    request ([`id_field`](Self::id_field), `"id"` by default; a string or a number). A
+    ///    binary request ([`Message::with_request`]) cannot be searched by field name.
+    ///
+    /// Without an id, `on_new` names the aggregate after the message (see
+    /// [`generate_missing_id`](Self::generate_missing_id)); the other services answer
+    /// `MissingId`, whose text says which sources were tried and how to provide one.
     pub fn aggregate_id(&self, message: &Message) -> Option<String> {
         if let Some(id) = &message.aggregate_meta().id {
             return Some(id.clone());
@@ -249,11 +262,28 @@ impl<A: Aggregate> MessageHandler<A> {
         }
     }
 
-    fn missing_id(&self) -> Response {
-        match &self.id {
-            IdSource::Field(field) => Response::MissingId(field.clone()),
-            IdSource::Extractor(_) => Response::MissingId("aggregate id".to_owned()),
-        }
+    /// `MissingId` for `message`: what was tried, and how to give an id.
+    fn missing_id(&self, message: &Message) -> Response {
+        let tried = match (&self.id, message.payload()) {
+            (IdSource::Extractor(_), _) => {
+                "the handler's id rule (`id_from_request` or `id_with`) found none in the request"
+                    .to_owned()
+            }
+            (IdSource::Field(_), None) => "the message has no request to read it from".to_owned(),
+            (IdSource::Field(field), Some(payload)) if payload.format() == Format::Json => {
+                format!("its JSON request has no string or number field `{field}`")
+            }
+            (IdSource::Field(field), Some(_)) => format!(
+                "its request is binary (`Message::with_request`), whose fields cannot be searched \
+                 by name, so the JSON field `{field}` was not looked for"
+            ),
+        };
+        Response::MissingId(format!(
+            "the message names no aggregate (`Message::with_aggregate_id`) and {tried}; set the \
+             id on the message with `Message::with_aggregate_id` (or `HasAggregateId::to_message` \
+             for a request type that names its aggregate), or have the handler read it from the \
+             request with `MessageHandler::id_from_request::<T>()`, `id_field` or `id_with`"
+        ))
     }
 
     /// A service that creates the aggregate: `AlreadyExists` if its stream exists or it is
@@ -309,7 +339,7 @@ impl<A: Aggregate> MessageHandler<A> {
                 }
             }
             None => {
-                let response = self.missing_id();
+                let response = self.missing_id(&message);
                 return message.return_with(response);
             }
         };
