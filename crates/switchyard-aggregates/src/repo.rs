@@ -5,6 +5,8 @@
 //! [`Repo::commit`] in event-sourced mode, `delete_stream/3` is [`Repo::delete`], and the
 //! `save_state/3` hook with `set_state` is the state-based mode ([`Repo::state_based`]).
 
+mod events;
+
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -19,6 +21,8 @@ use crate::store::{
     SnapshotStore, StateStore, StoreError, StoredState,
 };
 use crate::{Aggregate, AggregateState};
+
+pub use self::events::DecodedEvent;
 
 type EncodeState<A> = fn(&AggregateState<A>) -> Result<Vec<u8>, codec::EncodeError>;
 type DecodeState<A> = fn(&[u8]) -> Result<AggregateState<A>, codec::DecodeError>;
@@ -145,6 +149,26 @@ pub enum RepoError {
         /// The store's error.
         #[source]
         source: AppendError,
+    },
+    /// A recorded event does not decode as the aggregate's `Event` type: its layout changed
+    /// without a new variant or an upcast, or another type wrote to the stream.
+    #[error("event {version} of stream `{stream}` (`{event_type}`) does not decode")]
+    EventDecode {
+        /// The stream.
+        stream: String,
+        /// The event's version in the stream.
+        version: i64,
+        /// The name it was recorded under.
+        event_type: String,
+        /// The codec's error.
+        #[source]
+        source: codec::DecodeError,
+    },
+    /// Events were asked of a state-based aggregate, which keeps none.
+    #[error("aggregate `{aggregate}` is state-based and keeps no events")]
+    NoEvents {
+        /// The aggregate type's [`NAME`](Aggregate::NAME).
+        aggregate: &'static str,
     },
     /// An event or state could not be encoded or decoded.
     #[error("aggregate `{stream}`: {reason}")]
@@ -289,7 +313,7 @@ impl<A: Aggregate> Repo<A> {
     ///
     /// # Errors
     ///
-    /// The store's error, or [`RepoError::Codec`] for an event that does not decode.
+    /// The store's error, or [`RepoError::EventDecode`] for an event that does not decode.
     pub async fn load(&self, id: &str) -> Result<Option<AggregateState<A>>, RepoError> {
         let span = tracing::debug_span!("switchyard.aggregate.load", aggregate = A::NAME, id);
         self.load_in_span(id).instrument(span).await
@@ -358,16 +382,8 @@ impl<A: Aggregate> Repo<A> {
                     }
                     continue;
                 }
-                let event: A::Event =
-                    codec::decode(&recorded.data).map_err(|e| RepoError::Codec {
-                        stream: stream.to_owned(),
-                        reason: format!(
-                            "event {} does not decode: {}",
-                            recorded.version,
-                            error_chain(&e)
-                        ),
-                    })?;
-                state.apply_events([&event], Some(recorded.version));
+                let recorded = DecodedEvent::<A::Event>::decode(recorded)?;
+                state.apply_events([&recorded.event], Some(recorded.version));
                 if !recorded.metadata.message_id.is_empty() {
                     let started_stream = recorded.version == 0
                         || matches!(

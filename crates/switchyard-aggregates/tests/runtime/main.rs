@@ -9,4 +9,5 @@ mod fixture;
 mod idempotency;
 mod lifecycle;
 mod persistence;
+mod reading;
 mod x3m;
