@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchyard_messaging::{Format, Message, Response};
 
-use crate::runtime::{AggregateRuntime, Kind};
+use crate::runtime::{AggregateRuntime, CommandOptions, Kind};
 use crate::store::{DeleteMode, EventStore, ExpectedVersion, IntoShared, StateStore};
 use crate::{Aggregate, Command, HasAggregateId, Repo, RepoError};
 
@@ -114,6 +114,7 @@ pub struct MessageHandler<A: Aggregate> {
     generate_missing_id: bool,
     commit_timeout: Duration,
     metadata: Arc<BTreeMap<String, String>>,
+    refresh_before_read: bool,
 }
 
 impl<A: Aggregate> Clone for MessageHandler<A> {
@@ -124,6 +125,7 @@ impl<A: Aggregate> Clone for MessageHandler<A> {
             generate_missing_id: self.generate_missing_id,
             commit_timeout: self.commit_timeout,
             metadata: self.metadata.clone(),
+            refresh_before_read: self.refresh_before_read,
         }
     }
 }
@@ -142,6 +144,7 @@ impl<A: Aggregate> MessageHandler<A> {
             generate_missing_id: true,
             commit_timeout: Duration::from_secs(5),
             metadata: Arc::new(BTreeMap::new()),
+            refresh_before_read: false,
         }
     }
 
@@ -211,6 +214,28 @@ impl<A: Aggregate> MessageHandler<A> {
     #[must_use]
     pub fn commit_timeout(mut self, timeout: Duration) -> Self {
         self.commit_timeout = timeout;
+        self
+    }
+
+    /// Whether a command whose decision appends nothing is checked against the store before it
+    /// is answered (default: no).
+    ///
+    /// A decision that appends events is checked by the append itself: at a stale version it
+    /// conflicts, and the runtime reloads and decides again. A decision that appends nothing (a
+    /// read such as a balance query, a rejection, a dry run) is not, so a runtime whose copy of
+    /// the aggregate is out of date answers it from that copy. This happens only when another
+    /// process writes the same aggregate (two processes sharing one database without a cluster).
+    /// The rule is one owner per aggregate: route its commands to one node with the cluster's
+    /// placement, and this check is not needed.
+    ///
+    /// With the check on, such a decision is followed by one read of the store: the events
+    /// after the cached version (event-sourced), or the stored state if newer (state-based).
+    /// If the store has moved on, the aggregate catches up and the command is decided again on
+    /// the fresh state, whose answer the caller gets. It costs one read per such command, and
+    /// nothing for commands that append.
+    #[must_use]
+    pub fn refresh_before_read(mut self, refresh: bool) -> Self {
+        self.refresh_before_read = refresh;
         self
     }
 
@@ -344,15 +369,13 @@ impl<A: Aggregate> MessageHandler<A> {
             }
         };
         message.aggregate_meta_mut().id = Some(id.clone());
+        let options = CommandOptions {
+            commit_timeout: self.commit_timeout,
+            metadata: self.metadata.clone(),
+            refresh_before_read: self.refresh_before_read,
+        };
         self.runtime
-            .execute(
-                id,
-                kind,
-                command,
-                message,
-                self.commit_timeout,
-                self.metadata.clone(),
-            )
+            .execute(id, kind, command, message, options)
             .await
     }
 

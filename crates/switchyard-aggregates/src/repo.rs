@@ -353,6 +353,46 @@ impl<A: Aggregate> Repo<A> {
         }
     }
 
+    /// Brings `state` of aggregate `id` up to the store: folds the events recorded after its
+    /// version (event-sourced), or takes the stored state if it is at another version
+    /// (state-based). Returns the state and whether the store had moved on.
+    pub(crate) async fn catch_up(
+        &self,
+        id: &str,
+        state: AggregateState<A>,
+    ) -> Result<(AggregateState<A>, bool), RepoError> {
+        let stream = self.stream_name(id);
+        let before = state.version;
+        match &self.backend {
+            Backend::EventSourced { .. } => {
+                match self.replay(id, &stream, state, false).await? {
+                    Some(state) => {
+                        let moved = state.version != before;
+                        Ok((state, moved))
+                    }
+                    // Only a replay from a snapshot answers `None`; should one ever come here,
+                    // a full load is the safe answer.
+                    None => {
+                        let loaded = self.load_in_span(id).await?;
+                        let fresh = AggregateState::new(self.processed_capacity);
+                        Ok((loaded.unwrap_or(fresh), true))
+                    }
+                }
+            }
+            Backend::StateBased { states, codec } => match states.load_state(&stream).await? {
+                Some(stored) if stored.version != before => {
+                    let mut fresh = (codec.decode)(&stored.data).map_err(|e| RepoError::Codec {
+                        stream: stream.clone(),
+                        reason: error_chain(&e),
+                    })?;
+                    fresh.processed.set_capacity(self.processed_capacity);
+                    Ok((fresh, true))
+                }
+                _ => Ok((state, false)),
+            },
+        }
+    }
+
     /// Folds the stream's events after `state` into it. With `from_snapshot`, the event at the
     /// snapshot's own version must still be visible, or `None` is answered: a soft delete since
     /// the snapshot hid it, so the snapshot describes a deleted life of the stream.
