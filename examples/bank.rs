@@ -1,7 +1,7 @@
 //! A bank account as an event-sourced aggregate behind router services: open an account,
 //! deposit, withdraw (an overdraft is refused), read the balance, and send one command twice to
 //! see it answered once. The events end up in a new SQLite file (its path is printed first),
-//! or in PostgreSQL when given a URL, and are printed at the end.
+//! or in PostgreSQL when given a URL, and are read back, decoded, at the end.
 //!
 //! Run it from the repository root:
 //!
@@ -14,9 +14,8 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use switchyard::aggregates::repo::Repo;
-use switchyard::aggregates::store::{EventStore, SnapshotStore};
-use switchyard::aggregates::{Aggregate, AggregateRuntime, CommandResult, Events, MessageHandler};
+use switchyard::aggregates::store::EventStore;
+use switchyard::aggregates::{Aggregate, CommandResult, Events, MessageHandler};
 use switchyard::messaging::Response;
 use switchyard::{Message, Node, Router};
 
@@ -42,14 +41,6 @@ impl Aggregate for Account {
             AccountEvent::Opened { owner } => self.owner.clone_from(owner),
             AccountEvent::Deposited { amount } => self.balance += amount,
             AccountEvent::Withdrawn { amount } => self.balance -= amount,
-        }
-    }
-
-    fn event_type(event: &AccountEvent) -> &'static str {
-        match event {
-            AccountEvent::Opened { .. } => "opened",
-            AccountEvent::Deposited { .. } => "deposited",
-            AccountEvent::Withdrawn { .. } => "withdrawn",
         }
     }
 }
@@ -103,10 +94,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    let (events, snapshots) = open_store().await?;
-    let repo = Repo::<Account>::event_sourced(events.clone()).with_snapshots(snapshots, 100);
-    let runtime = AggregateRuntime::new(repo);
-    let accounts = MessageHandler::new(runtime);
+    // One call wires the store, the runtime of live accounts and the command services; events
+    // are recorded under their variant names (`Opened`, `Deposited`, `Withdrawn`).
+    let accounts = MessageHandler::<Account>::event_sourced(open_store().await?);
     let node = Node::new("bank");
     node.register(
         Router::new("accounts")
@@ -156,37 +146,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await,
     );
 
-    println!("\nevents in the store:");
-    for event in events.read_all(0, 100).await? {
+    println!("\nevents of {id}, read back:");
+    for recorded in accounts.runtime().repo().events(id).await? {
         println!(
-            "  #{} {} v{} {:<9} message {}",
-            event.position,
-            event.stream,
-            event.version,
-            event.event_type,
-            event.metadata.message_id
+            "  v{} #{} {:<9} {:?} (message {})",
+            recorded.version,
+            recorded.position,
+            recorded.event_type,
+            recorded.event,
+            recorded.metadata.message_id
         );
     }
     Ok(())
 }
 
-type Stores = (Arc<dyn EventStore>, Arc<dyn SnapshotStore>);
-
 /// PostgreSQL when `--database-url` is given, else a new SQLite file in the temporary directory.
-async fn open_store() -> Result<Stores, Box<dyn std::error::Error>> {
+async fn open_store() -> Result<Arc<dyn EventStore>, Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     if let Some(arg) = args.next() {
         if arg == "--database-url" {
             let url = args.next().ok_or("--database-url needs a URL")?;
             println!("store: PostgreSQL at {url}, schema `switchyard`\n");
-            let store = Arc::new(switchyard::postgres::PostgresStore::connect(&url).await?);
-            return Ok((store.clone(), store));
+            return Ok(Arc::new(
+                switchyard::postgres::PostgresStore::connect(&url).await?,
+            ));
         }
         return Err(format!("unknown argument `{arg}`; try --database-url postgres://...").into());
     }
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     let path = std::env::temp_dir().join(format!("switchyard-bank-{}.db", stamp.as_millis()));
     println!("store: SQLite file {}\n", path.display());
-    let store = Arc::new(switchyard::sqlite::SqliteStore::open(&path)?);
-    Ok((store.clone(), store))
+    Ok(Arc::new(switchyard::sqlite::SqliteStore::open(&path)?))
 }

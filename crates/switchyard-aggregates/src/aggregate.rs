@@ -48,10 +48,54 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     /// Folds one event into the state.
     fn apply(&mut self, event: &Self::Event);
 
-    /// The event's type name, recorded with it (default: the Rust type name of `Event`).
+    /// The event's type name, recorded with it in the store's `event_type` column.
+    ///
+    /// The default is the event's serde name: the variant name for an enum (`Deposited` for
+    /// `AccountEvent::Deposited { .. }`, or its `#[serde(rename = "..")]`), the type name for a
+    /// named struct. An event serde does not name (a number, a string, a tuple) is recorded under
+    /// the aggregate's [`NAME`](Aggregate::NAME). The default reads no field and allocates
+    /// nothing: serde's names are `&'static str`.
+    ///
+    /// The name is part of the stored format: readers of the global order (projections, other
+    /// services) select events by it, so renaming a variant renames the events recorded from
+    /// then on, while the rows already stored keep the old name. To keep a name across a rename,
+    /// put `#[serde(rename = "OldName")]` on the variant (the binary format stores variants by
+    /// index, so only the name changes), or override this method. Module paths play no part:
+    /// moving the type to another module changes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use serde::{Deserialize, Serialize};
+    /// use switchyard_aggregates::Aggregate;
+    ///
+    /// #[derive(Default)]
+    /// struct Account { balance: u64 }
+    ///
+    /// #[derive(Clone, Serialize, Deserialize)]
+    /// enum AccountEvent { Opened, Credited { amount: u64 } }
+    ///
+    /// impl Aggregate for Account {
+    ///     type Event = AccountEvent;
+    ///     const NAME: &'static str = "account";
+    ///     fn apply(&mut self, event: &AccountEvent) {
+    ///         if let AccountEvent::Credited { amount } = event {
+    ///             self.balance += amount;
+    ///         }
+    ///     }
+    ///     // `Credited` was called `Deposited` when the first rows were stored.
+    ///     fn event_type(event: &AccountEvent) -> &'static str {
+    ///         match event {
+    ///             AccountEvent::Opened => "Opened",
+    ///             AccountEvent::Credited { .. } => "Deposited",
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// assert_eq!(Account::event_type(&AccountEvent::Credited { amount: 1 }), "Deposited");
+    /// ```
     fn event_type(event: &Self::Event) -> &'static str {
-        let _ = event;
-        std::any::type_name::<Self::Event>()
+        crate::event_name::serde_name(event).unwrap_or(Self::NAME)
     }
 
     /// Runs after the command's events were appended and applied.
@@ -142,7 +186,47 @@ where
 }
 
 /// A request type that names the aggregate it addresses.
+///
+/// A binary request ([`Message::with_request`]) cannot be searched by field name, so a handler
+/// with default settings does not find an id inside it. Either build the message with
+/// [`to_message`](HasAggregateId::to_message), which puts the id on the message itself (where
+/// every handler, and the cluster's placement, looks first), or have the handler decode the
+/// request with [`MessageHandler::id_from_request`](crate::MessageHandler::id_from_request).
+///
+/// # Examples
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use switchyard_aggregates::HasAggregateId;
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Deposit { account: String, amount: u64 }
+///
+/// impl HasAggregateId for Deposit {
+///     fn aggregate_id(&self) -> Option<String> {
+///         Some(self.account.clone())
+///     }
+/// }
+///
+/// let message = Deposit { account: "acc-1".into(), amount: 5 }.to_message("deposit");
+/// assert_eq!(message.aggregate_meta().id.as_deref(), Some("acc-1"));
+/// assert_eq!(message.request::<Deposit>().unwrap().amount, 5);
+/// ```
 pub trait HasAggregateId {
     /// The aggregate id, if the request carries one.
     fn aggregate_id(&self) -> Option<String>;
+
+    /// A new message to `service` carrying this request in the binary format
+    /// ([`Message::with_request`]) and, when [`aggregate_id`](HasAggregateId::aggregate_id)
+    /// gives one, its aggregate id ([`Message::with_aggregate_id`]).
+    fn to_message(&self, service: &str) -> Message
+    where
+        Self: Serialize,
+    {
+        let message = Message::new(service).with_request(self);
+        match self.aggregate_id() {
+            Some(id) => message.with_aggregate_id(id),
+            None => message,
+        }
+    }
 }

@@ -5,12 +5,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchyard_messaging::{Format, Message, Response};
 
-use crate::runtime::{AggregateRuntime, Kind};
-use crate::store::{DeleteMode, ExpectedVersion};
-use crate::{Aggregate, Command, HasAggregateId, RepoError};
+use crate::runtime::{AggregateRuntime, CommandOptions, Kind};
+use crate::store::{DeleteMode, EventStore, ExpectedVersion, IntoShared, StateStore};
+use crate::{Aggregate, Command, HasAggregateId, Repo, RepoError};
 
 type Extractor = Arc<dyn Fn(&Message) -> Option<String> + Send + Sync>;
 
@@ -34,13 +35,18 @@ enum IdSource {
 /// or the typed `NotFound`, `AlreadyExists`, `Conflict`, `MissingId`. Builder methods return a
 /// changed copy, so settings can differ per service.
 ///
+/// Three layers serve an aggregate: a [`Repo`] persists it, an [`AggregateRuntime`] keeps one
+/// task per live aggregate, and the handler makes services of commands.
+/// [`MessageHandler::event_sourced`] and [`MessageHandler::state_based`] build all three with
+/// default settings in one call; [`MessageHandler::new`] takes a repo (snapshots, page size), a
+/// [`RuntimeBuilder`](crate::RuntimeBuilder) (idle timeout, unload rules, retries) or a runtime
+/// when the defaults do not fit.
+///
 /// # Examples
 ///
 /// ```
 /// # use serde::{Deserialize, Serialize};
-/// use std::sync::Arc;
-/// use switchyard_aggregates::{Aggregate, AggregateRuntime, CommandResult, Events, MessageHandler};
-/// use switchyard_aggregates::repo::Repo;
+/// use switchyard_aggregates::{Aggregate, CommandResult, Events, MessageHandler};
 /// use switchyard_aggregates::store::MemoryStore;
 /// use switchyard_messaging::{Message, Node, Response, Router};
 ///
@@ -60,8 +66,7 @@ enum IdSource {
 /// }
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let runtime = AggregateRuntime::new(Repo::<Counter>::event_sourced(Arc::new(MemoryStore::new())));
-/// let counters = MessageHandler::new(runtime);
+/// let counters = MessageHandler::<Counter>::event_sourced(MemoryStore::new());
 /// let node = Node::new("app");
 /// node.register(
 ///     Router::new("counters")
@@ -77,12 +82,39 @@ enum IdSource {
 /// assert_eq!(added.response(), Some(&Response::OkAt { payload: None, version: 1 }));
 /// # });
 /// ```
+///
+/// With snapshots and runtime settings, one layer at a time:
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # use switchyard_aggregates::Aggregate;
+/// # #[derive(Default, Serialize, Deserialize)] struct Counter { total: u64 }
+/// # #[derive(Clone, Serialize, Deserialize)] enum CounterEvent { Added(u64) }
+/// # impl Aggregate for Counter {
+/// #     type Event = CounterEvent;
+/// #     const NAME: &'static str = "counter";
+/// #     fn apply(&mut self, e: &CounterEvent) { let CounterEvent::Added(n) = e; self.total += n; }
+/// # }
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use switchyard_aggregates::{AggregateRuntime, MessageHandler, Repo};
+/// use switchyard_aggregates::store::MemoryStore;
+///
+/// let store = Arc::new(MemoryStore::new());
+/// // A repo: snapshots every 100 events, in the same store.
+/// let repo = Repo::<Counter>::event_sourced(store.clone()).with_snapshots(store, 100);
+/// let counters = MessageHandler::new(repo.clone());
+/// // A runtime builder: passivate aggregates idle for ten minutes.
+/// let idle = MessageHandler::new(AggregateRuntime::builder(repo).idle_timeout(Duration::from_secs(600)));
+/// # let _ = (counters, idle);
+/// ```
 pub struct MessageHandler<A: Aggregate> {
     runtime: AggregateRuntime<A>,
     id: IdSource,
     generate_missing_id: bool,
     commit_timeout: Duration,
     metadata: Arc<BTreeMap<String, String>>,
+    refresh_before_read: bool,
 }
 
 impl<A: Aggregate> Clone for MessageHandler<A> {
@@ -93,22 +125,44 @@ impl<A: Aggregate> Clone for MessageHandler<A> {
             generate_missing_id: self.generate_missing_id,
             commit_timeout: self.commit_timeout,
             metadata: self.metadata.clone(),
+            refresh_before_read: self.refresh_before_read,
         }
     }
 }
 
 impl<A: Aggregate> MessageHandler<A> {
-    /// A handler over `runtime`: ids from the JSON field `"id"`, derived from the message for new
-    /// aggregates when missing (see [`generate_missing_id`](Self::generate_missing_id)), a 5 s
-    /// commit timeout, no extra event metadata.
-    pub fn new(runtime: AggregateRuntime<A>) -> Self {
+    /// A handler over `runtime`: an [`AggregateRuntime`], or a [`Repo`] or
+    /// [`RuntimeBuilder`](crate::RuntimeBuilder) it is built from. Ids come from the caller's
+    /// `aggregate_meta.id`, else the JSON field `"id"` (see [`aggregate_id`](Self::aggregate_id)),
+    /// and are derived from the message for new aggregates when missing (see
+    /// [`generate_missing_id`](Self::generate_missing_id)); a 5 s commit timeout; no extra event
+    /// metadata.
+    pub fn new(runtime: impl Into<AggregateRuntime<A>>) -> Self {
         Self {
-            runtime,
+            runtime: runtime.into(),
             id: IdSource::Field("id".to_owned()),
             generate_missing_id: true,
             commit_timeout: Duration::from_secs(5),
             metadata: Arc::new(BTreeMap::new()),
+            refresh_before_read: false,
         }
+    }
+
+    /// Serves an event-sourced aggregate kept in `events` (a store, or an `Arc` of one), with
+    /// default settings: [`Repo::event_sourced`], then [`AggregateRuntime::new`], then
+    /// [`MessageHandler::new`]. [`runtime`](Self::runtime) reaches the runtime built.
+    pub fn event_sourced(events: impl IntoShared<dyn EventStore>) -> Self {
+        Self::new(Repo::event_sourced(events))
+    }
+
+    /// Serves a state-based aggregate kept in `states` (a store, or an `Arc` of one), with
+    /// default settings: [`Repo::state_based`], then [`AggregateRuntime::new`], then
+    /// [`MessageHandler::new`].
+    pub fn state_based(states: impl IntoShared<dyn StateStore>) -> Self
+    where
+        A: Serialize + DeserializeOwned,
+    {
+        Self::new(Repo::state_based(states))
     }
 
     /// Takes the id from this field of JSON requests.
@@ -163,6 +217,28 @@ impl<A: Aggregate> MessageHandler<A> {
         self
     }
 
+    /// Whether a command whose decision appends nothing is checked against the store before it
+    /// is answered (default: no).
+    ///
+    /// A decision that appends events is checked by the append itself: at a stale version it
+    /// conflicts, and the runtime reloads and decides again. A decision that appends nothing (a
+    /// read such as a balance query, a rejection, a dry run) is not, so a runtime whose copy of
+    /// the aggregate is out of date answers it from that copy. This happens only when another
+    /// process writes the same aggregate (two processes sharing one database without a cluster).
+    /// The rule is one owner per aggregate: route its commands to one node with the cluster's
+    /// placement, and this check is not needed.
+    ///
+    /// With the check on, such a decision is followed by one read of the store: the events
+    /// after the cached version (event-sourced), or the stored state if newer (state-based).
+    /// If the store has moved on, the aggregate catches up and the command is decided again on
+    /// the fresh state, whose answer the caller gets. It costs one read per such command, and
+    /// nothing for commands that append.
+    #[must_use]
+    pub fn refresh_before_read(mut self, refresh: bool) -> Self {
+        self.refresh_before_read = refresh;
+        self
+    }
+
     /// User metadata recorded with every event.
     #[must_use]
     pub fn event_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -176,7 +252,20 @@ impl<A: Aggregate> MessageHandler<A> {
     }
 
     /// The aggregate id `message` addresses, as this handler finds it (the placement helper
-    /// uses the same rule).
+    /// uses the same rule). In order of precedence:
+    ///
+    /// 1. the message's own `aggregate_meta.id`, set by the caller with
+    ///    [`Message::with_aggregate_id`] (or [`HasAggregateId::to_message`], which sets it from a
+    ///    typed request): the way that works for every request format, and the one to use with
+    ///    typed (binary) requests under the default settings;
+    /// 2. the handler's rule: the request decoded as `T` ([`id_from_request`](Self::id_from_request)),
+    ///    any function of the message ([`id_with`](Self::id_with)), or else a field of a JSON
+    ///    request ([`id_field`](Self::id_field), `"id"` by default; a string or a number). A
+    ///    binary request ([`Message::with_request`]) cannot be searched by field name.
+    ///
+    /// Without an id, `on_new` names the aggregate after the message (see
+    /// [`generate_missing_id`](Self::generate_missing_id)); the other services answer
+    /// `MissingId`, whose text says which sources were tried and how to provide one.
     pub fn aggregate_id(&self, message: &Message) -> Option<String> {
         if let Some(id) = &message.aggregate_meta().id {
             return Some(id.clone());
@@ -198,11 +287,28 @@ impl<A: Aggregate> MessageHandler<A> {
         }
     }
 
-    fn missing_id(&self) -> Response {
-        match &self.id {
-            IdSource::Field(field) => Response::MissingId(field.clone()),
-            IdSource::Extractor(_) => Response::MissingId("aggregate id".to_owned()),
-        }
+    /// `MissingId` for `message`: what was tried, and how to give an id.
+    fn missing_id(&self, message: &Message) -> Response {
+        let tried = match (&self.id, message.payload()) {
+            (IdSource::Extractor(_), _) => {
+                "the handler's id rule (`id_from_request` or `id_with`) found none in the request"
+                    .to_owned()
+            }
+            (IdSource::Field(_), None) => "the message has no request to read it from".to_owned(),
+            (IdSource::Field(field), Some(payload)) if payload.format() == Format::Json => {
+                format!("its JSON request has no string or number field `{field}`")
+            }
+            (IdSource::Field(field), Some(_)) => format!(
+                "its request is binary (`Message::with_request`), whose fields cannot be searched \
+                 by name, so the JSON field `{field}` was not looked for"
+            ),
+        };
+        Response::MissingId(format!(
+            "the message names no aggregate (`Message::with_aggregate_id`) and {tried}; set the \
+             id on the message with `Message::with_aggregate_id` (or `HasAggregateId::to_message` \
+             for a request type that names its aggregate), or have the handler read it from the \
+             request with `MessageHandler::id_from_request::<T>()`, `id_field` or `id_with`"
+        ))
     }
 
     /// A service that creates the aggregate: `AlreadyExists` if its stream exists or it is
@@ -258,20 +364,18 @@ impl<A: Aggregate> MessageHandler<A> {
                 }
             }
             None => {
-                let response = self.missing_id();
+                let response = self.missing_id(&message);
                 return message.return_with(response);
             }
         };
         message.aggregate_meta_mut().id = Some(id.clone());
+        let options = CommandOptions {
+            commit_timeout: self.commit_timeout,
+            metadata: self.metadata.clone(),
+            refresh_before_read: self.refresh_before_read,
+        };
         self.runtime
-            .execute(
-                id,
-                kind,
-                command,
-                message,
-                self.commit_timeout,
-                self.metadata.clone(),
-            )
+            .execute(id, kind, command, message, options)
             .await
     }
 

@@ -6,14 +6,14 @@
 //! type through an [`EventStore`](store::EventStore) (with snapshots) or a
 //! [`StateStore`](store::StateStore). An [`AggregateRuntime`] keeps one task per live aggregate,
 //! and a [`MessageHandler`] turns commands into router services with idempotency, optimistic
-//! concurrency and dry runs.
+//! concurrency and dry runs. [`MessageHandler::event_sourced`] (or
+//! [`state_based`](MessageHandler::state_based)) builds the three with default settings in one
+//! call; [`MessageHandler::new`] takes a configured repo or runtime.
 //!
 //! ```
-//! use std::sync::Arc;
 //! use serde::{Deserialize, Serialize};
-//! use switchyard_aggregates::repo::Repo;
 //! use switchyard_aggregates::store::MemoryStore;
-//! use switchyard_aggregates::{Aggregate, AggregateRuntime, CommandResult, Events, MessageHandler};
+//! use switchyard_aggregates::{Aggregate, CommandResult, Events, MessageHandler};
 //! use switchyard_messaging::{Message, Node, Response, Router};
 //!
 //! #[derive(Default)]
@@ -42,8 +42,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! let repo = Repo::<Account>::event_sourced(Arc::new(MemoryStore::new()));
-//! let accounts = MessageHandler::new(AggregateRuntime::new(repo));
+//! let accounts = MessageHandler::<Account>::event_sourced(MemoryStore::new());
 //! let node = Node::new("bank");
 //! node.register(
 //!     Router::new("accounts")
@@ -76,6 +75,7 @@ mod aggregate;
 #[cfg(feature = "conformance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
+mod event_name;
 mod handler;
 pub mod repo;
 mod runtime;
@@ -88,7 +88,7 @@ pub use self::aggregate::{Aggregate, Command, CommandResult, Events, HasAggregat
 #[doc(inline)]
 pub use self::handler::{CommandFuture, MessageHandler};
 #[doc(inline)]
-pub use self::repo::{Repo, RepoError};
+pub use self::repo::{DecodedEvent, Repo, RepoError};
 #[doc(inline)]
 pub use self::runtime::{AggregateRuntime, RuntimeBuilder, Unload};
 #[doc(inline)]

@@ -5,6 +5,8 @@
 //! [`Repo::commit`] in event-sourced mode, `delete_stream/3` is [`Repo::delete`], and the
 //! `save_state/3` hook with `set_state` is the state-based mode ([`Repo::state_based`]).
 
+mod events;
+
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -15,10 +17,12 @@ use switchyard_messaging::{Message, Response};
 use tracing::Instrument;
 
 use crate::store::{
-    AppendError, DeleteMode, EventMetadata, EventStore, ExpectedVersion, NewEvent, SnapshotStore,
-    StateStore, StoreError, StoredState,
+    AppendError, DeleteMode, EventMetadata, EventStore, ExpectedVersion, IntoShared, NewEvent,
+    SnapshotStore, StateStore, StoreError, StoredState,
 };
 use crate::{Aggregate, AggregateState};
+
+pub use self::events::DecodedEvent;
 
 type EncodeState<A> = fn(&AggregateState<A>) -> Result<Vec<u8>, codec::EncodeError>;
 type DecodeState<A> = fn(&[u8]) -> Result<AggregateState<A>, codec::DecodeError>;
@@ -146,6 +150,26 @@ pub enum RepoError {
         #[source]
         source: AppendError,
     },
+    /// A recorded event does not decode as the aggregate's `Event` type: its layout changed
+    /// without a new variant or an upcast, or another type wrote to the stream.
+    #[error("event {version} of stream `{stream}` (`{event_type}`) does not decode")]
+    EventDecode {
+        /// The stream.
+        stream: String,
+        /// The event's version in the stream.
+        version: i64,
+        /// The name it was recorded under.
+        event_type: String,
+        /// The codec's error.
+        #[source]
+        source: codec::DecodeError,
+    },
+    /// Events were asked of a state-based aggregate, which keeps none.
+    #[error("aggregate `{aggregate}` is state-based and keeps no events")]
+    NoEvents {
+        /// The aggregate type's [`NAME`](Aggregate::NAME).
+        aggregate: &'static str,
+    },
     /// An event or state could not be encoded or decoded.
     #[error("aggregate `{stream}`: {reason}")]
     Codec {
@@ -198,11 +222,12 @@ fn expected(version: i64) -> ExpectedVersion {
 }
 
 impl<A: Aggregate> Repo<A> {
-    /// Event-sourced persistence in `events`.
-    pub fn event_sourced(events: Arc<dyn EventStore>) -> Self {
+    /// Event-sourced persistence in `events`: a store, or an `Arc` of one (see
+    /// [`IntoShared`]).
+    pub fn event_sourced(events: impl IntoShared<dyn EventStore>) -> Self {
         Self {
             backend: Backend::EventSourced {
-                events,
+                events: events.into_shared(),
                 snapshots: None,
             },
             page_size: 512,
@@ -212,13 +237,13 @@ impl<A: Aggregate> Repo<A> {
 
     /// State-based persistence in `states` (x3m 0.9.1's `save_state`): no events are kept, the
     /// state is saved after each command with optimistic concurrency on its version.
-    pub fn state_based(states: Arc<dyn StateStore>) -> Self
+    pub fn state_based(states: impl IntoShared<dyn StateStore>) -> Self
     where
         A: Serialize + DeserializeOwned,
     {
         Self {
             backend: Backend::StateBased {
-                states,
+                states: states.into_shared(),
                 codec: StateCodec::new(),
             },
             page_size: 512,
@@ -230,14 +255,18 @@ impl<A: Aggregate> Repo<A> {
     /// carry [`Aggregate::STATE_SCHEMA_VERSION`]; one of another version, or one that does not
     /// decode, is ignored and the stream replayed.
     #[must_use]
-    pub fn with_snapshots(mut self, snapshots: Arc<dyn SnapshotStore>, every: u64) -> Self
+    pub fn with_snapshots(
+        mut self,
+        snapshots: impl IntoShared<dyn SnapshotStore>,
+        every: u64,
+    ) -> Self
     where
         A: Serialize + DeserializeOwned,
     {
         if let Backend::EventSourced { events, .. } = self.backend {
             self.backend = Backend::EventSourced {
                 events,
-                snapshots: Some((snapshots, every.max(1), StateCodec::new())),
+                snapshots: Some((snapshots.into_shared(), every.max(1), StateCodec::new())),
             };
         }
         self
@@ -284,7 +313,7 @@ impl<A: Aggregate> Repo<A> {
     ///
     /// # Errors
     ///
-    /// The store's error, or [`RepoError::Codec`] for an event that does not decode.
+    /// The store's error, or [`RepoError::EventDecode`] for an event that does not decode.
     pub async fn load(&self, id: &str) -> Result<Option<AggregateState<A>>, RepoError> {
         let span = tracing::debug_span!("switchyard.aggregate.load", aggregate = A::NAME, id);
         self.load_in_span(id).instrument(span).await
@@ -324,6 +353,46 @@ impl<A: Aggregate> Repo<A> {
         }
     }
 
+    /// Brings `state` of aggregate `id` up to the store: folds the events recorded after its
+    /// version (event-sourced), or takes the stored state if it is at another version
+    /// (state-based). Returns the state and whether the store had moved on.
+    pub(crate) async fn catch_up(
+        &self,
+        id: &str,
+        state: AggregateState<A>,
+    ) -> Result<(AggregateState<A>, bool), RepoError> {
+        let stream = self.stream_name(id);
+        let before = state.version;
+        match &self.backend {
+            Backend::EventSourced { .. } => {
+                match self.replay(id, &stream, state, false).await? {
+                    Some(state) => {
+                        let moved = state.version != before;
+                        Ok((state, moved))
+                    }
+                    // Only a replay from a snapshot answers `None`; should one ever come here,
+                    // a full load is the safe answer.
+                    None => {
+                        let loaded = self.load_in_span(id).await?;
+                        let fresh = AggregateState::new(self.processed_capacity);
+                        Ok((loaded.unwrap_or(fresh), true))
+                    }
+                }
+            }
+            Backend::StateBased { states, codec } => match states.load_state(&stream).await? {
+                Some(stored) if stored.version != before => {
+                    let mut fresh = (codec.decode)(&stored.data).map_err(|e| RepoError::Codec {
+                        stream: stream.clone(),
+                        reason: error_chain(&e),
+                    })?;
+                    fresh.processed.set_capacity(self.processed_capacity);
+                    Ok((fresh, true))
+                }
+                _ => Ok((state, false)),
+            },
+        }
+    }
+
     /// Folds the stream's events after `state` into it. With `from_snapshot`, the event at the
     /// snapshot's own version must still be visible, or `None` is answered: a soft delete since
     /// the snapshot hid it, so the snapshot describes a deleted life of the stream.
@@ -353,16 +422,8 @@ impl<A: Aggregate> Repo<A> {
                     }
                     continue;
                 }
-                let event: A::Event =
-                    codec::decode(&recorded.data).map_err(|e| RepoError::Codec {
-                        stream: stream.to_owned(),
-                        reason: format!(
-                            "event {} does not decode: {}",
-                            recorded.version,
-                            error_chain(&e)
-                        ),
-                    })?;
-                state.apply_events([&event], Some(recorded.version));
+                let recorded = DecodedEvent::<A::Event>::decode(recorded)?;
+                state.apply_events([&recorded.event], Some(recorded.version));
                 if !recorded.metadata.message_id.is_empty() {
                     let started_stream = recorded.version == 0
                         || matches!(

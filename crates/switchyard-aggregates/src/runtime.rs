@@ -43,12 +43,22 @@ pub(crate) enum Kind {
     MaybeNew,
 }
 
+/// The handler's settings a command runs with.
+#[derive(Clone)]
+pub(crate) struct CommandOptions {
+    /// How long the append may take.
+    pub(crate) commit_timeout: Duration,
+    /// User metadata recorded with every event.
+    pub(crate) metadata: Arc<BTreeMap<String, String>>,
+    /// Whether a decision that appends nothing is checked against the store first.
+    pub(crate) refresh_before_read: bool,
+}
+
 pub(crate) struct Job<A: Aggregate> {
     pub(crate) message: Message,
     pub(crate) command: Arc<dyn Command<A>>,
     pub(crate) kind: Kind,
-    pub(crate) commit_timeout: Duration,
-    pub(crate) metadata: Arc<BTreeMap<String, String>>,
+    pub(crate) options: CommandOptions,
 }
 
 pub(crate) enum Outcome<A: Aggregate> {
@@ -216,6 +226,20 @@ impl<A: Aggregate> RuntimeBuilder<A> {
     }
 }
 
+impl<A: Aggregate> From<Repo<A>> for AggregateRuntime<A> {
+    /// A runtime with default settings over `repo`.
+    fn from(repo: Repo<A>) -> Self {
+        Self::new(repo)
+    }
+}
+
+impl<A: Aggregate> From<RuntimeBuilder<A>> for AggregateRuntime<A> {
+    /// The runtime `builder` describes.
+    fn from(builder: RuntimeBuilder<A>) -> Self {
+        builder.build()
+    }
+}
+
 impl<A: Aggregate> AggregateRuntime<A> {
     /// A runtime with default settings.
     pub fn new(repo: Repo<A>) -> Self {
@@ -258,8 +282,7 @@ impl<A: Aggregate> AggregateRuntime<A> {
         kind: Kind,
         command: Arc<dyn Command<A>>,
         message: Message,
-        commit_timeout: Duration,
-        metadata: Arc<BTreeMap<String, String>>,
+        options: CommandOptions,
     ) -> Message {
         // Kept to answer with if the task dies mid-command (a panicking `apply`).
         let skeleton = message.clone();
@@ -267,8 +290,7 @@ impl<A: Aggregate> AggregateRuntime<A> {
             message,
             command,
             kind,
-            commit_timeout,
-            metadata,
+            options,
         };
         loop {
             let Some(sender) = self.sender_for(&id) else {

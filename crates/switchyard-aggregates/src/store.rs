@@ -8,6 +8,7 @@
 
 mod error;
 mod memory;
+mod shared;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::error::{AppendError, StoreError};
 pub use self::memory::MemoryStore;
+pub use self::shared::IntoShared;
 
 /// The version a writer expects a stream to be at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

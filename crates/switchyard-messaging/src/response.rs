@@ -56,7 +56,8 @@ pub enum Response {
     },
     /// The request did not pass validation; the payload says why.
     ValidationError(Payload),
-    /// The request carries no id in the named field, and one is needed.
+    /// The service needs an entity (aggregate) id and found none; the text says where it looked
+    /// and how to provide one.
     MissingId(String),
     /// The router's `authorize` refused the call, with its reason if it gave one.
     Forbidden(Option<String>),
@@ -151,7 +152,7 @@ impl fmt::Display for Response {
                 "service timeout: {service} did not answer message {message_id} within {timeout:?}"
             ),
             Self::ValidationError(payload) => write!(f, "validation error: {payload}"),
-            Self::MissingId(field) => write!(f, "missing id: no `{field}` in the request"),
+            Self::MissingId(reason) => write!(f, "missing id: {reason}"),
             Self::Forbidden(None) => f.write_str("forbidden"),
             Self::Forbidden(Some(reason)) => write!(f, "forbidden: {reason}"),
             Self::Error(payload) => write!(f, "error: {payload}"),

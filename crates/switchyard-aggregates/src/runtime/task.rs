@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{Deleted, Inner, Job, Kind, Outcome, Registry, Request, Unload};
+use super::{CommandOptions, Deleted, Inner, Job, Kind, Outcome, Registry, Request, Unload};
 use crate::repo::{RepoError, error_chain};
 use crate::{Aggregate, AggregateState};
 
@@ -349,11 +349,17 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
             message,
             command,
             kind,
+            options,
+        } = job;
+        let CommandOptions {
             commit_timeout,
             metadata,
-        } = job;
+            refresh_before_read,
+        } = options;
         tracing::debug!(name: "handle_msg", aggregate = A::NAME, message = message.service());
         let mut conflicts = 0;
+        // A decision that appends nothing is checked against the store at most once.
+        let mut refreshed = !refresh_before_read;
         let mut message = message;
         loop {
             let creating = self.state.is_none();
@@ -431,16 +437,30 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 }
             };
             let version = current.version;
+            let appends = message.dry_run() == DryRun::No
+                && decided
+                    .as_ref()
+                    .is_ok_and(|events| !events.events.is_empty());
+            if !appends && !refreshed && self.state.is_some() {
+                // No append will check this decision's version: check the store instead, and
+                // decide again if another writer moved the aggregate on.
+                refreshed = true;
+                match self.catch_up().await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(error) => return self.fail(reply, message, &error),
+                }
+            }
             let events = match decided {
                 Err(rejection) => {
-                    current.state.rollback(&message);
+                    self.rollback(&message);
                     reply.done(answer(message, rejection, Some(version)));
                     return Flow::Continue;
                 }
                 Ok(events) => events,
             };
             if message.dry_run() != DryRun::No {
-                current.state.rollback(&message);
+                self.rollback(&message);
                 if message.dry_run() == DryRun::Verbose {
                     for event in &events.events {
                         let added = message.events().len();
@@ -627,6 +647,25 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
             return Ok(None);
         }
         self.runtime.repo.first_answer(self.id, message.id()).await
+    }
+
+    /// Brings the loaded aggregate up to the store: whether the store had moved on. On an
+    /// error the aggregate is dropped (the caller fails the command), so the next one reloads.
+    async fn catch_up(&mut self) -> Result<bool, RepoError> {
+        let Some(state) = self.state.take() else {
+            return Ok(false);
+        };
+        let (state, moved) = self.runtime.repo.catch_up(self.id, state).await?;
+        self.state = Some(state);
+        Ok(moved)
+    }
+
+    /// Runs the aggregate's `rollback` hook on its state (a default one when it is new).
+    fn rollback(&self, message: &Message) {
+        match &self.state {
+            Some(state) => state.state.rollback(message),
+            None => A::default().rollback(message),
+        }
     }
 
     fn fail(&mut self, reply: &mut Reply<A>, message: Message, error: &RepoError) -> Flow {

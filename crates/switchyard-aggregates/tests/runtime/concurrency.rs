@@ -3,9 +3,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use switchyard_aggregates::AggregateRuntime;
 use switchyard_aggregates::repo::Repo;
 use switchyard_aggregates::store::MemoryStore;
+use switchyard_aggregates::{AggregateRuntime, MessageHandler};
 use switchyard_messaging::Response;
 
 use crate::fixture::*;
@@ -128,4 +128,61 @@ async fn a_message_recorded_by_another_runtime_is_not_recorded_again() {
     );
     assert_eq!(stream_len(&store, "twice").await, 2);
     assert_eq!(balance_of(&second, "twice").await, 5);
+}
+
+/// Two runtimes over one store, as two processes sharing a database without a cluster: `stale`
+/// and `fresh` have the aggregate loaded when `writer` changes it; only `fresh` refreshes before
+/// answering a decision that appends nothing.
+struct SharedStore {
+    writer: Bank,
+    stale: Bank,
+    fresh: Bank,
+}
+
+fn shared_store(handler: impl Fn(&MemoryStore) -> MessageHandler<Account>) -> SharedStore {
+    let store = MemoryStore::new();
+    SharedStore {
+        writer: bank_served_by(store.clone(), handler(&store)),
+        stale: bank_served_by(store.clone(), handler(&store)),
+        fresh: bank_served_by(store.clone(), handler(&store).refresh_before_read(true)),
+    }
+}
+
+async fn a_read_only_command_answers_fresh_state_only_with_the_refresh(shared: SharedStore) {
+    let SharedStore {
+        writer,
+        stale,
+        fresh,
+    } = shared;
+    writer.node.dispatch(opening("shared")).await;
+    assert_eq!(balance_of(&stale, "shared").await, 0);
+    assert_eq!(balance_of(&fresh, "shared").await, 0);
+    writer.node.dispatch(command("deposit", "shared", 5)).await;
+
+    // Without the option the loaded copy answers; with it, the store's state does.
+    assert_eq!(balance_of(&stale, "shared").await, 0);
+    assert_eq!(balance_of(&fresh, "shared").await, 5);
+    // A rejection appends nothing either: decided again on the fresh state, it goes through.
+    let stale_withdraw = stale.node.dispatch(command("withdraw", "shared", 4)).await;
+    assert_eq!(
+        stale_withdraw.response(),
+        Some(&Response::error("insufficient funds"))
+    );
+    let fresh_withdraw = fresh.node.dispatch(command("withdraw", "shared", 4)).await;
+    assert_eq!(fresh_withdraw.response(), Some(&ok_at(2)));
+    assert_eq!(balance_of(&fresh, "shared").await, 1);
+    // The writer, not refreshing, still answers from its own copy.
+    assert_eq!(balance_of(&writer, "shared").await, 5);
+}
+
+#[tokio::test]
+async fn refresh_before_read_answers_from_the_store_event_sourced() {
+    let shared = shared_store(|store| MessageHandler::event_sourced(store.clone()));
+    a_read_only_command_answers_fresh_state_only_with_the_refresh(shared).await;
+}
+
+#[tokio::test]
+async fn refresh_before_read_answers_from_the_store_state_based() {
+    let shared = shared_store(|store| MessageHandler::state_based(store.clone()));
+    a_read_only_command_answers_fresh_state_only_with_the_refresh(shared).await;
 }

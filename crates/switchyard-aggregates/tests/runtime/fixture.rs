@@ -140,7 +140,11 @@ pub(crate) struct Bank {
 }
 
 pub(crate) fn bank_with(store: MemoryStore, runtime: AggregateRuntime<Account>) -> Bank {
-    let accounts = MessageHandler::new(runtime).event_metadata("app", "tests");
+    bank_served_by(store, MessageHandler::new(runtime))
+}
+
+pub(crate) fn bank_served_by(store: MemoryStore, accounts: MessageHandler<Account>) -> Bank {
+    let accounts = accounts.event_metadata("app", "tests");
     let node = Node::new("bank");
     node.register(router(&accounts)).unwrap();
     Bank {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use switchyard_aggregates::repo::Repo;
 use switchyard_aggregates::store::{DeleteMode, ExpectedVersion, MemoryStore};
-use switchyard_aggregates::{AggregateRuntime, Unload};
+use switchyard_aggregates::{AggregateRuntime, HasAggregateId, Unload};
 use switchyard_messaging::{DryRun, Message, Payload, Response};
 
 use crate::fixture::*;
@@ -113,6 +113,23 @@ async fn a_rejected_creation_leaves_no_aggregate() {
 }
 
 #[tokio::test]
+async fn a_typed_request_that_names_its_aggregate_reaches_it_with_default_settings() {
+    let bank = bank();
+    // `open` has the default id settings; the binary request alone would not be searched.
+    let request = Open {
+        account: "to-1".into(),
+        owner: "ada".into(),
+    };
+    let reply = bank.node.dispatch(request.to_message("open")).await;
+    assert_eq!(reply.response(), Some(&created("to-1", 0)));
+    let again = bank.node.dispatch(request.to_message("open")).await;
+    assert_eq!(
+        again.response(),
+        Some(&Response::AlreadyExists { id: "to-1".into() })
+    );
+}
+
+#[tokio::test]
 async fn ids_come_from_the_caller_the_request_or_a_json_field() {
     let bank = bank();
     let typed = Message::new("open_typed").with_request(&Open {
@@ -134,7 +151,28 @@ async fn ids_come_from_the_caller_the_request_or_a_json_field() {
         .node
         .dispatch(Message::new("deposit").with_request(&1_u64))
         .await;
-    assert_eq!(missing.response(), Some(&Response::MissingId("id".into())));
+    let Some(Response::MissingId(reason)) = missing.response() else {
+        panic!("expected MissingId, got {:?}", missing.response());
+    };
+    // It says what was tried and names the remedies.
+    for part in [
+        "binary",
+        "`id`",
+        "Message::with_aggregate_id",
+        "HasAggregateId::to_message",
+        "id_from_request",
+    ] {
+        assert!(reason.contains(part), "{part} not in {reason}");
+    }
+    let json = Message::new("deposit").with_payload(Payload::from_json(r#"{"amount":1}"#).unwrap());
+    let reply = bank.node.dispatch(json).await;
+    let Some(Response::MissingId(reason)) = reply.response() else {
+        panic!("expected MissingId, got {:?}", reply.response());
+    };
+    assert!(
+        reason.contains("no string or number field `id`"),
+        "{reason}"
+    );
 
     let generated = bank
         .node

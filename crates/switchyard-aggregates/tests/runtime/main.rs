@@ -2,10 +2,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 mod concurrency;
+mod event_names;
 mod failures;
 mod faulty;
 mod fixture;
 mod idempotency;
 mod lifecycle;
 mod persistence;
+mod reading;
 mod x3m;

@@ -8,7 +8,7 @@ use switchyard_aggregates::repo::Repo;
 use switchyard_aggregates::store::{
     EventReader, GlobalReader, MemoryStore, SnapshotStore, StateStore, StoredState,
 };
-use switchyard_aggregates::{Aggregate, AggregateRuntime, AggregateState};
+use switchyard_aggregates::{Aggregate, AggregateRuntime, AggregateState, MessageHandler};
 use switchyard_messaging::Message;
 
 use crate::fixture::*;
@@ -109,8 +109,8 @@ async fn a_snapshot_of_another_schema_or_unreadable_is_ignored() {
 #[tokio::test]
 async fn a_state_based_aggregate_keeps_its_state_not_events() {
     let store = MemoryStore::new();
-    let runtime = AggregateRuntime::new(Repo::<Account>::state_based(Arc::new(store.clone())));
-    let bank = bank_with(store.clone(), runtime);
+    // The one-call wiring, with the store taken by value.
+    let bank = bank_served_by(store.clone(), MessageHandler::state_based(store.clone()));
     assert_eq!(
         bank.node.dispatch(opening("st-1")).await.response(),
         Some(&created("st-1", 0))
@@ -148,7 +148,7 @@ async fn events_carry_the_message_ids_and_user_metadata() {
     assert_eq!(metadata.correlation_id, "c-1");
     assert_eq!(metadata.causation_id, "c-1");
     assert_eq!(metadata.user.get("app").map(String::as_str), Some("tests"));
-    assert!(events[0].event_type.contains("AccountEvent"));
+    assert_eq!(&*events[0].event_type, "Opened");
 }
 
 proptest! {
