@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::{Ctx, HandlerError, IntoReply, Message, Node, Reply};
+use crate::{Ctx, IntoReply, Message, Node, Reply, Response};
 
 /// A service handler: an `async fn(Message) -> R` or `async fn(Message, Ctx) -> R` where `R`
 /// is [`IntoReply`].
@@ -59,7 +59,7 @@ use crate::{Ctx, HandlerError, IntoReply, Message, Node, Reply};
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a Switchyard service handler",
     note = "a handler is an `async fn(Message) -> R` or `async fn(Message, Ctx) -> R`, where `R` \
-            is a `Message`, a `Reply` or a `Result` of those whose error implements `Display`; \
+            is a `Message`, a `Reply` or a `Result` of those whose error implements `IntoResponse`; \
             it must be `Clone + Send + Sync + 'static` and its future `Send`"
 )]
 pub trait Handler<Args>: Clone + Send + Sync + 'static {
@@ -69,7 +69,7 @@ pub trait Handler<Args>: Clone + Send + Sync + 'static {
         &self,
         message: Message,
         node: &Node,
-    ) -> impl Future<Output = Result<Reply, HandlerError>> + Send + 'static;
+    ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static;
 }
 
 impl<F, Fut, R> Handler<(Message,)> for F
@@ -82,7 +82,7 @@ where
         &self,
         message: Message,
         _node: &Node,
-    ) -> impl Future<Output = Result<Reply, HandlerError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static {
         let future = self(message);
         async move { future.await.into_reply() }
     }
@@ -98,7 +98,7 @@ where
         &self,
         message: Message,
         node: &Node,
-    ) -> impl Future<Output = Result<Reply, HandlerError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static {
         let future = self(message, Ctx::new(node.clone()));
         async move { future.await.into_reply() }
     }
@@ -114,7 +114,7 @@ pub(crate) trait ErasedHandler: Send + Sync + 'static {
         message: Message,
         node: &Node,
         span: tracing::Span,
-    ) -> JoinHandle<Result<Reply, HandlerError>>;
+    ) -> JoinHandle<Result<Reply, Response>>;
 }
 
 pub(crate) struct Erased<H, Args> {
@@ -141,7 +141,7 @@ where
         message: Message,
         node: &Node,
         span: tracing::Span,
-    ) -> JoinHandle<Result<Reply, HandlerError>> {
+    ) -> JoinHandle<Result<Reply, Response>> {
         tokio::spawn(self.handler.call(message, node).instrument(span))
     }
 }

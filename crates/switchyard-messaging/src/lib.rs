@@ -49,6 +49,7 @@ pub mod codec;
 mod ctx;
 mod error;
 mod handler;
+mod into_response;
 mod message;
 mod node;
 mod node_id;
@@ -65,6 +66,8 @@ pub use self::ctx::Ctx;
 pub use self::error::{AlreadyAttached, RegisterError};
 #[doc(inline)]
 pub use self::handler::Handler;
+#[doc(inline)]
+pub use self::into_response::IntoResponse;
 #[doc(inline)]
 pub use self::message::{AggregateMeta, DryRun, LogFields, Message, ReplyTo, TRACE_CONTEXT_FIELD};
 #[doc(inline)]

@@ -8,4 +8,5 @@ mod fixture;
 mod idempotency;
 mod lifecycle;
 mod persistence;
+mod responses;
 mod x3m;

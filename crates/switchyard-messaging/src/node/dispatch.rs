@@ -19,7 +19,7 @@ use super::registry::LocalService;
 use super::{Authorization, Node, Served};
 use crate::remote::{Hop, RemoteError};
 use crate::router::{NodeChoice, Visibility};
-use crate::{HandlerError, Message, NodeId, Payload, Reply, Response, telemetry};
+use crate::{Message, NodeId, Reply, Response, telemetry};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Purpose {
@@ -49,7 +49,7 @@ enum Started {
 
 /// A handler running in its own task, and what is needed to answer if it cannot.
 struct Running {
-    handle: JoinHandle<Result<Reply, HandlerError>>,
+    handle: JoinHandle<Result<Reply, Response>>,
     skeleton: Message,
     span: tracing::Span,
     started: Option<Instant>,
@@ -469,7 +469,7 @@ impl Node {
                 });
                 return Executed::NoReply(skeleton);
             }
-            Ok(Ok(Err(error))) => Response::Error(Payload::text(error.reason())),
+            Ok(Ok(Err(response))) => response,
             Ok(Err(join_error)) => Response::error(panic_reason(skeleton.service(), join_error)),
             Err(_elapsed) => {
                 // The caller stops waiting, so the work stops too: x3m let it run on unseen.

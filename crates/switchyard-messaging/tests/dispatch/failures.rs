@@ -179,16 +179,16 @@ async fn a_panicking_router_rule_answers_an_error_and_the_node_keeps_serving() {
 }
 
 #[tokio::test]
-async fn an_error_raised_with_question_mark_becomes_an_error_response() {
+async fn an_unreadable_request_raised_with_question_mark_is_a_validation_error() {
     let node = node_with(open("fails").service("fails", fails));
     let reply = node
         .dispatch(Message::new("fails").with_request("not a number"))
         .await;
     match reply.response() {
-        Some(Response::Error(payload)) => {
+        Some(Response::ValidationError(payload)) => {
             assert!(payload.to_string().contains("u64"), "{payload}");
         }
-        other => panic!("expected an error, got {other:?}"),
+        other => panic!("expected a validation error, got {other:?}"),
     }
 }
 
