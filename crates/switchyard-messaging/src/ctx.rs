@@ -41,6 +41,25 @@ impl Ctx {
         self.node.dispatch_with(message, options).await
     }
 
+    /// Dispatches `message` from this node as a dry run, as [`Node::validate`] does: services
+    /// must not take effect, aggregate services validate the command and persist nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchyard_messaging::{Ctx, Message};
+    ///
+    /// // Answers whether a transfer would go through, without moving anything.
+    /// async fn can_transfer(msg: Message, ctx: Ctx) -> Message {
+    ///     let check = ctx.validate(Message::caused_by(&msg, "transfer")).await;
+    ///     msg.ok_with(&check.success().is_ok())
+    /// }
+    /// # let _ = switchyard_messaging::Router::new("bank").service("can_transfer", can_transfer);
+    /// ```
+    pub async fn validate(&self, message: Message) -> Message {
+        self.node.validate(message).await
+    }
+
     /// The node running the handler.
     pub fn node(&self) -> &Node {
         &self.node

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
-//! use switchyard_messaging::{Message, Node, PayloadError, Response, Router};
+//! use switchyard_messaging::{Message, Node, PayloadError, Router};
 //!
 //! #[derive(Serialize, Deserialize)]
 //! struct Greet {
@@ -32,7 +32,7 @@
 //! let reply = node
 //!     .dispatch(Message::new("greet").with_request(&Greet { name: "Ada".into() }))
 //!     .await;
-//! let greeting: String = reply.response().and_then(Response::payload).unwrap().decode()?;
+//! let greeting: String = reply.answer()?;
 //! assert_eq!(greeting, "Hello, Ada!");
 //! # Ok(())
 //! # }
@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod answer;
 pub mod codec;
 mod ctx;
 mod error;
@@ -60,6 +61,8 @@ mod response;
 mod router;
 pub mod telemetry;
 
+#[doc(inline)]
+pub use self::answer::ReplyError;
 #[doc(inline)]
 pub use self::ctx::Ctx;
 #[doc(inline)]

@@ -38,7 +38,7 @@ use crate::{Handler, Message, Node, NodeId, Response};
 /// assert_eq!(public, ["hello"]);
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let reply = router.invoke(Message::new("hello")).await;
-/// assert_eq!(reply.response().unwrap().payload().unwrap().decode::<String>().unwrap(), "hello");
+/// assert_eq!(reply.answer::<String>().unwrap(), "hello");
 /// # });
 /// ```
 #[derive(Clone)]
@@ -218,9 +218,11 @@ impl Router {
         }
     }
 
-    /// Whether this router's rule lets `message` through.
+    /// Whether this router's rule lets `message` through. A rule that panics lets nothing
+    /// through (and does not unwind into the caller).
     pub fn is_authorized(&self, message: &Message) -> bool {
-        (self.authorize)(message).is_ok()
+        guarded(message.service(), "authorize", || (self.authorize)(message))
+            .is_ok_and(|verdict| verdict.is_ok())
     }
 
     /// Runs `message` through this router alone, as a dispatch on a node holding only this
@@ -260,9 +262,46 @@ impl fmt::Debug for Router {
     }
 }
 
-/// The rules a router applies to each of its services once registered.
+/// The rules a router applies to each of its services once registered. The rules are user
+/// code, so they are reached only through the guarded methods below.
 pub(crate) struct RouterPolicy {
     pub(crate) name: Arc<str>,
-    pub(crate) authorize: Arc<AuthorizeFn>,
-    pub(crate) choose_node: Arc<ChooseNodeFn>,
+    authorize: Arc<AuthorizeFn>,
+    choose_node: Arc<ChooseNodeFn>,
+}
+
+impl RouterPolicy {
+    /// The router's `authorize` verdict on `message`; a panic is a refusal with an error
+    /// naming the rule.
+    pub(crate) fn authorize(&self, message: &Message) -> Result<(), Response> {
+        guarded(message.service(), "authorize", || (self.authorize)(message))?
+    }
+
+    /// Where the router places `message`; a panic is an error naming the rule.
+    pub(crate) fn choose_node(&self, message: &Message) -> Result<NodeChoice, Response> {
+        guarded(message.service(), "choose_node", || {
+            (self.choose_node)(message)
+        })
+    }
+}
+
+/// Runs one of a router's rules (user code): a panic becomes an error naming the service and
+/// the rule, answered like any refusal, instead of unwinding into whoever asked (the caller's
+/// task, or a cluster connection's reader). Every rule call goes through here.
+fn guarded<T>(service: &str, rule: &str, run: impl FnOnce() -> T) -> Result<T, Response> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|panic| {
+        Response::error(format!(
+            "the router's `{rule}` panicked for service `{service}`: {}",
+            panic_text(&*panic)
+        ))
+    })
+}
+
+/// The text a panic carried, if any.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
