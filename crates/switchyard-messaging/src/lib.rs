@@ -59,6 +59,7 @@ pub mod remote;
 mod reply;
 mod response;
 mod router;
+mod state;
 pub mod telemetry;
 
 #[doc(inline)]
@@ -66,7 +67,7 @@ pub use self::answer::ReplyError;
 #[doc(inline)]
 pub use self::ctx::Ctx;
 #[doc(inline)]
-pub use self::error::{AlreadyAttached, RegisterError};
+pub use self::error::{AlreadyAttached, MissingExtension, RegisterError};
 #[doc(inline)]
 pub use self::handler::Handler;
 #[doc(inline)]
@@ -85,3 +86,5 @@ pub use self::reply::{HandlerError, IntoReply, Reply};
 pub use self::response::Response;
 #[doc(inline)]
 pub use self::router::{Listing, NodeChoice, Router, ServiceInfo, Visibility};
+#[doc(inline)]
+pub use self::state::State;

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use self::dispatch::Purpose;
 use self::registry::Registry;
 use crate::remote::{Hop, RemoteNodes};
-use crate::router::{Listing, ServiceInfo, Visibility};
+use crate::router::{Listing, RouterPolicy, RouterService, ServiceInfo, Visibility};
 use crate::{AlreadyAttached, Message, NodeId, RegisterError, Response, Router};
 
 /// The timeout of [`Node::dispatch`] unless the node or the call says otherwise.
@@ -186,13 +186,24 @@ impl Node {
     ///
     /// [`RegisterError::DuplicateService`] when a service name is already registered here (or
     /// appears twice in the router); then none of the router's services is registered.
-    pub fn register(&self, router: Router) -> Result<(), RegisterError> {
+    pub fn register<S>(&self, router: Router<S>) -> Result<(), RegisterError>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let (policy, services) = router.into_parts();
+        self.register_parts(policy, services)
+    }
+
+    fn register_parts(
+        &self,
+        policy: RouterPolicy,
+        services: Vec<RouterService>,
+    ) -> Result<(), RegisterError> {
         let _registering = self
             .inner
             .registering
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (policy, services) = router.into_parts();
         let router_name = policy.name.clone();
         let names = |visibility| {
             services

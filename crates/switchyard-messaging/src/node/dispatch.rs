@@ -393,7 +393,9 @@ impl Node {
         let span = telemetry::service_span(&message, self.id(), visibility);
         let started = start_clock();
         span.in_scope(|| tracing::debug!(name: "executing_service", node = %self.id()));
-        let handle = service.handler.spawn(message, self, span.clone());
+        let handle = service
+            .handler
+            .spawn(message, self, &service.policy, span.clone());
         Running {
             handle,
             skeleton,

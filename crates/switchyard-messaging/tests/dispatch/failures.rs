@@ -385,8 +385,8 @@ async fn a_node_lists_its_services_and_providers() {
     };
     let public = ("b_public".to_owned(), Visibility::Public);
     let private = ("a_private".to_owned(), Visibility::Private);
-    assert_eq!(listed(Listing::Public), [public.clone()]);
-    assert_eq!(listed(Listing::Private), [private.clone()]);
+    assert_eq!(listed(Listing::Public), std::slice::from_ref(&public));
+    assert_eq!(listed(Listing::Private), std::slice::from_ref(&private));
     assert_eq!(listed(Listing::All), [private, public]);
     assert_eq!(
         node.services(Listing::Public)[0].description.as_deref(),
