@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use switchyard::cluster::{Cluster, ClusterConfig, ClusterEvent};
 use switchyard::messaging::Ctx;
-use switchyard::{Message, Node, Response, Router};
+use switchyard::{Message, Node, Router};
 
 const SECRET: &[u8] = b"example secret: use 32 random bytes in production";
 
@@ -52,10 +52,9 @@ fn addresses(name: &str) -> (SocketAddr, SocketAddr) {
 }
 
 fn answered_by(reply: &Message) -> String {
-    match reply.response() {
-        Some(Response::OkWith(payload)) => payload.decode().unwrap_or_default(),
-        other => format!("{other:?}"),
-    }
+    reply
+        .answer::<String>()
+        .unwrap_or_else(|error| error.to_string())
 }
 
 /// Starts node `name`: `a` is a gateway offering nothing; `b` and `c` offer `whoami` and the

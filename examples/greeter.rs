@@ -11,7 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde::{Deserialize, Serialize};
-use switchyard::messaging::{Authorization, PayloadError, Response};
+use switchyard::messaging::{Authorization, Listing, PayloadError, Response};
 use switchyard::{Ctx, Message, Node, Router};
 
 #[derive(Serialize, Deserialize)]
@@ -25,10 +25,8 @@ async fn greet(msg: Message, ctx: Ctx) -> Result<Message, PayloadError> {
     let polished = ctx
         .dispatch(Message::caused_by(&msg, "polish").with_request(&name))
         .await;
-    let name: String = match polished.response() {
-        Some(Response::OkWith(payload)) => payload.decode()?,
-        _ => name,
-    };
+    // The polished name, or the name as it came if `polish` failed.
+    let name = polished.answer::<String>().unwrap_or(name);
     Ok(msg.ok_with(&format!("Hello, {name}!")))
 }
 
@@ -56,11 +54,10 @@ fn greeter() -> Router {
 }
 
 fn text(reply: &Message) -> String {
-    match reply.response() {
-        Some(Response::OkWith(payload)) => payload.decode::<String>().unwrap(),
-        Some(other) => other.to_string(),
-        None => "no response".into(),
-    }
+    // A failure's error reads as the response that came back ("forbidden: ...").
+    reply
+        .answer::<String>()
+        .unwrap_or_else(|error| error.to_string())
 }
 
 #[tokio::main]
@@ -74,7 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let node = Node::new("greeter-node");
     node.register(greeter())?;
-    for service in node.services() {
+    for service in node.services(Listing::All) {
         println!(
             "registered {:<7} {:<6} {}",
             service.visibility.to_string(),

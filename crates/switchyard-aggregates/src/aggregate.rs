@@ -162,8 +162,48 @@ impl<E> Events<E> {
     }
 }
 
-/// What a command returns: events to record, or a rejection answered to the caller as is
-/// (use `?` on [`Message::request`], whose error becomes `ValidationError`).
+/// What a command returns: events to record, or a rejection answered to the caller as is.
+///
+/// A rejection follows the one rule of service handlers ([`IntoResponse`]): `?` turns any
+/// `IntoResponse` error into the [`Response`] it answers, so `msg.request()?` rejects an
+/// unreadable request with `ValidationError`, as it does in a handler, and an error type of
+/// your own chooses its response. A `Response` is returned as it is.
+///
+/// # Examples
+///
+/// ```
+/// use switchyard_aggregates::{CommandResult, Events};
+/// use switchyard_messaging::{IntoResponse, Message, Response};
+///
+/// struct Frozen;
+///
+/// impl IntoResponse for Frozen {
+///     fn into_response(self) -> Response {
+///         Response::forbidden("the account is frozen")
+///     }
+/// }
+///
+/// fn withdraw(frozen: bool, msg: &Message) -> CommandResult<u64> {
+///     let amount: u64 = msg.request()?; // unreadable: `ValidationError`
+///     if frozen {
+///         return Err(Frozen.into()); // the type's own choice: `Forbidden`
+///     }
+///     if amount == 0 {
+///         return Err(Response::error("nothing to withdraw")); // a response, as it is
+///     }
+///     Ok(Events::one(amount))
+/// }
+///
+/// let msg = Message::new("withdraw").with_request(&5_u64);
+/// assert!(withdraw(false, &msg).is_ok());
+/// assert_eq!(withdraw(true, &msg).unwrap_err(), Response::forbidden("the account is frozen"));
+/// assert!(matches!(
+///     withdraw(false, &Message::new("withdraw")),
+///     Err(Response::ValidationError(_))
+/// ));
+/// ```
+///
+/// [`IntoResponse`]: switchyard_messaging::IntoResponse
 pub type CommandResult<E> = Result<Events<E>, Response>;
 
 /// A command of aggregate `A`: a function of the current state and the message.

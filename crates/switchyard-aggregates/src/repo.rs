@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchyard_messaging::codec;
-use switchyard_messaging::{Message, Response};
+use switchyard_messaging::{IntoResponse, Message, Response};
 use tracing::Instrument;
 
 use crate::store::{
@@ -188,15 +188,16 @@ impl RepoError {
             other => Self::Unknown { source: other },
         }
     }
+}
 
-    /// The response a caller gets for this error.
-    pub fn to_response(&self) -> Response {
+impl IntoResponse for RepoError {
+    /// A conflict answers [`Response::Conflict`] (retrying on fresh state may succeed); every
+    /// other kind is the service's failure, answered [`Response::Error`] with the error and its
+    /// causes.
+    fn into_response(self) -> Response {
         match self {
-            Self::Conflict { expected, actual } => Response::Conflict {
-                expected: *expected,
-                actual: *actual,
-            },
-            other => Response::error(error_chain(other)),
+            Self::Conflict { expected, actual } => Response::Conflict { expected, actual },
+            other => Response::error(error_chain(&other)),
         }
     }
 }

@@ -26,3 +26,23 @@ pub enum RegisterError {
 pub struct AlreadyAttached {
     pub(crate) node: String,
 }
+
+/// A handler asked its [`Ctx`](crate::Ctx) for an extension its router does not hold. Add the
+/// value to the router with [`Router::extension`](crate::Router::extension).
+///
+/// Used with `?` in a handler, it answers [`Response::Error`](crate::Response::Error) with this
+/// text: a missing extension is a mistake in the service's set-up, not the caller's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "router `{router}` holds no extension of type `{type_name}`: add one with `Router::extension`"
+)]
+pub struct MissingExtension {
+    pub(crate) router: String,
+    pub(crate) type_name: &'static str,
+}
+
+impl crate::IntoResponse for MissingExtension {
+    fn into_response(self) -> crate::Response {
+        crate::Response::error(self.to_string())
+    }
+}

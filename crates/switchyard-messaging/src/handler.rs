@@ -2,17 +2,26 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::{Ctx, HandlerError, IntoReply, Message, Node, Reply};
+use crate::router::RouterPolicy;
+use crate::{Ctx, IntoReply, Message, Node, Reply, Response, State};
 
-/// A service handler: an `async fn(Message) -> R` or `async fn(Message, Ctx) -> R` where `R`
-/// is [`IntoReply`].
+/// A service handler: an `async fn` taking the [`Message`], then optionally a [`Ctx`], then
+/// optionally the router's [`State<S>`], and returning an `R` that is [`IntoReply`]:
 ///
-/// Implemented for every such function and closure; you never implement it yourself. The type
-/// parameter only tells the two shapes apart.
+/// - `async fn(Message) -> R`
+/// - `async fn(Message, Ctx) -> R`
+/// - `async fn(Message, State<S>) -> R`
+/// - `async fn(Message, Ctx, State<S>) -> R`
+///
+/// Implemented for every such function and closure; you never implement it yourself. `Args`
+/// only tells the shapes apart; `S` is the state of the router the handler is added to (see
+/// [`Router::with_state`](crate::Router::with_state)), so a handler asking for a state the
+/// router does not hold is refused at compile time.
 ///
 /// # Examples
 ///
@@ -56,23 +65,40 @@ use crate::{Ctx, HandlerError, IntoReply, Message, Node, Reply};
 ///
 /// let router = Router::new("broken").service("broken", answers_a_number);
 /// ```
+///
+/// So is a handler asking for a state its router does not hold:
+///
+/// ```compile_fail
+/// use std::sync::Arc;
+/// use switchyard_messaging::{Message, Router, State};
+///
+/// async fn count(msg: Message, State(total): State<Arc<u64>>) -> Message {
+///     msg.ok_with(&*total)
+/// }
+///
+/// // No `.with_state(Arc::new(0_u64))`: the router holds no state.
+/// let router = Router::new("broken").service("count", count);
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a Switchyard service handler",
-    note = "a handler is an `async fn(Message) -> R` or `async fn(Message, Ctx) -> R`, where `R` \
-            is a `Message`, a `Reply` or a `Result` of those whose error implements `Display`; \
-            it must be `Clone + Send + Sync + 'static` and its future `Send`"
+    note = "a handler is an `async fn(Message) -> R`, `async fn(Message, Ctx) -> R`, \
+            `async fn(Message, State<S>) -> R` or `async fn(Message, Ctx, State<S>) -> R`, \
+            where `R` is a `Message`, a `Reply` or a `Result` of those whose error implements \
+            `IntoResponse`, and `S` is the router's state (`Router::with_state`); it must be \
+            `Clone + Send + Sync + 'static` and its future `Send`"
 )]
-pub trait Handler<Args>: Clone + Send + Sync + 'static {
-    /// Runs the handler on one message, on `node`. Only handlers that take a [`Ctx`] get one, so
-    /// the others cost no handle.
+pub trait Handler<Args, S = ()>: Clone + Send + Sync + 'static {
+    /// Runs the handler on one message with the router's `state`. `ctx` builds the handle
+    /// only for handlers that take a [`Ctx`], so the others cost none.
     fn call(
         &self,
         message: Message,
-        node: &Node,
-    ) -> impl Future<Output = Result<Reply, HandlerError>> + Send + 'static;
+        ctx: impl FnOnce() -> Ctx,
+        state: &S,
+    ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static;
 }
 
-impl<F, Fut, R> Handler<(Message,)> for F
+impl<F, Fut, R, S> Handler<(Message,), S> for F
 where
     F: Fn(Message) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = R> + Send + 'static,
@@ -81,14 +107,15 @@ where
     fn call(
         &self,
         message: Message,
-        _node: &Node,
-    ) -> impl Future<Output = Result<Reply, HandlerError>> + Send + 'static {
+        _ctx: impl FnOnce() -> Ctx,
+        _state: &S,
+    ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static {
         let future = self(message);
         async move { future.await.into_reply() }
     }
 }
 
-impl<F, Fut, R> Handler<(Message, Ctx)> for F
+impl<F, Fut, R, S> Handler<(Message, Ctx), S> for F
 where
     F: Fn(Message, Ctx) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = R> + Send + 'static,
@@ -97,14 +124,52 @@ where
     fn call(
         &self,
         message: Message,
-        node: &Node,
-    ) -> impl Future<Output = Result<Reply, HandlerError>> + Send + 'static {
-        let future = self(message, Ctx::new(node.clone()));
+        ctx: impl FnOnce() -> Ctx,
+        _state: &S,
+    ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static {
+        let future = self(message, ctx());
         async move { future.await.into_reply() }
     }
 }
 
-/// A handler with its type erased, so one registry holds handlers of every type.
+impl<F, Fut, R, S> Handler<(Message, State<S>), S> for F
+where
+    F: Fn(Message, State<S>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: IntoReply,
+    S: Clone,
+{
+    fn call(
+        &self,
+        message: Message,
+        _ctx: impl FnOnce() -> Ctx,
+        state: &S,
+    ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static {
+        let future = self(message, State(state.clone()));
+        async move { future.await.into_reply() }
+    }
+}
+
+impl<F, Fut, R, S> Handler<(Message, Ctx, State<S>), S> for F
+where
+    F: Fn(Message, Ctx, State<S>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    R: IntoReply,
+    S: Clone,
+{
+    fn call(
+        &self,
+        message: Message,
+        ctx: impl FnOnce() -> Ctx,
+        state: &S,
+    ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static {
+        let future = self(message, ctx(), State(state.clone()));
+        async move { future.await.into_reply() }
+    }
+}
+
+/// A handler with its type and its router's state erased, so one registry holds handlers of
+/// every type.
 ///
 /// It spawns the concrete future itself, so a call costs one allocation (the task) rather than a
 /// boxed future and then a task.
@@ -113,35 +178,46 @@ pub(crate) trait ErasedHandler: Send + Sync + 'static {
         &self,
         message: Message,
         node: &Node,
+        router: &Arc<RouterPolicy>,
         span: tracing::Span,
-    ) -> JoinHandle<Result<Reply, HandlerError>>;
+    ) -> JoinHandle<Result<Reply, Response>>;
 }
 
-pub(crate) struct Erased<H, Args> {
+/// A handler and the state of the router it was added to.
+pub(crate) struct Erased<H, Args, S> {
     handler: H,
+    state: S,
     _args: PhantomData<fn() -> Args>,
 }
 
-impl<H, Args> Erased<H, Args> {
-    pub(crate) fn new(handler: H) -> Self {
+impl<H, Args, S> Erased<H, Args, S> {
+    pub(crate) fn new(handler: H, state: S) -> Self {
         Self {
             handler,
+            state,
             _args: PhantomData,
         }
     }
 }
 
-impl<H, Args> ErasedHandler for Erased<H, Args>
+impl<H, Args, S> ErasedHandler for Erased<H, Args, S>
 where
-    H: Handler<Args>,
+    H: Handler<Args, S>,
     Args: 'static,
+    S: Send + Sync + 'static,
 {
     fn spawn(
         &self,
         message: Message,
         node: &Node,
+        router: &Arc<RouterPolicy>,
         span: tracing::Span,
-    ) -> JoinHandle<Result<Reply, HandlerError>> {
-        tokio::spawn(self.handler.call(message, node).instrument(span))
+    ) -> JoinHandle<Result<Reply, Response>> {
+        let ctx = || Ctx::new(node.clone(), router.clone());
+        tokio::spawn(
+            self.handler
+                .call(message, ctx, &self.state)
+                .instrument(span),
+        )
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
-//! use switchyard_messaging::{Message, Node, PayloadError, Response, Router};
+//! use switchyard_messaging::{Message, Node, PayloadError, Router};
 //!
 //! #[derive(Serialize, Deserialize)]
 //! struct Greet {
@@ -32,7 +32,7 @@
 //! let reply = node
 //!     .dispatch(Message::new("greet").with_request(&Greet { name: "Ada".into() }))
 //!     .await;
-//! let greeting: String = reply.response().and_then(Response::payload).unwrap().decode()?;
+//! let greeting: String = reply.answer()?;
 //! assert_eq!(greeting, "Hello, Ada!");
 //! # Ok(())
 //! # }
@@ -45,10 +45,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod answer;
 pub mod codec;
 mod ctx;
 mod error;
 mod handler;
+mod into_response;
 mod message;
 mod node;
 mod node_id;
@@ -57,14 +59,19 @@ pub mod remote;
 mod reply;
 mod response;
 mod router;
+mod state;
 pub mod telemetry;
 
 #[doc(inline)]
+pub use self::answer::ReplyError;
+#[doc(inline)]
 pub use self::ctx::Ctx;
 #[doc(inline)]
-pub use self::error::{AlreadyAttached, RegisterError};
+pub use self::error::{AlreadyAttached, MissingExtension, RegisterError};
 #[doc(inline)]
 pub use self::handler::Handler;
+#[doc(inline)]
+pub use self::into_response::IntoResponse;
 #[doc(inline)]
 pub use self::message::{AggregateMeta, DryRun, LogFields, Message, ReplyTo, TRACE_CONTEXT_FIELD};
 #[doc(inline)]
@@ -79,3 +86,5 @@ pub use self::reply::{HandlerError, IntoReply, Reply};
 pub use self::response::Response;
 #[doc(inline)]
 pub use self::router::{Listing, NodeChoice, Router, ServiceInfo, Visibility};
+#[doc(inline)]
+pub use self::state::State;

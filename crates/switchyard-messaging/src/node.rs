@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use self::dispatch::Purpose;
 use self::registry::Registry;
 use crate::remote::{Hop, RemoteNodes};
-use crate::router::{ServiceInfo, Visibility};
+use crate::router::{Listing, RouterPolicy, RouterService, ServiceInfo, Visibility};
 use crate::{AlreadyAttached, Message, NodeId, RegisterError, Response, Router};
 
 /// The timeout of [`Node::dispatch`] unless the node or the call says otherwise.
@@ -45,7 +45,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// node.register(Router::new("greeter").service("greet", greet).authorize(|_| Ok(())))?;
 ///
 /// let reply = node.dispatch(Message::new("greet").with_request("Ada")).await;
-/// let greeting: String = reply.response().and_then(Response::payload).unwrap().decode()?;
+/// let greeting: String = reply.answer()?;
 /// assert_eq!(greeting, "Hello, Ada!");
 ///
 /// let unknown = node.dispatch(Message::new("nope")).await;
@@ -186,13 +186,24 @@ impl Node {
     ///
     /// [`RegisterError::DuplicateService`] when a service name is already registered here (or
     /// appears twice in the router); then none of the router's services is registered.
-    pub fn register(&self, router: Router) -> Result<(), RegisterError> {
+    pub fn register<S>(&self, router: Router<S>) -> Result<(), RegisterError>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let (policy, services) = router.into_parts();
+        self.register_parts(policy, services)
+    }
+
+    fn register_parts(
+        &self,
+        policy: RouterPolicy,
+        services: Vec<RouterService>,
+    ) -> Result<(), RegisterError> {
         let _registering = self
             .inner
             .registering
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (policy, services) = router.into_parts();
         let router_name = policy.name.clone();
         let names = |visibility| {
             services
@@ -272,17 +283,50 @@ impl Node {
         self.check_authorization(message).await
     }
 
-    /// The services registered on this node, sorted by name.
-    pub fn services(&self) -> Vec<ServiceInfo> {
-        let mut services: Vec<_> = self
-            .inner
-            .registry
-            .load()
-            .services()
-            .map(|s| s.info.clone())
-            .collect();
-        services.sort_by(|a, b| a.name.cmp(&b.name));
-        services
+    /// The services registered on this node, as [`Router::registered_services`] lists a
+    /// router's: [`Listing::Public`] (announced to the cluster), [`Listing::Private`] (callable
+    /// only here) or [`Listing::All`] (private, then public). Each group is sorted by name, and
+    /// every entry states its [`visibility`](ServiceInfo::visibility).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchyard_messaging::{Listing, Message, Node, Router, Visibility};
+    ///
+    /// async fn hello(msg: Message) -> Message {
+    ///     msg.ok()
+    /// }
+    ///
+    /// let node = Node::new("intro");
+    /// node.register(Router::new("greeter").service("hello", hello).private("audit", hello))?;
+    ///
+    /// let names = |listing| node.services(listing).into_iter().map(|s| s.name).collect::<Vec<_>>();
+    /// assert_eq!(names(Listing::Public), ["hello"]);
+    /// assert_eq!(names(Listing::Private), ["audit"]);
+    /// assert_eq!(names(Listing::All), ["audit", "hello"]);
+    /// assert_eq!(node.services(Listing::All)[0].visibility, Visibility::Private);
+    /// # Ok::<(), switchyard_messaging::RegisterError>(())
+    /// ```
+    pub fn services(&self, listing: Listing) -> Vec<ServiceInfo> {
+        let registry = self.inner.registry.load();
+        let of = |visibility| {
+            let mut services: Vec<_> = registry
+                .services()
+                .filter(|s| s.info.visibility == visibility)
+                .map(|s| s.info.clone())
+                .collect();
+            services.sort_by(|a, b| a.name.cmp(&b.name));
+            services
+        };
+        match listing {
+            Listing::Public => of(Visibility::Public),
+            Listing::Private => of(Visibility::Private),
+            Listing::All => {
+                let mut all = of(Visibility::Private);
+                all.extend(of(Visibility::Public));
+                all
+            }
+        }
     }
 
     /// The nodes offering `service`: this node first when it does, then the peers that publish it.
@@ -313,12 +357,9 @@ impl Node {
     pub fn authorize_remote(&self, message: &Message) -> Authorization {
         match self.inner.registry.load().get(message.service()) {
             Some(service) if service.info.visibility == Visibility::Public => {
-                let name = &service.info.name;
-                match dispatch::router_rule(name, "authorize", || {
-                    (service.policy.authorize)(message)
-                }) {
-                    Ok(Ok(())) => Authorization::Allowed,
-                    Ok(Err(response)) | Err(response) => Authorization::Denied(response),
+                match service.policy.authorize(message) {
+                    Ok(()) => Authorization::Allowed,
+                    Err(response) => Authorization::Denied(response),
                 }
             }
             _ => Authorization::ServiceUnavailable,
@@ -335,16 +376,10 @@ impl Node {
     }
 
     fn public_services(&self) -> Vec<String> {
-        let mut public: Vec<_> = self
-            .inner
-            .registry
-            .load()
-            .services()
-            .filter(|s| s.info.visibility == Visibility::Public)
-            .map(|s| s.info.name.clone())
-            .collect();
-        public.sort();
-        public
+        self.services(Listing::Public)
+            .into_iter()
+            .map(|service| service.name)
+            .collect()
     }
 }
 

@@ -179,21 +179,6 @@ impl fmt::Display for Response {
     }
 }
 
-impl From<crate::PayloadError> for Response {
-    /// A request that cannot be read is the caller's mistake: a validation error saying why. This
-    /// lets a command use `?` on [`Message::request`](crate::Message::request).
-    fn from(error: crate::PayloadError) -> Self {
-        let mut reason = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            reason.push_str(": ");
-            reason.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        Self::ValidationError(Payload::text(reason))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

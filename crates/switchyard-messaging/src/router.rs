@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::handler::{Erased, ErasedHandler};
+use crate::state::Extensions;
 use crate::{Handler, Message, Node, NodeId, Response};
 
 /// A named set of services with one authorization rule and one placement rule.
@@ -15,6 +16,12 @@ use crate::{Handler, Message, Node, NodeId, Response};
 /// `authorize` decides who may call the router's services; by default it **forbids every call**
 /// (as in x3m), so opening a service is a deliberate act. `choose_node` picks the node that runs
 /// a public service; by default the node that received the call.
+///
+/// A router may hold application state for its handlers (a read model, a pool, a client): a
+/// state of type `S` ([`with_state`](Router::with_state)), handed to handlers that take a
+/// [`State<S>`](crate::State) and checked at compile time, and
+/// [`extension`](Router::extension)s looked up by type through the handler's
+/// [`Ctx`](crate::Ctx). Each router has its own; handlers of other routers do not see them.
 ///
 /// # Examples
 ///
@@ -38,16 +45,18 @@ use crate::{Handler, Message, Node, NodeId, Response};
 /// assert_eq!(public, ["hello"]);
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let reply = router.invoke(Message::new("hello")).await;
-/// assert_eq!(reply.response().unwrap().payload().unwrap().decode::<String>().unwrap(), "hello");
+/// assert_eq!(reply.answer::<String>().unwrap(), "hello");
 /// # });
 /// ```
 #[derive(Clone)]
 #[must_use]
-pub struct Router {
+pub struct Router<S = ()> {
     name: Arc<str>,
     services: Vec<RouterService>,
     authorize: Arc<AuthorizeFn>,
     choose_node: Arc<ChooseNodeFn>,
+    extensions: Extensions,
+    state: S,
 }
 
 pub(crate) type AuthorizeFn = dyn Fn(&Message) -> Result<(), Response> + Send + Sync;
@@ -121,20 +130,69 @@ fn run_locally(_: &Message) -> NodeChoice {
 }
 
 impl Router {
-    /// An empty router; `name` appears in logs and registration errors.
+    /// An empty router without state; `name` appears in logs and registration errors.
     pub fn new(name: impl Into<Arc<str>>) -> Self {
         Self {
             name: name.into(),
             services: Vec::new(),
             authorize: Arc::new(forbid_everything),
             choose_node: Arc::new(run_locally),
+            extensions: Extensions::default(),
+            state: (),
         }
     }
 
+    /// Gives the router a state: every handler added from now on may take it as a
+    /// [`State<S>`](crate::State) argument, a clone per call (keep it cheap to clone: an `Arc`
+    /// or a pool handle). Services added before take no state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use switchyard_messaging::{Message, Router, State};
+    ///
+    /// struct Catalog {
+    ///     items: Vec<String>,
+    /// }
+    ///
+    /// async fn list(msg: Message, State(catalog): State<Arc<Catalog>>) -> Message {
+    ///     msg.ok_with(&catalog.items)
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let catalog = Arc::new(Catalog { items: vec!["tea".into()] });
+    /// let router = Router::new("shop")
+    ///     .with_state(catalog)
+    ///     .service("list", list)
+    ///     .authorize(|_| Ok(()));
+    /// let reply = router.invoke(Message::new("list")).await;
+    /// assert_eq!(reply.answer::<Vec<String>>().unwrap(), ["tea"]);
+    /// # });
+    /// ```
+    pub fn with_state<S>(self, state: S) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        Router {
+            name: self.name,
+            services: self.services,
+            authorize: self.authorize,
+            choose_node: self.choose_node,
+            extensions: self.extensions,
+            state,
+        }
+    }
+}
+
+impl<S> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
     /// Adds a public service, announced to every node of the cluster.
     pub fn service<H, Args>(self, name: impl Into<String>, handler: H) -> Self
     where
-        H: Handler<Args>,
+        H: Handler<Args, S>,
         Args: 'static,
     {
         self.add(name.into(), Visibility::Public, handler)
@@ -143,7 +201,7 @@ impl Router {
     /// Adds a private service, callable only on the node that registers this router.
     pub fn private<H, Args>(self, name: impl Into<String>, handler: H) -> Self
     where
-        H: Handler<Args>,
+        H: Handler<Args, S>,
         Args: 'static,
     {
         self.add(name.into(), Visibility::Private, handler)
@@ -151,7 +209,7 @@ impl Router {
 
     fn add<H, Args>(mut self, name: String, visibility: Visibility, handler: H) -> Self
     where
-        H: Handler<Args>,
+        H: Handler<Args, S>,
         Args: 'static,
     {
         self.services.push(RouterService {
@@ -161,7 +219,7 @@ impl Router {
                 description: None,
                 router: self.name.to_string(),
             },
-            handler: Arc::new(Erased::new(handler)),
+            handler: Arc::new(Erased::new(handler, self.state.clone())),
         });
         self
     }
@@ -183,6 +241,14 @@ impl Router {
         F: Fn(&Message) -> Result<(), Response> + Send + Sync + 'static,
     {
         self.authorize = Arc::new(rule);
+        self
+    }
+
+    /// Adds a value every handler of this router can borrow through its [`Ctx`](crate::Ctx)
+    /// ([`Ctx::extension`](crate::Ctx::extension)), one per type: a second value of the same
+    /// type replaces the first. Handlers of other routers do not see it.
+    pub fn extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
         self
     }
 
@@ -218,9 +284,11 @@ impl Router {
         }
     }
 
-    /// Whether this router's rule lets `message` through.
+    /// Whether this router's rule lets `message` through. A rule that panics lets nothing
+    /// through (and does not unwind into the caller).
     pub fn is_authorized(&self, message: &Message) -> bool {
-        (self.authorize)(message).is_ok()
+        guarded(message.service(), "authorize", || (self.authorize)(message))
+            .is_ok_and(|verdict| verdict.is_ok())
     }
 
     /// Runs `message` through this router alone, as a dispatch on a node holding only this
@@ -239,12 +307,13 @@ impl Router {
             name: self.name,
             authorize: self.authorize,
             choose_node: self.choose_node,
+            extensions: self.extensions,
         };
         (policy, self.services)
     }
 }
 
-impl fmt::Debug for Router {
+impl<S> fmt::Debug for Router<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Router")
             .field("name", &self.name)
@@ -260,9 +329,47 @@ impl fmt::Debug for Router {
     }
 }
 
-/// The rules a router applies to each of its services once registered.
+/// The rules a router applies to each of its services once registered. The rules are user
+/// code, so they are reached only through the guarded methods below.
 pub(crate) struct RouterPolicy {
     pub(crate) name: Arc<str>,
-    pub(crate) authorize: Arc<AuthorizeFn>,
-    pub(crate) choose_node: Arc<ChooseNodeFn>,
+    authorize: Arc<AuthorizeFn>,
+    choose_node: Arc<ChooseNodeFn>,
+    pub(crate) extensions: Extensions,
+}
+
+impl RouterPolicy {
+    /// The router's `authorize` verdict on `message`; a panic is a refusal with an error
+    /// naming the rule.
+    pub(crate) fn authorize(&self, message: &Message) -> Result<(), Response> {
+        guarded(message.service(), "authorize", || (self.authorize)(message))?
+    }
+
+    /// Where the router places `message`; a panic is an error naming the rule.
+    pub(crate) fn choose_node(&self, message: &Message) -> Result<NodeChoice, Response> {
+        guarded(message.service(), "choose_node", || {
+            (self.choose_node)(message)
+        })
+    }
+}
+
+/// Runs one of a router's rules (user code): a panic becomes an error naming the service and
+/// the rule, answered like any refusal, instead of unwinding into whoever asked (the caller's
+/// task, or a cluster connection's reader). Every rule call goes through here.
+fn guarded<T>(service: &str, rule: &str, run: impl FnOnce() -> T) -> Result<T, Response> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|panic| {
+        Response::error(format!(
+            "the router's `{rule}` panicked for service `{service}`: {}",
+            panic_text(&*panic)
+        ))
+    })
+}
+
+/// The text a panic carried, if any.
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }

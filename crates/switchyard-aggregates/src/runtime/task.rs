@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use futures::FutureExt;
-use switchyard_messaging::{DryRun, Message, Response};
+use switchyard_messaging::{DryRun, IntoResponse, Message, Response};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -137,7 +137,7 @@ pub(super) async fn run<A: Aggregate>(
         .await
     {
         Ok(Ok(state)) => Ok(state),
-        Ok(Err(error)) => Err(error.to_response()),
+        Ok(Err(error)) => Err(error.into_response()),
         Err(panic) => Err(Response::error(format!(
             "aggregate {}-{id} panicked while loading: {}",
             A::NAME,
@@ -379,7 +379,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                             Ok(None) => Response::AlreadyExists {
                                 id: self.id.to_owned(),
                             },
-                            Err(error) => return self.fail(reply, message, &error),
+                            Err(error) => return self.fail(reply, message, error),
                         },
                     };
                     let version = Some(state.version);
@@ -393,7 +393,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     Some(first) => Some(first.clone()),
                     None => match self.looked_up(&message).await {
                         Ok(first) => first,
-                        Err(error) => return self.fail(reply, message, &error),
+                        Err(error) => return self.fail(reply, message, error),
                     },
                 };
                 if let Some(first) = first {
@@ -448,7 +448,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 match self.catch_up().await {
                     Ok(true) => continue,
                     Ok(false) => {}
-                    Err(error) => return self.fail(reply, message, &error),
+                    Err(error) => return self.fail(reply, message, error),
                 }
             }
             let events = match decided {
@@ -619,14 +619,14 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                                 self.state = state;
                                 continue;
                             }
-                            Err(error) => return self.fail(reply, message, &error),
+                            Err(error) => return self.fail(reply, message, error),
                         }
                     }
                     let response = Response::Conflict { expected, actual };
                     reply.done(answer(message, response, None));
                     return Flow::End("conflict");
                 }
-                Ok(Err(error)) => return self.fail(reply, message, &error),
+                Ok(Err(error)) => return self.fail(reply, message, error),
             }
         }
     }
@@ -668,9 +668,9 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
         }
     }
 
-    fn fail(&mut self, reply: &mut Reply<A>, message: Message, error: &RepoError) -> Flow {
-        tracing::warn!(aggregate = A::NAME, id = self.id, error = %error_chain(error), "aggregate store failed");
-        let response = error.to_response();
+    fn fail(&mut self, reply: &mut Reply<A>, message: Message, error: RepoError) -> Flow {
+        tracing::warn!(aggregate = A::NAME, id = self.id, error = %error_chain(&error), "aggregate store failed");
+        let response = error.into_response();
         reply.done(answer(message, response, None));
         self.state = None;
         Flow::End("failed")

@@ -10,4 +10,5 @@ mod idempotency;
 mod lifecycle;
 mod persistence;
 mod reading;
+mod responses;
 mod x3m;

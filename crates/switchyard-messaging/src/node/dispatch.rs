@@ -18,8 +18,8 @@ use tracing::{Instrument, Level, field};
 use super::registry::LocalService;
 use super::{Authorization, Node, Served};
 use crate::remote::{Hop, RemoteError};
-use crate::router::{NodeChoice, Visibility};
-use crate::{HandlerError, Message, NodeId, Payload, Reply, Response, telemetry};
+use crate::router::{NodeChoice, Visibility, panic_text};
+use crate::{Message, NodeId, Reply, Response, telemetry};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Purpose {
@@ -49,7 +49,7 @@ enum Started {
 
 /// A handler running in its own task, and what is needed to answer if it cannot.
 struct Running {
-    handle: JoinHandle<Result<Reply, HandlerError>>,
+    handle: JoinHandle<Result<Reply, Response>>,
     skeleton: Message,
     span: tracing::Span,
     started: Option<Instant>,
@@ -128,31 +128,6 @@ fn panic_reason(service: &str, error: JoinError) -> String {
     }
     let panic = error.into_panic();
     format!("service `{service}` panicked: {}", panic_text(&*panic))
-}
-
-/// The text a panic carried, if any.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message")
-}
-
-/// Runs one of a router's rules (user code): a panic becomes an error naming the service and
-/// the rule, answered like any refusal, instead of unwinding into whoever dispatched the call
-/// (the caller's task, or a cluster connection's reader).
-pub(super) fn router_rule<T>(
-    service: &str,
-    rule: &str,
-    run: impl FnOnce() -> T,
-) -> Result<T, Response> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).map_err(|panic| {
-        Response::error(format!(
-            "the router's `{rule}` panicked for service `{service}`: {}",
-            panic_text(&*panic)
-        ))
-    })
 }
 
 impl Node {
@@ -395,19 +370,13 @@ impl Node {
         if hop == Hop::Forwarded {
             return Admission::Run(message);
         }
-        let name = &service.info.name;
-        match router_rule(name, "authorize", || (service.policy.authorize)(&message)) {
-            Ok(Ok(())) => {}
-            Ok(Err(response)) | Err(response) => {
-                return Admission::Answered(answer(message, response));
-            }
+        if let Err(response) = service.policy.authorize(&message) {
+            return Admission::Answered(answer(message, response));
         }
         if service.info.visibility == Visibility::Private {
             return Admission::Run(message);
         }
-        match router_rule(name, "choose_node", || {
-            (service.policy.choose_node)(&message)
-        }) {
+        match service.policy.choose_node(&message) {
             Ok(NodeChoice::Node(node)) if node != *self.id() => Admission::Forward(node, message),
             Ok(NodeChoice::Local | NodeChoice::Node(_)) => Admission::Run(message),
             Err(response) => Admission::Answered(answer(message, response)),
@@ -424,7 +393,9 @@ impl Node {
         let span = telemetry::service_span(&message, self.id(), visibility);
         let started = start_clock();
         span.in_scope(|| tracing::debug!(name: "executing_service", node = %self.id()));
-        let handle = service.handler.spawn(message, self, span.clone());
+        let handle = service
+            .handler
+            .spawn(message, self, &service.policy, span.clone());
         Running {
             handle,
             skeleton,
@@ -469,7 +440,7 @@ impl Node {
                 });
                 return Executed::NoReply(skeleton);
             }
-            Ok(Ok(Err(error))) => Response::Error(Payload::text(error.reason())),
+            Ok(Ok(Err(response))) => response,
             Ok(Err(join_error)) => Response::error(panic_reason(skeleton.service(), join_error)),
             Err(_elapsed) => {
                 // The caller stops waiting, so the work stops too: x3m let it run on unseen.
@@ -529,7 +500,7 @@ impl Node {
 
     async fn authorize_with_provider(&self, message: &Message) -> Authorization {
         if let Some(service) = self.inner.registry.load().get(message.service()) {
-            return match (service.policy.authorize)(message) {
+            return match service.policy.authorize(message) {
                 Ok(()) => Authorization::Allowed,
                 Err(response) => Authorization::Denied(response),
             };

@@ -30,11 +30,8 @@ async fn ten_thousand_concurrent_dispatches_each_get_their_own_reply() {
         let (number, id, reply) = result.unwrap();
         assert_eq!(reply.id(), id);
         let answered: u64 = reply
-            .response()
-            .and_then(Response::payload)
-            .unwrap_or_else(|| panic!("call {number} got {:?}", reply.response()))
-            .decode()
-            .unwrap();
+            .answer()
+            .unwrap_or_else(|error| panic!("call {number} got {error}"));
         assert_eq!(answered, number);
     }
 }
@@ -51,6 +48,10 @@ fn public_handles_and_futures_are_send_and_sync() {
     assert_send_sync::<Response>();
     assert_send_sync::<switchyard_messaging::Payload>();
     assert_send_sync::<switchyard_messaging::RegisterError>();
+    assert_send_sync::<switchyard_messaging::ReplyError>();
+    assert_send_sync::<switchyard_messaging::MissingExtension>();
+    assert_send_sync::<Router<std::sync::Arc<u8>>>();
+    assert_send_sync::<switchyard_messaging::State<std::sync::Arc<u8>>>();
 
     let node = Node::new("send");
     assert_send(&node.dispatch(Message::new("x")));

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use switchyard_messaging::{
-    Ctx, DispatchOptions, DryRun, Message, Node, NodeChoice, PayloadError, RegisterError, Reply,
-    Response, Visibility,
+    Ctx, DispatchOptions, DryRun, Listing, Message, Node, NodeChoice, PayloadError, RegisterError,
+    Reply, Response, Visibility,
 };
 
 use crate::support::{first, ok_with, open};
@@ -179,16 +179,36 @@ async fn a_panicking_router_rule_answers_an_error_and_the_node_keeps_serving() {
 }
 
 #[tokio::test]
-async fn an_error_raised_with_question_mark_becomes_an_error_response() {
+async fn a_panicking_authorize_rule_is_a_denial_when_asked_about_not_an_unwinding() {
+    let router = switchyard_messaging::Router::new("rules")
+        .authorize(|_: &Message| panic!("the rule broke"))
+        .service("guarded", fine);
+    let msg = Message::new("guarded");
+    assert!(!router.is_authorized(&msg));
+    let node = node_with(router);
+    match node.authorized(&msg).await {
+        switchyard_messaging::Authorization::Denied(Response::Error(payload)) => {
+            let text = payload.to_string();
+            assert!(
+                text.contains("`authorize` panicked") && text.contains("the rule broke"),
+                "{text}"
+            );
+        }
+        other => panic!("expected a denial naming the rule, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_request_raised_with_question_mark_is_a_validation_error() {
     let node = node_with(open("fails").service("fails", fails));
     let reply = node
         .dispatch(Message::new("fails").with_request("not a number"))
         .await;
     match reply.response() {
-        Some(Response::Error(payload)) => {
+        Some(Response::ValidationError(payload)) => {
             assert!(payload.to_string().contains("u64"), "{payload}");
         }
-        other => panic!("expected an error, got {other:?}"),
+        other => panic!("expected a validation error, got {other:?}"),
     }
 }
 
@@ -253,7 +273,11 @@ fn a_duplicate_service_name_is_refused_whole() {
             registered_by: "a".into(),
         }
     );
-    let names: Vec<_> = node.services().into_iter().map(|s| s.name).collect();
+    let names: Vec<_> = node
+        .services(Listing::All)
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
     assert_eq!(
         names,
         ["shared"],
@@ -353,12 +377,19 @@ async fn a_node_lists_its_services_and_providers() {
             .private("a_private", first),
     )
     .unwrap();
-    let services = node.services();
-    assert_eq!(services.len(), 2);
-    assert_eq!(services[0].name, "a_private");
-    assert_eq!(services[0].visibility, Visibility::Private);
+    let listed = |listing| {
+        node.services(listing)
+            .into_iter()
+            .map(|s| (s.name, s.visibility))
+            .collect::<Vec<_>>()
+    };
+    let public = ("b_public".to_owned(), Visibility::Public);
+    let private = ("a_private".to_owned(), Visibility::Private);
+    assert_eq!(listed(Listing::Public), std::slice::from_ref(&public));
+    assert_eq!(listed(Listing::Private), std::slice::from_ref(&private));
+    assert_eq!(listed(Listing::All), [private, public]);
     assert_eq!(
-        services[1].description.as_deref(),
+        node.services(Listing::Public)[0].description.as_deref(),
         Some("Answers from first")
     );
     assert_eq!(node.providers("b_public"), vec![node.id().clone()]);

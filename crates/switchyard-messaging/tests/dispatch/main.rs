@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 mod concurrency;
+mod ctx;
 mod failures;
 mod remote;
 mod support;

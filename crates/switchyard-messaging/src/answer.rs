@@ -1,0 +1,344 @@
+//! Reading a reply as the caller's own type, or learning which failure came back.
+
+use serde::de::DeserializeOwned;
+
+use crate::{IntoResponse, Message, PayloadError, Response};
+
+/// A reply did not carry the answer asked for: the service (or the dispatcher) answered
+/// something other than a success, or the success's result is not the type asked for.
+///
+/// Each variant names the response that came back and carries it ([`response`](Self::response)),
+/// so a caller can match on the kind and still read every detail. Returned by
+/// [`Message::answer`] and [`Message::success`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplyError {
+    /// The message has no response: it was not dispatched yet, or the service's handler returned
+    /// it without answering. Dispatch it, or answer it with [`Message::ok`] and friends.
+    #[error("the message has no response yet")]
+    NoResponse,
+    /// The router's `authorize` refused the call ([`Response::Forbidden`]).
+    #[error("{0}")]
+    Forbidden(Response),
+    /// No node offers the service ([`Response::ServiceUnavailable`]): check its name and that
+    /// its router is registered.
+    #[error("{0}")]
+    Unavailable(Response),
+    /// No reply came before the deadline ([`Response::ServiceTimeout`]); the service may still
+    /// have done its work.
+    #[error("{0}")]
+    Timeout(Response),
+    /// The request did not pass validation ([`Response::ValidationError`]): the caller sent
+    /// something the service cannot read.
+    #[error("{0}")]
+    Validation(Response),
+    /// The request carries no aggregate id ([`Response::MissingId`]).
+    #[error("{0}")]
+    MissingId(Response),
+    /// The addressed entity does not exist ([`Response::NotFound`]).
+    #[error("{0}")]
+    NotFound(Response),
+    /// The entity a creating call addresses exists already ([`Response::AlreadyExists`]).
+    #[error("{0}")]
+    AlreadyExists(Response),
+    /// Another writer changed the entity first ([`Response::Conflict`]); retrying may succeed.
+    #[error("{0}")]
+    Conflict(Response),
+    /// Every provider declined the call ([`Response::NoNodesAvailable`], or a
+    /// [`Response::TryAnotherNode`] that reached the caller).
+    #[error("{0}")]
+    NoNodes(Response),
+    /// The service failed ([`Response::Error`]).
+    #[error("{0}")]
+    Error(Response),
+    /// The call succeeded without a result, and the type asked for needs one (only `()` and
+    /// `Option<_>` read from nothing). Use [`Message::success`] to check a result-less call.
+    #[error("the reply `{response}` carries no result to read as `{type_name}`")]
+    MissingPayload {
+        /// The successful response.
+        response: Response,
+        /// The type asked for.
+        type_name: &'static str,
+    },
+    /// The call succeeded, and its result is not the type asked for: the caller and the service
+    /// disagree about the result's type.
+    #[error("the reply's result cannot be read")]
+    Undecodable {
+        /// The successful response.
+        response: Response,
+        /// Why its payload is not the type asked for.
+        #[source]
+        source: PayloadError,
+    },
+}
+
+impl ReplyError {
+    /// The error for a response that is not a success, or `None` for a success.
+    fn of_failure(response: &Response) -> Option<Self> {
+        let kind = match response {
+            Response::Ok
+            | Response::OkWith(_)
+            | Response::OkAt { .. }
+            | Response::Created { .. } => return None,
+            Response::Forbidden(_) => Self::Forbidden,
+            Response::ServiceUnavailable(_) => Self::Unavailable,
+            Response::ServiceTimeout { .. } => Self::Timeout,
+            Response::ValidationError(_) => Self::Validation,
+            Response::MissingId(_) => Self::MissingId,
+            Response::NotFound { .. } => Self::NotFound,
+            Response::AlreadyExists { .. } => Self::AlreadyExists,
+            Response::Conflict { .. } => Self::Conflict,
+            Response::NoNodesAvailable(_) | Response::TryAnotherNode(_) => Self::NoNodes,
+            Response::Error(_) => Self::Error,
+        };
+        Some(kind(response.clone()))
+    }
+
+    /// The response that came back, or `None` when there was none
+    /// ([`NoResponse`](Self::NoResponse)).
+    pub fn response(&self) -> Option<&Response> {
+        match self {
+            Self::NoResponse => None,
+            Self::Forbidden(response)
+            | Self::Unavailable(response)
+            | Self::Timeout(response)
+            | Self::Validation(response)
+            | Self::MissingId(response)
+            | Self::NotFound(response)
+            | Self::AlreadyExists(response)
+            | Self::Conflict(response)
+            | Self::NoNodes(response)
+            | Self::Error(response)
+            | Self::MissingPayload { response, .. }
+            | Self::Undecodable { response, .. } => Some(response),
+        }
+    }
+}
+
+impl IntoResponse for ReplyError {
+    /// A handler that `?`s the reply of a service it called passes that service's refusal on
+    /// as it came (a proxy's rule); a reply it cannot read, or a call never answered, is its own
+    /// failure: [`Response::Error`].
+    fn into_response(self) -> Response {
+        match self {
+            Self::NoResponse | Self::MissingPayload { .. } | Self::Undecodable { .. } => {
+                Response::error(crate::into_response::error_chain(&self))
+            }
+            Self::Forbidden(response)
+            | Self::Unavailable(response)
+            | Self::Timeout(response)
+            | Self::Validation(response)
+            | Self::MissingId(response)
+            | Self::NotFound(response)
+            | Self::AlreadyExists(response)
+            | Self::Conflict(response)
+            | Self::NoNodes(response)
+            | Self::Error(response) => response,
+        }
+    }
+}
+
+impl Message {
+    /// Reads the result of the reply as `T`.
+    ///
+    /// The result is the payload of [`Response::OkWith`] or [`Response::OkAt`]. A success
+    /// without one ([`Response::Ok`], [`Response::Created`], `OkAt` without payload) reads as
+    /// `()` or as `None` of an `Option<_>`; to check such a call, use
+    /// [`success`](Message::success).
+    ///
+    /// # Errors
+    ///
+    /// A [`ReplyError`] naming the failure that came back, carrying the response; or
+    /// [`ReplyError::MissingPayload`] / [`ReplyError::Undecodable`] when the success carries no
+    /// result, or one that is not a `T`; [`ReplyError::NoResponse`] before any answer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchyard_messaging::{Message, ReplyError, Response};
+    ///
+    /// let reply = Message::new("balance").ok_with(&100_u64);
+    /// assert_eq!(reply.answer::<u64>()?, 100);
+    ///
+    /// let refused = Message::new("balance").return_with(Response::forbidden("tellers only"));
+    /// let error = refused.answer::<u64>().unwrap_err();
+    /// assert!(matches!(error, ReplyError::Forbidden(_)));
+    /// assert_eq!(error.response(), Some(&Response::forbidden("tellers only")));
+    /// # Ok::<(), ReplyError>(())
+    /// ```
+    pub fn answer<T: DeserializeOwned>(&self) -> Result<T, ReplyError> {
+        let response = self.success()?;
+        let decoded = match response.payload() {
+            Some(payload) => payload.decode(),
+            None => {
+                return T::deserialize(
+                    serde::de::value::UnitDeserializer::<serde::de::value::Error>::new(),
+                )
+                .map_err(|_| ReplyError::MissingPayload {
+                    response: response.clone(),
+                    type_name: std::any::type_name::<T>(),
+                });
+            }
+        };
+        decoded.map_err(|source| ReplyError::Undecodable {
+            response: response.clone(),
+            source,
+        })
+    }
+
+    /// The reply's response when it is a success (`Ok`, `OkWith`, `OkAt` or `Created`), to
+    /// read a version or a created id, or only to check the call went through.
+    ///
+    /// # Errors
+    ///
+    /// As [`answer`](Message::answer), for a response that is not a success or no response.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchyard_messaging::{Message, Response};
+    ///
+    /// let created = Message::new("open").created("acc-1");
+    /// let Response::Created { id, .. } = created.success()? else {
+    ///     unreachable!("a success")
+    /// };
+    /// assert_eq!(id, "acc-1");
+    ///
+    /// let missing = Message::new("open").return_with(Response::MissingId("id".into()));
+    /// assert!(missing.success().is_err());
+    /// # Ok::<(), switchyard_messaging::ReplyError>(())
+    /// ```
+    pub fn success(&self) -> Result<&Response, ReplyError> {
+        let response = self.response().ok_or(ReplyError::NoResponse)?;
+        match ReplyError::of_failure(response) {
+            None => Ok(response),
+            Some(error) => Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{NodeId, Payload};
+
+    fn reply(response: Response) -> Message {
+        Message::new("s").return_with(response)
+    }
+
+    #[test]
+    fn it_reads_the_result_of_every_success() {
+        let payload = Payload::encode(&7_u32).unwrap();
+        let with_result = [
+            Response::OkWith(payload.clone()),
+            Response::OkAt {
+                payload: Some(payload),
+                version: 3,
+            },
+        ];
+        for response in with_result {
+            assert_eq!(reply(response).answer::<u32>().unwrap(), 7);
+        }
+        let without_result = [
+            Response::Ok,
+            Response::OkAt {
+                payload: None,
+                version: 3,
+            },
+            Response::Created {
+                id: "a-1".into(),
+                version: Some(0),
+            },
+        ];
+        for response in without_result {
+            let reply = reply(response.clone());
+            reply.answer::<()>().unwrap();
+            assert_eq!(reply.answer::<Option<u32>>().unwrap(), None);
+            assert_eq!(reply.success().unwrap(), &response);
+            assert!(matches!(
+                reply.answer::<u32>(),
+                Err(ReplyError::MissingPayload { response: r, type_name: "u32" }) if r == response
+            ));
+        }
+    }
+
+    #[test]
+    fn it_names_each_failure_and_carries_its_response() {
+        type Is = fn(&ReplyError) -> bool;
+        let cases: [(Response, Is); 12] = [
+            (Response::forbidden("no"), |e| {
+                matches!(e, ReplyError::Forbidden(_))
+            }),
+            (Response::ServiceUnavailable("s".into()), |e| {
+                matches!(e, ReplyError::Unavailable(_))
+            }),
+            (
+                Response::ServiceTimeout {
+                    service: "s".into(),
+                    message_id: "m".into(),
+                    timeout: Duration::from_secs(1),
+                },
+                |e| matches!(e, ReplyError::Timeout(_)),
+            ),
+            (Response::ValidationError(Payload::text("bad")), |e| {
+                matches!(e, ReplyError::Validation(_))
+            }),
+            (Response::MissingId("id".into()), |e| {
+                matches!(e, ReplyError::MissingId(_))
+            }),
+            (Response::NotFound { id: "a".into() }, |e| {
+                matches!(e, ReplyError::NotFound(_))
+            }),
+            (Response::AlreadyExists { id: "a".into() }, |e| {
+                matches!(e, ReplyError::AlreadyExists(_))
+            }),
+            (
+                Response::Conflict {
+                    expected: 1,
+                    actual: Some(2),
+                },
+                |e| matches!(e, ReplyError::Conflict(_)),
+            ),
+            (
+                Response::NoNodesAvailable(vec![(NodeId::new("n", 1), "busy".into())]),
+                |e| matches!(e, ReplyError::NoNodes(_)),
+            ),
+            (Response::TryAnotherNode("busy".into()), |e| {
+                matches!(e, ReplyError::NoNodes(_))
+            }),
+            (Response::error("boom"), |e| {
+                matches!(e, ReplyError::Error(_))
+            }),
+            (Response::error("boom"), |e| e.to_string() == "error: boom"),
+        ];
+        for (response, is) in cases {
+            let reply = reply(response.clone());
+            for error in [
+                reply.answer::<u32>().unwrap_err(),
+                reply.success().unwrap_err(),
+            ] {
+                assert!(is(&error), "{response}: {error:?}");
+                assert_eq!(error.response(), Some(&response));
+                assert_eq!(error.into_response(), response);
+            }
+        }
+    }
+
+    #[test]
+    fn it_says_when_there_is_no_response_or_the_result_is_another_type() {
+        let unanswered = Message::new("s");
+        assert!(matches!(
+            unanswered.answer::<u32>(),
+            Err(ReplyError::NoResponse)
+        ));
+        let other_type = Message::new("s").ok_with("text");
+        let error = other_type.answer::<u32>().unwrap_err();
+        assert!(matches!(error, ReplyError::Undecodable { .. }), "{error:?}");
+        assert!(matches!(
+            error.into_response(),
+            Response::Error(text) if text.to_string().starts_with("the reply's result cannot be read: ")
+        ));
+    }
+}

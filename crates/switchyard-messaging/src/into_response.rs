@@ -1,0 +1,193 @@
+//! The one rule by which an error becomes the caller's answer.
+
+use std::convert::Infallible;
+use std::error::Error;
+
+use crate::{HandlerError, Payload, PayloadError, Response};
+
+/// A value that answers a call: the one conversion every handler error and every aggregate
+/// command rejection goes through, in the manner of axum's `IntoResponse`.
+///
+/// The rule, the same everywhere:
+///
+/// | type | response |
+/// |---|---|
+/// | [`PayloadError`] (the caller sent something unreadable) | [`Response::ValidationError`], the error and its causes as text |
+/// | [`HandlerError`], `String`, `&'static str` | [`Response::Error`] with the text |
+/// | `Box<dyn Error + Send + Sync>` (any error, boxed by `?`) | [`Response::Error`], the error and its causes as text |
+/// | your own error type | what its `into_response` chooses |
+///
+/// `Box<dyn Error + Send + Sync>` is the catch-all: `?` boxes any standard error into it, so a
+/// handler can return `Result<Message, Box<dyn Error + Send + Sync>>` and use `?` on a driver's
+/// error without a conversion of its own. The text types are for quick refusals. Other errors
+/// (`std::io::Error`, a driver's error) get no implementation of their own on purpose: whether one
+/// is the caller's fault or the service's is for the service to say, through its own type.
+///
+/// [`Response`] is the target of the conversion: every `T: IntoResponse` converts into it with
+/// `From`, so `?` works in every function returning `Result<_, Response>` (an aggregate command,
+/// a router's `authorize` rule). For that, `Response` does not implement this trait itself (as
+/// `anyhow::Error` does not implement `std::error::Error`): it converts into itself by the
+/// identity `From`, and a handler may return `Result<_, Response>` as well.
+///
+/// # Examples
+///
+/// An error type of your own chooses its response:
+///
+/// ```
+/// use switchyard_messaging::{IntoResponse, Message, PayloadError, Response, Router};
+///
+/// #[derive(Debug, thiserror::Error)]
+/// enum BankError {
+///     #[error("unreadable request")]
+///     Unreadable(#[from] PayloadError),
+///     #[error("account {0} is frozen")]
+///     Frozen(String),
+/// }
+///
+/// impl IntoResponse for BankError {
+///     fn into_response(self) -> Response {
+///         match self {
+///             Self::Unreadable(error) => error.into_response(),
+///             Self::Frozen(_) => Response::forbidden(self.to_string()),
+///         }
+///     }
+/// }
+///
+/// async fn withdraw(msg: Message) -> Result<Message, BankError> {
+///     let account: String = msg.request()?;
+///     if account == "acc-frozen" {
+///         return Err(BankError::Frozen(account));
+///     }
+///     Ok(msg.ok())
+/// }
+/// # let _ = Router::new("bank").service("withdraw", withdraw);
+/// ```
+///
+/// A handler whose error type does not implement `IntoResponse` is refused at compile time:
+///
+/// ```compile_fail
+/// use switchyard_messaging::{Message, Router};
+///
+/// struct Oops;
+///
+/// async fn fails(_msg: Message) -> Result<Message, Oops> {
+///     Err(Oops)
+/// }
+///
+/// let router = Router::new("broken").service("broken", fails);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot answer a Switchyard call",
+    note = "implement `switchyard_messaging::IntoResponse` for `{Self}` to choose the response \
+            its values answer, or convert it into a `Box<dyn Error + Send + Sync>` (answered \
+            `Response::Error`)"
+)]
+pub trait IntoResponse {
+    /// The response this value answers.
+    fn into_response(self) -> Response;
+}
+
+impl<T: IntoResponse> From<T> for Response {
+    fn from(value: T) -> Self {
+        value.into_response()
+    }
+}
+
+/// The error and its causes, joined with `": "`: the text of a response, which reaches the
+/// caller without the error's source chain.
+pub(crate) fn error_chain(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl IntoResponse for PayloadError {
+    /// A request that cannot be read is the caller's mistake: a validation error saying why.
+    fn into_response(self) -> Response {
+        Response::ValidationError(Payload::text(error_chain(&self)))
+    }
+}
+
+impl IntoResponse for HandlerError {
+    fn into_response(self) -> Response {
+        Response::error(self.reason())
+    }
+}
+
+impl IntoResponse for String {
+    fn into_response(self) -> Response {
+        Response::error(self)
+    }
+}
+
+impl IntoResponse for &'static str {
+    fn into_response(self) -> Response {
+        Response::error(self)
+    }
+}
+
+impl IntoResponse for Box<dyn Error + Send + Sync> {
+    fn into_response(self) -> Response {
+        Response::error(error_chain(&*self))
+    }
+}
+
+impl IntoResponse for Infallible {
+    fn into_response(self) -> Response {
+        match self {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Message;
+
+    #[test]
+    fn an_unreadable_request_is_a_validation_error_with_its_causes() {
+        let error = Message::new("s").with_request(&1_u8).request::<String>();
+        let Err(error) = error else {
+            panic!("a u8 read as a String");
+        };
+        let Response::ValidationError(reason) = error.into_response() else {
+            panic!("not a validation error");
+        };
+        let text = reason.to_string();
+        assert!(
+            text.starts_with("payload is not a valid `alloc::string::String`: "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn text_and_boxed_errors_are_errors() {
+        let boxed: Box<dyn Error + Send + Sync> =
+            Box::new(std::io::Error::other(HandlerError::new("disk full")));
+        let cases = [
+            (HandlerError::new("boom").into_response(), "boom"),
+            ("boom".into_response(), "boom"),
+            (String::from("boom").into_response(), "boom"),
+            (boxed.into_response(), "disk full"),
+        ];
+        for (response, text) in cases {
+            assert_eq!(response, Response::error(text));
+        }
+    }
+
+    #[test]
+    fn every_into_response_converts_into_a_response_with_question_mark() {
+        fn rule(msg: &Message) -> Result<(), Response> {
+            let _: u64 = msg.request()?;
+            Ok(())
+        }
+        assert!(matches!(
+            rule(&Message::new("s")),
+            Err(Response::ValidationError(_))
+        ));
+    }
+}
