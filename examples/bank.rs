@@ -71,16 +71,14 @@ fn balance(account: &Account, _: &Message) -> CommandResult<AccountEvent> {
 }
 
 fn show(label: &str, reply: &Message) {
-    let shown = match reply.response() {
-        Some(Response::OkAt {
-            payload: Some(payload),
-            version,
-        }) => match payload.decode::<u64>() {
-            Ok(balance) => format!("ok at version {version}: balance {balance}"),
-            Err(error) => format!("unreadable balance: {error}"),
-        },
-        Some(response) => response.to_string(),
-        None => "no response".to_owned(),
+    // `success` says which response came back (and why a refusal was refused); `answer` reads
+    // the balance a query returns, `None` for the commands that return nothing.
+    let shown = match (reply.success(), reply.answer_opt::<u64>()) {
+        (Ok(Response::OkAt { version, .. }), Ok(Some(balance))) => {
+            format!("ok at version {version}: balance {balance}")
+        }
+        (Ok(response), _) => response.to_string(),
+        (Err(refusal), _) => format!("refused: {refusal}"),
     };
     println!("{label:<32} -> {shown}");
 }

@@ -144,7 +144,10 @@ impl Message {
     /// The result is the payload of [`Response::OkWith`] or [`Response::OkAt`]. A success
     /// without one ([`Response::Ok`], [`Response::Created`], `OkAt` without payload) reads as
     /// `()` or as `None` of an `Option<_>`; to check such a call, use
-    /// [`success`](Message::success).
+    /// [`success`](Message::success). A payload is decoded as `T` itself: a service that
+    /// answers a `u64` is read with `answer::<u64>()`, not `answer::<Option<u64>>()` (the
+    /// binary format does not encode the two alike); where a reply may or may not carry a
+    /// result, use [`answer_opt`](Message::answer_opt).
     ///
     /// # Errors
     ///
@@ -184,6 +187,37 @@ impl Message {
             response: response.clone(),
             source,
         })
+    }
+
+    /// Reads the result of the reply as `T` when the success carries one, `None` when it
+    /// carries none ([`Response::Ok`], [`Response::Created`], `OkAt` without payload).
+    ///
+    /// # Errors
+    ///
+    /// As [`answer`](Message::answer), but a success without a result is `Ok(None)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchyard_messaging::{Message, ReplyError, Response};
+    ///
+    /// let balance = Message::new("balance").ok_with(&100_u64);
+    /// assert_eq!(balance.answer_opt::<u64>()?, Some(100));
+    /// let deposit = Message::new("deposit").return_with(Response::OkAt { payload: None, version: 3 });
+    /// assert_eq!(deposit.answer_opt::<u64>()?, None);
+    /// # Ok::<(), ReplyError>(())
+    /// ```
+    pub fn answer_opt<T: DeserializeOwned>(&self) -> Result<Option<T>, ReplyError> {
+        let response = self.success()?;
+        response
+            .payload()
+            .map(|payload| {
+                payload.decode().map_err(|source| ReplyError::Undecodable {
+                    response: response.clone(),
+                    source,
+                })
+            })
+            .transpose()
     }
 
     /// The reply's response when it is a success (`Ok`, `OkWith`, `OkAt` or `Created`), to
@@ -239,7 +273,9 @@ mod tests {
             },
         ];
         for response in with_result {
-            assert_eq!(reply(response).answer::<u32>().unwrap(), 7);
+            let reply = reply(response);
+            assert_eq!(reply.answer::<u32>().unwrap(), 7);
+            assert_eq!(reply.answer_opt::<u32>().unwrap(), Some(7));
         }
         let without_result = [
             Response::Ok,
@@ -256,6 +292,7 @@ mod tests {
             let reply = reply(response.clone());
             reply.answer::<()>().unwrap();
             assert_eq!(reply.answer::<Option<u32>>().unwrap(), None);
+            assert_eq!(reply.answer_opt::<u32>().unwrap(), None);
             assert_eq!(reply.success().unwrap(), &response);
             assert!(matches!(
                 reply.answer::<u32>(),
