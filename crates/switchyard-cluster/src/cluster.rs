@@ -190,6 +190,7 @@ impl Cluster {
             services: tokio::sync::watch::Sender::new(Vec::new()),
             left: CancellationToken::new(),
         });
+        let mut listener = crate::transport::Listener::Tcp(listener);
         let accepting = inner.clone();
         // Unauthenticated connections cost memory and a task each: at most this many at once.
         let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
@@ -200,7 +201,7 @@ impl Cluster {
                     accepted = listener.accept() => accepted,
                 };
                 match accepted {
-                    Ok((stream, remote)) => match handshakes.clone().try_acquire_owned() {
+                    Ok(stream) => match handshakes.clone().try_acquire_owned() {
                         Ok(permit) => {
                             let inner = accepting.clone();
                             tokio::spawn(async move {
@@ -209,7 +210,7 @@ impl Cluster {
                             });
                         }
                         Err(_) => {
-                            tracing::warn!(%remote, "too many handshakes under way; connection refused");
+                            tracing::warn!(remote = ?stream.remote(), "too many handshakes under way; connection refused");
                         }
                     },
                     Err(error) => {

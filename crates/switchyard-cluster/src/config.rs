@@ -4,10 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ClusterError;
-
-/// The shortest cluster secret accepted, in bytes.
-pub const MIN_SECRET_LEN: usize = 16;
+use crate::error::{ClusterError, MIN_SECRET_LEN};
 
 /// Settings of one node's membership in a cluster.
 ///

@@ -20,24 +20,21 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use switchyard_messaging::NodeId;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{Notify, Semaphore};
-use tokio_util::codec::{Framed, FramedParts, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
-use crate::ClusterConfig;
 use crate::cluster::{Inner, lock};
 use crate::frame::Frame;
-use crate::handshake::{Authenticated, HandshakeError, Identity, Role, handshake};
-use crate::seal::{Sealer, TAG_LEN};
+use crate::handshake::{Authenticated, HandshakeError, Identity, handshake};
+use crate::seal::{Role, Sealer, TAG_LEN};
 use crate::serve::Serving;
+use crate::transport::{
+    ConnectError, Incoming, Network, Stream, Transport, framed, reader, writes_are_exact,
+};
 
 /// How many encoded frames may wait for a connection's socket.
 const OUTBOX: usize = 4_096;
-
-/// The largest frame accepted before the peer is authenticated: a handshake frame is small.
-const HANDSHAKE_FRAME_LEN: usize = 1_024;
 
 /// How long a connection closed on purpose (this node leaving, or a duplicate connection
 /// dropped) may take to write what was queued before: replies of calls that just ended.
@@ -416,22 +413,6 @@ pub(crate) enum SendError {
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
-/// A byte stream to a peer: plain TCP, or TLS over it.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-
-pub(crate) type Stream = Box<dyn Io>;
-
-pub(crate) type Transport = Framed<Stream, LengthDelimitedCodec>;
-
-fn framed(stream: Stream) -> Transport {
-    let codec = LengthDelimitedCodec::builder()
-        .max_frame_length(HANDSHAKE_FRAME_LEN)
-        .new_codec();
-    Framed::new(stream, codec)
-}
-
 /// Why a peer could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DialError {
@@ -468,12 +449,13 @@ pub(crate) async fn dial(
 ) -> Result<Connection, DialError> {
     let config = &inner.config;
     let attempt = async {
-        let stream = tcp_dialed(addr, config)
+        let stream = Network::Tcp
+            .connect(addr, config)
             .await
-            .map_err(|source| DialError::Connect { addr, source })?;
-        let stream = secure_dialed(config, stream)
-            .await
-            .map_err(|source| DialError::Tls { addr, source })?;
+            .map_err(|error| match error {
+                ConnectError::Connect(source) => DialError::Connect { addr, source },
+                ConnectError::Tls(source) => DialError::Tls { addr, source },
+            })?;
         let mut transport = framed(stream);
         let authenticated = handshake(&mut transport, &inner.identity(), Role::Dialer)
             .await
@@ -493,51 +475,15 @@ pub(crate) async fn dial(
     Ok(start(inner, transport, authenticated, inner.me.clone()))
 }
 
-/// Connects to a peer's listener, with the options of every cluster connection.
-pub(crate) async fn tcp_dialed(
-    addr: std::net::SocketAddr,
-    config: &ClusterConfig,
-) -> std::io::Result<TcpStream> {
-    let stream = TcpStream::connect(addr).await?;
-    tune(&stream, config)?;
-    Ok(stream)
-}
-
-/// The options of every cluster connection, dialed or accepted: no Nagle delay (calls are
-/// small and latency-bound), and TCP keepalive, so the kernel closes the connection to a peer
-/// that vanished without a word (its host lost power, a cable was cut) even before gossip
-/// declares it dead. On Linux `TCP_USER_TIMEOUT` also bounds how long written data may stay
-/// unacknowledged, which keepalive alone does not cover while a write is pending.
-pub(crate) fn tune(stream: &TcpStream, config: &ClusterConfig) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let keepalive = config.keepalive;
-    let params = socket2::TcpKeepalive::new().with_time(keepalive.idle);
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "freebsd",
-        target_os = "windows"
-    ))]
-    let params = params
-        .with_interval(keepalive.interval)
-        .with_retries(keepalive.retries);
-    let socket = socket2::SockRef::from(stream);
-    socket.set_tcp_keepalive(&params)?;
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    socket.set_tcp_user_timeout(Some(keepalive.give_up_after()))?;
-    Ok(())
-}
-
 /// Authenticates a connection a peer dialed, and starts serving it.
-pub(crate) async fn accept(inner: Arc<Inner>, stream: TcpStream) {
-    let remote = stream.peer_addr().ok();
-    if let Err(error) = tune(&stream, &inner.config) {
+pub(crate) async fn accept(inner: Arc<Inner>, stream: Incoming) {
+    let remote = stream.remote();
+    if let Err(error) = stream.tune(&inner.config) {
         tracing::warn!(?remote, %error, "cannot set the options of an incoming connection; refused");
         return;
     }
     let outcome = tokio::time::timeout(inner.config.connect_timeout, async {
-        let stream = secure_accepted(&inner.config, stream).await?;
+        let stream = stream.secure(&inner.config).await?;
         let mut transport = framed(stream);
         let authenticated = handshake(&mut transport, &inner.identity(), Role::Listener).await?;
         Ok::<_, HandshakeError>((transport, authenticated))
@@ -561,56 +507,6 @@ pub(crate) async fn accept(inner: Arc<Inner>, stream: TcpStream) {
     }
 }
 
-#[cfg(feature = "tls")]
-async fn secure_dialed(config: &ClusterConfig, stream: TcpStream) -> std::io::Result<Stream> {
-    match &config.tls {
-        Some(tls) => {
-            let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
-            Ok(Box::new(
-                connector.connect(tls.server_name.clone(), stream).await?,
-            ))
-        }
-        None => Ok(Box::new(stream)),
-    }
-}
-
-#[cfg(not(feature = "tls"))]
-async fn secure_dialed(_: &ClusterConfig, stream: TcpStream) -> std::io::Result<Stream> {
-    Ok(Box::new(stream))
-}
-
-#[cfg(feature = "tls")]
-async fn secure_accepted(
-    config: &ClusterConfig,
-    stream: TcpStream,
-) -> Result<Stream, HandshakeError> {
-    match &config.tls {
-        Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
-            Ok(Box::new(acceptor.accept(stream).await?))
-        }
-        None => Ok(Box::new(stream)),
-    }
-}
-
-#[cfg(not(feature = "tls"))]
-async fn secure_accepted(_: &ClusterConfig, stream: TcpStream) -> Result<Stream, HandshakeError> {
-    Ok(Box::new(stream))
-}
-
-/// The frames of `read`, starting with those in `already_read` (read with the handshake): they
-/// are decoded first, without waiting for more bytes (a reader built afresh over a filled
-/// buffer would wait).
-fn reader<R: AsyncRead>(
-    read: R,
-    codec: LengthDelimitedCodec,
-    already_read: BytesMut,
-) -> Framed<R, LengthDelimitedCodec> {
-    let mut parts = FramedParts::new::<Bytes>(read, codec);
-    parts.read_buf = already_read;
-    Framed::from_parts(parts)
-}
-
 /// How a connection writes: its write half, bytes already buffered for it (by the
 /// handshake), its sealer, and whether a failed write is known to have written nothing.
 struct Writing<'a> {
@@ -618,20 +514,6 @@ struct Writing<'a> {
     already_buffered: &'a [u8],
     sealer: Sealer,
     exact_writes: bool,
-}
-
-/// Whether a write that fails on this node's connections is known to have written nothing of
-/// what it was handed. True of plain TCP (one system call, which either took bytes or
-/// failed). Not of TLS: the TLS stream takes the plaintext into its session, then writes
-/// records in a loop, and can fail after earlier records reached the kernel.
-#[cfg(feature = "tls")]
-fn writes_are_exact(config: &ClusterConfig) -> bool {
-    config.tls.is_none()
-}
-
-#[cfg(not(feature = "tls"))]
-fn writes_are_exact(_: &ClusterConfig) -> bool {
-    true
 }
 
 impl Connection {

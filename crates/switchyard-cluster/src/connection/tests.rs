@@ -4,7 +4,12 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::codec::LengthDelimitedCodec;
+
 use super::*;
+use crate::ClusterConfig;
+use crate::transport::tcp_dialed;
 
 /// No Nagle delay, keepalive on, its idle time, interval and probes, and (on Linux) the
 /// user timeout.
@@ -60,7 +65,7 @@ async fn dialed_and_accepted_connections_have_keepalive_and_no_nagle_delay() {
     );
     // No handshake comes: `accept` sets the options, then refuses the connection.
     drop(dialed);
-    accept(cluster.inner.clone(), accepted).await;
+    accept(cluster.inner.clone(), Incoming::Tcp(accepted)).await;
     assert_eq!(options_of(socket2::SockRef::from(&probe)), expected);
 }
 

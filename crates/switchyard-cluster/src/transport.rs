@@ -1,0 +1,291 @@
+//! The byte streams between nodes, knowing nothing of calls: connecting and listening, socket
+//! tuning (no Nagle delay, keepalive, user timeout), TLS when configured, and length-delimited
+//! framing. In unit tests, an in-memory network ([`memory`]) stands in for TCP behind the same
+//! [`Stream`] type, so the cluster's logic runs without sockets and on paused time.
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::{Framed, FramedParts, LengthDelimitedCodec};
+
+use crate::config::ClusterConfig;
+
+/// The largest frame accepted before the peer is authenticated: a handshake frame is small.
+const HANDSHAKE_FRAME_LEN: usize = 1_024;
+
+/// A byte stream to a peer: plain TCP, TLS over it, or (in tests) an in-memory pipe.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// A stream to a peer, whatever carries it.
+pub(crate) type Stream = Box<dyn Io>;
+
+/// A stream cut into length-delimited frames.
+pub(crate) type Transport = Framed<Stream, LengthDelimitedCodec>;
+
+/// `stream` in frames of at most the handshake's size (raised once the peer is authenticated).
+pub(crate) fn framed(stream: Stream) -> Transport {
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(HANDSHAKE_FRAME_LEN)
+        .new_codec();
+    Framed::new(stream, codec)
+}
+
+/// The frames of `read`, starting with those in `already_read` (read with the handshake): they
+/// are decoded first, without waiting for more bytes (a reader built afresh over a filled
+/// buffer would wait).
+pub(crate) fn reader<R: AsyncRead>(
+    read: R,
+    codec: LengthDelimitedCodec,
+    already_read: BytesMut,
+) -> Framed<R, LengthDelimitedCodec> {
+    let mut parts = FramedParts::new::<Bytes>(read, codec);
+    parts.read_buf = already_read;
+    Framed::from_parts(parts)
+}
+
+/// Where connections go to and come from.
+#[derive(Clone)]
+pub(crate) enum Network {
+    /// TCP, tuned, with TLS when the configuration has it.
+    Tcp,
+    /// An in-memory network of pipes, for tests of the cluster's logic.
+    #[cfg(test)]
+    Memory(memory::MemoryNetwork),
+}
+
+/// Why a stream to a peer could not be opened.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    /// The connection itself failed.
+    Connect(std::io::Error),
+    /// The TLS handshake failed.
+    Tls(std::io::Error),
+}
+
+impl Network {
+    /// A stream to the listener at `addr`, tuned and secured as `config` says.
+    pub(crate) async fn connect(
+        &self,
+        addr: SocketAddr,
+        config: &ClusterConfig,
+    ) -> Result<Stream, ConnectError> {
+        match self {
+            Self::Tcp => {
+                let stream = tcp_dialed(addr, config)
+                    .await
+                    .map_err(ConnectError::Connect)?;
+                secure_dialed(config, stream)
+                    .await
+                    .map_err(ConnectError::Tls)
+            }
+            #[cfg(test)]
+            Self::Memory(network) => Ok(Box::new(
+                network.connect(addr).map_err(ConnectError::Connect)?,
+            )),
+        }
+    }
+}
+
+/// Where a node takes the connections its peers dial.
+pub(crate) enum Listener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// The end of an in-memory network's pipes that arrive at one address.
+    #[cfg(test)]
+    Memory(tokio::sync::mpsc::UnboundedReceiver<tokio::io::DuplexStream>),
+}
+
+/// A connection a peer dialed, before tuning and TLS.
+pub(crate) enum Incoming {
+    Tcp(TcpStream),
+    #[cfg(test)]
+    Memory(tokio::io::DuplexStream),
+}
+
+impl Listener {
+    /// The next connection a peer dialed.
+    pub(crate) async fn accept(&mut self) -> std::io::Result<Incoming> {
+        match self {
+            Self::Tcp(listener) => Ok(Incoming::Tcp(listener.accept().await?.0)),
+            #[cfg(test)]
+            Self::Memory(arrivals) => match arrivals.recv().await {
+                Some(stream) => Ok(Incoming::Memory(stream)),
+                // No sender is left: nothing more can arrive.
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
+impl Incoming {
+    /// Where it comes from, when known.
+    pub(crate) fn remote(&self) -> Option<SocketAddr> {
+        match self {
+            Self::Tcp(stream) => stream.peer_addr().ok(),
+            #[cfg(test)]
+            Self::Memory(_) => None,
+        }
+    }
+
+    /// Sets the options of every cluster connection (see [`tune`]).
+    pub(crate) fn tune(&self, config: &ClusterConfig) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(stream) => tune(stream, config),
+            #[cfg(test)]
+            Self::Memory(_) => Ok(()),
+        }
+    }
+
+    /// The stream, under TLS when the configuration has it.
+    pub(crate) async fn secure(self, config: &ClusterConfig) -> std::io::Result<Stream> {
+        match self {
+            Self::Tcp(stream) => secure_accepted(config, stream).await,
+            #[cfg(test)]
+            Self::Memory(stream) => Ok(Box::new(stream)),
+        }
+    }
+}
+
+/// Connects to a peer's listener, with the options of every cluster connection.
+pub(crate) async fn tcp_dialed(
+    addr: SocketAddr,
+    config: &ClusterConfig,
+) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr).await?;
+    tune(&stream, config)?;
+    Ok(stream)
+}
+
+/// The options of every cluster connection, dialed or accepted: no Nagle delay (calls are
+/// small and latency-bound), and TCP keepalive, so the kernel closes the connection to a peer
+/// that vanished without a word (its host lost power, a cable was cut) even before gossip
+/// declares it dead. On Linux `TCP_USER_TIMEOUT` also bounds how long written data may stay
+/// unacknowledged, which keepalive alone does not cover while a write is pending.
+pub(crate) fn tune(stream: &TcpStream, config: &ClusterConfig) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let keepalive = config.keepalive;
+    let params = socket2::TcpKeepalive::new().with_time(keepalive.idle);
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "freebsd",
+        target_os = "windows"
+    ))]
+    let params = params
+        .with_interval(keepalive.interval)
+        .with_retries(keepalive.retries);
+    let socket = socket2::SockRef::from(stream);
+    socket.set_tcp_keepalive(&params)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket.set_tcp_user_timeout(Some(keepalive.give_up_after()))?;
+    Ok(())
+}
+
+#[cfg(feature = "tls")]
+async fn secure_dialed(config: &ClusterConfig, stream: TcpStream) -> std::io::Result<Stream> {
+    match &config.tls {
+        Some(tls) => {
+            let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
+            Ok(Box::new(
+                connector.connect(tls.server_name.clone(), stream).await?,
+            ))
+        }
+        None => Ok(Box::new(stream)),
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+async fn secure_dialed(_: &ClusterConfig, stream: TcpStream) -> std::io::Result<Stream> {
+    Ok(Box::new(stream))
+}
+
+#[cfg(feature = "tls")]
+async fn secure_accepted(config: &ClusterConfig, stream: TcpStream) -> std::io::Result<Stream> {
+    match &config.tls {
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+            Ok(Box::new(acceptor.accept(stream).await?))
+        }
+        None => Ok(Box::new(stream)),
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+async fn secure_accepted(_: &ClusterConfig, stream: TcpStream) -> std::io::Result<Stream> {
+    Ok(Box::new(stream))
+}
+
+/// Whether a write that fails on this node's connections is known to have written nothing of
+/// what it was handed. True of plain TCP (one system call, which either took bytes or
+/// failed) and of in-memory pipes. Not of TLS: the TLS stream takes the plaintext into its
+/// session, then writes records in a loop, and can fail after earlier records reached the
+/// kernel.
+#[cfg(feature = "tls")]
+pub(crate) fn writes_are_exact(config: &ClusterConfig) -> bool {
+    config.tls.is_none()
+}
+
+#[cfg(not(feature = "tls"))]
+pub(crate) fn writes_are_exact(_: &ClusterConfig) -> bool {
+    true
+}
+
+/// The in-memory twin of TCP: listeners by address, each dial a `tokio::io::duplex` pipe.
+#[cfg(test)]
+pub(crate) mod memory {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::DuplexStream;
+    use tokio::sync::mpsc;
+
+    use super::Listener;
+
+    /// How many bytes a pipe holds in each direction before a writer waits.
+    const PIPE_CAPACITY: usize = 256 * 1024;
+
+    /// The listeners of an in-memory network. Cheap to clone: clones share them.
+    #[derive(Clone, Default)]
+    pub(crate) struct MemoryNetwork {
+        listeners: Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<DuplexStream>>>>,
+    }
+
+    impl MemoryNetwork {
+        /// Listens at `addr` (replacing any earlier listener there).
+        pub(crate) fn listen(&self, addr: SocketAddr) -> Listener {
+            let (arrivals, listener) = mpsc::unbounded_channel();
+            self.lock().insert(addr, arrivals);
+            Listener::Memory(listener)
+        }
+
+        /// Stops listening at `addr`: later dials there are refused.
+        pub(crate) fn unlisten(&self, addr: SocketAddr) {
+            self.lock().remove(&addr);
+        }
+
+        /// A pipe to the listener at `addr`; refused when nobody listens there.
+        pub(crate) fn connect(&self, addr: SocketAddr) -> std::io::Result<DuplexStream> {
+            let (near, far) = tokio::io::duplex(PIPE_CAPACITY);
+            let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+            let listeners = self.lock();
+            let arrivals = listeners.get(&addr).ok_or_else(refused)?;
+            arrivals.send(far).map_err(|_| refused())?;
+            Ok(near)
+        }
+
+        fn lock(
+            &self,
+        ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, mpsc::UnboundedSender<DuplexStream>>>
+        {
+            self.listeners
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+    }
+}
