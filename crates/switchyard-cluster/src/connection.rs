@@ -19,16 +19,16 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use switchyard_messaging::NodeId;
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Inner, lock};
+use crate::config::ClusterConfig;
 use crate::frame::Frame;
 use crate::handshake::{Authenticated, HandshakeError, Identity, handshake};
 use crate::seal::{Role, Sealer, TAG_LEN};
-use crate::serve::Serving;
 use crate::transport::{
     ConnectError, Incoming, Network, Stream, Transport, framed, reader, writes_are_exact,
 };
@@ -39,6 +39,29 @@ const OUTBOX: usize = 4_096;
 /// How long a connection closed on purpose (this node leaving, or a duplicate connection
 /// dropped) may take to write what was queued before: replies of calls that just ended.
 const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+/// What a connection's reader hands the frames it reads to: the connection knows nothing of
+/// what they mean.
+pub(crate) trait Inbound: Send + Sync + 'static {
+    /// Acts on `frame`, read from `from`. A call comes back as the future that serves it: the
+    /// reader drives it with the others until its reply is sent, and counts it as a call
+    /// under way on the connection meanwhile.
+    fn frame(&self, from: &Connection, frame: Frame) -> Option<Serving>;
+
+    /// The reader of `connection` has ended: no frame comes from it any more.
+    fn ended(&self, connection: &Connection);
+}
+
+/// Serves a call: the reader of its connection polls it until the reply is sent.
+pub(crate) type Serving = BoxFuture<'static, ()>;
+
+/// Locks a mutex that a panic elsewhere may have poisoned: the queue stays consistent between
+/// statements.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// A live, authenticated connection to a peer. Cloning it is one reference count.
 #[derive(Clone)]
@@ -355,6 +378,12 @@ impl Connection {
         self.closed.cancel();
     }
 
+    /// Whether it ended because the peer went away, a read or write failed, or the peer broke
+    /// the protocol (not because this node closed it).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.is_cancelled()
     }
@@ -441,15 +470,18 @@ pub(crate) enum DialError {
     },
 }
 
-/// Dials `peer` at `addr`, authenticates both ways, and starts serving the connection.
+/// Dials `peer` at `addr` over `network`, authenticates both ways as `me`, and starts the
+/// connection's reader (handing frames to `inbound`) and writer.
 pub(crate) async fn dial(
-    inner: &Arc<Inner>,
+    network: &Network,
+    config: &ClusterConfig,
+    me: &Identity<'_>,
     peer: &NodeId,
     addr: std::net::SocketAddr,
+    inbound: Arc<dyn Inbound>,
 ) -> Result<Connection, DialError> {
-    let config = &inner.config;
     let attempt = async {
-        let stream = Network::Tcp
+        let stream = network
             .connect(addr, config)
             .await
             .map_err(|error| match error {
@@ -457,7 +489,7 @@ pub(crate) async fn dial(
                 ConnectError::Tls(source) => DialError::Tls { addr, source },
             })?;
         let mut transport = framed(stream);
-        let authenticated = handshake(&mut transport, &inner.identity(), Role::Dialer)
+        let authenticated = handshake(&mut transport, me, Role::Dialer)
             .await
             .map_err(|source| DialError::Handshake { addr, source })?;
         if authenticated.peer != *peer {
@@ -472,37 +504,50 @@ pub(crate) async fn dial(
     let (transport, authenticated) = tokio::time::timeout(config.connect_timeout, attempt)
         .await
         .map_err(|_| DialError::TimedOut(addr))??;
-    Ok(start(inner, transport, authenticated, inner.me.clone()))
+    Ok(start(
+        config,
+        transport,
+        authenticated,
+        me.node.clone(),
+        inbound,
+    ))
 }
 
-/// Authenticates a connection a peer dialed, and starts serving it.
-pub(crate) async fn accept(inner: Arc<Inner>, stream: Incoming) {
+/// Authenticates a connection a peer dialed, as `me`, and starts its reader (handing frames
+/// to `inbound`) and writer; `None` when it is refused (logged).
+pub(crate) async fn accept(
+    config: &ClusterConfig,
+    me: &Identity<'_>,
+    stream: Incoming,
+    inbound: Arc<dyn Inbound>,
+) -> Option<Connection> {
     let remote = stream.remote();
-    if let Err(error) = stream.tune(&inner.config) {
+    if let Err(error) = stream.tune(config) {
         tracing::warn!(?remote, %error, "cannot set the options of an incoming connection; refused");
-        return;
+        return None;
     }
-    let outcome = tokio::time::timeout(inner.config.connect_timeout, async {
-        let stream = stream.secure(&inner.config).await?;
+    let outcome = tokio::time::timeout(config.connect_timeout, async {
+        let stream = stream.secure(config).await?;
         let mut transport = framed(stream);
-        let authenticated = handshake(&mut transport, &inner.identity(), Role::Listener).await?;
+        let authenticated = handshake(&mut transport, me, Role::Listener).await?;
         Ok::<_, HandshakeError>((transport, authenticated))
     })
     .await;
     match outcome {
         Ok(Ok((transport, authenticated))) => {
             let dialer = authenticated.peer.clone();
-            let connection = start(&inner, transport, authenticated, dialer);
-            inner.register(connection);
+            Some(start(config, transport, authenticated, dialer, inbound))
         }
         Ok(Err(error)) => {
             tracing::warn!(?remote, %error, "refused an incoming connection");
+            None
         }
         Err(_) => {
             tracing::warn!(
                 ?remote,
                 "an incoming connection did not finish its handshake in time"
             );
+            None
         }
     }
 }
@@ -577,17 +622,18 @@ impl Connection {
 
 /// Spawns the reader and writer of an authenticated connection.
 fn start(
-    inner: &Arc<Inner>,
+    config: &ClusterConfig,
     mut transport: Transport,
     authenticated: Authenticated,
     dialer: NodeId,
+    inbound: Arc<dyn Inbound>,
 ) -> Connection {
     let Authenticated {
         peer,
         sealer,
         mut opener,
     } = authenticated;
-    let max_frame_len = inner.config.max_frame_len.min(u32::MAX as usize - TAG_LEN);
+    let max_frame_len = config.max_frame_len.min(u32::MAX as usize - TAG_LEN);
     // Authenticated: frames up to the configured size are accepted from now on.
     transport
         .codec_mut()
@@ -602,7 +648,7 @@ fn start(
             io: write,
             already_buffered: &parts.write_buf,
             sealer,
-            exact_writes: writes_are_exact(&inner.config),
+            exact_writes: writes_are_exact(config),
         },
         max_frame_len,
     );
@@ -662,11 +708,10 @@ fn start(
         shared.finished.cancel();
     });
     let reader = connection.clone();
-    let inner = inner.clone();
     tokio::spawn(async move {
         let _end_on_unwind = EndOnUnwind {
             connection: reader.clone(),
-            inner: inner.clone(),
+            inbound: inbound.clone(),
         };
         let closed = &reader.closed;
         // The calls that came on this connection, until their replies are sent.
@@ -703,7 +748,7 @@ fn start(
             };
             match Frame::decode(payload) {
                 Ok(frame) => {
-                    if let Some(call) = crate::serve::handle(&inner, &reader, frame).await {
+                    if let Some(call) = inbound.frame(&reader, frame) {
                         reader.outstanding.fetch_add(1, Ordering::Relaxed);
                         serving.push(call);
                     }
@@ -721,13 +766,7 @@ fn start(
             // They run on: a reply can still reach its caller over another connection.
             tokio::spawn(async move { while serving.next().await.is_some() {} });
         }
-        if reader.broken.load(Ordering::SeqCst) {
-            inner
-                .counters
-                .connections_lost
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        inner.forget(&reader);
+        inbound.ended(&reader);
     });
     connection
 }
@@ -737,7 +776,7 @@ fn start(
 /// for its deadline instead of failing over.
 struct EndOnUnwind {
     connection: Connection,
-    inner: Arc<Inner>,
+    inbound: Arc<dyn Inbound>,
 }
 
 impl Drop for EndOnUnwind {
@@ -745,17 +784,7 @@ impl Drop for EndOnUnwind {
         if std::thread::panicking() {
             tracing::error!(peer = %self.connection.peer, "the reader of a connection panicked; the connection ends");
             self.connection.break_off();
-            self.inner.forget(&self.connection);
-        }
-    }
-}
-
-impl Inner {
-    pub(crate) fn identity(&self) -> Identity<'_> {
-        Identity {
-            cluster_id: &self.config.cluster_id,
-            node: &self.me,
-            secret: &self.config.secret,
+            self.inbound.ended(&self.connection);
         }
     }
 }

@@ -61,6 +61,8 @@ mod forwarded;
 mod frame;
 mod handshake;
 mod membership;
+mod peers;
+mod pending;
 pub mod placement;
 mod remote;
 mod seal;

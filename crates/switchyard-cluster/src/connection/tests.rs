@@ -30,6 +30,17 @@ fn options_of(socket: socket2::SockRef<'_>) -> Options {
     )
 }
 
+/// Drops every frame.
+struct Ignore;
+
+impl Inbound for Ignore {
+    fn frame(&self, _: &Connection, _: Frame) -> Option<Serving> {
+        None
+    }
+
+    fn ended(&self, _: &Connection) {}
+}
+
 /// Both ends of a cluster connection get the options: the dialed one from `tcp_dialed`,
 /// the accepted one from `accept`, the path a node's listener hands its connections to.
 #[tokio::test]
@@ -47,9 +58,6 @@ async fn dialed_and_accepted_connections_have_keepalive_and_no_nagle_delay() {
         4,
         cfg!(target_os = "linux").then_some(Duration::from_secs(7 + 3 * 4)),
     );
-    let cluster = crate::Cluster::start(switchyard_messaging::Node::new("m"), config.clone())
-        .await
-        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dialed = tcp_dialed(listener.local_addr().unwrap(), &config)
         .await
@@ -65,7 +73,20 @@ async fn dialed_and_accepted_connections_have_keepalive_and_no_nagle_delay() {
     );
     // No handshake comes: `accept` sets the options, then refuses the connection.
     drop(dialed);
-    accept(cluster.inner.clone(), Incoming::Tcp(accepted)).await;
+    let me = NodeId::new("m", 1);
+    let identity = Identity {
+        cluster_id: "c",
+        node: &me,
+        secret: b"sixteen or more secret bytes",
+    };
+    let refused = accept(
+        &config,
+        &identity,
+        Incoming::Tcp(accepted),
+        Arc::new(Ignore),
+    )
+    .await;
+    assert!(refused.is_none());
     assert_eq!(options_of(socket2::SockRef::from(&probe)), expected);
 }
 
