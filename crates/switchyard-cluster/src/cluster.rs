@@ -175,16 +175,7 @@ impl Cluster {
 
     /// What this node did on the wire so far.
     pub fn stats(&self) -> ClusterStats {
-        let (served, connections) = (&self.inner.server.counters, &self.inner.peers.counters);
-        ClusterStats {
-            calls_served: served.calls_served.load(Ordering::Relaxed),
-            calls_forwarded: served.calls_forwarded.load(Ordering::Relaxed),
-            replies_sent: served.replies_sent.load(Ordering::Relaxed),
-            replies_received: self.inner.caller.replies_received(),
-            dials: connections.dials.load(Ordering::Relaxed),
-            failed_dials: connections.failed_dials.load(Ordering::Relaxed),
-            connections_lost: connections.connections_lost.load(Ordering::Relaxed),
-        }
+        self.inner.stats()
     }
 
     /// How many calls from other nodes this node is running now.
@@ -293,6 +284,20 @@ impl Inner {
                 left: CancellationToken::new(),
             }
         })
+    }
+
+    /// What this node did on the wire so far.
+    fn stats(&self) -> ClusterStats {
+        let (served, connections) = (&self.server.counters, &self.peers.counters);
+        ClusterStats {
+            calls_served: served.calls_served.load(Ordering::Relaxed),
+            calls_forwarded: served.calls_forwarded.load(Ordering::Relaxed),
+            replies_sent: served.replies_sent.load(Ordering::Relaxed),
+            replies_received: self.caller.replies_received(),
+            dials: connections.dials.load(Ordering::Relaxed),
+            failed_dials: connections.failed_dials.load(Ordering::Relaxed),
+            connections_lost: connections.connections_lost.load(Ordering::Relaxed),
+        }
     }
 
     /// What this node says about itself in a handshake.

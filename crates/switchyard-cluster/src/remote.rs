@@ -220,6 +220,12 @@ impl Caller {
         self.questions.complete(request, verdict);
     }
 
+    /// How many calls wait for their reply.
+    #[cfg(test)]
+    pub(crate) fn pending_calls(&self) -> usize {
+        self.calls.len()
+    }
+
     /// How many replies this node received.
     pub(crate) fn replies_received(&self) -> u64 {
         self.replies_received.load(Ordering::Relaxed)

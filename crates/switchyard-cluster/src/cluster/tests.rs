@@ -1,1 +1,246 @@
-//! Tests of the cluster's logic over the in-memory transport, on paused time.
+//! Tests of the cluster's logic (reply routing, forwarding, the end of calls whose connection
+//! is lost, cancels, fail-over) over the in-memory transport, on paused time: whole nodes,
+//! with their handshake, connections, caller and server, but no socket and no gossip (each
+//! node is told its members directly). The socket behaviour has its own tests in
+//! `tests/cluster`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use switchyard_messaging::{Ctx, Router};
+
+use super::*;
+use crate::membership::MemberInfo;
+use crate::transport::memory::MemoryNetwork;
+
+/// A node of an in-memory cluster.
+struct Twin {
+    node: Node,
+    inner: Arc<Inner>,
+}
+
+fn addr_of(index: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, index], 7000))
+}
+
+/// Starts node `name` at address `index` of `network`, with `routers`.
+fn twin(network: &MemoryNetwork, name: &str, index: u8, routers: impl FnOnce(&Node)) -> Twin {
+    let node = Node::builder(name)
+        .default_timeout(Duration::from_secs(30))
+        .build();
+    routers(&node);
+    let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec());
+    let inner = Inner::new(
+        node.clone(),
+        config,
+        addr_of(index),
+        Network::Memory(network.clone()),
+    );
+    inner.accept_from(network.listen(addr_of(index)));
+    inner.attach().unwrap();
+    Twin { node, inner }
+}
+
+impl Twin {
+    fn id(&self) -> &NodeId {
+        &self.inner.me
+    }
+
+    /// Takes `others` as this node's members, offering what they announced (`services`
+    /// overrides it), and connects to each.
+    async fn meets(&self, others: &[(&Twin, Option<&[&str]>)]) {
+        let by_id: BTreeMap<_, _> = others
+            .iter()
+            .map(|(other, services)| {
+                let services = match services {
+                    Some(services) => services.iter().map(|s| (*s).to_owned()).collect(),
+                    None => other.inner.services.borrow().clone(),
+                };
+                let info = MemberInfo {
+                    rpc_addr: other.inner.rpc_addr,
+                    services,
+                };
+                (other.id().clone(), info)
+            })
+            .collect();
+        self.inner.update_members(Members { by_id });
+        for (other, _) in others {
+            self.inner.peers.connection_to(other.id()).await.unwrap();
+        }
+    }
+}
+
+/// Answers with the name of the node it ran on.
+async fn whoami(msg: Message, ctx: Ctx) -> Message {
+    let name = ctx.node_id().name().to_owned();
+    msg.ok_with(&name)
+}
+
+/// Never answers (within a test).
+async fn stuck(msg: Message) -> Message {
+    tokio::time::sleep(Duration::from_secs(3_600)).await;
+    msg.ok()
+}
+
+/// `whoami` and `stuck`, public, every call allowed; `choose_node` as given.
+fn routers(choose: Option<NodeId>) -> impl FnOnce(&Node) {
+    move |node: &Node| {
+        let router = Router::new("info")
+            .service("whoami", whoami)
+            .service("stuck", stuck)
+            .authorize(|_| Ok(()));
+        let router = match choose {
+            Some(owner) => router.choose_node(move |_| NodeChoice::Node(owner.clone())),
+            None => router,
+        };
+        node.register(router).unwrap();
+    }
+}
+
+fn answered_by(reply: &Message) -> String {
+    match reply.response() {
+        Some(Response::OkWith(payload)) => payload.decode().unwrap(),
+        other => panic!("expected a name, got {other:?}"),
+    }
+}
+
+/// A caller and one provider: the call crosses the in-memory connection and its reply comes
+/// back to the caller waiting for it.
+#[tokio::test(start_paused = true)]
+async fn a_remote_call_is_answered_over_its_connection() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let b = twin(&network, "b", 2, routers(None));
+    a.meets(&[(&b, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    let reply = a.node.dispatch(Message::new("whoami")).await;
+    assert_eq!(answered_by(&reply), "b");
+    let (a_stats, b_stats) = (a.inner.stats(), b.inner.stats());
+    assert_eq!(a_stats.replies_received, 1);
+    assert_eq!((b_stats.calls_served, b_stats.replies_sent), (1, 1));
+    assert_eq!(a.inner.caller.pending_calls(), 0);
+}
+
+/// The provider a caller reaches passes the call to the owner its `choose_node` names; the
+/// owner answers the caller straight, not through the provider.
+#[tokio::test(start_paused = true)]
+async fn a_forwarded_call_is_answered_by_its_owner_straight_to_the_caller() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let c = twin(&network, "c", 3, routers(None));
+    let b = twin(&network, "b", 2, routers(Some(c.id().clone())));
+    // The caller knows only b as a provider.
+    a.meets(&[(&b, None), (&c, Some(&[]))]).await;
+    b.meets(&[(&a, None), (&c, None)]).await;
+    c.meets(&[(&a, None), (&b, None)]).await;
+    let reply = a.node.dispatch(Message::new("whoami")).await;
+    assert_eq!(answered_by(&reply), "c");
+    let (b_stats, c_stats) = (b.inner.stats(), c.inner.stats());
+    assert_eq!((b_stats.calls_forwarded, b_stats.replies_sent), (1, 0));
+    assert_eq!((c_stats.calls_served, c_stats.replies_sent), (1, 1));
+    assert_eq!(a.inner.stats().replies_received, 1);
+}
+
+/// A call that left on a connection that then breaks ends at once, with an error saying its
+/// outcome is unknown: it does not wait for its deadline, and is not repeated elsewhere.
+#[tokio::test(start_paused = true)]
+async fn a_call_whose_connection_is_lost_after_it_left_ends_at_once() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let b = twin(&network, "b", 2, routers(None));
+    a.meets(&[(&b, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    let started = Instant::now();
+    let call = tokio::spawn({
+        let node = a.node.clone();
+        async move { node.dispatch(Message::new("stuck")).await }
+    });
+    while b.inner.server.running_calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    a.inner.peers.live_connection(b.id()).unwrap().break_off();
+    let reply = call.await.unwrap();
+    let response = reply.response().unwrap();
+    assert!(
+        matches!(response, Response::Error(_)) && response.to_string().contains("unknown"),
+        "expected an unknown outcome, got {response:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the call waited for its deadline"
+    );
+    assert_eq!(a.inner.caller.pending_calls(), 0, "the call was forgotten");
+}
+
+/// A caller that stops waiting (its deadline passed) tells the provider, which stops
+/// running the call.
+#[tokio::test(start_paused = true)]
+async fn a_call_that_times_out_is_cancelled_where_it_runs() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let b = twin(&network, "b", 2, routers(None));
+    a.meets(&[(&b, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    let options = switchyard_messaging::DispatchOptions::with_timeout(Duration::from_secs(2));
+    let reply = a.node.dispatch_with(Message::new("stuck"), options).await;
+    assert!(
+        matches!(reply.response(), Some(Response::ServiceTimeout { .. })),
+        "{:?}",
+        reply.response()
+    );
+    for _ in 0..100 {
+        if b.inner.server.running_calls() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(b.inner.server.running_calls(), 0, "the call still runs");
+}
+
+/// A provider that is leaving declines new calls, and the caller's dispatcher takes the next
+/// provider.
+#[tokio::test(start_paused = true)]
+async fn a_call_declined_by_a_leaving_provider_goes_to_the_next() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let b = twin(&network, "b", 2, routers(None));
+    let c = twin(&network, "c", 3, routers(None));
+    a.meets(&[(&b, None), (&c, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    c.meets(&[(&a, None)]).await;
+    assert!(b.inner.server.stop_taking_calls());
+    for _ in 0..8 {
+        let reply = a.node.dispatch(Message::new("whoami")).await;
+        assert_eq!(answered_by(&reply), "c");
+    }
+    assert_eq!(b.inner.stats().calls_served, 0);
+}
+
+/// A node that has left closes its connections, and the calls waiting on them end at once.
+#[tokio::test(start_paused = true)]
+async fn leaving_ends_the_calls_waiting_on_its_connections() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let b = twin(&network, "b", 2, routers(None));
+    a.meets(&[(&b, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    let started = Instant::now();
+    let call = tokio::spawn({
+        let node = a.node.clone();
+        async move { node.dispatch(Message::new("stuck")).await }
+    });
+    while b.inner.server.running_calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    a.inner.peers.close_all();
+    let reply = call.await.unwrap();
+    assert!(
+        matches!(reply.response(), Some(Response::Error(_))),
+        "{:?}",
+        reply.response()
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    network.unlisten(addr_of(2));
+    assert!(a.inner.peers.connection_to(b.id()).await.is_err());
+}

@@ -8,7 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::LengthDelimitedCodec;
 
 use super::*;
-use crate::ClusterConfig;
+use crate::config::ClusterConfig;
 use crate::transport::tcp_dialed;
 
 /// No Nagle delay, keepalive on, its idle time, interval and probes, and (on Linux) the
