@@ -158,19 +158,7 @@ impl Cluster {
 
     /// The other live members, as gossip reports them.
     pub fn members(&self) -> Vec<Member> {
-        let peers = &self.inner.peers;
-        // Kept in id order: the list comes out sorted.
-        peers
-            .members()
-            .by_id
-            .iter()
-            .map(|(id, info)| Member {
-                id: id.clone(),
-                rpc_addr: info.rpc_addr,
-                services: info.services.clone(),
-                connected: peers.is_connected(id),
-            })
-            .collect()
+        self.inner.members()
     }
 
     /// What this node did on the wire so far.
@@ -284,6 +272,23 @@ impl Inner {
                 left: CancellationToken::new(),
             }
         })
+    }
+
+    /// The other live members, as gossip reports them.
+    fn members(&self) -> Vec<Member> {
+        let peers = &self.peers;
+        // Kept in id order: the list comes out sorted.
+        peers
+            .members()
+            .by_id
+            .iter()
+            .map(|(id, info)| Member {
+                id: id.clone(),
+                rpc_addr: info.rpc_addr,
+                services: info.services.clone(),
+                connected: peers.is_connected(id),
+            })
+            .collect()
     }
 
     /// What this node did on the wire so far.

@@ -289,3 +289,55 @@ pub(crate) mod memory {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use bytes::BufMut;
+    use futures::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_read_with_the_handshake_are_decoded_without_waiting_for_more() {
+        let (_peer, local) = tokio::io::duplex(64);
+        let mut already_read = BytesMut::new();
+        already_read.put_u32(3);
+        already_read.put_slice(b"abc");
+        let mut frames = reader(local, LengthDelimitedCodec::new(), already_read);
+        let first = tokio::time::timeout(Duration::from_secs(1), frames.next())
+            .await
+            .expect("the frame already read waits for more bytes");
+        assert_eq!(&first.unwrap().unwrap()[..], b"abc");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_memory_network_connects_only_to_a_listener() {
+        let network = memory::MemoryNetwork::default();
+        let addr: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+        let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec());
+        let mut listener = network.listen(addr);
+        let mut dialed = Network::Memory(network.clone())
+            .connect(addr, &config)
+            .await
+            .unwrap();
+        let mut accepted = listener
+            .accept()
+            .await
+            .unwrap()
+            .secure(&config)
+            .await
+            .unwrap();
+        dialed.write_all(b"ping").await.unwrap();
+        let mut read = [0; 4];
+        accepted.read_exact(&mut read).await.unwrap();
+        assert_eq!(&read, b"ping");
+        network.unlisten(addr);
+        let refused = Network::Memory(network).connect(addr, &config).await;
+        assert!(matches!(refused, Err(ConnectError::Connect(_))));
+    }
+}

@@ -244,3 +244,46 @@ async fn leaving_ends_the_calls_waiting_on_its_connections() {
     network.unlisten(addr_of(2));
     assert!(a.inner.peers.connection_to(b.id()).await.is_err());
 }
+
+/// Members that join and leave are reported as events; of two members, the one with the
+/// smaller id dials and keeps the connection up, and the other uses it.
+#[tokio::test(start_paused = true)]
+async fn joins_and_departures_are_reported_and_the_smaller_id_connects() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let b = twin(&network, "b", 2, routers(None));
+    let (mut a_events, mut b_events) = (a.inner.events.subscribe(), b.inner.events.subscribe());
+    let members_of = |other: &Twin| {
+        let info = MemberInfo {
+            rpc_addr: other.inner.rpc_addr,
+            services: other.inner.services.borrow().clone(),
+        };
+        Members {
+            by_id: BTreeMap::from([(other.id().clone(), info)]),
+        }
+    };
+    // b learns of a first: b does not dial (a's id is smaller), a does once it learns of b.
+    b.inner.update_members(members_of(&a));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!b.inner.peers.is_connected(a.id()), "the larger id dialed");
+    a.inner.update_members(members_of(&b));
+    while !b.inner.peers.is_connected(a.id()) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(a.inner.members()[0].connected);
+    assert_eq!(a.inner.peers.usable_providers("whoami"), [b.id().clone()]);
+    assert_eq!(
+        a_events.recv().await.unwrap(),
+        ClusterEvent::NodeJoined(b.id().clone())
+    );
+    assert_eq!(
+        b_events.recv().await.unwrap(),
+        ClusterEvent::NodeJoined(a.id().clone())
+    );
+    a.inner.update_members(Members::default());
+    assert_eq!(
+        a_events.recv().await.unwrap(),
+        ClusterEvent::NodeLeft(b.id().clone())
+    );
+    assert!(a.inner.peers.usable_providers("whoami").is_empty());
+}

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::LengthDelimitedCodec;
 
 use super::*;
 use crate::config::ClusterConfig;
@@ -88,19 +87,6 @@ async fn dialed_and_accepted_connections_have_keepalive_and_no_nagle_delay() {
     .await;
     assert!(refused.is_none());
     assert_eq!(options_of(socket2::SockRef::from(&probe)), expected);
-}
-
-#[tokio::test]
-async fn frames_read_with_the_handshake_are_decoded_without_waiting_for_more() {
-    let (_peer, local) = tokio::io::duplex(64);
-    let mut already_read = BytesMut::new();
-    already_read.put_u32(3);
-    already_read.put_slice(b"abc");
-    let mut frames = reader(local, LengthDelimitedCodec::new(), already_read);
-    let first = tokio::time::timeout(Duration::from_secs(1), frames.next())
-        .await
-        .expect("the frame already read waits for more bytes");
-    assert_eq!(&first.unwrap().unwrap()[..], b"abc");
 }
 
 /// A stream whose writes all fail, as a TLS stream's write does when the socket breaks
