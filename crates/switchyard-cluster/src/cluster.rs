@@ -79,23 +79,23 @@ pub struct Member {
 /// departure first.
 #[derive(Clone)]
 pub struct Cluster {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
     gossip: Arc<Gossip>,
 }
 
 /// The parts of a node in a cluster, composed.
-pub(crate) struct Inner {
+struct Inner {
     node: Node,
     me: NodeId,
     config: ClusterConfig,
     network: Network,
     rpc_addr: SocketAddr,
     /// The members and the connections to them.
-    pub(crate) peers: Arc<Peers>,
+    peers: Arc<Peers>,
     /// This node's calls to others and their answers.
-    pub(crate) caller: Arc<Caller>,
+    caller: Arc<Caller>,
     /// Others' calls to this node.
-    pub(crate) server: Arc<Server>,
+    server: Arc<Server>,
     events: broadcast::Sender<ClusterEvent>,
     /// The public services to announce, latest first; one task publishes them.
     services: watch::Sender<Vec<String>>,

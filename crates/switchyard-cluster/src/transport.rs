@@ -1,6 +1,6 @@
 //! The byte streams between nodes, knowing nothing of calls: connecting and listening, socket
 //! tuning (no Nagle delay, keepalive, user timeout), TLS when configured, and length-delimited
-//! framing. In unit tests, an in-memory network ([`memory`]) stands in for TCP behind the same
+//! framing. In unit tests, an in-memory network (`memory`) stands in for TCP behind the same
 //! [`Stream`] type, so the cluster's logic runs without sockets and on paused time.
 
 use std::net::SocketAddr;
