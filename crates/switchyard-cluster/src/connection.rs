@@ -1,7 +1,7 @@
-//! Authenticated connections to peers: one per pair of nodes, multiplexed by request ids.
-//!
-//! Either node may dial; when both did at once, the connection dialed by the smaller node id
-//! is kept and the other closed, so both sides settle on the same one.
+//! One authenticated connection to a peer, many calls in flight on it: dialing or accepting
+//! it (transport, then handshake), writing its frames, and reading them for an [`Inbound`]
+//! that knows what they mean. Which connection to a peer is kept, and when to dial, is
+//! `Peers`' business.
 //!
 //! Frames are encoded by the sender's task and queued in order, each with a ticket (its place
 //! in the queue). Whoever holds the write half (the sender itself when nobody is writing,

@@ -96,14 +96,14 @@ pub(crate) enum Listener {
     Tcp(TcpListener),
     /// The end of an in-memory network's pipes that arrive at one address.
     #[cfg(test)]
-    Memory(tokio::sync::mpsc::UnboundedReceiver<tokio::io::DuplexStream>),
+    Memory(tokio::sync::mpsc::UnboundedReceiver<memory::MemoryStream>),
 }
 
 /// A connection a peer dialed, before tuning and TLS.
 pub(crate) enum Incoming {
     Tcp(TcpStream),
     #[cfg(test)]
-    Memory(tokio::io::DuplexStream),
+    Memory(memory::MemoryStream),
 }
 
 impl Listener {
@@ -240,52 +240,128 @@ pub(crate) fn writes_are_exact(_: &ClusterConfig) -> bool {
 pub(crate) mod memory {
     use std::collections::HashMap;
     use std::net::SocketAddr;
-    use std::sync::{Arc, Mutex};
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+    use std::task::{Context, Poll};
 
-    use tokio::io::DuplexStream;
+    use futures::FutureExt;
+    use futures::future::BoxFuture;
+    use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
     use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
 
     use super::Listener;
 
     /// How many bytes a pipe holds in each direction before a writer waits.
     const PIPE_CAPACITY: usize = 256 * 1024;
 
-    /// The listeners of an in-memory network. Cheap to clone: clones share them.
+    /// The listeners of an in-memory network, and the links dialed to each. Cheap to clone:
+    /// clones share them.
     #[derive(Clone, Default)]
     pub(crate) struct MemoryNetwork {
-        listeners: Arc<Mutex<HashMap<SocketAddr, mpsc::UnboundedSender<DuplexStream>>>>,
+        shared: Arc<Mutex<Shared>>,
+    }
+
+    #[derive(Default)]
+    struct Shared {
+        listeners: HashMap<SocketAddr, mpsc::UnboundedSender<MemoryStream>>,
+        /// What cuts each link dialed to an address.
+        links: HashMap<SocketAddr, Vec<CancellationToken>>,
+    }
+
+    /// One end of an in-memory link: a pipe that fails, both ways and at both ends, once the
+    /// link is cut, as a socket does when its connection is reset.
+    pub(crate) struct MemoryStream {
+        pipe: DuplexStream,
+        cut: CancellationToken,
+        /// Wakes a read or write waiting on the pipe when the link is cut.
+        on_cut: BoxFuture<'static, ()>,
+    }
+
+    impl MemoryStream {
+        fn new(pipe: DuplexStream, cut: CancellationToken) -> Self {
+            let on_cut = cut.clone().cancelled_owned().boxed();
+            Self { pipe, cut, on_cut }
+        }
+
+        fn check(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+            if self.cut.is_cancelled() || self.on_cut.poll_unpin(cx).is_ready() {
+                return Err(std::io::ErrorKind::ConnectionReset.into());
+            }
+            Ok(())
+        }
+    }
+
+    impl AsyncRead for MemoryStream {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            self.check(cx)?;
+            Pin::new(&mut self.pipe).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for MemoryStream {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.check(cx)?;
+            Pin::new(&mut self.pipe).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            self.check(cx)?;
+            Pin::new(&mut self.pipe).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.pipe).poll_shutdown(cx)
+        }
     }
 
     impl MemoryNetwork {
         /// Listens at `addr` (replacing any earlier listener there).
         pub(crate) fn listen(&self, addr: SocketAddr) -> Listener {
             let (arrivals, listener) = mpsc::unbounded_channel();
-            self.lock().insert(addr, arrivals);
+            self.lock().listeners.insert(addr, arrivals);
             Listener::Memory(listener)
         }
 
         /// Stops listening at `addr`: later dials there are refused.
         pub(crate) fn unlisten(&self, addr: SocketAddr) {
-            self.lock().remove(&addr);
+            self.lock().listeners.remove(&addr);
         }
 
-        /// A pipe to the listener at `addr`; refused when nobody listens there.
-        pub(crate) fn connect(&self, addr: SocketAddr) -> std::io::Result<DuplexStream> {
+        /// Cuts every link dialed to `addr` so far: reads and writes fail at both ends.
+        pub(crate) fn cut(&self, addr: SocketAddr) {
+            for link in self.lock().links.remove(&addr).into_iter().flatten() {
+                link.cancel();
+            }
+        }
+
+        /// A link to the listener at `addr`; refused when nobody listens there.
+        pub(crate) fn connect(&self, addr: SocketAddr) -> std::io::Result<MemoryStream> {
             let (near, far) = tokio::io::duplex(PIPE_CAPACITY);
+            let cut = CancellationToken::new();
             let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-            let listeners = self.lock();
-            let arrivals = listeners.get(&addr).ok_or_else(refused)?;
-            arrivals.send(far).map_err(|_| refused())?;
-            Ok(near)
+            let mut shared = self.lock();
+            let arrivals = shared.listeners.get(&addr).ok_or_else(refused)?;
+            arrivals
+                .send(MemoryStream::new(far, cut.clone()))
+                .map_err(|_| refused())?;
+            shared.links.entry(addr).or_default().push(cut.clone());
+            Ok(MemoryStream::new(near, cut))
         }
 
-        fn lock(
-            &self,
-        ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, mpsc::UnboundedSender<DuplexStream>>>
-        {
-            self.listeners
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        fn lock(&self) -> MutexGuard<'_, Shared> {
+            self.shared.lock().unwrap_or_else(PoisonError::into_inner)
         }
     }
 }
@@ -336,6 +412,15 @@ mod tests {
         let mut read = [0; 4];
         accepted.read_exact(&mut read).await.unwrap();
         assert_eq!(&read, b"ping");
+        network.cut(addr);
+        assert!(
+            dialed.write_all(b"ping").await.is_err(),
+            "written after the cut"
+        );
+        assert!(
+            accepted.read(&mut read).await.is_err(),
+            "read after the cut"
+        );
         network.unlisten(addr);
         let refused = Network::Memory(network).connect(addr, &config).await;
         assert!(matches!(refused, Err(ConnectError::Connect(_))));

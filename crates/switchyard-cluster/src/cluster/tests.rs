@@ -287,3 +287,45 @@ async fn joins_and_departures_are_reported_and_the_smaller_id_connects() {
     );
     assert!(a.inner.peers.usable_providers("whoami").is_empty());
 }
+
+/// A link cut under a call (the connection reset, as by a failing network) ends the call at
+/// once with an unknown outcome; both nodes forget the connection and count it lost, and the
+/// node with the smaller id dials again.
+#[tokio::test(start_paused = true)]
+async fn a_cut_link_ends_its_calls_and_is_dialed_again() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let b = twin(&network, "b", 2, routers(None));
+    a.meets(&[(&b, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    let first = a.inner.peers.live_connection(b.id()).unwrap();
+    let started = Instant::now();
+    let call = tokio::spawn({
+        let node = a.node.clone();
+        async move { node.dispatch(Message::new("stuck")).await }
+    });
+    while b.inner.server.running_calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    network.cut(addr_of(2));
+    let reply = call.await.unwrap();
+    let response = reply.response().unwrap();
+    assert!(
+        response.to_string().contains("unknown"),
+        "expected an unknown outcome, got {response:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    while b.inner.stats().connections_lost == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(a.inner.stats().connections_lost, 1);
+    let redialed = loop {
+        match a.inner.peers.live_connection(b.id()) {
+            Some(connection) if connection.id != first.id => break connection,
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    assert_eq!(redialed.dialer, *a.id());
+    let reply = a.node.dispatch(Message::new("whoami")).await;
+    assert_eq!(answered_by(&reply), "b");
+}
