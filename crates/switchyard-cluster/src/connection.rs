@@ -29,6 +29,7 @@ use crate::config::ClusterConfig;
 use crate::frame::Frame;
 use crate::handshake::{Authenticated, HandshakeError, Identity, handshake};
 use crate::seal::{Role, Sealer, TAG_LEN};
+use crate::sync::lock;
 use crate::transport::{
     ConnectError, Incoming, Network, Stream, Transport, framed, reader, writes_are_exact,
 };
@@ -54,14 +55,6 @@ pub(crate) trait Inbound: Send + Sync + 'static {
 
 /// Serves a call: the reader of its connection polls it until the reply is sent.
 pub(crate) type Serving = BoxFuture<'static, ()>;
-
-/// Locks a mutex that a panic elsewhere may have poisoned: the queue stays consistent between
-/// statements.
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// A live, authenticated connection to a peer. Cloning it is one reference count.
 #[derive(Clone)]

@@ -69,6 +69,7 @@ pub mod placement;
 mod remote;
 mod seal;
 mod serve;
+mod sync;
 #[cfg(feature = "tls")]
 mod tls;
 mod transport;

@@ -24,6 +24,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("remote", include_str!("remote.rs")),
     ("seal", include_str!("seal.rs")),
     ("serve", include_str!("serve.rs")),
+    ("sync", include_str!("sync.rs")),
     ("tls", include_str!("tls.rs")),
     ("transport", include_str!("transport.rs")),
 ];

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::Connection;
 use crate::membership::Members;
+use crate::sync::lock;
 
 /// A connection that ends sooner than this after its handshake counts as a failed dial for
 /// the reconnect backoff: a peer that accepts connections and drops them at once is not a
@@ -66,12 +67,6 @@ struct DialState {
     retry_at: Option<tokio::time::Instant>,
     /// Why the last attempt failed.
     last_error: String,
-}
-
-/// Locks a mutex that a panic elsewhere may have poisoned: every map here stays consistent
-/// between statements.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Peers {

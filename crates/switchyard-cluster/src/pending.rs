@@ -9,11 +9,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+
+use crate::sync::lock;
 
 /// The requests of one kind that wait for an answer, by id.
 pub(crate) struct Pending<T> {
@@ -35,7 +37,7 @@ impl<T> Pending<T> {
     pub(crate) fn register(&self) -> Waiter<'_, T> {
         let request = self.next.fetch_add(1, Ordering::Relaxed);
         let (answer, receiver) = oneshot::channel();
-        self.lock().insert(request, answer);
+        lock(&self.waiting).insert(request, answer);
         Waiter {
             pending: self,
             request,
@@ -46,20 +48,14 @@ impl<T> Pending<T> {
     /// Hands `answer` to the waiter of `request`. False when nobody waits for it (the waiter
     /// gave up, or the id was never handed out): the answer is dropped.
     pub(crate) fn complete(&self, request: u64, answer: T) -> bool {
-        let waiting = self.lock().remove(&request);
+        let waiting = lock(&self.waiting).remove(&request);
         waiting.is_some_and(|waiting| waiting.send(answer).is_ok())
     }
 
     /// How many requests wait.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Every map here stays consistent between statements: a panic elsewhere that poisoned
-    /// the lock left nothing half done.
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<T>>> {
-        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.waiting).len()
     }
 }
 
@@ -114,7 +110,7 @@ impl<T> Waiter<'_, T> {
 
 impl<T> Drop for Waiter<'_, T> {
     fn drop(&mut self) {
-        self.pending.lock().remove(&self.request);
+        lock(&self.pending.waiting).remove(&self.request);
     }
 }
 

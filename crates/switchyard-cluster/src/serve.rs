@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -23,6 +23,7 @@ use crate::forwarded::Forwarded;
 use crate::frame::{Frame, Verdict, WireHop};
 use crate::peers::Peers;
 use crate::remote::Caller;
+use crate::sync::lock;
 
 /// The longest deadline a call may carry: a day.
 const MAX_REMAINING_MICROS: u64 = 86_400_000_000;
@@ -58,12 +59,6 @@ pub(crate) struct ServingCounters {
     pub(crate) calls_served: AtomicU64,
     pub(crate) calls_forwarded: AtomicU64,
     pub(crate) replies_sent: AtomicU64,
-}
-
-/// Locks a mutex that a panic elsewhere may have poisoned: every map here stays consistent
-/// between statements.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Counts a call this node runs, and forgets it when it ends, also when it is aborted.

@@ -241,7 +241,7 @@ pub(crate) mod memory {
     use std::collections::HashMap;
     use std::net::SocketAddr;
     use std::pin::Pin;
-    use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+    use std::sync::{Arc, Mutex};
     use std::task::{Context, Poll};
 
     use futures::FutureExt;
@@ -251,6 +251,7 @@ pub(crate) mod memory {
     use tokio_util::sync::CancellationToken;
 
     use super::Listener;
+    use crate::sync::lock;
 
     /// How many bytes a pipe holds in each direction before a writer waits.
     const PIPE_CAPACITY: usize = 256 * 1024;
@@ -330,18 +331,18 @@ pub(crate) mod memory {
         /// Listens at `addr` (replacing any earlier listener there).
         pub(crate) fn listen(&self, addr: SocketAddr) -> Listener {
             let (arrivals, listener) = mpsc::unbounded_channel();
-            self.lock().listeners.insert(addr, arrivals);
+            lock(&self.shared).listeners.insert(addr, arrivals);
             Listener::Memory(listener)
         }
 
         /// Stops listening at `addr`: later dials there are refused.
         pub(crate) fn unlisten(&self, addr: SocketAddr) {
-            self.lock().listeners.remove(&addr);
+            lock(&self.shared).listeners.remove(&addr);
         }
 
         /// Cuts every link dialed to `addr` so far: reads and writes fail at both ends.
         pub(crate) fn cut(&self, addr: SocketAddr) {
-            for link in self.lock().links.remove(&addr).into_iter().flatten() {
+            for link in lock(&self.shared).links.remove(&addr).into_iter().flatten() {
                 link.cancel();
             }
         }
@@ -351,17 +352,13 @@ pub(crate) mod memory {
             let (near, far) = tokio::io::duplex(PIPE_CAPACITY);
             let cut = CancellationToken::new();
             let refused = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-            let mut shared = self.lock();
+            let mut shared = lock(&self.shared);
             let arrivals = shared.listeners.get(&addr).ok_or_else(refused)?;
             arrivals
                 .send(MemoryStream::new(far, cut.clone()))
                 .map_err(|_| refused())?;
             shared.links.entry(addr).or_default().push(cut.clone());
             Ok(MemoryStream::new(near, cut))
-        }
-
-        fn lock(&self) -> MutexGuard<'_, Shared> {
-            self.shared.lock().unwrap_or_else(PoisonError::into_inner)
         }
     }
 }
