@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use chitchat::transport::{Transport as GossipTransport, UdpTransport};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use switchyard_messaging::remote::{Hop, RemoteError, RemoteNodes};
@@ -125,10 +126,23 @@ impl Cluster {
             .await
             .map_err(bind_failed)?;
         let rpc_addr = listener.local_addr().map_err(bind_failed)?;
+        let network = (Network::Tcp, Listener::Tcp(listener), rpc_addr);
+        Self::start_on(node, config, network, &UdpTransport).await
+    }
+
+    /// [`Cluster::start`] on a network of its own: calls over `network` (the network, this
+    /// node's listener and its address), gossip over `gossip`.
+    async fn start_on(
+        node: Node,
+        config: ClusterConfig,
+        network: (Network, Listener, SocketAddr),
+        gossip: &dyn GossipTransport,
+    ) -> Result<Self, ClusterError> {
+        let (network, listener, rpc_addr) = network;
         let advertised = config.advertised_rpc_addr.unwrap_or(rpc_addr);
-        let gossip = Arc::new(Gossip::start(node.id(), advertised, &config).await?);
-        let inner = Inner::new(node, config, rpc_addr, Network::Tcp);
-        inner.accept_from(Listener::Tcp(listener));
+        let gossip = Arc::new(Gossip::start(node.id(), advertised, &config, gossip).await?);
+        let inner = Inner::new(node, config, rpc_addr, network);
+        inner.accept_from(listener);
         follow(&inner, &gossip);
         announce_services(&inner, &gossip);
         if let Err(error) = inner.attach() {
@@ -139,6 +153,22 @@ impl Cluster {
         }
         tracing::info!(node = %inner.me, rpc = %rpc_addr, gossip = %gossip.addr(), cluster = %inner.config.cluster_id, "joined the cluster");
         Ok(Self { inner, gossip })
+    }
+
+    /// [`Cluster::start`] without sockets, for tests: calls over the in-memory `network` at
+    /// `config.rpc_addr`, gossip over chitchat's in-memory channels at `config.gossip_addr`.
+    #[cfg(test)]
+    async fn start_in_memory(
+        node: Node,
+        config: ClusterConfig,
+        network: &crate::transport::memory::MemoryNetwork,
+        gossip: &chitchat::transport::ChannelTransport,
+    ) -> Result<Self, ClusterError> {
+        config.validate()?;
+        let rpc_addr = config.rpc_addr;
+        let listener = network.listen(rpc_addr);
+        let network = (Network::Memory(network.clone()), listener, rpc_addr);
+        Self::start_on(node, config, network, gossip).await
     }
 
     /// This node's id.

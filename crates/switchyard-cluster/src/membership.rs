@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chitchat::transport::UdpTransport;
+use chitchat::transport::Transport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState};
 use switchyard_messaging::NodeId;
 use tokio::sync::Mutex;
@@ -53,10 +53,13 @@ pub(crate) struct Gossip {
 }
 
 impl Gossip {
+    /// Starts gossiping as `me`, taking calls at `rpc_addr`, over `transport` (UDP; in tests,
+    /// chitchat's in-memory channels).
     pub(crate) async fn start(
         me: &NodeId,
         rpc_addr: SocketAddr,
         config: &ClusterConfig,
+        transport: &dyn Transport,
     ) -> Result<Self, ClusterError> {
         let addr = free_udp_addr(config.gossip_addr)?;
         let failure_detector_config = FailureDetectorConfig {
@@ -85,7 +88,7 @@ impl Gossip {
             (KEY_RPC.to_owned(), rpc_addr.to_string()),
             (KEY_SERVICES.to_owned(), "[]".to_owned()),
         ];
-        let handle = chitchat::spawn_chitchat(chitchat_config, initial, &UdpTransport)
+        let handle = chitchat::spawn_chitchat(chitchat_config, initial, transport)
             .await
             .map_err(|error| ClusterError::Gossip {
                 addr,

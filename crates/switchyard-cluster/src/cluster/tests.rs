@@ -83,11 +83,18 @@ async fn stuck(msg: Message) -> Message {
     msg.ok()
 }
 
-/// `whoami` and `stuck`, public, every call allowed; `choose_node` as given.
+/// Answers with the name of the node it ran on, a second later.
+async fn slow(msg: Message, ctx: Ctx) -> Message {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    whoami(msg, ctx).await
+}
+
+/// `whoami`, `slow` and `stuck`, public, every call allowed; `choose_node` as given.
 fn routers(choose: Option<NodeId>) -> impl FnOnce(&Node) {
     move |node: &Node| {
         let router = Router::new("info")
             .service("whoami", whoami)
+            .service("slow", slow)
             .service("stuck", stuck)
             .authorize(|_| Ok(()));
         let router = match choose {
@@ -328,4 +335,127 @@ async fn a_cut_link_ends_its_calls_and_is_dialed_again() {
     assert_eq!(redialed.dialer, *a.id());
     let reply = a.node.dispatch(Message::new("whoami")).await;
     assert_eq!(answered_by(&reply), "b");
+}
+
+fn gossip_addr_of(index: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 1, index], 7001))
+}
+
+/// A whole node, started with [`Cluster::start_in_memory`]: calls over `network`, gossip over
+/// `gossip`, seeded by the node at index 1.
+async fn member(
+    network: &MemoryNetwork,
+    gossip: &chitchat::transport::ChannelTransport,
+    name: &str,
+    index: u8,
+    routers: impl FnOnce(&Node),
+) -> (Node, Cluster) {
+    let node = Node::builder(name)
+        .default_timeout(Duration::from_secs(30))
+        .build();
+    routers(&node);
+    let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec())
+        .rpc_addr(addr_of(index))
+        .gossip_addr(gossip_addr_of(index))
+        .seeds([gossip_addr_of(1).to_string()])
+        .gossip_interval(Duration::from_millis(100))
+        .drain_timeout(Duration::from_secs(5));
+    let cluster = Cluster::start_in_memory(node.clone(), config, network, gossip)
+        .await
+        .unwrap();
+    (node, cluster)
+}
+
+/// Waits (on paused time) until `cluster` sees `count` members, all connected.
+async fn until_connected(cluster: &Cluster, count: usize) {
+    for _ in 0..600 {
+        let members = cluster.members();
+        if members.len() == count && members.iter().all(|m| m.connected) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} never saw {count} connected members", cluster.id());
+}
+
+/// Whole nodes, gossip included, started without a socket: they find each other through
+/// the seed, connect, and call each other's services.
+#[tokio::test(start_paused = true)]
+async fn whole_nodes_in_memory_find_each_other_and_call_each_other() {
+    let (network, gossip) = (MemoryNetwork::default(), Default::default());
+    let (a_node, a) = member(&network, &gossip, "a", 1, |_| {}).await;
+    let (_, b) = member(&network, &gossip, "b", 2, routers(None)).await;
+    let (_, c) = member(&network, &gossip, "c", 3, routers(None)).await;
+    for cluster in [&a, &b, &c] {
+        until_connected(cluster, 2).await;
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        answered.insert(answered_by(&a_node.dispatch(Message::new("whoami")).await));
+    }
+    assert!(answered.is_subset(&["b".to_owned(), "c".to_owned()].into()));
+    assert_eq!(a.stats().replies_received, 20);
+    for cluster in [&a, &b, &c] {
+        cluster.shutdown().await;
+    }
+}
+
+/// A node shutting down answers the calls it is running before it closes its connections,
+/// and once the others see it gone, their calls go to the remaining providers.
+#[tokio::test(start_paused = true)]
+async fn a_node_shutting_down_finishes_its_calls_and_the_others_go_elsewhere() {
+    let (network, gossip) = (MemoryNetwork::default(), Default::default());
+    let (a_node, a) = member(&network, &gossip, "a", 1, |_| {}).await;
+    let (_, b) = member(&network, &gossip, "b", 2, routers(None)).await;
+    // c offers `whoami` only: `slow` runs on b.
+    let (_, c) = member(&network, &gossip, "c", 3, |node: &Node| {
+        let router = Router::new("who").service("whoami", whoami);
+        node.register(router.authorize(|_| Ok(()))).unwrap();
+    })
+    .await;
+    until_connected(&a, 2).await;
+    let call = tokio::spawn({
+        let node = a_node.clone();
+        async move { node.dispatch(Message::new("slow")).await }
+    });
+    while b.running_calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let leaving = tokio::spawn({
+        let b = b.clone();
+        async move { b.shutdown().await }
+    });
+    assert_eq!(
+        answered_by(&call.await.unwrap()),
+        "b",
+        "the call was drained"
+    );
+    leaving.await.unwrap();
+    assert!(
+        b.members().iter().all(|m| !m.connected),
+        "b closed its connections"
+    );
+    for _ in 0..600 {
+        if a.members().iter().all(|m| m.id != *b.id()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        a.members().iter().all(|m| m.id != *b.id()),
+        "b is still a member"
+    );
+    for _ in 0..10 {
+        let reply = a_node.dispatch(Message::new("whoami")).await;
+        assert_eq!(answered_by(&reply), "c");
+    }
+    let reply = a_node.dispatch(Message::new("slow")).await;
+    assert!(
+        matches!(reply.response(), Some(Response::ServiceUnavailable(_))),
+        "{:?}",
+        reply.response()
+    );
+    for cluster in [&a, &c] {
+        cluster.shutdown().await;
+    }
 }
