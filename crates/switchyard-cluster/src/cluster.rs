@@ -126,19 +126,25 @@ impl Cluster {
             .await
             .map_err(bind_failed)?;
         let rpc_addr = listener.local_addr().map_err(bind_failed)?;
-        let network = (Network::Tcp, Listener::Tcp(listener), rpc_addr);
-        Self::start_on(node, config, network, &UdpTransport).await
+        let listener = Listener::Tcp(listener);
+        Self::start_on(
+            node,
+            config,
+            (Network::Tcp, listener, rpc_addr),
+            &UdpTransport,
+        )
+        .await
     }
 
-    /// [`Cluster::start`] on a network of its own: calls over `network` (the network, this
-    /// node's listener and its address), gossip over `gossip`.
+    /// [`Cluster::start`] on networks of its own: calls over `calls` (the network, this
+    /// node's listener on it and the listener's address), gossip over `gossip`.
     async fn start_on(
         node: Node,
         config: ClusterConfig,
-        network: (Network, Listener, SocketAddr),
+        calls: (Network, Listener, SocketAddr),
         gossip: &dyn GossipTransport,
     ) -> Result<Self, ClusterError> {
-        let (network, listener, rpc_addr) = network;
+        let (network, listener, rpc_addr) = calls;
         let advertised = config.advertised_rpc_addr.unwrap_or(rpc_addr);
         let gossip = Arc::new(Gossip::start(node.id(), advertised, &config, gossip).await?);
         let inner = Inner::new(node, config, rpc_addr, network);
@@ -167,8 +173,8 @@ impl Cluster {
         config.validate()?;
         let rpc_addr = config.rpc_addr;
         let listener = network.listen(rpc_addr);
-        let network = (Network::Memory(network.clone()), listener, rpc_addr);
-        Self::start_on(node, config, network, gossip).await
+        let calls = (Network::Memory(network.clone()), listener, rpc_addr);
+        Self::start_on(node, config, calls, gossip).await
     }
 
     /// This node's id.
