@@ -1,21 +1,32 @@
-//! A node's membership in a cluster: the shared state, starting and stopping.
+//! A node's membership in a cluster: the one module that knows the whole. It composes the
+//! parts (gossip membership, the peers table, the calling side, the serving side, the
+//! transport), hands each connection's inbound frames to the part that owns them, and offers
+//! the public [`Cluster`].
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use switchyard_messaging::{Message, Node, NodeChoice, NodeId};
-use tokio::net::TcpListener;
-use tokio::sync::{Notify, broadcast, oneshot};
+use chitchat::transport::{Transport as GossipTransport, UdpTransport};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use switchyard_messaging::remote::{Hop, RemoteError, RemoteNodes};
+use switchyard_messaging::{Message, Node, NodeChoice, NodeId, Response};
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{self, Connection};
-use crate::frame::Verdict;
+use crate::config::ClusterConfig;
+use crate::connection::{self, Connection, Inbound, Serving};
+use crate::error::ClusterError;
+use crate::frame::Frame;
+use crate::handshake::Identity;
 use crate::membership::{Gossip, Members};
-use crate::{ClusterConfig, ClusterError};
+use crate::peers::{Dial, Peers};
+use crate::remote::Caller;
+use crate::serve::Server;
+use crate::transport::{Listener, Network};
 
 /// Something that happened to the cluster's membership.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,17 +60,6 @@ pub struct ClusterStats {
     pub connections_lost: u64,
 }
 
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) calls_served: AtomicU64,
-    pub(crate) calls_forwarded: AtomicU64,
-    pub(crate) replies_sent: AtomicU64,
-    pub(crate) replies_received: AtomicU64,
-    pub(crate) dials: AtomicU64,
-    pub(crate) failed_dials: AtomicU64,
-    pub(crate) connections_lost: AtomicU64,
-}
-
 /// A member of the cluster as this node sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
@@ -80,65 +80,32 @@ pub struct Member {
 /// departure first.
 #[derive(Clone)]
 pub struct Cluster {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
+    gossip: Arc<Gossip>,
 }
 
-/// What the connections, the membership and the remote link share.
-pub(crate) struct Inner {
-    pub(crate) node: Node,
-    pub(crate) me: NodeId,
-    pub(crate) config: ClusterConfig,
-    pub(crate) rpc_addr: SocketAddr,
-    pub(crate) gossip: Gossip,
-    pub(crate) members: ArcSwap<Members>,
-    connections: Mutex<HashMap<NodeId, Connection>>,
-    /// One dial at a time per peer, and when the next may start.
-    dialing: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<DialState>>>>,
-    /// The peers a task keeps connected (one task per peer).
-    pub(crate) kept: Mutex<std::collections::HashSet<NodeId>>,
-    pub(crate) calls: Mutex<HashMap<u64, oneshot::Sender<Message>>>,
-    pub(crate) authorizations: Mutex<HashMap<u64, oneshot::Sender<Verdict>>>,
-    next_request: AtomicU64,
-    /// Calls this node is running for others, by (reply-to node, request).
-    pub(crate) serving: Mutex<HashMap<(NodeId, u64), futures::future::AbortHandle>>,
-    /// Calls this node forwarded, so a cancel can follow them.
-    pub(crate) forwarded: Mutex<crate::forwarded::Forwarded>,
-    pub(crate) in_flight: AtomicUsize,
-    pub(crate) drained: Notify,
-    pub(crate) events: broadcast::Sender<ClusterEvent>,
-    pub(crate) stopping: AtomicBool,
-    pub(crate) stopped: CancellationToken,
-    pub(crate) counters: Counters,
+/// The parts of a node in a cluster, composed.
+struct Inner {
+    node: Node,
+    me: NodeId,
+    config: ClusterConfig,
+    network: Network,
+    rpc_addr: SocketAddr,
+    /// The members and the connections to them.
+    peers: Arc<Peers>,
+    /// This node's calls to others and their answers.
+    caller: Arc<Caller>,
+    /// Others' calls to this node.
+    server: Arc<Server>,
+    events: broadcast::Sender<ClusterEvent>,
     /// The public services to announce, latest first; one task publishes them.
-    pub(crate) services: tokio::sync::watch::Sender<Vec<String>>,
+    services: watch::Sender<Vec<String>>,
     /// The end of a shutdown, whoever started it.
     left: CancellationToken,
 }
 
-/// What this node remembers of its attempts to connect to one peer.
-#[derive(Default)]
-pub(crate) struct DialState {
-    /// Failed attempts in a row.
-    failures: u32,
-    /// No attempt before this, after a failure.
-    retry_at: Option<tokio::time::Instant>,
-    /// Why the last attempt failed.
-    last_error: String,
-}
-
-/// A connection that ends sooner than this after its handshake counts as a failed dial for
-/// the reconnect backoff: a peer that accepts connections and drops them at once is not a
-/// reachable peer. A second is far longer than a handshake on any network calls can use.
-pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(1);
-
 /// The most connections authenticating at once; more are closed on arrival.
 const MAX_HANDSHAKES: usize = 64;
-
-/// Locks a mutex that a panic elsewhere may have poisoned: every map here stays consistent
-/// between statements.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 impl Cluster {
     /// Makes `node` a member of the cluster `config` describes: listens for calls, gossips,
@@ -151,87 +118,63 @@ impl Cluster {
     /// node already has a cluster.
     pub async fn start(node: Node, config: ClusterConfig) -> Result<Self, ClusterError> {
         config.validate()?;
-        let listener =
-            TcpListener::bind(config.rpc_addr)
-                .await
-                .map_err(|source| ClusterError::Bind {
-                    addr: config.rpc_addr,
-                    source,
-                })?;
-        let rpc_addr = listener.local_addr().map_err(|source| ClusterError::Bind {
+        let bind_failed = |source| ClusterError::Bind {
             addr: config.rpc_addr,
             source,
-        })?;
-        let me = node.id().clone();
-        let advertised = config.advertised_rpc_addr.unwrap_or(rpc_addr);
-        let gossip = Gossip::start(&me, advertised, &config).await?;
-        let (events, _) = broadcast::channel(256);
-        let inner = Arc::new(Inner {
-            node: node.clone(),
-            me,
-            config,
-            rpc_addr,
-            gossip,
-            members: ArcSwap::from_pointee(Members::default()),
-            connections: Mutex::new(HashMap::new()),
-            dialing: Mutex::new(HashMap::new()),
-            kept: Mutex::new(std::collections::HashSet::new()),
-            calls: Mutex::new(HashMap::new()),
-            authorizations: Mutex::new(HashMap::new()),
-            next_request: AtomicU64::new(1),
-            serving: Mutex::new(HashMap::new()),
-            forwarded: Mutex::new(crate::forwarded::Forwarded::default()),
-            in_flight: AtomicUsize::new(0),
-            drained: Notify::new(),
-            events,
-            stopping: AtomicBool::new(false),
-            stopped: CancellationToken::new(),
-            counters: Counters::default(),
-            services: tokio::sync::watch::Sender::new(Vec::new()),
-            left: CancellationToken::new(),
-        });
-        let accepting = inner.clone();
-        // Unauthenticated connections cost memory and a task each: at most this many at once.
-        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-        tokio::spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    () = accepting.stopped.cancelled() => break,
-                    accepted = listener.accept() => accepted,
-                };
-                match accepted {
-                    Ok((stream, remote)) => match handshakes.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            let inner = accepting.clone();
-                            tokio::spawn(async move {
-                                connection::accept(inner, stream).await;
-                                drop(permit);
-                            });
-                        }
-                        Err(_) => {
-                            tracing::warn!(%remote, "too many handshakes under way; connection refused");
-                        }
-                    },
-                    Err(error) => {
-                        tracing::warn!(%error, "accepting a connection failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        });
-        crate::membership::follow(&inner);
-        crate::membership::announce_services(&inner);
-        let link = crate::remote::Link {
-            inner: Arc::downgrade(&inner),
         };
-        if let Err(error) = node.attach_remote(Arc::new(link)) {
+        let listener = tokio::net::TcpListener::bind(config.rpc_addr)
+            .await
+            .map_err(bind_failed)?;
+        let rpc_addr = listener.local_addr().map_err(bind_failed)?;
+        let listener = Listener::Tcp(listener);
+        Self::start_on(
+            node,
+            config,
+            (Network::Tcp, listener, rpc_addr),
+            &UdpTransport,
+        )
+        .await
+    }
+
+    /// [`Cluster::start`] on networks of its own: calls over `calls` (the network, this
+    /// node's listener on it and the listener's address), gossip over `gossip`.
+    async fn start_on(
+        node: Node,
+        config: ClusterConfig,
+        calls: (Network, Listener, SocketAddr),
+        gossip: &dyn GossipTransport,
+    ) -> Result<Self, ClusterError> {
+        let (network, listener, rpc_addr) = calls;
+        let advertised = config.advertised_rpc_addr.unwrap_or(rpc_addr);
+        let gossip = Arc::new(Gossip::start(node.id(), advertised, &config, gossip).await?);
+        let inner = Inner::new(node, config, rpc_addr, network);
+        inner.accept_from(listener);
+        follow(&inner, &gossip);
+        announce_services(&inner, &gossip);
+        if let Err(error) = inner.attach() {
             // Leave nothing running that advertises this node.
-            inner.stopped.cancel();
-            inner.gossip.stop().await;
-            return Err(ClusterError::AlreadyAttached(error.to_string()));
+            inner.peers.close_all();
+            gossip.stop().await;
+            return Err(error);
         }
-        tracing::info!(node = %inner.me, rpc = %rpc_addr, gossip = %inner.gossip.addr(), cluster = %inner.config.cluster_id, "joined the cluster");
-        Ok(Self { inner })
+        tracing::info!(node = %inner.me, rpc = %rpc_addr, gossip = %gossip.addr(), cluster = %inner.config.cluster_id, "joined the cluster");
+        Ok(Self { inner, gossip })
+    }
+
+    /// [`Cluster::start`] without sockets, for tests: calls over the in-memory `network` at
+    /// `config.rpc_addr`, gossip over chitchat's in-memory channels at `config.gossip_addr`.
+    #[cfg(test)]
+    async fn start_in_memory(
+        node: Node,
+        config: ClusterConfig,
+        network: &crate::transport::memory::MemoryNetwork,
+        gossip: &chitchat::transport::ChannelTransport,
+    ) -> Result<Self, ClusterError> {
+        config.validate()?;
+        let rpc_addr = config.rpc_addr;
+        let listener = network.listen(rpc_addr);
+        let calls = (Network::Memory(network.clone()), listener, rpc_addr);
+        Self::start_on(node, config, calls, gossip).await
     }
 
     /// This node's id.
@@ -246,44 +189,22 @@ impl Cluster {
 
     /// The address where this node gossips: give it to others as a seed.
     pub fn gossip_addr(&self) -> SocketAddr {
-        self.inner.gossip.addr()
+        self.gossip.addr()
     }
 
     /// The other live members, as gossip reports them.
     pub fn members(&self) -> Vec<Member> {
-        let members = self.inner.members.load();
-        let connections = lock(&self.inner.connections);
-        let mut list: Vec<Member> = members
-            .by_id
-            .iter()
-            .map(|(id, info)| Member {
-                id: id.clone(),
-                rpc_addr: info.rpc_addr,
-                services: info.services.clone(),
-                connected: connections.get(id).is_some_and(|c| !c.is_closed()),
-            })
-            .collect();
-        list.sort_by(|a, b| a.id.cmp(&b.id));
-        list
+        self.inner.members()
     }
 
     /// What this node did on the wire so far.
     pub fn stats(&self) -> ClusterStats {
-        let c = &self.inner.counters;
-        ClusterStats {
-            calls_served: c.calls_served.load(Ordering::Relaxed),
-            calls_forwarded: c.calls_forwarded.load(Ordering::Relaxed),
-            replies_sent: c.replies_sent.load(Ordering::Relaxed),
-            replies_received: c.replies_received.load(Ordering::Relaxed),
-            dials: c.dials.load(Ordering::Relaxed),
-            failed_dials: c.failed_dials.load(Ordering::Relaxed),
-            connections_lost: c.connections_lost.load(Ordering::Relaxed),
-        }
+        self.inner.stats()
     }
 
     /// How many calls from other nodes this node is running now.
     pub fn running_calls(&self) -> usize {
-        self.inner.in_flight.load(Ordering::SeqCst)
+        self.inner.server.running_calls()
     }
 
     /// Membership events from now on.
@@ -319,7 +240,7 @@ impl Cluster {
             let (Some(inner), Some(key)) = (inner.upgrade(), key(message)) else {
                 return NodeChoice::Local;
             };
-            let mut candidates = inner.usable_providers(message.service());
+            let mut candidates = inner.peers.usable_providers(message.service());
             candidates.push(inner.me.clone());
             match crate::placement::owner(&key, &candidates) {
                 Some(owner) if *owner != inner.me => NodeChoice::Node(owner.clone()),
@@ -332,12 +253,12 @@ impl Cluster {
     /// (a few gossip rounds) for the others to see it, waits for the calls it is running (up
     /// to the drain timeout), then closes its connections and stops gossiping.
     pub async fn shutdown(&self) {
-        let inner = self.inner.clone();
-        if !inner.stopping.swap(true, Ordering::SeqCst) {
+        let (inner, gossip) = (self.inner.clone(), self.gossip.clone());
+        if inner.server.stop_taking_calls() {
             // In a task of its own: a caller that stops waiting does not leave the node half
             // gone, and every caller waits for the same end.
             tokio::spawn(async move {
-                inner.leave().await;
+                leave(&inner, &gossip).await;
                 inner.left.cancel();
             });
         }
@@ -345,284 +266,330 @@ impl Cluster {
     }
 }
 
+/// Leaves the cluster: withdraws this node's services from gossip and waits (a few gossip
+/// rounds) for the others to see it, waits for the calls it is running (up to the drain
+/// timeout), then closes its connections and stops gossiping.
+async fn leave(inner: &Inner, gossip: &Gossip) {
+    gossip.announce_leaving().await;
+    tokio::time::sleep(inner.config.gossip_interval * 3).await;
+    inner.server.drain(inner.config.drain_timeout).await;
+    inner.peers.close_all();
+    gossip.stop().await;
+    tracing::info!(node = %inner.me, "left the cluster");
+}
+
 impl Inner {
-    async fn leave(&self) {
-        self.gossip.announce_leaving().await;
-        tokio::time::sleep(self.config.gossip_interval * 3).await;
-        let drained = async {
-            while self.in_flight.load(Ordering::SeqCst) > 0 {
-                let notified = self.drained.notified();
-                if self.in_flight.load(Ordering::SeqCst) == 0 {
-                    break;
-                }
-                notified.await;
-            }
-        };
-        if tokio::time::timeout(self.config.drain_timeout, drained)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                running = self.in_flight.load(Ordering::SeqCst),
-                "calls still running at the end of the drain timeout"
-            );
-        }
-        self.stopped.cancel();
-        for connection in lock(&self.connections).drain().map(|(_, c)| c) {
-            connection.close_leaving();
-        }
-        self.gossip.stop().await;
-        tracing::info!(node = %self.me, "left the cluster");
-    }
-
-    pub(crate) fn next_request(&self) -> u64 {
-        self.next_request.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Members offering `service` publicly, with an authenticated connection.
-    pub(crate) fn usable_providers(&self, service: &str) -> Vec<NodeId> {
-        let members = self.members.load();
-        let connections = lock(&self.connections);
-        members
-            .providers(service)
-            .filter(|id| connections.get(*id).is_some_and(|c| !c.is_closed()))
-            .cloned()
-            .collect()
-    }
-
-    pub(crate) fn connected_members(&self) -> Vec<NodeId> {
-        let members = self.members.load();
-        let connections = lock(&self.connections);
-        members
-            .by_id
-            .keys()
-            .filter(|id| connections.get(*id).is_some_and(|c| !c.is_closed()))
-            .cloned()
-            .collect()
-    }
-
-    /// Keeps `connection` as the one to its peer, unless a better one is there: of two dialed
-    /// by different nodes, the one dialed by the smaller node id stays; of two dialed by the
-    /// same node, the newer (the dialer gave up on the older one, which may linger here
-    /// half-open: keeping it would refuse every redial).
-    pub(crate) fn register(&self, connection: Connection) {
-        if self.stopped.is_cancelled() {
-            connection.close();
-            return;
-        }
-        let mut connections = lock(&self.connections);
-        match connections.get(&connection.peer) {
-            Some(existing) if !existing.is_closed() && existing.dialer < connection.dialer => {
-                drop(connections);
-                connection.close();
-            }
-            _ => {
-                tracing::debug!(peer = %connection.peer, dialer = %connection.dialer, "connected");
-                let peer = connection.peer.clone();
-                let inbound = connection.dialer != self.me;
-                if let Some(old) = connections.insert(peer.clone(), connection) {
-                    old.close();
-                }
-                drop(connections);
-                if inbound {
-                    // The peer reached this node: a dial to it may go at once again. (A dial
-                    // under way keeps its own state.)
-                    if let Some(gate) = lock(&self.dialing).get(&peer)
-                        && let Ok(mut state) = gate.try_lock()
-                    {
-                        *state = DialState::default();
-                    }
-                }
-            }
-        }
-    }
-
-    /// Forgets a closed connection (not a newer one to the same peer).
-    pub(crate) fn forget(&self, connection: &Connection) {
-        let mut connections = lock(&self.connections);
-        if connections
-            .get(&connection.peer)
-            .is_some_and(|c| c.id == connection.id)
-        {
-            connections.remove(&connection.peer);
-            tracing::debug!(peer = %connection.peer, "disconnected");
-        }
-    }
-
-    /// Forgets what was kept for dials to nodes other than `members`. A dial under way to one
-    /// of them keeps its own state until it ends; the next gets a fresh one.
-    pub(crate) fn forget_dialing_except(&self, members: &Members) {
-        lock(&self.dialing).retain(|peer, _| members.by_id.contains_key(peer));
-    }
-
-    pub(crate) fn live_connection(&self, peer: &NodeId) -> Option<Connection> {
-        lock(&self.connections)
-            .get(peer)
-            .filter(|c| !c.is_closed())
-            .cloned()
-    }
-
-    /// The connection to `peer`, dialing it if there is none. After a failed attempt, no
-    /// other is made before the reconnect backoff has passed: meanwhile this fails at once.
-    pub(crate) async fn connection_to(
-        self: &Arc<Self>,
-        peer: &NodeId,
-    ) -> Result<Connection, String> {
-        if let Some(connection) = self.live_connection(peer) {
-            return Ok(connection);
-        }
-        if self.stopped.is_cancelled() {
-            return Err("this node has left the cluster".into());
-        }
-        let Some(addr) = self.members.load().by_id.get(peer).map(|m| m.rpc_addr) else {
-            return Err(format!("{peer} is not a known member"));
-        };
-        let gate = self.dial_gate(peer);
-        let mut state = gate.lock().await;
-        if let Some(connection) = self.live_connection(peer) {
-            return Ok(connection);
-        }
-        let now = tokio::time::Instant::now();
-        if let Some(retry_at) = state.retry_at
-            && now < retry_at
-        {
-            return Err(format!(
-                "{peer} could not be reached ({}); the next attempt is in {:?}",
-                state.last_error,
-                retry_at - now
+    /// The parts of `node` in a cluster, taking calls at `rpc_addr` (over `network`); no
+    /// listener, gossip or link to the node yet.
+    fn new(node: Node, config: ClusterConfig, rpc_addr: SocketAddr, network: Network) -> Arc<Self> {
+        Arc::new_cyclic(|inner: &Weak<Self>| {
+            let me = node.id().clone();
+            let dialer = Box::new(Dialer(inner.clone()));
+            let peers = Arc::new(Peers::new(
+                me.clone(),
+                config.reconnect_min,
+                config.reconnect_max,
+                dialer,
             ));
-        }
-        self.counters.dials.fetch_add(1, Ordering::Relaxed);
-        match connection::dial(self, peer, addr).await {
-            Ok(connection) => {
-                // The failures in a row are forgotten only once the connection has lasted
-                // (see `connection_ended`): one the peer drops at once counts as a failure.
-                state.retry_at = None;
-                drop(state);
-                self.register(connection);
-                self.live_connection(peer)
-                    .ok_or_else(|| format!("the connection to {peer} closed at once"))
+            let caller = Arc::new(Caller::new(me.clone(), peers.clone()));
+            let server = Arc::new(Server::new(node.clone(), peers.clone(), caller.clone()));
+            let (events, _) = broadcast::channel(256);
+            Self {
+                node,
+                me,
+                config,
+                network,
+                rpc_addr,
+                peers,
+                caller,
+                server,
+                events,
+                services: watch::Sender::new(Vec::new()),
+                left: CancellationToken::new(),
             }
-            Err(error) => {
-                self.counters.failed_dials.fetch_add(1, Ordering::Relaxed);
-                self.dial_failed(&mut state, error.to_string());
-                Err(state.last_error.clone())
-            }
-        }
-    }
-
-    /// Notes how a connection this node kept up to `peer` ended: one that lasted less than
-    /// [`STABLE_AFTER`] since its handshake counts as a failed dial, so the next waits for the
-    /// backoff (a peer that accepts and drops every connection is not dialed in a loop); one
-    /// that lasted longer forgets the failures in a row.
-    pub(crate) async fn connection_ended(&self, peer: &NodeId, lasted: Duration) {
-        let gate = self.dial_gate(peer);
-        let mut state = gate.lock().await;
-        if lasted >= STABLE_AFTER {
-            *state = DialState::default();
-            return;
-        }
-        self.dial_failed(
-            &mut state,
-            format!("the connection closed {lasted:?} after its handshake"),
-        );
-    }
-
-    /// Counts one more failure in a row, `why`, and holds the next dial back by the backoff
-    /// (at most `reconnect_max`, an hour at the most: `validate` refuses more).
-    fn dial_failed(&self, state: &mut DialState, why: String) {
-        state.failures = state.failures.saturating_add(1);
-        state.retry_at = Some(tokio::time::Instant::now() + self.backoff(state.failures));
-        state.last_error = why;
-    }
-
-    fn dial_gate(&self, peer: &NodeId) -> Arc<tokio::sync::Mutex<DialState>> {
-        lock(&self.dialing).entry(peer.clone()).or_default().clone()
-    }
-
-    /// How long until the next dial to `peer` may start (zero when it may start now).
-    pub(crate) async fn next_dial_in(&self, peer: &NodeId) -> Duration {
-        let gate = self.dial_gate(peer);
-        let state = gate.lock().await;
-        state.retry_at.map_or(Duration::ZERO, |retry_at| {
-            retry_at.saturating_duration_since(tokio::time::Instant::now())
         })
     }
 
-    /// The wait after `failures` failed attempts in a row: the minimum doubled on each
-    /// further failure up to the maximum, less a random part of up to a half.
-    fn backoff(&self, failures: u32) -> Duration {
-        let (min, max) = (self.config.reconnect_min, self.config.reconnect_max);
-        let doublings = failures.saturating_sub(1).min(30);
-        let full = min.saturating_mul(1 << doublings).min(max);
-        // A random fraction in [0, 1); without randomness, no jitter.
-        let fraction = getrandom::u64().map_or(0.0, |r| (r >> 11) as f64 / (1_u64 << 53) as f64);
-        full.mul_f64(1.0 - fraction / 2.0)
+    /// The other live members, as gossip reports them.
+    fn members(&self) -> Vec<Member> {
+        let peers = &self.peers;
+        // Kept in id order: the list comes out sorted.
+        peers
+            .members()
+            .by_id
+            .iter()
+            .map(|(id, info)| Member {
+                id: id.clone(),
+                rpc_addr: info.rpc_addr,
+                services: info.services.clone(),
+                connected: peers.is_connected(id),
+            })
+            .collect()
+    }
+
+    /// What this node did on the wire so far.
+    fn stats(&self) -> ClusterStats {
+        let (served, connections) = (&self.server.counters, &self.peers.counters);
+        ClusterStats {
+            calls_served: served.calls_served.load(Ordering::Relaxed),
+            calls_forwarded: served.calls_forwarded.load(Ordering::Relaxed),
+            replies_sent: served.replies_sent.load(Ordering::Relaxed),
+            replies_received: self.caller.replies_received(),
+            dials: connections.dials.load(Ordering::Relaxed),
+            failed_dials: connections.failed_dials.load(Ordering::Relaxed),
+            connections_lost: connections.connections_lost.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What this node says about itself in a handshake.
+    fn identity(&self) -> Identity<'_> {
+        Identity {
+            cluster_id: &self.config.cluster_id,
+            node: &self.me,
+            secret: &self.config.secret,
+        }
+    }
+
+    /// Makes the node dispatch through this cluster.
+    fn attach(self: &Arc<Self>) -> Result<(), ClusterError> {
+        let link = Link(Arc::downgrade(self));
+        self.node
+            .attach_remote(Arc::new(link))
+            .map_err(|error| ClusterError::AlreadyAttached(error.to_string()))
+    }
+
+    /// Takes the connections peers dial at `listener` until this node leaves.
+    fn accept_from(self: &Arc<Self>, mut listener: Listener) {
+        let accepting = self.clone();
+        // Unauthenticated connections cost memory and a task each: at most this many at once.
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = accepting.peers.stopped().cancelled() => break,
+                    accepted = listener.accept() => accepted,
+                };
+                match accepted {
+                    Ok(stream) => match handshakes.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let inner = accepting.clone();
+                            tokio::spawn(async move {
+                                let inbound = inner.clone();
+                                let accepted = connection::accept(
+                                    &inner.config,
+                                    &inner.identity(),
+                                    stream,
+                                    inbound,
+                                )
+                                .await;
+                                if let Some(connection) = accepted {
+                                    inner.peers.register(connection);
+                                }
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            tracing::warn!(remote = ?stream.remote(), "too many handshakes under way; connection refused");
+                        }
+                    },
+                    Err(error) => {
+                        tracing::warn!(%error, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Takes `next` as the members: reports joins and departures, and keeps the new members
+    /// of a larger id connected.
+    fn update_members(&self, next: Members) {
+        let next = Arc::new(next);
+        let previous = self.peers.set_members(next.clone());
+        for id in next.not_in(&previous) {
+            tracing::info!(node = %self.me, peer = %id, "node joined");
+            let _ = self.events.send(ClusterEvent::NodeJoined(id.clone()));
+            // The smaller id keeps the connection up; the other dials only when it needs to.
+            if self.me < *id {
+                self.peers.keep_connected(id.clone());
+            }
+        }
+        for id in previous.not_in(&next) {
+            tracing::info!(node = %self.me, peer = %id, "node left");
+            // Its connection stays until the node closes it: a node leaving gracefully still
+            // sends the replies of the calls it is draining. No new call goes to it.
+            let _ = self.events.send(ClusterEvent::NodeLeft(id.clone()));
+        }
+    }
+}
+
+/// Follows the live members as gossip reports them.
+fn follow(inner: &Arc<Inner>, gossip: &Arc<Gossip>) {
+    let weak = Arc::downgrade(inner);
+    let gossip = gossip.clone();
+    let stopped = inner.peers.stopped().clone();
+    tokio::spawn(async move {
+        let mut watcher = gossip.live_nodes().await;
+        loop {
+            let live = watcher.borrow_and_update().clone();
+            let Some(inner) = weak.upgrade() else { return };
+            inner.update_members(Members::from_live(&inner.me, &live));
+            drop(inner);
+            tokio::select! {
+                () = stopped.cancelled() => return,
+                changed = watcher.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+}
+
+/// Publishes this node's public services, the latest list each time it changes.
+fn announce_services(inner: &Arc<Inner>, gossip: &Arc<Gossip>) {
+    let weak = Arc::downgrade(inner);
+    let gossip = gossip.clone();
+    let mut services = inner.services.subscribe();
+    let stopped = inner.peers.stopped().clone();
+    tokio::spawn(async move {
+        loop {
+            let latest = services.borrow_and_update().clone();
+            let Some(inner) = weak.upgrade() else { return };
+            if !inner.server.is_stopping() {
+                gossip.announce(&latest).await;
+            }
+            drop(inner);
+            tokio::select! {
+                () = stopped.cancelled() => return,
+                changed = services.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+}
+
+/// Each frame a connection reads goes to the part that owns it.
+impl Inbound for Inner {
+    fn frame(&self, from: &Connection, frame: Frame) -> Option<Serving> {
+        match frame {
+            Frame::Call {
+                reply_to,
+                request,
+                hop,
+                remaining_micros,
+                message,
+            } => {
+                return self
+                    .server
+                    .call(from, reply_to, request, hop, remaining_micros, message);
+            }
+            Frame::Reply { request, message } => self.caller.reply_received(request, message),
+            Frame::Authorize { request, message } => self.server.authorize(from, request, message),
+            Frame::Authorized { request, verdict } => {
+                self.caller.verdict_received(request, verdict);
+            }
+            Frame::Cancel { reply_to, request } => self.server.cancel(reply_to, request),
+            Frame::Hello { .. } | Frame::Proof { .. } | Frame::Refused { .. } => {
+                tracing::warn!(peer = %from.peer, kind = frame.kind(), "handshake frame on an established connection; closing it");
+                from.break_off();
+            }
+        }
+        None
+    }
+
+    fn ended(&self, connection: &Connection) {
+        self.peers.ended(connection);
+    }
+}
+
+/// Dials peers over the node's network, as the node, serving what they send.
+struct Dialer(Weak<Inner>);
+
+impl Dial for Dialer {
+    fn dial<'a>(
+        &'a self,
+        peer: &'a NodeId,
+        addr: SocketAddr,
+    ) -> BoxFuture<'a, Result<Connection, String>> {
+        async move {
+            let inner = self
+                .0
+                .upgrade()
+                .ok_or_else(|| "this node's cluster has stopped".to_owned())?;
+            let inbound = inner.clone();
+            connection::dial(
+                &inner.network,
+                &inner.config,
+                &inner.identity(),
+                peer,
+                addr,
+                inbound,
+            )
+            .await
+            .map_err(|error| error.to_string())
+        }
+        .boxed()
+    }
+}
+
+/// The cluster as the messaging crate sees it: the [`RemoteNodes`] a node dispatches through.
+struct Link(Weak<Inner>);
+
+fn stopped() -> RemoteError {
+    RemoteError::NotDelivered {
+        reason: "this node's cluster has stopped".into(),
+    }
+}
+
+impl RemoteNodes for Link {
+    fn providers(&self, service: &str) -> Vec<NodeId> {
+        self.0
+            .upgrade()
+            .map(|inner| inner.peers.usable_providers(service))
+            .unwrap_or_default()
+    }
+
+    fn members(&self) -> Vec<NodeId> {
+        self.0
+            .upgrade()
+            .map(|inner| inner.peers.connected_members())
+            .unwrap_or_default()
+    }
+
+    fn invoke(
+        &self,
+        node: NodeId,
+        message: Message,
+        hop: Hop,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Result<Message, RemoteError>> {
+        let inner = self.0.clone();
+        async move {
+            let inner = inner.upgrade().ok_or_else(stopped)?;
+            inner.caller.invoke(node, message, hop, deadline).await
+        }
+        .boxed()
+    }
+
+    fn authorize(
+        &self,
+        node: NodeId,
+        message: Message,
+        deadline: Instant,
+    ) -> BoxFuture<'static, Result<Result<(), Response>, RemoteError>> {
+        let inner = self.0.clone();
+        async move {
+            let inner = inner.upgrade().ok_or_else(stopped)?;
+            inner.caller.authorize(node, message, deadline).await
+        }
+        .boxed()
+    }
+
+    fn announce(&self, public_services: Vec<String>) {
+        // The latest list wins: one announcer task publishes whatever is newest, so two
+        // registrations in a row cannot be published in the wrong order.
+        if let Some(inner) = self.0.upgrade() {
+            inner.services.send_replace(public_services);
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    async fn started(name: &str) -> Cluster {
-        let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec());
-        Cluster::start(Node::new(name), config).await.unwrap()
-    }
-
-    #[tokio::test]
-    async fn a_newer_connection_from_the_same_dialer_replaces_the_older() {
-        let cluster = started("m").await;
-        let inner = &cluster.inner;
-        let me = inner.me.clone();
-        let peer = NodeId::new("z", 1);
-        let live = || inner.live_connection(&peer).map(|c| c.id);
-        // The peer dialed, and dials again while this node still holds the first connection
-        // (half-open: the peer gave up on it).
-        let (first, _) = Connection::detached(peer.clone(), peer.clone());
-        inner.register(first.clone());
-        let (again, _) = Connection::detached(peer.clone(), peer.clone());
-        inner.register(again.clone());
-        assert!(first.is_closed());
-        assert_eq!(live(), Some(again.id), "the redial was refused");
-        // Between different dialers, the smaller id's connection stays, whatever the order.
-        let (mine, _) = Connection::detached(peer.clone(), me.clone());
-        inner.register(mine.clone());
-        assert!(again.is_closed());
-        assert_eq!(live(), Some(mine.id));
-        let (theirs, _) = Connection::detached(peer.clone(), peer.clone());
-        inner.register(theirs.clone());
-        assert!(theirs.is_closed());
-        assert_eq!(live(), Some(mine.id));
-        cluster.shutdown().await;
-    }
-
-    #[tokio::test]
-    async fn dial_states_of_nodes_that_are_not_members_are_forgotten() {
-        let cluster = started("m").await;
-        let inner = &cluster.inner;
-        let departed = NodeId::new("gone", 1);
-        let state = inner.dial_gate(&departed);
-        state.lock().await.failures = 3;
-        assert_eq!(lock(&inner.dialing).len(), 1);
-        crate::membership::update(inner, &std::collections::BTreeMap::new());
-        assert_eq!(lock(&inner.dialing).len(), 0);
-        cluster.shutdown().await;
-    }
-
-    #[tokio::test]
-    async fn a_connection_that_ends_at_once_counts_as_a_failed_dial() {
-        let cluster = started("m").await;
-        let inner = &cluster.inner;
-        let peer = NodeId::new("z", 1);
-        inner
-            .connection_ended(&peer, Duration::from_millis(5))
-            .await;
-        assert!(inner.next_dial_in(&peer).await > Duration::ZERO);
-        inner.connection_ended(&peer, STABLE_AFTER).await;
-        assert_eq!(inner.next_dial_in(&peer).await, Duration::ZERO);
-        cluster.shutdown().await;
-    }
-}
+mod tests;

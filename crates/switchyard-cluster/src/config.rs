@@ -4,10 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ClusterError;
-
-/// The shortest cluster secret accepted, in bytes.
-pub const MIN_SECRET_LEN: usize = 16;
+use crate::error::{ClusterError, MIN_SECRET_LEN};
 
 /// Settings of one node's membership in a cluster.
 ///
@@ -40,7 +37,7 @@ pub struct ClusterConfig {
     pub(crate) reconnect_max: Duration,
     pub(crate) keepalive: Keepalive,
     #[cfg(feature = "tls")]
-    pub(crate) tls: Option<crate::TlsConfig>,
+    pub(crate) tls: Option<crate::tls::TlsConfig>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -188,7 +185,7 @@ impl ClusterConfig {
     /// Runs every node-to-node connection over TLS (feature `tls`). Every member must use TLS
     /// then: a node without it cannot connect.
     #[cfg(feature = "tls")]
-    pub fn tls(mut self, tls: crate::TlsConfig) -> Self {
+    pub fn tls(mut self, tls: crate::tls::TlsConfig) -> Self {
         self.tls = Some(tls);
         self
     }

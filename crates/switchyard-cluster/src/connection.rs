@@ -1,7 +1,7 @@
-//! Authenticated connections to peers: one per pair of nodes, multiplexed by request ids.
-//!
-//! Either node may dial; when both did at once, the connection dialed by the smaller node id
-//! is kept and the other closed, so both sides settle on the same one.
+//! One authenticated connection to a peer, many calls in flight on it: dialing or accepting
+//! it (transport, then handshake), writing its frames, and reading them for an [`Inbound`]
+//! that knows what they mean. Which connection to a peer is kept, and when to dial, is
+//! `Peers`' business.
 //!
 //! Frames are encoded by the sender's task and queued in order, each with a ticket (its place
 //! in the queue). Whoever holds the write half (the sender itself when nobody is writing,
@@ -19,29 +19,42 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use switchyard_messaging::NodeId;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{Notify, Semaphore};
-use tokio_util::codec::{Framed, FramedParts, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 
-use crate::ClusterConfig;
-use crate::cluster::{Inner, lock};
+use crate::config::ClusterConfig;
 use crate::frame::Frame;
-use crate::handshake::{Authenticated, HandshakeError, Identity, Role, handshake};
-use crate::seal::{Sealer, TAG_LEN};
-use crate::serve::Serving;
+use crate::handshake::{Authenticated, HandshakeError, Identity, handshake};
+use crate::seal::{Role, Sealer, TAG_LEN};
+use crate::sync::lock;
+use crate::transport::{
+    ConnectError, Incoming, Network, Stream, Transport, framed, reader, writes_are_exact,
+};
 
 /// How many encoded frames may wait for a connection's socket.
 const OUTBOX: usize = 4_096;
 
-/// The largest frame accepted before the peer is authenticated: a handshake frame is small.
-const HANDSHAKE_FRAME_LEN: usize = 1_024;
-
 /// How long a connection closed on purpose (this node leaving, or a duplicate connection
 /// dropped) may take to write what was queued before: replies of calls that just ended.
 const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+/// What a connection's reader hands the frames it reads to: the connection knows nothing of
+/// what they mean.
+pub(crate) trait Inbound: Send + Sync + 'static {
+    /// Acts on `frame`, read from `from`. A call comes back as the future that serves it: the
+    /// reader drives it with the others until its reply is sent, and counts it as a call
+    /// under way on the connection meanwhile.
+    fn frame(&self, from: &Connection, frame: Frame) -> Option<Serving>;
+
+    /// The reader of `connection` has ended: no frame comes from it any more.
+    fn ended(&self, connection: &Connection);
+}
+
+/// Serves a call: the reader of its connection polls it until the reply is sent.
+pub(crate) type Serving = BoxFuture<'static, ()>;
 
 /// A live, authenticated connection to a peer. Cloning it is one reference count.
 #[derive(Clone)]
@@ -358,6 +371,12 @@ impl Connection {
         self.closed.cancel();
     }
 
+    /// Whether it ended because the peer went away, a read or write failed, or the peer broke
+    /// the protocol (not because this node closed it).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.is_cancelled()
     }
@@ -416,22 +435,6 @@ pub(crate) enum SendError {
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
-/// A byte stream to a peer: plain TCP, or TLS over it.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-
-pub(crate) type Stream = Box<dyn Io>;
-
-pub(crate) type Transport = Framed<Stream, LengthDelimitedCodec>;
-
-fn framed(stream: Stream) -> Transport {
-    let codec = LengthDelimitedCodec::builder()
-        .max_frame_length(HANDSHAKE_FRAME_LEN)
-        .new_codec();
-    Framed::new(stream, codec)
-}
-
 /// Why a peer could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DialError {
@@ -460,22 +463,26 @@ pub(crate) enum DialError {
     },
 }
 
-/// Dials `peer` at `addr`, authenticates both ways, and starts serving the connection.
+/// Dials `peer` at `addr` over `network`, authenticates both ways as `me`, and starts the
+/// connection's reader (handing frames to `inbound`) and writer.
 pub(crate) async fn dial(
-    inner: &Arc<Inner>,
+    network: &Network,
+    config: &ClusterConfig,
+    me: &Identity<'_>,
     peer: &NodeId,
     addr: std::net::SocketAddr,
+    inbound: Arc<dyn Inbound>,
 ) -> Result<Connection, DialError> {
-    let config = &inner.config;
     let attempt = async {
-        let stream = tcp_dialed(addr, config)
+        let stream = network
+            .connect(addr, config)
             .await
-            .map_err(|source| DialError::Connect { addr, source })?;
-        let stream = secure_dialed(config, stream)
-            .await
-            .map_err(|source| DialError::Tls { addr, source })?;
+            .map_err(|error| match error {
+                ConnectError::Connect(source) => DialError::Connect { addr, source },
+                ConnectError::Tls(source) => DialError::Tls { addr, source },
+            })?;
         let mut transport = framed(stream);
-        let authenticated = handshake(&mut transport, &inner.identity(), Role::Dialer)
+        let authenticated = handshake(&mut transport, me, Role::Dialer)
             .await
             .map_err(|source| DialError::Handshake { addr, source })?;
         if authenticated.peer != *peer {
@@ -490,125 +497,52 @@ pub(crate) async fn dial(
     let (transport, authenticated) = tokio::time::timeout(config.connect_timeout, attempt)
         .await
         .map_err(|_| DialError::TimedOut(addr))??;
-    Ok(start(inner, transport, authenticated, inner.me.clone()))
+    Ok(start(
+        config,
+        transport,
+        authenticated,
+        me.node.clone(),
+        inbound,
+    ))
 }
 
-/// Connects to a peer's listener, with the options of every cluster connection.
-pub(crate) async fn tcp_dialed(
-    addr: std::net::SocketAddr,
+/// Authenticates a connection a peer dialed, as `me`, and starts its reader (handing frames
+/// to `inbound`) and writer; `None` when it is refused (logged).
+pub(crate) async fn accept(
     config: &ClusterConfig,
-) -> std::io::Result<TcpStream> {
-    let stream = TcpStream::connect(addr).await?;
-    tune(&stream, config)?;
-    Ok(stream)
-}
-
-/// The options of every cluster connection, dialed or accepted: no Nagle delay (calls are
-/// small and latency-bound), and TCP keepalive, so the kernel closes the connection to a peer
-/// that vanished without a word (its host lost power, a cable was cut) even before gossip
-/// declares it dead. On Linux `TCP_USER_TIMEOUT` also bounds how long written data may stay
-/// unacknowledged, which keepalive alone does not cover while a write is pending.
-pub(crate) fn tune(stream: &TcpStream, config: &ClusterConfig) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let keepalive = config.keepalive;
-    let params = socket2::TcpKeepalive::new().with_time(keepalive.idle);
-    #[cfg(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "freebsd",
-        target_os = "windows"
-    ))]
-    let params = params
-        .with_interval(keepalive.interval)
-        .with_retries(keepalive.retries);
-    let socket = socket2::SockRef::from(stream);
-    socket.set_tcp_keepalive(&params)?;
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    socket.set_tcp_user_timeout(Some(keepalive.give_up_after()))?;
-    Ok(())
-}
-
-/// Authenticates a connection a peer dialed, and starts serving it.
-pub(crate) async fn accept(inner: Arc<Inner>, stream: TcpStream) {
-    let remote = stream.peer_addr().ok();
-    if let Err(error) = tune(&stream, &inner.config) {
+    me: &Identity<'_>,
+    stream: Incoming,
+    inbound: Arc<dyn Inbound>,
+) -> Option<Connection> {
+    let remote = stream.remote();
+    if let Err(error) = stream.tune(config) {
         tracing::warn!(?remote, %error, "cannot set the options of an incoming connection; refused");
-        return;
+        return None;
     }
-    let outcome = tokio::time::timeout(inner.config.connect_timeout, async {
-        let stream = secure_accepted(&inner.config, stream).await?;
+    let outcome = tokio::time::timeout(config.connect_timeout, async {
+        let stream = stream.secure(config).await?;
         let mut transport = framed(stream);
-        let authenticated = handshake(&mut transport, &inner.identity(), Role::Listener).await?;
+        let authenticated = handshake(&mut transport, me, Role::Listener).await?;
         Ok::<_, HandshakeError>((transport, authenticated))
     })
     .await;
     match outcome {
         Ok(Ok((transport, authenticated))) => {
             let dialer = authenticated.peer.clone();
-            let connection = start(&inner, transport, authenticated, dialer);
-            inner.register(connection);
+            Some(start(config, transport, authenticated, dialer, inbound))
         }
         Ok(Err(error)) => {
             tracing::warn!(?remote, %error, "refused an incoming connection");
+            None
         }
         Err(_) => {
             tracing::warn!(
                 ?remote,
                 "an incoming connection did not finish its handshake in time"
             );
+            None
         }
     }
-}
-
-#[cfg(feature = "tls")]
-async fn secure_dialed(config: &ClusterConfig, stream: TcpStream) -> std::io::Result<Stream> {
-    match &config.tls {
-        Some(tls) => {
-            let connector = tokio_rustls::TlsConnector::from(tls.client.clone());
-            Ok(Box::new(
-                connector.connect(tls.server_name.clone(), stream).await?,
-            ))
-        }
-        None => Ok(Box::new(stream)),
-    }
-}
-
-#[cfg(not(feature = "tls"))]
-async fn secure_dialed(_: &ClusterConfig, stream: TcpStream) -> std::io::Result<Stream> {
-    Ok(Box::new(stream))
-}
-
-#[cfg(feature = "tls")]
-async fn secure_accepted(
-    config: &ClusterConfig,
-    stream: TcpStream,
-) -> Result<Stream, HandshakeError> {
-    match &config.tls {
-        Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
-            Ok(Box::new(acceptor.accept(stream).await?))
-        }
-        None => Ok(Box::new(stream)),
-    }
-}
-
-#[cfg(not(feature = "tls"))]
-async fn secure_accepted(_: &ClusterConfig, stream: TcpStream) -> Result<Stream, HandshakeError> {
-    Ok(Box::new(stream))
-}
-
-/// The frames of `read`, starting with those in `already_read` (read with the handshake): they
-/// are decoded first, without waiting for more bytes (a reader built afresh over a filled
-/// buffer would wait).
-fn reader<R: AsyncRead>(
-    read: R,
-    codec: LengthDelimitedCodec,
-    already_read: BytesMut,
-) -> Framed<R, LengthDelimitedCodec> {
-    let mut parts = FramedParts::new::<Bytes>(read, codec);
-    parts.read_buf = already_read;
-    Framed::from_parts(parts)
 }
 
 /// How a connection writes: its write half, bytes already buffered for it (by the
@@ -618,20 +552,6 @@ struct Writing<'a> {
     already_buffered: &'a [u8],
     sealer: Sealer,
     exact_writes: bool,
-}
-
-/// Whether a write that fails on this node's connections is known to have written nothing of
-/// what it was handed. True of plain TCP (one system call, which either took bytes or
-/// failed). Not of TLS: the TLS stream takes the plaintext into its session, then writes
-/// records in a loop, and can fail after earlier records reached the kernel.
-#[cfg(feature = "tls")]
-fn writes_are_exact(config: &ClusterConfig) -> bool {
-    config.tls.is_none()
-}
-
-#[cfg(not(feature = "tls"))]
-fn writes_are_exact(_: &ClusterConfig) -> bool {
-    true
 }
 
 impl Connection {
@@ -695,17 +615,18 @@ impl Connection {
 
 /// Spawns the reader and writer of an authenticated connection.
 fn start(
-    inner: &Arc<Inner>,
+    config: &ClusterConfig,
     mut transport: Transport,
     authenticated: Authenticated,
     dialer: NodeId,
+    inbound: Arc<dyn Inbound>,
 ) -> Connection {
     let Authenticated {
         peer,
         sealer,
         mut opener,
     } = authenticated;
-    let max_frame_len = inner.config.max_frame_len.min(u32::MAX as usize - TAG_LEN);
+    let max_frame_len = config.max_frame_len.min(u32::MAX as usize - TAG_LEN);
     // Authenticated: frames up to the configured size are accepted from now on.
     transport
         .codec_mut()
@@ -720,7 +641,7 @@ fn start(
             io: write,
             already_buffered: &parts.write_buf,
             sealer,
-            exact_writes: writes_are_exact(&inner.config),
+            exact_writes: writes_are_exact(config),
         },
         max_frame_len,
     );
@@ -780,11 +701,10 @@ fn start(
         shared.finished.cancel();
     });
     let reader = connection.clone();
-    let inner = inner.clone();
     tokio::spawn(async move {
         let _end_on_unwind = EndOnUnwind {
             connection: reader.clone(),
-            inner: inner.clone(),
+            inbound: inbound.clone(),
         };
         let closed = &reader.closed;
         // The calls that came on this connection, until their replies are sent.
@@ -821,7 +741,7 @@ fn start(
             };
             match Frame::decode(payload) {
                 Ok(frame) => {
-                    if let Some(call) = crate::serve::handle(&inner, &reader, frame).await {
+                    if let Some(call) = inbound.frame(&reader, frame) {
                         reader.outstanding.fetch_add(1, Ordering::Relaxed);
                         serving.push(call);
                     }
@@ -839,13 +759,7 @@ fn start(
             // They run on: a reply can still reach its caller over another connection.
             tokio::spawn(async move { while serving.next().await.is_some() {} });
         }
-        if reader.broken.load(Ordering::SeqCst) {
-            inner
-                .counters
-                .connections_lost
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        inner.forget(&reader);
+        inbound.ended(&reader);
     });
     connection
 }
@@ -855,7 +769,7 @@ fn start(
 /// for its deadline instead of failing over.
 struct EndOnUnwind {
     connection: Connection,
-    inner: Arc<Inner>,
+    inbound: Arc<dyn Inbound>,
 }
 
 impl Drop for EndOnUnwind {
@@ -863,17 +777,7 @@ impl Drop for EndOnUnwind {
         if std::thread::panicking() {
             tracing::error!(peer = %self.connection.peer, "the reader of a connection panicked; the connection ends");
             self.connection.break_off();
-            self.inner.forget(&self.connection);
-        }
-    }
-}
-
-impl Inner {
-    pub(crate) fn identity(&self) -> Identity<'_> {
-        Identity {
-            cluster_id: &self.config.cluster_id,
-            node: &self.me,
-            secret: &self.config.secret,
+            self.inbound.ended(&self.connection);
         }
     }
 }

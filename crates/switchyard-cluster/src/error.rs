@@ -2,12 +2,15 @@
 
 use std::net::SocketAddr;
 
+/// The shortest cluster secret accepted, in bytes.
+pub const MIN_SECRET_LEN: usize = 16;
+
 /// A node could not join its cluster.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClusterError {
     /// The secret is too short to resist guessing.
-    #[error("the cluster secret has {len} bytes; use at least {min} random bytes", min = crate::config::MIN_SECRET_LEN)]
+    #[error("the cluster secret has {len} bytes; use at least {min} random bytes", min = MIN_SECRET_LEN)]
     WeakSecret {
         /// Its length.
         len: usize,

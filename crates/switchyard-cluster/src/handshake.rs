@@ -15,6 +15,8 @@ use sha2::Sha256;
 use switchyard_messaging::NodeId;
 
 use crate::frame::{Frame, NONCE_LEN, PROTOCOL};
+use crate::seal::{Opener, Role, Sealer};
+use crate::transport::Transport;
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,29 +43,11 @@ pub(crate) enum HandshakeError {
     Myself,
 }
 
-use crate::connection::Transport;
-
 /// What this side says about itself.
 pub(crate) struct Identity<'a> {
     pub(crate) cluster_id: &'a str,
     pub(crate) node: &'a NodeId,
     pub(crate) secret: &'a [u8],
-}
-
-/// Which end of the connection this side is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Role {
-    Dialer,
-    Listener,
-}
-
-impl Role {
-    fn label(self) -> &'static [u8] {
-        match self {
-            Self::Dialer => b"dialer",
-            Self::Listener => b"listener",
-        }
-    }
 }
 
 /// Everything both sides agreed on, in a fixed order: what each proof and the session key
@@ -117,8 +101,8 @@ impl Transcript<'_> {
 /// What a successful handshake yields: the peer, and the session's frame sealing.
 pub(crate) struct Authenticated {
     pub(crate) peer: NodeId,
-    pub(crate) sealer: crate::seal::Sealer,
-    pub(crate) opener: crate::seal::Opener,
+    pub(crate) sealer: Sealer,
+    pub(crate) opener: Opener,
 }
 
 /// Runs the handshake on a fresh connection as `role`.

@@ -61,16 +61,22 @@ mod forwarded;
 mod frame;
 mod handshake;
 mod membership;
+#[cfg(test)]
+mod module_graph;
+mod peers;
+mod pending;
 pub mod placement;
 mod remote;
 mod seal;
 mod serve;
+mod sync;
 #[cfg(feature = "tls")]
 mod tls;
+mod transport;
 
 pub use crate::cluster::{Cluster, ClusterEvent, ClusterStats, Member};
-pub use crate::config::{ClusterConfig, MIN_SECRET_LEN};
-pub use crate::error::ClusterError;
+pub use crate::config::ClusterConfig;
+pub use crate::error::{ClusterError, MIN_SECRET_LEN};
 #[cfg(feature = "tls")]
 pub use crate::tls::TlsConfig;
 /// The rustls crate, to build [`TlsConfig`]'s configurations with the same version.

@@ -9,13 +9,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chitchat::transport::UdpTransport;
+use chitchat::transport::Transport;
 use chitchat::{ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig, NodeState};
 use switchyard_messaging::NodeId;
 use tokio::sync::Mutex;
 
-use crate::cluster::{ClusterEvent, Inner};
-use crate::{ClusterConfig, ClusterError};
+use crate::config::ClusterConfig;
+use crate::error::ClusterError;
 
 const KEY_RPC: &str = "switchyard.rpc";
 const KEY_SERVICES: &str = "switchyard.services";
@@ -53,10 +53,13 @@ pub(crate) struct Gossip {
 }
 
 impl Gossip {
+    /// Starts gossiping as `me`, taking calls at `rpc_addr`, over `transport` (UDP; in tests,
+    /// chitchat's in-memory channels).
     pub(crate) async fn start(
         me: &NodeId,
         rpc_addr: SocketAddr,
         config: &ClusterConfig,
+        transport: &dyn Transport,
     ) -> Result<Self, ClusterError> {
         let addr = free_udp_addr(config.gossip_addr)?;
         let failure_detector_config = FailureDetectorConfig {
@@ -85,7 +88,7 @@ impl Gossip {
             (KEY_RPC.to_owned(), rpc_addr.to_string()),
             (KEY_SERVICES.to_owned(), "[]".to_owned()),
         ];
-        let handle = chitchat::spawn_chitchat(chitchat_config, initial, &UdpTransport)
+        let handle = chitchat::spawn_chitchat(chitchat_config, initial, transport)
             .await
             .map_err(|error| ClusterError::Gossip {
                 addr,
@@ -117,6 +120,11 @@ impl Gossip {
         let state = chitchat.self_node_state();
         state.set(KEY_SERVICES, "[]");
         state.set(KEY_LEAVING, "1");
+    }
+
+    /// The live nodes, each time they change.
+    pub(crate) async fn live_nodes(&self) -> tokio::sync::watch::Receiver<LiveNodes> {
+        self.chitchat.lock().await.live_nodes_watcher()
     }
 
     pub(crate) async fn stop(&self) {
@@ -151,85 +159,32 @@ fn member_info_from(rpc: Option<&str>, services: Option<&str>) -> Option<MemberI
     Some(MemberInfo { rpc_addr, services })
 }
 
-/// Publishes this node's public services, the latest list each time it changes.
-pub(crate) fn announce_services(inner: &Arc<Inner>) {
-    let weak = Arc::downgrade(inner);
-    let mut services = inner.services.subscribe();
-    let stopped = inner.stopped.clone();
-    tokio::spawn(async move {
-        loop {
-            let latest = services.borrow_and_update().clone();
-            let Some(inner) = weak.upgrade() else { return };
-            if !inner.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-                inner.gossip.announce(&latest).await;
-            }
-            drop(inner);
-            tokio::select! {
-                () = stopped.cancelled() => return,
-                changed = services.changed() => if changed.is_err() { return },
-            }
-        }
-    });
-}
+/// The live nodes as gossip reports them, from chitchat's watcher.
+pub(crate) type LiveNodes = BTreeMap<ChitchatId, NodeState>;
 
-/// Follows the live members: updates the registry, reports joins and departures, connects to
-/// new members and drops departed ones.
-pub(crate) fn follow(inner: &Arc<Inner>) {
-    let weak = Arc::downgrade(inner);
-    let chitchat = inner.gossip.chitchat.clone();
-    let stopped = inner.stopped.clone();
-    tokio::spawn(async move {
-        let mut watcher = chitchat.lock().await.live_nodes_watcher();
-        loop {
-            let live = watcher.borrow_and_update().clone();
-            let Some(inner) = weak.upgrade() else { return };
-            update(&inner, &live);
-            drop(inner);
-            tokio::select! {
-                () = stopped.cancelled() => return,
-                changed = watcher.changed() => if changed.is_err() { return },
+impl Members {
+    /// The members among the `live` nodes, other than `me`: those that say where they take
+    /// calls.
+    pub(crate) fn from_live(me: &NodeId, live: &LiveNodes) -> Self {
+        let mut members = Self::default();
+        for (id, state) in live {
+            let node = NodeId::new(id.node_id.as_ref(), id.generation_id);
+            if node == *me {
+                continue;
+            }
+            if let Some(info) = member_info(state) {
+                members.by_id.insert(node, info);
             }
         }
-    });
-}
+        members
+    }
 
-pub(crate) fn update(inner: &Arc<Inner>, live: &BTreeMap<ChitchatId, NodeState>) {
-    let mut next = Members::default();
-    for (id, state) in live {
-        let node = NodeId::new(id.node_id.as_ref(), id.generation_id);
-        if node == inner.me {
-            continue;
-        }
-        if let Some(info) = member_info(state) {
-            next.by_id.insert(node, info);
-        }
+    /// The members that are not in `other`.
+    pub(crate) fn not_in<'a>(&'a self, other: &'a Self) -> impl Iterator<Item = &'a NodeId> {
+        self.by_id
+            .keys()
+            .filter(|id| !other.by_id.contains_key(*id))
     }
-    let previous = inner.members.swap(Arc::new(next.clone()));
-    for id in next
-        .by_id
-        .keys()
-        .filter(|id| !previous.by_id.contains_key(*id))
-    {
-        tracing::info!(node = %inner.me, peer = %id, "node joined");
-        let _ = inner.events.send(ClusterEvent::NodeJoined(id.clone()));
-        // The smaller id keeps the connection up; the other dials only when it needs to.
-        if inner.me < *id {
-            crate::remote::keep_connected(inner, id.clone());
-        }
-    }
-    for id in previous
-        .by_id
-        .keys()
-        .filter(|id| !next.by_id.contains_key(*id))
-    {
-        tracing::info!(node = %inner.me, peer = %id, "node left");
-        // Its connection stays until the node closes it: a node leaving gracefully still
-        // sends the replies of the calls it is draining. No new call goes to it.
-        let _ = inner.events.send(ClusterEvent::NodeLeft(id.clone()));
-    }
-    // What was kept for dials to nodes that are no longer members (departed, or never more
-    // than the sender of a reply this node had to deliver).
-    inner.forget_dialing_except(&next);
 }
 
 #[cfg(test)]

@@ -1,60 +1,54 @@
-//! The cluster as the messaging crate sees it: the [`RemoteNodes`] a node dispatches through.
+//! Calls and authorization questions this node sends to other nodes, and their answers.
 
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures::FutureExt;
-use futures::future::BoxFuture;
-use switchyard_messaging::remote::{Hop, RemoteError, RemoteNodes};
+use switchyard_messaging::remote::{Hop, RemoteError};
 use switchyard_messaging::{Message, NodeId, ReplyTo, Response};
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::cluster::{Inner, lock};
 use crate::connection::{Connection, Fate, Ticket};
 use crate::frame::{Frame, Verdict};
+use crate::peers::Peers;
+use crate::pending::{Pending, Waited};
 
-pub(crate) struct Link {
-    pub(crate) inner: Weak<Inner>,
-}
-
-fn stopped() -> RemoteError {
-    RemoteError::NotDelivered {
-        reason: "this node's cluster has stopped".into(),
-    }
-}
-
-/// Forgets a pending request when its caller stops waiting, however it stops.
-struct Pending<'a, T> {
-    map: &'a std::sync::Mutex<std::collections::HashMap<u64, oneshot::Sender<T>>>,
-    request: u64,
-}
-
-impl<T> Drop for Pending<'_, T> {
-    fn drop(&mut self) {
-        lock(self.map).remove(&self.request);
-    }
+/// The calling side of this node: sends calls and questions to other nodes and hands each
+/// answer to the caller waiting for it.
+pub(crate) struct Caller {
+    me: NodeId,
+    peers: Arc<Peers>,
+    calls: Pending<Message>,
+    questions: Pending<Verdict>,
+    replies_received: AtomicU64,
 }
 
 /// Tells the node running a call to stop when the caller stops waiting before the reply came:
 /// on a timeout here, or when the dispatcher gives up on the call at its own deadline.
-struct CancelUnlessAnswered {
-    inner: Arc<Inner>,
-    node: NodeId,
+struct CancelUnlessAnswered<'a> {
+    peers: &'a Peers,
+    me: &'a NodeId,
+    node: &'a NodeId,
     request: u64,
     answered: bool,
 }
 
-impl Drop for CancelUnlessAnswered {
+impl CancelUnlessAnswered<'_> {
+    /// Nothing runs there (any more): no cancel.
+    fn answered(&mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for CancelUnlessAnswered<'_> {
     fn drop(&mut self) {
         if self.answered {
             return;
         }
-        let Some(connection) = self.inner.live_connection(&self.node) else {
+        let Some(connection) = self.peers.live_connection(self.node) else {
             return;
         };
         let cancel = Frame::Cancel {
-            reply_to: self.inner.me.clone(),
+            reply_to: self.me.clone(),
             request: self.request,
         };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -71,12 +65,8 @@ fn remaining_micros(deadline: Instant) -> u64 {
 }
 
 /// The connection to `node`, made within the caller's deadline.
-async fn reach(
-    inner: &Arc<Inner>,
-    node: &NodeId,
-    deadline: Instant,
-) -> Result<Connection, RemoteError> {
-    tokio::time::timeout_at(deadline, inner.connection_to(node))
+async fn reach(peers: &Peers, node: &NodeId, deadline: Instant) -> Result<Connection, RemoteError> {
+    tokio::time::timeout_at(deadline, peers.connection_to(node))
         .await
         .map_err(|_| RemoteError::TimedOut)?
         .map_err(|reason| RemoteError::NotDelivered { reason })
@@ -98,33 +88,6 @@ async fn send_by(
     }
 }
 
-/// What came of waiting for the answer to a frame sent on a connection.
-enum Waited<T> {
-    Answer(Result<T, oneshot::error::RecvError>),
-    /// The connection ended first, and what became of the frame.
-    Lost(Fate),
-    TimedOut,
-}
-
-/// Waits for `answer` until `deadline`, or until the connection that carried `ticket` ends (an
-/// answer read before it ended still counts).
-async fn wait_for_answer<T>(
-    answer: &mut oneshot::Receiver<T>,
-    connection: &Connection,
-    ticket: Ticket,
-    deadline: Instant,
-) -> Waited<T> {
-    tokio::select! {
-        biased;
-        answer = &mut *answer => Waited::Answer(answer),
-        fate = connection.lost(ticket) => match answer.try_recv() {
-            Ok(answer) => Waited::Answer(Ok(answer)),
-            Err(_) => Waited::Lost(fate),
-        },
-        () = tokio::time::sleep_until(deadline) => Waited::TimedOut,
-    }
-}
-
 /// The error of a `what` (a call, a question) whose connection to `node` ended before its
 /// answer came. No cancel can follow a call that may have been received: the connection it
 /// would travel on is gone, and none is dialed for it, so it may still run to its end on the
@@ -142,236 +105,162 @@ fn lost(node: &NodeId, what: &str, fate: Fate) -> RemoteError {
     }
 }
 
-impl RemoteNodes for Link {
-    fn providers(&self, service: &str) -> Vec<NodeId> {
-        self.inner
-            .upgrade()
-            .map(|inner| inner.usable_providers(service))
-            .unwrap_or_default()
+impl Caller {
+    pub(crate) fn new(me: NodeId, peers: Arc<Peers>) -> Self {
+        Self {
+            me,
+            peers,
+            calls: Pending::default(),
+            questions: Pending::default(),
+            replies_received: AtomicU64::new(0),
+        }
     }
 
-    fn members(&self) -> Vec<NodeId> {
-        self.inner
-            .upgrade()
-            .map(|inner| inner.connected_members())
-            .unwrap_or_default()
-    }
-
-    fn invoke(
+    /// Runs `message` on `node` and waits for its reply until `deadline`.
+    pub(crate) async fn invoke(
         &self,
         node: NodeId,
         message: Message,
         hop: Hop,
         deadline: Instant,
-    ) -> BoxFuture<'static, Result<Message, RemoteError>> {
-        let inner = self.inner.clone();
-        async move {
-            let inner = inner.upgrade().ok_or_else(stopped)?;
-            let connection = reach(&inner, &node, deadline).await?;
-            let request = inner.next_request();
-            let (answer, reply) = oneshot::channel();
-            lock(&inner.calls).insert(request, answer);
-            let _pending = Pending {
-                map: &inner.calls,
-                request,
-            };
-            let mut message = message;
-            message.set_reply_to(Some(ReplyTo {
-                node: inner.me.clone(),
-                request_id: request,
-            }));
-            let frame = Frame::Call {
-                reply_to: inner.me.clone(),
-                request,
-                hop: hop.into(),
-                remaining_micros: remaining_micros(deadline),
-                message,
-            };
-            let _outstanding = connection.outstanding();
-            // Set up before the send: a send that times out may have queued the call, which
-            // may then run there. The cancel is queued behind it on the same connection (one
-            // for a call the peer never saw is ignored).
-            let mut cancel = CancelUnlessAnswered {
-                inner: inner.clone(),
-                node: node.clone(),
-                request,
-                answered: false,
-            };
-            let ticket = match send_by(&connection, &frame, deadline).await {
-                Ok(ticket) => ticket,
-                Err(error) => {
-                    if matches!(error, RemoteError::NotDelivered { .. }) {
-                        // Refused before it was queued: nothing runs there.
-                        cancel.answered = true;
-                    }
-                    return Err(error);
+    ) -> Result<Message, RemoteError> {
+        let connection = reach(&self.peers, &node, deadline).await?;
+        let mut waiter = self.calls.register();
+        let request = waiter.request();
+        let mut message = message;
+        message.set_reply_to(Some(ReplyTo {
+            node: self.me.clone(),
+            request_id: request,
+        }));
+        let frame = Frame::Call {
+            reply_to: self.me.clone(),
+            request,
+            hop: hop.into(),
+            remaining_micros: remaining_micros(deadline),
+            message,
+        };
+        let _outstanding = connection.outstanding();
+        // Set up before the send: a send that times out may have queued the call, which
+        // may then run there. The cancel is queued behind it on the same connection (one
+        // for a call the peer never saw is ignored).
+        let mut cancel = CancelUnlessAnswered {
+            peers: &self.peers,
+            me: &self.me,
+            node: &node,
+            request,
+            answered: false,
+        };
+        let ticket = match send_by(&connection, &frame, deadline).await {
+            Ok(ticket) => ticket,
+            Err(error) => {
+                if matches!(error, RemoteError::NotDelivered { .. }) {
+                    // Refused before it was queued: nothing runs there.
+                    cancel.answered();
                 }
-            };
-            let mut reply = reply;
-            match wait_for_answer(&mut reply, &connection, ticket, deadline).await {
-                Waited::Answer(Ok(reply)) => {
-                    cancel.answered = true;
-                    Ok(reply)
-                }
-                Waited::Answer(Err(_)) => Err(RemoteError::Failed {
-                    reason: "this node's cluster stopped while waiting".into(),
-                }),
-                Waited::Lost(fate) => {
-                    // Never sent: nothing runs there, nothing to cancel.
-                    cancel.answered = fate == Fate::NeverSent;
-                    Err(lost(&cancel.node, "call", fate))
-                }
-                Waited::TimedOut => Err(RemoteError::TimedOut),
+                return Err(error);
             }
+        };
+        match waiter.wait(connection.lost(ticket), deadline).await {
+            Waited::Answer(reply) => {
+                cancel.answered();
+                Ok(reply)
+            }
+            Waited::Lost(fate) => {
+                if fate == Fate::NeverSent {
+                    // Nothing runs there, nothing to cancel.
+                    cancel.answered();
+                }
+                Err(lost(&node, "call", fate))
+            }
+            Waited::TimedOut => Err(RemoteError::TimedOut),
         }
-        .boxed()
     }
 
-    fn authorize(
+    /// Asks `node` whether `message` is authorized there, waiting until `deadline`.
+    pub(crate) async fn authorize(
         &self,
         node: NodeId,
         message: Message,
         deadline: Instant,
-    ) -> BoxFuture<'static, Result<Result<(), Response>, RemoteError>> {
-        let inner = self.inner.clone();
-        async move {
-            let inner = inner.upgrade().ok_or_else(stopped)?;
-            let connection = reach(&inner, &node, deadline).await?;
-            let request = inner.next_request();
-            let (answer, verdict) = oneshot::channel();
-            lock(&inner.authorizations).insert(request, answer);
-            let _pending = Pending {
-                map: &inner.authorizations,
-                request,
-            };
-            let service = message.service().to_owned();
-            let ticket = send_by(
-                &connection,
-                &Frame::Authorize { request, message },
-                deadline,
-            )
-            .await?;
-            let mut verdict = verdict;
-            let verdict = match wait_for_answer(&mut verdict, &connection, ticket, deadline).await {
-                Waited::Answer(verdict) => verdict,
-                Waited::Lost(fate) => return Err(lost(&node, "question", fate)),
-                Waited::TimedOut => return Err(RemoteError::TimedOut),
-            };
-            match verdict {
-                Ok(Verdict::Allowed) => Ok(Ok(())),
-                Ok(Verdict::Denied(response)) => Ok(Err(response)),
-                Ok(Verdict::Unavailable) => Ok(Err(Response::ServiceUnavailable(service))),
-                Err(_) => Err(RemoteError::Failed {
-                    reason: "this node's cluster stopped while waiting".into(),
-                }),
-            }
+    ) -> Result<Result<(), Response>, RemoteError> {
+        let connection = reach(&self.peers, &node, deadline).await?;
+        let mut waiter = self.questions.register();
+        let request = waiter.request();
+        let service = message.service().to_owned();
+        let ticket = send_by(
+            &connection,
+            &Frame::Authorize { request, message },
+            deadline,
+        )
+        .await?;
+        match waiter.wait(connection.lost(ticket), deadline).await {
+            Waited::Answer(Verdict::Allowed) => Ok(Ok(())),
+            Waited::Answer(Verdict::Denied(response)) => Ok(Err(response)),
+            Waited::Answer(Verdict::Unavailable) => Ok(Err(Response::ServiceUnavailable(service))),
+            Waited::Lost(fate) => Err(lost(&node, "question", fate)),
+            Waited::TimedOut => Err(RemoteError::TimedOut),
         }
-        .boxed()
     }
 
-    fn announce(&self, public_services: Vec<String>) {
-        // The latest list wins: one announcer task publishes whatever is newest, so two
-        // registrations in a row cannot be published in the wrong order.
-        if let Some(inner) = self.inner.upgrade() {
-            inner.services.send_replace(public_services);
-        }
+    /// A reply came from another node for this node's call `request`: hands it to the caller,
+    /// if it still waits.
+    pub(crate) fn reply_received(&self, request: u64, reply: Message) {
+        self.replies_received.fetch_add(1, Ordering::Relaxed);
+        self.calls.complete(request, reply);
     }
-}
 
-/// Keeps a connection to `peer` up while it is a member, redialing after the reconnect
-/// backoff when an attempt fails (see [`Inner::connection_to`]).
-pub(crate) fn keep_connected(inner: &Arc<Inner>, peer: NodeId) {
-    // A member seen leaving and coming back keeps its one task.
-    if !lock(&inner.kept).insert(peer.clone()) {
-        return;
+    /// A call of this node was forwarded back to it and ran here: hands its reply to the
+    /// caller, if it still waits.
+    pub(crate) fn reply_here(&self, request: u64, reply: Message) {
+        self.calls.complete(request, reply);
     }
-    /// Lets another task keep the peer once this one ends, however it ends.
-    struct Kept(std::sync::Weak<Inner>, NodeId);
-    impl Drop for Kept {
-        fn drop(&mut self) {
-            if let Some(inner) = self.0.upgrade() {
-                lock(&inner.kept).remove(&self.1);
-            }
-        }
+
+    /// The verdict on this node's question `request` came.
+    pub(crate) fn verdict_received(&self, request: u64, verdict: Verdict) {
+        self.questions.complete(request, verdict);
     }
-    let kept = Kept(Arc::downgrade(inner), peer.clone());
-    let weak = Arc::downgrade(inner);
-    tokio::spawn(async move {
-        let _kept = kept;
-        loop {
-            let Some(inner) = weak.upgrade() else { return };
-            if inner.stopped.is_cancelled() || !inner.members.load().by_id.contains_key(&peer) {
-                return;
-            }
-            match inner.connection_to(&peer).await {
-                Ok(connection) => {
-                    let stopped = inner.stopped.clone();
-                    drop(inner);
-                    tokio::select! {
-                        () = connection.closed() => {}
-                        () = stopped.cancelled() => return,
-                    }
-                    let Some(inner) = weak.upgrade() else { return };
-                    inner
-                        .connection_ended(&peer, connection.established.elapsed())
-                        .await;
-                }
-                Err(reason) => {
-                    // At least a moment, so a failure that set no backoff cannot spin.
-                    let delay = inner
-                        .next_dial_in(&peer)
-                        .await
-                        .max(Duration::from_millis(10));
-                    tracing::debug!(%peer, %reason, retry_in = ?delay, "cannot connect to a member");
-                    let stopped = inner.stopped.clone();
-                    drop(inner);
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = stopped.cancelled() => return,
-                    }
-                }
-            }
-        }
-    });
+
+    /// How many calls wait for their reply.
+    #[cfg(test)]
+    pub(crate) fn pending_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// How many replies this node received.
+    pub(crate) fn replies_received(&self) -> u64 {
+        self.replies_received.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use std::time::Duration;
+
     use super::*;
-    use crate::{Cluster, ClusterConfig};
+    use crate::peers::fakes::{Unreachable, peers};
+
+    fn caller() -> Caller {
+        let peers = peers(Unreachable::default());
+        Caller::new(NodeId::new("m", 1), Arc::new(peers))
+    }
 
     /// The call's frame is queued, but the peer reads nothing, so the send is still writing
     /// when the deadline passes: the call may yet reach the peer, so a cancel is queued behind
     /// it on the same connection.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_call_whose_send_timed_out_is_followed_by_a_cancel() {
-        let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec());
-        let cluster = Cluster::start(switchyard_messaging::Node::new("m"), config)
-            .await
-            .unwrap();
-        let inner = cluster.inner.clone();
+        let caller = caller();
         let peer = NodeId::new("z", 1);
         let (connection, _unread) = Connection::detached(peer.clone(), peer.clone());
-        inner.register(connection.clone());
-        let link = Link {
-            inner: Arc::downgrade(&inner),
-        };
+        caller.peers.register(connection.clone());
         let message = Message::new("svc").with_request(&vec![7_u8; 64 * 1024]);
         let deadline = Instant::now() + Duration::from_millis(200);
-        let outcome = link.invoke(peer, message, Hop::First, deadline).await;
+        let outcome = caller.invoke(peer, message, Hop::First, deadline).await;
         assert!(matches!(outcome, Err(RemoteError::TimedOut)), "{outcome:?}");
-        let followed = tokio::time::timeout(Duration::from_secs(1), async {
-            while connection.queued() < 2 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        assert!(
-            followed.is_ok(),
-            "no cancel followed the call ({} frames queued)",
-            connection.queued()
-        );
+        assert_eq!(caller.calls.len(), 0, "the call was forgotten");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(connection.queued(), 2, "no cancel followed the call");
     }
 }

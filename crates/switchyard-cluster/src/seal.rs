@@ -6,7 +6,21 @@ use bytes::{BufMut, BytesMut};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::handshake::Role;
+/// Which end of the connection this side is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Dialer,
+    Listener,
+}
+
+impl Role {
+    pub(crate) fn label(self) -> &'static [u8] {
+        match self {
+            Self::Dialer => b"dialer",
+            Self::Listener => b"listener",
+        }
+    }
+}
 
 /// Bytes of MAC appended to every frame.
 pub(crate) const TAG_LEN: usize = 16;

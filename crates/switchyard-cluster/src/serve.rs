@@ -1,23 +1,29 @@
-//! What a node does with each frame its peers send.
+//! The serving side of this node: what it does with the calls, questions and cancels its
+//! peers send.
 //!
 //! A call is served by a future that the reader of the connection it came on drives with the
 //! others, rather than by a task of its own: the handler already runs in its own task (the
 //! messaging crate spawns it), so a second task per call would only add a wake-up. The future
 //! is abortable, for a caller's cancel.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
-use futures::future::{AbortHandle, Abortable, BoxFuture};
+use futures::future::{AbortHandle, Abortable};
 use switchyard_messaging::remote::Hop;
-use switchyard_messaging::{Authorization, Message, NodeId, Response, Served};
+use switchyard_messaging::{Authorization, Message, Node, NodeId, Response, Served};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::cluster::{Inner, lock};
-use crate::connection::Connection;
+use crate::connection::{Connection, Serving};
+use crate::forwarded::Forwarded;
 use crate::frame::{Frame, Verdict, WireHop};
+use crate::peers::Peers;
+use crate::remote::Caller;
+use crate::sync::lock;
 
 /// The longest deadline a call may carry: a day.
 const MAX_REMAINING_MICROS: u64 = 86_400_000_000;
@@ -25,242 +31,297 @@ const MAX_REMAINING_MICROS: u64 = 86_400_000_000;
 /// How long a reply may wait for room on its connection.
 const REPLY_SEND_LIMIT: Duration = Duration::from_secs(5);
 
-/// Serves a call: the reader of its connection polls it until the reply is sent.
-pub(crate) type Serving = BoxFuture<'static, ()>;
+/// A caller's request: who waits for the reply, and its request id there.
+type CallKey = (NodeId, u64);
 
-/// Acts on one frame; a call comes back as the future that serves it.
-pub(crate) async fn handle(inner: &Arc<Inner>, from: &Connection, frame: Frame) -> Option<Serving> {
-    match frame {
-        Frame::Call {
-            reply_to,
-            request,
-            hop,
-            remaining_micros,
-            message,
-        } => {
-            // A peer's number: clamp it rather than overflow the clock.
-            let remaining = Duration::from_micros(remaining_micros.min(MAX_REMAINING_MICROS));
-            let deadline = Instant::now()
-                .checked_add(remaining)
-                .unwrap_or_else(Instant::now);
-            return serve_call(inner, from, reply_to, request, hop, deadline, message);
-        }
-        Frame::Reply { request, message } => {
-            inner
-                .counters
-                .replies_received
-                .fetch_add(1, Ordering::Relaxed);
-            if let Some(waiting) = lock(&inner.calls).remove(&request) {
-                let _ = waiting.send(message);
-            }
-        }
-        Frame::Authorize { request, message } => {
-            let inner = inner.clone();
-            let from = from.clone();
-            tokio::spawn(async move {
-                // A panic in the router's `authorize` is answered as a denial by the node.
-                let verdict = match inner.node.authorize_remote(&message) {
-                    Authorization::Allowed => Verdict::Allowed,
-                    Authorization::Denied(response) => Verdict::Denied(response),
-                    Authorization::ServiceUnavailable => Verdict::Unavailable,
-                };
-                let _ = from.send(&Frame::Authorized { request, verdict }).await;
-            });
-        }
-        Frame::Authorized { request, verdict } => {
-            if let Some(waiting) = lock(&inner.authorizations).remove(&request) {
-                let _ = waiting.send(verdict);
-            }
-        }
-        Frame::Cancel { reply_to, request } => cancel(inner, reply_to, request),
-        Frame::Hello { .. } | Frame::Proof { .. } | Frame::Refused { .. } => {
-            tracing::warn!(peer = %from.peer, kind = frame.kind(), "handshake frame on an established connection; closing it");
-            from.break_off();
-        }
-    }
-    None
+/// Serves other nodes' calls on this node's [`Node`], forwards them to their owner, and
+/// drains them when this node leaves.
+pub(crate) struct Server {
+    node: Node,
+    me: NodeId,
+    peers: Arc<Peers>,
+    /// Where a reply goes when a call of this node was forwarded back to it.
+    caller: Arc<Caller>,
+    /// Calls this node is running for others, by (reply-to node, request).
+    running: Mutex<HashMap<CallKey, AbortHandle>>,
+    /// Calls this node forwarded, so a cancel can follow them.
+    forwarded: Mutex<Forwarded>,
+    in_flight: AtomicUsize,
+    drained: Notify,
+    /// This node is leaving: calls are declined from now on.
+    stopping: AtomicBool,
+    pub(crate) counters: ServingCounters,
+}
+
+/// Counters of what this node served.
+#[derive(Default)]
+pub(crate) struct ServingCounters {
+    pub(crate) calls_served: AtomicU64,
+    pub(crate) calls_forwarded: AtomicU64,
+    pub(crate) replies_sent: AtomicU64,
 }
 
 /// Counts a call this node runs, and forgets it when it ends, also when it is aborted.
 struct Running {
-    inner: Arc<Inner>,
-    key: (NodeId, u64),
+    server: Arc<Server>,
+    key: CallKey,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        lock(&self.inner.serving).remove(&self.key);
-        if self.inner.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.inner.drained.notify_waiters();
+        lock(&self.server.running).remove(&self.key);
+        if self.server.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.server.drained.notify_waiters();
         }
     }
 }
 
-fn serve_call(
-    inner: &Arc<Inner>,
-    from: &Connection,
-    reply_to: NodeId,
-    request: u64,
-    hop: WireHop,
-    deadline: Instant,
-    message: Message,
-) -> Option<Serving> {
-    if inner.stopping.load(Ordering::SeqCst) {
-        // Leaving: its reply might not get out before the connections close.
-        let inner = inner.clone();
+impl Server {
+    pub(crate) fn new(node: Node, peers: Arc<Peers>, caller: Arc<Caller>) -> Self {
+        Self {
+            me: node.id().clone(),
+            node,
+            peers,
+            caller,
+            running: Mutex::new(HashMap::new()),
+            forwarded: Mutex::new(Forwarded::default()),
+            in_flight: AtomicUsize::new(0),
+            drained: Notify::new(),
+            stopping: AtomicBool::new(false),
+            counters: ServingCounters::default(),
+        }
+    }
+
+    /// Declines calls from now on; false if it already did.
+    pub(crate) fn stop_taking_calls(&self) -> bool {
+        !self.stopping.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether this node is leaving.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// How many calls from other nodes run here now.
+    pub(crate) fn running_calls(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no call from another node runs here, or `limit` has passed (logged).
+    pub(crate) async fn drain(&self, limit: Duration) {
+        let drained = async {
+            while self.in_flight.load(Ordering::SeqCst) > 0 {
+                let notified = self.drained.notified();
+                if self.in_flight.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(limit, drained).await.is_err() {
+            tracing::warn!(
+                running = self.in_flight.load(Ordering::SeqCst),
+                "calls still running at the end of the drain timeout"
+            );
+        }
+    }
+
+    /// A call arrived on `from`: comes back as the future serving it, unless this node
+    /// declines it.
+    pub(crate) fn call(
+        self: &Arc<Self>,
+        from: &Connection,
+        reply_to: NodeId,
+        request: u64,
+        hop: WireHop,
+        remaining_micros: u64,
+        message: Message,
+    ) -> Option<Serving> {
+        // A peer's number: clamp it rather than overflow the clock.
+        let remaining = Duration::from_micros(remaining_micros.min(MAX_REMAINING_MICROS));
+        let deadline = Instant::now()
+            .checked_add(remaining)
+            .unwrap_or_else(Instant::now);
+        if self.is_stopping() {
+            // Leaving: its reply might not get out before the connections close.
+            let server = self.clone();
+            let from = from.clone();
+            tokio::spawn(async move {
+                let reason = format!("{} is leaving the cluster", server.me);
+                let declined = message.return_with(Response::TryAnotherNode(reason));
+                server
+                    .reply_straight(&from, &reply_to, request, declined)
+                    .await;
+            });
+            return None;
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.counters.calls_served.fetch_add(1, Ordering::Relaxed);
+        let running = Running {
+            server: self.clone(),
+            key: (reply_to.clone(), request),
+        };
+        let key = running.key.clone();
+        let (abort, registration) = AbortHandle::new_pair();
+        // Registered before it first runs, so it cannot end (and remove itself) before.
+        lock(&self.running).insert(key, abort);
+        let server = self.clone();
+        let from = from.clone();
+        let serving = async move {
+            let _running = running;
+            // This future is driven by the connection's reader; the node answers a panic of
+            // the router's rules (run here) or of the handler (run in a task of its own) with
+            // an error, so none unwinds into the reader.
+            match server
+                .node
+                .serve_remote(message, Hop::from(hop), deadline)
+                .await
+            {
+                Served::Reply(reply) => {
+                    server
+                        .reply_straight(&from, &reply_to, request, reply)
+                        .await;
+                }
+                Served::NoReply => {}
+                Served::Forward { node, message } => {
+                    server
+                        .forward(&from, reply_to, request, node, message, deadline)
+                        .await;
+                }
+            }
+        };
+        Some(Abortable::new(serving, registration).map(drop).boxed())
+    }
+
+    /// A question arrived on `from`: is `message` authorized here? Answered on `from`.
+    pub(crate) fn authorize(&self, from: &Connection, request: u64, message: Message) {
+        let node = self.node.clone();
         let from = from.clone();
         tokio::spawn(async move {
-            let reason = format!("{} is leaving the cluster", inner.me);
-            let declined = message.return_with(Response::TryAnotherNode(reason));
-            reply_straight(&inner, &from, &reply_to, request, declined).await;
+            // A panic in the router's `authorize` is answered as a denial by the node.
+            let verdict = match node.authorize_remote(&message) {
+                Authorization::Allowed => Verdict::Allowed,
+                Authorization::Denied(response) => Verdict::Denied(response),
+                Authorization::ServiceUnavailable => Verdict::Unavailable,
+            };
+            let _ = from.send(&Frame::Authorized { request, verdict }).await;
         });
-        return None;
     }
-    inner.in_flight.fetch_add(1, Ordering::SeqCst);
-    inner.counters.calls_served.fetch_add(1, Ordering::Relaxed);
-    let running = Running {
-        inner: inner.clone(),
-        key: (reply_to.clone(), request),
-    };
-    let key = running.key.clone();
-    let (abort, registration) = AbortHandle::new_pair();
-    // Registered before it first runs, so it cannot end (and remove itself) before.
-    lock(&inner.serving).insert(key, abort);
-    let inner = inner.clone();
-    let from = from.clone();
-    let serving = async move {
-        let _running = running;
-        // This future is driven by the connection's reader; the node answers a panic of the
-        // router's rules (run here) or of the handler (run in a task of its own) with an error,
-        // so none unwinds into the reader.
-        match inner
-            .node
-            .serve_remote(message, Hop::from(hop), deadline)
-            .await
+
+    /// The caller `reply_to` stopped waiting for its request `request`: stops running it
+    /// here, and tells the owner it was forwarded to.
+    pub(crate) fn cancel(&self, reply_to: NodeId, request: u64) {
+        let key = (reply_to, request);
+        if let Some(task) = lock(&self.running).remove(&key) {
+            task.abort();
+            tracing::debug!(caller = %key.0, request, "call cancelled by its caller");
+        }
+        let owner = lock(&self.forwarded).remove(&key);
+        if let Some(owner) = owner
+            && let Some(connection) = self.peers.live_connection(&owner)
         {
-            Served::Reply(reply) => {
-                reply_straight(&inner, &from, &reply_to, request, reply).await;
-            }
-            Served::NoReply => {}
-            Served::Forward { node, message } => {
-                forward(&inner, &from, reply_to, request, node, message, deadline).await;
-            }
+            // Never wait on another peer inside this connection's reader.
+            tokio::spawn(async move {
+                let _ = connection
+                    .send(&Frame::Cancel {
+                        reply_to: key.0,
+                        request,
+                    })
+                    .await;
+            });
         }
-    };
-    Some(Abortable::new(serving, registration).map(drop).boxed())
-}
+    }
 
-/// Sends a reply to the node waiting for it: on this connection when the caller is the peer,
-/// else straight to the caller (the call was forwarded here).
-async fn reply_straight(
-    inner: &Arc<Inner>,
-    from: &Connection,
-    reply_to: &NodeId,
-    request: u64,
-    reply: Message,
-) {
-    if *reply_to == inner.me {
-        // Forwarded back to the node that called: answer the waiting call here.
-        if let Some(waiting) = lock(&inner.calls).remove(&request) {
-            let _ = waiting.send(reply);
+    /// Sends a reply to the node waiting for it: on this connection when the caller is the
+    /// peer, else straight to the caller (the call was forwarded here).
+    async fn reply_straight(
+        &self,
+        from: &Connection,
+        reply_to: &NodeId,
+        request: u64,
+        reply: Message,
+    ) {
+        if *reply_to == self.me {
+            // Forwarded back to the node that called: answer the waiting call here.
+            self.caller.reply_here(request, reply);
+            return;
         }
-        return;
-    }
-    let frame = Frame::Reply {
-        request,
-        message: reply,
-    };
-    let connection = if from.peer == *reply_to && !from.is_closed() {
-        Ok(from.clone())
-    } else {
-        inner.connection_to(reply_to).await
-    };
-    let sent = match connection {
-        Ok(connection) => {
-            // A caller that stopped reading must not hold this task forever.
-            match tokio::time::timeout(REPLY_SEND_LIMIT, connection.send(&frame)).await {
-                Ok(sent) => sent.map(|_| ()).map_err(|e| e.to_string()),
-                Err(_) => Err("the caller stopped reading".to_owned()),
+        let frame = Frame::Reply {
+            request,
+            message: reply,
+        };
+        let connection = if from.peer == *reply_to && !from.is_closed() {
+            Ok(from.clone())
+        } else {
+            self.peers.connection_to(reply_to).await
+        };
+        let sent = match connection {
+            Ok(connection) => {
+                // A caller that stopped reading must not hold this task forever.
+                match tokio::time::timeout(REPLY_SEND_LIMIT, connection.send(&frame)).await {
+                    Ok(sent) => sent.map(|_| ()).map_err(|e| e.to_string()),
+                    Err(_) => Err("the caller stopped reading".to_owned()),
+                }
+            }
+            Err(reason) => Err(reason),
+        };
+        match sent {
+            Ok(()) => {
+                self.counters.replies_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(reason) => {
+                tracing::warn!(caller = %reply_to, request, %reason, "a reply could not be sent; the caller will time out");
             }
         }
-        Err(reason) => Err(reason),
-    };
-    if sent.is_ok() {
-        inner.counters.replies_sent.fetch_add(1, Ordering::Relaxed);
     }
-    if let Err(reason) = sent {
-        tracing::warn!(caller = %reply_to, request, %reason, "a reply could not be sent; the caller will time out");
-    }
-}
 
-/// Passes a call on to the node `choose_node` picked, with the caller's reply address: the
-/// owner answers the caller directly.
-async fn forward(
-    inner: &Arc<Inner>,
-    from: &Connection,
-    reply_to: NodeId,
-    request: u64,
-    owner: NodeId,
-    message: Message,
-    deadline: Instant,
-) {
-    let remaining = deadline.saturating_duration_since(Instant::now());
-    let frame = Frame::Call {
-        reply_to: reply_to.clone(),
-        request,
-        hop: WireHop::Forwarded,
-        remaining_micros: u64::try_from(remaining.as_micros()).unwrap_or(u64::MAX),
-        message: message.clone(),
-    };
-    // Remembered before the send, so a cancel that arrives meanwhile follows the call.
-    let call = (reply_to.clone(), request);
-    lock(&inner.forwarded).insert(call.clone(), owner.clone(), deadline, Instant::now());
-    let sent = match inner.connection_to(&owner).await {
-        Ok(connection) => connection
-            .send(&frame)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        Err(reason) => Err(reason),
-    };
-    match sent {
-        Ok(()) => {
-            inner
-                .counters
-                .calls_forwarded
-                .fetch_add(1, Ordering::Relaxed);
+    /// Passes a call on to the node `choose_node` picked, with the caller's reply address:
+    /// the owner answers the caller directly.
+    async fn forward(
+        &self,
+        from: &Connection,
+        reply_to: NodeId,
+        request: u64,
+        owner: NodeId,
+        message: Message,
+        deadline: Instant,
+    ) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let frame = Frame::Call {
+            reply_to: reply_to.clone(),
+            request,
+            hop: WireHop::Forwarded,
+            remaining_micros: u64::try_from(remaining.as_micros()).unwrap_or(u64::MAX),
+            message: message.clone(),
+        };
+        // Remembered before the send, so a cancel that arrives meanwhile follows the call.
+        let call = (reply_to.clone(), request);
+        lock(&self.forwarded).insert(call.clone(), owner.clone(), deadline, Instant::now());
+        let sent = match self.peers.connection_to(&owner).await {
+            Ok(connection) => connection
+                .send(&frame)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(reason) => Err(reason),
+        };
+        match sent {
+            Ok(()) => {
+                self.counters
+                    .calls_forwarded
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(reason) => {
+                lock(&self.forwarded).remove(&call);
+                tracing::warn!(%owner, %reason, "forwarding failed");
+                let declined = message.return_with(Response::TryAnotherNode(format!(
+                    "{} could not forward to its owner {owner}: {reason}",
+                    self.me
+                )));
+                self.reply_straight(from, &reply_to, request, declined)
+                    .await;
+            }
         }
-        Err(reason) => {
-            lock(&inner.forwarded).remove(&call);
-            tracing::warn!(%owner, %reason, "forwarding failed");
-            let declined = message.return_with(Response::TryAnotherNode(format!(
-                "{} could not forward to its owner {owner}: {reason}",
-                inner.me
-            )));
-            reply_straight(inner, from, &reply_to, request, declined).await;
-        }
-    }
-}
-
-fn cancel(inner: &Arc<Inner>, reply_to: NodeId, request: u64) {
-    let key = (reply_to, request);
-    if let Some(task) = lock(&inner.serving).remove(&key) {
-        task.abort();
-        tracing::debug!(caller = %key.0, request, "call cancelled by its caller");
-    }
-    let owner = lock(&inner.forwarded).remove(&key);
-    if let Some(owner) = owner
-        && let Some(connection) = inner.live_connection(&owner)
-    {
-        // Never wait on another peer inside this connection's reader.
-        tokio::spawn(async move {
-            let _ = connection
-                .send(&Frame::Cancel {
-                    reply_to: key.0,
-                    request,
-                })
-                .await;
-        });
     }
 }
 
@@ -269,33 +330,24 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use crate::{Cluster, ClusterConfig};
+    use crate::peers::fakes::{Unreachable, peers};
 
     /// A cancel that arrives while the forwarded call is still being sent to its owner finds
     /// the call, and follows it there.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_cancel_arriving_while_a_call_is_forwarded_follows_it() {
-        let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec());
-        let cluster = Cluster::start(switchyard_messaging::Node::new("m"), config)
-            .await
-            .unwrap();
-        let inner = cluster.inner.clone();
+        let node = Node::new("m");
+        let peers = Arc::new(peers(Unreachable::default()));
+        let caller = Arc::new(Caller::new(node.id().clone(), peers.clone()));
+        let server = Server::new(node, peers.clone(), caller);
         let (caller, owner) = (NodeId::new("caller", 1), NodeId::new("owner", 1));
         // The owner reads nothing: the forward's send stays under way.
         let (to_owner, _unread) = Connection::detached(owner.clone(), owner.clone());
-        inner.register(to_owner.clone());
+        peers.register(to_owner.clone());
         let (from_caller, _far) = Connection::detached(caller.clone(), caller.clone());
         let message = Message::new("svc").with_request(&vec![7_u8; 64 * 1024]);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let forwarding = forward(
-            &inner,
-            &from_caller,
-            caller.clone(),
-            7,
-            owner,
-            message,
-            deadline,
-        );
+        let forwarding = server.forward(&from_caller, caller.clone(), 7, owner, message, deadline);
         tokio::pin!(forwarding);
         let still_sending = tokio::time::timeout(Duration::from_millis(100), &mut forwarding).await;
         assert!(
@@ -303,13 +355,8 @@ mod tests {
             "the send did not wait for the owner"
         );
         assert_eq!(to_owner.queued(), 1);
-        cancel(&inner, caller, 7);
-        let followed = tokio::time::timeout(Duration::from_secs(1), async {
-            while to_owner.queued() < 2 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        assert!(followed.is_ok(), "the cancel did not follow the call");
+        server.cancel(caller, 7);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(to_owner.queued(), 2, "the cancel did not follow the call");
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 
-use crate::ClusterError;
+use crate::error::ClusterError;
 
 /// The TLS settings of a node: it serves with `server` and dials with `client`, expecting every
 /// peer's certificate to be valid for `server_name`.

@@ -4,7 +4,11 @@
 
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use super::*;
+use crate::config::ClusterConfig;
+use crate::transport::tcp_dialed;
 
 /// No Nagle delay, keepalive on, its idle time, interval and probes, and (on Linux) the
 /// user timeout.
@@ -25,6 +29,17 @@ fn options_of(socket: socket2::SockRef<'_>) -> Options {
     )
 }
 
+/// Drops every frame.
+struct Ignore;
+
+impl Inbound for Ignore {
+    fn frame(&self, _: &Connection, _: Frame) -> Option<Serving> {
+        None
+    }
+
+    fn ended(&self, _: &Connection) {}
+}
+
 /// Both ends of a cluster connection get the options: the dialed one from `tcp_dialed`,
 /// the accepted one from `accept`, the path a node's listener hands its connections to.
 #[tokio::test]
@@ -42,9 +57,6 @@ async fn dialed_and_accepted_connections_have_keepalive_and_no_nagle_delay() {
         4,
         cfg!(target_os = "linux").then_some(Duration::from_secs(7 + 3 * 4)),
     );
-    let cluster = crate::Cluster::start(switchyard_messaging::Node::new("m"), config.clone())
-        .await
-        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dialed = tcp_dialed(listener.local_addr().unwrap(), &config)
         .await
@@ -60,21 +72,21 @@ async fn dialed_and_accepted_connections_have_keepalive_and_no_nagle_delay() {
     );
     // No handshake comes: `accept` sets the options, then refuses the connection.
     drop(dialed);
-    accept(cluster.inner.clone(), accepted).await;
+    let me = NodeId::new("m", 1);
+    let identity = Identity {
+        cluster_id: "c",
+        node: &me,
+        secret: b"sixteen or more secret bytes",
+    };
+    let refused = accept(
+        &config,
+        &identity,
+        Incoming::Tcp(accepted),
+        Arc::new(Ignore),
+    )
+    .await;
+    assert!(refused.is_none());
     assert_eq!(options_of(socket2::SockRef::from(&probe)), expected);
-}
-
-#[tokio::test]
-async fn frames_read_with_the_handshake_are_decoded_without_waiting_for_more() {
-    let (_peer, local) = tokio::io::duplex(64);
-    let mut already_read = BytesMut::new();
-    already_read.put_u32(3);
-    already_read.put_slice(b"abc");
-    let mut frames = reader(local, LengthDelimitedCodec::new(), already_read);
-    let first = tokio::time::timeout(Duration::from_secs(1), frames.next())
-        .await
-        .expect("the frame already read waits for more bytes");
-    assert_eq!(&first.unwrap().unwrap()[..], b"abc");
 }
 
 /// A stream whose writes all fail, as a TLS stream's write does when the socket breaks

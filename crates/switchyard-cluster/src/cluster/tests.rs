@@ -1,0 +1,461 @@
+//! Tests of the cluster's logic (reply routing, forwarding, the end of calls whose connection
+//! is lost, cancels, fail-over) over the in-memory transport, on paused time: whole nodes,
+//! with their handshake, connections, caller and server, but no socket and no gossip (each
+//! node is told its members directly). The socket behaviour has its own tests in
+//! `tests/cluster`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use switchyard_messaging::{Ctx, Router};
+
+use super::*;
+use crate::membership::MemberInfo;
+use crate::transport::memory::MemoryNetwork;
+
+/// A node of an in-memory cluster.
+struct Twin {
+    node: Node,
+    inner: Arc<Inner>,
+}
+
+fn addr_of(index: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, index], 7000))
+}
+
+/// Starts node `name` at address `index` of `network`, with `routers`.
+fn twin(network: &MemoryNetwork, name: &str, index: u8, routers: impl FnOnce(&Node)) -> Twin {
+    let node = Node::builder(name)
+        .default_timeout(Duration::from_secs(30))
+        .build();
+    routers(&node);
+    let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec());
+    let inner = Inner::new(
+        node.clone(),
+        config,
+        addr_of(index),
+        Network::Memory(network.clone()),
+    );
+    inner.accept_from(network.listen(addr_of(index)));
+    inner.attach().unwrap();
+    Twin { node, inner }
+}
+
+impl Twin {
+    fn id(&self) -> &NodeId {
+        &self.inner.me
+    }
+
+    /// Takes `others` as this node's members, offering what they announced (`services`
+    /// overrides it), and connects to each.
+    async fn meets(&self, others: &[(&Twin, Option<&[&str]>)]) {
+        let by_id: BTreeMap<_, _> = others
+            .iter()
+            .map(|(other, services)| {
+                let services = match services {
+                    Some(services) => services.iter().map(|s| (*s).to_owned()).collect(),
+                    None => other.inner.services.borrow().clone(),
+                };
+                let info = MemberInfo {
+                    rpc_addr: other.inner.rpc_addr,
+                    services,
+                };
+                (other.id().clone(), info)
+            })
+            .collect();
+        self.inner.update_members(Members { by_id });
+        for (other, _) in others {
+            self.inner.peers.connection_to(other.id()).await.unwrap();
+        }
+    }
+}
+
+/// Answers with the name of the node it ran on.
+async fn whoami(msg: Message, ctx: Ctx) -> Message {
+    let name = ctx.node_id().name().to_owned();
+    msg.ok_with(&name)
+}
+
+/// Never answers (within a test).
+async fn stuck(msg: Message) -> Message {
+    tokio::time::sleep(Duration::from_secs(3_600)).await;
+    msg.ok()
+}
+
+/// Answers with the name of the node it ran on, a second later.
+async fn slow(msg: Message, ctx: Ctx) -> Message {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    whoami(msg, ctx).await
+}
+
+/// `whoami`, `slow` and `stuck`, public, every call allowed; `choose_node` as given.
+fn routers(choose: Option<NodeId>) -> impl FnOnce(&Node) {
+    move |node: &Node| {
+        let router = Router::new("info")
+            .service("whoami", whoami)
+            .service("slow", slow)
+            .service("stuck", stuck)
+            .authorize(|_| Ok(()));
+        let router = match choose {
+            Some(owner) => router.choose_node(move |_| NodeChoice::Node(owner.clone())),
+            None => router,
+        };
+        node.register(router).unwrap();
+    }
+}
+
+fn answered_by(reply: &Message) -> String {
+    match reply.response() {
+        Some(Response::OkWith(payload)) => payload.decode().unwrap(),
+        other => panic!("expected a name, got {other:?}"),
+    }
+}
+
+/// A caller and one provider: the call crosses the in-memory connection and its reply comes
+/// back to the caller waiting for it.
+#[tokio::test(start_paused = true)]
+async fn a_remote_call_is_answered_over_its_connection() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let b = twin(&network, "b", 2, routers(None));
+    a.meets(&[(&b, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    let reply = a.node.dispatch(Message::new("whoami")).await;
+    assert_eq!(answered_by(&reply), "b");
+    let (a_stats, b_stats) = (a.inner.stats(), b.inner.stats());
+    assert_eq!(a_stats.replies_received, 1);
+    assert_eq!((b_stats.calls_served, b_stats.replies_sent), (1, 1));
+    assert_eq!(a.inner.caller.pending_calls(), 0);
+}
+
+/// The provider a caller reaches passes the call to the owner its `choose_node` names; the
+/// owner answers the caller straight, not through the provider.
+#[tokio::test(start_paused = true)]
+async fn a_forwarded_call_is_answered_by_its_owner_straight_to_the_caller() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let c = twin(&network, "c", 3, routers(None));
+    let b = twin(&network, "b", 2, routers(Some(c.id().clone())));
+    // The caller knows only b as a provider.
+    a.meets(&[(&b, None), (&c, Some(&[]))]).await;
+    b.meets(&[(&a, None), (&c, None)]).await;
+    c.meets(&[(&a, None), (&b, None)]).await;
+    let reply = a.node.dispatch(Message::new("whoami")).await;
+    assert_eq!(answered_by(&reply), "c");
+    let (b_stats, c_stats) = (b.inner.stats(), c.inner.stats());
+    assert_eq!((b_stats.calls_forwarded, b_stats.replies_sent), (1, 0));
+    assert_eq!((c_stats.calls_served, c_stats.replies_sent), (1, 1));
+    assert_eq!(a.inner.stats().replies_received, 1);
+}
+
+/// A call that left on a connection that then breaks ends at once, with an error saying its
+/// outcome is unknown: it does not wait for its deadline, and is not repeated elsewhere.
+#[tokio::test(start_paused = true)]
+async fn a_call_whose_connection_is_lost_after_it_left_ends_at_once() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let b = twin(&network, "b", 2, routers(None));
+    a.meets(&[(&b, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    let started = Instant::now();
+    let call = tokio::spawn({
+        let node = a.node.clone();
+        async move { node.dispatch(Message::new("stuck")).await }
+    });
+    while b.inner.server.running_calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    a.inner.peers.live_connection(b.id()).unwrap().break_off();
+    let reply = call.await.unwrap();
+    let response = reply.response().unwrap();
+    assert!(
+        matches!(response, Response::Error(_)) && response.to_string().contains("unknown"),
+        "expected an unknown outcome, got {response:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the call waited for its deadline"
+    );
+    assert_eq!(a.inner.caller.pending_calls(), 0, "the call was forgotten");
+}
+
+/// A caller that stops waiting (its deadline passed) tells the provider, which stops
+/// running the call.
+#[tokio::test(start_paused = true)]
+async fn a_call_that_times_out_is_cancelled_where_it_runs() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let b = twin(&network, "b", 2, routers(None));
+    a.meets(&[(&b, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    let options = switchyard_messaging::DispatchOptions::with_timeout(Duration::from_secs(2));
+    let reply = a.node.dispatch_with(Message::new("stuck"), options).await;
+    assert!(
+        matches!(reply.response(), Some(Response::ServiceTimeout { .. })),
+        "{:?}",
+        reply.response()
+    );
+    for _ in 0..100 {
+        if b.inner.server.running_calls() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(b.inner.server.running_calls(), 0, "the call still runs");
+}
+
+/// A provider that is leaving declines new calls, and the caller's dispatcher takes the next
+/// provider.
+#[tokio::test(start_paused = true)]
+async fn a_call_declined_by_a_leaving_provider_goes_to_the_next() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let b = twin(&network, "b", 2, routers(None));
+    let c = twin(&network, "c", 3, routers(None));
+    a.meets(&[(&b, None), (&c, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    c.meets(&[(&a, None)]).await;
+    assert!(b.inner.server.stop_taking_calls());
+    for _ in 0..8 {
+        let reply = a.node.dispatch(Message::new("whoami")).await;
+        assert_eq!(answered_by(&reply), "c");
+    }
+    assert_eq!(b.inner.stats().calls_served, 0);
+}
+
+/// A node that has left closes its connections, and the calls waiting on them end at once.
+#[tokio::test(start_paused = true)]
+async fn leaving_ends_the_calls_waiting_on_its_connections() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let b = twin(&network, "b", 2, routers(None));
+    a.meets(&[(&b, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    let started = Instant::now();
+    let call = tokio::spawn({
+        let node = a.node.clone();
+        async move { node.dispatch(Message::new("stuck")).await }
+    });
+    while b.inner.server.running_calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    a.inner.peers.close_all();
+    let reply = call.await.unwrap();
+    assert!(
+        matches!(reply.response(), Some(Response::Error(_))),
+        "{:?}",
+        reply.response()
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    network.unlisten(addr_of(2));
+    assert!(a.inner.peers.connection_to(b.id()).await.is_err());
+}
+
+/// Members that join and leave are reported as events; of two members, the one with the
+/// smaller id dials and keeps the connection up, and the other uses it.
+#[tokio::test(start_paused = true)]
+async fn joins_and_departures_are_reported_and_the_smaller_id_connects() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let b = twin(&network, "b", 2, routers(None));
+    let (mut a_events, mut b_events) = (a.inner.events.subscribe(), b.inner.events.subscribe());
+    let members_of = |other: &Twin| {
+        let info = MemberInfo {
+            rpc_addr: other.inner.rpc_addr,
+            services: other.inner.services.borrow().clone(),
+        };
+        Members {
+            by_id: BTreeMap::from([(other.id().clone(), info)]),
+        }
+    };
+    // b learns of a first: b does not dial (a's id is smaller), a does once it learns of b.
+    b.inner.update_members(members_of(&a));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!b.inner.peers.is_connected(a.id()), "the larger id dialed");
+    a.inner.update_members(members_of(&b));
+    while !b.inner.peers.is_connected(a.id()) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(a.inner.members()[0].connected);
+    assert_eq!(a.inner.peers.usable_providers("whoami"), [b.id().clone()]);
+    assert_eq!(
+        a_events.recv().await.unwrap(),
+        ClusterEvent::NodeJoined(b.id().clone())
+    );
+    assert_eq!(
+        b_events.recv().await.unwrap(),
+        ClusterEvent::NodeJoined(a.id().clone())
+    );
+    a.inner.update_members(Members::default());
+    assert_eq!(
+        a_events.recv().await.unwrap(),
+        ClusterEvent::NodeLeft(b.id().clone())
+    );
+    assert!(a.inner.peers.usable_providers("whoami").is_empty());
+}
+
+/// A link cut under a call (the connection reset, as by a failing network) ends the call at
+/// once with an unknown outcome; both nodes forget the connection and count it lost, and the
+/// node with the smaller id dials again.
+#[tokio::test(start_paused = true)]
+async fn a_cut_link_ends_its_calls_and_is_dialed_again() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let b = twin(&network, "b", 2, routers(None));
+    a.meets(&[(&b, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    let first = a.inner.peers.live_connection(b.id()).unwrap();
+    let started = Instant::now();
+    let call = tokio::spawn({
+        let node = a.node.clone();
+        async move { node.dispatch(Message::new("stuck")).await }
+    });
+    while b.inner.server.running_calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    network.cut(addr_of(2));
+    let reply = call.await.unwrap();
+    let response = reply.response().unwrap();
+    assert!(
+        response.to_string().contains("unknown"),
+        "expected an unknown outcome, got {response:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    while b.inner.stats().connections_lost == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(a.inner.stats().connections_lost, 1);
+    let redialed = loop {
+        match a.inner.peers.live_connection(b.id()) {
+            Some(connection) if connection.id != first.id => break connection,
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    assert_eq!(redialed.dialer, *a.id());
+    let reply = a.node.dispatch(Message::new("whoami")).await;
+    assert_eq!(answered_by(&reply), "b");
+}
+
+fn gossip_addr_of(index: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 1, index], 7001))
+}
+
+/// A whole node, started with [`Cluster::start_in_memory`]: calls over `network`, gossip over
+/// `gossip`, seeded by the node at index 1.
+async fn member(
+    network: &MemoryNetwork,
+    gossip: &chitchat::transport::ChannelTransport,
+    name: &str,
+    index: u8,
+    routers: impl FnOnce(&Node),
+) -> (Node, Cluster) {
+    let node = Node::builder(name)
+        .default_timeout(Duration::from_secs(30))
+        .build();
+    routers(&node);
+    let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec())
+        .rpc_addr(addr_of(index))
+        .gossip_addr(gossip_addr_of(index))
+        .seeds([gossip_addr_of(1).to_string()])
+        .gossip_interval(Duration::from_millis(100))
+        .drain_timeout(Duration::from_secs(5));
+    let cluster = Cluster::start_in_memory(node.clone(), config, network, gossip)
+        .await
+        .unwrap();
+    (node, cluster)
+}
+
+/// Waits (on paused time) until `cluster` sees `count` members, all connected.
+async fn until_connected(cluster: &Cluster, count: usize) {
+    for _ in 0..600 {
+        let members = cluster.members();
+        if members.len() == count && members.iter().all(|m| m.connected) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} never saw {count} connected members", cluster.id());
+}
+
+/// Whole nodes, gossip included, started without a socket: they find each other through
+/// the seed, connect, and call each other's services.
+#[tokio::test(start_paused = true)]
+async fn whole_nodes_in_memory_find_each_other_and_call_each_other() {
+    let (network, gossip) = (MemoryNetwork::default(), Default::default());
+    let (a_node, a) = member(&network, &gossip, "a", 1, |_| {}).await;
+    let (_, b) = member(&network, &gossip, "b", 2, routers(None)).await;
+    let (_, c) = member(&network, &gossip, "c", 3, routers(None)).await;
+    for cluster in [&a, &b, &c] {
+        until_connected(cluster, 2).await;
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        answered.insert(answered_by(&a_node.dispatch(Message::new("whoami")).await));
+    }
+    assert!(answered.is_subset(&["b".to_owned(), "c".to_owned()].into()));
+    assert_eq!(a.stats().replies_received, 20);
+    for cluster in [&a, &b, &c] {
+        cluster.shutdown().await;
+    }
+}
+
+/// A node shutting down answers the calls it is running before it closes its connections,
+/// and once the others see it gone, their calls go to the remaining providers.
+#[tokio::test(start_paused = true)]
+async fn a_node_shutting_down_finishes_its_calls_and_the_others_go_elsewhere() {
+    let (network, gossip) = (MemoryNetwork::default(), Default::default());
+    let (a_node, a) = member(&network, &gossip, "a", 1, |_| {}).await;
+    let (_, b) = member(&network, &gossip, "b", 2, routers(None)).await;
+    // c offers `whoami` only: `slow` runs on b.
+    let (_, c) = member(&network, &gossip, "c", 3, |node: &Node| {
+        let router = Router::new("who").service("whoami", whoami);
+        node.register(router.authorize(|_| Ok(()))).unwrap();
+    })
+    .await;
+    until_connected(&a, 2).await;
+    let call = tokio::spawn({
+        let node = a_node.clone();
+        async move { node.dispatch(Message::new("slow")).await }
+    });
+    while b.running_calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let leaving = tokio::spawn({
+        let b = b.clone();
+        async move { b.shutdown().await }
+    });
+    assert_eq!(
+        answered_by(&call.await.unwrap()),
+        "b",
+        "the call was drained"
+    );
+    leaving.await.unwrap();
+    assert!(
+        b.members().iter().all(|m| !m.connected),
+        "b closed its connections"
+    );
+    for _ in 0..600 {
+        if a.members().iter().all(|m| m.id != *b.id()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        a.members().iter().all(|m| m.id != *b.id()),
+        "b is still a member"
+    );
+    for _ in 0..10 {
+        let reply = a_node.dispatch(Message::new("whoami")).await;
+        assert_eq!(answered_by(&reply), "c");
+    }
+    let reply = a_node.dispatch(Message::new("slow")).await;
+    assert!(
+        matches!(reply.response(), Some(Response::ServiceUnavailable(_))),
+        "{:?}",
+        reply.response()
+    );
+    for cluster in [&a, &c] {
+        cluster.shutdown().await;
+    }
+}
