@@ -14,7 +14,8 @@ use crate::{HandlerError, Payload, PayloadError, Response};
 /// |---|---|
 /// | [`PayloadError`] (the caller sent something unreadable) | [`Response::ValidationError`], the error and its causes as text |
 /// | [`HandlerError`], `String`, `&'static str` | [`Response::Error`] with the text |
-/// | `Box<dyn Error + Send + Sync>` (any error, boxed by `?`) | [`Response::Error`], the error and its causes as text |
+/// | [`ReplyError`](crate::ReplyError) (a service this handler called refused) | the callee's response, passed on |
+/// | `Box<dyn Error + Send + Sync>` (any error, boxed by `?`) | a boxed `PayloadError` or `ReplyError` as above; any other [`Response::Error`], the error and its causes as text |
 /// | your own error type | what its `into_response` chooses |
 ///
 /// `Box<dyn Error + Send + Sync>` is the catch-all: `?` boxes any standard error into it, so a
@@ -108,7 +109,9 @@ pub(crate) fn error_chain(error: &(dyn Error + 'static)) -> String {
 
 impl IntoResponse for PayloadError {
     /// A request that cannot be read is the caller's mistake: a validation error saying why.
+    /// The text names types without their module paths; the log has the full detail.
     fn into_response(self) -> Response {
+        tracing::debug!(error = ?self, "the request could not be read");
         Response::ValidationError(Payload::text(error_chain(&self)))
     }
 }
@@ -132,8 +135,18 @@ impl IntoResponse for &'static str {
 }
 
 impl IntoResponse for Box<dyn Error + Send + Sync> {
+    /// A [`PayloadError`] or a [`ReplyError`](crate::ReplyError) boxed by `?` answers as it
+    /// would unboxed (a validation error; the callee's refusal passed on); any other error is
+    /// [`Response::Error`].
     fn into_response(self) -> Response {
-        Response::error(error_chain(&*self))
+        let error = match self.downcast::<PayloadError>() {
+            Ok(error) => return error.into_response(),
+            Err(error) => error,
+        };
+        match error.downcast::<crate::ReplyError>() {
+            Ok(error) => error.into_response(),
+            Err(error) => Response::error(error_chain(&*error)),
+        }
     }
 }
 
@@ -158,9 +171,27 @@ mod tests {
             panic!("not a validation error");
         };
         let text = reason.to_string();
-        assert!(
-            text.starts_with("payload is not a valid `alloc::string::String`: "),
-            "{text}"
+        assert!(text.starts_with("payload is not a valid `"), "{text}");
+        assert!(text.contains("String`: "), "{text}");
+    }
+
+    #[test]
+    fn a_boxed_payload_or_reply_error_answers_as_unboxed() {
+        fn boxed_request(msg: &Message) -> Result<u64, Box<dyn Error + Send + Sync>> {
+            Ok(msg.request()?)
+        }
+        fn boxed_answer(reply: &Message) -> Result<u64, Box<dyn Error + Send + Sync>> {
+            Ok(reply.answer()?)
+        }
+        let unreadable = boxed_request(&Message::new("s")).unwrap_err();
+        assert!(matches!(
+            unreadable.into_response(),
+            Response::ValidationError(_)
+        ));
+        let refused = Message::new("s").return_with(Response::NotFound { id: "a-1".into() });
+        assert_eq!(
+            boxed_answer(&refused).unwrap_err().into_response(),
+            Response::NotFound { id: "a-1".into() }
         );
     }
 
