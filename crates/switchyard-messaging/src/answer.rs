@@ -336,7 +336,10 @@ mod tests {
                 matches!(error, ReplyError::MissingPayload { .. }),
                 "{error:?}"
             );
-            assert!(error.to_string().contains("`Message::answer_opt`"), "{error}");
+            assert!(
+                error.to_string().contains("`Message::answer_opt`"),
+                "{error}"
+            );
             assert_eq!(reply.answer_opt::<u32>().unwrap(), None);
             assert_eq!(reply.success().unwrap(), &response);
             assert!(matches!(
