@@ -213,8 +213,10 @@ pub(super) async fn run<A: Aggregate>(
             }
         }
         // A task that holds no aggregate (a creation that recorded nothing, a command for a
-        // missing one) ends once nothing waits for it.
-        if live.state.is_none() && mailbox.is_empty() {
+        // missing one) ends at once: what it knows is only that the aggregate did not exist when
+        // it loaded, and another process may have created it since. Commands queued behind go
+        // to a fresh task, which asks the store again.
+        if live.state.is_none() {
             break "empty";
         }
     };

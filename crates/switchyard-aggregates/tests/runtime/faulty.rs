@@ -51,14 +51,15 @@ impl Gate {
 }
 
 /// Delegates to a memory store; appends wait `delay` and fail while `fail` is set; loads
-/// (`has_stream`, where every load starts) wait at `loads`, deletes at `deletes`; message-id
-/// look-ups are counted.
+/// (`has_stream`, where every load starts) wait at `loads` and, once they learnt whether the
+/// stream exists, at `loaded`; deletes wait at `deletes`; message-id look-ups are counted.
 #[derive(Clone, Default)]
 pub(crate) struct Faulty {
     pub(crate) inner: MemoryStore,
     pub(crate) delay: Arc<Mutex<Option<Duration>>>,
     pub(crate) fail: Arc<Mutex<bool>>,
     pub(crate) loads: Gate,
+    pub(crate) loaded: Gate,
     pub(crate) deletes: Gate,
     /// How many message-id look-ups were made.
     pub(crate) lookups: Arc<AtomicUsize>,
@@ -68,7 +69,9 @@ impl EventReader for Faulty {
     fn has_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         async move {
             self.loads.pass().await;
-            self.inner.has_stream(stream).await
+            let exists = self.inner.has_stream(stream).await;
+            self.loaded.pass().await;
+            exists
         }
         .boxed()
     }
