@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchyard_messaging::codec;
-use switchyard_messaging::{IntoResponse, Message, Response};
+use switchyard_messaging::{ErrorChain, IntoResponse, Message, Response};
 use tracing::Instrument;
 
 use crate::store::{
@@ -197,21 +197,9 @@ impl IntoResponse for RepoError {
     fn into_response(self) -> Response {
         match self {
             Self::Conflict { expected, actual } => Response::Conflict { expected, actual },
-            other => Response::error(error_chain(&other)),
+            other => Response::error(ErrorChain(&other).to_string()),
         }
     }
-}
-
-/// The error and its sources, joined, for a reply.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn expected(version: i64) -> ExpectedVersion {
@@ -329,7 +317,7 @@ impl<A: Aggregate> Repo<A> {
                 };
                 let mut state = (codec.decode)(&stored.data).map_err(|e| RepoError::Codec {
                     stream: stream.clone(),
-                    reason: error_chain(&e),
+                    reason: ErrorChain(&e).to_string(),
                 })?;
                 state.processed.set_capacity(self.processed_capacity);
                 Ok(Some(state))
@@ -384,7 +372,7 @@ impl<A: Aggregate> Repo<A> {
                 Some(stored) if stored.version != before => {
                     let mut fresh = (codec.decode)(&stored.data).map_err(|e| RepoError::Codec {
                         stream: stream.clone(),
-                        reason: error_chain(&e),
+                        reason: ErrorChain(&e).to_string(),
                     })?;
                     fresh.processed.set_capacity(self.processed_capacity);
                     Ok((fresh, true))
@@ -516,7 +504,7 @@ impl<A: Aggregate> Repo<A> {
                 for event in &events {
                     let data = codec::encode(event).map_err(|e| RepoError::Codec {
                         stream: stream.clone(),
-                        reason: format!("event does not encode: {}", error_chain(&e)),
+                        reason: format!("event does not encode: {}", ErrorChain(&e)),
                     })?;
                     encoded.push(NewEvent {
                         event_type: A::event_type(event).to_owned(),
@@ -548,7 +536,7 @@ impl<A: Aggregate> Repo<A> {
                 state.apply_events(&events, None);
                 let data = (codec.encode)(state).map_err(|e| RepoError::Codec {
                     stream: stream.clone(),
-                    reason: format!("state does not encode: {}", error_chain(&e)),
+                    reason: format!("state does not encode: {}", ErrorChain(&e)),
                 })?;
                 let stored = StoredState {
                     version: state.version,

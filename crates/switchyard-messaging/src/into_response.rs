@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::error::Error;
+use std::fmt;
 
 use crate::{HandlerError, Payload, PayloadError, Response};
 
@@ -94,17 +95,45 @@ impl<T: IntoResponse> From<T> for Response {
     }
 }
 
-/// The error and its causes, joined with `": "`: the text of a response, which reaches the
-/// caller without the error's source chain.
-pub(crate) fn error_chain(error: &(dyn Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+/// Displays an error and its causes, joined with `": "`: the text of a response, which reaches
+/// the caller without the error's source chain, or of a log line.
+///
+/// # Examples
+///
+/// ```
+/// use switchyard_messaging::ErrorChain;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("save failed")]
+/// struct SaveFailed(#[source] std::io::Error);
+///
+/// let error = SaveFailed(std::io::Error::other("disk full"));
+/// assert_eq!(ErrorChain(&error).to_string(), "save failed: disk full");
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a dyn Error);
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
-    text
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// [`ErrorChain`] as a string.
+pub(crate) fn error_chain(error: &dyn Error) -> String {
+    ErrorChain(error).to_string()
 }
 
 impl IntoResponse for PayloadError {

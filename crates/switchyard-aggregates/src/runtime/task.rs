@@ -5,13 +5,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use futures::FutureExt;
-use switchyard_messaging::{DryRun, IntoResponse, Message, Response};
+use switchyard_messaging::{DryRun, ErrorChain, IntoResponse, Message, Response};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{CommandOptions, Deleted, Inner, Job, Kind, Outcome, Registry, Request, Unload};
-use crate::repo::{RepoError, error_chain};
+use crate::repo::RepoError;
 use crate::{Aggregate, AggregateState};
 
 /// Whether the task goes on after a command.
@@ -671,7 +671,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
     }
 
     fn fail(&mut self, reply: &mut Reply<A>, message: Message, error: RepoError) -> Flow {
-        tracing::warn!(aggregate = A::NAME, id = self.id, error = %error_chain(&error), "aggregate store failed");
+        tracing::warn!(aggregate = A::NAME, id = self.id, error = %ErrorChain(&error), "aggregate store failed");
         let response = error.into_response();
         reply.done(answer(message, response, None));
         self.state = None;
