@@ -164,6 +164,15 @@ pub enum RepoError {
         #[source]
         source: codec::DecodeError,
     },
+    /// The aggregate asked for does not exist (or was deleted): returned by
+    /// [`Repo::load_existing`].
+    #[error("aggregate `{stream}` does not exist")]
+    NotFound {
+        /// The aggregate's id.
+        id: String,
+        /// Its stream.
+        stream: String,
+    },
     /// Events were asked of a state-based aggregate, which keeps none.
     #[error("aggregate `{aggregate}` is state-based and keeps no events")]
     NoEvents {
@@ -191,12 +200,13 @@ impl RepoError {
 }
 
 impl IntoResponse for RepoError {
-    /// A conflict answers [`Response::Conflict`] (retrying on fresh state may succeed); every
-    /// other kind is the service's failure, answered [`Response::Error`] with the error and its
-    /// causes.
+    /// A conflict answers [`Response::Conflict`] (retrying on fresh state may succeed); a
+    /// missing aggregate [`Response::NotFound`]; every other kind is the service's failure,
+    /// answered [`Response::Error`] with the error and its causes.
     fn into_response(self) -> Response {
         match self {
             Self::Conflict { expected, actual } => Response::Conflict { expected, actual },
+            Self::NotFound { id, .. } => Response::NotFound { id },
             other => Response::error(ErrorChain(&other).to_string()),
         }
     }
@@ -296,6 +306,48 @@ impl<A: Aggregate> Repo<A> {
             Backend::EventSourced { events, .. } => Ok(events.has_stream(&stream).await?),
             Backend::StateBased { states, .. } => Ok(states.load_state(&stream).await?.is_some()),
         }
+    }
+
+    /// Loads aggregate `id`, which must exist: for a service that reads an aggregate outside
+    /// its runtime, where `?` answers a missing one [`Response::NotFound`].
+    ///
+    /// # Errors
+    ///
+    /// [`RepoError::NotFound`] when it does not exist; otherwise as [`load`](Self::load).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use switchyard_aggregates::Aggregate;
+    /// # #[derive(Default)] struct Counter { total: u64 }
+    /// # #[derive(Clone, Serialize, Deserialize)] enum CounterEvent { Added(u64) }
+    /// # impl Aggregate for Counter {
+    /// #     type Event = CounterEvent;
+    /// #     const NAME: &'static str = "counter";
+    /// #     fn apply(&mut self, e: &CounterEvent) { let CounterEvent::Added(n) = e; self.total += n; }
+    /// # }
+    /// use switchyard_aggregates::repo::Repo;
+    /// use switchyard_aggregates::store::MemoryStore;
+    /// use switchyard_aggregates::RepoError;
+    /// use switchyard_messaging::{IntoResponse, Message, Response};
+    ///
+    /// async fn total(msg: Message, repo: &Repo<Counter>) -> Result<Message, RepoError> {
+    ///     let counter = repo.load_existing(msg.aggregate_meta().id.as_deref().unwrap_or("")).await?;
+    ///     Ok(msg.ok_with(&counter.state.total))
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let repo = Repo::<Counter>::event_sourced(MemoryStore::new());
+    /// let missing = total(Message::new("total").with_aggregate_id("c9"), &repo).await;
+    /// assert_eq!(missing.unwrap_err().into_response(), Response::NotFound { id: "c9".into() });
+    /// # });
+    /// ```
+    pub async fn load_existing(&self, id: &str) -> Result<AggregateState<A>, RepoError> {
+        self.load(id).await?.ok_or_else(|| RepoError::NotFound {
+            id: id.to_owned(),
+            stream: self.stream_name(id),
+        })
     }
 
     /// Loads aggregate `id`: `None` when it does not exist.
