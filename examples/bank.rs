@@ -71,14 +71,17 @@ fn balance(account: &Account, _: &Message) -> CommandResult<AccountEvent> {
 }
 
 fn show(label: &str, reply: &Message) {
-    // `success` says which response came back (and why a refusal was refused); `answer` reads
-    // the balance a query returns, `None` for the commands that return nothing.
-    let shown = match (reply.success(), reply.answer_opt::<u64>()) {
-        (Ok(Response::OkAt { version, .. }), Ok(Some(balance))) => {
-            format!("ok at version {version}: balance {balance}")
-        }
-        (Ok(response), _) => response.to_string(),
-        (Err(refusal), _) => format!("refused: {refusal}"),
+    // `success` says which response came back (and why a refusal was refused); `version` reads
+    // the version it reports, and `answer_opt` the balance a query returns (`None` for the
+    // commands that return nothing).
+    let shown = match reply.success() {
+        Err(refusal) => format!("refused: {refusal}"),
+        Ok(response) => match (reply.version(), reply.answer_opt::<u64>()) {
+            (Some(version), Ok(Some(balance))) => {
+                format!("ok at version {version}: balance {balance}")
+            }
+            _ => response.to_string(),
+        },
     };
     println!("{label:<32} -> {shown}");
 }

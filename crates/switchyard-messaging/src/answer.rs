@@ -229,7 +229,8 @@ impl Message {
     }
 
     /// The reply's response when it is a success (`Ok`, `OkWith`, `OkAt` or `Created`), to
-    /// read a version or a created id, or only to check the call went through.
+    /// check the call went through; [`created_id`](Message::created_id) and
+    /// [`version`](Message::version) read what it reports.
     ///
     /// # Errors
     ///
@@ -241,10 +242,7 @@ impl Message {
     /// use switchyard_messaging::{Message, Response};
     ///
     /// let created = Message::new("open").created("acc-1");
-    /// let Response::Created { id, .. } = created.success()? else {
-    ///     unreachable!("a success")
-    /// };
-    /// assert_eq!(id, "acc-1");
+    /// assert_eq!(created.success()?, &Response::Created { id: "acc-1".into(), version: None });
     ///
     /// let missing = Message::new("open").return_with(Response::MissingId("id".into()));
     /// assert!(missing.success().is_err());
@@ -288,6 +286,40 @@ impl<'de> serde::Deserializer<'de> for NoResult {
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
         option newtype_struct seq tuple tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+impl Message {
+    /// The id a [`Response::Created`] reply reports; `None` for any other reply, or none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchyard_messaging::Message;
+    ///
+    /// assert_eq!(Message::new("open").created("acc-1").created_id(), Some("acc-1"));
+    /// assert_eq!(Message::new("open").ok().created_id(), None);
+    /// ```
+    pub fn created_id(&self) -> Option<&str> {
+        self.response()?.created_id()
+    }
+
+    /// The aggregate's version a successful reply reports ([`Response::OkAt`], or
+    /// [`Response::Created`] with a version); `None` for any other reply, or none. (The same
+    /// version the aggregate runtime records in [`aggregate_meta`](Message::aggregate_meta),
+    /// read from the response, which is what reaches a remote caller.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchyard_messaging::{Message, Response};
+    ///
+    /// let deposited = Message::new("deposit").return_with(Response::OkAt { payload: None, version: 3 });
+    /// assert_eq!(deposited.version(), Some(3));
+    /// assert_eq!(Message::new("deposit").ok().version(), None);
+    /// ```
+    pub fn version(&self) -> Option<i64> {
+        self.response()?.version()
     }
 }
 
@@ -347,6 +379,35 @@ mod tests {
                 Err(ReplyError::MissingPayload { response: r, type_name: "u32" }) if r == response
             ));
         }
+    }
+
+    #[test]
+    fn it_reads_the_created_id_and_the_version_without_a_match() {
+        let cases = [
+            (
+                Response::Created {
+                    id: "a-1".into(),
+                    version: Some(0),
+                },
+                Some("a-1"),
+                Some(0),
+            ),
+            (
+                Response::OkAt {
+                    payload: None,
+                    version: 4,
+                },
+                None,
+                Some(4),
+            ),
+            (Response::Ok, None, None),
+            (Response::NotFound { id: "a-1".into() }, None, None),
+        ];
+        for (response, id, version) in cases {
+            let reply = reply(response);
+            assert_eq!((reply.created_id(), reply.version()), (id, version));
+        }
+        assert_eq!(Message::new("s").version(), None);
     }
 
     #[test]
