@@ -86,12 +86,16 @@ impl fmt::Display for Visibility {
     }
 }
 
-/// Which services [`Router::registered_services`] lists.
+/// Which services [`Router::registered_services`] and [`Node::services`](crate::Node::services)
+/// list.
+///
+/// Within each group, a router lists its services in the order they were added; a node, whose
+/// services come from several routers, sorted by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Listing {
-    /// Public services, in the order they were added.
+    /// Public services.
     Public,
-    /// Private services, in the order they were added.
+    /// Private services.
     Private,
     /// Private services, then public ones (x3m's order).
     All,
@@ -267,7 +271,8 @@ where
         &self.name
     }
 
-    /// The services of this router, filtered by visibility.
+    /// The services of this router, filtered by visibility, in the order they were added (see
+    /// [`Listing`]).
     pub fn registered_services(&self, listing: Listing) -> Vec<ServiceInfo> {
         let of = |visibility| {
             self.services
