@@ -292,8 +292,7 @@ where
     /// Whether this router's rule lets `message` through. A rule that panics lets nothing
     /// through (and does not unwind into the caller).
     pub fn is_authorized(&self, message: &Message) -> bool {
-        guarded(message.service(), "authorize", || (self.authorize)(message))
-            .is_ok_and(|verdict| verdict.is_ok())
+        authorize(&*self.authorize, message).is_ok()
     }
 
     /// Runs `message` through this router alone, as a dispatch on a node holding only this
@@ -347,7 +346,7 @@ impl RouterPolicy {
     /// The router's `authorize` verdict on `message`; a panic is a refusal with an error
     /// naming the rule.
     pub(crate) fn authorize(&self, message: &Message) -> Result<(), Response> {
-        guarded(message.service(), "authorize", || (self.authorize)(message))?
+        authorize(&*self.authorize, message)
     }
 
     /// Where the router places `message`; a panic is an error naming the rule.
@@ -356,6 +355,12 @@ impl RouterPolicy {
             (self.choose_node)(message)
         })
     }
+}
+
+/// The verdict of the `authorize` rule on `message`; a panic is a refusal with an error naming
+/// the rule. The one place the rule is called.
+fn authorize(rule: &AuthorizeFn, message: &Message) -> Result<(), Response> {
+    guarded(message.service(), "authorize", || rule(message))?
 }
 
 /// Runs one of a router's rules (user code): a panic becomes an error naming the service and
