@@ -23,6 +23,35 @@ use crate::{Handler, Message, Node, NodeId, Response};
 /// [`extension`](Router::extension)s looked up by type through the handler's
 /// [`Ctx`](crate::Ctx). Each router has its own; handlers of other routers do not see them.
 ///
+/// `Router<S>` *holds* a state of type `S`, given first with `with_state`, before the services
+/// that take it. (axum's `Router<S>` is the opposite: a router still *missing* an `S`, given last
+/// by its `with_state`.) The state goes into each service as it is added, so the type plays no
+/// further part: [`Node::register`](crate::Node::register) takes a router of any state type, and a
+/// function building a router returns `Router<AppState>` as it is:
+///
+/// ```
+/// use std::sync::Arc;
+/// use switchyard_messaging::{Message, Node, Router, State};
+///
+/// #[derive(Clone, Default)]
+/// struct AppState {
+///     greeting: Arc<str>,
+/// }
+///
+/// async fn hello(msg: Message, State(app): State<AppState>) -> Message {
+///     msg.ok_with(&*app.greeting)
+/// }
+///
+/// fn greeter(app: AppState) -> Router<AppState> {
+///     Router::new("greeter").with_state(app).service("hello", hello).authorize(|_| Ok(()))
+/// }
+///
+/// let node = Node::new("app");
+/// node.register(greeter(AppState { greeting: "hi".into() }))?;
+/// node.register(Router::new("plain").authorize(|_| Ok(())))?;
+/// # Ok::<(), switchyard_messaging::RegisterError>(())
+/// ```
+///
 /// # Examples
 ///
 /// ```
