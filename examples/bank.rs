@@ -16,7 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use switchyard::aggregates::store::EventStore;
 use switchyard::aggregates::{Aggregate, CommandResult, Events, MessageHandler};
-use switchyard::messaging::Response;
+use switchyard::messaging::{IntoResponse, Response};
 use switchyard::{Message, Node, Router};
 
 #[derive(Default, Serialize, Deserialize)]
@@ -55,15 +55,43 @@ fn deposit(_: &Account, msg: &Message) -> CommandResult<AccountEvent> {
     Ok(Events::one(AccountEvent::Deposited { amount }))
 }
 
+/// Why the bank refuses a command: its own error type, which chooses the response its values
+/// answer, so a command returns it with `?` like any other error.
+#[derive(Debug, thiserror::Error)]
+enum BankError {
+    #[error("insufficient funds: {owner} has {balance}, asked {asked}")]
+    InsufficientFunds {
+        owner: String,
+        balance: u64,
+        asked: u64,
+    },
+}
+
+impl IntoResponse for BankError {
+    /// An overdraft is a request this account cannot accept: a validation error, the caller's to
+    /// fix. Not `Error` (the bank did not fail), not `Forbidden` (that is the router's
+    /// `authorize` refusing the caller), not `Conflict` (a version race, which a retry may win;
+    /// retrying an overdraft fails alike).
+    fn into_response(self) -> Response {
+        Response::ValidationError(self.to_string().into())
+    }
+}
+
 fn withdraw(account: &Account, msg: &Message) -> CommandResult<AccountEvent> {
     let amount: u64 = msg.request()?;
-    if amount > account.balance {
-        return Err(Response::error(format!(
-            "insufficient funds: {} has {}, asked {amount}",
-            account.owner, account.balance
-        )));
-    }
+    covered(account, amount)?;
     Ok(Events::one(AccountEvent::Withdrawn { amount }))
+}
+
+fn covered(account: &Account, amount: u64) -> Result<(), BankError> {
+    if amount > account.balance {
+        return Err(BankError::InsufficientFunds {
+            owner: account.owner.clone(),
+            balance: account.balance,
+            asked: amount,
+        });
+    }
+    Ok(())
 }
 
 fn balance(account: &Account, _: &Message) -> CommandResult<AccountEvent> {
@@ -71,14 +99,17 @@ fn balance(account: &Account, _: &Message) -> CommandResult<AccountEvent> {
 }
 
 fn show(label: &str, reply: &Message) {
-    // `success` says which response came back (and why a refusal was refused); `answer` reads
-    // the balance a query returns, `None` for the commands that return nothing.
-    let shown = match (reply.success(), reply.answer_opt::<u64>()) {
-        (Ok(Response::OkAt { version, .. }), Ok(Some(balance))) => {
-            format!("ok at version {version}: balance {balance}")
-        }
-        (Ok(response), _) => response.to_string(),
-        (Err(refusal), _) => format!("refused: {refusal}"),
+    // `success` says which response came back (and why a refusal was refused); `version` reads
+    // the version it reports, and `answer_opt` the balance a query returns (`None` for the
+    // commands that return nothing).
+    let shown = match reply.success() {
+        Err(refusal) => format!("refused: {refusal}"),
+        Ok(response) => match (reply.version(), reply.answer_opt::<u64>()) {
+            (Some(version), Ok(Some(balance))) => {
+                format!("ok at version {version}: balance {balance}")
+            }
+            _ => response.to_string(),
+        },
     };
     println!("{label:<32} -> {shown}");
 }

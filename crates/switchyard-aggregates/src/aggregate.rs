@@ -56,6 +56,13 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     /// the aggregate's [`NAME`](Aggregate::NAME). The default reads no field and allocates
     /// nothing: serde's names are `&'static str`.
     ///
+    /// Internally or adjacently tagged and untagged enums (`#[serde(tag = "..")]`, with or
+    /// without `content`; `#[serde(untagged)]`) would get one name for every variant, but they
+    /// cannot be events: the stores' binary codec cannot read them back. The
+    /// [`test_support`](crate::test_support) scenarios fail on an event that does not survive
+    /// the codec, and on two variants recorded under one name (as an override of this method
+    /// may do).
+    ///
     /// The name is part of the stored format: readers of the global order (projections, other
     /// services) select events by it, so renaming a variant renames the events recorded from
     /// then on, while the rows already stored keep the old name. To keep a name across a rename,

@@ -5,6 +5,11 @@
 //! tuple structs and newtype structs give their type name; an `Option` gives its content's name.
 //! serde's names are `&'static str` from the derive (with `#[serde(rename)]` applied), so naming an
 //! event allocates nothing and reads no field.
+//!
+//! Internally and adjacently tagged enums (`#[serde(tag = "..")]`, with or without `content`)
+//! and untagged ones would give every variant the enum's name (or none), but they cannot be
+//! events at all: the stores' binary codec cannot read them back (they need a self-describing
+//! format), and the test support's scenarios fail on them.
 
 use serde::Serialize;
 use serde::ser::{self, Impossible, Serializer};
@@ -246,6 +251,38 @@ mod tests {
         check(&Amount(1), Some("Amount"));
         check(&Pair(1, 2), Some("Pair"));
         check(&Some(Event::Opened), Some("Opened"));
+    }
+
+    #[derive(Serialize, serde::Deserialize)]
+    #[serde(tag = "type")]
+    enum Internal {
+        Opened,
+    }
+
+    #[derive(Serialize, serde::Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    enum Adjacent {
+        Opened,
+    }
+
+    #[derive(Serialize, serde::Deserialize)]
+    #[serde(untagged)]
+    enum Untagged {
+        Opened,
+    }
+
+    #[test]
+    fn tagged_and_untagged_enums_cannot_be_events() {
+        fn undecodable<T: Serialize + serde::de::DeserializeOwned>(value: &T) -> bool {
+            let bytes = switchyard_messaging::codec::encode(value).unwrap();
+            switchyard_messaging::codec::decode::<T>(&bytes).is_err()
+        }
+        // Named after the enum, not the variant; but the stores could not read them back.
+        check(&Internal::Opened, Some("Internal"));
+        check(&Adjacent::Opened, Some("Adjacent"));
+        assert!(undecodable(&Internal::Opened));
+        assert!(undecodable(&Adjacent::Opened));
+        assert!(undecodable(&Untagged::Opened));
     }
 
     #[test]

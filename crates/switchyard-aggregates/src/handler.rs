@@ -27,6 +27,17 @@ enum IdSource {
     Extractor(Extractor),
 }
 
+/// Whether `on_new` names an aggregate the message names none of (see
+/// [`MessageHandler::generate_missing_id`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IdGeneration {
+    /// Unless the message carries a request that is not JSON and the handler has no id rule of
+    /// its own: such a request most likely names its aggregate where the handler cannot look.
+    Default,
+    Always,
+    Never,
+}
+
 /// Turns commands of aggregate `A` into router services.
 ///
 /// Each method returns a handler for [`Router::service`](switchyard_messaging::Router::service):
@@ -111,7 +122,7 @@ enum IdSource {
 pub struct MessageHandler<A: Aggregate> {
     runtime: AggregateRuntime<A>,
     id: IdSource,
-    generate_missing_id: bool,
+    generate_missing_id: IdGeneration,
     commit_timeout: Duration,
     metadata: Arc<BTreeMap<String, String>>,
     refresh_before_read: bool,
@@ -141,7 +152,7 @@ impl<A: Aggregate> MessageHandler<A> {
         Self {
             runtime: runtime.into(),
             id: IdSource::Field("id".to_owned()),
-            generate_missing_id: true,
+            generate_missing_id: IdGeneration::Default,
             commit_timeout: Duration::from_secs(5),
             metadata: Arc::new(BTreeMap::new()),
             refresh_before_read: false,
@@ -193,8 +204,16 @@ impl<A: Aggregate> MessageHandler<A> {
         self
     }
 
-    /// Whether `on_new` names the aggregate itself when the message carries no id (default:
-    /// yes); otherwise the caller gets `MissingId`.
+    /// Whether `on_new` names the aggregate itself when the message carries no id; otherwise
+    /// the caller gets `MissingId`.
+    ///
+    /// By default it does, except for a message whose request is binary
+    /// ([`Message::with_request`]) or text while the handler has no id rule of its own
+    /// ([`id_from_request`](Self::id_from_request) or [`id_with`](Self::id_with)): such a request
+    /// most likely names its aggregate where the handler cannot look (a typed `Deposit { account }`
+    /// sent without [`Message::with_aggregate_id`]), and a generated id would silently create an
+    /// aggregate nobody addresses. That message gets `MissingId` naming the remedies. `true`
+    /// generates ids for every message without one, `false` for none.
     ///
     /// The id is the message's own id (a UUIDv7 for messages made with
     /// [`Message::new`](switchyard_messaging::Message::new)), so a retried message, which keeps
@@ -203,7 +222,11 @@ impl<A: Aggregate> MessageHandler<A> {
     /// and its retries are not recognised.
     #[must_use]
     pub fn generate_missing_id(mut self, generate: bool) -> Self {
-        self.generate_missing_id = generate;
+        self.generate_missing_id = if generate {
+            IdGeneration::Always
+        } else {
+            IdGeneration::Never
+        };
         self
     }
 
@@ -263,8 +286,8 @@ impl<A: Aggregate> MessageHandler<A> {
     ///    request ([`id_field`](Self::id_field), `"id"` by default; a string or a number). A
     ///    binary request ([`Message::with_request`]) cannot be searched by field name.
     ///
-    /// Without an id, `on_new` names the aggregate after the message (see
-    /// [`generate_missing_id`](Self::generate_missing_id)); the other services answer
+    /// Without an id, `on_new` names the aggregate after the message, unless its request is
+    /// binary (see [`generate_missing_id`](Self::generate_missing_id)); the other services answer
     /// `MissingId`, whose text says which sources were tried and how to provide one.
     pub fn aggregate_id(&self, message: &Message) -> Option<String> {
         if let Some(id) = &message.aggregate_meta().id {
@@ -287,8 +310,29 @@ impl<A: Aggregate> MessageHandler<A> {
         }
     }
 
+    /// Whether `on_new` names the aggregate `message` names none of.
+    fn generates_id_for(&self, message: &Message) -> bool {
+        match self.generate_missing_id {
+            IdGeneration::Always => true,
+            IdGeneration::Never => false,
+            IdGeneration::Default => {
+                let unsearchable_request = message
+                    .payload()
+                    .is_some_and(|payload| payload.format() != Format::Json);
+                !(unsearchable_request && matches!(self.id, IdSource::Field(_)))
+            }
+        }
+    }
+
     /// `MissingId` for `message`: what was tried, and how to give an id.
-    fn missing_id(&self, message: &Message) -> Response {
+    fn missing_id(&self, kind: Kind, message: &Message) -> Response {
+        let not_generated =
+            if kind == Kind::New && self.generate_missing_id == IdGeneration::Default {
+                " (a new aggregate is not named after a message with such a request unless the \
+             handler is built with `generate_missing_id(true)`)"
+            } else {
+                ""
+            };
         let tried = match (&self.id, message.payload()) {
             (IdSource::Extractor(_), _) => {
                 "the handler's id rule (`id_from_request` or `id_with`) found none in the request"
@@ -304,7 +348,7 @@ impl<A: Aggregate> MessageHandler<A> {
             ),
         };
         Response::MissingId(format!(
-            "the message names no aggregate (`Message::with_aggregate_id`) and {tried}; set the \
+            "the message names no aggregate (`Message::with_aggregate_id`) and {tried}{not_generated}; set the \
              id on the message with `Message::with_aggregate_id` (or `HasAggregateId::to_message` \
              for a request type that names its aggregate), or have the handler read it from the \
              request with `MessageHandler::id_from_request::<T>()`, `id_field` or `id_with`"
@@ -313,7 +357,8 @@ impl<A: Aggregate> MessageHandler<A> {
 
     /// A service that creates the aggregate: `AlreadyExists` if its stream exists or it is
     /// loaded; a command that records nothing creates nothing (`OkAt { version: -1 }`). A
-    /// message without an aggregate id creates one named after the message's id (see
+    /// message without an aggregate id creates one named after the message's id, unless its
+    /// request is binary and the handler has no id rule (see
     /// [`generate_missing_id`](Self::generate_missing_id)).
     pub fn on_new<C: Command<A>>(
         &self,
@@ -356,7 +401,7 @@ impl<A: Aggregate> MessageHandler<A> {
     async fn run(&self, kind: Kind, command: Arc<dyn Command<A>>, mut message: Message) -> Message {
         let id = match self.aggregate_id(&message) {
             Some(id) => id,
-            None if kind == Kind::New && self.generate_missing_id => {
+            None if kind == Kind::New && self.generates_id_for(&message) => {
                 if message.id().is_empty() {
                     uuid::Uuid::now_v7().to_string()
                 } else {
@@ -364,7 +409,7 @@ impl<A: Aggregate> MessageHandler<A> {
                 }
             }
             None => {
-                let response = self.missing_id(&message);
+                let response = self.missing_id(kind, &message);
                 return message.return_with(response);
             }
         };

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchyard_messaging::codec;
-use switchyard_messaging::{IntoResponse, Message, Response};
+use switchyard_messaging::{ErrorChain, IntoResponse, Message, Response};
 use tracing::Instrument;
 
 use crate::store::{
@@ -164,6 +164,15 @@ pub enum RepoError {
         #[source]
         source: codec::DecodeError,
     },
+    /// The aggregate asked for does not exist (or was deleted): returned by
+    /// [`Repo::load_existing`].
+    #[error("aggregate `{stream}` does not exist")]
+    NotFound {
+        /// The aggregate's id.
+        id: String,
+        /// Its stream.
+        stream: String,
+    },
     /// Events were asked of a state-based aggregate, which keeps none.
     #[error("aggregate `{aggregate}` is state-based and keeps no events")]
     NoEvents {
@@ -191,27 +200,16 @@ impl RepoError {
 }
 
 impl IntoResponse for RepoError {
-    /// A conflict answers [`Response::Conflict`] (retrying on fresh state may succeed); every
-    /// other kind is the service's failure, answered [`Response::Error`] with the error and its
-    /// causes.
+    /// A conflict answers [`Response::Conflict`] (retrying on fresh state may succeed); a
+    /// missing aggregate [`Response::NotFound`]; every other kind is the service's failure,
+    /// answered [`Response::Error`] with the error and its causes.
     fn into_response(self) -> Response {
         match self {
             Self::Conflict { expected, actual } => Response::Conflict { expected, actual },
-            other => Response::error(error_chain(&other)),
+            Self::NotFound { id, .. } => Response::NotFound { id },
+            other => Response::error(ErrorChain(&other).to_string()),
         }
     }
-}
-
-/// The error and its sources, joined, for a reply.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn expected(version: i64) -> ExpectedVersion {
@@ -310,6 +308,48 @@ impl<A: Aggregate> Repo<A> {
         }
     }
 
+    /// Loads aggregate `id`, which must exist: for a service that reads an aggregate outside
+    /// its runtime, where `?` answers a missing one [`Response::NotFound`].
+    ///
+    /// # Errors
+    ///
+    /// [`RepoError::NotFound`] when it does not exist; otherwise as [`load`](Self::load).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # use switchyard_aggregates::Aggregate;
+    /// # #[derive(Default)] struct Counter { total: u64 }
+    /// # #[derive(Clone, Serialize, Deserialize)] enum CounterEvent { Added(u64) }
+    /// # impl Aggregate for Counter {
+    /// #     type Event = CounterEvent;
+    /// #     const NAME: &'static str = "counter";
+    /// #     fn apply(&mut self, e: &CounterEvent) { let CounterEvent::Added(n) = e; self.total += n; }
+    /// # }
+    /// use switchyard_aggregates::repo::Repo;
+    /// use switchyard_aggregates::store::MemoryStore;
+    /// use switchyard_aggregates::RepoError;
+    /// use switchyard_messaging::{IntoResponse, Message, Response};
+    ///
+    /// async fn total(msg: Message, repo: &Repo<Counter>) -> Result<Message, RepoError> {
+    ///     let counter = repo.load_existing(msg.aggregate_meta().id.as_deref().unwrap_or("")).await?;
+    ///     Ok(msg.ok_with(&counter.state.total))
+    /// }
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let repo = Repo::<Counter>::event_sourced(MemoryStore::new());
+    /// let missing = total(Message::new("total").with_aggregate_id("c9"), &repo).await;
+    /// assert_eq!(missing.unwrap_err().into_response(), Response::NotFound { id: "c9".into() });
+    /// # });
+    /// ```
+    pub async fn load_existing(&self, id: &str) -> Result<AggregateState<A>, RepoError> {
+        self.load(id).await?.ok_or_else(|| RepoError::NotFound {
+            id: id.to_owned(),
+            stream: self.stream_name(id),
+        })
+    }
+
     /// Loads aggregate `id`: `None` when it does not exist.
     ///
     /// # Errors
@@ -329,7 +369,7 @@ impl<A: Aggregate> Repo<A> {
                 };
                 let mut state = (codec.decode)(&stored.data).map_err(|e| RepoError::Codec {
                     stream: stream.clone(),
-                    reason: error_chain(&e),
+                    reason: ErrorChain(&e).to_string(),
                 })?;
                 state.processed.set_capacity(self.processed_capacity);
                 Ok(Some(state))
@@ -384,7 +424,7 @@ impl<A: Aggregate> Repo<A> {
                 Some(stored) if stored.version != before => {
                     let mut fresh = (codec.decode)(&stored.data).map_err(|e| RepoError::Codec {
                         stream: stream.clone(),
-                        reason: error_chain(&e),
+                        reason: ErrorChain(&e).to_string(),
                     })?;
                     fresh.processed.set_capacity(self.processed_capacity);
                     Ok((fresh, true))
@@ -516,7 +556,7 @@ impl<A: Aggregate> Repo<A> {
                 for event in &events {
                     let data = codec::encode(event).map_err(|e| RepoError::Codec {
                         stream: stream.clone(),
-                        reason: format!("event does not encode: {}", error_chain(&e)),
+                        reason: format!("event does not encode: {}", ErrorChain(&e)),
                     })?;
                     encoded.push(NewEvent {
                         event_type: A::event_type(event).to_owned(),
@@ -548,7 +588,7 @@ impl<A: Aggregate> Repo<A> {
                 state.apply_events(&events, None);
                 let data = (codec.encode)(state).map_err(|e| RepoError::Codec {
                     stream: stream.clone(),
-                    reason: format!("state does not encode: {}", error_chain(&e)),
+                    reason: format!("state does not encode: {}", ErrorChain(&e)),
                 })?;
                 let stored = StoredState {
                     version: state.version,

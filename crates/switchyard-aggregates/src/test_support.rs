@@ -1,7 +1,9 @@
 //! Given/when/then tests of aggregates as plain functions: no runtime, no store.
 //!
 //! Every event of a scenario, given or produced, goes through the codec the stores use (bincode
-//! behind its version byte), so an event that would not survive storage fails the test.
+//! behind its version byte), so an event that would not survive storage fails the test; and two
+//! different variants of a scenario's events recorded under one
+//! [`event_type`](Aggregate::event_type) fail it too (see [`assert_distinct_event_types`]).
 //!
 //! ```
 //! # use serde::{Deserialize, Serialize};
@@ -95,28 +97,96 @@ pub fn apply_events<A: Aggregate>(
     state
 }
 
+/// Asserts that different variants among `events` get different
+/// [`event_type`](Aggregate::event_type)s, so readers of the store can tell them apart.
+///
+/// The default `event_type` names each variant of an externally or adjacently tagged enum
+/// after itself; an `event_type` of your own may not. Scenarios ([`given`], [`Scenario::when`])
+/// check their events with this; call it with one event of each variant to check them all.
+///
+/// # Panics
+///
+/// When two variants share a name, naming it and the remedy.
+#[track_caller]
+pub fn assert_distinct_event_types<A: Aggregate>(events: &[A::Event]) {
+    let mut names = EventNames::default();
+    for event in events {
+        names.record::<A>(event);
+    }
+}
+
+/// The event type each variant seen so far was recorded under.
+struct EventNames<E>(Vec<(&'static str, std::mem::Discriminant<E>)>);
+
+impl<E> Default for EventNames<E> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<E> EventNames<E> {
+    #[track_caller]
+    fn record<A: Aggregate<Event = E>>(&mut self, event: &E) {
+        let name = A::event_type(event);
+        let variant = std::mem::discriminant(event);
+        match self.0.iter().find(|(seen, _)| *seen == name) {
+            Some((_, seen)) if *seen != variant => panic!(
+                "two different variants of `{}`'s events are both recorded under the event type \
+                 `{name}`, so readers of the store cannot tell them apart: have \
+                 `Aggregate::event_type` to name each variant (its default names enum variants \
+                 after themselves, and a struct event after its type)",
+                A::NAME
+            ),
+            Some(_) => {}
+            None => self.0.push((name, variant)),
+        }
+    }
+}
+
 /// Starts a scenario from the state `events` build.
+///
+/// # Panics
+///
+/// When an event does not survive the store's codec, or two different variants among `events`
+/// share an event type (see [`assert_distinct_event_types`]).
 #[track_caller]
 pub fn given<A: Aggregate>(events: impl IntoIterator<Item = A::Event>) -> Scenario<A> {
+    let events: Vec<A::Event> = events.into_iter().collect();
+    let mut names = EventNames::default();
+    for event in &events {
+        names.record::<A>(event);
+    }
     Scenario {
         state: state_from_events(events),
+        names,
     }
 }
 
 /// A scenario's given state.
 pub struct Scenario<A: Aggregate> {
     state: AggregateState<A>,
+    names: EventNames<A::Event>,
 }
 
 impl<A: Aggregate> Scenario<A> {
     /// Runs `command` on the given state.
+    ///
+    /// # Panics
+    ///
+    /// When a recorded event does not survive the store's codec, or shares its event type
+    /// with a different variant among the given and recorded events.
     #[track_caller]
-    pub fn when(self, command: impl Command<A>, message: Message) -> Then<A> {
+    pub fn when(mut self, command: impl Command<A>, message: Message) -> Then<A> {
         let result = command.decide(&self.state.state, &message);
         let result = result.map(|mut events| {
             events.events = events.events.iter().map(round_trip::<A>).collect();
             events
         });
+        if let Ok(events) = &result {
+            for event in events.events() {
+                self.names.record::<A>(event);
+            }
+        }
         Then {
             state: self.state,
             result,
@@ -193,5 +263,67 @@ impl<A: Aggregate> Then<A> {
     /// The decision, for checks of your own.
     pub fn result(&self) -> &CommandResult<A::Event> {
         &self.result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::Events;
+
+    #[derive(Default)]
+    struct Account;
+
+    #[derive(Clone, Serialize, Deserialize)]
+    enum AccountEvent {
+        Opened,
+        Closed,
+    }
+
+    impl Aggregate for Account {
+        type Event = AccountEvent;
+        const NAME: &'static str = "account";
+        fn apply(&mut self, _: &AccountEvent) {}
+        // A name of its own that forgets to tell the variants apart.
+        fn event_type(_: &AccountEvent) -> &'static str {
+            "AccountEvent"
+        }
+    }
+
+    fn panic_text(run: impl FnOnce() + std::panic::UnwindSafe) -> String {
+        let Err(panic) = std::panic::catch_unwind(run) else {
+            return String::new();
+        };
+        panic.downcast_ref::<String>().cloned().unwrap_or_default()
+    }
+
+    fn close(_: &Account, _: &Message) -> CommandResult<AccountEvent> {
+        Ok(Events::one(AccountEvent::Closed))
+    }
+
+    #[test]
+    fn variants_sharing_an_event_type_fail_the_scenario() {
+        let texts = [
+            panic_text(|| {
+                assert_distinct_event_types::<Account>(&[
+                    AccountEvent::Opened,
+                    AccountEvent::Closed,
+                ])
+            }),
+            panic_text(|| {
+                given::<Account>([AccountEvent::Opened]).when(close, Message::new("close"));
+            }),
+        ];
+        for text in texts {
+            assert!(text.contains("`AccountEvent`"), "{text}");
+            assert!(
+                text.contains("`Aggregate::event_type` to name each variant"),
+                "{text}"
+            );
+        }
+        // One variant, however often, is fine.
+        assert_distinct_event_types::<Account>(&[AccountEvent::Opened, AccountEvent::Opened]);
     }
 }

@@ -53,7 +53,11 @@ pub enum ReplyError {
     Error(Response),
     /// The call succeeded without a result, and the type asked for needs one (only `()` and
     /// `Option<_>` read from nothing). Use [`Message::success`] to check a result-less call.
-    #[error("the reply `{response}` carries no result to read as `{type_name}`")]
+    #[error(
+        "the reply `{response}` carries no result to read as `{}`: read a result that may be \
+         absent with `Message::answer_opt`, or check a result-less call with `Message::success`",
+        crate::payload::short_type_name(.type_name)
+    )]
     MissingPayload {
         /// The successful response.
         response: Response,
@@ -141,19 +145,21 @@ impl IntoResponse for ReplyError {
 impl Message {
     /// Reads the result of the reply as `T`.
     ///
-    /// The result is the payload of [`Response::OkWith`] or [`Response::OkAt`]. A success
-    /// without one ([`Response::Ok`], [`Response::Created`], `OkAt` without payload) reads as
-    /// `()` or as `None` of an `Option<_>`; to check such a call, use
-    /// [`success`](Message::success). A payload is decoded as `T` itself: a service that
-    /// answers a `u64` is read with `answer::<u64>()`, not `answer::<Option<u64>>()` (the
-    /// binary format does not encode the two alike); where a reply may or may not carry a
-    /// result, use [`answer_opt`](Message::answer_opt).
+    /// The result is the payload of [`Response::OkWith`] or [`Response::OkAt`], decoded as `T`
+    /// itself. A success without one ([`Response::Ok`], [`Response::Created`], `OkAt` without
+    /// payload) reads only as `()`; to read a result that may be absent, use
+    /// [`answer_opt`](Message::answer_opt), the one way to read an optional result, and to check
+    /// a result-less call, [`success`](Message::success). `answer::<Option<T>>()` decodes a
+    /// payload encoded as an `Option<T>` by the service: a service that answers a `u64` is read
+    /// with `answer::<u64>()` or `answer_opt::<u64>()`, never `answer::<Option<u64>>()` (the
+    /// binary format does not encode the two alike, and some `u64`s read as `None`).
     ///
     /// # Errors
     ///
     /// A [`ReplyError`] naming the failure that came back, carrying the response; or
     /// [`ReplyError::MissingPayload`] / [`ReplyError::Undecodable`] when the success carries no
-    /// result, or one that is not a `T`; [`ReplyError::NoResponse`] before any answer.
+    /// result (and `T` is not `()`), or one that is not a `T`; [`ReplyError::NoResponse`] before
+    /// any answer.
     ///
     /// # Examples
     ///
@@ -167,23 +173,25 @@ impl Message {
     /// let error = refused.answer::<u64>().unwrap_err();
     /// assert!(matches!(error, ReplyError::Forbidden(_)));
     /// assert_eq!(error.response(), Some(&Response::forbidden("tellers only")));
+    ///
+    /// let no_result = Message::new("deposit").ok();
+    /// no_result.answer::<()>()?;
+    /// assert!(matches!(
+    ///     no_result.answer::<Option<u64>>(),
+    ///     Err(ReplyError::MissingPayload { .. })
+    /// ));
+    /// assert_eq!(no_result.answer_opt::<u64>()?, None);
     /// # Ok::<(), ReplyError>(())
     /// ```
     pub fn answer<T: DeserializeOwned>(&self) -> Result<T, ReplyError> {
         let response = self.success()?;
-        let decoded = match response.payload() {
-            Some(payload) => payload.decode(),
-            None => {
-                return T::deserialize(
-                    serde::de::value::UnitDeserializer::<serde::de::value::Error>::new(),
-                )
-                .map_err(|_| ReplyError::MissingPayload {
-                    response: response.clone(),
-                    type_name: std::any::type_name::<T>(),
-                });
-            }
+        let Some(payload) = response.payload() else {
+            return T::deserialize(NoResult).map_err(|_| ReplyError::MissingPayload {
+                response: response.clone(),
+                type_name: std::any::type_name::<T>(),
+            });
         };
-        decoded.map_err(|source| ReplyError::Undecodable {
+        payload.decode().map_err(|source| ReplyError::Undecodable {
             response: response.clone(),
             source,
         })
@@ -221,7 +229,8 @@ impl Message {
     }
 
     /// The reply's response when it is a success (`Ok`, `OkWith`, `OkAt` or `Created`), to
-    /// read a version or a created id, or only to check the call went through.
+    /// check the call went through; [`created_id`](Message::created_id) and
+    /// [`version`](Message::version) read what it reports.
     ///
     /// # Errors
     ///
@@ -233,10 +242,7 @@ impl Message {
     /// use switchyard_messaging::{Message, Response};
     ///
     /// let created = Message::new("open").created("acc-1");
-    /// let Response::Created { id, .. } = created.success()? else {
-    ///     unreachable!("a success")
-    /// };
-    /// assert_eq!(id, "acc-1");
+    /// assert_eq!(created.success()?, &Response::Created { id: "acc-1".into(), version: None });
     ///
     /// let missing = Message::new("open").return_with(Response::MissingId("id".into()));
     /// assert!(missing.success().is_err());
@@ -248,6 +254,72 @@ impl Message {
             None => Ok(response),
             Some(error) => Err(error),
         }
+    }
+}
+
+/// The result of a success without payload: it reads as `()` (or a unit struct) and as
+/// nothing else, not even `None`, which only [`Message::answer_opt`] reads from no payload.
+struct NoResult;
+
+impl<'de> serde::Deserializer<'de> for NoResult {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(serde::de::Error::custom("the reply carries no result"))
+    }
+
+    fn deserialize_unit<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_unit()
+    }
+
+    fn deserialize_unit_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_unit()
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option newtype_struct seq tuple tuple_struct map struct enum identifier ignored_any
+    }
+}
+
+impl Message {
+    /// The id a [`Response::Created`] reply reports; `None` for any other reply, or none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchyard_messaging::Message;
+    ///
+    /// assert_eq!(Message::new("open").created("acc-1").created_id(), Some("acc-1"));
+    /// assert_eq!(Message::new("open").ok().created_id(), None);
+    /// ```
+    pub fn created_id(&self) -> Option<&str> {
+        self.response()?.created_id()
+    }
+
+    /// The aggregate's version a successful reply reports ([`Response::OkAt`], or
+    /// [`Response::Created`] with a version); `None` for any other reply, or none. (The same
+    /// version the aggregate runtime records in [`aggregate_meta`](Message::aggregate_meta),
+    /// read from the response, which is what reaches a remote caller.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchyard_messaging::{Message, Response};
+    ///
+    /// let deposited = Message::new("deposit").return_with(Response::OkAt { payload: None, version: 3 });
+    /// assert_eq!(deposited.version(), Some(3));
+    /// assert_eq!(Message::new("deposit").ok().version(), None);
+    /// ```
+    pub fn version(&self) -> Option<i64> {
+        self.response()?.version()
     }
 }
 
@@ -291,7 +363,15 @@ mod tests {
         for response in without_result {
             let reply = reply(response.clone());
             reply.answer::<()>().unwrap();
-            assert_eq!(reply.answer::<Option<u32>>().unwrap(), None);
+            let error = reply.answer::<Option<u32>>().unwrap_err();
+            assert!(
+                matches!(error, ReplyError::MissingPayload { .. }),
+                "{error:?}"
+            );
+            assert!(
+                error.to_string().contains("`Message::answer_opt`"),
+                "{error}"
+            );
             assert_eq!(reply.answer_opt::<u32>().unwrap(), None);
             assert_eq!(reply.success().unwrap(), &response);
             assert!(matches!(
@@ -299,6 +379,35 @@ mod tests {
                 Err(ReplyError::MissingPayload { response: r, type_name: "u32" }) if r == response
             ));
         }
+    }
+
+    #[test]
+    fn it_reads_the_created_id_and_the_version_without_a_match() {
+        let cases = [
+            (
+                Response::Created {
+                    id: "a-1".into(),
+                    version: Some(0),
+                },
+                Some("a-1"),
+                Some(0),
+            ),
+            (
+                Response::OkAt {
+                    payload: None,
+                    version: 4,
+                },
+                None,
+                Some(4),
+            ),
+            (Response::Ok, None, None),
+            (Response::NotFound { id: "a-1".into() }, None, None),
+        ];
+        for (response, id, version) in cases {
+            let reply = reply(response);
+            assert_eq!((reply.created_id(), reply.version()), (id, version));
+        }
+        assert_eq!(Message::new("s").version(), None);
     }
 
     #[test]

@@ -18,8 +18,9 @@ use crate::{Ctx, IntoReply, Message, Node, Reply, Response, State};
 /// - `async fn(Message, State<S>) -> R`
 /// - `async fn(Message, Ctx, State<S>) -> R`
 ///
-/// Implemented for every such function and closure; you never implement it yourself. `Args`
-/// only tells the shapes apart; `S` is the state of the router the handler is added to (see
+/// Implemented for every such function and closure, and sealed: nothing else can implement it,
+/// and its method is the router's calling convention, not an API. `Args` only tells the shapes
+/// apart; `S` is the state of the router the handler is added to (see
 /// [`Router::with_state`](crate::Router::with_state)), so a handler asking for a state the
 /// router does not hold is refused at compile time.
 ///
@@ -66,6 +67,27 @@ use crate::{Ctx, IntoReply, Message, Node, Reply, Response, State};
 /// let router = Router::new("broken").service("broken", answers_a_number);
 /// ```
 ///
+/// Nothing but such a function implements it (the trait is sealed):
+///
+/// ```compile_fail
+/// use std::future::Future;
+/// use switchyard_messaging::{Ctx, Handler, Message, Reply, Response};
+///
+/// #[derive(Clone)]
+/// struct Mine;
+///
+/// impl Handler<(Message,)> for Mine {
+///     fn call(
+///         &self,
+///         message: Message,
+///         _ctx: impl FnOnce() -> Ctx,
+///         _state: &(),
+///     ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static {
+///         async move { Ok(Reply::from(message.ok())) }
+///     }
+/// }
+/// ```
+///
 /// So is a handler asking for a state its router does not hold:
 ///
 /// ```compile_fail
@@ -87,9 +109,10 @@ use crate::{Ctx, IntoReply, Message, Node, Reply, Response, State};
             `IntoResponse`, and `S` is the router's state (`Router::with_state`); it must be \
             `Clone + Send + Sync + 'static` and its future `Send`"
 )]
-pub trait Handler<Args, S = ()>: Clone + Send + Sync + 'static {
+pub trait Handler<Args, S = ()>: sealed::Sealed<Args, S> + Clone + Send + Sync + 'static {
     /// Runs the handler on one message with the router's `state`. `ctx` builds the handle
     /// only for handlers that take a [`Ctx`], so the others cost none.
+    #[doc(hidden)]
     fn call(
         &self,
         message: Message,
@@ -165,6 +188,42 @@ where
     ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static {
         let future = self(message, ctx(), State(state.clone()));
         async move { future.await.into_reply() }
+    }
+}
+
+/// Seals [`Handler`]: only the four function shapes implement it.
+mod sealed {
+    use std::future::Future;
+
+    use crate::{Ctx, Message, State};
+
+    /// Implemented for the function shapes a handler may have; private, so nothing else can
+    /// implement [`Handler`](super::Handler).
+    pub trait Sealed<Args, S> {}
+
+    impl<F, Fut, S> Sealed<(Message,), S> for F
+    where
+        F: Fn(Message) -> Fut,
+        Fut: Future,
+    {
+    }
+    impl<F, Fut, S> Sealed<(Message, Ctx), S> for F
+    where
+        F: Fn(Message, Ctx) -> Fut,
+        Fut: Future,
+    {
+    }
+    impl<F, Fut, S> Sealed<(Message, State<S>), S> for F
+    where
+        F: Fn(Message, State<S>) -> Fut,
+        Fut: Future,
+    {
+    }
+    impl<F, Fut, S> Sealed<(Message, Ctx, State<S>), S> for F
+    where
+        F: Fn(Message, Ctx, State<S>) -> Fut,
+        Fut: Future,
+    {
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::error::Error;
+use std::fmt;
 
 use crate::{HandlerError, Payload, PayloadError, Response};
 
@@ -14,7 +15,8 @@ use crate::{HandlerError, Payload, PayloadError, Response};
 /// |---|---|
 /// | [`PayloadError`] (the caller sent something unreadable) | [`Response::ValidationError`], the error and its causes as text |
 /// | [`HandlerError`], `String`, `&'static str` | [`Response::Error`] with the text |
-/// | `Box<dyn Error + Send + Sync>` (any error, boxed by `?`) | [`Response::Error`], the error and its causes as text |
+/// | [`ReplyError`](crate::ReplyError) (a service this handler called refused) | the callee's response, passed on |
+/// | `Box<dyn Error + Send + Sync>` (any error, boxed by `?`) | a boxed `PayloadError` or `ReplyError` as above; any other [`Response::Error`], the error and its causes as text |
 /// | your own error type | what its `into_response` chooses |
 ///
 /// `Box<dyn Error + Send + Sync>` is the catch-all: `?` boxes any standard error into it, so a
@@ -93,22 +95,52 @@ impl<T: IntoResponse> From<T> for Response {
     }
 }
 
-/// The error and its causes, joined with `": "`: the text of a response, which reaches the
-/// caller without the error's source chain.
-pub(crate) fn error_chain(error: &(dyn Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+/// Displays an error and its causes, joined with `": "`: the text of a response, which reaches
+/// the caller without the error's source chain, or of a log line.
+///
+/// # Examples
+///
+/// ```
+/// use switchyard_messaging::ErrorChain;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("save failed")]
+/// struct SaveFailed(#[source] std::io::Error);
+///
+/// let error = SaveFailed(std::io::Error::other("disk full"));
+/// assert_eq!(ErrorChain(&error).to_string(), "save failed: disk full");
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a dyn Error);
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
-    text
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// [`ErrorChain`] as a string.
+pub(crate) fn error_chain(error: &dyn Error) -> String {
+    ErrorChain(error).to_string()
 }
 
 impl IntoResponse for PayloadError {
     /// A request that cannot be read is the caller's mistake: a validation error saying why.
+    /// The text names types without their module paths; the log has the full detail.
     fn into_response(self) -> Response {
+        tracing::debug!(error = ?self, "the request could not be read");
         Response::ValidationError(Payload::text(error_chain(&self)))
     }
 }
@@ -132,8 +164,18 @@ impl IntoResponse for &'static str {
 }
 
 impl IntoResponse for Box<dyn Error + Send + Sync> {
+    /// A [`PayloadError`] or a [`ReplyError`](crate::ReplyError) boxed by `?` answers as it
+    /// would unboxed (a validation error; the callee's refusal passed on); any other error is
+    /// [`Response::Error`].
     fn into_response(self) -> Response {
-        Response::error(error_chain(&*self))
+        let error = match self.downcast::<PayloadError>() {
+            Ok(error) => return error.into_response(),
+            Err(error) => error,
+        };
+        match error.downcast::<crate::ReplyError>() {
+            Ok(error) => error.into_response(),
+            Err(error) => Response::error(error_chain(&*error)),
+        }
     }
 }
 
@@ -158,9 +200,27 @@ mod tests {
             panic!("not a validation error");
         };
         let text = reason.to_string();
-        assert!(
-            text.starts_with("payload is not a valid `alloc::string::String`: "),
-            "{text}"
+        assert!(text.starts_with("payload is not a valid `"), "{text}");
+        assert!(text.contains("String`: "), "{text}");
+    }
+
+    #[test]
+    fn a_boxed_payload_or_reply_error_answers_as_unboxed() {
+        fn boxed_request(msg: &Message) -> Result<u64, Box<dyn Error + Send + Sync>> {
+            Ok(msg.request()?)
+        }
+        fn boxed_answer(reply: &Message) -> Result<u64, Box<dyn Error + Send + Sync>> {
+            Ok(reply.answer()?)
+        }
+        let unreadable = boxed_request(&Message::new("s")).unwrap_err();
+        assert!(matches!(
+            unreadable.into_response(),
+            Response::ValidationError(_)
+        ));
+        let refused = Message::new("s").return_with(Response::NotFound { id: "a-1".into() });
+        assert_eq!(
+            boxed_answer(&refused).unwrap_err().into_response(),
+            Response::NotFound { id: "a-1".into() }
         );
     }
 

@@ -71,7 +71,7 @@ pub use self::error::{AlreadyAttached, MissingExtension, RegisterError};
 #[doc(inline)]
 pub use self::handler::Handler;
 #[doc(inline)]
-pub use self::into_response::IntoResponse;
+pub use self::into_response::{ErrorChain, IntoResponse};
 #[doc(inline)]
 pub use self::message::{AggregateMeta, DryRun, LogFields, Message, ReplyTo, TRACE_CONTEXT_FIELD};
 #[doc(inline)]

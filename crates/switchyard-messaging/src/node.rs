@@ -285,8 +285,8 @@ impl Node {
 
     /// The services registered on this node, as [`Router::registered_services`] lists a
     /// router's: [`Listing::Public`] (announced to the cluster), [`Listing::Private`] (callable
-    /// only here) or [`Listing::All`] (private, then public). Each group is sorted by name, and
-    /// every entry states its [`visibility`](ServiceInfo::visibility).
+    /// only here) or [`Listing::All`] (private, then public), each group sorted by name (see
+    /// [`Listing`]). Every entry states its [`visibility`](ServiceInfo::visibility).
     ///
     /// # Examples
     ///
@@ -308,16 +308,7 @@ impl Node {
     /// # Ok::<(), switchyard_messaging::RegisterError>(())
     /// ```
     pub fn services(&self, listing: Listing) -> Vec<ServiceInfo> {
-        let registry = self.inner.registry.load();
-        let of = |visibility| {
-            let mut services: Vec<_> = registry
-                .services()
-                .filter(|s| s.info.visibility == visibility)
-                .map(|s| s.info.clone())
-                .collect();
-            services.sort_by(|a, b| a.name.cmp(&b.name));
-            services
-        };
+        let of = |visibility| self.sorted_services(visibility, |info| info.clone());
         match listing {
             Listing::Public => of(Visibility::Public),
             Listing::Private => of(Visibility::Private),
@@ -327,6 +318,22 @@ impl Node {
                 all
             }
         }
+    }
+
+    /// What `view` makes of each service of `visibility`, sorted by service name.
+    fn sorted_services<T>(
+        &self,
+        visibility: Visibility,
+        view: impl Fn(&ServiceInfo) -> T,
+    ) -> Vec<T> {
+        let registry = self.inner.registry.load();
+        let mut services: Vec<_> = registry
+            .services()
+            .filter(|service| service.info.visibility == visibility)
+            .map(|service| (service.info.name.as_str(), view(&service.info)))
+            .collect();
+        services.sort_by(|a, b| a.0.cmp(b.0));
+        services.into_iter().map(|(_, viewed)| viewed).collect()
     }
 
     /// The nodes offering `service`: this node first when it does, then the peers that publish it.
@@ -376,10 +383,7 @@ impl Node {
     }
 
     fn public_services(&self) -> Vec<String> {
-        self.services(Listing::Public)
-            .into_iter()
-            .map(|service| service.name)
-            .collect()
+        self.sorted_services(Visibility::Public, |info| info.name.clone())
     }
 }
 

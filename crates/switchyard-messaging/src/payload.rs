@@ -203,9 +203,10 @@ pub enum PayloadError {
     },
     /// The binary payload does not hold a value of the requested type; the sender and the
     /// receiver disagree about the type.
-    #[error("payload is not a valid `{type_name}`")]
+    #[error("payload is not a valid `{}`", short_type_name(.type_name))]
     Decode {
-        /// The type asked for.
+        /// The type asked for, with its module path (the message names it without, since it
+        /// reaches remote callers, who need not see the service's module layout).
         type_name: &'static str,
         /// The codec's error.
         #[source]
@@ -220,9 +221,9 @@ pub enum PayloadError {
     },
     /// A text payload could not be read as the requested type (text decodes into strings and
     /// unit enum variants only).
-    #[error("text payload is not a valid `{type_name}`")]
+    #[error("text payload is not a valid `{}`", short_type_name(.type_name))]
     Text {
-        /// The type asked for.
+        /// The type asked for, with its module path (the message names it without).
         type_name: &'static str,
         /// serde's error.
         #[source]
@@ -233,9 +234,66 @@ pub enum PayloadError {
     NotUtf8,
 }
 
+/// A type's name without module paths, `Option<Deposit>` for
+/// `core::option::Option<my_app::api::Deposit>`: what an error that may reach a remote caller
+/// names (the full path is in the error's `Debug`, for logs).
+pub(crate) fn short_type_name(full: &str) -> String {
+    let mut short = String::with_capacity(full.len());
+    let mut path_start = 0;
+    for (index, character) in full.char_indices() {
+        if !(character.is_alphanumeric() || character == '_' || character == ':') {
+            short.push_str(last_segment(&full[path_start..index]));
+            short.push(character);
+            path_start = index + character.len_utf8();
+        }
+    }
+    short.push_str(last_segment(&full[path_start..]));
+    short
+}
+
+fn last_segment(path: &str) -> &str {
+    path.rsplit("::").next().unwrap_or(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn it_names_types_without_module_paths() {
+        let cases = [
+            ("u64", "u64"),
+            ("my_app::api::Deposit", "Deposit"),
+            (
+                "core::option::Option<my_app::api::Deposit>",
+                "Option<Deposit>",
+            ),
+            (
+                "(alloc::vec::Vec<a::B>, [c::D; 2], &str)",
+                "(Vec<B>, [D; 2], &str)",
+            ),
+        ];
+        for (full, short) in cases {
+            assert_eq!(short_type_name(full), short);
+        }
+    }
+
+    #[test]
+    fn its_message_names_the_type_without_its_module_path() {
+        mod api {
+            #[derive(Debug, serde::Deserialize)]
+            pub(crate) struct Deposit {
+                #[allow(dead_code)]
+                pub(crate) amount: u64,
+            }
+        }
+        let error = Payload::encode("text")
+            .unwrap()
+            .decode::<api::Deposit>()
+            .unwrap_err();
+        assert_eq!(error.to_string(), "payload is not a valid `Deposit`");
+        assert!(format!("{error:?}").contains("::api::Deposit"), "{error:?}");
+    }
 
     #[test]
     fn it_decodes_text_into_a_string() {

@@ -111,6 +111,25 @@ impl Response {
         !self.is_success()
     }
 
+    /// The id of the entity a [`Created`](Self::Created) response created; `None` for any other
+    /// response.
+    pub fn created_id(&self) -> Option<&str> {
+        match self {
+            Self::Created { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The aggregate's version a success reports: that of [`OkAt`](Self::OkAt), or of
+    /// [`Created`](Self::Created) when it carries one; `None` for any other response.
+    pub fn version(&self) -> Option<i64> {
+        match self {
+            Self::OkAt { version, .. } => Some(*version),
+            Self::Created { version, .. } => *version,
+            _ => None,
+        }
+    }
+
     /// The result payload of a success, if it carries one.
     pub fn payload(&self) -> Option<&Payload> {
         match self {

@@ -23,6 +23,35 @@ use crate::{Handler, Message, Node, NodeId, Response};
 /// [`extension`](Router::extension)s looked up by type through the handler's
 /// [`Ctx`](crate::Ctx). Each router has its own; handlers of other routers do not see them.
 ///
+/// `Router<S>` *holds* a state of type `S`, given first with `with_state`, before the services
+/// that take it. (axum's `Router<S>` is the opposite: a router still *missing* an `S`, given last
+/// by its `with_state`.) The state goes into each service as it is added, so the type plays no
+/// further part: [`Node::register`](crate::Node::register) takes a router of any state type, and a
+/// function building a router returns `Router<AppState>` as it is:
+///
+/// ```
+/// use std::sync::Arc;
+/// use switchyard_messaging::{Message, Node, Router, State};
+///
+/// #[derive(Clone, Default)]
+/// struct AppState {
+///     greeting: Arc<str>,
+/// }
+///
+/// async fn hello(msg: Message, State(app): State<AppState>) -> Message {
+///     msg.ok_with(&*app.greeting)
+/// }
+///
+/// fn greeter(app: AppState) -> Router<AppState> {
+///     Router::new("greeter").with_state(app).service("hello", hello).authorize(|_| Ok(()))
+/// }
+///
+/// let node = Node::new("app");
+/// node.register(greeter(AppState { greeting: "hi".into() }))?;
+/// node.register(Router::new("plain").authorize(|_| Ok(())))?;
+/// # Ok::<(), switchyard_messaging::RegisterError>(())
+/// ```
+///
 /// # Examples
 ///
 /// ```
@@ -86,12 +115,16 @@ impl fmt::Display for Visibility {
     }
 }
 
-/// Which services [`Router::registered_services`] lists.
+/// Which services [`Router::registered_services`] and [`Node::services`](crate::Node::services)
+/// list.
+///
+/// Within each group, a router lists its services in the order they were added; a node, whose
+/// services come from several routers, sorted by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Listing {
-    /// Public services, in the order they were added.
+    /// Public services.
     Public,
-    /// Private services, in the order they were added.
+    /// Private services.
     Private,
     /// Private services, then public ones (x3m's order).
     All,
@@ -267,7 +300,8 @@ where
         &self.name
     }
 
-    /// The services of this router, filtered by visibility.
+    /// The services of this router, filtered by visibility, in the order they were added (see
+    /// [`Listing`]).
     pub fn registered_services(&self, listing: Listing) -> Vec<ServiceInfo> {
         let of = |visibility| {
             self.services
@@ -287,8 +321,7 @@ where
     /// Whether this router's rule lets `message` through. A rule that panics lets nothing
     /// through (and does not unwind into the caller).
     pub fn is_authorized(&self, message: &Message) -> bool {
-        guarded(message.service(), "authorize", || (self.authorize)(message))
-            .is_ok_and(|verdict| verdict.is_ok())
+        authorize(&*self.authorize, message).is_ok()
     }
 
     /// Runs `message` through this router alone, as a dispatch on a node holding only this
@@ -342,7 +375,7 @@ impl RouterPolicy {
     /// The router's `authorize` verdict on `message`; a panic is a refusal with an error
     /// naming the rule.
     pub(crate) fn authorize(&self, message: &Message) -> Result<(), Response> {
-        guarded(message.service(), "authorize", || (self.authorize)(message))?
+        authorize(&*self.authorize, message)
     }
 
     /// Where the router places `message`; a panic is an error naming the rule.
@@ -351,6 +384,12 @@ impl RouterPolicy {
             (self.choose_node)(message)
         })
     }
+}
+
+/// The verdict of the `authorize` rule on `message`; a panic is a refusal with an error naming
+/// the rule. The one place the rule is called.
+fn authorize(rule: &AuthorizeFn, message: &Message) -> Result<(), Response> {
+    guarded(message.service(), "authorize", || rule(message))?
 }
 
 /// Runs one of a router's rules (user code): a panic becomes an error naming the service and

@@ -105,8 +105,9 @@ impl<A: Aggregate> Repo<A> {
     }
 
     /// Up to `limit` events of aggregate `id` from version `from_version` on, in version order,
-    /// decoded. The next page starts at the last event's version plus one; a page shorter than
-    /// `limit` (or empty) is the end of the stream.
+    /// decoded: `limit` of them unless the stream ends first. The next page starts at the last
+    /// event's version plus one; a page shorter than `limit` (or empty) is the end of the
+    /// stream. `limit` 0 reads nothing.
     ///
     /// # Errors
     ///
@@ -117,13 +118,9 @@ impl<A: Aggregate> Repo<A> {
         from_version: i64,
         limit: usize,
     ) -> Result<Vec<Decoded<A>>, RepoError> {
-        read_page::<A>(
-            self.event_store()?,
-            &self.stream_name(id),
-            from_version,
-            limit,
-        )
-        .await
+        let events = self.event_store()?;
+        let (page, _) = read_up_to::<A>(events, &self.stream_name(id), from_version, limit).await?;
+        Ok(page)
     }
 
     /// The events of aggregate `id` from version `from_version` on, decoded, read lazily in
@@ -143,7 +140,10 @@ impl<A: Aggregate> Repo<A> {
             Err(error) => return stream::once(async { Err(error) }).boxed(),
         };
         let stream_name: Arc<str> = self.stream_name(id).into();
-        let page_size = self.page_size;
+        let page_size = self.page_size.max(1);
+        // Each step reads one page's worth from the store; the store's own pages may be shorter.
+        // (A read borrows the stream's name, so one read cannot span steps of a stream that
+        // owns its name: a step that filled its page starts a new read after it.)
         stream::try_unfold(Some(from_version), move |next| {
             let events = events.clone();
             let stream_name = stream_name.clone();
@@ -151,14 +151,11 @@ impl<A: Aggregate> Repo<A> {
                 let Some(from) = next else {
                     return Ok::<_, RepoError>(None);
                 };
-                let page = read_page::<A>(&events, &stream_name, from, page_size).await?;
-                let next = match page.last() {
-                    Some(last) if page.len() >= page_size => Some(last.version + 1),
-                    _ => None,
-                };
-                if page.is_empty() {
+                let (page, more) = read_up_to::<A>(&events, &stream_name, from, page_size).await?;
+                let Some(last) = page.last() else {
                     return Ok(None);
-                }
+                };
+                let next = more.then_some(last.version + 1);
                 Ok(Some((
                     stream::iter(page.into_iter().map(Ok::<_, RepoError>)),
                     next,
@@ -177,16 +174,27 @@ impl<A: Aggregate> Repo<A> {
     }
 }
 
-/// The first page of at most `limit` events of `stream` from `from` on, decoded.
-async fn read_page<A: Aggregate>(
+/// Up to `limit` events of `stream` from `from` on, decoded, in as many of the store's pages as
+/// it takes; and whether the stream may go on after them (`false` once the store's read ended).
+async fn read_up_to<A: Aggregate>(
     events: &Arc<dyn EventStore>,
     stream: &str,
     from: i64,
     limit: usize,
-) -> Result<Vec<Decoded<A>>, RepoError> {
-    let mut pages = events.read_stream(stream, from, limit.max(1));
-    match pages.next().await {
-        Some(page) => page?.into_iter().map(DecodedEvent::decode).collect(),
-        None => Ok(Vec::new()),
+) -> Result<(Vec<Decoded<A>>, bool), RepoError> {
+    let mut decoded = Vec::new();
+    if limit == 0 {
+        return Ok((decoded, true));
     }
+    let mut pages = events.read_stream(stream, from, limit);
+    while decoded.len() < limit {
+        let Some(page) = pages.next().await else {
+            return Ok((decoded, false));
+        };
+        let wanted = limit - decoded.len();
+        for recorded in page?.into_iter().take(wanted) {
+            decoded.push(DecodedEvent::decode(recorded)?);
+        }
+    }
+    Ok((decoded, true))
 }

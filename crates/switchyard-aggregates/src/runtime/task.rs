@@ -5,13 +5,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use futures::FutureExt;
-use switchyard_messaging::{DryRun, IntoResponse, Message, Response};
+use switchyard_messaging::{DryRun, ErrorChain, IntoResponse, Message, Response};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{CommandOptions, Deleted, Inner, Job, Kind, Outcome, Registry, Request, Unload};
-use crate::repo::{RepoError, error_chain};
+use crate::repo::RepoError;
 use crate::{Aggregate, AggregateState};
 
 /// Whether the task goes on after a command.
@@ -213,8 +213,10 @@ pub(super) async fn run<A: Aggregate>(
             }
         }
         // A task that holds no aggregate (a creation that recorded nothing, a command for a
-        // missing one) ends once nothing waits for it.
-        if live.state.is_none() && mailbox.is_empty() {
+        // missing one) ends at once: what it knows is only that the aggregate did not exist when
+        // it loaded, and another process may have created it since. Commands queued behind go
+        // to a fresh task, which asks the store again.
+        if live.state.is_none() {
             break "empty";
         }
     };
@@ -669,7 +671,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
     }
 
     fn fail(&mut self, reply: &mut Reply<A>, message: Message, error: RepoError) -> Flow {
-        tracing::warn!(aggregate = A::NAME, id = self.id, error = %error_chain(&error), "aggregate store failed");
+        tracing::warn!(aggregate = A::NAME, id = self.id, error = %ErrorChain(&error), "aggregate store failed");
         let response = error.into_response();
         reply.done(answer(message, response, None));
         self.state = None;

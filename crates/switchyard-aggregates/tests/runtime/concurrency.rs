@@ -108,6 +108,52 @@ async fn two_runtimes_sharing_a_store_retry_on_conflict() {
 }
 
 #[tokio::test]
+async fn a_command_queued_behind_not_found_sees_an_aggregate_another_runtime_created() {
+    let faulty = crate::faulty::Faulty::default();
+    let this = bank_with(
+        faulty.inner.clone(),
+        AggregateRuntime::new(Repo::event_sourced(Arc::new(faulty.clone()))),
+    );
+    let other = bank_with(
+        faulty.inner.clone(),
+        AggregateRuntime::new(Repo::event_sourced(Arc::new(faulty.inner.clone()))),
+    );
+    // This runtime learns that `n-1` does not exist, and holds there while a second command
+    // queues behind the first.
+    faulty.loaded.hold();
+    let first = tokio::spawn({
+        let node = this.node.clone();
+        async move { node.dispatch(command("deposit", "n-1", 1)).await }
+    });
+    faulty.loaded.until_waiting(1).await;
+    let second = tokio::spawn({
+        let node = this.node.clone();
+        async move { node.dispatch(command("deposit", "n-1", 2)).await }
+    });
+    // On this one-thread runtime, the second dispatch reaches the task's mailbox while this
+    // test yields (the task is held, so it cannot answer before the release).
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!second.is_finished());
+    // Meanwhile the other runtime creates it.
+    other.node.dispatch(opening("n-1")).await;
+    faulty.loaded.release();
+
+    let first = first.await.unwrap();
+    assert_eq!(
+        first.response(),
+        Some(&Response::NotFound { id: "n-1".into() })
+    );
+    let second = second.await.unwrap();
+    assert_eq!(
+        second.response(),
+        Some(&ok_at(1)),
+        "the store is asked again"
+    );
+}
+
+#[tokio::test]
 async fn a_message_recorded_by_another_runtime_is_not_recorded_again() {
     let store = MemoryStore::new();
     let runtime = || AggregateRuntime::new(Repo::event_sourced(Arc::new(store.clone())));

@@ -4,9 +4,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use switchyard_aggregates::store::{
     AppendError, DeleteMode, EventAppender, EventDeleter, EventMetadata, EventReader,
     ExpectedVersion, GlobalReader, MemoryStore, NewEvent, RecordedEvent, StoreError,
@@ -51,24 +51,30 @@ impl Gate {
 }
 
 /// Delegates to a memory store; appends wait `delay` and fail while `fail` is set; loads
-/// (`has_stream`, where every load starts) wait at `loads`, deletes at `deletes`; message-id
-/// look-ups are counted.
+/// (`has_stream`, where every load starts) wait at `loads` and, once they learnt whether the
+/// stream exists, at `loaded`; deletes wait at `deletes`; message-id look-ups are counted;
+/// with `page_cap` set, stream reads come in pages of at most that many events (shorter than
+/// asked for, as a store may send them).
 #[derive(Clone, Default)]
 pub(crate) struct Faulty {
     pub(crate) inner: MemoryStore,
     pub(crate) delay: Arc<Mutex<Option<Duration>>>,
     pub(crate) fail: Arc<Mutex<bool>>,
     pub(crate) loads: Gate,
+    pub(crate) loaded: Gate,
     pub(crate) deletes: Gate,
     /// How many message-id look-ups were made.
     pub(crate) lookups: Arc<AtomicUsize>,
+    pub(crate) page_cap: Arc<Mutex<Option<usize>>>,
 }
 
 impl EventReader for Faulty {
     fn has_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         async move {
             self.loads.pass().await;
-            self.inner.has_stream(stream).await
+            let exists = self.inner.has_stream(stream).await;
+            self.loaded.pass().await;
+            exists
         }
         .boxed()
     }
@@ -78,7 +84,19 @@ impl EventReader for Faulty {
         from: i64,
         page: usize,
     ) -> BoxStream<'a, Result<Vec<RecordedEvent>, StoreError>> {
-        self.inner.read_stream(stream, from, page)
+        let Some(cap) = *self.page_cap.lock().unwrap() else {
+            return self.inner.read_stream(stream, from, page);
+        };
+        self.inner
+            .read_stream(stream, from, page)
+            .flat_map(move |page| {
+                let pages: Vec<_> = match page {
+                    Ok(events) => events.chunks(cap).map(|chunk| Ok(chunk.to_vec())).collect(),
+                    Err(error) => vec![Err(error)],
+                };
+                futures::stream::iter(pages)
+            })
+            .boxed()
     }
     fn find_message<'a>(
         &'a self,

@@ -161,6 +161,10 @@ pub(crate) fn router(accounts: &MessageHandler<Account>) -> Router {
             "open_typed",
             accounts.clone().id_from_request::<Open>().on_new(open),
         )
+        .service(
+            "open_generated",
+            accounts.clone().generate_missing_id(true).on_new(open),
+        )
         .service("open_funded", accounts.on_new(open_funded))
         .service("deposit", accounts.on_existing(deposit))
         .service("deposit_or_open", accounts.on_maybe_new(deposit))

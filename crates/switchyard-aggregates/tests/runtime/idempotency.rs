@@ -97,7 +97,7 @@ async fn messages_without_an_id_are_all_processed() {
 #[tokio::test]
 async fn a_retried_creation_without_an_id_creates_one_aggregate() {
     let bank = bank();
-    let open = Message::new("open").with_request(&Open {
+    let open = Message::new("open_generated").with_request(&Open {
         account: String::new(),
         owner: "ada".into(),
     });

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_aggregates::repo::Repo;
-use switchyard_aggregates::store::{DeleteMode, ExpectedVersion, MemoryStore};
+use switchyard_aggregates::store::{DeleteMode, ExpectedVersion, GlobalReader as _, MemoryStore};
 use switchyard_aggregates::{AggregateRuntime, HasAggregateId, Unload};
 use switchyard_messaging::{DryRun, Message, Payload, Response};
 
@@ -176,7 +176,7 @@ async fn ids_come_from_the_caller_the_request_or_a_json_field() {
 
     let generated = bank
         .node
-        .dispatch(Message::new("open").with_request(&Open {
+        .dispatch(Message::new("open_generated").with_request(&Open {
             account: String::new(),
             owner: "x".into(),
         }))
@@ -185,6 +185,34 @@ async fn ids_come_from_the_caller_the_request_or_a_json_field() {
         panic!("expected a creation, got {:?}", generated.response());
     };
     assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
+}
+
+#[tokio::test]
+async fn a_typed_creation_without_an_id_creates_nothing_by_default() {
+    let bank = bank();
+    let typed = Message::new("open").with_request(&Open {
+        account: "t-1".into(),
+        owner: "ada".into(),
+    });
+    let reply = bank.node.dispatch(typed).await;
+    let Some(Response::MissingId(reason)) = reply.response() else {
+        panic!("expected MissingId, got {:?}", reply.response());
+    };
+    for part in [
+        "binary",
+        "Message::with_aggregate_id",
+        "generate_missing_id(true)",
+    ] {
+        assert!(reason.contains(part), "{part} not in {reason}");
+    }
+    assert!(bank.store.read_all(0, 100).await.unwrap().is_empty());
+
+    let without_request = bank.node.dispatch(Message::new("open_nothing")).await;
+    assert!(
+        matches!(without_request.response(), Some(Response::OkAt { .. })),
+        "a message without a request still gets an id: {:?}",
+        without_request.response()
+    );
 }
 
 #[tokio::test]

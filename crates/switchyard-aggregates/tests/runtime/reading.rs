@@ -5,7 +5,7 @@ use switchyard_aggregates::repo::Repo;
 use switchyard_aggregates::store::{
     EventAppender, EventMetadata, ExpectedVersion, MemoryStore, NewEvent,
 };
-use switchyard_aggregates::{MessageHandler, RepoError};
+use switchyard_aggregates::{AggregateRuntime, MessageHandler, RepoError};
 use switchyard_messaging::Message;
 
 use crate::fixture::*;
@@ -81,6 +81,43 @@ async fn events_are_read_in_pages_and_as_a_stream() {
         .await
         .unwrap();
     assert_eq!(streamed, expected_events()[1..]);
+}
+
+#[tokio::test]
+async fn pages_shorter_than_asked_for_do_not_end_the_stream() {
+    let faulty = crate::faulty::Faulty::default();
+    let repo =
+        Repo::<Account>::event_sourced(std::sync::Arc::new(faulty.clone())).with_page_size(4);
+    let bank = bank_with(faulty.inner.clone(), AggregateRuntime::new(repo.clone()));
+    bank.node
+        .dispatch(
+            Message::new("open_funded")
+                .with_aggregate_id("r-1")
+                .with_request(&10_u64),
+        )
+        .await;
+    for amount in 1..=4 {
+        bank.node.dispatch(command("deposit", "r-1", amount)).await;
+    }
+    // The store answers in pages of at most three events, though the repo asks for four.
+    *faulty.page_cap.lock().unwrap() = Some(3);
+
+    let streamed: Vec<AccountEvent> = repo
+        .event_stream("r-1", 0)
+        .map_ok(|e| e.event)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(streamed, expected_events());
+    let page: Vec<AccountEvent> = repo
+        .events_page("r-1", 0, 5)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(page, expected_events()[..5]);
+    assert!(repo.events_page("r-1", 0, 0).await.unwrap().is_empty());
 }
 
 #[tokio::test]

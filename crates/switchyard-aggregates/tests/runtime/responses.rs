@@ -129,6 +129,24 @@ async fn a_user_error_type_chooses_its_response_in_a_handler_and_a_command() {
     }
 }
 
+#[tokio::test]
+async fn loading_a_missing_aggregate_as_existing_answers_not_found() {
+    let bank = crate::fixture::bank();
+    let repo = bank.accounts.runtime().repo();
+    let missing = repo.load_existing("nobody").await.unwrap_err();
+    assert!(
+        matches!(&missing, RepoError::NotFound { id, stream } if id == "nobody" && stream == "account-nobody")
+    );
+    assert_eq!(
+        missing.into_response(),
+        Response::NotFound {
+            id: "nobody".into()
+        }
+    );
+    bank.node.dispatch(crate::fixture::opening("here")).await;
+    assert_eq!(repo.load_existing("here").await.unwrap().version, 0);
+}
+
 #[test]
 fn a_repo_error_answers_by_kind() {
     let conflict = RepoError::Conflict {
