@@ -197,7 +197,7 @@ async fn serve_commands(cluster: &Cluster, client: Option<&Node>) {
             (["deposits", from, count], Some(node)) => {
                 let from: u64 = from.parse().unwrap();
                 let count: u64 = count.parse().unwrap();
-                let outcome = deposits(node, from..from + count, |ack| {
+                let outcome = deposits(node, from..from + count, CLIENT_WORKERS, |ack| {
                     report(&format!(
                         "acked {} {} {}",
                         ack.id,
@@ -271,8 +271,9 @@ impl Outcome {
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_ATTEMPTS: u32 = 25;
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
-/// Deposits in flight at once.
-const WORKERS: usize = 6;
+
+/// Deposits the client process keeps in flight at once.
+const CLIENT_WORKERS: usize = 6;
 
 /// The deposit with message id `dep-<i>`, of 1, to account `acc-<i % ACCOUNTS>`.
 pub(crate) fn deposit_message(i: u64) -> Message {
@@ -282,12 +283,13 @@ pub(crate) fn deposit_message(i: u64) -> Message {
         .with_request(&1_u64)
 }
 
-/// Sends the deposits numbered `range`, [`WORKERS`] at a time, each retried with its own
+/// Sends the deposits numbered `range`, `workers` at a time, each retried with its own
 /// message id until acknowledged (at most [`MAX_ATTEMPTS`] times); `on_ack` hears each
 /// acknowledgement as it comes.
 pub(crate) async fn deposits(
     node: &Node,
     range: std::ops::Range<u64>,
+    workers: usize,
     on_ack: impl Fn(&Ack) + Send + Sync,
 ) -> Outcome {
     let next = std::sync::atomic::AtomicU64::new(range.start);
@@ -312,7 +314,7 @@ pub(crate) async fn deposits(
             }
         }
     };
-    futures::future::join_all((0..WORKERS).map(|_| worker())).await;
+    futures::future::join_all((0..workers).map(|_| worker())).await;
     outcome.into_inner().unwrap()
 }
 

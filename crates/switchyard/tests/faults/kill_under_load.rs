@@ -15,6 +15,8 @@ use crate::children::{Children, ROLE, Spawn, is_child};
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const VICTIM: &str = "n2";
 const DEPOSITS: u64 = 600;
+/// Deposits in flight at once: enough that the kill finds some running on the victim.
+const WORKERS: usize = 16;
 /// The victim is killed once this many deposits were acknowledged.
 const KILL_AFTER: usize = 150;
 
@@ -77,7 +79,7 @@ fn a_node_killed_under_load_loses_and_doubles_nothing() {
         let acked = AtomicUsize::new(0);
         let kill_now = tokio::sync::Notify::new();
         let load = async {
-            let outcome = bank::deposits(&client, 0..DEPOSITS, |_| {
+            let outcome = bank::deposits(&client, 0..DEPOSITS, WORKERS, |_| {
                 if acked.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER {
                     kill_now.notify_one();
                 }
@@ -103,6 +105,11 @@ fn a_node_killed_under_load_loses_and_doubles_nothing() {
             outcome.unacked.is_empty(),
             "never acknowledged: {:?}",
             outcome.unacked
+        );
+        assert!(
+            !outcome.failures.is_empty(),
+            "the kill cut no call in flight, so no retry was tested: {}",
+            outcome.summary()
         );
 
         // Every deposit that needed a retry, sent once more with its message id: answered as a
