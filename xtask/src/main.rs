@@ -5,6 +5,7 @@
 //! - `docs`: the API docs and the guides (whose Rust blocks compile as doc tests);
 //! - `bench`: the criterion benchmarks, written to `docs/benchmarks.md`.
 
+mod apt;
 mod bench;
 mod docs;
 mod postgres;

@@ -35,6 +35,7 @@ pub(crate) fn run() -> Result {
         ]),
     )?;
     crate::docs::api_docs()?;
+    crate::apt::ensure_iproute2()?;
     {
         // Stopped at the end of this block, whether the tests passed or not.
         let postgres = crate::postgres::start()?;
