@@ -13,9 +13,10 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchyard_messaging::codec;
-use switchyard_messaging::{IntoResponse, Message, Response};
+use switchyard_messaging::{IntoResponse, Message, Payload, Response};
 use tracing::Instrument;
 
+use crate::names::{self, NameError, NameKind};
 use crate::store::{
     AppendError, DeleteMode, EventMetadata, EventStore, ExpectedVersion, IntoShared, NewEvent,
     SnapshotStore, StateStore, StoreError, StoredState,
@@ -83,6 +84,11 @@ impl<A> Clone for Backend<A> {
 /// them, starting from the latest snapshot if snapshots are on. State-based
 /// ([`Repo::state_based`]): the whole state, with its version and recent message ids, is stored
 /// after each command.
+///
+/// Every method taking an aggregate id first checks it, the stream name, and (when committing)
+/// the event types and message ids against the rule every store shares (see
+/// [`names`](crate::names)): a name that breaks it is refused with [`RepoError::InvalidName`]
+/// before any store is asked, so every store accepts the same names.
 ///
 /// # Examples
 ///
@@ -170,6 +176,10 @@ pub enum RepoError {
         /// The aggregate type's [`NAME`](Aggregate::NAME).
         aggregate: &'static str,
     },
+    /// An aggregate id, event type or message id breaks the rule every store shares (see
+    /// [`names`](crate::names)); nothing was read or written. Choose another name.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
     /// An event or state could not be encoded or decoded.
     #[error("aggregate `{stream}`: {reason}")]
     Codec {
@@ -191,12 +201,14 @@ impl RepoError {
 }
 
 impl IntoResponse for RepoError {
-    /// A conflict answers [`Response::Conflict`] (retrying on fresh state may succeed); every
-    /// other kind is the service's failure, answered [`Response::Error`] with the error and its
+    /// A conflict answers [`Response::Conflict`] (retrying on fresh state may succeed); an
+    /// invalid name answers [`Response::ValidationError`] with the rule (the caller's mistake);
+    /// every other kind is the service's failure, answered [`Response::Error`] with the error and its
     /// causes.
     fn into_response(self) -> Response {
         match self {
             Self::Conflict { expected, actual } => Response::Conflict { expected, actual },
+            Self::InvalidName(error) => Response::ValidationError(Payload::text(error.to_string())),
             other => Response::error(error_chain(&other)),
         }
     }
@@ -292,9 +304,20 @@ impl<A: Aggregate> Repo<A> {
         self.processed_capacity
     }
 
-    /// The stream of aggregate `id`: `"{NAME}-{id}"`.
+    /// The stream of aggregate `id`: `"{NAME}-{id}"`. It does not check `id`; every other
+    /// method refuses an id that breaks the [`names`](crate::names) rule with
+    /// [`RepoError::InvalidName`].
     pub fn stream_name(&self, id: &str) -> String {
         format!("{}-{id}", A::NAME)
+    }
+
+    /// The stream of aggregate `id`, once `id` and the stream name are checked against the
+    /// rule every store shares.
+    pub(crate) fn checked_stream(&self, id: &str) -> Result<String, NameError> {
+        names::check(NameKind::AggregateId, id)?;
+        let stream = self.stream_name(id);
+        names::check(NameKind::Stream, &stream)?;
+        Ok(stream)
     }
 
     /// Whether aggregate `id` exists.
@@ -303,7 +326,7 @@ impl<A: Aggregate> Repo<A> {
     ///
     /// The store's error.
     pub async fn exists(&self, id: &str) -> Result<bool, RepoError> {
-        let stream = self.stream_name(id);
+        let stream = self.checked_stream(id)?;
         match &self.backend {
             Backend::EventSourced { events, .. } => Ok(events.has_stream(&stream).await?),
             Backend::StateBased { states, .. } => Ok(states.load_state(&stream).await?.is_some()),
@@ -321,7 +344,7 @@ impl<A: Aggregate> Repo<A> {
     }
 
     async fn load_in_span(&self, id: &str) -> Result<Option<AggregateState<A>>, RepoError> {
-        let stream = self.stream_name(id);
+        let stream = self.checked_stream(id)?;
         match &self.backend {
             Backend::StateBased { states, codec } => {
                 let Some(stored) = states.load_state(&stream).await? else {
@@ -362,7 +385,7 @@ impl<A: Aggregate> Repo<A> {
         id: &str,
         state: AggregateState<A>,
     ) -> Result<(AggregateState<A>, bool), RepoError> {
-        let stream = self.stream_name(id);
+        let stream = self.checked_stream(id)?;
         let before = state.version;
         match &self.backend {
             Backend::EventSourced { .. } => {
@@ -508,7 +531,7 @@ impl<A: Aggregate> Repo<A> {
         cause: &Message,
         user_metadata: std::collections::BTreeMap<String, String>,
     ) -> Result<i64, RepoError> {
-        let stream = self.stream_name(id);
+        let stream = self.checked_stream(id)?;
         let before = state.version;
         match &self.backend {
             Backend::EventSourced { events: store, .. } => {
@@ -518,8 +541,10 @@ impl<A: Aggregate> Repo<A> {
                         stream: stream.clone(),
                         reason: format!("event does not encode: {}", error_chain(&e)),
                     })?;
+                    let event_type = A::event_type(event);
+                    names::check(NameKind::EventType, event_type)?;
                     encoded.push(NewEvent {
-                        event_type: A::event_type(event).to_owned(),
+                        event_type: event_type.to_owned(),
                         schema_version: A::EVENT_SCHEMA_VERSION,
                         data: data.into(),
                     });
@@ -530,6 +555,7 @@ impl<A: Aggregate> Repo<A> {
                     causation_id: cause.causation_id().to_owned(),
                     user: user_metadata,
                 };
+                check_message_ids(&metadata)?;
                 let span = tracing::debug_span!(
                     "switchyard.aggregate.append",
                     aggregate = A::NAME,
@@ -626,7 +652,7 @@ impl<A: Aggregate> Repo<A> {
         }
         match &self.backend {
             Backend::EventSourced { events, .. } => Ok(events
-                .find_message(&self.stream_name(id), message_id)
+                .find_message(&self.checked_stream(id)?, message_id)
                 .await?),
             Backend::StateBased { .. } => Ok(None),
         }
@@ -655,7 +681,7 @@ impl<A: Aggregate> Repo<A> {
         let Backend::EventSourced { events, .. } = &self.backend else {
             return Ok(false);
         };
-        let stream = self.stream_name(id);
+        let stream = self.checked_stream(id)?;
         let mut pages = events.read_stream(&stream, 0, 1);
         let Some(page) = pages.next().await else {
             return Ok(false);
@@ -683,7 +709,7 @@ impl<A: Aggregate> Repo<A> {
         mode: DeleteMode,
         expected: ExpectedVersion,
     ) -> Result<(), RepoError> {
-        let stream = self.stream_name(id);
+        let stream = self.checked_stream(id)?;
         let expected_version = match expected {
             ExpectedVersion::Exactly(v) => v,
             ExpectedVersion::NoStream | ExpectedVersion::Any => -1,
@@ -706,6 +732,13 @@ impl<A: Aggregate> Repo<A> {
                 .map_err(|e| RepoError::from_append(e, expected_version)),
         }
     }
+}
+
+/// Checks the ids an append records against the rule every store shares.
+fn check_message_ids(metadata: &EventMetadata) -> Result<(), NameError> {
+    names::check(NameKind::MessageId, &metadata.message_id)?;
+    names::check(NameKind::CorrelationId, &metadata.correlation_id)?;
+    names::check(NameKind::CausationId, &metadata.causation_id)
 }
 
 /// The response a message got the first time, as far as its recorded events tell: `Created` if

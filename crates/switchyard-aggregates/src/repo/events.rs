@@ -119,7 +119,7 @@ impl<A: Aggregate> Repo<A> {
     ) -> Result<Vec<Decoded<A>>, RepoError> {
         read_page::<A>(
             self.event_store()?,
-            &self.stream_name(id),
+            &self.checked_stream(id)?,
             from_version,
             limit,
         )
@@ -138,11 +138,14 @@ impl<A: Aggregate> Repo<A> {
         id: &str,
         from_version: i64,
     ) -> BoxStream<'static, Result<Decoded<A>, RepoError>> {
-        let events = match self.event_store() {
-            Ok(events) => events.clone(),
+        let checked = self
+            .event_store()
+            .and_then(|events| Ok((events.clone(), self.checked_stream(id)?)));
+        let (events, stream_name) = match checked {
+            Ok(checked) => checked,
             Err(error) => return stream::once(async { Err(error) }).boxed(),
         };
-        let stream_name: Arc<str> = self.stream_name(id).into();
+        let stream_name: Arc<str> = stream_name.into();
         let page_size = self.page_size;
         stream::try_unfold(Some(from_version), move |next| {
             let events = events.clone();
