@@ -13,7 +13,7 @@
 //! version under concurrent appenders, paging, soft and hard delete, the global order, message-id
 //! look-up, metadata and large payloads; snapshots and their removal; states, with optimistic
 //! concurrency on saving and removing them; the longest names the [`names`](crate::names) rule
-//! allows, and names that break it refused by the [`Repo`](crate::Repo) before the store.
+//! allows, and names that break it refused by the [`Repo`] before the store.
 
 // The suite reports a broken rule by panicking, as `assert!` does.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]

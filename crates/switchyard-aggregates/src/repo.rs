@@ -87,7 +87,7 @@ impl<A> Clone for Backend<A> {
 ///
 /// Every method taking an aggregate id first checks it, the stream name, and (when committing)
 /// the event types and message ids against the rule every store shares (see
-/// [`names`](crate::names)): a name that breaks it is refused with [`RepoError::InvalidName`]
+/// [`names`]): a name that breaks it is refused with [`RepoError::InvalidName`]
 /// before any store is asked, so every store accepts the same names.
 ///
 /// # Examples
@@ -177,7 +177,7 @@ pub enum RepoError {
         aggregate: &'static str,
     },
     /// An aggregate id, event type or message id breaks the rule every store shares (see
-    /// [`names`](crate::names)); nothing was read or written. Choose another name.
+    /// [`names`]); nothing was read or written. Choose another name.
     #[error(transparent)]
     InvalidName(#[from] NameError),
     /// An event or state could not be encoded or decoded.
@@ -305,7 +305,7 @@ impl<A: Aggregate> Repo<A> {
     }
 
     /// The stream of aggregate `id`: `"{NAME}-{id}"`. It does not check `id`; every other
-    /// method refuses an id that breaks the [`names`](crate::names) rule with
+    /// method refuses an id that breaks the [`names`] rule with
     /// [`RepoError::InvalidName`].
     pub fn stream_name(&self, id: &str) -> String {
         format!("{}-{id}", A::NAME)
