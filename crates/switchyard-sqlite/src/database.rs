@@ -56,6 +56,14 @@ fn open_existing(path: &Path) -> Result<Connection, SqliteError> {
             path: path.to_owned(),
         });
     }
+    // A store's file is never empty: WAL mode is recorded in its first page. An empty file
+    // beside a leftover `-wal` file would otherwise open with whatever pages that log holds.
+    if std::fs::metadata(path).is_ok_and(|meta| meta.len() == 0) {
+        return Err(SqliteError::NoStore {
+            path: path.to_owned(),
+            bytes: 0,
+        });
+    }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_URI
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;

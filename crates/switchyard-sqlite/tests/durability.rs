@@ -369,10 +369,9 @@ async fn open_existing_refuses_a_truncated_file_and_leaves_it_untouched() {
     );
     drop(reopened);
 
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-    std::fs::File::create(&path).unwrap(); // truncated to 0 bytes
+    // Truncated to 0 bytes, with the log of a store that is still closing beside it.
+    let still_open = SqliteStore::open(&path).unwrap();
+    std::fs::File::create(&path).unwrap();
     let error = SqliteStore::open_existing(&path).unwrap_err();
     assert!(
         matches!(error, SqliteError::NoStore { bytes: 0, .. }),
@@ -388,6 +387,11 @@ async fn open_existing_refuses_a_truncated_file_and_leaves_it_untouched() {
         )
     );
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left untouched");
+    drop(still_open);
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    std::fs::File::create(&path).unwrap();
 
     // A SQLite database nobody wrote Switchyard's schema to is no store either.
     drop(rusqlite::Connection::open(&path).unwrap());
