@@ -388,14 +388,14 @@ async fn open_existing_refuses_a_truncated_file_and_leaves_it_untouched() {
     );
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left untouched");
     drop(still_open);
-    for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-    std::fs::File::create(&path).unwrap();
 
-    // A SQLite database nobody wrote Switchyard's schema to is no store either.
-    drop(rusqlite::Connection::open(&path).unwrap());
-    let empty_database = SqliteStore::open_existing(&path).unwrap_err();
+    // A SQLite database nobody wrote Switchyard's schema to is no store either. (Another file:
+    // the store just dropped closes its connections in the background.)
+    let other = scratch("empty-database");
+    let conn = rusqlite::Connection::open(&other).unwrap();
+    conn.pragma_update(None, "user_version", 0).unwrap();
+    drop(conn);
+    let empty_database = SqliteStore::open_existing(&other).unwrap_err();
     assert!(
         matches!(empty_database, SqliteError::NoStore { .. }),
         "{empty_database:?}"
