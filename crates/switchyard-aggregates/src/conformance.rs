@@ -12,19 +12,25 @@
 //! The checks pin the semantics users rely on: expected-version rules, exactly one winner per
 //! version under concurrent appenders, paging, soft and hard delete, the global order, message-id
 //! look-up, metadata and large payloads; snapshots and their removal; states, with optimistic
-//! concurrency on saving and removing them.
+//! concurrency on saving and removing them; the longest names the [`names`](crate::names) rule
+//! allows, and names that break it refused by the [`Repo`] before the store.
 
 // The suite reports a broken rule by panicking, as `assert!` does.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use switchyard_messaging::Message;
 
+use crate::names::{MAX_ID_BYTES, MAX_STREAM_BYTES, NameError};
 use crate::store::{
     AppendError, DeleteMode, EventMetadata, EventStore, ExpectedVersion, NewEvent, RecordedEvent,
     SnapshotStore, StateStore, StoredState,
 };
+use crate::{Aggregate, AggregateState, Repo, RepoError};
 
 fn event(tag: &str) -> NewEvent {
     NewEvent {
@@ -598,6 +604,196 @@ pub async fn states<S: StateStore + ?Sized>(store: &S) {
     assert_eq!(store.load_state("st").await.unwrap(), Some(at(3)));
 }
 
+/// The longest names the [`names`](crate::names) rule allows, in several scripts, are stored
+/// and read back as given: streams, event types and message ids alike, in events, snapshots and
+/// states.
+pub async fn the_longest_names_are_kept<S: EventStore + SnapshotStore + StateStore + ?Sized>(
+    store: &S,
+) {
+    // Two-byte characters fill the stream name, four-byte ones the event type.
+    let stream = "ü".repeat(MAX_STREAM_BYTES / 2);
+    let event_type = "🚂".repeat(MAX_ID_BYTES / 4);
+    let message_id = "m".repeat(MAX_ID_BYTES);
+    assert_eq!(
+        (stream.len(), event_type.len()),
+        (MAX_STREAM_BYTES, MAX_ID_BYTES)
+    );
+    let new = NewEvent {
+        event_type: event_type.clone(),
+        schema_version: 1,
+        data: vec![1].into(),
+    };
+    let metadata = EventMetadata {
+        message_id: message_id.clone(),
+        correlation_id: "c".repeat(MAX_ID_BYTES),
+        causation_id: "k".repeat(MAX_ID_BYTES),
+        user: BTreeMap::new(),
+    };
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![new],
+            metadata.clone(),
+        )
+        .await
+        .expect("an append with the longest names");
+    let events = read(store, &stream, 0).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (&*events[0].stream, &*events[0].event_type),
+        (&*stream, &*event_type)
+    );
+    assert_eq!(*events[0].metadata, metadata);
+    assert_eq!(
+        store.find_message(&stream, &message_id).await.unwrap(),
+        Some(0)
+    );
+    let saved = StoredState {
+        version: 0,
+        schema_version: 1,
+        data: vec![2].into(),
+    };
+    store.save_snapshot(&stream, saved.clone()).await.unwrap();
+    assert_eq!(
+        store.load_snapshot(&stream).await.unwrap(),
+        Some(saved.clone())
+    );
+    store
+        .save_state(&stream, saved.clone(), ExpectedVersion::NoStream)
+        .await
+        .unwrap();
+    assert_eq!(store.load_state(&stream).await.unwrap(), Some(saved));
+}
+
+/// An aggregate whose second event type breaks the names rule.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Probe {
+    events: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum ProbeEvent {
+    Fine,
+    BadlyNamed,
+}
+
+impl Aggregate for Probe {
+    type Event = ProbeEvent;
+    const NAME: &'static str = "probe";
+
+    fn apply(&mut self, _: &ProbeEvent) {
+        self.events += 1;
+    }
+
+    fn event_type(event: &ProbeEvent) -> &'static str {
+        match event {
+            ProbeEvent::Fine => "Fine",
+            ProbeEvent::BadlyNamed => "Badly\0Named",
+        }
+    }
+}
+
+#[track_caller]
+fn assert_invalid_name<T: std::fmt::Debug>(result: Result<T, RepoError>, what: &str) {
+    match result {
+        Err(RepoError::InvalidName(error)) => {
+            let text = error.to_string();
+            assert!(
+                text.contains("bytes of UTF-8 without control characters"),
+                "{what}: the error states the rule: {text}"
+            );
+        }
+        other => panic!("{what}: expected RepoError::InvalidName, got {other:?}"),
+    }
+}
+
+/// Ids and event types that break the [`names`](crate::names) rule (empty, 1 MB, with a NUL
+/// byte or a newline) are refused by the [`Repo`] with [`RepoError::InvalidName`], whatever the
+/// store, and nothing reaches the store; an id of the greatest length is stored.
+pub async fn the_repo_refuses_names_that_break_the_rule<S>(store: Arc<S>)
+where
+    S: EventStore + StateStore + 'static,
+{
+    let events = Repo::<Probe>::event_sourced(store.clone());
+    let states = Repo::<Probe>::state_based(store.clone());
+    let cause = Message::new("probe");
+    let huge = "x".repeat(1 << 20);
+    for id in ["", "nul\0byte", "new\nline", huge.as_str()] {
+        let what = format!("id {:?}", id.get(..12).unwrap_or(id));
+        for repo in [&events, &states] {
+            let mut state = AggregateState::<Probe>::default();
+            let committed = repo
+                .commit(
+                    id,
+                    &mut state,
+                    vec![ProbeEvent::Fine],
+                    &cause,
+                    BTreeMap::new(),
+                )
+                .await;
+            assert_invalid_name(committed, &format!("commit with {what}"));
+            assert_invalid_name(repo.load(id).await, &format!("load with {what}"));
+            assert_invalid_name(repo.exists(id).await, &format!("exists with {what}"));
+            assert_invalid_name(
+                repo.delete(id, DeleteMode::Hard, ExpectedVersion::Any)
+                    .await,
+                &format!("delete with {what}"),
+            );
+        }
+        assert_invalid_name(events.events(id).await, &format!("events with {what}"));
+    }
+    let mut state = AggregateState::<Probe>::default();
+    let bad_type = events
+        .commit(
+            "fine-id",
+            &mut state,
+            vec![ProbeEvent::BadlyNamed],
+            &cause,
+            BTreeMap::new(),
+        )
+        .await;
+    assert_invalid_name(bad_type, "an event type with a NUL byte");
+    let bad_id = Message::new("probe").with_id("m\0");
+    let mut state = AggregateState::<Probe>::default();
+    let bad_message = events
+        .commit(
+            "fine-id",
+            &mut state,
+            vec![ProbeEvent::Fine],
+            &bad_id,
+            BTreeMap::new(),
+        )
+        .await;
+    assert!(
+        matches!(
+            bad_message,
+            Err(RepoError::InvalidName(NameError::ControlCharacter { .. }))
+        ),
+        "a message id with a NUL byte: {bad_message:?}"
+    );
+    assert!(
+        store.read_all(0, 10).await.unwrap().is_empty(),
+        "nothing reached the store"
+    );
+
+    let longest = "ü".repeat(MAX_ID_BYTES / 2);
+    for repo in [&events, &states] {
+        let mut state = AggregateState::<Probe>::default();
+        repo.commit(
+            &longest,
+            &mut state,
+            vec![ProbeEvent::Fine],
+            &cause,
+            BTreeMap::new(),
+        )
+        .await
+        .expect("an id of the greatest length");
+        let loaded = repo.load(&longest).await.unwrap().expect("stored");
+        assert_eq!((loaded.state.events, loaded.version), (1, 0));
+    }
+}
+
 /// Generates one `#[tokio::test]` per conformance check, each with a fresh store from `$make`,
 /// an expression whose value is a future of a store implementing every store trait.
 #[macro_export]
@@ -618,6 +814,16 @@ macro_rules! event_store_conformance {
                 };
             }
 
+            macro_rules! check_shared {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let store = ::std::sync::Arc::new($make.await);
+                        $crate::conformance::$name(store).await;
+                    }
+                };
+            }
+
             check!(append_and_read_back);
             check!(expected_version_rules);
             check!(concurrent_appenders_on_one_stream);
@@ -632,6 +838,8 @@ macro_rules! event_store_conformance {
             check!(snapshot_delete);
             check!(states);
             check!(state_delete);
+            check!(the_longest_names_are_kept);
+            check_shared!(the_repo_refuses_names_that_break_the_rule);
         }
     };
 }

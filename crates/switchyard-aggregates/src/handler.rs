@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use switchyard_messaging::{Format, Message, Response};
+use switchyard_messaging::{Format, Message, Payload, Response};
 
 use crate::runtime::{AggregateRuntime, CommandOptions, Kind};
 use crate::store::{DeleteMode, EventStore, ExpectedVersion, IntoShared, StateStore};
@@ -43,7 +43,9 @@ enum IdGeneration {
 /// Each method returns a handler for [`Router::service`](switchyard_messaging::Router::service):
 /// it finds the aggregate id, sends the command to the aggregate's task and answers
 /// `Created { id, version }` for a new aggregate, `OkAt { payload, version }` for an existing one,
-/// or the typed `NotFound`, `AlreadyExists`, `Conflict`, `MissingId`. Builder methods return a
+/// or the typed `NotFound`, `AlreadyExists`, `Conflict`, `MissingId`, and `ValidationError` for
+/// an id that breaks the rule every store shares (see [`names`](crate::names)), before any store
+/// is asked. Builder methods return a
 /// changed copy, so settings can differ per service.
 ///
 /// Three layers serve an aggregate: a [`Repo`] persists it, an [`AggregateRuntime`] keeps one
@@ -413,6 +415,10 @@ impl<A: Aggregate> MessageHandler<A> {
                 return message.return_with(response);
             }
         };
+        if let Err(error) = self.runtime.repo().checked_stream(&id) {
+            let response = Response::ValidationError(Payload::text(error.to_string()));
+            return message.return_with(response);
+        }
         message.aggregate_meta_mut().id = Some(id.clone());
         let options = CommandOptions {
             commit_timeout: self.commit_timeout,

@@ -77,6 +77,7 @@ mod aggregate;
 pub mod conformance;
 mod event_name;
 mod handler;
+pub mod names;
 pub mod repo;
 mod runtime;
 mod state;

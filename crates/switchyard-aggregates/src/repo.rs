@@ -13,9 +13,10 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use switchyard_messaging::codec;
-use switchyard_messaging::{ErrorChain, IntoResponse, Message, Response};
+use switchyard_messaging::{ErrorChain, IntoResponse, Message, Payload, Response};
 use tracing::Instrument;
 
+use crate::names::{self, NameError, NameKind};
 use crate::store::{
     AppendError, DeleteMode, EventMetadata, EventStore, ExpectedVersion, IntoShared, NewEvent,
     SnapshotStore, StateStore, StoreError, StoredState,
@@ -83,6 +84,11 @@ impl<A> Clone for Backend<A> {
 /// them, starting from the latest snapshot if snapshots are on. State-based
 /// ([`Repo::state_based`]): the whole state, with its version and recent message ids, is stored
 /// after each command.
+///
+/// Every method taking an aggregate id first checks it, the stream name, and (when committing)
+/// the event types and message ids against the rule every store shares (see
+/// [`names`]): a name that breaks it is refused with [`RepoError::InvalidName`]
+/// before any store is asked, so every store accepts the same names.
 ///
 /// # Examples
 ///
@@ -179,6 +185,10 @@ pub enum RepoError {
         /// The aggregate type's [`NAME`](Aggregate::NAME).
         aggregate: &'static str,
     },
+    /// An aggregate id, event type or message id breaks the rule every store shares (see
+    /// [`names`]); nothing was read or written. Choose another name.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
     /// An event or state could not be encoded or decoded.
     #[error("aggregate `{stream}`: {reason}")]
     Codec {
@@ -201,12 +211,14 @@ impl RepoError {
 
 impl IntoResponse for RepoError {
     /// A conflict answers [`Response::Conflict`] (retrying on fresh state may succeed); a
-    /// missing aggregate [`Response::NotFound`]; every other kind is the service's failure,
-    /// answered [`Response::Error`] with the error and its causes.
+    /// missing aggregate [`Response::NotFound`]; an invalid name [`Response::ValidationError`]
+    /// with the rule (the caller's mistake); every other kind is the service's failure, answered
+    /// [`Response::Error`] with the error and its causes.
     fn into_response(self) -> Response {
         match self {
             Self::Conflict { expected, actual } => Response::Conflict { expected, actual },
             Self::NotFound { id, .. } => Response::NotFound { id },
+            Self::InvalidName(error) => Response::ValidationError(Payload::text(error.to_string())),
             other => Response::error(ErrorChain(&other).to_string()),
         }
     }
@@ -290,9 +302,20 @@ impl<A: Aggregate> Repo<A> {
         self.processed_capacity
     }
 
-    /// The stream of aggregate `id`: `"{NAME}-{id}"`.
+    /// The stream of aggregate `id`: `"{NAME}-{id}"`. It does not check `id`; every other
+    /// method refuses an id that breaks the [`names`] rule with
+    /// [`RepoError::InvalidName`].
     pub fn stream_name(&self, id: &str) -> String {
         format!("{}-{id}", A::NAME)
+    }
+
+    /// The stream of aggregate `id`, once `id` and the stream name are checked against the
+    /// rule every store shares.
+    pub(crate) fn checked_stream(&self, id: &str) -> Result<String, NameError> {
+        names::check(NameKind::AggregateId, id)?;
+        let stream = self.stream_name(id);
+        names::check(NameKind::Stream, &stream)?;
+        Ok(stream)
     }
 
     /// Whether aggregate `id` exists.
@@ -301,7 +324,7 @@ impl<A: Aggregate> Repo<A> {
     ///
     /// The store's error.
     pub async fn exists(&self, id: &str) -> Result<bool, RepoError> {
-        let stream = self.stream_name(id);
+        let stream = self.checked_stream(id)?;
         match &self.backend {
             Backend::EventSourced { events, .. } => Ok(events.has_stream(&stream).await?),
             Backend::StateBased { states, .. } => Ok(states.load_state(&stream).await?.is_some()),
@@ -361,7 +384,7 @@ impl<A: Aggregate> Repo<A> {
     }
 
     async fn load_in_span(&self, id: &str) -> Result<Option<AggregateState<A>>, RepoError> {
-        let stream = self.stream_name(id);
+        let stream = self.checked_stream(id)?;
         match &self.backend {
             Backend::StateBased { states, codec } => {
                 let Some(stored) = states.load_state(&stream).await? else {
@@ -402,7 +425,7 @@ impl<A: Aggregate> Repo<A> {
         id: &str,
         state: AggregateState<A>,
     ) -> Result<(AggregateState<A>, bool), RepoError> {
-        let stream = self.stream_name(id);
+        let stream = self.checked_stream(id)?;
         let before = state.version;
         match &self.backend {
             Backend::EventSourced { .. } => {
@@ -548,7 +571,7 @@ impl<A: Aggregate> Repo<A> {
         cause: &Message,
         user_metadata: std::collections::BTreeMap<String, String>,
     ) -> Result<i64, RepoError> {
-        let stream = self.stream_name(id);
+        let stream = self.checked_stream(id)?;
         let before = state.version;
         match &self.backend {
             Backend::EventSourced { events: store, .. } => {
@@ -558,8 +581,10 @@ impl<A: Aggregate> Repo<A> {
                         stream: stream.clone(),
                         reason: format!("event does not encode: {}", ErrorChain(&e)),
                     })?;
+                    let event_type = A::event_type(event);
+                    names::check(NameKind::EventType, event_type)?;
                     encoded.push(NewEvent {
-                        event_type: A::event_type(event).to_owned(),
+                        event_type: event_type.to_owned(),
                         schema_version: A::EVENT_SCHEMA_VERSION,
                         data: data.into(),
                     });
@@ -570,6 +595,7 @@ impl<A: Aggregate> Repo<A> {
                     causation_id: cause.causation_id().to_owned(),
                     user: user_metadata,
                 };
+                check_message_ids(&metadata)?;
                 let span = tracing::debug_span!(
                     "switchyard.aggregate.append",
                     aggregate = A::NAME,
@@ -666,7 +692,7 @@ impl<A: Aggregate> Repo<A> {
         }
         match &self.backend {
             Backend::EventSourced { events, .. } => Ok(events
-                .find_message(&self.stream_name(id), message_id)
+                .find_message(&self.checked_stream(id)?, message_id)
                 .await?),
             Backend::StateBased { .. } => Ok(None),
         }
@@ -695,7 +721,7 @@ impl<A: Aggregate> Repo<A> {
         let Backend::EventSourced { events, .. } = &self.backend else {
             return Ok(false);
         };
-        let stream = self.stream_name(id);
+        let stream = self.checked_stream(id)?;
         let mut pages = events.read_stream(&stream, 0, 1);
         let Some(page) = pages.next().await else {
             return Ok(false);
@@ -723,7 +749,7 @@ impl<A: Aggregate> Repo<A> {
         mode: DeleteMode,
         expected: ExpectedVersion,
     ) -> Result<(), RepoError> {
-        let stream = self.stream_name(id);
+        let stream = self.checked_stream(id)?;
         let expected_version = match expected {
             ExpectedVersion::Exactly(v) => v,
             ExpectedVersion::NoStream | ExpectedVersion::Any => -1,
@@ -746,6 +772,13 @@ impl<A: Aggregate> Repo<A> {
                 .map_err(|e| RepoError::from_append(e, expected_version)),
         }
     }
+}
+
+/// Checks the ids an append records against the rule every store shares.
+fn check_message_ids(metadata: &EventMetadata) -> Result<(), NameError> {
+    names::check(NameKind::MessageId, &metadata.message_id)?;
+    names::check(NameKind::CorrelationId, &metadata.correlation_id)?;
+    names::check(NameKind::CausationId, &metadata.causation_id)
 }
 
 /// The response a message got the first time, as far as its recorded events tell: `Created` if

@@ -415,6 +415,8 @@ impl<A: Aggregate> AggregateRuntime<A> {
         mode: DeleteMode,
         expected: ExpectedVersion,
     ) -> Result<(), RepoError> {
+        // A bad id is refused before it names a task.
+        self.inner.repo.checked_stream(id)?;
         loop {
             let Some(sender) = self.sender_for(id) else {
                 return self.inner.repo.delete(id, mode, expected).await;

@@ -83,8 +83,14 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     if version != FORMAT_VERSION {
         return Err(DecodeError::UnsupportedVersion { found: version });
     }
-    let (value, used) = bincode::serde::decode_from_slice(body, config())
-        .map_err(|source| DecodeError::Malformed { source })?;
+    let (value, used) =
+        bincode::serde::decode_from_slice(body, config()).map_err(|source| match source {
+            bincode::error::DecodeError::LimitExceeded => DecodeError::TooLarge {
+                bytes: bytes.len(),
+                limit: MAX_DECODE_CLAIM,
+            },
+            source => DecodeError::Malformed { source },
+        })?;
     if used != body.len() {
         return Err(DecodeError::TrailingBytes {
             count: body.len() - used,
@@ -125,6 +131,20 @@ pub enum DecodeError {
         /// What bincode reported.
         #[source]
         source: bincode::error::DecodeError,
+    },
+    /// The value claims more memory than [`MAX_DECODE_CLAIM`] (a collection of more than
+    /// 64 MiB, or a length prefix claiming so): refused before allocating. Send large data in
+    /// pieces, or by reference (a file or object-store key) instead of in the message.
+    #[error(
+        "too large: the value claims more than the limit of {} MiB ({bytes} bytes given); \
+         send large data in pieces or by reference",
+        limit / (1024 * 1024)
+    )]
+    TooLarge {
+        /// The size of the encoded value given to decode.
+        bytes: usize,
+        /// The limit, [`MAX_DECODE_CLAIM`].
+        limit: usize,
     },
     /// A value was decoded but bytes remained: the data was written for another type.
     #[error("{count} bytes left over after the value")]
@@ -174,6 +194,21 @@ mod tests {
             decode::<Vec<u8>>(&bytes),
             Err(DecodeError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn a_value_over_the_limit_is_too_large_naming_its_size_and_the_limit() {
+        let big = vec![7_u8; MAX_DECODE_CLAIM + 1];
+        let bytes = encode(&big).unwrap();
+        let error = decode::<Vec<u8>>(&bytes).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "too large: the value claims more than the limit of 64 MiB ({} bytes given); \
+                 send large data in pieces or by reference",
+                bytes.len()
+            )
+        );
     }
 
     #[test]

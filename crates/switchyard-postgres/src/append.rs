@@ -42,7 +42,7 @@ pub(crate) struct Appender {
 impl Appender {
     /// Starts `committers` committer tasks on the current runtime, writing through `database`.
     pub(crate) fn start(database: Database, committers: usize) -> Self {
-        let committers = Committers::spawn(database.pool(), committers);
+        let committers = Committers::spawn(&database, committers);
         Self {
             database,
             committers,

@@ -8,11 +8,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
-use deadpool::managed::Object;
+use std::sync::Arc;
+
+use deadpool::managed::{Object, PoolError, TimeoutType};
 use switchyard_aggregates::store::StoreError;
 use tokio_postgres::Row;
 
-use crate::error::Failure;
+use crate::error::{ConnectTimeout, Failure};
 use crate::pool::{Manager, Params, Pool};
 
 /// The pool and the retry policy. Cheap to clone: clones share the pool.
@@ -20,12 +22,19 @@ use crate::pool::{Manager, Params, Pool};
 pub(crate) struct Database {
     pool: Pool,
     backoff: ExponentialBuilder,
+    /// What a connection that took too long to set up is reported as.
+    timed_out: Arc<ConnectTimeout>,
 }
 
 impl Database {
-    /// Access through `pool`, retrying as `backoff` says.
-    pub(crate) fn new(pool: Pool, backoff: ExponentialBuilder) -> Self {
-        Self { pool, backoff }
+    /// Access through `pool`, retrying as `backoff` says; `timed_out` is the error of a
+    /// connection whose set-up outlasts the pool's create timeout.
+    pub(crate) fn new(pool: Pool, backoff: ExponentialBuilder, timed_out: ConnectTimeout) -> Self {
+        Self {
+            pool,
+            backoff,
+            timed_out: Arc::new(timed_out),
+        }
     }
 
     /// The pool, for the committers, which sort their failures themselves.
@@ -33,9 +42,16 @@ impl Database {
         &self.pool
     }
 
-    /// A connection from the pool.
+    /// A connection from the pool. A connection that could not be set up within the connect
+    /// timeout is not tried again: a server that accepts and does not answer would make every
+    /// retry wait as long again.
     pub(crate) async fn conn(&self) -> Result<Object<Manager>, Failure> {
-        self.pool.get().await.map_err(Failure::pool)
+        self.pool.get().await.map_err(|error| match error {
+            PoolError::Timeout(TimeoutType::Create) => {
+                Failure::Refused(Box::new(ConnectTimeout::clone(&self.timed_out)))
+            }
+            other => Failure::pool(other),
+        })
     }
 
     /// Runs `op` until it succeeds, fails for good, or the retries are used up: only

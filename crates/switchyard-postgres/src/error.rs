@@ -1,6 +1,8 @@
 //! Errors of connecting and migrating, and how driver errors are sorted into "try again",
 //! "refused" and "connection lost".
 
+use std::time::Duration;
+
 use tokio_postgres::error::{Severity, SqlState};
 
 /// Boxed error, the source type of `switchyard-aggregates`' store errors.
@@ -39,6 +41,11 @@ pub enum PostgresError {
         #[source]
         source: BoxError,
     },
+    /// A server took longer than [`PostgresOptions::connect_timeout`](crate::PostgresOptions::connect_timeout)
+    /// to set up a connection (it accepted TCP and did not answer, or answered too slowly). Not
+    /// retried: waiting as long again would not help. Check the address, or raise the timeout.
+    #[error(transparent)]
+    ConnectTimeout(#[from] ConnectTimeout),
     /// A migration failed; it was rolled back with every other migration of that run.
     #[error("migration {version} (`{name}`) of the store's schema failed")]
     Migration {
@@ -68,6 +75,36 @@ pub enum PostgresError {
         #[source]
         source: tokio_postgres::Error,
     },
+}
+
+/// A server did not set up a connection within the connect timeout: the error of
+/// [`PostgresError::ConnectTimeout`] when connecting, and the source of a store call's
+/// `StoreError::Backend` later on.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error(
+    "PostgreSQL at {address} did not set up a connection within {timeout:?} \
+     (`PostgresOptions::connect_timeout`): check that the address is a PostgreSQL server that is \
+     up and not overloaded, or raise the timeout"
+)]
+pub struct ConnectTimeout {
+    address: String,
+    timeout: Duration,
+}
+
+impl ConnectTimeout {
+    pub(crate) fn new(address: String, timeout: Duration) -> Self {
+        Self { address, timeout }
+    }
+
+    /// The server's address (`host:port`, several joined by `, `), as the URL gave it.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The timeout that ran out.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
 }
 
 /// What a failed attempt means for trying again.

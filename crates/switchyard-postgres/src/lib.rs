@@ -158,7 +158,7 @@ pub use crate::config::tls_config;
 pub use crate::config::{DEFAULT_SCHEMA, PostgresOptions};
 #[cfg(feature = "events")]
 #[doc(inline)]
-pub use crate::error::PostgresError;
+pub use crate::error::{ConnectTimeout, PostgresError};
 #[cfg(feature = "events")]
 #[doc(inline)]
 pub use crate::store::PostgresStore;

@@ -11,7 +11,7 @@ use deadpool::managed::{QueueMode, Timeouts};
 use crate::append::Appender;
 use crate::config::{PostgresOptions, valid_schema};
 use crate::db::Database;
-use crate::error::PostgresError;
+use crate::error::{ConnectTimeout, Failure, PostgresError};
 use crate::pool::{Manager, Pool};
 
 /// Events, snapshots and states in PostgreSQL. Cheap to clone: clones share the pool.
@@ -92,6 +92,7 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("switchyard");
         }
+        let timed_out = ConnectTimeout::new(address(&config), options.connect_timeout);
         let manager = manager(config, &options);
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
@@ -114,7 +115,7 @@ impl PostgresStore {
         } else {
             backoff.with_max_times(options.retries)
         };
-        let database = Database::new(pool, backoff);
+        let database = Database::new(pool, backoff, timed_out);
         // A quarter of the connections commit batches of appends; the rest serve reads.
         let appender = Appender::start(database.clone(), (options.pool_size / 4).clamp(1, 8));
         let store = Self {
@@ -133,9 +134,7 @@ impl PostgresStore {
             database
                 .retrying(|| async { database.conn().await.map(drop) })
                 .await
-                .map_err(|failure| PostgresError::Connect {
-                    source: failure.into_source(),
-                })?;
+                .map_err(connect_failed)?;
         }
         Ok(store)
     }
@@ -153,9 +152,7 @@ impl PostgresStore {
         let mut conn = database
             .retrying(|| database.conn())
             .await
-            .map_err(|failure| PostgresError::Connect {
-                source: failure.into_source(),
-            })?;
+            .map_err(connect_failed)?;
         crate::migrations::run(&mut conn.client, &self.inner.schema).await
     }
 
@@ -187,6 +184,42 @@ impl PostgresStore {
     /// How long `read_all` waits for the transactions holding back earlier commits.
     pub(crate) fn read_all_wait(&self) -> Duration {
         self.inner.read_all_wait
+    }
+}
+
+/// The error of a connection that could not be had when setting the store up.
+fn connect_failed(failure: Failure) -> PostgresError {
+    match failure.into_source().downcast::<ConnectTimeout>() {
+        Ok(timed_out) => PostgresError::ConnectTimeout(*timed_out),
+        Err(source) => PostgresError::Connect { source },
+    }
+}
+
+/// The servers `config` names, as `host:port`, for error messages.
+fn address(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let ports = config.get_ports();
+    let port = |index: usize| {
+        ports
+            .get(index)
+            .or_else(|| ports.first())
+            .copied()
+            .unwrap_or(5432)
+    };
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(index, host)| match host {
+            Host::Tcp(name) => format!("{name}:{}", port(index)),
+            #[cfg(unix)]
+            Host::Unix(dir) => format!("{}/.s.PGSQL.{}", dir.display(), port(index)),
+        })
+        .collect();
+    if hosts.is_empty() {
+        format!("localhost:{}", port(0))
+    } else {
+        hosts.join(", ")
     }
 }
 

@@ -25,8 +25,15 @@ pub(crate) fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connec
         path: path.to_owned(),
         source,
     };
-    let mut conn = Connection::open(path).map_err(open_error)?;
+    let mut conn = if options.creates() {
+        Connection::open(path).map_err(open_error)?
+    } else {
+        open_existing(path)?
+    };
     conn.busy_timeout(options.busy()).map_err(open_error)?;
+    if !options.creates() {
+        refuse_if_no_store(&conn, path)?;
+    }
     let mode: String = conn
         .query_row(include_str!("sql/journal_mode_wal.sql"), [], |row| {
             row.get(0)
@@ -40,6 +47,54 @@ pub(crate) fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connec
     configure(&conn, options).map_err(open_error)?;
     migrate(&mut conn, path)?;
     Ok(conn)
+}
+
+/// Opens a file that must exist, without creating it.
+fn open_existing(path: &Path) -> Result<Connection, SqliteError> {
+    if !path.try_exists().unwrap_or(true) {
+        return Err(SqliteError::Missing {
+            path: path.to_owned(),
+        });
+    }
+    // A store's file is never empty: WAL mode is recorded in its first page. An empty file
+    // beside a leftover `-wal` file would otherwise open with whatever pages that log holds.
+    if std::fs::metadata(path).is_ok_and(|meta| meta.len() == 0) {
+        return Err(SqliteError::NoStore {
+            path: path.to_owned(),
+            bytes: 0,
+        });
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    Connection::open_with_flags(path, flags).map_err(|source| match source.sqlite_error_code() {
+        // Removed between the look and the open.
+        Some(rusqlite::ErrorCode::CannotOpen) if !path.exists() => SqliteError::Missing {
+            path: path.to_owned(),
+        },
+        _ => SqliteError::Open {
+            path: path.to_owned(),
+            source,
+        },
+    })
+}
+
+/// Refuses a file without Switchyard's mark (empty, or a database nothing was written to),
+/// before anything is written to it.
+fn refuse_if_no_store(conn: &Connection, path: &Path) -> Result<(), SqliteError> {
+    let application_id: i64 = conn
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .map_err(|source| SqliteError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    if application_id == 0 {
+        return Err(SqliteError::NoStore {
+            path: path.to_owned(),
+            bytes: std::fs::metadata(path).map_or(0, |meta| meta.len()),
+        });
+    }
+    Ok(())
 }
 
 /// Opens a reader's connection to a file the writer already opened.

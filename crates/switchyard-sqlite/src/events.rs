@@ -21,15 +21,27 @@ use switchyard_aggregates::store::{
 
 use crate::SqliteStore;
 use crate::error::{WorkersStopped, WritePanicked};
-use crate::worker::WriteFailed;
+use crate::worker::{self, WriteFailed};
 
 fn backend(error: rusqlite::Error) -> StoreError {
     StoreError::backend(error)
 }
 
+/// The store error of a write that did not happen: [`StoreError::DiskFull`] when the disk is
+/// full, else the backend's failure.
+fn not_written(error: Arc<rusqlite::Error>) -> StoreError {
+    if worker::is_disk_full(&error) {
+        StoreError::DiskFull {
+            source: Box::new(error),
+        }
+    } else {
+        StoreError::backend(error)
+    }
+}
+
 fn append_failed(stream: &str, failed: WriteFailed) -> AppendError {
     match failed {
-        WriteFailed::NotWritten(error) => AppendError::Store(StoreError::backend(error)),
+        WriteFailed::NotWritten(error) => AppendError::Store(not_written(error)),
         WriteFailed::CommitUnknown(error) => AppendError::Unknown {
             stream: stream.to_owned(),
             source: Box::new(error),
@@ -41,9 +53,8 @@ fn append_failed(stream: &str, failed: WriteFailed) -> AppendError {
 
 fn store_failed(failed: WriteFailed) -> StoreError {
     match failed {
-        WriteFailed::NotWritten(error) | WriteFailed::CommitUnknown(error) => {
-            StoreError::backend(error)
-        }
+        WriteFailed::NotWritten(error) => not_written(error),
+        WriteFailed::CommitUnknown(error) => StoreError::backend(error),
         WriteFailed::Panicked => StoreError::backend(WritePanicked),
         WriteFailed::Stopped => StoreError::backend(WorkersStopped),
     }

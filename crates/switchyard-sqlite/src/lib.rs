@@ -50,6 +50,11 @@
 //!   migrations (`migrations/*.sql` in this crate), counted in `PRAGMA user_version`, applied
 //!   in one transaction. A file of another application, or of a newer Switchyard, is refused
 //!   untouched.
+//! - **Opening a store that must exist.** [`SqliteStore::open`] creates what is missing; on a
+//!   restart, [`SqliteStore::open_existing`] refuses a missing file, or one that holds no store
+//!   (truncated to 0 bytes), instead of starting an empty store in it.
+//! - **A full disk** refuses writes with the definite `StoreError::DiskFull` (SQLite rolled the
+//!   transaction back); the store goes on once space is freed.
 //!
 //! The handle works from any thread and any async runtime: its methods wait on channels, never
 //! block the caller's thread.

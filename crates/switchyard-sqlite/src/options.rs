@@ -37,6 +37,7 @@ pub struct SqliteOptions {
     readers: usize,
     max_batch: usize,
     busy_timeout: Duration,
+    create_if_missing: bool,
 }
 
 impl Default for SqliteOptions {
@@ -46,6 +47,7 @@ impl Default for SqliteOptions {
             readers: 2,
             max_batch: 512,
             busy_timeout: Duration::from_secs(5),
+            create_if_missing: true,
         }
     }
 }
@@ -78,6 +80,18 @@ impl SqliteOptions {
         self
     }
 
+    /// Whether opening may start a new store (yes by default): create a missing file, and
+    /// create the schema in an empty one. Off, opening refuses a missing file
+    /// ([`SqliteError::Missing`](crate::SqliteError::Missing)) and a file that holds no
+    /// Switchyard store, such as one truncated to 0 bytes
+    /// ([`SqliteError::NoStore`](crate::SqliteError::NoStore)), leaving it untouched: what a
+    /// restart or a tool that expects data wants
+    /// ([`SqliteStore::open_existing`](crate::SqliteStore::open_existing)).
+    pub fn create_if_missing(mut self, create: bool) -> Self {
+        self.create_if_missing = create;
+        self
+    }
+
     /// The durability setting.
     pub fn synchronous_mode(&self) -> Synchronous {
         self.synchronous
@@ -90,6 +104,10 @@ impl SqliteOptions {
 
     pub(crate) fn batch_limit(&self) -> usize {
         self.max_batch
+    }
+
+    pub(crate) fn creates(&self) -> bool {
+        self.create_if_missing
     }
 
     pub(crate) fn busy(&self) -> Duration {

@@ -27,6 +27,35 @@ impl SqliteStore {
         Self::open_with(path, SqliteOptions::default())
     }
 
+    /// Opens the store already in the file at `path`, with the default options, and refuses
+    /// to start a new one: a missing file is [`SqliteError::Missing`], and a file that holds no
+    /// Switchyard store (truncated to 0 bytes, or an empty SQLite database) is
+    /// [`SqliteError::NoStore`], left untouched. Use it wherever data is expected (a restart, a
+    /// tool reading a store): [`open`](Self::open) would silently start an empty store in such
+    /// a file. The same as [`open_with`](Self::open_with) with
+    /// [`SqliteOptions::create_if_missing`]`(false)`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchyard_sqlite::{SqliteError, SqliteStore};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("store.db");
+    /// assert!(matches!(SqliteStore::open_existing(&path), Err(SqliteError::Missing { .. })));
+    /// drop(SqliteStore::open(&path)?); // creates it
+    /// let store = SqliteStore::open_existing(&path)?;
+    /// # drop(store);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open), and [`SqliteError::Missing`] or [`SqliteError::NoStore`].
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self, SqliteError> {
+        Self::open_with(path, SqliteOptions::default().create_if_missing(false))
+    }
+
     /// Opens the database file at `path` with `options`.
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, SqliteError> {
         let path = path.as_ref();

@@ -265,12 +265,24 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), W
         }
     }
     if let Err(error) = conn.execute_batch(include_str!("sql/commit.sql")) {
-        // The commit may have reached the disk before failing (an I/O error while syncing):
-        // its outcome is unknown. Make sure no transaction stays open either way.
+        // Make sure no transaction stays open either way.
         if !conn.is_autocommit() {
             let _ = conn.execute_batch(include_str!("sql/rollback.sql"));
         }
+        if is_disk_full(&error) {
+            // SQLITE_FULL: a write of the log or the database found no space, before the
+            // commit record was complete; the transaction was rolled back (by SQLite, or
+            // just above). Nothing was written.
+            return Err(WriteFailed::NotWritten(Arc::new(error)));
+        }
+        // Any other failure may come after the commit reached the disk (an I/O error while
+        // syncing): its outcome is unknown.
         return Err(WriteFailed::CommitUnknown(Arc::new(error)));
     }
     Ok(())
+}
+
+/// Whether SQLite failed for want of space (`SQLITE_FULL`: the disk or a quota is full).
+pub(crate) fn is_disk_full(error: &rusqlite::Error) -> bool {
+    error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
 }

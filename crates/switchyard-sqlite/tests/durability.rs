@@ -13,7 +13,7 @@ use switchyard_aggregates::store::{
     AppendError, EventAppender, EventMetadata, EventReader, ExpectedVersion, GlobalReader,
     NewEvent, RecordedEvent, SnapshotStore, StoredState,
 };
-use switchyard_sqlite::{SqliteOptions, SqliteStore, Synchronous};
+use switchyard_sqlite::{SqliteError, SqliteOptions, SqliteStore, Synchronous};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -313,6 +313,93 @@ fn opening_a_missing_directory_says_so() {
     let message = error.to_string();
     assert!(message.contains("/nonexistent/dir/store.db"), "{message}");
     assert!(message.contains("directory exists"), "{message}");
+}
+
+#[test]
+fn opening_a_file_that_is_not_a_database_says_so_not_the_directory() {
+    let path = scratch("not-a-database");
+    std::fs::write(&path, "these are notes, not a database\n".repeat(200)).unwrap();
+    let message = SqliteStore::open(&path).unwrap_err().to_string();
+    assert!(
+        message.ends_with(
+            "the file is not a SQLite database (or is encrypted): check the path, and give \
+             Switchyard a file of its own"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("directory exists"), "{message}");
+}
+
+#[test]
+fn open_existing_refuses_a_missing_file_and_creates_nothing() {
+    let path = scratch("missing");
+    let error = SqliteStore::open_existing(&path).unwrap_err();
+    assert!(matches!(error, SqliteError::Missing { .. }), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "no SQLite store at `{}`: the file does not exist; check the path, or open it with \
+             `SqliteStore::open` to create a new, empty store",
+            path.display()
+        )
+    );
+    assert!(!path.exists(), "nothing was created");
+}
+
+#[tokio::test]
+async fn open_existing_refuses_a_truncated_file_and_leaves_it_untouched() {
+    let path = scratch("truncated");
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .append(
+                "kept",
+                ExpectedVersion::NoStream,
+                vec![event("a".into())],
+                meta("m-1"),
+            )
+            .await
+            .unwrap();
+    }
+    let reopened = SqliteStore::open_existing(&path).unwrap();
+    assert_eq!(
+        read(&reopened, "kept").await.len(),
+        1,
+        "a store with data opens"
+    );
+    drop(reopened);
+
+    // Truncated to 0 bytes, with the log of a store that is still closing beside it.
+    let still_open = SqliteStore::open(&path).unwrap();
+    std::fs::File::create(&path).unwrap();
+    let error = SqliteStore::open_existing(&path).unwrap_err();
+    assert!(
+        matches!(error, SqliteError::NoStore { bytes: 0, .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "`{}` holds no Switchyard store (0 bytes): it was truncated, replaced or never \
+             written; restore it from a backup or check the path (`SqliteStore::open` would \
+             start a new, empty store in it)",
+            path.display()
+        )
+    );
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left untouched");
+    drop(still_open);
+
+    // A SQLite database nobody wrote Switchyard's schema to is no store either. (Another file:
+    // the store just dropped closes its connections in the background.)
+    let other = scratch("empty-database");
+    let conn = rusqlite::Connection::open(&other).unwrap();
+    conn.pragma_update(None, "user_version", 0).unwrap();
+    drop(conn);
+    let empty_database = SqliteStore::open_existing(&other).unwrap_err();
+    assert!(
+        matches!(empty_database, SqliteError::NoStore { .. }),
+        "{empty_database:?}"
+    );
 }
 
 /// WAL: a reader in the middle of a read transaction does not hold the writer up, keeps its

@@ -119,7 +119,8 @@ impl<A: Aggregate> Repo<A> {
         limit: usize,
     ) -> Result<Vec<Decoded<A>>, RepoError> {
         let events = self.event_store()?;
-        let (page, _) = read_up_to::<A>(events, &self.stream_name(id), from_version, limit).await?;
+        let (page, _) =
+            read_up_to::<A>(events, &self.checked_stream(id)?, from_version, limit).await?;
         Ok(page)
     }
 
@@ -135,11 +136,14 @@ impl<A: Aggregate> Repo<A> {
         id: &str,
         from_version: i64,
     ) -> BoxStream<'static, Result<Decoded<A>, RepoError>> {
-        let events = match self.event_store() {
-            Ok(events) => events.clone(),
+        let checked = self
+            .event_store()
+            .and_then(|events| Ok((events.clone(), self.checked_stream(id)?)));
+        let (events, stream_name) = match checked {
+            Ok(checked) => checked,
             Err(error) => return stream::once(async { Err(error) }).boxed(),
         };
-        let stream_name: Arc<str> = self.stream_name(id).into();
+        let stream_name: Arc<str> = stream_name.into();
         let page_size = self.page_size.max(1);
         // Each step reads one page's worth from the store; the store's own pages may be shorter.
         // (A read borrows the stream's name, so one read cannot span steps of a stream that

@@ -11,6 +11,14 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The store's disk (or quota) is full: nothing was written. Free space on the store's
+    /// disk; the store goes on by itself once there is room, and retrying then succeeds.
+    #[error("not stored: disk full; free space on the store's disk, then retry")]
+    DiskFull {
+        /// The driver's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Stored data could not be read back: it is corrupted or of an unknown format.
     #[error("stored data of stream `{stream}` is unreadable: {reason}")]
     Corrupt {
@@ -46,7 +54,7 @@ pub enum AppendError {
         actual: Option<i64>,
     },
     /// The store failed; the append did not happen (stores report an unknown outcome as
-    /// [`AppendError::Unknown`]).
+    /// [`AppendError::Unknown`]; a full disk is the definite [`StoreError::DiskFull`]).
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The store cannot tell whether the append happened (the connection broke during commit).

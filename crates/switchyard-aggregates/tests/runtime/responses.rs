@@ -174,3 +174,31 @@ fn a_repo_error_answers_by_kind() {
         Response::error("aggregate `tally-1`: bad bytes")
     );
 }
+
+#[tokio::test]
+async fn a_command_for_an_id_that_breaks_the_names_rule_is_a_validation_error_saying_the_rule() {
+    let node = node();
+    let huge = "x".repeat(1 << 20);
+    for (id, problem) in [
+        ("t\0nul", "contains the control character '\\0' at byte 1"),
+        (
+            huge.as_str(),
+            "is 1048576 bytes long, over the limit of 256",
+        ),
+    ] {
+        let msg = Message::new("add_command")
+            .with_request(&1_u64)
+            .with_aggregate_id(id);
+        let answered = node.dispatch(msg).await;
+        let Some(Response::ValidationError(reason)) = answered.response() else {
+            panic!("expected a validation error, got {:?}", answered.response());
+        };
+        assert_eq!(
+            reason.to_string(),
+            format!(
+                "aggregate id {problem}: an aggregate id is 1 to 256 bytes of UTF-8 without \
+                 control characters"
+            )
+        );
+    }
+}

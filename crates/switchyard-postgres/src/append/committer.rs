@@ -10,8 +10,9 @@ use std::sync::Arc;
 use switchyard_aggregates::store::NewEvent;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use crate::db::Database;
 use crate::error::{BoxError, Failure, is_unique_violation};
-use crate::pool::{Pool, Session};
+use crate::pool::Session;
 
 /// What running an append did.
 pub(super) enum Ran {
@@ -54,7 +55,7 @@ const MAX_BATCH_EVENTS: usize = 1 << 16;
 /// The committer tasks, and the queue of appends waiting for them.
 pub(super) struct Committers {
     queue: mpsc::UnboundedSender<Job>,
-    pool: Pool,
+    database: Database,
 }
 
 impl Committers {
@@ -64,15 +65,15 @@ impl Committers {
     /// [`MAX_BATCH`], one per stream), and runs them as one statement: one round trip and one
     /// commit to disk for all. A lone append goes at once; under load, appends share commits.
     /// Committers end when this is dropped (with the last store handle).
-    pub(super) fn spawn(pool: &Pool, count: usize) -> Self {
+    pub(super) fn spawn(database: &Database, count: usize) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..count.max(1) {
-            tokio::spawn(committer(pool.clone(), receiver.clone()));
+            tokio::spawn(committer(database.clone(), receiver.clone()));
         }
         Self {
             queue,
-            pool: pool.clone(),
+            database: database.clone(),
         }
     }
 
@@ -82,7 +83,7 @@ impl Committers {
         let job = Job { request, reply };
         if let Err(mpsc::error::SendError(job)) = self.queue.send(job) {
             // The committers are gone with the runtime that started them: run it here.
-            run(&self.pool, vec![job]).await;
+            run(&self.database, vec![job]).await;
         }
         outcome
             .await
@@ -118,7 +119,7 @@ impl Batch {
     }
 }
 
-async fn committer(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
+async fn committer(database: Database, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
     // Appends to a stream already in the batch wait for the next one: one statement moves each
     // stream once.
     let mut deferred: VecDeque<Job> = VecDeque::new();
@@ -156,12 +157,12 @@ async fn committer(pool: Pool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
                 }
             }
         }
-        run(&pool, batch.jobs).await;
+        run(&database, batch.jobs).await;
     }
 }
 
 /// Runs a batch and tells each caller its outcome.
-async fn run(pool: &Pool, batch: Vec<Job>) {
+async fn run(database: &Database, batch: Vec<Job>) {
     // A caller that went away before its append was sent gave it up: nothing of it is sent.
     let mut batch: Vec<Job> = batch
         .into_iter()
@@ -172,7 +173,7 @@ async fn run(pool: &Pool, batch: Vec<Job>) {
     }
     batch.sort_by(|a, b| a.request.stream.cmp(&b.request.stream));
     let requests: Vec<&Request> = batch.iter().map(|job| &*job.request).collect();
-    match execute(pool, &requests).await {
+    match execute(database, &requests).await {
         Ok(befores) => {
             for (job, before) in batch.into_iter().zip(befores) {
                 let _ = job
@@ -192,7 +193,7 @@ async fn run(pool: &Pool, batch: Vec<Job>) {
         // One refused append must not fail the others: each runs again alone.
         Err(Executed::Failed(Failure::Refused(_))) if batch.len() > 1 => {
             for job in batch {
-                Box::pin(run(pool, vec![job])).await;
+                Box::pin(run(database, vec![job])).await;
             }
         }
         Err(Executed::Failed(failure)) => {
@@ -217,11 +218,8 @@ enum Executed {
 
 /// Runs the append statement for `requests` (streams distinct, in order); returns each one's
 /// stream version before it, `None` where the stream was not at the expected version.
-async fn execute(pool: &Pool, requests: &[&Request]) -> Result<Vec<Option<i64>>, Executed> {
-    let conn = pool
-        .get()
-        .await
-        .map_err(|error| Executed::Failed(Failure::pool(error)))?;
+async fn execute(database: &Database, requests: &[&Request]) -> Result<Vec<Option<i64>>, Executed> {
+    let conn = database.conn().await.map_err(Executed::Failed)?;
     let statement = conn
         .prepare(include_str!("../sql/append.sql"))
         .await

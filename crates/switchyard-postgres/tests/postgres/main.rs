@@ -8,6 +8,7 @@
 #[cfg(feature = "scheduler")]
 mod alarms;
 mod concurrency;
+mod connect;
 mod global_order;
 mod migrations;
 mod model;
