@@ -4,6 +4,7 @@
 //! the crates, guides and examples ([`docs`]).
 
 mod docs;
+mod imports;
 
 use std::path::{Path, PathBuf};
 
