@@ -3,7 +3,9 @@
 //! - `test`: everything CI checks, stopping at the first failure and naming it (on a throwaway
 //!   PostgreSQL server it installs and starts);
 //! - `docs`: the API docs and the guides (whose Rust blocks compile as doc tests);
-//! - `bench`: the criterion benchmarks, written to `docs/benchmarks.md`.
+//! - `bench`: the criterion benchmarks, written to `docs/benchmarks.md`;
+//! - `readme`: only the step of `test` that builds each `[dependencies]` table of the README
+//!   with its program.
 
 mod apt;
 mod bench;
@@ -17,12 +19,13 @@ mod tidy;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <test|docs|bench>
+const USAGE: &str = "usage: cargo xtask <test|docs|bench|readme>
 
   test    fmt, clippy, docs, every test, each crate alone, the README's dependency
           tables, the dependency check
   docs    API docs and guides (guides compile as doc tests)
-  bench   run the benchmarks and write docs/benchmarks.md";
+  bench   run the benchmarks and write docs/benchmarks.md
+  readme  build each README dependency table with its program (a step of test)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(),
         Some("docs") => docs::run(),
         Some("bench") => bench::run(&args[1..]),
+        Some("readme") => readme::check_dependency_tables(),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -1,10 +1,12 @@
-//! What the README promises a new user, read from it and checked: the `[dependencies]` tables of
-//! its "Using the crates" section each build the program of its "A first service" section.
+//! What the README promises a new user, read from it and checked: each `[dependencies]` table of
+//! its "Using the crates" section builds the program that follows it there (a `rust` block right
+//! after the `toml` one), or, with none, the program of its "A first service" section.
 //!
-//! `cargo xtask test` builds each table as a throwaway package outside the workspace, with our
-//! crates' `version` replaced by their path in this checkout, the workspace's `Cargo.lock` (the
-//! same dependency versions, nothing new to download) and the workspace's target directory (the
-//! dependencies already compiled).
+//! `cargo xtask test` (or `cargo xtask readme`) builds each table as a throwaway package outside
+//! the workspace, with our crates' `version` replaced by their path in this checkout, the
+//! workspace's `Cargo.lock` (the same dependency versions) and `--offline` (nothing resolved
+//! anew or downloaded), into the workspace's target directory (the dependencies already
+//! compiled).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,36 +61,68 @@ fn heading_level(line: &str) -> usize {
     }
 }
 
-/// The contents of the fenced code blocks of `markdown` whose info string is `language`.
-pub(crate) fn fenced_blocks(markdown: &str, language: &str) -> Vec<String> {
+/// The fenced code blocks of `markdown`, each as its info string and its contents.
+fn all_fenced_blocks(markdown: &str) -> Vec<(String, String)> {
     let mut blocks = Vec::new();
-    // Inside a block: whether it is of `language`, and its lines so far.
-    let mut open: Option<(bool, String)> = None;
+    // Inside a block: its info string and its lines so far.
+    let mut open: Option<(String, String)> = None;
     for line in markdown.lines() {
         let fence = line.trim_start().strip_prefix("```");
-        match (open.as_mut(), fence) {
-            (None, Some(info)) => open = Some((info.trim() == language, String::new())),
+        match (open.take(), fence) {
+            (None, Some(info)) => open = Some((info.trim().to_owned(), String::new())),
             (None, None) => {}
-            (Some((wanted, block)), Some(_)) => {
-                if *wanted {
-                    blocks.push(std::mem::take(block));
-                }
-                open = None;
-            }
-            (Some((_, block)), None) => {
-                block.push_str(line);
-                block.push('\n');
+            (Some(block), Some(_)) => blocks.push(block),
+            (Some((info, mut body)), None) => {
+                body.push_str(line);
+                body.push('\n');
+                open = Some((info, body));
             }
         }
     }
     blocks
 }
 
+/// The contents of the fenced code blocks of `markdown` whose info string is `language`.
+pub(crate) fn fenced_blocks(markdown: &str, language: &str) -> Vec<String> {
+    all_fenced_blocks(markdown)
+        .into_iter()
+        .filter(|(info, _)| info == language)
+        .map(|(_, body)| body)
+        .collect()
+}
+
+/// Whether a block's info string marks Rust (`rust`, `rust,no_run`, ...).
+fn is_rust(info: &str) -> bool {
+    info.split(',').next() == Some("rust")
+}
+
+/// Each `[dependencies]` table of "Using the crates" with the program right after it, if any
+/// (hidden lines shown).
+fn tables_and_programs(readme: &str) -> Vec<(String, Option<String>)> {
+    let blocks = section(readme, USING_THE_CRATES)
+        .map(all_fenced_blocks)
+        .unwrap_or_default();
+    let mut pairs = Vec::new();
+    for (at, (info, table)) in blocks.iter().enumerate() {
+        if info != "toml" {
+            continue;
+        }
+        let program = blocks
+            .get(at + 1)
+            .filter(|(info, _)| is_rust(info))
+            .map(|(_, program)| shown(program));
+        pairs.push((table.clone(), program));
+    }
+    pairs
+}
+
 /// The `[dependencies]` tables of the README's "Using the crates" section.
+#[cfg(test)]
 pub(crate) fn dependency_tables(readme: &str) -> Vec<String> {
-    section(readme, USING_THE_CRATES)
-        .map(|text| fenced_blocks(text, "toml"))
-        .unwrap_or_default()
+    tables_and_programs(readme)
+        .into_iter()
+        .map(|(table, _)| table)
+        .collect()
 }
 
 /// A dependency on one of our crates, as a table line gives it (checked by the tidy tests).
@@ -154,12 +188,9 @@ fn from_this_checkout(table: &str, root: &Path) -> String {
     out
 }
 
-/// The program of the README's "A first service", with rustdoc's hidden lines (`# `) shown.
-pub(crate) fn first_service(readme: &str) -> Option<String> {
-    let block = fenced_blocks(section(readme, FIRST_SERVICE)?, "rust")
-        .into_iter()
-        .next()?;
-    let shown = block.lines().map(|line| {
+/// A Rust block with rustdoc's hidden lines (`# `) shown.
+fn shown(block: &str) -> String {
+    let lines = block.lines().map(|line| {
         let trimmed = line.trim_start();
         if trimmed == "#" {
             ""
@@ -167,11 +198,19 @@ pub(crate) fn first_service(readme: &str) -> Option<String> {
             trimmed.strip_prefix("# ").unwrap_or(line)
         }
     });
-    Some(shown.collect::<Vec<_>>().join("\n"))
+    lines.collect::<Vec<_>>().join("\n")
 }
 
-/// `cargo xtask test`'s step: builds the program of "A first service" with each table of
-/// "Using the crates", each as a package of its own outside the workspace.
+/// The program of the README's "A first service", with rustdoc's hidden lines (`# `) shown.
+pub(crate) fn first_service(readme: &str) -> Option<String> {
+    let block = fenced_blocks(section(readme, FIRST_SERVICE)?, "rust")
+        .into_iter()
+        .next()?;
+    Some(shown(&block))
+}
+
+/// `cargo xtask test`'s step: builds each table of "Using the crates" with the program after
+/// it (or that of "A first service"), each as a package of its own outside the workspace.
 pub(crate) fn check_dependency_tables() -> Result {
     let name = "README dependency tables";
     let fail = |detail: String| StepFailed {
@@ -179,8 +218,8 @@ pub(crate) fn check_dependency_tables() -> Result {
         detail,
     };
     let readme = read()?;
-    let tables = dependency_tables(&readme);
-    let program = first_service(&readme).ok_or_else(|| {
+    let tables = tables_and_programs(&readme);
+    let first_service = first_service(&readme).ok_or_else(|| {
         fail(format!(
             "README.md has no rust block under `## {FIRST_SERVICE}`"
         ))
@@ -191,18 +230,22 @@ pub(crate) fn check_dependency_tables() -> Result {
         )));
     }
     let scratch = std::env::temp_dir().join(format!("switchyard-readme-{}", std::process::id()));
-    let result = tables.iter().enumerate().try_for_each(|(index, table)| {
-        let package = scratch.join(format!("table-{}", index + 1));
-        write_package(&package, table, &program)
-            .map_err(|error| fail(format!("could not write {}: {error}", package.display())))?;
-        run::step(
-            &format!(
-                "README dependency table {} builds A first service",
-                index + 1
-            ),
-            check_command(&package),
-        )
-    });
+    let result = tables
+        .iter()
+        .enumerate()
+        .try_for_each(|(index, (table, program))| {
+            let package = scratch.join(format!("table-{}", index + 1));
+            let (program, which) = match program {
+                Some(program) => (program, "the program after it"),
+                None => (&first_service, "A first service"),
+            };
+            write_package(&package, table, program)
+                .map_err(|error| fail(format!("could not write {}: {error}", package.display())))?;
+            run::step(
+                &format!("README dependency table {} builds {which}", index + 1),
+                check_command(&package),
+            )
+        });
     // The scratch packages are throwaway either way; a failure to remove them changes nothing.
     let _ = std::fs::remove_dir_all(&scratch);
     result
@@ -221,12 +264,14 @@ fn write_package(dir: &Path, table: &str, program: &str) -> std::io::Result<()> 
     Ok(())
 }
 
-/// `cargo check` of the package at `dir`, into the workspace's target directory.
+/// `cargo check` of the package at `dir`, offline, into the workspace's target directory.
 fn check_command(dir: &Path) -> Command {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
-    let mut command = cargo(&["check", "--quiet"]);
+    // `--offline`: the copied lock file pins every version, and nothing is downloaded. (Not
+    // `--locked`: the throwaway package is a root the workspace's lock file does not list.)
+    let mut command = cargo(&["check", "--quiet", "--offline"]);
     command
         .arg("--manifest-path")
         .arg(dir.join("Cargo.toml"))
@@ -271,6 +316,21 @@ mod tests {
         assert!(ours[0].features.is_empty());
         assert_eq!(ours[1].name, "switchyard-scheduler");
         assert_eq!(ours[1].features, ["conformance"]);
+    }
+
+    #[test]
+    fn each_table_is_paired_with_the_program_right_after_it() {
+        let text = "## Using the crates\n```toml\na = 1\n```\ntext\n```toml\nb = 2\n```\n```rust,no_run\n# use x;\nfn main() {}\n```\n## Next\n```rust\nfn y() {}\n```\n";
+        assert_eq!(
+            tables_and_programs(text),
+            [
+                ("a = 1\n".to_owned(), None),
+                (
+                    "b = 2\n".to_owned(),
+                    Some("use x;\nfn main() {}".to_owned())
+                )
+            ]
+        );
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Repository rules, checked by `cargo test` (and so by `cargo xtask test`): every source file
 //! says what it is, library crates deny missing docs and unsafe code, no test is skipped or
 //! expects a panic, and no unfinished work is left in library code; the docs keep in step with
-//! the crates, guides and examples ([`docs`]).
+//! the crates, guides and examples ([`docs`]); the modules of every crate import one way only
+//! ([`imports`]); SQL lives in `.sql` files ([`sql`]).
 
 mod docs;
+mod imports;
+mod sql;
 
 use std::path::{Path, PathBuf};
 

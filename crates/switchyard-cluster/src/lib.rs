@@ -61,8 +61,6 @@ mod forwarded;
 mod frame;
 mod handshake;
 mod membership;
-#[cfg(test)]
-mod module_graph;
 mod peers;
 mod pending;
 pub mod placement;

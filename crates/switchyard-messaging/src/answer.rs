@@ -2,7 +2,7 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::{IntoResponse, Message, PayloadError, Response};
+use crate::{Message, PayloadError, Response};
 
 /// A reply did not carry the answer asked for: the service (or the dispatcher) answered
 /// something other than a success, or the success's result is not the type asked for.
@@ -115,29 +115,6 @@ impl ReplyError {
             | Self::Error(response)
             | Self::MissingPayload { response, .. }
             | Self::Undecodable { response, .. } => Some(response),
-        }
-    }
-}
-
-impl IntoResponse for ReplyError {
-    /// A handler that `?`s the reply of a service it called passes that service's refusal on
-    /// as it came (a proxy's rule); a reply it cannot read, or a call never answered, is its own
-    /// failure: [`Response::Error`].
-    fn into_response(self) -> Response {
-        match self {
-            Self::NoResponse | Self::MissingPayload { .. } | Self::Undecodable { .. } => {
-                Response::error(crate::into_response::error_chain(&self))
-            }
-            Self::Forbidden(response)
-            | Self::Unavailable(response)
-            | Self::Timeout(response)
-            | Self::Validation(response)
-            | Self::MissingId(response)
-            | Self::NotFound(response)
-            | Self::AlreadyExists(response)
-            | Self::Conflict(response)
-            | Self::NoNodes(response)
-            | Self::Error(response) => response,
         }
     }
 }
@@ -467,7 +444,6 @@ mod tests {
             ] {
                 assert!(is(&error), "{response}: {error:?}");
                 assert_eq!(error.response(), Some(&response));
-                assert_eq!(error.into_response(), response);
             }
         }
     }
@@ -482,9 +458,5 @@ mod tests {
         let other_type = Message::new("s").ok_with("text");
         let error = other_type.answer::<u32>().unwrap_err();
         assert!(matches!(error, ReplyError::Undecodable { .. }), "{error:?}");
-        assert!(matches!(
-            error.into_response(),
-            Response::Error(text) if text.to_string().starts_with("the reply's result cannot be read: ")
-        ));
     }
 }

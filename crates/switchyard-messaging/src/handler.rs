@@ -121,110 +121,49 @@ pub trait Handler<Args, S = ()>: sealed::Sealed<Args, S> + Clone + Send + Sync +
     ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static;
 }
 
-impl<F, Fut, R, S> Handler<(Message,), S> for F
-where
-    F: Fn(Message) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = R> + Send + 'static,
-    R: IntoReply,
-{
-    fn call(
-        &self,
-        message: Message,
-        _ctx: impl FnOnce() -> Ctx,
-        _state: &S,
-    ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static {
-        let future = self(message);
-        async move { future.await.into_reply() }
-    }
+/// Implements [`Handler`] and its seal for one function shape: the arguments after the message,
+/// each with how it is made from `ctx` (the context maker) and `state` (the router's state).
+macro_rules! handler_shape {
+    ($ctx:ident, $state:ident => ($($arg:ty = $make:expr),*) $(where $($bound:tt)+)?) => {
+        impl<F, Fut, R, S> Handler<(Message, $($arg,)*), S> for F
+        where
+            F: Fn(Message $(, $arg)*) -> Fut + Clone + Send + Sync + 'static,
+            Fut: Future<Output = R> + Send + 'static,
+            R: IntoReply,
+            $($($bound)+)?
+        {
+            // Each shape takes a different part of the context, so some leave one unused.
+            #[allow(unused_variables)]
+            fn call(
+                &self,
+                message: Message,
+                $ctx: impl FnOnce() -> Ctx,
+                $state: &S,
+            ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static {
+                let future = self(message $(, $make)*);
+                async move { future.await.into_reply() }
+            }
+        }
+
+        impl<F, Fut, S> sealed::Sealed<(Message, $($arg,)*), S> for F
+        where
+            F: Fn(Message $(, $arg)*) -> Fut,
+            Fut: Future,
+        {
+        }
+    };
 }
 
-impl<F, Fut, R, S> Handler<(Message, Ctx), S> for F
-where
-    F: Fn(Message, Ctx) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = R> + Send + 'static,
-    R: IntoReply,
-{
-    fn call(
-        &self,
-        message: Message,
-        ctx: impl FnOnce() -> Ctx,
-        _state: &S,
-    ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static {
-        let future = self(message, ctx());
-        async move { future.await.into_reply() }
-    }
-}
+handler_shape!(ctx, state => ());
+handler_shape!(ctx, state => (Ctx = ctx()));
+handler_shape!(ctx, state => (State<S> = State(state.clone())) where S: Clone);
+handler_shape!(ctx, state => (Ctx = ctx(), State<S> = State(state.clone())) where S: Clone);
 
-impl<F, Fut, R, S> Handler<(Message, State<S>), S> for F
-where
-    F: Fn(Message, State<S>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = R> + Send + 'static,
-    R: IntoReply,
-    S: Clone,
-{
-    fn call(
-        &self,
-        message: Message,
-        _ctx: impl FnOnce() -> Ctx,
-        state: &S,
-    ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static {
-        let future = self(message, State(state.clone()));
-        async move { future.await.into_reply() }
-    }
-}
-
-impl<F, Fut, R, S> Handler<(Message, Ctx, State<S>), S> for F
-where
-    F: Fn(Message, Ctx, State<S>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = R> + Send + 'static,
-    R: IntoReply,
-    S: Clone,
-{
-    fn call(
-        &self,
-        message: Message,
-        ctx: impl FnOnce() -> Ctx,
-        state: &S,
-    ) -> impl Future<Output = Result<Reply, Response>> + Send + 'static {
-        let future = self(message, ctx(), State(state.clone()));
-        async move { future.await.into_reply() }
-    }
-}
-
-/// Seals [`Handler`]: only the four function shapes implement it.
+/// Seals [`Handler`]: only the four function shapes above implement it.
 mod sealed {
-    use std::future::Future;
-
-    use crate::{Ctx, Message, State};
-
     /// Implemented for the function shapes a handler may have; private, so nothing else can
     /// implement [`Handler`](super::Handler).
     pub trait Sealed<Args, S> {}
-
-    impl<F, Fut, S> Sealed<(Message,), S> for F
-    where
-        F: Fn(Message) -> Fut,
-        Fut: Future,
-    {
-    }
-    impl<F, Fut, S> Sealed<(Message, Ctx), S> for F
-    where
-        F: Fn(Message, Ctx) -> Fut,
-        Fut: Future,
-    {
-    }
-    impl<F, Fut, S> Sealed<(Message, State<S>), S> for F
-    where
-        F: Fn(Message, State<S>) -> Fut,
-        Fut: Future,
-    {
-    }
-    impl<F, Fut, S> Sealed<(Message, Ctx, State<S>), S> for F
-    where
-        F: Fn(Message, Ctx, State<S>) -> Fut,
-        Fut: Future,
-    {
-    }
 }
 
 /// A handler with its type and its router's state erased, so one registry holds handlers of

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::error::Error;
 use std::fmt;
 
-use crate::{HandlerError, Payload, PayloadError, Response};
+use crate::{Payload, PayloadError, ReplyError, Response};
 
 /// A value that answers a call: the one conversion every handler error and every aggregate
 /// command rejection goes through, in the manner of axum's `IntoResponse`.
@@ -15,7 +15,7 @@ use crate::{HandlerError, Payload, PayloadError, Response};
 /// |---|---|
 /// | [`PayloadError`] (the caller sent something unreadable) | [`Response::ValidationError`], the error and its causes as text |
 /// | [`HandlerError`], `String`, `&'static str` | [`Response::Error`] with the text |
-/// | [`ReplyError`](crate::ReplyError) (a service this handler called refused) | the callee's response, passed on |
+/// | [`ReplyError`] (a service this handler called refused) | the callee's response, passed on |
 /// | `Box<dyn Error + Send + Sync>` (any error, boxed by `?`) | a boxed `PayloadError` or `ReplyError` as above; any other [`Response::Error`], the error and its causes as text |
 /// | your own error type | what its `into_response` chooses |
 ///
@@ -145,6 +145,28 @@ impl IntoResponse for PayloadError {
     }
 }
 
+/// A handler failed; the caller receives [`Response::Error`] with this text (see
+/// [`IntoResponse`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct HandlerError {
+    reason: String,
+}
+
+impl HandlerError {
+    /// A failure with a human-readable reason.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+
+    /// The reason.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
 impl IntoResponse for HandlerError {
     fn into_response(self) -> Response {
         Response::error(self.reason())
@@ -164,7 +186,7 @@ impl IntoResponse for &'static str {
 }
 
 impl IntoResponse for Box<dyn Error + Send + Sync> {
-    /// A [`PayloadError`] or a [`ReplyError`](crate::ReplyError) boxed by `?` answers as it
+    /// A [`PayloadError`] or a [`ReplyError`] boxed by `?` answers as it
     /// would unboxed (a validation error; the callee's refusal passed on); any other error is
     /// [`Response::Error`].
     fn into_response(self) -> Response {
@@ -172,9 +194,27 @@ impl IntoResponse for Box<dyn Error + Send + Sync> {
             Ok(error) => return error.into_response(),
             Err(error) => error,
         };
-        match error.downcast::<crate::ReplyError>() {
+        match error.downcast::<ReplyError>() {
             Ok(error) => error.into_response(),
             Err(error) => Response::error(error_chain(&*error)),
+        }
+    }
+}
+
+impl IntoResponse for ReplyError {
+    /// A handler that `?`s the reply of a service it called passes that service's refusal on
+    /// as it came (a proxy's rule); a reply it cannot read, or a call never answered, is its own
+    /// failure: [`Response::Error`].
+    fn into_response(self) -> Response {
+        match self {
+            Self::NoResponse | Self::MissingPayload { .. } | Self::Undecodable { .. } => {
+                Response::error(error_chain(&self))
+            }
+            // Every other kind carries the callee's response (`ReplyError::response` lists them).
+            refused => refused
+                .response()
+                .cloned()
+                .unwrap_or_else(|| Response::error(error_chain(&refused))),
         }
     }
 }
@@ -189,6 +229,34 @@ impl IntoResponse for Infallible {
 mod tests {
     use super::*;
     use crate::Message;
+
+    #[test]
+    fn a_reply_error_passes_the_callee_refusal_on_and_is_its_own_failure_otherwise() {
+        let refusals = [
+            Response::Conflict {
+                expected: 1,
+                actual: Some(2),
+            },
+            Response::AlreadyExists { id: "a".into() },
+            Response::error("boom"),
+        ];
+        for refusal in refusals {
+            let error = Message::new("s")
+                .return_with(refusal.clone())
+                .answer::<u32>();
+            let Err(error) = error else {
+                panic!("{refusal} answered");
+            };
+            assert_eq!(error.into_response(), refusal);
+        }
+        let Err(error) = Message::new("s").ok_with("text").answer::<u32>() else {
+            panic!("a text read as a number");
+        };
+        assert!(matches!(
+            error.into_response(),
+            Response::Error(text) if text.to_string().starts_with("the reply's result cannot be read: ")
+        ));
+    }
 
     #[test]
     fn an_unreadable_request_is_a_validation_error_with_its_causes() {

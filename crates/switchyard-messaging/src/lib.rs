@@ -71,7 +71,7 @@ pub use self::error::{AlreadyAttached, MissingExtension, RegisterError};
 #[doc(inline)]
 pub use self::handler::Handler;
 #[doc(inline)]
-pub use self::into_response::{ErrorChain, IntoResponse};
+pub use self::into_response::{ErrorChain, HandlerError, IntoResponse};
 #[doc(inline)]
 pub use self::message::{AggregateMeta, DryRun, LogFields, Message, ReplyTo, TRACE_CONTEXT_FIELD};
 #[doc(inline)]
@@ -81,7 +81,7 @@ pub use self::node_id::NodeId;
 #[doc(inline)]
 pub use self::payload::{Format, Payload, PayloadError};
 #[doc(inline)]
-pub use self::reply::{HandlerError, IntoReply, Reply};
+pub use self::reply::{IntoReply, Reply};
 #[doc(inline)]
 pub use self::response::Response;
 #[doc(inline)]

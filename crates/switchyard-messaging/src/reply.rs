@@ -19,28 +19,6 @@ impl From<Message> for Reply {
     }
 }
 
-/// A handler failed; the caller receives [`Response::Error`] with this text (see
-/// [`IntoResponse`]).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}")]
-pub struct HandlerError {
-    reason: String,
-}
-
-impl HandlerError {
-    /// A failure with a human-readable reason.
-    pub fn new(reason: impl Into<String>) -> Self {
-        Self {
-            reason: reason.into(),
-        }
-    }
-
-    /// The reason.
-    pub fn reason(&self) -> &str {
-        &self.reason
-    }
-}
-
 /// What a handler may return: a [`Reply`], a [`Message`], or a `Result` of either whose error is
 /// [`IntoResponse`] (or a [`Response`] itself). This is what lets a handler use `?`: the error
 /// becomes the caller's answer through [`IntoResponse`], the one rule for every handler and

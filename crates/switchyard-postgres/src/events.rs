@@ -140,6 +140,53 @@ async fn hard_delete(
     Err(conflict(stream, expected, actual))
 }
 
+/// Which stored version a conditional write is held to.
+#[derive(Clone, Copy)]
+enum HeldTo {
+    /// The stream's last event.
+    Stream,
+    /// The stream's stored state.
+    State,
+}
+
+impl HeldTo {
+    async fn version(self, database: &Database, stream: &str) -> Result<Option<i64>, StoreError> {
+        match self {
+            Self::Stream => database.stream_version(stream).await,
+            Self::State => state_version(database, stream).await,
+        }
+    }
+}
+
+/// Runs `sql`, a statement that writes only if the version `held_to` is at `expected`, until
+/// it writes (`Ok(true)`) or the version read back refuses `expected` (a conflict). When
+/// `absent_is_done`, a version read back as none means there is nothing to act on, as
+/// `expected` allows (`Ok(true)`). `Ok(false)`: the version kept changing for
+/// [`CONDITIONAL_ATTEMPTS`] attempts.
+async fn write_while_expected(
+    database: &Database,
+    stream: &str,
+    expected: ExpectedVersion,
+    held_to: HeldTo,
+    sql: &str,
+    params: &Params<'_>,
+    absent_is_done: bool,
+) -> Result<bool, AppendError> {
+    for _ in 0..CONDITIONAL_ATTEMPTS {
+        if write_if(database, stream, sql, params).await? {
+            return Ok(true);
+        }
+        let actual = held_to.version(database, stream).await?;
+        if !satisfies(expected, actual) {
+            return Err(conflict(stream, expected, actual));
+        }
+        if actual.is_none() && absent_is_done {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Hides a stream's events through its last version, if it is at `expected`.
 async fn soft_delete(
     database: &Database,
@@ -147,29 +194,32 @@ async fn soft_delete(
     expected: ExpectedVersion,
 ) -> Result<(), AppendError> {
     let (kind, version) = expected::params(expected);
-    for _ in 0..CONDITIONAL_ATTEMPTS {
-        if write_if(
-            database,
-            stream,
-            include_str!("sql/soft_delete.sql"),
-            &[&stream, &kind, &version],
-        )
-        .await?
-        {
-            return Ok(());
-        }
-        let actual = database.stream_version(stream).await?;
-        match actual {
-            _ if !satisfies(expected, actual) => {
-                return Err(conflict(stream, expected, actual));
-            }
-            // Nothing to hide, as the expected version allows.
-            None => return Ok(()),
-            Some(_) => {}
-        }
+    let sql = include_str!("sql/soft_delete.sql");
+    let params: &Params<'_> = &[&stream, &kind, &version];
+    // Nothing to hide is done, as the expected version allows.
+    if write_while_expected(
+        database,
+        stream,
+        expected,
+        HeldTo::Stream,
+        sql,
+        params,
+        true,
+    )
+    .await?
+    {
+        return Ok(());
     }
     let actual = database.stream_version(stream).await?;
     Err(conflict(stream, expected, actual))
+}
+
+/// The failure of a state write whose version kept changing; `doing` names the write.
+fn state_kept_changing(stream: &str, doing: &str) -> AppendError {
+    StoreError::backend(format!(
+        "the state of `{stream}` kept changing during {CONDITIONAL_ATTEMPTS} attempts to {doing} it"
+    ))
+    .into()
 }
 
 /// Saves a stream's state if the stored one is at `expected`.
@@ -182,33 +232,29 @@ async fn save_state(
     let (kind, version) = expected::params(expected);
     let schema_version = i64::from(state.schema_version);
     let data: &[u8] = &state.data;
-    for _ in 0..CONDITIONAL_ATTEMPTS {
-        if write_if(
-            database,
-            stream,
-            include_str!("sql/save_state.sql"),
-            &[
-                &stream,
-                &state.version,
-                &schema_version,
-                &data,
-                &kind,
-                &version,
-            ],
-        )
-        .await?
-        {
-            return Ok(());
-        }
-        let actual = state_version(database, stream).await?;
-        if !satisfies(expected, actual) {
-            return Err(conflict(stream, expected, actual));
-        }
+    let sql = include_str!("sql/save_state.sql");
+    let params: &Params<'_> = &[
+        &stream,
+        &state.version,
+        &schema_version,
+        &data,
+        &kind,
+        &version,
+    ];
+    if write_while_expected(
+        database,
+        stream,
+        expected,
+        HeldTo::State,
+        sql,
+        params,
+        false,
+    )
+    .await?
+    {
+        return Ok(());
     }
-    Err(StoreError::backend(format!(
-        "the state of `{stream}` kept changing during {CONDITIONAL_ATTEMPTS} attempts to save it"
-    ))
-    .into())
+    Err(state_kept_changing(stream, "save"))
 }
 
 /// The version of the stored state, `None` when there is none.
@@ -228,31 +274,13 @@ async fn delete_state(
     expected: ExpectedVersion,
 ) -> Result<(), AppendError> {
     let (kind, version) = expected::params(expected);
-    for _ in 0..CONDITIONAL_ATTEMPTS {
-        if write_if(
-            database,
-            stream,
-            include_str!("sql/delete_state.sql"),
-            &[&stream, &kind, &version],
-        )
-        .await?
-        {
-            return Ok(());
-        }
-        let actual = state_version(database, stream).await?;
-        match actual {
-            _ if !satisfies(expected, actual) => {
-                return Err(conflict(stream, expected, actual));
-            }
-            // Nothing to remove, as the expected version allows.
-            None => return Ok(()),
-            Some(_) => {}
-        }
+    let sql = include_str!("sql/delete_state.sql");
+    let params: &Params<'_> = &[&stream, &kind, &version];
+    // Nothing to remove is done, as the expected version allows.
+    if write_while_expected(database, stream, expected, HeldTo::State, sql, params, true).await? {
+        return Ok(());
     }
-    Err(StoreError::backend(format!(
-        "the state of `{stream}` kept changing during {CONDITIONAL_ATTEMPTS} attempts to remove it"
-    ))
-    .into())
+    Err(state_kept_changing(stream, "remove"))
 }
 
 impl EventReader for PostgresStore {

@@ -74,6 +74,13 @@ pub use switchyard_messaging::{
 /// rot.
 #[cfg(doctest)]
 pub mod guides {
+    // The README's programs use every layer (one per `[dependencies]` table).
+    #[cfg(all(
+        feature = "sqlite",
+        feature = "postgres",
+        feature = "scheduler",
+        feature = "cluster"
+    ))]
     #[doc = include_str!("../../../README.md")]
     pub struct Readme;
     #[doc = include_str!("../../../docs/guides/messaging.md")]

@@ -5,7 +5,7 @@ use switchyard_aggregates::store::{GlobalReader, MemoryStore};
 use switchyard_aggregates::{Aggregate, CommandResult, Events, MessageHandler};
 use switchyard_messaging::{Message, Node, Router};
 
-use crate::fixture::{Account, AccountEvent};
+use crate::fixture::{Account, AccountEvent, Tally};
 
 /// The same event type, once in a module and once in another, as after a module rename.
 mod before {
@@ -65,16 +65,6 @@ fn names_survive_a_module_rename() {
     );
     assert_eq!(Before::event_type(&before::Event::Opened), "Opened");
     assert!(!After::event_type(&after::renamed::Event::Opened).contains("::"));
-}
-
-/// An event serde does not name is recorded under the aggregate's name.
-#[derive(Default)]
-struct Tally;
-
-impl Aggregate for Tally {
-    type Event = u64;
-    const NAME: &'static str = "tally";
-    fn apply(&mut self, _: &u64) {}
 }
 
 #[test]

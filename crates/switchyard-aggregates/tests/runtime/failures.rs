@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use switchyard_aggregates::AggregateRuntime;
 use switchyard_aggregates::repo::Repo;
-use switchyard_aggregates::store::{EventMetadata, ExpectedVersion, NewEvent};
+use switchyard_aggregates::store::ExpectedVersion;
 use switchyard_messaging::{Message, Response};
 
 use crate::faulty::Faulty;
@@ -65,21 +65,8 @@ async fn a_failing_store_answers_an_error_and_the_aggregate_reloads() {
 
 #[tokio::test]
 async fn an_undecodable_stream_answers_an_error() {
-    use switchyard_aggregates::store::EventAppender as _;
     let bank = bank();
-    bank.store
-        .append(
-            "account-bad",
-            ExpectedVersion::NoStream,
-            vec![NewEvent {
-                event_type: "junk".into(),
-                schema_version: 1,
-                data: vec![9, 9, 9].into(),
-            }],
-            EventMetadata::default(),
-        )
-        .await
-        .unwrap();
+    start_stream(&bank.store, "bad", vec![undecodable_event()]).await;
     let reply = bank.node.dispatch(command("deposit", "bad", 1)).await;
     match reply.response() {
         Some(Response::Error(reason)) => {
@@ -91,23 +78,10 @@ async fn an_undecodable_stream_answers_an_error() {
 
 #[tokio::test]
 async fn a_delete_queued_behind_a_failing_load_still_deletes() {
-    use switchyard_aggregates::store::{DeleteMode, EventAppender as _, EventReader as _};
+    use switchyard_aggregates::store::{DeleteMode, EventReader as _};
     let (faulty, bank) = faulty_bank();
     // Events that do not decode: every load of this aggregate fails.
-    faulty
-        .inner
-        .append(
-            "account-bad",
-            ExpectedVersion::NoStream,
-            vec![NewEvent {
-                event_type: "junk".into(),
-                schema_version: 1,
-                data: vec![9, 9, 9].into(),
-            }],
-            EventMetadata::default(),
-        )
-        .await
-        .unwrap();
+    start_stream(&faulty.inner, "bad", vec![undecodable_event()]).await;
     faulty.loads.hold();
     let node = bank.node.clone();
     let deposit = tokio::spawn(async move { node.dispatch(command("deposit", "bad", 1)).await });

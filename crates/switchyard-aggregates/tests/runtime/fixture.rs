@@ -1,11 +1,14 @@
-//! A bank account aggregate and a node serving it.
+//! A bank account aggregate and a node serving it; a tally whose events serde does not name;
+//! an event no codec reads.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 use switchyard_aggregates::repo::Repo;
-use switchyard_aggregates::store::MemoryStore;
+use switchyard_aggregates::store::{
+    EventAppender, EventMetadata, ExpectedVersion, MemoryStore, NewEvent,
+};
 use switchyard_aggregates::{
     Aggregate, AggregateRuntime, CommandResult, Events, HasAggregateId, MessageHandler,
 };
@@ -235,4 +238,38 @@ pub(crate) async fn balance_of(bank: &Bank, id: &str) -> u64 {
         .unwrap_or_else(|| panic!("no balance: {:?}", reply.response()))
         .decode()
         .unwrap()
+}
+
+/// An aggregate whose events (plain numbers) serde does not name: they are recorded under the
+/// aggregate's name.
+#[derive(Default)]
+pub(crate) struct Tally;
+
+impl Aggregate for Tally {
+    type Event = u64;
+    const NAME: &'static str = "tally";
+
+    fn apply(&mut self, _: &u64) {}
+}
+
+/// An event whose data no codec reads.
+pub(crate) fn undecodable_event() -> NewEvent {
+    NewEvent {
+        event_type: "junk".into(),
+        schema_version: 1,
+        data: vec![9, 9, 9].into(),
+    }
+}
+
+/// Starts the stream of account `id` with `events`, past the runtime.
+pub(crate) async fn start_stream(store: &MemoryStore, id: &str, events: Vec<NewEvent>) {
+    store
+        .append(
+            &format!("account-{id}"),
+            ExpectedVersion::NoStream,
+            events,
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
 }

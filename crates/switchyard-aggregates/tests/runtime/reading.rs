@@ -2,9 +2,7 @@
 
 use futures::TryStreamExt;
 use switchyard_aggregates::repo::Repo;
-use switchyard_aggregates::store::{
-    EventAppender, EventMetadata, ExpectedVersion, MemoryStore, NewEvent,
-};
+use switchyard_aggregates::store::{MemoryStore, NewEvent};
 use switchyard_aggregates::{AggregateRuntime, MessageHandler, RepoError};
 use switchyard_messaging::Message;
 
@@ -124,28 +122,14 @@ async fn pages_shorter_than_asked_for_do_not_end_the_stream() {
 async fn an_event_that_does_not_decode_names_its_stream_and_version() {
     let store = MemoryStore::new();
     let repo = Repo::<Account>::event_sourced(store.clone());
-    store
-        .append(
-            "account-bad",
-            ExpectedVersion::NoStream,
-            vec![
-                NewEvent {
-                    event_type: "Opened".into(),
-                    schema_version: 1,
-                    data: switchyard_messaging::codec::encode(&AccountEvent::Closed)
-                        .unwrap()
-                        .into(),
-                },
-                NewEvent {
-                    event_type: "junk".into(),
-                    schema_version: 1,
-                    data: vec![9, 9, 9].into(),
-                },
-            ],
-            EventMetadata::default(),
-        )
-        .await
-        .unwrap();
+    let opened = NewEvent {
+        event_type: "Opened".into(),
+        schema_version: 1,
+        data: switchyard_messaging::codec::encode(&AccountEvent::Closed)
+            .unwrap()
+            .into(),
+    };
+    start_stream(&store, "bad", vec![opened, undecodable_event()]).await;
     match repo.events("bad").await {
         Err(RepoError::EventDecode {
             stream,

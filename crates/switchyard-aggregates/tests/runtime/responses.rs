@@ -5,20 +5,10 @@ use std::sync::Arc;
 
 use switchyard_aggregates::repo::Repo;
 use switchyard_aggregates::store::{MemoryStore, StoreError};
-use switchyard_aggregates::{
-    Aggregate, AggregateRuntime, CommandResult, Events, MessageHandler, RepoError,
-};
+use switchyard_aggregates::{AggregateRuntime, CommandResult, Events, MessageHandler, RepoError};
 use switchyard_messaging::{IntoResponse, Message, Node, PayloadError, Response, Router};
 
-#[derive(Default)]
-struct Tally;
-
-impl Aggregate for Tally {
-    type Event = u64;
-    const NAME: &'static str = "tally";
-
-    fn apply(&mut self, _: &u64) {}
-}
+use crate::fixture::Tally;
 
 /// A user's error type choosing its responses.
 enum Refusal {
