@@ -24,13 +24,27 @@ fn addr_of(index: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, index], 7000))
 }
 
+fn test_config() -> ClusterConfig {
+    ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec())
+}
+
 /// Starts node `name` at address `index` of `network`, with `routers`.
 fn twin(network: &MemoryNetwork, name: &str, index: u8, routers: impl FnOnce(&Node)) -> Twin {
+    twin_with(network, name, index, test_config(), routers)
+}
+
+/// [`twin`] with `config`.
+fn twin_with(
+    network: &MemoryNetwork,
+    name: &str,
+    index: u8,
+    config: ClusterConfig,
+    routers: impl FnOnce(&Node),
+) -> Twin {
     let node = Node::builder(name)
         .default_timeout(Duration::from_secs(30))
         .build();
     routers(&node);
-    let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec());
     let inner = Inner::new(
         node.clone(),
         config,
@@ -178,6 +192,78 @@ async fn a_call_whose_connection_is_lost_after_it_left_ends_at_once() {
         "the call waited for its deadline"
     );
     assert_eq!(a.inner.caller.pending_calls(), 0, "the call was forgotten");
+}
+
+/// A forwarded call whose owner's connection to the forwarder breaks after the call left
+/// ends at once with an unknown outcome: the forwarder, not on the reply path, tells the
+/// caller instead of leaving it to wait out its deadline.
+#[tokio::test(start_paused = true)]
+async fn a_forwarded_call_whose_owner_is_lost_ends_at_once() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let c = twin(&network, "c", 3, routers(None));
+    let b = twin(&network, "b", 2, routers(Some(c.id().clone())));
+    a.meets(&[(&b, None), (&c, Some(&[]))]).await;
+    b.meets(&[(&a, None), (&c, None)]).await;
+    c.meets(&[(&a, None), (&b, None)]).await;
+    let started = Instant::now();
+    let call = tokio::spawn({
+        let node = a.node.clone();
+        async move { node.dispatch(Message::new("stuck")).await }
+    });
+    while c.inner.server.running_calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    b.inner.peers.live_connection(c.id()).unwrap().break_off();
+    let reply = call.await.unwrap();
+    let response = reply.response().unwrap();
+    assert!(
+        matches!(response, Response::Error(_))
+            && response.to_string().contains("unknown")
+            && response.to_string().contains("owner"),
+        "expected an unknown outcome naming the owner, got {response:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the call waited for its deadline"
+    );
+    assert_eq!(a.inner.caller.pending_calls(), 0, "the call was forgotten");
+}
+
+/// A reply larger than the frames a peer accepts is answered with an error naming its size
+/// and the limit, instead of leaving the caller to wait out its deadline.
+#[tokio::test(start_paused = true)]
+async fn a_reply_too_large_for_the_caller_is_answered_with_an_error() {
+    let network = MemoryNetwork::default();
+    let config = || test_config().max_frame_len(64 * 1024);
+    let a = twin_with(&network, "a", 1, config(), |_| {});
+    let b = twin_with(&network, "b", 2, config(), |node: &Node| {
+        let huge = |msg: Message| async move { msg.ok_with(&vec![7_u8; 100 * 1024]) };
+        let router = Router::new("big").service("huge", huge);
+        node.register(router.authorize(|_| Ok(()))).unwrap();
+    });
+    a.meets(&[(&b, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    let started = Instant::now();
+    let reply = a.node.dispatch(Message::new("huge")).await;
+    let response = reply.response().unwrap().to_string();
+    assert!(
+        matches!(reply.response(), Some(Response::Error(_)))
+            && response.contains("max_frame_len")
+            && response.contains("65536"),
+        "expected an error naming the limit, got {response}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the call waited for its deadline"
+    );
+    // The connection is still good for the next call.
+    let reply = a
+        .node
+        .dispatch(Message::new("huge").with_request(&1_u8))
+        .await;
+    assert!(matches!(reply.response(), Some(Response::Error(_))));
+    assert_eq!(b.inner.stats().replies_sent, 2);
 }
 
 /// A caller that stops waiting (its deadline passed) tells the provider, which stops
