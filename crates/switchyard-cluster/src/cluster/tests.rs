@@ -545,3 +545,49 @@ async fn a_node_shutting_down_finishes_its_calls_and_the_others_go_elsewhere() {
         cluster.shutdown().await;
     }
 }
+
+/// A node offering 5,000 public services (more than one gossip datagram holds as one list)
+/// is seen with all of them, and a later change of its services still spreads.
+#[tokio::test(start_paused = true)]
+async fn a_node_with_more_services_than_one_datagram_holds_announces_them_all() {
+    let network = MemoryNetwork::default();
+    let gossip = chitchat::transport::ChannelTransport::with_mtu(65_507);
+    let names: Vec<String> = (0..5_000).map(|i| format!("service-{i:0>56}")).collect();
+    let (_, a) = member(&network, &gossip, "a", 1, |_| {}).await;
+    let (b_node, b) = member(&network, &gossip, "b", 2, |node: &Node| {
+        let router = names.iter().fold(Router::new("many"), |router, name| {
+            router.service(name, whoami)
+        });
+        node.register(router.authorize(|_| Ok(()))).unwrap();
+    })
+    .await;
+    let services_of_b = |count: usize| {
+        a.members()
+            .iter()
+            .any(|m| m.id == *b.id() && m.services.len() == count)
+    };
+    for _ in 0..600 {
+        if services_of_b(5_000) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = a.members().iter().find(|m| m.id == *b.id()).cloned();
+    assert!(
+        services_of_b(5_000),
+        "a sees b with {:?} services",
+        seen.map(|m| m.services.len())
+    );
+    let late = Router::new("late").service("late", whoami);
+    b_node.register(late.authorize(|_| Ok(()))).unwrap();
+    for _ in 0..600 {
+        if services_of_b(5_001) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(services_of_b(5_001), "the change did not spread");
+    for cluster in [&a, &b] {
+        cluster.shutdown().await;
+    }
+}
