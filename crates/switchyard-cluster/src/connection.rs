@@ -506,43 +506,56 @@ pub(crate) async fn dial(
     ))
 }
 
+/// Why a connection a peer dialed was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AcceptError {
+    #[error("cannot set the options of the connection: {0}")]
+    Tune(std::io::Error),
+    #[error("the peer sent nothing within the first-byte timeout")]
+    Silent,
+    #[error("the handshake did not finish within the connect timeout")]
+    TimedOut,
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+}
+
+impl AcceptError {
+    /// The kind of failure, for the counts of a log line.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Tune(_) => "socket options failed",
+            Self::Silent => "silent",
+            Self::TimedOut => "timed out",
+            Self::Handshake(_) => "handshake failed",
+        }
+    }
+}
+
 /// Authenticates a connection a peer dialed, as `me`, and starts its reader (handing frames
-/// to `inbound`) and writer; `None` when it is refused (logged).
+/// to `inbound`) and writer. The peer must send its first byte within the first-byte timeout
+/// and finish the handshake within the connect timeout.
 pub(crate) async fn accept(
     config: &ClusterConfig,
     me: &Identity<'_>,
-    stream: Incoming,
+    mut stream: Incoming,
     inbound: Arc<dyn Inbound>,
-) -> Option<Connection> {
-    let remote = stream.remote();
-    if let Err(error) = stream.tune(config) {
-        tracing::warn!(?remote, %error, "cannot set the options of an incoming connection; refused");
-        return None;
-    }
+) -> Result<Connection, AcceptError> {
+    stream.tune(config).map_err(AcceptError::Tune)?;
     let outcome = tokio::time::timeout(config.connect_timeout, async {
-        let stream = stream.secure(config).await?;
+        tokio::time::timeout(config.first_byte_timeout, stream.first_byte())
+            .await
+            .map_err(|_| AcceptError::Silent)?
+            .map_err(HandshakeError::Io)?;
+        let stream = stream.secure(config).await.map_err(HandshakeError::Io)?;
         let mut transport = framed(stream);
         let authenticated = handshake(&mut transport, me, Role::Listener).await?;
-        Ok::<_, HandshakeError>((transport, authenticated))
+        Ok::<_, AcceptError>((transport, authenticated))
     })
-    .await;
-    match outcome {
-        Ok(Ok((transport, authenticated))) => {
-            let dialer = authenticated.peer.clone();
-            Some(start(config, transport, authenticated, dialer, inbound))
-        }
-        Ok(Err(error)) => {
-            tracing::warn!(?remote, %error, "refused an incoming connection");
-            None
-        }
-        Err(_) => {
-            tracing::warn!(
-                ?remote,
-                "an incoming connection did not finish its handshake in time"
-            );
-            None
-        }
-    }
+    .await
+    .map_err(|_| AcceptError::TimedOut)?;
+    let (transport, authenticated) = outcome?;
+    let dialer = authenticated.peer.clone();
+    Ok(start(config, transport, authenticated, dialer, inbound))
 }
 
 /// How a connection writes: its write half, bytes already buffered for it (by the

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Each module's name and source, its unit-test files included (they count as the module).
 const SOURCES: &[(&str, &str)] = &[
+    ("admission", include_str!("admission.rs")),
     ("cluster", include_str!("cluster.rs")),
     ("cluster", include_str!("cluster/tests.rs")),
     ("config", include_str!("config.rs")),
