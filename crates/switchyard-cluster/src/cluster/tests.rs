@@ -591,3 +591,56 @@ async fn a_node_with_more_services_than_one_datagram_holds_announces_them_all() 
         cluster.shutdown().await;
     }
 }
+
+/// Counts the warnings logged on this thread.
+#[derive(Clone, Default)]
+struct Warnings(Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A flood of connections that fail their handshake, and of connections refused on arrival,
+/// is logged as a few lines with counts, not a line each.
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_bad_connections_is_logged_once_per_interval() {
+    use tokio::io::AsyncWriteExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let warnings = Warnings::default();
+    let _logging =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+    let network = MemoryNetwork::default();
+    let config = test_config().handshake_limits(8, 8);
+    let z = twin_with(&network, "z", 9, config, routers(None));
+    let mut held = Vec::new();
+    for round in 0..1_000 {
+        let mut stream = network.connect(addr_of(9)).unwrap();
+        if round % 2 == 0 {
+            // Silent and kept open: these fill the handshake slots, so others are refused
+            // on arrival.
+            held.push(stream);
+        } else {
+            let _ = stream.write_all(&[0xFF; 64]).await;
+        }
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let logged = warnings.0.load(Ordering::SeqCst);
+    assert!(
+        (2..=10).contains(&logged),
+        "{logged} warnings for 1,000 bad connections"
+    );
+    // The node still serves.
+    let a = twin(&network, "a", 1, |_| {});
+    a.meets(&[(&z, None)]).await;
+    z.meets(&[(&a, None)]).await;
+    assert_eq!(
+        answered_by(&a.node.dispatch(Message::new("whoami")).await),
+        "z"
+    );
+}
