@@ -577,6 +577,7 @@ impl Inbound for Inner {
 
     fn ended(&self, connection: &Connection) {
         self.peers.ended(connection);
+        self.server.connection_ended(connection);
     }
 }
 

@@ -260,6 +260,14 @@ pub(crate) struct Closed(pub(crate) NodeId);
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ticket(u64);
 
+impl Ticket {
+    /// The ticket of the frame queued `queued` frames after the first.
+    #[cfg(test)]
+    pub(crate) fn at(queued: u64) -> Self {
+        Self(queued)
+    }
+}
+
 /// What became of a frame on a connection that ended before its answer came.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fate {
@@ -393,11 +401,18 @@ impl Connection {
     /// node dropped it as a duplicate once the frame had left (the peer answers over the
     /// connection kept).
     pub(crate) async fn lost(&self, ticket: Ticket) -> Fate {
-        self.finished.cancelled().await;
-        match self.fate(ticket) {
+        match self.outcome(ticket).await {
             Some(fate) => fate,
             None => std::future::pending().await,
         }
+    }
+
+    /// Resolves once the connection has ended, with what became of the frame of `ticket`:
+    /// `None` when it left and the connection was then closed on purpose (see
+    /// [`lost`](Self::lost)).
+    pub(crate) async fn outcome(&self, ticket: Ticket) -> Option<Fate> {
+        self.finished.cancelled().await;
+        self.fate(ticket)
     }
 
     /// What became of the frame of `ticket`, once nothing more is written: `None` when the

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::connection::{Connection, Fate, SendError, Serving};
-use crate::forwarded::Forwarded;
+use crate::forwarded::{Forwarded, Orphan, Sent};
 use crate::frame::{Frame, Verdict, WireHop};
 use crate::peers::Peers;
 use crate::remote::Caller;
@@ -316,11 +316,11 @@ impl Server {
 
     /// Passes a call on to the node `choose_node` picked, with the caller's reply address:
     /// the owner answers the caller directly. This node is not on the reply path, so it
-    /// watches the connection the call left on until the call's deadline: if that connection
-    /// is lost first, nothing would ever answer the caller, so this node does (see
-    /// [`Server::owner_lost`]).
+    /// remembers the call until its deadline: if the connection it left on is lost first,
+    /// nothing would ever answer the caller, so this node does (see
+    /// [`Server::connection_ended`]).
     async fn forward(
-        self: &Arc<Self>,
+        &self,
         from: &Connection,
         reply_to: NodeId,
         request: u64,
@@ -334,32 +334,32 @@ impl Server {
             request,
             hop: WireHop::Forwarded,
             remaining_micros: u64::try_from(remaining.as_micros()).unwrap_or(u64::MAX),
-            message: message.clone(),
+            message,
         };
         // Remembered before the send, so a cancel that arrives meanwhile follows the call.
         let call = (reply_to.clone(), request);
         lock(&self.forwarded).insert(call.clone(), owner.clone(), deadline, Instant::now());
         let sent = match self.peers.connection_to(&owner).await {
             Ok(connection) => match connection.send(&frame).await {
-                Ok(ticket) => Ok((connection, ticket)),
+                Ok(ticket) => Ok((connection.id, ticket)),
                 Err(error) => Err(error.to_string()),
             },
             Err(reason) => Err(reason),
+        };
+        let Frame::Call { message, .. } = frame else {
+            return;
         };
         match sent {
             Ok((connection, ticket)) => {
                 self.counters
                     .calls_forwarded
                     .fetch_add(1, Ordering::Relaxed);
-                let server = self.clone();
-                let from = from.clone();
-                tokio::spawn(async move {
-                    let fate = tokio::select! {
-                        fate = connection.lost(ticket) => fate,
-                        () = tokio::time::sleep_until(deadline) => return,
-                    };
-                    server.owner_lost(&from, call, &owner, fate, message).await;
-                });
+                let sent = Sent {
+                    connection,
+                    ticket,
+                    message,
+                };
+                lock(&self.forwarded).sent(&call, sent);
             }
             Err(reason) => {
                 lock(&self.forwarded).remove(&call);
@@ -374,24 +374,41 @@ impl Server {
         }
     }
 
-    /// The connection a forwarded `call` left on ended before the call's deadline, and no
-    /// reply can come over it: tells the caller at once, unless it gave up already (its
-    /// cancel forgot the call). A call that never left is declined (`TryAnotherNode`: the
-    /// caller's dispatcher tries its next provider); one that may have reached the owner ends
-    /// with an error saying its outcome is unknown, as a call whose own connection broke does.
-    /// (Its reply may still come, if the owner lives and reaches the caller first: the caller
-    /// takes whichever answer arrives first.)
-    async fn owner_lost(
-        &self,
-        from: &Connection,
-        call: CallKey,
-        owner: &NodeId,
-        fate: Fate,
-        message: Message,
-    ) {
-        if lock(&self.forwarded).remove(&call).is_none() {
+    /// `connection` has ended: when it broke, the calls this node forwarded on it, still
+    /// running, can no longer be answered over it, so this node answers their callers at once
+    /// (see [`Server::owner_lost`]). A connection closed on purpose (a duplicate dropped)
+    /// keeps them: their owner answers over the connection kept.
+    pub(crate) fn connection_ended(self: &Arc<Self>, connection: &Connection) {
+        if !connection.is_broken() {
             return;
         }
+        let orphans = lock(&self.forwarded).take_sent_on(connection.id, Instant::now());
+        if orphans.is_empty() {
+            return;
+        }
+        let (server, connection) = (self.clone(), connection.clone());
+        tokio::spawn(async move {
+            for orphan in orphans {
+                if let Some(fate) = connection.outcome(orphan.ticket).await {
+                    server.owner_lost(orphan, fate).await;
+                }
+            }
+        });
+    }
+
+    /// The connection a forwarded call left on broke before the call's deadline, and no reply
+    /// can come over it: tells the caller. A call that never left is declined
+    /// (`TryAnotherNode`: the caller's dispatcher tries its next provider); one that may have
+    /// reached the owner ends with an error saying its outcome is unknown, as a call whose own
+    /// connection broke does. (Its reply may still come, if the owner lives and reaches the
+    /// caller first: the caller takes whichever answer arrives first.)
+    async fn owner_lost(&self, orphan: Orphan, fate: Fate) {
+        let Orphan {
+            call: (reply_to, request),
+            owner,
+            message,
+            ..
+        } = orphan;
         let response = match fate {
             Fate::NeverSent => Response::TryAnotherNode(format!(
                 "the connection from {} to the owner {owner} closed before the call was forwarded",
@@ -402,9 +419,17 @@ impl Server {
                 self.me
             )),
         };
-        let (reply_to, request) = call;
-        self.reply_straight(from, &reply_to, request, message.return_with(response))
-            .await;
+        let reply = message.return_with(response);
+        // The caller's own connection, if it is still up; else one to it.
+        match self.peers.live_connection(&reply_to) {
+            Some(to_caller) => {
+                self.reply_straight(&to_caller, &reply_to, request, reply)
+                    .await;
+            }
+            None => {
+                tracing::debug!(caller = %reply_to, request, "no connection to the caller of a forwarded call whose owner was lost");
+            }
+        }
     }
 }
 
@@ -422,7 +447,7 @@ mod tests {
         let node = Node::new("m");
         let peers = Arc::new(peers(Unreachable::default()));
         let caller = Arc::new(Caller::new(node.id().clone(), peers.clone()));
-        let server = Arc::new(Server::new(node, peers.clone(), caller));
+        let server = Server::new(node, peers.clone(), caller);
         let (caller, owner) = (NodeId::new("caller", 1), NodeId::new("owner", 1));
         // The owner reads nothing: the forward's send stays under way.
         let (to_owner, _unread) = Connection::detached(owner.clone(), owner.clone());
