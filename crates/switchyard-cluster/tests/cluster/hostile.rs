@@ -426,3 +426,45 @@ async fn silent_connections_do_not_keep_a_node_from_joining() {
     stop.store(true, Ordering::SeqCst);
     assert!(silent.await.unwrap() >= 200, "the attack did not run");
 }
+
+/// Silent strangers from many addresses, each within its per-address limit and never
+/// throttled here, cannot take the quarter of the handshake slots kept for members'
+/// addresses: a member still joins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_never_take_the_slots_kept_for_members() {
+    let z_config = config(&[])
+        .connect_timeout(Duration::from_secs(2))
+        .first_byte_timeout(Duration::from_secs(2))
+        .handshake_limits(64, 8)
+        .throttle_failed_handshakes(1_000_000, Duration::from_millis(1));
+    let z = start_with("z", z_config, standard_routers).await;
+    let target = z.cluster.rpc_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    // 8 addresses × 8 slots: every slot, were none kept.
+    let attackers: Vec<_> = (10..18)
+        .map(|last| {
+            tokio::spawn(hold_silent(
+                [127, 0, 0, last],
+                target,
+                12,
+                5_000,
+                stop.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seed = vec![z.cluster.gossip_addr().to_string()];
+    // `b` has the smaller id: it must dial `z`, from 127.0.0.1, a member's address.
+    let b = start_with("b", config(&seed), |_| {}).await;
+    wait_for(Duration::from_secs(10), "b connected to z", || async {
+        b.cluster
+            .members()
+            .iter()
+            .any(|m| m.id.name() == "z" && m.connected)
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for attacker in attackers {
+        assert!(attacker.await.unwrap() >= 8, "an attacker did not run");
+    }
+}
