@@ -413,20 +413,31 @@ impl Inner {
         };
         let inner = self.clone();
         tokio::spawn(async move {
-            /// Frees the slot however the handshake ends; a failure unless told otherwise.
-            struct Slot<'a>(&'a Inner, Option<Admitted>, bool);
+            /// Frees the slot however the handshake ends (also if this task is dropped): a
+            /// failure unless it succeeded.
+            struct Slot<'a> {
+                inner: &'a Inner,
+                admitted: Admitted,
+                succeeded: bool,
+            }
             impl Drop for Slot<'_> {
                 fn drop(&mut self) {
-                    if let Some(admitted) = self.1.take() {
-                        lock(&self.0.admission).finished(admitted, self.2, Instant::now());
-                    }
+                    lock(&self.inner.admission).finished(
+                        self.admitted,
+                        self.succeeded,
+                        Instant::now(),
+                    );
                 }
             }
-            let mut slot = Slot(&inner, Some(admitted), false);
+            let mut slot = Slot {
+                inner: &inner,
+                admitted,
+                succeeded: false,
+            };
             let inbound = inner.clone();
             match connection::accept(&inner.config, &inner.identity(), stream, inbound).await {
                 Ok(connection) => {
-                    slot.2 = true;
+                    slot.succeeded = true;
                     drop(slot);
                     inner.peers.register(connection);
                 }
