@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chitchat::transport::{Transport as GossipTransport, UdpTransport};
@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::{Admission, Admitted, Tally};
 use crate::config::ClusterConfig;
 use crate::connection::{self, Connection, Inbound, Serving};
 use crate::error::ClusterError;
@@ -26,7 +27,8 @@ use crate::membership::{Gossip, Members};
 use crate::peers::{Dial, Peers};
 use crate::remote::Caller;
 use crate::serve::Server;
-use crate::transport::{Listener, Network};
+use crate::sync::lock;
+use crate::transport::{Incoming, Listener, Network};
 
 /// Something that happened to the cluster's membership.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,10 +104,16 @@ struct Inner {
     services: watch::Sender<Vec<String>>,
     /// The end of a shutdown, whoever started it.
     left: CancellationToken,
+    /// Which incoming connections may start a handshake.
+    admission: Mutex<Admission>,
+    /// Incoming connections closed on arrival, and failed handshakes, for the log.
+    refused: Mutex<Tally>,
+    failed: Mutex<Tally>,
 }
 
-/// The most connections authenticating at once; more are closed on arrival.
-const MAX_HANDSHAKES: usize = 64;
+/// At most one log line per this long about incoming connections refused or failed: a flood
+/// of them is counted, not written one line each.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Cluster {
     /// Makes `node` a member of the cluster `config` describes: listens for calls, gossips,
@@ -297,7 +305,6 @@ impl Inner {
             Self {
                 node,
                 me,
-                config,
                 network,
                 rpc_addr,
                 peers,
@@ -306,6 +313,10 @@ impl Inner {
                 events,
                 services: watch::Sender::new(Vec::new()),
                 left: CancellationToken::new(),
+                admission: Mutex::new(Admission::new(config.admission_limits())),
+                refused: Mutex::new(Tally::new(LOG_INTERVAL)),
+                failed: Mutex::new(Tally::new(LOG_INTERVAL)),
+                config,
             }
         })
     }
@@ -358,40 +369,26 @@ impl Inner {
             .map_err(|error| ClusterError::AlreadyAttached(error.to_string()))
     }
 
-    /// Takes the connections peers dial at `listener` until this node leaves.
+    /// Takes the connections peers dial at `listener` until this node leaves: each that
+    /// [`Admission`] lets in is authenticated in a task of its own; the others are closed on
+    /// arrival, unanswered. Refusals and failures are logged once per [`LOG_INTERVAL`], with
+    /// their counts.
     fn accept_from(self: &Arc<Self>, mut listener: Listener) {
         let accepting = self.clone();
-        // Unauthenticated connections cost memory and a task each: at most this many at once.
-        let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
         tokio::spawn(async move {
+            let mut report = tokio::time::interval(LOG_INTERVAL);
             loop {
                 let accepted = tokio::select! {
                     () = accepting.peers.stopped().cancelled() => break,
                     accepted = listener.accept() => accepted,
+                    _ = report.tick() => {
+                        accepting.report_refusals(None);
+                        accepting.report_failures(None);
+                        continue;
+                    }
                 };
                 match accepted {
-                    Ok(stream) => match handshakes.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            let inner = accepting.clone();
-                            tokio::spawn(async move {
-                                let inbound = inner.clone();
-                                let accepted = connection::accept(
-                                    &inner.config,
-                                    &inner.identity(),
-                                    stream,
-                                    inbound,
-                                )
-                                .await;
-                                if let Some(connection) = accepted {
-                                    inner.peers.register(connection);
-                                }
-                                drop(permit);
-                            });
-                        }
-                        Err(_) => {
-                            tracing::warn!(remote = ?stream.remote(), "too many handshakes under way; connection refused");
-                        }
-                    },
+                    Ok(stream) => accepting.admit(stream),
                     Err(error) => {
                         tracing::warn!(%error, "accepting a connection failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -401,10 +398,105 @@ impl Inner {
         });
     }
 
+    /// Authenticates `stream` in a task of its own if [`Admission`] lets it in; else closes
+    /// it at once.
+    fn admit(self: &Arc<Self>, stream: Incoming) {
+        let remote = stream.remote();
+        let admitted = lock(&self.admission).admit(remote.map(|a| a.ip()), Instant::now());
+        let admitted = match admitted {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                drop(stream);
+                self.report_refusals(Some((refusal.label(), format!("{remote:?}"))));
+                return;
+            }
+        };
+        let inner = self.clone();
+        tokio::spawn(async move {
+            /// Frees the slot however the handshake ends (also if this task is dropped): a
+            /// failure unless it succeeded.
+            struct Slot<'a> {
+                inner: &'a Inner,
+                admitted: Admitted,
+                succeeded: bool,
+            }
+            impl Drop for Slot<'_> {
+                fn drop(&mut self) {
+                    lock(&self.inner.admission).finished(
+                        self.admitted,
+                        self.succeeded,
+                        Instant::now(),
+                    );
+                }
+            }
+            let mut slot = Slot {
+                inner: &inner,
+                admitted,
+                succeeded: false,
+            };
+            let inbound = inner.clone();
+            match connection::accept(&inner.config, &inner.identity(), stream, inbound).await {
+                Ok(connection) => {
+                    slot.succeeded = true;
+                    drop(slot);
+                    inner.peers.register(connection);
+                }
+                Err(error) => {
+                    drop(slot);
+                    inner.report_failures(Some((error.kind(), format!("{remote:?}: {error}"))));
+                }
+            }
+        });
+    }
+
+    /// Counts a connection closed on arrival (`refused`: why, and from where), and logs the
+    /// counts when a line is due.
+    fn report_refusals(&self, refused: Option<(&'static str, String)>) {
+        let now = Instant::now();
+        let mut tally = lock(&self.refused);
+        let report = match refused {
+            Some((why, from)) => tally.note(why, from, now),
+            None => tally.flush(now),
+        };
+        drop(tally);
+        if let Some(report) = report {
+            tracing::warn!(
+                node = %self.me,
+                refused = report.total(),
+                reasons = %report.counts(),
+                last_from = %report.last,
+                "incoming connections closed on arrival, unanswered (see ClusterConfig::handshake_limits and throttle_failed_handshakes); counts since the last such line"
+            );
+        }
+    }
+
+    /// Counts a failed incoming handshake (`failed`: its kind, and where from with why), and
+    /// logs the counts when a line is due.
+    fn report_failures(&self, failed: Option<(&'static str, String)>) {
+        let now = Instant::now();
+        let mut tally = lock(&self.failed);
+        let report = match failed {
+            Some((kind, detail)) => tally.note(kind, detail, now),
+            None => tally.flush(now),
+        };
+        drop(tally);
+        if let Some(report) = report {
+            tracing::warn!(
+                node = %self.me,
+                failed = report.total(),
+                kinds = %report.counts(),
+                last = %report.last,
+                "incoming connections failed their handshake; counts since the last such line"
+            );
+        }
+    }
+
     /// Takes `next` as the members: reports joins and departures, and keeps the new members
     /// of a larger id connected.
     fn update_members(&self, next: Members) {
         let next = Arc::new(next);
+        let addresses = next.by_id.values().map(|info| info.rpc_addr.ip()).collect();
+        lock(&self.admission).set_known(addresses);
         let previous = self.peers.set_members(next.clone());
         for id in next.not_in(&previous) {
             tracing::info!(node = %self.me, peer = %id, "node joined");
@@ -496,6 +588,7 @@ impl Inbound for Inner {
 
     fn ended(&self, connection: &Connection) {
         self.peers.ended(connection);
+        self.server.connection_ended(connection);
     }
 }
 

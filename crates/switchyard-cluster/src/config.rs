@@ -36,6 +36,11 @@ pub struct ClusterConfig {
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
     pub(crate) keepalive: Keepalive,
+    pub(crate) first_byte_timeout: Duration,
+    pub(crate) max_handshakes: usize,
+    pub(crate) max_handshakes_per_address: usize,
+    pub(crate) failed_handshake_burst: u32,
+    pub(crate) failed_handshake_refill: Duration,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::TlsConfig>,
 }
@@ -55,6 +60,14 @@ impl std::fmt::Debug for ClusterConfig {
             .field("reconnect_min", &self.reconnect_min)
             .field("reconnect_max", &self.reconnect_max)
             .field("keepalive", &self.keepalive)
+            .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("max_handshakes", &self.max_handshakes)
+            .field(
+                "max_handshakes_per_address",
+                &self.max_handshakes_per_address,
+            )
+            .field("failed_handshake_burst", &self.failed_handshake_burst)
+            .field("failed_handshake_refill", &self.failed_handshake_refill)
             .finish_non_exhaustive()
     }
 }
@@ -81,6 +94,22 @@ impl ClusterConfig {
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_secs(5),
             keepalive: Keepalive::default(),
+            // A dialer writes as soon as its connection is up, so its first byte arrives half
+            // a round trip after the accept: 500 ms covers the longest links with room for a
+            // busy host, and a silent connection frees its slot four times sooner than the
+            // 2 s handshake bound would.
+            first_byte_timeout: Duration::from_millis(500),
+            // A handshake is a few hundred bytes and one task: 64 at once is far more than a
+            // cluster's members ever open together (one connection per pair), at a bounded
+            // cost. One address may hold 8: several nodes on one host can (re)connect at once,
+            // and a single hostile address takes an eighth of the slots at most.
+            max_handshakes: 64,
+            max_handshakes_per_address: 8,
+            // A member knows the secret, so its handshakes do not fail: 10 failures in a row
+            // leave room for a misconfigured node's retries, one more per second after that
+            // makes guessing and flooding slow, and the log says why.
+            failed_handshake_burst: 10,
+            failed_handshake_refill: Duration::from_secs(1),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -164,6 +193,38 @@ impl ClusterConfig {
         self
     }
 
+    /// How long a connection another node dialed may stay silent before its first byte
+    /// arrives (500 ms by default; the whole handshake still has
+    /// [`connect_timeout`](Self::connect_timeout)). A dialer writes at once, so only a stalled
+    /// or hostile peer waits longer: its connection is closed and counts as a failed
+    /// handshake of its address (see
+    /// [`throttle_failed_handshakes`](Self::throttle_failed_handshakes)).
+    pub fn first_byte_timeout(mut self, timeout: Duration) -> Self {
+        self.first_byte_timeout = timeout;
+        self
+    }
+
+    /// How many incoming connections may be authenticating at once: `total` in all (64 by
+    /// default), `per_address` from one source IP address (8 by default). A quarter of the
+    /// total is kept for the addresses members announce, so connections from elsewhere can
+    /// never take every slot. A connection beyond a limit is closed on arrival, unanswered;
+    /// the dialer retries after its reconnect backoff.
+    pub fn handshake_limits(mut self, total: usize, per_address: usize) -> Self {
+        self.max_handshakes = total;
+        self.max_handshakes_per_address = per_address;
+        self
+    }
+
+    /// Throttles the source addresses of failed handshakes (wrong secret, another cluster,
+    /// malformed or silent): an address may fail `burst` handshakes in a row (10 by
+    /// default), then one more per `refill` (1 s by default); meanwhile its connections are
+    /// closed on arrival, unanswered. A handshake that succeeds costs nothing.
+    pub fn throttle_failed_handshakes(mut self, burst: u32, refill: Duration) -> Self {
+        self.failed_handshake_burst = burst;
+        self.failed_handshake_refill = refill;
+        self
+    }
+
     /// TCP keepalive on every node-to-node connection: after `idle` without traffic the
     /// kernel probes the peer every `interval`, and closes the connection after `retries`
     /// unanswered probes (10 s, 2 s and 3 by default, so a peer that vanished without a word
@@ -240,10 +301,42 @@ impl ClusterConfig {
                 "keepalive takes an idle time and an interval of at most {MAX_KEEPALIVE_TIME:?} and at most {MAX_KEEPALIVE_PROBES} probes (got {idle:?}, {interval:?}, {retries})"
             )));
         }
+        if self.first_byte_timeout.is_zero() {
+            return Err(ClusterError::Config(
+                "the first-byte timeout is zero".into(),
+            ));
+        }
+        if self.max_handshakes == 0 || self.max_handshakes_per_address == 0 {
+            return Err(ClusterError::Config(format!(
+                "the handshake limits must allow at least one handshake (got {} in all, {} per address)",
+                self.max_handshakes, self.max_handshakes_per_address
+            )));
+        }
+        if self.failed_handshake_burst == 0
+            || self.failed_handshake_refill.is_zero()
+            || self.failed_handshake_refill > MAX_INTERVAL
+        {
+            return Err(ClusterError::Config(format!(
+                "failed handshakes are throttled with a burst of at least 1 and a refill between zero and {MAX_INTERVAL:?} (got {} and {:?})",
+                self.failed_handshake_burst, self.failed_handshake_refill
+            )));
+        }
         if self.cluster_id.is_empty() {
             return Err(ClusterError::Config("the cluster id is empty".into()));
         }
         Ok(())
+    }
+}
+
+impl ClusterConfig {
+    /// The limits on incoming handshakes.
+    pub(crate) fn admission_limits(&self) -> crate::admission::Limits {
+        crate::admission::Limits {
+            max_handshakes: self.max_handshakes,
+            per_address: self.max_handshakes_per_address,
+            failure_burst: self.failed_handshake_burst,
+            failure_refill: self.failed_handshake_refill,
+        }
     }
 }
 
@@ -318,6 +411,12 @@ mod tests {
         check(base().reconnect_backoff(hour, hour), true);
         check(base().gossip_interval(huge), false);
         check(base().gossip_interval(hour), true);
+        check(base().throttle_failed_handshakes(1, huge), false);
+        check(base().throttle_failed_handshakes(0, hour), false);
+        check(base().throttle_failed_handshakes(1, hour), true);
+        check(base().handshake_limits(0, 1), false);
+        check(base().handshake_limits(1, 0), false);
+        check(base().first_byte_timeout(Duration::ZERO), false);
         let second = Duration::from_secs(1);
         check(base().keepalive(huge, second, 3), false);
         check(base().keepalive(second, huge, 3), false);

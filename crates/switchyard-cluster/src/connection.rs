@@ -260,6 +260,14 @@ pub(crate) struct Closed(pub(crate) NodeId);
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ticket(u64);
 
+impl Ticket {
+    /// The ticket of the frame queued `queued` frames after the first.
+    #[cfg(test)]
+    pub(crate) fn at(queued: u64) -> Self {
+        Self(queued)
+    }
+}
+
 /// What became of a frame on a connection that ended before its answer came.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Fate {
@@ -393,11 +401,18 @@ impl Connection {
     /// node dropped it as a duplicate once the frame had left (the peer answers over the
     /// connection kept).
     pub(crate) async fn lost(&self, ticket: Ticket) -> Fate {
-        self.finished.cancelled().await;
-        match self.fate(ticket) {
+        match self.outcome(ticket).await {
             Some(fate) => fate,
             None => std::future::pending().await,
         }
+    }
+
+    /// Resolves once the connection has ended, with what became of the frame of `ticket`:
+    /// `None` when it left and the connection was then closed on purpose (see
+    /// [`lost`](Self::lost)).
+    pub(crate) async fn outcome(&self, ticket: Ticket) -> Option<Fate> {
+        self.finished.cancelled().await;
+        self.fate(ticket)
     }
 
     /// What became of the frame of `ticket`, once nothing more is written: `None` when the
@@ -506,43 +521,56 @@ pub(crate) async fn dial(
     ))
 }
 
+/// Why a connection a peer dialed was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AcceptError {
+    #[error("cannot set the options of the connection: {0}")]
+    Tune(std::io::Error),
+    #[error("the peer sent nothing within the first-byte timeout")]
+    Silent,
+    #[error("the handshake did not finish within the connect timeout")]
+    TimedOut,
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+}
+
+impl AcceptError {
+    /// The kind of failure, for the counts of a log line.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Tune(_) => "socket options failed",
+            Self::Silent => "silent",
+            Self::TimedOut => "timed out",
+            Self::Handshake(_) => "handshake failed",
+        }
+    }
+}
+
 /// Authenticates a connection a peer dialed, as `me`, and starts its reader (handing frames
-/// to `inbound`) and writer; `None` when it is refused (logged).
+/// to `inbound`) and writer. The peer must send its first byte within the first-byte timeout
+/// and finish the handshake within the connect timeout.
 pub(crate) async fn accept(
     config: &ClusterConfig,
     me: &Identity<'_>,
-    stream: Incoming,
+    mut stream: Incoming,
     inbound: Arc<dyn Inbound>,
-) -> Option<Connection> {
-    let remote = stream.remote();
-    if let Err(error) = stream.tune(config) {
-        tracing::warn!(?remote, %error, "cannot set the options of an incoming connection; refused");
-        return None;
-    }
+) -> Result<Connection, AcceptError> {
+    stream.tune(config).map_err(AcceptError::Tune)?;
     let outcome = tokio::time::timeout(config.connect_timeout, async {
-        let stream = stream.secure(config).await?;
+        tokio::time::timeout(config.first_byte_timeout, stream.first_byte())
+            .await
+            .map_err(|_| AcceptError::Silent)?
+            .map_err(HandshakeError::Io)?;
+        let stream = stream.secure(config).await.map_err(HandshakeError::Io)?;
         let mut transport = framed(stream);
         let authenticated = handshake(&mut transport, me, Role::Listener).await?;
-        Ok::<_, HandshakeError>((transport, authenticated))
+        Ok::<_, AcceptError>((transport, authenticated))
     })
-    .await;
-    match outcome {
-        Ok(Ok((transport, authenticated))) => {
-            let dialer = authenticated.peer.clone();
-            Some(start(config, transport, authenticated, dialer, inbound))
-        }
-        Ok(Err(error)) => {
-            tracing::warn!(?remote, %error, "refused an incoming connection");
-            None
-        }
-        Err(_) => {
-            tracing::warn!(
-                ?remote,
-                "an incoming connection did not finish its handshake in time"
-            );
-            None
-        }
-    }
+    .await
+    .map_err(|_| AcceptError::TimedOut)?;
+    let (transport, authenticated) = outcome?;
+    let dialer = authenticated.peer.clone();
+    Ok(start(config, transport, authenticated, dialer, inbound))
 }
 
 /// How a connection writes: its write half, bytes already buffered for it (by the

@@ -16,8 +16,13 @@
 //!   and is offered no call. With the `tls` feature, connections can also run over TLS
 //!   ([`ClusterConfig::tls`], rustls with the `ring` provider). TCP keepalive closes the
 //!   connection to a peer that vanished without a word; a broken connection is dialed again
-//!   after a backoff ([`ClusterConfig::reconnect_backoff`]). The wire format is in
-//!   `docs/wire.md`.
+//!   after a backoff ([`ClusterConfig::reconnect_backoff`]). A connection that has not
+//!   authenticated yet must send its first byte within
+//!   [`ClusterConfig::first_byte_timeout`]; handshakes under way are limited in all and per
+//!   source address, with a quarter of the slots kept for members' addresses
+//!   ([`ClusterConfig::handshake_limits`]), and an address whose handshakes keep failing is
+//!   throttled ([`ClusterConfig::throttle_failed_handshakes`]), so a stalled or hostile peer
+//!   cannot keep members from connecting. The wire format is in `docs/wire.md`.
 //! - **Remote dispatch**: the caller's dispatcher picks a provider (local first, else a random
 //!   remote one), the call carries the caller's reply address and deadline; the first node to
 //!   receive it authorizes it and applies `choose_node`; when that names another node, the call
@@ -53,6 +58,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod admission;
 mod cluster;
 mod config;
 mod connection;

@@ -3,6 +3,14 @@
 //! Each node publishes, in its gossip state, the address where it takes calls and its public
 //! services. A node leaving gracefully publishes `leaving` first, so the others drop it at once
 //! instead of waiting for the failure detector.
+//!
+//! Chitchat sends a node's state in datagrams of at most 64 KB, key by key in the order they
+//! were set, and can never send a value larger than one datagram: one such value would stop
+//! every later change of that node's state from spreading. So the services are spread over
+//! chunks (`switchyard.services.0`, `.1`, ...), each a JSON list of at most
+//! [`SERVICES_CHUNK_BYTES`], and their count (`switchyard.services.chunks`) is set after them.
+//! Readers join the chunks below the count; chunks beyond it, left from a longer list, are
+//! deleted.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,7 +26,14 @@ use crate::config::ClusterConfig;
 use crate::error::ClusterError;
 
 const KEY_RPC: &str = "switchyard.rpc";
-const KEY_SERVICES: &str = "switchyard.services";
+/// How many chunks the services are spread over.
+const KEY_SERVICE_CHUNKS: &str = "switchyard.services.chunks";
+/// The prefix of each chunk's key: the chunk's index follows.
+const KEY_SERVICE_CHUNK: &str = "switchyard.services.";
+
+/// The most bytes of one chunk of the services list: a quarter of a gossip datagram (64 KB),
+/// so a chunk always fits in one with room for the other keys and chitchat's own framing.
+pub(crate) const SERVICES_CHUNK_BYTES: usize = 16 * 1024;
 const KEY_LEAVING: &str = "switchyard.leaving";
 
 /// What gossip says about one other member.
@@ -86,7 +101,7 @@ impl Gossip {
         };
         let initial = vec![
             (KEY_RPC.to_owned(), rpc_addr.to_string()),
-            (KEY_SERVICES.to_owned(), "[]".to_owned()),
+            (KEY_SERVICE_CHUNKS.to_owned(), "0".to_owned()),
         ];
         let handle = chitchat::spawn_chitchat(chitchat_config, initial, transport)
             .await
@@ -107,18 +122,13 @@ impl Gossip {
 
     /// Publishes this node's public services.
     pub(crate) async fn announce(&self, services: &[String]) {
-        let value = serde_json::to_string(services).unwrap_or_else(|_| "[]".to_owned());
-        self.chitchat
-            .lock()
-            .await
-            .self_node_state()
-            .set(KEY_SERVICES, value);
+        set_services(self.chitchat.lock().await.self_node_state(), services);
     }
 
     pub(crate) async fn announce_leaving(&self) {
         let mut chitchat = self.chitchat.lock().await;
         let state = chitchat.self_node_state();
-        state.set(KEY_SERVICES, "[]");
+        set_services(state, &[]);
         state.set(KEY_LEAVING, "1");
     }
 
@@ -147,15 +157,85 @@ fn free_udp_addr(addr: SocketAddr) -> Result<SocketAddr, ClusterError> {
         .map_err(|source| ClusterError::Bind { addr, source })
 }
 
-fn member_info(state: &NodeState) -> Option<MemberInfo> {
-    member_info_from(state.get(KEY_RPC), state.get(KEY_SERVICES))
+/// `services` as JSON lists of at most [`SERVICES_CHUNK_BYTES`] each (a name longer than
+/// that alone in its chunk), in order.
+fn service_chunks(services: &[String]) -> Vec<String> {
+    let mut chunks = Vec::new();
+    let mut chunk: Vec<&str> = Vec::new();
+    // The length of `chunk` as JSON: brackets, names, quotes and commas.
+    let mut len = 2;
+    for service in services {
+        let quoted = serde_json::to_string(service).map_or(0, |quoted| quoted.len());
+        if !chunk.is_empty() && len + 1 + quoted > SERVICES_CHUNK_BYTES {
+            chunks.push(serde_json::to_string(&chunk).unwrap_or_default());
+            chunk.clear();
+            len = 2;
+        }
+        len += quoted + usize::from(!chunk.is_empty());
+        chunk.push(service);
+    }
+    if !chunk.is_empty() {
+        chunks.push(serde_json::to_string(&chunk).unwrap_or_default());
+    }
+    chunks
 }
 
-fn member_info_from(rpc: Option<&str>, services: Option<&str>) -> Option<MemberInfo> {
+/// Sets `services` in this node's gossip `state`: the chunks first, then their count (so a
+/// reader never counts a chunk it has not received), then deletes the chunks of a longer
+/// list. Chitchat leaves unchanged values alone.
+fn set_services(state: &mut NodeState, services: &[String]) {
+    let chunks = service_chunks(services);
+    if let Some(oversized) = chunks
+        .iter()
+        .find(|chunk| chunk.len() > SERVICES_CHUNK_BYTES)
+    {
+        tracing::warn!(
+            len = oversized.len(),
+            "a service name is too long to gossip in one datagram; the other nodes may not see it (keep names short)"
+        );
+    }
+    let previous = chunk_count(state);
+    for (index, chunk) in chunks.iter().enumerate() {
+        state.set(format!("{KEY_SERVICE_CHUNK}{index}"), chunk);
+    }
+    state.set(KEY_SERVICE_CHUNKS, chunks.len());
+    for stale in chunks.len()..previous {
+        state.delete(&format!("{KEY_SERVICE_CHUNK}{stale}"));
+    }
+}
+
+/// How many chunks of services `state` announces (none when it says nothing readable).
+fn chunk_count(state: &NodeState) -> usize {
+    state
+        .get(KEY_SERVICE_CHUNKS)
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0)
+}
+
+fn member_info(state: &NodeState) -> Option<MemberInfo> {
+    let count = chunk_count(state);
+    // Only the chunks present: a node's chunk count comes from the network, so it is never
+    // used to size anything.
+    let chunks = state
+        .iter_prefix(KEY_SERVICE_CHUNK)
+        .filter_map(|(key, value)| {
+            let index: usize = key.strip_prefix(KEY_SERVICE_CHUNK)?.parse().ok()?;
+            (index < count).then_some((index, value.value.as_str()))
+        })
+        .collect::<BTreeMap<_, _>>();
+    member_info_from(state.get(KEY_RPC), chunks.into_values())
+}
+
+/// A member from its RPC address and the chunks of its services list, in order.
+fn member_info_from<'a>(
+    rpc: Option<&str>,
+    chunks: impl IntoIterator<Item = &'a str>,
+) -> Option<MemberInfo> {
     let rpc_addr = rpc?.parse().ok()?;
-    let services = services
-        .and_then(|value| serde_json::from_str(value).ok())
-        .unwrap_or_default();
+    let services = chunks
+        .into_iter()
+        .flat_map(|chunk| serde_json::from_str::<Vec<String>>(chunk).unwrap_or_default())
+        .collect();
     Some(MemberInfo { rpc_addr, services })
 }
 
@@ -242,15 +322,50 @@ mod tests {
     #[test]
     fn a_member_is_described_by_its_rpc_address_and_services() {
         assert!(
-            member_info_from(None, Some("[]")).is_none(),
+            member_info_from(None, ["[]"]).is_none(),
             "no address, no member"
         );
-        let found = member_info_from(Some("127.0.0.1:9"), Some(r#"["a","b"]"#)).unwrap();
-        assert_eq!(found.services, ["a", "b"]);
-        let garbled = member_info_from(Some("127.0.0.1:9"), Some("not json")).unwrap();
+        let found = member_info_from(Some("127.0.0.1:9"), [r#"["a","b"]"#, r#"["c"]"#]).unwrap();
+        assert_eq!(found.services, ["a", "b", "c"]);
+        let garbled = member_info_from(Some("127.0.0.1:9"), ["not json", r#"["c"]"#]).unwrap();
+        assert_eq!(
+            garbled.services,
+            ["c"],
+            "an unreadable chunk offers nothing"
+        );
+    }
+
+    /// Services are spread over chunks that each fit the limit, read back in order; a
+    /// shorter list deletes the chunks it no longer needs.
+    #[test]
+    fn services_are_announced_in_chunks_that_each_fit_a_datagram() {
+        let services: Vec<String> = (0..5_000).map(|i| format!("{i:0>64}")).collect();
+        let chunks = service_chunks(&services);
+        assert!(chunks.len() > 1);
         assert!(
-            garbled.services.is_empty(),
-            "unreadable services offer nothing"
+            chunks
+                .iter()
+                .all(|chunk| chunk.len() <= SERVICES_CHUNK_BYTES)
+        );
+        let mut state = NodeState::for_test();
+        state.set(KEY_RPC, "127.0.0.1:9");
+        set_services(&mut state, &services);
+        assert_eq!(member_info(&state).unwrap().services, services);
+        set_services(&mut state, &services[..3]);
+        assert_eq!(member_info(&state).unwrap().services, &services[..3]);
+        assert_eq!(
+            state.iter_prefix(KEY_SERVICE_CHUNK).count(),
+            2,
+            "the count and one chunk are left"
+        );
+        set_services(&mut state, &[]);
+        assert!(member_info(&state).unwrap().services.is_empty());
+        assert!(service_chunks(&[]).is_empty());
+        let long = vec!["x".repeat(SERVICES_CHUNK_BYTES * 2)];
+        assert_eq!(
+            service_chunks(&long).len(),
+            1,
+            "a long name alone in its chunk"
         );
     }
 }

@@ -18,8 +18,8 @@ use switchyard_messaging::{Authorization, Message, Node, NodeId, Response, Serve
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::connection::{Connection, Serving};
-use crate::forwarded::Forwarded;
+use crate::connection::{Connection, Fate, SendError, Serving};
+use crate::forwarded::{Forwarded, Orphan, Sent};
 use crate::frame::{Frame, Verdict, WireHop};
 use crate::peers::Peers;
 use crate::remote::Caller;
@@ -33,6 +33,15 @@ const REPLY_SEND_LIMIT: Duration = Duration::from_secs(5);
 
 /// A caller's request: who waits for the reply, and its request id there.
 type CallKey = (NodeId, u64);
+
+/// Why a reply did not leave.
+#[derive(Debug, thiserror::Error)]
+enum ReplyNotSent {
+    #[error("the reply has {len} bytes, more than the {max} a peer accepts (max_frame_len)")]
+    TooLong { len: usize, max: usize },
+    #[error("{0}")]
+    Other(String),
+}
 
 /// Serves other nodes' calls on this node's [`Node`], forwards them to their owner, and
 /// drains them when this node leaves.
@@ -246,24 +255,29 @@ impl Server {
             self.caller.reply_here(request, reply);
             return;
         }
+        let service = reply.service().to_owned();
         let frame = Frame::Reply {
             request,
             message: reply,
         };
-        let connection = if from.peer == *reply_to && !from.is_closed() {
-            Ok(from.clone())
-        } else {
-            self.peers.connection_to(reply_to).await
-        };
-        let sent = match connection {
-            Ok(connection) => {
-                // A caller that stopped reading must not hold this task forever.
-                match tokio::time::timeout(REPLY_SEND_LIMIT, connection.send(&frame)).await {
-                    Ok(sent) => sent.map(|_| ()).map_err(|e| e.to_string()),
-                    Err(_) => Err("the caller stopped reading".to_owned()),
-                }
+        let sent = match self.send_reply(from, reply_to, &frame).await {
+            Err(ReplyNotSent::TooLong { len, max }) => {
+                // The caller would wait out its deadline for a reply that can never reach it:
+                // it gets an error saying why instead, as a too-large call does.
+                let Frame::Reply { message, .. } = frame else {
+                    return;
+                };
+                let refusal = message.return_with(Response::error(format!(
+                    "the reply of `{service}` on {} has {len} bytes, more than the {max} a peer accepts (max_frame_len): return less, or raise max_frame_len on every node",
+                    self.me
+                )));
+                let frame = Frame::Reply {
+                    request,
+                    message: refusal,
+                };
+                self.send_reply(from, reply_to, &frame).await
             }
-            Err(reason) => Err(reason),
+            sent => sent,
         };
         match sent {
             Ok(()) => {
@@ -275,8 +289,36 @@ impl Server {
         }
     }
 
+    /// Sends a reply frame to `reply_to`: on `from` when the caller is its peer, else on the
+    /// connection to the caller.
+    async fn send_reply(
+        &self,
+        from: &Connection,
+        reply_to: &NodeId,
+        frame: &Frame,
+    ) -> Result<(), ReplyNotSent> {
+        let connection = if from.peer == *reply_to && !from.is_closed() {
+            from.clone()
+        } else {
+            self.peers
+                .connection_to(reply_to)
+                .await
+                .map_err(ReplyNotSent::Other)?
+        };
+        // A caller that stopped reading must not hold this task forever.
+        match tokio::time::timeout(REPLY_SEND_LIMIT, connection.send(frame)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(SendError::TooLong { len, max })) => Err(ReplyNotSent::TooLong { len, max }),
+            Ok(Err(error)) => Err(ReplyNotSent::Other(error.to_string())),
+            Err(_) => Err(ReplyNotSent::Other("the caller stopped reading".to_owned())),
+        }
+    }
+
     /// Passes a call on to the node `choose_node` picked, with the caller's reply address:
-    /// the owner answers the caller directly.
+    /// the owner answers the caller directly. This node is not on the reply path, so it
+    /// remembers the call until its deadline: if the connection it left on is lost first,
+    /// nothing would ever answer the caller, so this node does (see
+    /// [`Server::connection_ended`]).
     async fn forward(
         &self,
         from: &Connection,
@@ -292,24 +334,32 @@ impl Server {
             request,
             hop: WireHop::Forwarded,
             remaining_micros: u64::try_from(remaining.as_micros()).unwrap_or(u64::MAX),
-            message: message.clone(),
+            message,
         };
         // Remembered before the send, so a cancel that arrives meanwhile follows the call.
         let call = (reply_to.clone(), request);
         lock(&self.forwarded).insert(call.clone(), owner.clone(), deadline, Instant::now());
         let sent = match self.peers.connection_to(&owner).await {
-            Ok(connection) => connection
-                .send(&frame)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            Ok(connection) => match connection.send(&frame).await {
+                Ok(ticket) => Ok((connection.id, ticket)),
+                Err(error) => Err(error.to_string()),
+            },
             Err(reason) => Err(reason),
         };
+        let Frame::Call { message, .. } = frame else {
+            return;
+        };
         match sent {
-            Ok(()) => {
+            Ok((connection, ticket)) => {
                 self.counters
                     .calls_forwarded
                     .fetch_add(1, Ordering::Relaxed);
+                let sent = Sent {
+                    connection,
+                    ticket,
+                    message,
+                };
+                lock(&self.forwarded).sent(&call, sent);
             }
             Err(reason) => {
                 lock(&self.forwarded).remove(&call);
@@ -320,6 +370,64 @@ impl Server {
                 )));
                 self.reply_straight(from, &reply_to, request, declined)
                     .await;
+            }
+        }
+    }
+
+    /// `connection` has ended: when it broke, the calls this node forwarded on it, still
+    /// running, can no longer be answered over it, so this node answers their callers at once
+    /// (see [`Server::owner_lost`]). A connection closed on purpose (a duplicate dropped)
+    /// keeps them: their owner answers over the connection kept.
+    pub(crate) fn connection_ended(self: &Arc<Self>, connection: &Connection) {
+        if !connection.is_broken() {
+            return;
+        }
+        let orphans = lock(&self.forwarded).take_sent_on(connection.id, Instant::now());
+        if orphans.is_empty() {
+            return;
+        }
+        let (server, connection) = (self.clone(), connection.clone());
+        tokio::spawn(async move {
+            for orphan in orphans {
+                if let Some(fate) = connection.outcome(orphan.ticket).await {
+                    server.owner_lost(orphan, fate).await;
+                }
+            }
+        });
+    }
+
+    /// The connection a forwarded call left on broke before the call's deadline, and no reply
+    /// can come over it: tells the caller. A call that never left is declined
+    /// (`TryAnotherNode`: the caller's dispatcher tries its next provider); one that may have
+    /// reached the owner ends with an error saying its outcome is unknown, as a call whose own
+    /// connection broke does. (Its reply may still come, if the owner lives and reaches the
+    /// caller first: the caller takes whichever answer arrives first.)
+    async fn owner_lost(&self, orphan: Orphan, fate: Fate) {
+        let Orphan {
+            call: (reply_to, request),
+            owner,
+            message,
+            ..
+        } = orphan;
+        let response = match fate {
+            Fate::NeverSent => Response::TryAnotherNode(format!(
+                "the connection from {} to the owner {owner} closed before the call was forwarded",
+                self.me
+            )),
+            Fate::MaybeReceived => Response::error(format!(
+                "the connection from {} to the owner {owner} was lost after the call was forwarded to it; what came of it there is unknown",
+                self.me
+            )),
+        };
+        let reply = message.return_with(response);
+        // The caller's own connection, if it is still up; else one to it.
+        match self.peers.live_connection(&reply_to) {
+            Some(to_caller) => {
+                self.reply_straight(&to_caller, &reply_to, request, reply)
+                    .await;
+            }
+            None => {
+                tracing::debug!(caller = %reply_to, request, "no connection to the caller of a forwarded call whose owner was lost");
             }
         }
     }

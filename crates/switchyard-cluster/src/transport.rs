@@ -131,6 +131,16 @@ impl Incoming {
         }
     }
 
+    /// Resolves once the peer has sent a byte or closed (for TCP, without consuming it); at
+    /// once for an in-memory link.
+    pub(crate) async fn first_byte(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(stream) => stream.peek(&mut [0]).await.map(drop),
+            #[cfg(test)]
+            Self::Memory(_) => Ok(()),
+        }
+    }
+
     /// Sets the options of every cluster connection (see [`tune`]).
     pub(crate) fn tune(&self, config: &ClusterConfig) -> std::io::Result<()> {
         match self {

@@ -24,13 +24,27 @@ fn addr_of(index: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, index], 7000))
 }
 
+fn test_config() -> ClusterConfig {
+    ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec())
+}
+
 /// Starts node `name` at address `index` of `network`, with `routers`.
 fn twin(network: &MemoryNetwork, name: &str, index: u8, routers: impl FnOnce(&Node)) -> Twin {
+    twin_with(network, name, index, test_config(), routers)
+}
+
+/// [`twin`] with `config`.
+fn twin_with(
+    network: &MemoryNetwork,
+    name: &str,
+    index: u8,
+    config: ClusterConfig,
+    routers: impl FnOnce(&Node),
+) -> Twin {
     let node = Node::builder(name)
         .default_timeout(Duration::from_secs(30))
         .build();
     routers(&node);
-    let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec());
     let inner = Inner::new(
         node.clone(),
         config,
@@ -178,6 +192,78 @@ async fn a_call_whose_connection_is_lost_after_it_left_ends_at_once() {
         "the call waited for its deadline"
     );
     assert_eq!(a.inner.caller.pending_calls(), 0, "the call was forgotten");
+}
+
+/// A forwarded call whose owner's connection to the forwarder breaks after the call left
+/// ends at once with an unknown outcome: the forwarder, not on the reply path, tells the
+/// caller instead of leaving it to wait out its deadline.
+#[tokio::test(start_paused = true)]
+async fn a_forwarded_call_whose_owner_is_lost_ends_at_once() {
+    let network = MemoryNetwork::default();
+    let a = twin(&network, "a", 1, |_| {});
+    let c = twin(&network, "c", 3, routers(None));
+    let b = twin(&network, "b", 2, routers(Some(c.id().clone())));
+    a.meets(&[(&b, None), (&c, Some(&[]))]).await;
+    b.meets(&[(&a, None), (&c, None)]).await;
+    c.meets(&[(&a, None), (&b, None)]).await;
+    let started = Instant::now();
+    let call = tokio::spawn({
+        let node = a.node.clone();
+        async move { node.dispatch(Message::new("stuck")).await }
+    });
+    while c.inner.server.running_calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    b.inner.peers.live_connection(c.id()).unwrap().break_off();
+    let reply = call.await.unwrap();
+    let response = reply.response().unwrap();
+    assert!(
+        matches!(response, Response::Error(_))
+            && response.to_string().contains("unknown")
+            && response.to_string().contains("owner"),
+        "expected an unknown outcome naming the owner, got {response:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the call waited for its deadline"
+    );
+    assert_eq!(a.inner.caller.pending_calls(), 0, "the call was forgotten");
+}
+
+/// A reply larger than the frames a peer accepts is answered with an error naming its size
+/// and the limit, instead of leaving the caller to wait out its deadline.
+#[tokio::test(start_paused = true)]
+async fn a_reply_too_large_for_the_caller_is_answered_with_an_error() {
+    let network = MemoryNetwork::default();
+    let config = || test_config().max_frame_len(64 * 1024);
+    let a = twin_with(&network, "a", 1, config(), |_| {});
+    let b = twin_with(&network, "b", 2, config(), |node: &Node| {
+        let huge = |msg: Message| async move { msg.ok_with(&vec![7_u8; 100 * 1024]) };
+        let router = Router::new("big").service("huge", huge);
+        node.register(router.authorize(|_| Ok(()))).unwrap();
+    });
+    a.meets(&[(&b, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    let started = Instant::now();
+    let reply = a.node.dispatch(Message::new("huge")).await;
+    let response = reply.response().unwrap().to_string();
+    assert!(
+        matches!(reply.response(), Some(Response::Error(_)))
+            && response.contains("max_frame_len")
+            && response.contains("65536"),
+        "expected an error naming the limit, got {response}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the call waited for its deadline"
+    );
+    // The connection is still good for the next call.
+    let reply = a
+        .node
+        .dispatch(Message::new("huge").with_request(&1_u8))
+        .await;
+    assert!(matches!(reply.response(), Some(Response::Error(_))));
+    assert_eq!(b.inner.stats().replies_sent, 2);
 }
 
 /// A caller that stops waiting (its deadline passed) tells the provider, which stops
@@ -458,4 +544,103 @@ async fn a_node_shutting_down_finishes_its_calls_and_the_others_go_elsewhere() {
     for cluster in [&a, &c] {
         cluster.shutdown().await;
     }
+}
+
+/// A node offering 5,000 public services (more than one gossip datagram holds as one list)
+/// is seen with all of them, and a later change of its services still spreads.
+#[tokio::test(start_paused = true)]
+async fn a_node_with_more_services_than_one_datagram_holds_announces_them_all() {
+    let network = MemoryNetwork::default();
+    let gossip = chitchat::transport::ChannelTransport::with_mtu(65_507);
+    let names: Vec<String> = (0..5_000).map(|i| format!("service-{i:0>56}")).collect();
+    let (_, a) = member(&network, &gossip, "a", 1, |_| {}).await;
+    let (b_node, b) = member(&network, &gossip, "b", 2, |node: &Node| {
+        let router = names.iter().fold(Router::new("many"), |router, name| {
+            router.service(name, whoami)
+        });
+        node.register(router.authorize(|_| Ok(()))).unwrap();
+    })
+    .await;
+    let services_of_b = |count: usize| {
+        a.members()
+            .iter()
+            .any(|m| m.id == *b.id() && m.services.len() == count)
+    };
+    for _ in 0..600 {
+        if services_of_b(5_000) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = a.members().iter().find(|m| m.id == *b.id()).cloned();
+    assert!(
+        services_of_b(5_000),
+        "a sees b with {:?} services",
+        seen.map(|m| m.services.len())
+    );
+    let late = Router::new("late").service("late", whoami);
+    b_node.register(late.authorize(|_| Ok(()))).unwrap();
+    for _ in 0..600 {
+        if services_of_b(5_001) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(services_of_b(5_001), "the change did not spread");
+    for cluster in [&a, &b] {
+        cluster.shutdown().await;
+    }
+}
+
+/// Counts the warnings logged on this thread.
+#[derive(Clone, Default)]
+struct Warnings(Arc<std::sync::atomic::AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Warnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if *event.metadata().level() == tracing::Level::WARN {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A flood of connections that fail their handshake, and of connections refused on arrival,
+/// is logged as a few lines with counts, not a line each.
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_bad_connections_is_logged_once_per_interval() {
+    use tokio::io::AsyncWriteExt;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let warnings = Warnings::default();
+    let _logging =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(warnings.clone()));
+    let network = MemoryNetwork::default();
+    let config = test_config().handshake_limits(8, 8);
+    let z = twin_with(&network, "z", 9, config, routers(None));
+    let mut held = Vec::new();
+    for round in 0..1_000 {
+        let mut stream = network.connect(addr_of(9)).unwrap();
+        if round % 2 == 0 {
+            // Silent and kept open: these fill the handshake slots, so others are refused
+            // on arrival.
+            held.push(stream);
+        } else {
+            let _ = stream.write_all(&[0xFF; 64]).await;
+        }
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let logged = warnings.0.load(Ordering::SeqCst);
+    assert!(
+        (2..=10).contains(&logged),
+        "{logged} warnings for 1,000 bad connections"
+    );
+    // The node still serves.
+    let a = twin(&network, "a", 1, |_| {});
+    a.meets(&[(&z, None)]).await;
+    z.meets(&[(&a, None)]).await;
+    assert_eq!(
+        answered_by(&a.node.dispatch(Message::new("whoami")).await),
+        "z"
+    );
 }

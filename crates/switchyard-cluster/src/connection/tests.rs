@@ -85,7 +85,7 @@ async fn dialed_and_accepted_connections_have_keepalive_and_no_nagle_delay() {
         Arc::new(Ignore),
     )
     .await;
-    assert!(refused.is_none());
+    assert!(refused.is_err());
     assert_eq!(options_of(socket2::SockRef::from(&probe)), expected);
 }
 
@@ -290,4 +290,34 @@ fn the_default_keepalive_gives_up_on_a_silent_peer_in_about_sixteen_seconds() {
     assert!(config.validate().is_ok());
     let too_eager = config.keepalive(Duration::ZERO, Duration::from_secs(1), 1);
     assert!(too_eager.validate().is_err());
+}
+
+/// A connection that stays silent is let go at the first-byte timeout, as a failure of its
+/// own kind, long before the connect timeout that bounds a whole handshake.
+#[tokio::test(start_paused = true)]
+async fn a_silent_connection_is_let_go_at_the_first_byte_timeout() {
+    let config = ClusterConfig::new("c", b"sixteen or more secret bytes".to_vec())
+        .connect_timeout(Duration::from_secs(3_600))
+        .first_byte_timeout(Duration::from_millis(50));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let _silent = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (accepted, _) = listener.accept().await.unwrap();
+    let me = NodeId::new("m", 1);
+    let identity = Identity {
+        cluster_id: "c",
+        node: &me,
+        secret: b"sixteen or more secret bytes",
+    };
+    let started = tokio::time::Instant::now();
+    let refused = accept(
+        &config,
+        &identity,
+        Incoming::Tcp(accepted),
+        Arc::new(Ignore),
+    )
+    .await;
+    assert!(matches!(refused, Err(AcceptError::Silent)), "{refused:?}");
+    assert!(started.elapsed() < Duration::from_secs(3_600));
 }

@@ -6,6 +6,7 @@ mod calls;
 mod connections;
 mod discovery;
 mod failures;
+mod hostile;
 mod processes;
 mod scenarios;
 mod security;
