@@ -20,6 +20,7 @@ use switchyard::{Message, Node, Router};
 use tokio::io::AsyncBufReadExt;
 
 use crate::children::{ROLE, report};
+use crate::hold::{HOLD_AFTER, holding};
 
 const SECRET: &[u8] = b"fault tests, thirty-two bytes ok";
 const CLUSTER: &str = "faults";
@@ -137,9 +138,15 @@ async fn node_main() {
         let amount: u64 = msg.request()?;
         Ok(Events::one(AccountEvent::Deposited(amount)).reply_with(&me))
     };
+    let deposit = accounts.on_maybe_new(deposit);
+    let accounts = match std::env::var(HOLD_AFTER) {
+        Ok(after) => {
+            Router::new("accounts").service("deposit", holding(deposit, after.parse().unwrap()))
+        }
+        Err(_) => Router::new("accounts").service("deposit", deposit),
+    };
     node.register(
-        Router::new("accounts")
-            .service("deposit", accounts.on_maybe_new(deposit))
+        accounts
             .authorize(|_| Ok(()))
             .choose_node(cluster.placement()),
     )
@@ -154,7 +161,12 @@ async fn node_main() {
                     .authorize(|_| Ok(())),
             )
             .unwrap();
-            let config = SchedulerConfig::default().sweep_interval(Some(Duration::from_secs(1)));
+            // A 1 s window: every scheduler reads the store each second and holds the alarms
+            // due within 2 s, so all three race for each alarm the test saves, ahead of its due
+            // time (a sweep would find it only once overdue, and the first sweep would win).
+            let config = SchedulerConfig::default()
+                .window(Duration::from_secs(1))
+                .sweep_interval(Some(Duration::from_secs(1)));
             Some(Scheduler::start(node.clone(), SqliteStore::open(path).unwrap(), config).unwrap())
         }
         Err(_) => None,
@@ -197,7 +209,11 @@ async fn serve_commands(cluster: &Cluster, client: Option<&Node>) {
             (["deposits", from, count], Some(node)) => {
                 let from: u64 = from.parse().unwrap();
                 let count: u64 = count.parse().unwrap();
-                let outcome = deposits(node, from..from + count, CLIENT_WORKERS, |ack| {
+                let load = Load {
+                    workers: CLIENT_WORKERS,
+                    attempt_timeout: CLIENT_ATTEMPT_TIMEOUT,
+                };
+                let outcome = deposits(node, from..from + count, load, |ack| {
                     report(&format!(
                         "acked {} {} {}",
                         ack.id,
@@ -266,14 +282,24 @@ impl Outcome {
     }
 }
 
-/// How long one attempt may take, and how many attempts a deposit gets: enough to outlast the
-/// detection of a dead or cut-off node (a few seconds), bounded so a test cannot hang.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many attempts a deposit gets: enough to outlast the detection of a dead or cut-off node
+/// (a few seconds), bounded so a test cannot hang.
 const MAX_ATTEMPTS: u32 = 25;
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// Deposits the client process keeps in flight at once.
+/// Deposits the client process keeps in flight at once, and how long each attempt may take
+/// there: calls cut by a partition get no answer, so they end by their deadline.
 const CLIENT_WORKERS: usize = 6;
+const CLIENT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How a batch of deposits is sent.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Load {
+    /// Deposits in flight at once.
+    pub(crate) workers: usize,
+    /// The deadline of each attempt.
+    pub(crate) attempt_timeout: Duration,
+}
 
 /// The deposit with message id `dep-<i>`, of 1, to account `acc-<i % ACCOUNTS>`.
 pub(crate) fn deposit_message(i: u64) -> Message {
@@ -283,13 +309,13 @@ pub(crate) fn deposit_message(i: u64) -> Message {
         .with_request(&1_u64)
 }
 
-/// Sends the deposits numbered `range`, `workers` at a time, each retried with its own
+/// Sends the deposits numbered `range`, `load.workers` at a time, each retried with its own
 /// message id until acknowledged (at most [`MAX_ATTEMPTS`] times); `on_ack` hears each
 /// acknowledgement as it comes.
 pub(crate) async fn deposits(
     node: &Node,
     range: std::ops::Range<u64>,
-    workers: usize,
+    load: Load,
     on_ack: impl Fn(&Ack) + Send + Sync,
 ) -> Outcome {
     let next = std::sync::atomic::AtomicU64::new(range.start);
@@ -300,7 +326,7 @@ pub(crate) async fn deposits(
             if i >= range.end {
                 return;
             }
-            let (ack, failures) = deposit_until_acked(node, i).await;
+            let (ack, failures) = deposit_until_acked(node, i, load.attempt_timeout).await;
             let mut outcome = outcome.lock().unwrap();
             for failure in failures {
                 *outcome.failures.entry(failure).or_default() += 1;
@@ -314,18 +340,22 @@ pub(crate) async fn deposits(
             }
         }
     };
-    futures::future::join_all((0..workers).map(|_| worker())).await;
+    futures::future::join_all((0..load.workers).map(|_| worker())).await;
     outcome.into_inner().unwrap()
 }
 
 /// Deposit `i`, sent until acknowledged; the kinds of the failed attempts.
-async fn deposit_until_acked(node: &Node, i: u64) -> (Option<Ack>, Vec<String>) {
+async fn deposit_until_acked(
+    node: &Node,
+    i: u64,
+    attempt_timeout: Duration,
+) -> (Option<Ack>, Vec<String>) {
     let mut failures = Vec::new();
     for attempt in 1..=MAX_ATTEMPTS {
         let reply = node
             .dispatch_with(
                 deposit_message(i),
-                DispatchOptions::with_timeout(ATTEMPT_TIMEOUT),
+                DispatchOptions::with_timeout(attempt_timeout),
             )
             .await;
         match reply.success() {
@@ -344,9 +374,15 @@ async fn deposit_until_acked(node: &Node, i: u64) -> (Option<Ack>, Vec<String>) 
     (None, failures)
 }
 
+/// The kind of a failed attempt's answer: `unknown` is an error saying the outcome is unknown
+/// (the connection to the serving node was lost after the call left), `timeout` a call that
+/// waited out its deadline.
 fn failure_kind(response: Option<&Response>) -> String {
     match response {
         Some(Response::ServiceTimeout { .. }) => "timeout".into(),
+        Some(error @ Response::Error(_)) if error.to_string().contains("is unknown") => {
+            "unknown".into()
+        }
         Some(Response::Error(_)) => "error".into(),
         Some(Response::NoNodesAvailable(_)) => "no_nodes".into(),
         Some(Response::ServiceUnavailable(_)) => "unavailable".into(),

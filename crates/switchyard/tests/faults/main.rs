@@ -9,6 +9,7 @@
 
 mod bank;
 mod children;
+mod hold;
 mod kill_under_load;
 mod namespaces;
 mod partitions;

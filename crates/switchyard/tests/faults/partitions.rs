@@ -2,7 +2,8 @@
 //! own, one node's link cut and then restored, while the client deposits and the nodes'
 //! schedulers deliver alarms from one shared SQLite file (network namespaces do not separate
 //! the file system: the store stays reachable from both sides, as a database server on another
-//! network would).
+//! network would). The alarms are saved just before the cut and just before healing, due a
+//! few seconds later, so they fall due while the link is down and while it heals.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -20,7 +21,11 @@ const NODES: [&str; 3] = ["a", "b", "c"];
 const CLIENT: &str = "client";
 /// Deposits per phase: before the cut, during it, after healing.
 const PER_PHASE: u64 = 60;
-const ALARMS: usize = 90;
+/// Alarms due during the cut, and as many due while it heals.
+const ALARMS: usize = 40;
+/// When the alarms of a phase fall due: from this long after they are saved, over `ALARMS_SPREAD`.
+const ALARMS_FROM: Duration = Duration::from_secs(1);
+const ALARMS_SPREAD: Duration = Duration::from_secs(4);
 /// Membership changes (joining, detecting the cut, healing) happen within this.
 const CONVERGENCE: Duration = Duration::from_secs(30);
 /// A batch of deposits ends within this (each deposit's attempts are bounded too).
@@ -42,8 +47,6 @@ fn a_partition_heals_without_losing_doubling_or_delivering_twice() {
         .enable_all()
         .build()
         .unwrap();
-    // Due from 3 s after the start, over the next 12 s: before, during and after the cut.
-    runtime.block_on(save_alarms(&path));
 
     let mut children = Children::new();
     let seed = SocketAddr::new(address(0).into(), GOSSIP_PORT).to_string();
@@ -81,6 +84,7 @@ fn a_partition_heals_without_losing_doubling_or_delivering_twice() {
         .iter()
         .max_by_key(|node| owners.values().filter(|owner| owner == node).count())
         .unwrap();
+    runtime.block_on(save_alarms(&path, "cut"));
     network.cut(isolated);
     let during = batch(&mut children, PER_PHASE);
     let moved = during
@@ -100,6 +104,12 @@ fn a_partition_heals_without_losing_doubling_or_delivering_twice() {
         "the cut is seen on both sides",
     );
 
+    // The link stays down until every alarm due during the cut was delivered.
+    let mut deliveries = BTreeMap::new();
+    collect_alarms(&mut children, &mut deliveries, "cut", Duration::ZERO);
+    let during_cut = delivering_nodes(&deliveries);
+
+    runtime.block_on(save_alarms(&path, "healing"));
     network.restore(isolated);
     wait_members(
         &mut children,
@@ -109,7 +119,13 @@ fn a_partition_heals_without_losing_doubling_or_delivering_twice() {
     );
     let after = batch(&mut children, 2 * PER_PHASE);
 
-    let deliveries = wait_alarms(&mut children);
+    // A moment for any second delivery to show.
+    collect_alarms(
+        &mut children,
+        &mut deliveries,
+        "healing",
+        Duration::from_secs(1),
+    );
     drop(children);
     let acked: Vec<Ack> = [&before, &during, &after]
         .iter()
@@ -123,18 +139,12 @@ fn a_partition_heals_without_losing_doubling_or_delivering_twice() {
         doubled.is_empty(),
         "alarms delivered more than once: {doubled:?}"
     );
-    assert_eq!(deliveries.len(), ALARMS, "alarms delivered");
-    let by_node = deliveries
-        .values()
-        .flatten()
-        .fold(BTreeMap::new(), |mut n, node| {
-            *n.entry(node.as_str()).or_insert(0) += 1;
-            n
-        });
+    assert_eq!(deliveries.len(), 2 * ALARMS, "alarms delivered");
+    let by_node = delivering_nodes(&deliveries);
     eprintln!(
         "partition of {isolated}: before [{}], during [{}] ({moved} of its accounts' deposits \
          taken over), after [{}]; {} events, each once; {} alarms each delivered once, by \
-         node {by_node:?}",
+         node {by_node:?} ({ALARMS} due during the cut, by {during_cut:?})",
         before.summary(),
         during.summary(),
         after.summary(),
@@ -228,17 +238,19 @@ fn wait_members(children: &mut Children, everyone: &[&str], cut: &[&str], what: 
     }
 }
 
-/// Saves the alarms straight into the shared store, before any node starts, so every node's
-/// scheduler loads all of them and they race for each.
-async fn save_alarms(path: &std::path::Path) {
+/// Saves the [`ALARMS`] of `phase` (ids `alarm-<phase>-<n>`) straight into the shared store,
+/// due from [`ALARMS_FROM`] on. The schedulers find them overdue in their sweeps (every
+/// second) and race for each through its lease in the store.
+async fn save_alarms(path: &std::path::Path, phase: &str) {
     let store = SqliteStore::open(path).unwrap();
-    let start = SystemTime::now() + Duration::from_secs(3);
+    let start = SystemTime::now() + ALARMS_FROM;
     for i in 0..ALARMS {
-        let spread = Duration::from_millis(12_000 * i as u64 / ALARMS as u64);
+        let spread = ALARMS_SPREAD * u32::try_from(i).unwrap() / u32::try_from(ALARMS).unwrap();
+        let id = format!("alarm-{phase}-{i}");
         store
             .save(Alarm {
-                message: Message::new("ring").with_id(format!("alarm-{i}")),
-                aggregate_id: format!("alarm-{i}"),
+                message: Message::new("ring").with_id(id.clone()),
+                aggregate_id: id,
                 due: start + spread,
                 attempts: 0,
             })
@@ -247,20 +259,53 @@ async fn save_alarms(path: &std::path::Path) {
     }
 }
 
-/// Collects the alarms' deliveries (alarm id to the nodes that delivered it) until every alarm
-/// was delivered and a moment passed for any second delivery to show, or a bound.
-fn wait_alarms(children: &mut Children) -> BTreeMap<String, Vec<String>> {
-    let mut deliveries: BTreeMap<String, Vec<String>> = BTreeMap::new();
+/// Adds the alarms' deliveries printed so far to `deliveries` (alarm id to the nodes that
+/// delivered it), waiting until every alarm of `phase` was delivered, then `settle` more.
+/// Fails if they are not all delivered within [`CONVERGENCE`].
+fn collect_alarms(
+    children: &mut Children,
+    deliveries: &mut BTreeMap<String, Vec<String>>,
+    phase: &str,
+    settle: Duration,
+) {
+    let prefix = format!("alarm-{phase}-");
+    let delivered = |deliveries: &BTreeMap<String, Vec<String>>| {
+        deliveries
+            .keys()
+            .filter(|id| id.starts_with(&prefix))
+            .count()
+    };
     let started = Instant::now();
-    while deliveries.len() < ALARMS && started.elapsed() < CONVERGENCE {
-        for (node, line) in children.take_all("alarm", Duration::from_millis(500)) {
-            let id = line.split_whitespace().next().unwrap().to_owned();
-            deliveries.entry(id).or_default().push(node);
-        }
+    while delivered(deliveries) < ALARMS && started.elapsed() < CONVERGENCE {
+        take_alarms(children, deliveries, Duration::from_millis(200));
     }
-    for (node, line) in children.take_all("alarm", Duration::from_secs(1)) {
+    take_alarms(children, deliveries, settle);
+    assert_eq!(
+        delivered(deliveries),
+        ALARMS,
+        "alarms due {phase} not all delivered within {CONVERGENCE:?}"
+    );
+}
+
+/// Adds the deliveries printed so far, and within `wait`, to `deliveries`.
+fn take_alarms(
+    children: &mut Children,
+    deliveries: &mut BTreeMap<String, Vec<String>>,
+    wait: Duration,
+) {
+    for (node, line) in children.take_all("alarm", wait) {
         let id = line.split_whitespace().next().unwrap().to_owned();
         deliveries.entry(id).or_default().push(node);
     }
+}
+
+/// How many deliveries each node made.
+fn delivering_nodes(deliveries: &BTreeMap<String, Vec<String>>) -> BTreeMap<String, usize> {
     deliveries
+        .values()
+        .flatten()
+        .fold(BTreeMap::new(), |mut n, node| {
+            *n.entry(node.clone()).or_insert(0) += 1;
+            n
+        })
 }
