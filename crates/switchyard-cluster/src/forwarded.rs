@@ -257,10 +257,20 @@ mod tests {
             forwarded.insert((caller.clone(), request), owner.clone(), deadline, start);
         }
         assert_eq!(forwarded.len(), MAX_FORWARDED);
-        assert_eq!(forwarded.remove(&(caller.clone(), extra)), Some(owner.clone()));
-        assert_eq!(forwarded.remove(&(caller.clone(), count - 1)), Some(owner.clone()));
+        assert_eq!(
+            forwarded.remove(&(caller.clone(), extra)),
+            Some(owner.clone())
+        );
+        assert_eq!(
+            forwarded.remove(&(caller.clone(), count - 1)),
+            Some(owner.clone())
+        );
         for request in 0..extra {
-            assert_eq!(forwarded.remove(&(caller.clone(), request)), None, "earliest dropped");
+            assert_eq!(
+                forwarded.remove(&(caller.clone(), request)),
+                None,
+                "earliest dropped"
+            );
         }
     }
 
@@ -277,11 +287,19 @@ mod tests {
             .assign("big", &vec![1_u8; 1024]);
         let answer = Ids::of(&message).answer(Response::TryAnotherNode("lost".into()));
         assert_eq!(
-            (answer.service(), answer.id(), answer.correlation_id(), answer.causation_id()),
+            (
+                answer.service(),
+                answer.id(),
+                answer.correlation_id(),
+                answer.causation_id()
+            ),
             ("svc", "m-1", "c-1", "k-1")
         );
         assert_eq!(answer.dry_run(), DryRun::Verbose);
         assert!(answer.payload().is_none() && answer.assigns().is_empty());
-        assert!(matches!(answer.response(), Some(Response::TryAnotherNode(_))));
+        assert!(matches!(
+            answer.response(),
+            Some(Response::TryAnotherNode(_))
+        ));
     }
 }
