@@ -252,6 +252,45 @@ async fn a_reply_too_large_for_the_caller_is_answered_with_an_error() {
     assert_eq!(b.inner.stats().replies_sent, 2);
 }
 
+/// When the caller accepts smaller frames than the serving node (the nodes' `max_frame_len`
+/// differ), the reply is checked against the caller's limit, learnt in the handshake: the
+/// caller gets an error naming its limit, and its connection stays up.
+#[tokio::test(start_paused = true)]
+async fn a_reply_is_checked_against_the_callers_smaller_limit() {
+    let network = MemoryNetwork::default();
+    let a = twin_with(
+        &network,
+        "a",
+        1,
+        test_config().max_frame_len(64 * 1024),
+        |_| {},
+    );
+    let b = twin_with(
+        &network,
+        "b",
+        2,
+        test_config().max_frame_len(1024 * 1024),
+        |node: &Node| {
+            let huge = |msg: Message| async move { msg.ok_with(&vec![7_u8; 100 * 1024]) };
+            let router = Router::new("big").service("huge", huge);
+            node.register(router.authorize(|_| Ok(()))).unwrap();
+        },
+    );
+    a.meets(&[(&b, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    let reply = a.node.dispatch(Message::new("huge")).await;
+    let response = reply.response().unwrap().to_string();
+    assert!(
+        matches!(reply.response(), Some(Response::Error(_)))
+            && response.contains("max_frame_len")
+            && response.contains("65536"),
+        "expected an error naming the caller's limit, got {response}"
+    );
+    assert_eq!(a.inner.stats().connections_lost, 0);
+    assert_eq!(b.inner.stats().connections_lost, 0);
+    assert_eq!(b.inner.stats().replies_sent, 1);
+}
+
 /// A caller that stops waiting (its deadline passed) tells the provider, which stops
 /// running the call.
 #[tokio::test(start_paused = true)]

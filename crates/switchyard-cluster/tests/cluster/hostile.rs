@@ -34,6 +34,7 @@ enum Frame {
         cluster_id: String,
         node: NodeId,
         nonce: [u8; 32],
+        max_frame_len: u32,
     },
     #[allow(dead_code)]
     Proof { mac: Vec<u8> },
@@ -67,10 +68,11 @@ fn mallory() -> NodeId {
 
 fn hello() -> Vec<u8> {
     wire(&Frame::Hello {
-        protocol: 1,
+        protocol: 2,
         cluster_id: CLUSTER.to_owned(),
         node: mallory(),
         nonce: [7; 32],
+        max_frame_len: 1 << 20,
     })
 }
 
