@@ -268,7 +268,7 @@ impl Server {
                     return;
                 };
                 let refusal = message.return_with(Response::error(format!(
-                    "the reply of `{service}` on {} has {len} bytes, more than the {max} a peer accepts (max_frame_len): return less, or raise max_frame_len on every node",
+                    "the reply of `{service}` on {} has {len} bytes, more than the {max} a peer accepts (max_frame_len): return less, or raise max_frame_len on the calling node",
                     self.me
                 )));
                 let frame = Frame::Reply {
