@@ -419,10 +419,8 @@ mod tests {
         // A member in that /64 keeps its own count, also when announced as IPv4-mapped.
         admission.set_known([v6(5).unwrap()].into());
         admission.admit(v6(5), now).unwrap();
-        let member_v4 = Some(IpAddr::from(
-            std::net::Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped(),
-        ));
-        admission.set_known([member_v4.unwrap()].into());
+        let member_v4 = IpAddr::from(std::net::Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
+        admission.set_known([member_v4].into());
         for _ in 0..3 {
             admission.admit(ip(1), now).unwrap();
         }
