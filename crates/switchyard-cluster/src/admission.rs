@@ -5,10 +5,15 @@
 //! on arrival, unanswered. It also tallies refusals and failures for a log line per interval
 //! instead of one per connection.
 //!
+//! A source is an address as [`source_of`] groups it: an IPv4-mapped IPv6 address counts as
+//! its IPv4 address, and IPv6 strangers count by their /64 network (one host usually holds a
+//! whole /64, so it could otherwise take a fresh address for every connection). Members'
+//! addresses count one by one, so a stranger sharing a member's /64 cannot spend its budget.
+//!
 //! Everything here takes the time as an argument: the rules are tested without a clock.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -100,7 +105,7 @@ impl Admission {
 
     /// Takes `known` as the addresses members announce.
     pub(crate) fn set_known(&mut self, known: HashSet<IpAddr>) {
-        self.known = known;
+        self.known = known.iter().map(IpAddr::to_canonical).collect();
     }
 
     fn is_member(&self, ip: Option<IpAddr>) -> bool {
@@ -111,7 +116,10 @@ impl Admission {
     /// When it may, it holds a slot until [`Admission::finished`].
     pub(crate) fn admit(&mut self, ip: Option<IpAddr>, now: Instant) -> Result<Admitted, Refusal> {
         let limits = self.limits;
+        let ip = ip.map(|ip| ip.to_canonical());
         let member = self.is_member(ip);
+        // Members count by their own address, strangers by their source's.
+        let ip = if member { ip } else { ip.map(source_of) };
         let under_way = self.members_under_way + self.strangers_under_way;
         let open_to_strangers = limits.max_handshakes - limits.reserved();
         if under_way >= limits.max_handshakes
@@ -183,6 +191,16 @@ impl Admission {
     #[cfg(test)]
     fn tracked(&self) -> usize {
         self.sources.len()
+    }
+}
+
+/// The source an address counts as for the per-address limits and throttling: an IPv4-mapped
+/// IPv6 address as its IPv4 address, any other IPv6 address as its /64 network (the host bits
+/// zeroed), an IPv4 address as itself.
+pub(crate) fn source_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::from(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
     }
 }
 
@@ -352,7 +370,8 @@ mod tests {
             max_handshakes: usize::MAX,
             ..limits()
         });
-        let addr = |i: usize| Some(IpAddr::from((i as u128).to_be_bytes()));
+        // One /64 each: addresses in one /64 count as one source.
+        let addr = |i: usize| Some(IpAddr::from(((i as u128) << 64).to_be_bytes()));
         for i in 0..MAX_TRACKED {
             let admitted = admission.admit(addr(i), now).unwrap();
             admission.finished(admitted, true, now);
@@ -364,6 +383,48 @@ mod tests {
         }
         assert_eq!(admission.admit(addr(usize::MAX), now), Err(Refusal::Full));
         assert!(admission.tracked() <= MAX_TRACKED);
+    }
+
+    /// An IPv4-mapped IPv6 address counts as its IPv4 address, and the addresses of one IPv6
+    /// /64 count as one source, so a host cannot escape the limits by changing addresses; a
+    /// member's address keeps its own count.
+    #[test]
+    fn mapped_addresses_and_ipv6_networks_count_as_one_source() {
+        let now = Instant::now();
+        let mut admission = Admission::new(Limits {
+            max_handshakes: 64,
+            ..limits()
+        });
+        let v6 = |host: u16| Some(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 7, host]));
+        let mapped = Some(IpAddr::from(
+            std::net::Ipv4Addr::new(10, 0, 0, 9).to_ipv6_mapped(),
+        ));
+        for _ in 0..2 {
+            admission.admit(ip(9), now).unwrap();
+        }
+        admission.admit(mapped, now).unwrap();
+        assert_eq!(admission.admit(mapped, now), Err(Refusal::PerAddress));
+        assert_eq!(admission.admit(ip(9), now), Err(Refusal::PerAddress));
+        for host in 1..=3 {
+            admission.admit(v6(host), now).unwrap();
+        }
+        assert_eq!(
+            admission.admit(v6(4), now),
+            Err(Refusal::PerAddress),
+            "same /64"
+        );
+        admission
+            .admit(Some(IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1])), now)
+            .unwrap();
+        // A member in that /64 keeps its own count, also when announced as IPv4-mapped.
+        admission.set_known([v6(5).unwrap()].into());
+        admission.admit(v6(5), now).unwrap();
+        let member_v4 = IpAddr::from(std::net::Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
+        admission.set_known([member_v4].into());
+        for _ in 0..3 {
+            admission.admit(ip(1), now).unwrap();
+        }
+        assert_eq!(admission.admit(ip(1), now), Err(Refusal::PerAddress));
     }
 
     /// A flood of events makes one report at once, then one per interval with the counts

@@ -358,6 +358,7 @@ impl Inner {
             cluster_id: &self.config.cluster_id,
             node: &self.me,
             secret: &self.config.secret,
+            max_frame_len: crate::connection::frame_limit(&self.config),
         }
     }
 

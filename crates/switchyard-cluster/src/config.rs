@@ -154,7 +154,9 @@ impl ClusterConfig {
     }
 
     /// The largest frame accepted from a peer (16 MiB by default). A larger one closes that
-    /// connection.
+    /// connection. Each node says its own in the handshake, and its peers send it nothing
+    /// longer: nodes may differ (a call or reply over the receiver's limit fails with an error
+    /// naming it, the connection stays up).
     pub fn max_frame_len(mut self, len: usize) -> Self {
         self.max_frame_len = len;
         self
@@ -205,7 +207,10 @@ impl ClusterConfig {
     }
 
     /// How many incoming connections may be authenticating at once: `total` in all (64 by
-    /// default), `per_address` from one source IP address (8 by default). A quarter of the
+    /// default), `per_address` from one source (8 by default): an IPv4 address (an
+    /// IPv4-mapped IPv6 address counts as its IPv4 address), a member's announced address, or
+    /// the /64 network of any other IPv6 address (the same source counts failed handshakes for
+    /// [`throttle_failed_handshakes`](Self::throttle_failed_handshakes)). A quarter of the
     /// total is kept for the addresses members announce, so connections from elsewhere can
     /// never take every slot. A connection beyond a limit is closed on arrival, unanswered;
     /// the dialer retries after its reconnect backoff.

@@ -96,9 +96,9 @@ pub(crate) struct Shared {
     /// How many frames the kernel took whole: those may have reached the peer. A frame of
     /// which only a part was written never did (the peer cannot read it).
     sent: AtomicU64,
-    /// The largest frame this node sends (the peer accepts as much: every member has the
-    /// same setting).
-    max_frame_len: usize,
+    /// The largest frame this node sends: the largest the peer accepts, as it said in the
+    /// handshake (its `max_frame_len`, which may differ from this node's).
+    peer_max_frame_len: usize,
     /// When the handshake ended.
     pub(crate) established: tokio::time::Instant,
 }
@@ -287,10 +287,10 @@ impl Connection {
         let bytes = frame
             .encode()
             .map_err(|e| SendError::Encode(e.to_string()))?;
-        if bytes.len() > self.max_frame_len {
+        if bytes.len() > self.peer_max_frame_len {
             return Err(SendError::TooLong {
                 len: bytes.len(),
-                max: self.max_frame_len,
+                max: self.peer_max_frame_len,
             });
         }
         self.enqueue(bytes).await
@@ -584,7 +584,7 @@ struct Writing<'a> {
 
 impl Connection {
     /// A connection's shared state, before its reader and writer tasks start.
-    fn new(peer: NodeId, dialer: NodeId, writing: Writing<'_>, max_frame_len: usize) -> Self {
+    fn new(peer: NodeId, dialer: NodeId, writing: Writing<'_>, peer_max_frame_len: usize) -> Self {
         let mut buf = BytesMut::with_capacity(8 * 1024);
         buf.extend_from_slice(writing.already_buffered);
         Connection(Arc::new(Shared {
@@ -609,7 +609,7 @@ impl Connection {
             finished: CancellationToken::new(),
             outstanding: AtomicUsize::new(0),
             sent: AtomicU64::new(0),
-            max_frame_len,
+            peer_max_frame_len,
             established: tokio::time::Instant::now(),
         }))
     }
@@ -641,6 +641,13 @@ impl Connection {
     }
 }
 
+/// The longest frame (before its MAC) this node accepts: its `max_frame_len`, within what a
+/// 4-byte length prefix can carry with the MAC.
+pub(crate) fn frame_limit(config: &ClusterConfig) -> u32 {
+    let limit = config.max_frame_len.min(u32::MAX as usize - TAG_LEN);
+    u32::try_from(limit).unwrap_or(u32::MAX)
+}
+
 /// Spawns the reader and writer of an authenticated connection.
 fn start(
     config: &ClusterConfig,
@@ -651,10 +658,12 @@ fn start(
 ) -> Connection {
     let Authenticated {
         peer,
+        peer_max_frame_len,
         sealer,
         mut opener,
     } = authenticated;
-    let max_frame_len = config.max_frame_len.min(u32::MAX as usize - TAG_LEN);
+    let max_frame_len = frame_limit(config) as usize;
+    let peer_max_frame_len = (peer_max_frame_len as usize).min(u32::MAX as usize - TAG_LEN);
     // Authenticated: frames up to the configured size are accepted from now on.
     transport
         .codec_mut()
@@ -671,7 +680,7 @@ fn start(
             sealer,
             exact_writes: writes_are_exact(config),
         },
-        max_frame_len,
+        peer_max_frame_len,
     );
     let writer = connection.clone();
     tokio::spawn(async move {

@@ -3,18 +3,59 @@
 //! call left on is lost; each is forgotten once its deadline has passed.
 //!
 //! The owner answers the caller directly, so no reply passes here to end an entry: entries
-//! end at their deadline. They are kept in deadline order too, so forgetting the expired ones
+//! end at their deadline. So an entry is a small record (who waits, the owner, the connection
+//! and the message's ids), never the message with its payload, and the table holds at most
+//! [`MAX_FORWARDED`] of them: when it is full, the entry with the earliest deadline is
+//! forgotten first. Entries are kept in deadline order too, so forgetting the expired ones
 //! looks only at those, never at the whole map.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
-use switchyard_messaging::{Message, NodeId};
+use switchyard_messaging::{DryRun, Message, NodeId, Response};
 use tokio::time::Instant;
 
 use crate::connection::Ticket;
 
 /// A caller's request: who waits for the reply, and its request id there.
 type Call = (NodeId, u64);
+
+/// The most forwarded calls remembered at once (a few hundred bytes each, plus the message's
+/// ids). Beyond it the entry with the earliest deadline is forgotten: a cancel of that call no
+/// longer follows it, and if its owner is lost its caller waits out its deadline.
+pub(crate) const MAX_FORWARDED: usize = 100_000;
+
+/// What answering a forwarded call's caller takes of its message: its service and ids, not
+/// its request, assigns or events.
+pub(crate) struct Ids {
+    service: Arc<str>,
+    id: Arc<str>,
+    correlation_id: Arc<str>,
+    causation_id: Arc<str>,
+    dry_run: DryRun,
+}
+
+impl Ids {
+    pub(crate) fn of(message: &Message) -> Self {
+        Self {
+            service: message.service().into(),
+            id: message.id().into(),
+            correlation_id: message.correlation_id().into(),
+            causation_id: message.causation_id().into(),
+            dry_run: message.dry_run(),
+        }
+    }
+
+    /// A reply to the message these ids are of, with `response`.
+    pub(crate) fn answer(&self, response: Response) -> Message {
+        Message::new(self.service.clone())
+            .with_id(self.id.clone())
+            .with_correlation_id(self.correlation_id.clone())
+            .with_causation_id(self.causation_id.clone())
+            .with_dry_run(self.dry_run)
+            .return_with(response)
+    }
+}
 
 #[derive(Default)]
 pub(crate) struct Forwarded {
@@ -25,8 +66,8 @@ pub(crate) struct Forwarded {
 struct Entry {
     owner: NodeId,
     deadline: Instant,
-    /// Once the call was queued: on which connection, as which frame, and the message (to
-    /// answer the caller with if that connection is lost).
+    /// Once the call was queued: on which connection, as which frame, and the message's ids
+    /// (to answer the caller with if that connection is lost).
     sent: Option<Sent>,
 }
 
@@ -34,7 +75,7 @@ struct Entry {
 pub(crate) struct Sent {
     pub(crate) connection: u64,
     pub(crate) ticket: Ticket,
-    pub(crate) message: Message,
+    pub(crate) ids: Ids,
 }
 
 /// A forwarded call whose connection to the owner ended.
@@ -42,14 +83,21 @@ pub(crate) struct Orphan {
     pub(crate) call: Call,
     pub(crate) owner: NodeId,
     pub(crate) ticket: Ticket,
-    pub(crate) message: Message,
+    pub(crate) ids: Ids,
 }
 
 impl Forwarded {
     /// Remembers that `call` went to `owner` and can be cancelled until `deadline`, and
-    /// forgets the calls whose deadline is before `now`.
+    /// forgets the calls whose deadline is before `now`, and the earliest ones beyond
+    /// [`MAX_FORWARDED`].
     pub(crate) fn insert(&mut self, call: Call, owner: NodeId, deadline: Instant, now: Instant) {
         self.expire(now);
+        while self.owners.len() >= MAX_FORWARDED
+            && !self.owners.contains_key(&call)
+            && let Some((_, earliest)) = self.deadlines.pop_first()
+        {
+            self.owners.remove(&earliest);
+        }
         let entry = Entry {
             owner,
             deadline,
@@ -101,7 +149,7 @@ impl Forwarded {
                     call,
                     owner: entry.owner,
                     ticket: sent.ticket,
-                    message: sent.message,
+                    ids: sent.ids,
                 });
             }
         }
@@ -172,7 +220,7 @@ mod tests {
         let sent = |connection, ticket| Sent {
             connection,
             ticket: Ticket::at(ticket),
-            message: Message::new("svc"),
+            ids: Ids::of(&Message::new("svc")),
         };
         for request in 1..=4 {
             forwarded.insert((caller.clone(), request), owner.clone(), at(100), start);
@@ -192,5 +240,66 @@ mod tests {
         assert!(forwarded.take_sent_on(7, at(50)).is_empty(), "taken once");
         assert_eq!(forwarded.len(), 2, "3 (on 8) and 4 (not sent) stay");
         assert_eq!(forwarded.remove(&(caller, 4)), Some(owner));
+    }
+
+    /// Past the limit, the calls with the earliest deadlines are forgotten first; the table
+    /// never holds more.
+    #[test]
+    fn the_table_holds_at_most_max_forwarded_calls() {
+        let caller = NodeId::new("caller", 1);
+        let owner = NodeId::new("owner", 1);
+        let start = Instant::now();
+        let mut forwarded = Forwarded::default();
+        let extra = 3_u64;
+        let count = MAX_FORWARDED as u64 + extra;
+        for request in 0..count {
+            let deadline = start + Duration::from_secs(request + 10);
+            forwarded.insert((caller.clone(), request), owner.clone(), deadline, start);
+        }
+        assert_eq!(forwarded.len(), MAX_FORWARDED);
+        assert_eq!(
+            forwarded.remove(&(caller.clone(), extra)),
+            Some(owner.clone())
+        );
+        assert_eq!(
+            forwarded.remove(&(caller.clone(), count - 1)),
+            Some(owner.clone())
+        );
+        for request in 0..extra {
+            assert_eq!(
+                forwarded.remove(&(caller.clone(), request)),
+                None,
+                "earliest dropped"
+            );
+        }
+    }
+
+    /// The answer built from a forwarded call's ids names the same message, and carries none
+    /// of its payload.
+    #[test]
+    fn an_answer_from_the_ids_carries_the_ids_and_no_payload() {
+        let message = Message::new("svc")
+            .with_id("m-1")
+            .with_correlation_id("c-1")
+            .with_causation_id("k-1")
+            .with_dry_run(DryRun::Verbose)
+            .with_request(&vec![7_u8; 64 * 1024])
+            .assign("big", &vec![1_u8; 1024]);
+        let answer = Ids::of(&message).answer(Response::TryAnotherNode("lost".into()));
+        assert_eq!(
+            (
+                answer.service(),
+                answer.id(),
+                answer.correlation_id(),
+                answer.causation_id()
+            ),
+            ("svc", "m-1", "c-1", "k-1")
+        );
+        assert_eq!(answer.dry_run(), DryRun::Verbose);
+        assert!(answer.payload().is_none() && answer.assigns().is_empty());
+        assert!(matches!(
+            answer.response(),
+            Some(Response::TryAnotherNode(_))
+        ));
     }
 }

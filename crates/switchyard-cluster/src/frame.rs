@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use switchyard_messaging::remote::Hop;
 use switchyard_messaging::{Message, NodeId, Response, codec};
 
-/// The protocol version this crate speaks; a peer speaking another is refused.
-pub(crate) const PROTOCOL: u16 = 1;
+/// The protocol version this crate speaks; a peer speaking another is refused. Version 2
+/// added each side's `max_frame_len` to `Hello`.
+pub(crate) const PROTOCOL: u16 = 2;
 
 /// The size of a handshake nonce.
 pub(crate) const NONCE_LEN: usize = 32;
@@ -21,6 +22,8 @@ pub(crate) enum Frame {
         cluster_id: String,
         node: NodeId,
         nonce: [u8; NONCE_LEN],
+        /// The longest frame (before its MAC) this side accepts: the peer sends none longer.
+        max_frame_len: u32,
     },
     /// The answer to the peer's challenge: an HMAC of it under the cluster secret.
     Proof { mac: Vec<u8> },

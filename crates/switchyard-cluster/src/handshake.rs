@@ -48,6 +48,8 @@ pub(crate) struct Identity<'a> {
     pub(crate) cluster_id: &'a str,
     pub(crate) node: &'a NodeId,
     pub(crate) secret: &'a [u8],
+    /// The longest frame this side accepts (its `max_frame_len`).
+    pub(crate) max_frame_len: u32,
 }
 
 /// Everything both sides agreed on, in a fixed order: what each proof and the session key
@@ -58,6 +60,9 @@ struct Transcript<'a> {
     listener: &'a NodeId,
     dialer_nonce: &'a [u8; NONCE_LEN],
     listener_nonce: &'a [u8; NONCE_LEN],
+    /// The longest frame each side accepts: covered, so no one in the middle can change them.
+    dialer_max_frame_len: u32,
+    listener_max_frame_len: u32,
 }
 
 impl Transcript<'_> {
@@ -77,6 +82,8 @@ impl Transcript<'_> {
         }
         field(self.dialer_nonce);
         field(self.listener_nonce);
+        field(&self.dialer_max_frame_len.to_be_bytes());
+        field(&self.listener_max_frame_len.to_be_bytes());
         Some(mac)
     }
 
@@ -98,9 +105,11 @@ impl Transcript<'_> {
     }
 }
 
-/// What a successful handshake yields: the peer, and the session's frame sealing.
+/// What a successful handshake yields: the peer, the longest frame it accepts, and the
+/// session's frame sealing.
 pub(crate) struct Authenticated {
     pub(crate) peer: NodeId,
+    pub(crate) peer_max_frame_len: u32,
     pub(crate) sealer: Sealer,
     pub(crate) opener: Opener,
 }
@@ -120,15 +129,17 @@ pub(crate) async fn handshake(
             cluster_id: me.cluster_id.to_owned(),
             node: me.node.clone(),
             nonce,
+            max_frame_len: me.max_frame_len,
         },
     )
     .await?;
-    let (peer, peer_nonce) = match receive(transport).await? {
+    let (peer, peer_nonce, peer_max_frame_len) = match receive(transport).await? {
         Frame::Hello {
             protocol,
             cluster_id,
             node,
             nonce,
+            max_frame_len,
         } => {
             if protocol != PROTOCOL {
                 refuse(transport, format!("protocol {protocol} is not {PROTOCOL}")).await;
@@ -142,7 +153,7 @@ pub(crate) async fn handshake(
                 .await;
                 return Err(HandshakeError::OtherCluster(cluster_id));
             }
-            (node, nonce)
+            (node, nonce, max_frame_len)
         }
         Frame::Refused { reason } => return Err(HandshakeError::Refused(reason)),
         other => return Err(HandshakeError::Unexpected(other.kind())),
@@ -154,12 +165,18 @@ pub(crate) async fn handshake(
         Role::Dialer => (me.node, &peer, &nonce, &peer_nonce),
         Role::Listener => (&peer, me.node, &peer_nonce, &nonce),
     };
+    let (dialer_max_frame_len, listener_max_frame_len) = match role {
+        Role::Dialer => (me.max_frame_len, peer_max_frame_len),
+        Role::Listener => (peer_max_frame_len, me.max_frame_len),
+    };
     let transcript = Transcript {
         cluster_id: me.cluster_id,
         dialer,
         listener,
         dialer_nonce,
         listener_nonce,
+        dialer_max_frame_len,
+        listener_max_frame_len,
     };
     let peer_role = match role {
         Role::Dialer => Role::Listener,
@@ -190,6 +207,7 @@ pub(crate) async fn handshake(
     let (sealer, opener) = crate::seal::pair(&key, role);
     Ok(Authenticated {
         peer,
+        peer_max_frame_len,
         sealer,
         opener,
     })
@@ -229,6 +247,8 @@ mod tests {
             listener,
             dialer_nonce: &nonces.0,
             listener_nonce: &nonces.1,
+            dialer_max_frame_len: 1 << 20,
+            listener_max_frame_len: 1 << 20,
         }
     }
 
@@ -251,5 +271,11 @@ mod tests {
         assert!(!transcript(&b, &a, &nonces).verify(secret, Role::Dialer, &proof));
         let other_nonces = ([1; NONCE_LEN], [3; NONCE_LEN]);
         assert!(!transcript(&a, &b, &other_nonces).verify(secret, Role::Dialer, &proof));
+        let mut smaller_limit = transcript(&a, &b, &nonces);
+        smaller_limit.listener_max_frame_len = 1024;
+        assert!(
+            !smaller_limit.verify(secret, Role::Dialer, &proof),
+            "bound to the frame limits both sides announced"
+        );
     }
 }

@@ -185,6 +185,8 @@ fn service_chunks(services: &[String]) -> Vec<String> {
 /// list. Chitchat leaves unchanged values alone.
 fn set_services(state: &mut NodeState, services: &[String]) {
     let chunks = service_chunks(services);
+    // `Node::register` refuses names over `MAX_SERVICE_NAME_LEN` (1 KiB, at most 6 KiB as
+    // JSON), so every chunk fits; this guards against another source of names.
     if let Some(oversized) = chunks
         .iter()
         .find(|chunk| chunk.len() > SERVICES_CHUNK_BYTES)
@@ -361,6 +363,10 @@ mod tests {
         set_services(&mut state, &[]);
         assert!(member_info(&state).unwrap().services.is_empty());
         assert!(service_chunks(&[]).is_empty());
+        // The longest name a node registers, every character escaped in JSON, fits a chunk.
+        let longest = vec!["\u{1}".repeat(switchyard_messaging::MAX_SERVICE_NAME_LEN)];
+        let chunks = service_chunks(&longest);
+        assert!(chunks.len() == 1 && chunks[0].len() <= SERVICES_CHUNK_BYTES);
         let long = vec!["x".repeat(SERVICES_CHUNK_BYTES * 2)];
         assert_eq!(
             service_chunks(&long).len(),

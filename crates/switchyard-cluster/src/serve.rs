@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::connection::{Connection, Fate, SendError, Serving};
-use crate::forwarded::{Forwarded, Orphan, Sent};
+use crate::forwarded::{Forwarded, Ids, Orphan, Sent};
 use crate::frame::{Frame, Verdict, WireHop};
 use crate::peers::Peers;
 use crate::remote::Caller;
@@ -268,7 +268,7 @@ impl Server {
                     return;
                 };
                 let refusal = message.return_with(Response::error(format!(
-                    "the reply of `{service}` on {} has {len} bytes, more than the {max} a peer accepts (max_frame_len): return less, or raise max_frame_len on every node",
+                    "the reply of `{service}` on {} has {len} bytes, more than the {max} a peer accepts (max_frame_len): return less, or raise max_frame_len on the calling node",
                     self.me
                 )));
                 let frame = Frame::Reply {
@@ -316,7 +316,7 @@ impl Server {
 
     /// Passes a call on to the node `choose_node` picked, with the caller's reply address:
     /// the owner answers the caller directly. This node is not on the reply path, so it
-    /// remembers the call until its deadline: if the connection it left on is lost first,
+    /// remembers the call (its ids, not its payload) until its deadline: if the connection it left on is lost first,
     /// nothing would ever answer the caller, so this node does (see
     /// [`Server::connection_ended`]).
     async fn forward(
@@ -354,10 +354,12 @@ impl Server {
                 self.counters
                     .calls_forwarded
                     .fetch_add(1, Ordering::Relaxed);
+                // Only the ids: the owner answers the caller, so the message's payload would
+                // be kept here for nothing until its deadline.
                 let sent = Sent {
                     connection,
                     ticket,
-                    message,
+                    ids: Ids::of(&message),
                 };
                 lock(&self.forwarded).sent(&call, sent);
             }
@@ -406,7 +408,7 @@ impl Server {
         let Orphan {
             call: (reply_to, request),
             owner,
-            message,
+            ids,
             ..
         } = orphan;
         let response = match fate {
@@ -419,7 +421,7 @@ impl Server {
                 self.me
             )),
         };
-        let reply = message.return_with(response);
+        let reply = ids.answer(response);
         // The caller's own connection, if it is still up; else one to it.
         match self.peers.live_connection(&reply_to) {
             Some(to_caller) => {

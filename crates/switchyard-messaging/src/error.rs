@@ -18,6 +18,21 @@ pub enum RegisterError {
         /// twice).
         registered_by: String,
     },
+    /// A service name is longer than [`MAX_SERVICE_NAME_LEN`](crate::MAX_SERVICE_NAME_LEN)
+    /// bytes: a cluster could not announce it. Shorten it.
+    #[error(
+        "service name of {len} bytes in router `{router}` is longer than the {max} allowed (MAX_SERVICE_NAME_LEN): shorten it"
+    )]
+    ServiceNameTooLong {
+        /// The name's first 64 characters.
+        service: String,
+        /// The router being registered.
+        router: String,
+        /// The name's length in bytes.
+        len: usize,
+        /// The limit, [`MAX_SERVICE_NAME_LEN`](crate::MAX_SERVICE_NAME_LEN).
+        max: usize,
+    },
 }
 
 /// A remote link was attached to a node that already has one.

@@ -68,6 +68,11 @@ pub use self::answer::ReplyError;
 pub use self::ctx::Ctx;
 #[doc(inline)]
 pub use self::error::{AlreadyAttached, MissingExtension, RegisterError};
+
+/// The longest service name [`Node::register`] accepts, in bytes. A cluster announces a
+/// node's public service names in gossip chunks of 16 KiB; a name of at most 1 KiB fits one
+/// even with every character escaped in JSON.
+pub const MAX_SERVICE_NAME_LEN: usize = 1024;
 #[doc(inline)]
 pub use self::handler::Handler;
 #[doc(inline)]

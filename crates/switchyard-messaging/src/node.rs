@@ -185,7 +185,9 @@ impl Node {
     /// # Errors
     ///
     /// [`RegisterError::DuplicateService`] when a service name is already registered here (or
-    /// appears twice in the router); then none of the router's services is registered.
+    /// appears twice in the router); [`RegisterError::ServiceNameTooLong`] when a name is
+    /// longer than [`MAX_SERVICE_NAME_LEN`](crate::MAX_SERVICE_NAME_LEN) bytes. Then none of
+    /// the router's services is registered.
     pub fn register<S>(&self, router: Router<S>) -> Result<(), RegisterError>
     where
         S: Clone + Send + Sync + 'static,
@@ -205,6 +207,17 @@ impl Node {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let router_name = policy.name.clone();
+        if let Some(long) = services
+            .iter()
+            .find(|s| s.info.name.len() > crate::MAX_SERVICE_NAME_LEN)
+        {
+            return Err(RegisterError::ServiceNameTooLong {
+                service: long.info.name.chars().take(64).collect(),
+                router: router_name.to_string(),
+                len: long.info.name.len(),
+                max: crate::MAX_SERVICE_NAME_LEN,
+            });
+        }
         let names = |visibility| {
             services
                 .iter()

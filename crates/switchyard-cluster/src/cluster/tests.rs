@@ -172,7 +172,6 @@ async fn a_call_whose_connection_is_lost_after_it_left_ends_at_once() {
     let b = twin(&network, "b", 2, routers(None));
     a.meets(&[(&b, None)]).await;
     b.meets(&[(&a, None)]).await;
-    let started = Instant::now();
     let call = tokio::spawn({
         let node = a.node.clone();
         async move { node.dispatch(Message::new("stuck")).await }
@@ -186,10 +185,6 @@ async fn a_call_whose_connection_is_lost_after_it_left_ends_at_once() {
     assert!(
         matches!(response, Response::Error(_)) && response.to_string().contains("unknown"),
         "expected an unknown outcome, got {response:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "the call waited for its deadline"
     );
     assert_eq!(a.inner.caller.pending_calls(), 0, "the call was forgotten");
 }
@@ -206,7 +201,7 @@ async fn a_forwarded_call_whose_owner_is_lost_ends_at_once() {
     a.meets(&[(&b, None), (&c, Some(&[]))]).await;
     b.meets(&[(&a, None), (&c, None)]).await;
     c.meets(&[(&a, None), (&b, None)]).await;
-    let started = Instant::now();
+    // A call that waited for its deadline would end "timed out", not with an unknown outcome.
     let call = tokio::spawn({
         let node = a.node.clone();
         async move { node.dispatch(Message::new("stuck")).await }
@@ -222,10 +217,6 @@ async fn a_forwarded_call_whose_owner_is_lost_ends_at_once() {
             && response.to_string().contains("unknown")
             && response.to_string().contains("owner"),
         "expected an unknown outcome naming the owner, got {response:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "the call waited for its deadline"
     );
     assert_eq!(a.inner.caller.pending_calls(), 0, "the call was forgotten");
 }
@@ -244,7 +235,6 @@ async fn a_reply_too_large_for_the_caller_is_answered_with_an_error() {
     });
     a.meets(&[(&b, None)]).await;
     b.meets(&[(&a, None)]).await;
-    let started = Instant::now();
     let reply = a.node.dispatch(Message::new("huge")).await;
     let response = reply.response().unwrap().to_string();
     assert!(
@@ -253,10 +243,6 @@ async fn a_reply_too_large_for_the_caller_is_answered_with_an_error() {
             && response.contains("65536"),
         "expected an error naming the limit, got {response}"
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "the call waited for its deadline"
-    );
     // The connection is still good for the next call.
     let reply = a
         .node
@@ -264,6 +250,45 @@ async fn a_reply_too_large_for_the_caller_is_answered_with_an_error() {
         .await;
     assert!(matches!(reply.response(), Some(Response::Error(_))));
     assert_eq!(b.inner.stats().replies_sent, 2);
+}
+
+/// When the caller accepts smaller frames than the serving node (the nodes' `max_frame_len`
+/// differ), the reply is checked against the caller's limit, learnt in the handshake: the
+/// caller gets an error naming its limit, and its connection stays up.
+#[tokio::test(start_paused = true)]
+async fn a_reply_is_checked_against_the_callers_smaller_limit() {
+    let network = MemoryNetwork::default();
+    let a = twin_with(
+        &network,
+        "a",
+        1,
+        test_config().max_frame_len(64 * 1024),
+        |_| {},
+    );
+    let b = twin_with(
+        &network,
+        "b",
+        2,
+        test_config().max_frame_len(1024 * 1024),
+        |node: &Node| {
+            let huge = |msg: Message| async move { msg.ok_with(&vec![7_u8; 100 * 1024]) };
+            let router = Router::new("big").service("huge", huge);
+            node.register(router.authorize(|_| Ok(()))).unwrap();
+        },
+    );
+    a.meets(&[(&b, None)]).await;
+    b.meets(&[(&a, None)]).await;
+    let reply = a.node.dispatch(Message::new("huge")).await;
+    let response = reply.response().unwrap().to_string();
+    assert!(
+        matches!(reply.response(), Some(Response::Error(_)))
+            && response.contains("max_frame_len")
+            && response.contains("65536"),
+        "expected an error naming the caller's limit, got {response}"
+    );
+    assert_eq!(a.inner.stats().connections_lost, 0);
+    assert_eq!(b.inner.stats().connections_lost, 0);
+    assert_eq!(b.inner.stats().replies_sent, 1);
 }
 
 /// A caller that stops waiting (its deadline passed) tells the provider, which stops
@@ -318,7 +343,6 @@ async fn leaving_ends_the_calls_waiting_on_its_connections() {
     let b = twin(&network, "b", 2, routers(None));
     a.meets(&[(&b, None)]).await;
     b.meets(&[(&a, None)]).await;
-    let started = Instant::now();
     let call = tokio::spawn({
         let node = a.node.clone();
         async move { node.dispatch(Message::new("stuck")).await }
@@ -333,7 +357,6 @@ async fn leaving_ends_the_calls_waiting_on_its_connections() {
         "{:?}",
         reply.response()
     );
-    assert!(started.elapsed() < Duration::from_secs(30));
     network.unlisten(addr_of(2));
     assert!(a.inner.peers.connection_to(b.id()).await.is_err());
 }
@@ -392,7 +415,6 @@ async fn a_cut_link_ends_its_calls_and_is_dialed_again() {
     a.meets(&[(&b, None)]).await;
     b.meets(&[(&a, None)]).await;
     let first = a.inner.peers.live_connection(b.id()).unwrap();
-    let started = Instant::now();
     let call = tokio::spawn({
         let node = a.node.clone();
         async move { node.dispatch(Message::new("stuck")).await }
@@ -407,7 +429,6 @@ async fn a_cut_link_ends_its_calls_and_is_dialed_again() {
         response.to_string().contains("unknown"),
         "expected an unknown outcome, got {response:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(30));
     while b.inner.stats().connections_lost == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

@@ -77,6 +77,7 @@ async fn dialed_and_accepted_connections_have_keepalive_and_no_nagle_delay() {
         cluster_id: "c",
         node: &me,
         secret: b"sixteen or more secret bytes",
+        max_frame_len: 1 << 20,
     };
     let refused = accept(
         &config,
@@ -309,6 +310,7 @@ async fn a_silent_connection_is_let_go_at_the_first_byte_timeout() {
         cluster_id: "c",
         node: &me,
         secret: b"sixteen or more secret bytes",
+        max_frame_len: 1 << 20,
     };
     let started = tokio::time::Instant::now();
     let refused = accept(

@@ -6,6 +6,9 @@
 //! Each kind of attack comes from its own loopback address (127.0.0.x, which Linux routes to
 //! the node on 127.0.0.1), as attackers on other hosts would; the legitimate nodes use
 //! 127.0.0.1. Every loop is bounded in count and in time.
+//!
+//! The waits are generous ([`SERVICE_BOUND`]) so that a busy machine does not fail them: only
+//! a real denial of service (a node that never joins, a call never answered) does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,11 +22,21 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::support::{CLUSTER, TestNode, config, standard_routers, start_with, wait_for};
 
-/// How long each attack runs.
+/// How long each attack runs (at least; the main one runs two such periods, and on until a
+/// legitimate node has joined).
 const ATTACK: Duration = Duration::from_secs(3);
 
-/// The most connections each attacker opens.
-const MAX_CONNECTIONS: u64 = 5_000;
+/// The longest a legitimate node may take to join, or a legitimate call to be answered, under
+/// attack: far beyond what a busy machine needs (about a second), so only a node that is
+/// denied service fails.
+const SERVICE_BOUND: Duration = Duration::from_secs(60);
+
+/// The legitimate calls made under attack, at least.
+const MIN_CALLS: u64 = 20;
+
+/// The most connections each attacker opens: more than it can open while a test waits for
+/// its legitimate nodes (the tests check the attack was still on), yet a bound.
+const MAX_CONNECTIONS: u64 = 1_000_000;
 
 /// The frames of the wire protocol as `docs/wire.md` gives them, to speak it without the
 /// secret (the first variants, in their order: bincode encodes the variant's index).
@@ -34,6 +47,7 @@ enum Frame {
         cluster_id: String,
         node: NodeId,
         nonce: [u8; 32],
+        max_frame_len: u32,
     },
     #[allow(dead_code)]
     Proof { mac: Vec<u8> },
@@ -67,10 +81,11 @@ fn mallory() -> NodeId {
 
 fn hello() -> Vec<u8> {
     wire(&Frame::Hello {
-        protocol: 1,
+        protocol: 2,
         cluster_id: CLUSTER.to_owned(),
         node: mallory(),
         nonce: [7; 32],
+        max_frame_len: 1 << 20,
     })
 }
 
@@ -231,15 +246,16 @@ async fn recording_relay() -> (
     (addr, target, recorded)
 }
 
-/// Calls `echo` on `caller` until `stop`, counting the calls and those answered with the
-/// right value.
-async fn keep_calling(caller: &TestNode, stop: &AtomicBool) -> (u64, u64) {
+/// Calls `echo` on `caller` until `stop`, counting the calls (also in `made`) and those
+/// answered with the right value. Each call may take up to [`SERVICE_BOUND`].
+async fn keep_calling(caller: &TestNode, stop: &AtomicBool, made: &AtomicU64) -> (u64, u64) {
     let (mut calls, mut answered) = (0, 0);
+    let options = switchyard_messaging::DispatchOptions::with_timeout(SERVICE_BOUND);
     while !stop.load(Ordering::SeqCst) && calls < 100_000 {
         calls += 1;
         let reply = caller
             .node
-            .dispatch(Message::new("echo").with_request(&calls))
+            .dispatch_with(Message::new("echo").with_request(&calls), options.clone())
             .await;
         if let Some(Response::OkWith(payload)) = reply.response()
             && payload
@@ -247,7 +263,10 @@ async fn keep_calling(caller: &TestNode, stop: &AtomicBool) -> (u64, u64) {
                 .is_ok_and(|(n, on)| n == calls && on == "z")
         {
             answered += 1;
+        } else {
+            eprintln!("legitimate call {calls} failed: {:?}", reply.response());
         }
+        made.store(calls, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     (calls, answered)
@@ -255,7 +274,10 @@ async fn keep_calling(caller: &TestNode, stop: &AtomicBool) -> (u64, u64) {
 
 /// Every attack at once on node `z`, while `a` calls it through a relay that recorded `a`'s
 /// session (replayed by an attacker) and a new node joins: `z` answers every call, `b` joins,
-/// and the process's memory grows by less than 256 MiB.
+/// and memory stops growing: the attack runs two periods of equal length, and the second
+/// grows the process by at most half what the first did plus 4 MiB (the first takes the
+/// warm-up: buffers, the joining node, the allocator's arenas). A leak grows both alike: one
+/// of 1 KiB per hostile connection (thousands a period) would fail it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_under_attack_keeps_serving_joining_and_its_memory_bounded() {
     let (relay, relay_target, recorded) = recording_relay().await;
@@ -269,7 +291,7 @@ async fn a_node_under_attack_keeps_serving_joining_and_its_memory_bounded() {
     relay_target.send_replace(Some(z.cluster.rpc_addr()));
     let seed = vec![z.cluster.gossip_addr().to_string()];
     let a = start_with("a", config(&seed), |_| {}).await;
-    wait_for(Duration::from_secs(5), "a connected to z", || async {
+    wait_for(SERVICE_BOUND, "a connected to z", || async {
         a.cluster.members().iter().any(|m| m.connected)
     })
     .await;
@@ -290,6 +312,7 @@ async fn a_node_under_attack_keeps_serving_joining_and_its_memory_bounded() {
     );
 
     let before = rss_kib();
+    let attack_started = tokio::time::Instant::now();
     let target = z.cluster.rpc_addr();
     let stop = Arc::new(AtomicBool::new(false));
     let mut garbage = vec![0_u8; 4_096];
@@ -321,33 +344,57 @@ async fn a_node_under_attack_keeps_serving_joining_and_its_memory_bounded() {
         MAX_CONNECTIONS,
         stop.clone(),
     ));
+    let made = Arc::new(AtomicU64::new(0));
     let calling = {
-        let stop = stop.clone();
+        let (stop, made) = (stop.clone(), made.clone());
         tokio::spawn(async move {
-            let counts = keep_calling(&a, &stop).await;
+            let counts = keep_calling(&a, &stop, &made).await;
             (a, counts)
         })
     };
     // A node joining during the attack connects to `z` (it dials: its id is smaller).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let b = start_with("b", config(&seed), |_| {}).await;
-    wait_for(ATTACK * 3, "b connected to z during the attack", || async {
-        b.cluster
-            .members()
-            .iter()
-            .any(|m| m.id.name() == "z" && m.connected)
-    })
+    wait_for(
+        SERVICE_BOUND,
+        "b connected to z during the attack",
+        || async {
+            b.cluster
+                .members()
+                .iter()
+                .any(|m| m.id.name() == "z" && m.connected)
+        },
+    )
     .await;
     let reply = b
         .node
-        .dispatch(Message::new("echo").with_request(&0_u64))
+        .dispatch_with(
+            Message::new("echo").with_request(&0_u64),
+            switchyard_messaging::DispatchOptions::with_timeout(SERVICE_BOUND),
+        )
         .await;
     assert!(
         reply.response().is_some_and(Response::is_success),
         "{:?}",
         reply.response()
     );
-    tokio::time::sleep(ATTACK.saturating_sub(Duration::from_millis(500))).await;
+    // The first period: at least `ATTACK`, and until `b` joined.
+    tokio::time::sleep_until(attack_started + ATTACK).await;
+    let period = attack_started.elapsed();
+    let middle = rss_kib();
+    // The second, as long, with the same attacks; then on until enough calls were made.
+    tokio::time::sleep(period).await;
+    let after = rss_kib();
+    wait_for(
+        SERVICE_BOUND,
+        "the legitimate calls under attack",
+        || async { made.load(Ordering::SeqCst) >= MIN_CALLS },
+    )
+    .await;
+    for (what, attacker) in &attackers {
+        assert!(!attacker.is_finished(), "{what}: the attack ended too soon");
+    }
+    assert!(!silent.is_finished(), "the silent attack ended too soon");
     stop.store(true, Ordering::SeqCst);
 
     let (_a, (calls, answered)) = calling.await.unwrap();
@@ -372,13 +419,15 @@ async fn a_node_under_attack_keeps_serving_joining_and_its_memory_bounded() {
         );
     }
     eprintln!("silent: {} connections", silent.await.unwrap());
-    let after = rss_kib();
-    eprintln!("legitimate calls: {answered} of {calls} answered; RSS {before} KiB -> {after} KiB");
-    assert!(calls > 10, "only {calls} calls in {ATTACK:?}");
+    eprintln!(
+        "legitimate calls: {answered} of {calls} answered; RSS {before} KiB -> {middle} KiB -> {after} KiB (periods of {period:?})"
+    );
+    assert!(calls >= MIN_CALLS, "only {calls} calls made");
     assert_eq!(answered, calls, "calls went unanswered under attack");
+    let (first, second) = (middle.saturating_sub(before), after.saturating_sub(middle));
     assert!(
-        after < before + 256 * 1024,
-        "memory grew from {before} KiB to {after} KiB"
+        second <= first / 2 + 4 * 1024,
+        "memory kept growing under attack: {first} KiB in the first period, {second} KiB in the second"
     );
     assert_eq!(
         z.cluster.stats().calls_served,
@@ -400,23 +449,27 @@ async fn silent_connections_do_not_keep_a_node_from_joining() {
         [127, 0, 0, 9],
         target,
         200,
-        20_000,
+        MAX_CONNECTIONS,
         stop.clone(),
     ));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seed = vec![z.cluster.gossip_addr().to_string()];
     // `b` has the smaller id: it must dial `z`, through the attack.
     let b = start_with("b", config(&seed), |_| {}).await;
-    wait_for(Duration::from_secs(10), "b connected to z", || async {
+    wait_for(SERVICE_BOUND, "b connected to z", || async {
         b.cluster
             .members()
             .iter()
             .any(|m| m.id.name() == "z" && m.connected)
     })
     .await;
+    assert!(!silent.is_finished(), "b joined after the attack ended");
     let reply = b
         .node
-        .dispatch(Message::new("echo").with_request(&1_u64))
+        .dispatch_with(
+            Message::new("echo").with_request(&1_u64),
+            switchyard_messaging::DispatchOptions::with_timeout(SERVICE_BOUND),
+        )
         .await;
     assert!(
         reply.response().is_some_and(Response::is_success),
@@ -447,7 +500,7 @@ async fn strangers_never_take_the_slots_kept_for_members() {
                 [127, 0, 0, last],
                 target,
                 12,
-                5_000,
+                MAX_CONNECTIONS,
                 stop.clone(),
             ))
         })
@@ -456,13 +509,17 @@ async fn strangers_never_take_the_slots_kept_for_members() {
     let seed = vec![z.cluster.gossip_addr().to_string()];
     // `b` has the smaller id: it must dial `z`, from 127.0.0.1, a member's address.
     let b = start_with("b", config(&seed), |_| {}).await;
-    wait_for(Duration::from_secs(10), "b connected to z", || async {
+    wait_for(SERVICE_BOUND, "b connected to z", || async {
         b.cluster
             .members()
             .iter()
             .any(|m| m.id.name() == "z" && m.connected)
     })
     .await;
+    assert!(
+        attackers.iter().all(|attacker| !attacker.is_finished()),
+        "b joined after the attack ended"
+    );
     stop.store(true, Ordering::SeqCst);
     for attacker in attackers {
         assert!(attacker.await.unwrap() >= 8, "an attacker did not run");

@@ -286,6 +286,32 @@ fn a_duplicate_service_name_is_refused_whole() {
     assert!(error.to_string().contains("`shared`"));
 }
 
+/// A name longer than `MAX_SERVICE_NAME_LEN` bytes is refused at `register`, with the whole
+/// router; one of exactly that length is taken.
+#[test]
+fn a_service_name_too_long_to_announce_is_refused() {
+    let node = Node::new("long");
+    let longest = "n".repeat(switchyard_messaging::MAX_SERVICE_NAME_LEN);
+    let error = node
+        .register(
+            open("a")
+                .service("short", first)
+                .service(format!("{longest}x"), first),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        error,
+        RegisterError::ServiceNameTooLong {
+            len: 1025,
+            max: 1024,
+            ..
+        }
+    ));
+    assert!(error.to_string().contains("shorten it"), "{error}");
+    assert!(node.services(Listing::All).is_empty(), "nothing registered");
+    node.register(open("b").service(longest, first)).unwrap();
+}
+
 #[test]
 fn a_router_listing_a_name_twice_is_refused() {
     let node = Node::new("dup");
