@@ -59,6 +59,8 @@ mod connection;
 mod error;
 mod forwarded;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod membership;
 #[cfg(test)]
