@@ -6,7 +6,6 @@
 
 use std::fs;
 
-
 use switchyard_fuzz::{TARGETS, corpus_dir, run, seeds};
 
 #[test]
@@ -38,7 +37,10 @@ fn every_corpus_file_runs_through_its_target() {
     for target in TARGETS {
         for entry in fs::read_dir(corpus_dir(target)).unwrap() {
             let path = entry.unwrap().path();
-            assert!(run(target, &fs::read(&path).unwrap()), "unknown target {target}");
+            assert!(
+                run(target, &fs::read(&path).unwrap()),
+                "unknown target {target}"
+            );
         }
     }
 }

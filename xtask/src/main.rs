@@ -3,10 +3,12 @@
 //! - `test`: everything CI checks, stopping at the first failure and naming it (on a throwaway
 //!   PostgreSQL server it installs and starts);
 //! - `docs`: the API docs and the guides (whose Rust blocks compile as doc tests);
-//! - `bench`: the criterion benchmarks, written to `docs/benchmarks.md`.
+//! - `bench`: the criterion benchmarks, written to `docs/benchmarks.md`;
+//! - `fuzz`: one coverage-guided fuzz target of `fuzz/`, or the list of them.
 
 mod bench;
 mod docs;
+mod fuzz;
 mod postgres;
 mod readme;
 mod run;
@@ -16,12 +18,13 @@ mod tidy;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <test|docs|bench>
+const USAGE: &str = "usage: cargo xtask <test|docs|bench|fuzz>
 
   test    fmt, clippy, docs, every test, each crate alone, the README's dependency
-          tables, the dependency check
+          tables, the dependency check, each fuzz target briefly
   docs    API docs and guides (guides compile as doc tests)
-  bench   run the benchmarks and write docs/benchmarks.md";
+  bench   run the benchmarks and write docs/benchmarks.md
+  fuzz    fuzz one target for a while (`cargo xtask fuzz --list` names them)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(),
         Some("docs") => docs::run(),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use switchyard_postgres::test_server::{self, TestServer};
 
-use crate::run::{Result, StepFailed, step};
+use crate::run::{Result, StepFailed};
 
 /// The variable the PostgreSQL tests and benchmarks read the server's URL from.
 pub(crate) const URL_VARIABLE: &str = "SWITCHYARD_TEST_DATABASE_URL";
@@ -58,23 +58,13 @@ fn ensure_binaries() -> Result {
         println!("\n==> PostgreSQL: server binaries in {}", dir.display());
         return Ok(());
     }
-    let install = |name: &str, args: &[&str]| {
-        let mut command = Command::new("apt-get");
-        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        step(name, command).map_err(|failed| StepFailed {
-            step: failed.step,
-            detail: format!(
-                "{}; the PostgreSQL server binaries (initdb, pg_ctl, postgres) are missing and \
-                 could not be installed: install PostgreSQL 14 or later, or set {URL_VARIABLE} \
-                 to a database the tests may use",
-                failed.detail
-            ),
-        })
-    };
-    install("apt-get update", &["update"])?;
-    install(
-        "apt-get install postgresql",
-        &["install", "-y", "--no-install-recommends", "postgresql"],
+    crate::run::apt_get_install(
+        &["postgresql"],
+        &format!(
+            "the PostgreSQL server binaries (initdb, pg_ctl, postgres) are missing and could not \
+             be installed: install PostgreSQL 14 or later, or set {URL_VARIABLE} to a database \
+             the tests may use"
+        ),
     )?;
     test_server::binaries().map(drop).ok_or_else(|| StepFailed {
         step: "find PostgreSQL".into(),

@@ -103,3 +103,20 @@ pub(crate) fn crate_features(name: &str) -> Result<Vec<String>> {
         .collect();
     Ok(features)
 }
+
+/// Installs Debian `packages` with `apt-get` (updating its lists first); on failure, the error
+/// says `why_needed` and what to do.
+pub(crate) fn apt_get_install(packages: &[&str], why_needed: &str) -> Result {
+    let install = |name: &str, args: &[&str]| {
+        let mut command = Command::new("apt-get");
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        step(name, command).map_err(|failed| StepFailed {
+            step: failed.step,
+            detail: format!("{}; {why_needed}", failed.detail),
+        })
+    };
+    install("apt-get update", &["update"])?;
+    let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend_from_slice(packages);
+    install(&format!("apt-get install {}", packages.join(" ")), &args)
+}

@@ -12,9 +12,9 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker};
 
 use bytes::BytesMut;
+use switchyard_messaging::NodeId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::codec::{Decoder, Framed, LengthDelimitedCodec};
-use switchyard_messaging::NodeId;
 
 use crate::frame::Frame;
 use crate::handshake::{Identity, handshake as run_handshake};
@@ -45,7 +45,10 @@ pub fn read_frames(stream: &[u8]) -> Result<Vec<&'static str>, String> {
     let (mut peer_sealer, _) = pair(b"fuzz session key", Role::Listener);
     let mut buffer = BytesMut::from(stream);
     let mut kinds = Vec::new();
-    while let Some(frame) = codec.decode(&mut buffer).map_err(|error| error.to_string())? {
+    while let Some(frame) = codec
+        .decode(&mut buffer)
+        .map_err(|error| error.to_string())?
+    {
         let payload = match opener.open(&frame) {
             Ok(payload) => payload.to_vec(),
             Err(_) => {
@@ -96,7 +99,10 @@ pub fn handshake(peer_bytes: &[u8], as_dialer: bool) -> Result<String, String> {
 /// [`ScriptedPeer`] completes at once, so a wait would be a bug.
 fn poll_ready<F: Future>(future: F) -> Option<F::Output> {
     let mut future = pin!(future);
-    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
         Poll::Ready(output) => Some(output),
         Poll::Pending => None,
     }

@@ -127,10 +127,14 @@ pub fn seed_event_rows() -> Vec<(&'static str, Vec<u8>)> {
     two.extend(row("account-1", 2, &[1, 7], r#"{"tenant":"acme"}"#));
     let mut null_user = row("account-2", 1, &[], "{}");
     null_user[9] = None;
-    [("one_event", one), ("two_events", two), ("null_user", null_user)]
-        .into_iter()
-        .map(|(name, columns)| (name, join_columns(&columns)))
-        .collect()
+    [
+        ("one_event", one),
+        ("two_events", two),
+        ("null_user", null_user),
+    ]
+    .into_iter()
+    .map(|(name, columns)| (name, join_columns(&columns)))
+    .collect()
 }
 
 fn join_columns(columns: &[Option<Vec<u8>>]) -> Vec<u8> {

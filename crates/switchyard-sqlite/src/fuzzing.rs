@@ -168,7 +168,11 @@ fn join_values(values: &[Column<'_>]) -> Vec<u8> {
                 out.extend_from_slice(&value.to_le_bytes());
             }
             Column::Text(bytes) | Column::Blob(bytes) => {
-                out.push(if matches!(value, Column::Text(_)) { 3 } else { 4 });
+                out.push(if matches!(value, Column::Text(_)) {
+                    3
+                } else {
+                    4
+                });
                 out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
                 out.extend_from_slice(bytes);
             }
