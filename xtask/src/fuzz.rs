@@ -20,8 +20,8 @@ const USAGE: &str = "usage: cargo xtask fuzz <target> [--time SECONDS] [--runs C
 
   Builds the targets of fuzz/ with coverage instrumentation and runs one with libFuzzer, on
   fuzz/corpus-work/<target> (kept between runs, not committed) and the committed seeds in
-  fuzz/corpus/<target>, until SECONDS (default 60) or COUNT executions. A crashing input is
-  written to fuzz/artifacts/<target>/.";
+  fuzz/corpus/<target>, until SECONDS or COUNT executions, whichever comes first (60 seconds
+  when neither is given). A crashing input is written to fuzz/artifacts/<target>/.";
 
 /// How long `cargo xtask test` runs each target.
 pub(crate) const CI_SECONDS: u64 = 10;
@@ -39,10 +39,10 @@ const RUSTFLAGS: &[&str] = &[
     "-Coverflow-checks",
 ];
 
-/// When one run stops.
-enum Limit {
-    Seconds(u64),
-    Runs(u64),
+/// When one run stops: at whichever limit comes first.
+struct Limit {
+    seconds: Option<u64>,
+    runs: Option<u64>,
 }
 
 pub(crate) fn run(args: &[String]) -> Result {
@@ -66,18 +66,24 @@ pub(crate) fn run(args: &[String]) -> Result {
             targets.join(", ")
         )));
     }
-    let mut limit = Limit::Seconds(60);
+    let mut limit = Limit {
+        seconds: None,
+        runs: None,
+    };
     let mut rest = args[1..].iter();
     while let Some(flag) = rest.next() {
         let value = rest
             .next()
             .and_then(|value| value.parse::<u64>().ok())
             .ok_or_else(|| usage(&format!("`{flag}` needs a whole number")))?;
-        limit = match flag.as_str() {
-            "--time" => Limit::Seconds(value),
-            "--runs" => Limit::Runs(value),
+        match flag.as_str() {
+            "--time" => limit.seconds = Some(value),
+            "--runs" => limit.runs = Some(value),
             _ => return Err(usage(&format!("unknown option `{flag}`"))),
-        };
+        }
+    }
+    if limit.seconds.is_none() && limit.runs.is_none() {
+        limit.seconds = Some(60);
     }
     let binaries = build()?;
     step(
@@ -93,7 +99,14 @@ pub(crate) fn smoke() -> Result {
         let name = format!("fuzz {target} for {CI_SECONDS} s");
         println!("\n==> {name}");
         let started = Instant::now();
-        let mut command = fuzz_command(&binaries, &target, &Limit::Seconds(CI_SECONDS))?;
+        let mut command = fuzz_command(
+            &binaries,
+            &target,
+            &Limit {
+                seconds: Some(CI_SECONDS),
+                runs: None,
+            },
+        )?;
         let out = command.output().map_err(|error| StepFailed {
             step: name.clone(),
             detail: format!("could not start the target: {error}"),
@@ -186,11 +199,13 @@ fn fuzz_command(binaries: &Path, target: &str, limit: &Limit) -> Result<Command>
         })?;
     }
     let mut command = Command::new(binaries.join(target));
+    if let Some(seconds) = limit.seconds {
+        command.arg(format!("-max_total_time={seconds}"));
+    }
+    if let Some(runs) = limit.runs {
+        command.arg(format!("-runs={runs}"));
+    }
     command
-        .arg(match limit {
-            Limit::Seconds(seconds) => format!("-max_total_time={seconds}"),
-            Limit::Runs(runs) => format!("-runs={runs}"),
-        })
         // An input that takes seconds is a hang: report it as one.
         .arg("-timeout=10")
         .arg("-print_final_stats=1")

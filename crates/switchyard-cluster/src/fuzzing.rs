@@ -246,3 +246,30 @@ fn delimited(payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(payload);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_seed_frames_reach_the_decoder_in_order() {
+        let seeds = seed_frames();
+        let stream: Vec<u8> = seeds.iter().flat_map(|(_, bytes)| bytes.clone()).collect();
+        let kinds: Vec<&str> = seeds.iter().map(|(name, _)| *name).collect();
+        assert_eq!(read_frames(&stream).unwrap(), kinds);
+        assert!(read_frames(&[0, 0, 0, 1, 9]).is_err(), "not a frame");
+    }
+
+    #[test]
+    fn the_handshake_runs_to_the_proof_check_without_waiting() {
+        let hello_proof = &seed_handshakes()[1].1;
+        for as_dialer in [false, true] {
+            let error = handshake(hello_proof, as_dialer).unwrap_err();
+            assert!(error.contains("proof is wrong"), "{error}");
+        }
+        let error = handshake(&[], false).unwrap_err();
+        assert!(error.contains("closed"), "{error}");
+    }
+}

@@ -68,10 +68,21 @@ pub fn decode_event_rows(input: &[u8]) -> Result<usize, String> {
             types: &EVENT_COLUMNS,
             values: values.to_vec(),
         };
-        decoder.event(&row).map_err(|error| error.to_string())?;
+        decoder.event(&row).map_err(|error| with_sources(&error))?;
         decoded += 1;
     }
     Ok(decoded)
+}
+
+/// `error` and its sources, `: `-separated.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 fn split_columns(mut input: &[u8]) -> Vec<Option<&[u8]>> {
@@ -149,4 +160,20 @@ fn join_columns(columns: &[Option<Vec<u8>>]) -> Vec<u8> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_seed_rows_decode_and_a_null_column_is_an_error() {
+        let seeds = seed_event_rows();
+        assert_eq!(decode_event_rows(&seeds[0].1), Ok(1));
+        assert_eq!(decode_event_rows(&seeds[1].1), Ok(2));
+        let error = decode_event_rows(&seeds[2].1).unwrap_err();
+        assert!(error.contains("NULL"), "{error}");
+    }
 }

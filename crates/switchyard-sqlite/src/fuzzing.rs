@@ -180,3 +180,23 @@ fn join_values(values: &[Column<'_>]) -> Vec<u8> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_seed_rows_decode_and_text_that_is_not_utf8_is_an_error() {
+        let decoder = EventRowDecoder::new().unwrap();
+        let seeds = seed_event_rows();
+        assert_eq!(decoder.decode(&seeds[0].1), Ok(1));
+        assert_eq!(decoder.decode(&seeds[1].1), Ok(2));
+        assert_eq!(decoder.decode(&seeds[2].1), Ok(2));
+        let mut bad_stream = seeds[0].1.clone();
+        bad_stream[5] = 0xFF;
+        let error = decoder.decode(&bad_stream).unwrap_err();
+        assert!(error.contains("not UTF-8"), "{error}");
+    }
+}
