@@ -92,8 +92,13 @@ pub(crate) fn run(args: &[String]) -> Result {
     )
 }
 
-/// For `cargo xtask test`: every target for [`CI_SECONDS`] on its committed corpus.
+/// For `cargo xtask test`: the fuzz package's format (`cargo fmt --all` does not reach its
+/// separate workspace), then every target for [`CI_SECONDS`] on its committed corpus.
 pub(crate) fn smoke() -> Result {
+    let manifest = fuzz_dir().join("Cargo.toml");
+    let mut fmt = cargo(&["fmt", "--manifest-path"]);
+    fmt.arg(&manifest).args(["--", "--check"]);
+    step("fmt of fuzz/", fmt)?;
     let binaries = build()?;
     for target in targets()? {
         let name = format!("fuzz {target} for {CI_SECONDS} s");
