@@ -24,7 +24,7 @@ use crate::seal::{Role, TAG_LEN, pair};
 /// exercised without the fuzzer allocating megabytes.
 const FUZZ_MAX_FRAME_LEN: usize = 64 * 1024;
 
-/// The kind of frame `bytes` decode to (`"call"`, `"hello"`...), as [`Frame::decode`] reads one
+/// The kind of frame `bytes` decode to (`"call"`, `"hello"`...), as `Frame::decode` reads one
 /// frame's payload; the decoder's error message otherwise.
 pub fn decode_frame(bytes: &[u8]) -> Result<&'static str, String> {
     Frame::decode(bytes)

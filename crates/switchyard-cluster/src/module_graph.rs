@@ -16,6 +16,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("error", include_str!("error.rs")),
     ("forwarded", include_str!("forwarded.rs")),
     ("frame", include_str!("frame.rs")),
+    ("fuzzing", include_str!("fuzzing.rs")),
     ("handshake", include_str!("handshake.rs")),
     ("membership", include_str!("membership.rs")),
     ("peers", include_str!("peers.rs")),

@@ -67,10 +67,9 @@ impl EventRowDecoder {
     /// The reader's error, as text.
     pub fn decode(&self, input: &[u8]) -> Result<usize, String> {
         let values = split_values(input);
-        let placeholders: Vec<String> = (1..=EVENT_COLUMNS).map(|at| format!("?{at}")).collect();
         let mut statement = self
             .connection
-            .prepare_cached(&format!("SELECT {}", placeholders.join(", ")))
+            .prepare_cached(include_str!("sql/fuzz_event_row.sql"))
             .map_err(|error| error.to_string())?;
         let mut reader = EventRows::default();
         let mut decoded = 0;
