@@ -5,11 +5,13 @@
 //! - `docs`: the API docs and the guides (whose Rust blocks compile as doc tests);
 //! - `bench`: the criterion benchmarks, written to `docs/benchmarks.md`;
 //! - `readme`: only the step of `test` that builds each `[dependencies]` table of the README
-//!   with its program.
+//!   with its program;
+//! - `fuzz`: one coverage-guided fuzz target of `fuzz/`, or the list of them.
 
 mod apt;
 mod bench;
 mod docs;
+mod fuzz;
 mod postgres;
 mod readme;
 mod run;
@@ -19,13 +21,14 @@ mod tidy;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <test|docs|bench|readme>
+const USAGE: &str = "usage: cargo xtask <test|docs|bench|readme|fuzz>
 
   test    fmt, clippy, docs, every test, each crate alone, the README's dependency
-          tables, the dependency check
+          tables, the dependency check, each fuzz target briefly
   docs    API docs and guides (guides compile as doc tests)
   bench   run the benchmarks and write docs/benchmarks.md
-  readme  build each README dependency table with its program (a step of test)";
+  readme  build each README dependency table with its program (a step of test)
+  fuzz    fuzz one target for a while (`cargo xtask fuzz --list` names them)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Some("docs") => docs::run(),
         Some("bench") => bench::run(&args[1..]),
         Some("readme") => readme::check_dependency_tables(),
+        Some("fuzz") => fuzz::run(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);

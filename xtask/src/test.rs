@@ -71,6 +71,7 @@ pub(crate) fn run() -> Result {
         cargo(&["check", "--workspace", "--benches", "--all-features"]),
     )?;
     messaging_only_pulls_in_no_driver()?;
+    crate::fuzz::smoke()?;
     println!("\nxtask: every step passed");
     Ok(())
 }

@@ -65,6 +65,8 @@ mod connection;
 mod error;
 mod forwarded;
 mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handshake;
 mod membership;
 mod peers;

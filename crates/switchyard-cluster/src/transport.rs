@@ -28,10 +28,14 @@ pub(crate) type Transport = Framed<Stream, LengthDelimitedCodec>;
 
 /// `stream` in frames of at most the handshake's size (raised once the peer is authenticated).
 pub(crate) fn framed(stream: Stream) -> Transport {
-    let codec = LengthDelimitedCodec::builder()
+    Framed::new(stream, framed_codec())
+}
+
+/// The framing of a connection before the peer is authenticated.
+pub(crate) fn framed_codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
         .max_frame_length(HANDSHAKE_FRAME_LEN)
-        .new_codec();
-    Framed::new(stream, codec)
+        .new_codec()
 }
 
 /// The frames of `read`, starting with those in `already_read` (read with the handshake): they

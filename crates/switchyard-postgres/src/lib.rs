@@ -135,6 +135,9 @@ mod events;
 #[cfg(feature = "events")]
 mod expected;
 #[cfg(feature = "events")]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(feature = "events")]
 mod migrations;
 #[cfg(feature = "events")]
 mod pool;

@@ -11,6 +11,20 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use switchyard_aggregates::store::{EventMetadata, RecordedEvent, StoreError, StoredState};
 use tokio_postgres::Row;
+use tokio_postgres::types::FromSql;
+
+/// A row's columns by index: a driver's row, or (for the fuzz targets) raw column bytes run
+/// through the same `FromSql` conversions.
+pub(crate) trait Columns {
+    /// Column `index` as a `T`: an error when it does not convert (wrong type, NULL, bad bytes).
+    fn column<'a, T: FromSql<'a>>(&'a self, index: usize) -> Result<T, StoreError>;
+}
+
+impl Columns for Row {
+    fn column<'a, T: FromSql<'a>>(&'a self, index: usize) -> Result<T, StoreError> {
+        self.try_get(index).map_err(StoreError::backend)
+    }
+}
 
 /// Decodes rows of `read_stream.sql` and `read_all.sql`, whose event columns start at
 /// `first`.
@@ -31,9 +45,9 @@ impl Decoder {
         }
     }
 
-    pub(crate) fn event(&mut self, row: &Row) -> Result<RecordedEvent, StoreError> {
+    pub(crate) fn event(&mut self, row: &impl Columns) -> Result<RecordedEvent, StoreError> {
         let at = self.first;
-        let stream_name: &str = row.try_get(at).map_err(StoreError::backend)?;
+        let stream_name: &str = row.column(at)?;
         let stream = match &self.stream {
             Some(known) if &**known == stream_name => known.clone(),
             _ => {
@@ -46,9 +60,9 @@ impl Decoder {
             stream: stream_name.to_owned(),
             reason,
         };
-        let version: i64 = row.try_get(at + 1).map_err(StoreError::backend)?;
-        let position: i64 = row.try_get(at + 2).map_err(StoreError::backend)?;
-        let event_type_name: &str = row.try_get(at + 3).map_err(StoreError::backend)?;
+        let version: i64 = row.column(at + 1)?;
+        let position: i64 = row.column(at + 2)?;
+        let event_type_name: &str = row.column(at + 3)?;
         let event_type = match &self.event_type {
             Some(known) if &**known == event_type_name => known.clone(),
             _ => {
@@ -57,13 +71,13 @@ impl Decoder {
                 fresh
             }
         };
-        let schema_version: i64 = row.try_get(at + 4).map_err(StoreError::backend)?;
-        let data: &[u8] = row.try_get(at + 5).map_err(StoreError::backend)?;
-        let message_id: &str = row.try_get(at + 6).map_err(StoreError::backend)?;
-        let correlation_id: &str = row.try_get(at + 7).map_err(StoreError::backend)?;
-        let causation_id: &str = row.try_get(at + 8).map_err(StoreError::backend)?;
-        let user: &str = row.try_get(at + 9).map_err(StoreError::backend)?;
-        let recorded_at: SystemTime = row.try_get(at + 10).map_err(StoreError::backend)?;
+        let schema_version: i64 = row.column(at + 4)?;
+        let data: &[u8] = row.column(at + 5)?;
+        let message_id: &str = row.column(at + 6)?;
+        let correlation_id: &str = row.column(at + 7)?;
+        let causation_id: &str = row.column(at + 8)?;
+        let user: &str = row.column(at + 9)?;
+        let recorded_at: SystemTime = row.column(at + 10)?;
         let metadata = match &self.metadata {
             Some((known, known_user))
                 if known.message_id == message_id
@@ -102,10 +116,10 @@ impl Decoder {
 }
 
 /// Decodes a row of `load_snapshot.sql` or `load_state.sql`.
-pub(crate) fn state(stream: &str, row: &Row) -> Result<StoredState, StoreError> {
-    let version: i64 = row.try_get(0).map_err(StoreError::backend)?;
-    let schema_version: i64 = row.try_get(1).map_err(StoreError::backend)?;
-    let data: &[u8] = row.try_get(2).map_err(StoreError::backend)?;
+pub(crate) fn state(stream: &str, row: &impl Columns) -> Result<StoredState, StoreError> {
+    let version: i64 = row.column(0)?;
+    let schema_version: i64 = row.column(1)?;
+    let data: &[u8] = row.column(2)?;
     Ok(StoredState {
         version,
         schema_version: u32::try_from(schema_version).map_err(|_| StoreError::Corrupt {

@@ -159,7 +159,7 @@ fn delete_in(
 /// into events, sharing the stream name, the type and the metadata between
 /// consecutive events that have the same: one allocation per distinct value, not per row.
 #[derive(Default)]
-struct EventRows {
+pub(crate) struct EventRows {
     stream: Option<Arc<str>>,
     fixed_stream: bool,
     event_type: Option<Arc<str>>,
@@ -203,7 +203,7 @@ impl EventRows {
         }
     }
 
-    fn read(&mut self, row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
+    pub(crate) fn read(&mut self, row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
         let stream = match &self.stream {
             Some(known) if self.fixed_stream => known.clone(),
             _ => shared(&mut self.stream, raw(row, 0)?, "?", "stream")?,

@@ -68,6 +68,9 @@ mod database;
 mod error;
 #[cfg(feature = "events")]
 mod events;
+#[cfg(feature = "events")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod options;
 mod store;
 mod worker;
