@@ -126,15 +126,80 @@ fn answered_by(reply: &Message) -> String {
     }
 }
 
+/// Asserts that `reply` is an error whose text names each of `words`.
+fn assert_error_naming(reply: &Message, words: &[&str]) {
+    let response = reply.response().unwrap();
+    let text = response.to_string();
+    assert!(
+        matches!(response, Response::Error(_)) && words.iter().all(|word| text.contains(word)),
+        "expected an error naming {words:?}, got {response:?}"
+    );
+}
+
+/// Makes `a` and `b` members of each other, connected.
+async fn pair(a: &Twin, b: &Twin) {
+    a.meets(&[(b, None)]).await;
+    b.meets(&[(a, None)]).await;
+}
+
+/// Caller `a` (at index 1, no services) and provider `b` (at index 2, [`routers`]), paired.
+async fn caller_and_provider(network: &MemoryNetwork) -> (Twin, Twin) {
+    let a = twin(network, "a", 1, |_| {});
+    let b = twin(network, "b", 2, routers(None));
+    pair(&a, &b).await;
+    (a, b)
+}
+
+/// Caller `a`, provider `b` that forwards every call to owner `c`, all connected; `a`
+/// knows only `b` as a provider.
+async fn caller_forwarder_and_owner(network: &MemoryNetwork) -> (Twin, Twin, Twin) {
+    let a = twin(network, "a", 1, |_| {});
+    let c = twin(network, "c", 3, routers(None));
+    let b = twin(network, "b", 2, routers(Some(c.id().clone())));
+    a.meets(&[(&b, None), (&c, Some(&[]))]).await;
+    b.meets(&[(&a, None), (&c, None)]).await;
+    c.meets(&[(&a, None), (&b, None)]).await;
+    (a, b, c)
+}
+
+/// Registers `huge`, whose reply is 100 KiB.
+fn serves_a_huge_reply(node: &Node) {
+    let huge = |msg: Message| async move { msg.ok_with(&vec![7_u8; 100 * 1024]) };
+    let router = Router::new("big").service("huge", huge);
+    node.register(router.authorize(|_| Ok(()))).unwrap();
+}
+
+/// Dispatches `service` from `node` in a task of its own.
+fn spawn_call(node: &Node, service: &str) -> tokio::task::JoinHandle<Message> {
+    let (node, message) = (node.clone(), Message::new(service));
+    tokio::spawn(async move { node.dispatch(message).await })
+}
+
+/// Waits (on paused time, without a bound) until `done` holds, looking every millisecond.
+async fn until(mut done: impl FnMut() -> bool) {
+    while !done() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Waits (on paused time) up to a minute for `done` to hold, looking every 100 ms; returns
+/// whether it does.
+async fn within_a_minute(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..600 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done()
+}
+
 /// A caller and one provider: the call crosses the in-memory connection and its reply comes
 /// back to the caller waiting for it.
 #[tokio::test(start_paused = true)]
 async fn a_remote_call_is_answered_over_its_connection() {
     let network = MemoryNetwork::default();
-    let a = twin(&network, "a", 1, |_| {});
-    let b = twin(&network, "b", 2, routers(None));
-    a.meets(&[(&b, None)]).await;
-    b.meets(&[(&a, None)]).await;
+    let (a, b) = caller_and_provider(&network).await;
     let reply = a.node.dispatch(Message::new("whoami")).await;
     assert_eq!(answered_by(&reply), "b");
     let (a_stats, b_stats) = (a.inner.stats(), b.inner.stats());
@@ -147,14 +212,7 @@ async fn a_remote_call_is_answered_over_its_connection() {
 /// owner answers the caller straight, not through the provider.
 #[tokio::test(start_paused = true)]
 async fn a_forwarded_call_is_answered_by_its_owner_straight_to_the_caller() {
-    let network = MemoryNetwork::default();
-    let a = twin(&network, "a", 1, |_| {});
-    let c = twin(&network, "c", 3, routers(None));
-    let b = twin(&network, "b", 2, routers(Some(c.id().clone())));
-    // The caller knows only b as a provider.
-    a.meets(&[(&b, None), (&c, Some(&[]))]).await;
-    b.meets(&[(&a, None), (&c, None)]).await;
-    c.meets(&[(&a, None), (&b, None)]).await;
+    let (a, b, c) = caller_forwarder_and_owner(&MemoryNetwork::default()).await;
     let reply = a.node.dispatch(Message::new("whoami")).await;
     assert_eq!(answered_by(&reply), "c");
     let (b_stats, c_stats) = (b.inner.stats(), c.inner.stats());
@@ -168,24 +226,11 @@ async fn a_forwarded_call_is_answered_by_its_owner_straight_to_the_caller() {
 #[tokio::test(start_paused = true)]
 async fn a_call_whose_connection_is_lost_after_it_left_ends_at_once() {
     let network = MemoryNetwork::default();
-    let a = twin(&network, "a", 1, |_| {});
-    let b = twin(&network, "b", 2, routers(None));
-    a.meets(&[(&b, None)]).await;
-    b.meets(&[(&a, None)]).await;
-    let call = tokio::spawn({
-        let node = a.node.clone();
-        async move { node.dispatch(Message::new("stuck")).await }
-    });
-    while b.inner.server.running_calls() == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let (a, b) = caller_and_provider(&network).await;
+    let call = spawn_call(&a.node, "stuck");
+    until(|| b.inner.server.running_calls() > 0).await;
     a.inner.peers.live_connection(b.id()).unwrap().break_off();
-    let reply = call.await.unwrap();
-    let response = reply.response().unwrap();
-    assert!(
-        matches!(response, Response::Error(_)) && response.to_string().contains("unknown"),
-        "expected an unknown outcome, got {response:?}"
-    );
+    assert_error_naming(&call.await.unwrap(), &["unknown"]);
     assert_eq!(a.inner.caller.pending_calls(), 0, "the call was forgotten");
 }
 
@@ -194,30 +239,12 @@ async fn a_call_whose_connection_is_lost_after_it_left_ends_at_once() {
 /// caller instead of leaving it to wait out its deadline.
 #[tokio::test(start_paused = true)]
 async fn a_forwarded_call_whose_owner_is_lost_ends_at_once() {
-    let network = MemoryNetwork::default();
-    let a = twin(&network, "a", 1, |_| {});
-    let c = twin(&network, "c", 3, routers(None));
-    let b = twin(&network, "b", 2, routers(Some(c.id().clone())));
-    a.meets(&[(&b, None), (&c, Some(&[]))]).await;
-    b.meets(&[(&a, None), (&c, None)]).await;
-    c.meets(&[(&a, None), (&b, None)]).await;
+    let (a, b, c) = caller_forwarder_and_owner(&MemoryNetwork::default()).await;
     // A call that waited for its deadline would end "timed out", not with an unknown outcome.
-    let call = tokio::spawn({
-        let node = a.node.clone();
-        async move { node.dispatch(Message::new("stuck")).await }
-    });
-    while c.inner.server.running_calls() == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let call = spawn_call(&a.node, "stuck");
+    until(|| c.inner.server.running_calls() > 0).await;
     b.inner.peers.live_connection(c.id()).unwrap().break_off();
-    let reply = call.await.unwrap();
-    let response = reply.response().unwrap();
-    assert!(
-        matches!(response, Response::Error(_))
-            && response.to_string().contains("unknown")
-            && response.to_string().contains("owner"),
-        "expected an unknown outcome naming the owner, got {response:?}"
-    );
+    assert_error_naming(&call.await.unwrap(), &["unknown", "owner"]);
     assert_eq!(a.inner.caller.pending_calls(), 0, "the call was forgotten");
 }
 
@@ -228,21 +255,10 @@ async fn a_reply_too_large_for_the_caller_is_answered_with_an_error() {
     let network = MemoryNetwork::default();
     let config = || test_config().max_frame_len(64 * 1024);
     let a = twin_with(&network, "a", 1, config(), |_| {});
-    let b = twin_with(&network, "b", 2, config(), |node: &Node| {
-        let huge = |msg: Message| async move { msg.ok_with(&vec![7_u8; 100 * 1024]) };
-        let router = Router::new("big").service("huge", huge);
-        node.register(router.authorize(|_| Ok(()))).unwrap();
-    });
-    a.meets(&[(&b, None)]).await;
-    b.meets(&[(&a, None)]).await;
+    let b = twin_with(&network, "b", 2, config(), serves_a_huge_reply);
+    pair(&a, &b).await;
     let reply = a.node.dispatch(Message::new("huge")).await;
-    let response = reply.response().unwrap().to_string();
-    assert!(
-        matches!(reply.response(), Some(Response::Error(_)))
-            && response.contains("max_frame_len")
-            && response.contains("65536"),
-        "expected an error naming the limit, got {response}"
-    );
+    assert_error_naming(&reply, &["max_frame_len", "65536"]);
     // The connection is still good for the next call.
     let reply = a
         .node
@@ -258,34 +274,13 @@ async fn a_reply_too_large_for_the_caller_is_answered_with_an_error() {
 #[tokio::test(start_paused = true)]
 async fn a_reply_is_checked_against_the_callers_smaller_limit() {
     let network = MemoryNetwork::default();
-    let a = twin_with(
-        &network,
-        "a",
-        1,
-        test_config().max_frame_len(64 * 1024),
-        |_| {},
-    );
-    let b = twin_with(
-        &network,
-        "b",
-        2,
-        test_config().max_frame_len(1024 * 1024),
-        |node: &Node| {
-            let huge = |msg: Message| async move { msg.ok_with(&vec![7_u8; 100 * 1024]) };
-            let router = Router::new("big").service("huge", huge);
-            node.register(router.authorize(|_| Ok(()))).unwrap();
-        },
-    );
-    a.meets(&[(&b, None)]).await;
-    b.meets(&[(&a, None)]).await;
+    let small = test_config().max_frame_len(64 * 1024);
+    let a = twin_with(&network, "a", 1, small, |_| {});
+    let large = test_config().max_frame_len(1024 * 1024);
+    let b = twin_with(&network, "b", 2, large, serves_a_huge_reply);
+    pair(&a, &b).await;
     let reply = a.node.dispatch(Message::new("huge")).await;
-    let response = reply.response().unwrap().to_string();
-    assert!(
-        matches!(reply.response(), Some(Response::Error(_)))
-            && response.contains("max_frame_len")
-            && response.contains("65536"),
-        "expected an error naming the caller's limit, got {response}"
-    );
+    assert_error_naming(&reply, &["max_frame_len", "65536"]);
     assert_eq!(a.inner.stats().connections_lost, 0);
     assert_eq!(b.inner.stats().connections_lost, 0);
     assert_eq!(b.inner.stats().replies_sent, 1);
@@ -296,10 +291,7 @@ async fn a_reply_is_checked_against_the_callers_smaller_limit() {
 #[tokio::test(start_paused = true)]
 async fn a_call_that_times_out_is_cancelled_where_it_runs() {
     let network = MemoryNetwork::default();
-    let a = twin(&network, "a", 1, |_| {});
-    let b = twin(&network, "b", 2, routers(None));
-    a.meets(&[(&b, None)]).await;
-    b.meets(&[(&a, None)]).await;
+    let (a, b) = caller_and_provider(&network).await;
     let options = switchyard_messaging::DispatchOptions::with_timeout(Duration::from_secs(2));
     let reply = a.node.dispatch_with(Message::new("stuck"), options).await;
     assert!(
@@ -339,17 +331,9 @@ async fn a_call_declined_by_a_leaving_provider_goes_to_the_next() {
 #[tokio::test(start_paused = true)]
 async fn leaving_ends_the_calls_waiting_on_its_connections() {
     let network = MemoryNetwork::default();
-    let a = twin(&network, "a", 1, |_| {});
-    let b = twin(&network, "b", 2, routers(None));
-    a.meets(&[(&b, None)]).await;
-    b.meets(&[(&a, None)]).await;
-    let call = tokio::spawn({
-        let node = a.node.clone();
-        async move { node.dispatch(Message::new("stuck")).await }
-    });
-    while b.inner.server.running_calls() == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let (a, b) = caller_and_provider(&network).await;
+    let call = spawn_call(&a.node, "stuck");
+    until(|| b.inner.server.running_calls() > 0).await;
     a.inner.peers.close_all();
     let reply = call.await.unwrap();
     assert!(
@@ -383,9 +367,7 @@ async fn joins_and_departures_are_reported_and_the_smaller_id_connects() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(!b.inner.peers.is_connected(a.id()), "the larger id dialed");
     a.inner.update_members(members_of(&b));
-    while !b.inner.peers.is_connected(a.id()) {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    until(|| b.inner.peers.is_connected(a.id())).await;
     assert!(a.inner.members()[0].connected);
     assert_eq!(a.inner.peers.usable_providers("whoami"), [b.id().clone()]);
     assert_eq!(
@@ -410,28 +392,13 @@ async fn joins_and_departures_are_reported_and_the_smaller_id_connects() {
 #[tokio::test(start_paused = true)]
 async fn a_cut_link_ends_its_calls_and_is_dialed_again() {
     let network = MemoryNetwork::default();
-    let a = twin(&network, "a", 1, |_| {});
-    let b = twin(&network, "b", 2, routers(None));
-    a.meets(&[(&b, None)]).await;
-    b.meets(&[(&a, None)]).await;
+    let (a, b) = caller_and_provider(&network).await;
     let first = a.inner.peers.live_connection(b.id()).unwrap();
-    let call = tokio::spawn({
-        let node = a.node.clone();
-        async move { node.dispatch(Message::new("stuck")).await }
-    });
-    while b.inner.server.running_calls() == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let call = spawn_call(&a.node, "stuck");
+    until(|| b.inner.server.running_calls() > 0).await;
     network.cut(addr_of(2));
-    let reply = call.await.unwrap();
-    let response = reply.response().unwrap();
-    assert!(
-        response.to_string().contains("unknown"),
-        "expected an unknown outcome, got {response:?}"
-    );
-    while b.inner.stats().connections_lost == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    assert_error_naming(&call.await.unwrap(), &["unknown"]);
+    until(|| b.inner.stats().connections_lost > 0).await;
     assert_eq!(a.inner.stats().connections_lost, 1);
     let redialed = loop {
         match a.inner.peers.live_connection(b.id()) {
@@ -475,14 +442,22 @@ async fn member(
 
 /// Waits (on paused time) until `cluster` sees `count` members, all connected.
 async fn until_connected(cluster: &Cluster, count: usize) {
-    for _ in 0..600 {
+    let connected = within_a_minute(|| {
         let members = cluster.members();
-        if members.len() == count && members.iter().all(|m| m.connected) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        members.len() == count && members.iter().all(|m| m.connected)
+    });
+    assert!(
+        connected.await,
+        "{} never saw {count} connected members",
+        cluster.id()
+    );
+}
+
+/// Shuts `clusters` down, one after the other.
+async fn shutdown_all(clusters: &[&Cluster]) {
+    for cluster in clusters {
+        cluster.shutdown().await;
     }
-    panic!("{} never saw {count} connected members", cluster.id());
 }
 
 /// Whole nodes, gossip included, started without a socket: they find each other through
@@ -502,9 +477,7 @@ async fn whole_nodes_in_memory_find_each_other_and_call_each_other() {
     }
     assert!(answered.is_subset(&["b".to_owned(), "c".to_owned()].into()));
     assert_eq!(a.stats().replies_received, 20);
-    for cluster in [&a, &b, &c] {
-        cluster.shutdown().await;
-    }
+    shutdown_all(&[&a, &b, &c]).await;
 }
 
 /// A node shutting down answers the calls it is running before it closes its connections,
@@ -521,13 +494,8 @@ async fn a_node_shutting_down_finishes_its_calls_and_the_others_go_elsewhere() {
     })
     .await;
     until_connected(&a, 2).await;
-    let call = tokio::spawn({
-        let node = a_node.clone();
-        async move { node.dispatch(Message::new("slow")).await }
-    });
-    while b.running_calls() == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let call = spawn_call(&a_node, "slow");
+    until(|| b.running_calls() > 0).await;
     let leaving = tokio::spawn({
         let b = b.clone();
         async move { b.shutdown().await }
@@ -542,14 +510,8 @@ async fn a_node_shutting_down_finishes_its_calls_and_the_others_go_elsewhere() {
         b.members().iter().all(|m| !m.connected),
         "b closed its connections"
     );
-    for _ in 0..600 {
-        if a.members().iter().all(|m| m.id != *b.id()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert!(
-        a.members().iter().all(|m| m.id != *b.id()),
+        within_a_minute(|| a.members().iter().all(|m| m.id != *b.id())).await,
         "b is still a member"
     );
     for _ in 0..10 {
@@ -562,9 +524,7 @@ async fn a_node_shutting_down_finishes_its_calls_and_the_others_go_elsewhere() {
         "{:?}",
         reply.response()
     );
-    for cluster in [&a, &c] {
-        cluster.shutdown().await;
-    }
+    shutdown_all(&[&a, &c]).await;
 }
 
 /// A node offering 5,000 public services (more than one gossip datagram holds as one list)
@@ -587,30 +547,20 @@ async fn a_node_with_more_services_than_one_datagram_holds_announces_them_all() 
             .iter()
             .any(|m| m.id == *b.id() && m.services.len() == count)
     };
-    for _ in 0..600 {
-        if services_of_b(5_000) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let seen_all = within_a_minute(|| services_of_b(5_000)).await;
     let seen = a.members().iter().find(|m| m.id == *b.id()).cloned();
     assert!(
-        services_of_b(5_000),
+        seen_all,
         "a sees b with {:?} services",
         seen.map(|m| m.services.len())
     );
     let late = Router::new("late").service("late", whoami);
     b_node.register(late.authorize(|_| Ok(()))).unwrap();
-    for _ in 0..600 {
-        if services_of_b(5_001) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(services_of_b(5_001), "the change did not spread");
-    for cluster in [&a, &b] {
-        cluster.shutdown().await;
-    }
+    assert!(
+        within_a_minute(|| services_of_b(5_001)).await,
+        "the change did not spread"
+    );
+    shutdown_all(&[&a, &b]).await;
 }
 
 /// Counts the warnings logged on this thread.
@@ -658,8 +608,7 @@ async fn a_flood_of_bad_connections_is_logged_once_per_interval() {
     );
     // The node still serves.
     let a = twin(&network, "a", 1, |_| {});
-    a.meets(&[(&z, None)]).await;
-    z.meets(&[(&a, None)]).await;
+    pair(&a, &z).await;
     assert_eq!(
         answered_by(&a.node.dispatch(Message::new("whoami")).await),
         "z"
