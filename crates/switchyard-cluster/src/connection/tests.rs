@@ -40,6 +40,21 @@ impl Inbound for Ignore {
     fn ended(&self, _: &Connection) {}
 }
 
+/// Runs `accept` on `accepted` as node `m` of cluster `c`, dropping every frame.
+async fn accept_tcp(
+    config: &ClusterConfig,
+    accepted: tokio::net::TcpStream,
+) -> Result<Connection, AcceptError> {
+    let me = NodeId::new("m", 1);
+    let identity = Identity {
+        cluster_id: "c",
+        node: &me,
+        secret: b"sixteen or more secret bytes",
+        max_frame_len: 1 << 20,
+    };
+    accept(config, &identity, Incoming::Tcp(accepted), Arc::new(Ignore)).await
+}
+
 /// Both ends of a cluster connection get the options: the dialed one from `tcp_dialed`,
 /// the accepted one from `accept`, the path a node's listener hands its connections to.
 #[tokio::test]
@@ -72,20 +87,7 @@ async fn dialed_and_accepted_connections_have_keepalive_and_no_nagle_delay() {
     );
     // No handshake comes: `accept` sets the options, then refuses the connection.
     drop(dialed);
-    let me = NodeId::new("m", 1);
-    let identity = Identity {
-        cluster_id: "c",
-        node: &me,
-        secret: b"sixteen or more secret bytes",
-        max_frame_len: 1 << 20,
-    };
-    let refused = accept(
-        &config,
-        &identity,
-        Incoming::Tcp(accepted),
-        Arc::new(Ignore),
-    )
-    .await;
+    let refused = accept_tcp(&config, accepted).await;
     assert!(refused.is_err());
     assert_eq!(options_of(socket2::SockRef::from(&probe)), expected);
 }
@@ -305,21 +307,8 @@ async fn a_silent_connection_is_let_go_at_the_first_byte_timeout() {
         .await
         .unwrap();
     let (accepted, _) = listener.accept().await.unwrap();
-    let me = NodeId::new("m", 1);
-    let identity = Identity {
-        cluster_id: "c",
-        node: &me,
-        secret: b"sixteen or more secret bytes",
-        max_frame_len: 1 << 20,
-    };
     let started = tokio::time::Instant::now();
-    let refused = accept(
-        &config,
-        &identity,
-        Incoming::Tcp(accepted),
-        Arc::new(Ignore),
-    )
-    .await;
+    let refused = accept_tcp(&config, accepted).await;
     assert!(matches!(refused, Err(AcceptError::Silent)), "{refused:?}");
     assert!(started.elapsed() < Duration::from_secs(3_600));
 }

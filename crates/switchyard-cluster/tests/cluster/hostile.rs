@@ -272,6 +272,34 @@ async fn keep_calling(caller: &TestNode, stop: &AtomicBool, made: &AtomicU64) ->
     (calls, answered)
 }
 
+/// Waits until `joiner` sees `z` as a connected member.
+async fn until_connected_to_z(joiner: &TestNode, what: &str) {
+    wait_for(SERVICE_BOUND, what, || async {
+        joiner
+            .cluster
+            .members()
+            .iter()
+            .any(|m| m.id.name() == "z" && m.connected)
+    })
+    .await;
+}
+
+/// Asserts that `caller`'s call of `echo` with `request` succeeds within [`SERVICE_BOUND`].
+async fn assert_echo_answered(caller: &TestNode, request: u64) {
+    let reply = caller
+        .node
+        .dispatch_with(
+            Message::new("echo").with_request(&request),
+            switchyard_messaging::DispatchOptions::with_timeout(SERVICE_BOUND),
+        )
+        .await;
+    assert!(
+        reply.response().is_some_and(Response::is_success),
+        "{:?}",
+        reply.response()
+    );
+}
+
 /// Every attack at once on node `z`, while `a` calls it through a relay that recorded `a`'s
 /// session (replayed by an attacker) and a new node joins: `z` answers every call, `b` joins,
 /// and memory stops growing: the attack runs two periods of equal length, and the second
@@ -355,29 +383,8 @@ async fn a_node_under_attack_keeps_serving_joining_and_its_memory_bounded() {
     // A node joining during the attack connects to `z` (it dials: its id is smaller).
     tokio::time::sleep(Duration::from_millis(500)).await;
     let b = start_with("b", config(&seed), |_| {}).await;
-    wait_for(
-        SERVICE_BOUND,
-        "b connected to z during the attack",
-        || async {
-            b.cluster
-                .members()
-                .iter()
-                .any(|m| m.id.name() == "z" && m.connected)
-        },
-    )
-    .await;
-    let reply = b
-        .node
-        .dispatch_with(
-            Message::new("echo").with_request(&0_u64),
-            switchyard_messaging::DispatchOptions::with_timeout(SERVICE_BOUND),
-        )
-        .await;
-    assert!(
-        reply.response().is_some_and(Response::is_success),
-        "{:?}",
-        reply.response()
-    );
+    until_connected_to_z(&b, "b connected to z during the attack").await;
+    assert_echo_answered(&b, 0).await;
     // The first period: at least `ATTACK`, and until `b` joined.
     tokio::time::sleep_until(attack_started + ATTACK).await;
     let period = attack_started.elapsed();
@@ -456,26 +463,9 @@ async fn silent_connections_do_not_keep_a_node_from_joining() {
     let seed = vec![z.cluster.gossip_addr().to_string()];
     // `b` has the smaller id: it must dial `z`, through the attack.
     let b = start_with("b", config(&seed), |_| {}).await;
-    wait_for(SERVICE_BOUND, "b connected to z", || async {
-        b.cluster
-            .members()
-            .iter()
-            .any(|m| m.id.name() == "z" && m.connected)
-    })
-    .await;
+    until_connected_to_z(&b, "b connected to z").await;
     assert!(!silent.is_finished(), "b joined after the attack ended");
-    let reply = b
-        .node
-        .dispatch_with(
-            Message::new("echo").with_request(&1_u64),
-            switchyard_messaging::DispatchOptions::with_timeout(SERVICE_BOUND),
-        )
-        .await;
-    assert!(
-        reply.response().is_some_and(Response::is_success),
-        "{:?}",
-        reply.response()
-    );
+    assert_echo_answered(&b, 1).await;
     stop.store(true, Ordering::SeqCst);
     assert!(silent.await.unwrap() >= 200, "the attack did not run");
 }
@@ -509,13 +499,7 @@ async fn strangers_never_take_the_slots_kept_for_members() {
     let seed = vec![z.cluster.gossip_addr().to_string()];
     // `b` has the smaller id: it must dial `z`, from 127.0.0.1, a member's address.
     let b = start_with("b", config(&seed), |_| {}).await;
-    wait_for(SERVICE_BOUND, "b connected to z", || async {
-        b.cluster
-            .members()
-            .iter()
-            .any(|m| m.id.name() == "z" && m.connected)
-    })
-    .await;
+    until_connected_to_z(&b, "b connected to z").await;
     assert!(
         attackers.iter().all(|attacker| !attacker.is_finished()),
         "b joined after the attack ended"
