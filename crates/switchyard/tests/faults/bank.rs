@@ -86,6 +86,13 @@ fn bind_addrs() -> (SocketAddr, SocketAddr) {
     (SocketAddr::new(ip, rpc), SocketAddr::new(ip, gossip))
 }
 
+/// Starts `node`'s cluster on this child's addresses ([`BIND`]), seeded by [`SEED`] if set.
+async fn join_cluster(node: &Node) -> Cluster {
+    let (rpc, gossip) = bind_addrs();
+    let config = cluster_config(rpc, gossip, std::env::var(SEED).ok());
+    Cluster::start(node.clone(), config).await.unwrap()
+}
+
 /// Runs the role [`ROLE`] names: `node` or `client`.
 pub(crate) fn child_main() {
     let role = std::env::var(ROLE).unwrap();
@@ -125,13 +132,7 @@ async fn node_main() {
     let node = Node::builder(&name)
         .default_timeout(Duration::from_secs(2))
         .build();
-    let (rpc, gossip) = bind_addrs();
-    let cluster = Cluster::start(
-        node.clone(),
-        cluster_config(rpc, gossip, std::env::var(SEED).ok()),
-    )
-    .await
-    .unwrap();
+    let cluster = join_cluster(&node).await;
     let accounts = MessageHandler::<Account>::event_sourced(open_events().await);
     let me = name.clone();
     let deposit = move |_: &Account, msg: &Message| -> CommandResult<AccountEvent> {
@@ -187,13 +188,7 @@ async fn ring(msg: Message) -> Message {
 
 async fn client_main() {
     let node = Node::builder(std::env::var(NAME).unwrap()).build();
-    let (rpc, gossip) = bind_addrs();
-    let cluster = Cluster::start(
-        node.clone(),
-        cluster_config(rpc, gossip, std::env::var(SEED).ok()),
-    )
-    .await
-    .unwrap();
+    let cluster = join_cluster(&node).await;
     report(&format!("ready {}", cluster.gossip_addr()));
     serve_commands(&cluster, Some(&node)).await;
 }
