@@ -187,27 +187,28 @@ async fn write_while_expected(
     Ok(false)
 }
 
+/// [`write_while_expected`] for `sql`, a removal whose parameters are the stream and
+/// `expected` (its kind and version): nothing to remove is done, as `expected` allows.
+async fn remove_while_expected(
+    database: &Database,
+    stream: &str,
+    expected: ExpectedVersion,
+    held_to: HeldTo,
+    sql: &str,
+) -> Result<bool, AppendError> {
+    let (kind, version) = expected::params(expected);
+    let params: &Params<'_> = &[&stream, &kind, &version];
+    write_while_expected(database, stream, expected, held_to, sql, params, true).await
+}
+
 /// Hides a stream's events through its last version, if it is at `expected`.
 async fn soft_delete(
     database: &Database,
     stream: &str,
     expected: ExpectedVersion,
 ) -> Result<(), AppendError> {
-    let (kind, version) = expected::params(expected);
     let sql = include_str!("sql/soft_delete.sql");
-    let params: &Params<'_> = &[&stream, &kind, &version];
-    // Nothing to hide is done, as the expected version allows.
-    if write_while_expected(
-        database,
-        stream,
-        expected,
-        HeldTo::Stream,
-        sql,
-        params,
-        true,
-    )
-    .await?
-    {
+    if remove_while_expected(database, stream, expected, HeldTo::Stream, sql).await? {
         return Ok(());
     }
     let actual = database.stream_version(stream).await?;
@@ -273,11 +274,8 @@ async fn delete_state(
     stream: &str,
     expected: ExpectedVersion,
 ) -> Result<(), AppendError> {
-    let (kind, version) = expected::params(expected);
     let sql = include_str!("sql/delete_state.sql");
-    let params: &Params<'_> = &[&stream, &kind, &version];
-    // Nothing to remove is done, as the expected version allows.
-    if write_while_expected(database, stream, expected, HeldTo::State, sql, params, true).await? {
+    if remove_while_expected(database, stream, expected, HeldTo::State, sql).await? {
         return Ok(());
     }
     Err(state_kept_changing(stream, "remove"))
