@@ -77,7 +77,6 @@ mod aggregate;
 pub mod conformance;
 mod event_name;
 mod handler;
-pub mod names;
 pub mod repo;
 mod runtime;
 mod state;
@@ -94,3 +93,7 @@ pub use self::repo::{DecodedEvent, Repo, RepoError};
 pub use self::runtime::{AggregateRuntime, RuntimeBuilder, Unload};
 #[doc(inline)]
 pub use self::state::{AggregateState, ProcessedIds};
+/// The name rule, shared with the scheduler's alarms: `switchyard_aggregates::names` is
+/// [`switchyard_messaging::names`].
+#[doc(inline)]
+pub use switchyard_messaging::names;

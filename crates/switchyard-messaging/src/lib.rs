@@ -52,6 +52,7 @@ mod error;
 mod handler;
 mod into_response;
 mod message;
+pub mod names;
 mod node;
 mod node_id;
 mod payload;

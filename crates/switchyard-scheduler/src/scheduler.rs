@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable as _};
 use futures::future::BoxFuture;
+use switchyard_messaging::names::{self, NameKind};
 use switchyard_messaging::{Message, Node};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -281,13 +282,42 @@ impl Scheduler {
     /// [`ScheduleError::StoreTimedOut`] when it did not answer in time (the alarm may or may not
     /// be saved; it is armed all the same, so if it was saved it is delivered);
     /// [`ScheduleError::Stopped`] when the scheduler's shutdown has begun;
-    /// [`ScheduleError::TooFar`] when `When::In` is beyond any clock.
+    /// [`ScheduleError::TooFar`] when `When::In` is beyond any clock;
+    /// [`ScheduleError::InvalidName`] when the message id or `aggregate_id` breaks the
+    /// [name rule](switchyard_messaging::names) (checked first, so every store accepts the same
+    /// ids and nothing reaches the store).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use switchyard_messaging::{Message, Node};
+    /// use switchyard_scheduler::store::MemoryAlarmStore;
+    /// use switchyard_scheduler::{ScheduleError, Scheduler, SchedulerConfig, When};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = MemoryAlarmStore::new();
+    /// let scheduler = Scheduler::start(Node::new("n"), store.clone(), SchedulerConfig::default())?;
+    /// let later = When::In(Duration::from_secs(60));
+    /// let refused = scheduler.schedule(Message::new("remind").with_id("a\0"), "acc-1", later).await;
+    /// assert!(matches!(refused, Err(ScheduleError::InvalidName(_))));
+    /// assert!(store.is_empty());
+    /// scheduler.schedule(Message::new("remind").with_id("a-1"), "acc-1", later).await?;
+    /// assert_eq!(store.len(), 1);
+    /// scheduler.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn schedule(
         &self,
         message: Message,
         aggregate_id: impl Into<String>,
         when: When,
     ) -> Result<Message, ScheduleError> {
+        let aggregate_id = aggregate_id.into();
+        names::check(NameKind::MessageId, message.id())?;
+        names::check(NameKind::AggregateId, &aggregate_id)?;
         if self.shared.stopping.load(Ordering::SeqCst) || self.commands.is_closed() {
             return Err(ScheduleError::Stopped);
         }
@@ -302,7 +332,6 @@ impl Scheduler {
         let message = message
             .assign(assigns::DISPATCH_AT, &due)
             .assign(assigns::DISPATCH_ATTEMPTS, &0_u32);
-        let aggregate_id = aggregate_id.into();
         // Kept to arm the alarm should the save's outcome be unknown (the message itself went
         // to the store).
         let (id, service) = (message.id().to_owned(), message.service().to_owned());
@@ -348,8 +377,10 @@ impl Scheduler {
     /// # Errors
     ///
     /// [`ScheduleError::Store`] when the store failed, [`ScheduleError::StoreTimedOut`] when it
-    /// did not answer in time.
+    /// did not answer in time, [`ScheduleError::InvalidName`] when `message_id` breaks the
+    /// [name rule](switchyard_messaging::names) (no store is asked).
     pub async fn cancel(&self, message_id: &str) -> Result<bool, ScheduleError> {
+        names::check(NameKind::MessageId, message_id)?;
         let cancel = self.shared.store.cancel(message_id);
         let cancelled = bounded(self.shared.config.store_timeout, cancel).await?;
         let _ = self
@@ -365,8 +396,10 @@ impl Scheduler {
     /// # Errors
     ///
     /// [`ScheduleError::Store`] when the store failed, [`ScheduleError::StoreTimedOut`] when it
-    /// did not answer in time.
+    /// did not answer in time, [`ScheduleError::InvalidName`] when `aggregate_id` breaks the
+    /// [name rule](switchyard_messaging::names) (no store is asked).
     pub async fn cancel_for(&self, aggregate_id: &str) -> Result<Vec<String>, ScheduleError> {
+        names::check(NameKind::AggregateId, aggregate_id)?;
         let cancel = self.shared.store.cancel_for(aggregate_id);
         let cancelled = bounded(self.shared.config.store_timeout, cancel).await?;
         let _ = self.commands.send(Command::Forget(cancelled.clone()));

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use switchyard_messaging::names::NameError;
+
 use crate::store::AlarmStoreError;
 
 /// [`Scheduler::start`](crate::Scheduler::start) refused the configuration.
@@ -78,6 +80,11 @@ pub enum ScheduleError {
         /// The delay asked for.
         delay: Duration,
     },
+    /// The message id or the aggregate id breaks the [name rule](switchyard_messaging::names)
+    /// every store accepts (the message says which and the rule); nothing reached the store.
+    /// Choose another id.
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
 }
 
 /// A store call made by the scheduler failed or took longer than the store timeout.

@@ -5,6 +5,7 @@
 
 mod delivery;
 mod leases;
+mod names;
 mod shutdown;
 mod support;
 mod unknown_outcomes;

@@ -1,11 +1,12 @@
 //! The rule every name a store keeps must follow: aggregate ids, stream names, event types and
-//! the ids of the message behind an append.
+//! message ids, whether of the message behind an append or of an alarm.
 //!
 //! Stores differ in what text they take. PostgreSQL refuses a NUL byte in any text column and an
 //! index entry over about 2,700 bytes (a third of a page), so a stream name of 1 MB fails there,
-//! while SQLite stores both. The [`Repo`](crate::Repo) checks every name against this one rule
-//! before it reaches a store, so every store accepts the same set and a bad name is refused the
-//! same way, whatever the store.
+//! while SQLite stores both. The aggregates' `Repo` and the scheduler's `Scheduler` check every
+//! name against this one rule before it reaches a store, so every store accepts the same set and
+//! a bad name is refused the same way, whatever the store. (`switchyard_aggregates::names`
+//! re-exports this module.)
 //!
 //! The rule: UTF-8 (every `&str` is), no control characters ([`char::is_control`]: the C0 range
 //! with NUL, tab and newline, DEL, and the C1 range), and a length in bytes:
@@ -24,7 +25,7 @@
 //! # Examples
 //!
 //! ```
-//! use switchyard_aggregates::names::{self, NameError, NameKind};
+//! use switchyard_messaging::names::{self, NameError, NameKind};
 //!
 //! assert!(names::check(NameKind::AggregateId, "acc-42").is_ok());
 //! let error = names::check(NameKind::AggregateId, "acc\0").unwrap_err();
