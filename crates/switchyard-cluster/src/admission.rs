@@ -104,8 +104,8 @@ impl Admission {
     }
 
     /// Takes `known` as the addresses members announce.
-    pub(crate) fn set_known(&mut self, known: HashSet<IpAddr>) {
-        self.known = known.iter().map(IpAddr::to_canonical).collect();
+    pub(crate) fn set_known(&mut self, known: impl IntoIterator<Item = IpAddr>) {
+        self.known = known.into_iter().map(|ip| ip.to_canonical()).collect();
     }
 
     fn is_member(&self, ip: Option<IpAddr>) -> bool {
@@ -308,7 +308,7 @@ mod tests {
     fn no_address_and_no_stranger_can_take_every_slot() {
         let now = Instant::now();
         let mut admission = Admission::new(limits());
-        admission.set_known([ip(1).unwrap()].into());
+        admission.set_known([ip(1).unwrap()]);
         let nines: Vec<_> = (0..3)
             .map(|_| admission.admit(ip(9), now).unwrap())
             .collect();
@@ -417,10 +417,10 @@ mod tests {
             .admit(Some(IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1])), now)
             .unwrap();
         // A member in that /64 keeps its own count, also when announced as IPv4-mapped.
-        admission.set_known([v6(5).unwrap()].into());
+        admission.set_known([v6(5).unwrap()]);
         admission.admit(v6(5), now).unwrap();
         let member_v4 = IpAddr::from(std::net::Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
-        admission.set_known([member_v4].into());
+        admission.set_known([member_v4]);
         for _ in 0..3 {
             admission.admit(ip(1), now).unwrap();
         }

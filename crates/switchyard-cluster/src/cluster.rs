@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{Admission, Admitted, Tally};
+use crate::admission::{Admission, Admitted, Report, Tally};
 use crate::config::ClusterConfig;
 use crate::connection::{self, Connection, Inbound, Serving};
 use crate::error::ClusterError;
@@ -453,14 +453,7 @@ impl Inner {
     /// Counts a connection closed on arrival (`refused`: why, and from where), and logs the
     /// counts when a line is due.
     fn report_refusals(&self, refused: Option<(&'static str, String)>) {
-        let now = Instant::now();
-        let mut tally = lock(&self.refused);
-        let report = match refused {
-            Some((why, from)) => tally.note(why, from, now),
-            None => tally.flush(now),
-        };
-        drop(tally);
-        if let Some(report) = report {
+        if let Some(report) = due_report(&self.refused, refused) {
             tracing::warn!(
                 node = %self.me,
                 refused = report.total(),
@@ -474,14 +467,7 @@ impl Inner {
     /// Counts a failed incoming handshake (`failed`: its kind, and where from with why), and
     /// logs the counts when a line is due.
     fn report_failures(&self, failed: Option<(&'static str, String)>) {
-        let now = Instant::now();
-        let mut tally = lock(&self.failed);
-        let report = match failed {
-            Some((kind, detail)) => tally.note(kind, detail, now),
-            None => tally.flush(now),
-        };
-        drop(tally);
-        if let Some(report) = report {
+        if let Some(report) = due_report(&self.failed, failed) {
             tracing::warn!(
                 node = %self.me,
                 failed = report.total(),
@@ -496,8 +482,7 @@ impl Inner {
     /// of a larger id connected.
     fn update_members(&self, next: Members) {
         let next = Arc::new(next);
-        let addresses = next.by_id.values().map(|info| info.rpc_addr.ip()).collect();
-        lock(&self.admission).set_known(addresses);
+        lock(&self.admission).set_known(next.by_id.values().map(|info| info.rpc_addr.ip()));
         let previous = self.peers.set_members(next.clone());
         for id in next.not_in(&previous) {
             tracing::info!(node = %self.me, peer = %id, "node joined");
@@ -516,6 +501,17 @@ impl Inner {
     }
 }
 
+/// Counts `event` (what, and from where) in `tally`, or only checks whether a line is due
+/// when there is none: the report to log now, if any.
+fn due_report(tally: &Mutex<Tally>, event: Option<(&'static str, String)>) -> Option<Report> {
+    let now = Instant::now();
+    let mut tally = lock(tally);
+    match event {
+        Some((what, last)) => tally.note(what, last, now),
+        None => tally.flush(now),
+    }
+}
+
 /// Follows the live members as gossip reports them.
 fn follow(inner: &Arc<Inner>, gossip: &Arc<Gossip>) {
     let weak = Arc::downgrade(inner);
@@ -524,9 +520,10 @@ fn follow(inner: &Arc<Inner>, gossip: &Arc<Gossip>) {
     tokio::spawn(async move {
         let mut watcher = gossip.live_nodes().await;
         loop {
-            let live = watcher.borrow_and_update().clone();
             let Some(inner) = weak.upgrade() else { return };
-            inner.update_members(Members::from_live(&inner.me, &live));
+            // Read through the borrow: the live state is not copied to derive the members.
+            let members = Members::from_live(&inner.me, &watcher.borrow_and_update());
+            inner.update_members(members);
             drop(inner);
             tokio::select! {
                 () = stopped.cancelled() => return,

@@ -59,7 +59,8 @@ impl Drop for CancelUnlessAnswered<'_> {
     }
 }
 
-fn remaining_micros(deadline: Instant) -> u64 {
+/// What is left of `deadline`, in the microseconds a call frame carries.
+pub(crate) fn remaining_micros(deadline: Instant) -> u64 {
     let left = deadline.saturating_duration_since(Instant::now());
     u64::try_from(left.as_micros()).unwrap_or(u64::MAX)
 }

@@ -47,7 +47,6 @@ enum ReplyNotSent {
 /// drains them when this node leaves.
 pub(crate) struct Server {
     node: Node,
-    me: NodeId,
     peers: Arc<Peers>,
     /// Where a reply goes when a call of this node was forwarded back to it.
     caller: Arc<Caller>,
@@ -88,7 +87,6 @@ impl Drop for Running {
 impl Server {
     pub(crate) fn new(node: Node, peers: Arc<Peers>, caller: Arc<Caller>) -> Self {
         Self {
-            me: node.id().clone(),
             node,
             peers,
             caller,
@@ -156,7 +154,7 @@ impl Server {
             let server = self.clone();
             let from = from.clone();
             tokio::spawn(async move {
-                let reason = format!("{} is leaving the cluster", server.me);
+                let reason = format!("{} is leaving the cluster", server.node.id());
                 let declined = message.return_with(Response::TryAnotherNode(reason));
                 server
                     .reply_straight(&from, &reply_to, request, declined)
@@ -250,7 +248,7 @@ impl Server {
         request: u64,
         reply: Message,
     ) {
-        if *reply_to == self.me {
+        if reply_to == self.node.id() {
             // Forwarded back to the node that called: answer the waiting call here.
             self.caller.reply_here(request, reply);
             return;
@@ -269,7 +267,7 @@ impl Server {
                 };
                 let refusal = message.return_with(Response::error(format!(
                     "the reply of `{service}` on {} has {len} bytes, more than the {max} a peer accepts (max_frame_len): return less, or raise max_frame_len on the calling node",
-                    self.me
+                    self.node.id()
                 )));
                 let frame = Frame::Reply {
                     request,
@@ -328,12 +326,11 @@ impl Server {
         message: Message,
         deadline: Instant,
     ) {
-        let remaining = deadline.saturating_duration_since(Instant::now());
         let frame = Frame::Call {
             reply_to: reply_to.clone(),
             request,
             hop: WireHop::Forwarded,
-            remaining_micros: u64::try_from(remaining.as_micros()).unwrap_or(u64::MAX),
+            remaining_micros: crate::remote::remaining_micros(deadline),
             message,
         };
         // Remembered before the send, so a cancel that arrives meanwhile follows the call.
@@ -368,7 +365,7 @@ impl Server {
                 tracing::warn!(%owner, %reason, "forwarding failed");
                 let declined = message.return_with(Response::TryAnotherNode(format!(
                     "{} could not forward to its owner {owner}: {reason}",
-                    self.me
+                    self.node.id()
                 )));
                 self.reply_straight(from, &reply_to, request, declined)
                     .await;
@@ -414,11 +411,11 @@ impl Server {
         let response = match fate {
             Fate::NeverSent => Response::TryAnotherNode(format!(
                 "the connection from {} to the owner {owner} closed before the call was forwarded",
-                self.me
+                self.node.id()
             )),
             Fate::MaybeReceived => Response::error(format!(
                 "the connection from {} to the owner {owner} was lost after the call was forwarded to it; what came of it there is unknown",
-                self.me
+                self.node.id()
             )),
         };
         let reply = ids.answer(response);
