@@ -125,9 +125,7 @@ pub struct MessageHandler<A: Aggregate> {
     runtime: AggregateRuntime<A>,
     id: IdSource,
     generate_missing_id: IdGeneration,
-    commit_timeout: Duration,
-    metadata: Arc<BTreeMap<String, String>>,
-    refresh_before_read: bool,
+    options: CommandOptions,
 }
 
 impl<A: Aggregate> Clone for MessageHandler<A> {
@@ -136,9 +134,7 @@ impl<A: Aggregate> Clone for MessageHandler<A> {
             runtime: self.runtime.clone(),
             id: self.id.clone(),
             generate_missing_id: self.generate_missing_id,
-            commit_timeout: self.commit_timeout,
-            metadata: self.metadata.clone(),
-            refresh_before_read: self.refresh_before_read,
+            options: self.options.clone(),
         }
     }
 }
@@ -155,9 +151,11 @@ impl<A: Aggregate> MessageHandler<A> {
             runtime: runtime.into(),
             id: IdSource::Field("id".to_owned()),
             generate_missing_id: IdGeneration::Default,
-            commit_timeout: Duration::from_secs(5),
-            metadata: Arc::new(BTreeMap::new()),
-            refresh_before_read: false,
+            options: CommandOptions {
+                commit_timeout: Duration::from_secs(5),
+                metadata: Arc::new(BTreeMap::new()),
+                refresh_before_read: false,
+            },
         }
     }
 
@@ -238,7 +236,7 @@ impl<A: Aggregate> MessageHandler<A> {
     /// fails a command.
     #[must_use]
     pub fn commit_timeout(mut self, timeout: Duration) -> Self {
-        self.commit_timeout = timeout;
+        self.options.commit_timeout = timeout;
         self
     }
 
@@ -260,14 +258,14 @@ impl<A: Aggregate> MessageHandler<A> {
     /// nothing for commands that append.
     #[must_use]
     pub fn refresh_before_read(mut self, refresh: bool) -> Self {
-        self.refresh_before_read = refresh;
+        self.options.refresh_before_read = refresh;
         self
     }
 
     /// User metadata recorded with every event.
     #[must_use]
     pub fn event_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        Arc::make_mut(&mut self.metadata).insert(key.into(), value.into());
+        Arc::make_mut(&mut self.options.metadata).insert(key.into(), value.into());
         self
     }
 
@@ -415,18 +413,13 @@ impl<A: Aggregate> MessageHandler<A> {
                 return message.return_with(response);
             }
         };
-        if let Err(error) = self.runtime.repo().checked_stream(&id) {
+        if let Err(error) = self.runtime.repo().check_id(&id) {
             let response = Response::ValidationError(Payload::text(error.to_string()));
             return message.return_with(response);
         }
         message.aggregate_meta_mut().id = Some(id.clone());
-        let options = CommandOptions {
-            commit_timeout: self.commit_timeout,
-            metadata: self.metadata.clone(),
-            refresh_before_read: self.refresh_before_read,
-        };
         self.runtime
-            .execute(id, kind, command, message, options)
+            .execute(id, kind, command, message, self.options.clone())
             .await
     }
 

@@ -312,10 +312,31 @@ impl<A: Aggregate> Repo<A> {
     /// The stream of aggregate `id`, once `id` and the stream name are checked against the
     /// rule every store shares.
     pub(crate) fn checked_stream(&self, id: &str) -> Result<String, NameError> {
+        self.check_id(id)?;
+        Ok(self.stream_name(id))
+    }
+
+    /// Checks `id`, and the stream name it makes, against the rule every store shares, without
+    /// building that name: the errors are those of checking `"{NAME}-{id}"` itself.
+    pub(crate) fn check_id(&self, id: &str) -> Result<(), NameError> {
         names::check(NameKind::AggregateId, id)?;
-        let stream = self.stream_name(id);
-        names::check(NameKind::Stream, &stream)?;
-        Ok(stream)
+        // `id` holds no control character now, so the stream can only break the rule by its
+        // length or by a control character in `NAME`.
+        let len = A::NAME.len() + 1 + id.len();
+        if len > NameKind::Stream.max_bytes() {
+            return Err(NameError::TooLong {
+                kind: NameKind::Stream,
+                len,
+            });
+        }
+        match A::NAME.char_indices().find(|(_, c)| c.is_control()) {
+            Some((at, character)) => Err(NameError::ControlCharacter {
+                kind: NameKind::Stream,
+                character,
+                at,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Whether aggregate `id` exists.
@@ -390,12 +411,7 @@ impl<A: Aggregate> Repo<A> {
                 let Some(stored) = states.load_state(&stream).await? else {
                     return Ok(None);
                 };
-                let mut state = (codec.decode)(&stored.data).map_err(|e| RepoError::Codec {
-                    stream: stream.clone(),
-                    reason: ErrorChain(&e).to_string(),
-                })?;
-                state.processed.set_capacity(self.processed_capacity);
-                Ok(Some(state))
+                self.decode_stored(&stream, codec, &stored.data).map(Some)
             }
             Backend::EventSourced { events, snapshots } => {
                 if !events.has_stream(&stream).await? {
@@ -415,6 +431,21 @@ impl<A: Aggregate> Repo<A> {
                 self.replay(id, &stream, fresh, false).await
             }
         }
+    }
+
+    /// A stored state decoded, holding this repo's window of processed ids.
+    fn decode_stored(
+        &self,
+        stream: &str,
+        codec: &StateCodec<A>,
+        data: &[u8],
+    ) -> Result<AggregateState<A>, RepoError> {
+        let mut state = (codec.decode)(data).map_err(|e| RepoError::Codec {
+            stream: stream.to_owned(),
+            reason: ErrorChain(&e).to_string(),
+        })?;
+        state.processed.set_capacity(self.processed_capacity);
+        Ok(state)
     }
 
     /// Brings `state` of aggregate `id` up to the store: folds the events recorded after its
@@ -445,12 +476,7 @@ impl<A: Aggregate> Repo<A> {
             }
             Backend::StateBased { states, codec } => match states.load_state(&stream).await? {
                 Some(stored) if stored.version != before => {
-                    let mut fresh = (codec.decode)(&stored.data).map_err(|e| RepoError::Codec {
-                        stream: stream.clone(),
-                        reason: ErrorChain(&e).to_string(),
-                    })?;
-                    fresh.processed.set_capacity(self.processed_capacity);
-                    Ok((fresh, true))
+                    Ok((self.decode_stored(&stream, codec, &stored.data)?, true))
                 }
                 _ => Ok((state, false)),
             },

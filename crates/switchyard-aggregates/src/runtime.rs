@@ -416,7 +416,7 @@ impl<A: Aggregate> AggregateRuntime<A> {
         expected: ExpectedVersion,
     ) -> Result<(), RepoError> {
         // A bad id is refused before it names a task.
-        self.inner.repo.checked_stream(id)?;
+        self.inner.repo.check_id(id)?;
         loop {
             let Some(sender) = self.sender_for(id) else {
                 return self.inner.repo.delete(id, mode, expected).await;

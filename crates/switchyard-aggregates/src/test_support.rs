@@ -109,10 +109,7 @@ pub fn apply_events<A: Aggregate>(
 /// When two variants share a name, naming it and the remedy.
 #[track_caller]
 pub fn assert_distinct_event_types<A: Aggregate>(events: &[A::Event]) {
-    let mut names = EventNames::default();
-    for event in events {
-        names.record::<A>(event);
-    }
+    EventNames::default().record_all::<A>(events);
 }
 
 /// The event type each variant seen so far was recorded under.
@@ -125,6 +122,14 @@ impl<E> Default for EventNames<E> {
 }
 
 impl<E> EventNames<E> {
+    /// Records each of `events`, as [`record`](Self::record).
+    #[track_caller]
+    fn record_all<A: Aggregate<Event = E>>(&mut self, events: &[E]) {
+        for event in events {
+            self.record::<A>(event);
+        }
+    }
+
     #[track_caller]
     fn record<A: Aggregate<Event = E>>(&mut self, event: &E) {
         let name = A::event_type(event);
@@ -153,9 +158,7 @@ impl<E> EventNames<E> {
 pub fn given<A: Aggregate>(events: impl IntoIterator<Item = A::Event>) -> Scenario<A> {
     let events: Vec<A::Event> = events.into_iter().collect();
     let mut names = EventNames::default();
-    for event in &events {
-        names.record::<A>(event);
-    }
+    names.record_all::<A>(&events);
     Scenario {
         state: state_from_events(events),
         names,
@@ -183,9 +186,7 @@ impl<A: Aggregate> Scenario<A> {
             events
         });
         if let Ok(events) = &result {
-            for event in events.events() {
-                self.names.record::<A>(event);
-            }
+            self.names.record_all::<A>(events.events());
         }
         Then {
             state: self.state,
