@@ -131,17 +131,12 @@ impl fmt::Debug for ErrorChain<'_> {
     }
 }
 
-/// [`ErrorChain`] as a string.
-pub(crate) fn error_chain(error: &dyn Error) -> String {
-    ErrorChain(error).to_string()
-}
-
 impl IntoResponse for PayloadError {
     /// A request that cannot be read is the caller's mistake: a validation error saying why.
     /// The text names types without their module paths; the log has the full detail.
     fn into_response(self) -> Response {
         tracing::debug!(error = ?self, "the request could not be read");
-        Response::ValidationError(Payload::text(error_chain(&self)))
+        Response::ValidationError(Payload::text(ErrorChain(&self).to_string()))
     }
 }
 
@@ -196,7 +191,7 @@ impl IntoResponse for Box<dyn Error + Send + Sync> {
         };
         match error.downcast::<ReplyError>() {
             Ok(error) => error.into_response(),
-            Err(error) => Response::error(error_chain(&*error)),
+            Err(error) => Response::error(ErrorChain(&*error).to_string()),
         }
     }
 }
@@ -208,13 +203,13 @@ impl IntoResponse for ReplyError {
     fn into_response(self) -> Response {
         match self {
             Self::NoResponse | Self::MissingPayload { .. } | Self::Undecodable { .. } => {
-                Response::error(error_chain(&self))
+                Response::error(ErrorChain(&self).to_string())
             }
             // Every other kind carries the callee's response (`ReplyError::response` lists them).
             refused => refused
                 .response()
                 .cloned()
-                .unwrap_or_else(|| Response::error(error_chain(&refused))),
+                .unwrap_or_else(|| Response::error(ErrorChain(&refused).to_string())),
         }
     }
 }

@@ -321,31 +321,23 @@ impl Node {
     /// # Ok::<(), switchyard_messaging::RegisterError>(())
     /// ```
     pub fn services(&self, listing: Listing) -> Vec<ServiceInfo> {
-        let of = |visibility| self.sorted_services(visibility, |info| info.clone());
-        match listing {
-            Listing::Public => of(Visibility::Public),
-            Listing::Private => of(Visibility::Private),
-            Listing::All => {
-                let mut all = of(Visibility::Private);
-                all.extend(of(Visibility::Public));
-                all
-            }
-        }
+        self.sorted_services(listing, ServiceInfo::clone)
     }
 
-    /// What `view` makes of each service of `visibility`, sorted by service name.
-    fn sorted_services<T>(
-        &self,
-        visibility: Visibility,
-        view: impl Fn(&ServiceInfo) -> T,
-    ) -> Vec<T> {
+    /// What `view` makes of each service in `listing`, private ones first, each part sorted by
+    /// service name; read from one snapshot of the registry.
+    fn sorted_services<T>(&self, listing: Listing, view: impl Fn(&ServiceInfo) -> T) -> Vec<T> {
         let registry = self.inner.registry.load();
         let mut services: Vec<_> = registry
             .services()
-            .filter(|service| service.info.visibility == visibility)
-            .map(|service| (service.info.name.as_str(), view(&service.info)))
+            .filter(|service| listing.includes(service.info.visibility))
+            .map(|service| {
+                let info = &service.info;
+                let public = info.visibility == Visibility::Public;
+                ((public, info.name.as_str()), view(info))
+            })
             .collect();
-        services.sort_by(|a, b| a.0.cmp(b.0));
+        services.sort_by(|a, b| a.0.cmp(&b.0));
         services.into_iter().map(|(_, viewed)| viewed).collect()
     }
 
@@ -396,7 +388,7 @@ impl Node {
     }
 
     fn public_services(&self) -> Vec<String> {
-        self.sorted_services(Visibility::Public, |info| info.name.clone())
+        self.sorted_services(Listing::Public, |info| info.name.clone())
     }
 }
 

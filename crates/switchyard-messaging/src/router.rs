@@ -130,6 +130,17 @@ pub enum Listing {
     All,
 }
 
+impl Listing {
+    /// Whether a service of `visibility` belongs in this listing.
+    pub(crate) fn includes(self, visibility: Visibility) -> bool {
+        match self {
+            Self::Public => visibility == Visibility::Public,
+            Self::Private => visibility == Visibility::Private,
+            Self::All => true,
+        }
+    }
+}
+
 /// What is known about a registered service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
