@@ -37,21 +37,21 @@ async fn write_if(
     database
         .retrying(|| async {
             let conn = database.conn().await?;
-            let statement = conn.prepare(sql).await?;
-            conn.client
-                .query_opt(&statement, params)
-                .await
-                .map(|row| row.is_some())
-                .map_err(Failure::statement)
+            conn.query_opt(sql, params).await.map(|row| row.is_some())
         })
         .await
-        .map_err(|failure| match failure {
-            Failure::Lost(source) => AppendError::Unknown {
-                stream: stream.to_owned(),
-                source,
-            },
-            other => StoreError::backend(other.into_source()).into(),
-        })
+        .map_err(|failure| write_failed(stream, failure))
+}
+
+/// A write of `stream` that failed: a lost connection leaves its outcome unknown.
+fn write_failed(stream: &str, failure: Failure) -> AppendError {
+    match failure {
+        Failure::Lost(source) => AppendError::Unknown {
+            stream: stream.to_owned(),
+            source,
+        },
+        other => StoreError::backend(other.into_source()).into(),
+    }
 }
 
 /// One page of a stream's visible events, from `from_version` on.
@@ -121,13 +121,7 @@ async fn hard_delete(
                 Ok(Ok(()))
             })
             .await
-            .map_err(|failure| match failure {
-                Failure::Lost(source) => AppendError::Unknown {
-                    stream: stream.to_owned(),
-                    source,
-                },
-                other => StoreError::backend(other.into_source()).into(),
-            })?;
+            .map_err(|failure| write_failed(stream, failure))?;
         match done {
             Ok(()) => return Ok(()),
             Err(actual) if !satisfies(expected, actual) => {
@@ -188,17 +182,27 @@ async fn write_while_expected(
 }
 
 /// [`write_while_expected`] for `sql`, a removal whose parameters are the stream and
-/// `expected` (its kind and version): nothing to remove is done, as `expected` allows.
+/// `expected` (its kind and version): nothing to remove is done, as `expected` allows. When the
+/// version kept moving: a conflict with the stream's version, or a state that kept changing.
 async fn remove_while_expected(
     database: &Database,
     stream: &str,
     expected: ExpectedVersion,
     held_to: HeldTo,
     sql: &str,
-) -> Result<bool, AppendError> {
+) -> Result<(), AppendError> {
     let (kind, version) = expected::params(expected);
     let params: &Params<'_> = &[&stream, &kind, &version];
-    write_while_expected(database, stream, expected, held_to, sql, params, true).await
+    if write_while_expected(database, stream, expected, held_to, sql, params, true).await? {
+        return Ok(());
+    }
+    match held_to {
+        HeldTo::Stream => {
+            let actual = database.stream_version(stream).await?;
+            Err(conflict(stream, expected, actual))
+        }
+        HeldTo::State => Err(state_kept_changing(stream, "remove")),
+    }
 }
 
 /// Hides a stream's events through its last version, if it is at `expected`.
@@ -208,11 +212,7 @@ async fn soft_delete(
     expected: ExpectedVersion,
 ) -> Result<(), AppendError> {
     let sql = include_str!("sql/soft_delete.sql");
-    if remove_while_expected(database, stream, expected, HeldTo::Stream, sql).await? {
-        return Ok(());
-    }
-    let actual = database.stream_version(stream).await?;
-    Err(conflict(stream, expected, actual))
+    remove_while_expected(database, stream, expected, HeldTo::Stream, sql).await
 }
 
 /// The failure of a state write whose version kept changing; `doing` names the write.
@@ -275,10 +275,7 @@ async fn delete_state(
     expected: ExpectedVersion,
 ) -> Result<(), AppendError> {
     let sql = include_str!("sql/delete_state.sql");
-    if remove_while_expected(database, stream, expected, HeldTo::State, sql).await? {
-        return Ok(());
-    }
-    Err(state_kept_changing(stream, "remove"))
+    remove_while_expected(database, stream, expected, HeldTo::State, sql).await
 }
 
 impl EventReader for PostgresStore {
