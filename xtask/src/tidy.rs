@@ -9,6 +9,7 @@ mod imports;
 mod sql;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::run::root;
 
@@ -29,19 +30,39 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn sources() -> Vec<(PathBuf, String)> {
-    let mut files = Vec::new();
-    for dir in ["crates", "examples", "xtask"] {
-        rust_files(&root().join(dir), &mut files);
-    }
-    files.sort();
-    files
-        .into_iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            (path, text)
-        })
-        .collect()
+/// Every `.rs` file of `crates/`, `examples/` and `xtask/` with its text, sorted by path: read
+/// once for all the tidy tests of this run.
+fn sources() -> &'static [(PathBuf, String)] {
+    static SOURCES: OnceLock<Vec<(PathBuf, String)>> = OnceLock::new();
+    SOURCES.get_or_init(|| {
+        let mut files = Vec::new();
+        for dir in ["crates", "examples", "xtask"] {
+            rust_files(&root().join(dir), &mut files);
+        }
+        files.sort();
+        files
+            .into_iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                (path, text)
+            })
+            .collect()
+    })
+}
+
+/// The library crates under `crates/`, by folder name; there is at least one.
+fn library_crates() -> Vec<String> {
+    let crates = crate::run::library_crates().unwrap_or_default();
+    assert!(!crates.is_empty(), "no crate found under crates/");
+    crates
+}
+
+/// The source files under `src`, each with its text, in path order.
+fn sources_under(src: &Path) -> impl Iterator<Item = &'static (PathBuf, String)> {
+    let src = src.to_path_buf();
+    sources()
+        .iter()
+        .filter(move |(path, _)| path.starts_with(&src))
 }
 
 fn relative(path: &Path) -> String {
@@ -54,9 +75,9 @@ fn relative(path: &Path) -> String {
 #[test]
 fn every_source_file_opens_with_a_module_doc() {
     let missing: Vec<String> = sources()
-        .into_iter()
+        .iter()
         .filter(|(_, text)| !text.trim_start().starts_with("//!"))
-        .map(|(path, _)| relative(&path))
+        .map(|(path, _)| relative(path))
         .collect();
     assert!(
         missing.is_empty(),
@@ -69,9 +90,9 @@ fn no_test_is_skipped_or_expects_a_panic() {
     // Split so this file does not match itself.
     let banned = [concat!("#[ig", "nore"), concat!("#[should_", "panic")];
     let found: Vec<String> = sources()
-        .into_iter()
+        .iter()
         .filter(|(_, text)| banned.iter().any(|b| text.contains(b)))
-        .map(|(path, _)| relative(&path))
+        .map(|(path, _)| relative(path))
         .collect();
     assert!(found.is_empty(), "assert the error instead: {found:?}");
 }
@@ -80,18 +101,17 @@ fn no_test_is_skipped_or_expects_a_panic() {
 fn library_code_has_no_unfinished_work() {
     let banned = [concat!("to", "do!("), concat!("unimple", "mented!(")];
     let found: Vec<String> = sources()
-        .into_iter()
+        .iter()
         .filter(|(path, _)| relative(path).contains("/src/"))
         .filter(|(_, text)| banned.iter().any(|b| text.contains(b)))
-        .map(|(path, _)| relative(&path))
+        .map(|(path, _)| relative(path))
         .collect();
     assert!(found.is_empty(), "unfinished work in: {found:?}");
 }
 
 #[test]
 fn every_library_crate_denies_missing_docs_and_forbids_unsafe() {
-    let crates = crate::run::library_crates().unwrap_or_default();
-    assert!(!crates.is_empty());
+    let crates = library_crates();
     for name in crates {
         let dir = root().join("crates").join(&name);
         let lib = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap_or_default();

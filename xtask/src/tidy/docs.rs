@@ -19,13 +19,6 @@ fn readme() -> String {
     read("README.md")
 }
 
-/// The library crates under `crates/`, by folder name (their package name too).
-fn crates() -> Vec<String> {
-    let crates = run::library_crates().unwrap_or_default();
-    assert!(!crates.is_empty(), "no crate found under crates/");
-    crates
-}
-
 /// Names of the entries of `dir` (relative to the root) that `keep` accepts, sorted.
 fn entries(dir: &str, keep: impl Fn(&Path) -> bool) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(root().join(dir))
@@ -105,7 +98,7 @@ fn crate_table_problems(readme: &str, crates: &[String]) -> Vec<String> {
 
 #[test]
 fn every_crate_has_a_readme_row_and_none_with_code_is_planned() {
-    assert_none(&crate_table_problems(&readme(), &crates()));
+    assert_none(&crate_table_problems(&readme(), &super::library_crates()));
 }
 
 /// The names the headings of `markdown` give in backticks, `crates/` prefixes dropped.
@@ -137,7 +130,7 @@ fn architecture_problems(architecture: &str, crates: &[String]) -> Vec<String> {
 fn every_crate_has_an_architecture_section() {
     assert_none(&architecture_problems(
         &read("docs/ARCHITECTURE.md"),
-        &crates(),
+        &super::library_crates(),
     ));
 }
 

@@ -29,7 +29,7 @@ use std::path::Path;
 use proc_macro2::{TokenStream, TokenTree};
 use syn::visit::{self, Visit};
 
-use crate::run::{self, root};
+use crate::run::root;
 
 /// Existing edges that close a cycle, by crate, importing module and imported module (both
 /// written from the crate root), each with why it stays for now. The check fails on a cycle
@@ -427,27 +427,17 @@ fn problems(files: &[(String, String)], allowed: &[(&str, &str)]) -> Vec<String>
 
 /// The `.rs` files under `src`, each as its path relative to `src` and its text.
 fn crate_sources(src: &Path) -> Vec<(String, String)> {
-    let mut paths = Vec::new();
-    super::rust_files(src, &mut paths);
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|path| {
-            let relative = path
-                .strip_prefix(src)
-                .unwrap_or(&path)
-                .display()
-                .to_string();
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            (relative, text)
+    super::sources_under(src)
+        .map(|(path, text)| {
+            let relative = path.strip_prefix(src).unwrap_or(path).display().to_string();
+            (relative, text.clone())
         })
         .collect()
 }
 
 #[test]
 fn the_modules_of_every_crate_import_one_way() {
-    let crates = run::library_crates().unwrap_or_default();
-    assert!(!crates.is_empty(), "no crate found under crates/");
+    let crates = super::library_crates();
     let mut found = Vec::new();
     for name in &crates {
         let files = crate_sources(&root().join("crates").join(name).join("src"));

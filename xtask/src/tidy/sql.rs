@@ -1,30 +1,16 @@
 //! SQL lives in `.sql` files, loaded with `include_str!`, never built with a formatting macro;
 //! every `.sql` file is loaded. Checked for every crate under `crates/` by reading its sources.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::run::{self, root};
+use crate::run::root;
 
 /// The `src` folder of each crate under `crates/`.
 fn crate_sources() -> Vec<PathBuf> {
-    let crates = run::library_crates().unwrap_or_default();
-    assert!(!crates.is_empty(), "no crate found under crates/");
-    crates
+    super::library_crates()
         .iter()
         .map(|name| root().join("crates").join(name).join("src"))
         .collect()
-}
-
-/// The `.rs` files under `src`, sorted.
-fn rust_files(src: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    super::rust_files(src, &mut found);
-    found.sort();
-    found
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Macros that build a string from a template.
@@ -178,9 +164,9 @@ fn the_check_finds_sql_built_by_macros_and_nothing_else() {
 fn no_sql_is_built_with_format() {
     let mut offenders = Vec::new();
     for src in crate_sources() {
-        for path in rust_files(&src) {
-            for (line, literal) in sql_built_by_macros(&read(&path)) {
-                offenders.push(format!("{}:{line}: {literal:?}", super::relative(&path)));
+        for (path, text) in super::sources_under(&src) {
+            for (line, literal) in sql_built_by_macros(text) {
+                offenders.push(format!("{}:{line}: {literal:?}", super::relative(path)));
             }
         }
     }
@@ -196,7 +182,9 @@ fn no_sql_is_built_with_format() {
 fn every_sql_file_is_loaded() {
     let mut unused = Vec::new();
     for src in crate_sources() {
-        let sources: String = rust_files(&src).iter().map(|path| read(path)).collect();
+        let sources: String = super::sources_under(&src)
+            .map(|(_, text)| text.as_str())
+            .collect();
         let sql_files = std::fs::read_dir(src.join("sql"))
             .into_iter()
             .flatten()
