@@ -26,26 +26,34 @@ pub(crate) fn install(package: &str, missing: &str) -> Result {
 /// Makes sure `ip` (iproute2) is installed: the partition tests build their network of
 /// namespaces with it, and fail, never skip, without it.
 pub(crate) fn ensure_iproute2() -> Result {
+    ensure(
+        "ip",
+        "-V",
+        "iproute2",
+        "`ip` is missing and could not be installed: the partition tests need iproute2 \
+         (and root) to create network namespaces",
+    )
+}
+
+/// Makes sure `program` runs (`program probe` succeeds), installing `package` when it does not;
+/// `missing` says what was missing, for the error when that fails.
+pub(crate) fn ensure(program: &str, probe: &str, package: &str, missing: &str) -> Result {
     let found = || {
-        Command::new("ip")
-            .arg("-V")
+        Command::new(program)
+            .arg(probe)
             .output()
             .is_ok_and(|out| out.status.success())
     };
     if found() {
         return Ok(());
     }
-    install(
-        "iproute2",
-        "`ip` is missing and could not be installed: the partition tests need iproute2 \
-         (and root) to create network namespaces",
-    )?;
+    install(package, missing)?;
     if found() {
         Ok(())
     } else {
         Err(StepFailed {
-            step: "find ip".into(),
-            detail: "`iproute2` was installed but `ip` is still not found".into(),
+            step: format!("find {program}"),
+            detail: format!("`{package}` was installed but `{program} {probe}` still fails"),
         })
     }
 }

@@ -173,10 +173,7 @@ fn fuzz_dir() -> PathBuf {
 fn build() -> Result<PathBuf> {
     ensure_cxx()?;
     let host = host_triple()?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
-        .join("fuzz");
+    let target_dir = crate::run::target_dir().join("fuzz");
     let manifest = fuzz_dir().join("Cargo.toml");
     let mut command = cargo(&[
         "build",
@@ -244,14 +241,9 @@ fn host_triple() -> Result<String> {
 /// libFuzzer is C++, compiled by the `libfuzzer-sys` build script.
 fn ensure_cxx() -> Result {
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-    if Command::new(&cxx)
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success())
-    {
-        return Ok(());
-    }
-    crate::apt::install(
+    crate::apt::ensure(
+        &cxx,
+        "--version",
         "g++",
         &format!(
             "libFuzzer is built from the libfuzzer-sys crate and needs a C++ compiler: `{cxx}` \

@@ -8,7 +8,7 @@
 //! anew or downloaded), into the workspace's target directory (the dependencies already
 //! compiled).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::run::{self, Result, StepFailed, cargo, root};
@@ -266,9 +266,7 @@ fn write_package(dir: &Path, table: &str, program: &str) -> std::io::Result<()> 
 
 /// `cargo check` of the package at `dir`, offline, into the workspace's target directory.
 fn check_command(dir: &Path) -> Command {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
+    let target = crate::run::target_dir();
     // `--offline`: the copied lock file pins every version, and nothing is downloaded. (Not
     // `--locked`: the throwaway package is a root the workspace's lock file does not list.)
     let mut command = cargo(&["check", "--quiet", "--offline"]);
