@@ -51,18 +51,22 @@ pub(crate) fn open_writer(path: &Path, options: &SqliteOptions) -> Result<Connec
 
 /// Opens a file that must exist, without creating it.
 fn open_existing(path: &Path) -> Result<Connection, SqliteError> {
-    if !path.try_exists().unwrap_or(true) {
-        return Err(SqliteError::Missing {
-            path: path.to_owned(),
-        });
-    }
-    // A store's file is never empty: WAL mode is recorded in its first page. An empty file
-    // beside a leftover `-wal` file would otherwise open with whatever pages that log holds.
-    if std::fs::metadata(path).is_ok_and(|meta| meta.len() == 0) {
-        return Err(SqliteError::NoStore {
-            path: path.to_owned(),
-            bytes: 0,
-        });
+    match std::fs::metadata(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SqliteError::Missing {
+                path: path.to_owned(),
+            });
+        }
+        // A store's file is never empty: WAL mode is recorded in its first page. An empty file
+        // beside a leftover `-wal` file would otherwise open with whatever pages that log holds.
+        Ok(meta) if meta.len() == 0 => {
+            return Err(SqliteError::NoStore {
+                path: path.to_owned(),
+                bytes: 0,
+            });
+        }
+        // Any other answer is SQLite's to give, with its own error.
+        _ => {}
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_URI
