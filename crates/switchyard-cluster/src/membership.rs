@@ -161,21 +161,21 @@ fn free_udp_addr(addr: SocketAddr) -> Result<SocketAddr, ClusterError> {
 /// that alone in its chunk), in order.
 fn service_chunks(services: &[String]) -> Vec<String> {
     let mut chunks = Vec::new();
-    let mut chunk: Vec<&str> = Vec::new();
-    // The length of `chunk` as JSON: brackets, names, quotes and commas.
-    let mut len = 2;
+    // The chunk being filled, a JSON list without its closing bracket: each name is quoted
+    // once, and its length is that of the text itself.
+    let mut chunk = String::from("[");
     for service in services {
-        let quoted = serde_json::to_string(service).map_or(0, |quoted| quoted.len());
-        if !chunk.is_empty() && len + 1 + quoted > SERVICES_CHUNK_BYTES {
-            chunks.push(serde_json::to_string(&chunk).unwrap_or_default());
-            chunk.clear();
-            len = 2;
+        let quoted = serde_json::to_string(service).unwrap_or_default();
+        if chunk.len() > 1 && chunk.len() + 1 + quoted.len() + 1 > SERVICES_CHUNK_BYTES {
+            chunks.push(std::mem::replace(&mut chunk, String::from("[")) + "]");
         }
-        len += quoted + usize::from(!chunk.is_empty());
-        chunk.push(service);
+        if chunk.len() > 1 {
+            chunk.push(',');
+        }
+        chunk.push_str(&quoted);
     }
-    if !chunk.is_empty() {
-        chunks.push(serde_json::to_string(&chunk).unwrap_or_default());
+    if chunk.len() > 1 {
+        chunks.push(chunk + "]");
     }
     chunks
 }

@@ -14,6 +14,7 @@ use switchyard_messaging::NodeId;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::Connection;
+use crate::frame::Frame;
 use crate::membership::Members;
 use crate::sync::lock;
 
@@ -199,6 +200,20 @@ impl Peers {
             .get(peer)
             .filter(|c| !c.is_closed())
             .cloned()
+    }
+
+    /// Tells `to`, if it is connected, that the caller `reply_to` gave up on its call `request`.
+    /// Fire and forget, in a task of its own: never waits inside a connection's reader or a
+    /// `Drop`, and does nothing outside a runtime.
+    pub(crate) fn send_cancel(&self, to: &NodeId, reply_to: NodeId, request: u64) {
+        let Some(connection) = self.live_connection(to) else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = connection.send(&Frame::Cancel { reply_to, request }).await;
+            });
+        }
     }
 
     /// Leaves: no connection is made or kept from now on, and those there are close (the

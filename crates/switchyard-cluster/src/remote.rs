@@ -44,18 +44,8 @@ impl Drop for CancelUnlessAnswered<'_> {
         if self.answered {
             return;
         }
-        let Some(connection) = self.peers.live_connection(self.node) else {
-            return;
-        };
-        let cancel = Frame::Cancel {
-            reply_to: self.me.clone(),
-            request: self.request,
-        };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = connection.send(&cancel).await;
-            });
-        }
+        self.peers
+            .send_cancel(self.node, self.me.clone(), self.request);
     }
 }
 

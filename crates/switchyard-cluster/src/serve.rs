@@ -224,18 +224,8 @@ impl Server {
             tracing::debug!(caller = %key.0, request, "call cancelled by its caller");
         }
         let owner = lock(&self.forwarded).remove(&key);
-        if let Some(owner) = owner
-            && let Some(connection) = self.peers.live_connection(&owner)
-        {
-            // Never wait on another peer inside this connection's reader.
-            tokio::spawn(async move {
-                let _ = connection
-                    .send(&Frame::Cancel {
-                        reply_to: key.0,
-                        request,
-                    })
-                    .await;
-            });
+        if let Some(owner) = owner {
+            self.peers.send_cancel(&owner, key.0, request);
         }
     }
 
