@@ -313,7 +313,7 @@ impl Inner {
                 events,
                 services: watch::Sender::new(Vec::new()),
                 left: CancellationToken::new(),
-                admission: Mutex::new(Admission::new(config.admission_limits())),
+                admission: Mutex::new(Admission::new(config.handshakes)),
                 refused: Mutex::new(Tally::new(LOG_INTERVAL)),
                 failed: Mutex::new(Tally::new(LOG_INTERVAL)),
                 config,

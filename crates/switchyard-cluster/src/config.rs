@@ -37,10 +37,7 @@ pub struct ClusterConfig {
     pub(crate) reconnect_max: Duration,
     pub(crate) keepalive: Keepalive,
     pub(crate) first_byte_timeout: Duration,
-    pub(crate) max_handshakes: usize,
-    pub(crate) max_handshakes_per_address: usize,
-    pub(crate) failed_handshake_burst: u32,
-    pub(crate) failed_handshake_refill: Duration,
+    pub(crate) handshakes: crate::admission::Limits,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::TlsConfig>,
 }
@@ -61,13 +58,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("reconnect_max", &self.reconnect_max)
             .field("keepalive", &self.keepalive)
             .field("first_byte_timeout", &self.first_byte_timeout)
-            .field("max_handshakes", &self.max_handshakes)
-            .field(
-                "max_handshakes_per_address",
-                &self.max_handshakes_per_address,
-            )
-            .field("failed_handshake_burst", &self.failed_handshake_burst)
-            .field("failed_handshake_refill", &self.failed_handshake_refill)
+            .field("handshakes", &self.handshakes)
             .finish_non_exhaustive()
     }
 }
@@ -103,13 +94,15 @@ impl ClusterConfig {
             // cluster's members ever open together (one connection per pair), at a bounded
             // cost. One address may hold 8: several nodes on one host can (re)connect at once,
             // and a single hostile address takes an eighth of the slots at most.
-            max_handshakes: 64,
-            max_handshakes_per_address: 8,
-            // A member knows the secret, so its handshakes do not fail: 10 failures in a row
-            // leave room for a misconfigured node's retries, one more per second after that
-            // makes guessing and flooding slow, and the log says why.
-            failed_handshake_burst: 10,
-            failed_handshake_refill: Duration::from_secs(1),
+            handshakes: crate::admission::Limits {
+                max_handshakes: 64,
+                per_address: 8,
+                // A member knows the secret, so its handshakes do not fail: 10 failures in a
+                // row leave room for a misconfigured node's retries, one more per second after
+                // that makes guessing and flooding slow, and the log says why.
+                failure_burst: 10,
+                failure_refill: Duration::from_secs(1),
+            },
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -215,8 +208,8 @@ impl ClusterConfig {
     /// never take every slot. A connection beyond a limit is closed on arrival, unanswered;
     /// the dialer retries after its reconnect backoff.
     pub fn handshake_limits(mut self, total: usize, per_address: usize) -> Self {
-        self.max_handshakes = total;
-        self.max_handshakes_per_address = per_address;
+        self.handshakes.max_handshakes = total;
+        self.handshakes.per_address = per_address;
         self
     }
 
@@ -225,8 +218,8 @@ impl ClusterConfig {
     /// default), then one more per `refill` (1 s by default); meanwhile its connections are
     /// closed on arrival, unanswered. A handshake that succeeds costs nothing.
     pub fn throttle_failed_handshakes(mut self, burst: u32, refill: Duration) -> Self {
-        self.failed_handshake_burst = burst;
-        self.failed_handshake_refill = refill;
+        self.handshakes.failure_burst = burst;
+        self.handshakes.failure_refill = refill;
         self
     }
 
@@ -311,37 +304,26 @@ impl ClusterConfig {
                 "the first-byte timeout is zero".into(),
             ));
         }
-        if self.max_handshakes == 0 || self.max_handshakes_per_address == 0 {
+        let limits = &self.handshakes;
+        if limits.max_handshakes == 0 || limits.per_address == 0 {
             return Err(ClusterError::Config(format!(
                 "the handshake limits must allow at least one handshake (got {} in all, {} per address)",
-                self.max_handshakes, self.max_handshakes_per_address
+                limits.max_handshakes, limits.per_address
             )));
         }
-        if self.failed_handshake_burst == 0
-            || self.failed_handshake_refill.is_zero()
-            || self.failed_handshake_refill > MAX_INTERVAL
+        if limits.failure_burst == 0
+            || limits.failure_refill.is_zero()
+            || limits.failure_refill > MAX_INTERVAL
         {
             return Err(ClusterError::Config(format!(
                 "failed handshakes are throttled with a burst of at least 1 and a refill between zero and {MAX_INTERVAL:?} (got {} and {:?})",
-                self.failed_handshake_burst, self.failed_handshake_refill
+                limits.failure_burst, limits.failure_refill
             )));
         }
         if self.cluster_id.is_empty() {
             return Err(ClusterError::Config("the cluster id is empty".into()));
         }
         Ok(())
-    }
-}
-
-impl ClusterConfig {
-    /// The limits on incoming handshakes.
-    pub(crate) fn admission_limits(&self) -> crate::admission::Limits {
-        crate::admission::Limits {
-            max_handshakes: self.max_handshakes,
-            per_address: self.max_handshakes_per_address,
-            failure_burst: self.failed_handshake_burst,
-            failure_refill: self.failed_handshake_refill,
-        }
     }
 }
 
