@@ -359,7 +359,7 @@ pub async fn global_order<S: EventStore + ?Sized>(store: &S) {
                     stream,
                     ExpectedVersion::Any,
                     vec![event(&format!("{stream}-{round}"))],
-                    meta("m"),
+                    meta(&format!("m-{round}")),
                 )
                 .await
                 .unwrap();
@@ -794,6 +794,86 @@ where
     }
 }
 
+/// A message records events in a stream at most once: a second append with its id is refused
+/// with [`AppendError::Duplicate`] naming the version the first one reached, after the version
+/// check, and writes nothing; other streams, empty ids, empty appends and ids whose events were
+/// soft-deleted are not refused.
+pub async fn a_message_records_once_per_stream<S: EventStore + ?Sized>(store: &S) {
+    store
+        .append(
+            "d",
+            ExpectedVersion::NoStream,
+            vec![event("a"), event("b")],
+            meta("once"),
+        )
+        .await
+        .unwrap();
+    match store
+        .append(
+            "d",
+            ExpectedVersion::Exactly(1),
+            vec![event("c")],
+            meta("once"),
+        )
+        .await
+    {
+        Err(AppendError::Duplicate {
+            stream,
+            message_id,
+            version,
+        }) => assert_eq!((&*stream, &*message_id, version), ("d", "once", 1)),
+        other => panic!("a second append of message `once` must be a duplicate, got {other:?}"),
+    }
+    assert_conflict(
+        store
+            .append(
+                "d",
+                ExpectedVersion::Exactly(7),
+                vec![event("c")],
+                meta("once"),
+            )
+            .await,
+        Some(1),
+        "the version is checked before the message id",
+    );
+    assert_eq!(
+        read(store, "d", 0).await.len(),
+        2,
+        "a duplicate writes nothing"
+    );
+    assert_eq!(
+        store
+            .append("d", ExpectedVersion::Exactly(1), Vec::new(), meta("once"))
+            .await
+            .unwrap(),
+        1,
+        "an empty append only checks the version"
+    );
+    store
+        .append(
+            "d2",
+            ExpectedVersion::NoStream,
+            vec![event("a")],
+            meta("once"),
+        )
+        .await
+        .expect("another stream may record the same message");
+    for round in 0..2 {
+        store
+            .append("d", ExpectedVersion::Any, vec![event("e")], meta(""))
+            .await
+            .unwrap_or_else(|error| panic!("empty ids are never duplicates ({round}): {error}"));
+    }
+    store
+        .delete_stream("d", DeleteMode::Soft, ExpectedVersion::Any)
+        .await
+        .unwrap();
+    store
+        .append("d", ExpectedVersion::Any, vec![event("f")], meta("once"))
+        .await
+        .expect("a message whose events were soft-deleted may record again");
+}
+
 /// Generates one `#[tokio::test]` per conformance check, each with a fresh store from `$make`,
 /// an expression whose value is a future of a store implementing every store trait.
 #[macro_export]
@@ -832,6 +912,7 @@ macro_rules! event_store_conformance {
             check!(hard_delete);
             check!(global_order);
             check!(message_id_lookup);
+            check!(a_message_records_once_per_stream);
             check!(large_payloads_and_metadata);
             check!(hard_delete_removes_the_snapshot);
             check!(snapshots);

@@ -132,6 +132,15 @@ pub trait EventAppender: Send + Sync {
     /// Appends `events` atomically if the stream is at `expected`, and returns the stream's
     /// version after the append. Appending no events checks `expected` and returns the current
     /// version (-1 for a stream that does not exist).
+    ///
+    /// # Errors
+    ///
+    /// [`AppendError::Conflict`] when the stream is not at `expected` (checked first), then
+    /// [`AppendError::Duplicate`] when there are events to append, `metadata.message_id` is
+    /// not empty, and that message already recorded
+    /// events in this stream that are not deleted (what
+    /// [`find_message`](EventReader::find_message) finds); a store or an unknown outcome
+    /// otherwise.
     fn append<'a>(
         &'a self,
         stream: &'a str,

@@ -53,6 +53,23 @@ pub enum AppendError {
         /// The stream's version (`None`: no stream).
         actual: Option<i64>,
     },
+    /// The append's message already recorded events in this stream: nothing was appended. A
+    /// message records events in a stream at most once, so a redelivered command is refused
+    /// by the store itself, at the cost of one index probe inside the append. Answer it as
+    /// the first delivery was answered (the events up to `version` are that answer's).
+    #[error(
+        "message `{message_id}` already recorded events in `{stream}` (up to version {version}); \
+         nothing was appended: answer it as the first delivery was answered"
+    )]
+    Duplicate {
+        /// The stream.
+        stream: String,
+        /// The message's id.
+        message_id: String,
+        /// The version of the last event the message recorded, as
+        /// [`EventReader::find_message`](super::EventReader::find_message) returns it.
+        version: i64,
+    },
     /// The store failed; the append did not happen (stores report an unknown outcome as
     /// [`AppendError::Unknown`]; a full disk is the definite [`StoreError::DiskFull`]).
     #[error(transparent)]

@@ -106,6 +106,28 @@ fn check(
     }
 }
 
+/// Refuses a message that already recorded visible events in the stream.
+fn check_unrecorded(
+    stream_name: &str,
+    stream: Option<&Stream>,
+    message_id: &str,
+) -> Result<(), AppendError> {
+    let recorded = stream.and_then(|s| {
+        s.by_message
+            .get(message_id)
+            .copied()
+            .filter(|version| *version > s.hidden_through)
+    });
+    match recorded {
+        Some(version) if !message_id.is_empty() => Err(AppendError::Duplicate {
+            stream: stream_name.to_owned(),
+            message_id: message_id.to_owned(),
+            version,
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl EventReader for MemoryStore {
     fn has_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         async move {
@@ -176,6 +198,7 @@ impl EventAppender for MemoryStore {
             if events.is_empty() {
                 return Ok(inner.streams.get(stream).map_or(-1, |s| s.last_version));
             }
+            check_unrecorded(stream, inner.streams.get(stream), &metadata.message_id)?;
             let recorded_at = SystemTime::now();
             let Inner {
                 streams,
