@@ -18,6 +18,8 @@
 // A benchmark that cannot set itself up has nothing to measure: it stops at once, loudly.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod allocations;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
