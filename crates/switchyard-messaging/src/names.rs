@@ -17,6 +17,7 @@
 //! | event type | 1 to [`MAX_ID_BYTES`] |
 //! | stream name (`"{Aggregate::NAME}-{id}"`) | 1 to [`MAX_STREAM_BYTES`] |
 //! | message, correlation and causation id | 0 (none) to [`MAX_ID_BYTES`] |
+//! | projection name, lease holder | 1 to [`MAX_ID_BYTES`] |
 //!
 //! Control characters are refused because PostgreSQL cannot store NUL at all, and the others
 //! (newlines, escapes) make logs, error messages and command-line output ambiguous; no id
@@ -66,6 +67,10 @@ pub enum NameKind {
     CorrelationId,
     /// The causing message's id: 0 to [`MAX_ID_BYTES`].
     CausationId,
+    /// A projection's name, which keys its checkpoint and lease: 1 to [`MAX_ID_BYTES`].
+    Projection,
+    /// Who holds a projection's lease (a runner's id): 1 to [`MAX_ID_BYTES`].
+    LeaseHolder,
 }
 
 impl NameKind {
@@ -93,6 +98,8 @@ impl NameKind {
             Self::MessageId => "message id",
             Self::CorrelationId => "correlation id",
             Self::CausationId => "causation id",
+            Self::Projection => "projection name",
+            Self::LeaseHolder => "lease holder",
         }
     }
 

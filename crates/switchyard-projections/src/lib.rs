@@ -5,8 +5,17 @@
 //! [`GlobalReader`](switchyard_aggregates::store::GlobalReader), checkpoint stores, projection
 //! runners, read-your-writes, query services, process managers and upcasting.
 //!
-//! ```
-//! // The crate's parts are added one by one; each comes with its own example.
-//! ```
+//! - [`checkpoint`]: how far each projection got ([`CheckpointStore`]), and the lease that lets
+//!   one runner of several run it, fenced so a replaced runner cannot move its checkpoint.
+//!
+//! # Features
+//!
+//! - `conformance`: the [`checkpoint::conformance`] suite every checkpoint store must pass,
+//!   public so store crates run it (with [`checkpoint_store_conformance!`]).
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod checkpoint;
+
+#[doc(inline)]
+pub use crate::checkpoint::{CheckpointError, CheckpointStore, MemoryCheckpointStore};
