@@ -17,6 +17,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_alarm_attempts",
         include_str!("../migrations/0003_alarm_attempts.sql"),
     ),
+    (
+        "0004_checkpoints",
+        include_str!("../migrations/0004_checkpoints.sql"),
+    ),
 ];
 
 /// Opens the writer's connection to a file, in WAL mode, and brings its schema up to date.

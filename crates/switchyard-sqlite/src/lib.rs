@@ -5,7 +5,9 @@
 //! [`switchyard_aggregates::store`](https://docs.rs/switchyard-aggregates) and passes their
 //! conformance suite. With the `scheduler` feature it is also an alarm store of
 //! [`switchyard_scheduler`](https://docs.rs/switchyard-scheduler), written through the same
-//! writer thread.
+//! writer thread. With the `projections` feature it is a checkpoint store of
+//! [`switchyard_projections`](https://docs.rs/switchyard-projections) (leases included), and
+//! `save_checkpoint_in` records a checkpoint inside the transaction that writes a read model.
 //!
 //! ```
 //! # #[cfg(feature = "events")]
@@ -64,6 +66,8 @@
 
 #[cfg(feature = "scheduler")]
 mod alarms;
+#[cfg(feature = "projections")]
+mod checkpoints;
 mod database;
 mod error;
 #[cfg(feature = "events")]
@@ -75,6 +79,8 @@ mod options;
 mod store;
 mod worker;
 
+#[cfg(feature = "projections")]
+pub use crate::checkpoints::{reset_checkpoint_in, save_checkpoint_in};
 pub use crate::error::SqliteError;
 pub use crate::options::{SqliteOptions, Synchronous};
 pub use crate::store::SqliteStore;
