@@ -37,6 +37,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `events` (default) | [`PostgresStore`] and the event, snapshot and state store traits |
+//! | `projections` | [`PostgresStore`] as a checkpoint store of `switchyard-projections` (table `checkpoints`), and `save_checkpoint_in` for SQL read models |
 //! | `tls` | [`PostgresOptions::tls`]: TLS with rustls and its `ring` provider |
 //! | `test-server` | [`test_server`]: a throwaway server for tests and benchmarks, std only |
 //!
@@ -124,6 +125,8 @@
 mod alarms;
 #[cfg(feature = "events")]
 mod append;
+#[cfg(feature = "projections")]
+mod checkpoints;
 #[cfg(feature = "events")]
 mod config;
 #[cfg(feature = "events")]
@@ -152,6 +155,10 @@ pub mod test_server;
 #[cfg(feature = "events")]
 #[doc(inline)]
 pub use crate::append::MAX_EVENTS_PER_APPEND;
+#[cfg(feature = "projections")]
+#[cfg_attr(docsrs, doc(cfg(feature = "projections")))]
+#[doc(inline)]
+pub use crate::checkpoints::{reset_checkpoint_in, save_checkpoint_in};
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 #[doc(inline)]

@@ -33,6 +33,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "alarm_attempts",
         sql: include_str!("../migrations/0003_alarm_attempts.sql"),
     },
+    Migration {
+        version: 4,
+        name: "checkpoints",
+        sql: include_str!("../migrations/0004_checkpoints.sql"),
+    },
 ];
 
 /// The latest migration this library knows.

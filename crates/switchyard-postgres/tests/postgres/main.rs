@@ -7,6 +7,8 @@
 
 #[cfg(feature = "scheduler")]
 mod alarms;
+#[cfg(feature = "projections")]
+mod checkpoints;
 mod concurrency;
 mod connect;
 mod global_order;
