@@ -13,6 +13,7 @@
 //! - `conformance`: the [`checkpoint::conformance`] suite every checkpoint store must pass,
 //!   public so store crates run it (with [`checkpoint_store_conformance!`]).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod checkpoint;
