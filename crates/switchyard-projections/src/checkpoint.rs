@@ -19,6 +19,15 @@
 //! whose lease lapsed but that nobody replaced may still save: nobody else moved the
 //! checkpoint meanwhile.
 //!
+//! # Read models kept in SQL
+//!
+//! A read model in the same database as its checkpoint commits both in one transaction:
+//! `switchyard_sqlite::save_checkpoint_in` takes the caller's `rusqlite::Transaction`,
+//! `switchyard_postgres::save_checkpoint_in` a `tokio_postgres::Transaction` (features
+//! `projections` of those crates), each fenced by the lease like [`CheckpointStore::save`]. A
+//! crash before the commit leaves neither the rows nor the checkpoint written, so the restarted
+//! runner applies each event's effect exactly once.
+//!
 //! # Clocks
 //!
 //! Lease times are passed in by the caller, never read by the store, as the scheduler's alarm

@@ -10,8 +10,8 @@
 //!
 //! # Features
 //!
-//! - `conformance`: the [`checkpoint::conformance`] suite every checkpoint store must pass,
-//!   public so store crates run it (with [`checkpoint_store_conformance!`]).
+//! - `conformance`: the `checkpoint::conformance` suite every checkpoint store must pass,
+//!   public so store crates run it (with the `checkpoint_store_conformance!` macro).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
