@@ -13,8 +13,10 @@
 //! stacks short, makes a minute's data hundreds of megabytes and `perf script` slow. Rust's
 //! standard library ships with frame pointers, so forcing them in our code and dependencies
 //! gives whole stacks at a few bytes per frame; the line tables name the inlined frames (most
-//! of a future's code is inlined into its `poll`). Only the C library (the allocator) has no
-//! frame pointers: a sample inside `malloc` loses `malloc`'s direct caller, keeping the rest.
+//! of a future's code is inlined into its `poll`). The C library has no frame pointers: a
+//! sample inside its allocator (`malloc`, `_int_free`) loses the stack above it and is drawn
+//! under `[unknown]` (about a tenth of `local_dispatch`'s time), though its self time still
+//! goes to the right function; DWARF unwinding would keep those stacks at the costs above.
 //!
 //! The event is `cpu-clock` (a timer), since the virtual machines this runs on have no hardware
 //! cycle counter; as root the kernel's frames (system calls, page faults) are recorded too.
@@ -35,15 +37,14 @@ use crate::run::{self, Result, StepFailed, cargo, root};
 use benches::Bench;
 use request::{Profile, Request, USAGE};
 
-/// Samples per second and per core: about 60,000 samples a minute on two cores, enough for a
-/// frame of 0.1 % to hold tens of samples. A prime, so the timer does not beat with periodic
+/// Samples per second and per core: about 120,000 samples a minute on two busy cores, so a
+/// frame of 0.05 % holds tens of samples. A prime, so the timer does not beat with periodic
 /// work in the bench.
 const FREQUENCY: &str = "997";
 
-/// Frames narrower than this many pixels (of the 1,200 the graph is drawn on, so about 0.1 %
-/// of the samples) are left out: they cannot be read, and they would make the SVG several
-/// times larger.
-const MIN_WIDTH_PIXELS: f64 = 1.2;
+/// Frames narrower than this many pixels (of the 1,200 the graph is drawn on, so 0.05 % of the
+/// time) are left out: too thin to click, they would make the SVG several times larger.
+const MIN_WIDTH_PIXELS: f64 = 0.6;
 
 /// What `rustc` is given on top of `RUSTFLAGS`.
 const FRAME_POINTERS: &str = "-Cforce-frame-pointers=yes";
@@ -68,16 +69,13 @@ pub(crate) fn run(args: &[String]) -> Result {
         Request::Profile(profile) => profile,
     };
     let bench = benches::find(&all, &profile.bench).map_err(|error| usage(&error))?;
-    let name = format!(
-        "{}-{}",
-        bench.stem(&all),
-        match &profile.label {
-            Some(label) => label.clone(),
-            None => run::output("git commit", run::git(&["rev-parse", "--short", "HEAD"]))?
-                .trim()
-                .to_owned(),
-        }
-    );
+    let label = match &profile.label {
+        Some(label) => label.clone(),
+        None => run::output("git commit", run::git(&["rev-parse", "--short", "HEAD"]))?
+            .trim()
+            .to_owned(),
+    };
+    let name = format!("{}-{label}", bench.stem(&all));
     let event = ensure_perf()?;
     let binary = build(bench)?;
     let work = run::target_dir().join("switchyard-profile");
@@ -103,7 +101,8 @@ pub(crate) fn run(args: &[String]) -> Result {
     write(&text_path, text.as_bytes())?;
     println!("\n{text}");
     let svg = profiles.join(format!("{name}.svg"));
-    draw(&folded, &svg, &name, &context.subtitle())?;
+    let title = format!("{} ({label}): CPU time by call stack", bench.spelling(&all));
+    draw(&folded, &svg, &title, &context.subtitle())?;
     gallery::update_benchmarks()?;
     println!(
         "xtask: wrote {} and {}, and the Profiles section of docs/benchmarks.md; the samples \
@@ -228,7 +227,9 @@ fn record(
         .args(&profile.bench_args)
         // Where `cargo bench` runs it; its section goes aside, not among `cargo xtask bench`'s.
         .current_dir(&bench.dir)
-        .env("SWITCHYARD_BENCH_OUT", work.join("sections"));
+        .env("SWITCHYARD_BENCH_OUT", work.join("sections"))
+        // Criterion and the benches' support find the target folder through it.
+        .env("CARGO_TARGET_DIR", run::target_dir());
     if !profile.full {
         command.env("SWITCHYARD_BENCH_QUICK", "1");
     }
@@ -312,7 +313,8 @@ fn draw(folded: &str, svg: &Path, title: &str, subtitle: &str) -> Result {
     let mut options = inferno::flamegraph::Options::default();
     options.title = title.to_owned();
     options.subtitle = Some(subtitle.to_owned());
-    options.count_name = "samples".into();
+    // The weights are cpu-clock periods (see `summary`).
+    options.count_name = "ns of CPU time".into();
     options.min_width = MIN_WIDTH_PIXELS;
     // Colours from the function names, so a function has the same colour in every graph.
     options.hash = true;

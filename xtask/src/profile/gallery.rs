@@ -45,7 +45,9 @@ pub(crate) fn section(names: &[String]) -> String {
          <label>`: perf samples with call stacks, drawn by inferno; the width of a frame is its \
          share of the samples). Open one to zoom into a frame or search for a function; the text \
          beside each lists the functions with the most self and total time. The command, bench \
-         arguments, commit and load of each recording are in its text and the graph's subtitle.\n\n"
+         arguments, commit and load of each recording are in its text and the graph's subtitle. \
+         Stacks are unwound through frame pointers, which the C library lacks: time inside its \
+         allocator is drawn under `[unknown]`, cut from its callers.\n\n"
     );
     if profiles.is_empty() {
         out.push_str("None recorded yet.\n");

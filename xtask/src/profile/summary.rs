@@ -1,20 +1,22 @@
-//! Where the time went, in text: the functions with the most samples, read from folded stacks
-//! (`comm;outer;...;inner count`, one stack a line, as inferno's collapsers write them).
+//! Where the time went, in text: the functions with the most CPU time, read from folded stacks
+//! (`comm;outer;...;inner weight`, one stack a line, as inferno's collapsers write them). The
+//! weight of a stack is the nanoseconds of CPU time its samples stand for: the period of perf's
+//! `cpu-clock` event, which inferno adds up.
 
 use std::collections::{HashMap, HashSet};
 
-/// Samples per function.
+/// Nanoseconds of CPU time per function.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Times {
-    /// Every sample.
+    /// All the time sampled.
     pub(crate) total: u64,
-    /// Samples whose innermost frame is the function: time spent in its own code.
+    /// Time in stacks whose innermost frame is the function: in its own code.
     pub(crate) own: Vec<(String, u64)>,
-    /// Samples with the function anywhere on the stack: its time with its callees'.
+    /// Time in stacks with the function anywhere: in its code and its callees'.
     pub(crate) inclusive: Vec<(String, u64)>,
 }
 
-/// Counts the folded stacks; each list is sorted by samples, most first (then by name).
+/// Adds up the folded stacks; each list is sorted by time, most first (then by name).
 /// The first frame of a stack is the thread's name, not a function: it is left out.
 pub(crate) fn times(folded: &str) -> Times {
     let mut total = 0;
@@ -32,7 +34,7 @@ pub(crate) fn times(folded: &str) -> Times {
         if let Some(innermost) = frames.last() {
             *own.entry(innermost).or_default() += count;
         }
-        // A recursive function is counted once per sample.
+        // A recursive function is counted once per stack.
         let distinct: HashSet<&str> = frames.into_iter().collect();
         for frame in distinct {
             *inclusive.entry(frame).or_default() += count;
@@ -56,7 +58,10 @@ fn sorted(counts: HashMap<&str, u64>) -> Vec<(String, u64)> {
 
 /// The `top` functions of each list as text, under `heading` (lines saying what was run).
 pub(crate) fn render(heading: &str, times: &Times, top: usize) -> String {
-    let mut out = format!("{heading}\n{} samples.\n", times.total);
+    let mut out = format!(
+        "{heading}\n{:.2} s of CPU time sampled.\n",
+        times.total as f64 / 1e9
+    );
     for (title, list) in [
         ("Self time (in the function's own code)", &times.own),
         (
@@ -65,11 +70,12 @@ pub(crate) fn render(heading: &str, times: &Times, top: usize) -> String {
         ),
     ] {
         out.push_str(&format!(
-            "\n{title}, top {top}:\n\n  share  samples  function\n"
+            "\n{title}, top {top}:\n\n  share   CPU ms  function\n"
         ));
         for (name, count) in list.iter().take(top) {
             let share = 100.0 * *count as f64 / times.total.max(1) as f64;
-            out.push_str(&format!("{share:6.1}% {count:8}  {name}\n"));
+            let millis = *count as f64 / 1e6;
+            out.push_str(&format!("{share:6.1}% {millis:8.1}  {name}\n"));
         }
     }
     out
@@ -80,10 +86,10 @@ mod tests {
     use super::*;
 
     const FOLDED: &str = "\
-worker;main;poll;malloc 30
-worker;main;poll 50
-worker;main;fold;fold;malloc 20
-other 7
+worker;main;poll;malloc 30000000
+worker;main;poll 50000000
+worker;main;fold;fold;malloc 20000000
+other 7000000
 ";
 
     fn pairs(list: &[(&str, u64)]) -> Vec<(String, u64)> {
@@ -95,20 +101,31 @@ other 7
     #[test]
     fn self_time_goes_to_the_innermost_frame_and_total_time_to_every_frame_once() {
         let times = times(FOLDED);
-        assert_eq!(times.total, 107);
-        assert_eq!(times.own, pairs(&[("malloc", 50), ("poll", 50)]));
+        assert_eq!(times.total, 107_000_000);
+        assert_eq!(
+            times.own,
+            pairs(&[("malloc", 50_000_000), ("poll", 50_000_000)])
+        );
         assert_eq!(
             times.inclusive,
-            pairs(&[("main", 100), ("poll", 80), ("malloc", 50), ("fold", 20)])
+            pairs(&[
+                ("main", 100_000_000),
+                ("poll", 80_000_000),
+                ("malloc", 50_000_000),
+                ("fold", 20_000_000)
+            ])
         );
     }
 
     #[test]
-    fn the_text_gives_shares_of_every_sample() {
+    fn the_text_gives_milliseconds_and_shares_of_all_the_time() {
         let text = render("Profile of x", &times(FOLDED), 1);
-        assert!(text.starts_with("Profile of x\n107 samples.\n"), "{text}");
-        assert!(text.contains("  46.7%       50  malloc\n"), "{text}");
+        assert!(
+            text.starts_with("Profile of x\n0.11 s of CPU time sampled.\n"),
+            "{text}"
+        );
+        assert!(text.contains("  46.7%     50.0  malloc\n"), "{text}");
         assert!(!text.contains("  poll\n"), "top 1 only: {text}");
-        assert!(text.contains("  93.5%      100  main\n"), "{text}");
+        assert!(text.contains("  93.5%    100.0  main\n"), "{text}");
     }
 }
