@@ -349,9 +349,17 @@ impl Context {
         load: &str,
     ) -> Result<Self> {
         let commit = run::output("git commit", run::git(&["rev-parse", "--short", "HEAD"]))?;
+        // The docs (these profiles among them) change nothing that is measured.
         let dirty = !run::output(
             "git status",
-            run::git(&["status", "--porcelain", "--untracked-files=no"]),
+            run::git(&[
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)docs",
+            ]),
         )?
         .trim()
         .is_empty();
