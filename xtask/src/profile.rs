@@ -349,7 +349,7 @@ impl Context {
         load: &str,
     ) -> Result<Self> {
         let commit = run::output("git commit", run::git(&["rev-parse", "--short", "HEAD"]))?;
-        // The docs (these profiles among them) change nothing that is measured.
+        // Neither the docs (these profiles among them) nor xtask change what is measured.
         let dirty = !run::output(
             "git status",
             run::git(&[
@@ -359,6 +359,7 @@ impl Context {
                 "--",
                 ".",
                 ":(exclude)docs",
+                ":(exclude)xtask",
             ]),
         )?
         .trim()

@@ -43,7 +43,7 @@ pub(crate) fn section(names: &[String]) -> String {
         "{HEADING}\n\n\
          Flame graphs of the CPU time of a bench run (`cargo xtask profile <bench> --label \
          <label>`: perf samples with call stacks, drawn by inferno; the width of a frame is its \
-         share of the samples). Open one to zoom into a frame or search for a function; the text \
+         share of the CPU time). Open one to zoom into a frame or search for a function; the text \
          beside each lists the functions with the most self and total time. The command, bench \
          arguments, commit and load of each recording are in its text and the graph's subtitle. \
          Stacks are unwound through frame pointers, which the C library lacks: time inside its \
