@@ -42,9 +42,10 @@ use request::{Profile, Request, USAGE};
 /// work in the bench.
 const FREQUENCY: &str = "997";
 
-/// Frames narrower than this many pixels (of the 1,200 the graph is drawn on, so 0.05 % of the
-/// time) are left out: too thin to click, they would make the SVG several times larger.
-const MIN_WIDTH_PIXELS: f64 = 0.6;
+/// Frames under this share of the time, in percent, are left out: too thin to click at the
+/// graph's 1,200 pixels, they would make the SVG several times larger (inferno's default keeps
+/// frames down to 0.01 %).
+const MIN_WIDTH_PERCENT: f64 = 0.05;
 
 /// What `rustc` is given on top of `RUSTFLAGS`.
 const FRAME_POINTERS: &str = "-Cforce-frame-pointers=yes";
@@ -315,7 +316,7 @@ fn draw(folded: &str, svg: &Path, title: &str, subtitle: &str) -> Result {
     options.subtitle = Some(subtitle.to_owned());
     // The weights are cpu-clock periods (see `summary`).
     options.count_name = "ns of CPU time".into();
-    options.min_width = MIN_WIDTH_PIXELS;
+    options.min_width = MIN_WIDTH_PERCENT;
     // Colours from the function names, so a function has the same colour in every graph.
     options.hash = true;
     options.deterministic = true;
