@@ -2,18 +2,18 @@
 
 /// The usage text, shown with every argument error.
 pub(crate) const USAGE: &str =
-    "usage: cargo xtask profile <bench> [--label LABEL] [--seconds N] [--top N] [--full]
-                            [-- BENCH ARGS...]
+    "usage: cargo xtask profile <bench> [--label LABEL] [--seconds SECONDS] [--top COUNT]
+                            [--full] [-- BENCH ARGS...]
        cargo xtask profile --list
 
   Builds <bench> in release with line tables and frame pointers, records its CPU time with
-  `perf record` for at most N seconds (60), and writes docs/profiles/<bench>-<LABEL>.svg, a
-  flame graph, and docs/profiles/<bench>-<LABEL>.txt, the N functions with the most self time
-  (30). LABEL defaults to the short commit hash; `before` and `after` are shown side by side in
-  the Profiles section of docs/benchmarks.md, which this command updates. The bench runs with
-  SWITCHYARD_BENCH_QUICK=1 unless --full is given; BENCH ARGS go to the bench binary (a
-  criterion filter, `--measurement-time 2`, ...). A name two packages share is given as
-  package/name (`sqlite/scheduler`); --list names them all.";
+  `perf record` until it ends or SECONDS pass (60), and writes docs/profiles/<bench>-<LABEL>.svg,
+  a flame graph, and docs/profiles/<bench>-<LABEL>.txt, the COUNT functions with the most self
+  time and with the most total time (30). LABEL defaults to the short commit hash; `before` and
+  `after` are shown side by side in the Profiles section of docs/benchmarks.md, which this
+  command updates. The bench runs with SWITCHYARD_BENCH_QUICK=1 unless --full is given; BENCH
+  ARGS go to the bench binary (a criterion filter, `--measurement-time 2`, ...). A name two
+  packages share is given as package/name (`sqlite/scheduler`); --list names them all.";
 
 /// How long a profile records when `--seconds` is not given: long enough for tens of thousands
 /// of samples at the sampling rate, short enough to run between two edits.
