@@ -4,7 +4,9 @@
 //! section into `target/switchyard-bench/`; this command runs them, then joins the sections
 //! under a header naming the machine, the commit, the date and the load on the machine when
 //! the run began, since a figure means little without them. `cargo xtask bench scheduler` runs
-//! the scheduler's benches of both stores (SQLite and memory, then PostgreSQL).
+//! the scheduler's benches of both stores (SQLite and memory, then PostgreSQL). The report
+//! ends with the Profiles section: the flame graphs `cargo xtask profile` wrote under
+//! `docs/profiles/`.
 
 use std::path::Path;
 
@@ -19,7 +21,7 @@ pub(crate) fn run(args: &[String]) -> Result {
     }
     // Other work on the machine slows every figure: the report says how much there was when
     // the run began (long benches also give theirs in their own sections).
-    let load = load_average();
+    let load = run::load_average();
     let mut command = cargo(&["bench", "--workspace", "--all-features"]);
     if let Some(filter) = args.first() {
         command.args(["--bench", filter]);
@@ -31,7 +33,7 @@ pub(crate) fn run(args: &[String]) -> Result {
         postgres.export(&mut command);
         step("benchmarks", command)?;
     }
-    let report = header(&load)? + &sections(&out)?;
+    let report = header(&load)? + &sections(&out)? + &crate::profile::gallery::current();
     let path = root.join("docs").join("benchmarks.md");
     std::fs::write(&path, report).map_err(|error| StepFailed {
         step: "write docs/benchmarks.md".into(),
@@ -41,24 +43,11 @@ pub(crate) fn run(args: &[String]) -> Result {
     Ok(())
 }
 
-/// The load averages over 1, 5 and 15 minutes (`/proc/loadavg`).
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 fn header(load: &str) -> Result<String> {
-    let commit = run::output("git commit", git(&["rev-parse", "--short", "HEAD"]))?;
+    let commit = run::output("git commit", run::git(&["rev-parse", "--short", "HEAD"]))?;
     let dirty = !run::output(
         "git status",
-        git(&["status", "--porcelain", "--untracked-files=no"]),
+        run::git(&["status", "--porcelain", "--untracked-files=no"]),
     )?
     .trim()
     .is_empty();
@@ -121,12 +110,6 @@ fn sections(out: &Path) -> Result<String> {
         all.push('\n');
     }
     Ok(all)
-}
-
-fn git(args: &[&str]) -> std::process::Command {
-    let mut command = command("git", args);
-    command.current_dir(run::root());
-    command
 }
 
 fn command(program: &str, args: &[&str]) -> std::process::Command {

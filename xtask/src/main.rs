@@ -4,6 +4,7 @@
 //!   PostgreSQL server it installs and starts);
 //! - `docs`: the API docs and the guides (whose Rust blocks compile as doc tests);
 //! - `bench`: the criterion benchmarks, written to `docs/benchmarks.md`;
+//! - `profile`: one bench's CPU profile (perf), drawn as a flame graph under `docs/profiles/`;
 //! - `readme`: only the step of `test` that builds each `[dependencies]` table of the README
 //!   with its program;
 //! - `fuzz`: one coverage-guided fuzz target of `fuzz/`, or the list of them.
@@ -13,6 +14,7 @@ mod bench;
 mod docs;
 mod fuzz;
 mod postgres;
+mod profile;
 mod readme;
 mod run;
 mod test;
@@ -21,12 +23,14 @@ mod tidy;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <test|docs|bench|readme|fuzz>
+const USAGE: &str = "usage: cargo xtask <test|docs|bench|profile|readme|fuzz>
 
   test    fmt, clippy, docs, every test, each crate alone, the README's dependency
           tables, the dependency check, each fuzz target briefly
   docs    API docs and guides (guides compile as doc tests)
   bench   run the benchmarks and write docs/benchmarks.md
+  profile record one bench's CPU profile with perf and draw it as a flame graph in
+          docs/profiles/ (`cargo xtask profile --list` names the benches)
   readme  build each README dependency table with its program (a step of test)
   fuzz    fuzz one target for a while (`cargo xtask fuzz --list` names them)";
 
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(),
         Some("docs") => docs::run(),
         Some("bench") => bench::run(&args[1..]),
+        Some("profile") => profile::run(&args[1..]),
         Some("readme") => readme::check_dependency_tables(),
         Some("fuzz") => fuzz::run(&args[1..]),
         _ => {

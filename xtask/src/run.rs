@@ -40,6 +40,26 @@ pub(crate) fn cargo(args: &[&str]) -> Command {
     command
 }
 
+/// `git` with the given arguments, in the workspace root.
+pub(crate) fn git(args: &[&str]) -> Command {
+    let mut command = Command::new("git");
+    command.args(args).current_dir(root());
+    command
+}
+
+/// The load averages over 1, 5 and 15 minutes (`/proc/loadavg`), or `unknown`.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
 /// Runs one named step, printing its name and time.
 pub(crate) fn step(name: &str, mut command: Command) -> Result {
     println!("\n==> {name}");
