@@ -1,5 +1,6 @@
 //! The envelope every service call travels in.
 
+mod id;
 mod log_fields;
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use std::time::SystemTime;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use self::id::new_message_id;
 pub use self::log_fields::{LogFields, TRACE_CONTEXT_FIELD};
 use crate::codec::{self, DecodeError, EncodeError};
 use crate::{NodeId, Payload, PayloadError, Response};
@@ -18,7 +20,8 @@ use crate::{NodeId, Payload, PayloadError, Response};
 /// A message carries three ids. `id` names this message; `correlation_id` names the conversation
 /// it belongs to (the id of the message that started it); `causation_id` names the message that
 /// directly caused this one. Any string the caller chooses will do; by default `id` is a fresh
-/// UUIDv7, `correlation_id` is the id and `causation_id` is the correlation id.
+/// UUIDv7 (ids made on one thread strictly increase; ids of different threads are ordered by
+/// their millisecond), `correlation_id` is the id and `causation_id` is the correlation id.
 /// [`Message::caused_by`] builds the next message of a conversation.
 ///
 /// Setting a response ([`ok`](Message::ok), [`error`](Message::error),
@@ -77,6 +80,24 @@ struct Fields {
     halted: bool,
 }
 
+/// A message's reply without the message: everything but its request, events and response,
+/// kept beside a running call to answer with when the service cannot (a timeout, a panic).
+/// Unboxed, so keeping one for every call allocates nothing; it becomes a [`Message`] only when
+/// it answers.
+pub(crate) struct ReplySkeleton(Fields);
+
+impl ReplySkeleton {
+    /// The service the call was for.
+    pub(crate) fn service(&self) -> &str {
+        &self.0.service
+    }
+
+    /// The skeleton as a message, to answer with.
+    pub(crate) fn into_message(self) -> Message {
+        Message::from_fields(self.0)
+    }
+}
+
 /// Whether a call should take effect, or only say whether it would succeed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DryRun {
@@ -105,26 +126,6 @@ pub struct ReplyTo {
     pub node: NodeId,
     /// The request id the waiting node matches the reply with.
     pub request_id: u64,
-}
-
-/// A UUIDv7 for the given time. Without a shared context the ids of one millisecond are not
-/// ordered among themselves, but stay unique (74 random bits); the shared context's mutex was a
-/// point of contention between cores.
-fn new_message_id(now: SystemTime) -> Arc<str> {
-    let since_epoch = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let timestamp = uuid::Timestamp::from_unix(
-        uuid::NoContext,
-        since_epoch.as_secs(),
-        since_epoch.subsec_nanos(),
-    );
-    let mut buffer = uuid::Uuid::encode_buffer();
-    Arc::from(
-        &*uuid::Uuid::new_v7(timestamp)
-            .hyphenated()
-            .encode_lower(&mut buffer),
-    )
 }
 
 impl Message {
@@ -477,10 +478,10 @@ impl Message {
         codec::decode(bytes)
     }
 
-    /// Stamps the message as the dispatcher sends it off: the time, and the caller's node unless
-    /// an earlier hop already set it.
-    pub(crate) fn stamp_dispatch(&mut self, node: &NodeId) {
-        self.f.invoked_at = SystemTime::now();
+    /// Stamps the message as the dispatcher sends it off: the time `at`, and the caller's node
+    /// unless an earlier hop already set it.
+    pub(crate) fn stamp_dispatch(&mut self, node: &NodeId, at: SystemTime) {
+        self.f.invoked_at = at;
         if self.f.origin_node.is_none() {
             self.f.origin_node = Some(node.clone());
         }
@@ -488,8 +489,8 @@ impl Message {
 
     /// A copy of everything but the request and the events, to answer with when the service
     /// cannot (a timeout, a panic, a denial).
-    pub(crate) fn reply_skeleton(&self) -> Self {
-        Self::from_fields(Fields {
+    pub(crate) fn reply_skeleton(&self) -> ReplySkeleton {
+        ReplySkeleton(Fields {
             service: self.f.service.clone(),
             id: self.f.id.clone(),
             correlation_id: self.f.correlation_id.clone(),
