@@ -11,48 +11,18 @@
 //! and the ratio is taken per round.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod fixture;
+
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
 use hdrhistogram::Histogram;
-use switchyard_messaging::{Message, Node, Router};
+use switchyard_messaging::Node;
 use tokio::runtime::Runtime;
 
-use switchyard_bench_support::allocations::{self, Counter};
 use switchyard_bench_support::{self as support, median, runtime, target_dir};
 
-/// Counts allocations for the allocation pass (see `measure_allocations`); the timed rounds pay
-/// its atomic add per allocation too, floor and dispatch alike.
-#[global_allocator]
-static ALLOCATOR: Counter = &allocations::INSTRUMENTED_SYSTEM;
-
-async fn echo(msg: Message) -> Message {
-    msg.ok()
-}
-
-fn node() -> Node {
-    let node = Node::new("bench");
-    node.register(
-        Router::new("bench")
-            .service("echo", echo)
-            .authorize(|_| Ok(())),
-    )
-    .unwrap();
-    node
-}
-
-async fn floor_round_trip() {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let _ = tx.send(1_u64);
-    });
-    std::hint::black_box(rx.await.unwrap());
-}
-
-async fn dispatch_round_trip(node: &Node) {
-    let reply = node.dispatch(Message::new("echo")).await;
-    std::hint::black_box(reply);
-}
+use crate::fixture::{dispatch_round_trip, floor_round_trip, node};
 
 fn criterion_benches(c: &mut Criterion) {
     let rt = runtime();
@@ -210,39 +180,6 @@ fn measure_throughput(rt: &Runtime, node: &Node, callers: usize) -> Throughput {
     result
 }
 
-/// Allocations per call of the floor and of a dispatch (building its message included), counted
-/// in a pass of their own: one caller task runs a batch of calls after a warm-up.
-struct Allocations {
-    floor: f64,
-    dispatch: f64,
-}
-
-fn measure_allocations(rt: &Runtime, node: &Node) -> Allocations {
-    const CALLS: u64 = 10_000;
-    let per_call = |subject: bool| {
-        let node = node.clone();
-        let batch = move || {
-            let node = node.clone();
-            rt.block_on(rt.spawn(async move {
-                for _ in 0..CALLS {
-                    if subject {
-                        dispatch_round_trip(&node).await;
-                    } else {
-                        floor_round_trip().await;
-                    }
-                }
-            }))
-            .unwrap();
-        };
-        batch();
-        allocations::per_call(ALLOCATOR, 1, batch) / CALLS as f64
-    };
-    Allocations {
-        floor: per_call(false),
-        dispatch: per_call(true),
-    }
-}
-
 fn micros(nanos: u64) -> String {
     format!("{:.2} µs", nanos as f64 / 1_000.0)
 }
@@ -265,14 +202,13 @@ fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "**not met**" }
 }
 
-fn report(latency: &Latency, throughputs: &[Throughput], allocations: &Allocations) -> String {
+fn report(latency: &Latency, throughputs: &[Throughput]) -> String {
     let target = target_dir();
     let mut out = String::new();
     out.push_str("## Local dispatch (`switchyard-messaging`, bench `local_dispatch`)\n\n");
     out.push_str(&format!(
         "Default node (5 s timeout armed), a new message per call, tracing compiled in without a \
-         subscriber, multi-thread runtime with 2 workers; the counting allocator installed (an \
-         atomic add per allocation, floor and dispatch alike). Floor: a raw tokio `spawn` + \
+         subscriber, multi-thread runtime with 2 workers. Floor: a raw tokio `spawn` + \
          `oneshot` round trip, measured in alternating rounds in the same run. A local handler \
          runs on the caller's task, polled under the call's deadline with its panics caught; \
          the deadline's timer is registered only if the handler has not finished within one \
@@ -305,14 +241,9 @@ fn report(latency: &Latency, throughputs: &[Throughput], allocations: &Allocatio
     }
     out.push_str(&format!(
         "\nThroughput: medians of {} alternating rounds of {} calls each; the ratio is taken round \
-         by round.\n\n",
+         by round. Allocations per call: the next section.\n\n",
         throughputs.first().map_or(0, |t| t.ratios.len()),
         throughput_calls(),
-    ));
-    out.push_str(&format!(
-        "| allocations per call | floor: spawn + oneshot | dispatch (with `Message::new`) |\n\
-         |---|---|---|\n| counted over 10,000 calls | {:.2} | {:.2} |\n\n",
-        allocations.floor, allocations.dispatch
     ));
     let p50_ratio = median(&latency.ratios);
     let p50 = latency.dispatch.value_at_quantile(0.5);
@@ -373,8 +304,7 @@ fn main() {
         .into_iter()
         .map(|callers| measure_throughput(&rt, &node, callers))
         .collect();
-    let allocations = measure_allocations(&rt, &node);
-    let report = report(&latency, &throughputs, &allocations);
+    let report = report(&latency, &throughputs);
     println!("\n{report}");
     support::write_section("10-local_dispatch.md", &report);
 }

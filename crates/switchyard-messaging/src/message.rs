@@ -82,19 +82,68 @@ struct Fields {
 
 /// A message's reply without the message: everything but its request, events and response,
 /// kept beside a running call to answer with when the service cannot (a timeout, a panic).
-/// Unboxed, so keeping one for every call allocates nothing; it becomes a [`Message`] only when
-/// it answers.
-pub(crate) struct ReplySkeleton(Fields);
+/// What every message has sits inline, a few words; what only some carry (assigns, aggregate
+/// metadata, a reply address, log fields) is boxed, and only when present: keeping one beside
+/// every call allocates nothing for a plain message and moves little. It becomes a [`Message`]
+/// only when it answers.
+pub(crate) struct ReplySkeleton {
+    service: Arc<str>,
+    id: Arc<str>,
+    correlation_id: Arc<str>,
+    causation_id: Arc<str>,
+    invoked_at: SystemTime,
+    dry_run: DryRun,
+    origin_node: Option<NodeId>,
+    extras: Option<Box<SkeletonExtras>>,
+}
+
+/// The fields of a [`ReplySkeleton`] that most messages leave empty.
+struct SkeletonExtras {
+    assigns: BTreeMap<String, Payload>,
+    aggregate_meta: AggregateMeta,
+    reply_to: Option<ReplyTo>,
+    log_fields: LogFields,
+}
 
 impl ReplySkeleton {
     /// The service the call was for.
     pub(crate) fn service(&self) -> &str {
-        &self.0.service
+        &self.service
     }
 
     /// The skeleton as a message, to answer with.
     pub(crate) fn into_message(self) -> Message {
-        Message::from_fields(self.0)
+        let SkeletonExtras {
+            assigns,
+            aggregate_meta,
+            reply_to,
+            log_fields,
+        } = self.extras.map_or_else(
+            || SkeletonExtras {
+                assigns: BTreeMap::new(),
+                aggregate_meta: AggregateMeta::default(),
+                reply_to: None,
+                log_fields: LogFields::default(),
+            },
+            |extras| *extras,
+        );
+        Message::from_fields(Fields {
+            service: self.service,
+            id: self.id,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            invoked_at: self.invoked_at,
+            dry_run: self.dry_run,
+            request: None,
+            assigns,
+            response: None,
+            events: Vec::new(),
+            aggregate_meta,
+            origin_node: self.origin_node,
+            reply_to,
+            log_fields,
+            halted: false,
+        })
     }
 }
 
@@ -490,23 +539,28 @@ impl Message {
     /// A copy of everything but the request and the events, to answer with when the service
     /// cannot (a timeout, a panic, a denial).
     pub(crate) fn reply_skeleton(&self) -> ReplySkeleton {
-        ReplySkeleton(Fields {
-            service: self.f.service.clone(),
-            id: self.f.id.clone(),
-            correlation_id: self.f.correlation_id.clone(),
-            causation_id: self.f.causation_id.clone(),
-            invoked_at: self.f.invoked_at,
-            dry_run: self.f.dry_run,
-            request: None,
-            assigns: self.f.assigns.clone(),
-            response: None,
-            events: Vec::new(),
-            aggregate_meta: self.f.aggregate_meta.clone(),
-            origin_node: self.f.origin_node.clone(),
-            reply_to: self.f.reply_to.clone(),
-            log_fields: self.f.log_fields.clone(),
-            halted: false,
-        })
+        let f = &*self.f;
+        let has_extras = !f.assigns.is_empty()
+            || f.aggregate_meta != AggregateMeta::default()
+            || f.reply_to.is_some()
+            || !f.log_fields.is_empty();
+        ReplySkeleton {
+            service: f.service.clone(),
+            id: f.id.clone(),
+            correlation_id: f.correlation_id.clone(),
+            causation_id: f.causation_id.clone(),
+            invoked_at: f.invoked_at,
+            dry_run: f.dry_run,
+            origin_node: f.origin_node.clone(),
+            extras: has_extras.then(|| {
+                Box::new(SkeletonExtras {
+                    assigns: f.assigns.clone(),
+                    aggregate_meta: f.aggregate_meta.clone(),
+                    reply_to: f.reply_to.clone(),
+                    log_fields: f.log_fields.clone(),
+                })
+            }),
+        }
     }
 
     /// Drops what a reply does not carry: the request always, the events unless the caller asked
@@ -639,6 +693,28 @@ mod tests {
     fn it_reports_a_missing_request() {
         let error = Message::new("s").request::<u32>().unwrap_err();
         assert!(matches!(error, PayloadError::Missing { .. }));
+    }
+
+    #[test]
+    fn a_reply_skeleton_keeps_everything_but_the_request_events_and_response() {
+        let plain = Message::new("s").with_request(&1_u8).add_event(&2_u8);
+        let mut expected = plain.clone();
+        expected.f.request = None;
+        expected.f.events.clear();
+        assert_eq!(plain.reply_skeleton().into_message(), expected);
+
+        let mut full = Message::new("s")
+            .with_request(&1_u8)
+            .with_aggregate_id("a-1")
+            .with_log_field("tenant", "acme")
+            .assign("attempts", &2_u32);
+        full.set_reply_to(Some(ReplyTo {
+            node: NodeId::new("caller", 1),
+            request_id: 7,
+        }));
+        let mut expected = full.clone();
+        expected.f.request = None;
+        assert_eq!(full.reply_skeleton().into_message(), expected);
     }
 
     #[test]
