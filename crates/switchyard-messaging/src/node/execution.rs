@@ -22,7 +22,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use tokio::task::{AbortHandle, JoinError, JoinHandle};
 
@@ -91,7 +91,15 @@ impl Future for Execution {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         match self.get_mut() {
-            Self::Inline(inline) => inline.poll(cx),
+            Self::Inline(inline) => {
+                // A handler on the caller's task spends a unit of the task's cooperative budget,
+                // as awaiting a task of its own did: a caller dispatching in a loop to handlers
+                // that answer at once still yields to the other tasks of its worker.
+                let coop = ready!(tokio::task::coop::poll_proceed(cx));
+                let outcome = ready!(inline.poll(cx));
+                coop.made_progress();
+                Poll::Ready(outcome)
+            }
             Self::Spawned(spawned) => Pin::new(&mut spawned.handle)
                 .poll(cx)
                 .map(|joined| joined.map_or_else(outcome_of_join_error, Outcome::Finished)),

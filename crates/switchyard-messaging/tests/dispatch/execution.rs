@@ -136,3 +136,24 @@ async fn a_handler_whose_drop_panics_neither_unwinds_into_its_caller_nor_loses_t
     let reply = node.dispatch(Message::new("which_task")).await;
     assert!(reply.success().is_ok(), "the node keeps serving");
 }
+
+/// A handler on the caller's task spends the task's cooperative budget: a caller dispatching
+/// in a loop to a handler that answers at once still lets the other tasks of its thread run.
+#[tokio::test(flavor = "current_thread")]
+async fn a_caller_dispatching_in_a_loop_still_yields_to_other_tasks() {
+    let node = node();
+    let other_ran = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let caller = tokio::spawn({
+        let other_ran = other_ran.clone();
+        async move {
+            for _ in 0..1_000 {
+                node.dispatch(Message::new("which_task")).await;
+            }
+            other_ran.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    });
+    tokio::spawn(async move {
+        other_ran.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    assert!(caller.await.unwrap(), "the caller never yielded");
+}
