@@ -93,8 +93,16 @@ pub(crate) struct ReplySkeleton {
     causation_id: Arc<str>,
     invoked_at: SystemTime,
     dry_run: DryRun,
-    origin_node: Option<NodeId>,
+    origin: Origin,
     extras: Option<Box<SkeletonExtras>>,
+}
+
+/// A [`ReplySkeleton`]'s origin node.
+enum Origin {
+    /// The node keeping the skeleton.
+    Here,
+    /// Another node, or none.
+    Elsewhere(Option<NodeId>),
 }
 
 /// The fields of a [`ReplySkeleton`] that most messages leave empty.
@@ -111,8 +119,8 @@ impl ReplySkeleton {
         &self.service
     }
 
-    /// The skeleton as a message, to answer with.
-    pub(crate) fn into_message(self) -> Message {
+    /// The skeleton as a message, to answer with; `here` is the node that made it.
+    pub(crate) fn into_message(self, here: &NodeId) -> Message {
         let SkeletonExtras {
             assigns,
             aggregate_meta,
@@ -139,7 +147,10 @@ impl ReplySkeleton {
             response: None,
             events: Vec::new(),
             aggregate_meta,
-            origin_node: self.origin_node,
+            origin_node: match self.origin {
+                Origin::Here => Some(here.clone()),
+                Origin::Elsewhere(node) => node,
+            },
             reply_to,
             log_fields,
             halted: false,
@@ -538,7 +549,11 @@ impl Message {
 
     /// A copy of everything but the request and the events, to answer with when the service
     /// cannot (a timeout, a panic, a denial).
-    pub(crate) fn reply_skeleton(&self) -> ReplySkeleton {
+    ///
+    /// `here` is the node keeping it: an origin equal to it is recorded, not cloned, so a local
+    /// call does not touch the node id's shared reference count (a cache line every core's calls
+    /// would contend for).
+    pub(crate) fn reply_skeleton(&self, here: &NodeId) -> ReplySkeleton {
         let f = &*self.f;
         let has_extras = !f.assigns.is_empty()
             || f.aggregate_meta != AggregateMeta::default()
@@ -551,7 +566,10 @@ impl Message {
             causation_id: f.causation_id.clone(),
             invoked_at: f.invoked_at,
             dry_run: f.dry_run,
-            origin_node: f.origin_node.clone(),
+            origin: match &f.origin_node {
+                Some(node) if node == here => Origin::Here,
+                other => Origin::Elsewhere(other.clone()),
+            },
             extras: has_extras.then(|| {
                 Box::new(SkeletonExtras {
                     assigns: f.assigns.clone(),
@@ -701,7 +719,8 @@ mod tests {
         let mut expected = plain.clone();
         expected.f.request = None;
         expected.f.events.clear();
-        assert_eq!(plain.reply_skeleton().into_message(), expected);
+        let here = NodeId::new("here", 1);
+        assert_eq!(plain.reply_skeleton(&here).into_message(&here), expected);
 
         let mut full = Message::new("s")
             .with_request(&1_u8)
@@ -714,7 +733,14 @@ mod tests {
         }));
         let mut expected = full.clone();
         expected.f.request = None;
-        assert_eq!(full.reply_skeleton().into_message(), expected);
+        assert_eq!(full.reply_skeleton(&here).into_message(&here), expected);
+
+        for origin in [here.clone(), NodeId::new("elsewhere", 2)] {
+            let mut stamped = Message::new("s");
+            stamped.stamp_dispatch(&origin, SystemTime::now());
+            let skeleton = stamped.reply_skeleton(&here).into_message(&here);
+            assert_eq!(skeleton.origin_node(), Some(&origin));
+        }
     }
 
     #[test]

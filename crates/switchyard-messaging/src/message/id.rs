@@ -141,7 +141,7 @@ mod tests {
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 std::thread::spawn(|| {
-                    (0..20_000)
+                    (0..5_000)
                         .map(|_| {
                             let now = SystemTime::now();
                             (now, new_message_id(now))

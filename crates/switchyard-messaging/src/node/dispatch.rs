@@ -196,7 +196,7 @@ impl Node {
             .into_iter()
             .chain(remote_providers.into_iter().map(Candidate::Remote))
             .collect();
-        let skeleton = message.reply_skeleton();
+        let skeleton = message.reply_skeleton(self.id());
         let mut declined = Vec::new();
         let count = candidates.len();
         let mut original = Some(message);
@@ -228,11 +228,11 @@ impl Node {
                             continue;
                         }
                         Err(RemoteError::TimedOut) => {
-                            return timed_out(skeleton.into_message(), timeout);
+                            return timed_out(skeleton.into_message(self.id()), timeout);
                         }
                         Err(error) => {
                             return answer(
-                                skeleton.into_message(),
+                                skeleton.into_message(self.id()),
                                 Response::error(error.to_string()),
                             );
                         }
@@ -251,7 +251,7 @@ impl Node {
             }
         }
         answer(
-            skeleton.into_message(),
+            skeleton.into_message(self.id()),
             Response::NoNodesAvailable(declined),
         )
     }
@@ -279,15 +279,15 @@ impl Node {
         deadline: Instant,
         timeout: Duration,
     ) -> Message {
-        let skeleton = message.reply_skeleton();
+        let skeleton = message.reply_skeleton(self.id());
         match self
             .invoke_remote(node.clone(), message, Hop::Forwarded, deadline)
             .await
         {
             Ok(reply) => reply,
-            Err(RemoteError::TimedOut) => timed_out(skeleton.into_message(), timeout),
+            Err(RemoteError::TimedOut) => timed_out(skeleton.into_message(self.id()), timeout),
             Err(error) => answer(
-                skeleton.into_message(),
+                skeleton.into_message(self.id()),
                 Response::error(format!("could not forward to node {node}: {error}")),
             ),
         }
@@ -318,7 +318,7 @@ impl Node {
             Executed::Reply(reply) => reply,
             Executed::NoReply(skeleton) => {
                 tokio::time::sleep_until(deadline).await;
-                timed_out(skeleton.into_message(), timeout)
+                timed_out(skeleton.into_message(self.id()), timeout)
             }
         }
     }
@@ -375,7 +375,7 @@ impl Node {
         placement: Placement,
         started: Option<Instant>,
     ) -> Running {
-        let skeleton = message.reply_skeleton();
+        let skeleton = message.reply_skeleton(self.id());
         let visibility = match service.info.visibility {
             Visibility::Public => "public",
             Visibility::Private => "private",
@@ -443,11 +443,11 @@ impl Node {
                 span.in_scope(|| {
                     tracing::debug!(name: "execution_failed", reason = "cancelled at the deadline");
                 });
-                return Executed::Reply(timed_out(skeleton.into_message(), timeout));
+                return Executed::Reply(timed_out(skeleton.into_message(self.id()), timeout));
             }
         };
         span.in_scope(|| tracing::debug!(name: "execution_failed", reason = %failure));
-        Executed::Reply(answer(skeleton.into_message(), failure))
+        Executed::Reply(answer(skeleton.into_message(self.id()), failure))
     }
 
     pub(super) async fn serve_incoming(
