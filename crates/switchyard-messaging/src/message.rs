@@ -89,8 +89,10 @@ struct Fields {
 pub(crate) struct ReplySkeleton {
     service: Arc<str>,
     id: Arc<str>,
-    correlation_id: Arc<str>,
-    causation_id: Arc<str>,
+    /// `None` when it is the id itself (one reference count touched, not three).
+    correlation_id: Option<Arc<str>>,
+    /// `None` when it is the correlation id itself.
+    causation_id: Option<Arc<str>>,
     invoked_at: SystemTime,
     dry_run: DryRun,
     origin: Origin,
@@ -135,11 +137,14 @@ impl ReplySkeleton {
             },
             |extras| *extras,
         );
+        // Shared again as they were: the ids' "defaulted" state is their sharing (see `with_id`).
+        let correlation_id = self.correlation_id.unwrap_or_else(|| self.id.clone());
+        let causation_id = self.causation_id.unwrap_or_else(|| correlation_id.clone());
         Message::from_fields(Fields {
             service: self.service,
             id: self.id,
-            correlation_id: self.correlation_id,
-            causation_id: self.causation_id,
+            correlation_id,
+            causation_id,
             invoked_at: self.invoked_at,
             dry_run: self.dry_run,
             request: None,
@@ -562,8 +567,10 @@ impl Message {
         ReplySkeleton {
             service: f.service.clone(),
             id: f.id.clone(),
-            correlation_id: f.correlation_id.clone(),
-            causation_id: f.causation_id.clone(),
+            correlation_id: (!Arc::ptr_eq(&f.correlation_id, &f.id))
+                .then(|| f.correlation_id.clone()),
+            causation_id: (!Arc::ptr_eq(&f.causation_id, &f.correlation_id))
+                .then(|| f.causation_id.clone()),
             invoked_at: f.invoked_at,
             dry_run: f.dry_run,
             origin: match &f.origin_node {
@@ -734,6 +741,26 @@ mod tests {
         let mut expected = full.clone();
         expected.f.request = None;
         assert_eq!(full.reply_skeleton(&here).into_message(&here), expected);
+
+        // Ids defaulted to the id stay defaulted: a new id still carries them along.
+        let answered = Message::new("s")
+            .reply_skeleton(&here)
+            .into_message(&here)
+            .with_id("m-2");
+        assert_eq!(
+            (
+                answered.id(),
+                answered.correlation_id(),
+                answered.causation_id()
+            ),
+            ("m-2", "m-2", "m-2")
+        );
+        let set = Message::new("s")
+            .with_correlation_id("c-1")
+            .reply_skeleton(&here)
+            .into_message(&here)
+            .with_correlation_id("c-2");
+        assert_eq!(set.causation_id(), "c-2");
 
         for origin in [here.clone(), NodeId::new("elsewhere", 2)] {
             let mut stamped = Message::new("s");
