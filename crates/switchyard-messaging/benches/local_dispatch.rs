@@ -240,10 +240,10 @@ fn report(latency: &Latency, throughputs: &[Throughput]) -> String {
         ));
     }
     out.push_str(&format!(
-        "\nThroughput: medians of {} alternating rounds of {} calls each; the ratio is taken round \
-         by round. Allocations per call: the next section.\n\n",
+        "\nThroughput: medians of {} alternating rounds of {},000 calls each; the ratio is taken \
+         round by round. Allocations per call: the next section.\n\n",
         throughputs.first().map_or(0, |t| t.ratios.len()),
-        throughput_calls(),
+        throughput_calls() / 1_000,
     ));
     let p50_ratio = median(&latency.ratios);
     let p50 = latency.dispatch.value_at_quantile(0.5);

@@ -65,7 +65,7 @@ fn main() {
     let report = format!(
         "### Allocations per local dispatch (bench `local_dispatch_allocations`)\n\n\
          Counted by a global allocator wrapper (`stats_alloc`) in a binary of its own, over \
-         {CALLS} calls by one caller task after as many to warm up; the timed rounds above run \
+         {},000 calls by one caller task after as many to warm up; the timed rounds above run \
          without it.\n\n\
          | per call | allocations |\n|---|---|\n\
          | floor: spawn + oneshot | {floor:.2} |\n\
@@ -74,7 +74,8 @@ fn main() {
          Before this recut (commit `a9fc721`): 5.00 per dispatch with its message (the message's \
          box, its id, its service name; the reply skeleton's box; the handler's task), 2.00 for \
          the floor. Now the dispatch itself allocates only the handler's boxed future; the rest \
-         is the message.\n"
+         is the message.\n",
+        CALLS / 1_000
     );
     println!("\n{report}");
     support::write_section("10-local_dispatch_allocations.md", &report);
