@@ -2,9 +2,9 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::router::RouterPolicy;
@@ -166,19 +166,24 @@ mod sealed {
     pub trait Sealed<Args, S> {}
 }
 
+/// A handler's future once its type is erased: boxed, polled by whoever runs the call.
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, Response>> + Send>>;
+
 /// A handler with its type and its router's state erased, so one registry holds handlers of
 /// every type.
 ///
-/// It spawns the concrete future itself, so a call costs one allocation (the task) rather than a
-/// boxed future and then a task.
+/// It only builds the handler's future (one allocation, the box); the dispatcher decides where
+/// that future runs: on the caller's task, or in a task of its own.
 pub(crate) trait ErasedHandler: Send + Sync + 'static {
-    fn spawn(
+    /// The handler's future for one message, entering `span` whenever it is polled. Nothing of
+    /// the handler runs before the future is first polled.
+    fn call(
         &self,
         message: Message,
         node: &Node,
         router: &Arc<RouterPolicy>,
         span: tracing::Span,
-    ) -> JoinHandle<Result<Reply, Response>>;
+    ) -> HandlerFuture;
 }
 
 /// A handler and the state of the router it was added to.
@@ -204,15 +209,15 @@ where
     Args: 'static,
     S: Send + Sync + 'static,
 {
-    fn spawn(
+    fn call(
         &self,
         message: Message,
         node: &Node,
         router: &Arc<RouterPolicy>,
         span: tracing::Span,
-    ) -> JoinHandle<Result<Reply, Response>> {
+    ) -> HandlerFuture {
         let ctx = || Ctx::new(node.clone(), router.clone());
-        tokio::spawn(
+        Box::pin(
             self.handler
                 .call(message, ctx, &self.state)
                 .instrument(span),

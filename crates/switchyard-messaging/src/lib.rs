@@ -3,8 +3,8 @@
 //!
 //! A [`Message`] names a service and carries a typed request plus the ids that tie a conversation
 //! together. A [`Router`] groups services (plain `async fn`s) under one authorization rule. A
-//! [`Node`] holds the registered routers and dispatches messages to services, each call in its own
-//! task, under a deadline, answering with a [`Response`].
+//! [`Node`] holds the registered routers and dispatches messages to services, each call under a
+//! deadline with its handler's panics caught, answering with a [`Response`].
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};

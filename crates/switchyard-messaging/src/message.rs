@@ -1,5 +1,6 @@
 //! The envelope every service call travels in.
 
+mod id;
 mod log_fields;
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use std::time::SystemTime;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use self::id::new_message_id;
 pub use self::log_fields::{LogFields, TRACE_CONTEXT_FIELD};
 use crate::codec::{self, DecodeError, EncodeError};
 use crate::{NodeId, Payload, PayloadError, Response};
@@ -18,7 +20,8 @@ use crate::{NodeId, Payload, PayloadError, Response};
 /// A message carries three ids. `id` names this message; `correlation_id` names the conversation
 /// it belongs to (the id of the message that started it); `causation_id` names the message that
 /// directly caused this one. Any string the caller chooses will do; by default `id` is a fresh
-/// UUIDv7, `correlation_id` is the id and `causation_id` is the correlation id.
+/// UUIDv7 (ids made on one thread strictly increase; ids of different threads are ordered by
+/// their millisecond), `correlation_id` is the id and `causation_id` is the correlation id.
 /// [`Message::caused_by`] builds the next message of a conversation.
 ///
 /// Setting a response ([`ok`](Message::ok), [`error`](Message::error),
@@ -77,6 +80,89 @@ struct Fields {
     halted: bool,
 }
 
+/// A message's reply without the message: everything but its request, events and response,
+/// kept beside a running call to answer with when the service cannot (a timeout, a panic).
+/// What every message has sits inline, a few words; what only some carry (assigns, aggregate
+/// metadata, a reply address, log fields) is boxed, and only when present: keeping one beside
+/// every call allocates nothing for a plain message and moves little. It becomes a [`Message`]
+/// only when it answers.
+pub(crate) struct ReplySkeleton {
+    service: Arc<str>,
+    id: Arc<str>,
+    /// `None` when it is the id itself (one reference count touched, not three).
+    correlation_id: Option<Arc<str>>,
+    /// `None` when it is the correlation id itself.
+    causation_id: Option<Arc<str>>,
+    invoked_at: SystemTime,
+    dry_run: DryRun,
+    origin: Origin,
+    extras: Option<Box<SkeletonExtras>>,
+}
+
+/// A [`ReplySkeleton`]'s origin node.
+enum Origin {
+    /// The node keeping the skeleton.
+    Here,
+    /// Another node, or none.
+    Elsewhere(Option<NodeId>),
+}
+
+/// The fields of a [`ReplySkeleton`] that most messages leave empty.
+struct SkeletonExtras {
+    assigns: BTreeMap<String, Payload>,
+    aggregate_meta: AggregateMeta,
+    reply_to: Option<ReplyTo>,
+    log_fields: LogFields,
+}
+
+impl ReplySkeleton {
+    /// The service the call was for.
+    pub(crate) fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The skeleton as a message, to answer with; `here` is the node that made it.
+    pub(crate) fn into_message(self, here: &NodeId) -> Message {
+        let SkeletonExtras {
+            assigns,
+            aggregate_meta,
+            reply_to,
+            log_fields,
+        } = self.extras.map_or_else(
+            || SkeletonExtras {
+                assigns: BTreeMap::new(),
+                aggregate_meta: AggregateMeta::default(),
+                reply_to: None,
+                log_fields: LogFields::default(),
+            },
+            |extras| *extras,
+        );
+        // Shared again as they were: the ids' "defaulted" state is their sharing (see `with_id`).
+        let correlation_id = self.correlation_id.unwrap_or_else(|| self.id.clone());
+        let causation_id = self.causation_id.unwrap_or_else(|| correlation_id.clone());
+        Message::from_fields(Fields {
+            service: self.service,
+            id: self.id,
+            correlation_id,
+            causation_id,
+            invoked_at: self.invoked_at,
+            dry_run: self.dry_run,
+            request: None,
+            assigns,
+            response: None,
+            events: Vec::new(),
+            aggregate_meta,
+            origin_node: match self.origin {
+                Origin::Here => Some(here.clone()),
+                Origin::Elsewhere(node) => node,
+            },
+            reply_to,
+            log_fields,
+            halted: false,
+        })
+    }
+}
+
 /// Whether a call should take effect, or only say whether it would succeed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DryRun {
@@ -105,26 +191,6 @@ pub struct ReplyTo {
     pub node: NodeId,
     /// The request id the waiting node matches the reply with.
     pub request_id: u64,
-}
-
-/// A UUIDv7 for the given time. Without a shared context the ids of one millisecond are not
-/// ordered among themselves, but stay unique (74 random bits); the shared context's mutex was a
-/// point of contention between cores.
-fn new_message_id(now: SystemTime) -> Arc<str> {
-    let since_epoch = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let timestamp = uuid::Timestamp::from_unix(
-        uuid::NoContext,
-        since_epoch.as_secs(),
-        since_epoch.subsec_nanos(),
-    );
-    let mut buffer = uuid::Uuid::encode_buffer();
-    Arc::from(
-        &*uuid::Uuid::new_v7(timestamp)
-            .hyphenated()
-            .encode_lower(&mut buffer),
-    )
 }
 
 impl Message {
@@ -477,10 +543,10 @@ impl Message {
         codec::decode(bytes)
     }
 
-    /// Stamps the message as the dispatcher sends it off: the time, and the caller's node unless
-    /// an earlier hop already set it.
-    pub(crate) fn stamp_dispatch(&mut self, node: &NodeId) {
-        self.f.invoked_at = SystemTime::now();
+    /// Stamps the message as the dispatcher sends it off: the time `at`, and the caller's node
+    /// unless an earlier hop already set it.
+    pub(crate) fn stamp_dispatch(&mut self, node: &NodeId, at: SystemTime) {
+        self.f.invoked_at = at;
         if self.f.origin_node.is_none() {
             self.f.origin_node = Some(node.clone());
         }
@@ -488,24 +554,38 @@ impl Message {
 
     /// A copy of everything but the request and the events, to answer with when the service
     /// cannot (a timeout, a panic, a denial).
-    pub(crate) fn reply_skeleton(&self) -> Self {
-        Self::from_fields(Fields {
-            service: self.f.service.clone(),
-            id: self.f.id.clone(),
-            correlation_id: self.f.correlation_id.clone(),
-            causation_id: self.f.causation_id.clone(),
-            invoked_at: self.f.invoked_at,
-            dry_run: self.f.dry_run,
-            request: None,
-            assigns: self.f.assigns.clone(),
-            response: None,
-            events: Vec::new(),
-            aggregate_meta: self.f.aggregate_meta.clone(),
-            origin_node: self.f.origin_node.clone(),
-            reply_to: self.f.reply_to.clone(),
-            log_fields: self.f.log_fields.clone(),
-            halted: false,
-        })
+    ///
+    /// `here` is the node keeping it: an origin equal to it is recorded, not cloned, so a local
+    /// call does not touch the node id's shared reference count (a cache line every core's calls
+    /// would contend for).
+    pub(crate) fn reply_skeleton(&self, here: &NodeId) -> ReplySkeleton {
+        let f = &*self.f;
+        let has_extras = !f.assigns.is_empty()
+            || f.aggregate_meta != AggregateMeta::default()
+            || f.reply_to.is_some()
+            || !f.log_fields.is_empty();
+        ReplySkeleton {
+            service: f.service.clone(),
+            id: f.id.clone(),
+            correlation_id: (!Arc::ptr_eq(&f.correlation_id, &f.id))
+                .then(|| f.correlation_id.clone()),
+            causation_id: (!Arc::ptr_eq(&f.causation_id, &f.correlation_id))
+                .then(|| f.causation_id.clone()),
+            invoked_at: f.invoked_at,
+            dry_run: f.dry_run,
+            origin: match &f.origin_node {
+                Some(node) if node == here => Origin::Here,
+                other => Origin::Elsewhere(other.clone()),
+            },
+            extras: has_extras.then(|| {
+                Box::new(SkeletonExtras {
+                    assigns: f.assigns.clone(),
+                    aggregate_meta: f.aggregate_meta.clone(),
+                    reply_to: f.reply_to.clone(),
+                    log_fields: f.log_fields.clone(),
+                })
+            }),
+        }
     }
 
     /// Drops what a reply does not carry: the request always, the events unless the caller asked
@@ -638,6 +718,56 @@ mod tests {
     fn it_reports_a_missing_request() {
         let error = Message::new("s").request::<u32>().unwrap_err();
         assert!(matches!(error, PayloadError::Missing { .. }));
+    }
+
+    #[test]
+    fn a_reply_skeleton_keeps_everything_but_the_request_events_and_response() {
+        let plain = Message::new("s").with_request(&1_u8).add_event(&2_u8);
+        let mut expected = plain.clone();
+        expected.f.request = None;
+        expected.f.events.clear();
+        let here = NodeId::new("here", 1);
+        assert_eq!(plain.reply_skeleton(&here).into_message(&here), expected);
+
+        let mut full = Message::new("s")
+            .with_request(&1_u8)
+            .with_aggregate_id("a-1")
+            .with_log_field("tenant", "acme")
+            .assign("attempts", &2_u32);
+        full.set_reply_to(Some(ReplyTo {
+            node: NodeId::new("caller", 1),
+            request_id: 7,
+        }));
+        let mut expected = full.clone();
+        expected.f.request = None;
+        assert_eq!(full.reply_skeleton(&here).into_message(&here), expected);
+
+        // Ids defaulted to the id stay defaulted: a new id still carries them along.
+        let answered = Message::new("s")
+            .reply_skeleton(&here)
+            .into_message(&here)
+            .with_id("m-2");
+        assert_eq!(
+            (
+                answered.id(),
+                answered.correlation_id(),
+                answered.causation_id()
+            ),
+            ("m-2", "m-2", "m-2")
+        );
+        let set = Message::new("s")
+            .with_correlation_id("c-1")
+            .reply_skeleton(&here)
+            .into_message(&here)
+            .with_correlation_id("c-2");
+        assert_eq!(set.causation_id(), "c-2");
+
+        for origin in [here.clone(), NodeId::new("elsewhere", 2)] {
+            let mut stamped = Message::new("s");
+            stamped.stamp_dispatch(&origin, SystemTime::now());
+            let skeleton = stamped.reply_skeleton(&here).into_message(&here);
+            assert_eq!(skeleton.origin_node(), Some(&origin));
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! A node: the services registered here, and the dispatcher that calls services anywhere.
 
 mod dispatch;
+mod execution;
 mod registry;
+mod wall_clock;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -26,8 +28,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// services, here or (with a cluster attached) on other nodes.
 ///
 /// A `Node` is a cheap handle; clones share one node. Dispatch reads the registry without taking
-/// a lock, and every local call runs in its own task, so a handler that panics answers
-/// [`Response::Error`] and the node keeps serving.
+/// a lock, and a local call runs its handler on the caller's own task, under the call's
+/// deadline with its panics caught: a handler that panics answers [`Response::Error`] and the
+/// node keeps serving, one still running at the deadline, or whose caller drops the dispatch, is
+/// dropped where it waits. A handler must not block its thread: the deadline fires only when it
+/// yields. Calls from other nodes ([`Node::serve_remote`]) and calls nested more than 16 deep
+/// run their handler in a task of its own.
 ///
 /// # Examples
 ///

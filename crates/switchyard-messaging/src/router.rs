@@ -336,7 +336,7 @@ where
     }
 
     /// Runs `message` through this router alone, as a dispatch on a node holding only this
-    /// router would: authorization, the handler in its own task, the default timeout. Meant for
+    /// router would: authorization, the handler under the default timeout with its panics caught. Meant for
     /// unit tests of a router.
     pub async fn invoke(&self, message: Message) -> Message {
         let node = Node::new(format!("{}-invoke", self.name));

@@ -5,20 +5,19 @@
 //! spawned while the registry snapshot is borrowed, so no reference count is touched, and the
 //! rarer paths (fail-over, forwarding) are boxed so they do not bloat every dispatch's future.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
-use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 use tracing::{Instrument, Level, field};
 
+use super::execution::{Execution, Outcome, Placement, finished_within_a_turn};
 use super::registry::LocalService;
+use super::wall_clock;
 use super::{Authorization, Node, Served};
+use crate::message::ReplySkeleton;
 use crate::remote::{Hop, RemoteError};
-use crate::router::{NodeChoice, Visibility, panic_text};
+use crate::router::{NodeChoice, Visibility};
 use crate::{Message, NodeId, Reply, Response, telemetry};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,28 +46,19 @@ enum Started {
     Running(Running),
 }
 
-/// A handler running in its own task, and what is needed to answer if it cannot.
+/// A handler running for a call, and what is needed to answer if it cannot.
 struct Running {
-    handle: JoinHandle<Result<Reply, Response>>,
-    skeleton: Message,
+    execution: Execution,
+    skeleton: ReplySkeleton,
     span: tracing::Span,
     started: Option<Instant>,
-}
-
-/// Aborts a handler's task when whoever awaited it goes away; a no-op once it has finished.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// What running a handler here produced.
 enum Executed {
     Reply(Message),
     /// The handler chose not to reply; the skeleton answers the timeout when the caller waits.
-    NoReply(Message),
+    NoReply(ReplySkeleton),
 }
 
 /// Answers `message` with `response`, dropping what a reply does not carry.
@@ -86,48 +76,19 @@ fn timed_out(message: Message, timeout: Duration) -> Message {
     answer(message, response)
 }
 
-/// The clock is read for telemetry durations only when someone listens.
+/// The start of a telemetry duration, only when someone listens: `now`, the instant the call
+/// already read for its deadline, so timing costs no clock read of its own.
+fn timed_from(now: Instant) -> Option<Instant> {
+    tracing::enabled!(Level::DEBUG).then_some(now)
+}
+
+/// As [`timed_from`], reading the clock: for the paths off the common one (fail-over).
 fn start_clock() -> Option<Instant> {
     tracing::enabled!(Level::DEBUG).then(Instant::now)
 }
 
 fn elapsed_ns(since: Option<Instant>) -> Option<u64> {
     since.map(|since| u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// The handler's outcome if it finishes within one scheduling turn of the caller, else `None`.
-///
-/// Most handlers finish that fast, and arming the deadline's timer first would cost more than
-/// they do: on a runtime with an idle worker, registering a timer wakes that worker with a system
-/// call. So the caller polls the handle (the handler's completion wakes it), and also asks the
-/// runtime for a deferred wake-up (`yield_now`, which wakes no other thread); if that wake-up
-/// finds the handler still running, the caller arms the timer. The deadline does not move.
-async fn finished_within_a_turn<T>(handle: &mut JoinHandle<T>) -> Option<Result<T, JoinError>> {
-    let turn = tokio::task::yield_now();
-    tokio::pin!(turn);
-    let mut deferred = false;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(outcome) = Pin::new(&mut *handle).poll(cx) {
-            return Poll::Ready(Some(outcome));
-        }
-        if deferred {
-            return Poll::Ready(None);
-        }
-        deferred = true;
-        match turn.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
-}
-
-fn panic_reason(service: &str, error: JoinError) -> String {
-    if error.is_cancelled() {
-        return format!("service `{service}` was cancelled");
-    }
-    let panic = error.into_panic();
-    format!("service `{service}` panicked: {}", panic_text(&*panic))
 }
 
 impl Node {
@@ -140,10 +101,13 @@ impl Node {
         if message.is_halted() {
             return message;
         }
-        let deadline = Instant::now() + timeout;
-        message.stamp_dispatch(self.id());
+        // The one clock read of a call: its deadline, its dispatch time and its telemetry
+        // durations all start here.
+        let now = Instant::now();
+        let deadline = now + timeout;
+        message.stamp_dispatch(self.id(), wall_clock::at(now));
         let span = telemetry::dispatch_span(&message, self.id());
-        self.discover_and_invoke(message, deadline, timeout, purpose)
+        self.discover_and_invoke(message, timed_from(now), deadline, timeout, purpose)
             .instrument(span)
             .await
     }
@@ -151,11 +115,11 @@ impl Node {
     async fn discover_and_invoke(
         &self,
         message: Message,
+        started: Option<Instant>,
         deadline: Instant,
         timeout: Duration,
         purpose: Purpose,
     ) -> Message {
-        let started = start_clock();
         tracing::debug!(name: "discovering_service", service = message.service());
         let remote_providers = match self.inner.remote.get() {
             Some(remote) => remote.providers(message.service()),
@@ -167,7 +131,7 @@ impl Node {
                 Some(service) if remote_providers.is_empty() => {
                     self.found(self.id(), started);
                     tracing::debug!(name: "invoking_service", service_node = %self.id());
-                    Ok(self.start(service, message, Hop::First))
+                    Ok(self.start(service, message, Hop::First, Placement::Caller, started))
                 }
                 local => Err((local.cloned(), message)),
             }
@@ -232,7 +196,7 @@ impl Node {
             .into_iter()
             .chain(remote_providers.into_iter().map(Candidate::Remote))
             .collect();
-        let skeleton = message.reply_skeleton();
+        let skeleton = message.reply_skeleton(self.id());
         let mut declined = Vec::new();
         let count = candidates.len();
         let mut original = Some(message);
@@ -263,9 +227,14 @@ impl Node {
                             declined.push((node, reason));
                             continue;
                         }
-                        Err(RemoteError::TimedOut) => return timed_out(skeleton, timeout),
+                        Err(RemoteError::TimedOut) => {
+                            return timed_out(skeleton.into_message(self.id()), timeout);
+                        }
                         Err(error) => {
-                            return answer(skeleton, Response::error(error.to_string()));
+                            return answer(
+                                skeleton.into_message(self.id()),
+                                Response::error(error.to_string()),
+                            );
                         }
                     }
                 }
@@ -281,7 +250,10 @@ impl Node {
                 _ => return reply,
             }
         }
-        answer(skeleton, Response::NoNodesAvailable(declined))
+        answer(
+            skeleton.into_message(self.id()),
+            Response::NoNodesAvailable(declined),
+        )
     }
 
     async fn invoke_remote(
@@ -307,15 +279,15 @@ impl Node {
         deadline: Instant,
         timeout: Duration,
     ) -> Message {
-        let skeleton = message.reply_skeleton();
+        let skeleton = message.reply_skeleton(self.id());
         match self
             .invoke_remote(node.clone(), message, Hop::Forwarded, deadline)
             .await
         {
             Ok(reply) => reply,
-            Err(RemoteError::TimedOut) => timed_out(skeleton, timeout),
+            Err(RemoteError::TimedOut) => timed_out(skeleton.into_message(self.id()), timeout),
             Err(error) => answer(
-                skeleton,
+                skeleton.into_message(self.id()),
                 Response::error(format!("could not forward to node {node}: {error}")),
             ),
         }
@@ -329,7 +301,8 @@ impl Node {
         deadline: Instant,
         timeout: Duration,
     ) -> Message {
-        match self.start(service, message, Hop::First) {
+        let started = start_clock();
+        match self.start(service, message, Hop::First, Placement::Caller, started) {
             Started::Answered(reply) => reply,
             Started::Forward(node, message) => {
                 Box::pin(self.forward(node, message, deadline, timeout)).await
@@ -345,15 +318,25 @@ impl Node {
             Executed::Reply(reply) => reply,
             Executed::NoReply(skeleton) => {
                 tokio::time::sleep_until(deadline).await;
-                timed_out(skeleton, timeout)
+                timed_out(skeleton.into_message(self.id()), timeout)
             }
         }
     }
 
-    /// Applies the router's rules to a call and, when it is to run here, starts the handler.
-    fn start(&self, service: &LocalService, message: Message, hop: Hop) -> Started {
+    /// Applies the router's rules to a call and, when it is to run here, starts the handler
+    /// where `placement` says. `started` begins the execution's telemetry duration.
+    fn start(
+        &self,
+        service: &LocalService,
+        message: Message,
+        hop: Hop,
+        placement: Placement,
+        started: Option<Instant>,
+    ) -> Started {
         match self.admit(service, message, hop) {
-            Admission::Run(message) => Started::Running(self.spawn_handler(service, message)),
+            Admission::Run(message) => {
+                Started::Running(self.start_handler(service, message, placement, started))
+            }
             Admission::Answered(reply) => Started::Answered(reply),
             Admission::Forward(node, message) => Started::Forward(node, message),
         }
@@ -383,21 +366,27 @@ impl Node {
         }
     }
 
-    /// Starts the handler in its own task, so a panic or a hang cannot take the caller with it.
-    fn spawn_handler(&self, service: &LocalService, message: Message) -> Running {
-        let skeleton = message.reply_skeleton();
+    /// Starts the handler where `placement` says; a panic or a hang cannot take the caller with
+    /// it either way (see [`Execution`]).
+    fn start_handler(
+        &self,
+        service: &LocalService,
+        message: Message,
+        placement: Placement,
+        started: Option<Instant>,
+    ) -> Running {
+        let skeleton = message.reply_skeleton(self.id());
         let visibility = match service.info.visibility {
             Visibility::Public => "public",
             Visibility::Private => "private",
         };
         let span = telemetry::service_span(&message, self.id(), visibility);
-        let started = start_clock();
         span.in_scope(|| tracing::debug!(name: "executing_service", node = %self.id()));
-        let handle = service
+        let future = service
             .handler
-            .spawn(message, self, &service.policy, span.clone());
+            .call(message, self, &service.policy, span.clone());
         Running {
-            handle,
+            execution: Execution::start(future, placement),
             skeleton,
             span,
             started,
@@ -411,19 +400,19 @@ impl Node {
         timeout: Duration,
     ) -> Executed {
         let Running {
-            mut handle,
+            mut execution,
             skeleton,
             span,
             started,
         } = running;
-        // A caller that stops waiting (its future dropped, a remote cancel) stops the work too.
-        let _stop_when_abandoned = AbortOnDrop(handle.abort_handle());
-        let outcome = match finished_within_a_turn(&mut handle).await {
+        // A caller that stops waiting (its future dropped, a remote cancel) drops `execution`,
+        // which stops the handler too.
+        let outcome = match finished_within_a_turn(&mut execution).await {
             Some(outcome) => Ok(outcome),
-            None => tokio::time::timeout_at(deadline, &mut handle).await,
+            None => tokio::time::timeout_at(deadline, &mut execution).await,
         };
         let failure = match outcome {
-            Ok(Ok(Ok(Reply::To(mut reply)))) => {
+            Ok(Outcome::Finished(Ok(Reply::To(mut reply)))) => {
                 reply.strip_for_reply();
                 span.in_scope(|| {
                     tracing::debug!(
@@ -434,25 +423,31 @@ impl Node {
                 });
                 return Executed::Reply(reply);
             }
-            Ok(Ok(Ok(Reply::NoReply))) => {
+            Ok(Outcome::Finished(Ok(Reply::NoReply))) => {
                 span.in_scope(|| {
                     tracing::debug!(name: "execution_finished", duration_ns = elapsed_ns(started));
                 });
                 return Executed::NoReply(skeleton);
             }
-            Ok(Ok(Err(response))) => response,
-            Ok(Err(join_error)) => Response::error(panic_reason(skeleton.service(), join_error)),
+            Ok(Outcome::Finished(Err(response))) => response,
+            Ok(Outcome::Panicked(panic)) => Response::error(format!(
+                "service `{}` panicked: {panic}",
+                skeleton.service()
+            )),
+            Ok(Outcome::Cancelled) => {
+                Response::error(format!("service `{}` was cancelled", skeleton.service()))
+            }
             Err(_elapsed) => {
                 // The caller stops waiting, so the work stops too: x3m let it run on unseen.
-                handle.abort();
+                drop(execution);
                 span.in_scope(|| {
                     tracing::debug!(name: "execution_failed", reason = "cancelled at the deadline");
                 });
-                return Executed::Reply(timed_out(skeleton, timeout));
+                return Executed::Reply(timed_out(skeleton.into_message(self.id()), timeout));
             }
         };
         span.in_scope(|| tracing::debug!(name: "execution_failed", reason = %failure));
-        Executed::Reply(answer(skeleton, failure))
+        Executed::Reply(answer(skeleton.into_message(self.id()), failure))
     }
 
     pub(super) async fn serve_incoming(
@@ -461,12 +456,15 @@ impl Node {
         hop: Hop,
         deadline: Instant,
     ) -> Served {
-        let timeout = deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let timeout = deadline.saturating_duration_since(now);
         let started = {
             let registry = self.inner.registry.load();
             match registry.get(message.service()) {
+                // A cluster drives this future on a connection's reader, which must not run
+                // the handler itself: it gets a task of its own.
                 Some(service) if service.info.visibility == Visibility::Public => {
-                    self.start(service, message, hop)
+                    self.start(service, message, hop, Placement::OwnTask, timed_from(now))
                 }
                 // Private services exist only for their own node.
                 _ => {

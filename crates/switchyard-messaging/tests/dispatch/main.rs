@@ -3,6 +3,7 @@
 
 mod concurrency;
 mod ctx;
+mod execution;
 mod failures;
 mod remote;
 mod support;
