@@ -6,6 +6,7 @@
 //! `save_state/3` hook with `set_state` is the state-based mode ([`Repo::state_based`]).
 
 mod events;
+mod window;
 
 use std::sync::Arc;
 
@@ -149,6 +150,23 @@ pub enum RepoError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The message already recorded events in the aggregate's stream, which the store refuses
+    /// to record twice ([`AppendError::Duplicate`]): nothing was appended. The command was a
+    /// redelivery: answer it as the first delivery was answered (the runtime does so, looking
+    /// the first answer up; [`into_response`](IntoResponse::into_response) answers `OkAt` at
+    /// `version`).
+    #[error(
+        "message `{message_id}` already recorded events in `{stream}` (up to version {version}); \
+         nothing was appended"
+    )]
+    Duplicate {
+        /// The stream.
+        stream: String,
+        /// The message's id.
+        message_id: String,
+        /// The version of the last event the message recorded.
+        version: i64,
+    },
     /// The store cannot tell whether the save happened; reload before deciding again.
     #[error("outcome of the save is unknown")]
     Unknown {
@@ -204,6 +222,15 @@ impl RepoError {
         match error {
             AppendError::Conflict { actual, .. } => Self::Conflict { expected, actual },
             AppendError::Store(source) => Self::Store(source),
+            AppendError::Duplicate {
+                stream,
+                message_id,
+                version,
+            } => Self::Duplicate {
+                stream,
+                message_id,
+                version,
+            },
             other => Self::Unknown { source: other },
         }
     }
@@ -211,12 +238,18 @@ impl RepoError {
 
 impl IntoResponse for RepoError {
     /// A conflict answers [`Response::Conflict`] (retrying on fresh state may succeed); a
-    /// missing aggregate [`Response::NotFound`]; an invalid name [`Response::ValidationError`]
-    /// with the rule (the caller's mistake); every other kind is the service's failure, answered
-    /// [`Response::Error`] with the error and its causes.
+    /// duplicate `OkAt` at the version of the message's last event, without a payload (its
+    /// effect is recorded; the runtime answers a duplicate exactly as the first time, `Created`
+    /// included); a missing aggregate [`Response::NotFound`]; an invalid name
+    /// [`Response::ValidationError`] with the rule (the caller's mistake); every other kind is
+    /// the service's failure, answered [`Response::Error`] with the error and its causes.
     fn into_response(self) -> Response {
         match self {
             Self::Conflict { expected, actual } => Response::Conflict { expected, actual },
+            Self::Duplicate { version, .. } => Response::OkAt {
+                payload: None,
+                version,
+            },
             Self::NotFound { id, .. } => Response::NotFound { id },
             Self::InvalidName(error) => Response::ValidationError(Payload::text(error.to_string())),
             other => Response::error(ErrorChain(&other).to_string()),
@@ -503,6 +536,9 @@ impl<A: Aggregate> Repo<A> {
         };
         let mut pages = events.read_stream(stream, from, self.page_size);
         let mut first = from_snapshot;
+        // The window keeps the last ids only: the replay follows the last messages, and the
+        // window is built from them once, at the end.
+        let mut tail = window::Tail::new(self.processed_capacity);
         while let Some(page) = pages.next().await {
             for recorded in page? {
                 if first {
@@ -514,23 +550,14 @@ impl<A: Aggregate> Repo<A> {
                 }
                 let recorded = DecodedEvent::<A::Event>::decode(recorded)?;
                 state.apply_events([&recorded.event], Some(recorded.version));
-                if !recorded.metadata.message_id.is_empty() {
-                    let started_stream = recorded.version == 0
-                        || matches!(
-                            state.processed.get(&recorded.metadata.message_id),
-                            Some(Response::Created { .. })
-                        );
-                    state.processed.insert(
-                        recorded.metadata.message_id.clone(),
-                        replayed_response(id, recorded.version, started_stream),
-                    );
-                }
+                tail.push(&recorded.metadata, recorded.version);
             }
         }
         if first {
             // Nothing visible at or after the snapshot's version.
             return Ok(None);
         }
+        tail.remember(id, &mut state.processed);
         Ok(Some(state))
     }
 
@@ -735,10 +762,23 @@ impl<A: Aggregate> Repo<A> {
         let Some(version) = self.find_message(id, message_id).await? else {
             return Ok(None);
         };
+        self.duplicate_answer(id, message_id, version)
+            .await
+            .map(Some)
+    }
+
+    /// The answer message `message_id` got when its events, the last at `version`, were
+    /// recorded on aggregate `id`: `Created` if they started the stream, else `OkAt`.
+    pub(crate) async fn duplicate_answer(
+        &self,
+        id: &str,
+        message_id: &str,
+        version: i64,
+    ) -> Result<Response, RepoError> {
         // Its last event is the first of the stream, or else the stream's first event tells
         // (one more read, only for a message recorded before the in-memory window).
         let started = version == 0 || self.first_event_is_from(id, message_id).await?;
-        Ok(Some(replayed_response(id, version, started)))
+        Ok(replayed_response(id, version, started))
     }
 
     /// Whether the first visible event of aggregate `id` is its version 0, recorded by

@@ -114,6 +114,12 @@ impl ProcessedIds {
         self.forgot
     }
 
+    /// Records that ids older than the window's were left out (a window rebuilt from the tail
+    /// of a longer history).
+    pub(crate) fn mark_forgotten(&mut self) {
+        self.forgot = true;
+    }
+
     /// The response given to `id`, if it is remembered (never for an empty id).
     pub fn get(&self, id: &str) -> Option<&Response> {
         if id.is_empty() {

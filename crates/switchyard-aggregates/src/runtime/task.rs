@@ -390,20 +390,16 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 }
                 _ => {}
             }
-            if let Some(state) = &self.state {
-                let first = match state.processed.get(message.id()) {
-                    Some(first) => Some(first.clone()),
-                    None => match self.looked_up(&message).await {
-                        Ok(first) => first,
-                        Err(error) => return self.fail(reply, message, error),
-                    },
-                };
-                if let Some(first) = first {
-                    tracing::debug!(message.id = message.id(), "message already processed");
-                    let version = Some(state.version);
-                    reply.done(answer(message, first, version));
-                    return Flow::Continue;
-                }
+            // A message in the window is answered from it. One the window may have dropped is
+            // not looked up here: an append refuses it (`RepoError::Duplicate`, below), and
+            // only a decision that appends nothing looks it up, after deciding.
+            if let Some(state) = &self.state
+                && let Some(first) = state.processed.get(message.id())
+            {
+                tracing::debug!(message.id = message.id(), "message already processed");
+                let version = Some(state.version);
+                reply.done(answer(message, first.clone(), version));
+                return Flow::Continue;
             }
 
             let fresh;
@@ -450,6 +446,20 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 match self.catch_up().await {
                     Ok(true) => continue,
                     Ok(false) => {}
+                    Err(error) => return self.fail(reply, message, error),
+                }
+            }
+            if !appends && self.state.is_some() {
+                // Nothing will be appended, so no store will refuse a repeat: a message the
+                // window may have dropped is looked up, and answered as the first time.
+                match self.looked_up(&message).await {
+                    Ok(Some(first)) => {
+                        tracing::debug!(message.id = message.id(), "message already processed");
+                        self.rollback(&message);
+                        reply.done(answer(message, first, Some(version)));
+                        return Flow::Continue;
+                    }
+                    Ok(None) => {}
                     Err(error) => return self.fail(reply, message, error),
                 }
             }
@@ -607,6 +617,33 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     };
                     return Flow::Continue;
                 }
+                Ok(Err(RepoError::Duplicate { version, .. })) => {
+                    // A repeat the window had dropped, refused by the store: nothing was
+                    // appended, nor applied to `working` (an event store refuses before the
+                    // events are folded). Its decision is discarded and the first answer given.
+                    tracing::debug!(
+                        message.id = message.id(),
+                        "message already processed (refused by the store)"
+                    );
+                    working.state.rollback(&message);
+                    let first = match self
+                        .runtime
+                        .repo
+                        .duplicate_answer(self.id, message.id(), version)
+                        .await
+                    {
+                        Ok(first) => first,
+                        Err(error) => return self.fail(reply, message, error),
+                    };
+                    // The window now says so, instead of the answer it was given for this run.
+                    working
+                        .processed
+                        .insert(message.id().to_owned(), first.clone());
+                    let current = Some(working.version);
+                    self.state = Some(working);
+                    reply.done(answer(message, first, current));
+                    return Flow::Continue;
+                }
                 Ok(Err(RepoError::Conflict { expected, actual })) => {
                     if conflicts < self.runtime.config.conflict_retries {
                         conflicts += 1;
@@ -634,7 +671,8 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
     }
 
     /// The first answer to `message`, not in the in-memory window, looked up in the store if the
-    /// window may have dropped it.
+    /// window may have dropped it: for a creation of an aggregate that exists, and for a
+    /// decision that appends nothing (an appending one is refused by the store instead).
     ///
     /// A window that never dropped an id holds every message that recorded events since the
     /// aggregate was loaded from the store, so the look-up is skipped. An id a writer elsewhere
