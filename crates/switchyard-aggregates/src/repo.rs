@@ -339,7 +339,12 @@ impl<A: Aggregate> Repo<A> {
     /// method refuses an id that breaks the [`names`] rule with
     /// [`RepoError::InvalidName`].
     pub fn stream_name(&self, id: &str) -> String {
-        format!("{}-{id}", A::NAME)
+        // Built at its length: `format!` grows its buffer as it goes.
+        let mut stream = String::with_capacity(A::NAME.len() + 1 + id.len());
+        stream.push_str(A::NAME);
+        stream.push('-');
+        stream.push_str(id);
+        stream
     }
 
     /// The stream of aggregate `id`, once `id` and the stream name are checked against the

@@ -276,9 +276,9 @@ impl<A: Aggregate> AggregateRuntime<A> {
         self.live.contains_key(id)
     }
 
+    /// Runs `command` on the aggregate `message` names in its `aggregate_meta.id`.
     pub(crate) async fn execute(
         &self,
-        id: String,
         kind: Kind,
         command: Arc<dyn Command<A>>,
         message: Message,
@@ -286,6 +286,7 @@ impl<A: Aggregate> AggregateRuntime<A> {
     ) -> Message {
         // Kept to answer with if the task dies mid-command (a panicking `apply`).
         let skeleton = message.clone();
+        let id = skeleton.aggregate_meta().id.as_deref().unwrap_or_default();
         let mut job = Job {
             message,
             command,
@@ -293,7 +294,7 @@ impl<A: Aggregate> AggregateRuntime<A> {
             options,
         };
         loop {
-            let Some(sender) = self.sender_for(&id) else {
+            let Some(sender) = self.sender_for(id) else {
                 let response = Response::error(format!("the {} runtime is shut down", A::NAME));
                 return skeleton.return_with(response);
             };
@@ -333,11 +334,12 @@ impl<A: Aggregate> AggregateRuntime<A> {
                     return skeleton.return_with(response);
                 }
                 Err(_) => {
-                    return skeleton.return_with(Response::error(format!(
+                    let response = Response::error(format!(
                         "aggregate {}-{id} failed while running the command; it will be reloaded \
                          from the store on the next command",
                         A::NAME
-                    )));
+                    ));
+                    return skeleton.return_with(response);
                 }
             }
         }

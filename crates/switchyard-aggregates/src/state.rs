@@ -1,6 +1,7 @@
 //! An aggregate's state with its version and the messages it has processed.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use foldhash::HashMap;
 
@@ -62,8 +63,9 @@ impl<A: Aggregate> Default for AggregateState<A> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProcessedIds {
     capacity: usize,
-    order: VecDeque<String>,
-    responses: HashMap<String, Response>,
+    /// Each id is allocated once and shared by the order and the map.
+    order: VecDeque<Arc<str>>,
+    responses: HashMap<Arc<str>, Response>,
     /// Whether an id was ever dropped: only then can a repeated id be missing from the window.
     #[serde(default)]
     forgot: bool,
@@ -83,9 +85,10 @@ impl ProcessedIds {
         }
     }
 
-    /// Remembers `id` with its response, forgetting the oldest id when full. An empty id is
-    /// ignored.
-    pub fn insert(&mut self, id: String, response: Response) {
+    /// Remembers `id` with its response, forgetting the oldest id when full; an id already
+    /// remembered keeps its place and takes the new response. An empty id is ignored.
+    pub fn insert(&mut self, id: impl AsRef<str>, response: Response) {
+        let id = id.as_ref();
         if id.is_empty() {
             return;
         }
@@ -93,9 +96,13 @@ impl ProcessedIds {
             self.forgot = true;
             return;
         }
-        if self.responses.insert(id.clone(), response).is_none() {
-            self.order.push_back(id);
+        if let Some(known) = self.responses.get_mut(id) {
+            *known = response;
+            return;
         }
+        let id: Arc<str> = Arc::from(id);
+        self.responses.insert(id.clone(), response);
+        self.order.push_back(id);
         self.trim();
     }
 
@@ -155,12 +162,12 @@ mod tests {
     #[test]
     fn an_empty_id_is_never_remembered_nor_found() {
         let mut ids = ProcessedIds::with_capacity(2);
-        ids.insert(String::new(), Response::Ok);
+        ids.insert("", Response::Ok);
         assert_eq!(ids.get(""), None);
         assert!(ids.is_empty());
-        ids.insert("a".into(), Response::Ok);
-        ids.insert("b".into(), Response::Ok);
-        ids.insert(String::new(), Response::Ok);
+        ids.insert("a", Response::Ok);
+        ids.insert("b", Response::Ok);
+        ids.insert("", Response::Ok);
         assert_eq!(
             ids.get("a"),
             Some(&Response::Ok),

@@ -71,7 +71,7 @@ impl Tail {
             let started_stream = message.first_version == 0
                 || matches!(window.get(message_id), Some(Response::Created { .. }));
             window.insert(
-                message_id.clone(),
+                message_id,
                 replayed_response(id, message.last_version, started_stream),
             );
         }

@@ -501,9 +501,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     version,
                 };
                 if let Some(state) = &mut self.state {
-                    state
-                        .processed
-                        .insert(message.id().to_owned(), response.clone());
+                    state.processed.insert(message.id(), response.clone());
                 }
                 reply.done(answer(message, response, Some(version)));
                 return Flow::Continue;
@@ -535,9 +533,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     version: expected_version,
                 }
             };
-            working
-                .processed
-                .insert(message.id().to_owned(), response.clone());
+            working.processed.insert(message.id(), response.clone());
             // The append, the folding of the events and the `commit` hook; `version` once known.
             let commit_span = tracing::debug_span!(
                 "switchyard.aggregate.commit",
@@ -636,9 +632,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         Err(error) => return self.fail(reply, message, error),
                     };
                     // The window now says so, instead of the answer it was given for this run.
-                    working
-                        .processed
-                        .insert(message.id().to_owned(), first.clone());
+                    working.processed.insert(message.id(), first.clone());
                     let current = Some(working.version);
                     self.state = Some(working);
                     reply.done(answer(message, first, current));

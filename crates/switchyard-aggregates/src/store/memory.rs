@@ -1,6 +1,8 @@
 //! An event, snapshot and state store in memory: for tests, examples and single-process apps
 //! that can lose their data.
 
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -89,7 +91,7 @@ struct Stream {
     last_version: i64,
     /// Events up to this version were soft-deleted and stay hidden.
     hidden_through: i64,
-    by_message: HashMap<String, i64>,
+    by_message: HashMap<RecordedBy, i64>,
     /// The event type names recorded in the stream, each allocated once.
     event_types: Vec<Arc<str>>,
     /// Hard-deleted: no longer in the store's map; a writer that found it before must look
@@ -146,6 +148,38 @@ impl Stream {
         self.events.get(usize::try_from(version).ok()?)
     }
 }
+
+/// A message id as the stream recorded it: the metadata of its append, shared with the
+/// append's events, so indexing the id copies nothing.
+#[derive(Debug)]
+struct RecordedBy(Arc<EventMetadata>);
+
+impl RecordedBy {
+    fn id(&self) -> &str {
+        &self.0.message_id
+    }
+}
+
+impl Borrow<str> for RecordedBy {
+    fn borrow(&self) -> &str {
+        self.id()
+    }
+}
+
+impl Hash for RecordedBy {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As the `str` it is looked up by.
+        self.id().hash(state);
+    }
+}
+
+impl PartialEq for RecordedBy {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for RecordedBy {}
 
 /// A lock, whatever a panic while it was held left: every change is made after all checks
 /// passed, so a panic cannot leave the data half-written.
@@ -346,7 +380,7 @@ impl MemoryStore {
         if !metadata.message_id.is_empty() {
             target
                 .by_message
-                .insert(metadata.message_id.clone(), target.last_version);
+                .insert(RecordedBy(metadata), target.last_version);
         }
         target.last_version
     }
