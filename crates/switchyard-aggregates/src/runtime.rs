@@ -61,11 +61,29 @@ pub(crate) struct Job<A: Aggregate> {
     pub(crate) options: CommandOptions,
 }
 
+impl<A: Aggregate> Job<A> {
+    /// The aggregate the command is for, as the handler set it in the message.
+    fn aggregate_id(&self) -> &str {
+        self.message
+            .aggregate_meta()
+            .id
+            .as_deref()
+            .unwrap_or_default()
+    }
+}
+
+/// The answer when the command's message was lost with a task that died before answering (or
+/// a panic before handling began): a message of its own carrying `response`.
+fn lost(response: Response) -> Message {
+    Message::new("aggregate").return_with(response)
+}
+
 pub(crate) enum Outcome<A: Aggregate> {
     Done(Message),
     /// The task ended before running the job: submit it again (to a fresh task).
     Retry(Job<A>),
-    /// Handling the job panicked, for this reason; the task ended.
+    /// Handling the job panicked before it began, losing the message; the task ended. The
+    /// error text to answer with.
     Panicked(String),
 }
 
@@ -284,9 +302,8 @@ impl<A: Aggregate> AggregateRuntime<A> {
         message: Message,
         options: CommandOptions,
     ) -> Message {
-        // Kept to answer with if the task dies mid-command (a panicking `apply`).
-        let skeleton = message.clone();
-        let id = skeleton.aggregate_meta().id.as_deref().unwrap_or_default();
+        // The message travels with the command and comes back answered, also when handling
+        // it panics; only a task that dies without answering (its runtime dropped) loses it.
         let mut job = Job {
             message,
             command,
@@ -294,9 +311,9 @@ impl<A: Aggregate> AggregateRuntime<A> {
             options,
         };
         loop {
-            let Some(sender) = self.sender_for(id) else {
+            let Some(sender) = self.sender_for(job.aggregate_id()) else {
                 let response = Response::error(format!("the {} runtime is shut down", A::NAME));
-                return skeleton.return_with(response);
+                return job.message.return_with(response);
             };
             let (reply, answer) = oneshot::channel();
             let sent = sender.try_send(Request::Command { job, reply });
@@ -307,12 +324,13 @@ impl<A: Aggregate> AggregateRuntime<A> {
                 let full = matches!(error, mpsc::error::TrySendError::Full(_));
                 let Request::Command { job: returned, .. } = error.into_inner() else {
                     // try_send hands back what it was given, and that was a command.
-                    return skeleton.return_with(Response::error("command lost in the mailbox"));
+                    return lost(Response::error("command lost in the mailbox"));
                 };
                 if full {
                     let response = Response::error(format!(
-                        "aggregate {}-{id} is overloaded: {} commands are waiting",
+                        "aggregate {}-{} is overloaded: {} commands are waiting",
                         A::NAME,
+                        returned.aggregate_id(),
                         self.inner.config.mailbox
                     ));
                     return returned.message.return_with(response);
@@ -324,22 +342,13 @@ impl<A: Aggregate> AggregateRuntime<A> {
             match answer.await {
                 Ok(Outcome::Done(reply)) => return reply,
                 Ok(Outcome::Retry(returned)) => job = returned,
-                Ok(Outcome::Panicked(reason)) => {
-                    let response = Response::error(format!(
-                        "aggregate {}-{id} panicked while handling `{}`: {reason}; it will be \
-                         reloaded from the store on the next command",
-                        A::NAME,
-                        skeleton.service()
-                    ));
-                    return skeleton.return_with(response);
-                }
+                Ok(Outcome::Panicked(reason)) => return lost(Response::error(reason)),
                 Err(_) => {
-                    let response = Response::error(format!(
-                        "aggregate {}-{id} failed while running the command; it will be reloaded \
-                         from the store on the next command",
+                    return lost(Response::error(format!(
+                        "an aggregate {} task failed while running the command; the aggregate \
+                         will be reloaded from the store on the next command",
                         A::NAME
-                    ));
-                    return skeleton.return_with(response);
+                    )));
                 }
             }
         }
