@@ -614,29 +614,33 @@ impl<A: Aggregate> Repo<A> {
         user_metadata: std::collections::BTreeMap<String, String>,
     ) -> Result<i64, RepoError> {
         let before = state.version;
-        let version = self.record(id, state, events, cause, user_metadata).await?;
+        let stream = self.checked_stream(id)?;
+        let version = self
+            .record(id, &stream, state, events, cause, user_metadata)
+            .await?;
         self.snapshot_if_due(id, before, state).await;
         Ok(version)
     }
 
     /// [`commit`](Self::commit) without the snapshot: the runtime takes that apart, outside the
-    /// commit's timeout.
+    /// commit's timeout. `stream` is aggregate `id`'s, checked (the runtime builds it once per
+    /// loaded aggregate).
     pub(crate) async fn record(
         &self,
         id: &str,
+        stream: &str,
         state: &mut AggregateState<A>,
         events: Vec<A::Event>,
         cause: &Message,
         user_metadata: std::collections::BTreeMap<String, String>,
     ) -> Result<i64, RepoError> {
-        let stream = self.checked_stream(id)?;
         let before = state.version;
         match &self.backend {
             Backend::EventSourced { events: store, .. } => {
                 let mut encoded = Vec::with_capacity(events.len());
                 for event in &events {
                     let data = codec::encode(event).map_err(|e| RepoError::Codec {
-                        stream: stream.clone(),
+                        stream: stream.to_owned(),
                         reason: format!("event does not encode: {}", ErrorChain(&e)),
                     })?;
                     let event_type = A::event_type(event);
@@ -661,7 +665,7 @@ impl<A: Aggregate> Repo<A> {
                     events = encoded.len()
                 );
                 let version = store
-                    .append(&stream, expected(before), encoded, metadata)
+                    .append(stream, expected(before), encoded, metadata)
                     .instrument(span)
                     .await
                     .map_err(|e| RepoError::from_append(e, before))?;
@@ -671,7 +675,7 @@ impl<A: Aggregate> Repo<A> {
             Backend::StateBased { states, codec } => {
                 state.apply_events(&events, None);
                 let data = (codec.encode)(state).map_err(|e| RepoError::Codec {
-                    stream: stream.clone(),
+                    stream: stream.to_owned(),
                     reason: format!("state does not encode: {}", ErrorChain(&e)),
                 })?;
                 let stored = StoredState {
@@ -680,7 +684,7 @@ impl<A: Aggregate> Repo<A> {
                     data: data.into(),
                 };
                 states
-                    .save_state(&stream, stored, expected(before))
+                    .save_state(stream, stored, expected(before))
                     .await
                     .map_err(|e| RepoError::from_append(e, before))?;
                 Ok(state.version)

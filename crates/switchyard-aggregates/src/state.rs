@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use foldhash::HashMap;
+use std::collections::hash_map::Entry;
 
 use serde::{Deserialize, Serialize};
 use switchyard_messaging::Response;
@@ -96,14 +97,18 @@ impl ProcessedIds {
             self.forgot = true;
             return;
         }
-        if let Some(known) = self.responses.get_mut(id) {
-            *known = response;
-            return;
-        }
+        // One probe: a new id (the usual case) is allocated once, for the map and the order.
         let id: Arc<str> = Arc::from(id);
-        self.responses.insert(id.clone(), response);
-        self.order.push_back(id);
-        self.trim();
+        match self.responses.entry(id) {
+            Entry::Occupied(mut known) => {
+                known.insert(response);
+            }
+            Entry::Vacant(vacant) => {
+                self.order.push_back(vacant.key().clone());
+                vacant.insert(response);
+                self.trim();
+            }
+        }
     }
 
     fn trim(&mut self) {

@@ -148,6 +148,8 @@ pub(super) async fn run<A: Aggregate>(
     let mut live = LiveAggregate {
         runtime: &runtime,
         id: &id,
+        // The handler checked the id before it named this task.
+        stream: runtime.repo.stream_name(&id),
         state: None,
         unload_after_event: None,
         unload_by_state: None,
@@ -318,6 +320,8 @@ fn answer_unloaded<A: Aggregate>(request: Request<A>, failure: &Response) {
 struct LiveAggregate<'a, A: Aggregate> {
     runtime: &'a Inner<A>,
     id: &'a str,
+    /// The aggregate's stream, named once for every command.
+    stream: String,
     state: Option<AggregateState<A>>,
     /// When an event matching an `unload_on_event` rule asked to unload: the earliest such
     /// request stands, since later commands do not undo the events.
@@ -623,6 +627,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 commit_timeout,
                 self.runtime.repo.record(
                     self.id,
+                    &self.stream,
                     &mut working,
                     events.events,
                     message,
