@@ -218,11 +218,17 @@ impl<A: Aggregate> RuntimeBuilder<A> {
     }
 
     /// Whether a message id not in the aggregate's in-memory window is looked up in the store
-    /// before the command runs (default on). Only an aggregate whose window has dropped ids (one
+    /// when its decision appends nothing (default on), so that a repeat older than the window is
+    /// answered as the first time even then. Only an aggregate whose window has dropped ids (one
     /// that recorded events for more messages than the repo's `processed_capacity`) pays this
-    /// indexed read, on every command with a new id. A repeat of an id that another runtime on
-    /// the same store recorded since this one loaded the aggregate is caught by the version
-    /// conflict and reload instead (so with `conflict_retries(0)` it is answered `Conflict`).
+    /// indexed read, on a rejection, a read or a dry run with a new id; a command that appends
+    /// never does: the event store refuses a repeat's append ([`AppendError::Duplicate`]), and
+    /// only then is the first answer looked up, whatever this setting. A repeat of an id that
+    /// another runtime on the same store recorded since this one loaded the aggregate is caught
+    /// by the version conflict and reload first (so with `conflict_retries(0)` it is answered
+    /// `Conflict`).
+    ///
+    /// [`AppendError::Duplicate`]: crate::store::AppendError::Duplicate
     pub fn idempotency_lookup(mut self, on: bool) -> Self {
         self.config.idempotency_lookup = on;
         self
