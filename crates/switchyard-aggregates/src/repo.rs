@@ -697,14 +697,13 @@ impl<A: Aggregate> Repo<A> {
     /// snapshot only speeds loading up: failing to take one is logged, never an error.
     pub(crate) async fn snapshot_if_due(&self, id: &str, before: i64, state: &AggregateState<A>) {
         let Backend::EventSourced {
-            snapshots: Some((store, every, codec)),
+            snapshots: Some((store, _, codec)),
             ..
         } = &self.backend
         else {
             return;
         };
-        let every = i64::try_from(*every).unwrap_or(i64::MAX);
-        if (before + 1) / every != (state.version + 1) / every {
+        if self.snapshot_due(before, state.version) {
             let span = tracing::debug_span!(
                 "switchyard.aggregate.snapshot",
                 aggregate = A::NAME,
@@ -715,6 +714,20 @@ impl<A: Aggregate> Repo<A> {
                 .instrument(span)
                 .await;
         }
+    }
+
+    /// Whether moving from version `before` to `after` reaches a multiple of the snapshot
+    /// interval (never without snapshots).
+    pub(crate) fn snapshot_due(&self, before: i64, after: i64) -> bool {
+        let Backend::EventSourced {
+            snapshots: Some((_, every, _)),
+            ..
+        } = &self.backend
+        else {
+            return false;
+        };
+        let every = i64::try_from(*every).unwrap_or(i64::MAX);
+        (before + 1) / every != (after + 1) / every
     }
 
     async fn save_snapshot(

@@ -422,6 +422,10 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
         let Some(state) = &self.state else {
             return;
         };
+        if !self.runtime.repo.snapshot_due(before, state.version) {
+            // No timer (nor clock read) for the usual command, which takes no snapshot.
+            return;
+        }
         let snapshot = tokio::time::timeout(
             timeout,
             self.runtime.repo.snapshot_if_due(self.id, before, state),
@@ -663,15 +667,16 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         .as_ref()
                         .map_or(Unload::Never, |rule| rule(&working.state));
                     self.state = Some(working);
-                    let now = Instant::now();
-                    if let Some(due) = delays.into_iter().map(|delay| now + delay).min() {
+                    // The clock is read only for a rule that schedules an unload.
+                    if let Some(delay) = delays.into_iter().min() {
+                        let due = Instant::now() + delay;
                         self.unload_after_event =
                             Some(self.unload_after_event.map_or(due, |d| d.min(due)));
                     }
                     let flow = match unload {
                         Unload::Now => Flow::End("unload_rule"),
                         Unload::After(delay) => {
-                            self.unload_by_state = Some(now + delay);
+                            self.unload_by_state = Some(Instant::now() + delay);
                             Flow::Continue
                         }
                         Unload::Never => {
