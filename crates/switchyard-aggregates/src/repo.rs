@@ -616,7 +616,7 @@ impl<A: Aggregate> Repo<A> {
         let before = state.version;
         let stream = self.checked_stream(id)?;
         let version = self
-            .record(id, &stream, state, events, cause, user_metadata)
+            .record(id, &stream, state, &events, cause, user_metadata)
             .await?;
         self.snapshot_if_due(id, before, state).await;
         Ok(version)
@@ -630,7 +630,7 @@ impl<A: Aggregate> Repo<A> {
         id: &str,
         stream: &str,
         state: &mut AggregateState<A>,
-        events: Vec<A::Event>,
+        events: &[A::Event],
         cause: &Message,
         user_metadata: std::collections::BTreeMap<String, String>,
     ) -> Result<i64, RepoError> {
@@ -638,8 +638,8 @@ impl<A: Aggregate> Repo<A> {
         match &self.backend {
             Backend::EventSourced { events: store, .. } => {
                 let mut encoded = Vec::with_capacity(events.len());
-                for event in &events {
-                    let data = codec::encode(event).map_err(|e| RepoError::Codec {
+                for event in events {
+                    let data = encode_event(event).map_err(|e| RepoError::Codec {
                         stream: stream.to_owned(),
                         reason: format!("event does not encode: {}", ErrorChain(&e)),
                     })?;
@@ -648,7 +648,7 @@ impl<A: Aggregate> Repo<A> {
                     encoded.push(NewEvent {
                         event_type: event_type.to_owned(),
                         schema_version: A::EVENT_SCHEMA_VERSION,
-                        data: data.into(),
+                        data,
                     });
                 }
                 let metadata = EventMetadata {
@@ -669,11 +669,11 @@ impl<A: Aggregate> Repo<A> {
                     .instrument(span)
                     .await
                     .map_err(|e| RepoError::from_append(e, before))?;
-                state.apply_events(&events, Some(version));
+                state.apply_events(events, Some(version));
                 Ok(version)
             }
             Backend::StateBased { states, codec } => {
-                state.apply_events(&events, None);
+                state.apply_events(events, None);
                 let data = (codec.encode)(state).map_err(|e| RepoError::Codec {
                     stream: stream.to_owned(),
                     reason: format!("state does not encode: {}", ErrorChain(&e)),
@@ -860,6 +860,31 @@ impl<A: Aggregate> Repo<A> {
                 .map_err(|e| RepoError::from_append(e, expected_version)),
         }
     }
+}
+
+/// Encodes `event` into bytes of exactly its length, through a buffer kept per thread: one
+/// allocation (the bytes) instead of a buffer grown for the encoding and then shrunk or wrapped
+/// to become the bytes.
+fn encode_event<E: Serialize>(event: &E) -> Result<bytes::Bytes, codec::EncodeError> {
+    /// A buffer that grew past this is dropped after use rather than kept for the thread.
+    const KEPT: usize = 64 * 1024;
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        // Encoding runs no code of ours, so the buffer is never borrowed twice; were it, a
+        // buffer of its own does the same.
+        let Ok(mut scratch) = scratch.try_borrow_mut() else {
+            return codec::encode(event).map(bytes::Bytes::from);
+        };
+        scratch.clear();
+        codec::encode_into(event, &mut scratch)?;
+        let data = bytes::Bytes::copy_from_slice(&scratch);
+        if scratch.capacity() > KEPT {
+            *scratch = Vec::new();
+        }
+        Ok(data)
+    })
 }
 
 /// Checks the ids an append records against the rule every store shares.

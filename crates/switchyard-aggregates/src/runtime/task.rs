@@ -633,7 +633,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     self.id,
                     &self.stream,
                     &mut working,
-                    events.events,
+                    &events.events,
                     message,
                     (*metadata).clone(),
                 ),
