@@ -396,7 +396,9 @@ impl<A: Aggregate> MessageHandler<A> {
         kind: Kind,
         command: Arc<dyn Command<A>>,
     ) -> impl Fn(Message) -> CommandFuture + Clone + Send + Sync + 'static {
-        let handler = self.clone();
+        // Shared, so each call takes a reference rather than a copy of the settings (the id
+        // field's name among them).
+        let handler = Arc::new(self.clone());
         move |message: Message| {
             let handler = handler.clone();
             let command = command.clone();
