@@ -61,7 +61,8 @@ struct Inner {
 }
 
 /// The global order: one entry per append, in position order. Each event is stored once, in its
-/// stream, and found through the entry of its append.
+/// stream, and found through the entry of its append. A hard delete empties the stream; its
+/// entries stay, pointing at nothing, so positions are never reused.
 #[derive(Debug, Default)]
 struct Global {
     appends: Vec<GlobalAppend>,
