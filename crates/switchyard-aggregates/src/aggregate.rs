@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use smallvec::{SmallVec, smallvec};
 use switchyard_messaging::{Message, Payload, Response};
 
 /// A consistency boundary whose state is folded from its events.
@@ -121,7 +122,8 @@ pub trait Aggregate: Default + Send + Sync + 'static {
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct Events<E> {
-    pub(crate) events: Vec<E>,
+    /// One event, the usual decision, is kept inline: deciding it allocates nothing.
+    pub(crate) events: SmallVec<[E; 1]>,
     pub(crate) reply: Option<Payload>,
 }
 
@@ -129,7 +131,7 @@ impl<E> Events<E> {
     /// Nothing to record; the caller gets `OkAt` with the current version.
     pub fn none() -> Self {
         Self {
-            events: Vec::new(),
+            events: SmallVec::new(),
             reply: None,
         }
     }
@@ -137,7 +139,7 @@ impl<E> Events<E> {
     /// One event.
     pub fn one(event: E) -> Self {
         Self {
-            events: vec![event],
+            events: smallvec![event],
             reply: None,
         }
     }

@@ -293,6 +293,12 @@ impl<A: Aggregate> MessageHandler<A> {
         if let Some(id) = &message.aggregate_meta().id {
             return Some(id.clone());
         }
+        self.id_by_rule(message)
+    }
+
+    /// The aggregate id the handler's own rule finds in `message` (second in
+    /// [`aggregate_id`](Self::aggregate_id)'s order).
+    fn id_by_rule(&self, message: &Message) -> Option<String> {
         match &self.id {
             IdSource::Extractor(extract) => extract(message),
             IdSource::Field(field) => {
@@ -390,7 +396,9 @@ impl<A: Aggregate> MessageHandler<A> {
         kind: Kind,
         command: Arc<dyn Command<A>>,
     ) -> impl Fn(Message) -> CommandFuture + Clone + Send + Sync + 'static {
-        let handler = self.clone();
+        // Shared, so each call takes a reference rather than a copy of the settings (the id
+        // field's name among them).
+        let handler = Arc::new(self.clone());
         move |message: Message| {
             let handler = handler.clone();
             let command = command.clone();
@@ -399,27 +407,32 @@ impl<A: Aggregate> MessageHandler<A> {
     }
 
     async fn run(&self, kind: Kind, command: Arc<dyn Command<A>>, mut message: Message) -> Message {
-        let id = match self.aggregate_id(&message) {
-            Some(id) => id,
-            None if kind == Kind::New && self.generates_id_for(&message) => {
-                if message.id().is_empty() {
-                    uuid::Uuid::now_v7().to_string()
-                } else {
-                    message.id().to_owned()
+        // The id goes into the message, where the runtime reads it (an id the caller set is
+        // there already, and is not copied).
+        if message.aggregate_meta().id.is_none() {
+            let id = match self.id_by_rule(&message) {
+                Some(id) => id,
+                None if kind == Kind::New && self.generates_id_for(&message) => {
+                    if message.id().is_empty() {
+                        uuid::Uuid::now_v7().to_string()
+                    } else {
+                        message.id().to_owned()
+                    }
                 }
-            }
-            None => {
-                let response = self.missing_id(kind, &message);
-                return message.return_with(response);
-            }
-        };
-        if let Err(error) = self.runtime.repo().check_id(&id) {
+                None => {
+                    let response = self.missing_id(kind, &message);
+                    return message.return_with(response);
+                }
+            };
+            message.aggregate_meta_mut().id = Some(id);
+        }
+        let id = message.aggregate_meta().id.as_deref().unwrap_or_default();
+        if let Err(error) = self.runtime.repo().check_id(id) {
             let response = Response::ValidationError(Payload::text(error.to_string()));
             return message.return_with(response);
         }
-        message.aggregate_meta_mut().id = Some(id.clone());
         self.runtime
-            .execute(id, kind, command, message, self.options.clone())
+            .execute(kind, command, message, self.options.clone())
             .await
     }
 

@@ -6,6 +6,7 @@
 //! `save_state/3` hook with `set_state` is the state-based mode ([`Repo::state_based`]).
 
 mod events;
+mod window;
 
 use std::sync::Arc;
 
@@ -149,6 +150,23 @@ pub enum RepoError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The message already recorded events in the aggregate's stream, which the store refuses
+    /// to record twice ([`AppendError::Duplicate`]): nothing was appended. The command was a
+    /// redelivery: answer it as the first delivery was answered (the runtime does so, looking
+    /// the first answer up; [`into_response`](IntoResponse::into_response) answers `OkAt` at
+    /// `version`).
+    #[error(
+        "message `{message_id}` already recorded events in `{stream}` (up to version {version}); \
+         nothing was appended"
+    )]
+    Duplicate {
+        /// The stream.
+        stream: String,
+        /// The message's id.
+        message_id: String,
+        /// The version of the last event the message recorded.
+        version: i64,
+    },
     /// The store cannot tell whether the save happened; reload before deciding again.
     #[error("outcome of the save is unknown")]
     Unknown {
@@ -204,6 +222,15 @@ impl RepoError {
         match error {
             AppendError::Conflict { actual, .. } => Self::Conflict { expected, actual },
             AppendError::Store(source) => Self::Store(source),
+            AppendError::Duplicate {
+                stream,
+                message_id,
+                version,
+            } => Self::Duplicate {
+                stream,
+                message_id,
+                version,
+            },
             other => Self::Unknown { source: other },
         }
     }
@@ -211,12 +238,18 @@ impl RepoError {
 
 impl IntoResponse for RepoError {
     /// A conflict answers [`Response::Conflict`] (retrying on fresh state may succeed); a
-    /// missing aggregate [`Response::NotFound`]; an invalid name [`Response::ValidationError`]
-    /// with the rule (the caller's mistake); every other kind is the service's failure, answered
-    /// [`Response::Error`] with the error and its causes.
+    /// duplicate `OkAt` at the version of the message's last event, without a payload (its
+    /// effect is recorded; the runtime answers a duplicate exactly as the first time, `Created`
+    /// included); a missing aggregate [`Response::NotFound`]; an invalid name
+    /// [`Response::ValidationError`] with the rule (the caller's mistake); every other kind is
+    /// the service's failure, answered [`Response::Error`] with the error and its causes.
     fn into_response(self) -> Response {
         match self {
             Self::Conflict { expected, actual } => Response::Conflict { expected, actual },
+            Self::Duplicate { version, .. } => Response::OkAt {
+                payload: None,
+                version,
+            },
             Self::NotFound { id, .. } => Response::NotFound { id },
             Self::InvalidName(error) => Response::ValidationError(Payload::text(error.to_string())),
             other => Response::error(ErrorChain(&other).to_string()),
@@ -306,7 +339,12 @@ impl<A: Aggregate> Repo<A> {
     /// method refuses an id that breaks the [`names`] rule with
     /// [`RepoError::InvalidName`].
     pub fn stream_name(&self, id: &str) -> String {
-        format!("{}-{id}", A::NAME)
+        // Built at its length: `format!` grows its buffer as it goes.
+        let mut stream = String::with_capacity(A::NAME.len() + 1 + id.len());
+        stream.push_str(A::NAME);
+        stream.push('-');
+        stream.push_str(id);
+        stream
     }
 
     /// The stream of aggregate `id`, once `id` and the stream name are checked against the
@@ -503,6 +541,9 @@ impl<A: Aggregate> Repo<A> {
         };
         let mut pages = events.read_stream(stream, from, self.page_size);
         let mut first = from_snapshot;
+        // The window keeps the last ids only: the replay follows the last messages, and the
+        // window is built from them once, at the end.
+        let mut tail = window::Tail::new(self.processed_capacity);
         while let Some(page) = pages.next().await {
             for recorded in page? {
                 if first {
@@ -514,23 +555,14 @@ impl<A: Aggregate> Repo<A> {
                 }
                 let recorded = DecodedEvent::<A::Event>::decode(recorded)?;
                 state.apply_events([&recorded.event], Some(recorded.version));
-                if !recorded.metadata.message_id.is_empty() {
-                    let started_stream = recorded.version == 0
-                        || matches!(
-                            state.processed.get(&recorded.metadata.message_id),
-                            Some(Response::Created { .. })
-                        );
-                    state.processed.insert(
-                        recorded.metadata.message_id.clone(),
-                        replayed_response(id, recorded.version, started_stream),
-                    );
-                }
+                tail.push(&recorded.metadata, recorded.version);
             }
         }
         if first {
             // Nothing visible at or after the snapshot's version.
             return Ok(None);
         }
+        tail.remember(id, &mut state.processed);
         Ok(Some(state))
     }
 
@@ -582,29 +614,33 @@ impl<A: Aggregate> Repo<A> {
         user_metadata: std::collections::BTreeMap<String, String>,
     ) -> Result<i64, RepoError> {
         let before = state.version;
-        let version = self.record(id, state, events, cause, user_metadata).await?;
+        let stream = self.checked_stream(id)?;
+        let version = self
+            .record(id, &stream, state, &events, cause, user_metadata)
+            .await?;
         self.snapshot_if_due(id, before, state).await;
         Ok(version)
     }
 
     /// [`commit`](Self::commit) without the snapshot: the runtime takes that apart, outside the
-    /// commit's timeout.
+    /// commit's timeout. `stream` is aggregate `id`'s, checked (the runtime builds it once per
+    /// loaded aggregate).
     pub(crate) async fn record(
         &self,
         id: &str,
+        stream: &str,
         state: &mut AggregateState<A>,
-        events: Vec<A::Event>,
+        events: &[A::Event],
         cause: &Message,
         user_metadata: std::collections::BTreeMap<String, String>,
     ) -> Result<i64, RepoError> {
-        let stream = self.checked_stream(id)?;
         let before = state.version;
         match &self.backend {
             Backend::EventSourced { events: store, .. } => {
                 let mut encoded = Vec::with_capacity(events.len());
-                for event in &events {
-                    let data = codec::encode(event).map_err(|e| RepoError::Codec {
-                        stream: stream.clone(),
+                for event in events {
+                    let data = encode_event(event).map_err(|e| RepoError::Codec {
+                        stream: stream.to_owned(),
                         reason: format!("event does not encode: {}", ErrorChain(&e)),
                     })?;
                     let event_type = A::event_type(event);
@@ -612,7 +648,7 @@ impl<A: Aggregate> Repo<A> {
                     encoded.push(NewEvent {
                         event_type: event_type.to_owned(),
                         schema_version: A::EVENT_SCHEMA_VERSION,
-                        data: data.into(),
+                        data,
                     });
                 }
                 let metadata = EventMetadata {
@@ -629,17 +665,17 @@ impl<A: Aggregate> Repo<A> {
                     events = encoded.len()
                 );
                 let version = store
-                    .append(&stream, expected(before), encoded, metadata)
+                    .append(stream, expected(before), encoded, metadata)
                     .instrument(span)
                     .await
                     .map_err(|e| RepoError::from_append(e, before))?;
-                state.apply_events(&events, Some(version));
+                state.apply_events(events, Some(version));
                 Ok(version)
             }
             Backend::StateBased { states, codec } => {
-                state.apply_events(&events, None);
+                state.apply_events(events, None);
                 let data = (codec.encode)(state).map_err(|e| RepoError::Codec {
-                    stream: stream.clone(),
+                    stream: stream.to_owned(),
                     reason: format!("state does not encode: {}", ErrorChain(&e)),
                 })?;
                 let stored = StoredState {
@@ -648,7 +684,7 @@ impl<A: Aggregate> Repo<A> {
                     data: data.into(),
                 };
                 states
-                    .save_state(&stream, stored, expected(before))
+                    .save_state(stream, stored, expected(before))
                     .await
                     .map_err(|e| RepoError::from_append(e, before))?;
                 Ok(state.version)
@@ -661,14 +697,13 @@ impl<A: Aggregate> Repo<A> {
     /// snapshot only speeds loading up: failing to take one is logged, never an error.
     pub(crate) async fn snapshot_if_due(&self, id: &str, before: i64, state: &AggregateState<A>) {
         let Backend::EventSourced {
-            snapshots: Some((store, every, codec)),
+            snapshots: Some((store, _, codec)),
             ..
         } = &self.backend
         else {
             return;
         };
-        let every = i64::try_from(*every).unwrap_or(i64::MAX);
-        if (before + 1) / every != (state.version + 1) / every {
+        if self.snapshot_due(before, state.version) {
             let span = tracing::debug_span!(
                 "switchyard.aggregate.snapshot",
                 aggregate = A::NAME,
@@ -679,6 +714,20 @@ impl<A: Aggregate> Repo<A> {
                 .instrument(span)
                 .await;
         }
+    }
+
+    /// Whether moving from version `before` to `after` reaches a multiple of the snapshot
+    /// interval (never without snapshots).
+    pub(crate) fn snapshot_due(&self, before: i64, after: i64) -> bool {
+        let Backend::EventSourced {
+            snapshots: Some((_, every, _)),
+            ..
+        } = &self.backend
+        else {
+            return false;
+        };
+        let every = i64::try_from(*every).unwrap_or(i64::MAX);
+        (before + 1) / every != (after + 1) / every
     }
 
     async fn save_snapshot(
@@ -735,10 +784,23 @@ impl<A: Aggregate> Repo<A> {
         let Some(version) = self.find_message(id, message_id).await? else {
             return Ok(None);
         };
+        self.duplicate_answer(id, message_id, version)
+            .await
+            .map(Some)
+    }
+
+    /// The answer message `message_id` got when its events, the last at `version`, were
+    /// recorded on aggregate `id`: `Created` if they started the stream, else `OkAt`.
+    pub(crate) async fn duplicate_answer(
+        &self,
+        id: &str,
+        message_id: &str,
+        version: i64,
+    ) -> Result<Response, RepoError> {
         // Its last event is the first of the stream, or else the stream's first event tells
         // (one more read, only for a message recorded before the in-memory window).
         let started = version == 0 || self.first_event_is_from(id, message_id).await?;
-        Ok(Some(replayed_response(id, version, started)))
+        Ok(replayed_response(id, version, started))
     }
 
     /// Whether the first visible event of aggregate `id` is its version 0, recorded by
@@ -798,6 +860,31 @@ impl<A: Aggregate> Repo<A> {
                 .map_err(|e| RepoError::from_append(e, expected_version)),
         }
     }
+}
+
+/// Encodes `event` into bytes of exactly its length, through a buffer kept per thread: one
+/// allocation (the bytes) instead of a buffer grown for the encoding and then shrunk or wrapped
+/// to become the bytes.
+fn encode_event<E: Serialize>(event: &E) -> Result<bytes::Bytes, codec::EncodeError> {
+    /// A buffer that grew past this is dropped after use rather than kept for the thread.
+    const KEPT: usize = 64 * 1024;
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        // Encoding runs no code of ours, so the buffer is never borrowed twice; were it, a
+        // buffer of its own does the same.
+        let Ok(mut scratch) = scratch.try_borrow_mut() else {
+            return codec::encode(event).map(bytes::Bytes::from);
+        };
+        scratch.clear();
+        codec::encode_into(event, &mut scratch)?;
+        let data = bytes::Bytes::copy_from_slice(&scratch);
+        if scratch.capacity() > KEPT {
+            *scratch = Vec::new();
+        }
+        Ok(data)
+    })
 }
 
 /// Checks the ids an append records against the rule every store shares.

@@ -61,11 +61,29 @@ pub(crate) struct Job<A: Aggregate> {
     pub(crate) options: CommandOptions,
 }
 
+impl<A: Aggregate> Job<A> {
+    /// The aggregate the command is for, as the handler set it in the message.
+    fn aggregate_id(&self) -> &str {
+        self.message
+            .aggregate_meta()
+            .id
+            .as_deref()
+            .unwrap_or_default()
+    }
+}
+
+/// The answer when the command's message was lost with a task that died before answering (or
+/// a panic before handling began): a message of its own carrying `response`.
+fn lost(response: Response) -> Message {
+    Message::new("aggregate").return_with(response)
+}
+
 pub(crate) enum Outcome<A: Aggregate> {
     Done(Message),
     /// The task ended before running the job: submit it again (to a fresh task).
     Retry(Job<A>),
-    /// Handling the job panicked, for this reason; the task ended.
+    /// Handling the job panicked before it began, losing the message; the task ended. The
+    /// error text to answer with.
     Panicked(String),
 }
 
@@ -200,11 +218,17 @@ impl<A: Aggregate> RuntimeBuilder<A> {
     }
 
     /// Whether a message id not in the aggregate's in-memory window is looked up in the store
-    /// before the command runs (default on). Only an aggregate whose window has dropped ids (one
+    /// when its decision appends nothing (default on), so that a repeat older than the window is
+    /// answered as the first time even then. Only an aggregate whose window has dropped ids (one
     /// that recorded events for more messages than the repo's `processed_capacity`) pays this
-    /// indexed read, on every command with a new id. A repeat of an id that another runtime on
-    /// the same store recorded since this one loaded the aggregate is caught by the version
-    /// conflict and reload instead (so with `conflict_retries(0)` it is answered `Conflict`).
+    /// indexed read, on a rejection, a read or a dry run with a new id; a command that appends
+    /// never does: the event store refuses a repeat's append ([`AppendError::Duplicate`]), and
+    /// only then is the first answer looked up, whatever this setting. A repeat of an id that
+    /// another runtime on the same store recorded since this one loaded the aggregate is caught
+    /// by the version conflict and reload first (so with `conflict_retries(0)` it is answered
+    /// `Conflict`).
+    ///
+    /// [`AppendError::Duplicate`]: crate::store::AppendError::Duplicate
     pub fn idempotency_lookup(mut self, on: bool) -> Self {
         self.config.idempotency_lookup = on;
         self
@@ -276,16 +300,16 @@ impl<A: Aggregate> AggregateRuntime<A> {
         self.live.contains_key(id)
     }
 
+    /// Runs `command` on the aggregate `message` names in its `aggregate_meta.id`.
     pub(crate) async fn execute(
         &self,
-        id: String,
         kind: Kind,
         command: Arc<dyn Command<A>>,
         message: Message,
         options: CommandOptions,
     ) -> Message {
-        // Kept to answer with if the task dies mid-command (a panicking `apply`).
-        let skeleton = message.clone();
+        // The message travels with the command and comes back answered, also when handling
+        // it panics; only a task that dies without answering (its runtime dropped) loses it.
         let mut job = Job {
             message,
             command,
@@ -293,9 +317,9 @@ impl<A: Aggregate> AggregateRuntime<A> {
             options,
         };
         loop {
-            let Some(sender) = self.sender_for(&id) else {
+            let Some(sender) = self.sender_for(job.aggregate_id()) else {
                 let response = Response::error(format!("the {} runtime is shut down", A::NAME));
-                return skeleton.return_with(response);
+                return job.message.return_with(response);
             };
             let (reply, answer) = oneshot::channel();
             let sent = sender.try_send(Request::Command { job, reply });
@@ -306,12 +330,13 @@ impl<A: Aggregate> AggregateRuntime<A> {
                 let full = matches!(error, mpsc::error::TrySendError::Full(_));
                 let Request::Command { job: returned, .. } = error.into_inner() else {
                     // try_send hands back what it was given, and that was a command.
-                    return skeleton.return_with(Response::error("command lost in the mailbox"));
+                    return lost(Response::error("command lost in the mailbox"));
                 };
                 if full {
                     let response = Response::error(format!(
-                        "aggregate {}-{id} is overloaded: {} commands are waiting",
+                        "aggregate {}-{} is overloaded: {} commands are waiting",
                         A::NAME,
+                        returned.aggregate_id(),
                         self.inner.config.mailbox
                     ));
                     return returned.message.return_with(response);
@@ -323,19 +348,11 @@ impl<A: Aggregate> AggregateRuntime<A> {
             match answer.await {
                 Ok(Outcome::Done(reply)) => return reply,
                 Ok(Outcome::Retry(returned)) => job = returned,
-                Ok(Outcome::Panicked(reason)) => {
-                    let response = Response::error(format!(
-                        "aggregate {}-{id} panicked while handling `{}`: {reason}; it will be \
-                         reloaded from the store on the next command",
-                        A::NAME,
-                        skeleton.service()
-                    ));
-                    return skeleton.return_with(response);
-                }
+                Ok(Outcome::Panicked(reason)) => return lost(Response::error(reason)),
                 Err(_) => {
-                    return skeleton.return_with(Response::error(format!(
-                        "aggregate {}-{id} failed while running the command; it will be reloaded \
-                         from the store on the next command",
+                    return lost(Response::error(format!(
+                        "an aggregate {} task failed while running the command; the aggregate \
+                         will be reloaded from the store on the next command",
                         A::NAME
                     )));
                 }

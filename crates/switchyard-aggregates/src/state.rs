@@ -1,8 +1,10 @@
 //! An aggregate's state with its version and the messages it has processed.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use foldhash::HashMap;
+use std::collections::hash_map::Entry;
 
 use serde::{Deserialize, Serialize};
 use switchyard_messaging::Response;
@@ -62,8 +64,9 @@ impl<A: Aggregate> Default for AggregateState<A> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProcessedIds {
     capacity: usize,
-    order: VecDeque<String>,
-    responses: HashMap<String, Response>,
+    /// Each id is allocated once and shared by the order and the map.
+    order: VecDeque<Arc<str>>,
+    responses: HashMap<Arc<str>, Response>,
     /// Whether an id was ever dropped: only then can a repeated id be missing from the window.
     #[serde(default)]
     forgot: bool,
@@ -83,9 +86,10 @@ impl ProcessedIds {
         }
     }
 
-    /// Remembers `id` with its response, forgetting the oldest id when full. An empty id is
-    /// ignored.
-    pub fn insert(&mut self, id: String, response: Response) {
+    /// Remembers `id` with its response, forgetting the oldest id when full; an id already
+    /// remembered keeps its place and takes the new response. An empty id is ignored.
+    pub fn insert(&mut self, id: impl AsRef<str>, response: Response) {
+        let id = id.as_ref();
         if id.is_empty() {
             return;
         }
@@ -93,10 +97,18 @@ impl ProcessedIds {
             self.forgot = true;
             return;
         }
-        if self.responses.insert(id.clone(), response).is_none() {
-            self.order.push_back(id);
+        // One probe: a new id (the usual case) is allocated once, for the map and the order.
+        let id: Arc<str> = Arc::from(id);
+        match self.responses.entry(id) {
+            Entry::Occupied(mut known) => {
+                known.insert(response);
+            }
+            Entry::Vacant(vacant) => {
+                self.order.push_back(vacant.key().clone());
+                vacant.insert(response);
+                self.trim();
+            }
         }
-        self.trim();
     }
 
     fn trim(&mut self) {
@@ -112,6 +124,12 @@ impl ProcessedIds {
     /// must be looked up in the store.
     pub fn may_have_forgotten(&self) -> bool {
         self.forgot
+    }
+
+    /// Records that ids older than the window's were left out (a window rebuilt from the tail
+    /// of a longer history).
+    pub(crate) fn mark_forgotten(&mut self) {
+        self.forgot = true;
     }
 
     /// The response given to `id`, if it is remembered (never for an empty id).
@@ -149,12 +167,12 @@ mod tests {
     #[test]
     fn an_empty_id_is_never_remembered_nor_found() {
         let mut ids = ProcessedIds::with_capacity(2);
-        ids.insert(String::new(), Response::Ok);
+        ids.insert("", Response::Ok);
         assert_eq!(ids.get(""), None);
         assert!(ids.is_empty());
-        ids.insert("a".into(), Response::Ok);
-        ids.insert("b".into(), Response::Ok);
-        ids.insert(String::new(), Response::Ok);
+        ids.insert("a", Response::Ok);
+        ids.insert("b", Response::Ok);
+        ids.insert("", Response::Ok);
         assert_eq!(
             ids.get("a"),
             Some(&Response::Ok),

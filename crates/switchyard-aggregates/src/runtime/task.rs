@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::{CommandOptions, Deleted, Inner, Job, Kind, Outcome, Registry, Request, Unload};
 use crate::repo::RepoError;
-use crate::{Aggregate, AggregateState};
+use crate::{Aggregate, AggregateState, Command};
 
 /// Whether the task goes on after a command.
 enum Flow {
@@ -21,6 +21,27 @@ enum Flow {
     /// trusted (a panic, a store failure, a commit that timed out, conflicts), so the next
     /// command reloads, or the unload rule asked for it.
     End(&'static str),
+}
+
+/// How a command was handled: its answer, and what the task does next.
+struct Handled {
+    response: Response,
+    /// The aggregate's version the answer reports.
+    version: Option<i64>,
+    flow: Flow,
+    /// The version before a commit and the timeout for a snapshot that may be due after it.
+    snapshot: Option<(i64, std::time::Duration)>,
+}
+
+impl Handled {
+    fn answer(response: Response, version: Option<i64>, flow: Flow) -> Self {
+        Self {
+            response,
+            version,
+            flow,
+            snapshot: None,
+        }
+    }
 }
 
 /// Forgets the task in the registry when it ends, even by a panic.
@@ -127,6 +148,8 @@ pub(super) async fn run<A: Aggregate>(
     let mut live = LiveAggregate {
         runtime: &runtime,
         id: &id,
+        // The handler checked the id before it named this task.
+        stream: runtime.repo.stream_name(&id),
         state: None,
         unload_after_event: None,
         unload_by_state: None,
@@ -193,7 +216,11 @@ pub(super) async fn run<A: Aggregate>(
                             reason,
                             "aggregate task panicked; it will be reloaded"
                         );
-                        reply.panicked(reason);
+                        reply.panicked(&format!(
+                            "aggregate {}-{id} panicked while handling a command: {reason}; it \
+                             will be reloaded from the store on the next command",
+                            A::NAME
+                        ));
                         break "failed";
                     }
                 }
@@ -293,6 +320,8 @@ fn answer_unloaded<A: Aggregate>(request: Request<A>, failure: &Response) {
 struct LiveAggregate<'a, A: Aggregate> {
     runtime: &'a Inner<A>,
     id: &'a str,
+    /// The aggregate's stream, named once for every command.
+    stream: String,
     state: Option<AggregateState<A>>,
     /// When an event matching an `unload_on_event` rule asked to unload: the earliest such
     /// request stands, since later commands do not undo the events.
@@ -334,25 +363,90 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
         request.ok_or("closed")
     }
 
+    /// Runs a command and answers it; a panic while deciding, appending or folding is
+    /// answered too, with the caller's own message (the handling only borrows it), and ends
+    /// the task. A snapshot due is saved after the answer.
     async fn handle(&mut self, job: Job<A>, reply: &mut Reply<A>) -> Flow {
-        let span = tracing::debug_span!(
-            "switchyard.aggregate.command",
-            aggregate = A::NAME,
-            id = self.id,
-            message.id = job.message.id(),
-            message.correlation_id = job.message.correlation_id(),
-            service = job.message.service(),
-        );
-        self.handle_in_span(job, reply).instrument(span).await
-    }
-
-    async fn handle_in_span(&mut self, job: Job<A>, reply: &mut Reply<A>) -> Flow {
         let Job {
-            message,
+            mut message,
             command,
             kind,
             options,
         } = job;
+        let span = tracing::debug_span!(
+            "switchyard.aggregate.command",
+            aggregate = A::NAME,
+            id = self.id,
+            message.id = message.id(),
+            message.correlation_id = message.correlation_id(),
+            service = message.service(),
+        );
+        let handling = self.handle_in_span(&mut message, command, kind, options);
+        let handled = AssertUnwindSafe(handling.instrument(span.clone()))
+            .catch_unwind()
+            .await;
+        let handled = match handled {
+            Ok(handled) => handled,
+            // `decide` panics are caught where they happen; this is the aggregate's `apply`,
+            // `commit` or `rollback`, an unload rule, or the store.
+            Err(panic) => {
+                let reason = panic_reason(panic.as_ref());
+                tracing::error!(
+                    aggregate = A::NAME,
+                    id = self.id,
+                    reason,
+                    "aggregate task panicked; it will be reloaded"
+                );
+                let response = Response::error(format!(
+                    "aggregate {}-{} panicked while handling `{}`: {reason}; it will be \
+                     reloaded from the store on the next command",
+                    A::NAME,
+                    self.id,
+                    message.service()
+                ));
+                reply.done(answer(message, response, None));
+                return Flow::End("failed");
+            }
+        };
+        reply.done(answer(message, handled.response, handled.version));
+        if let Some((before, timeout)) = handled.snapshot {
+            self.snapshot_if_due(before, timeout).instrument(span).await;
+        }
+        handled.flow
+    }
+
+    /// After the answer and outside the commit timeout: a snapshot only speeds loading up, so a
+    /// slow snapshot store may delay the next command but never fails this one. It is bounded
+    /// all the same, by a timeout of its own.
+    async fn snapshot_if_due(&self, before: i64, timeout: std::time::Duration) {
+        let Some(state) = &self.state else {
+            return;
+        };
+        if !self.runtime.repo.snapshot_due(before, state.version) {
+            // No timer (nor clock read) for the usual command, which takes no snapshot.
+            return;
+        }
+        let snapshot = tokio::time::timeout(
+            timeout,
+            self.runtime.repo.snapshot_if_due(self.id, before, state),
+        );
+        if snapshot.await.is_err() {
+            tracing::warn!(
+                aggregate = A::NAME,
+                id = self.id,
+                timeout_after_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                "snapshot not saved in time"
+            );
+        }
+    }
+
+    async fn handle_in_span(
+        &mut self,
+        message: &mut Message,
+        command: Arc<dyn Command<A>>,
+        kind: Kind,
+        options: CommandOptions,
+    ) -> Handled {
         let CommandOptions {
             commit_timeout,
             metadata,
@@ -362,7 +456,6 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
         let mut conflicts = 0;
         // A decision that appends nothing is checked against the store at most once.
         let mut refreshed = !refresh_before_read;
-        let mut message = message;
         loop {
             let creating = self.state.is_none();
             match (kind, &self.state) {
@@ -370,40 +463,33 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     let response = Response::NotFound {
                         id: self.id.to_owned(),
                     };
-                    reply.done(answer(message, response, None));
-                    return Flow::Continue;
+                    return Handled::answer(response, None, Flow::Continue);
                 }
                 (Kind::New, Some(state)) => {
                     let response = match state.processed.get(message.id()) {
                         Some(first) => first.clone(),
-                        None => match self.looked_up(&message).await {
+                        None => match self.looked_up(message).await {
                             Ok(Some(first)) => first,
                             Ok(None) => Response::AlreadyExists {
                                 id: self.id.to_owned(),
                             },
-                            Err(error) => return self.fail(reply, message, error),
+                            Err(error) => return self.fail(error),
                         },
                     };
                     let version = Some(state.version);
-                    reply.done(answer(message, response, version));
-                    return Flow::Continue;
+                    return Handled::answer(response, version, Flow::Continue);
                 }
                 _ => {}
             }
-            if let Some(state) = &self.state {
-                let first = match state.processed.get(message.id()) {
-                    Some(first) => Some(first.clone()),
-                    None => match self.looked_up(&message).await {
-                        Ok(first) => first,
-                        Err(error) => return self.fail(reply, message, error),
-                    },
-                };
-                if let Some(first) = first {
-                    tracing::debug!(message.id = message.id(), "message already processed");
-                    let version = Some(state.version);
-                    reply.done(answer(message, first, version));
-                    return Flow::Continue;
-                }
+            // A message in the window is answered from it. One the window may have dropped is
+            // not looked up here: an append refuses it (`RepoError::Duplicate`, below), and
+            // only a decision that appends nothing looks it up, after deciding.
+            if let Some(state) = &self.state
+                && let Some(first) = state.processed.get(message.id())
+            {
+                tracing::debug!(message.id = message.id(), "message already processed");
+                let version = Some(state.version);
+                return Handled::answer(first.clone(), version, Flow::Continue);
             }
 
             let fresh;
@@ -415,7 +501,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 }
             };
             let decided = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                command.decide(&current.state, &message)
+                command.decide(&current.state, message)
             }));
             let decided = match decided {
                 Ok(decided) => decided,
@@ -434,8 +520,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         "command panicked"
                     );
                     let response = Response::error(reason);
-                    reply.done(answer(message, response, None));
-                    return Flow::End("failed");
+                    return Handled::answer(response, None, Flow::End("failed"));
                 }
             };
             let version = current.version;
@@ -450,31 +535,43 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 match self.catch_up().await {
                     Ok(true) => continue,
                     Ok(false) => {}
-                    Err(error) => return self.fail(reply, message, error),
+                    Err(error) => return self.fail(error),
+                }
+            }
+            if !appends && self.state.is_some() {
+                // Nothing will be appended, so no store will refuse a repeat: a message the
+                // window may have dropped is looked up, and answered as the first time.
+                match self.looked_up(message).await {
+                    Ok(Some(first)) => {
+                        tracing::debug!(message.id = message.id(), "message already processed");
+                        self.rollback(message);
+                        return Handled::answer(first, Some(version), Flow::Continue);
+                    }
+                    Ok(None) => {}
+                    Err(error) => return self.fail(error),
                 }
             }
             let events = match decided {
                 Err(rejection) => {
-                    self.rollback(&message);
-                    reply.done(answer(message, rejection, Some(version)));
-                    return Flow::Continue;
+                    self.rollback(message);
+                    return Handled::answer(rejection, Some(version), Flow::Continue);
                 }
                 Ok(events) => events,
             };
             if message.dry_run() != DryRun::No {
-                self.rollback(&message);
+                self.rollback(message);
                 if message.dry_run() == DryRun::Verbose {
                     for event in &events.events {
                         let added = message.events().len();
-                        message = message.add_event(event);
+                        // Only a verbose dry run copies the message: `add_event` takes it whole.
+                        *message = message.clone().add_event(event);
                         if message.events().len() == added {
                             // The event does not encode: `add_event` answered that error,
                             // which stands.
                             let error = message.response().cloned().unwrap_or_else(|| {
                                 Response::error("a dry run's event does not encode")
                             });
-                            reply.done(answer(message, error, Some(version)));
-                            return Flow::Continue;
+                            return Handled::answer(error, Some(version), Flow::Continue);
                         }
                     }
                 }
@@ -482,8 +579,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     payload: events.reply,
                     version,
                 };
-                reply.done(answer(message, response, Some(version)));
-                return Flow::Continue;
+                return Handled::answer(response, Some(version), Flow::Continue);
             }
             if events.events.is_empty() {
                 let response = Response::OkAt {
@@ -491,12 +587,9 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     version,
                 };
                 if let Some(state) = &mut self.state {
-                    state
-                        .processed
-                        .insert(message.id().to_owned(), response.clone());
+                    state.processed.insert(message.id(), response.clone());
                 }
-                reply.done(answer(message, response, Some(version)));
-                return Flow::Continue;
+                return Handled::answer(response, Some(version), Flow::Continue);
             }
 
             let mut working = self
@@ -525,9 +618,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     version: expected_version,
                 }
             };
-            working
-                .processed
-                .insert(message.id().to_owned(), response.clone());
+            working.processed.insert(message.id(), response.clone());
             // The append, the folding of the events and the `commit` hook; `version` once known.
             let commit_span = tracing::debug_span!(
                 "switchyard.aggregate.commit",
@@ -540,9 +631,10 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 commit_timeout,
                 self.runtime.repo.record(
                     self.id,
+                    &self.stream,
                     &mut working,
-                    events.events,
-                    &message,
+                    &events.events,
+                    message,
                     (*metadata).clone(),
                 ),
             )
@@ -563,49 +655,65 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         A::NAME,
                         self.id
                     ));
-                    reply.done(answer(message, response, None));
-                    return Flow::End("failed");
+                    return Handled::answer(response, None, Flow::End("failed"));
                 }
                 Ok(Ok(new_version)) => {
                     commit_span.record("version", new_version);
-                    commit_span.in_scope(|| working.state.commit(&message));
+                    commit_span.in_scope(|| working.state.commit(message));
                     let unload = self
                         .runtime
                         .config
                         .unload_on_state
                         .as_ref()
                         .map_or(Unload::Never, |rule| rule(&working.state));
-                    reply.done(answer(message, response, Some(new_version)));
-                    // After the answer and outside the commit timeout: a snapshot only speeds
-                    // loading up, so a slow snapshot store may delay the next command but never
-                    // fails this one. It is bounded all the same, by a timeout of its own.
-                    let snapshot = tokio::time::timeout(
-                        commit_timeout,
-                        self.runtime
-                            .repo
-                            .snapshot_if_due(self.id, version, &working),
-                    );
-                    if snapshot.await.is_err() {
-                        tracing::warn!(
-                            aggregate = A::NAME,
-                            id = self.id,
-                            timeout_after_ms =
-                                u64::try_from(commit_timeout.as_millis()).unwrap_or(u64::MAX),
-                            "snapshot not saved in time"
-                        );
-                    }
                     self.state = Some(working);
-                    let now = Instant::now();
-                    if let Some(due) = delays.into_iter().map(|delay| now + delay).min() {
+                    // The clock is read only for a rule that schedules an unload.
+                    if let Some(delay) = delays.into_iter().min() {
+                        let due = Instant::now() + delay;
                         self.unload_after_event =
                             Some(self.unload_after_event.map_or(due, |d| d.min(due)));
                     }
-                    self.unload_by_state = match unload {
-                        Unload::Now => return Flow::End("unload_rule"),
-                        Unload::After(delay) => Some(now + delay),
-                        Unload::Never => None,
+                    let flow = match unload {
+                        Unload::Now => Flow::End("unload_rule"),
+                        Unload::After(delay) => {
+                            self.unload_by_state = Some(Instant::now() + delay);
+                            Flow::Continue
+                        }
+                        Unload::Never => {
+                            self.unload_by_state = None;
+                            Flow::Continue
+                        }
                     };
-                    return Flow::Continue;
+                    return Handled {
+                        response,
+                        version: Some(new_version),
+                        flow,
+                        snapshot: Some((version, commit_timeout)),
+                    };
+                }
+                Ok(Err(RepoError::Duplicate { version, .. })) => {
+                    // A repeat the window had dropped, refused by the store: nothing was
+                    // appended, nor applied to `working` (an event store refuses before the
+                    // events are folded). Its decision is discarded and the first answer given.
+                    tracing::debug!(
+                        message.id = message.id(),
+                        "message already processed (refused by the store)"
+                    );
+                    working.state.rollback(message);
+                    let first = match self
+                        .runtime
+                        .repo
+                        .duplicate_answer(self.id, message.id(), version)
+                        .await
+                    {
+                        Ok(first) => first,
+                        Err(error) => return self.fail(error),
+                    };
+                    // The window now says so, instead of the answer it was given for this run.
+                    working.processed.insert(message.id(), first.clone());
+                    let current = Some(working.version);
+                    self.state = Some(working);
+                    return Handled::answer(first, current, Flow::Continue);
                 }
                 Ok(Err(RepoError::Conflict { expected, actual })) => {
                     if conflicts < self.runtime.config.conflict_retries {
@@ -621,20 +729,20 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                                 self.state = state;
                                 continue;
                             }
-                            Err(error) => return self.fail(reply, message, error),
+                            Err(error) => return self.fail(error),
                         }
                     }
                     let response = Response::Conflict { expected, actual };
-                    reply.done(answer(message, response, None));
-                    return Flow::End("conflict");
+                    return Handled::answer(response, None, Flow::End("conflict"));
                 }
-                Ok(Err(error)) => return self.fail(reply, message, error),
+                Ok(Err(error)) => return self.fail(error),
             }
         }
     }
 
     /// The first answer to `message`, not in the in-memory window, looked up in the store if the
-    /// window may have dropped it.
+    /// window may have dropped it: for a creation of an aggregate that exists, and for a
+    /// decision that appends nothing (an appending one is refused by the store instead).
     ///
     /// A window that never dropped an id holds every message that recorded events since the
     /// aggregate was loaded from the store, so the look-up is skipped. An id a writer elsewhere
@@ -670,11 +778,9 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
         }
     }
 
-    fn fail(&mut self, reply: &mut Reply<A>, message: Message, error: RepoError) -> Flow {
+    fn fail(&mut self, error: RepoError) -> Handled {
         tracing::warn!(aggregate = A::NAME, id = self.id, error = %ErrorChain(&error), "aggregate store failed");
-        let response = error.into_response();
-        reply.done(answer(message, response, None));
         self.state = None;
-        Flow::End("failed")
+        Handled::answer(error.into_response(), None, Flow::End("failed"))
     }
 }

@@ -1,12 +1,13 @@
 //! An event, snapshot and state store in memory: for tests, examples and single-process apps
 //! that can lose their data.
 
-use std::collections::BTreeMap;
-
-use foldhash::HashMap;
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
+use dashmap::DashMap;
+use foldhash::HashMap;
 use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{BoxStream, StreamExt};
 
@@ -18,10 +19,15 @@ use super::{
 
 /// Every store trait, in memory. Cheap to clone: clones share the data.
 ///
-/// One mutex guards the data; no lock is held across an await, so the store is safe under any
-/// number of concurrent callers and linearizable. Every operation takes effect when its future
-/// is first polled (a future dropped unpolled does nothing), and `read_stream` copies each page
-/// out only when it is asked for.
+/// Each stream has a lock of its own, so appends to different streams run side by side; one
+/// more lock, held only to hand out global positions, keeps the global order. No lock is held
+/// across an await, so the store is safe under any number of concurrent callers and
+/// linearizable: an append's events become readable, in its stream and in the global order, at
+/// once. Every operation takes effect when its future is first polled (a future dropped unpolled
+/// does nothing), and `read_stream` copies each page out only when it is asked for.
+///
+/// An append allocates for the append, not for each event: one shared metadata, and event type
+/// names kept once per stream.
 ///
 /// # Examples
 ///
@@ -41,17 +47,42 @@ use super::{
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
-    inner: Arc<Mutex<Inner>>,
+    inner: Arc<Inner>,
 }
+
+type Shared<T> = Arc<Mutex<T>>;
 
 #[derive(Debug, Default)]
 struct Inner {
-    streams: HashMap<String, Stream>,
-    /// The global order: each event is stored once, in its stream, and found here by position.
-    global: BTreeMap<u64, (Arc<str>, i64)>,
+    streams: DashMap<Arc<str>, Shared<Stream>, foldhash::fast::RandomState>,
+    global: Mutex<Global>,
+    snapshots: Mutex<HashMap<String, StoredState>>,
+    states: Mutex<HashMap<String, StoredState>>,
+}
+
+/// The global order: one entry per append, in position order. Each event is stored once, in its
+/// stream, and found through the entry of its append. A hard delete empties the stream; its
+/// entries stay, pointing at nothing, so positions are never reused.
+#[derive(Debug, Default)]
+struct Global {
+    appends: Vec<GlobalAppend>,
     last_position: u64,
-    snapshots: HashMap<String, StoredState>,
-    states: HashMap<String, StoredState>,
+}
+
+#[derive(Debug)]
+struct GlobalAppend {
+    first_position: u64,
+    count: u64,
+    /// The stream itself rather than its name: a stream hard-deleted and created again is
+    /// another one, whose events these are not.
+    stream: Shared<Stream>,
+    first_version: i64,
+}
+
+impl GlobalAppend {
+    fn end(&self) -> u64 {
+        self.first_position + self.count
+    }
 }
 
 #[derive(Debug)]
@@ -61,13 +92,100 @@ struct Stream {
     last_version: i64,
     /// Events up to this version were soft-deleted and stay hidden.
     hidden_through: i64,
-    by_message: HashMap<String, i64>,
+    by_message: HashMap<RecordedBy, i64>,
+    /// The event type names recorded in the stream, each allocated once.
+    event_types: Vec<Arc<str>>,
+    /// Hard-deleted: no longer in the store's map; a writer that found it before must look
+    /// again.
+    removed: bool,
 }
 
 impl Stream {
+    fn new(name: Arc<str>) -> Self {
+        Self {
+            name,
+            events: Vec::new(),
+            last_version: -1,
+            hidden_through: -1,
+            by_message: HashMap::default(),
+            event_types: Vec::new(),
+            removed: false,
+        }
+    }
+
+    /// Its version, `None` while it has no events (as if it did not exist).
+    fn version(&self) -> Option<i64> {
+        (self.last_version >= 0).then_some(self.last_version)
+    }
+
     fn is_visible(&self) -> bool {
         self.last_version > self.hidden_through
     }
+
+    /// The version of the last visible event `message_id` recorded.
+    fn recorded_by(&self, message_id: &str) -> Option<i64> {
+        self.by_message
+            .get(message_id)
+            .copied()
+            .filter(|version| *version > self.hidden_through)
+    }
+
+    /// `name` as an `Arc`, allocated the first time the stream records it.
+    fn event_type(&mut self, name: String) -> Arc<str> {
+        if let Some(known) = self.event_types.iter().find(|known| ***known == *name) {
+            return known.clone();
+        }
+        let interned: Arc<str> = Arc::from(name);
+        self.event_types.push(interned.clone());
+        interned
+    }
+
+    /// The visible event at `version`.
+    fn visible(&self, version: i64) -> Option<&RecordedEvent> {
+        if version <= self.hidden_through {
+            return None;
+        }
+        // Versions are the indexes of the stream's events.
+        self.events.get(usize::try_from(version).ok()?)
+    }
+}
+
+/// A message id as the stream recorded it: the metadata of its append, shared with the
+/// append's events, so indexing the id copies nothing.
+#[derive(Debug)]
+struct RecordedBy(Arc<EventMetadata>);
+
+impl RecordedBy {
+    fn id(&self) -> &str {
+        &self.0.message_id
+    }
+}
+
+impl Borrow<str> for RecordedBy {
+    fn borrow(&self) -> &str {
+        self.id()
+    }
+}
+
+impl Hash for RecordedBy {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As the `str` it is looked up by.
+        self.id().hash(state);
+    }
+}
+
+impl PartialEq for RecordedBy {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for RecordedBy {}
+
+/// A lock, whatever a panic while it was held left: every change is made after all checks
+/// passed, so a panic cannot leave the data half-written.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl MemoryStore {
@@ -76,23 +194,46 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the data half-written: every change is
-        // made after all checks passed.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn stream(&self, name: &str) -> Option<Shared<Stream>> {
+        self.inner.streams.get(name).map(|found| found.clone())
+    }
+
+    /// Stream `name`, created (empty, so reading as missing) if it does not exist.
+    fn stream_or_new(&self, name: &str) -> Shared<Stream> {
+        if let Some(found) = self.stream(name) {
+            return found;
+        }
+        let name: Arc<str> = Arc::from(name);
+        self.inner
+            .streams
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(Stream::new(name))))
+            .clone()
+    }
+
+    /// Gives `count` positions to an append at the end of the global order.
+    fn record_globally(&self, stream: &Shared<Stream>, first_version: i64, count: u64) -> u64 {
+        let mut global = lock(&self.inner.global);
+        let first_position = global.last_position + 1;
+        global.last_position += count;
+        global.appends.push(GlobalAppend {
+            first_position,
+            count,
+            stream: stream.clone(),
+            first_version,
+        });
+        first_position
     }
 }
 
 fn check(
     stream_name: &str,
-    stream: Option<&Stream>,
+    actual: Option<i64>,
     expected: ExpectedVersion,
 ) -> Result<(), AppendError> {
-    let actual = stream.map(|s| s.last_version);
     let ok = match expected {
         ExpectedVersion::Any => true,
-        ExpectedVersion::NoStream => stream.is_none(),
-        ExpectedVersion::Exactly(-1) => stream.is_none(),
+        ExpectedVersion::NoStream | ExpectedVersion::Exactly(-1) => actual.is_none(),
         ExpectedVersion::Exactly(version) => actual == Some(version),
     };
     if ok {
@@ -109,22 +250,19 @@ fn check(
 /// Refuses a message that already recorded visible events in the stream.
 fn check_unrecorded(
     stream_name: &str,
-    stream: Option<&Stream>,
+    stream: &Stream,
     message_id: &str,
 ) -> Result<(), AppendError> {
-    let recorded = stream.and_then(|s| {
-        s.by_message
-            .get(message_id)
-            .copied()
-            .filter(|version| *version > s.hidden_through)
-    });
-    match recorded {
-        Some(version) if !message_id.is_empty() => Err(AppendError::Duplicate {
+    if message_id.is_empty() {
+        return Ok(());
+    }
+    match stream.recorded_by(message_id) {
+        Some(version) => Err(AppendError::Duplicate {
             stream: stream_name.to_owned(),
             message_id: message_id.to_owned(),
             version,
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
@@ -132,10 +270,8 @@ impl EventReader for MemoryStore {
     fn has_stream<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
         async move {
             Ok(self
-                .lock()
-                .streams
-                .get(stream)
-                .is_some_and(Stream::is_visible))
+                .stream(stream)
+                .is_some_and(|found| lock(&found).is_visible()))
         }
         .boxed()
     }
@@ -152,8 +288,8 @@ impl EventReader for MemoryStore {
         futures::stream::unfold(Some(from_version), move |next| async move {
             let next = next?;
             let page: Vec<RecordedEvent> = {
-                let inner = self.lock();
-                let found = inner.streams.get(stream)?;
+                let found = self.stream(stream)?;
+                let found = lock(&found);
                 // Versions are the indexes of the stream's events.
                 let first = usize::try_from(next.max(found.hidden_through + 1)).unwrap_or(0);
                 let rest = found.events.get(first..).unwrap_or_default();
@@ -172,12 +308,9 @@ impl EventReader for MemoryStore {
         message_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
         async move {
-            Ok(self.lock().streams.get(stream).and_then(|s| {
-                s.by_message
-                    .get(message_id)
-                    .copied()
-                    .filter(|version| *version > s.hidden_through)
-            }))
+            Ok(self
+                .stream(stream)
+                .and_then(|found| lock(&found).recorded_by(message_id)))
         }
         .boxed()
     }
@@ -193,49 +326,64 @@ impl EventAppender for MemoryStore {
     ) -> BoxFuture<'a, Result<i64, AppendError>> {
         // The work is done when the future is first polled: one dropped unpolled writes nothing.
         async move {
-            let mut inner = self.lock();
-            check(stream, inner.streams.get(stream), expected)?;
             if events.is_empty() {
-                return Ok(inner.streams.get(stream).map_or(-1, |s| s.last_version));
+                let version = self.stream(stream).and_then(|found| lock(&found).version());
+                check(stream, version, expected)?;
+                return Ok(version.unwrap_or(-1));
             }
-            check_unrecorded(stream, inner.streams.get(stream), &metadata.message_id)?;
-            let recorded_at = SystemTime::now();
-            let Inner {
-                streams,
-                global,
-                last_position,
-                ..
-            } = &mut *inner;
-            let target = streams.entry(stream.to_owned()).or_insert_with(|| Stream {
-                name: Arc::from(stream),
-                events: Vec::new(),
-                last_version: -1,
-                hidden_through: -1,
-                by_message: HashMap::default(),
-            });
-            let message_id = metadata.message_id.clone();
-            let metadata = Arc::new(metadata);
-            for event in events {
-                *last_position += 1;
-                target.last_version += 1;
-                global.insert(*last_position, (target.name.clone(), target.last_version));
-                target.events.push(RecordedEvent {
-                    stream: target.name.clone(),
-                    version: target.last_version,
-                    position: *last_position,
-                    event_type: Arc::from(event.event_type),
-                    schema_version: event.schema_version,
-                    data: event.data,
-                    metadata: metadata.clone(),
-                    recorded_at,
-                });
+            loop {
+                let cell = self.stream_or_new(stream);
+                let mut target = lock(&cell);
+                if target.removed {
+                    // Hard-deleted since it was found: the next look finds it gone.
+                    continue;
+                }
+                check(stream, target.version(), expected)?;
+                check_unrecorded(stream, &target, &metadata.message_id)?;
+                return Ok(self.record(&cell, &mut target, events, metadata));
             }
-            if !message_id.is_empty() {
-                target.by_message.insert(message_id, target.last_version);
-            }
-            Ok(target.last_version)
         }
         .boxed()
+    }
+}
+
+impl MemoryStore {
+    /// Appends checked `events` to `target` (whose lock is held) and to the global order.
+    fn record(
+        &self,
+        cell: &Shared<Stream>,
+        target: &mut Stream,
+        events: Vec<NewEvent>,
+        metadata: EventMetadata,
+    ) -> i64 {
+        let recorded_at = SystemTime::now();
+        let count = events.len() as u64;
+        let first_version = target.last_version + 1;
+        // Positions are given while the stream's lock is held, so a reader that finds the
+        // append in the global order waits for its events on that lock.
+        let first_position = self.record_globally(cell, first_version, count);
+        let metadata = Arc::new(metadata);
+        target.events.reserve(events.len());
+        for (offset, event) in (0..).zip(events) {
+            let event_type = target.event_type(event.event_type);
+            target.events.push(RecordedEvent {
+                stream: target.name.clone(),
+                version: first_version + offset,
+                position: first_position + offset as u64,
+                event_type,
+                schema_version: event.schema_version,
+                data: event.data,
+                metadata: metadata.clone(),
+                recorded_at,
+            });
+        }
+        target.last_version = first_version + count as i64 - 1;
+        if !metadata.message_id.is_empty() {
+            target
+                .by_message
+                .insert(RecordedBy(metadata), target.last_version);
+        }
+        target.last_version
     }
 }
 
@@ -247,21 +395,25 @@ impl EventDeleter for MemoryStore {
         expected: ExpectedVersion,
     ) -> BoxFuture<'a, Result<(), AppendError>> {
         async move {
-            let mut inner = self.lock();
-            check(stream, inner.streams.get(stream), expected)?;
-            match mode {
-                DeleteMode::Soft => {
-                    if let Some(found) = inner.streams.get_mut(stream) {
-                        found.hidden_through = found.last_version;
-                    }
+            let Some(cell) = self.stream(stream) else {
+                check(stream, None, expected)?;
+                if mode == DeleteMode::Hard {
+                    lock(&self.inner.snapshots).remove(stream);
                 }
+                return Ok(());
+            };
+            let mut found = lock(&cell);
+            check(stream, found.version(), expected)?;
+            match mode {
+                DeleteMode::Soft => found.hidden_through = found.last_version,
                 DeleteMode::Hard => {
-                    if let Some(removed) = inner.streams.remove(stream) {
-                        for event in &removed.events {
-                            inner.global.remove(&event.position);
-                        }
-                    }
-                    inner.snapshots.remove(stream);
+                    found.removed = true;
+                    found.events = Vec::new();
+                    found.by_message = HashMap::default();
+                    self.inner
+                        .streams
+                        .remove_if(stream, |_, kept| Arc::ptr_eq(kept, &cell));
+                    lock(&self.inner.snapshots).remove(stream);
                 }
             }
             Ok(())
@@ -277,19 +429,55 @@ impl GlobalReader for MemoryStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
         async move {
-            let inner = self.lock();
-            Ok(inner
-                .global
-                .range(from_position..)
-                .filter_map(|(_, (stream, version))| {
-                    let found = inner.streams.get(&**stream)?;
-                    if *version <= found.hidden_through {
-                        return None;
+            let mut found = Vec::new();
+            let mut index = lock(&self.inner.global)
+                .appends
+                .partition_point(|append| append.end() <= from_position);
+            while found.len() < limit {
+                // The appends that may hold the next events, taken out of the global lock so
+                // no stream lock is waited for under it.
+                let batch: Vec<(Shared<Stream>, i64, u64, u64)> = {
+                    let global = lock(&self.inner.global);
+                    let mut wanted = 0;
+                    global
+                        .appends
+                        .get(index..)
+                        .unwrap_or_default()
+                        .iter()
+                        .take_while(|append| {
+                            let more = wanted < limit - found.len();
+                            wanted += usize::try_from(append.count).unwrap_or(usize::MAX);
+                            more
+                        })
+                        .map(|append| {
+                            (
+                                append.stream.clone(),
+                                append.first_version,
+                                append.first_position,
+                                append.count,
+                            )
+                        })
+                        .collect()
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                index += batch.len();
+                for (stream, first_version, first_position, count) in batch {
+                    let stream = lock(&stream);
+                    let skip = from_position.saturating_sub(first_position);
+                    for offset in skip..count {
+                        if found.len() == limit {
+                            break;
+                        }
+                        let version = first_version + offset as i64;
+                        if let Some(event) = stream.visible(version) {
+                            found.push(event.clone());
+                        }
                     }
-                    found.events.get(usize::try_from(*version).ok()?).cloned()
-                })
-                .take(limit)
-                .collect())
+                }
+            }
+            Ok(found)
         }
         .boxed()
     }
@@ -302,7 +490,7 @@ impl SnapshotStore for MemoryStore {
         snapshot: StoredState,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
-            self.lock().snapshots.insert(stream.to_owned(), snapshot);
+            lock(&self.inner.snapshots).insert(stream.to_owned(), snapshot);
             Ok(())
         }
         .boxed()
@@ -312,12 +500,12 @@ impl SnapshotStore for MemoryStore {
         &'a self,
         stream: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredState>, StoreError>> {
-        async move { Ok(self.lock().snapshots.get(stream).cloned()) }.boxed()
+        async move { Ok(lock(&self.inner.snapshots).get(stream).cloned()) }.boxed()
     }
 
     fn delete_snapshot<'a>(&'a self, stream: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
-            self.lock().snapshots.remove(stream);
+            lock(&self.inner.snapshots).remove(stream);
             Ok(())
         }
         .boxed()
@@ -332,9 +520,9 @@ impl StateStore for MemoryStore {
         expected: ExpectedVersion,
     ) -> BoxFuture<'a, Result<(), AppendError>> {
         async move {
-            let mut inner = self.lock();
-            check_state(stream, inner.states.get(stream), expected)?;
-            inner.states.insert(stream.to_owned(), state);
+            let mut states = lock(&self.inner.states);
+            check(stream, states.get(stream).map(|s| s.version), expected)?;
+            states.insert(stream.to_owned(), state);
             Ok(())
         }
         .boxed()
@@ -344,7 +532,7 @@ impl StateStore for MemoryStore {
         &'a self,
         stream: &'a str,
     ) -> BoxFuture<'a, Result<Option<StoredState>, StoreError>> {
-        async move { Ok(self.lock().states.get(stream).cloned()) }.boxed()
+        async move { Ok(lock(&self.inner.states).get(stream).cloned()) }.boxed()
     }
 
     fn delete_state<'a>(
@@ -353,34 +541,11 @@ impl StateStore for MemoryStore {
         expected: ExpectedVersion,
     ) -> BoxFuture<'a, Result<(), AppendError>> {
         async move {
-            let mut inner = self.lock();
-            check_state(stream, inner.states.get(stream), expected)?;
-            inner.states.remove(stream);
+            let mut states = lock(&self.inner.states);
+            check(stream, states.get(stream).map(|s| s.version), expected)?;
+            states.remove(stream);
             Ok(())
         }
         .boxed()
-    }
-}
-
-/// The expected-version rules of states: [`check`]'s, against the stored state's version.
-fn check_state(
-    stream: &str,
-    stored: Option<&StoredState>,
-    expected: ExpectedVersion,
-) -> Result<(), AppendError> {
-    let actual = stored.map(|s| s.version);
-    let ok = match expected {
-        ExpectedVersion::Any => true,
-        ExpectedVersion::NoStream | ExpectedVersion::Exactly(-1) => actual.is_none(),
-        ExpectedVersion::Exactly(version) => actual == Some(version),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(AppendError::Conflict {
-            stream: stream.to_owned(),
-            expected,
-            actual,
-        })
     }
 }

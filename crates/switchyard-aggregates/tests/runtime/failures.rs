@@ -194,8 +194,14 @@ async fn a_panic_in_apply_is_answered_with_its_reason_also_when_loading() {
         other => panic!("expected an error, got {other:?}"),
     };
 
-    // The event is recorded, then applying it panics.
-    let reason = error(record(13).await);
+    // The event is recorded, then applying it panics: answered with the caller's own message.
+    let sent = Message::new("record")
+        .with_aggregate_id("f-1")
+        .with_request(&13_u8);
+    let answered = node.dispatch(sent.clone()).await;
+    assert_eq!(answered.id(), sent.id(), "the caller's message");
+    assert_eq!(answered.correlation_id(), sent.correlation_id());
+    let reason = error(answered);
     assert!(reason.contains("unlucky thirteen"), "{reason}");
     assert!(reason.contains("`record`"), "{reason}");
     tokio::task::yield_now().await;

@@ -150,7 +150,7 @@ async fn an_id_found_in_the_store_is_answered_as_the_first_time_whatever_the_ser
 }
 
 #[tokio::test]
-async fn the_store_is_asked_for_an_id_only_once_the_window_dropped_some() {
+async fn a_command_that_appends_never_looks_its_id_up_in_the_store() {
     use std::sync::atomic::Ordering;
     const WINDOW: usize = 3;
     let faulty = crate::faulty::Faulty::default();
@@ -158,22 +158,108 @@ async fn the_store_is_asked_for_an_id_only_once_the_window_dropped_some() {
     let bank = bank_with(faulty.inner.clone(), AggregateRuntime::new(repo));
     let lookups = || faulty.lookups.load(Ordering::SeqCst);
     bank.node.dispatch(opening("w-1")).await;
-    for n in 1..WINDOW {
+    // Twice the window: it drops ids, and new ones still cost no look-up.
+    for n in 1..2 * WINDOW {
         bank.node
             .dispatch(command("deposit", "w-1", 1).with_id(format!("w-{n}")))
             .await;
     }
-    assert_eq!(lookups(), 0, "every id is still in the window");
-    // Reloaded, the window is rebuilt from the events: full, still complete.
+    assert_eq!(
+        lookups(),
+        0,
+        "the window dropped ids, and appends were not looked up"
+    );
+    // Reloaded, the window is rebuilt from the tail of the stream: no look-up either.
     bank.accounts.runtime().unload("w-1").await;
     bank.node
-        .dispatch(command("deposit", "w-1", 1).with_id("w-3"))
+        .dispatch(command("deposit", "w-1", 1).with_id("w-after-reload"))
         .await;
     assert_eq!(lookups(), 0);
-    // Remembering `w-3` dropped the opening's id: from here new ids are looked up.
+    // A decision that appends nothing cannot be refused by the store: that one is looked up.
     bank.node
-        .dispatch(command("deposit", "w-1", 1).with_id("w-4"))
+        .dispatch(command("balance", "w-1", 0).with_id("w-read"))
         .await;
-    assert_eq!(lookups(), 1);
-    assert_eq!(balance_of(&bank, "w-1").await, 4);
+    assert_eq!(
+        lookups(),
+        1,
+        "a read of an aggregate whose window dropped ids"
+    );
+    assert_eq!(balance_of(&bank, "w-1").await, 2 * WINDOW as u64);
+}
+
+#[tokio::test]
+async fn a_repeat_the_window_dropped_is_refused_by_the_store_and_answered_as_the_first_time() {
+    use std::sync::atomic::Ordering;
+    const WINDOW: usize = 2;
+    let faulty = crate::faulty::Faulty::default();
+    let repo = Repo::event_sourced(Arc::new(faulty.clone())).with_processed_capacity(WINDOW);
+    let bank = bank_with(faulty.inner.clone(), AggregateRuntime::new(repo));
+    let lookups = || faulty.lookups.load(Ordering::SeqCst);
+    bank.node.dispatch(opening("r-1").with_id("open-r")).await;
+    let first = command("deposit", "r-1", 5).with_id("dep-r");
+    assert_eq!(
+        bank.node.dispatch(first.clone()).await.response(),
+        Some(&ok_at(1))
+    );
+    for n in 0..=WINDOW {
+        bank.node
+            .dispatch(command("deposit", "r-1", 1).with_id(format!("later-{n}")))
+            .await;
+    }
+    let length = stream_len(&bank.store, "r-1").await;
+
+    // Still loaded, its window no longer holds `dep-r`: the deposit runs, the store refuses it.
+    let again = bank.node.dispatch(first.clone()).await;
+    assert_eq!(
+        again.response(),
+        Some(&ok_at(1)),
+        "answered as the first time"
+    );
+    assert_eq!(
+        again.aggregate_meta().version,
+        Some(length as i64 - 1),
+        "at the aggregate's current version"
+    );
+    // A creation refused likewise is answered `Created`, through whichever service it came.
+    let reopened = command("deposit_or_open", "r-1", 1).with_id("open-r");
+    assert_eq!(
+        bank.node.dispatch(reopened).await.response(),
+        Some(&created("r-1", 0))
+    );
+    assert_eq!(
+        stream_len(&bank.store, "r-1").await,
+        length,
+        "nothing ran again"
+    );
+    assert_eq!(
+        lookups(),
+        0,
+        "found by the store's refusal, not by a look-up first"
+    );
+    // The aggregate went on with the state it had: the refused decisions were discarded.
+    assert_eq!(balance_of(&bank, "r-1").await, 5 + WINDOW as u64 + 1);
+    let next = bank
+        .node
+        .dispatch(command("deposit", "r-1", 1).with_id("after-r"))
+        .await;
+    assert_eq!(next.response(), Some(&ok_at(length as i64)));
+}
+
+#[tokio::test]
+async fn a_repeat_is_answered_as_the_first_time_without_the_idempotency_lookup() {
+    let store = MemoryStore::new();
+    let repo = Repo::event_sourced(Arc::new(store.clone())).with_processed_capacity(1);
+    let runtime = AggregateRuntime::builder(repo)
+        .idempotency_lookup(false)
+        .build();
+    let bank = bank_with(store, runtime);
+    bank.node.dispatch(opening("n-1")).await;
+    let first = command("deposit", "n-1", 5).with_id("dep-n");
+    bank.node.dispatch(first.clone()).await;
+    bank.node
+        .dispatch(command("deposit", "n-1", 1).with_id("later-n"))
+        .await;
+    let again = bank.node.dispatch(first).await;
+    assert_eq!(again.response(), Some(&ok_at(1)));
+    assert_eq!(balance_of(&bank, "n-1").await, 6, "nothing ran again");
 }
