@@ -19,11 +19,11 @@ use backon::{ExponentialBuilder, Retryable as _};
 use futures::future::BoxFuture;
 use switchyard_messaging::names::{self, NameKind};
 use switchyard_messaging::{Message, Node};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 pub use self::config::{
-    DEFAULT_CLAIM_AHEAD, DEFAULT_LEASE, DEFAULT_LOAD_TIMEOUT, DEFAULT_MAX_CONCURRENT_DELIVERIES,
+    CLAIMED_PER_DISPATCH_SLOT, DEFAULT_CLAIM_AHEAD, DEFAULT_LEASE, DEFAULT_LOAD_TIMEOUT, DEFAULT_MAX_CONCURRENT_DELIVERIES,
     DEFAULT_STORE_TIMEOUT, DEFAULT_WINDOW, SchedulerConfig,
 };
 use self::deliver::After;
@@ -52,7 +52,8 @@ pub enum When {
 /// at its time, never before, it is delivered through [`Node::dispatch_with`] with the
 /// configured timeout, and then, as the [`RetryPolicy`](crate::RetryPolicy) decides, deleted or
 /// rescheduled. At most [`max_concurrent_deliveries`](SchedulerConfig::max_concurrent_deliveries)
-/// deliveries run at once; the others stay armed until a slot frees.
+/// dispatches run at once, and [`CLAIMED_PER_DISPATCH_SLOT`] times as many deliveries are under
+/// way (claimed ahead and waiting); the others stay armed until a delivery ends.
 ///
 /// Delivery is **at least once**: a node that dies after a delivery but before deleting the
 /// alarm leaves it to be delivered again once its lease lapses. While a lease holds, no other
@@ -113,6 +114,10 @@ struct Shared {
     holder: String,
     /// Set once a shutdown has begun: `schedule` refuses from then on.
     stopping: AtomicBool,
+    /// One permit per dispatch that may run at once
+    /// ([`SchedulerConfig::max_concurrent_deliveries`]); a claimed delivery waits here, in due
+    /// order (the semaphore is fair), once its due time has come.
+    dispatch_slots: Semaphore,
 }
 
 impl Shared {
@@ -227,12 +232,15 @@ impl Scheduler {
             node.id(),
             STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
+        let max_concurrent_deliveries = config.max_concurrent_deliveries;
         let shared = Arc::new(Shared {
             node,
             store,
             config,
             holder,
             stopping: AtomicBool::new(false),
+            // A limit beyond the semaphore's greatest count is no limit on any real node.
+            dispatch_slots: Semaphore::new(max_concurrent_deliveries.min(Semaphore::MAX_PERMITS)),
         });
         let (commands, inbox) = mpsc::unbounded_channel();
         let (reports, report_inbox) = mpsc::unbounded_channel();
@@ -515,7 +523,7 @@ impl Actor {
                 break;
             }
             let running = self.stopping.is_none();
-            let has_room = self.in_flight < self.shared.config.max_concurrent_deliveries;
+            let has_room = self.in_flight < self.under_way_limit();
             let fire = self
                 .queue
                 .first()
@@ -529,9 +537,23 @@ impl Actor {
                 .map(|at| clock.sleep_until(at));
             tokio::select! {
                 biased;
-                Some(report) = reports.recv() => self.on_report(report),
+                Some(report) = reports.recv() => {
+                    self.on_report(report);
+                    // A burst's reports come in hundreds at once: take them all before the
+                    // timers are set again.
+                    while let Ok(report) = reports.try_recv() {
+                        self.on_report(report);
+                    }
+                }
                 command = inbox.recv(), if running => match command {
-                    Some(command) => self.on_command(command),
+                    Some(command) => {
+                        self.on_command(command);
+                        while self.stopping.is_none()
+                            && let Ok(command) = inbox.try_recv()
+                        {
+                            self.on_command(command);
+                        }
+                    }
                     // Every handle is gone: stop as if asked to.
                     None => {
                         self.shared.stopping.store(true, Ordering::SeqCst);
@@ -719,11 +741,20 @@ impl Actor {
         }
     }
 
+    /// How many deliveries may be under way at once: claimed and waiting for their due time or
+    /// a dispatch slot, or dispatching.
+    fn under_way_limit(&self) -> usize {
+        self.shared
+            .config
+            .max_concurrent_deliveries
+            .saturating_mul(CLAIMED_PER_DISPATCH_SLOT)
+    }
+
     /// Starts the deliveries whose claim time has come, in order, while there is room.
     fn fire_due(&mut self) {
         let now = self.shared.config.clock.now();
         while let Some((due, _)) = self.queue.first() {
-            if *due > now || self.in_flight >= self.shared.config.max_concurrent_deliveries {
+            if *due > now || self.in_flight >= self.under_way_limit() {
                 break;
             }
             let Some((due, id)) = self.queue.pop_first() else {

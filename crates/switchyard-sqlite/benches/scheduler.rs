@@ -52,6 +52,14 @@ const CHILD_ANSWER: &str = "scheduler-memory:";
 /// (12 hours), so they are saved but never armed.
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// Names the one part to run (`throughput`, `lateness` or `memory`), to profile it alone; every
+/// part runs when unset.
+const ONLY: &str = "SWITCHYARD_SCHEDULER_BENCH_ONLY";
+
+fn part(name: &str) -> bool {
+    std::env::var(ONLY).map_or(true, |only| only == name)
+}
+
 /// What one run measures; smaller in quick mode.
 struct Sizes {
     round: Duration,
@@ -735,10 +743,22 @@ fn main() {
     let sizes = sizes();
     let load_before = load_average();
     let rt = runtime();
-    let throughput = throughput(&rt, &sizes);
-    let lateness = lateness_section(&rt, &sizes);
+    let throughput = if part("throughput") {
+        throughput(&rt, &sizes)
+    } else {
+        Vec::new()
+    };
+    let lateness = if part("lateness") {
+        lateness_section(&rt, &sizes)
+    } else {
+        String::new()
+    };
     drop(rt);
-    let memory = memory_section(&sizes);
+    let memory = if part("memory") {
+        memory_section(&sizes)
+    } else {
+        String::new()
+    };
     let load_after = load_average();
 
     let mut out = String::new();

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use backon::{ConstantBuilder, Retryable as _};
+use futures::FutureExt as _;
 use switchyard_messaging::{DispatchOptions, Message};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
@@ -57,10 +58,12 @@ pub(super) fn spawn(
     let clock = shared.config.clock.clone();
     let lease = shared.config.lease;
     let holder = format!("{}#{generation}", shared.holder);
-    let task = tokio::spawn(deliver(shared, alarm, holder, stop));
+    // One task per delivery: the panic is caught around the delivery's future (any poll of it,
+    // the service's own code included when it runs inline), not by a second task watching it.
     tokio::spawn(async move {
-        let after = task.await.unwrap_or_else(|error| {
-            tracing::error!(alarm = %id, %error, "an alarm's delivery panicked; it is tried again once its lease lapses");
+        let delivery = AssertUnwindSafe(deliver(shared, alarm, holder, stop)).catch_unwind();
+        let after = delivery.await.unwrap_or_else(|_| {
+            tracing::error!(alarm = %id, "an alarm's delivery panicked; it is tried again once its lease lapses");
             After::Rearm {
                 at: clock.now() + lease,
                 alarm: None,
@@ -167,6 +170,9 @@ async fn deliver(
     }
     // Claimed ahead: never deliver before the due time.
     clock.sleep_until(exact_due(&alarm)).await;
+    // Then wait for a dispatch slot (at once unless a burst holds them all); the lease check
+    // below renews a lease that came close to lapsing meanwhile. The semaphore is never closed.
+    let slot = shared.dispatch_slots.acquire().await.ok();
     if stop.load(Ordering::SeqCst) {
         return stopped(&shared, &holder, alarm).await;
     }
@@ -222,6 +228,8 @@ async fn deliver(
             DispatchOptions::with_timeout(config.dispatch_timeout),
         );
         let reply = renewing(&shared, &holder, &id, dispatch).await;
+        // The dispatch is over: the next one may start while this one's store write runs.
+        drop(slot);
         tracing::debug!(response = ?reply.response(), "alarm delivered");
         let decision = std::panic::catch_unwind(AssertUnwindSafe(|| {
             config.retry_policy.decide(&reply)
