@@ -9,8 +9,9 @@
 mod config;
 mod deliver;
 mod error;
+mod held;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -30,6 +31,7 @@ use self::deliver::After;
 pub use self::deliver::DELIVERY_SPAN;
 pub use self::error::{ConfigError, ScheduleError};
 use self::error::{StoreCallError, bounded};
+use self::held::{Entries, Published};
 use crate::assigns;
 use crate::store::{Alarm, AlarmStore};
 
@@ -118,6 +120,8 @@ struct Shared {
     /// ([`SchedulerConfig::max_concurrent_deliveries`]); a claimed delivery waits here, in due
     /// order (the semaphore is fair), once its due time has come.
     dispatch_slots: Semaphore,
+    /// The actor's horizon and held ids, so `schedule` wakes it only for alarms it acts on.
+    published: Arc<Published>,
 }
 
 impl Shared {
@@ -241,6 +245,7 @@ impl Scheduler {
             stopping: AtomicBool::new(false),
             // A limit beyond the semaphore's greatest count is no limit on any real node.
             dispatch_slots: Semaphore::new(max_concurrent_deliveries.min(Semaphore::MAX_PERMITS)),
+            published: Arc::default(),
         });
         let (commands, inbox) = mpsc::unbounded_channel();
         let (reports, report_inbox) = mpsc::unbounded_channel();
@@ -248,7 +253,7 @@ impl Scheduler {
         let actor = Actor {
             shared: shared.clone(),
             reports,
-            entries: HashMap::new(),
+            entries: Entries::new(shared.published.clone()),
             queue: BTreeSet::new(),
             horizon: None,
             loaded_until: None,
@@ -365,14 +370,16 @@ impl Scheduler {
             }
             Err(error) => return Err(error.into()),
         };
-        let alarm = Alarm {
-            message: saved.clone(),
-            aggregate_id,
-            due,
-            attempts: 0,
-        };
-        // Saved: a stopped scheduler's alarm is delivered by the next one on this store.
-        let _ = self.commands.send(Command::Arm(alarm));
+        // Saved: a stopped scheduler's alarm is delivered by the next one on this store. Beyond
+        // the horizon, under an id it does not hold, the actor would do nothing with it.
+        if self.shared.published.actor_needs(&id, due) {
+            let _ = self.commands.send(Command::Arm(Alarm {
+                message: saved.clone(),
+                aggregate_id,
+                due,
+                attempts: 0,
+            }));
+        }
         Ok(saved)
     }
 
@@ -472,7 +479,7 @@ struct Entry {
 struct Actor {
     shared: Arc<Shared>,
     reports: mpsc::UnboundedSender<Report>,
-    entries: HashMap<String, Entry>,
+    entries: Entries<Entry>,
     queue: BTreeSet<(SystemTime, String)>,
     /// Alarms due before this are loaded, or being loaded: a new one is armed at once.
     horizon: Option<SystemTime>,
@@ -618,7 +625,7 @@ impl Actor {
         let at = self.shared.claim_time(alarm.due);
         self.queue.insert((at, id.clone()));
         self.generations += 1;
-        self.entries.insert(
+        self.entries.insert_new(
             id,
             Entry {
                 alarm,
@@ -774,7 +781,7 @@ impl Actor {
             self.in_flight += 1;
             deliver::spawn(
                 self.shared.clone(),
-                entry.alarm.clone(),
+                id,
                 entry.generation,
                 entry.stop.clone(),
                 self.reports.clone(),
@@ -791,7 +798,10 @@ impl Actor {
         let now = config.clock.now();
         let until = now + config.window * 2;
         let from = self.loaded_until;
-        self.horizon = Some(self.horizon.map_or(until, |h| h.max(until)));
+        let horizon = self.horizon.map_or(until, |h| h.max(until));
+        self.horizon = Some(horizon);
+        // Published before the load starts: see `held`.
+        self.shared.published.set_horizon(horizon);
         self.next_load = now + config.window;
         let (min, max) = config.load_backoff;
         let store = self.shared.store.clone();

@@ -52,8 +52,8 @@ const CHILD_ANSWER: &str = "scheduler-memory:";
 /// (12 hours), so they are saved but never armed.
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// Names the one part to run (`throughput`, `lateness` or `memory`), to profile it alone; every
-/// part runs when unset.
+/// Names the one part to run (`throughput`, `lateness`, `burst`: the lateness of the burst
+/// alone, or `memory`), to profile it alone; every part runs when unset.
 const ONLY: &str = "SWITCHYARD_SCHEDULER_BENCH_ONLY";
 
 fn part(name: &str) -> bool {
@@ -426,6 +426,9 @@ fn lateness_section(rt: &Runtime, sizes: &Sizes) -> String {
         ("spread over 1 s", Duration::from_secs(1)),
         ("burst, all due at once", Duration::ZERO),
     ] {
+        if spread.is_zero() != part("burst") && !part("lateness") {
+            continue;
+        }
         for synchronous in [Synchronous::Full, Synchronous::Normal] {
             let floor = timer_lateness(rt, count, spread);
             let recorded = Lateness::default();
@@ -748,7 +751,7 @@ fn main() {
     } else {
         Vec::new()
     };
-    let lateness = if part("lateness") {
+    let lateness = if part("lateness") || part("burst") {
         lateness_section(&rt, &sizes)
     } else {
         String::new()

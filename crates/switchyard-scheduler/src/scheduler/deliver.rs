@@ -49,19 +49,18 @@ pub(super) enum After {
 /// dispatched, if it has not been yet.
 pub(super) fn spawn(
     shared: Arc<Shared>,
-    alarm: Alarm,
+    id: String,
     generation: u64,
     stop: Arc<AtomicBool>,
     reports: mpsc::UnboundedSender<Report>,
 ) {
-    let id = alarm.id().to_owned();
     let clock = shared.config.clock.clone();
     let lease = shared.config.lease;
     let holder = format!("{}#{generation}", shared.holder);
     // One task per delivery: the panic is caught around the delivery's future (any poll of it,
     // the service's own code included when it runs inline), not by a second task watching it.
     tokio::spawn(async move {
-        let delivery = AssertUnwindSafe(deliver(shared, alarm, holder, stop)).catch_unwind();
+        let delivery = AssertUnwindSafe(deliver(shared, id.clone(), holder, stop)).catch_unwind();
         let after = delivery.await.unwrap_or_else(|_| {
             tracing::error!(alarm = %id, "an alarm's delivery panicked; it is tried again once its lease lapses");
             After::Rearm {
@@ -86,15 +85,11 @@ fn finish_backoff() -> ConstantBuilder {
         .with_max_times(5)
 }
 
-async fn deliver(
-    shared: Arc<Shared>,
-    armed: Alarm,
-    holder: String,
-    stop: Arc<AtomicBool>,
-) -> After {
+/// Delivers alarm `id` as armed: only its id is needed, as the claim answers with the stored
+/// alarm.
+async fn deliver(shared: Arc<Shared>, id: String, holder: String, stop: Arc<AtomicBool>) -> After {
     let config = &shared.config;
     let clock = &config.clock;
-    let id = armed.id().to_owned();
     if stop.load(Ordering::SeqCst) {
         // Cancelled or replaced before it started: nothing to claim, nor to give back.
         return After::Gone;
@@ -222,7 +217,6 @@ async fn deliver(
         late,
     );
     async {
-        let sent = message.clone();
         let dispatch = shared.node.dispatch_with(
             message,
             DispatchOptions::with_timeout(config.dispatch_timeout),
@@ -243,7 +237,9 @@ async fn deliver(
             Decision::RetryIn(delay, returned) => {
                 // A hook's delay is the user's number: bounded so the clock cannot overflow.
                 let due = clock.now() + delay.min(super::error::LONGEST);
-                let next = redelivery(&sent, &returned).assign(assigns::DISPATCH_AT, &due);
+                // Built from the stored message: what was sent differs from it only in the
+                // assigns, which the next attempt takes from the returned message.
+                let next = redelivery(&alarm.message, &returned).assign(assigns::DISPATCH_AT, &due);
                 retry_later(&shared, &holder, alarm, next, due).await
             }
         }
@@ -278,6 +274,8 @@ async fn renewing(
     loop {
         let renew_at = clock.now() + lease / 3;
         tokio::select! {
+            // The dispatch first: one that answers at once never sets the renewal's timer.
+            biased;
             reply = &mut dispatch => return reply,
             () = clock.sleep_until(renew_at) => {
                 let renew = shared.store.renew(id, holder, clock.now() + lease);
@@ -292,7 +290,8 @@ async fn renewing(
 }
 
 /// The message of the next attempt: the one delivered (with its request, which replies do not
-/// carry), with the assigns, service, request and aggregate metadata of the message the policy
+/// carry; `sent` may be the stored message it was made from, as only assigns tell them apart),
+/// with the assigns, service, request and aggregate metadata of the message the policy
 /// returned, and no response, events or halted flag.
 fn redelivery(sent: &Message, returned: &Message) -> Message {
     let mut next = sent.clone();
