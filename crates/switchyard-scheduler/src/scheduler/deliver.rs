@@ -59,7 +59,7 @@ pub(super) fn spawn(
     let holder = format!("{}#{generation}", shared.holder);
     // One task per delivery: the panic is caught around the delivery's future (any poll of it,
     // the service's own code included when it runs inline), not by a second task watching it.
-    tokio::spawn(async move {
+    let task = async move {
         let delivery = AssertUnwindSafe(deliver(shared, id.clone(), holder, stop)).catch_unwind();
         let after = delivery.await.unwrap_or_else(|_| {
             tracing::error!(alarm = %id, "an alarm's delivery panicked; it is tried again once its lease lapses");
@@ -73,7 +73,8 @@ pub(super) fn spawn(
             generation,
             after,
         });
-    });
+    };
+    tokio::spawn(task);
 }
 
 /// A few quick attempts for the writes that finish a delivery: the lease still holds, so the
@@ -142,7 +143,7 @@ async fn deliver(shared: Arc<Shared>, id: String, holder: String, stop: Arc<Atom
         }
     };
     if stop.load(Ordering::SeqCst) {
-        return stopped(&shared, &holder, alarm).await;
+        return Box::pin(stopped(&shared, &holder, alarm)).await;
     }
 
     // Counted by the claim, durably: a delivery cut short by a crash counts too. An alarm saved
@@ -161,7 +162,7 @@ async fn deliver(shared: Arc<Shared>, id: String, holder: String, stop: Arc<Atom
             max_attempts = most,
             "an alarm used up its attempts without an answer (a delivery cut short each time); it is dropped"
         );
-        return finish(&shared, &holder, &id).await;
+        return Box::pin(finish(&shared, &holder, &id)).await;
     }
     // Claimed ahead: never deliver before the due time.
     clock.sleep_until(exact_due(&alarm)).await;
@@ -169,7 +170,7 @@ async fn deliver(shared: Arc<Shared>, id: String, holder: String, stop: Arc<Atom
     // below renews a lease that came close to lapsing meanwhile. The semaphore is never closed.
     let slot = shared.dispatch_slots.acquire().await.ok();
     if stop.load(Ordering::SeqCst) {
-        return stopped(&shared, &holder, alarm).await;
+        return Box::pin(stopped(&shared, &holder, alarm)).await;
     }
     let now = clock.now();
     if now + config.dispatch_timeout >= lease_until {
@@ -216,7 +217,10 @@ async fn deliver(shared: Arc<Shared>, id: String, holder: String, stop: Arc<Atom
         attempt,
         late,
     );
-    async {
+    // Boxed: a burst holds thousands of deliveries waiting for their due time or a slot, and
+    // each task is as large as its largest step, which is this one. Only the deliveries under
+    // way hold it, at most one per slot.
+    let dispatched = async {
         let dispatch = shared.node.dispatch_with(
             message,
             DispatchOptions::with_timeout(config.dispatch_timeout),
@@ -244,8 +248,8 @@ async fn deliver(shared: Arc<Shared>, id: String, holder: String, stop: Arc<Atom
             }
         }
     }
-    .instrument(span)
-    .await
+    .instrument(span);
+    Box::pin(dispatched).await
 }
 
 /// The alarm's due time to the nanosecond: stores keep it to the microsecond, dropping what is
