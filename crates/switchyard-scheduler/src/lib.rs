@@ -85,7 +85,7 @@ pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::retry::{Decision, RetryPolicy};
 #[doc(inline)]
 pub use self::scheduler::{
-    ConfigError, DEFAULT_CLAIM_AHEAD, DEFAULT_LEASE, DEFAULT_LOAD_TIMEOUT,
-    CLAIMED_PER_DISPATCH_SLOT, DEFAULT_MAX_CONCURRENT_DELIVERIES, DEFAULT_STORE_TIMEOUT, DEFAULT_WINDOW, DELIVERY_SPAN,
-    ScheduleError, Scheduler, SchedulerConfig, When,
+    CLAIMED_PER_DISPATCH_SLOT, ConfigError, DEFAULT_CLAIM_AHEAD, DEFAULT_LEASE,
+    DEFAULT_LOAD_TIMEOUT, DEFAULT_MAX_CONCURRENT_DELIVERIES, DEFAULT_STORE_TIMEOUT, DEFAULT_WINDOW,
+    DELIVERY_SPAN, ScheduleError, Scheduler, SchedulerConfig, When,
 };

@@ -58,10 +58,7 @@ impl Published {
 
     /// Publishes a new horizon: call before starting the load that reaches it.
     pub(super) fn set_horizon(&self, horizon: SystemTime) {
-        *self
-            .horizon
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(horizon);
+        *self.horizon.write().unwrap_or_else(PoisonError::into_inner) = Some(horizon);
     }
 }
 
