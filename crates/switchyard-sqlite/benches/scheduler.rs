@@ -486,7 +486,7 @@ fn lateness_section(rt: &Runtime, sizes: &Sizes) -> String {
         ));
         for (synchronous, p99, floor) in rows {
             out.push_str(&format!(
-                " `{synchronous:?}` {} ({:.0}× the timer floor's {}), {};",
+                " `{synchronous:?}` {} ({:.1}× the timer floor's {}), {};",
                 millis(p99),
                 p99.as_secs_f64() / floor.as_secs_f64().max(1e-9),
                 millis(floor),
