@@ -61,8 +61,9 @@ pub(super) fn spawn(
     // the service's own code included when it runs inline), not by a second task watching it.
     let task = async move {
         let delivery = AssertUnwindSafe(deliver(shared, id.clone(), holder, stop)).catch_unwind();
-        let after = delivery.await.unwrap_or_else(|_| {
-            tracing::error!(alarm = %id, "an alarm's delivery panicked; it is tried again once its lease lapses");
+        let after = delivery.await.unwrap_or_else(|panic| {
+            let panic = panic_text(&*panic);
+            tracing::error!(alarm = %id, %panic, "an alarm's delivery panicked; it is tried again once its lease lapses");
             After::Rearm {
                 at: clock.now() + lease,
                 alarm: None,
@@ -75,6 +76,15 @@ pub(super) fn spawn(
         });
     };
     tokio::spawn(task);
+}
+
+/// The text a panic carried, if any.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 /// A few quick attempts for the writes that finish a delivery: the lease still holds, so the
