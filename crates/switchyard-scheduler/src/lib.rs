@@ -9,7 +9,7 @@
 //! the store a little ahead of its due time ([`SchedulerConfig::claim_ahead`]), which counts
 //! the attempt durably, and is dispatched at the due time, never before. It ends as the
 //! [`RetryPolicy`] decides: deleted, or rescheduled (durably) for another attempt. At most
-//! [`SchedulerConfig::max_concurrent_deliveries`] run at once; every store call is bounded by
+//! [`SchedulerConfig::max_concurrent_deliveries`] dispatches run at once; every store call is bounded by
 //! [`SchedulerConfig::store_timeout`] (a call cut off may have taken effect, and the scheduler
 //! allows for it), and loads by [`SchedulerConfig::load_timeout`].
 //!
@@ -85,7 +85,7 @@ pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::retry::{Decision, RetryPolicy};
 #[doc(inline)]
 pub use self::scheduler::{
-    ConfigError, DEFAULT_CLAIM_AHEAD, DEFAULT_LEASE, DEFAULT_LOAD_TIMEOUT,
-    DEFAULT_MAX_CONCURRENT_DELIVERIES, DEFAULT_STORE_TIMEOUT, DEFAULT_WINDOW, DELIVERY_SPAN,
-    ScheduleError, Scheduler, SchedulerConfig, When,
+    CLAIMED_PER_DISPATCH_SLOT, ConfigError, DEFAULT_CLAIM_AHEAD, DEFAULT_LEASE,
+    DEFAULT_LOAD_TIMEOUT, DEFAULT_MAX_CONCURRENT_DELIVERIES, DEFAULT_STORE_TIMEOUT, DEFAULT_WINDOW,
+    DELIVERY_SPAN, ScheduleError, Scheduler, SchedulerConfig, When,
 };

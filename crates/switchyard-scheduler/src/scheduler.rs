@@ -9,8 +9,9 @@
 mod config;
 mod deliver;
 mod error;
+mod held;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -19,17 +20,18 @@ use backon::{ExponentialBuilder, Retryable as _};
 use futures::future::BoxFuture;
 use switchyard_messaging::names::{self, NameKind};
 use switchyard_messaging::{Message, Node};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 pub use self::config::{
-    DEFAULT_CLAIM_AHEAD, DEFAULT_LEASE, DEFAULT_LOAD_TIMEOUT, DEFAULT_MAX_CONCURRENT_DELIVERIES,
-    DEFAULT_STORE_TIMEOUT, DEFAULT_WINDOW, SchedulerConfig,
+    CLAIMED_PER_DISPATCH_SLOT, DEFAULT_CLAIM_AHEAD, DEFAULT_LEASE, DEFAULT_LOAD_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_DELIVERIES, DEFAULT_STORE_TIMEOUT, DEFAULT_WINDOW, SchedulerConfig,
 };
 use self::deliver::After;
 pub use self::deliver::DELIVERY_SPAN;
 pub use self::error::{ConfigError, ScheduleError};
 use self::error::{StoreCallError, bounded};
+use self::held::{Entries, Published};
 use crate::assigns;
 use crate::store::{Alarm, AlarmStore};
 
@@ -52,7 +54,8 @@ pub enum When {
 /// at its time, never before, it is delivered through [`Node::dispatch_with`] with the
 /// configured timeout, and then, as the [`RetryPolicy`](crate::RetryPolicy) decides, deleted or
 /// rescheduled. At most [`max_concurrent_deliveries`](SchedulerConfig::max_concurrent_deliveries)
-/// deliveries run at once; the others stay armed until a slot frees.
+/// dispatches run at once, and [`CLAIMED_PER_DISPATCH_SLOT`] times as many deliveries are under
+/// way (claimed ahead and waiting); the others stay armed until a delivery ends.
 ///
 /// Delivery is **at least once**: a node that dies after a delivery but before deleting the
 /// alarm leaves it to be delivered again once its lease lapses. While a lease holds, no other
@@ -113,6 +116,12 @@ struct Shared {
     holder: String,
     /// Set once a shutdown has begun: `schedule` refuses from then on.
     stopping: AtomicBool,
+    /// One permit per dispatch that may run at once
+    /// ([`SchedulerConfig::max_concurrent_deliveries`]); a claimed delivery waits here, in due
+    /// order (the semaphore is fair), once its due time has come.
+    dispatch_slots: Semaphore,
+    /// The actor's horizon and held ids, so `schedule` wakes it only for alarms it acts on.
+    published: Arc<Published>,
 }
 
 impl Shared {
@@ -227,12 +236,16 @@ impl Scheduler {
             node.id(),
             STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
+        let max_concurrent_deliveries = config.max_concurrent_deliveries;
         let shared = Arc::new(Shared {
             node,
             store,
             config,
             holder,
             stopping: AtomicBool::new(false),
+            // A limit beyond the semaphore's greatest count is no limit on any real node.
+            dispatch_slots: Semaphore::new(max_concurrent_deliveries.min(Semaphore::MAX_PERMITS)),
+            published: Arc::default(),
         });
         let (commands, inbox) = mpsc::unbounded_channel();
         let (reports, report_inbox) = mpsc::unbounded_channel();
@@ -240,7 +253,7 @@ impl Scheduler {
         let actor = Actor {
             shared: shared.clone(),
             reports,
-            entries: HashMap::new(),
+            entries: Entries::new(shared.published.clone()),
             queue: BTreeSet::new(),
             horizon: None,
             loaded_until: None,
@@ -357,14 +370,16 @@ impl Scheduler {
             }
             Err(error) => return Err(error.into()),
         };
-        let alarm = Alarm {
-            message: saved.clone(),
-            aggregate_id,
-            due,
-            attempts: 0,
-        };
-        // Saved: a stopped scheduler's alarm is delivered by the next one on this store.
-        let _ = self.commands.send(Command::Arm(alarm));
+        // Saved: a stopped scheduler's alarm is delivered by the next one on this store. Beyond
+        // the horizon, under an id it does not hold, the actor would do nothing with it.
+        if self.shared.published.actor_needs(&id, due) {
+            let _ = self.commands.send(Command::Arm(Alarm {
+                message: saved.clone(),
+                aggregate_id,
+                due,
+                attempts: 0,
+            }));
+        }
         Ok(saved)
     }
 
@@ -464,7 +479,7 @@ struct Entry {
 struct Actor {
     shared: Arc<Shared>,
     reports: mpsc::UnboundedSender<Report>,
-    entries: HashMap<String, Entry>,
+    entries: Entries<Entry>,
     queue: BTreeSet<(SystemTime, String)>,
     /// Alarms due before this are loaded, or being loaded: a new one is armed at once.
     horizon: Option<SystemTime>,
@@ -515,7 +530,7 @@ impl Actor {
                 break;
             }
             let running = self.stopping.is_none();
-            let has_room = self.in_flight < self.shared.config.max_concurrent_deliveries;
+            let has_room = self.in_flight < self.under_way_limit();
             let fire = self
                 .queue
                 .first()
@@ -529,9 +544,23 @@ impl Actor {
                 .map(|at| clock.sleep_until(at));
             tokio::select! {
                 biased;
-                Some(report) = reports.recv() => self.on_report(report),
+                Some(report) = reports.recv() => {
+                    self.on_report(report);
+                    // A burst's reports come in hundreds at once: take them all before the
+                    // timers are set again.
+                    while let Ok(report) = reports.try_recv() {
+                        self.on_report(report);
+                    }
+                }
                 command = inbox.recv(), if running => match command {
-                    Some(command) => self.on_command(command),
+                    Some(command) => {
+                        self.on_command(command);
+                        while self.stopping.is_none()
+                            && let Ok(command) = inbox.try_recv()
+                        {
+                            self.on_command(command);
+                        }
+                    }
                     // Every handle is gone: stop as if asked to.
                     None => {
                         self.shared.stopping.store(true, Ordering::SeqCst);
@@ -596,7 +625,7 @@ impl Actor {
         let at = self.shared.claim_time(alarm.due);
         self.queue.insert((at, id.clone()));
         self.generations += 1;
-        self.entries.insert(
+        self.entries.insert_new(
             id,
             Entry {
                 alarm,
@@ -719,11 +748,20 @@ impl Actor {
         }
     }
 
+    /// How many deliveries may be under way at once: claimed and waiting for their due time or
+    /// a dispatch slot, or dispatching.
+    fn under_way_limit(&self) -> usize {
+        self.shared
+            .config
+            .max_concurrent_deliveries
+            .saturating_mul(CLAIMED_PER_DISPATCH_SLOT)
+    }
+
     /// Starts the deliveries whose claim time has come, in order, while there is room.
     fn fire_due(&mut self) {
         let now = self.shared.config.clock.now();
         while let Some((due, _)) = self.queue.first() {
-            if *due > now || self.in_flight >= self.shared.config.max_concurrent_deliveries {
+            if *due > now || self.in_flight >= self.under_way_limit() {
                 break;
             }
             let Some((due, id)) = self.queue.pop_first() else {
@@ -743,7 +781,7 @@ impl Actor {
             self.in_flight += 1;
             deliver::spawn(
                 self.shared.clone(),
-                entry.alarm.clone(),
+                id,
                 entry.generation,
                 entry.stop.clone(),
                 self.reports.clone(),
@@ -760,7 +798,10 @@ impl Actor {
         let now = config.clock.now();
         let until = now + config.window * 2;
         let from = self.loaded_until;
-        self.horizon = Some(self.horizon.map_or(until, |h| h.max(until)));
+        let horizon = self.horizon.map_or(until, |h| h.max(until));
+        self.horizon = Some(horizon);
+        // Published before the load starts: see `held`.
+        self.shared.published.set_horizon(horizon);
         self.next_load = now + config.window;
         let (min, max) = config.load_backoff;
         let store = self.shared.store.clone();

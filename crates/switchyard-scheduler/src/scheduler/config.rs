@@ -65,11 +65,19 @@ pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(10);
 /// whatever this is.
 pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
-/// 1,024 deliveries at a time: each is a task holding a message and a dispatch, cheap enough
-/// that a thousand cost little memory, while a burst of a hundred thousand due at once (a
-/// restart after a long stop) neither floods the node's services nor the store with claims. The
-/// rest stay armed and start as deliveries end.
+/// 1,024 dispatches at a time: enough to keep a node's services busy, while a burst of a
+/// hundred thousand due at once (a restart after a long stop) does not flood them. Claims may
+/// run [`CLAIMED_PER_DISPATCH_SLOT`] times further ahead, so a burst is claimed before its due
+/// time and then dispatched as fast as the slots free.
 pub const DEFAULT_MAX_CONCURRENT_DELIVERIES: usize = 1_024;
+
+/// How many deliveries may be under way (claimed, waiting for their due time or for a dispatch
+/// slot, or dispatching) per dispatch slot: 16, so a burst of 16,384 alarms due at once (with
+/// the default limit) is claimed within the claim-ahead, in a few group commits, instead of a
+/// thousand at a time after its due time; while a restart's burst of a million still neither
+/// holds a task per alarm nor floods the store with claims whose leases would lapse before
+/// their dispatch.
+pub const CLAIMED_PER_DISPATCH_SLOT: usize = 16;
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
@@ -192,9 +200,11 @@ impl SchedulerConfig {
         self
     }
 
-    /// The most deliveries under way at once, counting those claimed and waiting for their due
-    /// time (default [`DEFAULT_MAX_CONCURRENT_DELIVERIES`]; at least 1). Alarms due beyond it
-    /// stay armed and start, in due order, as deliveries end.
+    /// The most dispatches under way at once (default [`DEFAULT_MAX_CONCURRENT_DELIVERIES`]; at
+    /// least 1). Deliveries start (claim their alarm) [`CLAIMED_PER_DISPATCH_SLOT`] times as
+    /// many: those beyond the limit wait, claimed, for a slot, and dispatch in due order as
+    /// slots free (renewing their lease first if it came close to lapsing meanwhile). Alarms
+    /// beyond those stay armed and start, in due order, as deliveries end.
     pub fn max_concurrent_deliveries(mut self, limit: usize) -> Self {
         self.max_concurrent_deliveries = limit;
         self

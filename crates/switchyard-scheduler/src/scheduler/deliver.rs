@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use backon::{ConstantBuilder, Retryable as _};
+use futures::FutureExt as _;
 use switchyard_messaging::{DispatchOptions, Message};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
@@ -48,19 +49,21 @@ pub(super) enum After {
 /// dispatched, if it has not been yet.
 pub(super) fn spawn(
     shared: Arc<Shared>,
-    alarm: Alarm,
+    id: String,
     generation: u64,
     stop: Arc<AtomicBool>,
     reports: mpsc::UnboundedSender<Report>,
 ) {
-    let id = alarm.id().to_owned();
     let clock = shared.config.clock.clone();
     let lease = shared.config.lease;
     let holder = format!("{}#{generation}", shared.holder);
-    let task = tokio::spawn(deliver(shared, alarm, holder, stop));
-    tokio::spawn(async move {
-        let after = task.await.unwrap_or_else(|error| {
-            tracing::error!(alarm = %id, %error, "an alarm's delivery panicked; it is tried again once its lease lapses");
+    // One task per delivery: the panic is caught around the delivery's future (any poll of it,
+    // the service's own code included when it runs inline), not by a second task watching it.
+    let task = async move {
+        let delivery = AssertUnwindSafe(deliver(shared, id.clone(), holder, stop)).catch_unwind();
+        let after = delivery.await.unwrap_or_else(|panic| {
+            let panic = panic_text(&*panic);
+            tracing::error!(alarm = %id, %panic, "an alarm's delivery panicked; it is tried again once its lease lapses");
             After::Rearm {
                 at: clock.now() + lease,
                 alarm: None,
@@ -71,7 +74,17 @@ pub(super) fn spawn(
             generation,
             after,
         });
-    });
+    };
+    tokio::spawn(task);
+}
+
+/// The text a panic carried, if any.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 /// A few quick attempts for the writes that finish a delivery: the lease still holds, so the
@@ -83,15 +96,11 @@ fn finish_backoff() -> ConstantBuilder {
         .with_max_times(5)
 }
 
-async fn deliver(
-    shared: Arc<Shared>,
-    armed: Alarm,
-    holder: String,
-    stop: Arc<AtomicBool>,
-) -> After {
+/// Delivers alarm `id` as armed: only its id is needed, as the claim answers with the stored
+/// alarm.
+async fn deliver(shared: Arc<Shared>, id: String, holder: String, stop: Arc<AtomicBool>) -> After {
     let config = &shared.config;
     let clock = &config.clock;
-    let id = armed.id().to_owned();
     if stop.load(Ordering::SeqCst) {
         // Cancelled or replaced before it started: nothing to claim, nor to give back.
         return After::Gone;
@@ -144,7 +153,7 @@ async fn deliver(
         }
     };
     if stop.load(Ordering::SeqCst) {
-        return stopped(&shared, &holder, alarm).await;
+        return Box::pin(stopped(&shared, &holder, alarm)).await;
     }
 
     // Counted by the claim, durably: a delivery cut short by a crash counts too. An alarm saved
@@ -163,12 +172,15 @@ async fn deliver(
             max_attempts = most,
             "an alarm used up its attempts without an answer (a delivery cut short each time); it is dropped"
         );
-        return finish(&shared, &holder, &id).await;
+        return Box::pin(finish(&shared, &holder, &id)).await;
     }
     // Claimed ahead: never deliver before the due time.
     clock.sleep_until(exact_due(&alarm)).await;
+    // Then wait for a dispatch slot (at once unless a burst holds them all); the lease check
+    // below renews a lease that came close to lapsing meanwhile. The semaphore is never closed.
+    let slot = shared.dispatch_slots.acquire().await.ok();
     if stop.load(Ordering::SeqCst) {
-        return stopped(&shared, &holder, alarm).await;
+        return Box::pin(stopped(&shared, &holder, alarm)).await;
     }
     let now = clock.now();
     if now + config.dispatch_timeout >= lease_until {
@@ -215,13 +227,17 @@ async fn deliver(
         attempt,
         late,
     );
-    async {
-        let sent = message.clone();
+    // Boxed: a burst holds thousands of deliveries waiting for their due time or a slot, and
+    // each task is as large as its largest step, which is this one. Only the deliveries under
+    // way hold it, at most one per slot.
+    let dispatched = async {
         let dispatch = shared.node.dispatch_with(
             message,
             DispatchOptions::with_timeout(config.dispatch_timeout),
         );
         let reply = renewing(&shared, &holder, &id, dispatch).await;
+        // The dispatch is over: the next one may start while this one's store write runs.
+        drop(slot);
         tracing::debug!(response = ?reply.response(), "alarm delivered");
         let decision = std::panic::catch_unwind(AssertUnwindSafe(|| {
             config.retry_policy.decide(&reply)
@@ -235,13 +251,15 @@ async fn deliver(
             Decision::RetryIn(delay, returned) => {
                 // A hook's delay is the user's number: bounded so the clock cannot overflow.
                 let due = clock.now() + delay.min(super::error::LONGEST);
-                let next = redelivery(&sent, &returned).assign(assigns::DISPATCH_AT, &due);
+                // Built from the stored message: what was sent differs from it only in the
+                // assigns, which the next attempt takes from the returned message.
+                let next = redelivery(&alarm.message, &returned).assign(assigns::DISPATCH_AT, &due);
                 retry_later(&shared, &holder, alarm, next, due).await
             }
         }
     }
-    .instrument(span)
-    .await
+    .instrument(span);
+    Box::pin(dispatched).await
 }
 
 /// The alarm's due time to the nanosecond: stores keep it to the microsecond, dropping what is
@@ -270,6 +288,8 @@ async fn renewing(
     loop {
         let renew_at = clock.now() + lease / 3;
         tokio::select! {
+            // The dispatch first: one that answers at once never sets the renewal's timer.
+            biased;
             reply = &mut dispatch => return reply,
             () = clock.sleep_until(renew_at) => {
                 let renew = shared.store.renew(id, holder, clock.now() + lease);
@@ -284,7 +304,8 @@ async fn renewing(
 }
 
 /// The message of the next attempt: the one delivered (with its request, which replies do not
-/// carry), with the assigns, service, request and aggregate metadata of the message the policy
+/// carry; `sent` may be the stored message it was made from, as only assigns tell them apart),
+/// with the assigns, service, request and aggregate metadata of the message the policy
 /// returned, and no response, events or halted flag.
 fn redelivery(sent: &Message, returned: &Message) -> Message {
     let mut next = sent.clone();

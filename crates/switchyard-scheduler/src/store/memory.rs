@@ -1,7 +1,7 @@
 //! An alarm store in memory: for tests, examples and single-process apps that can lose their
 //! alarms.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -38,7 +38,9 @@ pub struct MemoryAlarmStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    alarms: HashMap<String, Entry>,
+    /// A B-tree, not a hash map: a store that grows to millions of alarms never stops to
+    /// rehash them all under the lock, which stalled every caller in turn.
+    alarms: BTreeMap<String, Entry>,
     by_due: BTreeSet<(SystemTime, String)>,
 }
 

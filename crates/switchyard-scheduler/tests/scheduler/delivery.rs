@@ -910,6 +910,32 @@ async fn an_alarm_cancelled_and_scheduled_again_while_claimed_ahead_delivers_onl
     scheduler.shutdown().await;
 }
 
+/// Scheduled again under the same id while claimed ahead, due beyond the loaded window (where
+/// a new alarm alone is not armed): the old alarm is not dispatched, and the new one stays in
+/// the store for the window to reach.
+#[tokio::test]
+async fn an_alarm_scheduled_again_beyond_the_window_while_claimed_ahead_is_not_dispatched() {
+    let (clock, scheduler, store, mut received) = claiming_ahead("again-beyond").await;
+    let message = |request: &str| Message::new("record").with_id("m").with_request(request);
+    let due = t0() + Duration::from_secs(10);
+    scheduler
+        .schedule(message("old"), "a", When::At(due))
+        .await
+        .unwrap();
+    clock.set(due - Duration::from_millis(500));
+    eventually("claimed ahead", || async { store.granted().len() == 1 }).await;
+    let beyond = t0() + Duration::from_secs(30 * 24 * 3_600);
+    scheduler
+        .schedule(message("new"), "a", When::At(beyond))
+        .await
+        .unwrap();
+    clock.set(due);
+    nothing(&mut received).await;
+    eventually("forgotten", || async { scheduler.held().await == 0 }).await;
+    assert_eq!(store.inner.len(), 1, "the new alarm stays in the store");
+    scheduler.shutdown().await;
+}
+
 /// Cancelled during its dispatch and scheduled again under the same id, due at once: the new
 /// alarm waits for the old delivery to end (never two deliveries of one id at once), whose
 /// final delete does not touch it, and is then delivered.
