@@ -84,6 +84,11 @@ impl Frame {
         codec::encode(self).map(bytes::Bytes::from)
     }
 
+    /// Appends the encoding of the frame to `out` (left as it was on error).
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), codec::EncodeError> {
+        codec::encode_into(self, out)
+    }
+
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, codec::DecodeError> {
         codec::decode(bytes)
     }

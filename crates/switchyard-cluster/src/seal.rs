@@ -86,16 +86,28 @@ impl Sealer {
     /// Appends `payload` and its tag to `out`.
     pub(crate) fn seal_into(&mut self, payload: &[u8], out: &mut BytesMut) {
         out.put_slice(payload);
+        out.put_slice(&self.next_tag(payload));
+    }
+
+    /// Appends to `out` the tag of the payload written at its end from `payload_start` on:
+    /// the frame is sealed where it was encoded, without a copy.
+    pub(crate) fn seal_in_place(&mut self, out: &mut Vec<u8>, payload_start: usize) {
+        let tag = self.next_tag(&out[payload_start..]);
+        out.extend_from_slice(&tag);
+    }
+
+    /// The tag of `payload` as the next frame, counting it sent.
+    fn next_tag(&mut self, payload: &[u8]) -> [u8; TAG_LEN] {
+        let mut truncated = [0; TAG_LEN];
+        // No key, no valid tag (zeros): the peer refuses the frame, as it should.
         if let Some(mac) = &self.mac {
             let full = tag(mac, self.direction, self.sequence, payload)
                 .finalize()
                 .into_bytes();
-            out.put_slice(&full[..TAG_LEN]);
-        } else {
-            // No key, no valid tag: the peer refuses the frame, as it should.
-            out.put_bytes(0, TAG_LEN);
+            truncated.copy_from_slice(&full[..TAG_LEN]);
         }
         self.sequence += 1;
+        truncated
     }
 }
 
