@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use criterion::{Criterion, criterion_group};
-use futures::StreamExt;
 use hdrhistogram::Histogram;
 use switchyard_bench_support::allocations::{self, Counter};
 use switchyard_cluster::{Cluster, ClusterConfig};
@@ -247,29 +246,34 @@ async fn cluster_round_trips(node: &Node, count: usize, histogram: &mut Histogra
     }
 }
 
-/// Calls per second with `IN_FLIGHT` calls outstanding, for `window`.
+/// Calls per second with `IN_FLIGHT` calls outstanding, for `window`: as many tasks, each
+/// calling again as soon as its reply came, as an application's callers would (calls made
+/// from a thread outside the runtime would each cost a wake-up of a worker and of that
+/// thread, which measures the harness).
 async fn cluster_pipelined(node: &Node, window: Duration) -> f64 {
     let started = Instant::now();
-    let mut done = 0_u64;
-    let mut running = futures::stream::FuturesUnordered::new();
-    while started.elapsed() < window {
-        while running.len() < IN_FLIGHT {
+    let callers: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
             let node = node.clone();
-            running.push(tokio::spawn(async move {
-                node.dispatch_with(
-                    call(),
-                    DispatchOptions::with_timeout(Duration::from_secs(10)),
-                )
-                .await
-            }));
-        }
-        let reply = running.next().await.unwrap().unwrap();
-        debug_assert!(reply.response().is_some_and(Response::is_success));
-        done += 1;
-    }
-    while let Some(reply) = running.next().await {
-        reply.unwrap();
-        done += 1;
+            tokio::spawn(async move {
+                let mut done = 0_u64;
+                while started.elapsed() < window {
+                    let reply = node
+                        .dispatch_with(
+                            call(),
+                            DispatchOptions::with_timeout(Duration::from_secs(10)),
+                        )
+                        .await;
+                    debug_assert!(reply.response().is_some_and(Response::is_success));
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for caller in callers {
+        done += caller.await.unwrap();
     }
     done as f64 / started.elapsed().as_secs_f64()
 }
@@ -344,12 +348,12 @@ criterion_group! {
 }
 
 /// Runs only the pipelined cluster calls or raw echo, for a profiler (see the module docs).
-fn profile_only(which: &str) {
+fn profile_only(which: String) {
     let (_server, gossip, raw_addr) = start_server();
     let rt = runtime();
-    rt.block_on(async {
+    let measured = rt.spawn(async move {
         let window = Duration::from_secs(10);
-        let rate = match which {
+        let rate = match which.as_str() {
             "floor" => {
                 let mut raw = Raw::connect(raw_addr, frame_sizes()).await;
                 raw_pipelined(&mut raw, window).await
@@ -358,6 +362,7 @@ fn profile_only(which: &str) {
         };
         println!("{which}: {rate:.0}/s");
     });
+    rt.block_on(measured).unwrap();
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -370,7 +375,7 @@ fn main() {
         return;
     }
     if let Ok(which) = std::env::var(ONLY) {
-        profile_only(&which);
+        profile_only(which);
         return;
     }
     benches();
@@ -386,7 +391,9 @@ fn main() {
     let (_server, gossip, raw_addr) = start_server();
     let rt = runtime();
     let sizes = frame_sizes();
-    let (round_trip, pipelined) = rt.block_on(async {
+    // Measured from a task on the runtime's workers, as an application's code runs (not from
+    // the thread blocked on the runtime).
+    let measured = rt.spawn(async move {
         let caller = join(&gossip).await;
         let mut raw = Raw::connect(raw_addr, sizes).await;
         let mut floor = Histogram::<u64>::new(3).unwrap();
@@ -418,6 +425,7 @@ fn main() {
             (median(&floors), median(&clusters), median(&rate_ratios)),
         )
     });
+    let (round_trip, pipelined) = rt.block_on(measured).unwrap();
     drop(rt);
     let allocations = allocations_per_call();
     let (floor, subject, ratio) = round_trip;

@@ -243,7 +243,6 @@ impl Server {
             self.caller.reply_here(request, reply);
             return;
         }
-        let service = reply.service().to_owned();
         let frame = Frame::Reply {
             request,
             message: reply,
@@ -255,10 +254,12 @@ impl Server {
                 let Frame::Reply { message, .. } = frame else {
                     return;
                 };
-                let refusal = message.return_with(Response::error(format!(
-                    "the reply of `{service}` on {} has {len} bytes, more than the {max} a peer accepts (max_frame_len): return less, or raise max_frame_len on the calling node",
+                let error = Response::error(format!(
+                    "the reply of `{}` on {} has {len} bytes, more than the {max} a peer accepts (max_frame_len): return less, or raise max_frame_len on the calling node",
+                    message.service(),
                     self.node.id()
-                )));
+                ));
+                let refusal = message.return_with(error);
                 let frame = Frame::Reply {
                     request,
                     message: refusal,
