@@ -8,8 +8,9 @@ use switchyard_messaging::remote::Hop;
 use switchyard_messaging::{Message, NodeId, Response, codec};
 
 /// The protocol version this crate speaks; a peer speaking another is refused. Version 2
-/// added each side's `max_frame_len` to `Hello`.
-pub(crate) const PROTOCOL: u16 = 2;
+/// added each side's `max_frame_len` to `Hello`; version 3 tags frames with AES-256-GCM
+/// (GMAC) instead of HMAC-SHA256 (see `seal`).
+pub(crate) const PROTOCOL: u16 = 3;
 
 /// The size of a handshake nonce.
 pub(crate) const NONCE_LEN: usize = 32;
