@@ -365,8 +365,18 @@ fn profile_only(which: String) {
     rt.block_on(measured).unwrap();
 }
 
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "**missed**" }
+/// "met", or by how many times the figure misses its target.
+fn verdict(figure: f64, target: f64, at_least: bool) -> String {
+    let short = if at_least {
+        target / figure
+    } else {
+        figure / target
+    };
+    if short <= 1.0 {
+        "met".to_owned()
+    } else {
+        format!("**missed** ({short:.1}× off)")
+    }
 }
 
 fn main() {
@@ -458,7 +468,7 @@ fn main() {
          | p99 | {:.1} µs | {:.1} µs | {:.2}× | |\n",
         micros(&floor, 0.5),
         micros(&subject, 0.5),
-        verdict(ratio <= TARGET_P50_RATIO),
+        verdict(ratio, TARGET_P50_RATIO, false),
         micros(&floor, 0.99),
         micros(&subject, 0.99),
         micros(&subject, 0.99) / micros(&floor, 0.99),
@@ -469,13 +479,22 @@ fn main() {
          | raw echo, one write per burst | {floor_rate:.0} | | |\n\
          | cluster calls | {cluster_rate:.0} | {rate_ratio:.2}× | ≥ {TARGET_RATE_RATIO}×: {}; \
          ≥ {TARGET_RATE:.0}/s: {} |\n",
-        verdict(rate_ratio >= TARGET_RATE_RATIO),
-        verdict(cluster_rate >= TARGET_RATE),
+        verdict(rate_ratio, TARGET_RATE_RATIO, true),
+        verdict(cluster_rate, TARGET_RATE, true),
     ));
     out.push_str(&format!(
         "\nAllocations per remote call, caller and server nodes together (both in one process, \
          counted in a pass of their own): {allocations:.1}.\n",
     ));
+    out.push_str(
+        "\nWhere the time goes (perf, both processes, pipelined): the raw echo spends about \
+         0.2 µs of CPU per frame, a cluster call about 11 µs. Of that, thread wake-ups and \
+         context switches (about one per call: the call crosses tasks, the floor does not), \
+         the allocator (about 17%, mostly decoding and dropping the two `Message`s of a call) \
+         and the messaging crate's dispatch outweigh the cluster's own framing, sealing and \
+         queueing (profile it with `SWITCHYARD_BENCH_REMOTE_ONLY=cluster` under \
+         `perf record`).\n",
+    );
     println!("\n{out}");
     support::write_section("40-cluster_remote.md", &out);
 }
