@@ -3,10 +3,11 @@
 //! that knows what they mean. Which connection to a peer is kept, and when to dial, is
 //! `Peers`' business.
 //!
-//! Frames are encoded by the sender's task and queued in order, each with a ticket (its place
-//! in the queue). Whoever holds the write half (the sender itself when nobody is writing,
-//! else the connection's writer task) takes everything queued at once, seals it into one
-//! buffer and writes it with as few system calls as the socket allows: pipelined calls share
+//! A sender encodes its frame straight into the connection's queue buffer, length first and
+//! sealed, in order, with a ticket (its place in the queue): no buffer of its own per frame.
+//! Whoever holds the write half (the sender itself when nobody is writing, else the
+//! connection's writer task) takes the whole buffer at once (swapping it for its own empty
+//! one) and writes it with as few system calls as the socket allows: pipelined calls share
 //! them. A sender writes only until its own frame is out and leaves what was queued since to
 //! the writer task, so its call is not held up by the frames of others. The count of frames
 //! the kernel took whole tells, once the connection has ended, whether a given frame could
