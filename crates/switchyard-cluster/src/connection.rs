@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     out: tokio::sync::Mutex<Outgoing>,
     /// The connection is ending: locally (`close`), or because it broke.
     closed: CancellationToken,
+    /// Set just before `closed` is cancelled, for [`Connection::is_closed`].
+    closing: AtomicBool,
     /// It ended because the peer went away, a read or write failed, or the peer broke the
     /// protocol; not because this node closed it.
     broken: AtomicBool,
@@ -351,7 +353,7 @@ impl Connection {
             wake: &shared.wake,
             done: false,
         };
-        if shared.closed.is_cancelled() {
+        if self.is_closed() {
             // Ending: the writer task finishes or drops what is queued.
             return Ok(ticket);
         }
@@ -383,6 +385,12 @@ impl Connection {
     /// Closes the connection on purpose: what was queued is still written (within
     /// [`FINAL_FLUSH_LIMIT`]).
     pub(crate) fn close(&self) {
+        self.end();
+    }
+
+    /// Marks the connection closed, then wakes whoever waits for it to close.
+    fn end(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         self.closed.cancel();
     }
 
@@ -391,14 +399,14 @@ impl Connection {
     /// reply can reach this node any more.
     pub(crate) fn close_leaving(&self) {
         self.abandoned.store(true, Ordering::SeqCst);
-        self.closed.cancel();
+        self.end();
     }
 
     /// Ends the connection because it cannot go on (the peer went away or broke the
     /// protocol): nothing more is written.
     pub(crate) fn break_off(&self) {
         self.broken.store(true, Ordering::SeqCst);
-        self.closed.cancel();
+        self.end();
     }
 
     /// Whether it ended because the peer went away, a read or write failed, or the peer broke
@@ -407,8 +415,10 @@ impl Connection {
         self.broken.load(Ordering::SeqCst)
     }
 
+    /// Whether the connection is closing or closed: an atomic load, where the token's
+    /// own check takes a lock (this one is asked several times per call).
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+        self.closing.load(Ordering::SeqCst)
     }
 
     /// Resolves when the connection closes.
@@ -632,6 +642,7 @@ impl Connection {
                 exact_writes: writing.exact_writes,
             }),
             closed: CancellationToken::new(),
+            closing: AtomicBool::new(false),
             broken: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             finished: CancellationToken::new(),
@@ -772,13 +783,16 @@ fn start(
             connection: reader.clone(),
             inbound: inbound.clone(),
         };
-        let closed = &reader.closed;
+        // Waited for across the loop: made afresh in each turn, it would register with the
+        // token (a lock) for every frame read.
+        let closed = reader.closed.cancelled();
+        tokio::pin!(closed);
         // The calls that came on this connection, until their replies are sent.
         let mut serving = futures::stream::FuturesUnordered::<Serving>::new();
         let ended_by_peer = loop {
             let next = tokio::select! {
                 biased;
-                () = closed.cancelled() => break false,
+                () = &mut closed => break false,
                 Some(()) = serving.next(), if !serving.is_empty() => {
                     reader.outstanding.fetch_sub(1, Ordering::Relaxed);
                     continue;
