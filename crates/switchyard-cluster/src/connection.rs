@@ -3,10 +3,11 @@
 //! that knows what they mean. Which connection to a peer is kept, and when to dial, is
 //! `Peers`' business.
 //!
-//! Frames are encoded by the sender's task and queued in order, each with a ticket (its place
-//! in the queue). Whoever holds the write half (the sender itself when nobody is writing,
-//! else the connection's writer task) takes everything queued at once, seals it into one
-//! buffer and writes it with as few system calls as the socket allows: pipelined calls share
+//! A sender encodes its frame straight into the connection's queue buffer, length first and
+//! sealed, in order, with a ticket (its place in the queue): no buffer of its own per frame.
+//! Whoever holds the write half (the sender itself when nobody is writing, else the
+//! connection's writer task) takes the whole buffer at once (swapping it for its own empty
+//! one) and writes it with as few system calls as the socket allows: pipelined calls share
 //! them. A sender writes only until its own frame is out and leaves what was queued since to
 //! the writer task, so its call is not held up by the frames of others. The count of frames
 //! the kernel took whole tells, once the connection has ended, whether a given frame could
@@ -17,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use switchyard_messaging::NodeId;
@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     out: tokio::sync::Mutex<Outgoing>,
     /// The connection is ending: locally (`close`), or because it broke.
     closed: CancellationToken,
+    /// Set just before `closed` is cancelled, for [`Connection::is_closed`].
+    closing: AtomicBool,
     /// It ended because the peer went away, a read or write failed, or the peer broke the
     /// protocol; not because this node closed it.
     broken: AtomicBool,
@@ -103,9 +105,16 @@ pub(crate) struct Shared {
     pub(crate) established: tokio::time::Instant,
 }
 
-#[derive(Default)]
+/// The frames waiting for the writer, already framed and sealed: a sender encodes its frame
+/// straight into `sealed` (no buffer of its own per frame), in the order of the tickets, which
+/// is the order of the sequence numbers the peer checks.
 struct Queue {
-    frames: Vec<Bytes>,
+    sealed: Vec<u8>,
+    /// Where each frame in `sealed` ends, counted in bytes from the start of the connection.
+    ends: Vec<u64>,
+    /// Bytes ever queued, from the start of the connection (the handshake's own included).
+    bytes: u64,
+    sealer: Sealer,
     /// How many frames were ever queued: the next ticket.
     queued: u64,
     /// No more frames are taken: the connection has ended.
@@ -114,47 +123,70 @@ struct Queue {
     writing: bool,
 }
 
-/// The write half, the sealer, and the buffer sealed frames wait in: frames are sealed in the
-/// order they are written.
+impl Queue {
+    /// Appends `frame`, length first and sealed, unless its payload is longer than `max` (the
+    /// peer's limit) or it cannot be encoded: then the queue is left as it was.
+    fn push(&mut self, frame: &Frame, max: usize) -> Result<(), SendError> {
+        let start = self.sealed.len();
+        self.sealed.extend_from_slice(&[0; 4]);
+        let encoded = frame.encode_into(&mut self.sealed);
+        let len = self.sealed.len() - start - 4;
+        let refused = match encoded {
+            Err(error) => Some(SendError::Encode(error.to_string())),
+            Ok(()) if len > max => Some(SendError::TooLong { len, max }),
+            Ok(()) => None,
+        };
+        if let Some(refused) = refused {
+            self.sealed.truncate(start);
+            return Err(refused);
+        }
+        // `max` is below `u32::MAX` less the tag (see `start`).
+        let prefix = u32::try_from(len + TAG_LEN).unwrap_or(u32::MAX);
+        self.sealed[start..start + 4].copy_from_slice(&prefix.to_be_bytes());
+        self.sealer.seal_in_place(&mut self.sealed, start + 4);
+        self.bytes += (self.sealed.len() - start) as u64;
+        self.ends.push(self.bytes);
+        Ok(())
+    }
+}
+
+/// The write half, and the sealed frames taken from the queue that wait for the socket.
 struct Outgoing {
     io: Option<WriteHalf<Stream>>,
-    buf: BytesMut,
-    /// The frames taken from the queue, kept to reuse its allocation.
-    batch: Vec<Bytes>,
+    /// Bytes taken from the queue, not yet written. Swapped with the queue's buffer when empty,
+    /// so both keep their allocations.
+    buf: Vec<u8>,
     /// Where each frame in `buf` ends, counted in bytes from the start of the connection.
     ends: std::collections::VecDeque<u64>,
-    /// Bytes the kernel took since the start: `written + buf.len()` is where the next frame
-    /// starts.
+    /// Bytes the kernel took since the start.
     written: u64,
-    sealer: Sealer,
     /// A failed write wrote nothing of what it was handed (see [`writes_are_exact`]).
     exact_writes: bool,
 }
 
 impl Outgoing {
-    /// Takes everything queued and seals it into the buffer, without waiting: what is taken
-    /// is in the buffer even if the caller stops waiting right after. When there is nothing
-    /// left to write, gives up the writer's role instead and says so.
+    /// Takes everything queued into the buffer, without waiting: what is taken is in the
+    /// buffer even if the caller stops waiting right after. When there is nothing left to
+    /// write, gives up the writer's role instead and says so.
     fn take_queued(&mut self, shared: &Shared) -> bool {
-        {
+        let taken = {
             let mut queue = lock(&shared.queue);
-            if queue.frames.is_empty() && self.buf.is_empty() {
+            if queue.sealed.is_empty() && self.buf.is_empty() {
                 queue.writing = false;
                 return false;
             }
-            std::mem::swap(&mut queue.frames, &mut self.batch);
-        }
-        if self.batch.is_empty() {
-            return true;
-        }
-        shared.room.add_permits(self.batch.len());
-        for frame in self.batch.drain(..) {
-            // `send` refused frames too long for a 4-byte length.
-            let len = u32::try_from(frame.len() + TAG_LEN).unwrap_or(u32::MAX);
-            self.buf.reserve(4 + frame.len() + TAG_LEN);
-            self.buf.put_u32(len);
-            self.sealer.seal_into(&frame, &mut self.buf);
-            self.ends.push_back(self.written + self.buf.len() as u64);
+            if self.buf.is_empty() {
+                std::mem::swap(&mut queue.sealed, &mut self.buf);
+            } else {
+                self.buf.extend_from_slice(&queue.sealed);
+                queue.sealed.clear();
+            }
+            let taken = queue.ends.len();
+            self.ends.extend(queue.ends.drain(..));
+            taken
+        };
+        if taken > 0 {
+            shared.room.add_permits(taken);
         }
         true
     }
@@ -164,7 +196,7 @@ impl Outgoing {
     /// keeping the role meanwhile (so senders queue behind it without writing).
     fn hand_off(&mut self, shared: &Shared) {
         let mut queue = lock(&shared.queue);
-        if queue.frames.is_empty() && self.buf.is_empty() {
+        if queue.sealed.is_empty() && self.buf.is_empty() {
             queue.writing = false;
         } else {
             drop(queue);
@@ -174,7 +206,7 @@ impl Outgoing {
 
     /// Counts the bytes the kernel took, and the frames now wholly written.
     fn wrote(&mut self, bytes: usize, shared: &Shared) {
-        self.buf.advance(bytes);
+        self.buf.drain(..bytes);
         self.written += bytes as u64;
         let mut whole = 0;
         while self.ends.front().is_some_and(|end| *end <= self.written) {
@@ -284,19 +316,11 @@ impl Connection {
         if self.is_closed() {
             return Err(SendError::Closed(Closed(self.peer.clone())));
         }
-        let bytes = frame
-            .encode()
-            .map_err(|e| SendError::Encode(e.to_string()))?;
-        if bytes.len() > self.peer_max_frame_len {
-            return Err(SendError::TooLong {
-                len: bytes.len(),
-                max: self.peer_max_frame_len,
-            });
-        }
-        self.enqueue(bytes).await
+        self.enqueue(frame).await
     }
 
-    async fn enqueue(&self, bytes: Bytes) -> Result<Ticket, SendError> {
+    /// Encodes and seals `frame` at the end of the queue, once there is room for it.
+    async fn enqueue(&self, frame: &Frame) -> Result<Ticket, SendError> {
         let shared = &*self.0;
         let closed = || SendError::Closed(Closed(self.peer.clone()));
         let permit = tokio::select! {
@@ -304,14 +328,14 @@ impl Connection {
             permit = shared.room.acquire() => permit.map_err(|_| closed())?,
             () = shared.closed.cancelled() => return Err(closed()),
         };
-        // The writer gives the permit back when it takes the frame.
-        permit.forget();
         let (ticket, writer) = {
             let mut queue = lock(&shared.queue);
             if queue.shut {
                 return Err(closed());
             }
-            queue.frames.push(bytes);
+            queue.push(frame, self.peer_max_frame_len)?;
+            // The writer gives the permit back when it takes the frame.
+            permit.forget();
             let ticket = queue.queued;
             queue.queued += 1;
             let writer = !queue.writing;
@@ -329,7 +353,7 @@ impl Connection {
             wake: &shared.wake,
             done: false,
         };
-        if shared.closed.is_cancelled() {
+        if self.is_closed() {
             // Ending: the writer task finishes or drops what is queued.
             return Ok(ticket);
         }
@@ -361,6 +385,12 @@ impl Connection {
     /// Closes the connection on purpose: what was queued is still written (within
     /// [`FINAL_FLUSH_LIMIT`]).
     pub(crate) fn close(&self) {
+        self.end();
+    }
+
+    /// Marks the connection closed, then wakes whoever waits for it to close.
+    fn end(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         self.closed.cancel();
     }
 
@@ -369,14 +399,14 @@ impl Connection {
     /// reply can reach this node any more.
     pub(crate) fn close_leaving(&self) {
         self.abandoned.store(true, Ordering::SeqCst);
-        self.closed.cancel();
+        self.end();
     }
 
     /// Ends the connection because it cannot go on (the peer went away or broke the
     /// protocol): nothing more is written.
     pub(crate) fn break_off(&self) {
         self.broken.store(true, Ordering::SeqCst);
-        self.closed.cancel();
+        self.end();
     }
 
     /// Whether it ended because the peer went away, a read or write failed, or the peer broke
@@ -385,8 +415,10 @@ impl Connection {
         self.broken.load(Ordering::SeqCst)
     }
 
+    /// Whether the connection is closing or closed: an atomic load, where the token's
+    /// own check takes a lock (this one is asked several times per call).
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.is_cancelled()
+        self.closing.load(Ordering::SeqCst)
     }
 
     /// Resolves when the connection closes.
@@ -585,25 +617,32 @@ struct Writing<'a> {
 impl Connection {
     /// A connection's shared state, before its reader and writer tasks start.
     fn new(peer: NodeId, dialer: NodeId, writing: Writing<'_>, peer_max_frame_len: usize) -> Self {
-        let mut buf = BytesMut::with_capacity(8 * 1024);
+        let mut buf = Vec::with_capacity(8 * 1024);
         buf.extend_from_slice(writing.already_buffered);
         Connection(Arc::new(Shared {
             id: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
             peer,
             dialer,
-            queue: std::sync::Mutex::new(Queue::default()),
+            queue: std::sync::Mutex::new(Queue {
+                sealed: Vec::with_capacity(8 * 1024),
+                ends: Vec::new(),
+                bytes: writing.already_buffered.len() as u64,
+                sealer: writing.sealer,
+                queued: 0,
+                shut: false,
+                writing: false,
+            }),
             room: Semaphore::new(OUTBOX),
             wake: Notify::new(),
             out: tokio::sync::Mutex::new(Outgoing {
                 io: Some(writing.io),
                 buf,
-                batch: Vec::new(),
                 ends: std::collections::VecDeque::new(),
                 written: 0,
-                sealer: writing.sealer,
                 exact_writes: writing.exact_writes,
             }),
             closed: CancellationToken::new(),
+            closing: AtomicBool::new(false),
             broken: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             finished: CancellationToken::new(),
@@ -626,7 +665,7 @@ impl Connection {
             Writing {
                 io,
                 already_buffered: &[],
-                sealer: crate::seal::pair(b"session key", Role::Dialer).0,
+                sealer: crate::seal::pair(&[0; crate::seal::KEY_LEN], Role::Dialer).0,
                 exact_writes: true,
             },
             1024 * 1024,
@@ -729,7 +768,8 @@ fn start(
         {
             let mut queue = lock(&shared.queue);
             queue.shut = true;
-            queue.frames.clear();
+            queue.sealed.clear();
+            queue.ends.clear();
         }
         out.io = None;
         out.buf.clear();
@@ -743,13 +783,16 @@ fn start(
             connection: reader.clone(),
             inbound: inbound.clone(),
         };
-        let closed = &reader.closed;
+        // Waited for across the loop: made afresh in each turn, it would register with the
+        // token (a lock) for every frame read.
+        let closed = reader.closed.cancelled();
+        tokio::pin!(closed);
         // The calls that came on this connection, until their replies are sent.
         let mut serving = futures::stream::FuturesUnordered::<Serving>::new();
         let ended_by_peer = loop {
             let next = tokio::select! {
                 biased;
-                () = closed.cancelled() => break false,
+                () = &mut closed => break false,
                 Some(()) = serving.next(), if !serving.is_empty() => {
                     reader.outstanding.fetch_sub(1, Ordering::Relaxed);
                     continue;

@@ -8,8 +8,9 @@ use switchyard_messaging::remote::Hop;
 use switchyard_messaging::{Message, NodeId, Response, codec};
 
 /// The protocol version this crate speaks; a peer speaking another is refused. Version 2
-/// added each side's `max_frame_len` to `Hello`.
-pub(crate) const PROTOCOL: u16 = 2;
+/// added each side's `max_frame_len` to `Hello`; version 3 tags frames with AES-256-GCM
+/// (GMAC) instead of HMAC-SHA256 (see `seal`).
+pub(crate) const PROTOCOL: u16 = 3;
 
 /// The size of a handshake nonce.
 pub(crate) const NONCE_LEN: usize = 32;
@@ -82,6 +83,11 @@ pub(crate) enum Verdict {
 impl Frame {
     pub(crate) fn encode(&self) -> Result<bytes::Bytes, codec::EncodeError> {
         codec::encode(self).map(bytes::Bytes::from)
+    }
+
+    /// Appends the encoding of the frame to `out` (left as it was on error).
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), codec::EncodeError> {
+        codec::encode_into(self, out)
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, codec::DecodeError> {

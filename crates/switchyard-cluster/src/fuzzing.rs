@@ -41,8 +41,8 @@ pub fn read_frames(stream: &[u8]) -> Result<Vec<&'static str>, String> {
     let mut codec = LengthDelimitedCodec::builder()
         .max_frame_length(FUZZ_MAX_FRAME_LEN + TAG_LEN)
         .new_codec();
-    let (_, mut opener) = pair(b"fuzz session key", Role::Dialer);
-    let (mut peer_sealer, _) = pair(b"fuzz session key", Role::Listener);
+    let (_, mut opener) = pair(&[7; crate::seal::KEY_LEN], Role::Dialer);
+    let (mut peer_sealer, _) = pair(&[7; crate::seal::KEY_LEN], Role::Listener);
     let mut buffer = BytesMut::from(stream);
     let mut kinds = Vec::new();
     while let Some(frame) = codec

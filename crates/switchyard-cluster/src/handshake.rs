@@ -15,6 +15,7 @@ use sha2::Sha256;
 use switchyard_messaging::NodeId;
 
 use crate::frame::{Frame, NONCE_LEN, PROTOCOL};
+use crate::seal::KEY_LEN;
 use crate::seal::{Opener, Role, Sealer};
 use crate::transport::Transport;
 
@@ -99,9 +100,9 @@ impl Transcript<'_> {
             .is_some_and(|mac| mac.verify_slice(proof).is_ok())
     }
 
-    fn session_key(&self, secret: &[u8]) -> Option<Vec<u8>> {
+    fn session_key(&self, secret: &[u8]) -> Option<[u8; KEY_LEN]> {
         self.mac(secret, b"session")
-            .map(|mac| mac.finalize().into_bytes().to_vec())
+            .map(|mac| mac.finalize().into_bytes().into())
     }
 }
 

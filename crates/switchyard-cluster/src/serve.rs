@@ -164,18 +164,17 @@ impl Server {
         }
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.counters.calls_served.fetch_add(1, Ordering::Relaxed);
-        let running = Running {
-            server: self.clone(),
-            key: (reply_to.clone(), request),
-        };
-        let key = running.key.clone();
         let (abort, registration) = AbortHandle::new_pair();
         // Registered before it first runs, so it cannot end (and remove itself) before.
-        lock(&self.running).insert(key, abort);
+        lock(&self.running).insert((reply_to.clone(), request), abort);
+        let running = Running {
+            server: self.clone(),
+            key: (reply_to, request),
+        };
         let server = self.clone();
         let from = from.clone();
         let serving = async move {
-            let _running = running;
+            let reply_to = &running.key.0;
             // This future is driven by the connection's reader; the node answers a panic of
             // the router's rules (run here) or of the handler (run in a task of its own) with
             // an error, so none unwinds into the reader.
@@ -185,14 +184,12 @@ impl Server {
                 .await
             {
                 Served::Reply(reply) => {
-                    server
-                        .reply_straight(&from, &reply_to, request, reply)
-                        .await;
+                    server.reply_straight(&from, reply_to, request, reply).await;
                 }
                 Served::NoReply => {}
                 Served::Forward { node, message } => {
                     server
-                        .forward(&from, reply_to, request, node, message, deadline)
+                        .forward(&from, reply_to.clone(), request, node, message, deadline)
                         .await;
                 }
             }
@@ -243,7 +240,6 @@ impl Server {
             self.caller.reply_here(request, reply);
             return;
         }
-        let service = reply.service().to_owned();
         let frame = Frame::Reply {
             request,
             message: reply,
@@ -255,10 +251,12 @@ impl Server {
                 let Frame::Reply { message, .. } = frame else {
                     return;
                 };
-                let refusal = message.return_with(Response::error(format!(
-                    "the reply of `{service}` on {} has {len} bytes, more than the {max} a peer accepts (max_frame_len): return less, or raise max_frame_len on the calling node",
+                let error = Response::error(format!(
+                    "the reply of `{}` on {} has {len} bytes, more than the {max} a peer accepts (max_frame_len): return less, or raise max_frame_len on the calling node",
+                    message.service(),
                     self.node.id()
-                )));
+                ));
+                let refusal = message.return_with(error);
                 let frame = Frame::Reply {
                     request,
                     message: refusal,
