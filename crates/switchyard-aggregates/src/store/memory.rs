@@ -42,6 +42,8 @@ use super::{
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
+    /// The last position given, published after each append (`GlobalReader::watch_head`).
+    head: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Debug, Default)]
@@ -233,6 +235,8 @@ impl EventAppender for MemoryStore {
             if !message_id.is_empty() {
                 target.by_message.insert(message_id, target.last_version);
             }
+            // Under the lock, so the published head only ever grows.
+            self.head.send_replace(*last_position);
             Ok(target.last_version)
         }
         .boxed()
@@ -292,6 +296,14 @@ impl GlobalReader for MemoryStore {
                 .collect())
         }
         .boxed()
+    }
+
+    fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        async move { Ok(self.lock().last_position) }.boxed()
+    }
+
+    fn watch_head(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.head.subscribe())
     }
 }
 
