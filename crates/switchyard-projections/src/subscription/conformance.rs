@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_aggregates::store::{
-    EventMetadata, EventStore, ExpectedVersion, NewEvent, RecordedEvent,
+    DeleteMode, EventMetadata, EventStore, ExpectedVersion, NewEvent, RecordedEvent,
 };
 
 use crate::Subscription;
@@ -211,6 +211,33 @@ pub async fn filters_by_aggregate_type_stream_and_event_type(store: Arc<dyn Even
     nothing_more(&mut opened).await;
 }
 
+/// Positions left free by a hard delete are passed over, while catching up and live.
+pub async fn passes_over_the_gaps_of_hard_deletes(store: Arc<dyn EventStore>) {
+    append(&*store, "account-1", "opened", 2).await;
+    append(&*store, "account-gone", "opened", 3).await;
+    append(&*store, "account-2", "opened", 2).await;
+    let mut subscription = Subscription::builder(store.clone())
+        .page_size(2)
+        .build()
+        .await
+        .unwrap();
+    store
+        .delete_stream("account-gone", DeleteMode::Hard, ExpectedVersion::Any)
+        .await
+        .unwrap();
+    let kept = take(&mut subscription, 4).await;
+    assert!(kept.iter().all(|e| &*e.stream != "account-gone"));
+    append(&*store, "account-gone", "opened", 1).await;
+    append(&*store, "account-3", "opened", 1).await;
+    store
+        .delete_stream("account-gone", DeleteMode::Hard, ExpectedVersion::Any)
+        .await
+        .unwrap();
+    let live = next(&mut subscription).await;
+    assert_eq!(&*live.stream, "account-3");
+    nothing_more(&mut subscription).await;
+}
+
 /// A consumer that stops holds at most one page, and writers finish without waiting for it.
 pub async fn a_slow_consumer_holds_one_page_and_never_holds_up_writers(
     store: Arc<dyn EventStore>,
@@ -294,8 +321,11 @@ pub async fn concurrent_writers_are_seen_once_in_order(store: Arc<dyn EventStore
 /// `wakes_subscriptions_after_each_commit` is generated only when `wakes` is given: a store
 /// that cannot wake subscriptions (they poll it) leaves it out.
 ///
-/// ```ignore
+/// ```
+/// use switchyard_aggregates::store::MemoryStore;
+///
 /// switchyard_projections::subscription_conformance!(async { MemoryStore::new() }, wakes);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! subscription_conformance {
@@ -326,6 +356,7 @@ macro_rules! subscription_conformance {
             check!(catches_up_then_follows_live_commits);
             check!(starts_at_the_head_or_after_a_position);
             check!(filters_by_aggregate_type_stream_and_event_type);
+            check!(passes_over_the_gaps_of_hard_deletes);
             check!(a_slow_consumer_holds_one_page_and_never_holds_up_writers);
             check!(concurrent_writers_are_seen_once_in_order);
             $(check!($extra);)*
