@@ -37,12 +37,12 @@
 
 mod subscription;
 
+/// The suite every event store runs to show subscriptions follow its global order.
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub use crate::subscription::conformance as subscription_conformance;
 #[doc(inline)]
 pub use crate::subscription::{
     DEFAULT_PAGE_SIZE, DEFAULT_POLL_INTERVAL, Start, Subscription, SubscriptionBuilder,
     SubscriptionError,
 };
-/// The suite every event store runs to show subscriptions follow its global order.
-#[cfg(feature = "conformance")]
-#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
-pub use crate::subscription::conformance as subscription_conformance;

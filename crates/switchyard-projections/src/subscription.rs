@@ -186,7 +186,9 @@ impl Subscription {
     }
 
     /// The subscription as a never-ending [`Stream`] of what [`next`](Self::next) returns.
-    pub fn into_stream(self) -> impl Stream<Item = Result<RecordedEvent, SubscriptionError>> + Send {
+    pub fn into_stream(
+        self,
+    ) -> impl Stream<Item = Result<RecordedEvent, SubscriptionError>> + Send {
         futures::stream::unfold(self, |mut subscription| async move {
             let item = subscription.next().await;
             Some((item, subscription))

@@ -71,6 +71,7 @@ mod events;
 #[cfg(feature = "events")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod head;
 mod options;
 mod store;
 mod worker;

@@ -62,7 +62,10 @@ async fn take(subscription: &mut Subscription, count: usize) -> Vec<RecordedEven
     for _ in 0..count {
         let event = next(subscription).await;
         if let Some(last) = events.last() {
-            assert!(last.position < event.position, "positions strictly increase");
+            assert!(
+                last.position < event.position,
+                "positions strictly increase"
+            );
         }
         events.push(event);
     }
@@ -91,7 +94,11 @@ pub async fn catches_up_then_follows_live_commits(store: Arc<dyn EventStore>) {
         .await
         .unwrap();
     let caught_up = take(&mut subscription, 13).await;
-    assert_eq!(caught_up, everything(&*store).await, "the order as read_all gives it");
+    assert_eq!(
+        caught_up,
+        everything(&*store).await,
+        "the order as read_all gives it"
+    );
     nothing_more(&mut subscription).await;
     assert!(subscription.is_caught_up());
 
@@ -177,10 +184,17 @@ pub async fn filters_by_aggregate_type_stream_and_event_type(store: Arc<dyn Even
         .iter()
         .map(|e| e.stream.to_string())
         .collect();
-    assert_eq!(streams, ["account-1", "account-1", "account-2", "account-2"]);
+    assert_eq!(
+        streams,
+        ["account-1", "account-1", "account-2", "account-2"]
+    );
     nothing_more(&mut accounts).await;
     let last = everything(&*store).await.pop().unwrap();
-    assert_eq!(accounts.position(), last.position, "filtered events are passed");
+    assert_eq!(
+        accounts.position(),
+        last.position,
+        "filtered events are passed"
+    );
 
     let mut opened = Subscription::builder(store.clone())
         .aggregate_type("account")
@@ -239,9 +253,7 @@ pub async fn passes_over_the_gaps_of_hard_deletes(store: Arc<dyn EventStore>) {
 }
 
 /// A consumer that stops holds at most one page, and writers finish without waiting for it.
-pub async fn a_slow_consumer_holds_one_page_and_never_holds_up_writers(
-    store: Arc<dyn EventStore>,
-) {
+pub async fn a_slow_consumer_holds_one_page_and_never_holds_up_writers(store: Arc<dyn EventStore>) {
     const PAGE: usize = 8;
     let mut subscription = Subscription::builder(store.clone())
         .page_size(PAGE)

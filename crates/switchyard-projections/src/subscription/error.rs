@@ -9,7 +9,9 @@ use switchyard_aggregates::store::StoreError;
 #[non_exhaustive]
 pub enum SubscriptionError {
     /// Reading the global order (or its head, to start there) failed.
-    #[error("reading the global order after position {after} failed; the next call retries from there")]
+    #[error(
+        "reading the global order after position {after} failed; the next call retries from there"
+    )]
     Read {
         /// The position the subscription stands at: every event up to it was handed out or
         /// filtered out.

@@ -33,10 +33,13 @@ impl Filter {
     pub(crate) fn matches(&self, event: &RecordedEvent) -> bool {
         let stream = &*event.stream;
         let by_aggregate = self.stream_prefixes.is_empty() && self.streams.is_empty()
-            || self.stream_prefixes.iter().any(|p| stream.starts_with(p.as_str()))
+            || self
+                .stream_prefixes
+                .iter()
+                .any(|p| stream.starts_with(p.as_str()))
             || self.streams.iter().any(|s| s == stream);
-        let by_type = self.event_types.is_empty()
-            || self.event_types.iter().any(|t| *t == *event.event_type);
+        let by_type =
+            self.event_types.is_empty() || self.event_types.iter().any(|t| *t == *event.event_type);
         by_aggregate && by_type
     }
 }
@@ -62,7 +65,11 @@ mod tests {
     }
 
     fn check(filter: &Filter, stream: &str, event_type: &str, expected: bool) {
-        assert_eq!(filter.matches(&event(stream, event_type)), expected, "{stream} {event_type}");
+        assert_eq!(
+            filter.matches(&event(stream, event_type)),
+            expected,
+            "{stream} {event_type}"
+        );
     }
 
     #[test]

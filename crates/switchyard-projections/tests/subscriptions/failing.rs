@@ -47,7 +47,12 @@ async fn a_failed_read_is_retried_from_the_same_position() {
         };
         flaky
             .store
-            .append("account-1", ExpectedVersion::Any, vec![event], EventMetadata::default())
+            .append(
+                "account-1",
+                ExpectedVersion::Any,
+                vec![event],
+                EventMetadata::default(),
+            )
             .await
             .unwrap();
     }
