@@ -388,6 +388,30 @@ impl GlobalReader for PostgresStore {
         }
         .boxed()
     }
+
+    /// The greatest position below the oldest transaction still running: read from the
+    /// primary key's index, one row.
+    fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        async move {
+            let rows = self
+                .database()
+                .read(include_str!("sql/readable_head.sql"), &[])
+                .await?;
+            let head: i64 = rows
+                .first()
+                .map_or(Ok(0), |row| row.try_get(0))
+                .map_err(StoreError::backend)?;
+            Ok(u64::try_from(head).unwrap_or(0))
+        }
+        .boxed()
+    }
+
+    /// With the `projections` feature: the listener's head, woken by `LISTEN/NOTIFY` (see the
+    /// crate docs). Without it, `None`: subscriptions poll.
+    #[cfg(feature = "projections")]
+    fn watch_head(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.listener().watch()
+    }
 }
 
 /// `read_all`, waiting (up to the configured time) for the transactions that hold back

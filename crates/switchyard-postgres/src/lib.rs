@@ -137,6 +137,8 @@ mod expected;
 #[cfg(feature = "events")]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "projections")]
+mod listen;
 #[cfg(feature = "events")]
 mod migrations;
 #[cfg(feature = "events")]

@@ -46,6 +46,9 @@ struct Inner {
     appender: Appender,
     schema: String,
     read_all_wait: Duration,
+    /// The wake-up of subscriptions, started on first use.
+    #[cfg(feature = "projections")]
+    listener: crate::listen::Listener,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -93,6 +96,13 @@ impl PostgresStore {
             config.application_name("switchyard");
         }
         let timed_out = ConnectTimeout::new(address(&config), options.connect_timeout);
+        #[cfg(feature = "projections")]
+        let listener = crate::listen::Listener::new(crate::listen::Target {
+            config: config.clone(),
+            #[cfg(feature = "tls")]
+            tls: options.tls.clone(),
+            schema: options.schema.clone(),
+        });
         let manager = manager(config, &options);
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
@@ -124,6 +134,8 @@ impl PostgresStore {
                 appender,
                 schema: options.schema,
                 read_all_wait: options.read_all_wait,
+                #[cfg(feature = "projections")]
+                listener,
             }),
         };
         if options.migrate {
@@ -184,6 +196,12 @@ impl PostgresStore {
     /// How long `read_all` waits for the transactions holding back earlier commits.
     pub(crate) fn read_all_wait(&self) -> Duration {
         self.inner.read_all_wait
+    }
+
+    /// The wake-up of subscriptions.
+    #[cfg(feature = "projections")]
+    pub(crate) fn listener(&self) -> &crate::listen::Listener {
+        &self.inner.listener
     }
 }
 
