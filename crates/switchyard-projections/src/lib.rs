@@ -33,6 +33,7 @@
 //! - `conformance`: the public suites stores run ([`subscription_conformance!`]: every event
 //!   store's global order, as subscriptions see it).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod subscription;
