@@ -111,14 +111,14 @@ async fn follow(
     let (notify, mut notified) = watch::channel(0_u64);
     let receive = async {
         while let Some(message) = messages.next().await {
-            if let AsyncMessage::Notification(notification) = message? {
-                if let Some(position) = position_in(notification.payload(), &target.schema) {
-                    notify.send_if_modified(|newest| {
-                        let moved = position > *newest;
-                        *newest = (*newest).max(position);
-                        moved
-                    });
-                }
+            if let AsyncMessage::Notification(notification) = message?
+                && let Some(position) = position_in(notification.payload(), &target.schema)
+            {
+                notify.send_if_modified(|newest| {
+                    let moved = position > *newest;
+                    *newest = (*newest).max(position);
+                    moved
+                });
             }
         }
         Ok(())
