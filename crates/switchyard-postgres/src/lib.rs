@@ -37,6 +37,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `events` (default) | [`PostgresStore`] and the event, snapshot and state store traits |
+//! | `projections` | subscriptions of `switchyard-projections` woken by `LISTEN/NOTIFY` (`GlobalReader::watch_head`; see [Waking subscriptions](#waking-subscriptions)); without it they poll |
 //! | `tls` | [`PostgresOptions::tls`]: TLS with rustls and its `ring` provider |
 //! | `test-server` | [`test_server`]: a throwaway server for tests and benchmarks, std only |
 //!
@@ -105,6 +106,26 @@
 //! while a younger transaction's lower number is still to commit. Positions derived from the
 //! transaction id close that hole (the test `an_older_transaction_writing_last_cannot_make_a_
 //! reader_skip_a_younger_one` drives exactly that interleaving).
+//!
+//! # Waking subscriptions
+//!
+//! Every statement that inserts events sends, at its commit, a notification on the channel
+//! `switchyard_events` with the schema and the greatest position it wrote (a statement trigger,
+//! migration 0004; a rolled-back transaction sends nothing). With the `projections` feature,
+//! the first `GlobalReader::watch_head` starts a listener: a connection of its own, outside the
+//! pool, that `LISTEN`s on that channel and publishes the *readable head*, the greatest
+//! position below `read_all`'s bound, once it covers a notified position. While an older
+//! transaction holds the bound back (perhaps one that writes no events and will notify
+//! nothing), it reads the head again after a short pause, 1 ms doubling to 50 ms. Subscriptions
+//! read through `read_all` when woken, so the notification is a wake-up only: an event
+//! committed late by an older transaction is read in its place, never skipped. The listener
+//! connects again after a failure (100 ms doubling to 5 s) and then publishes the head at
+//! once, which covers what was committed meanwhile; it stops with the last clone of the store.
+//! `GlobalReader::head` reads the readable head from the primary key's index.
+//!
+//! The cost: PostgreSQL commits notifying transactions one at a time (a lock held through the
+//! commit orders the notification queue), whether anyone listens or not. The committers share
+//! one commit among many appends, so this bounds commits, not appends.
 //!
 //! # Schema
 //!
