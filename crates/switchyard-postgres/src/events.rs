@@ -348,9 +348,12 @@ impl EventAppender for PostgresStore {
         events: Vec<NewEvent>,
         metadata: EventMetadata,
     ) -> BoxFuture<'a, Result<i64, AppendError>> {
-        self.appender()
-            .append(stream, expected, events, metadata)
-            .boxed()
+        #[cfg(feature = "projections")]
+        let writes = !events.is_empty();
+        let appended = self.appender().append(stream, expected, events, metadata);
+        #[cfg(feature = "projections")]
+        let appended = self.notifier().after(appended, writes);
+        appended.boxed()
     }
 }
 

@@ -33,11 +33,6 @@ const MIGRATIONS: &[Migration] = &[
         name: "alarm_attempts",
         sql: include_str!("../migrations/0003_alarm_attempts.sql"),
     },
-    Migration {
-        version: 4,
-        name: "events_notify",
-        sql: include_str!("../migrations/0004_events_notify.sql"),
-    },
 ];
 
 /// The latest migration this library knows.

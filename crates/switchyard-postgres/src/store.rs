@@ -46,9 +46,12 @@ struct Inner {
     appender: Appender,
     schema: String,
     read_all_wait: Duration,
-    /// The wake-up of subscriptions, started on first use.
+    /// The wake-up of subscriptions: the listener started by the first `watch_head`, the
+    /// notifier by the first append.
     #[cfg(feature = "projections")]
     listener: crate::listen::Listener,
+    #[cfg(feature = "projections")]
+    notifier: crate::notify::Notifier,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -97,12 +100,18 @@ impl PostgresStore {
         }
         let timed_out = ConnectTimeout::new(address(&config), options.connect_timeout);
         #[cfg(feature = "projections")]
-        let listener = crate::listen::Listener::new(crate::listen::Target {
-            config: config.clone(),
-            #[cfg(feature = "tls")]
-            tls: options.tls.clone(),
-            schema: options.schema.clone(),
-        });
+        let (listener, notifier) = {
+            let target = crate::wake::Target {
+                config: config.clone(),
+                #[cfg(feature = "tls")]
+                tls: options.tls.clone(),
+                schema: options.schema.clone(),
+            };
+            (
+                crate::listen::Listener::new(target.clone()),
+                crate::notify::Notifier::new(target),
+            )
+        };
         let manager = manager(config, &options);
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
@@ -136,6 +145,8 @@ impl PostgresStore {
                 read_all_wait: options.read_all_wait,
                 #[cfg(feature = "projections")]
                 listener,
+                #[cfg(feature = "projections")]
+                notifier,
             }),
         };
         if options.migrate {
@@ -202,6 +213,12 @@ impl PostgresStore {
     #[cfg(feature = "projections")]
     pub(crate) fn listener(&self) -> &crate::listen::Listener {
         &self.inner.listener
+    }
+
+    /// The notifier of the listeners, told after each append.
+    #[cfg(feature = "projections")]
+    pub(crate) fn notifier(&self) -> &crate::notify::Notifier {
+        &self.inner.notifier
     }
 }
 

@@ -1,2 +1,2 @@
--- The channel the events_notify trigger (migration 0004) notifies after each commit of events.
+-- The channel every process's notifier (notify.sql) sends on after its appends commit.
 LISTEN switchyard_events

@@ -113,3 +113,44 @@ async fn the_head_is_the_readable_end_of_the_order() {
     let c = store.read_all(0, 10).await.unwrap().pop().unwrap();
     assert_eq!(store.head().await.unwrap(), c.position);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_notifies_the_listeners_of_every_process() {
+    use futures::StreamExt;
+
+    let store = store().await;
+    // A listener of another process, on a plain connection.
+    let (client, mut connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (notified, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = notified.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    client
+        .batch_execute("LISTEN switchyard_events")
+        .await
+        .unwrap();
+    store
+        .append(
+            "account-a",
+            ExpectedVersion::NoStream,
+            vec![event("a")],
+            meta("a"),
+        )
+        .await
+        .unwrap();
+    let (channel, payload) = tokio::time::timeout(PATIENCE, notifications.recv())
+        .await
+        .expect("the append is notified")
+        .unwrap();
+    assert_eq!(
+        (channel.as_str(), payload.as_str()),
+        ("switchyard_events", store.schema())
+    );
+}
