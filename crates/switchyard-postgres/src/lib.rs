@@ -119,7 +119,9 @@
 //!   queue), which in a trial here (pgbench, 8 clients, 10-row inserts, `fsync` on) cut commits
 //!   from 2,000–3,500 to 300–580 per second. The notifier's transactions write nothing else and
 //!   commit without waiting for the disk (`synchronous_commit = off`), and the commits made
-//!   while one is under way share the next, so appends never wait for it.
+//!   while one is under way share the next, so appends never wait for it (in the same trial, a
+//!   client sending such notifications flat out, about 9,500 a second, left the 8 clients'
+//!   commit rate unchanged within the noise).
 //! - **The listener.** The first `GlobalReader::watch_head` starts a connection of its own that
 //!   `LISTEN`s and publishes the *readable head*, the greatest position below `read_all`'s
 //!   bound. On a notification it reads the readable head and the newest committed position;
