@@ -156,6 +156,8 @@ impl Subscription {
             }
             if self.caught_up {
                 self.wait().await;
+                // Woken: read now, and again at once should this read fail.
+                self.caught_up = false;
             }
             self.read_page().await?;
         }
