@@ -9,3 +9,17 @@ mod polled;
 use switchyard_aggregates::store::MemoryStore;
 
 switchyard_projections::subscription_conformance!(async { MemoryStore::new() }, wakes);
+
+/// A subscription and its futures move across tasks and threads.
+#[tokio::test]
+async fn a_subscription_and_its_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let builder = switchyard_projections::Subscription::builder(MemoryStore::new());
+    let build = builder.build();
+    assert_send(&build);
+    let mut subscription = build.await.unwrap();
+    let next = subscription.next();
+    assert_send(&next);
+    drop(next);
+    assert_send(&subscription.into_stream());
+}
