@@ -130,7 +130,8 @@
 //!   50 ms. Without notifications it reads the head every 2 s, which makes up for a
 //!   notification lost with its process, or events appended by a process without this
 //!   feature. After a broken connection it connects again (100 ms doubling to 5 s) and
-//!   publishes the head at once. Both tasks stop with the last clone of the store.
+//!   publishes the head at once. Both tasks run on the Tokio runtime of the call that started
+//!   them (keep the store on one runtime) and stop with the last clone of the store.
 //!
 //! A woken subscription reads through `read_all`, so a notification is a wake-up only: an event
 //! committed late by an older transaction is read in its place, never skipped. Turn the feature
