@@ -162,6 +162,12 @@ pub trait EventDeleter: Send + Sync {
 }
 
 /// Reads every stream in the global order.
+///
+/// Besides [`read_all`](GlobalReader::read_all), two provided methods let a reader follow the
+/// order as it grows (subscriptions, read-your-writes): [`head`](GlobalReader::head), where the
+/// readable order ends now, and [`watch_head`](GlobalReader::watch_head), a wake-up after each
+/// commit. Their defaults work for any store (a scan, and no wake-up: callers poll); stores
+/// override them.
 pub trait GlobalReader: Send + Sync {
     /// Up to `limit` events with a position of at least `from_position`, in order.
     fn read_all(
@@ -169,6 +175,44 @@ pub trait GlobalReader: Send + Sync {
         from_position: u64,
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>>;
+
+    /// The readable head: a position such that every event at or below it that will ever be in
+    /// the global order is readable now (0 for an empty store). An event committed later gets
+    /// a greater position, so reading from `head() + 1` on misses nothing committed after the
+    /// call. It may be the position of an event since hard-deleted.
+    ///
+    /// The default reads the whole order page by page; stores answer from an index.
+    fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        const PAGE: usize = 1024;
+        Box::pin(async move {
+            let mut head = 0;
+            loop {
+                let page = self.read_all(head + 1, PAGE).await?;
+                match page.last() {
+                    Some(last) => head = last.position,
+                    None => return Ok(head),
+                }
+                if page.len() < PAGE {
+                    return Ok(head);
+                }
+            }
+        })
+    }
+
+    /// A wake-up after each commit: a receiver whose value is the store's readable head (as
+    /// [`head`](GlobalReader::head) defines it) and that changes after every commit that
+    /// added events, once they are readable. `None` (the default) when the store cannot
+    /// notify: callers then poll [`read_all`](GlobalReader::read_all).
+    ///
+    /// The value is a hint for waking up, never a promise of what a read returns: mark it seen
+    /// ([`borrow_and_update`](tokio::sync::watch::Receiver::borrow_and_update)) *before*
+    /// reading, read until a short page, then await
+    /// [`changed`](tokio::sync::watch::Receiver::changed): a commit during the read is then
+    /// never missed. A closed channel (the store is gone, or its listener stopped) means no
+    /// more wake-ups: fall back to polling.
+    fn watch_head(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// A complete event store: implemented for every type that reads, appends, deletes and reads

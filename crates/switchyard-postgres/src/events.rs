@@ -348,9 +348,12 @@ impl EventAppender for PostgresStore {
         events: Vec<NewEvent>,
         metadata: EventMetadata,
     ) -> BoxFuture<'a, Result<i64, AppendError>> {
-        self.appender()
-            .append(stream, expected, events, metadata)
-            .boxed()
+        #[cfg(feature = "projections")]
+        let writes = !events.is_empty();
+        let appended = self.appender().append(stream, expected, events, metadata);
+        #[cfg(feature = "projections")]
+        let appended = self.notifier().after(appended, writes);
+        appended.boxed()
     }
 }
 
@@ -387,6 +390,30 @@ impl GlobalReader for PostgresStore {
             read_all(self.database(), self.read_all_wait(), from, limit).await
         }
         .boxed()
+    }
+
+    /// The greatest position below the oldest transaction still running: read from the
+    /// primary key's index, one row.
+    fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        async move {
+            let rows = self
+                .database()
+                .read(include_str!("sql/readable_head.sql"), &[])
+                .await?;
+            let head: i64 = rows
+                .first()
+                .map_or(Ok(0), |row| row.try_get(0))
+                .map_err(StoreError::backend)?;
+            Ok(u64::try_from(head).unwrap_or(0))
+        }
+        .boxed()
+    }
+
+    /// With the `projections` feature: the listener's head, woken by `LISTEN/NOTIFY` (see the
+    /// crate docs). Without it, `None`: subscriptions poll.
+    #[cfg(feature = "projections")]
+    fn watch_head(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.listener().watch()
     }
 }
 

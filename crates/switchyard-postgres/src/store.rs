@@ -46,6 +46,12 @@ struct Inner {
     appender: Appender,
     schema: String,
     read_all_wait: Duration,
+    /// The wake-up of subscriptions: the listener started by the first `watch_head`, the
+    /// notifier by the first append.
+    #[cfg(feature = "projections")]
+    listener: crate::listen::Listener,
+    #[cfg(feature = "projections")]
+    notifier: crate::notify::Notifier,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -93,6 +99,19 @@ impl PostgresStore {
             config.application_name("switchyard");
         }
         let timed_out = ConnectTimeout::new(address(&config), options.connect_timeout);
+        #[cfg(feature = "projections")]
+        let (listener, notifier) = {
+            let target = crate::wake::Target {
+                config: config.clone(),
+                #[cfg(feature = "tls")]
+                tls: options.tls.clone(),
+                schema: options.schema.clone(),
+            };
+            (
+                crate::listen::Listener::new(target.clone()),
+                crate::notify::Notifier::new(target),
+            )
+        };
         let manager = manager(config, &options);
         let pool = Pool::builder(manager)
             .max_size(options.pool_size)
@@ -124,6 +143,10 @@ impl PostgresStore {
                 appender,
                 schema: options.schema,
                 read_all_wait: options.read_all_wait,
+                #[cfg(feature = "projections")]
+                listener,
+                #[cfg(feature = "projections")]
+                notifier,
             }),
         };
         if options.migrate {
@@ -184,6 +207,18 @@ impl PostgresStore {
     /// How long `read_all` waits for the transactions holding back earlier commits.
     pub(crate) fn read_all_wait(&self) -> Duration {
         self.inner.read_all_wait
+    }
+
+    /// The wake-up of subscriptions.
+    #[cfg(feature = "projections")]
+    pub(crate) fn listener(&self) -> &crate::listen::Listener {
+        &self.inner.listener
+    }
+
+    /// The notifier of the listeners, told after each append.
+    #[cfg(feature = "projections")]
+    pub(crate) fn notifier(&self) -> &crate::notify::Notifier {
+        &self.inner.notifier
     }
 }
 

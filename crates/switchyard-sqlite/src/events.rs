@@ -430,6 +430,19 @@ impl GlobalReader for SqliteStore {
         })
         .boxed()
     }
+
+    /// The head the writer published after its last commit: every position up to it is
+    /// committed, hence readable.
+    fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let head = self.workers.head().get();
+        async move { Ok(head) }.boxed()
+    }
+
+    /// The writer publishes the head after each commit, before the appends in it are
+    /// acknowledged.
+    fn watch_head(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.workers.head().watch())
+    }
 }
 
 /// The two kinds of value kept one per stream, in tables of the same shape.

@@ -48,6 +48,10 @@
 //! - **The global order has no late arrivals.** Positions are given inside the writer's
 //!   transactions, one at a time, so a reader that has seen position `p` will never later find
 //!   a new event below `p`.
+//! - **Subscriptions are woken, not polled.** After each commit that changed anything, before
+//!   its callers hear their answer, the writer publishes the last position given
+//!   (`GlobalReader::watch_head`): a subscription of `switchyard-projections` waiting on it
+//!   reads at once. `GlobalReader::head` answers from the same value.
 //! - **Schema.** Created and migrated by the store itself when it opens the file: numbered
 //!   migrations (`migrations/*.sql` in this crate), counted in `PRAGMA user_version`, applied
 //!   in one transaction. A file of another application, or of a newer Switchyard, is refused
@@ -75,6 +79,7 @@ mod events;
 #[cfg(feature = "events")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod head;
 mod options;
 mod store;
 mod worker;

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::head::Head;
 use crate::worker::Workers;
 use crate::{SqliteError, SqliteOptions, database};
 
@@ -63,7 +64,11 @@ impl SqliteStore {
         let readers = (0..options.readers_count())
             .map(|_| database::open_reader(path, &options))
             .collect::<Result<Vec<_>, _>>()?;
-        let workers = Workers::start(writer, readers, options.batch_limit())?;
+        let head = Head::read_from(&writer).map_err(|source| SqliteError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let workers = Workers::start(writer, readers, options.batch_limit(), head)?;
         tracing::debug!(path = %path.display(), ?options, "opened SQLite store");
         Ok(Self {
             workers,
@@ -76,7 +81,11 @@ impl SqliteStore {
     pub fn in_memory() -> Result<Self, SqliteError> {
         let options = SqliteOptions::default();
         let writer = database::open_in_memory(&options)?;
-        let workers = Workers::start(writer, Vec::new(), options.batch_limit())?;
+        let head = Head::read_from(&writer).map_err(|source| SqliteError::Open {
+            path: PathBuf::from(":memory:"),
+            source,
+        })?;
+        let workers = Workers::start(writer, Vec::new(), options.batch_limit(), head)?;
         Ok(Self {
             workers,
             path: None,

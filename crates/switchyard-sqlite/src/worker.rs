@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::SqliteError;
 use crate::error::WorkersStopped;
+use crate::head::Head;
 
 /// Why a write did not reach its own verdict.
 #[derive(Debug)]
@@ -110,6 +111,7 @@ where
 pub(crate) struct Workers {
     writer: flume::Sender<Job>,
     readers: flume::Sender<Job>,
+    head: Arc<Head>,
 }
 
 impl std::fmt::Debug for Job {
@@ -124,12 +126,14 @@ impl std::fmt::Debug for Job {
 impl Workers {
     /// Starts the writer on `writer` and one reader thread per connection in `readers`. With
     /// no reader connections (an in-memory database), reads run on the writer's thread,
-    /// between batches.
+    /// between batches. The writer publishes `head` (read on `writer`) after its commits.
     pub(crate) fn start(
         writer: Connection,
         readers: Vec<Connection>,
         max_batch: usize,
+        head: Head,
     ) -> Result<Self, SqliteError> {
+        let head = Arc::new(head);
         let (write_tx, write_rx) = flume::unbounded();
         let read_tx = if readers.is_empty() {
             write_tx.clone()
@@ -144,14 +148,21 @@ impl Workers {
             }
             read_tx
         };
+        let published = head.clone();
         thread::Builder::new()
             .name("switchyard-sqlite-writer".into())
-            .spawn(move || write_loop(&writer, &write_rx, max_batch))
+            .spawn(move || write_loop(&writer, &write_rx, max_batch, &published))
             .map_err(SqliteError::Thread)?;
         Ok(Self {
             writer: write_tx,
             readers: read_tx,
+            head,
         })
+    }
+
+    /// The head of the global order, published after each commit.
+    pub(crate) fn head(&self) -> &Head {
+        &self.head
     }
 
     /// Runs `work` in the next batch and returns its verdict once the batch is committed.
@@ -215,7 +226,7 @@ fn run_read(conn: &Connection, job: Job) {
     }
 }
 
-fn write_loop(conn: &Connection, jobs: &flume::Receiver<Job>, max_batch: usize) {
+fn write_loop(conn: &Connection, jobs: &flume::Receiver<Job>, max_batch: usize, head: &Head) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(max_batch);
     while let Ok(job) = jobs.recv() {
         let first = match job {
@@ -238,16 +249,21 @@ fn write_loop(conn: &Connection, jobs: &flume::Receiver<Job>, max_batch: usize) 
                 Err(_) => break,
             }
         }
-        commit(conn, &mut batch);
+        commit(conn, &mut batch, head);
         if let Some(read) = read_after {
             run_read(conn, read);
         }
     }
 }
 
-/// Runs and commits one batch, then settles every member.
-fn commit(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>) {
+/// Runs and commits one batch, publishes the head if it changed anything, then settles every
+/// member.
+fn commit(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, head: &Head) {
+    let changes = conn.total_changes();
     let outcome = run_batch(conn, batch);
+    if outcome.is_ok() && conn.total_changes() != changes {
+        head.publish(conn);
+    }
     tracing::trace!(writes = batch.len(), ok = outcome.is_ok(), "group commit");
     for job in batch.drain(..) {
         job.settle(&outcome);

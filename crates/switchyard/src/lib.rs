@@ -31,6 +31,7 @@
 //! | `sqlite` | `sqlite`: event, snapshot and state stores in one SQLite file (implies `aggregates`) |
 //! | `postgres` | `postgres`: event, snapshot and state stores in PostgreSQL (implies `aggregates`) |
 //! | `scheduler` | `scheduler`: persisted, future-dated delivery with retries and leases (with `sqlite` or `postgres`, their stores are alarm stores too) |
+//! | `projections` | `projections`: subscriptions to the stores' global order, catch-up then live, and checkpoint stores with leases (implies `aggregates`; with `sqlite` or `postgres`, their stores keep checkpoints too; with `postgres`, subscriptions are woken by `LISTEN/NOTIFY`) |
 //! | `cluster` | `cluster`: gossip membership, authenticated transport, remote dispatch |
 
 #![deny(missing_docs)]
@@ -49,6 +50,11 @@ pub use switchyard_aggregates as aggregates;
 #[cfg_attr(docsrs, doc(cfg(feature = "scheduler")))]
 #[doc(inline)]
 pub use switchyard_scheduler as scheduler;
+
+#[cfg(feature = "projections")]
+#[cfg_attr(docsrs, doc(cfg(feature = "projections")))]
+#[doc(inline)]
+pub use switchyard_projections as projections;
 
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]

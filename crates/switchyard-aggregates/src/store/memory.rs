@@ -48,6 +48,8 @@ use super::{
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
+    /// The last position given, published after each append (`GlobalReader::watch_head`).
+    head: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 type Shared<T> = Arc<Mutex<T>>;
@@ -216,6 +218,10 @@ impl MemoryStore {
         let mut global = lock(&self.inner.global);
         let first_position = global.last_position + 1;
         global.last_position += count;
+        // Under the global lock, so the published head only ever grows; a reader woken by it
+        // finds these events behind the stream's lock, which the appender holds until they are
+        // written.
+        self.head.send_replace(global.last_position);
         global.appends.push(GlobalAppend {
             first_position,
             count,
@@ -480,6 +486,14 @@ impl GlobalReader for MemoryStore {
             Ok(found)
         }
         .boxed()
+    }
+
+    fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        async move { Ok(lock(&self.inner.global).last_position) }.boxed()
+    }
+
+    fn watch_head(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.head.subscribe())
     }
 }
 

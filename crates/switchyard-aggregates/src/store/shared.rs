@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use super::{EventStore, SnapshotStore, StateStore};
+use super::{EventStore, GlobalReader, SnapshotStore, StateStore};
 
 /// A store that can be shared as `Arc<T>`, where `T` is one of the store trait objects
-/// (`dyn EventStore`, `dyn SnapshotStore`, `dyn StateStore`).
+/// (`dyn EventStore`, `dyn SnapshotStore`, `dyn StateStore`, `dyn GlobalReader`).
 ///
 /// Implemented for a store taken by value (wrapped in a new `Arc`), for an `Arc` of a store
 /// (coerced, not wrapped again), and for the `Arc` of the trait object itself. So
@@ -55,3 +55,11 @@ macro_rules! into_shared {
 into_shared!(EventStore);
 into_shared!(SnapshotStore);
 into_shared!(StateStore);
+into_shared!(GlobalReader);
+
+/// A whole event store is also a reader of the global order (subscriptions take one).
+impl IntoShared<dyn GlobalReader> for Arc<dyn EventStore> {
+    fn into_shared(self) -> Arc<dyn GlobalReader> {
+        self
+    }
+}

@@ -14,7 +14,7 @@ const APPEND: &str = include_str!("../../src/sql/append.sql");
 
 /// Appends one event to `stream` on `client`, inside whatever transaction it has open, exactly
 /// as the store does (a batch of one append); returns the stream's version before.
-async fn append_raw(client: &Client, stream: &str, tag: &str) -> i64 {
+pub(crate) async fn append_raw(client: &Client, stream: &str, tag: &str) -> i64 {
     let text = |value: &str| vec![value.to_owned()];
     let row = client
         .query_one(

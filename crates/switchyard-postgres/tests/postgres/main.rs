@@ -1,5 +1,6 @@
 //! The PostgreSQL store: the conformance suite, the same answers as the memory store, many
-//! writers, the global order under interleaved transactions, a server restart, migrations.
+//! writers, the global order under interleaved transactions, a server restart, migrations,
+//! subscriptions woken by `LISTEN/NOTIFY`.
 //!
 //! The server comes from `SWITCHYARD_TEST_DATABASE_URL` (as `cargo xtask test` sets it), else a
 //! throwaway one is started for this test binary; each test works in a fresh schema.
@@ -16,6 +17,7 @@ mod migrations;
 mod model;
 mod outcome;
 mod restart;
+mod subscriptions;
 mod support;
 
 switchyard_aggregates::event_store_conformance!(async { support::store().await });

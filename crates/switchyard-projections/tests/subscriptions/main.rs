@@ -1,0 +1,25 @@
+//! Subscriptions on the memory store (woken after each append) and on a store that cannot wake
+//! them (polled): the public suite, concurrent writers in random interleavings, store failures.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
+
+mod failing;
+mod interleavings;
+mod polled;
+
+use switchyard_aggregates::store::MemoryStore;
+
+switchyard_projections::subscription_conformance!(async { MemoryStore::new() }, wakes);
+
+/// A subscription and its futures move across tasks and threads.
+#[tokio::test]
+async fn a_subscription_and_its_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let builder = switchyard_projections::Subscription::builder(MemoryStore::new());
+    let build = builder.build();
+    assert_send(&build);
+    let mut subscription = build.await.unwrap();
+    let next = subscription.next();
+    assert_send(&next);
+    drop(next);
+    assert_send(&subscription.into_stream());
+}
