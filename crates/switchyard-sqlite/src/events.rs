@@ -84,13 +84,25 @@ fn last_version(conn: &Connection, stream: &str) -> rusqlite::Result<Option<i64>
         .query_row([stream], |row| row.get(0))
 }
 
+/// The last version of `stream` that message `message_id` recorded and a soft delete did not
+/// hide; `None` if none, and always for an empty id (see `sql/find_message.sql`).
+fn recorded_by(conn: &Connection, stream: &str, message_id: &str) -> rusqlite::Result<Option<i64>> {
+    if message_id.is_empty() {
+        return Ok(None);
+    }
+    conn.prepare_cached(include_str!("sql/find_message.sql"))?
+        .query_row(params![stream, message_id], |row| row.get(0))
+}
+
 fn micros_since_epoch(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
         i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
     })
 }
 
-/// An append, run by the writer inside a batch. Refuses before writing anything.
+/// An append, run by the writer inside a batch. Refuses before writing anything: a conflict
+/// first, then a message that already recorded events in the stream (one probe of the
+/// `events_by_message` index, in the writer's transaction, so no other append slips in between).
 fn append_in(
     conn: &Connection,
     stream: &str,
@@ -102,6 +114,15 @@ fn append_in(
     let current = last_version(conn, stream)?;
     if !matches(expected, current) {
         return Ok(Err(conflict(stream, expected, current)));
+    }
+    if !events.is_empty()
+        && let Some(version) = recorded_by(conn, stream, &metadata.message_id)?
+    {
+        return Ok(Err(AppendError::Duplicate {
+            stream: stream.to_owned(),
+            message_id: metadata.message_id.clone(),
+            version,
+        }));
     }
     let first = current.unwrap_or(-1) + 1;
     let recorded_at = micros_since_epoch(SystemTime::now());
@@ -358,14 +379,8 @@ impl EventReader for SqliteStore {
     ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
         let stream = stream.to_owned();
         let message_id = message_id.to_owned();
-        self.read(move |conn| {
-            conn.prepare_cached(include_str!("sql/find_message.sql"))
-                .and_then(|mut statement| {
-                    statement.query_row(params![stream, message_id], |row| row.get(0))
-                })
-                .map_err(backend)
-        })
-        .boxed()
+        self.read(move |conn| recorded_by(conn, &stream, &message_id).map_err(backend))
+            .boxed()
     }
 }
 

@@ -37,6 +37,10 @@
 //!   in the next transaction. A version conflict is found before anything is written, so it
 //!   fails only its own write, and each caller hears its own result. Under load, one sync to
 //!   disk serves hundreds of appends.
+//! - **A message records events in a stream once.** After the version check, the writer probes
+//!   the message-id index in the same transaction: an append whose message id already recorded
+//!   visible events in the stream writes nothing and gets `AppendError::Duplicate`, and the
+//!   other writes of its batch commit without it.
 //! - **Readers never wait.** The database is in WAL mode; reads run on reader threads with
 //!   connections of their own and see the last committed state.
 //! - **Durability.** [`Synchronous::Full`] (the default) syncs every commit before it is
