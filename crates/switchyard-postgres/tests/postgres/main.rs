@@ -9,6 +9,7 @@
 mod alarms;
 mod concurrency;
 mod connect;
+mod duplicates;
 mod global_order;
 mod migrations;
 mod model;
