@@ -639,3 +639,66 @@ impl StateStore for SqliteStore {
             .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use rusqlite::StatementStatus;
+
+    use super::*;
+    use crate::SqliteOptions;
+    use crate::database;
+
+    fn event() -> NewEvent {
+        NewEvent {
+            event_type: "e".into(),
+            schema_version: 1,
+            data: vec![1].into(),
+        }
+    }
+
+    fn metadata(message_id: &str) -> EventMetadata {
+        EventMetadata {
+            message_id: message_id.into(),
+            ..EventMetadata::default()
+        }
+    }
+
+    /// How often the cached statement `sql` was compiled again since it was first prepared.
+    fn reprepared(conn: &Connection, sql: &str) -> i32 {
+        conn.prepare_cached(sql)
+            .unwrap()
+            .get_status(StatementStatus::RePrepare)
+    }
+
+    #[test]
+    fn the_writers_statements_are_compiled_once_whatever_is_bound() {
+        let conn = database::open_in_memory(&SqliteOptions::default()).unwrap();
+        for n in 0..20 {
+            let stream = format!("s-{}", n % 4);
+            let message = format!("m-{n}");
+            append_in(
+                &conn,
+                &stream,
+                ExpectedVersion::Any,
+                &[event()],
+                &metadata(&message),
+                "{}",
+            )
+            .unwrap()
+            .unwrap();
+        }
+        for (from, limit) in [(0, 2), (1, 3), (2, 100)] {
+            page_in(&conn, &Arc::from("s-1"), from, limit).unwrap();
+        }
+        for sql in [
+            include_str!("sql/last_version.sql"),
+            include_str!("sql/find_message.sql"),
+            include_str!("sql/insert_event.sql"),
+            include_str!("sql/read_stream.sql"),
+        ] {
+            assert_eq!(reprepared(&conn, sql), 0, "{sql}");
+        }
+    }
+}
