@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::worker::Workers;
+use crate::worker::{Batching, Workers};
 use crate::{SqliteError, SqliteOptions, database};
 
 /// A SQLite database holding Switchyard's data. Cheap to clone: clones share the database's
@@ -63,7 +63,7 @@ impl SqliteStore {
         let readers = (0..options.readers_count())
             .map(|_| database::open_reader(path, &options))
             .collect::<Result<Vec<_>, _>>()?;
-        let workers = Workers::start(writer, readers, options.batch_limit())?;
+        let workers = Workers::start(writer, readers, Batching::up_to(options.batch_limit()))?;
         tracing::debug!(path = %path.display(), ?options, "opened SQLite store");
         Ok(Self {
             workers,
@@ -76,7 +76,7 @@ impl SqliteStore {
     pub fn in_memory() -> Result<Self, SqliteError> {
         let options = SqliteOptions::default();
         let writer = database::open_in_memory(&options)?;
-        let workers = Workers::start(writer, Vec::new(), options.batch_limit())?;
+        let workers = Workers::start(writer, Vec::new(), Batching::up_to(options.batch_limit()))?;
         Ok(Self {
             workers,
             path: None,
