@@ -147,6 +147,8 @@ pub mod fuzzing;
 #[cfg(feature = "events")]
 mod migrations;
 #[cfg(feature = "events")]
+mod pages;
+#[cfg(feature = "events")]
 mod pool;
 #[cfg(feature = "events")]
 mod rows;

@@ -14,6 +14,7 @@ mod global_order;
 mod migrations;
 mod model;
 mod outcome;
+mod reads;
 mod restart;
 mod support;
 
