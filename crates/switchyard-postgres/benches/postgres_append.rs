@@ -7,7 +7,8 @@
 //!   table of the same columns keyed by `(stream, version)`.
 //! - Cold load of a 10,000-event stream: `read_stream` over every page (512 events, the
 //!   repository's default), and `load_snapshot` plus the 10 events after it. Floor: one raw
-//!   `SELECT` of the same rows (and of the snapshot row, then the tail).
+//!   `SELECT` of the same rows (and of the snapshot row, then the tail). Target: ≤ 1.2× the
+//!   floor without a snapshot.
 //!
 //! The server syncs every commit to disk (`fsync` and `synchronous_commit` on). It is
 //! `SWITCHYARD_TEST_DATABASE_URL` when set (as `cargo xtask bench` sets it), else a throwaway
@@ -356,6 +357,7 @@ fn main() {
     }
     let url = server();
     let rt = runtime();
+    let load_before = support::load_average();
     let bench = Arc::new(bench(&rt, &url));
     let mut appends = Vec::new();
     for (writers, size) in [(1, 1), (50, 1), (1, 100), (50, 100)] {
@@ -394,15 +396,31 @@ fn main() {
     out.push_str(
         "| writers × batch | floor events/s | events/s | events/s / floor | targets |\n|---|---|---|---|---|\n",
     );
+    let mut misses: Vec<String> = Vec::new();
     for (writers, size, rounds) in &appends {
         let rate = median(&rounds.subject);
         let share = rounds.ratio();
         let mut targets = format!("≥ 0.7 of floor: {}", met(share >= 0.7));
-        if *writers == 50 && *size == 1 {
-            targets.push_str(&format!("; ≥ 10,000 events/s: {}", met(rate >= 10_000.0)));
+        if share < 0.7 {
+            misses.push(format!(
+                "{writers} × {size}: {share:.2} of its floor (target 0.7)"
+            ));
         }
-        if *size == 100 {
-            targets.push_str(&format!("; ≥ 50,000 events/s: {}", met(rate >= 50_000.0)));
+        let wanted = match (writers, size) {
+            (50, 1) => Some(10_000.0),
+            (_, 100) => Some(50_000.0),
+            _ => None,
+        };
+        if let Some(wanted) = wanted {
+            targets.push_str(&format!(
+                "; ≥ {wanted:.0} events/s: {}",
+                met(rate >= wanted)
+            ));
+            if rate < wanted {
+                misses.push(format!(
+                    "{writers} × {size}: {rate:.0} events/s (target {wanted:.0})"
+                ));
+            }
         }
         out.push_str(&format!(
             "| {writers} × {size} | {:.0} | {:.0} | {share:.2} | {targets} |\n",
@@ -412,23 +430,54 @@ fn main() {
     }
     out.push_str(&format!(
         "\nCold load of a {COLD_EVENTS}-event stream: `read_stream` over every page of {PAGE} \
-         events, and `load_snapshot` plus the {SNAPSHOT_TAIL} events after the snapshot. Floor: \
-         one raw `SELECT` of the same rows (after the snapshot's row). Medians of 15 alternating \
-         rounds.\n\n"
+         events (one statement, its rows handed out in pages as they arrive), and \
+         `load_snapshot` plus the {SNAPSHOT_TAIL} events after the snapshot. Floor: one raw \
+         `SELECT` of the same rows (after the snapshot's row) through the same kind of pool. \
+         Medians of 15 alternating rounds.\n\n"
     ));
-    out.push_str("| cold load | floor | load | load / floor | target |\n|---|---|---|---|---|\n");
-    for (name, rounds, target) in [
-        ("without a snapshot", &without, 20.0),
-        ("with a snapshot", &with, 1.0),
+    out.push_str("| cold load | floor | load | load / floor | targets |\n|---|---|---|---|---|\n");
+    for (name, rounds, target, ratio_target) in [
+        ("without a snapshot", &without, 20.0, Some(1.2)),
+        ("with a snapshot", &with, 1.0, None),
     ] {
         let load = median(&rounds.subject);
+        let ratio = rounds.ratio();
+        let mut targets = format!("≤ {target} ms: {}", met(load <= target));
+        if load > target {
+            misses.push(format!(
+                "cold load {name}: {load:.3} ms (target {target} ms)"
+            ));
+        }
+        if let Some(wanted) = ratio_target {
+            targets.push_str(&format!(
+                "; ≤ {wanted}× the floor: {}",
+                met(ratio <= wanted)
+            ));
+            if ratio > wanted {
+                misses.push(format!(
+                    "cold load {name}: {ratio:.2}× its floor (target {wanted}×)"
+                ));
+            }
+        }
         out.push_str(&format!(
-            "| {name} | {:.3} ms | {load:.3} ms | {:.2}× | ≤ {target} ms: {} |\n",
+            "| {name} | {:.3} ms | {load:.3} ms | {ratio:.2}× | {targets} |\n",
             median(&rounds.floor),
-            rounds.ratio(),
-            met(load <= target)
         ));
     }
+    if misses.is_empty() {
+        out.push_str("\nEvery target met in this run.\n");
+    } else {
+        out.push_str(&format!(
+            "\nTargets missed in this run: {}.\n",
+            misses.join("; ")
+        ));
+    }
+    out.push_str(&format!(
+        "\nLoad average (1, 5, 15 min) when these measurements began: {load_before}; when they \
+         ended: {} (counting this bench and its server; other work on the machine's 2 cores and \
+         its disk slows every figure).\n",
+        support::load_average()
+    ));
     println!("\n{out}");
     support::write_section("31-postgres_append.md", &out);
 }

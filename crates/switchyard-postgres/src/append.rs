@@ -91,6 +91,13 @@ impl Appender {
                 .map_err(|failure| StoreError::backend(failure.into_source()))?;
             match ran {
                 Ran::Appended(before) => return Ok(before + count),
+                Ran::Recorded(version) => {
+                    return Err(AppendError::Duplicate {
+                        stream: stream.to_owned(),
+                        message_id: request.message_id.clone(),
+                        version,
+                    });
+                }
                 Ran::Lost { session, source } => {
                     return settle::settle(
                         database,

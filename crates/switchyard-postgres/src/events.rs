@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt};
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use switchyard_aggregates::store::{
     AppendError, DeleteMode, EventAppender, EventDeleter, EventMetadata, EventReader,
     ExpectedVersion, GlobalReader, NewEvent, RecordedEvent, SnapshotStore, StateStore, StoreError,
@@ -18,6 +18,7 @@ use crate::PostgresStore;
 use crate::db::Database;
 use crate::error::Failure;
 use crate::expected::{self, conflict, satisfies};
+use crate::pages;
 use crate::pool::Params;
 use crate::rows::{self, Decoder};
 
@@ -52,23 +53,6 @@ fn write_failed(stream: &str, failure: Failure) -> AppendError {
         },
         other => StoreError::backend(other.into_source()).into(),
     }
-}
-
-/// One page of a stream's visible events, from `from_version` on.
-async fn read_page(
-    database: &Database,
-    stream: &str,
-    from_version: i64,
-    page_size: i64,
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    let rows = database
-        .read(
-            include_str!("sql/read_stream.sql"),
-            &[&stream, &from_version, &page_size],
-        )
-        .await?;
-    let mut decoder = Decoder::at(0);
-    rows.iter().map(|row| decoder.event(row)).collect()
 }
 
 /// Removes a stream at `expected`: its events, its row and its snapshot, in one transaction.
@@ -298,21 +282,7 @@ impl EventReader for PostgresStore {
         from_version: i64,
         page_size: usize,
     ) -> BoxStream<'a, Result<Vec<RecordedEvent>, StoreError>> {
-        let page_size = i64::try_from(page_size.max(1)).unwrap_or(i64::MAX);
-        // State: the next version to read, or `None` once done.
-        stream::unfold(Some(from_version.max(0)), move |next| async move {
-            let from = next?;
-            match read_page(self.database(), stream, from, page_size).await {
-                Ok(page) if page.is_empty() => None,
-                Ok(page) => {
-                    let full = i64::try_from(page.len()).is_ok_and(|len| len >= page_size);
-                    let after = page.last().map(|event| event.version + 1);
-                    Some((Ok(page), after.filter(|_| full)))
-                }
-                Err(error) => Some((Err(error), None)),
-            }
-        })
-        .boxed()
+        pages::read_stream(self.database(), stream, from_version, page_size)
     }
 
     fn find_message<'a>(

@@ -58,6 +58,12 @@
 //!   the wait when one of their streams' rows is held by another session). A unique key on
 //!   `(stream, version)` backs it; a violation (SQLSTATE 23505) rolls the statement back and
 //!   its appends are tried again (with retries configured), to succeed or conflict on their own.
+//! - **A message records events in a stream once.** After the version check, the append
+//!   statement probes the `(stream, message_id, version)` index in the same statement: an
+//!   append whose message id already recorded visible events in the stream writes nothing and
+//!   gets [`AppendError::Duplicate`] (the others of its batch go on). The probe reads the
+//!   statement's snapshot, so when a stream's row changed between that snapshot and its lock,
+//!   an append with a message id is run again rather than trusted to a stale probe.
 //! - **Soft and hard delete** behave exactly as the memory store's: a soft delete hides the
 //!   events through the last version, keeps the stream's versions (`NoStream` then conflicts,
 //!   `Any` or the last version continue it), a hard delete removes the events, the stream and
@@ -71,7 +77,7 @@
 //!   (`pg_terminate_backend`, so its transaction can no longer commit later), and looks the
 //!   append up by its message id: found where it belongs, the append succeeded; not found,
 //!   nothing was written, reported as a conflict when the stream has moved on and as a store
-//!   failure otherwise. Without a message id, or when the check itself cannot be done, the
+//!   failure otherwise; found elsewhere (an earlier append of the message), a duplicate. Without a message id, or when the check itself cannot be done, the
 //!   caller gets [`AppendError::Unknown`].
 //!
 //! # A global order readers can trust
@@ -147,6 +153,7 @@
 //! together take turns. Tables: `streams`, `events`, `snapshots`, `states`.
 //!
 //! [`AppendError::Conflict`]: https://docs.rs/switchyard-aggregates/latest/switchyard_aggregates/store/enum.AppendError.html
+//! [`AppendError::Duplicate`]: https://docs.rs/switchyard-aggregates/latest/switchyard_aggregates/store/enum.AppendError.html
 //! [`AppendError::Unknown`]: https://docs.rs/switchyard-aggregates/latest/switchyard_aggregates/store/enum.AppendError.html
 
 #![deny(missing_docs)]
@@ -178,6 +185,8 @@ mod listen;
 mod migrations;
 #[cfg(feature = "projections")]
 mod notify;
+#[cfg(feature = "events")]
+mod pages;
 #[cfg(feature = "events")]
 mod pool;
 #[cfg(feature = "events")]

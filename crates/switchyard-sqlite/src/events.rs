@@ -84,13 +84,25 @@ fn last_version(conn: &Connection, stream: &str) -> rusqlite::Result<Option<i64>
         .query_row([stream], |row| row.get(0))
 }
 
+/// The last version of `stream` that message `message_id` recorded and a soft delete did not
+/// hide; `None` if none, and always for an empty id (see `sql/find_message.sql`).
+fn recorded_by(conn: &Connection, stream: &str, message_id: &str) -> rusqlite::Result<Option<i64>> {
+    if message_id.is_empty() {
+        return Ok(None);
+    }
+    conn.prepare_cached(include_str!("sql/find_message.sql"))?
+        .query_row(params![stream, message_id], |row| row.get(0))
+}
+
 fn micros_since_epoch(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
         i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
     })
 }
 
-/// An append, run by the writer inside a batch. Refuses before writing anything.
+/// An append, run by the writer inside a batch. Refuses before writing anything: a conflict
+/// first, then a message that already recorded events in the stream (one probe of the
+/// `events_by_message` index, in the writer's transaction, so no other append slips in between).
 fn append_in(
     conn: &Connection,
     stream: &str,
@@ -102,6 +114,15 @@ fn append_in(
     let current = last_version(conn, stream)?;
     if !matches(expected, current) {
         return Ok(Err(conflict(stream, expected, current)));
+    }
+    if !events.is_empty()
+        && let Some(version) = recorded_by(conn, stream, &metadata.message_id)?
+    {
+        return Ok(Err(AppendError::Duplicate {
+            stream: stream.to_owned(),
+            message_id: metadata.message_id.clone(),
+            version,
+        }));
     }
     let first = current.unwrap_or(-1) + 1;
     let recorded_at = micros_since_epoch(SystemTime::now());
@@ -358,14 +379,8 @@ impl EventReader for SqliteStore {
     ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
         let stream = stream.to_owned();
         let message_id = message_id.to_owned();
-        self.read(move |conn| {
-            conn.prepare_cached(include_str!("sql/find_message.sql"))
-                .and_then(|mut statement| {
-                    statement.query_row(params![stream, message_id], |row| row.get(0))
-                })
-                .map_err(backend)
-        })
-        .boxed()
+        self.read(move |conn| recorded_by(conn, &stream, &message_id).map_err(backend))
+            .boxed()
     }
 }
 
@@ -635,5 +650,68 @@ impl StateStore for SqliteStore {
         let name = stream.to_owned();
         self.read(move |conn| load_saved(conn, Kept::State, &name))
             .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use rusqlite::StatementStatus;
+
+    use super::*;
+    use crate::SqliteOptions;
+    use crate::database;
+
+    fn event() -> NewEvent {
+        NewEvent {
+            event_type: "e".into(),
+            schema_version: 1,
+            data: vec![1].into(),
+        }
+    }
+
+    fn metadata(message_id: &str) -> EventMetadata {
+        EventMetadata {
+            message_id: message_id.into(),
+            ..EventMetadata::default()
+        }
+    }
+
+    /// How often the cached statement `sql` was compiled again since it was first prepared.
+    fn reprepared(conn: &Connection, sql: &str) -> i32 {
+        conn.prepare_cached(sql)
+            .unwrap()
+            .get_status(StatementStatus::RePrepare)
+    }
+
+    #[test]
+    fn the_writers_statements_are_compiled_once_whatever_is_bound() {
+        let conn = database::open_in_memory(&SqliteOptions::default()).unwrap();
+        for n in 0..20 {
+            let stream = format!("s-{}", n % 4);
+            let message = format!("m-{n}");
+            append_in(
+                &conn,
+                &stream,
+                ExpectedVersion::Any,
+                &[event()],
+                &metadata(&message),
+                "{}",
+            )
+            .unwrap()
+            .unwrap();
+        }
+        for (from, limit) in [(0, 2), (1, 3), (2, 100)] {
+            page_in(&conn, &Arc::from("s-1"), from, limit).unwrap();
+        }
+        for sql in [
+            include_str!("sql/last_version.sql"),
+            include_str!("sql/find_message.sql"),
+            include_str!("sql/insert_event.sql"),
+            include_str!("sql/read_stream.sql"),
+        ] {
+            assert_eq!(reprepared(&conn, sql), 0, "{sql}");
+        }
     }
 }

@@ -20,6 +20,14 @@ impl Head {
         Ok(Self { published })
     }
 
+    /// A head at `position`, for writers tested on a database without the events table.
+    #[cfg(test)]
+    pub(crate) fn at(position: u64) -> Self {
+        Self {
+            published: watch::channel(position).0,
+        }
+    }
+
     /// Publishes the head after a commit that changed something (events, or anything else:
     /// then the head stays as it was and nobody is woken). Called on the writer's thread, before
     /// the batch's callers hear their answer, so an acknowledged append is within the head.

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::head::Head;
-use crate::worker::Workers;
+use crate::worker::{Batching, Workers};
 use crate::{SqliteError, SqliteOptions, database};
 
 /// A SQLite database holding Switchyard's data. Cheap to clone: clones share the database's
@@ -68,7 +68,12 @@ impl SqliteStore {
             path: path.to_owned(),
             source,
         })?;
-        let workers = Workers::start(writer, readers, options.batch_limit(), head)?;
+        let workers = Workers::start(
+            writer,
+            readers,
+            Batching::up_to(options.batch_limit()),
+            head,
+        )?;
         tracing::debug!(path = %path.display(), ?options, "opened SQLite store");
         Ok(Self {
             workers,
@@ -85,7 +90,12 @@ impl SqliteStore {
             path: PathBuf::from(":memory:"),
             source,
         })?;
-        let workers = Workers::start(writer, Vec::new(), options.batch_limit(), head)?;
+        let workers = Workers::start(
+            writer,
+            Vec::new(),
+            Batching::up_to(options.batch_limit()),
+            head,
+        )?;
         Ok(Self {
             workers,
             path: None,

@@ -1,6 +1,12 @@
 //! The threads that own the connections: one writer that commits concurrent writes together
 //! (group commit), and readers that, in WAL mode, never wait for it.
 //!
+//! A batch is what queued while the previous one was committing, and then, when fewer writes
+//! are waiting than the previous batch held, the writes still arriving: the writers just
+//! answered tend to write again at once, and a batch cut off before they are back would cost
+//! them a commit (a sync to disk) of their own. The writer waits for them only while they keep
+//! coming, at most [`Batching::gather_gap`] for each, and a lone writer never waits.
+//!
 //! A write is a closure run inside the batch's transaction. A write that refuses (a version
 //! conflict) does so before writing anything, so the others in the batch commit without it; an
 //! SQLite failure in the middle of a write rolls the whole batch back, and every member hears
@@ -9,6 +15,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -105,6 +112,32 @@ where
     }
 }
 
+/// How the writer forms its batches.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Batching {
+    /// The most writes one transaction holds.
+    pub(crate) max: usize,
+    /// How long the writer waits for each further write while a batch is smaller than the
+    /// previous one.
+    pub(crate) gather_gap: Duration,
+}
+
+impl Batching {
+    /// The gap allowed between two writes still arriving for a batch: long enough for a few
+    /// tasks on a busy runtime to write again once answered (a few microseconds each), short
+    /// against a commit (tens of microseconds without a sync, milliseconds with one), which is
+    /// what a straggler cut off would cost.
+    pub(crate) const GATHER_GAP: Duration = Duration::from_micros(200);
+
+    /// Batches of at most `max` writes, gathered with [`Batching::GATHER_GAP`].
+    pub(crate) fn up_to(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            gather_gap: Self::GATHER_GAP,
+        }
+    }
+}
+
 /// Handles to the worker threads. The threads end when the last handle is dropped, after
 /// finishing the jobs already queued.
 #[derive(Clone, Debug)]
@@ -130,7 +163,7 @@ impl Workers {
     pub(crate) fn start(
         writer: Connection,
         readers: Vec<Connection>,
-        max_batch: usize,
+        batching: Batching,
         head: Head,
     ) -> Result<Self, SqliteError> {
         let head = Arc::new(head);
@@ -151,7 +184,7 @@ impl Workers {
         let published = head.clone();
         thread::Builder::new()
             .name("switchyard-sqlite-writer".into())
-            .spawn(move || write_loop(&writer, &write_rx, max_batch, &published))
+            .spawn(move || write_loop(&writer, &write_rx, batching, &published))
             .map_err(SqliteError::Thread)?;
         Ok(Self {
             writer: write_tx,
@@ -226,8 +259,9 @@ fn run_read(conn: &Connection, job: Job) {
     }
 }
 
-fn write_loop(conn: &Connection, jobs: &flume::Receiver<Job>, max_batch: usize, head: &Head) {
-    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(max_batch);
+fn write_loop(conn: &Connection, jobs: &flume::Receiver<Job>, batching: Batching, head: &Head) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(batching.max);
+    let mut previous = 1;
     while let Ok(job) = jobs.recv() {
         let first = match job {
             Job::Write(write) => write,
@@ -237,23 +271,39 @@ fn write_loop(conn: &Connection, jobs: &flume::Receiver<Job>, max_batch: usize, 
             }
         };
         batch.push(first);
-        // Whatever queued up while the previous batch was committing joins this one.
-        let mut read_after = None;
-        while batch.len() < max_batch {
-            match jobs.try_recv() {
-                Ok(Job::Write(write)) => batch.push(write),
-                Ok(read @ Job::Read(_)) => {
-                    read_after = Some(read);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        let read_after = gather(jobs, &mut batch, previous.min(batching.max), batching);
+        previous = batch.len();
         commit(conn, &mut batch, head);
         if let Some(read) = read_after {
             run_read(conn, read);
         }
     }
+}
+
+/// Adds to `batch` whatever queued up while the previous batch was committing, then, while it
+/// holds fewer than `expected` writes, those still arriving within `gather_gap` of each other.
+/// Stops at a read (in-memory databases queue reads here too), returned to run after the commit.
+fn gather(
+    jobs: &flume::Receiver<Job>,
+    batch: &mut Vec<Box<dyn WriteJob>>,
+    expected: usize,
+    batching: Batching,
+) -> Option<Job> {
+    while batch.len() < batching.max {
+        let next = match jobs.try_recv() {
+            Ok(job) => job,
+            Err(_) if batch.len() < expected => match jobs.recv_timeout(batching.gather_gap) {
+                Ok(job) => job,
+                Err(_) => return None,
+            },
+            Err(_) => return None,
+        };
+        match next {
+            Job::Write(write) => batch.push(write),
+            read @ Job::Read(_) => return Some(read),
+        }
+    }
+    None
 }
 
 /// Runs and commits one batch, publishes the head if it changed anything, then settles every
@@ -301,4 +351,102 @@ fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), W
 /// Whether SQLite failed for want of space (`SQLITE_FULL`: the disk or a quota is full).
 pub(crate) fn is_disk_full(error: &rusqlite::Error) -> bool {
     error.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A writer on a fresh in-memory database with table `t`, gathering with `gap`.
+    fn workers(gap: Duration) -> Workers {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)")
+            .unwrap();
+        let batching = Batching {
+            max: 512,
+            gather_gap: gap,
+        };
+        Workers::start(conn, Vec::new(), batching, crate::head::Head::at(0)).unwrap()
+    }
+
+    /// Inserts `x`; an SQLite error (rolling its whole batch back) when `x` is negative.
+    async fn insert(workers: &Workers, x: i64) -> Result<Result<(), ()>, WriteFailed> {
+        workers
+            .write(move |conn| {
+                let sql = if x < 0 {
+                    "INSERT INTO missing_table VALUES (?1)"
+                } else {
+                    "INSERT INTO t VALUES (?1)"
+                };
+                conn.execute(sql, [x]).map(|_| Ok(()))
+            })
+            .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_still_arriving_join_a_batch_smaller_than_the_last() {
+        let workers = workers(Duration::from_secs(30));
+        // A batch of three: queued behind a write that holds the writer.
+        let (release, held) = mpsc::channel::<()>();
+        let holding = {
+            let workers = workers.clone();
+            tokio::spawn(async move {
+                workers
+                    .write(move |_| {
+                        held.recv().unwrap();
+                        Ok(Ok::<(), ()>(()))
+                    })
+                    .await
+                    .map(drop)
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let queued: Vec<_> = (1..=3)
+            .map(|x| {
+                let workers = workers.clone();
+                tokio::spawn(async move { insert(&workers, x).await.map(drop) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        release.send(()).unwrap();
+        holding.await.unwrap().unwrap();
+        for write in queued {
+            write.await.unwrap().unwrap();
+        }
+        // Three writes arriving one after another now form one batch, as the last held
+        // three: the third fails, so the whole batch, the first two included, is not written.
+        let first = {
+            let workers = workers.clone();
+            tokio::spawn(async move { insert(&workers, 10).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = {
+            let workers = workers.clone();
+            tokio::spawn(async move { insert(&workers, 11).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let failing = insert(&workers, -1).await;
+        assert!(matches!(failing, Err(WriteFailed::NotWritten(_))));
+        for write in [first, second] {
+            let outcome = write.await.unwrap();
+            assert!(
+                matches!(outcome, Err(WriteFailed::NotWritten(_))),
+                "a write that arrived while its batch gathered shares its fate: {outcome:?}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_writer_waits_for_nobody() {
+        // With a gap far beyond the test's run time, a lone writer's writes must not wait for
+        // writers that do not exist.
+        let workers = workers(Duration::from_secs(3_600));
+        for x in 0..20 {
+            insert(&workers, x).await.unwrap().unwrap();
+        }
+    }
 }

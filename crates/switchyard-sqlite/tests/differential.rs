@@ -1,5 +1,5 @@
 //! The SQLite store behaves exactly as the memory store under any sequence of appends and
-//! deletes: same verdicts, same versions, same streams, same global order.
+//! deletes: same verdicts (duplicates of a message included), same versions, same streams, same global order.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 use futures::StreamExt;
@@ -47,6 +47,11 @@ fn verdict<T: std::fmt::Debug>(result: Result<T, AppendError>) -> String {
     match result {
         Ok(value) => format!("ok {value:?}"),
         Err(AppendError::Conflict { actual, .. }) => format!("conflict at {actual:?}"),
+        Err(AppendError::Duplicate {
+            message_id,
+            version,
+            ..
+        }) => format!("duplicate of {message_id} at {version}"),
         Err(other) => panic!("unexpected failure: {other}"),
     }
 }

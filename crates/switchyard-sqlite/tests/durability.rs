@@ -125,7 +125,12 @@ async fn fifty_concurrent_writers_lose_and_double_nothing() {
                         ExpectedVersion::Exactly(n - 1)
                     };
                     let version = store
-                        .append(&own, expected, vec![event(format!("{w}-{n}"))], meta("m"))
+                        .append(
+                            &own,
+                            expected,
+                            vec![event(format!("{w}-{n}"))],
+                            meta(&format!("own-{w}-{n}")),
+                        )
                         .await
                         .unwrap();
                     assert_eq!(version, n);
@@ -137,7 +142,12 @@ async fn fifty_concurrent_writers_lose_and_double_nothing() {
                         let expected = ExpectedVersion::Exactly(current);
                         let data = format!("shared {w}-{n}");
                         match store
-                            .append("shared", expected, vec![event(data)], meta("m"))
+                            .append(
+                                "shared",
+                                expected,
+                                vec![event(data)],
+                                meta(&format!("shared-{w}-{n}")),
+                            )
                             .await
                         {
                             Ok(_) => break,
@@ -215,7 +225,7 @@ fn crash_child(path: &str) {
                         ExpectedVersion::Exactly(last)
                     };
                     last = store
-                        .append(&stream, expected, events, meta("m"))
+                        .append(&stream, expected, events, meta(&format!("{w}-{last}")))
                         .await
                         .unwrap();
                     let mut out = std::io::stdout().lock();

@@ -18,6 +18,9 @@ use crate::pool::Session;
 pub(super) enum Ran {
     /// Appended after the given version.
     Appended(i64),
+    /// The stream was at the expected version, but the append's message had already recorded
+    /// events in it, the last at the given version; nothing was written.
+    Recorded(i64),
     /// The stream was not at the expected version; nothing was written.
     NotAtExpected,
     /// The connection broke after the statement was sent.
@@ -174,11 +177,9 @@ async fn run(database: &Database, batch: Vec<Job>) {
     batch.sort_by(|a, b| a.request.stream.cmp(&b.request.stream));
     let requests: Vec<&Request> = batch.iter().map(|job| &*job.request).collect();
     match execute(database, &requests).await {
-        Ok(befores) => {
-            for (job, before) in batch.into_iter().zip(befores) {
-                let _ = job
-                    .reply
-                    .send(Ok(before.map_or(Ran::NotAtExpected, Ran::Appended)));
+        Ok(outcomes) => {
+            for (job, ran) in batch.into_iter().zip(outcomes) {
+                let _ = job.reply.send(Ok(ran));
             }
         }
         Err(Executed::Lost { session, source }) => {
@@ -216,9 +217,9 @@ enum Executed {
     Failed(Failure),
 }
 
-/// Runs the append statement for `requests` (streams distinct, in order); returns each one's
-/// stream version before it, `None` where the stream was not at the expected version.
-async fn execute(database: &Database, requests: &[&Request]) -> Result<Vec<Option<i64>>, Executed> {
+/// Runs the append statement for `requests` (streams distinct, in order); returns what each one
+/// did: [`Ran::Appended`], [`Ran::Recorded`] or [`Ran::NotAtExpected`].
+async fn execute(database: &Database, requests: &[&Request]) -> Result<Vec<Ran>, Executed> {
     let conn = database.conn().await.map_err(Executed::Failed)?;
     let statement = conn
         .prepare(include_str!("../sql/append.sql"))
@@ -285,21 +286,27 @@ async fn execute(database: &Database, requests: &[&Request]) -> Result<Vec<Optio
             });
         }
     };
-    let mut befores = vec![None; requests.len()];
+    let mut outcomes: Vec<Ran> = requests.iter().map(|_| Ran::NotAtExpected).collect();
     for row in rows {
         // Written, but unreadable: as good as lost.
-        let decoded = row
-            .try_get::<_, i64>(0)
-            .and_then(|owner| Ok((owner, row.try_get::<_, i64>(1)?)));
+        let decoded = row.try_get::<_, i64>(0).and_then(|owner| {
+            let before = row.try_get::<_, Option<i64>>(1)?;
+            let recorded = row.try_get::<_, Option<i64>>(2)?;
+            Ok((
+                owner,
+                before.map(Ran::Appended).or(recorded.map(Ran::Recorded)),
+            ))
+        });
         match decoded {
-            Ok((owner, before)) => {
+            Ok((owner, Some(ran))) => {
                 if let Some(slot) = usize::try_from(owner - 1)
                     .ok()
-                    .and_then(|index| befores.get_mut(index))
+                    .and_then(|index| outcomes.get_mut(index))
                 {
-                    *slot = Some(before);
+                    *slot = ran;
                 }
             }
+            Ok((_, None)) => {}
             Err(error) => {
                 return Err(Executed::Lost {
                     session: conn.session,
@@ -308,7 +315,7 @@ async fn execute(database: &Database, requests: &[&Request]) -> Result<Vec<Optio
             }
         }
     }
-    Ok(befores)
+    Ok(outcomes)
 }
 
 /// One error told to every caller of a batch.

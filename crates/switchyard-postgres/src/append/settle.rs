@@ -74,7 +74,7 @@ pub(super) async fn settle(
         .await;
     match looked {
         Ok((found, actual)) => {
-            let decided = decide(stream, expected, count, found, actual, source);
+            let decided = decide(stream, message_id, expected, count, found, actual, source);
             tracing::warn!(
                 target: "switchyard_postgres",
                 stream,
@@ -106,9 +106,11 @@ pub(super) async fn settle(
 /// Applied when the message's last event sits where this append's would have: `count` events
 /// after the expected version (with `Any`, wherever it is). Otherwise nothing was written: a
 /// conflict if the stream is no longer at the expected version (trying again would conflict
-/// too), else a store failure to try again.
+/// too), a duplicate if the message recorded events earlier (trying again would be refused so),
+/// else a store failure to try again.
 fn decide(
     stream: &str,
+    message_id: &str,
     expected: ExpectedVersion,
     count: i64,
     found: Option<i64>,
@@ -129,12 +131,15 @@ fn decide(
         }
         _ => None,
     };
-    match applied {
-        Some(last) => Ok(last),
-        None if satisfies(expected, actual) => {
-            Err(AppendError::Store(StoreError::Backend { source }))
-        }
-        None => Err(conflict(stream, expected, actual)),
+    match (applied, found) {
+        (Some(last), _) => Ok(last),
+        (None, _) if !satisfies(expected, actual) => Err(conflict(stream, expected, actual)),
+        (None, Some(version)) => Err(AppendError::Duplicate {
+            stream: stream.to_owned(),
+            message_id: message_id.to_owned(),
+            version,
+        }),
+        (None, None) => Err(AppendError::Store(StoreError::Backend { source })),
     }
 }
 
@@ -154,7 +159,7 @@ mod tests {
         found: Option<i64>,
         actual: Option<i64>,
     ) -> Result<i64, AppendError> {
-        decide("s", expected, count, found, actual, lost())
+        decide("s", "m", expected, count, found, actual, lost())
     }
 
     #[test]
@@ -192,6 +197,20 @@ mod tests {
                 }) => assert_eq!(reported, actual),
                 other => panic!("{expected:?} {found:?} {actual:?}: {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn it_reports_a_duplicate_when_the_message_recorded_earlier_and_the_stream_waits() {
+        // At the expected version, with the message's events elsewhere: this append was
+        // refused, or would be if sent again.
+        match check(ExpectedVersion::Exactly(9), 1, Some(2), Some(9)) {
+            Err(AppendError::Duplicate {
+                message_id,
+                version,
+                ..
+            }) => assert_eq!((&*message_id, version), ("m", 2)),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -1,0 +1,132 @@
+//! A message records events in a stream once, also when its appends race: the probe of the
+//! message id must not trust a snapshot taken before another append of the same message
+//! committed, and a duplicate in a batch refuses only itself.
+
+use std::time::Duration;
+
+use switchyard_aggregates::store::{AppendError, EventAppender, EventReader, ExpectedVersion};
+use tokio_postgres::Client;
+
+use crate::support::{event, meta, raw_client, store, url};
+
+/// Waits until `count` append statements wait on a lock.
+async fn appends_waiting_on_a_lock(observer: &Client, count: i64) {
+    for _ in 0..500 {
+        let waiting: i64 = observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE '-- Appends a batch%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("fewer than {count} appends waited on a lock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_of_one_message_waiting_on_one_stream_record_it_once() {
+    let store = store().await;
+    store
+        .append("s", ExpectedVersion::NoStream, vec![event("a")], meta("a"))
+        .await
+        .unwrap();
+    // Holding the stream's row lock lines both appends up behind it, each with a snapshot
+    // taken before the other wrote anything.
+    let blocker = raw_client(&url(), store.schema()).await;
+    blocker.batch_execute("BEGIN").await.unwrap();
+    blocker
+        .execute("SELECT 1 FROM streams WHERE stream = 's' FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let appends: Vec<_> = (0..2)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let events = vec![event(&format!("twice-{n}"))];
+                store
+                    .append("s", ExpectedVersion::Any, events, meta("twice"))
+                    .await
+            })
+        })
+        .collect();
+    let observer = raw_client(&url(), store.schema()).await;
+    appends_waiting_on_a_lock(&observer, 2).await;
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    let mut outcomes = Vec::new();
+    for append in appends {
+        outcomes.push(append.await.unwrap());
+    }
+    let appended = outcomes.iter().filter(|outcome| outcome.is_ok()).count();
+    let refused: Vec<_> = outcomes
+        .iter()
+        .filter_map(|outcome| match outcome {
+            Err(AppendError::Duplicate { version, .. }) => Some(*version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        (appended, refused),
+        (1, vec![1]),
+        "one append records the message, the other is its duplicate: {outcomes:?}"
+    );
+    assert_eq!(store.find_message("s", "twice").await.unwrap(), Some(1));
+    assert_eq!(
+        store
+            .append("s", ExpectedVersion::Any, Vec::new(), meta(""))
+            .await
+            .unwrap(),
+        1,
+        "the message recorded one event"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_refuses_only_itself_among_concurrent_appends() {
+    const STREAMS: usize = 40;
+    let store = store().await;
+    for s in 0..STREAMS {
+        store
+            .append(
+                &format!("s-{s}"),
+                ExpectedVersion::NoStream,
+                vec![event("first")],
+                meta(&format!("first-{s}")),
+            )
+            .await
+            .unwrap();
+    }
+    // Half the streams get their first message again, the other half a new one, all at once:
+    // the committers batch them together.
+    let appends: Vec<_> = (0..STREAMS)
+        .map(|s| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let message = if s % 2 == 0 {
+                    format!("first-{s}")
+                } else {
+                    format!("second-{s}")
+                };
+                store
+                    .append(
+                        &format!("s-{s}"),
+                        ExpectedVersion::Exactly(0),
+                        vec![event("second")],
+                        meta(&message),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for (s, append) in appends.into_iter().enumerate() {
+        match (s % 2, append.await.unwrap()) {
+            (0, Err(AppendError::Duplicate { version: 0, .. })) | (1, Ok(1)) => {}
+            (_, other) => panic!("stream s-{s}: {other:?}"),
+        }
+    }
+}
