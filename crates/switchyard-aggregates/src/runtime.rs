@@ -317,15 +317,27 @@ impl<A: Aggregate> AggregateRuntime<A> {
             options,
         };
         loop {
-            let Some(sender) = self.sender_for(job.aggregate_id()) else {
+            if self.inner.closed.load(Ordering::Acquire) {
                 let response = Response::error(format!("the {} runtime is shut down", A::NAME));
                 return job.message.return_with(response);
-            };
+            }
             let (reply, answer) = oneshot::channel();
-            let sent = sender.try_send(Request::Command { job, reply });
-            // Holding a sender while waiting would keep the task's mailbox open after shutdown
-            // dropped the registry's.
-            drop(sender);
+            // No sender is held while waiting: that would keep the task's mailbox open after
+            // shutdown dropped the registry's.
+            let sent = match self.live.get(job.aggregate_id()) {
+                // The usual case, a loaded aggregate: its mailbox is used under the registry's
+                // read lock rather than through a clone of its sender, which would cost two
+                // atomic read-modify-writes on the mailbox's shared counters per command.
+                Some(live) => live.sender.try_send(Request::Command { job, reply }),
+                None => match self.sender_for(job.aggregate_id()) {
+                    Some(sender) => sender.try_send(Request::Command { job, reply }),
+                    None => {
+                        let response =
+                            Response::error(format!("the {} runtime is shut down", A::NAME));
+                        return job.message.return_with(response);
+                    }
+                },
+            };
             if let Err(error) = sent {
                 let full = matches!(error, mpsc::error::TrySendError::Full(_));
                 let Request::Command { job: returned, .. } = error.into_inner() else {

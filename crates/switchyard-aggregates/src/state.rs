@@ -4,12 +4,14 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use foldhash::HashMap;
-use std::collections::hash_map::Entry;
 
 use serde::{Deserialize, Serialize};
 use switchyard_messaging::Response;
 
 use crate::Aggregate;
+use message_key::{KeyView, MessageKey};
+
+mod message_key;
 
 /// The user's state of an aggregate, its version, and the last processed message ids.
 ///
@@ -61,15 +63,68 @@ impl<A: Aggregate> Default for AggregateState<A> {
 ///
 /// An empty id names no message in particular, so it is never remembered nor found: messages
 /// without an id are not deduplicated.
+///
+/// A UUID id in its canonical spelling (what `Message` generates) is kept in 16 bytes rather
+/// than as text: every command looks its id up and remembers it, most often in a window that
+/// is not in the cache, so a key that needs no allocation, no pointer to follow and no string
+/// to hash or compare is what keeps that cheap.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(from = "Wire", into = "Wire")]
 pub struct ProcessedIds {
     capacity: usize,
-    /// Each id is allocated once and shared by the order and the map.
+    order: VecDeque<MessageKey>,
+    responses: hashbrown::HashMap<MessageKey, Response, foldhash::fast::RandomState>,
+    /// Whether an id was ever dropped: only then can a repeated id be missing from the window.
+    forgot: bool,
+}
+
+/// How a window is serialized (in snapshots and stored states): its ids as text, so the form
+/// does not depend on how the window keeps them.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    capacity: usize,
     order: VecDeque<Arc<str>>,
     responses: HashMap<Arc<str>, Response>,
-    /// Whether an id was ever dropped: only then can a repeated id be missing from the window.
     #[serde(default)]
     forgot: bool,
+}
+
+impl From<ProcessedIds> for Wire {
+    fn from(ids: ProcessedIds) -> Self {
+        let mut responses = HashMap::default();
+        let order = ids
+            .order
+            .iter()
+            .map(|key| {
+                let id = key.to_text();
+                if let Some(response) = ids.responses.get(key) {
+                    responses.insert(id.clone(), response.clone());
+                }
+                id
+            })
+            .collect();
+        Self {
+            capacity: ids.capacity,
+            order,
+            responses,
+            forgot: ids.forgot,
+        }
+    }
+}
+
+impl From<Wire> for ProcessedIds {
+    fn from(mut wire: Wire) -> Self {
+        let mut ids = Self::with_capacity(wire.capacity);
+        // An id in the order without a response was never remembered; one with a response but
+        // out of the order could never be dropped: both are left out.
+        for id in wire.order {
+            if let Some(response) = wire.responses.remove(&id) {
+                ids.insert(&*id, response);
+            }
+        }
+        ids.forgot |= wire.forgot;
+        ids
+    }
 }
 
 impl ProcessedIds {
@@ -81,7 +136,7 @@ impl ProcessedIds {
         Self {
             capacity,
             order: VecDeque::new(),
-            responses: HashMap::default(),
+            responses: hashbrown::HashMap::default(),
             forgot: false,
         }
     }
@@ -97,18 +152,15 @@ impl ProcessedIds {
             self.forgot = true;
             return;
         }
-        // One probe: a new id (the usual case) is allocated once, for the map and the order.
-        let id: Arc<str> = Arc::from(id);
-        match self.responses.entry(id) {
-            Entry::Occupied(mut known) => {
-                known.insert(response);
-            }
-            Entry::Vacant(vacant) => {
-                self.order.push_back(vacant.key().clone());
-                vacant.insert(response);
-                self.trim();
-            }
+        let key = KeyView::of(id);
+        if let Some(known) = self.responses.get_mut(&key) {
+            *known = response;
+            return;
         }
+        let key = key.to_key();
+        self.order.push_back(key.clone());
+        self.responses.insert(key, response);
+        self.trim();
     }
 
     fn trim(&mut self) {
@@ -137,7 +189,7 @@ impl ProcessedIds {
         if id.is_empty() {
             return None;
         }
-        self.responses.get(id)
+        self.responses.get(&KeyView::of(id))
     }
 
     /// How many ids are remembered.
@@ -179,5 +231,31 @@ mod tests {
             "an empty id takes no room"
         );
         assert!(!ids.may_have_forgotten());
+    }
+
+    #[test]
+    fn a_window_serializes_its_ids_as_text_and_reads_back_the_same() {
+        let uuid = "0190a5b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b";
+        let mut ids = ProcessedIds::with_capacity(2);
+        ids.insert("dropped", Response::Ok);
+        ids.insert(uuid, Response::Ok);
+        ids.insert(
+            "order-1",
+            Response::Conflict {
+                expected: 1,
+                actual: Some(2),
+            },
+        );
+        let json = serde_json::to_value(&ids).unwrap();
+        assert_eq!(json["order"], serde_json::json!([uuid, "order-1"]));
+        assert_eq!(json["forgot"], serde_json::json!(true));
+        let read: ProcessedIds = serde_json::from_value(json).unwrap();
+        assert_eq!(read, ids);
+        assert_eq!(read.get(uuid), Some(&Response::Ok));
+        assert_eq!(
+            read.get(&uuid.to_uppercase()),
+            None,
+            "another spelling is another id"
+        );
     }
 }

@@ -108,6 +108,22 @@ fn panic_reason(panic: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("no message")
 }
 
+/// `future`'s output, or `Elapsed` when it did not finish within `limit` of its first poll
+/// returning pending. A future done on its first poll (a memory store's append) finishes as
+/// under `tokio::time::timeout`, which polls it before looking at the clock, but without the
+/// clock read and the runtime handle a timer costs: the deadline starts once it has to wait.
+async fn within<F: std::future::Future>(
+    limit: std::time::Duration,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut future = std::pin::pin!(future);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(output) => Ok(output),
+        std::task::Poll::Pending => tokio::time::timeout(limit, future).await,
+    }
+}
+
 fn answer(mut message: Message, response: Response, version: Option<i64>) -> Message {
     message.aggregate_meta_mut().version = version;
     message.return_with(response)
@@ -627,7 +643,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 events = events.events.len(),
                 version = tracing::field::Empty,
             );
-            let committed = tokio::time::timeout(
+            let committed = within(
                 commit_timeout,
                 self.runtime.repo.record(
                     self.id,
@@ -782,5 +798,32 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
         tracing::warn!(aggregate = A::NAME, id = self.id, error = %ErrorChain(&error), "aggregate store failed");
         self.state = None;
         Handled::answer(error.into_response(), None, Flow::End("failed"))
+    }
+}
+
+#[cfg(test)]
+mod within_tests {
+    use std::time::Duration;
+
+    use super::within;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_future_done_on_its_first_poll_is_not_timed_even_with_no_time_left() {
+        assert_eq!(within(Duration::ZERO, async { 7 }).await.ok(), Some(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_future_that_waits_past_the_limit_times_out() {
+        let waits = tokio::time::sleep(Duration::from_secs(2));
+        assert!(within(Duration::from_secs(1), waits).await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_future_that_waits_less_than_the_limit_finishes() {
+        let waits = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            7
+        };
+        assert_eq!(within(Duration::from_secs(1), waits).await.ok(), Some(7));
     }
 }

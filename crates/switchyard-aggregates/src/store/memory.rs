@@ -1,8 +1,7 @@
 //! An event, snapshot and state store in memory: for tests, examples and single-process apps
 //! that can lose their data.
 
-use std::borrow::Borrow;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -94,7 +93,7 @@ struct Stream {
     last_version: i64,
     /// Events up to this version were soft-deleted and stay hidden.
     hidden_through: i64,
-    by_message: HashMap<RecordedBy, i64>,
+    by_message: ByMessage,
     /// The event type names recorded in the stream, each allocated once.
     event_types: Vec<Arc<str>>,
     /// Hard-deleted: no longer in the store's map; a writer that found it before must look
@@ -109,7 +108,7 @@ impl Stream {
             events: Vec::new(),
             last_version: -1,
             hidden_through: -1,
-            by_message: HashMap::default(),
+            by_message: ByMessage::default(),
             event_types: Vec::new(),
             removed: false,
         }
@@ -127,8 +126,7 @@ impl Stream {
     /// The version of the last visible event `message_id` recorded.
     fn recorded_by(&self, message_id: &str) -> Option<i64> {
         self.by_message
-            .get(message_id)
-            .copied()
+            .version_of(message_id)
             .filter(|version| *version > self.hidden_through)
     }
 
@@ -152,37 +150,57 @@ impl Stream {
     }
 }
 
-/// A message id as the stream recorded it: the metadata of its append, shared with the
-/// append's events, so indexing the id copies nothing.
+/// The messages that recorded events in a stream, each with the version of its last event.
+///
+/// Every append probes it for a repeat, most often in a stream not in the cache. Each entry
+/// keeps its id's hash beside the append's metadata (shared with the events, so indexing the
+/// id copies nothing): a probe compares hashes before it follows the pointer to an id, and
+/// growing the table rehashes no id.
+#[derive(Debug, Default)]
+struct ByMessage {
+    hasher: foldhash::fast::RandomState,
+    recorded: hashbrown::HashTable<RecordedBy>,
+}
+
 #[derive(Debug)]
-struct RecordedBy(Arc<EventMetadata>);
-
-impl RecordedBy {
-    fn id(&self) -> &str {
-        &self.0.message_id
-    }
+struct RecordedBy {
+    hash: u64,
+    metadata: Arc<EventMetadata>,
+    version: i64,
 }
 
-impl Borrow<str> for RecordedBy {
-    fn borrow(&self) -> &str {
-        self.id()
+impl ByMessage {
+    /// The version of the last event `message_id` recorded, hidden or not.
+    fn version_of(&self, message_id: &str) -> Option<i64> {
+        let hash = self.hasher.hash_one(message_id);
+        self.recorded
+            .find(hash, |recorded| {
+                recorded.hash == hash && recorded.metadata.message_id == message_id
+            })
+            .map(|recorded| recorded.version)
+    }
+
+    /// Records that the message of `metadata` recorded events up to `version`.
+    fn insert(&mut self, metadata: Arc<EventMetadata>, version: i64) {
+        let hash = self.hasher.hash_one(&*metadata.message_id);
+        let entry = self.recorded.entry(
+            hash,
+            |recorded| recorded.hash == hash && recorded.metadata.message_id == metadata.message_id,
+            |recorded| recorded.hash,
+        );
+        let recorded = RecordedBy {
+            hash,
+            metadata,
+            version,
+        };
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(mut known) => *known.get_mut() = recorded,
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(recorded);
+            }
+        }
     }
 }
-
-impl Hash for RecordedBy {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // As the `str` it is looked up by.
-        self.id().hash(state);
-    }
-}
-
-impl PartialEq for RecordedBy {
-    fn eq(&self, other: &Self) -> bool {
-        self.id() == other.id()
-    }
-}
-
-impl Eq for RecordedBy {}
 
 /// A lock, whatever a panic while it was held left: every change is made after all checks
 /// passed, so a panic cannot leave the data half-written.
@@ -385,9 +403,7 @@ impl MemoryStore {
         }
         target.last_version = first_version + count as i64 - 1;
         if !metadata.message_id.is_empty() {
-            target
-                .by_message
-                .insert(RecordedBy(metadata), target.last_version);
+            target.by_message.insert(metadata, target.last_version);
         }
         target.last_version
     }
@@ -415,7 +431,7 @@ impl EventDeleter for MemoryStore {
                 DeleteMode::Hard => {
                     found.removed = true;
                     found.events = Vec::new();
-                    found.by_message = HashMap::default();
+                    found.by_message = ByMessage::default();
                     self.inner
                         .streams
                         .remove_if(stream, |_, kept| Arc::ptr_eq(kept, &cell));
