@@ -44,7 +44,14 @@ pub mod checkpoint;
 
 #[doc(inline)]
 pub use crate::checkpoint::{CheckpointError, CheckpointStore, MemoryCheckpointStore};
+mod runner;
 mod subscription;
+
+#[doc(inline)]
+pub use crate::runner::{
+    BoxError, DEFAULT_BATCH_SIZE, DEFAULT_LEASE_TTL, Projection, ProjectionRunner,
+    ProjectionRunnerBuilder, RunnerError, WaitError,
+};
 
 /// The suite every event store runs to show subscriptions follow its global order.
 #[cfg(feature = "conformance")]
