@@ -1,6 +1,7 @@
 //! Projection runners: delivery in order in batches, retries, takeover between runners.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
+mod consistency;
 mod delivery;
 mod sqlite;
 mod support;
