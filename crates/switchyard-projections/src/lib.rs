@@ -50,7 +50,7 @@ mod subscription;
 #[doc(inline)]
 pub use crate::runner::{
     BoxError, DEFAULT_BATCH_SIZE, DEFAULT_LEASE_TTL, Projection, ProjectionRunner,
-    ProjectionRunnerBuilder, RunnerError, WaitError,
+    ProjectionRunnerBuilder, RebuildProgress, RunnerError, WaitError,
 };
 
 /// The suite every event store runs to show subscriptions follow its global order.

@@ -22,6 +22,7 @@
 
 mod error;
 mod projection;
+mod rebuild;
 mod worker;
 
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use backon::ExponentialBuilder;
 use switchyard_aggregates::Aggregate;
-use switchyard_aggregates::store::{GlobalReader, IntoShared};
+use switchyard_aggregates::store::{GlobalReader, IntoShared, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -38,6 +39,8 @@ use tokio::time::Instant;
 pub use self::error::{RunnerError, WaitError};
 use self::projection::Decoder;
 pub use self::projection::{BoxError, Projection};
+use self::rebuild::OnProgress;
+pub use self::rebuild::RebuildProgress;
 use self::worker::{Status, Worker};
 use crate::checkpoint::CheckpointStore;
 
@@ -61,6 +64,7 @@ pub struct ProjectionRunner<P: Projection> {
     status: watch::Receiver<Status>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<Result<P, RunnerError>>>,
+    events: Arc<dyn GlobalReader>,
 }
 
 impl<P: Projection> std::fmt::Debug for ProjectionRunner<P> {
@@ -92,6 +96,7 @@ impl<P: Projection> ProjectionRunner<P> {
             batch_size: DEFAULT_BATCH_SIZE,
             lease_ttl: DEFAULT_LEASE_TTL,
             retry: default_retry(),
+            rebuild: None,
         }
     }
 
@@ -112,6 +117,19 @@ impl<P: Projection> ProjectionRunner<P> {
     /// does (or before its first acquisition, or after it stopped).
     pub fn is_active(&self) -> bool {
         self.status.borrow().active
+    }
+
+    /// How far the projection is behind the store: the store's head
+    /// ([`GlobalReader::head`]) minus [`position`](Self::position). Each batch's tracing span
+    /// (`projection.batch`) carries it too, as the field `lag`, on stores that publish their
+    /// head ([`GlobalReader::watch_head`]).
+    ///
+    /// # Errors
+    ///
+    /// The store's, when its head cannot be read.
+    pub async fn lag(&self) -> Result<u64, StoreError> {
+        let head = self.events.head().await?;
+        Ok(head.saturating_sub(self.position()))
     }
 
     /// Whether the projection has processed every event up to `position` (a command's
@@ -200,6 +218,7 @@ pub struct ProjectionRunnerBuilder<P: Projection> {
     batch_size: usize,
     lease_ttl: Duration,
     retry: ExponentialBuilder,
+    rebuild: Option<OnProgress>,
 }
 
 impl<P: Projection> std::fmt::Debug for ProjectionRunnerBuilder<P> {
@@ -256,6 +275,20 @@ impl<P: Projection> ProjectionRunnerBuilder<P> {
         self
     }
 
+    /// Rebuilds the projection once this runner takes the lease: [`Projection::reset`] empties
+    /// the read model, the checkpoint goes back to the origin, and every event is applied again,
+    /// in batches as ever. After each batch, `on_progress` is told how far the rebuild got (and
+    /// a `projection rebuild progress` event is logged), the last time with
+    /// [`finished`](RebuildProgress::finished) once the replay passed the store's head as it was
+    /// when the rebuild started. The runner then goes on with live events.
+    ///
+    /// Stop the projection's other runners first: a runner that held the lease before keeps its
+    /// own read model as it was.
+    pub fn rebuild(mut self, on_progress: impl FnMut(&RebuildProgress) + Send + 'static) -> Self {
+        self.rebuild = Some(Box::new(on_progress));
+        self
+    }
+
     /// Starts the runner in a task of its own on the current Tokio runtime. It waits for the
     /// lease, then applies events until stopped.
     ///
@@ -275,19 +308,21 @@ impl<P: Projection> ProjectionRunnerBuilder<P> {
             holder: self.holder.unwrap_or_else(default_holder),
             name: self.name,
             decoders: self.decoders,
-            events: self.events,
+            events: self.events.clone(),
             checkpoints: self.checkpoints,
             batch_size: self.batch_size,
             lease_ttl: self.lease_ttl,
             retry: self.retry,
             status: status_sender,
             stop: stopped,
+            head: self.events.watch_head(),
         };
         Ok(ProjectionRunner {
             name,
             status,
             stop,
-            task: Some(tokio::spawn(worker.run(self.projection))),
+            task: Some(tokio::spawn(worker.run(self.projection, self.rebuild))),
+            events: self.events,
         })
     }
 }

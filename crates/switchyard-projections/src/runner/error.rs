@@ -40,6 +40,15 @@ pub enum RunnerError {
         #[source]
         source: BoxError,
     },
+    /// The projection could not empty its read model for a rebuild.
+    #[error("projection `{projection}` could not reset its read model for a rebuild")]
+    Reset {
+        /// The projection.
+        projection: String,
+        /// The projection's error.
+        #[source]
+        source: BoxError,
+    },
     /// An event of a registered aggregate type does not decode as its `Event` type (written
     /// by another version of the aggregate?): retrying cannot help.
     #[error("projection `{projection}` cannot decode an event: upcast or fix the event")]

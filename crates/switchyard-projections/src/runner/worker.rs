@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::RunnerError;
 use super::projection::{Decoder, Projection, decode};
+use super::rebuild::{OnProgress, Rebuild};
 use crate::Subscription;
 use crate::checkpoint::{Acquire, CheckpointError, CheckpointStore, Lease, LeaseToken};
 
@@ -38,6 +39,8 @@ pub(super) struct Worker<P: Projection> {
     pub(super) retry: ExponentialBuilder,
     pub(super) status: watch::Sender<Status>,
     pub(super) stop: watch::Receiver<bool>,
+    /// The store's head as it publishes it, for the lag in the batches' spans.
+    pub(super) head: Option<watch::Receiver<u64>>,
 }
 
 /// How a time as leader ended.
@@ -47,16 +50,26 @@ enum Led {
 }
 
 impl<P: Projection> Worker<P> {
-    pub(super) async fn run(mut self, mut projection: P) -> Result<P, RunnerError> {
+    /// Runs `projection` until stopped, first rebuilding it with `rebuild` (once the lease is
+    /// taken) when given.
+    pub(super) async fn run(
+        self,
+        mut projection: P,
+        mut rebuild: Option<OnProgress>,
+    ) -> Result<P, RunnerError> {
         loop {
             let Some(lease) = self.acquire().await? else {
                 return Ok(projection);
             };
             tracing::info!(projection = %self.name, holder = %self.holder, generation = lease.token.generation, "projection lease taken");
-            let led = self.lead(&mut projection, &lease).await;
+            let led = self.lead(&mut projection, &mut rebuild, &lease).await;
             self.status.send_modify(|status| status.active = false);
             match led {
-                Ok(Led::LeaseLost) => {
+                Ok(Led::LeaseLost)
+                | Err(RunnerError::Checkpoint {
+                    source: CheckpointError::LeaseLost { .. },
+                    ..
+                }) => {
                     tracing::warn!(projection = %self.name, holder = %self.holder, "projection lease lost; standing by");
                 }
                 Ok(Led::Stopped) => {
@@ -73,7 +86,7 @@ impl<P: Projection> Worker<P> {
     }
 
     /// Takes the lease, waiting while another runner holds it; `None` when stopped first.
-    async fn acquire(&mut self) -> Result<Option<Lease>, RunnerError> {
+    async fn acquire(&self) -> Result<Option<Lease>, RunnerError> {
         let mut stop = self.stop.clone();
         loop {
             let now = SystemTime::now();
@@ -99,7 +112,12 @@ impl<P: Projection> Worker<P> {
     }
 
     /// Applies batches while holding `lease`.
-    async fn lead(&mut self, projection: &mut P, lease: &Lease) -> Result<Led, RunnerError> {
+    async fn lead(
+        &self,
+        projection: &mut P,
+        rebuild_first: &mut Option<OnProgress>,
+        lease: &Lease,
+    ) -> Result<Led, RunnerError> {
         let (_renewal, mut lost) = Renewal::start(
             self.checkpoints.clone(),
             lease.token.clone(),
@@ -107,19 +125,30 @@ impl<P: Projection> Worker<P> {
         );
         let mut stop = self.stop.clone();
         let work = async {
-            let checkpoint = self.retrying(|| self.checkpoints.load(&self.name)).await?;
+            let mut checkpoint = self.retrying(|| self.checkpoints.load(&self.name)).await?;
+            let mut rebuild = None;
+            if let Some(on_progress) = rebuild_first.take() {
+                rebuild = self
+                    .start_rebuild(projection, &lease.token, on_progress)
+                    .await?;
+                checkpoint = 0;
+            }
             self.status.send_replace(Status {
                 position: checkpoint,
                 active: true,
             });
             let mut subscription = self.subscribe(checkpoint).await?;
             loop {
-                if self
+                let Some(applied) = self
                     .step(projection, &mut subscription, &lease.token)
                     .await?
-                    .is_none()
-                {
+                else {
                     return Ok(Led::LeaseLost);
+                };
+                if let Some(under_way) = &mut rebuild
+                    && under_way.advance(&self.name, subscription.position(), applied)
+                {
+                    rebuild = None;
                 }
             }
         };
@@ -129,6 +158,35 @@ impl<P: Projection> Worker<P> {
             _ = &mut lost => Ok(Led::LeaseLost),
             led = work => led,
         }
+    }
+
+    /// Empties the read model and sets the checkpoint back to the origin; the rebuild under
+    /// way, or `None` when the store holds nothing to replay.
+    async fn start_rebuild(
+        &self,
+        projection: &mut P,
+        lease: &LeaseToken,
+        on_progress: OnProgress,
+    ) -> Result<Option<Rebuild>, RunnerError> {
+        let total = self
+            .events
+            .head()
+            .await
+            .map_err(|source| RunnerError::Head {
+                projection: self.name.clone(),
+                source,
+            })?;
+        tracing::info!(projection = %self.name, total, "projection rebuild starting");
+        projection
+            .reset()
+            .await
+            .map_err(|source| RunnerError::Reset {
+                projection: self.name.clone(),
+                source,
+            })?;
+        self.retrying(|| self.checkpoints.reset(lease)).await?;
+        let mut rebuild = Rebuild::new(on_progress, total);
+        Ok((!rebuild.advance(&self.name, 0, 0)).then_some(rebuild))
     }
 
     async fn subscribe(&self, checkpoint: u64) -> Result<Subscription, RunnerError> {
@@ -144,24 +202,31 @@ impl<P: Projection> Worker<P> {
         })
     }
 
-    /// Reads, applies and checkpoints one batch. `None` when the lease was lost.
+    /// Reads, applies and checkpoints one batch: how many events it applied, or `None` when the
+    /// lease was lost.
     async fn step(
         &self,
         projection: &mut P,
         subscription: &mut Subscription,
         lease: &LeaseToken,
-    ) -> Result<Option<()>, RunnerError> {
+    ) -> Result<Option<usize>, RunnerError> {
         let recorded = self.read(subscription).await?;
         let position = subscription.position();
+        let lag = self
+            .head
+            .as_ref()
+            .map(|head| head.borrow().saturating_sub(position));
         let span = tracing::info_span!(
             "projection.batch",
             projection = %self.name,
             events = recorded.len(),
             first = recorded.first().map(|e| e.position),
             position,
+            lag,
         );
         async {
             let batch = self.decode(recorded)?;
+            let applied = batch.len();
             self.apply(projection, &batch).await?;
             if position > self.status.borrow().position {
                 match self.retrying(|| self.save(lease, position)).await {
@@ -176,7 +241,7 @@ impl<P: Projection> Worker<P> {
                 }
                 self.status.send_modify(|status| status.position = position);
             }
-            Ok(Some(()))
+            Ok(Some(applied))
         }
         .instrument(span)
         .await

@@ -3,6 +3,7 @@
 
 mod consistency;
 mod delivery;
+mod rebuild;
 mod sqlite;
 mod support;
 mod takeover;

@@ -161,6 +161,11 @@ impl Projection for Recorder {
         );
         Ok(())
     }
+
+    async fn reset(&mut self) -> Result<(), BoxError> {
+        self.seen.0.lock().unwrap().batches.clear();
+        Ok(())
+    }
 }
 
 pub(crate) async fn deposit(store: &impl EventAppender, account: u32, amount: u64) {
