@@ -5,20 +5,6 @@
 //! types after the saved checkpoint through a [`Subscription`](crate::Subscription), hands
 //! them to [`Projection::apply`] decoded, in batches, and saves the checkpoint after each
 //! batch, fenced by its lease.
-//!
-//! # Guarantees
-//!
-//! - **In order, at least once**: every event of the registered aggregate types is applied,
-//!   in global order; a batch applied but not yet checkpointed when its runner died, lost
-//!   its lease or was stopped is applied again by whichever runner goes on.
-//! - **Never skipped**: a failing batch is retried with exponential backoff
-//!   ([`ProjectionRunnerBuilder::retry`]); once the retries are spent the runner stops with
-//!   [`RunnerError::Projection`], its checkpoint before the batch.
-//! - **One active runner**: of several runners of one projection (in one process or many,
-//!   sharing the checkpoint store) only the lease holder applies events; it renews the lease
-//!   in the background and stops applying as soon as a renewal or a save says the lease was
-//!   lost. The others wait, and the first to take the lapsed lease goes on from the saved
-//!   checkpoint.
 
 mod error;
 mod projection;
@@ -53,8 +39,25 @@ pub const DEFAULT_BATCH_SIZE: usize = 256;
 /// over. The holder renews it every third of it.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 
-/// Runs a [`Projection`] in a task of its own; see the [module docs](self). Made by
-/// [`ProjectionRunner::builder`].
+/// Runs a [`Projection`] in a task of its own: takes the projection's lease in a
+/// [`CheckpointStore`], reads the events of the projection's aggregate types after the saved
+/// checkpoint through a [`Subscription`](crate::Subscription), hands them to
+/// [`Projection::apply`] decoded, in batches, and saves the checkpoint after each batch,
+/// fenced by its lease. Made by [`ProjectionRunner::builder`].
+///
+/// # Guarantees
+///
+/// - **In order, at least once**: every event of the registered aggregate types is applied,
+///   in global order; a batch applied but not yet checkpointed when its runner died, lost
+///   its lease or was stopped is applied again by whichever runner goes on.
+/// - **Never skipped**: a failing batch is retried with exponential backoff
+///   ([`ProjectionRunnerBuilder::retry`]); once the retries are spent the runner stops with
+///   [`RunnerError::Projection`], its checkpoint before the batch.
+/// - **One active runner**: of several runners of one projection (in one process or many,
+///   sharing the checkpoint store) only the lease holder applies events; it renews the lease
+///   in the background and stops applying as soon as a renewal or a save says the lease was
+///   lost. The others wait, and the first to take the lapsed lease goes on from the saved
+///   checkpoint.
 ///
 /// [`stop`](Self::stop) it to release its lease, so another runner takes over at once, and get
 /// the projection back. Dropping it aborts the task without releasing the lease, as a crash

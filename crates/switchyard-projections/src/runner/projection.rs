@@ -34,7 +34,7 @@ pub trait Projection: Send + 'static {
         batch: &[DecodedEvent<Self::Event>],
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
 
-    /// Empties the read model, before a [rebuild](super::ProjectionRunner::rebuild) replays
+    /// Empties the read model, before a [rebuild](super::ProjectionRunnerBuilder::rebuild) replays
     /// every event from the origin. The default does nothing.
     fn reset(&mut self) -> impl Future<Output = Result<(), BoxError>> + Send {
         async { Ok(()) }
