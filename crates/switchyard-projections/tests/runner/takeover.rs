@@ -1,9 +1,13 @@
 //! Several runners of one projection: one active; another takes over from its checkpoint.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
 
 use switchyard_aggregates::store::{EventStore, MemoryStore};
-use switchyard_projections::checkpoint::CheckpointStore;
+use switchyard_projections::checkpoint::{
+    Acquire, CheckpointError, CheckpointInfo, CheckpointStore, LeaseToken,
+};
 use switchyard_projections::{MemoryCheckpointStore, ProjectionRunner};
 
 use crate::support::*;
@@ -108,4 +112,82 @@ async fn only_the_lease_holder_applies_and_a_stop_hands_over_at_once() {
         (vec![1, 2], vec![3])
     );
     b.stop().await.unwrap();
+}
+
+/// A checkpoint store whose renewals fail while `partitioned`: its runner's lease lapses.
+#[derive(Clone, Default)]
+struct Partitioned {
+    store: MemoryCheckpointStore,
+    partitioned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CheckpointStore for Partitioned {
+    fn load<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<u64, CheckpointError>> {
+        self.store.load(projection)
+    }
+    fn save<'a>(
+        &'a self,
+        lease: &'a LeaseToken,
+        position: u64,
+    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        self.store.save(lease, position)
+    }
+    fn reset<'a>(&'a self, lease: &'a LeaseToken) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        self.store.reset(lease)
+    }
+    fn list(&self) -> BoxFuture<'_, Result<Vec<CheckpointInfo>, CheckpointError>> {
+        self.store.list()
+    }
+    fn acquire<'a>(
+        &'a self,
+        projection: &'a str,
+        holder: &'a str,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> BoxFuture<'a, Result<Acquire, CheckpointError>> {
+        self.store.acquire(projection, holder, now, until)
+    }
+    fn renew<'a>(
+        &'a self,
+        lease: &'a LeaseToken,
+        until: SystemTime,
+    ) -> BoxFuture<'a, Result<bool, CheckpointError>> {
+        if self.partitioned.load(std::sync::atomic::Ordering::SeqCst) {
+            return Box::pin(async { Err(CheckpointError::backend("partitioned")) });
+        }
+        self.store.renew(lease, until)
+    }
+    fn release<'a>(
+        &'a self,
+        lease: &'a LeaseToken,
+    ) -> BoxFuture<'a, Result<bool, CheckpointError>> {
+        self.store.release(lease)
+    }
+}
+
+/// A's renewals fail, its lease lapses and B takes over; A's next save is refused, and A stands
+/// by instead of moving the checkpoint or stopping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_whose_lease_lapsed_stands_by_once_its_save_is_refused() {
+    let store = MemoryStore::new();
+    let shared = Partitioned::default();
+    deposit(&store, 1, 1).await;
+    let (seen_a, seen_b) = (Seen::default(), Seen::default());
+    let a = runner("runner-a", Recorder::new(&seen_a), &store, &shared);
+    eventually("A to catch up", || a.caught_up_to(1)).await;
+    shared
+        .partitioned
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let b = runner("runner-b", Recorder::new(&seen_b), &store, &shared.store);
+    eventually("B to take the lapsed lease", || b.is_active()).await;
+
+    deposit(&store, 1, 2).await;
+    eventually("A to stand by", || !a.is_active()).await;
+    eventually("B to apply the event", || b.caught_up_to(2)).await;
+    assert!(!a.is_finished(), "A waits for the lease again");
+    assert!(!a.caught_up_to(2), "A's save was refused");
+    assert_eq!(seen_b.positions(), [2]);
+    assert_eq!(shared.store.load("ledger").await.unwrap(), 2);
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
 }
