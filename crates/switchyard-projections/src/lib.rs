@@ -31,6 +31,78 @@
 //! # }).unwrap();
 //! ```
 //!
+//! - [`Projection`] and [`ProjectionRunner`]: a read model fed with the decoded events of one
+//!   or more aggregate types, in order, at least once, in batches, its checkpoint saved after
+//!   each batch under a lease, so that of several runners one applies events and another
+//!   takes over from the checkpoint when it dies. Failing batches are retried with backoff,
+//!   never skipped. A runner answers [`caught_up_to`](ProjectionRunner::caught_up_to) and
+//!   [`wait_for`](ProjectionRunner::wait_for) (read your writes), reports its
+//!   [`lag`](ProjectionRunner::lag), and [rebuilds](ProjectionRunnerBuilder::rebuild) a
+//!   projection from the origin with progress reports.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use std::sync::{Arc, Mutex};
+//! use serde::{Deserialize, Serialize};
+//! use switchyard_aggregates::store::{GlobalReader, MemoryStore};
+//! use switchyard_aggregates::{Aggregate, AggregateState, DecodedEvent, Repo};
+//! use switchyard_messaging::Message;
+//! use switchyard_projections::{BoxError, MemoryCheckpointStore, Projection, ProjectionRunner};
+//!
+//! #[derive(Default)]
+//! struct Account;
+//! #[derive(Clone, Serialize, Deserialize)]
+//! enum AccountEvent { Deposited(u64) }
+//! impl Aggregate for Account {
+//!     type Event = AccountEvent;
+//!     const NAME: &'static str = "account";
+//!     fn apply(&mut self, _: &AccountEvent) {}
+//! }
+//!
+//! /// The read model: each account's balance, shared with the queries that read it.
+//! #[derive(Clone, Default)]
+//! struct Balances(Arc<Mutex<BTreeMap<String, u64>>>);
+//!
+//! impl Projection for Balances {
+//!     type Event = AccountEvent;
+//!
+//!     async fn apply(&mut self, batch: &[DecodedEvent<AccountEvent>]) -> Result<(), BoxError> {
+//!         let mut balances = self.0.lock().map_err(|_| "poisoned")?;
+//!         for event in batch {
+//!             let AccountEvent::Deposited(amount) = event.event;
+//!             *balances.entry(event.stream.to_string()).or_default() += amount;
+//!         }
+//!         Ok(())
+//!     }
+//!
+//!     async fn reset(&mut self) -> Result<(), BoxError> {
+//!         self.0.lock().map_err(|_| "poisoned")?.clear();
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = MemoryStore::new();
+//! let balances = Balances::default();
+//! let runner = ProjectionRunner::builder("balances", balances.clone(), store.clone(), MemoryCheckpointStore::new())
+//!     .aggregate::<Account>()
+//!     .start()?;
+//!
+//! let repo = Repo::<Account>::event_sourced(store.clone());
+//! let mut state = AggregateState::default();
+//! let deposit = Message::new("deposit");
+//! repo.commit("1", &mut state, vec![AccountEvent::Deposited(5)], &deposit, Default::default()).await?;
+//!
+//! // Strong consistency for this request: wait until the read model has seen the commit.
+//! let written = store.head().await?;
+//! let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+//! runner.wait_for(written, deadline).await?;
+//! assert_eq!(balances.0.lock().unwrap()["account-1"], 5);
+//! runner.stop().await?;
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
 //! # Feature flags
 //!
 //! - `conformance`: the public suites stores run: [`subscription_conformance!`] (every event
@@ -44,7 +116,14 @@ pub mod checkpoint;
 
 #[doc(inline)]
 pub use crate::checkpoint::{CheckpointError, CheckpointStore, MemoryCheckpointStore};
+mod runner;
 mod subscription;
+
+#[doc(inline)]
+pub use crate::runner::{
+    BoxError, DEFAULT_BATCH_SIZE, DEFAULT_LEASE_TTL, Projection, ProjectionRunner,
+    ProjectionRunnerBuilder, RebuildProgress, RunnerError, WaitError,
+};
 
 /// The suite every event store runs to show subscriptions follow its global order.
 #[cfg(feature = "conformance")]

@@ -163,6 +163,40 @@ impl Subscription {
         }
     }
 
+    /// Up to `max` events (at least 1) the filter lets through, after
+    /// [`position`](Self::position), in order: those already read, without waiting for more
+    /// once there is one. Waits as [`next`](Self::next) does while there is nothing new.
+    ///
+    /// The batch may be **empty** when a read found only events the filter leaves out: the
+    /// position moved past them all the same, so a consumer keeping a checkpoint can record it
+    /// (and a caller waiting for one of those positions learns it was passed).
+    ///
+    /// Cancel-safe, as [`next`](Self::next) is.
+    ///
+    /// # Errors
+    ///
+    /// As [`next`](Self::next).
+    pub async fn next_batch(
+        &mut self,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, SubscriptionError> {
+        let max = max.max(1);
+        loop {
+            let start = self.position;
+            let batch: Vec<RecordedEvent> = std::iter::from_fn(|| self.take_buffered())
+                .take(max)
+                .collect();
+            if !batch.is_empty() || self.position != start {
+                return Ok(batch);
+            }
+            if self.caught_up {
+                self.wait().await;
+                self.caught_up = false;
+            }
+            self.read_page().await?;
+        }
+    }
+
     /// The position the subscription stands at: every event up to it was handed out or
     /// filtered out, none after it was. Saved as a checkpoint, it resumes a new subscription
     /// ([`SubscriptionBuilder::after`]) with nothing skipped or repeated.

@@ -39,7 +39,11 @@ pub struct DecodedEvent<E> {
 
 impl<E: serde::de::DeserializeOwned> DecodedEvent<E> {
     /// Decodes `recorded`, or says which event of which stream does not decode.
-    pub(crate) fn decode(recorded: RecordedEvent) -> Result<Self, RepoError> {
+    ///
+    /// # Errors
+    ///
+    /// [`RepoError::EventDecode`], naming the event's stream, version and type.
+    pub fn decode(recorded: RecordedEvent) -> Result<Self, RepoError> {
         let event = codec::decode(&recorded.data).map_err(|source| RepoError::EventDecode {
             stream: recorded.stream.to_string(),
             version: recorded.version,
@@ -56,6 +60,23 @@ impl<E: serde::de::DeserializeOwned> DecodedEvent<E> {
             metadata: recorded.metadata,
             recorded_at: recorded.recorded_at,
         })
+    }
+}
+
+impl<E> DecodedEvent<E> {
+    /// The same event with its decoded value turned by `f` (into a projection's own event
+    /// type, say); what the store recorded about it is kept.
+    pub fn map<F>(self, f: impl FnOnce(E) -> F) -> DecodedEvent<F> {
+        DecodedEvent {
+            event: f(self.event),
+            stream: self.stream,
+            version: self.version,
+            position: self.position,
+            event_type: self.event_type,
+            schema_version: self.schema_version,
+            metadata: self.metadata,
+            recorded_at: self.recorded_at,
+        }
     }
 }
 

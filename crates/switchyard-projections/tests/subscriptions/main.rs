@@ -2,6 +2,7 @@
 //! them (polled): the public suite, concurrent writers in random interleavings, store failures.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
+mod batches;
 mod failing;
 mod interleavings;
 mod polled;

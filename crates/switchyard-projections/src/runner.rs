@@ -1,0 +1,349 @@
+//! Running a projection: deliver its events in batches, save its checkpoint, hold its lease.
+//!
+//! A [`ProjectionRunner`] runs one [`Projection`] in a task of its own. It takes the
+//! projection's lease in a [`CheckpointStore`], reads the events of the projection's aggregate
+//! types after the saved checkpoint through a [`Subscription`](crate::Subscription), hands
+//! them to [`Projection::apply`] decoded, in batches, and saves the checkpoint after each
+//! batch, fenced by its lease.
+
+mod error;
+mod projection;
+mod rebuild;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use backon::ExponentialBuilder;
+use switchyard_aggregates::Aggregate;
+use switchyard_aggregates::store::{GlobalReader, IntoShared, StoreError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use self::error::{RunnerError, WaitError};
+use self::projection::Decoder;
+pub use self::projection::{BoxError, Projection};
+use self::rebuild::OnProgress;
+pub use self::rebuild::RebuildProgress;
+use self::worker::{Status, Worker};
+use crate::checkpoint::CheckpointStore;
+
+/// The events a batch holds at most unless [`ProjectionRunnerBuilder::batch_size`] says
+/// otherwise; also the subscription's page size, so a caught-up batch costs one read.
+pub const DEFAULT_BATCH_SIZE: usize = 256;
+
+/// How long a lease keeps other runners out unless [`ProjectionRunnerBuilder::lease_ttl`]
+/// says otherwise: the longest a dead runner's projection stands still before another takes
+/// over. The holder renews it every third of it.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// Runs a [`Projection`] in a task of its own: takes the projection's lease in a
+/// [`CheckpointStore`], reads the events of the projection's aggregate types after the saved
+/// checkpoint through a [`Subscription`](crate::Subscription), hands them to
+/// [`Projection::apply`] decoded, in batches, and saves the checkpoint after each batch,
+/// fenced by its lease. Made by [`ProjectionRunner::builder`].
+///
+/// # Guarantees
+///
+/// - **In order, at least once**: every event of the registered aggregate types is applied,
+///   in global order; a batch applied but not yet checkpointed when its runner died, lost
+///   its lease or was stopped is applied again by whichever runner goes on.
+/// - **Never skipped**: a failing batch is retried with exponential backoff
+///   ([`ProjectionRunnerBuilder::retry`]); once the retries are spent the runner stops with
+///   [`RunnerError::Projection`], its checkpoint before the batch.
+/// - **One active runner**: of several runners of one projection (in one process or many,
+///   sharing the checkpoint store) only the lease holder applies events; it renews the lease
+///   in the background and stops applying as soon as a renewal or a save says the lease was
+///   lost. The others wait, and the first to take the lapsed lease goes on from the saved
+///   checkpoint.
+///
+/// [`stop`](Self::stop) it to release its lease, so another runner takes over at once, and get
+/// the projection back. Dropping it aborts the task without releasing the lease, as a crash
+/// would: another runner takes over once the lease lapses.
+pub struct ProjectionRunner<P: Projection> {
+    name: String,
+    status: watch::Receiver<Status>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<Result<P, RunnerError>>>,
+    events: Arc<dyn GlobalReader>,
+}
+
+impl<P: Projection> std::fmt::Debug for ProjectionRunner<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectionRunner")
+            .field("name", &self.name)
+            .field("status", &*self.status.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Projection> ProjectionRunner<P> {
+    /// Sets up a runner of `projection`, named `name` in the checkpoint store, reading
+    /// `events` (a store by value, an `Arc` of one, an `Arc<dyn GlobalReader>` or an
+    /// `Arc<dyn EventStore>`) and keeping its checkpoint and lease in `checkpoints`.
+    pub fn builder(
+        name: impl Into<String>,
+        projection: P,
+        events: impl IntoShared<dyn GlobalReader>,
+        checkpoints: impl CheckpointStore + 'static,
+    ) -> ProjectionRunnerBuilder<P> {
+        ProjectionRunnerBuilder {
+            name: name.into(),
+            projection,
+            events: events.into_shared(),
+            checkpoints: Arc::new(checkpoints),
+            decoders: Vec::new(),
+            holder: None,
+            batch_size: DEFAULT_BATCH_SIZE,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            retry: default_retry(),
+            rebuild: None,
+        }
+    }
+
+    /// The projection's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The position the projection has processed through, as this runner knows it: the saved
+    /// checkpoint when it took the lease, then the position after each batch it applied.
+    /// Every event of the projection's aggregate types up to it was applied (events of other
+    /// types are passed over). `0` before anything.
+    pub fn position(&self) -> u64 {
+        self.status.borrow().position
+    }
+
+    /// Whether this runner holds the lease and applies events; `false` while another runner
+    /// does (or before its first acquisition, or after it stopped).
+    pub fn is_active(&self) -> bool {
+        self.status.borrow().active
+    }
+
+    /// How far the projection is behind the store: the store's head
+    /// ([`GlobalReader::head`]) minus [`position`](Self::position). Each batch's tracing span
+    /// (`projection.batch`) carries it too, as the field `lag`, on stores that publish their
+    /// head ([`GlobalReader::watch_head`]).
+    ///
+    /// # Errors
+    ///
+    /// The store's, when its head cannot be read.
+    pub async fn lag(&self) -> Result<u64, StoreError> {
+        let head = self.events.head().await?;
+        Ok(head.saturating_sub(self.position()))
+    }
+
+    /// Whether the projection has processed every event up to `position` (a command's
+    /// reply position): a read of the read model now
+    /// sees their effects.
+    pub fn caught_up_to(&self, position: u64) -> bool {
+        self.position() >= position
+    }
+
+    /// Waits until the projection has processed every event up to `position`
+    /// ([`caught_up_to`](Self::caught_up_to)), until `deadline` at the latest.
+    ///
+    /// # Errors
+    ///
+    /// [`WaitError::Timeout`] when the deadline passes first; [`WaitError::Stopped`] when the
+    /// runner stops first.
+    pub async fn wait_for(&self, position: u64, deadline: Instant) -> Result<(), WaitError> {
+        let mut status = self.status.clone();
+        let reached =
+            tokio::time::timeout_at(deadline, status.wait_for(|s| s.position >= position));
+        match reached.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(WaitError::Stopped {
+                projection: self.name.clone(),
+                position,
+                reached: self.position(),
+            }),
+            Err(_) => Err(WaitError::Timeout {
+                projection: self.name.clone(),
+                position,
+                reached: self.position(),
+            }),
+        }
+    }
+
+    /// Whether the runner's task has ended: stopped by an error ([`stop`](Self::stop) returns
+    /// it).
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Stops the runner: the batch in hand is abandoned (the next holder applies it again),
+    /// the lease released so another runner takes over at once. Returns the projection, or
+    /// the error the runner stopped on by itself.
+    ///
+    /// # Errors
+    ///
+    /// The [`RunnerError`] the runner had stopped on.
+    pub async fn stop(mut self) -> Result<P, RunnerError> {
+        let _ = self.stop.send(true);
+        let Some(task) = self.task.take() else {
+            return Err(self.aborted("already stopped".into()));
+        };
+        match task.await {
+            Ok(outcome) => outcome,
+            Err(join) => Err(self.aborted(join.to_string())),
+        }
+    }
+
+    fn aborted(&self, reason: String) -> RunnerError {
+        RunnerError::Aborted {
+            projection: self.name.clone(),
+            reason,
+        }
+    }
+}
+
+impl<P: Projection> Drop for ProjectionRunner<P> {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Sets a [`ProjectionRunner`] up; [`start`](Self::start) starts it. Made by
+/// [`ProjectionRunner::builder`].
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct ProjectionRunnerBuilder<P: Projection> {
+    name: String,
+    projection: P,
+    events: Arc<dyn GlobalReader>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    decoders: Vec<Decoder<P::Event>>,
+    holder: Option<String>,
+    batch_size: usize,
+    lease_ttl: Duration,
+    retry: ExponentialBuilder,
+    rebuild: Option<OnProgress>,
+}
+
+impl<P: Projection> std::fmt::Debug for ProjectionRunnerBuilder<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let aggregates: Vec<_> = self.decoders.iter().map(|d| d.aggregate).collect();
+        f.debug_struct("ProjectionRunnerBuilder")
+            .field("name", &self.name)
+            .field("aggregates", &aggregates)
+            .field("holder", &self.holder)
+            .field("batch_size", &self.batch_size)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Projection> ProjectionRunnerBuilder<P> {
+    /// Reads the events of aggregate type `A`, decoded as `A::Event` and converted into the
+    /// projection's event type. Register each aggregate type the projection reads.
+    pub fn aggregate<A: Aggregate>(mut self) -> Self
+    where
+        P::Event: From<A::Event>,
+    {
+        self.decoders.push(Decoder::of::<A>());
+        self
+    }
+
+    /// Names this runner in the lease (shown by [`CheckpointStore::list`]); by default the
+    /// process id and a number unique in the process.
+    pub fn holder(mut self, holder: impl Into<String>) -> Self {
+        self.holder = Some(holder.into());
+        self
+    }
+
+    /// Applies at most `batch_size` events at a time (at least 1), and saves the checkpoint
+    /// after each batch.
+    pub fn batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Holds the lease for `ttl` at a time, renewed every third of it: see
+    /// [`DEFAULT_LEASE_TTL`]. A runner standing by asks for the lease every third of it too,
+    /// and at least every second.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Retries a failing batch, a failing read and a failing checkpoint write after the delays
+    /// of `backoff`; once they are spent the runner stops with the error. The default starts
+    /// at 100 ms, doubles up to 30 s, and gives up after 10 retries.
+    pub fn retry(mut self, backoff: ExponentialBuilder) -> Self {
+        self.retry = backoff;
+        self
+    }
+
+    /// Rebuilds the projection once this runner takes the lease: [`Projection::reset`] empties
+    /// the read model, the checkpoint goes back to the origin, and every event is applied again,
+    /// in batches as ever. After each batch, `on_progress` is told how far the rebuild got (and
+    /// a `projection rebuild progress` event is logged), the last time with
+    /// [`finished`](RebuildProgress::finished) once the replay passed the store's head as it was
+    /// when the rebuild started. The runner then goes on with live events.
+    ///
+    /// Stop the projection's other runners first: a runner that held the lease before keeps its
+    /// own read model as it was.
+    pub fn rebuild(mut self, on_progress: impl FnMut(&RebuildProgress) + Send + 'static) -> Self {
+        self.rebuild = Some(Box::new(on_progress));
+        self
+    }
+
+    /// Starts the runner in a task of its own on the current Tokio runtime. It waits for the
+    /// lease, then applies events until stopped.
+    ///
+    /// # Errors
+    ///
+    /// [`RunnerError::NoAggregates`] when no aggregate type was registered.
+    pub fn start(self) -> Result<ProjectionRunner<P>, RunnerError> {
+        if self.decoders.is_empty() {
+            return Err(RunnerError::NoAggregates {
+                projection: self.name,
+            });
+        }
+        let (status_sender, status) = watch::channel(Status::default());
+        let (stop, stopped) = watch::channel(false);
+        let name = self.name.clone();
+        let worker = Worker {
+            holder: self.holder.unwrap_or_else(default_holder),
+            name: self.name,
+            decoders: self.decoders,
+            events: self.events.clone(),
+            checkpoints: self.checkpoints,
+            batch_size: self.batch_size,
+            lease_ttl: self.lease_ttl,
+            retry: self.retry,
+            status: status_sender,
+            stop: stopped,
+            head: self.events.watch_head(),
+        };
+        Ok(ProjectionRunner {
+            name,
+            status,
+            stop,
+            task: Some(tokio::spawn(worker.run(self.projection, self.rebuild))),
+            events: self.events,
+        })
+    }
+}
+
+fn default_retry() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(30))
+        .with_max_times(10)
+}
+
+/// `"{pid}-{start}-{n}"`: unique across the processes sharing a store, and across the runners
+/// of one process.
+fn default_holder() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let started = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros());
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{}-{started}-{n}", std::process::id())
+}

@@ -1,0 +1,413 @@
+//! The runner's task: wait for the lease, then apply batches and save the checkpoint.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use switchyard_aggregates::DecodedEvent;
+use switchyard_aggregates::store::{GlobalReader, RecordedEvent};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::RunnerError;
+use super::projection::{Decoder, Projection, decode};
+use super::rebuild::{OnProgress, Rebuild};
+use crate::Subscription;
+use crate::checkpoint::{Acquire, CheckpointError, CheckpointStore, Lease, LeaseToken};
+
+/// What the runner publishes to its handle.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Status {
+    /// Processed through here.
+    pub(super) position: u64,
+    /// Holds the lease.
+    pub(super) active: bool,
+}
+
+/// Everything the runner's task needs but the projection, which it holds apart (mutably, while
+/// the rest is shared by its concurrent steps).
+pub(super) struct Worker<P: Projection> {
+    pub(super) name: String,
+    pub(super) holder: String,
+    pub(super) decoders: Vec<Decoder<P::Event>>,
+    pub(super) events: Arc<dyn GlobalReader>,
+    pub(super) checkpoints: Arc<dyn CheckpointStore>,
+    pub(super) batch_size: usize,
+    pub(super) lease_ttl: Duration,
+    pub(super) retry: ExponentialBuilder,
+    pub(super) status: watch::Sender<Status>,
+    pub(super) stop: watch::Receiver<bool>,
+    /// The store's head as it publishes it, for the lag in the batches' spans.
+    pub(super) head: Option<watch::Receiver<u64>>,
+}
+
+/// How a time as leader ended.
+enum Led {
+    Stopped,
+    LeaseLost,
+}
+
+impl<P: Projection> Worker<P> {
+    /// Runs `projection` until stopped, first rebuilding it with `rebuild` (once the lease is
+    /// taken) when given.
+    pub(super) async fn run(
+        self,
+        mut projection: P,
+        mut rebuild: Option<OnProgress>,
+    ) -> Result<P, RunnerError> {
+        loop {
+            let Some(lease) = self.acquire().await? else {
+                return Ok(projection);
+            };
+            tracing::info!(projection = %self.name, holder = %self.holder, generation = lease.token.generation, "projection lease taken");
+            let led = self.lead(&mut projection, &mut rebuild, &lease).await;
+            self.status.send_modify(|status| status.active = false);
+            match led {
+                Ok(Led::LeaseLost)
+                | Err(RunnerError::Checkpoint {
+                    source: CheckpointError::LeaseLost { .. },
+                    ..
+                }) => {
+                    tracing::warn!(projection = %self.name, holder = %self.holder, "projection lease lost; standing by");
+                }
+                Ok(Led::Stopped) => {
+                    self.release(&lease.token).await;
+                    return Ok(projection);
+                }
+                Err(error) => {
+                    tracing::error!(projection = %self.name, error = %error, "projection runner stopped");
+                    self.release(&lease.token).await;
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Takes the lease, waiting while another runner holds it; `None` when stopped first.
+    async fn acquire(&self) -> Result<Option<Lease>, RunnerError> {
+        let mut stop = self.stop.clone();
+        loop {
+            let now = SystemTime::now();
+            match self
+                .checkpoints
+                .acquire(&self.name, &self.holder, now, now + self.lease_ttl)
+                .await
+            {
+                Ok(Acquire::Acquired(lease)) => return Ok(Some(lease)),
+                Ok(_) => {}
+                Err(source @ CheckpointError::Name(_)) => {
+                    return Err(self.checkpoint_failed(source));
+                }
+                Err(error) => {
+                    tracing::warn!(projection = %self.name, error = %error, "projection lease could not be asked for; trying again");
+                }
+            }
+            tokio::select! {
+                _ = stop.wait_for(|stopped| *stopped) => return Ok(None),
+                () = tokio::time::sleep(standby_poll(self.lease_ttl)) => {}
+            }
+        }
+    }
+
+    /// Applies batches while holding `lease`.
+    async fn lead(
+        &self,
+        projection: &mut P,
+        rebuild_first: &mut Option<OnProgress>,
+        lease: &Lease,
+    ) -> Result<Led, RunnerError> {
+        let (_renewal, mut lost) = Renewal::start(
+            self.checkpoints.clone(),
+            lease.token.clone(),
+            self.lease_ttl,
+        );
+        let mut stop = self.stop.clone();
+        let work = async {
+            let mut checkpoint = self.retrying(|| self.checkpoints.load(&self.name)).await?;
+            let mut rebuild = None;
+            if let Some(on_progress) = rebuild_first.take() {
+                rebuild = self
+                    .start_rebuild(projection, &lease.token, on_progress)
+                    .await?;
+                checkpoint = 0;
+            }
+            self.status.send_replace(Status {
+                position: checkpoint,
+                active: true,
+            });
+            let mut subscription = self.subscribe(checkpoint).await?;
+            loop {
+                let Some(applied) = self
+                    .step(projection, &mut subscription, &lease.token)
+                    .await?
+                else {
+                    return Ok(Led::LeaseLost);
+                };
+                if let Some(under_way) = &mut rebuild
+                    && under_way.advance(&self.name, subscription.position(), applied)
+                {
+                    rebuild = None;
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopped| *stopped) => Ok(Led::Stopped),
+            _ = &mut lost => Ok(Led::LeaseLost),
+            led = work => led,
+        }
+    }
+
+    /// Empties the read model and sets the checkpoint back to the origin; the rebuild under
+    /// way, or `None` when the store holds nothing to replay.
+    async fn start_rebuild(
+        &self,
+        projection: &mut P,
+        lease: &LeaseToken,
+        on_progress: OnProgress,
+    ) -> Result<Option<Rebuild>, RunnerError> {
+        let total = self
+            .events
+            .head()
+            .await
+            .map_err(|source| RunnerError::Head {
+                projection: self.name.clone(),
+                source,
+            })?;
+        tracing::info!(projection = %self.name, total, "projection rebuild starting");
+        projection
+            .reset()
+            .await
+            .map_err(|source| RunnerError::Reset {
+                projection: self.name.clone(),
+                source,
+            })?;
+        self.retrying(|| self.checkpoints.reset(lease)).await?;
+        let mut rebuild = Rebuild::new(on_progress, total);
+        Ok((!rebuild.advance(&self.name, 0, 0)).then_some(rebuild))
+    }
+
+    async fn subscribe(&self, checkpoint: u64) -> Result<Subscription, RunnerError> {
+        let mut builder = Subscription::builder(self.events.clone())
+            .after(checkpoint)
+            .page_size(self.batch_size);
+        for decoder in &self.decoders {
+            builder = builder.aggregate_type(decoder.aggregate);
+        }
+        builder.build().await.map_err(|source| RunnerError::Read {
+            projection: self.name.clone(),
+            source,
+        })
+    }
+
+    /// Reads, applies and checkpoints one batch: how many events it applied, or `None` when the
+    /// lease was lost.
+    async fn step(
+        &self,
+        projection: &mut P,
+        subscription: &mut Subscription,
+        lease: &LeaseToken,
+    ) -> Result<Option<usize>, RunnerError> {
+        let recorded = self.read(subscription).await?;
+        let position = subscription.position();
+        let lag = self
+            .head
+            .as_ref()
+            .map(|head| head.borrow().saturating_sub(position));
+        let span = tracing::info_span!(
+            "projection.batch",
+            projection = %self.name,
+            events = recorded.len(),
+            first = recorded.first().map(|e| e.position),
+            position,
+            lag,
+        );
+        async {
+            let batch = self.decode(recorded)?;
+            let applied = batch.len();
+            self.apply(projection, &batch).await?;
+            if position > self.status.borrow().position {
+                match self.retrying(|| self.save(lease, position)).await {
+                    Ok(()) => {}
+                    Err(RunnerError::Checkpoint {
+                        source: CheckpointError::LeaseLost { .. },
+                        ..
+                    }) => {
+                        return Ok(None);
+                    }
+                    Err(error) => return Err(error),
+                }
+                self.status.send_modify(|status| status.position = position);
+            }
+            Ok(Some(applied))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The next batch, the read retried with backoff.
+    async fn read(
+        &self,
+        subscription: &mut Subscription,
+    ) -> Result<Vec<RecordedEvent>, RunnerError> {
+        let mut delays = self.retry.build();
+        loop {
+            match subscription.next_batch(self.batch_size).await {
+                Ok(batch) => return Ok(batch),
+                Err(source) => match delays.next() {
+                    Some(delay) => {
+                        tracing::warn!(projection = %self.name, error = %source, ?delay, "projection read failed; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => {
+                        return Err(RunnerError::Read {
+                            projection: self.name.clone(),
+                            source,
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    fn decode(
+        &self,
+        recorded: Vec<RecordedEvent>,
+    ) -> Result<Vec<DecodedEvent<P::Event>>, RunnerError> {
+        // The subscription's filter lets through the registered aggregate types only, so
+        // every event has a decoder.
+        recorded
+            .into_iter()
+            .filter_map(|event| decode(&self.decoders, event))
+            .collect::<Result<_, _>>()
+            .map_err(|source| RunnerError::Decode {
+                projection: self.name.clone(),
+                source,
+            })
+    }
+
+    /// Applies `batch`, retried with backoff.
+    async fn apply(
+        &self,
+        projection: &mut P,
+        batch: &[DecodedEvent<P::Event>],
+    ) -> Result<(), RunnerError> {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(());
+        };
+        let (first, last) = (first.position, last.position);
+        let mut delays = self.retry.build();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match projection.apply(batch).await {
+                Ok(()) => return Ok(()),
+                Err(source) => match delays.next() {
+                    Some(delay) => {
+                        tracing::warn!(projection = %self.name, first, last, attempts, error = %source, ?delay, "projection failed on a batch; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => {
+                        return Err(RunnerError::Projection {
+                            projection: self.name.clone(),
+                            first,
+                            last,
+                            attempts,
+                            source,
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    /// Runs a checkpoint store operation, retrying what may succeed later.
+    async fn retrying<T, F, Fut>(&self, mut operation: F) -> Result<T, RunnerError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CheckpointError>>,
+    {
+        let mut delays = self.retry.build();
+        loop {
+            match operation().await {
+                Ok(value) => return Ok(value),
+                Err(
+                    error @ (CheckpointError::Backend { .. } | CheckpointError::Unknown { .. }),
+                ) => match delays.next() {
+                    Some(delay) => {
+                        tracing::warn!(projection = %self.name, error = %error, ?delay, "checkpoint store failed; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => return Err(self.checkpoint_failed(error)),
+                },
+                Err(error) => return Err(self.checkpoint_failed(error)),
+            }
+        }
+    }
+
+    /// Saves `position`; a save refused because the checkpoint is there already (an earlier
+    /// attempt of unknown outcome that landed) succeeded.
+    async fn save(&self, lease: &LeaseToken, position: u64) -> Result<(), CheckpointError> {
+        match self.checkpoints.save(lease, position).await {
+            Err(CheckpointError::NotForward { current, .. }) if current >= position => Ok(()),
+            saved => saved,
+        }
+    }
+
+    async fn release(&self, lease: &LeaseToken) {
+        if let Err(error) = self.checkpoints.release(lease).await {
+            tracing::warn!(projection = %self.name, error = %error, "projection lease not released; it lapses by itself");
+        }
+    }
+
+    fn checkpoint_failed(&self, source: CheckpointError) -> RunnerError {
+        RunnerError::Checkpoint {
+            projection: self.name.clone(),
+            source,
+        }
+    }
+}
+
+/// How often a runner standing by asks for the lease: every third of its time to live, and at
+/// least every second, so a released lease is taken over soon even when leases are long.
+fn standby_poll(ttl: Duration) -> Duration {
+    (ttl / 3).min(Duration::from_secs(1))
+}
+
+/// Renews a lease in the background, every third of its time to live, until dropped.
+struct Renewal(JoinHandle<()>);
+
+impl Renewal {
+    /// Starts renewing; the receiver resolves once a renewal says the lease was lost.
+    fn start(
+        checkpoints: Arc<dyn CheckpointStore>,
+        lease: LeaseToken,
+        ttl: Duration,
+    ) -> (Self, oneshot::Receiver<()>) {
+        let (lost, on_lost) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match checkpoints.renew(&lease, SystemTime::now() + ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let _ = lost.send(());
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(projection = %lease.projection, error = %error, "projection lease not renewed; trying again");
+                    }
+                }
+            }
+        });
+        (Self(task), on_lost)
+    }
+}
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

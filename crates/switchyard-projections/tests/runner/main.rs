@@ -1,0 +1,9 @@
+//! Projection runners: delivery in order in batches, retries, takeover between runners.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
+
+mod consistency;
+mod delivery;
+mod rebuild;
+mod sqlite;
+mod support;
+mod takeover;
