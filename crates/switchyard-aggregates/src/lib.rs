@@ -88,7 +88,7 @@ pub use self::aggregate::{Aggregate, Command, CommandResult, Events, HasAggregat
 #[doc(inline)]
 pub use self::handler::{CommandFuture, MessageHandler};
 #[doc(inline)]
-pub use self::repo::{DecodedEvent, Repo, RepoError};
+pub use self::repo::{DecodedEvent, Repo, RepoError, UpcastError, Upcasters};
 #[doc(inline)]
 pub use self::runtime::{AggregateRuntime, RuntimeBuilder, Unload};
 #[doc(inline)]

@@ -7,7 +7,7 @@ use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use switchyard_messaging::codec;
 
-use super::{Backend, Repo, RepoError};
+use super::{Backend, Repo, RepoError, Upcasters};
 use crate::Aggregate;
 use crate::store::{EventMetadata, EventStore, RecordedEvent};
 
@@ -28,7 +28,8 @@ pub struct DecodedEvent<E> {
     pub position: u64,
     /// The name it was recorded under ([`Aggregate::event_type`] when it was appended).
     pub event_type: Arc<str>,
-    /// The schema version it was recorded with ([`Aggregate::EVENT_SCHEMA_VERSION`]).
+    /// The schema version it was recorded with ([`Aggregate::EVENT_SCHEMA_VERSION`]); an older
+    /// one was upcast to the current version ([`Upcasters`](super::Upcasters)) before decoding.
     pub schema_version: u32,
     /// The message, correlation and causation ids of the command that recorded it, and the
     /// user metadata.
@@ -99,7 +100,8 @@ impl<A: Aggregate> Repo<A> {
     /// # Errors
     ///
     /// [`RepoError::EventDecode`] for an event that does not decode as `A::Event`, naming its
-    /// stream and version; [`RepoError::NoEvents`] for a state-based repo; the store's error.
+    /// stream and version; [`RepoError::Upcast`] for one of another schema version that the
+    /// repo's [`Upcasters`](super::Upcasters) cannot upcast; [`RepoError::NoEvents`] for a state-based repo; the store's error.
     pub async fn events(&self, id: &str) -> Result<Vec<Decoded<A>>, RepoError> {
         self.event_stream(id, 0).try_collect().await
     }
@@ -119,8 +121,8 @@ impl<A: Aggregate> Repo<A> {
         limit: usize,
     ) -> Result<Vec<Decoded<A>>, RepoError> {
         let events = self.event_store()?;
-        let (page, _) =
-            read_up_to::<A>(events, &self.checked_stream(id)?, from_version, limit).await?;
+        let stream = self.checked_stream(id)?;
+        let (page, _) = read_up_to(events, &self.upcasters, &stream, from_version, limit).await?;
         Ok(page)
     }
 
@@ -144,6 +146,7 @@ impl<A: Aggregate> Repo<A> {
             Err(error) => return stream::once(async { Err(error) }).boxed(),
         };
         let stream_name: Arc<str> = stream_name.into();
+        let upcasters = self.upcasters.clone();
         let page_size = self.page_size.max(1);
         // Each step reads one page's worth from the store; the store's own pages may be shorter.
         // (A read borrows the stream's name, so one read cannot span steps of a stream that
@@ -151,11 +154,13 @@ impl<A: Aggregate> Repo<A> {
         stream::try_unfold(Some(from_version), move |next| {
             let events = events.clone();
             let stream_name = stream_name.clone();
+            let upcasters = upcasters.clone();
             async move {
                 let Some(from) = next else {
                     return Ok::<_, RepoError>(None);
                 };
-                let (page, more) = read_up_to::<A>(&events, &stream_name, from, page_size).await?;
+                let (page, more) =
+                    read_up_to(&events, &upcasters, &stream_name, from, page_size).await?;
                 let Some(last) = page.last() else {
                     return Ok(None);
                 };
@@ -178,10 +183,11 @@ impl<A: Aggregate> Repo<A> {
     }
 }
 
-/// Up to `limit` events of `stream` from `from` on, decoded, in as many of the store's pages as
+/// Up to `limit` events of `stream` from `from` on, upcast and decoded, in as many of the store's pages as
 /// it takes; and whether the stream may go on after them (`false` once the store's read ended).
 async fn read_up_to<A: Aggregate>(
     events: &Arc<dyn EventStore>,
+    upcasters: &Upcasters<A>,
     stream: &str,
     from: i64,
     limit: usize,
@@ -197,7 +203,7 @@ async fn read_up_to<A: Aggregate>(
         };
         let wanted = limit - decoded.len();
         for recorded in page?.into_iter().take(wanted) {
-            decoded.push(DecodedEvent::decode(recorded)?);
+            decoded.push(upcasters.decode(recorded)?);
         }
     }
     Ok((decoded, true))
