@@ -7,7 +7,7 @@ use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use switchyard_messaging::codec;
 
-use super::{Backend, Repo, RepoError, Upcasters};
+use super::{Backend, Repo, RepoError};
 use crate::Aggregate;
 use crate::store::{EventMetadata, EventStore, RecordedEvent};
 
@@ -101,7 +101,8 @@ impl<A: Aggregate> Repo<A> {
     ///
     /// [`RepoError::EventDecode`] for an event that does not decode as `A::Event`, naming its
     /// stream and version; [`RepoError::Upcast`] for one of another schema version that the
-    /// repo's [`Upcasters`](super::Upcasters) cannot upcast; [`RepoError::NoEvents`] for a state-based repo; the store's error.
+    /// repo's [`Upcasters`](super::Upcasters) cannot upcast; [`RepoError::NoEvents`] for a
+    /// state-based repo; the store's error.
     pub async fn events(&self, id: &str) -> Result<Vec<Decoded<A>>, RepoError> {
         self.event_stream(id, 0).try_collect().await
     }
@@ -122,7 +123,8 @@ impl<A: Aggregate> Repo<A> {
     ) -> Result<Vec<Decoded<A>>, RepoError> {
         let events = self.event_store()?;
         let stream = self.checked_stream(id)?;
-        let (page, _) = read_up_to(events, &self.upcasters, &stream, from_version, limit).await?;
+        let decode = |recorded| self.upcasters.decode(recorded);
+        let (page, _) = read_up_to(events, decode, &stream, from_version, limit).await?;
         Ok(page)
     }
 
@@ -155,12 +157,13 @@ impl<A: Aggregate> Repo<A> {
             let events = events.clone();
             let stream_name = stream_name.clone();
             let upcasters = upcasters.clone();
+            let decode = move |recorded| upcasters.decode(recorded);
             async move {
                 let Some(from) = next else {
                     return Ok::<_, RepoError>(None);
                 };
                 let (page, more) =
-                    read_up_to(&events, &upcasters, &stream_name, from, page_size).await?;
+                    read_up_to(&events, decode, &stream_name, from, page_size).await?;
                 let Some(last) = page.last() else {
                     return Ok(None);
                 };
@@ -183,15 +186,16 @@ impl<A: Aggregate> Repo<A> {
     }
 }
 
-/// Up to `limit` events of `stream` from `from` on, upcast and decoded, in as many of the store's pages as
-/// it takes; and whether the stream may go on after them (`false` once the store's read ended).
-async fn read_up_to<A: Aggregate>(
+/// Up to `limit` events of `stream` from `from` on, each decoded by `decode` (through the repo's
+/// upcasters), in as many of the store's pages as it takes; and whether the stream may go on
+/// after them (`false` once the store's read ended).
+async fn read_up_to<E>(
     events: &Arc<dyn EventStore>,
-    upcasters: &Upcasters<A>,
+    decode: impl Fn(RecordedEvent) -> Result<DecodedEvent<E>, RepoError>,
     stream: &str,
     from: i64,
     limit: usize,
-) -> Result<(Vec<Decoded<A>>, bool), RepoError> {
+) -> Result<(Vec<DecodedEvent<E>>, bool), RepoError> {
     let mut decoded = Vec::new();
     if limit == 0 {
         return Ok((decoded, true));
@@ -203,7 +207,7 @@ async fn read_up_to<A: Aggregate>(
         };
         let wanted = limit - decoded.len();
         for recorded in page?.into_iter().take(wanted) {
-            decoded.push(upcasters.decode(recorded)?);
+            decoded.push(decode(recorded)?);
         }
     }
     Ok((decoded, true))

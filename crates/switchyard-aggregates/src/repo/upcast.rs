@@ -16,8 +16,6 @@
 
 mod chain;
 mod error;
-#[cfg(test)]
-mod tests;
 
 use std::marker::PhantomData;
 use std::sync::Arc;

@@ -1,5 +1,6 @@
 //! Events recorded by three releases of one aggregate, read by each later one: on every read
 //! of the repo, through the runtime's catch-up, and from the global order.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,10 +9,14 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use switchyard_messaging::{Message, Node, Payload, Response, Router, codec};
 
-use super::{StepError, UpcastError, Upcasters};
-use crate::repo::{Repo, RepoError};
-use crate::store::{GlobalReader, MemoryStore, RecordedEvent};
-use crate::{Aggregate, AggregateState, CommandResult, Events, MessageHandler};
+use switchyard_aggregates::repo::{Repo, RepoError, StepError, UpcastError, Upcasters};
+use switchyard_aggregates::store::{
+    EventAppender, ExpectedVersion, GlobalReader, MemoryStore, NewEvent, RecordedEvent,
+    SnapshotStore,
+};
+use switchyard_aggregates::{
+    Aggregate, AggregateState, CommandResult, DecodedEvent, Events, MessageHandler,
+};
 
 /// The first release: a deposit is a bare amount.
 mod v1 {
@@ -176,7 +181,7 @@ fn v3_history() -> Vec<v3::AccountEvent> {
     ]
 }
 
-fn events_of<E>(decoded: &[crate::DecodedEvent<E>]) -> Vec<&E> {
+fn events_of<E>(decoded: &[DecodedEvent<E>]) -> Vec<&E> {
     decoded.iter().map(|d| &d.event).collect()
 }
 
@@ -309,7 +314,7 @@ async fn a_snapshot_of_an_older_state_schema_is_ignored_and_the_stream_upcast() 
     record(&v1, "a", vec![v1::AccountEvent::Opened]).await;
     record(&v1, "a", vec![v1::AccountEvent::Deposited(5)]).await;
     assert!(
-        crate::store::SnapshotStore::load_snapshot(&*store, "account-a")
+        SnapshotStore::load_snapshot(&*store, "account-a")
             .await
             .unwrap()
             .is_some(),
@@ -498,15 +503,15 @@ struct LegacyOpened {
 async fn a_step_for_one_event_type_wins_over_the_step_for_every_type() {
     let store = store_of_v1().await;
     // Another writer recorded `Opened` at version 1 in a layout of its own.
-    let legacy = crate::store::NewEvent {
+    let legacy = NewEvent {
         event_type: "LegacyOpened".into(),
         schema_version: 1,
         data: codec::encode(&("bob",)).unwrap().into(),
     };
-    crate::store::EventAppender::append(
+    EventAppender::append(
         &*store,
         "account-b",
-        crate::store::ExpectedVersion::NoStream,
+        ExpectedVersion::NoStream,
         vec![legacy],
         Default::default(),
     )
