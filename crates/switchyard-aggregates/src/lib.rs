@@ -8,7 +8,9 @@
 //! and a [`MessageHandler`] turns commands into router services with idempotency, optimistic
 //! concurrency and dry runs. [`MessageHandler::event_sourced`] (or
 //! [`state_based`](MessageHandler::state_based)) builds the three with default settings in one
-//! call; [`MessageHandler::new`] takes a configured repo or runtime.
+//! call; [`MessageHandler::new`] takes a configured repo or runtime. Events recorded with an
+//! older [`EVENT_SCHEMA_VERSION`](Aggregate::EVENT_SCHEMA_VERSION) are brought up to date as
+//! they are read, by the [`Upcasters`] registered on the repo.
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
