@@ -8,7 +8,9 @@
 //! and a [`MessageHandler`] turns commands into router services with idempotency, optimistic
 //! concurrency and dry runs. [`MessageHandler::event_sourced`] (or
 //! [`state_based`](MessageHandler::state_based)) builds the three with default settings in one
-//! call; [`MessageHandler::new`] takes a configured repo or runtime.
+//! call; [`MessageHandler::new`] takes a configured repo or runtime. Events recorded with an
+//! older [`EVENT_SCHEMA_VERSION`](Aggregate::EVENT_SCHEMA_VERSION) are brought up to date as
+//! they are read, by the [`Upcasters`] registered on the repo.
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
@@ -88,7 +90,7 @@ pub use self::aggregate::{Aggregate, Command, CommandResult, Events, HasAggregat
 #[doc(inline)]
 pub use self::handler::{CommandFuture, MessageHandler};
 #[doc(inline)]
-pub use self::repo::{DecodedEvent, Repo, RepoError};
+pub use self::repo::{DecodedEvent, Repo, RepoError, UpcastError, Upcasters};
 #[doc(inline)]
 pub use self::runtime::{AggregateRuntime, RuntimeBuilder, Unload};
 #[doc(inline)]

@@ -6,6 +6,7 @@
 //! `save_state/3` hook with `set_state` is the state-based mode ([`Repo::state_based`]).
 
 mod events;
+mod upcast;
 mod window;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::store::{
 use crate::{Aggregate, AggregateState};
 
 pub use self::events::DecodedEvent;
+pub use self::upcast::{EventLocation, StepError, UpcastError, Upcasters};
 
 type EncodeState<A> = fn(&AggregateState<A>) -> Result<Vec<u8>, codec::EncodeError>;
 type DecodeState<A> = fn(&[u8]) -> Result<AggregateState<A>, codec::DecodeError>;
@@ -121,6 +123,7 @@ impl<A> Clone for Backend<A> {
 /// ```
 pub struct Repo<A: Aggregate> {
     backend: Backend<A>,
+    upcasters: Upcasters<A>,
     page_size: usize,
     processed_capacity: usize,
 }
@@ -129,6 +132,7 @@ impl<A: Aggregate> Clone for Repo<A> {
     fn clone(&self) -> Self {
         Self {
             backend: self.backend.clone(),
+            upcasters: self.upcasters.clone(),
             page_size: self.page_size,
             processed_capacity: self.processed_capacity,
         }
@@ -188,6 +192,11 @@ pub enum RepoError {
         #[source]
         source: codec::DecodeError,
     },
+    /// A recorded event could not be brought up to the aggregate's
+    /// [`EVENT_SCHEMA_VERSION`](Aggregate::EVENT_SCHEMA_VERSION) by the repo's
+    /// [`Upcasters`]: a step is missing or failed, or the event is newer than the code.
+    #[error(transparent)]
+    Upcast(#[from] UpcastError),
     /// The aggregate asked for does not exist (or was deleted): returned by
     /// [`Repo::load_existing`].
     #[error("aggregate `{stream}` does not exist")]
@@ -274,6 +283,7 @@ impl<A: Aggregate> Repo<A> {
                 events: events.into_shared(),
                 snapshots: None,
             },
+            upcasters: Upcasters::new(),
             page_size: 512,
             processed_capacity: crate::state::ProcessedIds::DEFAULT_CAPACITY,
         }
@@ -290,6 +300,7 @@ impl<A: Aggregate> Repo<A> {
                 states: states.into_shared(),
                 codec: StateCodec::new(),
             },
+            upcasters: Upcasters::new(),
             page_size: 512,
             processed_capacity: crate::state::ProcessedIds::DEFAULT_CAPACITY,
         }
@@ -314,6 +325,24 @@ impl<A: Aggregate> Repo<A> {
             };
         }
         self
+    }
+
+    /// Reads events recorded with an older schema version through `upcasters` (see
+    /// [`Upcasters`]): loading, catching up and [`events`](Self::events) and the like bring
+    /// each such event to [`A::EVENT_SCHEMA_VERSION`](Aggregate::EVENT_SCHEMA_VERSION) before
+    /// decoding it. Without them (the default), an event of another version fails the read
+    /// with [`RepoError::Upcast`]. Snapshots are not upcast: one of another state schema
+    /// version is ignored and the stream replayed (see [`with_snapshots`](Self::with_snapshots)).
+    #[must_use]
+    pub fn with_upcasters(mut self, upcasters: Upcasters<A>) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// The repo's upcasters, to decode the events of a subscription the way the repo does
+    /// ([`Upcasters::decode`]).
+    pub fn upcasters(&self) -> &Upcasters<A> {
+        &self.upcasters
     }
 
     /// How many events a read fetches at once (default 512).
@@ -436,7 +465,8 @@ impl<A: Aggregate> Repo<A> {
     ///
     /// # Errors
     ///
-    /// The store's error, or [`RepoError::EventDecode`] for an event that does not decode.
+    /// The store's error; [`RepoError::EventDecode`] for an event that does not decode, and
+    /// [`RepoError::Upcast`] for one of another schema version that cannot be upcast.
     pub async fn load(&self, id: &str) -> Result<Option<AggregateState<A>>, RepoError> {
         let span = tracing::debug_span!("switchyard.aggregate.load", aggregate = A::NAME, id);
         self.load_in_span(id).instrument(span).await
@@ -553,7 +583,7 @@ impl<A: Aggregate> Repo<A> {
                     }
                     continue;
                 }
-                let recorded = DecodedEvent::<A::Event>::decode(recorded)?;
+                let recorded = self.upcasters.decode(recorded)?;
                 state.apply_events([&recorded.event], Some(recorded.version));
                 tail.push(&recorded.metadata, recorded.version);
             }

@@ -28,7 +28,8 @@ pub struct DecodedEvent<E> {
     pub position: u64,
     /// The name it was recorded under ([`Aggregate::event_type`] when it was appended).
     pub event_type: Arc<str>,
-    /// The schema version it was recorded with ([`Aggregate::EVENT_SCHEMA_VERSION`]).
+    /// The schema version it was recorded with ([`Aggregate::EVENT_SCHEMA_VERSION`]); an older
+    /// one was upcast to the current version ([`Upcasters`](super::Upcasters)) before decoding.
     pub schema_version: u32,
     /// The message, correlation and causation ids of the command that recorded it, and the
     /// user metadata.
@@ -120,7 +121,9 @@ impl<A: Aggregate> Repo<A> {
     /// # Errors
     ///
     /// [`RepoError::EventDecode`] for an event that does not decode as `A::Event`, naming its
-    /// stream and version; [`RepoError::NoEvents`] for a state-based repo; the store's error.
+    /// stream and version; [`RepoError::Upcast`] for one of another schema version that the
+    /// repo's [`Upcasters`](super::Upcasters) cannot upcast; [`RepoError::NoEvents`] for a
+    /// state-based repo; the store's error.
     pub async fn events(&self, id: &str) -> Result<Vec<Decoded<A>>, RepoError> {
         self.event_stream(id, 0).try_collect().await
     }
@@ -140,8 +143,9 @@ impl<A: Aggregate> Repo<A> {
         limit: usize,
     ) -> Result<Vec<Decoded<A>>, RepoError> {
         let events = self.event_store()?;
-        let (page, _) =
-            read_up_to::<A>(events, &self.checked_stream(id)?, from_version, limit).await?;
+        let stream = self.checked_stream(id)?;
+        let decode = |recorded| self.upcasters.decode(recorded);
+        let (page, _) = read_up_to(events, decode, &stream, from_version, limit).await?;
         Ok(page)
     }
 
@@ -165,6 +169,7 @@ impl<A: Aggregate> Repo<A> {
             Err(error) => return stream::once(async { Err(error) }).boxed(),
         };
         let stream_name: Arc<str> = stream_name.into();
+        let upcasters = self.upcasters.clone();
         let page_size = self.page_size.max(1);
         // Each step reads one page's worth from the store; the store's own pages may be shorter.
         // (A read borrows the stream's name, so one read cannot span steps of a stream that
@@ -172,11 +177,14 @@ impl<A: Aggregate> Repo<A> {
         stream::try_unfold(Some(from_version), move |next| {
             let events = events.clone();
             let stream_name = stream_name.clone();
+            let upcasters = upcasters.clone();
+            let decode = move |recorded| upcasters.decode(recorded);
             async move {
                 let Some(from) = next else {
                     return Ok::<_, RepoError>(None);
                 };
-                let (page, more) = read_up_to::<A>(&events, &stream_name, from, page_size).await?;
+                let (page, more) =
+                    read_up_to(&events, decode, &stream_name, from, page_size).await?;
                 let Some(last) = page.last() else {
                     return Ok(None);
                 };
@@ -199,14 +207,16 @@ impl<A: Aggregate> Repo<A> {
     }
 }
 
-/// Up to `limit` events of `stream` from `from` on, decoded, in as many of the store's pages as
-/// it takes; and whether the stream may go on after them (`false` once the store's read ended).
-async fn read_up_to<A: Aggregate>(
+/// Up to `limit` events of `stream` from `from` on, each decoded by `decode` (through the repo's
+/// upcasters), in as many of the store's pages as it takes; and whether the stream may go on
+/// after them (`false` once the store's read ended).
+async fn read_up_to<E>(
     events: &Arc<dyn EventStore>,
+    decode: impl Fn(RecordedEvent) -> Result<DecodedEvent<E>, RepoError>,
     stream: &str,
     from: i64,
     limit: usize,
-) -> Result<(Vec<Decoded<A>>, bool), RepoError> {
+) -> Result<(Vec<DecodedEvent<E>>, bool), RepoError> {
     let mut decoded = Vec::new();
     if limit == 0 {
         return Ok((decoded, true));
@@ -218,7 +228,7 @@ async fn read_up_to<A: Aggregate>(
         };
         let wanted = limit - decoded.len();
         for recorded in page?.into_iter().take(wanted) {
-            decoded.push(DecodedEvent::decode(recorded)?);
+            decoded.push(decode(recorded)?);
         }
     }
     Ok((decoded, true))

@@ -1,11 +1,13 @@
 //! Subscriptions on the memory store (woken after each append) and on a store that cannot wake
-//! them (polled): the public suite, concurrent writers in random interleavings, store failures.
+//! them (polled): the public suite, concurrent writers in random interleavings, store failures,
+//! events of older schema versions upcast.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 mod batches;
 mod failing;
 mod interleavings;
 mod polled;
+mod upcasting;
 
 use switchyard_aggregates::store::MemoryStore;
 

@@ -1,0 +1,144 @@
+//! Events recorded by older releases of an aggregate, read through a subscription and upcast
+//! with the chain the aggregate's repo reads them with: while catching up and live.
+
+use serde::{Deserialize, Serialize};
+use switchyard_aggregates::store::{
+    EventAppender, EventMetadata, ExpectedVersion, MemoryStore, NewEvent,
+};
+use switchyard_aggregates::{Aggregate, Upcasters};
+use switchyard_messaging::codec;
+use switchyard_projections::Subscription;
+
+/// The first release: a deposit is a bare amount.
+mod v1 {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    pub(super) enum AccountEvent {
+        Opened,
+        Deposited(u64),
+    }
+}
+
+/// The second: deposits carry a currency.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum V2Event {
+    Opened,
+    Deposited { amount: u64, currency: String },
+}
+
+/// The third: amounts in cents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum V3Event {
+    Opened,
+    Deposited { cents: u64, currency: String },
+}
+
+/// An account as the second release folds it (the fold plays no part here).
+#[derive(Default)]
+struct AccountV2;
+
+impl Aggregate for AccountV2 {
+    type Event = V2Event;
+    const NAME: &'static str = "account";
+    const EVENT_SCHEMA_VERSION: u32 = 2;
+    fn apply(&mut self, _: &V2Event) {}
+}
+
+/// And as the third.
+#[derive(Default)]
+struct AccountV3;
+
+impl Aggregate for AccountV3 {
+    type Event = V3Event;
+    const NAME: &'static str = "account";
+    const EVENT_SCHEMA_VERSION: u32 = 3;
+    fn apply(&mut self, _: &V3Event) {}
+}
+
+fn v1_to_v2(old: v1::AccountEvent) -> V2Event {
+    match old {
+        v1::AccountEvent::Opened => V2Event::Opened,
+        v1::AccountEvent::Deposited(amount) => V2Event::Deposited {
+            amount,
+            currency: "EUR".into(),
+        },
+    }
+}
+
+fn v2_to_v3(old: V2Event) -> V3Event {
+    match old {
+        V2Event::Opened => V3Event::Opened,
+        V2Event::Deposited { amount, currency } => V3Event::Deposited {
+            cents: amount * 100,
+            currency,
+        },
+    }
+}
+
+/// Appends `event` to account `a` as a release at `schema_version` records it.
+async fn append(
+    store: &MemoryStore,
+    event_type: &str,
+    schema_version: u32,
+    event: &impl Serialize,
+) {
+    let event = NewEvent {
+        event_type: event_type.into(),
+        schema_version,
+        data: codec::encode(event).unwrap().into(),
+    };
+    store
+        .append(
+            "account-a",
+            ExpectedVersion::Any,
+            vec![event],
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+}
+
+fn eur(cents: u64) -> V3Event {
+    V3Event::Deposited {
+        cents,
+        currency: "EUR".into(),
+    }
+}
+
+#[tokio::test]
+async fn stored_v1_events_read_through_a_subscription_as_v2_and_as_v3() {
+    let store = MemoryStore::new();
+    append(&store, "Opened", 1, &v1::AccountEvent::Opened).await;
+    append(&store, "Deposited", 1, &v1::AccountEvent::Deposited(5)).await;
+    let to_v2 = Upcasters::<AccountV2>::new().step(1, v1_to_v2);
+    let to_v3 = Upcasters::<AccountV3>::new()
+        .step(1, v1_to_v2)
+        .step(2, v2_to_v3);
+    let mut subscription = Subscription::builder(store.clone())
+        .aggregate_type("account")
+        .build()
+        .await
+        .unwrap();
+
+    // Catching up.
+    let opened = subscription.next().await.unwrap();
+    assert_eq!(to_v3.decode(opened).unwrap().event, V3Event::Opened);
+    let deposited = subscription.next().await.unwrap();
+    assert_eq!(
+        to_v2.decode(deposited.clone()).unwrap().event,
+        V2Event::Deposited {
+            amount: 5,
+            currency: "EUR".into()
+        }
+    );
+    let upcast = to_v3.upcast(deposited).unwrap();
+    assert_eq!(upcast.schema_version, 3);
+    assert_eq!(codec::decode::<V3Event>(&upcast.data).unwrap(), eur(500));
+
+    // Live: the first release, still running, and the third write on.
+    append(&store, "Deposited", 1, &v1::AccountEvent::Deposited(7)).await;
+    append(&store, "Deposited", 3, &eur(1)).await;
+    let old = to_v3.decode(subscription.next().await.unwrap()).unwrap();
+    assert_eq!((old.event, old.schema_version), (eur(700), 1));
+    let new = to_v3.decode(subscription.next().await.unwrap()).unwrap();
+    assert_eq!((new.event, new.schema_version), (eur(1), 3));
+}
