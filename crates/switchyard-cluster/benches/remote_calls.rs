@@ -488,9 +488,10 @@ fn main() {
     ));
     out.push_str(
         "\nWhere the time goes (perf, both processes, pipelined, load average 6-10): the raw \
-         echo spends about 0.2 µs of CPU per frame, a cluster call about 10 µs (11 µs before \
-         served calls ran their handler inline and strings decoded borrowed; 50 allocations \
-         per call then, 36 now). Of that, the allocator about 19% (the two `Message`s of a \
+         echo spends about 0.2 µs of CPU per frame, a cluster call about 9.5 µs (13 µs and one \
+         context switch per call before served calls ran their handler inline and strings \
+         decoded borrowed, in `perf stat` under the same load; 50 allocations per call then, \
+         36 now). Of that, the allocator about 19% (the two `Message`s of a \
          call built, decoded and dropped on each side), system calls about 14% (a `send` per \
          burst, `epoll_wait`), context switches about 0.3 per call (the caller's task and the \
          reader, the serving task and the writer), AES-GCM about 5%, and the messaging \
