@@ -367,3 +367,85 @@ async fn a_call_made_by_a_leaving_node_ends_when_it_closes_its_connections() {
         other => panic!("expected an unknown outcome, got {other:?}"),
     }
 }
+
+/// A handler that computes for long (here: holds its thread until a reply reaches its node)
+/// holds up the calls of its connection, never the reading of frames: a reply to the serving
+/// node's own call on the same connection still comes in while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_computing_for_long_does_not_stop_its_connection_reading() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let started = Arc::new(AtomicBool::new(false));
+    let echoed = Arc::new(AtomicBool::new(false));
+    let a = start_with("a", config(&[]), |node| {
+        node.register(
+            Router::new("echo")
+                .service("echo", |msg: Message| async move { msg.ok() })
+                .authorize(|_| Ok(())),
+        )
+        .unwrap();
+    })
+    .await;
+    let seed = vec![a.cluster.gossip_addr().to_string()];
+    let (busy_started, busy_echoed) = (started.clone(), echoed.clone());
+    let b = start_with("b", config(&seed), move |node| {
+        node.register(
+            Router::new("busy")
+                .service("busy", move |msg: Message| {
+                    let (started, echoed) = (busy_started.clone(), busy_echoed.clone());
+                    async move {
+                        started.store(true, Ordering::SeqCst);
+                        // Blocks the thread, as a long computation does, until the reply
+                        // arrives (or gives up, so a failure ends).
+                        let give_up = std::time::Instant::now() + Duration::from_secs(5);
+                        while !echoed.load(Ordering::SeqCst) && std::time::Instant::now() < give_up
+                        {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        msg.ok_with(&echoed.load(Ordering::SeqCst))
+                    }
+                })
+                .authorize(|_| Ok(())),
+        )
+        .unwrap();
+    })
+    .await;
+    wait_for(
+        Duration::from_secs(2),
+        "both connected and announced",
+        || async {
+            a.cluster
+                .members()
+                .first()
+                .is_some_and(|m| m.connected && m.services.contains(&"busy".to_owned()))
+                && b.cluster
+                    .members()
+                    .first()
+                    .is_some_and(|m| m.connected && m.services.contains(&"echo".to_owned()))
+        },
+    )
+    .await;
+    let node = a.node.clone();
+    let busy = tokio::spawn(async move {
+        node.dispatch_with(
+            Message::new("busy"),
+            DispatchOptions::with_timeout(Duration::from_secs(10)),
+        )
+        .await
+    });
+    wait_for(Duration::from_secs(2), "busy started", || async {
+        started.load(Ordering::SeqCst)
+    })
+    .await;
+    let echo = b.node.dispatch(Message::new("echo")).await;
+    assert!(
+        matches!(echo.response(), Some(Response::Ok)),
+        "{:?}",
+        echo.response()
+    );
+    echoed.store(true, Ordering::SeqCst);
+    let busy = busy.await.unwrap();
+    assert!(busy.answer::<bool>().unwrap(), "{:?}", busy.response());
+    assert_eq!(a.cluster.stats().connections_lost, 0);
+}
