@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::{BoxFuture, FutureExt};
 use switchyard_messaging::Message;
 use switchyard_scheduler::store::{
-    Alarm, AlarmStore, AlarmStoreError, Claim, Lease, attempts_from_column, decode_message,
+    Alarm, AlarmStore, AlarmStoreError, Batch, Claim, ForHolder, Lease, attempts_from_column,
+    decode_message,
 };
 use tokio_postgres::Row;
 
@@ -276,6 +277,35 @@ impl AlarmStore for PostgresStore {
                 .alarm_execute(include_str!("sql/alarm_delete.sql"), &[&id, &holder])
                 .await?;
             Ok(changed == 1)
+        }
+        .boxed()
+    }
+
+    /// One statement for the whole batch.
+    fn delete_many<'a>(&'a self, deletes: &'a [ForHolder]) -> BoxFuture<'a, Batch<bool>> {
+        async move {
+            if deletes.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (ids, holders): (Vec<&str>, Vec<&str>) = deletes
+                .iter()
+                .map(|item| (item.id.as_str(), item.holder.as_str()))
+                .unzip();
+            let rows = self
+                .alarm_query(include_str!("sql/alarm_delete_many.sql"), &[&ids, &holders])
+                .await?;
+            let mut removed = std::collections::HashSet::with_capacity(rows.len());
+            for row in &rows {
+                let id: String = row.try_get(0).map_err(backend)?;
+                let holder: String = row.try_get(1).map_err(backend)?;
+                removed.insert((id, holder));
+            }
+            // Taken out as answered: an item given twice is deleted by its first mention only,
+            // as deleting one after the other would.
+            Ok(deletes
+                .iter()
+                .map(|item| Ok(removed.remove(&(item.id.clone(), item.holder.clone()))))
+                .collect())
         }
         .boxed()
     }
