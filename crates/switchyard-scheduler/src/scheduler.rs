@@ -4,7 +4,9 @@
 //! One task (the actor) owns the in-memory state: the armed alarms by due time, the loaded
 //! horizon, and the deliveries in flight. Loads, deliveries and their store writes run in tasks
 //! of their own and report back, so a slow store or service never holds up the timers, and a
-//! panic in any of them is reported as a failure instead of stopping the actor.
+//! panic in any of them is reported as a failure instead of stopping the actor. Deliveries
+//! claim and delete their alarms through two batching tasks (see `batch`), so a burst costs
+//! the store a few batch calls instead of two calls per alarm.
 
 mod batch;
 mod config;
