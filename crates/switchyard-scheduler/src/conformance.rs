@@ -478,6 +478,12 @@ pub async fn claim_many_answers_each_item<S: AlarmStore + ?Sized>(store: &S) {
         Claim::Held(lease) => assert_eq!((lease.holder.as_str(), lease.until), ("me", t(60))),
         other => panic!("the batch's lease must hold, got {other:?}"),
     }
+    // An id given twice is claimed twice, in order: the second holder finds the first's lease.
+    save(store, alarm("twice", "agg", t(10))).await;
+    let twice = [for_holder("twice", "x"), for_holder("twice", "y")];
+    let answers = store.claim_many(&twice, t(30), t(30), t(90)).await.unwrap();
+    assert!(matches!(&answers[0], Ok(Claim::Claimed(claimed)) if claimed.attempts == 1));
+    assert!(matches!(&answers[1], Ok(Claim::Held(lease)) if lease.holder == "x"));
     assert!(
         store
             .claim_many(&[], t(30), t(30), t(90))
