@@ -55,9 +55,9 @@ pub enum RunnerError {
     Decode {
         /// The projection.
         projection: String,
-        /// What did not decode, and where.
+        /// What did not decode, and where (boxed: a rare error keeps the runner's results small).
         #[source]
-        source: RepoError,
+        source: Box<RepoError>,
     },
     /// The event store kept failing after every retry.
     #[error("projection `{projection}` could not read the event store: retry once it is back")]

@@ -284,7 +284,7 @@ impl<P: Projection> Worker<P> {
             .collect::<Result<_, _>>()
             .map_err(|source| RunnerError::Decode {
                 projection: self.name.clone(),
-                source,
+                source: Box::new(source),
             })
     }
 
