@@ -10,7 +10,8 @@
 //! ```
 //!
 //! The checks pin the semantics users rely on: expected-version rules, exactly one winner per
-//! version under concurrent appenders, paging, soft and hard delete, the global order, message-id
+//! version under concurrent appenders, paging, soft and hard delete, the global order and the
+//! position an append reports, message-id
 //! look-up, metadata and large payloads; snapshots and their removal; states, with optimistic
 //! concurrency on saving and removing them; the longest names the [`names`](crate::names) rule
 //! allows, and names that break it refused by the [`Repo`] before the store.
@@ -385,6 +386,45 @@ pub async fn global_order<S: EventStore + ?Sized>(store: &S) {
     let tail = store.read_all(from, 4).await.unwrap();
     assert_eq!(tail.len(), 4);
     assert_eq!(tail[0].position, from);
+}
+
+/// [`append_at`](crate::store::EventAppender::append_at) reports the stream's version and the
+/// position [`read_all`](crate::store::GlobalReader::read_all) shows for the append's last event
+/// (what a reply's position, and so read-your-writes, rests on); no position for an append of
+/// no events.
+pub async fn append_reports_the_position<S: EventStore + ?Sized>(store: &S) {
+    for (round, (stream, count)) in [("p-a", 1), ("p-b", 3), ("p-a", 2)].into_iter().enumerate() {
+        let events = (0..count)
+            .map(|n| event(&format!("{stream}-{round}-{n}")))
+            .collect();
+        let appended = store
+            .append_at(
+                stream,
+                ExpectedVersion::Any,
+                events,
+                meta(&format!("m-{round}")),
+            )
+            .await
+            .unwrap();
+        let all = store.read_all(0, 1_000).await.unwrap();
+        let last = all.last().unwrap();
+        assert_eq!(
+            (appended.version, appended.position),
+            (last.version, Some(last.position)),
+            "append {round} reports its last event's version and position"
+        );
+        assert_eq!(last.stream.as_ref(), stream);
+    }
+    let empty = store
+        .append_at(
+            "p-b",
+            ExpectedVersion::Exactly(2),
+            Vec::new(),
+            meta("m-empty"),
+        )
+        .await
+        .unwrap();
+    assert_eq!((empty.version, empty.position), (2, None));
 }
 
 /// A message id is found in the stream it recorded events in, at its last event's version.
@@ -911,6 +951,7 @@ macro_rules! event_store_conformance {
             check!(soft_delete);
             check!(hard_delete);
             check!(global_order);
+            check!(append_reports_the_position);
             check!(message_id_lookup);
             check!(a_message_records_once_per_stream);
             check!(large_payloads_and_metadata);

@@ -20,8 +20,8 @@ use tracing::Instrument;
 
 use crate::names::{self, NameError, NameKind};
 use crate::store::{
-    AppendError, DeleteMode, EventMetadata, EventStore, ExpectedVersion, IntoShared, NewEvent,
-    SnapshotStore, StateStore, StoreError, StoredState,
+    AppendError, Appended, DeleteMode, EventMetadata, EventStore, ExpectedVersion, IntoShared,
+    NewEvent, SnapshotStore, StateStore, StoreError, StoredState,
 };
 use crate::{Aggregate, AggregateState};
 
@@ -645,16 +645,17 @@ impl<A: Aggregate> Repo<A> {
     ) -> Result<i64, RepoError> {
         let before = state.version;
         let stream = self.checked_stream(id)?;
-        let version = self
+        let appended = self
             .record(id, &stream, state, &events, cause, user_metadata)
             .await?;
         self.snapshot_if_due(id, before, state).await;
-        Ok(version)
+        Ok(appended.version)
     }
 
     /// [`commit`](Self::commit) without the snapshot: the runtime takes that apart, outside the
     /// commit's timeout. `stream` is aggregate `id`'s, checked (the runtime builds it once per
-    /// loaded aggregate).
+    /// loaded aggregate). Also returns the global position of the last event appended, when
+    /// the event store reports it (never in state-based mode).
     pub(crate) async fn record(
         &self,
         id: &str,
@@ -663,7 +664,7 @@ impl<A: Aggregate> Repo<A> {
         events: &[A::Event],
         cause: &Message,
         user_metadata: std::collections::BTreeMap<String, String>,
-    ) -> Result<i64, RepoError> {
+    ) -> Result<Appended, RepoError> {
         let before = state.version;
         match &self.backend {
             Backend::EventSourced { events: store, .. } => {
@@ -694,13 +695,13 @@ impl<A: Aggregate> Repo<A> {
                     id,
                     events = encoded.len()
                 );
-                let version = store
-                    .append(stream, expected(before), encoded, metadata)
+                let appended = store
+                    .append_at(stream, expected(before), encoded, metadata)
                     .instrument(span)
                     .await
                     .map_err(|e| RepoError::from_append(e, before))?;
-                state.apply_events(events, Some(version));
-                Ok(version)
+                state.apply_events(events, Some(appended.version));
+                Ok(appended)
             }
             Backend::StateBased { states, codec } => {
                 state.apply_events(events, None);
@@ -717,7 +718,10 @@ impl<A: Aggregate> Repo<A> {
                     .save_state(stream, stored, expected(before))
                     .await
                     .map_err(|e| RepoError::from_append(e, before))?;
-                Ok(state.version)
+                Ok(Appended {
+                    version: state.version,
+                    position: None,
+                })
             }
         }
     }

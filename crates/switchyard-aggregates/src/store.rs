@@ -93,6 +93,16 @@ pub struct RecordedEvent {
     pub recorded_at: SystemTime,
 }
 
+/// What an append recorded ([`EventAppender::append_at`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Appended {
+    /// The stream's version after the append (-1 for a stream that does not exist).
+    pub version: i64,
+    /// The global position of the last event appended, when the store knows it without
+    /// another read: `None` when no event was appended, or the store does not report it.
+    pub position: Option<u64>,
+}
+
 /// A saved state: a snapshot of an event-sourced aggregate, or the whole of a state-based one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredState {
@@ -148,6 +158,30 @@ pub trait EventAppender: Send + Sync {
         events: Vec<NewEvent>,
         metadata: EventMetadata,
     ) -> BoxFuture<'a, Result<i64, AppendError>>;
+    /// [`append`](Self::append), also reporting the global position of the last event
+    /// appended. The position is what [`GlobalReader::read_all`] shows for that event, so a
+    /// reader that has reached it has seen the whole append. By default, `append` with no
+    /// position: a store that knows the positions it wrote overrides it (the memory, SQLite and
+    /// PostgreSQL stores do), and must not spend another read to find them.
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Self::append).
+    fn append_at<'a>(
+        &'a self,
+        stream: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: EventMetadata,
+    ) -> BoxFuture<'a, Result<Appended, AppendError>> {
+        let append = self.append(stream, expected, events, metadata);
+        Box::pin(async move {
+            Ok(Appended {
+                version: append.await?,
+                position: None,
+            })
+        })
+    }
 }
 
 /// Deletes streams.

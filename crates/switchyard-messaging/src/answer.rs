@@ -298,6 +298,43 @@ impl Message {
     pub fn version(&self) -> Option<i64> {
         self.response()?.version()
     }
+
+    /// The assign under which the aggregate runtime records the global position of the last
+    /// event a command appended (read it with [`position`](Message::position), record it with
+    /// [`with_position`](Message::with_position)). An assign, not a field, so a message stored
+    /// before it existed (a scheduled alarm) still decodes.
+    pub const POSITION_ASSIGN: &'static str = "switchyard.position";
+
+    /// The global position of the last event the command this message answers appended, as
+    /// the aggregate runtime records it when the command's events were appended to a store
+    /// that reports positions (the memory, SQLite and PostgreSQL stores do). `None` when the
+    /// command appended nothing (a rejection, a command producing no events, a repeated
+    /// message answered from its first run), its store does not report positions, or the
+    /// assign holds something else than a position. It travels with the message, also to
+    /// another node.
+    ///
+    /// A read model that has processed this position has seen the command's events: wait for
+    /// it (a projection runner's `wait_for`) to read your own writes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use switchyard_messaging::Message;
+    ///
+    /// let deposited = Message::new("deposit").ok();
+    /// assert_eq!(deposited.position(), None);
+    /// assert_eq!(deposited.with_position(42).position(), Some(42));
+    /// ```
+    pub fn position(&self) -> Option<u64> {
+        self.assigned(Self::POSITION_ASSIGN).ok().flatten()
+    }
+
+    /// This message with `position` recorded as the global position of the last event its
+    /// command appended (see [`position`](Message::position)).
+    #[must_use]
+    pub fn with_position(self, position: u64) -> Self {
+        self.assign(Self::POSITION_ASSIGN, &position)
+    }
 }
 
 #[cfg(test)]
@@ -309,6 +346,14 @@ mod tests {
 
     fn reply(response: Response) -> Message {
         Message::new("s").return_with(response)
+    }
+
+    #[test]
+    fn the_position_of_a_reply_survives_the_wire_codec() {
+        let reply = Message::new("deposit").ok().with_position(7);
+        let decoded = Message::from_bytes(&reply.to_bytes().unwrap()).unwrap();
+        assert_eq!(decoded.position(), Some(7));
+        assert_eq!(Message::new("deposit").ok().position(), None);
     }
 
     #[test]

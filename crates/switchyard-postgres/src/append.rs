@@ -10,7 +10,7 @@ mod settle;
 use std::sync::Arc;
 
 use switchyard_aggregates::store::{
-    AppendError, EventMetadata, ExpectedVersion, NewEvent, StoreError,
+    AppendError, Appended, EventMetadata, ExpectedVersion, NewEvent, StoreError,
 };
 
 use self::committer::{Committers, Ran, Request};
@@ -49,19 +49,24 @@ impl Appender {
         }
     }
 
-    /// Appends `events` to `stream` if it is at `expected`; returns the stream's new version.
+    /// Appends `events` to `stream` if it is at `expected`; returns the stream's new version and
+    /// the position of the last event, known from the append's statement (none when no event
+    /// was appended, or when the outcome was settled after a lost connection).
     pub(crate) async fn append(
         &self,
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
         metadata: EventMetadata,
-    ) -> Result<i64, AppendError> {
+    ) -> Result<Appended, AppendError> {
         let database = &self.database;
         if events.is_empty() {
             let actual = database.stream_version(stream).await?;
             return if satisfies(expected, actual) {
-                Ok(actual.unwrap_or(-1))
+                Ok(Appended {
+                    version: actual.unwrap_or(-1),
+                    position: None,
+                })
             } else {
                 Err(conflict(stream, expected, actual))
             };
@@ -90,7 +95,12 @@ impl Appender {
                 .await
                 .map_err(|failure| StoreError::backend(failure.into_source()))?;
             match ran {
-                Ran::Appended(before) => return Ok(before + count),
+                Ran::Appended { before, position } => {
+                    return Ok(Appended {
+                        version: before + count,
+                        position,
+                    });
+                }
                 Ran::Recorded(version) => {
                     return Err(AppendError::Duplicate {
                         stream: stream.to_owned(),
@@ -99,7 +109,7 @@ impl Appender {
                     });
                 }
                 Ran::Lost { session, source } => {
-                    return settle::settle(
+                    let version = settle::settle(
                         database,
                         stream,
                         expected,
@@ -108,7 +118,13 @@ impl Appender {
                         session,
                         source,
                     )
-                    .await;
+                    .await?;
+                    // Settled by message id, after the connection broke: the position would
+                    // take another read, which this path does not spend.
+                    return Ok(Appended {
+                        version,
+                        position: None,
+                    });
                 }
                 Ran::Abandoned(source) => {
                     return Err(AppendError::Unknown {

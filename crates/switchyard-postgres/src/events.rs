@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use futures::future::{BoxFuture, FutureExt};
+use futures::future::{BoxFuture, FutureExt, TryFutureExt};
 use futures::stream::BoxStream;
 use switchyard_aggregates::store::{
-    AppendError, DeleteMode, EventAppender, EventDeleter, EventMetadata, EventReader,
+    AppendError, Appended, DeleteMode, EventAppender, EventDeleter, EventMetadata, EventReader,
     ExpectedVersion, GlobalReader, NewEvent, RecordedEvent, SnapshotStore, StateStore, StoreError,
     StoredState,
 };
@@ -318,12 +318,37 @@ impl EventAppender for PostgresStore {
         events: Vec<NewEvent>,
         metadata: EventMetadata,
     ) -> BoxFuture<'a, Result<i64, AppendError>> {
+        self.appending(stream, expected, events, metadata)
+            .map_ok(|appended| appended.version)
+            .boxed()
+    }
+
+    fn append_at<'a>(
+        &'a self,
+        stream: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: EventMetadata,
+    ) -> BoxFuture<'a, Result<Appended, AppendError>> {
+        self.appending(stream, expected, events, metadata).boxed()
+    }
+}
+
+impl PostgresStore {
+    /// The append of both [`EventAppender`] methods, waking subscribers after it wrote.
+    fn appending<'a>(
+        &'a self,
+        stream: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: EventMetadata,
+    ) -> impl Future<Output = Result<Appended, AppendError>> + Send + 'a {
         #[cfg(feature = "projections")]
         let writes = !events.is_empty();
         let appended = self.appender().append(stream, expected, events, metadata);
         #[cfg(feature = "projections")]
         let appended = self.notifier().after(appended, writes);
-        appended.boxed()
+        appended
     }
 }
 

@@ -39,11 +39,11 @@ impl Notifier {
 
     /// Runs `append`, then, when it may have written (it did, or its outcome is unknown), has
     /// the listeners told. Never waits for the notification.
-    pub(crate) async fn after(
+    pub(crate) async fn after<T>(
         &self,
-        append: impl Future<Output = Result<i64, AppendError>>,
+        append: impl Future<Output = Result<T, AppendError>>,
         writes: bool,
-    ) -> Result<i64, AppendError> {
+    ) -> Result<T, AppendError> {
         let outcome = append.await;
         if writes && matches!(outcome, Ok(_) | Err(AppendError::Unknown { .. })) {
             self.committed();

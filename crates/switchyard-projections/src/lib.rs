@@ -44,9 +44,9 @@
 //! use std::collections::BTreeMap;
 //! use std::sync::{Arc, Mutex};
 //! use serde::{Deserialize, Serialize};
-//! use switchyard_aggregates::store::{GlobalReader, MemoryStore};
-//! use switchyard_aggregates::{Aggregate, AggregateState, DecodedEvent, Repo};
-//! use switchyard_messaging::Message;
+//! use switchyard_aggregates::store::MemoryStore;
+//! use switchyard_aggregates::{Aggregate, CommandResult, DecodedEvent, Events, MessageHandler};
+//! use switchyard_messaging::{Message, Node, Router};
 //! use switchyard_projections::{BoxError, MemoryCheckpointStore, Projection, ProjectionRunner};
 //!
 //! #[derive(Default)]
@@ -88,13 +88,23 @@
 //!     .aggregate::<Account>()
 //!     .start()?;
 //!
-//! let repo = Repo::<Account>::event_sourced(store.clone());
-//! let mut state = AggregateState::default();
-//! let deposit = Message::new("deposit");
-//! repo.commit("1", &mut state, vec![AccountEvent::Deposited(5)], &deposit, Default::default()).await?;
+//! fn deposit(_: &Account, message: &Message) -> CommandResult<AccountEvent> {
+//!     Ok(Events::one(AccountEvent::Deposited(message.request()?)))
+//! }
+//! let accounts = MessageHandler::<Account>::event_sourced(store.clone());
+//! let node = Node::new("bank");
+//! node.register(
+//!     Router::new("bank")
+//!         .service("deposit", accounts.on_maybe_new(deposit))
+//!         .authorize(|_| Ok(())),
+//! )?;
+//! let reply = node
+//!     .dispatch(Message::new("deposit").with_aggregate_id("1").with_request(&5_u64))
+//!     .await;
 //!
-//! // Strong consistency for this request: wait until the read model has seen the commit.
-//! let written = store.head().await?;
+//! // Strong consistency for this request: wait until the read model has seen the command's
+//! // events, whose last position the reply carries.
+//! let written = reply.position().ok_or("the deposit appended nothing")?;
 //! let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
 //! runner.wait_for(written, deadline).await?;
 //! assert_eq!(balances.0.lock().unwrap()["account-1"], 5);

@@ -14,7 +14,7 @@ use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{self, BoxStream, StreamExt};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use switchyard_aggregates::store::{
-    AppendError, DeleteMode, EventAppender, EventDeleter, EventMetadata, EventReader,
+    AppendError, Appended, DeleteMode, EventAppender, EventDeleter, EventMetadata, EventReader,
     ExpectedVersion, GlobalReader, NewEvent, RecordedEvent, SnapshotStore, StateStore, StoreError,
     StoredState,
 };
@@ -110,7 +110,7 @@ fn append_in(
     events: &[NewEvent],
     metadata: &EventMetadata,
     user_metadata: &str,
-) -> rusqlite::Result<Result<i64, AppendError>> {
+) -> rusqlite::Result<Result<Appended, AppendError>> {
     let current = last_version(conn, stream)?;
     if !matches(expected, current) {
         return Ok(Err(conflict(stream, expected, current)));
@@ -128,6 +128,7 @@ fn append_in(
     let recorded_at = micros_since_epoch(SystemTime::now());
     let mut insert = conn.prepare_cached(include_str!("sql/insert_event.sql"))?;
     let mut last = first - 1;
+    let mut position = None;
     for (version, event) in (first..).zip(events) {
         last = version;
         insert.execute(params![
@@ -142,8 +143,13 @@ fn append_in(
             user_metadata,
             recorded_at,
         ])?;
+        // The position is the row id (`INTEGER PRIMARY KEY`): known here, without a read.
+        position = u64::try_from(conn.last_insert_rowid()).ok();
     }
-    Ok(Ok(last))
+    Ok(Ok(Appended {
+        version: last,
+        position,
+    }))
 }
 
 /// A delete, run by the writer inside a batch. Refuses before writing anything.
@@ -392,16 +398,42 @@ impl EventAppender for SqliteStore {
         events: Vec<NewEvent>,
         metadata: EventMetadata,
     ) -> BoxFuture<'a, Result<i64, AppendError>> {
-        let name = stream.to_owned();
         async move {
-            let user = serde_json::to_string(&metadata.user)
-                .map_err(|error| AppendError::Store(StoreError::backend(error)))?;
-            self.workers
-                .write(move |conn| append_in(conn, &name, expected, &events, &metadata, &user))
+            self.append_recorded(stream, expected, events, metadata)
                 .await
-                .unwrap_or_else(|failed| Err(append_failed(stream, failed)))
+                .map(|appended| appended.version)
         }
         .boxed()
+    }
+
+    fn append_at<'a>(
+        &'a self,
+        stream: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: EventMetadata,
+    ) -> BoxFuture<'a, Result<Appended, AppendError>> {
+        self.append_recorded(stream, expected, events, metadata)
+            .boxed()
+    }
+}
+
+impl SqliteStore {
+    /// The append of both [`EventAppender`] methods, run by the writer.
+    async fn append_recorded(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: EventMetadata,
+    ) -> Result<Appended, AppendError> {
+        let name = stream.to_owned();
+        let user = serde_json::to_string(&metadata.user)
+            .map_err(|error| AppendError::Store(StoreError::backend(error)))?;
+        self.workers
+            .write(move |conn| append_in(conn, &name, expected, &events, &metadata, &user))
+            .await
+            .unwrap_or_else(|failed| Err(append_failed(stream, failed)))
     }
 }
 

@@ -28,6 +28,8 @@ struct Handled {
     response: Response,
     /// The aggregate's version the answer reports.
     version: Option<i64>,
+    /// The global position of the last event the command appended, when the store reported it.
+    position: Option<u64>,
     flow: Flow,
     /// The version before a commit and the timeout for a snapshot that may be due after it.
     snapshot: Option<(i64, std::time::Duration)>,
@@ -38,6 +40,7 @@ impl Handled {
         Self {
             response,
             version,
+            position: None,
             flow,
             snapshot: None,
         }
@@ -127,6 +130,22 @@ async fn within<F: std::future::Future>(
 fn answer(mut message: Message, response: Response, version: Option<i64>) -> Message {
     message.aggregate_meta_mut().version = version;
     message.return_with(response)
+}
+
+/// [`answer`] for a command whose events were appended at `position` (when the store reported
+/// it): the reply carries it ([`Message::position`]), so the caller can wait for a read model to
+/// have seen them.
+fn answer_appended(
+    message: Message,
+    response: Response,
+    version: Option<i64>,
+    position: Option<u64>,
+) -> Message {
+    let message = match position {
+        Some(position) => message.with_position(position),
+        None => message,
+    };
+    answer(message, response, version)
 }
 
 pub(super) async fn run<A: Aggregate>(
@@ -424,7 +443,12 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 return Flow::End("failed");
             }
         };
-        reply.done(answer(message, handled.response, handled.version));
+        reply.done(answer_appended(
+            message,
+            handled.response,
+            handled.version,
+            handled.position,
+        ));
         if let Some((before, timeout)) = handled.snapshot {
             self.snapshot_if_due(before, timeout).instrument(span).await;
         }
@@ -673,7 +697,8 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     ));
                     return Handled::answer(response, None, Flow::End("failed"));
                 }
-                Ok(Ok(new_version)) => {
+                Ok(Ok(appended)) => {
+                    let new_version = appended.version;
                     commit_span.record("version", new_version);
                     commit_span.in_scope(|| working.state.commit(message));
                     let unload = self
@@ -703,6 +728,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     return Handled {
                         response,
                         version: Some(new_version),
+                        position: appended.position,
                         flow,
                         snapshot: Some((version, commit_timeout)),
                     };

@@ -11,7 +11,7 @@ use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{BoxStream, StreamExt};
 
 use super::{
-    AppendError, DeleteMode, EventAppender, EventDeleter, EventMetadata, EventReader,
+    AppendError, Appended, DeleteMode, EventAppender, EventDeleter, EventMetadata, EventReader,
     ExpectedVersion, GlobalReader, NewEvent, RecordedEvent, SnapshotStore, StateStore, StoreError,
     StoredState,
 };
@@ -348,26 +348,53 @@ impl EventAppender for MemoryStore {
         events: Vec<NewEvent>,
         metadata: EventMetadata,
     ) -> BoxFuture<'a, Result<i64, AppendError>> {
-        // The work is done when the future is first polled: one dropped unpolled writes nothing.
         async move {
-            if events.is_empty() {
-                let version = self.stream(stream).and_then(|found| lock(&found).version());
-                check(stream, version, expected)?;
-                return Ok(version.unwrap_or(-1));
-            }
-            loop {
-                let cell = self.stream_or_new(stream);
-                let mut target = lock(&cell);
-                if target.removed {
-                    // Hard-deleted since it was found: the next look finds it gone.
-                    continue;
-                }
-                check(stream, target.version(), expected)?;
-                check_unrecorded(stream, &target, &metadata.message_id)?;
-                return Ok(self.record(&cell, &mut target, events, metadata));
-            }
+            self.append_checked(stream, expected, events, metadata)
+                .map(|appended| appended.version)
         }
         .boxed()
+    }
+
+    fn append_at<'a>(
+        &'a self,
+        stream: &'a str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: EventMetadata,
+    ) -> BoxFuture<'a, Result<Appended, AppendError>> {
+        async move { self.append_checked(stream, expected, events, metadata) }.boxed()
+    }
+}
+
+impl MemoryStore {
+    /// The append of both [`EventAppender`] methods, done when their future is first polled:
+    /// one dropped unpolled writes nothing.
+    fn append_checked(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        metadata: EventMetadata,
+    ) -> Result<Appended, AppendError> {
+        if events.is_empty() {
+            let version = self.stream(stream).and_then(|found| lock(&found).version());
+            check(stream, version, expected)?;
+            return Ok(Appended {
+                version: version.unwrap_or(-1),
+                position: None,
+            });
+        }
+        loop {
+            let cell = self.stream_or_new(stream);
+            let mut target = lock(&cell);
+            if target.removed {
+                // Hard-deleted since it was found: the next look finds it gone.
+                continue;
+            }
+            check(stream, target.version(), expected)?;
+            check_unrecorded(stream, &target, &metadata.message_id)?;
+            return Ok(self.record(&cell, &mut target, events, metadata));
+        }
     }
 }
 
@@ -379,7 +406,7 @@ impl MemoryStore {
         target: &mut Stream,
         events: Vec<NewEvent>,
         metadata: EventMetadata,
-    ) -> i64 {
+    ) -> Appended {
         let recorded_at = SystemTime::now();
         let count = events.len() as u64;
         let first_version = target.last_version + 1;
@@ -405,7 +432,10 @@ impl MemoryStore {
         if !metadata.message_id.is_empty() {
             target.by_message.insert(metadata, target.last_version);
         }
-        target.last_version
+        Appended {
+            version: target.last_version,
+            position: Some(first_position + count - 1),
+        }
     }
 }
 

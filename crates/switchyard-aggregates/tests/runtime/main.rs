@@ -9,6 +9,7 @@ mod fixture;
 mod idempotency;
 mod lifecycle;
 mod persistence;
+mod positions;
 mod reading;
 mod responses;
 mod x3m;

@@ -427,3 +427,32 @@ async fn the_trace_context_and_log_fields_travel_with_the_call() {
         "caused messages keep it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_from_another_node_carries_its_position() {
+    // What an aggregate command's reply carries for read-your-writes (`Message::position`).
+    async fn appended(msg: Message) -> Message {
+        msg.with_position(42).ok()
+    }
+    let a = start_with("a", config(&[]), |_| {}).await;
+    let seed = vec![a.cluster.gossip_addr().to_string()];
+    let _b = start_with("b", config(&seed), |node| {
+        node.register(
+            Router::new("far")
+                .service("appended", appended)
+                .authorize(|_| Ok(())),
+        )
+        .unwrap();
+    })
+    .await;
+    wait_for(Duration::from_secs(2), "b's service known", || async {
+        a.cluster
+            .members()
+            .first()
+            .is_some_and(|m| m.connected && m.services.contains(&"appended".to_owned()))
+    })
+    .await;
+    let reply = a.node.dispatch(Message::new("appended")).await;
+    assert_eq!(reply.response(), Some(&Response::Ok));
+    assert_eq!(reply.position(), Some(42));
+}

@@ -16,8 +16,8 @@ use crate::pool::Session;
 
 /// What running an append did.
 pub(super) enum Ran {
-    /// Appended after the given version.
-    Appended(i64),
+    /// Appended after version `before`; its last event took `position`.
+    Appended { before: i64, position: Option<u64> },
     /// The stream was at the expected version, but the append's message had already recorded
     /// events in it, the last at the given version; nothing was written.
     Recorded(i64),
@@ -292,10 +292,12 @@ async fn execute(database: &Database, requests: &[&Request]) -> Result<Vec<Ran>,
         let decoded = row.try_get::<_, i64>(0).and_then(|owner| {
             let before = row.try_get::<_, Option<i64>>(1)?;
             let recorded = row.try_get::<_, Option<i64>>(2)?;
-            Ok((
-                owner,
-                before.map(Ran::Appended).or(recorded.map(Ran::Recorded)),
-            ))
+            let position = row.try_get::<_, Option<i64>>(3)?;
+            let appended = before.map(|before| Ran::Appended {
+                before,
+                position: position.and_then(|position| u64::try_from(position).ok()),
+            });
+            Ok((owner, appended.or(recorded.map(Ran::Recorded))))
         });
         match decoded {
             Ok((owner, Some(ran))) => {

@@ -8,10 +8,10 @@
 -- metadata (JSON text). Per event: $9 its append (1-based index into the above), $10 its index
 -- in its append (from 1), $11 type, $12 schema version, $13 data.
 --
--- Returns a row per append that was written (its index, its stream's version before it, NULL)
--- and per append refused because its message already recorded visible events in the stream
--- although the stream is at the expected version (its index, NULL, the last version the
--- message recorded). An append without a row wrote nothing: it was not at its expected version,
+-- Returns a row per append that was written (its index, its stream's version before it, NULL,
+-- the position of its last event) and per append refused because its message already recorded
+-- visible events in the stream although the stream is at the expected version (its index,
+-- NULL, the last version the message recorded, NULL). An append without a row wrote nothing: it was not at its expected version,
 -- or lost a race that running it again settles.
 --
 -- Concurrency: `locked` takes the row locks of the batch's existing streams in stream order
@@ -110,8 +110,11 @@ inserted AS (
     JOIN base b ON b.req = e.req
     JOIN req r ON r.req = e.req
     CROSS JOIN slot
-    RETURNING 1
+    RETURNING stream, position
 )
-SELECT req, before, NULL::bigint AS recorded FROM base
+SELECT b.req, b.before, NULL::bigint AS recorded,
+       (SELECT max(i.position) FROM inserted i WHERE i.stream = r.stream) AS last_position
+FROM base b
+JOIN req r ON r.req = b.req
 UNION ALL
-SELECT req, NULL::bigint, recorded FROM ready WHERE recorded IS NOT NULL
+SELECT req, NULL::bigint, recorded, NULL::bigint FROM ready WHERE recorded IS NOT NULL

@@ -3,10 +3,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use switchyard_aggregates::AggregateState;
-use switchyard_aggregates::store::{GlobalReader, MemoryStore};
-use switchyard_aggregates::{DecodedEvent, Repo};
-use switchyard_messaging::Message;
+use switchyard_aggregates::store::MemoryStore;
+use switchyard_aggregates::{CommandResult, DecodedEvent, Events, MessageHandler};
+use switchyard_messaging::{Message, Node, Router};
 use switchyard_projections::{
     BoxError, MemoryCheckpointStore, Projection, ProjectionRunner, WaitError,
 };
@@ -29,8 +28,12 @@ impl Projection for Balances {
     }
 }
 
+fn deposit(_: &Account, message: &Message) -> CommandResult<AccountEvent> {
+    Ok(Events::one(AccountEvent::Deposited(message.request()?)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_waiting_for_a_commits_position_the_read_model_shows_it() {
+async fn after_waiting_for_a_replys_position_the_read_model_shows_it() {
     let store = MemoryStore::new();
     let balances = Balances::default();
     let runner = ProjectionRunner::builder(
@@ -42,21 +45,21 @@ async fn after_waiting_for_a_commits_position_the_read_model_shows_it() {
     .aggregate::<Account>()
     .start()
     .unwrap();
-    let repo = Repo::<Account>::event_sourced(store.clone());
-    let mut state = AggregateState::default();
+    let accounts = MessageHandler::<Account>::event_sourced(store.clone());
+    let node = Node::new("bank");
+    node.register(
+        Router::new("bank")
+            .service("deposit", accounts.on_maybe_new(deposit))
+            .authorize(|_| Ok(())),
+    )
+    .unwrap();
     for n in 1..=20 {
-        let cause = Message::new("deposit").with_id(format!("m-{n}"));
-        repo.commit(
-            "1",
-            &mut state,
-            vec![AccountEvent::Deposited(n)],
-            &cause,
-            Default::default(),
-        )
-        .await
-        .unwrap();
-        // The head after the commit is at or after the commit's events.
-        let position = store.head().await.unwrap();
+        let command = Message::new("deposit")
+            .with_aggregate_id("1")
+            .with_request(&n);
+        let reply = node.dispatch(command).await;
+        // The position of the command's last event, carried by its reply.
+        let position = reply.position().expect("the reply carries its position");
         let deadline = tokio::time::Instant::now() + PATIENCE;
         runner.wait_for(position, deadline).await.unwrap();
         assert!(runner.caught_up_to(position));
