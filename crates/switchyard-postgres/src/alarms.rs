@@ -11,14 +11,12 @@
 //! attempt counted, not even for a moment: no other scheduler ever sees the alarm leased.
 //! Cancelling it by id or aggregate removes it.
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::{BoxFuture, FutureExt};
 use switchyard_messaging::Message;
 use switchyard_scheduler::store::{
-    Alarm, AlarmStore, AlarmStoreError, Batch, Claim, ForHolder, Lease, attempts_from_column,
-    decode_message,
+    Alarm, AlarmStore, AlarmStoreError, Claim, Lease, attempts_from_column, decode_message,
 };
 use tokio_postgres::Row;
 
@@ -155,62 +153,6 @@ impl PostgresStore {
     }
 }
 
-/// How a batch's one `UPDATE` went.
-enum BatchClaimed {
-    /// Committed: the alarms claimed, by id.
-    Claimed(HashMap<String, Alarm>),
-    /// Rolled back, nothing written: one of the alarms cannot be read back.
-    Unreadable,
-}
-
-impl PostgresStore {
-    /// Claims the batch's claimable alarms in one statement and one transaction (the ids
-    /// distinct); an unreadable one rolls it all back, so none is leased, not even for a
-    /// moment.
-    async fn claim_batch(
-        &self,
-        claims: &[ForHolder],
-        (now, due_by, lease_until): (i64, i64, i64),
-    ) -> Result<BatchClaimed, AlarmStoreError> {
-        let (ids, holders): (Vec<&str>, Vec<&str>) = claims
-            .iter()
-            .map(|item| (item.id.as_str(), item.holder.as_str()))
-            .unzip();
-        self.database()
-            .retrying(|| async {
-                let mut conn = self.database().conn().await?;
-                let before_commit = |error| Failure::statement(error).for_read();
-                let tx = conn.client.transaction().await.map_err(before_commit)?;
-                let rows = tx
-                    .query(
-                        include_str!("sql/alarm_claim_many.sql"),
-                        &[&ids, &holders, &now, &due_by, &lease_until],
-                    )
-                    .await
-                    .map_err(before_commit)?;
-                let mut claimed = HashMap::with_capacity(rows.len());
-                for row in &rows {
-                    let id: String = row
-                        .try_get(4)
-                        .map_err(|error| Failure::statement(error).for_read())?;
-                    match claimed_alarm(&id, row) {
-                        Ok(alarm) => {
-                            claimed.insert(id, alarm);
-                        }
-                        Err(_unreadable) => {
-                            tx.rollback().await.map_err(before_commit)?;
-                            return Ok(BatchClaimed::Unreadable);
-                        }
-                    }
-                }
-                tx.commit().await.map_err(Failure::statement)?;
-                Ok(BatchClaimed::Claimed(claimed))
-            })
-            .await
-            .map_err(failed)
-    }
-}
-
 /// The alarm a claim's `UPDATE ... RETURNING` row holds; [`AlarmStoreError::Corrupt`] when its
 /// message cannot be decoded.
 fn claimed_alarm(id: &str, row: &Row) -> Result<Alarm, AlarmStoreError> {
@@ -287,39 +229,6 @@ impl AlarmStore for PostgresStore {
         self.claim_alarm(id, holder, times).boxed()
     }
 
-    /// One statement claims every claimable alarm of the batch; the others (refused, or all
-    /// of them when an id comes twice or an alarm is unreadable) are claimed one by one, as
-    /// [`claim`](AlarmStore::claim) does, to answer each exactly.
-    fn claim_many<'a>(
-        &'a self,
-        claims: &'a [ForHolder],
-        now: SystemTime,
-        due_by: SystemTime,
-        lease_until: SystemTime,
-    ) -> BoxFuture<'a, Batch<Claim>> {
-        async move {
-            let times = (micros(now), micros(due_by), micros(lease_until));
-            let distinct: HashSet<&str> = claims.iter().map(|item| item.id.as_str()).collect();
-            let mut claimed = if claims.is_empty() || distinct.len() < claims.len() {
-                HashMap::new()
-            } else {
-                match self.claim_batch(claims, times).await? {
-                    BatchClaimed::Claimed(claimed) => claimed,
-                    BatchClaimed::Unreadable => HashMap::new(),
-                }
-            };
-            let mut answers = Vec::with_capacity(claims.len());
-            for item in claims {
-                answers.push(match claimed.remove(&item.id) {
-                    Some(alarm) => Ok(Claim::Claimed(alarm)),
-                    None => self.claim_alarm(&item.id, &item.holder, times).await,
-                });
-            }
-            Ok(answers)
-        }
-        .boxed()
-    }
-
     fn renew<'a>(
         &'a self,
         id: &'a str,
@@ -367,35 +276,6 @@ impl AlarmStore for PostgresStore {
                 .alarm_execute(include_str!("sql/alarm_delete.sql"), &[&id, &holder])
                 .await?;
             Ok(changed == 1)
-        }
-        .boxed()
-    }
-
-    /// One statement for the whole batch.
-    fn delete_many<'a>(&'a self, deletes: &'a [ForHolder]) -> BoxFuture<'a, Batch<bool>> {
-        async move {
-            if deletes.is_empty() {
-                return Ok(Vec::new());
-            }
-            let (ids, holders): (Vec<&str>, Vec<&str>) = deletes
-                .iter()
-                .map(|item| (item.id.as_str(), item.holder.as_str()))
-                .unzip();
-            let rows = self
-                .alarm_query(include_str!("sql/alarm_delete_many.sql"), &[&ids, &holders])
-                .await?;
-            let mut removed = HashSet::with_capacity(rows.len());
-            for row in &rows {
-                let id: String = row.try_get(0).map_err(backend)?;
-                let holder: String = row.try_get(1).map_err(backend)?;
-                removed.insert((id, holder));
-            }
-            // Taken out as answered: an item given twice is deleted by its first mention only,
-            // as deleting one after the other would.
-            Ok(deletes
-                .iter()
-                .map(|item| Ok(removed.remove(&(item.id.clone(), item.holder.clone()))))
-                .collect())
         }
         .boxed()
     }

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchyard_messaging::Message;
 
-use crate::store::{Alarm, AlarmStore, Claim, ForHolder};
+use crate::store::{Alarm, AlarmStore, Claim};
 
 /// A fixed, whole-second starting time, so every store can keep it exactly.
 fn t(seconds: u64) -> SystemTime {
@@ -414,116 +414,6 @@ pub async fn delete_by_the_holder<S: AlarmStore + ?Sized>(store: &S) {
     assert!(store.load(None, t(1_000)).await.unwrap().is_empty());
 }
 
-fn for_holder(id: &str, holder: &str) -> ForHolder {
-    ForHolder {
-        id: id.to_owned(),
-        holder: holder.to_owned(),
-    }
-}
-
-/// A batch of claims answers each item as its own claim would, in order: the free and due ones
-/// are claimed (counting an attempt), one held by another holder, one not due and a missing one
-/// are refused alone, and the same holder's live lease is claimed again without counting.
-pub async fn claim_many_answers_each_item<S: AlarmStore + ?Sized>(store: &S) {
-    for (id, due) in [("free", 10), ("held", 10), ("mine", 10), ("later", 50)] {
-        save(store, alarm(id, "agg", t(due))).await;
-    }
-    store
-        .claim("held", "other", t(10), t(10), t(100))
-        .await
-        .unwrap();
-    store
-        .claim("mine", "me", t(10), t(10), t(100))
-        .await
-        .unwrap();
-    let items = ["free", "held", "missing", "later", "mine"].map(|id| for_holder(id, "me"));
-    let answers = store
-        .claim_many(&items, t(20), t(20), t(60))
-        .await
-        .expect("the batch failed");
-    assert_eq!(answers.len(), items.len(), "one answer per item");
-    let mut answers = answers.into_iter().map(|answer| answer.unwrap());
-    match answers.next().unwrap() {
-        Claim::Claimed(claimed) => {
-            assert_eq!(claimed.id(), "free");
-            assert_eq!(claimed.attempts, 1);
-        }
-        other => panic!("a free, due alarm is claimed, got {other:?}"),
-    }
-    match answers.next().unwrap() {
-        Claim::Held(lease) => {
-            assert_eq!(lease.holder, "other");
-            assert_eq!(lease.until, t(100));
-        }
-        other => panic!("another holder's live lease holds off the claim, got {other:?}"),
-    }
-    assert_eq!(answers.next().unwrap(), Claim::Gone);
-    assert_eq!(answers.next().unwrap(), Claim::NotDue(t(50)));
-    match answers.next().unwrap() {
-        Claim::Claimed(claimed) => {
-            assert_eq!(claimed.id(), "mine");
-            assert_eq!(
-                claimed.attempts, 1,
-                "claiming a live lease again counts nothing"
-            );
-        }
-        other => panic!("the holder claims again what it holds, got {other:?}"),
-    }
-    // The leases were written: another holder is now held off the free one, until t(60).
-    match store
-        .claim("free", "third", t(30), t(30), t(90))
-        .await
-        .unwrap()
-    {
-        Claim::Held(lease) => assert_eq!((lease.holder.as_str(), lease.until), ("me", t(60))),
-        other => panic!("the batch's lease must hold, got {other:?}"),
-    }
-    // An id given twice is claimed twice, in order: the second holder finds the first's lease.
-    save(store, alarm("twice", "agg", t(10))).await;
-    let twice = [for_holder("twice", "x"), for_holder("twice", "y")];
-    let answers = store.claim_many(&twice, t(30), t(30), t(90)).await.unwrap();
-    assert!(matches!(&answers[0], Ok(Claim::Claimed(claimed)) if claimed.attempts == 1));
-    assert!(matches!(&answers[1], Ok(Claim::Held(lease)) if lease.holder == "x"));
-    assert!(
-        store
-            .claim_many(&[], t(30), t(30), t(90))
-            .await
-            .unwrap()
-            .is_empty(),
-        "an empty batch answers nothing"
-    );
-}
-
-/// A batch of deletes deletes only what each item's holder holds, and answers each item in
-/// order: `false` for a missing id, an alarm held by another and one held by nobody.
-pub async fn delete_many_answers_each_item<S: AlarmStore + ?Sized>(store: &S) {
-    for id in ["mine", "theirs", "free", "also-mine"] {
-        save(store, alarm(id, "agg", t(10))).await;
-    }
-    for (id, holder) in [("mine", "me"), ("theirs", "other"), ("also-mine", "me")] {
-        store.claim(id, holder, t(10), t(10), t(100)).await.unwrap();
-    }
-    let items = ["mine", "theirs", "missing", "free", "also-mine"].map(|id| for_holder(id, "me"));
-    let answers: Vec<bool> = store
-        .delete_many(&items)
-        .await
-        .expect("the batch failed")
-        .into_iter()
-        .map(|answer| answer.unwrap())
-        .collect();
-    assert_eq!(answers, [true, false, false, false, true]);
-    let mut left = ids(store, None, t(1_000)).await;
-    left.sort();
-    assert_eq!(left, ["free", "theirs"]);
-    assert!(
-        !store.delete_many(&items[..1]).await.unwrap()[0]
-            .as_ref()
-            .unwrap(),
-        "a deleted alarm is gone"
-    );
-    assert!(store.delete_many(&[]).await.unwrap().is_empty());
-}
-
 /// Cancelling by message id and by aggregate id, held or not.
 pub async fn cancel_by_id_and_by_aggregate<S: AlarmStore + ?Sized>(store: &S) {
     for (id, aggregate) in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("a3", "A")] {
@@ -593,8 +483,6 @@ macro_rules! alarm_store_conformance {
             check!(renew_extends_the_holders_lease);
             check!(reschedule_moves_the_alarm);
             check!(delete_by_the_holder);
-            check!(claim_many_answers_each_item);
-            check!(delete_many_answers_each_item);
             check!(cancel_by_id_and_by_aggregate);
             check!(many_alarms_in_due_order);
         }

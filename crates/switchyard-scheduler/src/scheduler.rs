@@ -4,11 +4,8 @@
 //! One task (the actor) owns the in-memory state: the armed alarms by due time, the loaded
 //! horizon, and the deliveries in flight. Loads, deliveries and their store writes run in tasks
 //! of their own and report back, so a slow store or service never holds up the timers, and a
-//! panic in any of them is reported as a failure instead of stopping the actor. Deliveries
-//! claim and delete their alarms through two batching tasks (see `batch`), so a burst costs
-//! the store a few batch calls instead of two calls per alarm.
+//! panic in any of them is reported as a failure instead of stopping the actor.
 
-mod batch;
 mod config;
 mod deliver;
 mod error;
@@ -26,7 +23,6 @@ use switchyard_messaging::{Message, Node};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use self::batch::Batcher;
 pub use self::config::{
     CLAIMED_PER_DISPATCH_SLOT, DEFAULT_CLAIM_AHEAD, DEFAULT_LEASE, DEFAULT_LOAD_TIMEOUT,
     DEFAULT_MAX_CONCURRENT_DELIVERIES, DEFAULT_STORE_TIMEOUT, DEFAULT_WINDOW, SchedulerConfig,
@@ -126,9 +122,6 @@ struct Shared {
     dispatch_slots: Semaphore,
     /// The actor's horizon and held ids, so `schedule` wakes it only for alarms it acts on.
     published: Arc<Published>,
-    /// Where deliveries claim and delete their alarms: in batches, a burst's in a few store
-    /// calls.
-    batcher: Batcher,
 }
 
 impl Shared {
@@ -244,13 +237,6 @@ impl Scheduler {
             STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let max_concurrent_deliveries = config.max_concurrent_deliveries;
-        let batcher = Batcher::start(
-            store.clone(),
-            config.clock.clone(),
-            config.claim_ahead,
-            config.lease,
-            config.store_timeout,
-        );
         let shared = Arc::new(Shared {
             node,
             store,
@@ -260,7 +246,6 @@ impl Scheduler {
             // A limit beyond the semaphore's greatest count is no limit on any real node.
             dispatch_slots: Semaphore::new(max_concurrent_deliveries.min(Semaphore::MAX_PERMITS)),
             published: Arc::default(),
-            batcher,
         });
         let (commands, inbox) = mpsc::unbounded_channel();
         let (reports, report_inbox) = mpsc::unbounded_channel();

@@ -68,21 +68,6 @@ pub struct Lease {
     pub until: SystemTime,
 }
 
-/// One alarm and who acts on it, an item of [`AlarmStore::claim_many`] and
-/// [`AlarmStore::delete_many`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ForHolder {
-    /// The alarm's id.
-    pub id: String,
-    /// Who claims it, or who must hold it to delete it.
-    pub holder: String,
-}
-
-/// What a batch call answers: one result per item, in the items' order, or an error that
-/// failed the whole batch (then, as for a single call, nothing was written, except for
-/// [`AlarmStoreError::Unknown`], where any item may have been).
-pub type Batch<T> = Result<Vec<Result<T, AlarmStoreError>>, AlarmStoreError>;
-
 /// The answer of [`AlarmStore::claim`].
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -142,34 +127,6 @@ pub trait AlarmStore: Send + Sync {
         lease_until: SystemTime,
     ) -> BoxFuture<'a, Result<Claim, AlarmStoreError>>;
 
-    /// [`claim`](AlarmStore::claim)s every item, each by its own holder, with the same times,
-    /// and answers each item's claim in the items' order: a claim refused (`Held`, `NotDue`,
-    /// `Gone`) or unreadable ([`AlarmStoreError::Corrupt`]) refuses that item alone. Each item
-    /// is claimed as [`claim`](AlarmStore::claim) would, atomically with respect to every other
-    /// write; an id given twice is claimed twice, in order.
-    ///
-    /// The provided method claims one item after the other; a store that can claim many in one
-    /// write (one transaction, one statement) should, since the scheduler claims a burst's
-    /// alarms through this.
-    fn claim_many<'a>(
-        &'a self,
-        claims: &'a [ForHolder],
-        now: SystemTime,
-        due_by: SystemTime,
-        lease_until: SystemTime,
-    ) -> BoxFuture<'a, Batch<Claim>> {
-        Box::pin(async move {
-            let mut answers = Vec::with_capacity(claims.len());
-            for item in claims {
-                answers.push(
-                    self.claim(&item.id, &item.holder, now, due_by, lease_until)
-                        .await,
-                );
-            }
-            Ok(answers)
-        })
-    }
-
     /// Extends `holder`'s lease on alarm `id` to `lease_until`. `false` when `holder` no longer
     /// holds it (the alarm is gone, or its lease lapsed and another holder claimed it).
     fn renew<'a>(
@@ -196,22 +153,6 @@ pub trait AlarmStore: Send + Sync {
         id: &'a str,
         holder: &'a str,
     ) -> BoxFuture<'a, Result<bool, AlarmStoreError>>;
-
-    /// [`delete`](AlarmStore::delete)s every item, each only if its holder holds it, and
-    /// answers each item's `bool` in the items' order: `false` for an alarm missing or held by
-    /// another.
-    ///
-    /// The provided method deletes one item after the other; a store that can delete many in
-    /// one write should, since the scheduler deletes a burst's delivered alarms through this.
-    fn delete_many<'a>(&'a self, deletes: &'a [ForHolder]) -> BoxFuture<'a, Batch<bool>> {
-        Box::pin(async move {
-            let mut answers = Vec::with_capacity(deletes.len());
-            for item in deletes {
-                answers.push(self.delete(&item.id, &item.holder).await);
-            }
-            Ok(answers)
-        })
-    }
 
     /// Deletes alarm `id` whoever holds it. `false` when there was none.
     fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, AlarmStoreError>>;
@@ -247,16 +188,6 @@ impl<S: AlarmStore + ?Sized> AlarmStore for std::sync::Arc<S> {
         (**self).claim(id, holder, now, due_by, lease_until)
     }
 
-    fn claim_many<'a>(
-        &'a self,
-        claims: &'a [ForHolder],
-        now: SystemTime,
-        due_by: SystemTime,
-        lease_until: SystemTime,
-    ) -> BoxFuture<'a, Batch<Claim>> {
-        (**self).claim_many(claims, now, due_by, lease_until)
-    }
-
     fn renew<'a>(
         &'a self,
         id: &'a str,
@@ -282,10 +213,6 @@ impl<S: AlarmStore + ?Sized> AlarmStore for std::sync::Arc<S> {
         holder: &'a str,
     ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
         (**self).delete(id, holder)
-    }
-
-    fn delete_many<'a>(&'a self, deletes: &'a [ForHolder]) -> BoxFuture<'a, Batch<bool>> {
-        (**self).delete_many(deletes)
     }
 
     fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {

@@ -420,10 +420,9 @@ fn lateness_section(rt: &Runtime, sizes: &Sizes) -> String {
          scheduled a few seconds ahead by 50 tasks, each row on a fresh store and scheduler with \
          the default configuration (at most 1,024 dispatches at once; a burst is claimed up to \
          16 times that ahead of its due time). On SQLite each delivery claims its alarm with a \
-         lease and deletes it once delivered; the scheduler gathers the claims (and the \
-         deletes) queued while its previous batch ran into one `claim_many` (`delete_many`): \
-         one step of the store's one writer thread, which commits whatever steps are queued in \
-         one transaction, synced as the row says. Floor: a plain `tokio::time::sleep_until` timer per \
+         lease and deletes it once delivered: two writes through the store's one writer \
+         thread, which commits whatever writes are queued in one transaction, synced as the row \
+         says. Floor: a plain `tokio::time::sleep_until` timer per \
          due instant (a task each, recording how late it woke), on the same runtime just before \
          each row: the runtime's own timer lateness (its wheel ticks every millisecond).\n\n\
          | load | store | p50 floor / scheduler | p99 floor / scheduler | max floor / scheduler |\n\
@@ -473,7 +472,7 @@ fn lateness_section(rt: &Runtime, sizes: &Sizes) -> String {
     for (load, target, rows) in [
         ("the spread load", Duration::from_millis(5), spread_p99),
         (
-            "the burst (claims and deletes in batches, each one writer step)",
+            "the burst (all claims and deletes through the writer's group commits)",
             BURST_P99_TARGET,
             burst_p99,
         ),

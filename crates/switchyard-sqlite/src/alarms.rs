@@ -16,8 +16,7 @@ use futures::future::{BoxFuture, FutureExt};
 use rusqlite::{Connection, OptionalExtension, params};
 use switchyard_messaging::Message;
 use switchyard_scheduler::store::{
-    Alarm, AlarmStore, AlarmStoreError, Batch, Claim, ForHolder, Lease, attempts_from_column,
-    decode_message,
+    Alarm, AlarmStore, AlarmStoreError, Claim, Lease, attempts_from_column, decode_message,
 };
 
 use crate::SqliteStore;
@@ -226,44 +225,6 @@ impl AlarmStore for SqliteStore {
         let times = (micros(now), micros(due_by), micros(lease_until));
         self.write_alarm(move |conn| claim_in(conn, &id, &holder, times))
             .boxed()
-    }
-
-    /// One writer step for the whole batch: every claim in one transaction, the statements
-    /// prepared once.
-    fn claim_many<'a>(
-        &'a self,
-        claims: &'a [ForHolder],
-        now: SystemTime,
-        due_by: SystemTime,
-        lease_until: SystemTime,
-    ) -> BoxFuture<'a, Batch<Claim>> {
-        let claims = claims.to_vec();
-        let times = (micros(now), micros(due_by), micros(lease_until));
-        self.write_alarm(move |conn| {
-            claims
-                .iter()
-                .map(|item| claim_in(conn, &item.id, &item.holder, times))
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map(Ok)
-        })
-        .boxed()
-    }
-
-    /// One writer step for the whole batch, as [`claim_many`](AlarmStore::claim_many).
-    fn delete_many<'a>(&'a self, deletes: &'a [ForHolder]) -> BoxFuture<'a, Batch<bool>> {
-        let deletes = deletes.to_vec();
-        self.write_alarm(move |conn| {
-            let mut statement = conn.prepare_cached(include_str!("sql/alarm_delete.sql"))?;
-            deletes
-                .iter()
-                .map(|item| {
-                    let changed = statement.execute(params![item.id, item.holder])?;
-                    Ok(Ok(changed == 1))
-                })
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map(Ok)
-        })
-        .boxed()
     }
 
     fn renew<'a>(

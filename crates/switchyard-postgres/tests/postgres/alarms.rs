@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use switchyard_messaging::Message;
-use switchyard_scheduler::store::{Alarm, AlarmStore, AlarmStoreError, Claim, ForHolder};
+use switchyard_scheduler::store::{Alarm, AlarmStore, AlarmStoreError};
 
 use crate::support;
 
@@ -51,19 +51,6 @@ async fn an_unreadable_alarm_is_skipped_refused_unleased_and_left_for_an_operato
 
     let now = SystemTime::now();
     let lease = now + Duration::from_secs(30);
-    // In a batch, the poison row is refused alone: the others are claimed, it is not leased.
-    let batch = ["before", "broken", "after"].map(|id| ForHolder {
-        id: id.to_owned(),
-        holder: "node-a".to_owned(),
-    });
-    let answers = store.claim_many(&batch, now, now, lease).await.unwrap();
-    assert!(matches!(&answers[0], Ok(Claim::Claimed(alarm)) if alarm.id() == "before"));
-    assert!(
-        matches!(&answers[1], Err(AlarmStoreError::Corrupt { id, .. }) if id == "broken"),
-        "{:?}",
-        answers[1]
-    );
-    assert!(matches!(&answers[2], Ok(Claim::Claimed(alarm)) if alarm.id() == "after"));
     for holder in ["node-a", "node-b"] {
         let claim = store.claim("broken", holder, now, now, lease).await;
         assert!(

@@ -109,10 +109,8 @@ async fn deliver(shared: Arc<Shared>, id: String, holder: String, stop: Arc<Atom
     // Claimed ahead, the lease must cover the wait for the due time (at most until `due_by`) as
     // well as the delivery.
     let due_by = now + config.claim_ahead;
-    // The claim goes out in the next batch, at this time or later: the lease lasts at least
-    // until this.
     let lease_until = due_by + config.lease;
-    let claim = shared.batcher.claim(&id, &holder);
+    let claim = shared.store.claim(&id, &holder, now, due_by, lease_until);
     let alarm = match bounded(config.store_timeout, claim).await {
         Ok(Claim::Claimed(alarm)) => alarm,
         Ok(Claim::Held(lease)) => {
@@ -374,7 +372,7 @@ where
 }
 
 async fn finish(shared: &Shared, holder: &str, id: &str) -> After {
-    match final_write(shared, || shared.batcher.delete(id, holder)).await {
+    match final_write(shared, || shared.store.delete(id, holder)).await {
         Written::Done => After::Gone,
         Written::DoneEarlier => {
             tracing::debug!("a delivered alarm was deleted by an earlier try that answered late");

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use futures::future::{BoxFuture, FutureExt};
 use switchyard_messaging::Message;
 
-use super::{Alarm, AlarmStore, AlarmStoreError, Batch, Claim, ForHolder, Lease};
+use super::{Alarm, AlarmStore, AlarmStoreError, Claim, Lease};
 
 /// An [`AlarmStore`] in memory. Cheap to clone: clones share the alarms.
 ///
@@ -55,48 +55,6 @@ impl Inner {
         let entry = self.alarms.remove(id)?;
         self.by_due.remove(&(entry.alarm.due, id.to_owned()));
         Some(entry)
-    }
-
-    /// [`AlarmStore::claim`] under the lock.
-    fn claim(
-        &mut self,
-        id: &str,
-        holder: &str,
-        now: SystemTime,
-        due_by: SystemTime,
-        lease_until: SystemTime,
-    ) -> Claim {
-        let Some(entry) = self.alarms.get_mut(id) else {
-            return Claim::Gone;
-        };
-        if entry.alarm.due > due_by {
-            return Claim::NotDue(entry.alarm.due);
-        }
-        if let Some(lease) = &entry.lease
-            && lease.holder != holder
-            && lease.until > now
-        {
-            return Claim::Held(lease.clone());
-        }
-        // Claiming again what the holder still holds (its earlier claim answered too late,
-        // say) starts no new delivery, so it counts nothing.
-        let holds_it = entry
-            .lease
-            .as_ref()
-            .is_some_and(|lease| lease.holder == holder && lease.until > now);
-        entry.lease = Some(Lease {
-            holder: holder.to_owned(),
-            until: lease_until,
-        });
-        if !holds_it {
-            entry.alarm.attempts = entry.alarm.attempts.saturating_add(1);
-        }
-        Claim::Claimed(entry.alarm.clone())
-    }
-
-    /// [`AlarmStore::delete`] under the lock.
-    fn delete(&mut self, id: &str, holder: &str) -> bool {
-        self.held_by(id, holder) && self.remove(id).is_some()
     }
 
     fn held_by(&self, id: &str, holder: &str) -> bool {
@@ -172,7 +130,36 @@ impl AlarmStore for MemoryAlarmStore {
         due_by: SystemTime,
         lease_until: SystemTime,
     ) -> BoxFuture<'a, Result<Claim, AlarmStoreError>> {
-        async move { Ok(self.lock().claim(id, holder, now, due_by, lease_until)) }.boxed()
+        async move {
+            let mut inner = self.lock();
+            let Some(entry) = inner.alarms.get_mut(id) else {
+                return Ok(Claim::Gone);
+            };
+            if entry.alarm.due > due_by {
+                return Ok(Claim::NotDue(entry.alarm.due));
+            }
+            if let Some(lease) = &entry.lease
+                && lease.holder != holder
+                && lease.until > now
+            {
+                return Ok(Claim::Held(lease.clone()));
+            }
+            // Claiming again what the holder still holds (its earlier claim answered too late,
+            // say) starts no new delivery, so it counts nothing.
+            let holds_it = entry
+                .lease
+                .as_ref()
+                .is_some_and(|lease| lease.holder == holder && lease.until > now);
+            entry.lease = Some(Lease {
+                holder: holder.to_owned(),
+                until: lease_until,
+            });
+            if !holds_it {
+                entry.alarm.attempts = entry.alarm.attempts.saturating_add(1);
+            }
+            Ok(Claim::Claimed(entry.alarm.clone()))
+        }
+        .boxed()
     }
 
     fn renew<'a>(
@@ -227,33 +214,12 @@ impl AlarmStore for MemoryAlarmStore {
         id: &'a str,
         holder: &'a str,
     ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
-        async move { Ok(self.lock().delete(id, holder)) }.boxed()
-    }
-
-    fn claim_many<'a>(
-        &'a self,
-        claims: &'a [ForHolder],
-        now: SystemTime,
-        due_by: SystemTime,
-        lease_until: SystemTime,
-    ) -> BoxFuture<'a, Batch<Claim>> {
         async move {
             let mut inner = self.lock();
-            Ok(claims
-                .iter()
-                .map(|item| Ok(inner.claim(&item.id, &item.holder, now, due_by, lease_until)))
-                .collect())
-        }
-        .boxed()
-    }
-
-    fn delete_many<'a>(&'a self, deletes: &'a [ForHolder]) -> BoxFuture<'a, Batch<bool>> {
-        async move {
-            let mut inner = self.lock();
-            Ok(deletes
-                .iter()
-                .map(|item| Ok(inner.delete(&item.id, &item.holder)))
-                .collect())
+            if !inner.held_by(id, holder) {
+                return Ok(false);
+            }
+            Ok(inner.remove(id).is_some())
         }
         .boxed()
     }
