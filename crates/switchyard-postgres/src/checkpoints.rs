@@ -12,8 +12,8 @@ use std::time::SystemTime;
 
 use futures::future::{BoxFuture, FutureExt};
 use switchyard_projections::checkpoint::backend::{
-    StoredCheckpoint, check_names, check_projection, generation_column, micros, position_column,
-    refusal, time_from_micros, unsigned_from_column,
+    StoredCheckpoint, check_names, check_projection, checkpoint_info, generation_column, micros,
+    position_column, refusal, time_from_micros, unsigned_from_column,
 };
 use switchyard_projections::checkpoint::{
     Acquire, CheckpointError, CheckpointInfo, CheckpointStore, Lease, LeaseHolder, LeaseToken,
@@ -296,20 +296,13 @@ impl PostgresStore {
 }
 
 fn listed(row: &Row) -> Result<CheckpointInfo, CheckpointError> {
-    let projection: String = row.try_get(0).map_err(backend)?;
-    let position = unsigned_from_column(&projection, row.try_get(1).map_err(backend)?)?;
-    let updated_at: Option<i64> = row.try_get(2).map_err(backend)?;
-    let holder: Option<String> = row.try_get(3).map_err(backend)?;
-    let until: Option<i64> = row.try_get(4).map_err(backend)?;
-    Ok(CheckpointInfo {
-        projection,
-        position,
-        updated_at: updated_at.map(time_from_micros),
-        lease: holder.zip(until).map(|(holder, until)| LeaseHolder {
-            holder,
-            until: time_from_micros(until),
-        }),
-    })
+    checkpoint_info(
+        row.try_get(0).map_err(backend)?,
+        row.try_get(1).map_err(backend)?,
+        row.try_get(2).map_err(backend)?,
+        row.try_get(3).map_err(backend)?,
+        row.try_get(4).map_err(backend)?,
+    )
 }
 
 impl CheckpointStore for PostgresStore {

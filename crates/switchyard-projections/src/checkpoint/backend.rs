@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchyard_messaging::names::{self, NameKind};
 
-use super::{CheckpointError, LeaseHolder, LeaseToken, MAX_POSITION};
+use super::{CheckpointError, CheckpointInfo, LeaseHolder, LeaseToken, MAX_POSITION};
 
 /// A projection's row as a store keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,4 +179,29 @@ pub fn time_from_micros(micros: i64) -> SystemTime {
     } else {
         UNIX_EPOCH - magnitude
     }
+}
+
+/// A row of a checkpoint listing, from its columns as SQL stores keep them: the position as a
+/// signed integer, times as microseconds since the Unix epoch, and the lease's holder and end
+/// (both present, or neither).
+///
+/// # Errors
+///
+/// [`CheckpointError::Corrupt`] when the stored position is negative.
+pub fn checkpoint_info(
+    projection: String,
+    position: i64,
+    updated_at: Option<i64>,
+    holder: Option<String>,
+    until: Option<i64>,
+) -> Result<CheckpointInfo, CheckpointError> {
+    Ok(CheckpointInfo {
+        position: unsigned_from_column(&projection, position)?,
+        projection,
+        updated_at: updated_at.map(time_from_micros),
+        lease: holder.zip(until).map(|(holder, until)| LeaseHolder {
+            holder,
+            until: time_from_micros(until),
+        }),
+    })
 }
