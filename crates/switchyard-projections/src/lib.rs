@@ -126,13 +126,18 @@ pub mod checkpoint;
 
 #[doc(inline)]
 pub use crate::checkpoint::{CheckpointError, CheckpointStore, MemoryCheckpointStore};
+mod query;
 mod runner;
 mod subscription;
 
 #[doc(inline)]
+pub use crate::query::{
+    InMemory, QueryError, QueryMessage, READ_AT_ASSIGN, ReadAt, ReadModel, View, ViewGuard,
+};
+#[doc(inline)]
 pub use crate::runner::{
     BoxError, DEFAULT_BATCH_SIZE, DEFAULT_LEASE_TTL, Projection, ProjectionRunner,
-    ProjectionRunnerBuilder, RebuildProgress, RunnerError, WaitError,
+    ProjectionRunnerBuilder, RebuildProgress, RunnerError, WaitError, Watermark,
 };
 
 /// The suite every event store runs to show subscriptions follow its global order.
