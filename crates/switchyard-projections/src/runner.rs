@@ -318,9 +318,10 @@ impl<P: Projection> ProjectionRunnerBuilder<P> {
             name,
             status,
             stop,
-            task: Some(tokio::spawn(
-                worker.run(self.projection, self.rebuild.or_else(rebuild_in_memory::<P>)),
-            )),
+            task: Some(tokio::spawn(worker.run(
+                self.projection,
+                self.rebuild.or_else(rebuild_in_memory::<P>),
+            ))),
             events: self.events,
         })
     }
