@@ -3,6 +3,10 @@
 //! see it answered once. The events end up in a new SQLite file (its path is printed first),
 //! or in PostgreSQL when given a URL, and are read back, decoded, at the end.
 //!
+//! The read side (module `read_model`, at the end): a balance read model kept in memory by a
+//! projection and served as a query service, read right after a withdrawal at the withdrawal's
+//! position (read your writes).
+//!
 //! Run it from the repository root:
 //!
 //! ```text
@@ -125,7 +129,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // One call wires the store, the runtime of live accounts and the command services; events
     // are recorded under their variant names (`Opened`, `Deposited`, `Withdrawn`).
-    let accounts = MessageHandler::<Account>::event_sourced(open_store().await?);
+    let store = open_store().await?;
+    let accounts = MessageHandler::<Account>::event_sourced(store.clone());
     let node = Node::new("bank");
     node.register(
         Router::new("accounts")
@@ -135,6 +140,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .service("balance", accounts.on_existing(balance))
             .authorize(|_| Ok(())),
     )?;
+
+    // The read side: the balance read model and its query service.
+    let balances = read_model::start(store.clone(), &node)?;
 
     let id = "acc-42";
     let call = |service: &str| Message::new(service).with_aggregate_id(id);
@@ -148,9 +156,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "deposit 100",
         &node.dispatch(call("deposit").with_request(&100_u64)).await,
     );
-    show(
-        "withdraw 30",
-        &node.dispatch(call("withdraw").with_request(&30_u64)).await,
+    let withdrawn = node.dispatch(call("withdraw").with_request(&30_u64)).await;
+    show("withdraw 30", &withdrawn);
+    read_model::show(
+        "read_balance after withdraw 30",
+        &node
+            .dispatch(read_model::balance_after(id, &withdrawn))
+            .await,
     );
     show(
         "withdraw 500",
@@ -186,6 +198,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             recorded.metadata.message_id
         );
     }
+    balances.stop().await?;
     Ok(())
 }
 
@@ -206,4 +219,101 @@ async fn open_store() -> Result<Arc<dyn EventStore>, Box<dyn std::error::Error>>
     let path = std::env::temp_dir().join(format!("switchyard-bank-{}.db", stamp.as_millis()));
     println!("store: SQLite file {}\n", path.display());
     Ok(Arc::new(switchyard::sqlite::SqliteStore::open(&path)?))
+}
+
+/// The read side: each account's balance, kept in memory by a projection of the accounts'
+/// events and served as the query service `read_balance`.
+mod read_model {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use switchyard::aggregates::DecodedEvent;
+    use switchyard::aggregates::store::EventStore;
+    use switchyard::messaging::State;
+    use switchyard::projections::{
+        BoxError, InMemory, MemoryCheckpointStore, ProjectionRunner, QueryError, QueryMessage,
+        ReadModel, View,
+    };
+    use switchyard::{Message, Node, Router};
+
+    use super::{Account, AccountEvent};
+
+    /// How long a query waits for the read model to reach the position it asks for: well
+    /// below the dispatch timeout (5 s), so a read model that lags answers a timeout of its own.
+    const READ_WAIT: Duration = Duration::from_secs(1);
+
+    /// Each account's balance, by account id.
+    #[derive(Default)]
+    pub(super) struct Balances(BTreeMap<String, u64>);
+
+    impl View for Balances {
+        type Event = AccountEvent;
+
+        fn apply(&mut self, event: &DecodedEvent<AccountEvent>) -> Result<(), BoxError> {
+            let account = event
+                .stream
+                .strip_prefix("account-")
+                .unwrap_or(&event.stream);
+            let balance = self.0.entry(account.to_owned()).or_default();
+            match event.event {
+                AccountEvent::Opened { .. } => {}
+                AccountEvent::Deposited { amount } => *balance += amount,
+                AccountEvent::Withdrawn { amount } => *balance -= amount,
+            }
+            Ok(())
+        }
+    }
+
+    /// The query: an account's balance (`None` for an account the read model has not seen),
+    /// once the read model has processed the position the query asks for, if any.
+    async fn read_balance(
+        msg: Message,
+        State(balances): State<ReadModel<Balances>>,
+    ) -> Result<Message, QueryError> {
+        let account: String = msg.request()?;
+        let view = balances.read(&msg).await?;
+        Ok(msg.ok_with(&view.0.get(&account)))
+    }
+
+    /// Starts the read model's runner on `store` and registers its query service on `node`.
+    /// The read model lives in this process's memory, so its checkpoint does too: it is rebuilt
+    /// from the store's first event each time the program starts.
+    pub(super) fn start(
+        store: Arc<dyn EventStore>,
+        node: &Node,
+    ) -> Result<ProjectionRunner<InMemory<Balances>>, Box<dyn std::error::Error>> {
+        let view = InMemory::<Balances>::new();
+        let runner = ProjectionRunner::builder(
+            "balances",
+            view.clone(),
+            store,
+            MemoryCheckpointStore::new(),
+        )
+        .aggregate::<Account>()
+        .start()?;
+        node.register(
+            Router::new("balances")
+                .with_state(view.serve(&runner))
+                .service("read_balance", read_balance)
+                .authorize(|_| Ok(())),
+        )?;
+        Ok(runner)
+    }
+
+    /// A query for `account`'s balance that sees the effects of the command `reply` answers.
+    pub(super) fn balance_after(account: &str, reply: &Message) -> Message {
+        Message::new("read_balance")
+            .with_request(account)
+            .with_read_after(reply, READ_WAIT)
+    }
+
+    pub(super) fn show(label: &str, reply: &Message) {
+        let shown = match reply.answer::<Option<u64>>() {
+            Ok(Some(balance)) => format!("balance {balance} (read model)"),
+            Ok(None) => "no such account in the read model".to_owned(),
+            Err(refusal) => format!("refused: {refusal}"),
+        };
+        println!("{label:<32} -> {shown}");
+    }
 }

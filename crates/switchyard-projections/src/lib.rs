@@ -1,7 +1,8 @@
 //! The read side of Switchyard: follow the event stores' global order, keep read models with
 //! durable checkpoints, and wait until a read model has seen a command's events.
 //!
-//! Being built (issue 15), part by part. Here now:
+//! The guide, `docs/guides/projections.md` in the repository, walks through each part; in
+//! short:
 //!
 //! - [`Subscription`]: a consumer's place in the global order of any
 //!   [`GlobalReader`](switchyard_aggregates::store::GlobalReader). It catches up in pages,
@@ -113,6 +114,14 @@
 //! # }).unwrap();
 //! ```
 //!
+//! - Query services ([`View`], [`InMemory`], [`ReadModel`]): a read model held in memory,
+//!   kept by a projection that replays the order from the origin when its process starts
+//!   ([`Projection::IN_MEMORY`]), served by router services that read it through their
+//!   router's state. A query reads at once (eventual consistency), or, when its message carries
+//!   a [`ReadAt`] ([`QueryMessage::with_read_after`] a command's reply), once the read model
+//!   has processed that position, answering `Response::ServiceTimeout` if it does not in time.
+//!   See [`ReadModel`] for a query handler.
+//!
 //! # Feature flags
 //!
 //! - `conformance`: the public suites stores run: [`subscription_conformance!`] (every event
@@ -126,13 +135,18 @@ pub mod checkpoint;
 
 #[doc(inline)]
 pub use crate::checkpoint::{CheckpointError, CheckpointStore, MemoryCheckpointStore};
+mod query;
 mod runner;
 mod subscription;
 
 #[doc(inline)]
+pub use crate::query::{
+    InMemory, QueryError, QueryMessage, READ_AT_ASSIGN, ReadAt, ReadModel, View, ViewGuard,
+};
+#[doc(inline)]
 pub use crate::runner::{
     BoxError, DEFAULT_BATCH_SIZE, DEFAULT_LEASE_TTL, Projection, ProjectionRunner,
-    ProjectionRunnerBuilder, RebuildProgress, RunnerError, WaitError,
+    ProjectionRunnerBuilder, RebuildProgress, RunnerError, WaitError, Watermark,
 };
 
 /// The suite every event store runs to show subscriptions follow its global order.

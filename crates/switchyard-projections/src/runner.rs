@@ -9,6 +9,7 @@
 mod error;
 mod projection;
 mod rebuild;
+mod watermark;
 mod worker;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use self::projection::Decoder;
 pub use self::projection::{BoxError, Projection};
 use self::rebuild::OnProgress;
 pub use self::rebuild::RebuildProgress;
+pub use self::watermark::Watermark;
 use self::worker::{Status, Worker};
 use crate::checkpoint::CheckpointStore;
 
@@ -150,22 +152,14 @@ impl<P: Projection> ProjectionRunner<P> {
     /// [`WaitError::Timeout`] when the deadline passes first; [`WaitError::Stopped`] when the
     /// runner stops first.
     pub async fn wait_for(&self, position: u64, deadline: Instant) -> Result<(), WaitError> {
-        let mut status = self.status.clone();
-        let reached =
-            tokio::time::timeout_at(deadline, status.wait_for(|s| s.position >= position));
-        match reached.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(WaitError::Stopped {
-                projection: self.name.clone(),
-                position,
-                reached: self.position(),
-            }),
-            Err(_) => Err(WaitError::Timeout {
-                projection: self.name.clone(),
-                position,
-                reached: self.position(),
-            }),
-        }
+        self.watermark().wait_for(position, deadline).await
+    }
+
+    /// A cloneable handle on how far this runner got ([`position`](Self::position),
+    /// [`wait_for`](Self::wait_for)), for code that does not own the runner: the query
+    /// handlers of a [`ReadModel`](crate::ReadModel), say.
+    pub fn watermark(&self) -> Watermark {
+        Watermark::new(self.name.as_str().into(), self.status.clone())
     }
 
     /// Whether the runner's task has ended: stopped by an error ([`stop`](Self::stop) returns
@@ -324,10 +318,19 @@ impl<P: Projection> ProjectionRunnerBuilder<P> {
             name,
             status,
             stop,
-            task: Some(tokio::spawn(worker.run(self.projection, self.rebuild))),
+            task: Some(tokio::spawn(worker.run(
+                self.projection,
+                self.rebuild.or_else(rebuild_in_memory::<P>),
+            ))),
             events: self.events,
         })
     }
+}
+
+/// An in-memory projection starts empty in each process, so its runner replays the order from
+/// the origin whatever the saved checkpoint says (see [`Projection::IN_MEMORY`]).
+fn rebuild_in_memory<P: Projection>() -> Option<OnProgress> {
+    P::IN_MEMORY.then(|| Box::new(|_: &RebuildProgress| {}) as OnProgress)
 }
 
 fn default_retry() -> ExponentialBuilder {

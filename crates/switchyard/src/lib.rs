@@ -31,7 +31,7 @@
 //! | `sqlite` | `sqlite`: event, snapshot and state stores in one SQLite file (implies `aggregates`) |
 //! | `postgres` | `postgres`: event, snapshot and state stores in PostgreSQL (implies `aggregates`) |
 //! | `scheduler` | `scheduler`: persisted, future-dated delivery with retries and leases (with `sqlite` or `postgres`, their stores are alarm stores too) |
-//! | `projections` | `projections`: subscriptions to the stores' global order, catch-up then live, and checkpoint stores with leases (implies `aggregates`; with `sqlite` or `postgres`, their stores keep checkpoints too; with `postgres`, subscriptions are woken by `LISTEN/NOTIFY`) |
+//! | `projections` | `projections`: subscriptions to the stores' global order, catch-up then live; projections run with durable checkpoints and leases, read your writes, query services over in-memory read models, rebuilds (implies `aggregates`; with `sqlite` or `postgres`, their stores keep checkpoints too; with `postgres`, subscriptions are woken by `LISTEN/NOTIFY`) |
 //! | `cluster` | `cluster`: gossip membership, authenticated transport, remote dispatch |
 
 #![deny(missing_docs)]
@@ -103,4 +103,7 @@ pub mod guides {
     #[cfg(all(feature = "scheduler", feature = "sqlite"))]
     #[doc = include_str!("../../../docs/guides/scheduling.md")]
     pub struct Scheduling;
+    #[cfg(feature = "projections")]
+    #[doc = include_str!("../../../docs/guides/projections.md")]
+    pub struct Projections;
 }

@@ -25,6 +25,19 @@ pub trait Projection: Send + 'static {
     /// registered aggregate's `Event` converts into it with `From`).
     type Event: Send + Sync + 'static;
 
+    /// Whether the read model lives in this process's memory, and so starts empty with each
+    /// process. `false` by default: the read model is durable (a SQL table, a file), and a
+    /// runner goes on from the saved checkpoint.
+    ///
+    /// A runner of an in-memory projection ignores the saved checkpoint, which says how far
+    /// an earlier process got, not what this one holds: it
+    /// [rebuilds](super::ProjectionRunnerBuilder::rebuild) the projection from the origin
+    /// when it first takes the lease (progress is logged, and reported to the callback of
+    /// `rebuild` if one was given), and after a lease lost and taken again it goes on from
+    /// the position it reached itself. Its checkpoint and lease still say, in the store, how
+    /// far it got and which runner is active. [`InMemory`](crate::InMemory) sets it.
+    const IN_MEMORY: bool = false;
+
     /// Applies one batch, in order. An error leaves the checkpoint where it was: the runner
     /// retries the same batch with backoff, and stops with
     /// [`RunnerError::Projection`](super::RunnerError::Projection) once its retries are

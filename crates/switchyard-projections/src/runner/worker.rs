@@ -125,7 +125,12 @@ impl<P: Projection> Worker<P> {
         );
         let mut stop = self.stop.clone();
         let work = async {
-            let mut checkpoint = self.retrying(|| self.checkpoints.load(&self.name)).await?;
+            // An in-memory read model holds what this runner applied, whatever the store says.
+            let mut checkpoint = if P::IN_MEMORY {
+                self.status.borrow().position
+            } else {
+                self.retrying(|| self.checkpoints.load(&self.name)).await?
+            };
             let mut rebuild = None;
             if let Some(on_progress) = rebuild_first.take() {
                 rebuild = self

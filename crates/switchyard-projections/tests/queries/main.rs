@@ -1,0 +1,8 @@
+//! Query services: an in-memory read model served by router services, read at once or at a
+//! command's position, rebuilt when its process starts, and called from another node.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
+
+mod consistency;
+mod remote;
+mod support;
+mod view;
