@@ -35,7 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use switchyard::aggregates::MessageHandler;
-use switchyard::aggregates::store::EventStore;
+use switchyard::aggregates::store::{EventStore, GlobalReader};
 use switchyard::projections::{ProjectionRunner, RunnerError};
 use switchyard::{Node, Router as Services};
 use tokio::sync::oneshot;
@@ -82,7 +82,10 @@ pub async fn serve(config: Config) -> Result<(SocketAddr, Server), StartError> {
         (Mode::PersistedAsync, Projector::Separate) => {
             Progress::Separate(stores.checkpoints.clone())
         }
-        _ => Progress::Local(start_projection(&stores, &config).map_err(StartError::Projection)?),
+        _ => Progress::Local(
+            start_projection(&stores, stores.followed(&config, false), &config)
+                .map_err(StartError::Projection)?,
+        ),
     };
     let app = App::new(
         node,
@@ -173,6 +176,7 @@ impl Server {
 
 fn start_projection(
     stores: &Stores,
+    events: Arc<dyn GlobalReader>,
     config: &Config,
 ) -> Result<ProjectionRunner<ProductsProjection>, RunnerError> {
     ProjectionRunner::builder(
@@ -180,7 +184,7 @@ fn start_projection(
         ProductsProjection {
             table: stores.table.clone(),
         },
-        stores.events.clone(),
+        events,
         stores.checkpoints.clone(),
     )
     .aggregate::<Product>()
@@ -229,6 +233,8 @@ pub async fn project(config: Config) -> Result<Projection, StartError> {
         return Err(StartError::NotAsync);
     }
     let stores = storage::open(&config).await?;
-    let runner = start_projection(&stores, &config).map_err(StartError::Projection)?;
+    // The server writes the events; this process only reads them.
+    let events = stores.followed(&config, true);
+    let runner = start_projection(&stores, events, &config).map_err(StartError::Projection)?;
     Ok(Projection { runner })
 }

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use switchyard::aggregates::store::{EventStore, MemoryStore};
+use futures::future::BoxFuture;
+use switchyard::aggregates::store::{
+    EventStore, GlobalReader, MemoryStore, RecordedEvent, StoreError,
+};
 use switchyard::postgres::{PostgresOptions, PostgresStore};
 use switchyard::projections::{CheckpointStore, MemoryCheckpointStore};
 use switchyard::sqlite::SqliteStore;
@@ -71,5 +74,44 @@ pub(crate) fn describe(database: &Database) -> String {
         Database::Memory => "memory".to_owned(),
         Database::Sqlite(path) => format!("the SQLite file {}", path.display()),
         Database::Postgres { schema, .. } => format!("PostgreSQL (schema `{schema}`)"),
+    }
+}
+
+/// A store read by polling: its [`watch_head`](GlobalReader::watch_head) says it wakes no
+/// one, so a subscription reads again every
+/// [`DEFAULT_POLL_INTERVAL`](switchyard::projections::DEFAULT_POLL_INTERVAL).
+///
+/// For a SQLite file followed from a process that does not write it (`warehouse project`):
+/// SQLite's wake-up comes from the writer thread of the process that commits, so a projector
+/// in another process would wait for a wake-up that never comes. PostgreSQL's `LISTEN/NOTIFY`
+/// crosses processes and needs no such thing.
+pub(crate) struct Polled(pub(crate) Arc<dyn EventStore>);
+
+impl GlobalReader for Polled {
+    fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
+        self.0.read_all(from_position, limit)
+    }
+
+    fn head(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.0.head()
+    }
+}
+
+impl Stores {
+    /// What a projection in this process reads: the store itself, or, for a SQLite file
+    /// another process writes, the store [`Polled`].
+    pub(crate) fn followed(
+        &self,
+        config: &Config,
+        writer_elsewhere: bool,
+    ) -> Arc<dyn GlobalReader> {
+        match config.database {
+            Database::Sqlite(_) if writer_elsewhere => Arc::new(Polled(self.events.clone())),
+            _ => self.events.clone(),
+        }
     }
 }
