@@ -1,10 +1,10 @@
 //! The product: the warehouse's one aggregate, its state, and the event type that gathers the
 //! events of every slice that changes it.
 //!
-//! Each slice owns its event (a struct in its own folder) and says how it changes the
-//! product ([`apply_to`](crate::create_product::ProductCreated::apply_to)) and the product
-//! list ([`row`](crate::create_product::ProductCreated::row)); this file only names them in
-//! the enum the store records, so the aggregate can fold them in order.
+//! Each slice owns its event (a struct in its own folder, such as
+//! [`crate::create_product::ProductCreated`]) and says how it changes the
+//! product (its `apply_to`) and the product list (its `row`); this file only names them in the
+//! enum the store records, so the aggregate can fold them in order.
 
 use serde::{Deserialize, Serialize};
 use switchyard::Payload;

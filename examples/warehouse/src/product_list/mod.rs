@@ -1,6 +1,6 @@
 //! The product list: `GET /warehouse/products` answers JSON (`{"products": [...], "position":
 //! P, "head": H}`), or the page when the client accepts HTML; `GET /` is the page. The list is
-//! the read model the projection keeps ([`crate::read_model`]); `position` is the last event
+//! the read model the projection keeps; `position` is the last event
 //! it has seen and `head` the store's last, so `head - position` is how far it lags.
 
 use axum::Json;
