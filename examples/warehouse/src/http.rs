@@ -2,12 +2,12 @@
 //! JSON or from an HTML form, and the headers and query a command or a query takes.
 
 use axum::Json;
-use axum::extract::{Form, FromRequest, FromRequestParts, Request};
+use axum::extract::{Form, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use switchyard::messaging::names::{self, NameKind};
 
 use crate::product::Refusal;
@@ -164,6 +164,12 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// query, everything the store held when it came).
 pub(crate) const CONSISTENCY: &str = "consistency";
 
+/// The query parameter `consistency`.
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    consistency: Option<String>,
+}
+
 /// What a request asks besides its body: an idempotency key, strong consistency, HTML.
 #[derive(Clone, Debug)]
 pub(crate) struct RequestOptions {
@@ -179,11 +185,11 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestOptions {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let strong_query = parts.uri.query().is_some_and(|query| {
-            query
-                .split('&')
-                .any(|pair| pair.eq_ignore_ascii_case("consistency=strong"))
-        });
+        // An unreadable query asks for nothing.
+        let strong_query = Query::<ConsistencyQuery>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|Query(query)| query.consistency)
+            .is_some_and(|consistency| consistency.eq_ignore_ascii_case("strong"));
         Ok(Self {
             idempotency_key: idempotency_key(&parts.headers),
             strong: strong_query
