@@ -110,10 +110,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mode = config.mode.name();
     let (address, server) = warehouse::serve(config).await?;
     println!("warehouse ({mode}, {place}) serving on http://{address}/");
-    tokio::select! {
-        stopped = server.wait() => stopped?,
-        () = shutdown_signal() => {}
-    }
+    shutdown_signal().await;
+    println!("warehouse: stopping");
+    server.shutdown().await?;
     Ok(())
 }
 

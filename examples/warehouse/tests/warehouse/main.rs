@@ -10,4 +10,5 @@ mod api;
 mod binary;
 mod decrements;
 mod projector;
+mod restart;
 mod support;
