@@ -21,6 +21,11 @@ pub(crate) enum ApiError {
     /// 404: no product has this SKU.
     #[error("unknown product: no product has the SKU {sku}")]
     UnknownProduct { sku: String },
+    /// 404: no route has this path and method.
+    #[error(
+        "no route for {method} {path}: the API is GET and POST /warehouse/products, GET /warehouse/products/{{sku}}, POST /warehouse/products/{{sku}}/increase and /decrease"
+    )]
+    NoRoute { method: String, path: String },
     /// 409: a product with this SKU exists already.
     #[error("product {sku} exists already")]
     AlreadyExists { sku: String },
@@ -64,7 +69,7 @@ impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::Unreadable(_) => StatusCode::BAD_REQUEST,
-            Self::UnknownProduct { .. } => StatusCode::NOT_FOUND,
+            Self::UnknownProduct { .. } | Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::AlreadyExists { .. }
             | Self::InsufficientQuantity { .. }
             | Self::Refused { .. }
@@ -78,6 +83,7 @@ impl ApiError {
         match self {
             Self::Unreadable(_) => "unreadable",
             Self::UnknownProduct { .. } => "unknown_product",
+            Self::NoRoute { .. } => "no_route",
             Self::AlreadyExists { .. } => "already_exists",
             Self::InsufficientQuantity { .. } => "insufficient_quantity",
             Self::Refused { .. } => "refused",
@@ -248,4 +254,12 @@ pub(crate) fn check_sku(sku: &str) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// The answer to a request no route takes: a JSON 404 like every other error.
+pub(crate) async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NoRoute {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
 }

@@ -106,6 +106,7 @@ pub async fn serve(config: Config) -> Result<(SocketAddr, Server), StartError> {
     ]
     .into_iter()
     .fold(axum::Router::new(), |router, route| route(router))
+    .fallback(http::no_route)
     .with_state(app);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
