@@ -106,4 +106,7 @@ pub mod guides {
     #[cfg(feature = "projections")]
     #[doc = include_str!("../../../docs/guides/projections.md")]
     pub struct Projections;
+    // The warehouse guide's blocks are commands and text: the app is tested in its own package.
+    #[doc = include_str!("../../../docs/guides/warehouse.md")]
+    pub struct Warehouse;
 }
