@@ -125,7 +125,7 @@
 pub mod checkpoint;
 
 #[doc(inline)]
-pub use crate::checkpoint::{CheckpointError, CheckpointStore, MemoryCheckpointStore};
+pub use crate::checkpoint::{CheckpointError, CheckpointStore, MemoryCheckpointStore, ParkedEvent};
 mod runner;
 mod subscription;
 
