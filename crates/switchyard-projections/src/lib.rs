@@ -126,13 +126,17 @@ pub mod checkpoint;
 
 #[doc(inline)]
 pub use crate::checkpoint::{CheckpointError, CheckpointStore, MemoryCheckpointStore, ParkedEvent};
+mod policy;
 mod runner;
 mod subscription;
 
 #[doc(inline)]
+pub use crate::policy::{CommandFailed, Policy, PolicyProjection, PolicyRunner, command_id};
+
+#[doc(inline)]
 pub use crate::runner::{
-    BoxError, DEFAULT_BATCH_SIZE, DEFAULT_LEASE_TTL, Projection, ProjectionRunner,
-    ProjectionRunnerBuilder, RebuildProgress, RunnerError, WaitError,
+    BoxError, DEFAULT_BATCH_SIZE, DEFAULT_LEASE_TTL, OnPoison, Projection, ProjectionRunner,
+    ProjectionRunnerBuilder, RebuildProgress, RetryError, RunnerError, WaitError,
 };
 
 /// The suite every event store runs to show subscriptions follow its global order.
