@@ -130,7 +130,7 @@ async fn fenced_in(
             )
             .await
             .and_then(|row| row.try_get::<_, i64>(0))
-            .and_then(|reset| Ok(u64::try_from(reset).unwrap_or(0))),
+            .map(|reset| u64::try_from(reset).unwrap_or(0)),
     }
     .map_err(backend)?;
     if changed == 1 {

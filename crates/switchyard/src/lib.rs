@@ -103,4 +103,7 @@ pub mod guides {
     #[cfg(all(feature = "scheduler", feature = "sqlite"))]
     #[doc = include_str!("../../../docs/guides/scheduling.md")]
     pub struct Scheduling;
+    #[cfg(all(feature = "projections", feature = "sqlite"))]
+    #[doc = include_str!("../../../docs/guides/projections.md")]
+    pub struct Projections;
 }

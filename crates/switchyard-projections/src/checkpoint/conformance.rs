@@ -354,7 +354,10 @@ pub async fn a_parked_event_is_recorded_and_the_checkpoint_moves_past_it<
         5,
         "the checkpoint passed it"
     );
-    assert_eq!(store.parked("p").await.unwrap(), [five.clone()]);
+    assert_eq!(
+        store.parked("p").await.unwrap(),
+        std::slice::from_ref(&five)
+    );
 
     let two = poison(&lease.token, 2, 1, start() + secs(2));
     store.park(&lease.token, &two).await.unwrap();
