@@ -113,6 +113,16 @@
 //! # }).unwrap();
 //! ```
 //!
+//! - Poison events: with [`OnPoison::Park`] a runner parks the event a batch keeps failing on
+//!   (a [`ParkedEvent`] beside the checkpoint, which moves past it in the same step) and goes
+//!   on; [`ProjectionRunner::parked`], [`retry_parked`](ProjectionRunner::retry_parked) and
+//!   [`skip_parked`](ProjectionRunner::skip_parked) let an operator deal with them.
+//!
+//! - [`Policy`]: process managers, reacting to events with commands dispatched through a
+//!   node ([`ProjectionRunner::policy`]), each with a message id derived from the policy and
+//!   the event ([`command_id`]) so the aggregates' idempotency answers a redelivered event's
+//!   commands as it answered the first delivery.
+//!
 //! # Feature flags
 //!
 //! - `conformance`: the public suites stores run: [`subscription_conformance!`] (every event
