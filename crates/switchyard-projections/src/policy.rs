@@ -47,7 +47,8 @@ pub trait Policy: Send + 'static {
 
     /// The commands `event` calls for, none for most: messages for the services to call, with
     /// their requests and aggregate ids. Their message, correlation and causation ids are set
-    /// by the runner (any set here are replaced).
+    /// by the runner, replacing any set here (an event recorded without a correlation or
+    /// message id leaves the command's own).
     ///
     /// An error fails the batch, as a failed command does: retried with backoff, then parked.
     fn react(

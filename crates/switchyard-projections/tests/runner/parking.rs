@@ -67,7 +67,7 @@ fn runner<S: EventStore + Clone + 'static>(
 ) -> ProjectionRunner<Picky> {
     ProjectionRunner::builder("balances", projection, events, checkpoints)
         .aggregate::<Account>()
-        .batch_size(16)
+        .batch_size(4)
         .retry(fast_retry())
         .on_poison(OnPoison::Park)
         .start()
@@ -75,7 +75,8 @@ fn runner<S: EventStore + Clone + 'static>(
 }
 
 /// Deposits 1, 2, POISON, 4, POISON, 6 into account 1 (positions 1 to 6), and one event of
-/// account 1's stream that does not decode (position 7), then 8.
+/// account 1's stream that does not decode (position 7), then 8. In batches of 4, the first
+/// fails in the projection, the second does not decode.
 async fn deposits(store: &impl EventAppender) {
     for amount in [1, 2, POISON, 4, POISON, 6] {
         deposit(store, 1, amount).await;

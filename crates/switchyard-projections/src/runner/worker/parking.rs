@@ -25,7 +25,8 @@ pub(super) enum Delivery<E> {
 /// An event that does not decode, and why.
 pub(super) struct Undecodable {
     event: EventKey,
-    error: RepoError,
+    /// Boxed: a rare error keeps the batch's items small.
+    error: Box<RepoError>,
 }
 
 /// Which event, as a parked event names it.
@@ -59,24 +60,34 @@ impl EventKey {
 impl<E> Delivery<E> {
     /// Decodes `recorded`, keeping each event that does not decode in its place.
     pub(super) fn of(decoders: &[Decoder<E>], recorded: Vec<RecordedEvent>) -> Self {
-        let mut events = Vec::with_capacity(recorded.len());
-        let mut undecodable = false;
-        for event in recorded {
+        let mut decoded = Vec::with_capacity(recorded.len());
+        let mut recorded = recorded.into_iter();
+        while let Some(event) = recorded.next() {
             let key = EventKey::of(&event);
             match decode(decoders, event) {
                 None => {}
-                Some(Ok(decoded)) => events.push(Ok(decoded)),
+                Some(Ok(event)) => decoded.push(event),
                 Some(Err(error)) => {
-                    undecodable = true;
-                    events.push(Err(Undecodable { event: key, error }));
+                    // The rare case: from here on, each event in its place, decoded or not.
+                    let mut events: Vec<_> = decoded.into_iter().map(Ok).collect();
+                    events.push(Err(Undecodable {
+                        event: key,
+                        error: Box::new(error),
+                    }));
+                    events.extend(recorded.filter_map(|event| {
+                        let key = EventKey::of(&event);
+                        decode(decoders, event).map(|decoded| {
+                            decoded.map_err(|error| Undecodable {
+                                event: key,
+                                error: Box::new(error),
+                            })
+                        })
+                    }));
+                    return Self::Undecodable(events);
                 }
             }
         }
-        if undecodable {
-            Self::Undecodable(events)
-        } else {
-            Self::Decoded(events.into_iter().filter_map(Result::ok).collect())
-        }
+        Self::Decoded(decoded)
     }
 }
 
@@ -105,7 +116,7 @@ impl<P: Projection> Worker<P> {
             let poison = match event {
                 Err(Undecodable { event, error }) => Poison {
                     event,
-                    error: error_text(&error),
+                    error: error_text(&*error),
                     // Decoding again cannot help.
                     attempts: 1,
                 },
@@ -220,7 +231,7 @@ impl<P: Projection> Worker<P> {
         let decoded = decode(&self.decoders, recorded.ok_or_else(missing)?).ok_or_else(missing)?;
         let outcome: Result<(), BoxError> = match decoded {
             Ok(event) => projection.apply(std::slice::from_ref(&event)).await,
-            Err(error) => Err(Box::new(error)),
+            Err(error) => Err(Box::new(error) as BoxError),
         };
         match outcome {
             Ok(()) => {
