@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchyard_aggregates::store::{
@@ -126,6 +127,8 @@ where
     )
     .aggregate::<Account>()
     .retry(fast_retry())
+    // Short, so a crashed runner's lease lapses soon.
+    .lease_ttl(Duration::from_secs(2))
     .start()
     .unwrap()
 }
@@ -165,8 +168,20 @@ async fn reviews(store: &impl GlobalReader) -> Vec<RecordedEvent> {
         .collect()
 }
 
-async fn a_redelivered_events_command_is_recorded_once<E, C>(store: E, checkpoints: C)
-where
+/// How the first runner ends after dispatching.
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    /// Stopped: the batch abandoned, the lease released.
+    Stop,
+    /// Dropped, as a crash would: the lease lapses by itself.
+    Crash,
+}
+
+async fn a_redelivered_events_command_is_recorded_once<E, C>(
+    store: E,
+    checkpoints: C,
+    ending: Ending,
+) where
     E: EventStore + Clone + 'static,
     C: CheckpointStore + Clone + 'static,
 {
@@ -185,7 +200,10 @@ where
     eventually("the first runner to hang", || hung.load(Ordering::SeqCst)).await;
     assert_eq!(reviews(&store).await.len(), 1, "the review was dispatched");
     assert_eq!(checkpoints.load("large-deposits").await.unwrap(), 0);
-    drop(first.stop().await);
+    match ending {
+        Ending::Stop => drop(first.stop().await),
+        Ending::Crash => drop(first),
+    }
 
     // A new process: the event is handed out again, its command sent again with the same id,
     // and the review aggregate records it once.
@@ -217,15 +235,19 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_memory_a_redelivered_events_command_is_recorded_once() {
-    a_redelivered_events_command_is_recorded_once(MemoryStore::new(), MemoryCheckpointStore::new())
-        .await;
+    for ending in [Ending::Stop, Ending::Crash] {
+        let (store, checkpoints) = (MemoryStore::new(), MemoryCheckpointStore::new());
+        a_redelivered_events_command_is_recorded_once(store, checkpoints, ending).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_sqlite_a_redelivered_events_command_is_recorded_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("store.db")).unwrap();
-    a_redelivered_events_command_is_recorded_once(store.clone(), store).await;
+    for ending in [Ending::Stop, Ending::Crash] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("store.db")).unwrap();
+        a_redelivered_events_command_is_recorded_once(store.clone(), store, ending).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
