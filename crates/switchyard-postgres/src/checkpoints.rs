@@ -96,7 +96,8 @@ pub async fn save_checkpoint_in(
 
 /// Sets `lease`'s projection back to position 0 inside the caller's transaction `tx`, fenced
 /// as [`CheckpointStore::reset`] is: for a rebuild that empties the read model and resets its
-/// checkpoint in one transaction. The rules of [`save_checkpoint_in`] apply.
+/// checkpoint in one transaction. It forgets the projection's parked events too, as
+/// [`CheckpointStore::reset`] does. The rules of [`save_checkpoint_in`] apply.
 ///
 /// # Errors
 ///
