@@ -1,7 +1,8 @@
 //! A bank account as an event-sourced aggregate behind router services: open an account,
 //! deposit, withdraw (an overdraft is refused), read the balance, and send one command twice to
-//! see it answered once. The events end up in a new SQLite file (its path is printed first),
-//! or in PostgreSQL when given a URL, and are read back, decoded, at the end.
+//! see it answered once. A policy reacts to large withdrawals by asking for a review. The events
+//! end up in a new SQLite file (its path is printed first), or in PostgreSQL when given a URL,
+//! and are read back, decoded, at the end.
 //!
 //! The read side (module `read_model`, at the end): a balance read model kept in memory by a
 //! projection and served as a query service, read right after a withdrawal at the withdrawal's
@@ -16,11 +17,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchyard::aggregates::store::EventStore;
-use switchyard::aggregates::{Aggregate, CommandResult, Events, MessageHandler};
+use switchyard::aggregates::{Aggregate, CommandResult, DecodedEvent, Events, MessageHandler};
 use switchyard::messaging::{IntoResponse, Response};
+use switchyard::projections::{BoxError, CheckpointStore, Policy, ProjectionRunner};
 use switchyard::{Message, Node, Router};
 
 #[derive(Default, Serialize, Deserialize)]
@@ -102,6 +105,52 @@ fn balance(account: &Account, _: &Message) -> CommandResult<AccountEvent> {
     Ok(Events::none().reply_with(&account.balance))
 }
 
+/// A review of an account, asked for by the policy below.
+#[derive(Default)]
+struct Review;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ReviewRequested {
+    amount: u64,
+}
+
+impl Aggregate for Review {
+    type Event = ReviewRequested;
+    const NAME: &'static str = "review";
+    fn apply(&mut self, _: &ReviewRequested) {}
+}
+
+fn request_review(_: &Review, msg: &Message) -> CommandResult<ReviewRequested> {
+    let amount: u64 = msg.request()?;
+    Ok(Events::one(ReviewRequested { amount }))
+}
+
+/// A withdrawal of 50 or more asks for a review of its account. The runner sends the command
+/// with an id derived from the event, so a redelivered withdrawal is reviewed once.
+struct LargeWithdrawals;
+
+impl Policy for LargeWithdrawals {
+    type Event = AccountEvent;
+
+    async fn react(
+        &mut self,
+        event: &DecodedEvent<AccountEvent>,
+    ) -> Result<Vec<Message>, BoxError> {
+        let (AccountEvent::Withdrawn { amount }, Some(account)) =
+            (&event.event, event.stream.strip_prefix("account-"))
+        else {
+            return Ok(Vec::new());
+        };
+        if *amount < 50 {
+            return Ok(Vec::new());
+        }
+        let review = Message::new("request_review")
+            .with_aggregate_id(account)
+            .with_request(amount);
+        Ok(vec![review])
+    }
+}
+
 fn show(label: &str, reply: &Message) {
     // `success` says which response came back (and why a refusal was refused); `version` reads
     // the version it reports, and `answer_opt` the balance a query returns (`None` for the
@@ -129,8 +178,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // One call wires the store, the runtime of live accounts and the command services; events
     // are recorded under their variant names (`Opened`, `Deposited`, `Withdrawn`).
-    let store = open_store().await?;
+    let (store, checkpoints) = open_store().await?;
     let accounts = MessageHandler::<Account>::event_sourced(store.clone());
+    let reviews = MessageHandler::<Review>::event_sourced(store.clone());
     let node = Node::new("bank");
     node.register(
         Router::new("accounts")
@@ -138,8 +188,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .service("deposit", accounts.on_existing(deposit))
             .service("withdraw", accounts.on_existing(withdraw))
             .service("balance", accounts.on_existing(balance))
+            .service("request_review", reviews.on_maybe_new(request_review))
             .authorize(|_| Ok(())),
     )?;
+    // The policy follows the accounts' events (its checkpoint is kept in the same store) and
+    // sends its commands through the node.
+    let policy = ProjectionRunner::policy(
+        "large-withdrawals",
+        LargeWithdrawals,
+        node.clone(),
+        store.clone(),
+        checkpoints,
+    )
+    .aggregate::<Account>()
+    .start()?;
 
     // The read side: the balance read model and its query service.
     let balances = read_model::start(store.clone(), &node)?;
@@ -163,6 +225,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &node
             .dispatch(read_model::balance_after(id, &withdrawn))
             .await,
+    );
+    show(
+        "withdraw 60 (asks for a review)",
+        &node.dispatch(call("withdraw").with_request(&60_u64)).await,
     );
     show(
         "withdraw 500",
@@ -199,27 +265,44 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     balances.stop().await?;
+
+    // Wait until the policy has passed every event, then read the reviews it asked for.
+    let head = store.head().await?;
+    policy
+        .wait_for(head, tokio::time::Instant::now() + Duration::from_secs(10))
+        .await?;
+    policy.stop().await?;
+    println!("\nreviews of {id}, asked for by the policy:");
+    for recorded in reviews.runtime().repo().events(id).await? {
+        println!(
+            "  {:?} (message {}, caused by {})",
+            recorded.event, recorded.metadata.message_id, recorded.metadata.causation_id
+        );
+    }
     Ok(())
 }
 
-/// PostgreSQL when `--database-url` is given, else a new SQLite file in the temporary directory.
-async fn open_store() -> Result<Arc<dyn EventStore>, Box<dyn std::error::Error>> {
+/// The events' store and the policy's checkpoint store, one database: PostgreSQL when
+/// `--database-url` is given, else a new SQLite file in the temporary directory.
+async fn open_store() -> Result<Stores, Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     if let Some(arg) = args.next() {
         if arg == "--database-url" {
             let url = args.next().ok_or("--database-url needs a URL")?;
             println!("store: PostgreSQL at {url}, schema `switchyard`\n");
-            return Ok(Arc::new(
-                switchyard::postgres::PostgresStore::connect(&url).await?,
-            ));
+            let store = Arc::new(switchyard::postgres::PostgresStore::connect(&url).await?);
+            return Ok((store.clone(), store));
         }
         return Err(format!("unknown argument `{arg}`; try --database-url postgres://...").into());
     }
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
     let path = std::env::temp_dir().join(format!("switchyard-bank-{}.db", stamp.as_millis()));
     println!("store: SQLite file {}\n", path.display());
-    Ok(Arc::new(switchyard::sqlite::SqliteStore::open(&path)?))
+    let store = Arc::new(switchyard::sqlite::SqliteStore::open(&path)?);
+    Ok((store.clone(), store))
 }
+
+type Stores = (Arc<dyn EventStore>, Arc<dyn CheckpointStore>);
 
 /// The read side: each account's balance, kept in memory by a projection of the accounts'
 /// events and served as the query service `read_balance`.

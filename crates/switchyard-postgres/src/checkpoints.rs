@@ -5,7 +5,9 @@
 //! unique key and the row lock let one through, and the others re-check against the row it
 //! left. A fenced write (save, reset, renewal, release) is one `UPDATE` whose `WHERE` names the
 //! holder and the lease's generation: a runner that lost its lease changes no row, and a look
-//! at the row says why. Times are stored as microseconds since the Unix epoch. Statements that
+//! at the row says why. A park is one statement too: the fenced `UPDATE` of the checkpoint in
+//! a common table expression, and the parked event's `INSERT` from its result; a reset forgets
+//! the parked events in its own statement the same way. Times are stored as microseconds since the Unix epoch. Statements that
 //! did nothing (no connection) are retried as the store's other reads and writes are.
 
 use std::time::SystemTime;
@@ -13,10 +15,11 @@ use std::time::SystemTime;
 use futures::future::{BoxFuture, FutureExt};
 use switchyard_projections::checkpoint::backend::{
     StoredCheckpoint, check_names, check_projection, checkpoint_info, generation_column, micros,
-    position_column, refusal, time_from_micros, unsigned_from_column,
+    park_columns, parked_event, position_column, refusal, time_from_micros, unsigned_from_column,
 };
 use switchyard_projections::checkpoint::{
     Acquire, CheckpointError, CheckpointInfo, CheckpointStore, Lease, LeaseHolder, LeaseToken,
+    ParkedEvent,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -93,7 +96,8 @@ pub async fn save_checkpoint_in(
 
 /// Sets `lease`'s projection back to position 0 inside the caller's transaction `tx`, fenced
 /// as [`CheckpointStore::reset`] is: for a rebuild that empties the read model and resets its
-/// checkpoint in one transaction. The rules of [`save_checkpoint_in`] apply.
+/// checkpoint in one transaction. It forgets the projection's parked events too, as
+/// [`CheckpointStore::reset`] does. The rules of [`save_checkpoint_in`] apply.
 ///
 /// # Errors
 ///
@@ -120,13 +124,14 @@ async fn fenced_in(
             )
             .await
         }
-        None => {
-            tx.execute(
+        None => tx
+            .query_one(
                 include_str!("sql/checkpoint_reset.sql"),
                 &[name, holder, &generation, &now],
             )
             .await
-        }
+            .and_then(|row| row.try_get::<_, i64>(0))
+            .map(|reset| u64::try_from(reset).unwrap_or(0)),
     }
     .map_err(backend)?;
     if changed == 1 {
@@ -211,8 +216,14 @@ impl PostgresStore {
             }
             None => {
                 let params: [&(dyn ToSql + Sync); 4] = [name, holder, &generation, &now];
-                self.checkpoint_execute(include_str!("sql/checkpoint_reset.sql"), &params)
-                    .await?
+                let rows = self
+                    .checkpoint_write(include_str!("sql/checkpoint_reset.sql"), &params)
+                    .await?;
+                let reset: i64 = match rows.first() {
+                    Some(row) => row.try_get(0).map_err(backend)?,
+                    None => 0,
+                };
+                u64::try_from(reset).unwrap_or(0)
             }
         };
         if changed == 1 {
@@ -220,6 +231,75 @@ impl PostgresStore {
         }
         let found = self.find_checkpoint(name).await?;
         Err(refusal(found.as_ref(), lease, position))
+    }
+
+    async fn park_event(
+        &self,
+        lease: &LeaseToken,
+        event: &ParkedEvent,
+    ) -> Result<(), CheckpointError> {
+        let (generation, position) = park_columns(lease, event)?;
+        let (name, holder) = (&lease.projection, &lease.holder);
+        let (now, attempts, parked_at) = (
+            micros(SystemTime::now()),
+            i64::from(event.attempts),
+            micros(event.parked_at),
+        );
+        let params: [&(dyn ToSql + Sync); 11] = [
+            name,
+            holder,
+            &generation,
+            &position,
+            &now,
+            &event.stream,
+            &event.version,
+            &event.event_type,
+            &event.error,
+            &attempts,
+            &parked_at,
+        ];
+        let changed = self
+            .checkpoint_execute(include_str!("sql/checkpoint_park.sql"), &params)
+            .await?;
+        if changed == 1 {
+            return Ok(());
+        }
+        let found = self.find_checkpoint(name).await?;
+        Err(refusal(found.as_ref(), lease, None))
+    }
+
+    async fn parked_events(&self, projection: &str) -> Result<Vec<ParkedEvent>, CheckpointError> {
+        check_projection(projection)?;
+        self.checkpoint_read(include_str!("sql/parked_list.sql"), &[&projection])
+            .await?
+            .iter()
+            .map(|row| {
+                let columns = (
+                    row.try_get(0).map_err(backend)?,
+                    row.try_get(1).map_err(backend)?,
+                    row.try_get(2).map_err(backend)?,
+                    row.try_get(3).map_err(backend)?,
+                    row.try_get(4).map_err(backend)?,
+                    row.try_get(5).map_err(backend)?,
+                    row.try_get(6).map_err(backend)?,
+                );
+                parked_event(projection, columns)
+            })
+            .collect()
+    }
+
+    async fn unpark_event(&self, projection: &str, position: u64) -> Result<bool, CheckpointError> {
+        check_projection(projection)?;
+        let Ok(position) = position_column(position) else {
+            return Ok(false);
+        };
+        let deleted = self
+            .checkpoint_execute(
+                include_str!("sql/parked_delete.sql"),
+                &[&projection, &position],
+            )
+            .await?;
+        Ok(deleted == 1)
     }
 
     async fn lease_change(
@@ -325,6 +405,29 @@ impl CheckpointStore for PostgresStore {
 
     fn reset<'a>(&'a self, lease: &'a LeaseToken) -> BoxFuture<'a, Result<(), CheckpointError>> {
         self.fenced(lease, None).boxed()
+    }
+
+    fn park<'a>(
+        &'a self,
+        lease: &'a LeaseToken,
+        event: &'a ParkedEvent,
+    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        self.park_event(lease, event).boxed()
+    }
+
+    fn parked<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ParkedEvent>, CheckpointError>> {
+        self.parked_events(projection).boxed()
+    }
+
+    fn unpark<'a>(
+        &'a self,
+        projection: &'a str,
+        position: u64,
+    ) -> BoxFuture<'a, Result<bool, CheckpointError>> {
+        self.unpark_event(projection, position).boxed()
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<CheckpointInfo>, CheckpointError>> {

@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "checkpoints",
         sql: include_str!("../migrations/0004_checkpoints.sql"),
     },
+    Migration {
+        version: 5,
+        name: "parked_events",
+        sql: include_str!("../migrations/0005_parked_events.sql"),
+    },
 ];
 
 /// The latest migration this library knows.

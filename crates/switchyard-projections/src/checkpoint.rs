@@ -152,11 +152,37 @@ pub struct CheckpointInfo {
     pub lease: Option<LeaseHolder>,
 }
 
+/// An event a projection kept failing on, set aside so the projection could go on past it: a
+/// dead-letter record, kept by the [`CheckpointStore`] beside the projection's checkpoint
+/// ([`CheckpointStore::park`]) until an operator retries or skips it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParkedEvent {
+    /// The projection that failed on it.
+    pub projection: String,
+    /// The event's global position.
+    pub position: u64,
+    /// The event's stream.
+    pub stream: String,
+    /// The event's version in its stream.
+    pub version: i64,
+    /// The event's type, as recorded.
+    pub event_type: String,
+    /// The last error, with its causes (`error: cause: cause`).
+    pub error: String,
+    /// How many times it was tried: applied alone, after its batch failed, or once when it
+    /// could not be decoded (trying again cannot help then).
+    pub attempts: u32,
+    /// When it was parked (last), by the parking runner's clock; stores keep it to the
+    /// microsecond.
+    pub parked_at: SystemTime,
+}
+
 /// A durable record of projections' checkpoints and leases, shared by any number of runners.
 ///
 /// Every write is durable when its future resolves `Ok`, and atomic with respect to the others:
 /// of two holders racing for a lease exactly one gets it, and a fenced write checks the lease in
-/// the same step as it writes. A refused write writes nothing. Names are checked against the
+/// the same step as it writes. A refused write writes nothing. Beside each checkpoint it keeps
+/// the projection's [parked events](ParkedEvent). Names are checked against the
 /// [`names`](switchyard_messaging::names) rule (`NameKind::Projection`,
 /// `NameKind::LeaseHolder`) before anything reaches the backend.
 ///
@@ -183,10 +209,44 @@ pub trait CheckpointStore: Send + Sync {
     /// Sets the projection's checkpoint back to `0`, for a rebuild from the origin. Fenced as
     /// [`save`](Self::save) is.
     ///
+    /// It also forgets the projection's [parked events](Self::parked), in the same step: a
+    /// rebuild applies them again (and parks again those that still fail).
+    ///
     /// # Errors
     ///
     /// [`CheckpointError::LeaseLost`] when `lease` is not the current one.
     fn reset<'a>(&'a self, lease: &'a LeaseToken) -> BoxFuture<'a, Result<(), CheckpointError>>;
+
+    /// Parks `event`: records it among its projection's [parked events](Self::parked) (in place
+    /// of a record at the same position) and, in the same atomic step, moves the checkpoint to
+    /// its position when that is after the stored one, so the runner goes on past it. Fenced as
+    /// [`save`](Self::save) is.
+    ///
+    /// # Errors
+    ///
+    /// [`CheckpointError::LeaseLost`] when `lease` is not the current one;
+    /// [`CheckpointError::ProjectionMismatch`] when `event` is of another projection than
+    /// `lease`; [`CheckpointError::PositionTooLarge`] beyond [`MAX_POSITION`].
+    fn park<'a>(
+        &'a self,
+        lease: &'a LeaseToken,
+        event: &'a ParkedEvent,
+    ) -> BoxFuture<'a, Result<(), CheckpointError>>;
+
+    /// The parked events of `projection`, by position. Reading needs no lease.
+    fn parked<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ParkedEvent>, CheckpointError>>;
+
+    /// Forgets the parked event of `projection` at `position` (skipped by an operator, or
+    /// applied by a retry): `false` when there was none. Needs no lease: the checkpoint is past
+    /// the event already, so removing its record changes no runner's work.
+    fn unpark<'a>(
+        &'a self,
+        projection: &'a str,
+        position: u64,
+    ) -> BoxFuture<'a, Result<bool, CheckpointError>>;
 
     /// Every projection the store knows (whose lease was ever taken), by name.
     fn list(&self) -> BoxFuture<'_, Result<Vec<CheckpointInfo>, CheckpointError>>;
@@ -234,6 +294,29 @@ impl<S: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<S> {
 
     fn reset<'a>(&'a self, lease: &'a LeaseToken) -> BoxFuture<'a, Result<(), CheckpointError>> {
         (**self).reset(lease)
+    }
+
+    fn park<'a>(
+        &'a self,
+        lease: &'a LeaseToken,
+        event: &'a ParkedEvent,
+    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        (**self).park(lease, event)
+    }
+
+    fn parked<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ParkedEvent>, CheckpointError>> {
+        (**self).parked(projection)
+    }
+
+    fn unpark<'a>(
+        &'a self,
+        projection: &'a str,
+        position: u64,
+    ) -> BoxFuture<'a, Result<bool, CheckpointError>> {
+        (**self).unpark(projection, position)
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<CheckpointInfo>, CheckpointError>> {

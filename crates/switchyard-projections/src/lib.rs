@@ -122,6 +122,16 @@
 //!   has processed that position, answering `Response::ServiceTimeout` if it does not in time.
 //!   See [`ReadModel`] for a query handler.
 //!
+//! - Poison events: with [`OnPoison::Park`] a runner parks the event a batch keeps failing on
+//!   (a [`ParkedEvent`] beside the checkpoint, which moves past it in the same step) and goes
+//!   on; [`ProjectionRunner::parked`], [`retry_parked`](ProjectionRunner::retry_parked) and
+//!   [`skip_parked`](ProjectionRunner::skip_parked) let an operator deal with them.
+//!
+//! - [`Policy`]: process managers, reacting to events with commands dispatched through a
+//!   node ([`ProjectionRunner::policy`]), each with a message id derived from the policy and
+//!   the event ([`command_id`]) so the aggregates' idempotency answers a redelivered event's
+//!   commands as it answered the first delivery.
+//!
 //! # Feature flags
 //!
 //! - `conformance`: the public suites stores run: [`subscription_conformance!`] (every event
@@ -134,19 +144,22 @@
 pub mod checkpoint;
 
 #[doc(inline)]
-pub use crate::checkpoint::{CheckpointError, CheckpointStore, MemoryCheckpointStore};
+pub use crate::checkpoint::{CheckpointError, CheckpointStore, MemoryCheckpointStore, ParkedEvent};
+mod policy;
 mod query;
 mod runner;
 mod subscription;
 
+#[doc(inline)]
+pub use crate::policy::{CommandFailed, Policy, PolicyProjection, PolicyRunner, command_id};
 #[doc(inline)]
 pub use crate::query::{
     InMemory, QueryError, QueryMessage, READ_AT_ASSIGN, ReadAt, ReadModel, View, ViewGuard,
 };
 #[doc(inline)]
 pub use crate::runner::{
-    BoxError, DEFAULT_BATCH_SIZE, DEFAULT_LEASE_TTL, Projection, ProjectionRunner,
-    ProjectionRunnerBuilder, RebuildProgress, RunnerError, WaitError, Watermark,
+    BoxError, DEFAULT_BATCH_SIZE, DEFAULT_LEASE_TTL, OnPoison, Projection, ProjectionRunner,
+    ProjectionRunnerBuilder, RebuildProgress, RetryError, RunnerError, WaitError, Watermark,
 };
 
 /// The suite every event store runs to show subscriptions follow its global order.

@@ -7,6 +7,7 @@
 //! batch, fenced by its lease.
 
 mod error;
+mod poison;
 mod projection;
 mod rebuild;
 mod watermark;
@@ -19,18 +20,20 @@ use std::time::{Duration, SystemTime};
 use backon::ExponentialBuilder;
 use switchyard_aggregates::Aggregate;
 use switchyard_aggregates::store::{GlobalReader, IntoShared, StoreError};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use self::error::{RunnerError, WaitError};
+pub use self::poison::{OnPoison, RetryError};
+use self::poison::{REQUESTS, Request};
 use self::projection::Decoder;
 pub use self::projection::{BoxError, Projection};
 use self::rebuild::OnProgress;
 pub use self::rebuild::RebuildProgress;
 pub use self::watermark::Watermark;
 use self::worker::{Status, Worker};
-use crate::checkpoint::CheckpointStore;
+use crate::checkpoint::{CheckpointError, CheckpointStore, ParkedEvent};
 
 /// The events a batch holds at most unless [`ProjectionRunnerBuilder::batch_size`] says
 /// otherwise; also the subscription's page size, so a caught-up batch costs one read.
@@ -52,9 +55,12 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 /// - **In order, at least once**: every event of the registered aggregate types is applied,
 ///   in global order; a batch applied but not yet checkpointed when its runner died, lost
 ///   its lease or was stopped is applied again by whichever runner goes on.
-/// - **Never skipped**: a failing batch is retried with exponential backoff
+/// - **Never skipped** (by default): a failing batch is retried with exponential backoff
 ///   ([`ProjectionRunnerBuilder::retry`]); once the retries are spent the runner stops with
-///   [`RunnerError::Projection`], its checkpoint before the batch.
+///   [`RunnerError::Projection`], its checkpoint before the batch. With
+///   [`OnPoison::Park`] it parks the one event that keeps failing instead, and goes on: see
+///   [`parked`](Self::parked), [`retry_parked`](Self::retry_parked) and
+///   [`skip_parked`](Self::skip_parked).
 /// - **One active runner**: of several runners of one projection (in one process or many,
 ///   sharing the checkpoint store) only the lease holder applies events; it renews the lease
 ///   in the background and stops applying as soon as a renewal or a save says the lease was
@@ -70,6 +76,8 @@ pub struct ProjectionRunner<P: Projection> {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<Result<P, RunnerError>>>,
     events: Arc<dyn GlobalReader>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    requests: mpsc::Sender<Request>,
 }
 
 impl<P: Projection> std::fmt::Debug for ProjectionRunner<P> {
@@ -101,6 +109,7 @@ impl<P: Projection> ProjectionRunner<P> {
             batch_size: DEFAULT_BATCH_SIZE,
             lease_ttl: DEFAULT_LEASE_TTL,
             retry: default_retry(),
+            on_poison: OnPoison::default(),
             rebuild: None,
         }
     }
@@ -162,6 +171,54 @@ impl<P: Projection> ProjectionRunner<P> {
         Watermark::new(self.name.as_str().into(), self.status.clone())
     }
 
+    /// The events the projection parked ([`OnPoison::Park`]), by position, as its checkpoint
+    /// store keeps them: what any runner of the projection parked, active or not.
+    ///
+    /// # Errors
+    ///
+    /// The checkpoint store's.
+    pub async fn parked(&self) -> Result<Vec<ParkedEvent>, CheckpointError> {
+        self.checkpoints.parked(&self.name).await
+    }
+
+    /// Applies the event parked at `position` again, alone, through this runner's projection,
+    /// between two batches (so after events later than it: the projection must accept it out of
+    /// order, as the fix that made it pass allows). Once it applies, its record is removed;
+    /// when it fails again it stays parked, its record telling one more attempt and the new
+    /// error. One attempt, no backoff: the caller decides when to try again.
+    ///
+    /// # Errors
+    ///
+    /// [`RetryError::NotActive`] unless this runner holds the lease;
+    /// [`RetryError::NotParked`], [`RetryError::Missing`], [`RetryError::Failed`], or a
+    /// store's error.
+    pub async fn retry_parked(&self, position: u64) -> Result<(), RetryError> {
+        let not_active = || RetryError::NotActive {
+            projection: self.name.clone(),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Retry { position, reply })
+            .await
+            .map_err(|_| not_active())?;
+        answer.await.map_err(|_| not_active())?
+    }
+
+    /// Forgets the event parked at `position`: the projection never applies it. `false` when
+    /// none was parked there. Any runner (or the checkpoint store itself,
+    /// [`CheckpointStore::unpark`]) may skip: the checkpoint is past the event already.
+    ///
+    /// # Errors
+    ///
+    /// The checkpoint store's.
+    pub async fn skip_parked(&self, position: u64) -> Result<bool, CheckpointError> {
+        let skipped = self.checkpoints.unpark(&self.name, position).await?;
+        if skipped {
+            tracing::info!(projection = %self.name, position, "parked event skipped");
+        }
+        Ok(skipped)
+    }
+
     /// Whether the runner's task has ended: stopped by an error ([`stop`](Self::stop) returns
     /// it).
     pub fn is_finished(&self) -> bool {
@@ -215,6 +272,7 @@ pub struct ProjectionRunnerBuilder<P: Projection> {
     batch_size: usize,
     lease_ttl: Duration,
     retry: ExponentialBuilder,
+    on_poison: OnPoison,
     rebuild: Option<OnProgress>,
 }
 
@@ -227,6 +285,7 @@ impl<P: Projection> std::fmt::Debug for ProjectionRunnerBuilder<P> {
             .field("holder", &self.holder)
             .field("batch_size", &self.batch_size)
             .field("lease_ttl", &self.lease_ttl)
+            .field("on_poison", &self.on_poison)
             .finish_non_exhaustive()
     }
 }
@@ -272,6 +331,15 @@ impl<P: Projection> ProjectionRunnerBuilder<P> {
         self
     }
 
+    /// What to do with a batch that still fails once its retries are spent: stop the runner
+    /// ([`OnPoison::Stop`], the default for projections) or park the event that keeps failing
+    /// and go on ([`OnPoison::Park`]). An event that cannot be decoded stops the runner with
+    /// [`RunnerError::Decode`], or is parked at once.
+    pub fn on_poison(mut self, on_poison: OnPoison) -> Self {
+        self.on_poison = on_poison;
+        self
+    }
+
     /// Rebuilds the projection once this runner takes the lease: [`Projection::reset`] empties
     /// the read model, the checkpoint goes back to the origin, and every event is applied again,
     /// in batches as ever. After each batch, `on_progress` is told how far the rebuild got (and
@@ -300,16 +368,18 @@ impl<P: Projection> ProjectionRunnerBuilder<P> {
         }
         let (status_sender, status) = watch::channel(Status::default());
         let (stop, stopped) = watch::channel(false);
+        let (requests, requested) = mpsc::channel(REQUESTS);
         let name = self.name.clone();
         let worker = Worker {
             holder: self.holder.unwrap_or_else(default_holder),
             name: self.name,
             decoders: self.decoders,
             events: self.events.clone(),
-            checkpoints: self.checkpoints,
+            checkpoints: self.checkpoints.clone(),
             batch_size: self.batch_size,
             lease_ttl: self.lease_ttl,
             retry: self.retry,
+            on_poison: self.on_poison,
             status: status_sender,
             stop: stopped,
             head: self.events.watch_head(),
@@ -321,8 +391,11 @@ impl<P: Projection> ProjectionRunnerBuilder<P> {
             task: Some(tokio::spawn(worker.run(
                 self.projection,
                 self.rebuild.or_else(rebuild_in_memory::<P>),
+                requested,
             ))),
             events: self.events,
+            checkpoints: self.checkpoints,
+            requests,
         })
     }
 }

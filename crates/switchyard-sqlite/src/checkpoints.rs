@@ -5,7 +5,9 @@
 //! update are one step of the only writer. A fenced write (save, reset, renewal, release) is
 //! one `UPDATE` whose `WHERE` names the holder and the lease's generation: a runner that lost
 //! its lease changes no row, and is told why by a look at the row in the same step. Times are
-//! stored as microseconds since the Unix epoch.
+//! stored as microseconds since the Unix epoch. A park records the parked event and moves the
+//! checkpoint in one write job, so in one transaction; a reset forgets the parked events in the
+//! same way.
 //!
 //! For a read model kept in the store's own file, [`save_checkpoint_in`] records the checkpoint
 //! in the transaction that writes the read model, on the caller's own connection: both land, or
@@ -17,10 +19,11 @@ use futures::future::{BoxFuture, FutureExt};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use switchyard_projections::checkpoint::backend::{
     StoredCheckpoint, check_names, check_projection, checkpoint_info, generation_column, micros,
-    position_column, refusal, time_from_micros, unsigned_from_column,
+    park_columns, parked_event, position_column, refusal, time_from_micros, unsigned_from_column,
 };
 use switchyard_projections::checkpoint::{
     Acquire, CheckpointError, CheckpointInfo, CheckpointStore, Lease, LeaseHolder, LeaseToken,
+    ParkedEvent,
 };
 
 use crate::SqliteStore;
@@ -96,6 +99,10 @@ fn fenced_in(
             .execute(params![name, holder, generation, now])?,
     };
     if changed == 1 {
+        if column.is_none() {
+            conn.prepare_cached(include_str!("sql/parked_forget.sql"))?
+                .execute([name])?;
+        }
         return Ok(Ok(()));
     }
     Ok(find(conn, name)?.and_then(|stored| Err(refusal(stored.as_ref(), lease, position))))
@@ -165,7 +172,8 @@ pub fn save_checkpoint_in(
 
 /// Sets `lease`'s projection back to position 0 inside the caller's transaction `tx`, fenced
 /// as [`CheckpointStore::reset`] is: for a rebuild that empties the read model and resets its
-/// checkpoint in one transaction. The rules of [`save_checkpoint_in`] apply.
+/// checkpoint in one transaction. It forgets the projection's parked events too, as
+/// [`CheckpointStore::reset`] does. The rules of [`save_checkpoint_in`] apply.
 ///
 /// # Errors
 ///
@@ -175,6 +183,63 @@ pub fn reset_checkpoint_in(
     lease: &LeaseToken,
 ) -> Result<(), CheckpointError> {
     fenced_in(tx, lease, None, SystemTime::now()).unwrap_or_else(|error| Err(backend(error)))
+}
+
+/// Parks `event` and moves the checkpoint past it, in one step of the writer, fenced by
+/// `lease` as a save is.
+fn park_in(
+    conn: &Connection,
+    lease: &LeaseToken,
+    event: &ParkedEvent,
+    now: SystemTime,
+) -> rusqlite::Result<Result<(), CheckpointError>> {
+    let (generation, position) = match park_columns(lease, event) {
+        Ok(columns) => columns,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let (name, holder) = (&lease.projection, &lease.holder);
+    let changed = conn
+        .prepare_cached(include_str!("sql/checkpoint_park.sql"))?
+        .execute(params![name, holder, generation, position, micros(now)])?;
+    if changed != 1 {
+        return Ok(find(conn, name)?.and_then(|stored| Err(refusal(stored.as_ref(), lease, None))));
+    }
+    conn.prepare_cached(include_str!("sql/parked_insert.sql"))?
+        .execute(params![
+            name,
+            position,
+            event.stream,
+            event.version,
+            event.event_type,
+            event.error,
+            i64::from(event.attempts),
+            micros(event.parked_at),
+        ])?;
+    Ok(Ok(()))
+}
+
+fn parked_in(
+    conn: &Connection,
+    projection: &str,
+) -> rusqlite::Result<Result<Vec<ParkedEvent>, CheckpointError>> {
+    let mut statement = conn.prepare_cached(include_str!("sql/parked_list.sql"))?;
+    let columns = statement
+        .query_map([projection], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(columns
+        .into_iter()
+        .map(|columns| parked_event(projection, columns))
+        .collect())
 }
 
 fn acquire_in(
@@ -301,6 +366,55 @@ impl CheckpointStore for SqliteStore {
         let lease = lease.clone();
         self.write_checkpoint(move |conn| fenced_in(conn, &lease, None, SystemTime::now()))
             .boxed()
+    }
+
+    fn park<'a>(
+        &'a self,
+        lease: &'a LeaseToken,
+        event: &'a ParkedEvent,
+    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        let (lease, event) = (lease.clone(), event.clone());
+        self.write_checkpoint(move |conn| park_in(conn, &lease, &event, SystemTime::now()))
+            .boxed()
+    }
+
+    fn parked<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ParkedEvent>, CheckpointError>> {
+        async move {
+            check_projection(projection)?;
+            let projection = projection.to_owned();
+            self.workers
+                .read(move |conn| {
+                    parked_in(conn, &projection).unwrap_or_else(|error| Err(backend(error)))
+                })
+                .await
+                .map_err(CheckpointError::backend)?
+        }
+        .boxed()
+    }
+
+    fn unpark<'a>(
+        &'a self,
+        projection: &'a str,
+        position: u64,
+    ) -> BoxFuture<'a, Result<bool, CheckpointError>> {
+        async move {
+            check_projection(projection)?;
+            let Ok(position) = position_column(position) else {
+                return Ok(false);
+            };
+            let projection = projection.to_owned();
+            self.write_checkpoint(move |conn| {
+                let deleted = conn
+                    .prepare_cached(include_str!("sql/parked_delete.sql"))?
+                    .execute(params![projection, position])?;
+                Ok(Ok(deleted == 1))
+            })
+            .await
+        }
+        .boxed()
     }
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<CheckpointInfo>, CheckpointError>> {

@@ -22,6 +22,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_checkpoints",
         include_str!("../migrations/0004_checkpoints.sql"),
     ),
+    (
+        "0005_parked_events",
+        include_str!("../migrations/0005_parked_events.sql"),
+    ),
 ];
 
 /// Opens the writer's connection to a file, in WAL mode, and brings its schema up to date.

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, TransactionBehavior};
-use switchyard_projections::checkpoint::{Acquire, CheckpointError, CheckpointStore, Lease};
+use switchyard_projections::checkpoint::{
+    Acquire, CheckpointError, CheckpointStore, Lease, ParkedEvent,
+};
 use switchyard_sqlite::{SqliteStore, reset_checkpoint_in, save_checkpoint_in};
 
 /// A new database file under Cargo's scratch directory for integration tests.
@@ -164,11 +166,30 @@ async fn a_replaced_runner_cannot_commit_its_read_model() {
     assert_eq!(store.load("balances").await.unwrap(), 3);
 }
 
-/// A rebuild empties the read model and resets its checkpoint in one transaction.
+/// A rebuild empties the read model and resets its checkpoint in one transaction, which
+/// forgets the parked events too (a rolled back one leaves them).
 #[tokio::test]
 async fn a_rebuild_resets_the_checkpoint_with_the_read_model() {
     let (store, mut conn, lease) = read_model("rebuild").await;
     store.save(&lease.token, 9).await.unwrap();
+    let parked = ParkedEvent {
+        projection: "balances".into(),
+        position: 4,
+        stream: "account-1".into(),
+        version: 3,
+        event_type: "Deposited".into(),
+        error: "disk full".into(),
+        attempts: 2,
+        parked_at: SystemTime::UNIX_EPOCH,
+    };
+    store.park(&lease.token, &parked).await.unwrap();
+    let rolled_back = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .unwrap();
+    reset_checkpoint_in(&rolled_back, &lease.token).unwrap();
+    rolled_back.rollback().unwrap();
+    assert_eq!(store.parked("balances").await.unwrap(), [parked]);
+
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .unwrap();
@@ -176,4 +197,5 @@ async fn a_rebuild_resets_the_checkpoint_with_the_read_model() {
     reset_checkpoint_in(&tx, &lease.token).unwrap();
     tx.commit().unwrap();
     assert_eq!(store.load("balances").await.unwrap(), 0);
+    assert!(store.parked("balances").await.unwrap().is_empty());
 }

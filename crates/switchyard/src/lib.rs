@@ -103,7 +103,7 @@ pub mod guides {
     #[cfg(all(feature = "scheduler", feature = "sqlite"))]
     #[doc = include_str!("../../../docs/guides/scheduling.md")]
     pub struct Scheduling;
-    #[cfg(feature = "projections")]
+    #[cfg(all(feature = "projections", feature = "sqlite"))]
     #[doc = include_str!("../../../docs/guides/projections.md")]
     pub struct Projections;
     // The warehouse guide's blocks are commands and text: the app is tested in its own package.

@@ -6,7 +6,9 @@
 use std::time::{Duration, SystemTime};
 
 use switchyard_postgres::{PostgresStore, reset_checkpoint_in, save_checkpoint_in};
-use switchyard_projections::checkpoint::{Acquire, CheckpointError, CheckpointStore, Lease};
+use switchyard_projections::checkpoint::{
+    Acquire, CheckpointError, CheckpointStore, Lease, ParkedEvent,
+};
 
 use crate::support;
 
@@ -197,4 +199,34 @@ async fn a_takeover_waits_for_the_transaction_that_saved() {
         store.save(&old.token, 6).await,
         Err(CheckpointError::LeaseLost { .. })
     ));
+}
+
+/// A rebuild's reset in the caller's transaction forgets the parked events when it commits,
+/// and leaves them when it rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_in_the_callers_transaction_forgets_the_parked_events() {
+    let (store, mut client, lease) = read_model().await;
+    let parked = ParkedEvent {
+        projection: "balances".into(),
+        position: 4,
+        stream: "account-1".into(),
+        version: 3,
+        event_type: "Deposited".into(),
+        error: "disk full".into(),
+        attempts: 2,
+        parked_at: SystemTime::UNIX_EPOCH,
+    };
+    store.park(&lease.token, &parked).await.unwrap();
+    assert_eq!(store.load("balances").await.unwrap(), 4);
+
+    let tx = client.transaction().await.unwrap();
+    reset_checkpoint_in(&tx, &lease.token).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(store.parked("balances").await.unwrap(), [parked]);
+
+    let tx = client.transaction().await.unwrap();
+    reset_checkpoint_in(&tx, &lease.token).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(store.parked("balances").await.unwrap().is_empty());
+    assert_eq!(store.load("balances").await.unwrap(), 0);
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchyard_messaging::names::{self, NameKind};
 
-use super::{CheckpointError, CheckpointInfo, LeaseHolder, LeaseToken, MAX_POSITION};
+use super::{CheckpointError, CheckpointInfo, LeaseHolder, LeaseToken, MAX_POSITION, ParkedEvent};
 
 /// A projection's row as a store keeps it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,5 +203,58 @@ pub fn checkpoint_info(
             holder,
             until: time_from_micros(until),
         }),
+    })
+}
+
+/// Checks a park of `event` by `lease` before it reaches the backend: the names, the event's
+/// projection against the lease's. Returns the lease's generation and the event's position as
+/// columns.
+///
+/// # Errors
+///
+/// A name error, [`CheckpointError::ProjectionMismatch`],
+/// [`CheckpointError::PositionTooLarge`], or [`CheckpointError::LeaseLost`] for a generation
+/// no store holds.
+pub fn park_columns(
+    lease: &LeaseToken,
+    event: &ParkedEvent,
+) -> Result<(i64, i64), CheckpointError> {
+    check_names(&lease.projection, &lease.holder)?;
+    if event.projection != lease.projection {
+        return Err(CheckpointError::ProjectionMismatch {
+            lease: lease.projection.clone(),
+            parked: event.projection.clone(),
+        });
+    }
+    Ok((generation_column(lease)?, position_column(event.position)?))
+}
+
+/// The columns of a parked event's row as SQL stores keep them, after its projection: position,
+/// stream, version, event type, error, attempts, and the time parked (microseconds since the
+/// Unix epoch).
+pub type ParkedColumns = (i64, String, i64, String, String, i64, i64);
+
+/// A parked event of `projection` from its row's columns.
+///
+/// # Errors
+///
+/// [`CheckpointError::Corrupt`] for a negative position or a count of attempts out of range.
+pub fn parked_event(
+    projection: &str,
+    columns: ParkedColumns,
+) -> Result<ParkedEvent, CheckpointError> {
+    let (position, stream, version, event_type, error, attempts, parked_at) = columns;
+    Ok(ParkedEvent {
+        projection: projection.to_owned(),
+        position: unsigned_from_column(projection, position)?,
+        stream,
+        version,
+        event_type,
+        error,
+        attempts: u32::try_from(attempts).map_err(|_| CheckpointError::Corrupt {
+            projection: projection.to_owned(),
+            reason: format!("{attempts} attempts of a parked event"),
+        })?,
+        parked_at: time_from_micros(parked_at),
     })
 }

@@ -12,7 +12,9 @@
 //! The checks pin the semantics runners rely on: a new projection starts at the origin; saves
 //! only move forward; one live lease at a time, taken over once it lapses or is released;
 //! fencing (a replaced holder can neither save, reset, renew nor release); generations; resets;
-//! the operator's listing; the name rule; and exactly one winner among racing acquirers.
+//! the operator's listing; the name rule; exactly one winner among racing acquirers; and parked
+//! events (recorded with the checkpoint's move past them, fenced, listed, unparked, forgotten
+//! by a reset).
 
 // The suite reports a broken rule by panicking, as `assert!` does.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
@@ -22,7 +24,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchyard_messaging::names::MAX_ID_BYTES;
 
-use super::{Acquire, CheckpointError, CheckpointStore, Lease, LeaseHolder, MAX_POSITION};
+use super::{
+    Acquire, CheckpointError, CheckpointStore, Lease, LeaseHolder, LeaseToken, MAX_POSITION,
+    ParkedEvent,
+};
 
 /// A fixed start, in whole seconds, so every store keeps the times exactly.
 fn start() -> SystemTime {
@@ -316,6 +321,152 @@ pub async fn racing_acquirers_get_one_lease<S: CheckpointStore + ?Sized + 'stati
     store.save(&winners[0].token, 1).await.unwrap();
 }
 
+/// An event of `lease`'s projection at `position`, failed `attempts` times, parked at `at`.
+fn poison(lease: &LeaseToken, position: u64, attempts: u32, at: SystemTime) -> ParkedEvent {
+    ParkedEvent {
+        projection: lease.projection.clone(),
+        position,
+        stream: format!("account-{position}"),
+        version: i64::try_from(position).unwrap_or(i64::MAX) - 1,
+        event_type: "Deposited".into(),
+        error: format!("the read model refused event {position}: disk full"),
+        attempts,
+        parked_at: at,
+    }
+}
+
+/// A park records the event, listed by position, and moves the checkpoint to it when it is
+/// after the stored one (never back); parking the same position again replaces its record;
+/// projections' parked events are apart.
+pub async fn a_parked_event_is_recorded_and_the_checkpoint_moves_past_it<
+    S: CheckpointStore + ?Sized,
+>(
+    store: &S,
+) {
+    let lease = acquired(store, "p", "a", start(), start() + secs(30)).await;
+    store.save(&lease.token, 3).await.unwrap();
+    assert!(store.parked("p").await.unwrap().is_empty());
+
+    let five = poison(&lease.token, 5, 4, start() + secs(1));
+    store.park(&lease.token, &five).await.unwrap();
+    assert_eq!(
+        store.load("p").await.unwrap(),
+        5,
+        "the checkpoint passed it"
+    );
+    assert_eq!(
+        store.parked("p").await.unwrap(),
+        std::slice::from_ref(&five)
+    );
+
+    let two = poison(&lease.token, 2, 1, start() + secs(2));
+    store.park(&lease.token, &two).await.unwrap();
+    assert_eq!(store.load("p").await.unwrap(), 5, "never moved back");
+    assert_eq!(store.parked("p").await.unwrap(), [two.clone(), five]);
+
+    let five_again = ParkedEvent {
+        error: "still failing".into(),
+        attempts: 9,
+        ..poison(&lease.token, 5, 9, start() + secs(3))
+    };
+    store.park(&lease.token, &five_again).await.unwrap();
+    assert_eq!(store.parked("p").await.unwrap(), [two, five_again]);
+    store.save(&lease.token, 6).await.unwrap();
+
+    let other = acquired(store, "p2", "a", start(), start() + secs(30)).await;
+    store
+        .park(&other.token, &poison(&other.token, 1, 1, start()))
+        .await
+        .unwrap();
+    assert_eq!(store.parked("p").await.unwrap().len(), 2);
+    assert_eq!(store.parked("p2").await.unwrap().len(), 1);
+    assert_eq!(store.load("p2").await.unwrap(), 1);
+}
+
+/// A park is fenced as a save is, and refused for an event of another projection or beyond
+/// [`MAX_POSITION`]: a refused park records nothing and leaves the checkpoint.
+pub async fn a_park_is_fenced_and_checked<S: CheckpointStore + ?Sized>(store: &S) {
+    let a = acquired(store, "p", "a", start(), start() + secs(30)).await;
+    store.save(&a.token, 2).await.unwrap();
+    let b = acquired(store, "p", "b", start() + secs(31), start() + secs(61)).await;
+    assert_lease_lost(
+        store.park(&a.token, &poison(&a.token, 4, 1, start())).await,
+        "park by the replaced holder",
+    );
+    let elsewhere = ParkedEvent {
+        projection: "q".into(),
+        ..poison(&b.token, 4, 1, start())
+    };
+    let mismatch = store.park(&b.token, &elsewhere).await;
+    assert!(
+        matches!(&mismatch, Err(CheckpointError::ProjectionMismatch { lease, parked }) if lease == "p" && parked == "q"),
+        "{mismatch:?}"
+    );
+    let too_far = store
+        .park(&b.token, &poison(&b.token, MAX_POSITION + 1, 1, start()))
+        .await;
+    assert!(
+        matches!(too_far, Err(CheckpointError::PositionTooLarge { .. })),
+        "{too_far:?}"
+    );
+    assert!(store.parked("p").await.unwrap().is_empty());
+    assert!(store.parked("q").await.unwrap().is_empty());
+    assert_eq!(store.load("p").await.unwrap(), 2);
+}
+
+/// Unparking forgets one parked event, needs no lease (the checkpoint is past it already), and
+/// says whether there was one.
+pub async fn unparking_forgets_one_parked_event<S: CheckpointStore + ?Sized>(store: &S) {
+    let lease = acquired(store, "p", "a", start(), start() + secs(30)).await;
+    for position in [3, 7] {
+        store
+            .park(&lease.token, &poison(&lease.token, position, 2, start()))
+            .await
+            .unwrap();
+    }
+    assert!(store.release(&lease.token).await.unwrap());
+    assert!(store.unpark("p", 3).await.unwrap());
+    assert!(!store.unpark("p", 3).await.unwrap(), "forgotten once");
+    assert!(!store.unpark("p", 5).await.unwrap(), "never parked");
+    assert!(!store.unpark("q", 7).await.unwrap(), "another projection's");
+    let left: Vec<u64> = store
+        .parked("p")
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| event.position)
+        .collect();
+    assert_eq!(left, [7]);
+    assert_eq!(store.load("p").await.unwrap(), 7, "the checkpoint stays");
+    assert!(matches!(
+        store.parked("").await,
+        Err(CheckpointError::Name(_))
+    ));
+    assert!(matches!(
+        store.unpark("", 7).await,
+        Err(CheckpointError::Name(_))
+    ));
+}
+
+/// A reset, for a rebuild, forgets the projection's parked events (the rebuild applies them
+/// again) and no other's.
+pub async fn a_reset_forgets_the_parked_events<S: CheckpointStore + ?Sized>(store: &S) {
+    let p = acquired(store, "p", "a", start(), start() + secs(30)).await;
+    let q = acquired(store, "q", "a", start(), start() + secs(30)).await;
+    store
+        .park(&p.token, &poison(&p.token, 4, 1, start()))
+        .await
+        .unwrap();
+    store
+        .park(&q.token, &poison(&q.token, 4, 1, start()))
+        .await
+        .unwrap();
+    store.reset(&p.token).await.unwrap();
+    assert!(store.parked("p").await.unwrap().is_empty());
+    assert_eq!(store.parked("q").await.unwrap().len(), 1);
+    assert_eq!(store.load("p").await.unwrap(), 0);
+}
+
 /// Runs every check against a fresh store from `$make` (an expression evaluating to a future
 /// of a store), one `#[tokio::test]` per check. Needs `tokio` with the `macros` and
 /// `rt-multi-thread` features in the caller's dev-dependencies.
@@ -347,6 +498,10 @@ macro_rules! checkpoint_store_conformance {
             check!(reset_returns_to_the_origin);
             check!(projections_are_listed_by_name);
             check!(names_follow_the_rule);
+            check!(a_parked_event_is_recorded_and_the_checkpoint_moves_past_it);
+            check!(a_park_is_fenced_and_checked);
+            check!(unparking_forgets_one_parked_event);
+            check!(a_reset_forgets_the_parked_events);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn racing_acquirers_get_one_lease() {

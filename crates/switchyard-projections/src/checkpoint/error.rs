@@ -48,6 +48,18 @@ pub enum CheckpointError {
         /// The position refused.
         position: u64,
     },
+    /// A parked event names another projection than the lease it was parked with: park an
+    /// event with its own projection's lease.
+    #[error(
+        "an event of projection `{parked}` was parked with the lease on projection `{lease}`: \
+         park it with its own projection's lease"
+    )]
+    ProjectionMismatch {
+        /// The projection of the lease.
+        lease: String,
+        /// The projection the parked event names.
+        parked: String,
+    },
     /// A projection name or lease holder breaks the name rule; choose another.
     #[error(transparent)]
     Name(#[from] NameError),

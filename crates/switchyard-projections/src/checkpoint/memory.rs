@@ -8,10 +8,11 @@ use futures::future::{self, BoxFuture, FutureExt};
 
 use super::backend::{
     Acquisition, StoredCheckpoint, check_fenced_write, check_names, check_projection,
-    decide_acquire, holds, position_column,
+    decide_acquire, holds, park_columns, position_column,
 };
 use super::{
     Acquire, CheckpointError, CheckpointInfo, CheckpointStore, Lease, LeaseHolder, LeaseToken,
+    ParkedEvent,
 };
 
 /// One projection's row.
@@ -21,13 +22,28 @@ struct Row {
     updated_at: Option<SystemTime>,
 }
 
-/// Checkpoints and leases in memory, lost when the last clone is dropped. Clones share them.
+/// Everything the store keeps, under one lock so a park and its checkpoint move together.
+#[derive(Debug, Default)]
+struct State {
+    rows: BTreeMap<String, Row>,
+    /// By projection, then position.
+    parked: BTreeMap<(String, u64), ParkedEvent>,
+}
+
+impl State {
+    fn forget_parked(&mut self, projection: &str) {
+        self.parked.retain(|(parked, _), _| parked != projection);
+    }
+}
+
+/// Checkpoints, leases and parked events in memory, lost when the last clone is dropped.
+/// Clones share them.
 ///
 /// It follows the [`CheckpointStore`] rules exactly, as the conformance suite checks; see the
 /// [module docs](super) for an example.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryCheckpointStore {
-    rows: Arc<Mutex<BTreeMap<String, Row>>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl MemoryCheckpointStore {
@@ -36,10 +52,10 @@ impl MemoryCheckpointStore {
         Self::default()
     }
 
-    fn rows(&self) -> MutexGuard<'_, BTreeMap<String, Row>> {
-        // Every change is one assignment made after its checks, so a panic elsewhere while the
-        // lock was held cannot leave a row half written.
-        self.rows.lock().unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every change is made after its checks, of assignments that cannot panic, so a panic
+        // elsewhere while the lock was held cannot leave a row half written.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs a fenced write by `lease`: `change` is applied once the lease and `position` pass.
@@ -47,19 +63,24 @@ impl MemoryCheckpointStore {
         &self,
         lease: &LeaseToken,
         position: Option<u64>,
-        change: impl FnOnce(&mut Row),
+        change: impl FnOnce(&mut State),
     ) -> Result<(), CheckpointError> {
         check_names(&lease.projection, &lease.holder)?;
         if let Some(position) = position {
             position_column(position)?;
         }
-        let mut rows = self.rows();
-        let row = rows.get_mut(&lease.projection);
-        check_fenced_write(row.as_ref().map(|row| &row.stored), lease, position)?;
-        if let Some(row) = row {
-            change(row);
+        let mut state = self.state();
+        let row = state.rows.get(&lease.projection);
+        check_fenced_write(row.map(|row| &row.stored), lease, position)?;
+        if row.is_some() {
+            change(&mut state);
         }
         Ok(())
+    }
+
+    /// The row of `lease`'s projection, which [`fenced`](Self::fenced) found.
+    fn row<'s>(state: &'s mut State, lease: &LeaseToken) -> Option<&'s mut Row> {
+        state.rows.get_mut(&lease.projection)
     }
 
     /// Runs a lease change by `lease`: `false` when it is not the current one.
@@ -69,8 +90,8 @@ impl MemoryCheckpointStore {
         change: impl FnOnce(&mut StoredCheckpoint),
     ) -> Result<bool, CheckpointError> {
         check_names(&lease.projection, &lease.holder)?;
-        let mut rows = self.rows();
-        match rows.get_mut(&lease.projection) {
+        let mut state = self.state();
+        match state.rows.get_mut(&lease.projection) {
             Some(row) if holds(Some(&row.stored), lease) => {
                 change(&mut row.stored);
                 Ok(true)
@@ -83,7 +104,8 @@ impl MemoryCheckpointStore {
 impl CheckpointStore for MemoryCheckpointStore {
     fn load<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<u64, CheckpointError>> {
         let loaded = check_projection(projection).map(|()| {
-            self.rows()
+            self.state()
+                .rows
                 .get(projection)
                 .map_or(0, |row| row.stored.position)
         });
@@ -95,24 +117,81 @@ impl CheckpointStore for MemoryCheckpointStore {
         lease: &'a LeaseToken,
         position: u64,
     ) -> BoxFuture<'a, Result<(), CheckpointError>> {
-        let saved = self.fenced(lease, Some(position), |row| {
-            row.stored.position = position;
-            row.updated_at = Some(SystemTime::now());
+        let saved = self.fenced(lease, Some(position), |state| {
+            if let Some(row) = Self::row(state, lease) {
+                row.stored.position = position;
+                row.updated_at = Some(SystemTime::now());
+            }
         });
         future::ready(saved).boxed()
     }
 
     fn reset<'a>(&'a self, lease: &'a LeaseToken) -> BoxFuture<'a, Result<(), CheckpointError>> {
-        let reset = self.fenced(lease, None, |row| {
-            row.stored.position = 0;
-            row.updated_at = Some(SystemTime::now());
+        let reset = self.fenced(lease, None, |state| {
+            if let Some(row) = Self::row(state, lease) {
+                row.stored.position = 0;
+                row.updated_at = Some(SystemTime::now());
+            }
+            state.forget_parked(&lease.projection);
         });
         future::ready(reset).boxed()
     }
 
+    fn park<'a>(
+        &'a self,
+        lease: &'a LeaseToken,
+        event: &'a ParkedEvent,
+    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        let parked = park_columns(lease, event).and_then(|_| {
+            self.fenced(lease, None, |state| {
+                if let Some(row) = Self::row(state, lease)
+                    && row.stored.position < event.position
+                {
+                    row.stored.position = event.position;
+                    row.updated_at = Some(SystemTime::now());
+                }
+                state
+                    .parked
+                    .insert((event.projection.clone(), event.position), event.clone());
+            })
+        });
+        future::ready(parked).boxed()
+    }
+
+    fn parked<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ParkedEvent>, CheckpointError>> {
+        let listed = check_projection(projection).map(|()| {
+            let from = (projection.to_owned(), 0);
+            self.state()
+                .parked
+                .range(from..)
+                .take_while(|((parked, _), _)| parked == projection)
+                .map(|(_, event)| event.clone())
+                .collect()
+        });
+        future::ready(listed).boxed()
+    }
+
+    fn unpark<'a>(
+        &'a self,
+        projection: &'a str,
+        position: u64,
+    ) -> BoxFuture<'a, Result<bool, CheckpointError>> {
+        let removed = check_projection(projection).map(|()| {
+            self.state()
+                .parked
+                .remove(&(projection.to_owned(), position))
+                .is_some()
+        });
+        future::ready(removed).boxed()
+    }
+
     fn list(&self) -> BoxFuture<'_, Result<Vec<CheckpointInfo>, CheckpointError>> {
         let listed = self
-            .rows()
+            .state()
+            .rows
             .iter()
             .map(|(projection, row)| CheckpointInfo {
                 projection: projection.clone(),
@@ -137,20 +216,23 @@ impl CheckpointStore for MemoryCheckpointStore {
         until: SystemTime,
     ) -> BoxFuture<'a, Result<Acquire, CheckpointError>> {
         let acquired = check_names(projection, holder).map(|()| {
-            let mut rows = self.rows();
-            let row = rows.get(projection);
+            let mut state = self.state();
+            let row = state.rows.get(projection);
             match decide_acquire(row.map(|row| &row.stored), holder, now) {
                 Acquisition::Refused(held) => Acquire::Held(held),
                 Acquisition::Granted { generation } => {
-                    let row = rows.entry(projection.to_owned()).or_insert_with(|| Row {
-                        stored: StoredCheckpoint {
-                            position: 0,
-                            generation,
-                            holder: None,
-                            lease_until: None,
-                        },
-                        updated_at: None,
-                    });
+                    let row = state
+                        .rows
+                        .entry(projection.to_owned())
+                        .or_insert_with(|| Row {
+                            stored: StoredCheckpoint {
+                                position: 0,
+                                generation,
+                                holder: None,
+                                lease_until: None,
+                            },
+                            updated_at: None,
+                        });
                     row.stored.generation = generation;
                     row.stored.holder = Some(holder.to_owned());
                     row.stored.lease_until = Some(until);

@@ -1,5 +1,7 @@
 //! The runner's task: wait for the lease, then apply batches and save the checkpoint.
 
+mod parking;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -7,11 +9,13 @@ use std::time::{Duration, SystemTime};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use switchyard_aggregates::DecodedEvent;
 use switchyard_aggregates::store::{GlobalReader, RecordedEvent};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use self::parking::Delivery;
 use super::RunnerError;
+use super::poison::{OnPoison, Request, RetryError};
 use super::projection::{Decoder, Projection, decode};
 use super::rebuild::{OnProgress, Rebuild};
 use crate::Subscription;
@@ -37,6 +41,7 @@ pub(super) struct Worker<P: Projection> {
     pub(super) batch_size: usize,
     pub(super) lease_ttl: Duration,
     pub(super) retry: ExponentialBuilder,
+    pub(super) on_poison: OnPoison,
     pub(super) status: watch::Sender<Status>,
     pub(super) stop: watch::Receiver<bool>,
     /// The store's head as it publishes it, for the lag in the batches' spans.
@@ -56,13 +61,16 @@ impl<P: Projection> Worker<P> {
         self,
         mut projection: P,
         mut rebuild: Option<OnProgress>,
+        mut requests: mpsc::Receiver<Request>,
     ) -> Result<P, RunnerError> {
         loop {
-            let Some(lease) = self.acquire().await? else {
+            let Some(lease) = self.acquire(&mut requests).await? else {
                 return Ok(projection);
             };
             tracing::info!(projection = %self.name, holder = %self.holder, generation = lease.token.generation, "projection lease taken");
-            let led = self.lead(&mut projection, &mut rebuild, &lease).await;
+            let led = self
+                .lead(&mut projection, &mut rebuild, &mut requests, &lease)
+                .await;
             self.status.send_modify(|status| status.active = false);
             match led {
                 Ok(Led::LeaseLost)
@@ -86,7 +94,11 @@ impl<P: Projection> Worker<P> {
     }
 
     /// Takes the lease, waiting while another runner holds it; `None` when stopped first.
-    async fn acquire(&self) -> Result<Option<Lease>, RunnerError> {
+    /// Requests meanwhile are answered that this runner is not the active one.
+    async fn acquire(
+        &self,
+        requests: &mut mpsc::Receiver<Request>,
+    ) -> Result<Option<Lease>, RunnerError> {
         let mut stop = self.stop.clone();
         loop {
             let now = SystemTime::now();
@@ -104,9 +116,14 @@ impl<P: Projection> Worker<P> {
                     tracing::warn!(projection = %self.name, error = %error, "projection lease could not be asked for; trying again");
                 }
             }
-            tokio::select! {
-                _ = stop.wait_for(|stopped| *stopped) => return Ok(None),
-                () = tokio::time::sleep(standby_poll(self.lease_ttl)) => {}
+            let standby = tokio::time::sleep(standby_poll(self.lease_ttl));
+            tokio::pin!(standby);
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|stopped| *stopped) => return Ok(None),
+                    () = &mut standby => break,
+                    Some(request) = requests.recv() => self.refuse(request),
+                }
             }
         }
     }
@@ -116,6 +133,7 @@ impl<P: Projection> Worker<P> {
         &self,
         projection: &mut P,
         rebuild_first: &mut Option<OnProgress>,
+        requests: &mut mpsc::Receiver<Request>,
         lease: &Lease,
     ) -> Result<Led, RunnerError> {
         let (_renewal, mut lost) = Renewal::start(
@@ -144,8 +162,18 @@ impl<P: Projection> Worker<P> {
             });
             let mut subscription = self.subscribe(checkpoint).await?;
             loop {
+                // Requests are served between batches, while the projection is free; the
+                // read is cancel-safe, so one arriving while it waits for events loses nothing.
+                let recorded = tokio::select! {
+                    biased;
+                    Some(request) = requests.recv() => {
+                        self.serve(projection, request, &lease.token).await;
+                        continue;
+                    }
+                    recorded = self.read(&mut subscription) => recorded?,
+                };
                 let Some(applied) = self
-                    .step(projection, &mut subscription, &lease.token)
+                    .step(projection, recorded, subscription.position(), &lease.token)
                     .await?
                 else {
                     return Ok(Led::LeaseLost);
@@ -207,16 +235,15 @@ impl<P: Projection> Worker<P> {
         })
     }
 
-    /// Reads, applies and checkpoints one batch: how many events it applied, or `None` when the
-    /// lease was lost.
+    /// Applies and checkpoints one batch, read through `position`: how many events it applied,
+    /// or `None` when the lease was lost.
     async fn step(
         &self,
         projection: &mut P,
-        subscription: &mut Subscription,
+        recorded: Vec<RecordedEvent>,
+        position: u64,
         lease: &LeaseToken,
     ) -> Result<Option<usize>, RunnerError> {
-        let recorded = self.read(subscription).await?;
-        let position = subscription.position();
         let lag = self
             .head
             .as_ref()
@@ -230,26 +257,72 @@ impl<P: Projection> Worker<P> {
             lag,
         );
         async {
-            let batch = self.decode(recorded)?;
-            let applied = batch.len();
-            self.apply(projection, &batch).await?;
-            if position > self.status.borrow().position {
-                match self.retrying(|| self.save(lease, position)).await {
-                    Ok(()) => {}
-                    Err(RunnerError::Checkpoint {
-                        source: CheckpointError::LeaseLost { .. },
-                        ..
-                    }) => {
-                        return Ok(None);
+            let applied = match self.decode(recorded)? {
+                Delivery::Decoded(batch) => match self.apply(projection, &batch).await {
+                    Ok(()) => batch.len(),
+                    Err(failed) if self.on_poison == OnPoison::Park => {
+                        let events = batch.into_iter().map(Ok).collect();
+                        let Some(applied) = self
+                            .isolate(projection, events, Some(failed), lease)
+                            .await?
+                        else {
+                            return Ok(None);
+                        };
+                        applied
                     }
-                    Err(error) => return Err(error),
+                    Err(failed) => return Err(failed),
+                },
+                Delivery::Undecodable(events) => {
+                    let Some(applied) = self.isolate(projection, events, None, lease).await? else {
+                        return Ok(None);
+                    };
+                    applied
                 }
-                self.status.send_modify(|status| status.position = position);
-            }
-            Ok(Some(applied))
+            };
+            Ok(self.advance(lease, position).await?.then_some(applied))
         }
         .instrument(span)
         .await
+    }
+
+    /// Saves the checkpoint at `position` unless it is there already: `false` when the lease
+    /// was lost.
+    async fn advance(&self, lease: &LeaseToken, position: u64) -> Result<bool, RunnerError> {
+        if position <= self.status.borrow().position {
+            return Ok(true);
+        }
+        match self.retrying(|| self.save(lease, position)).await {
+            Ok(()) => {}
+            Err(RunnerError::Checkpoint {
+                source: CheckpointError::LeaseLost { .. },
+                ..
+            }) => return Ok(false),
+            Err(error) => return Err(error),
+        }
+        self.status.send_modify(|status| status.position = position);
+        Ok(true)
+    }
+
+    /// Serves an operator's request.
+    async fn serve(&self, projection: &mut P, request: Request, lease: &LeaseToken) {
+        match request {
+            Request::Retry { position, reply } => {
+                let retried = self.retry_parked(projection, position, lease).await;
+                // The caller may have stopped waiting; the outcome is recorded either way.
+                let _ = reply.send(retried);
+            }
+        }
+    }
+
+    /// Answers a request this runner cannot serve: it does not hold the lease.
+    fn refuse(&self, request: Request) {
+        match request {
+            Request::Retry { reply, .. } => {
+                let _ = reply.send(Err(RetryError::NotActive {
+                    projection: self.name.clone(),
+                }));
+            }
+        }
     }
 
     /// The next batch, the read retried with backoff.
@@ -277,16 +350,19 @@ impl<P: Projection> Worker<P> {
         }
     }
 
-    fn decode(
-        &self,
-        recorded: Vec<RecordedEvent>,
-    ) -> Result<Vec<DecodedEvent<P::Event>>, RunnerError> {
+    /// Decodes a batch. An event that does not decode stops the runner, unless it parks
+    /// poison events: then the batch is handed on event by event, to park that one.
+    fn decode(&self, recorded: Vec<RecordedEvent>) -> Result<Delivery<P::Event>, RunnerError> {
+        if self.on_poison == OnPoison::Park {
+            return Ok(Delivery::of(&self.decoders, recorded));
+        }
         // The subscription's filter lets through the registered aggregate types only, so
         // every event has a decoder.
         recorded
             .into_iter()
             .filter_map(|event| decode(&self.decoders, event))
             .collect::<Result<_, _>>()
+            .map(Delivery::Decoded)
             .map_err(|source| RunnerError::Decode {
                 projection: self.name.clone(),
                 source: Box::new(source),

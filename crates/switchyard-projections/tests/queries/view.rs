@@ -13,8 +13,8 @@ use switchyard_aggregates::store::{GlobalReader, MemoryStore};
 use switchyard_messaging::Node;
 use switchyard_projections::checkpoint::{Acquire, CheckpointInfo, LeaseToken};
 use switchyard_projections::{
-    BoxError, CheckpointError, CheckpointStore, InMemory, MemoryCheckpointStore, ProjectionRunner,
-    View,
+    BoxError, CheckpointError, CheckpointStore, InMemory, MemoryCheckpointStore, ParkedEvent,
+    ProjectionRunner, View,
 };
 use switchyard_sqlite::SqliteStore;
 use tokio::time::Instant;
@@ -164,6 +164,29 @@ impl CheckpointStore for AheadOfUs {
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<CheckpointInfo>, CheckpointError>> {
         self.inner.list()
+    }
+
+    fn park<'a>(
+        &'a self,
+        lease: &'a LeaseToken,
+        event: &'a ParkedEvent,
+    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        self.inner.park(lease, event)
+    }
+
+    fn parked<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ParkedEvent>, CheckpointError>> {
+        self.inner.parked(projection)
+    }
+
+    fn unpark<'a>(
+        &'a self,
+        projection: &'a str,
+        position: u64,
+    ) -> BoxFuture<'a, Result<bool, CheckpointError>> {
+        self.inner.unpark(projection, position)
     }
 
     fn acquire<'a>(

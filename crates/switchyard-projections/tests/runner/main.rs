@@ -3,6 +3,8 @@
 
 mod consistency;
 mod delivery;
+mod parking;
+mod policies;
 mod rebuild;
 mod sqlite;
 mod support;

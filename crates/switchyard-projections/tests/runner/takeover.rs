@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 
 use switchyard_aggregates::store::{EventStore, MemoryStore};
 use switchyard_projections::checkpoint::{
-    Acquire, CheckpointError, CheckpointInfo, CheckpointStore, LeaseToken,
+    Acquire, CheckpointError, CheckpointInfo, CheckpointStore, LeaseToken, ParkedEvent,
 };
 use switchyard_projections::{MemoryCheckpointStore, ProjectionRunner};
 
@@ -137,6 +137,26 @@ impl CheckpointStore for Partitioned {
     }
     fn list(&self) -> BoxFuture<'_, Result<Vec<CheckpointInfo>, CheckpointError>> {
         self.store.list()
+    }
+    fn park<'a>(
+        &'a self,
+        lease: &'a LeaseToken,
+        event: &'a ParkedEvent,
+    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
+        self.store.park(lease, event)
+    }
+    fn parked<'a>(
+        &'a self,
+        projection: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ParkedEvent>, CheckpointError>> {
+        self.store.parked(projection)
+    }
+    fn unpark<'a>(
+        &'a self,
+        projection: &'a str,
+        position: u64,
+    ) -> BoxFuture<'a, Result<bool, CheckpointError>> {
+        self.store.unpark(projection, position)
     }
     fn acquire<'a>(
         &'a self,
