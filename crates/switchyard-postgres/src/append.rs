@@ -21,13 +21,12 @@ use crate::expected::{self, conflict, satisfies};
 /// `id << 20 .. (id + 1) << 20` (see the crate docs).
 pub const MAX_EVENTS_PER_APPEND: usize = (1 << 20) - 1;
 
-/// How many times an append is run again after losing a race it can still win: a stream created
-/// or hard-deleted between the statement's snapshot and its locks, or (for an append with a
-/// message id) a stream that moved in between, so the duplicate probe saw a stale stream. The
-/// second race is common when many writers append to one stream with [`ExpectedVersion::Any`]:
-/// each run has a winner, so a writer that keeps losing is rare but real, and an `Any` append
-/// must not end in a conflict for it (8 runs did, under load, in the subscription suite).
-const ANY_ATTEMPTS: usize = 256;
+/// How many times an append is run again after losing the one race it can still win: another
+/// writer created its stream after the statement's snapshot, so the statement found no row to
+/// lock and its insert of the stream gave way. The run after that sees the stream and locks it;
+/// moved or hard-deleted streams are settled inside the statement, which checks the version and
+/// probes the message id under the stream's row lock (see `sql/append.sql`).
+const ANY_ATTEMPTS: usize = 8;
 
 /// An append held more than [`MAX_EVENTS_PER_APPEND`] events.
 #[derive(Debug, thiserror::Error)]
@@ -141,8 +140,8 @@ impl Appender {
                     if !satisfies(expected, actual) {
                         return Err(conflict(stream, expected, actual));
                     }
-                    // Lost a race that a new run wins: another writer created or hard-deleted
-                    // the stream between this statement's snapshot and its locks.
+                    // Lost a race that a new run wins: another writer created the stream after
+                    // this statement's snapshot.
                 }
             }
         }

@@ -38,6 +38,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "checkpoints",
         sql: include_str!("../migrations/0004_checkpoints.sql"),
     },
+    Migration {
+        version: 5,
+        name: "recorded_version",
+        sql: include_str!("../migrations/0005_recorded_version.sql"),
+    },
 ];
 
 /// The latest migration this library knows.
