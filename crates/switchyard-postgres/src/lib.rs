@@ -64,9 +64,11 @@
 //!   [`AppendError::Duplicate`] (the others of its batch go on). The probe runs in a function of
 //!   the schema (`recorded_version`, migration 5) whose query takes a snapshot of its own, so it
 //!   sees every event committed by the writers that held the lock before, as the version check
-//!   does: concurrent [`ExpectedVersion::Any`](switchyard_aggregates::store::ExpectedVersion::Any)
-//!   appends with message ids to one stream each succeed or are refused as duplicates, without
-//!   running again.
+//!   does. A stream another writer created after the statement began is locked and moved by the
+//!   insert that meets it. So concurrent
+//!   [`ExpectedVersion::Any`](switchyard_aggregates::store::ExpectedVersion::Any) appends with
+//!   message ids to one stream, new or not, each succeed or are refused as duplicates in one
+//!   run of the statement.
 //! - **Soft and hard delete** behave exactly as the memory store's: a soft delete hides the
 //!   events through the last version, keeps the stream's versions (`NoStream` then conflicts,
 //!   `Any` or the last version continue it), a hard delete removes the events, the stream and

@@ -11,21 +11,22 @@
 -- Returns a row per append that was written (its index, its stream's version before it, NULL,
 -- the position of its last event) and per append refused because its message already recorded
 -- visible events in the stream although the stream is at the expected version (its index,
--- NULL, the last version the message recorded, NULL). An append without a row wrote nothing:
--- it was not at its expected version, or its stream was created by another writer after this
--- statement's snapshot (a race running it again settles).
+-- NULL, the last version the message recorded, NULL). An append without a row wrote nothing
+-- because its stream was not at its expected version when locked.
 --
 -- Concurrency: `locked` takes the row locks of the batch's existing streams in stream order
 -- (so batches never deadlock each other) and waits for concurrent writers; `moved` then moves
 -- each stream that is at its expected version as locked. `created` inserts the streams that
--- had no row to lock (new, or hard-deleted meanwhile), in stream order, unless another writer
--- created one first. The locks are per stream, never per table; the unique (stream, version)
--- key backs them.
+-- had no row to lock (new, or hard-deleted meanwhile), in stream order; where another writer
+-- created one after this statement's snapshot, the insert waits for it and then locks and moves
+-- that row for an `any` append (`raced` refuses a duplicate there), and gives way for a
+-- `no stream` one. The locks are per stream, never per table; the unique (stream, version) key
+-- backs them.
 --
--- Duplicates: `ready` probes the (stream, message_id, version) index through
--- recorded_version(), whose query takes a fresh snapshot, once the stream's row is locked: it
--- sees every event the stream's earlier writers committed, so the probe and the version check
--- both read the stream as locked.
+-- Duplicates: `ready`, `created` and `raced` probe the (stream, message_id, version) index
+-- through recorded_version(), whose query takes a fresh snapshot, once the stream's row is
+-- locked: it sees every event the stream's earlier writers committed, so the probe and the
+-- version check both read the stream as locked, and no append has to run again.
 --
 -- Plans: the statement is prepared once per connection and its generic plan kept, often from
 -- when the tables were nearly empty. Every read of `streams` and `events` is therefore a look-up
@@ -54,9 +55,8 @@ locked AS (
 -- message recorded in it (NULL: none, or no message id), probed under the lock.
 ready AS (
     SELECT r.req,
-           CASE WHEN r.message_id <> ''
-                THEN recorded_version(r.stream, r.message_id, l.hidden_through)
-           END AS recorded
+           CASE WHEN r.message_id <> '' THEN recorded_version(r.stream, r.message_id) END
+               AS recorded
     FROM locked l
     JOIN req r ON r.req = l.req
     WHERE r.kind = 0 OR (r.kind = 2 AND l.last_version = r.expected)
@@ -68,24 +68,44 @@ moved AS (
     JOIN req r ON r.req = d.req
     WHERE s.stream = r.stream
       AND d.recorded IS NULL
+      AND (r.kind = 0 OR (r.kind = 2 AND s.last_version = r.expected))
     RETURNING r.req, s.last_version - r.count AS before
 ),
 -- The streams not found when locking (never created, or hard-deleted meanwhile) that an append
 -- may create.
 created AS (
-    INSERT INTO streams (stream, last_version, hidden_through)
+    INSERT INTO streams AS s (stream, last_version, hidden_through)
     SELECT r.stream, r.count - 1, -1
     FROM req r
     WHERE r.kind IN (0, 1)
       AND NOT EXISTS (SELECT 1 FROM locked l WHERE l.req = r.req)
     ORDER BY r.stream
-    ON CONFLICT (stream) DO NOTHING
-    RETURNING stream
+    ON CONFLICT (stream) DO UPDATE
+    SET last_version = s.last_version + excluded.last_version + 1
+    WHERE EXISTS (
+        SELECT 1
+        FROM req r
+        WHERE r.stream = excluded.stream
+          AND r.kind = 0
+          AND (r.message_id = '' OR recorded_version(r.stream, r.message_id) IS NULL)
+    )
+    RETURNING s.stream, s.last_version
+),
+-- The `any` appends whose stream another writer created after this statement's snapshot, with
+-- their message already in it: `created` locked the row and left it. Read once `created` is
+-- done (an append is known not to be in it only then).
+raced AS (
+    SELECT r.req, recorded_version(r.stream, r.message_id) AS recorded
+    FROM req r
+    WHERE r.kind = 0
+      AND r.message_id <> ''
+      AND NOT EXISTS (SELECT 1 FROM locked l WHERE l.req = r.req)
+      AND NOT EXISTS (SELECT 1 FROM created c WHERE c.stream = r.stream)
 ),
 base AS (
     SELECT req, before FROM moved
     UNION ALL
-    SELECT r.req, -1::bigint FROM created c JOIN req r ON r.stream = c.stream
+    SELECT r.req, c.last_version - r.count FROM created c JOIN req r ON r.stream = c.stream
 ),
 -- The first free position of this transaction's range: its id << 20, after any events an
 -- earlier statement of the same transaction wrote.
@@ -118,3 +138,5 @@ JOIN req r ON r.req = b.req
 LEFT JOIN last p ON p.stream = r.stream
 UNION ALL
 SELECT req, NULL::bigint, recorded, NULL::bigint FROM ready WHERE recorded IS NOT NULL
+UNION ALL
+SELECT req, NULL::bigint, recorded, NULL::bigint FROM raced WHERE recorded IS NOT NULL

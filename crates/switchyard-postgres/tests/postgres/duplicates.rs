@@ -1,8 +1,8 @@
 //! A message records events in a stream once, also when its appends race: the probe of the
 //! message id must not trust a snapshot taken before another append of the same message
 //! committed, and a duplicate in a batch refuses only itself. Appends with
-//! `ExpectedVersion::Any` racing on one stream each land or are refused as duplicates, never
-//! end in a conflict.
+//! `ExpectedVersion::Any` racing on one stream, or on its creation, each land or are refused as
+//! duplicates, never end in a conflict.
 
 use std::time::Duration;
 
@@ -229,5 +229,72 @@ async fn concurrent_any_appends_with_message_ids_to_one_stream_never_conflict() 
             .unwrap(),
         total,
         "the repeats wrote nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_appends_racing_on_a_streams_creation_land_or_are_duplicates() {
+    const WRITERS: usize = 6;
+    let first = store().await;
+    let mut stores = vec![first.clone()];
+    for _ in 1..WRITERS {
+        stores.push(store_in(&first, PostgresOptions::default()).await);
+    }
+    // Another writer creates the stream, with the event of message `taken`, and has not
+    // committed: every append's statement takes its snapshot without the stream, then waits
+    // for that writer at the stream's insert.
+    let creator = raw_client(&url(), first.schema()).await;
+    creator.batch_execute("BEGIN").await.unwrap();
+    creator
+        .batch_execute(
+            "INSERT INTO streams (stream, last_version, hidden_through) VALUES ('s', 0, -1); \
+             INSERT INTO events (position, stream, version, event_type, schema_version, data, \
+                                 message_id, correlation_id, causation_id, user_metadata) \
+             VALUES (pg_current_xact_id()::text::bigint << 20, 's', 0, 't', 1, '\\x00', \
+                     'taken', '', '', '{}')",
+        )
+        .await
+        .unwrap();
+    let appends: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(w, store)| {
+            let store = store.clone();
+            // The first writer's message is the creator's.
+            let message = if w == 0 {
+                "taken".to_owned()
+            } else {
+                format!("w{w}")
+            };
+            tokio::spawn(async move {
+                let outcome = store
+                    .append(
+                        "s",
+                        ExpectedVersion::Any,
+                        vec![event(&message)],
+                        meta(&message),
+                    )
+                    .await;
+                (message, outcome)
+            })
+        })
+        .collect();
+    let observer = raw_client(&url(), first.schema()).await;
+    appends_waiting_on_a_lock(&observer, WRITERS as i64).await;
+    creator.batch_execute("COMMIT").await.unwrap();
+    for append in appends {
+        match append.await.unwrap() {
+            (message, Err(AppendError::Duplicate { version: 0, .. })) if message == "taken" => {}
+            (message, Ok(_)) if message != "taken" => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        first
+            .append("s", ExpectedVersion::Any, Vec::new(), meta(""))
+            .await
+            .unwrap(),
+        (WRITERS - 1) as i64,
+        "the creator's event, then one per append but the duplicate"
     );
 }
