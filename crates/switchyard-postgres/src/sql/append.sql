@@ -29,9 +29,10 @@
 -- version check both read the stream as locked, and no append has to run again.
 --
 -- Plans: the statement is prepared once per connection and its generic plan kept, often from
--- when the tables were nearly empty. Every read of `streams` and `events` is therefore a look-up
--- by key from the batch's rows (a lateral subquery, a function's query), which no plan turns into
--- a scan of the whole table as it grows.
+-- when the tables were nearly empty. Its reads of `streams` and `events` are therefore look-ups
+-- by key from the batch's rows (a lateral subquery, a function's query, the insert's conflict
+-- check), which no plan turns into a scan of the whole table as it grows; `moved` joins its
+-- few rows to `streams` on the key, which plans probe by index.
 WITH req AS (
     SELECT *
     FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::text[], $6::text[],
@@ -81,6 +82,7 @@ created AS (
       AND NOT EXISTS (SELECT 1 FROM locked l WHERE l.req = r.req)
     ORDER BY r.stream
     ON CONFLICT (stream) DO UPDATE
+    -- excluded.last_version + 1: the append's number of events.
     SET last_version = s.last_version + excluded.last_version + 1
     WHERE EXISTS (
         SELECT 1
