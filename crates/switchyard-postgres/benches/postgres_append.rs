@@ -10,6 +10,16 @@
 //!   `SELECT` of the same rows (and of the snapshot row, then the tail). Target: ≤ 1.2× the
 //!   floor without a snapshot.
 //!
+//! Before the first round, the store and the floor append to the empty tables 400 times (so
+//! the cached plans of their connections date from then, as in a fresh deployment), then both
+//! tables are filled with [`PREFILLED_EVENTS`] events of other streams, as a store in use
+//! holds: an empty table hides a plan that scans it (the append statement's duplicate probe once
+//! did, at 0.07× its floor).
+//!
+//! `SWITCHYARD_BENCH_QUICK=1` runs short rounds; `SWITCHYARD_POSTGRES_APPENDS=1x100,50x1` runs
+//! only the append cases named (writers × batch) and no cold load, printing the section
+//! without writing it for `cargo xtask bench`: to bisect or profile one case.
+//!
 //! The server syncs every commit to disk (`fsync` and `synchronous_commit` on). It is
 //! `SWITCHYARD_TEST_DATABASE_URL` when set (as `cargo xtask bench` sets it), else a throwaway
 //! one started for this run.
@@ -35,6 +45,11 @@ use switchyard_bench_support::{self as support, alternate, median, runtime};
 
 const POOL: usize = 50;
 const ROUND: Duration = Duration::from_millis(1_500);
+const QUICK_ROUND: Duration = Duration::from_millis(300);
+/// Events of other streams in the store and in the floor's table before the first round.
+const PREFILLED_EVENTS: usize = 100_000;
+/// The append cases: writers × events per append.
+const CASES: [(usize, usize); 4] = [(1, 1), (50, 1), (1, 100), (50, 100)];
 const COLD_EVENTS: usize = 10_000;
 const PAGE: usize = 512;
 const SNAPSHOT_TAIL: usize = 10;
@@ -191,12 +206,19 @@ async fn floor_writer(
     appended
 }
 
-/// Events per second with `writers` concurrent writers appending batches of `size`.
-fn throughput(rt: &Runtime, bench: &Bench, writers: usize, size: usize, subject: bool) -> f64 {
+/// Events per second with `writers` concurrent writers appending batches of `size` for
+/// `length`.
+fn throughput(
+    rt: &Runtime,
+    bench: &Bench,
+    (writers, size): (usize, usize),
+    length: Duration,
+    subject: bool,
+) -> f64 {
     let round = fastrand::u64(..);
     rt.block_on(async {
         let started = Instant::now();
-        let until = started + ROUND;
+        let until = started + length;
         let tasks: Vec<_> = (0..writers)
             .map(|w| {
                 let stream = format!("r{round:x}-w{w}");
@@ -213,6 +235,62 @@ fn throughput(rt: &Runtime, bench: &Bench, writers: usize, size: usize, subject:
         }
         events as f64 / started.elapsed().as_secs_f64()
     })
+}
+
+/// Appends to the empty tables, enough times for the connections used to keep a generic plan
+/// of their statements (PostgreSQL settles on one after five runs); then [`PREFILLED_EVENTS`] events in streams of 1,000, in the store and in the
+/// floor's table.
+fn prefill(rt: &Runtime, bench: &Bench) {
+    rt.block_on(async {
+        for n in 0..POOL * 8 {
+            let stream = format!("empty-{n}");
+            let message = metadata(stream.clone());
+            bench
+                .store
+                .append(
+                    &stream,
+                    ExpectedVersion::NoStream,
+                    batch(1),
+                    message.clone(),
+                )
+                .await
+                .unwrap();
+            floor_append(&bench.floor, &stream, -1, &batch(1), &message).await;
+        }
+        for chunk in 0..PREFILLED_EVENTS / 1_000 {
+            let stream = format!("prefilled-{chunk}");
+            let message = metadata(format!("prefilled-{chunk}"));
+            bench
+                .store
+                .append(
+                    &stream,
+                    ExpectedVersion::NoStream,
+                    batch(1_000),
+                    message.clone(),
+                )
+                .await
+                .unwrap();
+            floor_append(&bench.floor, &stream, -1, &batch(1_000), &message).await;
+        }
+    });
+}
+
+/// The append cases `SWITCHYARD_POSTGRES_APPENDS` names (`1x100,50x1`), or none when unset.
+fn selected_cases() -> Option<Vec<(usize, usize)>> {
+    let names = std::env::var("SWITCHYARD_POSTGRES_APPENDS").ok()?;
+    let cases: Vec<(usize, usize)> = CASES
+        .into_iter()
+        .filter(|(writers, size)| {
+            names
+                .split(',')
+                .any(|name| name.trim() == format!("{writers}x{size}"))
+        })
+        .collect();
+    assert!(
+        !cases.is_empty(),
+        "SWITCHYARD_POSTGRES_APPENDS={names} names none of the cases {CASES:?} (as 1x100,50x1)"
+    );
+    Some(cases)
 }
 
 /// The 10,000-event stream and its snapshot, in the store and in the floor's tables.
@@ -357,28 +435,38 @@ fn main() {
     }
     let url = server();
     let rt = runtime();
-    let load_before = support::load_average();
+    let selected = selected_cases();
+    let (length, rounds, cold_rounds) = if support::quick() {
+        (QUICK_ROUND, 2, 5)
+    } else {
+        (ROUND, 5, 15)
+    };
     let bench = Arc::new(bench(&rt, &url));
+    prefill(&rt, &bench);
+    let load_before = support::load_average();
     let mut appends = Vec::new();
-    for (writers, size) in [(1, 1), (50, 1), (1, 100), (50, 100)] {
+    for case @ (writers, size) in selected.clone().unwrap_or(CASES.to_vec()) {
         let rounds = alternate(
-            5,
-            || throughput(&rt, &bench, writers, size, false),
-            || throughput(&rt, &bench, writers, size, true),
+            rounds,
+            || throughput(&rt, &bench, case, length, false),
+            || throughput(&rt, &bench, case, length, true),
         );
         appends.push((writers, size, rounds));
     }
-    seed_cold(&rt, &bench);
-    let without = alternate(
-        15,
-        || time_floor_load(&rt, &bench.floor, false),
-        || time_load(&rt, &bench.store, false),
-    );
-    let with = alternate(
-        15,
-        || time_floor_load(&rt, &bench.floor, true),
-        || time_load(&rt, &bench.store, true),
-    );
+    let cold = selected.is_none().then(|| {
+        seed_cold(&rt, &bench);
+        let without = alternate(
+            cold_rounds,
+            || time_floor_load(&rt, &bench.floor, false),
+            || time_load(&rt, &bench.store, false),
+        );
+        let with = alternate(
+            cold_rounds,
+            || time_floor_load(&rt, &bench.floor, true),
+            || time_load(&rt, &bench.store, true),
+        );
+        (without, with)
+    });
 
     let mut out = String::new();
     out.push_str(
@@ -391,8 +479,16 @@ fn main() {
          version, 64-byte events, a message id per append. Floor: the same rows inserted by hand \
          through tokio-postgres and a deadpool-postgres pool of 50, one multi-row `INSERT` in a \
          `BEGIN … COMMIT` per batch, into a table of the same columns keyed by `(stream, \
-         version)`. Medians of 5 alternating rounds of 1.5 s.\n\n",
+         version)`. Both tables hold 100,000 events of other streams before the first round, \
+         filled after 400 appends to them empty. \
+         Medians of 5 alternating rounds of 1.5 s.\n\n",
     );
+    if support::quick() || selected.is_some() {
+        out.push_str(
+            "**Quick mode (`SWITCHYARD_BENCH_QUICK`) or a selection of cases \
+             (`SWITCHYARD_POSTGRES_APPENDS`): figures not comparable.**\n\n",
+        );
+    }
     out.push_str(
         "| writers × batch | floor events/s | events/s | events/s / floor | targets |\n|---|---|---|---|---|\n",
     );
@@ -428,41 +524,45 @@ fn main() {
             rate,
         ));
     }
-    out.push_str(&format!(
-        "\nCold load of a {COLD_EVENTS}-event stream: `read_stream` over every page of {PAGE} \
-         events (one statement, its rows handed out in pages as they arrive), and \
-         `load_snapshot` plus the {SNAPSHOT_TAIL} events after the snapshot. Floor: one raw \
-         `SELECT` of the same rows (after the snapshot's row) through the same kind of pool. \
-         Medians of 15 alternating rounds.\n\n"
-    ));
-    out.push_str("| cold load | floor | load | load / floor | targets |\n|---|---|---|---|---|\n");
-    for (name, rounds, target, ratio_target) in [
-        ("without a snapshot", &without, 20.0, Some(1.2)),
-        ("with a snapshot", &with, 1.0, None),
-    ] {
-        let load = median(&rounds.subject);
-        let ratio = rounds.ratio();
-        let mut targets = format!("≤ {target} ms: {}", met(load <= target));
-        if load > target {
-            misses.push(format!(
-                "cold load {name}: {load:.3} ms (target {target} ms)"
-            ));
-        }
-        if let Some(wanted) = ratio_target {
-            targets.push_str(&format!(
-                "; ≤ {wanted}× the floor: {}",
-                met(ratio <= wanted)
-            ));
-            if ratio > wanted {
+    if let Some((without, with)) = &cold {
+        out.push_str(&format!(
+            "\nCold load of a {COLD_EVENTS}-event stream: `read_stream` over every page of {PAGE} \
+             events (one statement, its rows handed out in pages as they arrive), and \
+             `load_snapshot` plus the {SNAPSHOT_TAIL} events after the snapshot. Floor: one raw \
+             `SELECT` of the same rows (after the snapshot's row) through the same kind of pool. \
+             Medians of 15 alternating rounds.\n\n"
+        ));
+        out.push_str(
+            "| cold load | floor | load | load / floor | targets |\n|---|---|---|---|---|\n",
+        );
+        for (name, rounds, target, ratio_target) in [
+            ("without a snapshot", without, 20.0, Some(1.2)),
+            ("with a snapshot", with, 1.0, None),
+        ] {
+            let load = median(&rounds.subject);
+            let ratio = rounds.ratio();
+            let mut targets = format!("≤ {target} ms: {}", met(load <= target));
+            if load > target {
                 misses.push(format!(
-                    "cold load {name}: {ratio:.2}× its floor (target {wanted}×)"
+                    "cold load {name}: {load:.3} ms (target {target} ms)"
                 ));
             }
+            if let Some(wanted) = ratio_target {
+                targets.push_str(&format!(
+                    "; ≤ {wanted}× the floor: {}",
+                    met(ratio <= wanted)
+                ));
+                if ratio > wanted {
+                    misses.push(format!(
+                        "cold load {name}: {ratio:.2}× its floor (target {wanted}×)"
+                    ));
+                }
+            }
+            out.push_str(&format!(
+                "| {name} | {:.3} ms | {load:.3} ms | {ratio:.2}× | {targets} |\n",
+                median(&rounds.floor),
+            ));
         }
-        out.push_str(&format!(
-            "| {name} | {:.3} ms | {load:.3} ms | {ratio:.2}× | {targets} |\n",
-            median(&rounds.floor),
-        ));
     }
     if misses.is_empty() {
         out.push_str("\nEvery target met in this run.\n");
@@ -479,5 +579,7 @@ fn main() {
         support::load_average()
     ));
     println!("\n{out}");
-    support::write_section("31-postgres_append.md", &out);
+    if selected.is_none() {
+        support::write_section("31-postgres_append.md", &out);
+    }
 }

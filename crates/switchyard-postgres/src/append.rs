@@ -21,14 +21,6 @@ use crate::expected::{self, conflict, satisfies};
 /// `id << 20 .. (id + 1) << 20` (see the crate docs).
 pub const MAX_EVENTS_PER_APPEND: usize = (1 << 20) - 1;
 
-/// How many times an append is run again after losing a race it can still win: a stream created
-/// or hard-deleted between the statement's snapshot and its locks, or (for an append with a
-/// message id) a stream that moved in between, so the duplicate probe saw a stale stream. The
-/// second race is common when many writers append to one stream with [`ExpectedVersion::Any`]:
-/// each run has a winner, so a writer that keeps losing is rare but real, and an `Any` append
-/// must not end in a conflict for it (8 runs did, under load, in the subscription suite).
-const ANY_ATTEMPTS: usize = 256;
-
 /// An append held more than [`MAX_EVENTS_PER_APPEND`] events.
 #[derive(Debug, thiserror::Error)]
 #[error("an append holds at most {max} events, this one held {count}", max = MAX_EVENTS_PER_APPEND)]
@@ -93,60 +85,49 @@ impl Appender {
             correlation_id: metadata.correlation_id,
             causation_id: metadata.causation_id,
         });
-        for _ in 0..ANY_ATTEMPTS {
-            let ran = database
-                .retrying(|| self.committers.run(request.clone()))
-                .await
-                .map_err(|failure| StoreError::backend(failure.into_source()))?;
-            match ran {
-                Ran::Appended { before, position } => {
-                    return Ok(Appended {
-                        version: before + count,
-                        position,
-                    });
-                }
-                Ran::Recorded(version) => {
-                    return Err(AppendError::Duplicate {
-                        stream: stream.to_owned(),
-                        message_id: request.message_id.clone(),
-                        version,
-                    });
-                }
-                Ran::Lost { session, source } => {
-                    let version = settle::settle(
-                        database,
-                        stream,
-                        expected,
-                        count,
-                        &request.message_id,
-                        session,
-                        source,
-                    )
-                    .await?;
-                    // Settled by message id, after the connection broke: the position would
-                    // take another read, which this path does not spend.
-                    return Ok(Appended {
-                        version,
-                        position: None,
-                    });
-                }
-                Ran::Abandoned(source) => {
-                    return Err(AppendError::Unknown {
-                        stream: stream.to_owned(),
-                        source,
-                    });
-                }
-                Ran::NotAtExpected => {
-                    let actual = database.stream_version(stream).await?;
-                    if !satisfies(expected, actual) {
-                        return Err(conflict(stream, expected, actual));
-                    }
-                    // Lost a race that a new run wins: another writer created or hard-deleted
-                    // the stream between this statement's snapshot and its locks.
-                }
+        let ran = database
+            .retrying(|| self.committers.run(request.clone()))
+            .await
+            .map_err(|failure| StoreError::backend(failure.into_source()))?;
+        match ran {
+            Ran::Appended { before, position } => Ok(Appended {
+                version: before + count,
+                position,
+            }),
+            Ran::Recorded(version) => Err(AppendError::Duplicate {
+                stream: stream.to_owned(),
+                message_id: request.message_id.clone(),
+                version,
+            }),
+            Ran::Lost { session, source } => {
+                let version = settle::settle(
+                    database,
+                    stream,
+                    expected,
+                    count,
+                    &request.message_id,
+                    session,
+                    source,
+                )
+                .await?;
+                // Settled by message id, after the connection broke: the position would
+                // take another read, which this path does not spend.
+                Ok(Appended {
+                    version,
+                    position: None,
+                })
+            }
+            Ran::Abandoned(source) => Err(AppendError::Unknown {
+                stream: stream.to_owned(),
+                source,
+            }),
+            // The statement settles its races under the stream's row lock, so it never has to
+            // run again (see `sql/append.sql`): the stream was at another version when locked,
+            // whatever version it is at by now.
+            Ran::NotAtExpected => {
+                let actual = database.stream_version(stream).await?;
+                Err(conflict(stream, expected, actual))
             }
         }
-        let actual = database.stream_version(stream).await?;
-        Err(conflict(stream, expected, actual))
     }
 }

@@ -58,12 +58,17 @@
 //!   the wait when one of their streams' rows is held by another session). A unique key on
 //!   `(stream, version)` backs it; a violation (SQLSTATE 23505) rolls the statement back and
 //!   its appends are tried again (with retries configured), to succeed or conflict on their own.
-//! - **A message records events in a stream once.** After the version check, the append
-//!   statement probes the `(stream, message_id, version)` index in the same statement: an
-//!   append whose message id already recorded visible events in the stream writes nothing and
-//!   gets [`AppendError::Duplicate`] (the others of its batch go on). The probe reads the
-//!   statement's snapshot, so when a stream's row changed between that snapshot and its lock,
-//!   an append with a message id is run again rather than trusted to a stale probe.
+//! - **A message records events in a stream once.** Once it holds the stream's row lock, the
+//!   append statement probes the `(stream, message_id, version)` index: an append whose message
+//!   id already recorded visible events in the stream writes nothing and gets
+//!   [`AppendError::Duplicate`] (the others of its batch go on). The probe runs in a function of
+//!   the schema (`recorded_version`, migration 6) whose query takes a snapshot of its own, so it
+//!   sees every event committed by the writers that held the lock before, as the version check
+//!   does. A stream another writer created after the statement began is locked and moved by the
+//!   insert that meets it. So concurrent
+//!   [`ExpectedVersion::Any`](switchyard_aggregates::store::ExpectedVersion::Any) appends with
+//!   message ids to one stream, new or not, each succeed or are refused as duplicates in one
+//!   run of the statement.
 //! - **Soft and hard delete** behave exactly as the memory store's: a soft delete hides the
 //!   events through the last version, keeps the stream's versions (`NoStream` then conflicts,
 //!   `Any` or the last version continue it), a hard delete removes the events, the stream and

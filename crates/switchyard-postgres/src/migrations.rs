@@ -43,6 +43,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "parked_events",
         sql: include_str!("../migrations/0005_parked_events.sql"),
     },
+    Migration {
+        version: 6,
+        name: "recorded_version",
+        sql: include_str!("../migrations/0006_recorded_version.sql"),
+    },
 ];
 
 /// The latest migration this library knows.

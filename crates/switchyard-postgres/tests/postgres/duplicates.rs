@@ -1,13 +1,17 @@
 //! A message records events in a stream once, also when its appends race: the probe of the
 //! message id must not trust a snapshot taken before another append of the same message
-//! committed, and a duplicate in a batch refuses only itself.
+//! committed, and a duplicate in a batch refuses only itself. Appends with
+//! `ExpectedVersion::Any` racing on one stream, or on its creation, each land or are refused as
+//! duplicates, never end in a conflict.
 
 use std::time::Duration;
 
 use switchyard_aggregates::store::{AppendError, EventAppender, EventReader, ExpectedVersion};
 use tokio_postgres::Client;
 
-use crate::support::{event, meta, raw_client, store, url};
+use switchyard_postgres::{PostgresOptions, PostgresStore};
+
+use crate::support::{event, meta, raw_client, store, store_in, url};
 
 /// Waits until `count` append statements wait on a lock.
 async fn appends_waiting_on_a_lock(observer: &Client, count: i64) {
@@ -129,4 +133,168 @@ async fn a_duplicate_refuses_only_itself_among_concurrent_appends() {
             (_, other) => panic!("stream s-{s}: {other:?}"),
         }
     }
+}
+
+/// Appends with [`ExpectedVersion::Any`] to stream `s`, through each handle of `stores` one per
+/// message of its list, all at once, lined up behind a row lock of the stream until a statement
+/// of every handle waits on it: each handle's statement then runs with a snapshot taken before
+/// the others moved the stream (the handles are writers of their own, as processes are; one
+/// handle's committers write a stream's appends one after the other).
+async fn any_appends_behind_a_lock(
+    stores: &[PostgresStore],
+    messages: &[Vec<String>],
+) -> Vec<(String, Result<i64, AppendError>)> {
+    let schema = stores[0].schema();
+    let blocker = raw_client(&url(), schema).await;
+    blocker.batch_execute("BEGIN").await.unwrap();
+    blocker
+        .execute("SELECT 1 FROM streams WHERE stream = 's' FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let mut appends = Vec::new();
+    for (store, messages) in stores.iter().zip(messages) {
+        for message in messages {
+            let store = store.clone();
+            let message = message.clone();
+            appends.push(tokio::spawn(async move {
+                let outcome = store
+                    .append(
+                        "s",
+                        ExpectedVersion::Any,
+                        vec![event(&message)],
+                        meta(&message),
+                    )
+                    .await;
+                (message, outcome)
+            }));
+        }
+    }
+    let observer = raw_client(&url(), schema).await;
+    appends_waiting_on_a_lock(&observer, stores.len() as i64).await;
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    let mut outcomes = Vec::new();
+    for append in appends {
+        outcomes.push(append.await.unwrap());
+    }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_any_appends_with_message_ids_to_one_stream_never_conflict() {
+    const WRITERS: usize = 12;
+    const APPENDS: usize = 4;
+    let first = store().await;
+    first
+        .append("s", ExpectedVersion::NoStream, vec![event("a")], meta("a"))
+        .await
+        .unwrap();
+    let mut stores = vec![first.clone()];
+    for _ in 1..WRITERS {
+        stores.push(store_in(&first, PostgresOptions::default()).await);
+    }
+    let messages: Vec<Vec<String>> = (0..WRITERS)
+        .map(|w| (0..APPENDS).map(|n| format!("w{w}-m{n}")).collect())
+        .collect();
+    let outcomes = any_appends_behind_a_lock(&stores, &messages).await;
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|(_, outcome)| outcome.is_err())
+        .collect();
+    assert!(failed.is_empty(), "every append lands: {failed:?}");
+    let total = (WRITERS * APPENDS) as i64;
+    assert_eq!(
+        first
+            .append("s", ExpectedVersion::Any, Vec::new(), meta(""))
+            .await
+            .unwrap(),
+        total,
+        "one event per append after the first"
+    );
+
+    // The same messages again, each through another writer, racing as before: every one is
+    // refused, with the version it recorded.
+    let mut again = messages.clone();
+    again.rotate_left(1);
+    for (message, outcome) in any_appends_behind_a_lock(&stores, &again).await {
+        let recorded = first.find_message("s", &message).await.unwrap();
+        match outcome {
+            Err(AppendError::Duplicate { version, .. }) if Some(version) == recorded => {}
+            other => panic!("{message}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        first
+            .append("s", ExpectedVersion::Any, Vec::new(), meta(""))
+            .await
+            .unwrap(),
+        total,
+        "the repeats wrote nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_appends_racing_on_a_streams_creation_land_or_are_duplicates() {
+    const WRITERS: usize = 6;
+    let first = store().await;
+    let mut stores = vec![first.clone()];
+    for _ in 1..WRITERS {
+        stores.push(store_in(&first, PostgresOptions::default()).await);
+    }
+    // Another writer creates the stream, with the event of message `taken`, and has not
+    // committed: every append's statement takes its snapshot without the stream, then waits
+    // for that writer at the stream's insert.
+    let creator = raw_client(&url(), first.schema()).await;
+    creator.batch_execute("BEGIN").await.unwrap();
+    creator
+        .batch_execute(
+            "INSERT INTO streams (stream, last_version, hidden_through) VALUES ('s', 0, -1); \
+             INSERT INTO events (position, stream, version, event_type, schema_version, data, \
+                                 message_id, correlation_id, causation_id, user_metadata) \
+             VALUES (pg_current_xact_id()::text::bigint << 20, 's', 0, 't', 1, '\\x00', \
+                     'taken', '', '', '{}')",
+        )
+        .await
+        .unwrap();
+    let appends: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(w, store)| {
+            let store = store.clone();
+            // The first writer's message is the creator's.
+            let message = if w == 0 {
+                "taken".to_owned()
+            } else {
+                format!("w{w}")
+            };
+            tokio::spawn(async move {
+                let outcome = store
+                    .append(
+                        "s",
+                        ExpectedVersion::Any,
+                        vec![event(&message)],
+                        meta(&message),
+                    )
+                    .await;
+                (message, outcome)
+            })
+        })
+        .collect();
+    let observer = raw_client(&url(), first.schema()).await;
+    appends_waiting_on_a_lock(&observer, WRITERS as i64).await;
+    creator.batch_execute("COMMIT").await.unwrap();
+    for append in appends {
+        match append.await.unwrap() {
+            (message, Err(AppendError::Duplicate { version: 0, .. })) if message == "taken" => {}
+            (message, Ok(_)) if message != "taken" => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        first
+            .append("s", ExpectedVersion::Any, Vec::new(), meta(""))
+            .await
+            .unwrap(),
+        (WRITERS - 1) as i64,
+        "the creator's event, then one per append but the duplicate"
+    );
 }
