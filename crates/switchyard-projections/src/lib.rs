@@ -131,8 +131,8 @@ mod subscription;
 
 #[doc(inline)]
 pub use crate::runner::{
-    BoxError, DEFAULT_BATCH_SIZE, DEFAULT_LEASE_TTL, Projection, ProjectionRunner,
-    ProjectionRunnerBuilder, RebuildProgress, RunnerError, WaitError,
+    BoxError, CheckpointLease, CommitError, DEFAULT_BATCH_SIZE, DEFAULT_LEASE_TTL, Projection,
+    ProjectionRunner, ProjectionRunnerBuilder, RebuildProgress, RunnerError, WaitError,
 };
 
 /// The suite every event store runs to show subscriptions follow its global order.

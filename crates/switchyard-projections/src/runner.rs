@@ -6,6 +6,7 @@
 //! them to [`Projection::apply`] decoded, in batches, and saves the checkpoint after each
 //! batch, fenced by its lease.
 
+mod commit;
 mod error;
 mod projection;
 mod rebuild;
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub use self::commit::{CheckpointLease, CommitError};
 pub use self::error::{RunnerError, WaitError};
 use self::projection::Decoder;
 pub use self::projection::{BoxError, Projection};

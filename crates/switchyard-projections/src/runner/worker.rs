@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::RunnerError;
+use super::commit::{CheckpointLease, CommitError};
 use super::projection::{Decoder, Projection, decode};
 use super::rebuild::{OnProgress, Rebuild};
 use crate::Subscription;
@@ -177,14 +178,7 @@ impl<P: Projection> Worker<P> {
                 source,
             })?;
         tracing::info!(projection = %self.name, total, "projection rebuild starting");
-        projection
-            .reset()
-            .await
-            .map_err(|source| RunnerError::Reset {
-                projection: self.name.clone(),
-                source,
-            })?;
-        self.retrying(|| self.checkpoints.reset(lease)).await?;
+        self.commit_reset(projection, lease).await?;
         let mut rebuild = Rebuild::new(on_progress, total);
         Ok((!rebuild.advance(&self.name, 0, 0)).then_some(rebuild))
     }
@@ -227,20 +221,15 @@ impl<P: Projection> Worker<P> {
         async {
             let batch = self.decode(recorded)?;
             let applied = batch.len();
-            self.apply(projection, &batch).await?;
-            if position > self.status.borrow().position {
-                match self.retrying(|| self.save(lease, position)).await {
-                    Ok(()) => {}
-                    Err(RunnerError::Checkpoint {
-                        source: CheckpointError::LeaseLost { .. },
-                        ..
-                    }) => {
-                        return Ok(None);
-                    }
-                    Err(error) => return Err(error),
-                }
-                self.status.send_modify(|status| status.position = position);
+            if batch.is_empty() && position <= self.status.borrow().position {
+                return Ok(Some(0));
             }
+            if !self.commit(projection, &batch, position, lease).await? {
+                return Ok(None);
+            }
+            self.status.send_modify(|status| {
+                status.position = status.position.max(position);
+            });
             Ok(Some(applied))
         }
         .instrument(span)
@@ -288,38 +277,89 @@ impl<P: Projection> Worker<P> {
             })
     }
 
-    /// Applies `batch`, retried with backoff.
-    async fn apply(
+    /// Applies `batch` and saves `position` ([`Projection::commit`]), retried whole with
+    /// backoff: `false` when the lease was lost. A save refused because the checkpoint is there
+    /// already (an earlier attempt of unknown outcome that landed) succeeded.
+    async fn commit(
         &self,
         projection: &mut P,
         batch: &[DecodedEvent<P::Event>],
-    ) -> Result<(), RunnerError> {
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
-            return Ok(());
-        };
-        let (first, last) = (first.position, last.position);
+        position: u64,
+        lease: &LeaseToken,
+    ) -> Result<bool, RunnerError> {
+        let first = batch.first().map_or(position, |event| event.position);
+        let last = batch.last().map_or(position, |event| event.position);
         let mut delays = self.retry.build();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match projection.apply(batch).await {
-                Ok(()) => return Ok(()),
-                Err(source) => match delays.next() {
-                    Some(delay) => {
-                        tracing::warn!(projection = %self.name, first, last, attempts, error = %source, ?delay, "projection failed on a batch; retrying");
-                        tokio::time::sleep(delay).await;
-                    }
-                    None => {
-                        return Err(RunnerError::Projection {
-                            projection: self.name.clone(),
-                            first,
-                            last,
-                            attempts,
-                            source,
-                        });
-                    }
+            let committed = projection
+                .commit(
+                    batch,
+                    position,
+                    CheckpointLease::new(&*self.checkpoints, lease),
+                )
+                .await;
+            let error = match committed {
+                Ok(()) => return Ok(true),
+                Err(CommitError::Checkpoint(CheckpointError::NotForward { current, .. }))
+                    if current >= position =>
+                {
+                    return Ok(true);
+                }
+                Err(CommitError::Checkpoint(CheckpointError::LeaseLost { .. })) => {
+                    return Ok(false);
+                }
+                Err(CommitError::Checkpoint(
+                    error @ (CheckpointError::Backend { .. } | CheckpointError::Unknown { .. }),
+                )) => self.checkpoint_failed(error),
+                Err(CommitError::Checkpoint(error)) => return Err(self.checkpoint_failed(error)),
+                Err(CommitError::Projection(source)) => RunnerError::Projection {
+                    projection: self.name.clone(),
+                    first,
+                    last,
+                    attempts,
+                    source,
                 },
-            }
+            };
+            let Some(delay) = delays.next() else {
+                return Err(error);
+            };
+            tracing::warn!(projection = %self.name, first, last, attempts, error = %error, ?delay, "projection failed to commit a batch; retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Empties the read model and resets the checkpoint ([`Projection::commit_reset`]),
+    /// retried whole while the checkpoint store fails.
+    async fn commit_reset(
+        &self,
+        projection: &mut P,
+        lease: &LeaseToken,
+    ) -> Result<(), RunnerError> {
+        let mut delays = self.retry.build();
+        loop {
+            let reset = projection
+                .commit_reset(CheckpointLease::new(&*self.checkpoints, lease))
+                .await;
+            let error = match reset {
+                Ok(()) => return Ok(()),
+                Err(CommitError::Projection(source)) => {
+                    return Err(RunnerError::Reset {
+                        projection: self.name.clone(),
+                        source,
+                    });
+                }
+                Err(CommitError::Checkpoint(
+                    error @ (CheckpointError::Backend { .. } | CheckpointError::Unknown { .. }),
+                )) => error,
+                Err(CommitError::Checkpoint(error)) => return Err(self.checkpoint_failed(error)),
+            };
+            let Some(delay) = delays.next() else {
+                return Err(self.checkpoint_failed(error));
+            };
+            tracing::warn!(projection = %self.name, error = %error, ?delay, "projection reset failed; retrying");
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -344,15 +384,6 @@ impl<P: Projection> Worker<P> {
                 },
                 Err(error) => return Err(self.checkpoint_failed(error)),
             }
-        }
-    }
-
-    /// Saves `position`; a save refused because the checkpoint is there already (an earlier
-    /// attempt of unknown outcome that landed) succeeded.
-    async fn save(&self, lease: &LeaseToken, position: u64) -> Result<(), CheckpointError> {
-        match self.checkpoints.save(lease, position).await {
-            Err(CheckpointError::NotForward { current, .. }) if current >= position => Ok(()),
-            saved => saved,
         }
     }
 
