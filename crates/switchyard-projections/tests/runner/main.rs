@@ -4,6 +4,7 @@
 mod consistency;
 mod delivery;
 mod rebuild;
+mod sql;
 mod sqlite;
 mod support;
 mod takeover;
