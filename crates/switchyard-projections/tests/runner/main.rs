@@ -3,6 +3,7 @@
 
 mod consistency;
 mod delivery;
+mod processes;
 mod rebuild;
 mod sql;
 mod sqlite;
