@@ -19,6 +19,8 @@ mod model;
 mod outcome;
 mod reads;
 mod restart;
+#[cfg(feature = "projections")]
+mod runner;
 mod subscriptions;
 mod support;
 
