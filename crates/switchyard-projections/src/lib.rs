@@ -135,6 +135,11 @@ pub use crate::runner::{
     ProjectionRunner, ProjectionRunnerBuilder, RebuildProgress, RunnerError, WaitError,
 };
 
+/// The check every event store and checkpoint store run to show a projection runner sees
+/// every event once, in global order, under concurrent writers.
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub use crate::runner::conformance as runner_conformance;
 /// The suite every event store runs to show subscriptions follow its global order.
 #[cfg(feature = "conformance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]

@@ -7,6 +7,8 @@
 //! batch, fenced by its lease.
 
 mod commit;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod projection;
 mod rebuild;

@@ -14,6 +14,8 @@ mod concurrency;
 mod connect;
 mod duplicates;
 mod global_order;
+#[cfg(feature = "projections")]
+mod interleavings;
 mod migrations;
 mod model;
 mod outcome;

@@ -3,6 +3,7 @@
 
 mod consistency;
 mod delivery;
+mod interleavings;
 mod processes;
 mod rebuild;
 mod sql;
