@@ -8,7 +8,9 @@ use proptest::prelude::*;
 use switchyard_aggregates::store::{EventStore, MemoryStore};
 use switchyard_projections::MemoryCheckpointStore;
 use switchyard_projections::checkpoint::CheckpointStore;
-use switchyard_projections::runner_conformance::{a_runner_sees_every_event_once_in_order, event};
+use switchyard_projections::runner_conformance::{
+    Script, a_runner_sees_every_event_once_in_order, writers,
+};
 use switchyard_sqlite::SqliteStore;
 
 fn scripts() -> impl Strategy<Value = Vec<Script>> {
