@@ -1,9 +1,7 @@
-//! A batch's effects and its checkpoint, committed together: what [`Projection::commit`]
-//! (super::Projection::commit) is handed, and how it fails.
+//! A batch's effects and its checkpoint, committed together: what
+//! [`Projection::commit`](super::Projection::commit) is handed, and how it fails.
 
 use crate::checkpoint::{CheckpointError, CheckpointStore, LeaseToken};
-
-use super::projection::BoxError;
 
 /// The runner's lease on a projection's checkpoint, handed to
 /// [`Projection::commit`](super::Projection::commit) and
@@ -74,7 +72,7 @@ pub enum CommitError {
     /// with backoff, and stops with [`RunnerError::Projection`](super::RunnerError::Projection)
     /// (or [`RunnerError::Reset`](super::RunnerError::Reset)) once its retries are spent.
     #[error("the projection failed")]
-    Projection(#[source] BoxError),
+    Projection(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The checkpoint write was refused or failed. On
     /// [`CheckpointError::LeaseLost`] the runner stands by; on
     /// [`CheckpointError::NotForward`] past the batch (an earlier attempt of unknown outcome
