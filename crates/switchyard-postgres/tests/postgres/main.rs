@@ -19,6 +19,8 @@ mod interleavings;
 mod migrations;
 mod model;
 mod outcome;
+#[cfg(feature = "projections")]
+mod processes;
 mod reads;
 mod restart;
 #[cfg(feature = "projections")]

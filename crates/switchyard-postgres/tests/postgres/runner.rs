@@ -23,15 +23,15 @@ use tokio_postgres::Transaction;
 use crate::support;
 
 /// The bound on every wait of these tests: generous, never a timing assertion.
-const PATIENCE: Duration = Duration::from_secs(30);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 /// Short, so a dead runner's lease lapses soon; long against a renewal's round trip.
-const TTL: Duration = Duration::from_millis(900);
+pub(crate) const TTL: Duration = Duration::from_millis(900);
 
 #[derive(Default)]
-struct Account;
+pub(crate) struct Account;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Deposited(i64);
+pub(crate) struct Deposited(pub(crate) i64);
 
 impl Aggregate for Account {
     type Event = Deposited;
@@ -42,15 +42,15 @@ impl Aggregate for Account {
 /// Each stream's balance and event count (an upsert that adds: applied twice, it is wrong),
 /// and every position applied (a primary key: applied twice, the batch fails).
 #[derive(Default)]
-struct Balances {
+pub(crate) struct Balances {
     /// Hangs forever on the event it applies as its `hang_at`th (from 1), inside the batch's
     /// transaction, once it set `hung`.
-    hang_at: Option<usize>,
-    hung: Arc<AtomicBool>,
-    applied: usize,
+    pub(crate) hang_at: Option<usize>,
+    pub(crate) hung: Arc<AtomicBool>,
+    pub(crate) applied: usize,
 }
 
-type Table = (BTreeMap<String, (i64, i64)>, Vec<i64>);
+pub(crate) type Table = (BTreeMap<String, (i64, i64)>, Vec<i64>);
 
 impl PostgresReadModel for Balances {
     type Event = Deposited;
@@ -90,7 +90,7 @@ impl PostgresReadModel for Balances {
 }
 
 /// A client on `store`'s schema, its read model's tables created.
-async fn client(store: &PostgresStore) -> tokio_postgres::Client {
+pub(crate) async fn client(store: &PostgresStore) -> tokio_postgres::Client {
     let client = support::raw_client(&support::url(), store.schema()).await;
     client
         .batch_execute(
@@ -103,7 +103,7 @@ async fn client(store: &PostgresStore) -> tokio_postgres::Client {
     client
 }
 
-async fn table(client: &tokio_postgres::Client) -> Table {
+pub(crate) async fn table(client: &tokio_postgres::Client) -> Table {
     let balances = client
         .query("SELECT stream, cents, events FROM balances", &[])
         .await
@@ -122,7 +122,7 @@ async fn table(client: &tokio_postgres::Client) -> Table {
 }
 
 /// What the read model must hold once every event of `store` was applied exactly once.
-async fn expected(store: &PostgresStore) -> Table {
+pub(crate) async fn expected(store: &PostgresStore) -> Table {
     let mut table = Table::default();
     for event in store.read_all(1, usize::MAX).await.unwrap() {
         let event = DecodedEvent::<Deposited>::decode(event).unwrap();
@@ -134,7 +134,7 @@ async fn expected(store: &PostgresStore) -> Table {
     table
 }
 
-async fn deposit(store: &PostgresStore, account: u32, cents: i64) {
+pub(crate) async fn deposit(store: &PostgresStore, account: u32, cents: i64) {
     let event = NewEvent {
         event_type: "Deposited".into(),
         schema_version: 1,
@@ -155,7 +155,7 @@ async fn deposit(store: &PostgresStore, account: u32, cents: i64) {
 
 /// The positions of `store`'s events once all `count` are readable: positions have gaps, and
 /// the readable head may trail an append another transaction is still committing ahead of it.
-async fn positions(store: &PostgresStore, count: usize) -> Vec<u64> {
+pub(crate) async fn positions(store: &PostgresStore, count: usize) -> Vec<u64> {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let events = store.read_all(1, usize::MAX).await.unwrap();
@@ -181,7 +181,7 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-fn runner(
+pub(crate) fn runner(
     holder: &str,
     projection: PostgresProjection<Balances>,
     store: &PostgresStore,
