@@ -12,7 +12,9 @@
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use switchyard_aggregates::store::{EventAppender, EventMetadata, ExpectedVersion, NewEvent};
+use switchyard_aggregates::store::{
+    EventAppender, EventMetadata, ExpectedVersion, GlobalReader, NewEvent,
+};
 use switchyard_aggregates::{Aggregate, DecodedEvent};
 use switchyard_postgres::{
     PostgresOptions, PostgresProjection, PostgresReadModel, PostgresStore, test_server,
