@@ -194,6 +194,8 @@ mod notify;
 mod pages;
 #[cfg(feature = "events")]
 mod pool;
+#[cfg(feature = "projections")]
+mod projection;
 #[cfg(feature = "events")]
 mod rows;
 #[cfg(feature = "events")]
@@ -221,6 +223,10 @@ pub use crate::config::{DEFAULT_SCHEMA, PostgresOptions};
 #[cfg(feature = "events")]
 #[doc(inline)]
 pub use crate::error::{ConnectTimeout, PostgresError};
+#[cfg(feature = "projections")]
+#[cfg_attr(docsrs, doc(cfg(feature = "projections")))]
+#[doc(inline)]
+pub use crate::projection::{PostgresProjection, PostgresReadModel};
 #[cfg(feature = "events")]
 #[doc(inline)]
 pub use crate::store::PostgresStore;

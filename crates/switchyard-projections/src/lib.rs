@@ -158,10 +158,16 @@ pub use crate::query::{
 };
 #[doc(inline)]
 pub use crate::runner::{
-    BoxError, DEFAULT_BATCH_SIZE, DEFAULT_LEASE_TTL, OnPoison, Projection, ProjectionRunner,
-    ProjectionRunnerBuilder, RebuildProgress, RetryError, RunnerError, WaitError, Watermark,
+    BoxError, CheckpointLease, CommitError, DEFAULT_BATCH_SIZE, DEFAULT_LEASE_TTL, OnPoison,
+    Projection, ProjectionRunner, ProjectionRunnerBuilder, RebuildProgress, RetryError,
+    RunnerError, WaitError, Watermark,
 };
 
+/// The check every event store and checkpoint store run to show a projection runner sees
+/// every event once, in global order, under concurrent writers.
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub use crate::runner::conformance as runner_conformance;
 /// The suite every event store runs to show subscriptions follow its global order.
 #[cfg(feature = "conformance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]

@@ -6,6 +6,9 @@
 //! them to [`Projection::apply`] decoded, in batches, and saves the checkpoint after each
 //! batch, fenced by its lease.
 
+mod commit;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod poison;
 mod projection;
@@ -24,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub use self::commit::{CheckpointLease, CommitError};
 pub use self::error::{RunnerError, WaitError};
 pub use self::poison::{OnPoison, RetryError};
 use self::poison::{REQUESTS, Request};

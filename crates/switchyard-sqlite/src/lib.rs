@@ -87,6 +87,8 @@ mod events;
 pub mod fuzzing;
 mod head;
 mod options;
+#[cfg(feature = "projections")]
+mod projection;
 mod store;
 mod worker;
 
@@ -94,4 +96,6 @@ mod worker;
 pub use crate::checkpoints::{reset_checkpoint_in, save_checkpoint_in};
 pub use crate::error::SqliteError;
 pub use crate::options::{SqliteOptions, Synchronous};
+#[cfg(feature = "projections")]
+pub use crate::projection::{PROJECTION_BUSY_TIMEOUT, SqliteProjection, SqliteReadModel};
 pub use crate::store::SqliteStore;

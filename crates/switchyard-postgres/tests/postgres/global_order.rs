@@ -15,6 +15,16 @@ const APPEND: &str = include_str!("../../src/sql/append.sql");
 /// Appends one event to `stream` on `client`, inside whatever transaction it has open, exactly
 /// as the store does (a batch of one append); returns the stream's version before.
 pub(crate) async fn append_raw(client: &Client, stream: &str, tag: &str) -> i64 {
+    append_raw_data(client, stream, tag, format!("data-{tag}").into_bytes()).await
+}
+
+/// [`append_raw`], with `data` as the event's data.
+pub(crate) async fn append_raw_data(
+    client: &Client,
+    stream: &str,
+    tag: &str,
+    data: Vec<u8>,
+) -> i64 {
     let text = |value: &str| vec![value.to_owned()];
     let row = client
         .query_one(
@@ -32,7 +42,7 @@ pub(crate) async fn append_raw(client: &Client, stream: &str, tag: &str) -> i64 
                 &vec![1_i64],
                 &text(&format!("type-{tag}")),
                 &vec![1_i64],
-                &vec![format!("data-{tag}").into_bytes()],
+                &vec![data],
             ],
         )
         .await

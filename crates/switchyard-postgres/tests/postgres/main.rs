@@ -14,11 +14,17 @@ mod concurrency;
 mod connect;
 mod duplicates;
 mod global_order;
+#[cfg(feature = "projections")]
+mod interleavings;
 mod migrations;
 mod model;
 mod outcome;
+#[cfg(feature = "projections")]
+mod processes;
 mod reads;
 mod restart;
+#[cfg(feature = "projections")]
+mod runner;
 mod subscriptions;
 mod support;
 

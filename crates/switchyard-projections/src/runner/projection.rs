@@ -6,6 +6,8 @@ use std::sync::Arc;
 use switchyard_aggregates::store::RecordedEvent;
 use switchyard_aggregates::{Aggregate, DecodedEvent, RepoError};
 
+use super::commit::{CheckpointLease, CommitError};
+
 /// Any error a projection returns: the runner logs it, retries, and reports it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -20,6 +22,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// `apply` must therefore be idempotent per event (for example, an upsert keyed by the
 /// event's stream and version, or a check of the [`position`](DecodedEvent::position)
 /// against the last one applied).
+///
+/// # Read models kept in SQL
+///
+/// A read model in the checkpoint store's database can do better: exactly once. Its writes and
+/// the checkpoint commit in one transaction ([`commit`](Self::commit) overridden), so a batch
+/// either landed with its checkpoint or not at all, whatever crashes. The adaptors
+/// `switchyard_sqlite::SqliteProjection` and `switchyard_postgres::PostgresProjection` do it
+/// for a read model handed a `rusqlite::Transaction` / `tokio_postgres::Transaction`.
 pub trait Projection: Send + 'static {
     /// The events it reads: one aggregate's `Event` type, or an enum of several (each
     /// registered aggregate's `Event` converts into it with `From`).
@@ -51,6 +61,47 @@ pub trait Projection: Send + 'static {
     /// every event from the origin. The default does nothing.
     fn reset(&mut self) -> impl Future<Output = Result<(), BoxError>> + Send {
         async { Ok(()) }
+    }
+
+    /// Applies one batch and records that the projection processed the global order through
+    /// `position` (at or after the batch's last event; the batch may be empty when only events
+    /// of other types were passed over), fenced by `lease`. The runner calls it once per batch
+    /// and retries it whole on failure, as [`CommitError`] says.
+    ///
+    /// The default [applies](Self::apply) a non-empty batch, then saves through the checkpoint
+    /// store ([`CheckpointLease::save`]): at least once, since a crash between the two applies
+    /// the batch again. Override it to write both in one transaction (exactly once); the
+    /// override must leave nothing of the batch behind when the checkpoint write fails, above
+    /// all on [`CheckpointError::LeaseLost`](crate::CheckpointError::LeaseLost), where another
+    /// runner took over.
+    fn commit(
+        &mut self,
+        batch: &[DecodedEvent<Self::Event>],
+        position: u64,
+        lease: CheckpointLease<'_>,
+    ) -> impl Future<Output = Result<(), CommitError>> + Send {
+        async move {
+            if !batch.is_empty() {
+                self.apply(batch).await.map_err(CommitError::Projection)?;
+            }
+            lease.save(position).await?;
+            Ok(())
+        }
+    }
+
+    /// Empties the read model and sets the checkpoint back to the origin, fenced by `lease`,
+    /// before a [rebuild](super::ProjectionRunnerBuilder::rebuild). The default
+    /// [resets](Self::reset) the read model, then the checkpoint through the store
+    /// ([`CheckpointLease::reset`]); override it to do both in one transaction.
+    fn commit_reset(
+        &mut self,
+        lease: CheckpointLease<'_>,
+    ) -> impl Future<Output = Result<(), CommitError>> + Send {
+        async move {
+            self.reset().await.map_err(CommitError::Projection)?;
+            lease.reset().await?;
+            Ok(())
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use self::parking::Delivery;
 use super::RunnerError;
+use super::commit::{CheckpointLease, CommitError};
 use super::poison::{OnPoison, Request, RetryError};
 use super::projection::{Decoder, Projection, decode};
 use super::rebuild::{OnProgress, Rebuild};
@@ -210,14 +211,7 @@ impl<P: Projection> Worker<P> {
                 source,
             })?;
         tracing::info!(projection = %self.name, total, "projection rebuild starting");
-        projection
-            .reset()
-            .await
-            .map_err(|source| RunnerError::Reset {
-                projection: self.name.clone(),
-                source,
-            })?;
-        self.retrying(|| self.checkpoints.reset(lease)).await?;
+        self.commit_reset(projection, lease).await?;
         let mut rebuild = Rebuild::new(on_progress, total);
         Ok((!rebuild.advance(&self.name, 0, 0)).then_some(rebuild))
     }
@@ -258,20 +252,31 @@ impl<P: Projection> Worker<P> {
         );
         async {
             let applied = match self.decode(recorded)? {
-                Delivery::Decoded(batch) => match self.apply(projection, &batch).await {
-                    Ok(()) => batch.len(),
-                    Err(failed) if self.on_poison == OnPoison::Park => {
-                        let events = batch.into_iter().map(Ok).collect();
-                        let Some(applied) = self
-                            .isolate(projection, events, Some(failed), lease)
-                            .await?
-                        else {
-                            return Ok(None);
-                        };
-                        applied
+                Delivery::Decoded(batch) => {
+                    if batch.is_empty() && position <= self.status.borrow().position {
+                        return Ok(Some(0));
                     }
-                    Err(failed) => return Err(failed),
-                },
+                    match self.commit(projection, &batch, position, lease).await {
+                        Ok(true) => {
+                            self.reached(position);
+                            return Ok(Some(batch.len()));
+                        }
+                        Ok(false) => return Ok(None),
+                        Err(failed @ RunnerError::Projection { .. })
+                            if self.on_poison == OnPoison::Park =>
+                        {
+                            let events = batch.into_iter().map(Ok).collect();
+                            let Some(applied) = self
+                                .isolate(projection, events, Some(failed), lease)
+                                .await?
+                            else {
+                                return Ok(None);
+                            };
+                            applied
+                        }
+                        Err(failed) => return Err(failed),
+                    }
+                }
                 Delivery::Undecodable(events) => {
                     let Some(applied) = self.isolate(projection, events, None, lease).await? else {
                         return Ok(None);
@@ -279,28 +284,41 @@ impl<P: Projection> Worker<P> {
                     applied
                 }
             };
-            Ok(self.advance(lease, position).await?.then_some(applied))
+            // Isolated events moved the checkpoint to the last of them; events of other types
+            // after it were passed over.
+            Ok(self
+                .advance(projection, lease, position)
+                .await?
+                .then_some(applied))
         }
         .instrument(span)
         .await
     }
 
-    /// Saves the checkpoint at `position` unless it is there already: `false` when the lease
-    /// was lost.
-    async fn advance(&self, lease: &LeaseToken, position: u64) -> Result<bool, RunnerError> {
+    /// Moves the checkpoint to `position` unless it is there already, committing an empty
+    /// batch (a SQL projection's transaction holds only the checkpoint): `false` when the
+    /// lease was lost.
+    pub(super) async fn advance(
+        &self,
+        projection: &mut P,
+        lease: &LeaseToken,
+        position: u64,
+    ) -> Result<bool, RunnerError> {
         if position <= self.status.borrow().position {
             return Ok(true);
         }
-        match self.retrying(|| self.save(lease, position)).await {
-            Ok(()) => {}
-            Err(RunnerError::Checkpoint {
-                source: CheckpointError::LeaseLost { .. },
-                ..
-            }) => return Ok(false),
-            Err(error) => return Err(error),
+        if !self.commit(projection, &[], position, lease).await? {
+            return Ok(false);
         }
-        self.status.send_modify(|status| status.position = position);
+        self.reached(position);
         Ok(true)
+    }
+
+    /// Records that the checkpoint reached `position`.
+    pub(super) fn reached(&self, position: u64) {
+        self.status.send_modify(|status| {
+            status.position = status.position.max(position);
+        });
     }
 
     /// Serves an operator's request.
@@ -369,38 +387,89 @@ impl<P: Projection> Worker<P> {
             })
     }
 
-    /// Applies `batch`, retried with backoff.
-    async fn apply(
+    /// Applies `batch` and saves `position` ([`Projection::commit`]), retried whole with
+    /// backoff: `false` when the lease was lost. A save refused because the checkpoint is there
+    /// already (an earlier attempt of unknown outcome that landed) succeeded.
+    async fn commit(
         &self,
         projection: &mut P,
         batch: &[DecodedEvent<P::Event>],
-    ) -> Result<(), RunnerError> {
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
-            return Ok(());
-        };
-        let (first, last) = (first.position, last.position);
+        position: u64,
+        lease: &LeaseToken,
+    ) -> Result<bool, RunnerError> {
+        let first = batch.first().map_or(position, |event| event.position);
+        let last = batch.last().map_or(position, |event| event.position);
         let mut delays = self.retry.build();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match projection.apply(batch).await {
-                Ok(()) => return Ok(()),
-                Err(source) => match delays.next() {
-                    Some(delay) => {
-                        tracing::warn!(projection = %self.name, first, last, attempts, error = %source, ?delay, "projection failed on a batch; retrying");
-                        tokio::time::sleep(delay).await;
-                    }
-                    None => {
-                        return Err(RunnerError::Projection {
-                            projection: self.name.clone(),
-                            first,
-                            last,
-                            attempts,
-                            source,
-                        });
-                    }
+            let committed = projection
+                .commit(
+                    batch,
+                    position,
+                    CheckpointLease::new(&*self.checkpoints, lease),
+                )
+                .await;
+            let error = match committed {
+                Ok(()) => return Ok(true),
+                Err(CommitError::Checkpoint(CheckpointError::NotForward { current, .. }))
+                    if current >= position =>
+                {
+                    return Ok(true);
+                }
+                Err(CommitError::Checkpoint(CheckpointError::LeaseLost { .. })) => {
+                    return Ok(false);
+                }
+                Err(CommitError::Checkpoint(
+                    error @ (CheckpointError::Backend { .. } | CheckpointError::Unknown { .. }),
+                )) => self.checkpoint_failed(error),
+                Err(CommitError::Checkpoint(error)) => return Err(self.checkpoint_failed(error)),
+                Err(CommitError::Projection(source)) => RunnerError::Projection {
+                    projection: self.name.clone(),
+                    first,
+                    last,
+                    attempts,
+                    source,
                 },
-            }
+            };
+            let Some(delay) = delays.next() else {
+                return Err(error);
+            };
+            tracing::warn!(projection = %self.name, first, last, attempts, error = %error, ?delay, "projection failed to commit a batch; retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Empties the read model and resets the checkpoint ([`Projection::commit_reset`]),
+    /// retried whole while the checkpoint store fails.
+    async fn commit_reset(
+        &self,
+        projection: &mut P,
+        lease: &LeaseToken,
+    ) -> Result<(), RunnerError> {
+        let mut delays = self.retry.build();
+        loop {
+            let reset = projection
+                .commit_reset(CheckpointLease::new(&*self.checkpoints, lease))
+                .await;
+            let error = match reset {
+                Ok(()) => return Ok(()),
+                Err(CommitError::Projection(source)) => {
+                    return Err(RunnerError::Reset {
+                        projection: self.name.clone(),
+                        source,
+                    });
+                }
+                Err(CommitError::Checkpoint(
+                    error @ (CheckpointError::Backend { .. } | CheckpointError::Unknown { .. }),
+                )) => error,
+                Err(CommitError::Checkpoint(error)) => return Err(self.checkpoint_failed(error)),
+            };
+            let Some(delay) = delays.next() else {
+                return Err(self.checkpoint_failed(error));
+            };
+            tracing::warn!(projection = %self.name, error = %error, ?delay, "projection reset failed; retrying");
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -425,15 +494,6 @@ impl<P: Projection> Worker<P> {
                 },
                 Err(error) => return Err(self.checkpoint_failed(error)),
             }
-        }
-    }
-
-    /// Saves `position`; a save refused because the checkpoint is there already (an earlier
-    /// attempt of unknown outcome that landed) succeeded.
-    async fn save(&self, lease: &LeaseToken, position: u64) -> Result<(), CheckpointError> {
-        match self.checkpoints.save(lease, position).await {
-            Err(CheckpointError::NotForward { current, .. }) if current >= position => Ok(()),
-            saved => saved,
         }
     }
 

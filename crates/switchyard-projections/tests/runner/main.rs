@@ -3,9 +3,12 @@
 
 mod consistency;
 mod delivery;
+mod interleavings;
 mod parking;
 mod policies;
+mod processes;
 mod rebuild;
+mod sql;
 mod sqlite;
 mod support;
 mod takeover;

@@ -178,6 +178,33 @@ pub(crate) async fn deposit(store: &impl EventAppender, account: u32, amount: u6
     .await;
 }
 
+/// Deposits of `amounts` into `account`, in one append: one transaction.
+pub(crate) async fn deposits(
+    store: &impl EventAppender,
+    account: u32,
+    amounts: impl IntoIterator<Item = u64>,
+) {
+    let events = amounts
+        .into_iter()
+        .map(|amount| NewEvent {
+            event_type: "Deposited".into(),
+            schema_version: 1,
+            data: switchyard_messaging::codec::encode(&AccountEvent::Deposited(amount))
+                .unwrap()
+                .into(),
+        })
+        .collect();
+    store
+        .append(
+            &format!("account-{account}"),
+            ExpectedVersion::Any,
+            events,
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+}
+
 pub(crate) async fn place(store: &impl EventAppender, order: u32, n: u64) {
     append(store, &format!("order-{order}"), "Placed", &Placed(n)).await;
 }

@@ -99,7 +99,7 @@ struct Poison {
 }
 
 impl<P: Projection> Worker<P> {
-    /// Applies `events` one at a time, saving the checkpoint after each, and parks those that
+    /// Commits `events` one at a time, each with its checkpoint, and parks those that
     /// keep failing (or do not decode): how many were applied, or `None` when the lease was
     /// lost. `failed` is the failure of the whole batch, when there was one: a batch of one
     /// event is parked with it at once, the batch having been that event's attempts.
@@ -123,16 +123,18 @@ impl<P: Projection> Worker<P> {
                 Ok(event) => {
                     let outcome = match failed.take() {
                         Some(batch_failure) if alone => Err(batch_failure),
-                        _ => self.apply(projection, std::slice::from_ref(&event)).await,
+                        _ => {
+                            let one = std::slice::from_ref(&event);
+                            self.commit(projection, one, event.position, lease).await
+                        }
                     };
                     match outcome {
-                        Ok(()) => {
+                        Ok(true) => {
                             applied += 1;
-                            if !self.advance(lease, event.position).await? {
-                                return Ok(None);
-                            }
+                            self.reached(event.position);
                             continue;
                         }
+                        Ok(false) => return Ok(None),
                         Err(RunnerError::Projection {
                             attempts, source, ..
                         }) => Poison {
