@@ -46,11 +46,13 @@ impl Head {
     }
 
     /// The head now.
+    #[cfg(feature = "events")]
     pub(crate) fn get(&self) -> u64 {
         *self.published.borrow()
     }
 
     /// A receiver of every head published from now on.
+    #[cfg(feature = "events")]
     pub(crate) fn watch(&self) -> watch::Receiver<u64> {
         self.published.subscribe()
     }

@@ -144,6 +144,8 @@ impl Batching {
 pub(crate) struct Workers {
     writer: flume::Sender<Job>,
     readers: flume::Sender<Job>,
+    // Read by the event store only; the writer thread holds its own handle.
+    #[cfg_attr(not(feature = "events"), allow(dead_code))]
     head: Arc<Head>,
 }
 
@@ -194,6 +196,7 @@ impl Workers {
     }
 
     /// The head of the global order, published after each commit.
+    #[cfg(feature = "events")]
     pub(crate) fn head(&self) -> &Head {
         &self.head
     }
