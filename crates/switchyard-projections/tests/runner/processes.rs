@@ -56,7 +56,13 @@ fn child(dir: &Path) {
         .build()
         .unwrap()
         .block_on(async {
-            let (store, projection) = open(&file(dir), Balances { hang_at });
+            let (store, projection) = open(
+                &file(dir),
+                Balances {
+                    hang_at,
+                    refuse: None,
+                },
+            );
             let runner =
                 ProjectionRunner::builder("balances", projection, store.clone(), store.clone())
                     .aggregate::<Account>()

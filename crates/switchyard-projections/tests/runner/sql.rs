@@ -10,7 +10,7 @@ use switchyard_aggregates::DecodedEvent;
 use switchyard_aggregates::store::GlobalReader;
 use switchyard_projections::checkpoint::{Acquire, CheckpointError, CheckpointStore, Lease};
 use switchyard_projections::{
-    BoxError, CheckpointLease, CommitError, Projection, ProjectionRunner,
+    BoxError, CheckpointLease, CommitError, OnPoison, Projection, ProjectionRunner,
 };
 use switchyard_sqlite::{SqliteProjection, SqliteReadModel, SqliteStore};
 
@@ -22,6 +22,9 @@ pub(crate) struct Balances {
     /// Hangs forever on this position, inside the batch's transaction, once it created the
     /// file: a process to kill mid-batch.
     pub(crate) hang_at: Option<(u64, PathBuf)>,
+    /// Refuses every event of this amount, after writing its rows: a poison event whose
+    /// half-done writes must roll back.
+    pub(crate) refuse: Option<u64>,
 }
 
 /// What a [`Balances`] read model holds: `stream -> (cents, events)`, and the positions.
@@ -29,7 +32,10 @@ pub(crate) type Table = (BTreeMap<String, (i64, i64)>, Vec<u64>);
 
 impl Balances {
     pub(crate) fn new() -> Self {
-        Self { hang_at: None }
+        Self {
+            hang_at: None,
+            refuse: None,
+        }
     }
 
     pub(crate) fn create_tables(connection: &Connection) {
@@ -88,6 +94,9 @@ impl SqliteReadModel for Balances {
                 i64::try_from(amount(&event.event))?
             ])?;
             applied.execute([i64::try_from(event.position)?])?;
+            if self.refuse == Some(amount(&event.event)) {
+                return Err(format!("refused a deposit of {}", amount(&event.event)).into());
+            }
             if let Some((position, marker)) = &self.hang_at
                 && event.position == *position
             {
@@ -281,4 +290,52 @@ async fn a_rebuild_of_a_sql_read_model_equals_the_incremental_run() {
     let projection = runner.stop().await.unwrap();
     assert_eq!(Balances::table(projection.connection()), incremental);
     assert_eq!(incremental, expected(&store).await);
+}
+
+/// A poison event in a SQL read model: its batch rolls back, the runner commits the batch's
+/// events one at a time (each with its checkpoint), parks the poison one, and every other
+/// event's rows land exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_of_a_sql_read_model_is_parked_and_the_others_land_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Balances {
+        refuse: Some(13),
+        ..Balances::new()
+    };
+    let (store, projection) = open(&dir.path().join("store.db"), model);
+    for n in [1, 2, 13, 4, 5, 6, 7] {
+        deposit(&store, n % 3, n.into()).await;
+        unrelated(&store).await;
+    }
+    let runner = ProjectionRunner::builder("balances", projection, store.clone(), store.clone())
+        .aggregate::<Account>()
+        .batch_size(4)
+        .retry(fast_retry())
+        .on_poison(OnPoison::Park)
+        .start()
+        .unwrap();
+    let head = head(&store).await;
+    eventually("the runner to pass every event", || {
+        runner.caught_up_to(head)
+    })
+    .await;
+    let parked = runner.parked().await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert!(
+        parked[0].error.contains("refused a deposit of 13"),
+        "{}",
+        parked[0].error
+    );
+    let projection = runner.stop().await.unwrap();
+
+    let (mut balances, mut applied) = expected(&store).await;
+    let poison = parked[0].position;
+    applied.retain(|position| *position != poison);
+    let entry = balances.get_mut(&parked[0].stream).unwrap();
+    *entry = (entry.0 - 13, entry.1 - 1);
+    assert_eq!(
+        Balances::table(projection.connection()),
+        (balances, applied)
+    );
+    assert_eq!(store.load("balances").await.unwrap(), head);
 }
