@@ -234,3 +234,7 @@ pub use crate::store::PostgresStore;
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use rustls;
+/// The tokio-postgres crate, for a [`PostgresReadModel`]'s transactions with the same version.
+#[cfg(feature = "projections")]
+#[cfg_attr(docsrs, doc(cfg(feature = "projections")))]
+pub use tokio_postgres;

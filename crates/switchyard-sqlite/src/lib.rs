@@ -99,3 +99,6 @@ pub use crate::options::{SqliteOptions, Synchronous};
 #[cfg(feature = "projections")]
 pub use crate::projection::{PROJECTION_BUSY_TIMEOUT, SqliteProjection, SqliteReadModel};
 pub use crate::store::SqliteStore;
+/// The rusqlite crate, for a [`SqliteReadModel`]'s transactions with the same version.
+#[cfg(feature = "projections")]
+pub use rusqlite;
