@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use backon::ExponentialBuilder;
-use switchyard_aggregates::Aggregate;
 use switchyard_aggregates::store::{GlobalReader, IntoShared, StoreError};
+use switchyard_aggregates::{Aggregate, Upcasters};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -297,11 +297,25 @@ impl<P: Projection> std::fmt::Debug for ProjectionRunnerBuilder<P> {
 impl<P: Projection> ProjectionRunnerBuilder<P> {
     /// Reads the events of aggregate type `A`, decoded as `A::Event` and converted into the
     /// projection's event type. Register each aggregate type the projection reads.
-    pub fn aggregate<A: Aggregate>(mut self) -> Self
+    ///
+    /// An event recorded at another schema version than `A::EVENT_SCHEMA_VERSION` does not
+    /// decode (it stops the runner, or is parked): register `A`'s upcasters with
+    /// [`aggregate_with`](Self::aggregate_with) to read older events.
+    pub fn aggregate<A: Aggregate>(self) -> Self
     where
         P::Event: From<A::Event>,
     {
-        self.decoders.push(Decoder::of::<A>());
+        self.aggregate_with(Upcasters::<A>::new())
+    }
+
+    /// Reads the events of aggregate type `A` as [`aggregate`](Self::aggregate) does, those
+    /// recorded at older schema versions upgraded by `upcasters` first: the chain the
+    /// aggregate's repo reads them with ([`Repo::with_upcasters`](switchyard_aggregates::Repo::with_upcasters)).
+    pub fn aggregate_with<A: Aggregate>(mut self, upcasters: Upcasters<A>) -> Self
+    where
+        P::Event: From<A::Event>,
+    {
+        self.decoders.push(Decoder::upcast(upcasters));
         self
     }
 

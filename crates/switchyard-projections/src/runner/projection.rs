@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use switchyard_aggregates::store::RecordedEvent;
-use switchyard_aggregates::{Aggregate, DecodedEvent, RepoError};
+use switchyard_aggregates::{Aggregate, DecodedEvent, RepoError, Upcasters};
 
 use super::commit::{CheckpointLease, CommitError};
 
@@ -127,16 +127,20 @@ impl<E> Clone for Decoder<E> {
 }
 
 impl<E: 'static> Decoder<E> {
-    /// Decodes `A`'s events, converted with `From`.
-    pub(super) fn of<A: Aggregate>() -> Self
+    /// Decodes `A`'s events, upgraded from older schema versions by `upcasters` (none
+    /// registered: an event of another version than `A::EVENT_SCHEMA_VERSION` is refused,
+    /// never decoded as if it were current), converted with `From`.
+    pub(super) fn upcast<A: Aggregate>(upcasters: Upcasters<A>) -> Self
     where
         E: From<A::Event>,
     {
         Self {
             aggregate: A::NAME,
             prefix: format!("{}-", A::NAME),
-            decode: Arc::new(|recorded| {
-                DecodedEvent::<A::Event>::decode(recorded).map(|decoded| decoded.map(E::from))
+            decode: Arc::new(move |recorded| {
+                upcasters
+                    .decode(recorded)
+                    .map(|decoded| decoded.map(E::from))
             }),
         }
     }

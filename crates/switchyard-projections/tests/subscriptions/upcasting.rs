@@ -1,13 +1,16 @@
-//! Events recorded by older releases of an aggregate, read through a subscription and upcast
-//! with the chain the aggregate's repo reads them with: while catching up and live.
+//! Events recorded by older releases of an aggregate, read through a subscription and through
+//! a projection runner, upcast with the chain the aggregate's repo reads them with: while
+//! catching up and live.
 
 use serde::{Deserialize, Serialize};
 use switchyard_aggregates::store::{
     EventAppender, EventMetadata, ExpectedVersion, MemoryStore, NewEvent,
 };
-use switchyard_aggregates::{Aggregate, Upcasters};
+use switchyard_aggregates::{Aggregate, DecodedEvent, RepoError, Upcasters};
 use switchyard_messaging::codec;
-use switchyard_projections::Subscription;
+use switchyard_projections::{
+    BoxError, MemoryCheckpointStore, Projection, ProjectionRunner, RunnerError, Subscription,
+};
 
 /// The first release: a deposit is a bare amount.
 mod v1 {
@@ -141,4 +144,81 @@ async fn stored_v1_events_read_through_a_subscription_as_v2_and_as_v3() {
     assert_eq!((old.event, old.schema_version), (eur(700), 1));
     let new = to_v3.decode(subscription.next().await.unwrap()).unwrap();
     assert_eq!((new.event, new.schema_version), (eur(1), 3));
+}
+
+/// What a runner handed its projection, as the third release reads it.
+#[derive(Clone, Default)]
+struct Seen(std::sync::Arc<std::sync::Mutex<Vec<(V3Event, u32)>>>);
+
+impl Projection for Seen {
+    type Event = V3Event;
+
+    async fn apply(&mut self, batch: &[DecodedEvent<V3Event>]) -> Result<(), BoxError> {
+        let mut seen = self.0.lock().map_err(|_| "poisoned")?;
+        seen.extend(batch.iter().map(|e| (e.event.clone(), e.schema_version)));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_reads_stored_v1_events_as_v3_through_the_aggregates_upcasters() {
+    let store = MemoryStore::new();
+    append(&store, "Opened", 1, &v1::AccountEvent::Opened).await;
+    append(&store, "Deposited", 1, &v1::AccountEvent::Deposited(5)).await;
+    let to_v3 = Upcasters::<AccountV3>::new()
+        .step(1, v1_to_v2)
+        .step(2, v2_to_v3);
+    let seen = Seen::default();
+    let runner = ProjectionRunner::builder(
+        "deposits",
+        seen.clone(),
+        store.clone(),
+        MemoryCheckpointStore::new(),
+    )
+    .aggregate_with(to_v3)
+    .start()
+    .unwrap();
+    // Live: a v1 writer still running, and the third release.
+    append(&store, "Deposited", 1, &v1::AccountEvent::Deposited(7)).await;
+    append(&store, "Deposited", 3, &eur(1)).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    runner.wait_for(4, deadline).await.unwrap();
+    runner.stop().await.unwrap();
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        [
+            (V3Event::Opened, 1),
+            (eur(500), 1),
+            (eur(700), 1),
+            (eur(1), 3)
+        ]
+    );
+}
+
+/// Without the upcasters, an old event is refused, not decoded as if it were current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_without_upcasters_stops_on_an_older_event() {
+    let store = MemoryStore::new();
+    append(&store, "Deposited", 1, &v1::AccountEvent::Deposited(5)).await;
+    let seen = Seen::default();
+    let runner = ProjectionRunner::builder(
+        "deposits",
+        seen.clone(),
+        store.clone(),
+        MemoryCheckpointStore::new(),
+    )
+    .aggregate::<AccountV3>()
+    .start()
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !runner.is_finished() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    match runner.stop().await {
+        Err(RunnerError::Decode { source, .. }) => {
+            assert!(matches!(*source, RepoError::Upcast(_)), "{source:?}");
+        }
+        other => panic!("expected a decode error, got {:?}", other.map(|_| ())),
+    }
+    assert!(seen.0.lock().unwrap().is_empty());
 }
