@@ -406,7 +406,7 @@ fn main() {
     let rounds = if quick { 2 } else { 3 };
     let rt = runtime();
     let load_before = support::load_average();
-    let measured: Vec<Measured> = [Kind::Memory, Kind::Sqlite, Kind::Postgres]
+    let measured: Vec<Measured> = fixture::stores(&[Kind::Memory, Kind::Sqlite, Kind::Postgres])
         .into_iter()
         .map(|kind| measure(&rt, kind, sizes, rounds))
         .collect();

@@ -435,7 +435,7 @@ fn main() {
     let (rounds, per_round) = if quick { (2, 30) } else { (5, 200) };
     let rt = runtime();
     let load_before = support::load_average();
-    let mut measured: Vec<(Kind, Samples)> = [Kind::Sqlite, Kind::Postgres]
+    let mut measured: Vec<(Kind, Samples)> = fixture::stores(&[Kind::Sqlite, Kind::Postgres])
         .into_iter()
         .map(|kind| (kind, measure(&rt, kind, rounds, per_round)))
         .collect();
