@@ -134,13 +134,31 @@ async fn catch_up(store: &Store, reader: Reader) -> u64 {
     read
 }
 
-/// Events per second of one catch-up.
-fn rate(rt: &Runtime, store: &Store, reader: Reader) -> f64 {
+/// One catch-up's events per second, and the CPU time this process spent per event (in
+/// nanoseconds, every thread's): the machine is shared, and the CPU time says what a reader
+/// costs whatever share of the cores it got.
+fn rate(rt: &Runtime, store: &Store, reader: Reader) -> (f64, f64) {
     rt.block_on(async {
+        let cpu = cpu_ns();
         let started = Instant::now();
         let read = catch_up(store, reader).await;
-        read as f64 / started.elapsed().as_secs_f64()
+        let rate = read as f64 / started.elapsed().as_secs_f64();
+        (rate, (cpu_ns() - cpu) as f64 / read as f64)
     })
+}
+
+/// The CPU time all threads of this process have run, in nanoseconds
+/// (`/proc/self/task/*/schedstat`; threads that ended are not counted, and none ends during a
+/// catch-up).
+fn cpu_ns() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| {
+            let path = task.ok()?.path().join("schedstat");
+            let text = std::fs::read_to_string(path).ok()?;
+            text.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 /// A field of `/proc/self/status`, in KiB.
@@ -217,6 +235,9 @@ struct Measured {
     kind: Kind,
     runner: Rounds,
     subscription: Rounds,
+    /// CPU nanoseconds per event, floor and runner, then floor and subscription.
+    runner_cpu: Rounds,
+    subscription_cpu: Rounds,
     /// Per store size: resident-set growth (KiB) of the floor, the runner, the subscription.
     rss: Vec<(u64, [u64; 3])>,
 }
@@ -244,21 +265,30 @@ fn measure(rt: &Runtime, kind: Kind, sizes: [u64; 2], rounds: usize) -> Measured
     for reader in Reader::ALL {
         rate(rt, &store, reader);
     }
-    let mut runner = Rounds::default();
-    let mut subscription = Rounds::default();
+    let [
+        mut runner,
+        mut subscription,
+        mut runner_cpu,
+        mut subscription_cpu,
+    ] = [(); 4].map(|()| Rounds::default());
     for _ in 0..rounds {
-        let floor = rate(rt, &store, Reader::Floor);
-        runner.floor.push(floor);
-        subscription.floor.push(floor);
-        runner.subject.push(rate(rt, &store, Reader::Runner));
-        subscription
-            .subject
-            .push(rate(rt, &store, Reader::Subscription));
+        let (floor, floor_cpu) = rate(rt, &store, Reader::Floor);
+        let (by_runner, by_runner_cpu) = rate(rt, &store, Reader::Runner);
+        let (by_subscription, by_subscription_cpu) = rate(rt, &store, Reader::Subscription);
+        for (rounds, floor, subject) in [
+            (&mut runner, floor, by_runner),
+            (&mut subscription, floor, by_subscription),
+            (&mut runner_cpu, floor_cpu, by_runner_cpu),
+            (&mut subscription_cpu, floor_cpu, by_subscription_cpu),
+        ] {
+            rounds.floor.push(floor);
+            rounds.subject.push(subject);
+        }
         println!(
-            "projection_catch_up: {}: floor {floor:.0}, runner {:.0}, subscription {:.0} events/s",
+            "projection_catch_up: {}: floor {floor:.0}, runner {by_runner:.0}, subscription \
+             {by_subscription:.0} events/s; CPU per event {floor_cpu:.0}, {by_runner_cpu:.0}, \
+             {by_subscription_cpu:.0} ns",
             kind.name(),
-            runner.subject.last().unwrap(),
-            subscription.subject.last().unwrap()
         );
     }
     store.remove();
@@ -266,6 +296,8 @@ fn measure(rt: &Runtime, kind: Kind, sizes: [u64; 2], rounds: usize) -> Measured
         kind,
         runner,
         subscription,
+        runner_cpu,
+        subscription_cpu,
         rss,
     }
 }
@@ -312,6 +344,25 @@ fn report(measured: &[Measured], events: u64, rounds: usize, loads: (String, Str
             median(&m.subscription.subject),
             m.subscription.ratio(),
             met(ratio >= TARGET),
+        ));
+    }
+    out.push_str(
+        "\nCPU time per event, this process's threads (`/proc/self/task/*/schedstat`; for \
+         PostgreSQL the server's own is not counted): what each reader costs whatever share of \
+         the machine's cores it got, so a steadier comparison than the rates on a busy \
+         machine. Medians, ratios round by round.\n\n\
+         | store | floor ns/event | runner ns/event | runner / floor | subscription ns/event | subscription / floor |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for m in measured {
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.2}× |\n",
+            m.kind.name(),
+            median(&m.runner_cpu.floor),
+            median(&m.runner_cpu.subject),
+            m.runner_cpu.ratio(),
+            median(&m.subscription_cpu.subject),
+            m.subscription_cpu.ratio(),
         ));
     }
     let [small, large] = [0, 1].map(|i| measured[0].rss[i].0);
