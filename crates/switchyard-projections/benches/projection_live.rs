@@ -167,13 +167,16 @@ enum Floor {
         woken: mpsc::UnboundedReceiver<Duration>,
     },
     /// `NOTIFY` on one raw connection, heard by another that `LISTEN`s.
-    Notify {
-        /// Held so its connection stays open.
-        _listener: tokio_postgres::Client,
-        notifier: tokio_postgres::Client,
-        notify: tokio_postgres::Statement,
-        heard: mpsc::UnboundedReceiver<Instant>,
-    },
+    Notify(Box<Notifying>),
+}
+
+/// The PostgreSQL floor's connections.
+struct Notifying {
+    /// Held so its connection stays open.
+    _listener: tokio_postgres::Client,
+    notifier: tokio_postgres::Client,
+    notify: tokio_postgres::Statement,
+    heard: mpsc::UnboundedReceiver<Instant>,
 }
 
 impl Floor {
@@ -236,12 +239,12 @@ impl Floor {
             .prepare(&format!("SELECT pg_notify('{FLOOR_CHANNEL}', 'x')"))
             .await
             .unwrap();
-        Self::Notify {
+        Self::Notify(Box::new(Notifying {
             _listener: listener,
             notifier,
             notify,
             heard,
-        }
+        }))
     }
 
     /// Microseconds of one notification's trip.
@@ -251,15 +254,10 @@ impl Floor {
                 publish.send(()).unwrap();
                 woken.recv().await.unwrap()
             }
-            Self::Notify {
-                notifier,
-                notify,
-                heard,
-                ..
-            } => {
+            Self::Notify(floor) => {
                 let sent = Instant::now();
-                notifier.query_one(&*notify, &[]).await.unwrap();
-                heard.recv().await.unwrap().duration_since(sent)
+                floor.notifier.query_one(&floor.notify, &[]).await.unwrap();
+                floor.heard.recv().await.unwrap().duration_since(sent)
             }
         };
         trip.as_secs_f64() * 1e6
