@@ -350,17 +350,24 @@ fn report(measured: &[Measured], events: u64, rounds: usize, loads: (String, Str
         "\nCPU time per event, this process's threads (`/proc/self/task/*/schedstat`; for \
          PostgreSQL the server's own is not counted): what each reader costs whatever share of \
          the machine's cores it got, so a steadier comparison than the rates on a busy \
-         machine. Medians, ratios round by round.\n\n\
-         | store | floor ns/event | runner ns/event | runner / floor | subscription ns/event | subscription / floor |\n\
-         |---|---|---|---|---|---|\n",
+         machine. A reader running on one core at a time keeps ≥ 0.7 of the floor's \
+         throughput on idle cores when its CPU per event is ≤ 1.43× the floor's. Medians, \
+         ratios round by round.\n\n\
+         | store | floor ns/event | runner ns/event | runner / floor | ≤ 1.43× | subscription ns/event | subscription / floor |\n\
+         |---|---|---|---|---|---|---|\n",
     );
     for m in measured {
         out.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.2}× | {:.0} | {:.2}× |\n",
+            "| {} | {:.0} | {:.0} | {:.2}× | {} | {:.0} | {:.2}× |\n",
             m.kind.name(),
             median(&m.runner_cpu.floor),
             median(&m.runner_cpu.subject),
             m.runner_cpu.ratio(),
+            if m.runner_cpu.ratio() <= 1.0 / TARGET {
+                "yes"
+            } else {
+                "no"
+            },
             median(&m.subscription_cpu.subject),
             m.subscription_cpu.ratio(),
         ));
