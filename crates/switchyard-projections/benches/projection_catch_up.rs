@@ -142,8 +142,16 @@ fn rate(rt: &Runtime, store: &Store, reader: Reader) -> (f64, f64) {
         let cpu = cpu_ns();
         let started = Instant::now();
         let read = catch_up(store, reader).await;
-        let rate = read as f64 / started.elapsed().as_secs_f64();
-        (rate, (cpu_ns() - cpu) as f64 / read as f64)
+        let elapsed = started.elapsed();
+        let rate = read as f64 / elapsed.as_secs_f64();
+        // The kernel adds a running thread's time at ticks and switches (a few ms apart): too
+        // coarse for a catch-up shorter than this.
+        let cpu = if elapsed >= Duration::from_millis(100) {
+            (cpu_ns() - cpu) as f64 / read as f64
+        } else {
+            f64::NAN
+        };
+        (rate, cpu)
     })
 }
 
@@ -356,7 +364,7 @@ fn report(measured: &[Measured], events: u64, rounds: usize, loads: (String, Str
          | store | floor ns/event | runner ns/event | runner / floor | ≤ 1.43× | subscription ns/event | subscription / floor |\n\
          |---|---|---|---|---|---|---|\n",
     );
-    for m in measured {
+    for m in measured.iter().filter(|m| m.runner_cpu.ratio().is_finite()) {
         out.push_str(&format!(
             "| {} | {:.0} | {:.0} | {:.2}× | {} | {:.0} | {:.2}× |\n",
             m.kind.name(),
