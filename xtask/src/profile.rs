@@ -50,8 +50,9 @@ const MIN_WIDTH_PERCENT: f64 = 0.05;
 /// What `rustc` is given on top of `RUSTFLAGS`.
 const FRAME_POINTERS: &str = "-Cforce-frame-pointers=yes";
 
-/// The packages whose benches need a PostgreSQL server (started as `cargo xtask bench` does).
-const NEEDS_POSTGRES: &[&str] = &["switchyard-postgres"];
+/// The packages whose benches need a PostgreSQL server (started as `cargo xtask bench` does):
+/// the projections' benches run on every store.
+const NEEDS_POSTGRES: &[&str] = &["switchyard-postgres", "switchyard-projections"];
 
 pub(crate) fn run(args: &[String]) -> Result {
     let usage = |detail: &str| StepFailed {

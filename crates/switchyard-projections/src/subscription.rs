@@ -183,9 +183,12 @@ impl Subscription {
         let max = max.max(1);
         loop {
             let start = self.position;
-            let batch: Vec<RecordedEvent> = std::iter::from_fn(|| self.take_buffered())
-                .take(max)
-                .collect();
+            let batch = match self.take_whole_page(max) {
+                Some(page) => page,
+                None => std::iter::from_fn(|| self.take_buffered())
+                    .take(max)
+                    .collect(),
+            };
             if !batch.is_empty() || self.position != start {
                 return Ok(batch);
             }
@@ -251,6 +254,25 @@ impl Subscription {
         None
     }
 
+    /// The whole buffered page, when it fits in `max` and every event in it would be handed
+    /// out (in increasing positions above ours, all let through by the filter): handed over
+    /// as it is, where taking the events one by one would move each again (a catch-up's
+    /// profile on the memory store showed those moves at a fifth of a runner's own time).
+    fn take_whole_page(&mut self, max: usize) -> Option<Vec<RecordedEvent>> {
+        if self.page.is_empty() || self.page.len() > max {
+            return None;
+        }
+        let mut last = self.position;
+        for event in &self.page {
+            if event.position <= last || !self.filter.matches(event) {
+                return None;
+            }
+            last = event.position;
+        }
+        self.position = last;
+        Some(Vec::from(std::mem::take(&mut self.page)))
+    }
+
     /// Waits until the store may hold more: a commit's wake-up, or the poll interval.
     async fn wait(&mut self) {
         match &mut self.wake {
@@ -282,7 +304,12 @@ impl Subscription {
             .await
             .map_err(|source| self.failed(source))?;
         self.caught_up = page.len() < self.page_size;
-        self.page.extend(page);
+        if self.page.is_empty() {
+            // Taken over as it is, without moving its events.
+            self.page = VecDeque::from(page);
+        } else {
+            self.page.extend(page);
+        }
         Ok(())
     }
 

@@ -148,13 +148,21 @@ impl<E: 'static> Decoder<E> {
 
 /// Decodes `recorded` with the decoder of its aggregate type, the longest prefix matching (a
 /// type `bank` does not take `bank-account-7` when `bank-account` is registered too).
+/// `recorded` is an event the runner's subscription let through, of one of the decoders'
+/// streams: with a single decoder, that one.
 pub(super) fn decode<E>(
     decoders: &[Decoder<E>],
     recorded: RecordedEvent,
 ) -> Option<Result<DecodedEvent<E>, RepoError>> {
-    let decoder = decoders
-        .iter()
-        .filter(|d| recorded.stream.starts_with(d.prefix.as_str()))
-        .max_by_key(|d| d.prefix.len())?;
+    let decoder = match decoders {
+        // The usual projection of one aggregate type: the subscription's filter let through
+        // its streams only, so its prefix need not be compared again (the catch-up's profile
+        // showed these compares at a tenth of the runner's own time).
+        [only] => only,
+        _ => decoders
+            .iter()
+            .filter(|d| recorded.stream.starts_with(d.prefix.as_str()))
+            .max_by_key(|d| d.prefix.len())?,
+    };
     Some((decoder.decode)(recorded))
 }
