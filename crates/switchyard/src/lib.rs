@@ -103,4 +103,7 @@ pub mod guides {
     #[cfg(all(feature = "scheduler", feature = "sqlite"))]
     #[doc = include_str!("../../../docs/guides/scheduling.md")]
     pub struct Scheduling;
+    // The warehouse guide's blocks are commands and text: the app is tested in its own package.
+    #[doc = include_str!("../../../docs/guides/warehouse.md")]
+    pub struct Warehouse;
 }

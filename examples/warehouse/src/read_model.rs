@@ -1,0 +1,101 @@
+//! The read model: the product list the queries read, kept by a projection from the products'
+//! events, in memory, in the SQLite file or in the PostgreSQL schema of the event store.
+//!
+//! Every event carries the quantity it leaves, so applying one is an upsert of the row as it
+//! stands after the event, kept only when the event's version is newer than the row's: an event
+//! delivered twice (the runner delivers at least once) changes nothing the second time, and
+//! no running total can drift.
+
+mod memory;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use switchyard::aggregates::DecodedEvent;
+use switchyard::projections::{BoxError, Projection};
+
+pub(crate) use self::memory::MemoryTable;
+pub(crate) use self::postgres::PostgresTable;
+pub(crate) use self::sqlite::SqliteTable;
+use crate::product::{ProductEvent, sku_of_stream};
+
+/// The name of the projection that keeps the product list, in the checkpoint store.
+pub const PROJECTION: &str = "warehouse-products";
+
+/// One product as the list shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProductRow {
+    /// Its SKU (its aggregate id).
+    pub sku: String,
+    /// Its name.
+    pub name: String,
+    /// How many are in stock.
+    pub quantity: u64,
+    /// The version of its stream the row reflects: the number of its events applied, less one.
+    pub version: i64,
+}
+
+/// An event's effect on the list: product `sku`'s row after the event at `version`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RowChange {
+    pub(crate) sku: String,
+    /// Its name, when the event sets it (only creation does).
+    pub(crate) name: Option<String>,
+    pub(crate) quantity: u64,
+    pub(crate) version: i64,
+}
+
+/// A read model's failure: its database's error.
+#[derive(Debug, thiserror::Error)]
+#[error("the product list could not be read or written")]
+pub struct ReadModelError(#[source] pub(crate) BoxError);
+
+impl ReadModelError {
+    pub(crate) fn new(source: impl Into<BoxError>) -> Self {
+        Self(source.into())
+    }
+}
+
+/// Where the product list is kept.
+pub(crate) trait ProductTable: Send + Sync {
+    /// Applies `changes` in order, in one transaction: each row is written only when its
+    /// version is newer than the stored one.
+    fn apply<'a>(&'a self, changes: &'a [RowChange]) -> BoxFuture<'a, Result<(), ReadModelError>>;
+
+    /// Every product, by SKU.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ProductRow>, ReadModelError>>;
+
+    /// Product `sku`, if the list has it.
+    fn get<'a>(&'a self, sku: &'a str)
+    -> BoxFuture<'a, Result<Option<ProductRow>, ReadModelError>>;
+
+    /// Empties the list, before a rebuild.
+    fn clear(&self) -> BoxFuture<'_, Result<(), ReadModelError>>;
+}
+
+/// The projection that keeps a [`ProductTable`] from the products' events.
+#[derive(Clone)]
+pub(crate) struct ProductsProjection {
+    pub(crate) table: Arc<dyn ProductTable>,
+}
+
+impl Projection for ProductsProjection {
+    type Event = ProductEvent;
+
+    async fn apply(&mut self, batch: &[DecodedEvent<ProductEvent>]) -> Result<(), BoxError> {
+        let changes: Vec<RowChange> = batch
+            .iter()
+            .map(|event| event.event.row(sku_of_stream(&event.stream), event.version))
+            .collect();
+        self.table.apply(&changes).await?;
+        Ok(())
+    }
+
+    async fn reset(&mut self) -> Result<(), BoxError> {
+        self.table.clear().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+SELECT sku, name, quantity, version FROM warehouse_products ORDER BY sku

@@ -1,0 +1,116 @@
+//! The product list in a table of the event store's SQLite file, on connections of its own.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{ProductRow, ProductTable, ReadModelError, RowChange};
+
+/// How long a statement waits for the store's writer to let go of the file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The product list in the table `warehouse_products` of a SQLite file: one connection writes
+/// (the projection), one reads (the queries), each on a blocking thread while it works.
+#[derive(Clone)]
+pub(crate) struct SqliteTable {
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a user of the product list's connection panicked")]
+struct Poisoned;
+
+fn open(path: &Path) -> Result<Connection, ReadModelError> {
+    let conn = Connection::open(path).map_err(ReadModelError::new)?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(ReadModelError::new)?;
+    Ok(conn)
+}
+
+fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ProductRow> {
+    Ok(ProductRow {
+        sku: row.get(0)?,
+        name: row.get(1)?,
+        quantity: u64::try_from(row.get::<_, i64>(2)?).unwrap_or_default(),
+        version: row.get(3)?,
+    })
+}
+
+impl SqliteTable {
+    /// Opens the table in the SQLite file at `path` (the event store's), creating it if needed.
+    pub(crate) fn open(path: &Path) -> Result<Self, ReadModelError> {
+        let writer = open(path)?;
+        writer
+            .execute_batch(include_str!("sql/create_table.sql"))
+            .map_err(ReadModelError::new)?;
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(open(path)?)),
+        })
+    }
+
+    /// Runs `work` on `conn` on a blocking thread.
+    fn with<T: Send + 'static>(
+        conn: &Arc<Mutex<Connection>>,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, ReadModelError>> {
+        let conn = conn.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut conn = conn.lock().map_err(|_| ReadModelError::new(Poisoned))?;
+                work(&mut conn).map_err(ReadModelError::new)
+            })
+            .await
+            .map_err(ReadModelError::new)?
+        }
+        .boxed()
+    }
+}
+
+impl ProductTable for SqliteTable {
+    fn apply<'a>(&'a self, changes: &'a [RowChange]) -> BoxFuture<'a, Result<(), ReadModelError>> {
+        let changes = changes.to_vec();
+        Self::with(&self.writer, move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut upsert = tx.prepare_cached(include_str!("sql/upsert.sql"))?;
+                for change in &changes {
+                    let quantity = i64::try_from(change.quantity).unwrap_or(i64::MAX);
+                    upsert.execute(params![change.sku, change.name, quantity, change.version])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ProductRow>, ReadModelError>> {
+        Self::with(&self.reader, |conn| {
+            let mut list = conn.prepare_cached(include_str!("sql/list.sql"))?;
+            let rows = list.query_map([], row)?;
+            rows.collect()
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        sku: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ProductRow>, ReadModelError>> {
+        let sku = sku.to_owned();
+        Self::with(&self.reader, move |conn| {
+            conn.prepare_cached(include_str!("sql/get.sql"))?
+                .query_row([sku], row)
+                .optional()
+        })
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), ReadModelError>> {
+        Self::with(&self.writer, |conn| {
+            conn.execute(include_str!("sql/clear.sql"), []).map(drop)
+        })
+    }
+}
