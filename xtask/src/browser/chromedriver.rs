@@ -51,7 +51,7 @@ impl Chromedriver {
     /// # Errors
     ///
     /// The program is not installed, exits, or does not say which port it listens on within
-    /// [`START_TIMEOUT`]; the error says so and what to install.
+    /// [`START_TIMEOUT`].
     pub(crate) fn start() -> io::Result<Self> {
         let mut process = Command::new(PROGRAM)
             .arg("--port=0")
@@ -61,10 +61,7 @@ impl Chromedriver {
             .map_err(|error| {
                 io::Error::new(
                     error.kind(),
-                    format!(
-                        "could not start `{PROGRAM}` ({error}): install Debian's chromium and \
-                         chromium-driver (`cargo xtask test` does)"
-                    ),
+                    format!("could not start `{PROGRAM}` ({error})"),
                 )
             })?;
         let port = match process.stdout.take().map(read_port) {

@@ -9,17 +9,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
+mod app;
 #[path = "../../../../xtask/src/browser/chromedriver.rs"]
 mod chromedriver;
-mod app;
 mod page;
 mod session;
 
 use page::WarehousePage;
+use warehouse::Mode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_adds_receives_and_ships_products_in_persisted_sync_mode_on_sqlite() {
-    let app = app::start(app::Mode::PersistedSync).await;
+    let app = app::start(Mode::PersistedSync).await;
     let url = app.url();
     session::with_browser("warehouse-browser.png", |client| async move {
         let page = WarehousePage::open(client, &url).await.unwrap();
@@ -46,6 +47,42 @@ async fn a_person_adds_receives_and_ships_products_in_persisted_sync_mode_on_sql
             "shipping 12 of 11 shows no refusal; errors on the page: {errors:?}"
         );
         assert_eq!(page.quantity("BOLT-8").await.unwrap(), 11);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_sees_the_list_catch_up_in_persisted_async_mode_on_sqlite() {
+    let app = app::start(Mode::PersistedAsync).await;
+    let url = app.url();
+    session::with_browser("warehouse-browser-async.png", |client| async move {
+        let page = WarehousePage::open(client, &url).await.unwrap();
+        assert_eq!(page.lag().await.unwrap(), (0, 0));
+
+        // The list may lag behind each command's response: the page is reloaded until it shows
+        // what the commands did.
+        page.add_product("BOLT-8", "Hex bolt M8").await.unwrap();
+        assert_eq!(page.quantity_once_caught_up("BOLT-8", 0).await.unwrap(), 0);
+        page.receive("BOLT-8", 10).await.unwrap();
+        assert_eq!(
+            page.quantity_once_caught_up("BOLT-8", 10).await.unwrap(),
+            10
+        );
+        page.ship("BOLT-8", 4).await.unwrap();
+        assert_eq!(page.quantity_once_caught_up("BOLT-8", 6).await.unwrap(), 6);
+
+        // The refusal comes from the product itself, never from the lagging list.
+        page.ship("BOLT-8", 7).await.unwrap();
+        let errors = page.errors().await.unwrap();
+        assert!(
+            errors.iter().any(|e| e.contains("insufficient quantity")),
+            "shipping 7 of 6 shows no refusal; errors on the page: {errors:?}"
+        );
+        assert_eq!(page.quantity_once_caught_up("BOLT-8", 6).await.unwrap(), 6);
+        // Three events were written; the list has seen them all.
+        let (position, head) = page.lag().await.unwrap();
+        assert_eq!(position, head, "the list caught up with the store");
+        assert!(head >= 3, "three events, yet the store's head is {head}");
     })
     .await;
 }

@@ -1,6 +1,7 @@
 //! The warehouse page as a person sees it: its forms to fill in and submit, the quantities and
 //! error messages to read, found by the ids and classes the page promises (`create-product`,
-//! `product-{sku}`, `quantity`, `increase`, `decrease`, `error`, `lag`).
+//! `product-{sku}`, `quantity`, `increase`, `decrease`, `error`; `lag` with `position` and
+//! `head`).
 
 use std::time::{Duration, Instant};
 
@@ -113,9 +114,17 @@ impl WarehousePage {
         Ok(texts)
     }
 
-    /// The text of the read model's lag (element `lag`, persisted-async mode).
-    pub(crate) async fn lag(&self) -> Result<String, CmdError> {
-        self.client.find(Locator::Id("lag")).await?.text().await
+    /// How far the product list has got, as the page says (element `lag`, mode
+    /// `persisted-async`): the position of the last event it has seen and the store's head.
+    pub(crate) async fn lag(&self) -> Result<(u64, u64), CmdError> {
+        let lag = self.client.find(Locator::Id("lag")).await?;
+        let number = async |class: &str| -> Result<u64, CmdError> {
+            let text = lag.find(Locator::Css(class)).await?.text().await?;
+            Ok(text.trim().parse().unwrap_or_else(|_| {
+                panic!("the page shows {text:?} as the list's {class}, not a number")
+            }))
+        };
+        Ok((number(".position").await?, number(".head").await?))
     }
 
     /// Clicks the form's submit button and waits until the page that follows has replaced
@@ -142,7 +151,10 @@ impl WarehousePage {
     async fn row(&self, sku: &str) -> Result<Element, CmdError> {
         let id = format!("product-{sku}");
         self.client
-            .find(Locator::Css(&format!("[id=\"{}\"]", id.replace('"', "\\\""))))
+            .find(Locator::Css(&format!(
+                "[id=\"{}\"]",
+                id.replace('"', "\\\"")
+            )))
             .await
     }
 }
@@ -155,4 +167,3 @@ async fn fill(form: &Element, name: &str, value: &str) -> Result<(), CmdError> {
     input.clear().await?;
     input.send_keys(value).await
 }
-
