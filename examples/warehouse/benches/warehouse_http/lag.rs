@@ -1,8 +1,9 @@
 //! The product list's lag under load (mode `persisted-async`): the list is sampled on a
 //! connection of its own every [`INTERVAL`] while the clients send commands. Each sample gives
-//! the position of the last event the list has seen and the store's head; its lag in events is
-//! their difference, and its lag in time is how long before the sample the store first showed
-//! the list's position (to within the sampling interval).
+//! the position of the last event the list has seen and the store's head; its lag in time is how
+//! long before the sample the store first showed the list's position (to within the sampling
+//! interval), and its lag in positions their difference (a count of events on SQLite, whose
+//! positions are dense; not on PostgreSQL, whose positions carry transaction ids).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -48,7 +49,7 @@ pub(crate) async fn sample(address: SocketAddr, until: Instant) -> Vec<Sample> {
     samples
 }
 
-/// The lags of `samples`: in events, and in microseconds.
+/// The lags of `samples`: in positions, and in microseconds.
 pub(crate) fn lags(samples: &[Sample]) -> (Histogram<u64>, Histogram<u64>) {
     let mut events = load::histogram();
     let mut micros = load::histogram();
