@@ -50,6 +50,17 @@ pub enum Database {
     },
 }
 
+impl std::fmt::Display for Database {
+    /// What the database is, without the URL (which may hold a password).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory"),
+            Self::Sqlite(path) => write!(f, "the SQLite file {}", path.display()),
+            Self::Postgres { schema, .. } => write!(f, "PostgreSQL (schema `{schema}`)"),
+        }
+    }
+}
+
 /// Where the product list's projection runs in mode `persisted-async`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Projector {

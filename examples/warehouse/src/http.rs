@@ -2,12 +2,12 @@
 //! JSON or from an HTML form, and the headers and query a command or a query takes.
 
 use axum::Json;
-use axum::extract::{Form, FromRequest, FromRequestParts, Request};
+use axum::extract::{Form, FromRequest, FromRequestParts, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use switchyard::messaging::names::{self, NameKind};
 
 use crate::product::Refusal;
@@ -21,6 +21,11 @@ pub(crate) enum ApiError {
     /// 404: no product has this SKU.
     #[error("unknown product: no product has the SKU {sku}")]
     UnknownProduct { sku: String },
+    /// 404: no route has this path and method.
+    #[error(
+        "no route for {method} {path}: the API is GET and POST /warehouse/products, GET /warehouse/products/{{sku}}, POST /warehouse/products/{{sku}}/increase and /decrease"
+    )]
+    NoRoute { method: String, path: String },
     /// 409: a product with this SKU exists already.
     #[error("product {sku} exists already")]
     AlreadyExists { sku: String },
@@ -64,7 +69,7 @@ impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::Unreadable(_) => StatusCode::BAD_REQUEST,
-            Self::UnknownProduct { .. } => StatusCode::NOT_FOUND,
+            Self::UnknownProduct { .. } | Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::AlreadyExists { .. }
             | Self::InsufficientQuantity { .. }
             | Self::Refused { .. }
@@ -78,6 +83,7 @@ impl ApiError {
         match self {
             Self::Unreadable(_) => "unreadable",
             Self::UnknownProduct { .. } => "unknown_product",
+            Self::NoRoute { .. } => "no_route",
             Self::AlreadyExists { .. } => "already_exists",
             Self::InsufficientQuantity { .. } => "insufficient_quantity",
             Self::Refused { .. } => "refused",
@@ -164,6 +170,12 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// query, everything the store held when it came).
 pub(crate) const CONSISTENCY: &str = "consistency";
 
+/// The query parameter `consistency`.
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    consistency: Option<String>,
+}
+
 /// What a request asks besides its body: an idempotency key, strong consistency, HTML.
 #[derive(Clone, Debug)]
 pub(crate) struct RequestOptions {
@@ -179,11 +191,11 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestOptions {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let strong_query = parts.uri.query().is_some_and(|query| {
-            query
-                .split('&')
-                .any(|pair| pair.eq_ignore_ascii_case("consistency=strong"))
-        });
+        // An unreadable query asks for nothing.
+        let strong_query = Query::<ConsistencyQuery>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|Query(query)| query.consistency)
+            .is_some_and(|consistency| consistency.eq_ignore_ascii_case("strong"));
         Ok(Self {
             idempotency_key: idempotency_key(&parts.headers),
             strong: strong_query
@@ -242,4 +254,12 @@ pub(crate) fn check_sku(sku: &str) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// The answer to a request no route takes: a JSON 404 like every other error.
+pub(crate) async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NoRoute {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
 }

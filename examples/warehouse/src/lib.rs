@@ -78,14 +78,16 @@ pub async fn serve(config: Config) -> Result<(SocketAddr, Server), StartError> {
     node.register(services)
         .map_err(|error| StartError::Register(error.into()))?;
 
-    let progress = match (config.mode, config.projector) {
-        (Mode::PersistedAsync, Projector::Separate) => {
-            Progress::Separate(stores.checkpoints.clone())
-        }
-        _ => Progress::Local(
+    let runner = match (config.mode, config.projector) {
+        (Mode::PersistedAsync, Projector::Separate) => None,
+        _ => Some(Arc::new(
             start_projection(&stores, stores.followed(&config, false), &config)
                 .map_err(StartError::Projection)?,
-        ),
+        )),
+    };
+    let progress = match &runner {
+        Some(runner) => Progress::Local(runner.clone()),
+        None => Progress::Separate(stores.checkpoints.clone()),
     };
     let app = App::new(
         node,
@@ -104,6 +106,7 @@ pub async fn serve(config: Config) -> Result<(SocketAddr, Server), StartError> {
     ]
     .into_iter()
     .fold(axum::Router::new(), |router, route| route(router))
+    .fallback(http::no_route)
     .with_state(app);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -128,6 +131,7 @@ pub async fn serve(config: Config) -> Result<(SocketAddr, Server), StartError> {
         address,
         Server {
             events: stores.events,
+            runner,
             stop,
             task,
         },
@@ -137,6 +141,8 @@ pub async fn serve(config: Config) -> Result<(SocketAddr, Server), StartError> {
 /// A running server, made by [`serve`].
 pub struct Server {
     events: Arc<dyn EventStore>,
+    /// The projection's runner in this process, also held by the routes until they stop.
+    runner: Option<Arc<ProjectionRunner<ProductsProjection>>>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
 }
@@ -153,24 +159,23 @@ impl Server {
         &self.events
     }
 
-    /// Stops accepting connections, lets the requests in flight finish, and returns once the
-    /// server has stopped.
+    /// Stops accepting connections, lets the requests in flight finish, then stops the
+    /// projection running in this process and releases its lease, so a server started next on
+    /// the same database takes it over at once. Returns once all that is done.
     ///
     /// # Errors
     ///
     /// The server's I/O error, if it stopped on one.
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.stop.send(());
-        self.task.await.map_err(std::io::Error::other)?
-    }
-
-    /// Waits until the server stops (it runs until [`shutdown`](Self::shutdown) otherwise).
-    ///
-    /// # Errors
-    ///
-    /// The server's I/O error, if it stopped on one.
-    pub async fn wait(self) -> std::io::Result<()> {
-        self.task.await.map_err(std::io::Error::other)?
+        let served = self.task.await.map_err(std::io::Error::other)?;
+        // The routes are gone with the server's task, and their share of the runner with them.
+        if let Some(runner) = self.runner.and_then(Arc::into_inner)
+            && let Err(error) = runner.stop().await
+        {
+            tracing::warn!(error = %error, "the product list's projection had stopped on an error");
+        }
+        served
     }
 }
 

@@ -99,7 +99,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     config.listen = cli.listen;
     config.projector = cli.projector;
     config.lease_ttl = Duration::from_millis(cli.lease_ttl_ms);
-    let place = describe(&config.database);
+    let place = config.database.to_string();
     if let Some(Command::Project) = cli.command {
         let projection = warehouse::project(config).await?;
         println!("warehouse projector: following {place}; stop it with Ctrl-C");
@@ -110,19 +110,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mode = config.mode.name();
     let (address, server) = warehouse::serve(config).await?;
     println!("warehouse ({mode}, {place}) serving on http://{address}/");
-    tokio::select! {
-        stopped = server.wait() => stopped?,
-        () = shutdown_signal() => {}
-    }
+    shutdown_signal().await;
+    println!("warehouse: stopping");
+    server.shutdown().await?;
     Ok(())
-}
-
-fn describe(database: &Database) -> String {
-    match database {
-        Database::Memory => "in memory".to_owned(),
-        Database::Sqlite(path) => format!("SQLite file {}", path.display()),
-        Database::Postgres { schema, .. } => format!("PostgreSQL schema `{schema}`"),
-    }
 }
 
 /// Ctrl-C, or SIGTERM on Unix.

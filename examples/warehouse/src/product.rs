@@ -62,10 +62,12 @@ impl Aggregate for Product {
     }
 }
 
-/// The aggregate id of product `sku` is its SKU: its stream is `"product-{sku}"`.
+/// The SKU of the product whose stream is `stream` (`"product-{sku}"`: a product's aggregate
+/// id is its SKU).
 pub(crate) fn sku_of_stream(stream: &str) -> &str {
     stream
-        .strip_prefix(concat!("product", "-"))
+        .strip_prefix(Product::NAME)
+        .and_then(|rest| rest.strip_prefix('-'))
         .unwrap_or(stream)
 }
 

@@ -15,8 +15,8 @@ const CHECKPOINT_POLL: Duration = Duration::from_millis(10);
 
 /// Where the product list's progress is read.
 pub(crate) enum Progress {
-    /// The runner in this process.
-    Local(ProjectionRunner<ProductsProjection>),
+    /// The runner in this process, shared with the [`Server`](crate::Server) that stops it.
+    Local(Arc<ProjectionRunner<ProductsProjection>>),
     /// The checkpoint a runner in another process saves.
     Separate(Arc<dyn CheckpointStore>),
 }

@@ -99,3 +99,52 @@ impl Projection for ProductsProjection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(name: Option<&str>, quantity: u64, version: i64) -> RowChange {
+        RowChange {
+            sku: "bolt".to_owned(),
+            name: name.map(str::to_owned),
+            quantity,
+            version,
+        }
+    }
+
+    /// Created, +10, -4, then the same batch again and an old event late: the row stays as
+    /// the newest event left it.
+    async fn check_redelivery_changes_nothing(table: &dyn ProductTable) {
+        let batch = [
+            change(Some("Bolt"), 0, 0),
+            change(None, 10, 1),
+            change(None, 6, 2),
+        ];
+        table.apply(&batch).await.unwrap();
+        table.apply(&batch).await.unwrap();
+        table.apply(&batch[1..2]).await.unwrap();
+        let expected = ProductRow {
+            sku: "bolt".to_owned(),
+            name: "Bolt".to_owned(),
+            quantity: 6,
+            version: 2,
+        };
+        assert_eq!(table.get("bolt").await.unwrap(), Some(expected.clone()));
+        assert_eq!(table.list().await.unwrap(), vec![expected]);
+        table.clear().await.unwrap();
+        assert_eq!(table.list().await.unwrap(), vec![]);
+    }
+
+    #[tokio::test]
+    async fn an_event_delivered_again_changes_nothing_in_memory() {
+        check_redelivery_changes_nothing(&MemoryTable::default()).await;
+    }
+
+    #[tokio::test]
+    async fn an_event_delivered_again_changes_nothing_in_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = SqliteTable::open(&dir.path().join("list.db")).unwrap();
+        check_redelivery_changes_nothing(&table).await;
+    }
+}

@@ -38,7 +38,7 @@ pub(crate) async fn open(config: &Config) -> Result<Stores, StartError> {
         }),
         (Database::Memory, mode) | (_, mode @ Mode::MemorySync) => Err(StartError::Mode {
             mode: mode.name(),
-            database: describe(&config.database),
+            database: config.database.to_string(),
         }),
         (Database::Sqlite(path), _) => {
             let store = Arc::new(SqliteStore::open(path).map_err(StartError::store)?);
@@ -56,6 +56,7 @@ pub(crate) async fn open(config: &Config) -> Result<Stores, StartError> {
                     .await
                     .map_err(StartError::store)?,
             );
+            // Connecting the store checked the schema's name: a plain identifier.
             let table = PostgresTable::connect(url, schema)
                 .await
                 .map_err(StartError::ReadModel)?;
@@ -65,15 +66,6 @@ pub(crate) async fn open(config: &Config) -> Result<Stores, StartError> {
                 table: Arc::new(table),
             })
         }
-    }
-}
-
-/// The database as the command line names it.
-pub(crate) fn describe(database: &Database) -> String {
-    match database {
-        Database::Memory => "memory".to_owned(),
-        Database::Sqlite(path) => format!("the SQLite file {}", path.display()),
-        Database::Postgres { schema, .. } => format!("PostgreSQL (schema `{schema}`)"),
     }
 }
 

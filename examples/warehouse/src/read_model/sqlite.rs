@@ -45,6 +45,14 @@ impl SqliteTable {
     /// Opens the table in the SQLite file at `path` (the event store's), creating it if needed.
     pub(crate) fn open(path: &Path) -> Result<Self, ReadModelError> {
         let writer = open(path)?;
+        // No sync of its own at each commit: the runner saves the checkpoint after the rows,
+        // through the store's writer, whose synced commit syncs the same WAL file and so the
+        // rows' frames before it. A crash before that leaves the checkpoint before the batch,
+        // which is applied again whether its rows survived or not (the upsert makes that
+        // harmless).
+        writer
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(ReadModelError::new)?;
         writer
             .execute_batch(include_str!("sql/create_table.sql"))
             .map_err(ReadModelError::new)?;

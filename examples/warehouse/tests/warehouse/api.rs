@@ -116,6 +116,9 @@ fn scenario() -> Vec<Step> {
             .json(r#"{"error": "unknown_product"}"#),
         post("/warehouse/products/nut/decrease", r#"{"quantity": 1}"#).status(404),
         get("/warehouse/products/nut").status(404).json(r#"{"error": "unknown_product"}"#),
+        // Routes that do not exist.
+        get("/warehouse/nothing").status(404).json(r#"{"error": "no_route"}"#),
+        post("/warehouse/products/bolt/increase/twice", r#"{"quantity": 1}"#).status(404),
         // Unreadable requests.
         post(SHIP_BOLT, r#"{"quantity": "#).status(400).json(r#"{"error": "unreadable"}"#),
         post(SHIP_BOLT, r#"{"quantity": -1}"#).status(400),

@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 mod api;
+mod binary;
 mod decrements;
 mod projector;
+mod restart;
 mod support;

@@ -204,3 +204,54 @@ async fn a_killed_projector_catches_up_with_nothing_lost_or_doubled_on_sqlite() 
 async fn a_killed_projector_catches_up_with_nothing_lost_or_doubled_on_postgres() {
     survives_a_killed_projector(Target::PostgresAsync).await;
 }
+
+/// A command asking for strong consistency waits for the list: with no projector running it
+/// answers 503 once the timeout passes (the command is applied all the same, and its retry with
+/// the same key is not applied again), and answers at once when a projector runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strong_command_waits_for_the_list_and_times_out_without_a_projector() {
+    let (database, dir) = database(Target::SqliteAsync);
+    let mut config = separate(config(Target::SqliteAsync, database.clone()));
+    config.timeout = Duration::from_millis(300);
+    let running = start_with(config, dir).await;
+    let strong_receipt = || {
+        running
+            .request(
+                Method::POST,
+                "/warehouse/products/bolt/increase?consistency=strong",
+            )
+            .header("Idempotency-Key", "receive-once")
+            .json(&json!({"quantity": 5}))
+    };
+    let (status, _) = running
+        .post(
+            "/warehouse/products",
+            json!({"sku": "bolt", "name": "Bolt"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let (status, body) = crate::support::answer(strong_receipt()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "timeout");
+    // It was applied all the same; another receipt, not waiting, answers at once.
+    let (status, body) = running
+        .post("/warehouse/products/bolt/increase", json!({"quantity": 5}))
+        .await;
+    assert_eq!((status, &body["quantity"]), (StatusCode::OK, &json!(10)));
+
+    let _projector = Projector::start(&database);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, body) = crate::support::answer(strong_receipt()).await;
+        if status == StatusCode::OK {
+            assert_eq!(body["version"], 1, "the retry is not applied again: {body}");
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(Instant::now() < deadline, "the projector never caught up");
+    }
+    let list = converged(&running).await;
+    assert_eq!(list["products"][0]["quantity"], 10, "{list}");
+    running.shutdown().await;
+}
