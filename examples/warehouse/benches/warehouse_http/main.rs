@@ -16,6 +16,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Benches fail loudly.
 
 mod floor;
+mod harness_check;
 mod lag;
 mod load;
 
@@ -219,6 +220,43 @@ fn measure(
     figures
 }
 
+/// Runs `wrk` and this bench's clients in turn against a floor server (see `harness_check`);
+/// gives the report's line.
+fn check_harness(server: &Runtime, clients: &Runtime, rounds: usize, length: Duration) -> String {
+    let floor = server.block_on(floor::serve(Bytes::from_static(
+        br#"{"version":1,"position":2,"quantity":1}"#,
+    )));
+    if harness_check::wrk_rate(floor, CLIENTS, Duration::from_secs(1)).is_none() {
+        return "\nHarness check: `wrk` is not installed (`apt-get install wrk`), so this run did \
+                not compare its clients with it.\n"
+            .into();
+    }
+    let request = load::request(
+        "POST",
+        "/warehouse/products/bench-0/increase",
+        r#"{"quantity":1}"#,
+    );
+    let rates = alternate(
+        rounds,
+        || harness_check::wrk_rate(floor, CLIENTS, length).unwrap_or(0.0),
+        || {
+            let request = request.clone();
+            let send: load::Requests = Arc::new(move |_, _| request.clone());
+            clients
+                .block_on(load::run(floor, CLIENTS, length, send))
+                .rate
+        },
+    );
+    format!(
+        "\nHarness check, against the floor server: `wrk -t1 -c{CLIENTS}` (the same POST) {:.0} \
+         requests/s, this bench's clients {:.0}: {:.2} of `wrk` (medians of {rounds} alternating \
+         rounds).\n",
+        median(&rates.floor),
+        median(&rates.subject),
+        rates.ratio(),
+    )
+}
+
 fn millis(micros: u64) -> String {
     format!("{:.2}", micros as f64 / 1_000.0)
 }
@@ -266,6 +304,7 @@ fn main() {
         "| mode | store | floor commands/s | warehouse commands/s | warehouse / floor | floor p50 / p99 ms | warehouse p50 / p99 ms | list lag p99 |\n\
          |---|---|---|---|---|---|---|---|\n",
     );
+    let check = check_harness(&server, &clients, rounds, length);
     for target in TARGETS {
         let figures = measure(&server, &clients, target, rounds, length);
         let lag = match &figures.lag {
@@ -299,6 +338,7 @@ fn main() {
         eprint!("{row}");
         out.push_str(&row);
     }
+    out.push_str(&check);
     out.push_str(&format!(
         "\nLoad average (1, 5, 15 min) before: {load_before}; after: {}.\n",
         support::load_average()
