@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 mod app;
+// The launcher `cargo xtask test` starts chromedriver with: one copy, std only.
 #[path = "../../../../xtask/src/browser/chromedriver.rs"]
 mod chromedriver;
 mod page;

@@ -17,8 +17,9 @@ use crate::chromedriver::{self, Chromedriver};
 
 /// Chromium's flags: headless; no sandbox, which needs a user namespace that root in a
 /// container does not get; `/tmp` rather than a small `/dev/shm`; and no traffic beyond
-/// loopback: every other address goes to a proxy on the discard port, where nothing listens,
-/// and the background services that would call home are off.
+/// loopback: every address but the loopback ones (which Chromium never proxies) goes to a
+/// proxy on the discard port, where nothing listens, and the background services that would
+/// call home are off.
 const CHROMIUM_ARGS: &[&str] = &[
     "--headless=new",
     "--no-sandbox",
@@ -26,7 +27,6 @@ const CHROMIUM_ARGS: &[&str] = &[
     "--disable-gpu",
     "--window-size=1100,800",
     "--proxy-server=http://127.0.0.1:9",
-    "--proxy-bypass-list=<-loopback>;127.0.0.1",
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-default-apps",
