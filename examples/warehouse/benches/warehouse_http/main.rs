@@ -87,11 +87,10 @@ fn database(target: Target) -> Database {
         Store::Sqlite => {
             let dir = target_dir().join("switchyard-bench-scratch");
             std::fs::create_dir_all(&dir).unwrap();
-            let path = dir.join(format!("warehouse-{}.db", target.mode.name()));
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-            }
-            Database::Sqlite(path)
+            let database =
+                Database::Sqlite(dir.join(format!("warehouse-{}.db", target.mode.name())));
+            remove_files(&database);
+            database
         }
         Store::Postgres => Database::Postgres {
             url: switchyard_postgres::test_server::shared_url().unwrap(),
@@ -101,6 +100,15 @@ fn database(target: Target) -> Database {
                 target.mode.name().replace('-', "_")
             ),
         },
+    }
+}
+
+/// Removes a SQLite database's files (tens of megabytes after a run): disk is shared.
+fn remove_files(database: &Database) {
+    if let Database::Sqlite(path) = database {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 }
 
@@ -121,7 +129,8 @@ fn measure(
     rounds: usize,
     length: Duration,
 ) -> Figures {
-    let mut config = Config::new(target.mode, database(target));
+    let database = database(target);
+    let mut config = Config::new(target.mode, database.clone());
     config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     let (address, app) = server.block_on(warehouse::serve(config)).unwrap();
 
@@ -217,6 +226,7 @@ fn measure(
         .block_on(async { tokio::time::timeout(Duration::from_secs(30), app.shutdown()).await })
         .expect("the warehouse stops")
         .unwrap();
+    remove_files(&database);
     figures
 }
 
