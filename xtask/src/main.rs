@@ -1,7 +1,7 @@
 //! Repository automation, run as `cargo xtask <command>`:
 //!
 //! - `test`: everything CI checks, stopping at the first failure and naming it (on a throwaway
-//!   PostgreSQL server it installs and starts);
+//!   PostgreSQL server and with the Chromium it installs and starts);
 //! - `docs`: the API docs and the guides (whose Rust blocks compile as doc tests);
 //! - `bench`: the criterion benchmarks, written to `docs/benchmarks.md`;
 //! - `profile`: one bench's CPU profile (perf), drawn as a flame graph under `docs/profiles/`;
@@ -11,6 +11,7 @@
 
 mod apt;
 mod bench;
+mod browser;
 mod docs;
 mod fuzz;
 mod postgres;

@@ -37,10 +37,12 @@ pub(crate) fn run() -> Result {
     crate::docs::api_docs()?;
     crate::apt::ensure_iproute2()?;
     {
-        // Stopped at the end of this block, whether the tests passed or not.
+        // Both stopped at the end of this block, whether the tests passed or not.
         let postgres = crate::postgres::start()?;
+        let browser = crate::browser::start()?;
         let mut tests = cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"]);
         postgres.export(&mut tests);
+        browser.export(&mut tests);
         step("tests", tests)?;
         let mut guides = crate::docs::guides_command();
         postgres.export(&mut guides);
