@@ -262,5 +262,5 @@ fn main() {
         support::load_average()
     ));
     println!("\n{out}");
-    support::write_section("36-sql_projection_postgres.md", &out);
+    support::write_section("63-sql_projection_postgres.md", &out);
 }

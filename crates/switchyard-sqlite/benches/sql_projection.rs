@@ -262,5 +262,5 @@ fn main() {
         support::load_average()
     ));
     println!("\n{out}");
-    support::write_section("35-sql_projection.md", &out);
+    support::write_section("62-sql_projection.md", &out);
 }

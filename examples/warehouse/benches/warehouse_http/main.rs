@@ -356,6 +356,6 @@ fn main() {
     if quick {
         out.push_str("\nQuick run (`SWITCHYARD_BENCH_QUICK`): these figures say little.\n");
     }
-    support::write_section("60-warehouse-http.md", &out);
+    support::write_section("70-warehouse-http.md", &out);
     println!("{out}");
 }
