@@ -110,7 +110,9 @@ pub(crate) fn list_page(view: &ListView, error: Option<&FormError>) -> Markup {
                     span class="position" { (view.position) }
                     " of "
                     span class="head" { (view.head) }
-                    " (" (view.head.saturating_sub(view.position)) " behind)."
+                    // Positions are ordered, not counted (PostgreSQL's carry transaction ids),
+                    // so the page says whether the list is behind, not by how many events.
+                    @if view.position >= view.head { " (caught up)." } @else { " (catching up)." }
                 }
             }
             form id="create-product" method="post" action="/warehouse/products" {

@@ -1,7 +1,8 @@
 //! The product list: `GET /warehouse/products` answers JSON (`{"products": [...], "position":
 //! P, "head": H}`), or the page when the client accepts HTML; `GET /` is the page. The list is
 //! the read model the projection keeps; `position` is the last event
-//! it has seen and `head` the store's last, so `head - position` is how far it lags.
+//! it has seen and `head` the store's last: the list lags while `position < head` (positions
+//! are ordered, not counted, so their difference is not a number of events).
 
 use axum::Json;
 use axum::extract::State;
