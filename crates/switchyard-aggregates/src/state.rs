@@ -1,9 +1,11 @@
 //! An aggregate's state with its version and the messages it has processed.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use foldhash::HashMap;
+use hashbrown::Equivalent;
 
 use serde::{Deserialize, Serialize};
 use switchyard_messaging::Response;
@@ -68,14 +70,35 @@ impl<A: Aggregate> Default for AggregateState<A> {
 /// than as text: every command looks its id up and remembers it, most often in a window that
 /// is not in the cache, so a key that needs no allocation, no pointer to follow and no string
 /// to hash or compare is what keeps that cheap.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// The remembered messages sit in insertion order in one ring, each key beside its response;
+/// the hash index holds only each one's insertion number (8 bytes a bucket), so a look-up
+/// touches a compact table and one slot of the ring, and forgetting the oldest finds its bucket
+/// by number without comparing keys. Before, keys and responses sat in the hash table itself
+/// (about 100 bytes a bucket) beside a queue of keys, and every command's look-up, insertion and
+/// eviction each missed the cache in a table of some 25 KB per aggregate (about a sixth of the
+/// time of commands spread over 1,000 aggregates).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(from = "Wire", into = "Wire")]
 pub struct ProcessedIds {
     capacity: usize,
-    order: VecDeque<MessageKey>,
-    responses: hashbrown::HashMap<MessageKey, Response, foldhash::fast::RandomState>,
-    /// Whether an id was ever dropped: only then can a repeated id be missing from the window.
+    /// The remembered messages, oldest first.
+    order: VecDeque<(MessageKey, Response)>,
+    /// The insertion number of each remembered message, found by the hash of its key; the
+    /// message numbered `n` sits at `order[n - first]`.
+    index: hashbrown::HashTable<u64>,
+    hasher: foldhash::fast::RandomState,
+    /// The insertion number of `order`'s front.
+    first: u64,
     forgot: bool,
+}
+
+/// Two windows are equal when they remember the same messages with the same responses in the
+/// same order, with the same capacity and the same knowledge of having forgotten some.
+impl PartialEq for ProcessedIds {
+    fn eq(&self, other: &Self) -> bool {
+        self.capacity == other.capacity && self.forgot == other.forgot && self.order == other.order
+    }
 }
 
 /// How a window is serialized (in snapshots and stored states): its ids as text, so the form
@@ -94,12 +117,10 @@ impl From<ProcessedIds> for Wire {
         let mut responses = HashMap::default();
         let order = ids
             .order
-            .iter()
-            .map(|key| {
+            .into_iter()
+            .map(|(key, response)| {
                 let id = key.to_text();
-                if let Some(response) = ids.responses.get(key) {
-                    responses.insert(id.clone(), response.clone());
-                }
+                responses.insert(id.clone(), response);
                 id
             })
             .collect();
@@ -136,7 +157,9 @@ impl ProcessedIds {
         Self {
             capacity,
             order: VecDeque::new(),
-            responses: hashbrown::HashMap::default(),
+            index: hashbrown::HashTable::new(),
+            hasher: foldhash::fast::RandomState::default(),
+            first: 0,
             forgot: false,
         }
     }
@@ -153,22 +176,54 @@ impl ProcessedIds {
             return;
         }
         let key = KeyView::of(id);
-        if let Some(known) = self.responses.get_mut(&key) {
-            *known = response;
+        let hash = self.hasher.hash_one(key);
+        if let Some(at) = self.position(hash, key) {
+            if let Some((_, known)) = self.order.get_mut(at) {
+                *known = response;
+            }
             return;
         }
-        let key = key.to_key();
-        self.order.push_back(key.clone());
-        self.responses.insert(key, response);
+        let number = self.first + self.order.len() as u64;
+        self.order.push_back((key.to_key(), response));
+        let Self {
+            order,
+            index,
+            hasher,
+            first,
+            ..
+        } = self;
+        index.insert_unique(hash, number, |number| {
+            // Every number in the index names a message in the ring.
+            order
+                .get(slot(*first, *number))
+                .map_or(0, |(key, _)| hasher.hash_one(key.view()))
+        });
         self.trim();
+    }
+
+    /// Where in `order` the message of `key` (whose hash is `hash`) sits, if remembered.
+    fn position(&self, hash: u64, key: KeyView<'_>) -> Option<usize> {
+        self.index
+            .find(hash, |number| {
+                self.order
+                    .get(slot(self.first, *number))
+                    .is_some_and(|(known, _)| key.equivalent(known))
+            })
+            .map(|number| slot(self.first, *number))
     }
 
     fn trim(&mut self) {
         while self.order.len() > self.capacity {
-            if let Some(oldest) = self.order.pop_front() {
-                self.responses.remove(&oldest);
-                self.forgot = true;
+            let Some((oldest, _)) = self.order.pop_front() else {
+                break;
+            };
+            let hash = self.hasher.hash_one(oldest.view());
+            let number = self.first;
+            if let Ok(found) = self.index.find_entry(hash, |known| *known == number) {
+                found.remove();
             }
+            self.first += 1;
+            self.forgot = true;
         }
     }
 
@@ -189,7 +244,9 @@ impl ProcessedIds {
         if id.is_empty() {
             return None;
         }
-        self.responses.get(&KeyView::of(id))
+        let key = KeyView::of(id);
+        let at = self.position(self.hasher.hash_one(key), key)?;
+        self.order.get(at).map(|(_, response)| response)
     }
 
     /// How many ids are remembered.
@@ -210,6 +267,12 @@ impl ProcessedIds {
             self.forgot = true;
         }
     }
+}
+
+/// The place in the ring of the message numbered `number` when the front is numbered `first`.
+fn slot(first: u64, number: u64) -> usize {
+    // A remembered message's number is at least the front's and at most `capacity` past it.
+    usize::try_from(number - first).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
