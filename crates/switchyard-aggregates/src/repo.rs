@@ -959,3 +959,51 @@ pub(crate) fn replayed_response(id: &str, version: i64, started_stream: bool) ->
         }
     }
 }
+
+#[cfg(test)]
+mod message_id_tests {
+    use super::*;
+
+    fn metadata(message: &str, correlation: &str, causation: &str) -> EventMetadata {
+        EventMetadata {
+            message_id: message.to_owned(),
+            correlation_id: correlation.to_owned(),
+            causation_id: causation.to_owned(),
+            user: Default::default(),
+        }
+    }
+
+    fn refused_kind(metadata: &EventMetadata) -> Option<NameKind> {
+        match check_message_ids(metadata) {
+            Ok(()) => None,
+            Err(NameError::ControlCharacter { kind, .. }) => Some(kind),
+            Err(other) => panic!("unexpected refusal: {other}"),
+        }
+    }
+
+    #[test]
+    fn each_id_that_breaks_the_rule_is_refused_under_its_own_kind_also_when_others_repeat() {
+        let (good, bad, worse) = ("m-1", "m\u{1}", "m\u{2}");
+        assert_eq!(refused_kind(&metadata(good, good, good)), None);
+        assert_eq!(
+            refused_kind(&metadata(bad, bad, bad)),
+            Some(NameKind::MessageId)
+        );
+        assert_eq!(
+            refused_kind(&metadata(good, bad, bad)),
+            Some(NameKind::CorrelationId)
+        );
+        assert_eq!(
+            refused_kind(&metadata(good, good, bad)),
+            Some(NameKind::CausationId)
+        );
+        assert_eq!(
+            refused_kind(&metadata(good, bad, worse)),
+            Some(NameKind::CorrelationId)
+        );
+        assert_eq!(
+            refused_kind(&metadata(good, "c-1", worse)),
+            Some(NameKind::CausationId)
+        );
+    }
+}

@@ -296,6 +296,85 @@ mod tests {
         assert!(!ids.may_have_forgotten());
     }
 
+    fn version(at: i64) -> Response {
+        Response::OkAt {
+            payload: None,
+            version: at,
+        }
+    }
+
+    /// A UUID-spelled id, so the window keeps it in 16 bytes, as it does `Message`'s ids.
+    fn uuid(n: u128) -> String {
+        uuid::Uuid::from_u128(n).hyphenated().to_string()
+    }
+
+    #[test]
+    fn it_forgets_the_oldest_ids_first_and_finds_the_rest_over_many_turns_of_the_ring() {
+        let mut ids = ProcessedIds::with_capacity(3);
+        for n in 0..1_000_i64 {
+            ids.insert(uuid(n as u128), version(n));
+            ids.insert(format!("text-{n}"), version(n));
+            assert_eq!(ids.len(), 3.min(2 * (n as usize + 1)));
+        }
+        assert_eq!(ids.get(&uuid(999)), Some(&version(999)));
+        assert_eq!(ids.get("text-999"), Some(&version(999)));
+        assert_eq!(ids.get("text-998"), Some(&version(998)));
+        assert_eq!(ids.get(&uuid(998)), None, "fourth newest: forgotten");
+        assert_eq!(ids.get(&uuid(0)), None);
+        assert!(ids.may_have_forgotten());
+    }
+
+    #[test]
+    fn an_id_remembered_again_keeps_its_place_and_takes_the_new_response() {
+        let mut ids = ProcessedIds::with_capacity(2);
+        ids.insert(uuid(1), version(1));
+        ids.insert(uuid(2), version(2));
+        ids.insert(uuid(1), version(10));
+        assert_eq!(ids.get(&uuid(1)), Some(&version(10)));
+        ids.insert(uuid(3), version(3));
+        assert_eq!(
+            ids.get(&uuid(1)),
+            None,
+            "still the oldest, so forgotten first"
+        );
+        assert_eq!(ids.get(&uuid(2)), Some(&version(2)));
+        assert_eq!(ids.get(&uuid(3)), Some(&version(3)));
+    }
+
+    #[test]
+    fn a_forgotten_id_stays_forgotten_when_the_capacity_grows_and_comes_back_when_inserted() {
+        let mut ids = ProcessedIds::with_capacity(2);
+        for n in 1..=3 {
+            ids.insert(uuid(n), version(n as i64));
+        }
+        ids.set_capacity(10);
+        assert_eq!(ids.get(&uuid(1)), None);
+        ids.insert(uuid(1), version(11));
+        assert_eq!(ids.get(&uuid(1)), Some(&version(11)));
+        assert_eq!(ids.len(), 3);
+        ids.set_capacity(1);
+        assert_eq!(ids.get(&uuid(1)), Some(&version(11)), "the newest stays");
+        assert_eq!(ids.get(&uuid(3)), None);
+        assert_eq!(ids.len(), 1);
+    }
+
+    #[test]
+    fn windows_holding_the_same_messages_in_the_same_order_are_equal_whatever_they_forgot_on_the_way()
+     {
+        let mut turned = ProcessedIds::with_capacity(2);
+        let mut fresh = ProcessedIds::with_capacity(2);
+        for n in 0..7 {
+            turned.insert(uuid(n), version(n as i64));
+        }
+        fresh.insert(uuid(5), version(5));
+        fresh.insert(uuid(6), version(6));
+        assert_ne!(turned, fresh, "one of them forgot ids");
+        fresh.mark_forgotten();
+        assert_eq!(turned, fresh);
+        fresh.insert(uuid(5), version(50));
+        assert_ne!(turned, fresh, "another response");
+    }
+
     #[test]
     fn a_window_serializes_its_ids_as_text_and_reads_back_the_same() {
         let uuid = "0190a5b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b";
