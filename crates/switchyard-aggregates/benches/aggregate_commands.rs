@@ -17,7 +17,10 @@
 //!   deposit, a `node.dispatch` to a service that only answers, and the actor round trip.
 //!
 //! Run with `cargo xtask bench` (which writes `docs/benchmarks.md`) or
-//! `cargo bench -p switchyard-aggregates --bench aggregate_commands`.
+//! `cargo bench -p switchyard-aggregates --bench aggregate_commands`. To profile one path alone,
+//! `SWITCHYARD_BENCH_PHASE=spread` (64 callers across 1,000 aggregates) or `sequential` (one
+//! caller, one fresh aggregate) runs only that subject for `SWITCHYARD_BENCH_PHASE_SECONDS` (20):
+//! `SWITCHYARD_BENCH_PHASE=spread cargo xtask profile aggregate_commands --label spread`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;

@@ -73,8 +73,10 @@ impl<A: Aggregate> Default for AggregateState<A> {
 ///
 /// The remembered messages sit in insertion order in one ring, each key beside its response;
 /// the hash index holds only each one's insertion number (8 bytes a bucket), so a look-up
-/// touches a compact table and one slot of the ring, and forgetting the oldest finds its bucket
-/// by number without comparing keys. Before, keys and responses sat in the hash table itself
+/// touches a compact table and one slot of the ring. Forgetting the oldest touches no bucket:
+/// its number goes stale (it is below the ring's front) and stale numbers are swept out of the
+/// index in one pass once they are as many as the window holds. In a full ring the newest
+/// takes the oldest's slot. Before, keys and responses sat in the hash table itself
 /// (about 100 bytes a bucket) beside a queue of keys, and every command's look-up, insertion and
 /// eviction each missed the cache in a table of some 25 KB per aggregate (about a sixth of the
 /// time of commands spread over 1,000 aggregates).
@@ -85,7 +87,8 @@ pub struct ProcessedIds {
     /// The remembered messages, oldest first.
     order: VecDeque<(MessageKey, Response)>,
     /// The insertion number of each remembered message, found by the hash of its key; the
-    /// message numbered `n` sits at `order[n - first]`.
+    /// message numbered `n` sits at `order[n - first]`. Numbers below `first` are stale:
+    /// forgotten messages' numbers waiting to be swept.
     index: hashbrown::HashTable<u64>,
     hasher: foldhash::fast::RandomState,
     /// The insertion number of `order`'s front.
@@ -183,8 +186,12 @@ impl ProcessedIds {
             }
             return;
         }
+        // The oldest goes first, so in a full ring the newest takes its slot, in the same line
+        // of the cache.
+        self.forget_down_to(self.capacity - 1);
         let number = self.first + self.order.len() as u64;
         self.order.push_back((key.to_key(), response));
+        self.drop_stale_numbers();
         let Self {
             order,
             index,
@@ -193,37 +200,47 @@ impl ProcessedIds {
             ..
         } = self;
         index.insert_unique(hash, number, |number| {
-            // Every number in the index names a message in the ring.
-            order
-                .get(slot(*first, *number))
+            // A stale number names no message any more: wherever it lands, every look-up
+            // passes over it.
+            live_slot(*first, *number)
+                .and_then(|at| order.get(at))
                 .map_or(0, |(key, _)| hasher.hash_one(key.view()))
         });
-        self.trim();
     }
 
     /// Where in `order` the message of `key` (whose hash is `hash`) sits, if remembered.
     fn position(&self, hash: u64, key: KeyView<'_>) -> Option<usize> {
+        let at = |number: &u64| live_slot(self.first, *number);
         self.index
             .find(hash, |number| {
-                self.order
-                    .get(slot(self.first, *number))
+                at(number)
+                    .and_then(|at| self.order.get(at))
                     .is_some_and(|(known, _)| key.equivalent(known))
             })
-            .map(|number| slot(self.first, *number))
+            .and_then(at)
     }
 
-    fn trim(&mut self) {
-        while self.order.len() > self.capacity {
-            let Some((oldest, _)) = self.order.pop_front() else {
+    /// Forgets the oldest messages until at most `len` are remembered. Their numbers stay in
+    /// the index, stale, until [`drop_stale_numbers`](Self::drop_stale_numbers) sweeps them:
+    /// finding each one's bucket would cost a look-up in a table most often out of the cache,
+    /// for every command.
+    fn forget_down_to(&mut self, len: usize) {
+        while self.order.len() > len {
+            if self.order.pop_front().is_none() {
                 break;
-            };
-            let hash = self.hasher.hash_one(oldest.view());
-            let number = self.first;
-            if let Ok(found) = self.index.find_entry(hash, |known| *known == number) {
-                found.remove();
             }
             self.first += 1;
             self.forgot = true;
+        }
+    }
+
+    /// Sweeps the stale numbers out of the index once they are as many as the window holds (at
+    /// least 16): one pass over a small table every so many commands.
+    fn drop_stale_numbers(&mut self) {
+        let stale = self.index.len().saturating_sub(self.order.len());
+        if stale >= self.capacity.max(16) {
+            let first = self.first;
+            self.index.retain(|number| *number >= first);
         }
     }
 
@@ -262,17 +279,19 @@ impl ProcessedIds {
     /// Changes the capacity, forgetting the oldest ids if needed.
     pub fn set_capacity(&mut self, capacity: usize) {
         self.capacity = capacity;
-        self.trim();
+        self.forget_down_to(capacity);
         if capacity == 0 {
             self.forgot = true;
         }
     }
 }
 
-/// The place in the ring of the message numbered `number` when the front is numbered `first`.
-fn slot(first: u64, number: u64) -> usize {
-    // A remembered message's number is at least the front's and at most `capacity` past it.
-    usize::try_from(number - first).unwrap_or(usize::MAX)
+/// The place in the ring of the message numbered `number` when the front is numbered `first`;
+/// `None` for a number the window has forgotten.
+fn live_slot(first: u64, number: u64) -> Option<usize> {
+    number
+        .checked_sub(first)
+        .and_then(|at| usize::try_from(at).ok())
 }
 
 #[cfg(test)]
@@ -315,6 +334,12 @@ mod tests {
             ids.insert(uuid(n as u128), version(n));
             ids.insert(format!("text-{n}"), version(n));
             assert_eq!(ids.len(), 3.min(2 * (n as usize + 1)));
+            // Forgotten ids' numbers are swept, so the index stays as small as the window.
+            assert!(
+                ids.index.len() <= ids.len() + 16,
+                "{} numbers",
+                ids.index.len()
+            );
         }
         assert_eq!(ids.get(&uuid(999)), Some(&version(999)));
         assert_eq!(ids.get("text-999"), Some(&version(999)));
@@ -322,6 +347,12 @@ mod tests {
         assert_eq!(ids.get(&uuid(998)), None, "fourth newest: forgotten");
         assert_eq!(ids.get(&uuid(0)), None);
         assert!(ids.may_have_forgotten());
+        ids.insert(uuid(0), version(0));
+        assert_eq!(
+            ids.get(&uuid(0)),
+            Some(&version(0)),
+            "forgotten long ago, back now"
+        );
     }
 
     #[test]
