@@ -17,7 +17,10 @@
 //!   deposit, a `node.dispatch` to a service that only answers, and the actor round trip.
 //!
 //! Run with `cargo xtask bench` (which writes `docs/benchmarks.md`) or
-//! `cargo bench -p switchyard-aggregates --bench aggregate_commands`.
+//! `cargo bench -p switchyard-aggregates --bench aggregate_commands`. To profile one path alone,
+//! `SWITCHYARD_BENCH_PHASE=spread` (64 callers across 1,000 aggregates) or `sequential` (one
+//! caller, one fresh aggregate) runs only that subject for `SWITCHYARD_BENCH_PHASE_SECONDS` (20):
+//! `SWITCHYARD_BENCH_PHASE=spread cargo xtask profile aggregate_commands --label spread`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -453,7 +456,42 @@ fn time_row(name: &str, unit: &str, rounds: &Rounds, target: Option<f64>) -> Str
     )
 }
 
+/// One phase's subject alone, for `cargo xtask profile` (`SWITCHYARD_BENCH_PHASE=spread`: 64
+/// callers across 1,000 aggregates; `sequential`: one caller on one fresh aggregate), run for
+/// about `seconds` so the profile holds nothing else.
+fn profile_phase(phase: &str, seconds: u64) {
+    let rt = runtime();
+    let started = Instant::now();
+    let node = bank(&rt);
+    let idle = Arc::new(Vec::new());
+    let mut commands = 0_usize;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        match phase {
+            "spread" => {
+                throughput(&rt, &node, &idle, AGGREGATES, true);
+                commands += if quick() { 12_800 } else { 128_000 };
+            }
+            "sequential" => {
+                fresh_aggregate_commands(&rt, &node, 2_000);
+                commands += 2_000;
+            }
+            other => panic!("SWITCHYARD_BENCH_PHASE is `spread` or `sequential`, not `{other}`"),
+        }
+    }
+    println!(
+        "{phase}: {commands} commands in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
+    if let Ok(phase) = std::env::var("SWITCHYARD_BENCH_PHASE") {
+        let seconds = std::env::var("SWITCHYARD_BENCH_PHASE_SECONDS")
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(20);
+        return profile_phase(&phase, seconds);
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
     if std::env::args().any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time") {

@@ -922,10 +922,26 @@ fn encode_event<E: Serialize>(event: &E) -> Result<bytes::Bytes, codec::EncodeEr
 }
 
 /// Checks the ids an append records against the rule every store shares.
+///
+/// The three kinds share one rule (any id up to the same length, empty allowed, no control
+/// character), so an id equal to one already checked is not scanned again: a conversation's
+/// first message is its own correlation and cause, and each scan decodes the id character by
+/// character (about 2 % of a sequential command's time when all three were scanned).
 fn check_message_ids(metadata: &EventMetadata) -> Result<(), NameError> {
-    names::check(NameKind::MessageId, &metadata.message_id)?;
-    names::check(NameKind::CorrelationId, &metadata.correlation_id)?;
-    names::check(NameKind::CausationId, &metadata.causation_id)
+    let EventMetadata {
+        message_id,
+        correlation_id,
+        causation_id,
+        ..
+    } = metadata;
+    names::check(NameKind::MessageId, message_id)?;
+    if correlation_id != message_id {
+        names::check(NameKind::CorrelationId, correlation_id)?;
+    }
+    if causation_id != message_id && causation_id != correlation_id {
+        names::check(NameKind::CausationId, causation_id)?;
+    }
+    Ok(())
 }
 
 /// The response a message got the first time, as far as its recorded events tell: `Created` if
@@ -941,5 +957,53 @@ pub(crate) fn replayed_response(id: &str, version: i64, started_stream: bool) ->
             payload: None,
             version,
         }
+    }
+}
+
+#[cfg(test)]
+mod message_id_tests {
+    use super::*;
+
+    fn metadata(message: &str, correlation: &str, causation: &str) -> EventMetadata {
+        EventMetadata {
+            message_id: message.to_owned(),
+            correlation_id: correlation.to_owned(),
+            causation_id: causation.to_owned(),
+            user: Default::default(),
+        }
+    }
+
+    fn refused_kind(metadata: &EventMetadata) -> Option<NameKind> {
+        match check_message_ids(metadata) {
+            Ok(()) => None,
+            Err(NameError::ControlCharacter { kind, .. }) => Some(kind),
+            Err(other) => panic!("unexpected refusal: {other}"),
+        }
+    }
+
+    #[test]
+    fn each_id_that_breaks_the_rule_is_refused_under_its_own_kind_also_when_others_repeat() {
+        let (good, bad, worse) = ("m-1", "m\u{1}", "m\u{2}");
+        assert_eq!(refused_kind(&metadata(good, good, good)), None);
+        assert_eq!(
+            refused_kind(&metadata(bad, bad, bad)),
+            Some(NameKind::MessageId)
+        );
+        assert_eq!(
+            refused_kind(&metadata(good, bad, bad)),
+            Some(NameKind::CorrelationId)
+        );
+        assert_eq!(
+            refused_kind(&metadata(good, good, bad)),
+            Some(NameKind::CausationId)
+        );
+        assert_eq!(
+            refused_kind(&metadata(good, bad, worse)),
+            Some(NameKind::CorrelationId)
+        );
+        assert_eq!(
+            refused_kind(&metadata(good, "c-1", worse)),
+            Some(NameKind::CausationId)
+        );
     }
 }

@@ -40,7 +40,7 @@ impl<'a> KeyView<'a> {
 }
 
 impl MessageKey {
-    fn view(&self) -> KeyView<'_> {
+    pub(super) fn view(&self) -> KeyView<'_> {
         match self {
             Self::Uuid(uuid) => KeyView::Uuid(*uuid),
             Self::Text(text) => KeyView::Text(text),

@@ -239,7 +239,18 @@ impl MemoryStore {
         // Under the global lock, so the published head only ever grows; a reader woken by it
         // finds these events behind the stream's lock, which the appender holds until they are
         // written.
-        self.head.send_replace(global.last_position);
+        //
+        // Receivers are woken only when there are any: tokio's watch wakes its waiters under
+        // eight locks per send (about 4 % of a sequential command's time), for nobody when no
+        // projection watches. With none, the new head is stored without a new version. A
+        // receiver subscribed after the count was read here still finds this append: it reads
+        // the global order under the global lock held here, so it either sees this append or
+        // subscribed before this lock was taken, and then it was counted.
+        let head = global.last_position;
+        self.head.send_if_modified(|published| {
+            *published = head;
+            self.head.receiver_count() > 0
+        });
         global.appends.push(GlobalAppend {
             first_position,
             count,

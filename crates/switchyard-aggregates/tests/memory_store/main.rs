@@ -23,6 +23,42 @@ fn events(count: u8) -> Vec<NewEvent> {
 }
 
 #[tokio::test]
+async fn a_head_watcher_subscribed_after_unwatched_appends_sees_their_head_and_wakes_on_the_next() {
+    use switchyard_aggregates::store::GlobalReader;
+    let store = MemoryStore::new();
+    // Appends nobody watches publish their head without waking anyone.
+    for _ in 0..3 {
+        store
+            .append(
+                "s",
+                ExpectedVersion::Any,
+                events(2),
+                EventMetadata::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let mut head = store.watch_head().unwrap();
+    assert_eq!(*head.borrow_and_update(), 6);
+    assert!(!head.has_changed().unwrap());
+    store
+        .append(
+            "t",
+            ExpectedVersion::Any,
+            events(1),
+            EventMetadata::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        head.has_changed().unwrap(),
+        "a watched append wakes the watcher"
+    );
+    assert_eq!(*head.borrow_and_update(), 7);
+    assert_eq!(store.head().await.unwrap(), 7);
+}
+
+#[tokio::test]
 async fn a_write_whose_future_is_dropped_unpolled_does_nothing() {
     let store = MemoryStore::new();
     let state = StoredState {
