@@ -487,13 +487,16 @@ fn main() {
          counted in a pass of their own): {allocations:.1}.\n",
     ));
     out.push_str(
-        "\nWhere the time goes (perf, both processes, pipelined): the raw echo spends about \
-         0.2 µs of CPU per frame, a cluster call about 11 µs. Of that, thread wake-ups and \
-         context switches (about one per call: the call crosses tasks, the floor does not), \
-         the allocator (about 17%, mostly decoding and dropping the two `Message`s of a call) \
-         and the messaging crate's dispatch outweigh the cluster's own framing, sealing and \
-         queueing (profile it with `SWITCHYARD_BENCH_REMOTE_ONLY=cluster` under \
-         `perf record`).\n",
+        "\nWhere the time goes (perf, both processes, pipelined, load average 6-10): the raw \
+         echo spends about 0.2 µs of CPU per frame, a cluster call about 9.5 µs (13 µs and one \
+         context switch per call before served calls ran their handler inline and strings \
+         decoded borrowed, in `perf stat` under the same load; 50 allocations per call then, \
+         36 now). Of that, the allocator about 19% (the two `Message`s of a \
+         call built, decoded and dropped on each side), system calls about 14% (a `send` per \
+         burst, `epoll_wait`), context switches about 0.3 per call (the caller's task and the \
+         reader, the serving task and the writer), AES-GCM about 5%, and the messaging \
+         crate's dispatch and tracing spans, against the floor's one task per side \
+         (profile it with `SWITCHYARD_BENCH_REMOTE_ONLY=cluster` under `perf record`).\n",
     );
     println!("\n{out}");
     support::write_section("40-cluster_remote.md", &out);
