@@ -64,7 +64,7 @@ pub struct Message {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Fields {
-    #[serde(deserialize_with = "shared_str::deserialize")]
+    #[serde(deserialize_with = "shared_str::deserialize_recurring")]
     service: Arc<str>,
     #[serde(deserialize_with = "shared_str::deserialize")]
     id: Arc<str>,
