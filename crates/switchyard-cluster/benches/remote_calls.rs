@@ -487,16 +487,18 @@ fn main() {
          counted in a pass of their own): {allocations:.1}.\n",
     ));
     out.push_str(
-        "\nWhere the time goes (perf, both processes, pipelined, load average 6-10): the raw \
-         echo spends about 0.2 µs of CPU per frame, a cluster call about 9.5 µs (13 µs and one \
-         context switch per call before served calls ran their handler inline and strings \
-         decoded borrowed, in `perf stat` under the same load; 50 allocations per call then, \
-         36 now). Of that, the allocator about 19% (the two `Message`s of a \
-         call built, decoded and dropped on each side), system calls about 14% (a `send` per \
-         burst, `epoll_wait`), context switches about 0.3 per call (the caller's task and the \
-         reader, the serving task and the writer), AES-GCM about 5%, and the messaging \
-         crate's dispatch and tracing spans, against the floor's one task per side \
-         (profile it with `SWITCHYARD_BENCH_REMOTE_ONLY=cluster` under `perf record`).\n",
+        "\nWhere the time goes (perf, both processes, pipelined, load average 5-6): the raw \
+         echo spends about 0.2 µs of CPU per frame, a cluster call 8-10 µs with 0.25-0.3 \
+         context switches (`perf stat`; 13 µs and one switch per call before served calls ran \
+         their handler inline). Of that, the allocator about 24% before recurring names were \
+         decoded into shared `Arc`s (50 allocations per call two rounds ago, 36 before that \
+         change, 29 now; decoding frames was the largest source), decoding the two `Message`s \
+         whole about 12%, tokio's scheduler and the futures about 13%, the kernel about 10% (a \
+         `send` per burst, `epoll_wait`, wake-ups), AES-GCM about 6%. Wake-ups are no longer \
+         the main cost: polling served calls on the reader itself instead of a serving task \
+         beside it cut context switches by about 7% but CPU per call by about 1%, within the \
+         noise (profile it with `SWITCHYARD_BENCH_REMOTE_ONLY=cluster` under \
+         `perf record`).\n",
     );
     println!("\n{out}");
     support::write_section("40-cluster_remote.md", &out);

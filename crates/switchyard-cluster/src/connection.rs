@@ -844,8 +844,11 @@ fn start(
 /// every call it handed over is answered; comes back as where the reader hands them.
 ///
 /// Beside the reader, not in it: the node runs each call's handler inside its serving future
-/// (no task per call), so a handler that computes for long holds up the calls of its
-/// connection, but never the reading of frames (replies to this node's own calls, cancels).
+/// (no task per call), so a slow handler holds up the calls of its connection, not the reading
+/// of frames (replies to this node's own calls, cancels) while it awaits. One that blocks its
+/// thread, which handlers must not do, holds up whatever that thread would run: on a tokio
+/// worker that just left the I/O driver, every socket and timer of the runtime until it
+/// returns (tokio hands the driver on only when a worker parks).
 fn serve_calls(connection: Connection) -> mpsc::UnboundedSender<Serving> {
     let (sender, mut calls) = mpsc::unbounded_channel::<Serving>();
     tokio::spawn(async move {

@@ -391,8 +391,9 @@ impl Node {
     /// forwarded call runs as it is. The handler is cancelled at `deadline`.
     ///
     /// The handler runs inside the returned future, with its panics caught and answered as
-    /// [`Response::Error`], as a local call's: drive it where a handler that computes for long
-    /// holds up nothing that must go on (not on the task reading a connection's frames).
+    /// [`Response::Error`], as a local call's: drive it where a handler that awaits for long
+    /// holds up nothing that must go on (not on the task reading a connection's frames: a
+    /// handler awaiting a call back over that connection would wait for its own reply).
     pub async fn serve_remote(&self, message: Message, hop: Hop, deadline: Instant) -> Served {
         self.serve_incoming(message, hop, deadline).await
     }

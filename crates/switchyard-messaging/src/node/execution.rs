@@ -12,8 +12,8 @@
 //!
 //! Calls from other nodes run the same way, on the task awaiting [`Node::serve_remote`]: a
 //! cluster drives them on a task serving one connection's calls, beside the reader of its
-//! frames, so a slow handler never holds up reading (a task per call cost a spawn and two
-//! wake-ups for every remote call).
+//! frames, so a handler awaiting something (a call back over the same connection, say) never
+//! holds up reading (a task per call cost a spawn and two wake-ups for every remote call).
 //!
 //! A handler gets a task of its own ([`Execution::Spawned`]) where the caller's task must not
 //! run it: calls nested more than [`MAX_INLINE_DEPTH`] deep (a handler dispatching to a handler
