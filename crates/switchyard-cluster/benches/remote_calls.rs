@@ -487,12 +487,17 @@ fn main() {
          counted in a pass of their own): {allocations:.1}.\n",
     ));
     out.push_str(
-        "\nWhere the time goes (perf, both processes, pipelined): the raw echo spends about \
-         0.2 µs of CPU per frame, a cluster call about 11 µs. Of that, thread wake-ups and \
-         context switches (about one per call: the call crosses tasks, the floor does not), \
-         the allocator (about 17%, mostly decoding and dropping the two `Message`s of a call) \
-         and the messaging crate's dispatch outweigh the cluster's own framing, sealing and \
-         queueing (profile it with `SWITCHYARD_BENCH_REMOTE_ONLY=cluster` under \
+        "\nWhere the time goes (perf, both processes, pipelined, load average 5-6): the raw \
+         echo spends about 0.2 µs of CPU per frame, a cluster call 8-10 µs with 0.25-0.3 \
+         context switches (`perf stat`; 13 µs and one switch per call before served calls ran \
+         their handler inline). Of that, the allocator about 24% before recurring names were \
+         decoded into shared `Arc`s (50 allocations per call two rounds ago, 36 before that \
+         change, 29 now; decoding frames was the largest source), decoding the two `Message`s \
+         whole about 12%, tokio's scheduler and the futures about 13%, the kernel about 10% (a \
+         `send` per burst, `epoll_wait`, wake-ups), AES-GCM about 6%. Wake-ups are no longer \
+         the main cost: polling served calls on the reader itself instead of a serving task \
+         beside it cut context switches by about 7% but CPU per call by about 1%, within the \
+         noise (profile it with `SWITCHYARD_BENCH_REMOTE_ONLY=cluster` under \
          `perf record`).\n",
     );
     println!("\n{out}");

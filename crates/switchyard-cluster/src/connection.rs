@@ -22,7 +22,7 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use switchyard_messaging::NodeId;
 use tokio::io::{AsyncWriteExt, WriteHalf};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClusterConfig;
@@ -45,15 +45,15 @@ const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// what they mean.
 pub(crate) trait Inbound: Send + Sync + 'static {
     /// Acts on `frame`, read from `from`. A call comes back as the future that serves it: the
-    /// reader drives it with the others until its reply is sent, and counts it as a call
-    /// under way on the connection meanwhile.
+    /// connection's serving task drives it with the others until its reply is sent, and the
+    /// connection counts it as a call under way meanwhile.
     fn frame(&self, from: &Connection, frame: Frame) -> Option<Serving>;
 
     /// The reader of `connection` has ended: no frame comes from it any more.
     fn ended(&self, connection: &Connection);
 }
 
-/// Serves a call: the reader of its connection polls it until the reply is sent.
+/// Serves a call: the serving task of its connection polls it until the reply is sent.
 pub(crate) type Serving = BoxFuture<'static, ()>;
 
 /// A live, authenticated connection to a peer. Cloning it is one reference count.
@@ -777,26 +777,21 @@ fn start(
         shared.room.close();
         shared.finished.cancel();
     });
+    let calls = serve_calls(connection.clone());
     let reader = connection.clone();
     tokio::spawn(async move {
         let _end_on_unwind = EndOnUnwind {
             connection: reader.clone(),
-            inbound: inbound.clone(),
+            inbound: Some(inbound.clone()),
         };
         // Waited for across the loop: made afresh in each turn, it would register with the
         // token (a lock) for every frame read.
         let closed = reader.closed.cancelled();
         tokio::pin!(closed);
-        // The calls that came on this connection, until their replies are sent.
-        let mut serving = futures::stream::FuturesUnordered::<Serving>::new();
         let ended_by_peer = loop {
             let next = tokio::select! {
                 biased;
                 () = &mut closed => break false,
-                Some(()) = serving.next(), if !serving.is_empty() => {
-                    reader.outstanding.fetch_sub(1, Ordering::Relaxed);
-                    continue;
-                }
                 next = frames.next() => next,
             };
             let bytes = match next {
@@ -823,7 +818,9 @@ fn start(
                 Ok(frame) => {
                     if let Some(call) = inbound.frame(&reader, frame) {
                         reader.outstanding.fetch_add(1, Ordering::Relaxed);
-                        serving.push(call);
+                        // Fails only once the serving task is gone, which it is only after
+                        // a panic that ended this connection too.
+                        let _ = calls.send(call);
                     }
                 }
                 Err(error) => {
@@ -835,29 +832,68 @@ fn start(
         if ended_by_peer {
             reader.break_off();
         }
-        if !serving.is_empty() {
-            // They run on: a reply can still reach its caller over another connection.
-            tokio::spawn(async move { while serving.next().await.is_some() {} });
-        }
+        // The calls under way run on (a reply can still reach its caller over another
+        // connection): the serving task drives them to their end.
+        drop(calls);
         inbound.ended(&reader);
     });
     connection
 }
 
-/// Ends the connection when its reader task unwinds (a panic in something it drives): a
-/// connection nobody reads would stay registered as live, and every call on it would wait
-/// for its deadline instead of failing over.
+/// Spawns the task that serves the calls `connection` reads, until the reader has ended and
+/// every call it handed over is answered; comes back as where the reader hands them.
+///
+/// Beside the reader, not in it: the node runs each call's handler inside its serving future
+/// (no task per call), so a slow handler holds up the calls of its connection, not the reading
+/// of frames (replies to this node's own calls, cancels) while it awaits. One that blocks its
+/// thread, which handlers must not do, holds up whatever that thread would run: on a tokio
+/// worker that just left the I/O driver, every socket and timer of the runtime until it
+/// returns (tokio hands the driver on only when a worker parks).
+fn serve_calls(connection: Connection) -> mpsc::UnboundedSender<Serving> {
+    let (sender, mut calls) = mpsc::unbounded_channel::<Serving>();
+    tokio::spawn(async move {
+        let _end_on_unwind = EndOnUnwind {
+            connection: connection.clone(),
+            inbound: None,
+        };
+        let mut serving = futures::stream::FuturesUnordered::<Serving>::new();
+        loop {
+            tokio::select! {
+                biased;
+                call = calls.recv() => match call {
+                    Some(call) => serving.push(call),
+                    None => break,
+                },
+                Some(()) = serving.next(), if !serving.is_empty() => {
+                    connection.outstanding.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        while serving.next().await.is_some() {
+            connection.outstanding.fetch_sub(1, Ordering::Relaxed);
+        }
+    });
+    sender
+}
+
+/// Ends the connection when its reader or serving task unwinds (a panic in something it
+/// drives): a connection nobody reads, or whose calls nobody serves, would stay registered as
+/// live, and every call on it would wait for its deadline instead of failing over.
 struct EndOnUnwind {
     connection: Connection,
-    inbound: Arc<dyn Inbound>,
+    /// Told the connection ended, by the reader's guard; the serving task's guard only breaks
+    /// the connection off, and the reader, seeing it closed, tells.
+    inbound: Option<Arc<dyn Inbound>>,
 }
 
 impl Drop for EndOnUnwind {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            tracing::error!(peer = %self.connection.peer, "the reader of a connection panicked; the connection ends");
+            tracing::error!(peer = %self.connection.peer, "a task of a connection panicked; the connection ends");
             self.connection.break_off();
-            self.inbound.ended(&self.connection);
+            if let Some(inbound) = &self.inbound {
+                inbound.ended(&self.connection);
+            }
         }
     }
 }

@@ -1,10 +1,10 @@
 //! The serving side of this node: what it does with the calls, questions and cancels its
 //! peers send.
 //!
-//! A call is served by a future that the reader of the connection it came on drives with the
-//! others, rather than by a task of its own: the handler already runs in its own task (the
-//! messaging crate spawns it), so a second task per call would only add a wake-up. The future
-//! is abortable, for a caller's cancel.
+//! A call is served by a future that the serving task of the connection it came on drives
+//! with the others, rather than by a task of its own, and the handler runs inside that future
+//! (the messaging crate polls it inline, catching its panics): a task per call would add a
+//! spawn and two wake-ups to every call. The future is abortable, for a caller's cancel.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -175,9 +175,9 @@ impl Server {
         let from = from.clone();
         let serving = async move {
             let reply_to = &running.key.0;
-            // This future is driven by the connection's reader; the node answers a panic of
-            // the router's rules (run here) or of the handler (run in a task of its own) with
-            // an error, so none unwinds into the reader.
+            // This future is driven by the connection's serving task; the node answers a panic
+            // of the router's rules or of the handler (both run here) with an error, so none
+            // unwinds into the task.
             match server
                 .node
                 .serve_remote(message, Hop::from(hop), deadline)

@@ -83,14 +83,17 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     if version != FORMAT_VERSION {
         return Err(DecodeError::UnsupportedVersion { found: version });
     }
-    let (value, used) =
-        bincode::serde::decode_from_slice(body, config()).map_err(|source| match source {
+    // Borrowing: strings and bytes are read as slices of `bytes` and copied once into the
+    // value (bincode's owning decoder builds a `String` or `Vec` for each first).
+    let (value, used) = bincode::serde::borrow_decode_from_slice(body, config()).map_err(
+        |source| match source {
             bincode::error::DecodeError::LimitExceeded => DecodeError::TooLarge {
                 bytes: bytes.len(),
                 limit: MAX_DECODE_CLAIM,
             },
             source => DecodeError::Malformed { source },
-        })?;
+        },
+    )?;
     if used != body.len() {
         return Err(DecodeError::TrailingBytes {
             count: body.len() - used,

@@ -60,6 +60,7 @@ pub mod remote;
 mod reply;
 mod response;
 mod router;
+mod shared_str;
 mod state;
 pub mod telemetry;
 

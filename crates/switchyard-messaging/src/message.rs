@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use self::id::new_message_id;
 pub use self::log_fields::{LogFields, TRACE_CONTEXT_FIELD};
 use crate::codec::{self, DecodeError, EncodeError};
+use crate::shared_str;
 use crate::{NodeId, Payload, PayloadError, Response};
 
 /// A request to a named service, and, once answered, its response.
@@ -63,9 +64,13 @@ pub struct Message {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Fields {
+    #[serde(deserialize_with = "shared_str::deserialize_recurring")]
     service: Arc<str>,
+    #[serde(deserialize_with = "shared_str::deserialize")]
     id: Arc<str>,
+    #[serde(deserialize_with = "shared_str::deserialize")]
     correlation_id: Arc<str>,
+    #[serde(deserialize_with = "shared_str::deserialize")]
     causation_id: Arc<str>,
     invoked_at: SystemTime,
     dry_run: DryRun,

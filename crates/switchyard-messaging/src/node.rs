@@ -32,8 +32,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// deadline with its panics caught: a handler that panics answers [`Response::Error`] and the
 /// node keeps serving, one still running at the deadline, or whose caller drops the dispatch, is
 /// dropped where it waits. A handler must not block its thread: the deadline fires only when it
-/// yields. Calls from other nodes ([`Node::serve_remote`]) and calls nested more than 16 deep
-/// run their handler in a task of its own.
+/// yields. A call from another node runs its handler on the task awaiting
+/// [`Node::serve_remote`]; calls nested more than 16 deep run theirs in a task of its own.
 ///
 /// # Examples
 ///
@@ -389,6 +389,11 @@ impl Node {
     /// Private services are not served ([`Response::ServiceUnavailable`]). On the first hop the
     /// router authorizes the call and its `choose_node` may answer [`Served::Forward`]; a
     /// forwarded call runs as it is. The handler is cancelled at `deadline`.
+    ///
+    /// The handler runs inside the returned future, with its panics caught and answered as
+    /// [`Response::Error`], as a local call's: drive it where a handler that awaits for long
+    /// holds up nothing that must go on (not on the task reading a connection's frames: a
+    /// handler awaiting a call back over that connection would wait for its own reply).
     pub async fn serve_remote(&self, message: Message, hop: Hop, deadline: Instant) -> Served {
         self.serve_incoming(message, hop, deadline).await
     }

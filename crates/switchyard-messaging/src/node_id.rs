@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 /// [`Node::new`](crate::Node::new) takes the start time in milliseconds as the incarnation.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct NodeId {
+    #[serde(deserialize_with = "crate::shared_str::deserialize_recurring")]
     name: Arc<str>,
     incarnation: u64,
 }

@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use switchyard_cluster::ClusterEvent;
-use switchyard_messaging::{DispatchOptions, Message, Response, Router};
+use switchyard_messaging::{Ctx, DispatchOptions, Message, Response, Router};
 
 use crate::support::{
     answered_by, cluster_of, config, standard_routers, start_with, wait_event, wait_for,
@@ -273,7 +273,13 @@ async fn a_panicking_router_answers_its_call_with_an_error_and_the_connection_go
                 .service("touchy", |msg: Message| async move { msg.ok() })
                 .authorize(|msg: &Message| {
                     if matches!(msg.request::<u64>(), Ok(13)) {
-                        panic!("unlucky number");
+                        // Unwinds as `panic!` does, without the panic hook: with
+                        // RUST_BACKTRACE set, the hook symbolizes a backtrace of this debug
+                        // binary for 1-4 s on a loaded machine, holding the worker thread that
+                        // also held the runtime's I/O driver (tokio hands it on only when that
+                        // worker parks), so both nodes' gossip and timers stood still: the
+                        // call outlived its deadline, or the nodes declared each other dead.
+                        std::panic::resume_unwind(Box::new("unlucky number"));
                     }
                     Ok(())
                 }),
@@ -362,4 +368,56 @@ async fn a_call_made_by_a_leaving_node_ends_when_it_closes_its_connections() {
         }
         other => panic!("expected an unknown outcome, got {other:?}"),
     }
+}
+
+/// A handler serving a remote call calls back the node that called it, over the same
+/// connection, and awaits that reply: the connection goes on reading while the handler runs,
+/// so the reply comes in and the call answers (a reader waiting for each call it serves to
+/// end before reading on would wait out both deadlines). The handler awaits, as handlers must:
+/// one blocking its thread holds up whatever that thread would run, the runtime's I/O driver
+/// included (see `Node`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_awaiting_a_call_back_over_its_own_connection_is_answered() {
+    let a = start_with("a", config(&[]), |node| {
+        node.register(
+            Router::new("echo")
+                .service("echo", |msg: Message| async move { msg.ok() })
+                .authorize(|_| Ok(())),
+        )
+        .unwrap();
+    })
+    .await;
+    let seed = vec![a.cluster.gossip_addr().to_string()];
+    let b = start_with("b", config(&seed), |node| {
+        node.register(
+            Router::new("busy")
+                .service("call_back", |msg: Message, ctx: Ctx| async move {
+                    let echo = ctx.dispatch(Message::new("echo")).await;
+                    let answered = matches!(echo.response(), Some(Response::Ok));
+                    msg.ok_with(&answered)
+                })
+                .authorize(|_| Ok(())),
+        )
+        .unwrap();
+    })
+    .await;
+    wait_for(
+        Duration::from_secs(2),
+        "both connected and announced",
+        || async {
+            a.cluster
+                .members()
+                .first()
+                .is_some_and(|m| m.connected && m.services.contains(&"call_back".to_owned()))
+                && b.cluster
+                    .members()
+                    .first()
+                    .is_some_and(|m| m.connected && m.services.contains(&"echo".to_owned()))
+        },
+    )
+    .await;
+    let reply = a.node.dispatch(Message::new("call_back")).await;
+    assert!(reply.answer::<bool>().unwrap(), "{:?}", reply.response());
+    assert_eq!(a.cluster.stats().connections_lost, 0);
+    assert_eq!(b.cluster.stats().connections_lost, 0);
 }

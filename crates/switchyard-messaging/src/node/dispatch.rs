@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{Instrument, Level, field};
 
-use super::execution::{Execution, Outcome, Placement, finished_within_a_turn};
+use super::execution::{Execution, Outcome, finished_within_a_turn};
 use super::registry::LocalService;
 use super::wall_clock;
 use super::{Authorization, Node, Served};
@@ -131,7 +131,7 @@ impl Node {
                 Some(service) if remote_providers.is_empty() => {
                     self.found(self.id(), started);
                     tracing::debug!(name: "invoking_service", service_node = %self.id());
-                    Ok(self.start(service, message, Hop::First, Placement::Caller, started))
+                    Ok(self.start(service, message, Hop::First, started))
                 }
                 local => Err((local.cloned(), message)),
             }
@@ -302,7 +302,7 @@ impl Node {
         timeout: Duration,
     ) -> Message {
         let started = start_clock();
-        match self.start(service, message, Hop::First, Placement::Caller, started) {
+        match self.start(service, message, Hop::First, started) {
             Started::Answered(reply) => reply,
             Started::Forward(node, message) => {
                 Box::pin(self.forward(node, message, deadline, timeout)).await
@@ -324,18 +324,17 @@ impl Node {
     }
 
     /// Applies the router's rules to a call and, when it is to run here, starts the handler
-    /// where `placement` says. `started` begins the execution's telemetry duration.
+    /// (see [`Execution::start`]). `started` begins the execution's telemetry duration.
     fn start(
         &self,
         service: &LocalService,
         message: Message,
         hop: Hop,
-        placement: Placement,
         started: Option<Instant>,
     ) -> Started {
         match self.admit(service, message, hop) {
             Admission::Run(message) => {
-                Started::Running(self.start_handler(service, message, placement, started))
+                Started::Running(self.start_handler(service, message, started))
             }
             Admission::Answered(reply) => Started::Answered(reply),
             Admission::Forward(node, message) => Started::Forward(node, message),
@@ -366,13 +365,12 @@ impl Node {
         }
     }
 
-    /// Starts the handler where `placement` says; a panic or a hang cannot take the caller with
-    /// it either way (see [`Execution`]).
+    /// Starts the handler; a panic or a hang cannot take the caller with it (see
+    /// [`Execution`]).
     fn start_handler(
         &self,
         service: &LocalService,
         message: Message,
-        placement: Placement,
         started: Option<Instant>,
     ) -> Running {
         let skeleton = message.reply_skeleton(self.id());
@@ -386,7 +384,7 @@ impl Node {
             .handler
             .call(message, self, &service.policy, span.clone());
         Running {
-            execution: Execution::start(future, placement),
+            execution: Execution::start(future),
             skeleton,
             span,
             started,
@@ -461,10 +459,10 @@ impl Node {
         let started = {
             let registry = self.inner.registry.load();
             match registry.get(message.service()) {
-                // A cluster drives this future on a connection's reader, which must not run
-                // the handler itself: it gets a task of its own.
+                // Polled where this future is: a cluster drives it on a task serving one
+                // connection's calls, beside the reader of its frames.
                 Some(service) if service.info.visibility == Visibility::Public => {
-                    self.start(service, message, hop, Placement::OwnTask, timed_from(now))
+                    self.start(service, message, hop, timed_from(now))
                 }
                 // Private services exist only for their own node.
                 _ => {

@@ -1,6 +1,6 @@
 //! Where a handler's future runs for the call that started it, and how its end is seen.
 //!
-//! A local dispatch polls the handler's future on the caller's own task ([`Placement::Caller`]):
+//! A local dispatch polls the handler's future on the caller's own task ([`Execution::Inline`]):
 //! no task is spawned, no other thread is woken, and a handler that finishes at once answers
 //! within the caller's first poll. The guarantees of a task of its own are kept:
 //!
@@ -10,13 +10,17 @@
 //!   handler's future, so the handler stops at the await it is suspended on, as an aborted task
 //!   would; it never runs on unseen.
 //!
-//! A handler gets a task of its own ([`Placement::OwnTask`]) where the caller's task must not
-//! run it: calls from other nodes, which a cluster drives on a connection's reader (a slow
-//! handler there would hold up every frame behind it, and the calls of one connection would all
-//! share one core), and calls nested more than [`MAX_INLINE_DEPTH`] deep (a handler dispatching
-//! to a handler that dispatches ...), whose polls would otherwise stack up on one thread.
-//! Dropping the caller's future aborts that task, so both placements stop a handler whose caller
-//! went away.
+//! Calls from other nodes run the same way, on the task awaiting [`Node::serve_remote`]: a
+//! cluster drives them on a task serving one connection's calls, beside the reader of its
+//! frames, so a handler awaiting something (a call back over the same connection, say) never
+//! holds up reading (a task per call cost a spawn and two wake-ups for every remote call).
+//!
+//! A handler gets a task of its own ([`Execution::Spawned`]) where the caller's task must not
+//! run it: calls nested more than [`MAX_INLINE_DEPTH`] deep (a handler dispatching to a handler
+//! that dispatches ...), whose polls would otherwise stack up on one thread. Dropping the
+//! caller's future aborts that task, so both ways stop a handler whose caller went away.
+//!
+//! [`Node::serve_remote`]: crate::Node::serve_remote
 
 use std::cell::Cell;
 use std::future::Future;
@@ -41,15 +45,6 @@ thread_local! {
     static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Where a handler runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Placement {
-    /// On the task of the caller awaiting it, unless calls nest too deep.
-    Caller,
-    /// In a task of its own.
-    OwnTask,
-}
-
 /// How a handler ended.
 pub(super) enum Outcome {
     /// It returned.
@@ -68,11 +63,11 @@ pub(super) enum Execution {
 }
 
 impl Execution {
-    /// Starts `future` where `placement` says. A handler placed in its own task starts running
-    /// at once; one on the caller's task runs when this is polled.
-    pub(super) fn start(future: HandlerFuture, placement: Placement) -> Self {
-        let nested_too_deep = INLINE_DEPTH.with(Cell::get) >= MAX_INLINE_DEPTH;
-        if placement == Placement::OwnTask || nested_too_deep {
+    /// Starts `future` on the task of the caller awaiting it, unless calls nest too deep: then
+    /// in a task of its own. A handler in its own task starts running at once; one on the
+    /// caller's task runs when this is polled.
+    pub(super) fn start(future: HandlerFuture) -> Self {
+        if INLINE_DEPTH.with(Cell::get) >= MAX_INLINE_DEPTH {
             let handle = tokio::spawn(future);
             let abort = AbortOnDrop(handle.abort_handle());
             return Self::Spawned(Spawned {

@@ -1,5 +1,5 @@
 //! Where a handler runs: a local call on the caller's own task (no task per call), a call from
-//! another node and a deeply nested one in a task of their own; and what stays as a task of its
+//! another node on the task serving it, a deeply nested one in a task of its own; and what stays as a task of its
 //! own gave: panics caught (in the handler's poll and in its drop), the handler stopped with its
 //! caller.
 
@@ -41,20 +41,19 @@ async fn a_local_handler_runs_on_the_callers_task() {
     assert_eq!(reply.answer::<String>().unwrap(), "the caller");
 }
 
-/// A cluster drives `serve_remote` on a connection's reader, which must go on reading frames
-/// while handlers run.
+/// A cluster drives `serve_remote` on a task serving one connection's calls: no task per call.
 #[tokio::test]
-async fn a_call_from_another_node_runs_its_handler_in_a_task_of_its_own() {
+async fn a_call_from_another_node_runs_its_handler_on_the_task_serving_it() {
     let node = node();
     let deadline = Instant::now() + Duration::from_secs(5);
     let served = AWAITED_BY
         .scope(
-            "the reader",
+            "the serving task",
             node.serve_remote(Message::new("which_task"), Hop::First, deadline),
         )
         .await;
     match served {
-        Served::Reply(reply) => assert_eq!(reply.answer::<String>().unwrap(), "a task of its own"),
+        Served::Reply(reply) => assert_eq!(reply.answer::<String>().unwrap(), "the serving task"),
         other => panic!("expected a reply, got {other:?}"),
     }
 }
