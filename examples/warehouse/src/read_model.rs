@@ -229,4 +229,18 @@ mod tests {
         let table = SqliteTable::open(&dir.path().join("list.db")).unwrap();
         check_redelivery_changes_nothing(&table).await;
     }
+
+    /// Also a batch changing one row three times, which one `INSERT ... ON CONFLICT` statement
+    /// refuses unless the batch is first reduced to one change per SKU.
+    #[tokio::test]
+    async fn an_event_delivered_again_changes_nothing_in_postgres() {
+        let url = switchyard_postgres::test_server::shared_url().unwrap();
+        let schema = format!("warehouse_read_model_{}", std::process::id());
+        let options = switchyard::postgres::PostgresOptions::default().schema(schema.clone());
+        let _store = switchyard::postgres::PostgresStore::connect_with(&url, options)
+            .await
+            .unwrap();
+        let table = PostgresTable::connect(&url, &schema).await.unwrap();
+        check_redelivery_changes_nothing(&table).await;
+    }
 }
