@@ -1,11 +1,15 @@
 //! The product list in a table of the event store's PostgreSQL schema, on a pool of its own.
 
+use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use switchyard::postgres::save_checkpoint_in;
+use switchyard::projections::checkpoint::CheckpointError;
+use switchyard::projections::{CheckpointLease, CommitError};
 use tokio_postgres::NoTls;
 
-use super::{ProductRow, ProductTable, ReadModelError, RowChange};
+use super::{ProductRow, ProductTable, ReadModelError, RowChange, latest_per_sku};
 
 /// Connections the list keeps: one for the projection, the rest for queries.
 const POOL_SIZE: usize = 8;
@@ -60,25 +64,69 @@ impl PostgresTable {
     }
 }
 
+/// Writes `changes` in `tx` in one statement, whatever their number: a statement per change
+/// cost a round trip each, and the projection fell behind the commands on them.
+async fn upsert(tx: &Transaction<'_>, changes: &[RowChange]) -> Result<(), ReadModelError> {
+    let rows = latest_per_sku(changes);
+    let skus: Vec<&str> = rows.iter().map(|row| row.sku.as_str()).collect();
+    // A name is never empty (creation refuses it): '' says the change sets none.
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|row| row.name.as_deref().unwrap_or(""))
+        .collect();
+    let quantities: Vec<i64> = rows
+        .iter()
+        .map(|row| i64::try_from(row.quantity).unwrap_or(i64::MAX))
+        .collect();
+    let versions: Vec<i64> = rows.iter().map(|row| row.version).collect();
+    let statement = tx
+        .prepare_cached(include_str!("sql/upsert_many.sql"))
+        .await
+        .map_err(ReadModelError::new)?;
+    tx.execute(&statement, &[&skus, &names, &quantities, &versions])
+        .await
+        .map(drop)
+        .map_err(ReadModelError::new)
+}
+
 impl ProductTable for PostgresTable {
     fn apply<'a>(&'a self, changes: &'a [RowChange]) -> BoxFuture<'a, Result<(), ReadModelError>> {
         async move {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(ReadModelError::new)?;
-            let upsert = tx
-                .prepare_cached(include_str!("sql/upsert.sql"))
-                .await
-                .map_err(ReadModelError::new)?;
-            for change in changes {
-                let quantity = i64::try_from(change.quantity).unwrap_or(i64::MAX);
-                tx.execute(
-                    &upsert,
-                    &[&change.sku, &change.name, &quantity, &change.version],
-                )
-                .await
-                .map_err(ReadModelError::new)?;
-            }
+            upsert(&tx, changes).await?;
             tx.commit().await.map_err(ReadModelError::new)
+        }
+        .boxed()
+    }
+
+    /// The rows and the checkpoint in one transaction (the table is in the checkpoint store's
+    /// schema, on the connections' search path): one commit, so one wait for the disk, per
+    /// batch where there were two, and the rows land exactly once.
+    fn commit<'a>(
+        &'a self,
+        changes: &'a [RowChange],
+        position: u64,
+        lease: CheckpointLease<'a>,
+    ) -> BoxFuture<'a, Result<(), CommitError>> {
+        async move {
+            let mut client = self
+                .client()
+                .await
+                .map_err(|error| CommitError::Checkpoint(CheckpointError::backend(error)))?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(|error| CommitError::Checkpoint(CheckpointError::backend(error)))?;
+            save_checkpoint_in(&tx, lease.token(), position).await?;
+            if !changes.is_empty() {
+                upsert(&tx, changes)
+                    .await
+                    .map_err(|error| CommitError::Projection(error.into()))?;
+            }
+            tx.commit()
+                .await
+                .map_err(|error| CommitError::Checkpoint(CheckpointError::unknown(error)))
         }
         .boxed()
     }

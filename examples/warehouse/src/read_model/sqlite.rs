@@ -13,6 +13,24 @@ use super::{ProductRow, ProductTable, ReadModelError, RowChange};
 /// How long a statement waits for the store's writer to let go of the file.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the list's writer sleeps each time it finds the file's write lock taken. The
+/// store's writer commits group after group under load, each holding the lock for a sync to
+/// disk; SQLite's own busy handler sleeps longer and longer (up to 100 ms) between tries, and
+/// the projection, starved between those groups, fell hundreds of milliseconds behind.
+const BUSY_PAUSE: Duration = Duration::from_micros(250);
+
+/// The list's writer's busy handler: after `attempts` tries found the lock taken, sleeps
+/// [`BUSY_PAUSE`] and tries again (`true`), until [`BUSY_TIMEOUT`] is spent (`false`: the
+/// statement fails as busy, and the runner retries the batch).
+fn wait_for_lock(attempts: i32) -> bool {
+    let waited = BUSY_PAUSE.saturating_mul(u32::try_from(attempts).unwrap_or(u32::MAX));
+    if waited >= BUSY_TIMEOUT {
+        return false;
+    }
+    std::thread::sleep(BUSY_PAUSE);
+    true
+}
+
 /// The product list in the table `warehouse_products` of a SQLite file: one connection writes
 /// (the projection), one reads (the queries), each on a blocking thread while it works.
 #[derive(Clone)]
@@ -44,7 +62,10 @@ fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ProductRow> {
 impl SqliteTable {
     /// Opens the table in the SQLite file at `path` (the event store's), creating it if needed.
     pub(crate) fn open(path: &Path) -> Result<Self, ReadModelError> {
-        let writer = open(path)?;
+        let mut writer = open(path)?;
+        writer
+            .busy_handler(Some(wait_for_lock))
+            .map_err(ReadModelError::new)?;
         // No sync of its own at each commit: the runner saves the checkpoint after the rows,
         // through the store's writer, whose synced commit syncs the same WAL file and so the
         // rows' frames before it. A crash before that leaves the checkpoint before the batch,
@@ -120,5 +141,19 @@ impl ProductTable for SqliteTable {
         Self::with(&self.writer, |conn| {
             conn.execute(include_str!("sql/clear.sql"), []).map(drop)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_writer_waits_for_the_lock_in_short_pauses_until_the_busy_timeout() {
+        let last = i32::try_from(BUSY_TIMEOUT.as_micros() / BUSY_PAUSE.as_micros()).unwrap();
+        assert!(wait_for_lock(0));
+        assert!(wait_for_lock(last - 1));
+        assert!(!wait_for_lock(last));
+        assert!(!wait_for_lock(i32::MAX));
     }
 }
