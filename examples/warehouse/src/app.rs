@@ -3,6 +3,7 @@
 //! consistency the mode and the request ask for, and read the list.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -30,6 +31,10 @@ struct Inner {
     table: Arc<dyn ProductTable>,
     progress: Progress,
     timeout: Duration,
+    /// The greatest position a command answered by this server appended. On PostgreSQL the
+    /// store's head is the readable head, below every transaction still open on the server, so
+    /// it can stand below an event this server just committed: a strong read waits for this too.
+    written: AtomicU64,
 }
 
 /// What a command did: the product's version after it, the global position of its last event
@@ -70,6 +75,7 @@ impl App {
                 table,
                 progress,
                 timeout,
+                written: AtomicU64::new(0),
             }),
         }
     }
@@ -94,16 +100,25 @@ impl App {
             .dispatch_with(message, DispatchOptions::with_timeout(self.inner.timeout))
             .await;
         let executed = executed(sku, &reply)?;
+        if let Some(position) = executed.position {
+            self.inner.written.fetch_max(position, Ordering::Relaxed);
+        }
         if self.inner.mode.is_sync() || options.strong {
             // A repeated command answered from its first run reports no position: its events
-            // are at or before the store's head, so wait for that.
+            // are at or before what the store and this server had written, so wait for that.
             let position = match executed.position {
                 Some(position) => position,
-                None => self.head().await?,
+                None => self.written_head().await?,
             };
             self.wait_for(position, deadline).await?;
         }
         Ok(executed)
+    }
+
+    /// The store's head, or the last position this server's commands wrote if greater.
+    async fn written_head(&self) -> Result<u64, ApiError> {
+        let head = self.head().await?;
+        Ok(head.max(self.inner.written.load(Ordering::Relaxed)))
     }
 
     async fn head(&self) -> Result<u64, ApiError> {
@@ -123,10 +138,10 @@ impl App {
     }
 
     /// Waits, when the request asks for strong consistency, until the product list has seen
-    /// every event the store held when the request came.
+    /// every event the store held when the request came, and every event this server wrote.
     async fn settle(&self, options: &RequestOptions) -> Result<(), ApiError> {
         if options.strong && !self.inner.mode.is_sync() {
-            let head = self.head().await?;
+            let head = self.written_head().await?;
             self.wait_for(head, Instant::now() + self.inner.timeout)
                 .await?;
         }
