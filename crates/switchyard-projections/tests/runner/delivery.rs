@@ -157,3 +157,94 @@ async fn a_runner_without_aggregate_types_does_not_start() {
     .start();
     assert!(matches!(started, Err(RunnerError::NoAggregates { .. })));
 }
+
+/// The memory store, counting the pages read from its global order.
+struct CountingReads {
+    store: MemoryStore,
+    reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl switchyard_aggregates::store::GlobalReader for CountingReads {
+    fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<
+            Vec<switchyard_aggregates::store::RecordedEvent>,
+            switchyard_aggregates::store::StoreError,
+        >,
+    > {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.store.read_all(from_position, limit)
+    }
+
+    fn watch_head(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.store.watch_head()
+    }
+}
+
+/// Applies its first batch only once the runner asked the store for the page after it: the
+/// next batch is read while one is applied.
+struct WaitsForTheNextRead {
+    reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    batches: usize,
+}
+
+impl switchyard_projections::Projection for WaitsForTheNextRead {
+    type Event = Ledger;
+
+    async fn apply(
+        &mut self,
+        _: &[switchyard_aggregates::DecodedEvent<Ledger>],
+    ) -> Result<(), switchyard_projections::BoxError> {
+        self.batches += 1;
+        if self.batches > 1 {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while self.reads.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("batch {} applied with no read ahead", self.batches).into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_batch_is_read_while_one_is_applied() {
+    let store = MemoryStore::new();
+    for n in 0..8_u64 {
+        deposit(&store, 1, n).await;
+    }
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = CountingReads {
+        store: store.clone(),
+        reads: reads.clone(),
+    };
+    let runner = ProjectionRunner::builder(
+        "ahead",
+        WaitsForTheNextRead {
+            reads: reads.clone(),
+            batches: 0,
+        },
+        std::sync::Arc::new(counting)
+            as std::sync::Arc<dyn switchyard_aggregates::store::GlobalReader>,
+        MemoryCheckpointStore::new(),
+    )
+    .aggregate::<Account>()
+    .batch_size(4)
+    .retry(fast_retry())
+    .start()
+    .unwrap();
+    let head = head(&store).await;
+    eventually("the runner to apply both batches", || {
+        runner.caught_up_to(head)
+    })
+    .await;
+    let projection = runner.stop().await.unwrap();
+    assert_eq!(projection.batches, 2);
+}
