@@ -98,7 +98,13 @@ impl WarehousePage {
                 _ => {}
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            self.reload().await?;
+            // A reload can meet the page still loading on a busy machine: tried again, until
+            // the bound.
+            if let Err(error) = self.reload().await
+                && Instant::now() > deadline
+            {
+                return Err(error);
+            }
         }
     }
 
