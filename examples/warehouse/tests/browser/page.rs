@@ -145,7 +145,7 @@ impl WarehousePage {
         let deadline = Instant::now() + PAGE_LOAD_BOUND;
         loop {
             match this_page.tag_name().await {
-                Err(error) if error.is_stale_element_reference() => return Ok(()),
+                Err(error) if is_gone(&error) => return Ok(()),
                 Err(error) => return Err(error),
                 Ok(_) if Instant::now() > deadline => return Err(CmdError::WaitTimeout),
                 Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -163,6 +163,15 @@ impl WarehousePage {
             )))
             .await
     }
+}
+
+/// Whether `error` says the element's page was replaced: a stale reference, or, when the
+/// question meets the document being swapped, Chromium's "does not belong to the document".
+fn is_gone(error: &CmdError) -> bool {
+    error.is_stale_element_reference()
+        || error
+            .to_string()
+            .contains("does not belong to the document")
 }
 
 /// Types `value` into the form's input `name`, as a person would, after clearing it.
