@@ -1,5 +1,6 @@
-//! Telemetry: a span per policy dispatch. A binary of its own, with one test: the subscriber it
-//! installs for its thread is the only one, so no other test's spans or interest caching mix in.
+//! Telemetry: a span per batch, with the runner's lag, and a span per policy dispatch. A binary
+//! of its own, with one test: the subscriber it installs for its thread is the only one, so no
+//! other test's spans or interest caching mix in.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 use std::fmt::Write;
@@ -90,7 +91,7 @@ async fn withdraw(store: &MemoryStore, account: u32, amount: u64) {
 
 /// The runner's task runs on this test's only thread, so the subscriber set here sees it.
 #[tokio::test]
-async fn each_command_is_dispatched_in_a_span_of_its_own() {
+async fn each_batch_and_each_command_is_in_a_span_of_its_own() {
     let spans = Spans::default();
     let _traced =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
@@ -142,5 +143,25 @@ async fn each_command_is_dispatched_in_a_span_of_its_own() {
             "{field} in {}",
             dispatches[0]
         );
+    }
+
+    // The batch: both withdrawals, read through position 2 with the head at 2, so no lag.
+    let batches: Vec<String> = spans
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|span| span.starts_with("projection.batch "))
+        .cloned()
+        .collect();
+    assert_eq!(batches.len(), 1, "one batch, one span: {batches:?}");
+    for field in [
+        "projection=reviews",
+        "events=2",
+        "first=1",
+        "position=2",
+        "lag=0",
+    ] {
+        assert!(batches[0].contains(field), "{field} in {}", batches[0]);
     }
 }
