@@ -71,10 +71,6 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 ///   lost. The others wait, and the first to take the lapsed lease goes on from the saved
 ///   checkpoint.
 ///
-/// - **Bounded memory**: it reads the next batch while the one in hand is applied and
-///   committed (so a SQL read model's commit overlaps the store's read), holding two batches
-///   at most.
-///
 /// [`stop`](Self::stop) it to release its lease, so another runner takes over at once, and get
 /// the projection back. Dropping it aborts the task without releasing the lease, as a crash
 /// would: another runner takes over once the lease lapses.

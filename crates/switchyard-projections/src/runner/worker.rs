@@ -3,12 +3,10 @@
 mod parking;
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use futures::future::maybe_done;
 use switchyard_aggregates::DecodedEvent;
 use switchyard_aggregates::store::{GlobalReader, RecordedEvent};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -50,11 +48,6 @@ pub(super) struct Worker<P: Projection> {
     /// The store's head as it publishes it, for the lag in the batches' spans.
     pub(super) head: Option<watch::Receiver<u64>>,
 }
-
-/// A batch being read ahead, with the subscription it was read from.
-type ReadAhead<'a> = Pin<
-    Box<dyn Future<Output = (Subscription, Result<Vec<RecordedEvent>, RunnerError>)> + Send + 'a>,
->;
 
 /// How a time as leader ended.
 enum Led {
@@ -168,46 +161,26 @@ impl<P: Projection> Worker<P> {
                 position: checkpoint,
                 active: true,
             });
-            let subscription = self.subscribe(checkpoint).await?;
-            // The next batch is read while the one in hand is applied and committed: a SQL
-            // read model's commit and the store's read overlap. At most two batches are held.
-            let mut next = Box::pin(maybe_done(self.read_ahead(subscription)));
+            let mut subscription = self.subscribe(checkpoint).await?;
             loop {
                 // Requests are served between batches, while the projection is free; the
                 // read is cancel-safe, so one arriving while it waits for events loses nothing.
-                if next.as_mut().output_mut().is_none() {
-                    tokio::select! {
-                        biased;
-                        Some(request) = requests.recv() => {
-                            self.serve(projection, request, &lease.token).await;
-                            continue;
-                        }
-                        () = &mut next => {}
+                let recorded = tokio::select! {
+                    biased;
+                    Some(request) = requests.recv() => {
+                        self.serve(projection, request, &lease.token).await;
+                        continue;
                     }
-                }
-                let Some((subscription, recorded)) = next.as_mut().take_output() else {
-                    continue;
+                    recorded = self.read(&mut subscription) => recorded?,
                 };
-                let recorded = recorded?;
-                let position = subscription.position();
-                next.set(maybe_done(self.read_ahead(subscription)));
-                let applied = {
-                    let mut step =
-                        std::pin::pin!(self.step(projection, recorded, position, &lease.token));
-                    loop {
-                        tokio::select! {
-                            biased;
-                            applied = &mut step => break applied?,
-                            // Once read, the next batch waits in `next` for its turn.
-                            () = &mut next, if next.as_mut().output_mut().is_none() => {}
-                        }
-                    }
-                };
-                let Some(applied) = applied else {
+                let Some(applied) = self
+                    .step(projection, recorded, subscription.position(), &lease.token)
+                    .await?
+                else {
                     return Ok(Led::LeaseLost);
                 };
                 if let Some(under_way) = &mut rebuild
-                    && under_way.advance(&self.name, position, applied)
+                    && under_way.advance(&self.name, subscription.position(), applied)
                 {
                     rebuild = None;
                 }
@@ -368,15 +341,6 @@ impl<P: Projection> Worker<P> {
                 }));
             }
         }
-    }
-
-    /// Reads the next batch into a future that owns `subscription` and hands it back, so the
-    /// read can run while the batch before it is applied.
-    fn read_ahead(&self, mut subscription: Subscription) -> ReadAhead<'_> {
-        Box::pin(async move {
-            let batch = self.read(&mut subscription).await;
-            (subscription, batch)
-        })
     }
 
     /// The next batch, the read retried with backoff.
