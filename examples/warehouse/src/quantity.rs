@@ -1,11 +1,14 @@
 //! What receiving and shipping share on the HTTP side: the body `{"quantity": N}`, its checks,
 //! and the answer with the quantity the command left.
 
+use axum::Json;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use switchyard::Message;
 
 use crate::app::{App, Executed};
-use crate::http::{ApiError, RequestOptions, check_sku};
+use crate::http::{ApiError, Origin, RequestOptions, Submitted, check_sku};
+use crate::page::{FormTarget, form_answer};
 
 /// The body of `/increase` and `/decrease`.
 #[derive(Clone, Debug, Deserialize)]
@@ -22,9 +25,29 @@ pub(crate) struct QuantityAnswer {
     executed: Executed,
 }
 
+/// Answers `/increase` or `/decrease` on product `sku`: runs command `service` with the request
+/// `command` makes of the body's quantity ([`change_quantity`]), then answers JSON with the
+/// quantity it left, or, for the page's form, sends the browser back to the page or shows the
+/// error beside the form `target`.
+pub(crate) async fn answer_quantity_change<C: Serialize>(
+    app: &App,
+    sku: String,
+    service: &'static str,
+    Submitted { body, origin }: Submitted<QuantityChanged>,
+    options: &RequestOptions,
+    target: fn(String) -> FormTarget,
+    command: impl FnOnce(u64) -> C,
+) -> Response {
+    let outcome = change_quantity(app, &sku, service, body, options, command).await;
+    match origin {
+        Origin::Json => outcome.map(Json).into_response(),
+        Origin::Form => form_answer(app, options, outcome.map(drop), target(sku)).await,
+    }
+}
+
 /// Runs command `service` on product `sku` with the request `command` makes of the body's
 /// quantity, once the SKU and the quantity (at least 1) are checked.
-pub(crate) async fn change_quantity<C: Serialize>(
+async fn change_quantity<C: Serialize>(
     app: &App,
     sku: &str,
     service: &'static str,

@@ -2,19 +2,18 @@
 //! form), answered with the product's new quantity. Shipping more than is in stock is refused
 //! with 409 ("insufficient quantity"); an unknown SKU answers 404.
 
-use axum::Json;
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use switchyard::aggregates::{CommandResult, Events, MessageHandler};
 use switchyard::{Message, Router as Services};
 
 use crate::app::App;
-use crate::http::{Origin, RequestOptions, Submitted};
-use crate::page::{FormTarget, form_answer};
+use crate::http::{RequestOptions, Submitted};
+use crate::page::FormTarget;
 use crate::product::{Product, ProductEvent, Refusal};
-use crate::quantity::{QuantityChanged, change_quantity};
+use crate::quantity::{QuantityChanged, answer_quantity_change};
 use crate::read_model::RowChange;
 
 /// The service name of the command.
@@ -86,16 +85,16 @@ async fn handle(
     State(app): State<App>,
     Path(sku): Path<String>,
     options: RequestOptions,
-    Submitted { body, origin }: Submitted<QuantityChanged>,
+    submitted: Submitted<QuantityChanged>,
 ) -> Response {
-    let outcome = change_quantity(&app, &sku, SERVICE, body, &options, |quantity| {
-        DecreaseQuantity { quantity }
-    })
-    .await;
-    match origin {
-        Origin::Json => outcome.map(Json).into_response(),
-        Origin::Form => {
-            form_answer(&app, &options, outcome.map(drop), FormTarget::Decrease(sku)).await
-        }
-    }
+    answer_quantity_change(
+        &app,
+        sku,
+        SERVICE,
+        submitted,
+        &options,
+        FormTarget::Decrease,
+        |quantity| DecreaseQuantity { quantity },
+    )
+    .await
 }
