@@ -159,7 +159,7 @@ impl App {
             .list()
             .await
             .map_err(|error| ApiError::internal(&error))?;
-        let head = self.head().await?.max(position);
+        let head = self.written_head().await?.max(position);
         Ok(ListView {
             products,
             position,
