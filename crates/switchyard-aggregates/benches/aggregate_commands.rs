@@ -430,8 +430,7 @@ criterion_group! {
 fn throughput_row(name: &str, rounds: &Rounds, target: Option<f64>) -> String {
     let ratio = 1.0 / rounds.inverse_ratio();
     let verdict = match target {
-        Some(target) if ratio >= target => format!("≥ {target}× (met)"),
-        Some(target) => format!("≥ {target}× (**missed**)"),
+        Some(target) => format!("≥ {target}× ({})", support::met(ratio >= target)),
         None => "none".to_owned(),
     };
     format!(
@@ -445,8 +444,7 @@ fn throughput_row(name: &str, rounds: &Rounds, target: Option<f64>) -> String {
 fn time_row(name: &str, unit: &str, rounds: &Rounds, target: Option<f64>) -> String {
     let ratio = rounds.ratio();
     let verdict = match target {
-        Some(target) if ratio <= target => format!("≤ {target}× (met)"),
-        Some(target) => format!("≤ {target}× (**missed**)"),
+        Some(target) => format!("≤ {target}× ({})", support::met(ratio <= target)),
         None => "none".to_owned(),
     };
     format!(
@@ -494,7 +492,7 @@ fn main() {
     }
     benches();
     Criterion::default().configure_from_args().final_summary();
-    if std::env::args().any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time") {
+    if support::criterion_only() {
         return;
     }
     let rounds = if quick() { 3 } else { 8 };
@@ -651,12 +649,8 @@ fn main() {
         / flat.iter().cloned().fold(f64::MAX, f64::min);
     out.push_str(&format!(
         "\nWarm cost, largest over smallest ratio across the warm rows: {spread_of_warm:.2}× \
-         (target: flat, ≤ 1.3×{}).\n\n",
-        if spread_of_warm <= 1.3 {
-            ", met"
-        } else {
-            ", **missed**"
-        }
+         (target: flat, ≤ 1.3×, {}).\n\n",
+        support::met(spread_of_warm <= 1.3)
     ));
     out.push_str(
         "Cold load of a 10,000-event stream from the memory store (`Repo::load`: read, decode, \
@@ -679,11 +673,7 @@ fn main() {
          Target: at most half the aggregate layer's share before issue 14's work \
          ({BEFORE_SHARE:.1} at commit a9fc721, this pass): {}.\n",
         per_command - per_dispatch,
-        if per_command - per_dispatch <= BEFORE_SHARE / 2.0 {
-            "met"
-        } else {
-            "**missed**"
-        }
+        support::met(per_command - per_dispatch <= BEFORE_SHARE / 2.0)
     ));
     println!("\n{out}");
     support::write_section("20-aggregate_commands.md", &out);
