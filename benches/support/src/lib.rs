@@ -97,6 +97,14 @@ pub fn load_average() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The criterion settings every bench's `criterion_group!` shares: a second of warm-up, three
+/// of measurement (the benches' own rounds, not criterion's, make their sections).
+pub fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
 /// Whether cargo ran the bench binary for criterion alone (`cargo test --benches` passes
 /// `--test`; `--list` and `--profile-time` likewise ask for no report): then the bench's own
 /// rounds and its section are skipped.
