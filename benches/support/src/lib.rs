@@ -105,6 +105,18 @@ pub fn criterion() -> criterion::Criterion {
         .measurement_time(Duration::from_secs(3))
 }
 
+/// The one path a bench is asked to run alone, for a profiler (`cargo xtask profile`), and for
+/// how long: `SWITCHYARD_BENCH_PHASE` names it (each bench says which it knows),
+/// `SWITCHYARD_BENCH_PHASE_SECONDS` the length (20 s unless set). `None` for a whole run.
+pub fn phase() -> Option<(String, Duration)> {
+    let phase = std::env::var("SWITCHYARD_BENCH_PHASE").ok()?;
+    let seconds = std::env::var("SWITCHYARD_BENCH_PHASE_SECONDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(20);
+    Some((phase, Duration::from_secs(seconds)))
+}
+
 /// Whether cargo ran the bench binary for criterion alone (`cargo test --benches` passes
 /// `--test`; `--list` and `--profile-time` likewise ask for no report): then the bench's own
 /// rounds and its section are skipped.

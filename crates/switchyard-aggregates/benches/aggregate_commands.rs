@@ -454,14 +454,14 @@ fn time_row(name: &str, unit: &str, rounds: &Rounds, target: Option<f64>) -> Str
 
 /// One phase's subject alone, for `cargo xtask profile` (`SWITCHYARD_BENCH_PHASE=spread`: 64
 /// callers across 1,000 aggregates; `sequential`: one caller on one fresh aggregate), run for
-/// about `seconds` so the profile holds nothing else.
-fn profile_phase(phase: &str, seconds: u64) {
+/// about `length` so the profile holds nothing else.
+fn profile_phase(phase: &str, length: Duration) {
     let rt = runtime();
     let started = Instant::now();
     let node = bank(&rt);
     let idle = Arc::new(Vec::new());
     let mut commands = 0_usize;
-    while started.elapsed() < Duration::from_secs(seconds) {
+    while started.elapsed() < length {
         match phase {
             "spread" => {
                 throughput(&rt, &node, &idle, AGGREGATES, true);
@@ -481,12 +481,8 @@ fn profile_phase(phase: &str, seconds: u64) {
 }
 
 fn main() {
-    if let Ok(phase) = std::env::var("SWITCHYARD_BENCH_PHASE") {
-        let seconds = std::env::var("SWITCHYARD_BENCH_PHASE_SECONDS")
-            .ok()
-            .and_then(|text| text.parse().ok())
-            .unwrap_or(20);
-        return profile_phase(&phase, seconds);
+    if let Some((phase, length)) = support::phase() {
+        return profile_phase(&phase, length);
     }
     benches();
     Criterion::default().configure_from_args().final_summary();
