@@ -1,6 +1,7 @@
 //! What every Switchyard benchmark shares: the runtime they measure on, alternating rounds of
-//! floor and subject and their medians, a quick mode, the machine's load, and where their
-//! Markdown section goes for `cargo xtask bench`.
+//! floor and subject and their medians, the criterion settings, a quick mode, one path run alone
+//! for a profiler, the machine's load, the lines every report ends with (targets met or missed,
+//! the load), and where their Markdown section goes for `cargo xtask bench`.
 //!
 //! An unpublished package, a dev-dependency of the crates whose benches use it.
 //!
