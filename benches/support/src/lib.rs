@@ -1,6 +1,7 @@
 //! What every Switchyard benchmark shares: the runtime they measure on, alternating rounds of
-//! floor and subject and their medians, a quick mode, the machine's load, and where their
-//! Markdown section goes for `cargo xtask bench`.
+//! floor and subject and their medians, the criterion settings, a quick mode, one path run alone
+//! for a profiler, the machine's load, the lines every report ends with (targets met or missed,
+//! the load), and where their Markdown section goes for `cargo xtask bench`.
 //!
 //! An unpublished package, a dev-dependency of the crates whose benches use it.
 //!
@@ -95,6 +96,58 @@ pub fn load_average() -> String {
                 .join(" ")
         })
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// The criterion settings every bench's `criterion_group!` shares: a second of warm-up, three
+/// of measurement (the benches' own rounds, not criterion's, make their sections).
+pub fn criterion() -> criterion::Criterion {
+    criterion::Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+/// The one path a bench is asked to run alone, for a profiler (`cargo xtask profile`), and for
+/// how long: `SWITCHYARD_BENCH_PHASE` names it (each bench says which it knows),
+/// `SWITCHYARD_BENCH_PHASE_SECONDS` the length (20 s unless set). `None` for a whole run.
+pub fn phase() -> Option<(String, Duration)> {
+    let phase = std::env::var("SWITCHYARD_BENCH_PHASE").ok()?;
+    let seconds = std::env::var("SWITCHYARD_BENCH_PHASE_SECONDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(20);
+    Some((phase, Duration::from_secs(seconds)))
+}
+
+/// Whether cargo ran the bench binary for criterion alone (`cargo test --benches` passes
+/// `--test`; `--list` and `--profile-time` likewise ask for no report): then the bench's own
+/// rounds and its section are skipped.
+pub fn criterion_only() -> bool {
+    std::env::args().any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time")
+}
+
+/// "met", or a bold "not met", for a target beside its figure.
+pub fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "**not met**" }
+}
+
+/// The line a section closes its targets with: that every target was met in this run, or
+/// which ones were missed (`misses`, each saying the figure and its target).
+pub fn targets_summary(misses: &[String]) -> String {
+    if misses.is_empty() {
+        "\nEvery target met in this run.\n".to_owned()
+    } else {
+        format!("\nTargets missed in this run: {}.\n", misses.join("; "))
+    }
+}
+
+/// The line saying how busy the machine was: the load averages ([`load_average`]) when the
+/// measurements began and when they ended, then `slowed_by` (what else on the machine slows
+/// every figure), in parentheses.
+pub fn load_line(before: &str, after: &str, slowed_by: &str) -> String {
+    format!(
+        "\nLoad average (1, 5, 15 min) when these measurements began: {before}; when they ended: \
+         {after} ({slowed_by}).\n"
+    )
 }
 
 /// Floor and subject figures of alternating rounds, as [`alternate`] measured them.
@@ -192,6 +245,26 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_targets_summary_names_every_miss_or_says_all_were_met() {
+        assert_eq!(targets_summary(&[]), "\nEvery target met in this run.\n");
+        assert_eq!(
+            targets_summary(&["a: 2 (target 1)".into(), "b: 3 (target 1)".into()]),
+            "\nTargets missed in this run: a: 2 (target 1); b: 3 (target 1).\n"
+        );
+        assert_eq!(met(true), "met");
+        assert_eq!(met(false), "**not met**");
+    }
+
+    #[test]
+    fn the_load_line_gives_both_loads_and_what_slows_the_figures() {
+        assert_eq!(
+            load_line("1 2 3", "4 5 6", "other work"),
+            "\nLoad average (1, 5, 15 min) when these measurements began: 1 2 3; when they \
+             ended: 4 5 6 (other work).\n"
+        );
+    }
 
     #[test]
     fn the_median_of_an_even_count_is_the_upper_one() {

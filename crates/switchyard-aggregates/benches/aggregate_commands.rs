@@ -420,9 +420,7 @@ fn criterion_benches(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = support::criterion();
     targets = criterion_benches
 }
 
@@ -430,8 +428,7 @@ criterion_group! {
 fn throughput_row(name: &str, rounds: &Rounds, target: Option<f64>) -> String {
     let ratio = 1.0 / rounds.inverse_ratio();
     let verdict = match target {
-        Some(target) if ratio >= target => format!("≥ {target}× (met)"),
-        Some(target) => format!("≥ {target}× (**missed**)"),
+        Some(target) => format!("≥ {target}× ({})", support::met(ratio >= target)),
         None => "none".to_owned(),
     };
     format!(
@@ -445,8 +442,7 @@ fn throughput_row(name: &str, rounds: &Rounds, target: Option<f64>) -> String {
 fn time_row(name: &str, unit: &str, rounds: &Rounds, target: Option<f64>) -> String {
     let ratio = rounds.ratio();
     let verdict = match target {
-        Some(target) if ratio <= target => format!("≤ {target}× (met)"),
-        Some(target) => format!("≤ {target}× (**missed**)"),
+        Some(target) => format!("≤ {target}× ({})", support::met(ratio <= target)),
         None => "none".to_owned(),
     };
     format!(
@@ -458,14 +454,14 @@ fn time_row(name: &str, unit: &str, rounds: &Rounds, target: Option<f64>) -> Str
 
 /// One phase's subject alone, for `cargo xtask profile` (`SWITCHYARD_BENCH_PHASE=spread`: 64
 /// callers across 1,000 aggregates; `sequential`: one caller on one fresh aggregate), run for
-/// about `seconds` so the profile holds nothing else.
-fn profile_phase(phase: &str, seconds: u64) {
+/// about `length` so the profile holds nothing else.
+fn profile_phase(phase: &str, length: Duration) {
     let rt = runtime();
     let started = Instant::now();
     let node = bank(&rt);
     let idle = Arc::new(Vec::new());
     let mut commands = 0_usize;
-    while started.elapsed() < Duration::from_secs(seconds) {
+    while started.elapsed() < length {
         match phase {
             "spread" => {
                 throughput(&rt, &node, &idle, AGGREGATES, true);
@@ -485,16 +481,12 @@ fn profile_phase(phase: &str, seconds: u64) {
 }
 
 fn main() {
-    if let Ok(phase) = std::env::var("SWITCHYARD_BENCH_PHASE") {
-        let seconds = std::env::var("SWITCHYARD_BENCH_PHASE_SECONDS")
-            .ok()
-            .and_then(|text| text.parse().ok())
-            .unwrap_or(20);
-        return profile_phase(&phase, seconds);
+    if let Some((phase, length)) = support::phase() {
+        return profile_phase(&phase, length);
     }
     benches();
     Criterion::default().configure_from_args().final_summary();
-    if std::env::args().any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time") {
+    if support::criterion_only() {
         return;
     }
     let rounds = if quick() { 3 } else { 8 };
@@ -651,12 +643,8 @@ fn main() {
         / flat.iter().cloned().fold(f64::MAX, f64::min);
     out.push_str(&format!(
         "\nWarm cost, largest over smallest ratio across the warm rows: {spread_of_warm:.2}× \
-         (target: flat, ≤ 1.3×{}).\n\n",
-        if spread_of_warm <= 1.3 {
-            ", met"
-        } else {
-            ", **missed**"
-        }
+         (target: flat, ≤ 1.3×, {}).\n\n",
+        support::met(spread_of_warm <= 1.3)
     ));
     out.push_str(
         "Cold load of a 10,000-event stream from the memory store (`Repo::load`: read, decode, \
@@ -679,11 +667,7 @@ fn main() {
          Target: at most half the aggregate layer's share before issue 14's work \
          ({BEFORE_SHARE:.1} at commit a9fc721, this pass): {}.\n",
         per_command - per_dispatch,
-        if per_command - per_dispatch <= BEFORE_SHARE / 2.0 {
-            "met"
-        } else {
-            "**missed**"
-        }
+        support::met(per_command - per_dispatch <= BEFORE_SHARE / 2.0)
     ));
     println!("\n{out}");
     support::write_section("20-aggregate_commands.md", &out);

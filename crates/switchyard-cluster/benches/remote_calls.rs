@@ -12,8 +12,9 @@
 //!
 //! The bench starts itself again as the serving process. Run with `cargo xtask bench` (which
 //! writes `docs/benchmarks.md`) or `cargo bench -p switchyard-cluster --bench remote_calls`.
-//! `SWITCHYARD_BENCH_REMOTE_ONLY=cluster` (or `floor`) runs only 10 s of the pipelined cluster
-//! calls (or raw echo), to profile one of them with `perf record`.
+//! `SWITCHYARD_BENCH_PHASE=cluster` (or `floor`) runs only the pipelined cluster calls (or raw
+//! echo), for `SWITCHYARD_BENCH_PHASE_SECONDS` (20), to profile one of them with `perf record`
+//! (`cargo xtask profile remote_calls`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
@@ -36,7 +37,6 @@ use switchyard_bench_support::{self as support, median, runtime};
 static ALLOCATOR: Counter = &allocations::INSTRUMENTED_SYSTEM;
 
 const CHILD: &str = "SWITCHYARD_BENCH_CLUSTER_CHILD";
-const ONLY: &str = "SWITCHYARD_BENCH_REMOTE_ONLY";
 const SECRET: &[u8] = b"benchmark secret, thirty-two byt";
 const PAYLOAD: [u8; 16] = [7; 16];
 const IN_FLIGHT: usize = 64;
@@ -341,18 +341,16 @@ fn criterion_benches(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = support::criterion();
     targets = criterion_benches
 }
 
 /// Runs only the pipelined cluster calls or raw echo, for a profiler (see the module docs).
-fn profile_only(which: String) {
+fn profile_only(which: &str, window: Duration) {
     let (_server, gossip, raw_addr) = start_server();
     let rt = runtime();
+    let which = which.to_owned();
     let measured = rt.spawn(async move {
-        let window = Duration::from_secs(10);
         let rate = match which.as_str() {
             "floor" => {
                 let mut raw = Raw::connect(raw_addr, frame_sizes()).await;
@@ -384,13 +382,13 @@ fn main() {
         serve();
         return;
     }
-    if let Ok(which) = std::env::var(ONLY) {
-        profile_only(which);
+    if let Some((which, window)) = support::phase() {
+        profile_only(&which, window);
         return;
     }
     benches();
     Criterion::default().configure_from_args().final_summary();
-    if std::env::args().any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time") {
+    if support::criterion_only() {
         return;
     }
     let (rounds, sequential, window) = if support::quick() {
@@ -497,7 +495,7 @@ fn main() {
          `send` per burst, `epoll_wait`, wake-ups), AES-GCM about 6%. Wake-ups are no longer \
          the main cost: polling served calls on the reader itself instead of a serving task \
          beside it cut context switches by about 7% but CPU per call by about 1%, within the \
-         noise (profile it with `SWITCHYARD_BENCH_REMOTE_ONLY=cluster` under \
+         noise (profile it with `SWITCHYARD_BENCH_PHASE=cluster` under \
          `perf record`).\n",
     );
     println!("\n{out}");

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use switchyard_messaging::NodeId;
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -817,10 +817,9 @@ fn start(
             match Frame::decode(payload) {
                 Ok(frame) => {
                     if let Some(call) = inbound.frame(&reader, frame) {
-                        reader.outstanding.fetch_add(1, Ordering::Relaxed);
                         // Fails only once the serving task is gone, which it is only after
                         // a panic that ended this connection too.
-                        let _ = calls.send(call);
+                        let _ = calls.send((call, reader.outstanding()));
                     }
                 }
                 Err(error) => {
@@ -841,7 +840,8 @@ fn start(
 }
 
 /// Spawns the task that serves the calls `connection` reads, until the reader has ended and
-/// every call it handed over is answered; comes back as where the reader hands them.
+/// every call it handed over is answered; comes back as where the reader hands them, each
+/// counted as under way until its serving future ends.
 ///
 /// Beside the reader, not in it: the node runs each call's handler inside its serving future
 /// (no task per call), so a slow handler holds up the calls of its connection, not the reading
@@ -849,29 +849,25 @@ fn start(
 /// thread, which handlers must not do, holds up whatever that thread would run: on a tokio
 /// worker that just left the I/O driver, every socket and timer of the runtime until it
 /// returns (tokio hands the driver on only when a worker parks).
-fn serve_calls(connection: Connection) -> mpsc::UnboundedSender<Serving> {
-    let (sender, mut calls) = mpsc::unbounded_channel::<Serving>();
+fn serve_calls(connection: Connection) -> mpsc::UnboundedSender<(Serving, Outstanding)> {
+    let (sender, mut calls) = mpsc::unbounded_channel::<(Serving, Outstanding)>();
     tokio::spawn(async move {
         let _end_on_unwind = EndOnUnwind {
             connection: connection.clone(),
             inbound: None,
         };
-        let mut serving = futures::stream::FuturesUnordered::<Serving>::new();
+        let mut serving = futures::stream::FuturesUnordered::new();
         loop {
             tokio::select! {
                 biased;
                 call = calls.recv() => match call {
-                    Some(call) => serving.push(call),
+                    Some((call, under_way)) => serving.push(call.map(move |()| drop(under_way))),
                     None => break,
                 },
-                Some(()) = serving.next(), if !serving.is_empty() => {
-                    connection.outstanding.fetch_sub(1, Ordering::Relaxed);
-                }
+                Some(()) = serving.next(), if !serving.is_empty() => {}
             }
         }
-        while serving.next().await.is_some() {
-            connection.outstanding.fetch_sub(1, Ordering::Relaxed);
-        }
+        while serving.next().await.is_some() {}
     });
     sender
 }

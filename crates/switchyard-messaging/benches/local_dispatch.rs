@@ -13,7 +13,7 @@
 
 mod fixture;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{Criterion, criterion_group};
 use hdrhistogram::Histogram;
@@ -59,9 +59,7 @@ fn criterion_benches(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = support::criterion();
     targets = criterion_benches
 }
 
@@ -197,11 +195,6 @@ fn criterion_mean(out_dir: &std::path::Path, id: &str) -> Option<f64> {
     json["mean"]["point_estimate"].as_f64()
 }
 
-/// "met" or a bold "not met", for a target beside its figure.
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "**not met**" }
-}
-
 fn report(latency: &Latency, throughputs: &[Throughput]) -> String {
     let target = target_dir();
     let mut out = String::new();
@@ -252,19 +245,19 @@ fn report(latency: &Latency, throughputs: &[Throughput]) -> String {
         "| one caller: dispatch p50 ≤ 1.5× the floor's p50 | {p50_ratio:.2}× (median of {} \
          rounds) | {} |\n",
         latency.ratios.len(),
-        verdict(p50_ratio <= 1.5),
+        support::met(p50_ratio <= 1.5),
     ));
     out.push_str(&format!(
         "| one caller: dispatch p50 ≤ 2 µs | {} | {} |\n",
         micros(p50),
-        verdict(p50 <= 2_000),
+        support::met(p50 <= 2_000),
     ));
     for t in throughputs {
         let ratio = median(&t.ratios);
         out.push_str(&format!(
             "| {} callers: dispatches/s ≥ 0.8× the floor's | {ratio:.2}× | {} |\n",
             t.callers,
-            verdict(ratio >= 0.8),
+            support::met(ratio >= 0.8),
         ));
     }
     for t in throughputs {
@@ -272,7 +265,7 @@ fn report(latency: &Latency, throughputs: &[Throughput]) -> String {
         out.push_str(&format!(
             "| {} callers: ≥ 1,000,000 dispatches/s | {rate:.0} | {} |\n",
             t.callers,
-            verdict(rate >= 1_000_000.0),
+            support::met(rate >= 1_000_000.0),
         ));
     }
     if let (Some(floor), Some(dispatch)) = (
@@ -294,7 +287,7 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
 
     // `cargo test --benches` runs this binary too: the percentiles are for `cargo bench` only.
-    if std::env::args().any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time") {
+    if support::criterion_only() {
         return;
     }
     let rt = runtime();

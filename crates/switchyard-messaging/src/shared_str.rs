@@ -15,13 +15,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::Deserializer;
-use serde::de::{Error, Visitor};
+use serde::de::{Error, Unexpected, Visitor};
 
 /// Deserializes an `Arc<str>` with one allocation; for `#[serde(deserialize_with)]`.
 pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Arc<str>, D::Error> {
-    deserializer.deserialize_str(SharedStr)
+    deserializer.deserialize_str(SharedStr(|text| Arc::from(text)))
 }
 
 /// Deserializes an `Arc<str>` that is likely to have been decoded on this thread a moment ago
@@ -30,7 +30,7 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
 pub(crate) fn deserialize_recurring<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Arc<str>, D::Error> {
-    deserializer.deserialize_str(Recurring)
+    deserializer.deserialize_str(SharedStr(recurring))
 }
 
 /// How many names a thread remembers: a connection's frames carry a handful (the service, the
@@ -64,11 +64,9 @@ fn recurring(text: &str) -> Arc<str> {
     })
 }
 
-/// Reads a string as a new `Arc<str>`.
-struct SharedStr;
-
-/// Reads a string as an `Arc<str>` this thread may already hold ([`recurring`]).
-struct Recurring;
+/// Reads a string into the `Arc<str>` its function makes of the text: [`deserialize`] a new
+/// one, [`deserialize_recurring`] one this thread may already hold ([`recurring`]).
+struct SharedStr(fn(&str) -> Arc<str>);
 
 impl Visitor<'_> for SharedStr {
     type Value = Arc<str>;
@@ -78,34 +76,15 @@ impl Visitor<'_> for SharedStr {
     }
 
     fn visit_str<E: Error>(self, text: &str) -> Result<Arc<str>, E> {
-        Ok(Arc::from(text))
+        Ok((self.0)(text))
     }
 
     fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Arc<str>, E> {
-        utf8(bytes, &self).map(Arc::from)
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Ok((self.0)(text)),
+            Err(_) => Err(E::invalid_value(Unexpected::Bytes(bytes), &self)),
+        }
     }
-}
-
-impl Visitor<'_> for Recurring {
-    type Value = Arc<str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_str<E: Error>(self, text: &str) -> Result<Arc<str>, E> {
-        Ok(recurring(text))
-    }
-
-    fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Arc<str>, E> {
-        utf8(bytes, &self).map(recurring)
-    }
-}
-
-/// `bytes` as text, or the error a visitor expecting a string gives.
-fn utf8<'a, E: Error>(bytes: &'a [u8], visitor: &dyn serde::de::Expected) -> Result<&'a str, E> {
-    std::str::from_utf8(bytes)
-        .map_err(|_| E::invalid_value(serde::de::Unexpected::Bytes(bytes), visitor))
 }
 
 #[cfg(test)]

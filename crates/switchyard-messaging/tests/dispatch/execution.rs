@@ -1,7 +1,7 @@
 //! Where a handler runs: a local call on the caller's own task (no task per call), a call from
-//! another node on the task serving it, a deeply nested one in a task of its own; and what stays as a task of its
-//! own gave: panics caught (in the handler's poll and in its drop), the handler stopped with its
-//! caller.
+//! another node on the task serving it, a deeply nested one in a task of its own; and what
+//! running inline keeps of a task of its own: panics caught (in the handler's poll and in its
+//! drop), the handler stopped with its caller.
 
 use std::time::Duration;
 
