@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 mod consistency;
+#[path = "../common/leases.rs"]
+mod leases;
 mod remote;
 mod support;
 mod view;

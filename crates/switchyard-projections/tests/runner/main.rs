@@ -4,6 +4,8 @@
 mod consistency;
 mod delivery;
 mod interleavings;
+#[path = "../common/leases.rs"]
+mod leases;
 mod parking;
 mod policies;
 mod processes;
