@@ -1,6 +1,8 @@
 //! Projection runners: delivery in order in batches, retries, takeover between runners.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
+#[path = "../common/account.rs"]
+mod account;
 mod consistency;
 mod delivery;
 mod interleavings;

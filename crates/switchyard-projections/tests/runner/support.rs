@@ -11,8 +11,7 @@ use switchyard_aggregates::store::{
 use switchyard_aggregates::{Aggregate, DecodedEvent};
 use switchyard_projections::{BoxError, Projection};
 
-/// The bound on every wait of these tests: generous, never a timing assertion.
-pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
+pub(crate) use crate::account::{Account, AccountEvent, PATIENCE};
 
 /// Waits for `condition`, checking every few milliseconds, for [`PATIENCE`] at most.
 pub(crate) async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
@@ -32,20 +31,6 @@ pub(crate) fn fast_retry() -> ExponentialBuilder {
         .with_min_delay(Duration::from_millis(1))
         .with_max_delay(Duration::from_millis(2))
         .with_max_times(3)
-}
-
-#[derive(Default)]
-pub(crate) struct Account;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) enum AccountEvent {
-    Deposited(u64),
-}
-
-impl Aggregate for Account {
-    type Event = AccountEvent;
-    const NAME: &'static str = "account";
-    fn apply(&mut self, _: &AccountEvent) {}
 }
 
 #[derive(Default)]
