@@ -97,6 +97,23 @@ pub fn load_average() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// A section's closing lines: that every target was met, or which were (`misses`); then the
+/// load averages ([`load_average`]) when the measurements began and ended, with what slows the
+/// figures on this machine (`slowed_by`, e.g. "other work on the machine's 2 cores slows every
+/// figure").
+pub fn closing(misses: &[String], loads: (&str, &str), slowed_by: &str) -> String {
+    let verdict = if misses.is_empty() {
+        "Every target met in this run.".to_owned()
+    } else {
+        format!("Targets missed in this run: {}.", misses.join("; "))
+    };
+    format!(
+        "\n{verdict}\n\nLoad average (1, 5, 15 min) when these measurements began: {}; when they \
+         ended: {} ({slowed_by}).\n",
+        loads.0, loads.1
+    )
+}
+
 /// Floor and subject figures of alternating rounds, as [`alternate`] measured them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Rounds {
@@ -228,5 +245,17 @@ mod tests {
         assert_eq!(rounds.floor, vec![1.0, 1.0]);
         assert_eq!(rounds.subject, vec![2.0, 2.0]);
         assert_eq!(calls, ["floor", "subject"].repeat(3));
+    }
+
+    #[test]
+    fn a_closing_says_which_targets_were_missed_and_the_load() {
+        let met = closing(&[], ("1.0 0.5 0.2", "2.0 1.0 0.4"), "noise");
+        assert_eq!(
+            met,
+            "\nEvery target met in this run.\n\nLoad average (1, 5, 15 min) when these \
+             measurements began: 1.0 0.5 0.2; when they ended: 2.0 1.0 0.4 (noise).\n"
+        );
+        let missed = closing(&["a".into(), "b".into()], ("x", "y"), "noise");
+        assert!(missed.starts_with("\nTargets missed in this run: a; b.\n\n"));
     }
 }
