@@ -281,10 +281,14 @@ impl<P: Projection> Worker<P> {
         );
         async {
             let applied = match self.decode(recorded)? {
+                // Nothing of the projection's: only the checkpoint moves, when it must.
+                Delivery::Decoded(batch) if batch.is_empty() => {
+                    return Ok(self
+                        .advance(projection, lease, position)
+                        .await?
+                        .then_some(0));
+                }
                 Delivery::Decoded(batch) => {
-                    if batch.is_empty() && position <= self.status.borrow().position {
-                        return Ok(Some(0));
-                    }
                     match self.commit(projection, &batch, position, lease).await {
                         Ok(true) => {
                             self.reached(position);
