@@ -154,13 +154,7 @@ impl Projection for Recorder {
 }
 
 pub(crate) async fn deposit(store: &impl EventAppender, account: u32, amount: u64) {
-    append(
-        store,
-        &format!("account-{account}"),
-        "Deposited",
-        &AccountEvent::Deposited(amount),
-    )
-    .await;
+    deposits(store, account, [amount]).await;
 }
 
 /// Deposits of `amounts` into `account`, in one append: one transaction.
@@ -171,51 +165,40 @@ pub(crate) async fn deposits(
 ) {
     let events = amounts
         .into_iter()
-        .map(|amount| NewEvent {
-            event_type: "Deposited".into(),
-            schema_version: 1,
-            data: switchyard_messaging::codec::encode(&AccountEvent::Deposited(amount))
-                .unwrap()
-                .into(),
-        })
+        .map(|amount| encoded("Deposited", &AccountEvent::Deposited(amount)))
         .collect();
-    store
-        .append(
-            &format!("account-{account}"),
-            ExpectedVersion::Any,
-            events,
-            EventMetadata::default(),
-        )
-        .await
-        .unwrap();
+    append(store, &format!("account-{account}"), events).await;
 }
 
 pub(crate) async fn place(store: &impl EventAppender, order: u32, n: u64) {
-    append(store, &format!("order-{order}"), "Placed", &Placed(n)).await;
+    append(
+        store,
+        &format!("order-{order}"),
+        vec![encoded("Placed", &Placed(n))],
+    )
+    .await;
 }
 
 /// Something neither aggregate reads.
 pub(crate) async fn unrelated(store: &impl EventAppender) {
-    append(store, "audit-1", "Noted", &1u8).await;
+    append(store, "audit-1", vec![encoded("Noted", &1u8)]).await;
 }
 
-async fn append(
-    store: &impl EventAppender,
-    stream: &str,
-    event_type: &str,
-    event: &impl Serialize,
-) {
-    let data = switchyard_messaging::codec::encode(event).unwrap();
-    let event = NewEvent {
+/// `event`, encoded as the aggregates encode theirs, as an event of type `event_type`.
+fn encoded(event_type: &str, event: &impl Serialize) -> NewEvent {
+    NewEvent {
         event_type: event_type.into(),
         schema_version: 1,
-        data: data.into(),
-    };
+        data: switchyard_messaging::codec::encode(event).unwrap().into(),
+    }
+}
+
+async fn append(store: &impl EventAppender, stream: &str, events: Vec<NewEvent>) {
     store
         .append(
             stream,
             ExpectedVersion::Any,
-            vec![event],
+            events,
             EventMetadata::default(),
         )
         .await
