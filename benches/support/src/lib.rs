@@ -97,6 +97,11 @@ pub fn load_average() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// A target's verdict in a section's table: "met", or a plain "**not met**".
+pub fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "**not met**" }
+}
+
 /// A section's closing lines: that every target was met, or which were (`misses`); then the
 /// load averages ([`load_average`]) when the measurements began and ended, with what slows the
 /// figures on this machine (`slowed_by`, e.g. "other work on the machine's 2 cores slows every
@@ -245,6 +250,11 @@ mod tests {
         assert_eq!(rounds.floor, vec![1.0, 1.0]);
         assert_eq!(rounds.subject, vec![2.0, 2.0]);
         assert_eq!(calls, ["floor", "subject"].repeat(3));
+    }
+
+    #[test]
+    fn a_missed_target_stands_out() {
+        assert_eq!((met(true), met(false)), ("met", "**not met**"));
     }
 
     #[test]

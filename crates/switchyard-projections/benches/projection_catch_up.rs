@@ -30,8 +30,8 @@ use switchyard_projections::{
 };
 use tokio::runtime::Runtime;
 
-use fixture::{Account, AccountEvent, Balances, Kind, Store, met};
-use switchyard_bench_support::{self as support, Rounds, median, runtime};
+use fixture::{Account, AccountEvent, Balances, Kind, Store};
+use switchyard_bench_support::{self as support, Rounds, median, met, runtime};
 
 /// What each reader reads per round trip: the runner's default batch, also its page.
 const PAGE: usize = DEFAULT_BATCH_SIZE;

@@ -38,8 +38,8 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::AsyncMessage;
 
-use fixture::{Account, AccountEvent, Kind, Store, met, metadata, new_event, percentile};
-use switchyard_bench_support::{self as support, runtime};
+use fixture::{Account, AccountEvent, Kind, Store, metadata, new_event, percentile};
+use switchyard_bench_support::{self as support, met, runtime};
 
 /// Events in the store before measuring, so reads go through an index of some size.
 const SEEDED: u64 = 10_000;
