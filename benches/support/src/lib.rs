@@ -125,28 +125,25 @@ pub fn criterion_only() -> bool {
     std::env::args().any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time")
 }
 
-/// "met", or a bold "not met", for a target beside its figure.
+/// A target's verdict in a section's table: "met", or a plain "**not met**".
 pub fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "**not met**" }
 }
 
-/// The line a section closes its targets with: that every target was met in this run, or
-/// which ones were missed (`misses`, each saying the figure and its target).
-pub fn targets_summary(misses: &[String]) -> String {
-    if misses.is_empty() {
-        "\nEvery target met in this run.\n".to_owned()
+/// A section's closing lines: that every target was met, or which were (`misses`); then the
+/// load averages ([`load_average`]) when the measurements began and ended, with what slows the
+/// figures on this machine (`slowed_by`, e.g. "other work on the machine's 2 cores slows every
+/// figure").
+pub fn closing(misses: &[String], loads: (&str, &str), slowed_by: &str) -> String {
+    let verdict = if misses.is_empty() {
+        "Every target met in this run.".to_owned()
     } else {
-        format!("\nTargets missed in this run: {}.\n", misses.join("; "))
-    }
-}
-
-/// The line saying how busy the machine was: the load averages ([`load_average`]) when the
-/// measurements began and when they ended, then `slowed_by` (what else on the machine slows
-/// every figure), in parentheses.
-pub fn load_line(before: &str, after: &str, slowed_by: &str) -> String {
+        format!("Targets missed in this run: {}.", misses.join("; "))
+    };
     format!(
-        "\nLoad average (1, 5, 15 min) when these measurements began: {before}; when they ended: \
-         {after} ({slowed_by}).\n"
+        "\n{verdict}\n\nLoad average (1, 5, 15 min) when these measurements began: {}; when they \
+         ended: {} ({slowed_by}).\n",
+        loads.0, loads.1
     )
 }
 
@@ -247,26 +244,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_targets_summary_names_every_miss_or_says_all_were_met() {
-        assert_eq!(targets_summary(&[]), "\nEvery target met in this run.\n");
-        assert_eq!(
-            targets_summary(&["a: 2 (target 1)".into(), "b: 3 (target 1)".into()]),
-            "\nTargets missed in this run: a: 2 (target 1); b: 3 (target 1).\n"
-        );
-        assert_eq!(met(true), "met");
-        assert_eq!(met(false), "**not met**");
-    }
-
-    #[test]
-    fn the_load_line_gives_both_loads_and_what_slows_the_figures() {
-        assert_eq!(
-            load_line("1 2 3", "4 5 6", "other work"),
-            "\nLoad average (1, 5, 15 min) when these measurements began: 1 2 3; when they \
-             ended: 4 5 6 (other work).\n"
-        );
-    }
-
-    #[test]
     fn the_median_of_an_even_count_is_the_upper_one() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 3.0);
@@ -301,5 +278,22 @@ mod tests {
         assert_eq!(rounds.floor, vec![1.0, 1.0]);
         assert_eq!(rounds.subject, vec![2.0, 2.0]);
         assert_eq!(calls, ["floor", "subject"].repeat(3));
+    }
+
+    #[test]
+    fn a_missed_target_stands_out() {
+        assert_eq!((met(true), met(false)), ("met", "**not met**"));
+    }
+
+    #[test]
+    fn a_closing_says_which_targets_were_missed_and_the_load() {
+        let met = closing(&[], ("1.0 0.5 0.2", "2.0 1.0 0.4"), "noise");
+        assert_eq!(
+            met,
+            "\nEvery target met in this run.\n\nLoad average (1, 5, 15 min) when these \
+             measurements began: 1.0 0.5 0.2; when they ended: 2.0 1.0 0.4 (noise).\n"
+        );
+        let missed = closing(&["a".into(), "b".into()], ("x", "y"), "noise");
+        assert!(missed.starts_with("\nTargets missed in this run: a; b.\n\n"));
     }
 }

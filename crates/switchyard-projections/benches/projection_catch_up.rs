@@ -30,8 +30,8 @@ use switchyard_projections::{
 };
 use tokio::runtime::Runtime;
 
-use fixture::{Account, AccountEvent, Balances, Kind, Store, met};
-use switchyard_bench_support::{self as support, Rounds, median, runtime};
+use fixture::{Account, AccountEvent, Balances, Kind, Store};
+use switchyard_bench_support::{self as support, Rounds, median, met, runtime};
 
 /// What each reader reads per round trip: the runner's default batch, also its page.
 const PAGE: usize = DEFAULT_BATCH_SIZE;
@@ -417,18 +417,10 @@ fn report(measured: &[Measured], events: u64, rounds: usize, loads: (String, Str
             ));
         }
     }
-    if misses.is_empty() {
-        out.push_str("\nEvery target met in this run.\n");
-    } else {
-        out.push_str(&format!(
-            "\nTargets missed in this run: {}.\n",
-            misses.join("; ")
-        ));
-    }
-    out.push_str(&format!(
-        "\nLoad average (1, 5, 15 min) when these measurements began: {}; when they ended: {} \
-         (other work on the machine's 2 cores slows every figure).\n",
-        loads.0, loads.1
+    out.push_str(&support::closing(
+        &misses,
+        (&loads.0, &loads.1),
+        "other work on the machine's 2 cores slows every figure",
     ));
     out
 }

@@ -38,8 +38,8 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 use tokio_postgres::AsyncMessage;
 
-use fixture::{Account, AccountEvent, Kind, Store, met, metadata, new_event, percentile};
-use switchyard_bench_support::{self as support, runtime};
+use fixture::{Account, AccountEvent, Kind, Store, metadata, new_event, percentile};
+use switchyard_bench_support::{self as support, met, runtime};
 
 /// Events in the store before measuring, so reads go through an index of some size.
 const SEEDED: u64 = 10_000;
@@ -366,18 +366,10 @@ fn report(
             subscription.1,
         ));
     }
-    if misses.is_empty() {
-        out.push_str("\nEvery target met in this run.\n");
-    } else {
-        out.push_str(&format!(
-            "\nTargets missed in this run: {}.\n",
-            misses.join("; ")
-        ));
-    }
-    out.push_str(&format!(
-        "\nLoad average (1, 5, 15 min) when these measurements began: {}; when they ended: {} \
-         (other work on the machine's 2 cores slows every figure).\n",
-        loads.0, loads.1
+    out.push_str(&support::closing(
+        &misses,
+        (&loads.0, &loads.1),
+        "other work on the machine's 2 cores slows every figure",
     ));
     out
 }

@@ -76,7 +76,8 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 /// would: another runner takes over once the lease lapses.
 pub struct ProjectionRunner<P: Projection> {
     name: String,
-    status: watch::Receiver<Status>,
+    /// How far the worker got, as it publishes it.
+    watermark: Watermark,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<Result<P, RunnerError>>>,
     events: Arc<dyn GlobalReader>,
@@ -88,7 +89,8 @@ impl<P: Projection> std::fmt::Debug for ProjectionRunner<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProjectionRunner")
             .field("name", &self.name)
-            .field("status", &*self.status.borrow())
+            .field("position", &self.position())
+            .field("active", &self.is_active())
             .finish_non_exhaustive()
     }
 }
@@ -128,13 +130,13 @@ impl<P: Projection> ProjectionRunner<P> {
     /// Every event of the projection's aggregate types up to it was applied (events of other
     /// types are passed over). `0` before anything.
     pub fn position(&self) -> u64 {
-        self.status.borrow().position
+        self.watermark.position()
     }
 
     /// Whether this runner holds the lease and applies events; `false` while another runner
     /// does (or before its first acquisition, or after it stopped).
     pub fn is_active(&self) -> bool {
-        self.status.borrow().active
+        self.watermark.is_active()
     }
 
     /// How far the projection is behind the store: the store's head
@@ -154,7 +156,7 @@ impl<P: Projection> ProjectionRunner<P> {
     /// reply position): a read of the read model now
     /// sees their effects.
     pub fn caught_up_to(&self, position: u64) -> bool {
-        self.position() >= position
+        self.watermark.caught_up_to(position)
     }
 
     /// Waits until the projection has processed every event up to `position`
@@ -165,14 +167,14 @@ impl<P: Projection> ProjectionRunner<P> {
     /// [`WaitError::Timeout`] when the deadline passes first; [`WaitError::Stopped`] when the
     /// runner stops first.
     pub async fn wait_for(&self, position: u64, deadline: Instant) -> Result<(), WaitError> {
-        self.watermark().wait_for(position, deadline).await
+        self.watermark.wait_for(position, deadline).await
     }
 
     /// A cloneable handle on how far this runner got ([`position`](Self::position),
     /// [`wait_for`](Self::wait_for)), for code that does not own the runner: the query
     /// handlers of a [`ReadModel`](crate::ReadModel), say.
     pub fn watermark(&self) -> Watermark {
-        Watermark::new(self.name.as_str().into(), self.status.clone())
+        self.watermark.clone()
     }
 
     /// The events the projection parked ([`OnPoison::Park`]), by position, as its checkpoint
@@ -403,8 +405,8 @@ impl<P: Projection> ProjectionRunnerBuilder<P> {
             head: self.events.watch_head(),
         };
         Ok(ProjectionRunner {
+            watermark: Watermark::new(name.as_str().into(), status),
             name,
-            status,
             stop,
             task: Some(tokio::spawn(worker.run(
                 self.projection,

@@ -22,18 +22,22 @@ struct Row {
     updated_at: Option<SystemTime>,
 }
 
+impl Row {
+    /// Moves the checkpoint to `position`, now.
+    fn move_to(&mut self, position: u64) {
+        self.stored.position = position;
+        self.updated_at = Some(SystemTime::now());
+    }
+}
+
+/// The parked events of every projection, by projection, then position.
+type Parked = BTreeMap<(String, u64), ParkedEvent>;
+
 /// Everything the store keeps, under one lock so a park and its checkpoint move together.
 #[derive(Debug, Default)]
 struct State {
     rows: BTreeMap<String, Row>,
-    /// By projection, then position.
-    parked: BTreeMap<(String, u64), ParkedEvent>,
-}
-
-impl State {
-    fn forget_parked(&mut self, projection: &str) {
-        self.parked.retain(|(parked, _), _| parked != projection);
-    }
+    parked: Parked,
 }
 
 /// Checkpoints, leases and parked events in memory, lost when the last clone is dropped.
@@ -58,29 +62,25 @@ impl MemoryCheckpointStore {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Runs a fenced write by `lease`: `change` is applied once the lease and `position` pass.
+    /// Runs a fenced write by `lease`: `change` is applied to the projection's row and the
+    /// parked events once the lease and `position` pass.
     fn fenced(
         &self,
         lease: &LeaseToken,
         position: Option<u64>,
-        change: impl FnOnce(&mut State),
+        change: impl FnOnce(&mut Row, &mut Parked),
     ) -> Result<(), CheckpointError> {
         check_names(&lease.projection, &lease.holder)?;
         if let Some(position) = position {
             position_column(position)?;
         }
-        let mut state = self.state();
-        let row = state.rows.get(&lease.projection);
-        check_fenced_write(row.map(|row| &row.stored), lease, position)?;
-        if row.is_some() {
-            change(&mut state);
+        let State { rows, parked } = &mut *self.state();
+        let row = rows.get_mut(&lease.projection);
+        check_fenced_write(row.as_ref().map(|row| &row.stored), lease, position)?;
+        if let Some(row) = row {
+            change(row, parked);
         }
         Ok(())
-    }
-
-    /// The row of `lease`'s projection, which [`fenced`](Self::fenced) found.
-    fn row<'s>(state: &'s mut State, lease: &LeaseToken) -> Option<&'s mut Row> {
-        state.rows.get_mut(&lease.projection)
     }
 
     /// Runs a lease change by `lease`: `false` when it is not the current one.
@@ -117,22 +117,14 @@ impl CheckpointStore for MemoryCheckpointStore {
         lease: &'a LeaseToken,
         position: u64,
     ) -> BoxFuture<'a, Result<(), CheckpointError>> {
-        let saved = self.fenced(lease, Some(position), |state| {
-            if let Some(row) = Self::row(state, lease) {
-                row.stored.position = position;
-                row.updated_at = Some(SystemTime::now());
-            }
-        });
+        let saved = self.fenced(lease, Some(position), |row, _| row.move_to(position));
         future::ready(saved).boxed()
     }
 
     fn reset<'a>(&'a self, lease: &'a LeaseToken) -> BoxFuture<'a, Result<(), CheckpointError>> {
-        let reset = self.fenced(lease, None, |state| {
-            if let Some(row) = Self::row(state, lease) {
-                row.stored.position = 0;
-                row.updated_at = Some(SystemTime::now());
-            }
-            state.forget_parked(&lease.projection);
+        let reset = self.fenced(lease, None, |row, parked| {
+            row.move_to(0);
+            parked.retain(|(projection, _), _| *projection != lease.projection);
         });
         future::ready(reset).boxed()
     }
@@ -143,16 +135,11 @@ impl CheckpointStore for MemoryCheckpointStore {
         event: &'a ParkedEvent,
     ) -> BoxFuture<'a, Result<(), CheckpointError>> {
         let parked = park_columns(lease, event).and_then(|_| {
-            self.fenced(lease, None, |state| {
-                if let Some(row) = Self::row(state, lease)
-                    && row.stored.position < event.position
-                {
-                    row.stored.position = event.position;
-                    row.updated_at = Some(SystemTime::now());
+            self.fenced(lease, None, |row, parked| {
+                if row.stored.position < event.position {
+                    row.move_to(event.position);
                 }
-                state
-                    .parked
-                    .insert((event.projection.clone(), event.position), event.clone());
+                parked.insert((event.projection.clone(), event.position), event.clone());
             })
         });
         future::ready(parked).boxed()

@@ -1,12 +1,13 @@
 //! The runner's task: wait for the lease, then apply batches and save the checkpoint.
 
 mod parking;
+mod retries;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::ExponentialBuilder;
 use switchyard_aggregates::DecodedEvent;
 use switchyard_aggregates::store::{GlobalReader, RecordedEvent};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -14,6 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use self::parking::Delivery;
+use self::retries::may_pass;
 use super::RunnerError;
 use super::commit::{CheckpointLease, CommitError};
 use super::poison::{OnPoison, Request, RetryError};
@@ -252,10 +254,14 @@ impl<P: Projection> Worker<P> {
         );
         async {
             let applied = match self.decode(recorded)? {
+                // Nothing of the projection's: only the checkpoint moves, when it must.
+                Delivery::Decoded(batch) if batch.is_empty() => {
+                    return Ok(self
+                        .advance(projection, lease, position)
+                        .await?
+                        .then_some(0));
+                }
                 Delivery::Decoded(batch) => {
-                    if batch.is_empty() && position <= self.status.borrow().position {
-                        return Ok(Some(0));
-                    }
                     match self.commit(projection, &batch, position, lease).await {
                         Ok(true) => {
                             self.reached(position);
@@ -348,22 +354,17 @@ impl<P: Projection> Worker<P> {
         &self,
         subscription: &mut Subscription,
     ) -> Result<Vec<RecordedEvent>, RunnerError> {
-        let mut delays = self.retry.build();
+        let mut retries = self.retries("read the event store");
         loop {
-            match subscription.next_batch(self.batch_size).await {
+            let error = match subscription.next_batch(self.batch_size).await {
                 Ok(batch) => return Ok(batch),
-                Err(source) => match delays.next() {
-                    Some(delay) => {
-                        tracing::warn!(projection = %self.name, error = %source, ?delay, "projection read failed; retrying");
-                        tokio::time::sleep(delay).await;
-                    }
-                    None => {
-                        return Err(RunnerError::Read {
-                            projection: self.name.clone(),
-                            source,
-                        });
-                    }
-                },
+                Err(error) => error,
+            };
+            if let Err(source) = retries.pause(error).await {
+                return Err(RunnerError::Read {
+                    projection: self.name.clone(),
+                    source,
+                });
             }
         }
     }
@@ -399,10 +400,8 @@ impl<P: Projection> Worker<P> {
     ) -> Result<bool, RunnerError> {
         let first = batch.first().map_or(position, |event| event.position);
         let last = batch.last().map_or(position, |event| event.position);
-        let mut delays = self.retry.build();
-        let mut attempts = 0;
+        let mut retries = self.retries("commit a batch").of_batch(first, last);
         loop {
-            attempts += 1;
             let committed = projection
                 .commit(
                     batch,
@@ -420,23 +419,24 @@ impl<P: Projection> Worker<P> {
                 Err(CommitError::Checkpoint(CheckpointError::LeaseLost { .. })) => {
                     return Ok(false);
                 }
-                Err(CommitError::Checkpoint(
-                    error @ (CheckpointError::Backend { .. } | CheckpointError::Unknown { .. }),
-                )) => self.checkpoint_failed(error),
+                Err(CommitError::Checkpoint(error)) if !may_pass(&error) => {
+                    return Err(self.checkpoint_failed(error));
+                }
+                Err(error) => error,
+            };
+            match retries.pause(error).await {
+                Ok(()) => {}
                 Err(CommitError::Checkpoint(error)) => return Err(self.checkpoint_failed(error)),
-                Err(CommitError::Projection(source)) => RunnerError::Projection {
-                    projection: self.name.clone(),
-                    first,
-                    last,
-                    attempts,
-                    source,
-                },
-            };
-            let Some(delay) = delays.next() else {
-                return Err(error);
-            };
-            tracing::warn!(projection = %self.name, first, last, attempts, error = %error, ?delay, "projection failed to commit a batch; retrying");
-            tokio::time::sleep(delay).await;
+                Err(CommitError::Projection(source)) => {
+                    return Err(RunnerError::Projection {
+                        projection: self.name.clone(),
+                        first,
+                        last,
+                        attempts: retries.attempts,
+                        source,
+                    });
+                }
+            }
         }
     }
 
@@ -447,7 +447,7 @@ impl<P: Projection> Worker<P> {
         projection: &mut P,
         lease: &LeaseToken,
     ) -> Result<(), RunnerError> {
-        let mut delays = self.retry.build();
+        let mut retries = self.retries("reset its read model");
         loop {
             let reset = projection
                 .commit_reset(CheckpointLease::new(&*self.checkpoints, lease))
@@ -460,16 +460,13 @@ impl<P: Projection> Worker<P> {
                         source,
                     });
                 }
-                Err(CommitError::Checkpoint(
-                    error @ (CheckpointError::Backend { .. } | CheckpointError::Unknown { .. }),
-                )) => error,
+                Err(CommitError::Checkpoint(error)) if may_pass(&error) => error,
                 Err(CommitError::Checkpoint(error)) => return Err(self.checkpoint_failed(error)),
             };
-            let Some(delay) = delays.next() else {
-                return Err(self.checkpoint_failed(error));
-            };
-            tracing::warn!(projection = %self.name, error = %error, ?delay, "projection reset failed; retrying");
-            tokio::time::sleep(delay).await;
+            retries
+                .pause(error)
+                .await
+                .map_err(|error| self.checkpoint_failed(error))?;
         }
     }
 
@@ -479,19 +476,14 @@ impl<P: Projection> Worker<P> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, CheckpointError>>,
     {
-        let mut delays = self.retry.build();
+        let mut retries = self.retries("use its checkpoint store");
         loop {
             match operation().await {
                 Ok(value) => return Ok(value),
-                Err(
-                    error @ (CheckpointError::Backend { .. } | CheckpointError::Unknown { .. }),
-                ) => match delays.next() {
-                    Some(delay) => {
-                        tracing::warn!(projection = %self.name, error = %error, ?delay, "checkpoint store failed; retrying");
-                        tokio::time::sleep(delay).await;
-                    }
-                    None => return Err(self.checkpoint_failed(error)),
-                },
+                Err(error) if may_pass(&error) => retries
+                    .pause(error)
+                    .await
+                    .map_err(|error| self.checkpoint_failed(error))?,
                 Err(error) => return Err(self.checkpoint_failed(error)),
             }
         }

@@ -2,32 +2,15 @@
 //! query service.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use switchyard_aggregates::store::{EventStore, GlobalReader, IntoShared};
-use switchyard_aggregates::{Aggregate, CommandResult, DecodedEvent, Events, MessageHandler};
+use switchyard_aggregates::{CommandResult, DecodedEvent, Events, MessageHandler};
 use switchyard_messaging::{Message, Router, State};
 use switchyard_projections::{
     BoxError, CheckpointStore, InMemory, ProjectionRunner, QueryError, ReadModel, View,
 };
 
-/// The bound on every wait of these tests: generous, never a timing assertion.
-pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
-
-#[derive(Default)]
-pub(crate) struct Account;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) enum AccountEvent {
-    Deposited(u64),
-}
-
-impl Aggregate for Account {
-    type Event = AccountEvent;
-    const NAME: &'static str = "account";
-    fn apply(&mut self, _: &AccountEvent) {}
-}
+pub(crate) use crate::account::{Account, AccountEvent, PATIENCE};
 
 fn deposit(_: &Account, message: &Message) -> CommandResult<AccountEvent> {
     Ok(Events::one(AccountEvent::Deposited(message.request()?)))

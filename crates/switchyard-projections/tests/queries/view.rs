@@ -1,24 +1,20 @@
 //! The in-memory view: rebuilt from the origin when its process starts, each event applied
 //! once.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use backon::ExponentialBuilder;
-use futures::FutureExt;
-use futures::future::BoxFuture;
 use switchyard_aggregates::DecodedEvent;
 use switchyard_aggregates::store::{GlobalReader, MemoryStore};
 use switchyard_messaging::Node;
-use switchyard_projections::checkpoint::{Acquire, CheckpointInfo, LeaseToken};
 use switchyard_projections::{
-    BoxError, CheckpointError, CheckpointStore, InMemory, MemoryCheckpointStore, ParkedEvent,
-    ProjectionRunner, View,
+    BoxError, CheckpointStore, InMemory, MemoryCheckpointStore, ProjectionRunner, View,
 };
 use switchyard_sqlite::SqliteStore;
 use tokio::time::Instant;
 
+use crate::leases::FaultyLeases;
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,91 +129,8 @@ async fn a_batch_retried_after_a_failure_applies_each_event_once() {
     runner.stop().await.unwrap();
 }
 
-/// A checkpoint store whose saved checkpoints say an earlier process got far ahead, and that
-/// can be told to answer one renewal as lost.
-#[derive(Clone, Default)]
-struct AheadOfUs {
-    inner: MemoryCheckpointStore,
-    lose_next_renewal: Arc<AtomicBool>,
-    acquisitions: Arc<AtomicUsize>,
-}
-
 /// How far ahead the saved checkpoint claims to be.
 const AHEAD: u64 = 1_000;
-
-impl CheckpointStore for AheadOfUs {
-    fn load<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<u64, CheckpointError>> {
-        async move { Ok(self.inner.load(projection).await? + AHEAD) }.boxed()
-    }
-
-    fn save<'a>(
-        &'a self,
-        lease: &'a LeaseToken,
-        position: u64,
-    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
-        self.inner.save(lease, position)
-    }
-
-    fn reset<'a>(&'a self, lease: &'a LeaseToken) -> BoxFuture<'a, Result<(), CheckpointError>> {
-        self.inner.reset(lease)
-    }
-
-    fn list(&self) -> BoxFuture<'_, Result<Vec<CheckpointInfo>, CheckpointError>> {
-        self.inner.list()
-    }
-
-    fn park<'a>(
-        &'a self,
-        lease: &'a LeaseToken,
-        event: &'a ParkedEvent,
-    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
-        self.inner.park(lease, event)
-    }
-
-    fn parked<'a>(
-        &'a self,
-        projection: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ParkedEvent>, CheckpointError>> {
-        self.inner.parked(projection)
-    }
-
-    fn unpark<'a>(
-        &'a self,
-        projection: &'a str,
-        position: u64,
-    ) -> BoxFuture<'a, Result<bool, CheckpointError>> {
-        self.inner.unpark(projection, position)
-    }
-
-    fn acquire<'a>(
-        &'a self,
-        projection: &'a str,
-        holder: &'a str,
-        now: SystemTime,
-        until: SystemTime,
-    ) -> BoxFuture<'a, Result<Acquire, CheckpointError>> {
-        self.acquisitions.fetch_add(1, Ordering::SeqCst);
-        self.inner.acquire(projection, holder, now, until)
-    }
-
-    fn renew<'a>(
-        &'a self,
-        lease: &'a LeaseToken,
-        until: SystemTime,
-    ) -> BoxFuture<'a, Result<bool, CheckpointError>> {
-        if self.lose_next_renewal.swap(false, Ordering::SeqCst) {
-            return async { Ok(false) }.boxed();
-        }
-        self.inner.renew(lease, until)
-    }
-
-    fn release<'a>(
-        &'a self,
-        lease: &'a LeaseToken,
-    ) -> BoxFuture<'a, Result<bool, CheckpointError>> {
-        self.inner.release(lease)
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_lost_lease_an_in_memory_view_goes_on_from_its_own_position() {
@@ -225,7 +138,11 @@ async fn after_a_lost_lease_an_in_memory_view_goes_on_from_its_own_position() {
     let node = Node::new("bank");
     node.register(commands(store.clone())).unwrap();
     node.dispatch(deposit_of(1, 1)).await.success().unwrap();
-    let checkpoints = AheadOfUs::default();
+    // The saved checkpoints say an earlier process got far ahead.
+    let checkpoints = FaultyLeases {
+        load_ahead: AHEAD,
+        ..FaultyLeases::default()
+    };
     let view = InMemory::<Balances>::new();
     let runner =
         ProjectionRunner::builder("balances", view.clone(), store.clone(), checkpoints.clone())

@@ -98,19 +98,29 @@ async fn deposits(store: &impl EventAppender) {
     deposit(store, 1, 8).await;
 }
 
+/// Appends the [`deposits`] and starts a runner parking poison events: its projection, the
+/// runner, and the head, once it passed every event.
+async fn passed_the_deposits(
+    events: &(impl EventStore + Clone + 'static),
+    checkpoints: &(impl CheckpointStore + Clone + 'static),
+) -> (Picky, ProjectionRunner<Picky>, u64) {
+    deposits(events).await;
+    let picky = Picky::default();
+    let runner = runner(picky.clone(), events.clone(), checkpoints.clone());
+    let head = head(events).await;
+    eventually("the runner to pass every event", || {
+        runner.caught_up_to(head)
+    })
+    .await;
+    (picky, runner, head)
+}
+
 async fn poison_events_are_parked_and_the_projection_goes_on<E, C>(events: E, checkpoints: C)
 where
     E: EventStore + Clone + 'static,
     C: CheckpointStore + Clone + 'static,
 {
-    deposits(&events).await;
-    let picky = Picky::default();
-    let runner = runner(picky.clone(), events.clone(), checkpoints.clone());
-    let head = head(&events).await;
-    eventually("the runner to pass every event", || {
-        runner.caught_up_to(head)
-    })
-    .await;
+    let (picky, runner, head) = passed_the_deposits(&events, &checkpoints).await;
 
     assert_eq!(
         picky.applied(),
@@ -175,14 +185,7 @@ where
     E: EventStore + Clone + 'static,
     C: CheckpointStore + Clone + 'static,
 {
-    deposits(&events).await;
-    let picky = Picky::default();
-    let runner = runner(picky.clone(), events.clone(), checkpoints.clone());
-    let head = head(&events).await;
-    eventually("the runner to pass every event", || {
-        runner.caught_up_to(head)
-    })
-    .await;
+    let (picky, runner, head) = passed_the_deposits(&events, &checkpoints).await;
 
     // Still failing: it stays parked, with one more attempt.
     let failed = runner.retry_parked(3).await;

@@ -11,8 +11,7 @@ use switchyard_aggregates::store::{
 use switchyard_aggregates::{Aggregate, DecodedEvent};
 use switchyard_projections::{BoxError, Projection};
 
-/// The bound on every wait of these tests: generous, never a timing assertion.
-pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
+pub(crate) use crate::account::{Account, AccountEvent, PATIENCE};
 
 /// Waits for `condition`, checking every few milliseconds, for [`PATIENCE`] at most.
 pub(crate) async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
@@ -32,20 +31,6 @@ pub(crate) fn fast_retry() -> ExponentialBuilder {
         .with_min_delay(Duration::from_millis(1))
         .with_max_delay(Duration::from_millis(2))
         .with_max_times(3)
-}
-
-#[derive(Default)]
-pub(crate) struct Account;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub(crate) enum AccountEvent {
-    Deposited(u64),
-}
-
-impl Aggregate for Account {
-    type Event = AccountEvent;
-    const NAME: &'static str = "account";
-    fn apply(&mut self, _: &AccountEvent) {}
 }
 
 #[derive(Default)]
@@ -169,13 +154,7 @@ impl Projection for Recorder {
 }
 
 pub(crate) async fn deposit(store: &impl EventAppender, account: u32, amount: u64) {
-    append(
-        store,
-        &format!("account-{account}"),
-        "Deposited",
-        &AccountEvent::Deposited(amount),
-    )
-    .await;
+    deposits(store, account, [amount]).await;
 }
 
 /// Deposits of `amounts` into `account`, in one append: one transaction.
@@ -186,51 +165,40 @@ pub(crate) async fn deposits(
 ) {
     let events = amounts
         .into_iter()
-        .map(|amount| NewEvent {
-            event_type: "Deposited".into(),
-            schema_version: 1,
-            data: switchyard_messaging::codec::encode(&AccountEvent::Deposited(amount))
-                .unwrap()
-                .into(),
-        })
+        .map(|amount| encoded("Deposited", &AccountEvent::Deposited(amount)))
         .collect();
-    store
-        .append(
-            &format!("account-{account}"),
-            ExpectedVersion::Any,
-            events,
-            EventMetadata::default(),
-        )
-        .await
-        .unwrap();
+    append(store, &format!("account-{account}"), events).await;
 }
 
 pub(crate) async fn place(store: &impl EventAppender, order: u32, n: u64) {
-    append(store, &format!("order-{order}"), "Placed", &Placed(n)).await;
+    append(
+        store,
+        &format!("order-{order}"),
+        vec![encoded("Placed", &Placed(n))],
+    )
+    .await;
 }
 
 /// Something neither aggregate reads.
 pub(crate) async fn unrelated(store: &impl EventAppender) {
-    append(store, "audit-1", "Noted", &1u8).await;
+    append(store, "audit-1", vec![encoded("Noted", &1u8)]).await;
 }
 
-async fn append(
-    store: &impl EventAppender,
-    stream: &str,
-    event_type: &str,
-    event: &impl Serialize,
-) {
-    let data = switchyard_messaging::codec::encode(event).unwrap();
-    let event = NewEvent {
+/// `event`, encoded as the aggregates encode theirs, as an event of type `event_type`.
+fn encoded(event_type: &str, event: &impl Serialize) -> NewEvent {
+    NewEvent {
         event_type: event_type.into(),
         schema_version: 1,
-        data: data.into(),
-    };
+        data: switchyard_messaging::codec::encode(event).unwrap().into(),
+    }
+}
+
+async fn append(store: &impl EventAppender, stream: &str, events: Vec<NewEvent>) {
     store
         .append(
             stream,
             ExpectedVersion::Any,
-            vec![event],
+            events,
             EventMetadata::default(),
         )
         .await

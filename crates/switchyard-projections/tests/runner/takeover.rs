@@ -1,15 +1,12 @@
 //! Several runners of one projection: one active; another takes over from its checkpoint.
 
-use std::time::{Duration, SystemTime};
-
-use futures::future::BoxFuture;
+use std::time::Duration;
 
 use switchyard_aggregates::store::{EventStore, MemoryStore};
-use switchyard_projections::checkpoint::{
-    Acquire, CheckpointError, CheckpointInfo, CheckpointStore, LeaseToken, ParkedEvent,
-};
+use switchyard_projections::checkpoint::CheckpointStore;
 use switchyard_projections::{MemoryCheckpointStore, ProjectionRunner};
 
+use crate::leases::FaultyLeases;
 use crate::support::*;
 
 /// Short, so a dead runner's lease lapses soon; long against a renewal's round trip.
@@ -114,83 +111,12 @@ async fn only_the_lease_holder_applies_and_a_stop_hands_over_at_once() {
     b.stop().await.unwrap();
 }
 
-/// A checkpoint store whose renewals fail while `partitioned`: its runner's lease lapses.
-#[derive(Clone, Default)]
-struct Partitioned {
-    store: MemoryCheckpointStore,
-    partitioned: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl CheckpointStore for Partitioned {
-    fn load<'a>(&'a self, projection: &'a str) -> BoxFuture<'a, Result<u64, CheckpointError>> {
-        self.store.load(projection)
-    }
-    fn save<'a>(
-        &'a self,
-        lease: &'a LeaseToken,
-        position: u64,
-    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
-        self.store.save(lease, position)
-    }
-    fn reset<'a>(&'a self, lease: &'a LeaseToken) -> BoxFuture<'a, Result<(), CheckpointError>> {
-        self.store.reset(lease)
-    }
-    fn list(&self) -> BoxFuture<'_, Result<Vec<CheckpointInfo>, CheckpointError>> {
-        self.store.list()
-    }
-    fn park<'a>(
-        &'a self,
-        lease: &'a LeaseToken,
-        event: &'a ParkedEvent,
-    ) -> BoxFuture<'a, Result<(), CheckpointError>> {
-        self.store.park(lease, event)
-    }
-    fn parked<'a>(
-        &'a self,
-        projection: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<ParkedEvent>, CheckpointError>> {
-        self.store.parked(projection)
-    }
-    fn unpark<'a>(
-        &'a self,
-        projection: &'a str,
-        position: u64,
-    ) -> BoxFuture<'a, Result<bool, CheckpointError>> {
-        self.store.unpark(projection, position)
-    }
-    fn acquire<'a>(
-        &'a self,
-        projection: &'a str,
-        holder: &'a str,
-        now: SystemTime,
-        until: SystemTime,
-    ) -> BoxFuture<'a, Result<Acquire, CheckpointError>> {
-        self.store.acquire(projection, holder, now, until)
-    }
-    fn renew<'a>(
-        &'a self,
-        lease: &'a LeaseToken,
-        until: SystemTime,
-    ) -> BoxFuture<'a, Result<bool, CheckpointError>> {
-        if self.partitioned.load(std::sync::atomic::Ordering::SeqCst) {
-            return Box::pin(async { Err(CheckpointError::backend("partitioned")) });
-        }
-        self.store.renew(lease, until)
-    }
-    fn release<'a>(
-        &'a self,
-        lease: &'a LeaseToken,
-    ) -> BoxFuture<'a, Result<bool, CheckpointError>> {
-        self.store.release(lease)
-    }
-}
-
 /// A's renewals fail, its lease lapses and B takes over; A's next save is refused, and A stands
 /// by instead of moving the checkpoint or stopping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_whose_lease_lapsed_stands_by_once_its_save_is_refused() {
     let store = MemoryStore::new();
-    let shared = Partitioned::default();
+    let shared = FaultyLeases::default();
     deposit(&store, 1, 1).await;
     let (seen_a, seen_b) = (Seen::default(), Seen::default());
     let a = runner("runner-a", Recorder::new(&seen_a), &store, &shared);

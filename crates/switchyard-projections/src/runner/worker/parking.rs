@@ -186,10 +186,7 @@ impl<P: Projection> Worker<P> {
             error = %parked.error,
             "projection parked an event it kept failing on; going on past it"
         );
-        let position = parked.position;
-        self.status.send_modify(|status| {
-            status.position = status.position.max(position);
-        });
+        self.reached(parked.position);
         Ok(true)
     }
 
