@@ -46,7 +46,7 @@ where
 
 fn main() {
     // `cargo test --benches` runs this binary too: the counts are for `cargo bench` only.
-    if std::env::args().any(|arg| arg == "--test" || arg == "--list") {
+    if support::criterion_only() {
         return;
     }
     let rt = runtime();

@@ -183,12 +183,8 @@ fn projection_round(
     })
 }
 
-fn met(ok: bool) -> &'static str {
-    if ok { "met" } else { "**not met**" }
-}
-
 fn main() {
-    if std::env::args().any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time") {
+    if support::criterion_only() {
         return;
     }
     let rt = runtime();
@@ -242,24 +238,16 @@ fn main() {
                 "| {synchronous} | {batch} | {:.0} | {:.0} | {share:.2} | ≥ 0.7 of floor: {} |\n",
                 median(&measured.floor),
                 median(&measured.subject),
-                met(share >= 0.7),
+                support::met(share >= 0.7),
             );
             eprint!("{row}");
             out.push_str(&row);
         }
     }
-    if misses.is_empty() {
-        out.push_str("\nEvery target met in this run.\n");
-    } else {
-        out.push_str(&format!(
-            "\nTargets missed in this run: {}.\n",
-            misses.join("; ")
-        ));
-    }
-    out.push_str(&format!(
-        "\nLoad average (1, 5, 15 min) when these measurements began: {load_before}; when they \
-         ended: {} (other work on the machine's 2 cores and its disk slows every figure).\n",
-        support::load_average()
+    out.push_str(&support::closing(
+        &misses,
+        (&load_before, &support::load_average()),
+        "other work on the machine's 2 cores and its disk slows every figure",
     ));
     println!("\n{out}");
     support::write_section("62-sql_projection.md", &out);

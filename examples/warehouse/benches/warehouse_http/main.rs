@@ -272,7 +272,7 @@ fn millis(micros: u64) -> String {
 }
 
 fn main() {
-    if std::env::args().any(|arg| arg == "--test" || arg == "--list") {
+    if support::criterion_only() {
         return;
     }
     let quick = support::quick();
