@@ -575,7 +575,12 @@ impl Inbound for Inner {
             Frame::Authorized { request, verdict } => {
                 self.caller.verdict_received(request, verdict);
             }
-            Frame::Cancel { reply_to, request } => self.server.cancel(reply_to, request),
+            Frame::Cancel { reply_to, request } => {
+                // Through the serving task, behind the calls read before it: by then each has
+                // had its first turn, and one still running is registered for cancels.
+                let server = self.server.clone();
+                return Some(async move { server.cancel(reply_to, request) }.boxed());
+            }
             Frame::Hello { .. } | Frame::Proof { .. } | Frame::Refused { .. } => {
                 tracing::warn!(peer = %from.peer, kind = frame.kind(), "handshake frame on an established connection; closing it");
                 from.break_off();

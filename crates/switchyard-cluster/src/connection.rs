@@ -45,8 +45,10 @@ const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// what they mean.
 pub(crate) trait Inbound: Send + Sync + 'static {
     /// Acts on `frame`, read from `from`. A call comes back as the future that serves it: the
-    /// connection's serving task drives it with the others until its reply is sent, and the
-    /// connection counts it as a call under way meanwhile.
+    /// connection's serving task gives it its first turn at once, in the order the frames
+    /// came, then drives it with the others until its reply is sent, and the connection
+    /// counts it as a call under way meanwhile. What must follow the calls read before it (a
+    /// cancel) comes back as a future too.
     fn frame(&self, from: &Connection, frame: Frame) -> Option<Serving>;
 
     /// The reader of `connection` has ended: no frame comes from it any more.
@@ -845,7 +847,8 @@ fn start(
 ///
 /// Beside the reader, not in it: the node runs each call's handler inside its serving future
 /// (no task per call), so a slow handler holds up the calls of its connection, not the reading
-/// of frames (replies to this node's own calls, cancels) while it awaits. One that blocks its
+/// of frames (replies to this node's own calls) while it awaits. Cancels come through it, in
+/// the order they were read, after the first turn of the calls before them. One that blocks its
 /// thread, which handlers must not do, holds up whatever that thread would run: on a tokio
 /// worker that just left the I/O driver, every socket and timer of the runtime until it
 /// returns (tokio hands the driver on only when a worker parks).
@@ -861,7 +864,14 @@ fn serve_calls(connection: Connection) -> mpsc::UnboundedSender<(Serving, Outsta
             tokio::select! {
                 biased;
                 call = calls.recv() => match call {
-                    Some((call, under_way)) => serving.push(call.map(move |()| drop(under_way))),
+                    Some((mut call, under_way)) => {
+                        // Its first turn now, before anything read after it: most calls end in
+                        // it, and one still running is then registered for the cancels that
+                        // follow it (see `serve`).
+                        if crate::sync::poll_once(&mut call).await.is_pending() {
+                            serving.push(call.map(move |()| drop(under_way)));
+                        }
+                    }
                     None => break,
                 },
                 Some(()) = serving.next(), if !serving.is_empty() => {}
