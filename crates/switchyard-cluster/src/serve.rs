@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::connection::{Connection, Fate, SendError, Serving};
 use crate::forwarded::{Forwarded, Ids, Orphan, Sent};
-use crate::frame::{Frame, Verdict, WireHop};
+use crate::frame::{Body, Frame, Verdict, WireHop};
 use crate::peers::Peers;
 use crate::remote::Caller;
 use crate::sync::{lock, poll_once};
@@ -152,8 +152,8 @@ impl Server {
         }
     }
 
-    /// A call arrived on `from`: comes back as the future serving it, unless this node
-    /// declines it.
+    /// A call arrived on `from`, its message still encoded in `body`: comes back as the
+    /// future serving it (which decodes the message), unless this node declines it.
     pub(crate) fn call(
         self: &Arc<Self>,
         from: &Connection,
@@ -161,7 +161,7 @@ impl Server {
         request: u64,
         hop: WireHop,
         remaining_micros: u64,
-        message: Message,
+        body: Body,
     ) -> Option<Serving> {
         // A peer's number: clamp it rather than overflow the clock.
         let remaining = Duration::from_micros(remaining_micros.min(MAX_REMAINING_MICROS));
@@ -173,6 +173,9 @@ impl Server {
             let server = self.clone();
             let from = from.clone();
             tokio::spawn(async move {
+                let Some(message) = from.decode_body(&body) else {
+                    return;
+                };
                 let reason = format!("{} is leaving the cluster", server.node.id());
                 let declined = message.return_with(Response::TryAnotherNode(reason));
                 server
@@ -189,6 +192,10 @@ impl Server {
         let from = from.clone();
         let serving = async move {
             let server = &running.server;
+            // Decoded here, where it is used, rather than on the connection's reader.
+            let Some(message) = from.decode_body(&body) else {
+                return;
+            };
             // This future is driven by the connection's serving task; the node answers a panic
             // of the router's rules or of the handler (both run here) with an error, so none
             // unwinds into the task.
@@ -237,10 +244,13 @@ impl Server {
     }
 
     /// A question arrived on `from`: is `message` authorized here? Answered on `from`.
-    pub(crate) fn authorize(&self, from: &Connection, request: u64, message: Message) {
+    pub(crate) fn authorize(&self, from: &Connection, request: u64, body: Body) {
         let node = self.node.clone();
         let from = from.clone();
         tokio::spawn(async move {
+            let Some(message) = from.decode_body(&body) else {
+                return;
+            };
             // A panic in the router's `authorize` is answered as a denial by the node.
             let verdict = match node.authorize_remote(&message) {
                 Authorization::Allowed => Verdict::Allowed,

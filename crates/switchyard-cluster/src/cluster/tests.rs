@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use switchyard_messaging::{Ctx, Router};
 
 use super::*;
+use crate::frame::Frame;
 use crate::membership::MemberInfo;
 use crate::transport::memory::MemoryNetwork;
 
