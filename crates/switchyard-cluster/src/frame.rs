@@ -203,7 +203,7 @@ mod tests {
     use super::*;
 
     fn read(frame: &Frame) -> Result<(Header, Body), codec::DecodeError> {
-        Header::read(Bytes::from(frame.encode().unwrap()))
+        Header::read(frame.encode().unwrap())
     }
 
     fn message() -> Message {
