@@ -485,10 +485,10 @@ fn main() {
          counted in a pass of their own): {allocations:.1}.\n",
     ));
     out.push_str(
-        "\nWhere the time goes (perf, both processes, pipelined, load average 3-4; \
+        "\nWhere the time goes (perf, both processes, pipelined, load average 3-5; \
          `docs/profiles/remote_calls-header.*`): the raw echo spends about 0.2 µs of CPU per \
-         frame, a cluster call 6.0-6.2 µs with 0.25 context switches (`perf stat`; 7.5-7.8 µs \
-         and 0.29 in the same session before this round, 13 µs and one switch two rounds \
+         frame, a cluster call 5.7-6.4 µs with 0.25 context switches (`perf stat`; 6.8-7.8 µs \
+         and 0.29-0.31 in the same session before this round, 13 µs and one switch two rounds \
          before). This round: the connection's reader decodes only a frame's routing header \
          and the message is decoded where it is used (the waiting call, the serving future); \
          a call is registered for cancels (abort handle, table lock) only when its handler \
@@ -500,7 +500,7 @@ fn main() {
          the id and the payload allocations), encoding and sealing each frame into the queue \
          (about 13%; AES-GCM's GMAC, sealing and opening, about 8-10%), the kernel about 15% \
          (a `send` per burst, `epoll_wait`, wake-ups), the allocator about 10% (24% two rounds \
-         ago), tokio's scheduler and timers the rest. At 6 µs of CPU a call, 250,000 calls/s \
+         ago), tokio's scheduler and timers the rest. At about 6 µs of CPU a call, 250,000 calls/s \
          take 1.5 of the 2 cores, more than this shared machine gave the bench (0.7-0.9 CPUs); \
          the 0.25× ratio (about 1.2M calls/s against this floor) would take about 1.6 µs a \
          call on both cores, four times less than now: out of reach without a frame encoding \
