@@ -49,7 +49,7 @@ pub(crate) struct Peers {
     backoff: (Duration, Duration),
     dialer: Box<dyn Dial>,
     members: ArcSwap<Members>,
-    connections: Live,
+    connections: Mutex<HashMap<NodeId, Connection>>,
     /// One dial at a time per peer, and when the next may start.
     dialing: Mutex<HashMap<NodeId, Arc<tokio::sync::Mutex<DialState>>>>,
     /// The peers a task keeps connected (one task per peer).
@@ -57,31 +57,6 @@ pub(crate) struct Peers {
     /// This node has left: no connection is made or kept any more.
     stopped: CancellationToken,
     pub(crate) counters: ConnectionCounters,
-}
-
-/// The live connection to each peer. It changes rarely (a connection made or lost), under a
-/// lock; it is read on every call (its providers, its connection), from the snapshot each
-/// change publishes, without the lock that callers on every worker would otherwise take.
-#[derive(Default)]
-struct Live {
-    changing: Mutex<HashMap<NodeId, Connection>>,
-    snapshot: ArcSwap<HashMap<NodeId, Connection>>,
-}
-
-impl Live {
-    /// The connections as the last change left them.
-    fn read(&self) -> arc_swap::Guard<Arc<HashMap<NodeId, Connection>>> {
-        self.snapshot.load()
-    }
-
-    /// Changes the connections with `change`, and publishes the result before any other
-    /// change can start.
-    fn change<R>(&self, change: impl FnOnce(&mut HashMap<NodeId, Connection>) -> R) -> R {
-        let mut connections = lock(&self.changing);
-        let result = change(&mut connections);
-        self.snapshot.store(Arc::new(connections.clone()));
-        result
-    }
 }
 
 /// What this node remembers of its attempts to connect to one peer.
@@ -109,7 +84,7 @@ impl Peers {
             backoff: (reconnect_min, reconnect_max),
             dialer,
             members: ArcSwap::from_pointee(Members::default()),
-            connections: Live::default(),
+            connections: Mutex::new(HashMap::new()),
             dialing: Mutex::new(HashMap::new()),
             kept: Mutex::new(HashSet::new()),
             stopped: CancellationToken::new(),
@@ -140,7 +115,7 @@ impl Peers {
     /// Members offering `service` publicly, with an authenticated connection.
     pub(crate) fn usable_providers(&self, service: &str) -> Vec<NodeId> {
         let members = self.members.load();
-        let connections = self.connections.read();
+        let connections = lock(&self.connections);
         members
             .providers(service)
             .filter(|id| connections.get(*id).is_some_and(|c| !c.is_closed()))
@@ -151,7 +126,7 @@ impl Peers {
     /// Members with an authenticated connection.
     pub(crate) fn connected_members(&self) -> Vec<NodeId> {
         let members = self.members.load();
-        let connections = self.connections.read();
+        let connections = lock(&self.connections);
         members
             .by_id
             .keys()
@@ -174,34 +149,30 @@ impl Peers {
             connection.close();
             return;
         }
-        let kept = self.connections.change(|connections| {
-            match connections.get(&connection.peer) {
-                Some(existing) if !existing.is_closed() && existing.dialer < connection.dialer => {
-                    Err(connection)
+        let mut connections = lock(&self.connections);
+        match connections.get(&connection.peer) {
+            Some(existing) if !existing.is_closed() && existing.dialer < connection.dialer => {
+                drop(connections);
+                connection.close();
+            }
+            _ => {
+                tracing::debug!(peer = %connection.peer, dialer = %connection.dialer, "connected");
+                let peer = connection.peer.clone();
+                let inbound = connection.dialer != self.me;
+                if let Some(old) = connections.insert(peer.clone(), connection) {
+                    old.close();
                 }
-                _ => {
-                    tracing::debug!(peer = %connection.peer, dialer = %connection.dialer, "connected");
-                    let peer = connection.peer.clone();
-                    let inbound = connection.dialer != self.me;
-                    if let Some(old) = connections.insert(peer.clone(), connection) {
-                        old.close();
+                drop(connections);
+                if inbound {
+                    // The peer reached this node: a dial to it may go at once again. (A dial
+                    // under way keeps its own state.)
+                    if let Some(gate) = lock(&self.dialing).get(&peer)
+                        && let Ok(mut state) = gate.try_lock()
+                    {
+                        *state = DialState::default();
                     }
-                    Ok((peer, inbound))
                 }
             }
-        });
-        match kept {
-            Err(refused) => refused.close(),
-            Ok((peer, true)) => {
-                // The peer reached this node: a dial to it may go at once again. (A dial
-                // under way keeps its own state.)
-                if let Some(gate) = lock(&self.dialing).get(&peer)
-                    && let Ok(mut state) = gate.try_lock()
-                {
-                    *state = DialState::default();
-                }
-            }
-            Ok((_, false)) => {}
         }
     }
 
@@ -213,21 +184,19 @@ impl Peers {
                 .connections_lost
                 .fetch_add(1, Ordering::Relaxed);
         }
-        self.connections.change(|connections| {
-            if connections
-                .get(&connection.peer)
-                .is_some_and(|c| c.id == connection.id)
-            {
-                connections.remove(&connection.peer);
-                tracing::debug!(peer = %connection.peer, "disconnected");
-            }
-        });
+        let mut connections = lock(&self.connections);
+        if connections
+            .get(&connection.peer)
+            .is_some_and(|c| c.id == connection.id)
+        {
+            connections.remove(&connection.peer);
+            tracing::debug!(peer = %connection.peer, "disconnected");
+        }
     }
 
     /// The live connection to `peer`, if there is one.
     pub(crate) fn live_connection(&self, peer: &NodeId) -> Option<Connection> {
-        self.connections
-            .read()
+        lock(&self.connections)
             .get(peer)
             .filter(|c| !c.is_closed())
             .cloned()
@@ -251,10 +220,7 @@ impl Peers {
     /// calls sent on them end once they have, since no reply can come).
     pub(crate) fn close_all(&self) {
         self.stopped.cancel();
-        let closing: Vec<Connection> = self
-            .connections
-            .change(|connections| connections.drain().map(|(_, c)| c).collect());
-        for connection in closing {
+        for connection in lock(&self.connections).drain().map(|(_, c)| c) {
             connection.close_leaving();
         }
     }
@@ -496,7 +462,7 @@ mod tests {
         mine.break_off();
         peers.ended(&mine);
         assert_eq!(peers.counters.connections_lost.load(Ordering::SeqCst), 1);
-        assert!(peers.connections.read().is_empty());
+        assert!(lock(&peers.connections).is_empty());
     }
 
     #[tokio::test(start_paused = true)]
