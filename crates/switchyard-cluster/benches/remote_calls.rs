@@ -485,18 +485,27 @@ fn main() {
          counted in a pass of their own): {allocations:.1}.\n",
     ));
     out.push_str(
-        "\nWhere the time goes (perf, both processes, pipelined, load average 5-6): the raw \
-         echo spends about 0.2 µs of CPU per frame, a cluster call 8-10 µs with 0.25-0.3 \
-         context switches (`perf stat`; 13 µs and one switch per call before served calls ran \
-         their handler inline). Of that, the allocator about 24% before recurring names were \
-         decoded into shared `Arc`s (50 allocations per call two rounds ago, 36 before that \
-         change, 29 now; decoding frames was the largest source), decoding the two `Message`s \
-         whole about 12%, tokio's scheduler and the futures about 13%, the kernel about 10% (a \
-         `send` per burst, `epoll_wait`, wake-ups), AES-GCM about 6%. Wake-ups are no longer \
-         the main cost: polling served calls on the reader itself instead of a serving task \
-         beside it cut context switches by about 7% but CPU per call by about 1%, within the \
-         noise (profile it with `SWITCHYARD_BENCH_PHASE=cluster` under \
-         `perf record`).\n",
+        "\nWhere the time goes (perf, both processes, pipelined, load average 3-5; \
+         `docs/profiles/remote_calls-header.*`): the raw echo spends about 0.2 µs of CPU per \
+         frame, a cluster call 5.7-6.4 µs with 0.25 context switches (`perf stat`; 6.8-7.8 µs \
+         and 0.29-0.31 in the same session before this round, 13 µs and one switch two rounds \
+         before). This round: the connection's reader decodes only a frame's routing header \
+         and the message is decoded where it is used (the waiting call, the serving future); \
+         a call is registered for cancels (abort handle, table lock) only when its handler \
+         outlives its first turn; a lone remote provider skips the fail-over's boxed future and \
+         candidate list; a decoded message's defaulted correlation and causation ids share the \
+         id's `Arc`. Allocations per call 29 -> 21 (the last two: 25 -> 21; decoding the \
+         header alone allocates nothing new). What is left: decoding the two `Message`s \
+         (about 17% of the CPU: serde's generated visitor for its 15 fields, then the `Box`, \
+         the id and the payload allocations), encoding and sealing each frame into the queue \
+         (about 13%; AES-GCM's GMAC, sealing and opening, about 8-10%), the kernel about 15% \
+         (a `send` per burst, `epoll_wait`, wake-ups), the allocator about 10% (24% two rounds \
+         ago), tokio's scheduler and timers the rest. At about 6 µs of CPU a call, 250,000 calls/s \
+         take 1.5 of the 2 cores, more than this shared machine gave the bench (0.7-0.9 CPUs); \
+         the 0.25× ratio (about 1.2M calls/s against this floor) would take about 1.6 µs a \
+         call on both cores, four times less than now: out of reach without a frame encoding \
+         of its own for calls (fixed fields, no serde visitor per message) and fewer wake-ups \
+         (profile it with `SWITCHYARD_BENCH_PHASE=cluster` under `perf record`).\n",
     );
     println!("\n{out}");
     support::write_section("40-cluster_remote.md", &out);

@@ -21,7 +21,7 @@ use crate::admission::{Admission, Admitted, Report, Tally};
 use crate::config::ClusterConfig;
 use crate::connection::{self, Connection, Inbound, Serving};
 use crate::error::ClusterError;
-use crate::frame::Frame;
+use crate::frame::{Body, Header};
 use crate::handshake::Identity;
 use crate::membership::{Gossip, Members};
 use crate::peers::{Dial, Peers};
@@ -557,27 +557,37 @@ fn announce_services(inner: &Arc<Inner>, gossip: &Arc<Gossip>) {
 
 /// Each frame a connection reads goes to the part that owns it.
 impl Inbound for Inner {
-    fn frame(&self, from: &Connection, frame: Frame) -> Option<Serving> {
-        match frame {
-            Frame::Call {
+    fn frame(&self, from: &Connection, header: Header, body: Body) -> Option<Serving> {
+        match header {
+            Header::Call {
                 reply_to,
                 request,
                 hop,
                 remaining_micros,
-                message,
             } => {
                 return self
                     .server
-                    .call(from, reply_to, request, hop, remaining_micros, message);
+                    .call(from, reply_to, request, hop, remaining_micros, body);
             }
-            Frame::Reply { request, message } => self.caller.reply_received(request, message),
-            Frame::Authorize { request, message } => self.server.authorize(from, request, message),
-            Frame::Authorized { request, verdict } => {
+            Header::Reply { request } => {
+                if let Err(unwaited) = self.caller.reply_received(request, body, from) {
+                    // Nobody waits for it any more; a malformed one still ends the
+                    // connection, as any malformed frame does.
+                    let _ = from.decode_body(&unwaited);
+                }
+            }
+            Header::Authorize { request } => self.server.authorize(from, request, body),
+            Header::Authorized { request, verdict } => {
                 self.caller.verdict_received(request, verdict);
             }
-            Frame::Cancel { reply_to, request } => self.server.cancel(reply_to, request),
-            Frame::Hello { .. } | Frame::Proof { .. } | Frame::Refused { .. } => {
-                tracing::warn!(peer = %from.peer, kind = frame.kind(), "handshake frame on an established connection; closing it");
+            Header::Cancel { reply_to, request } => {
+                // Through the serving task, behind the calls read before it: by then each has
+                // had its first turn, and one still running is registered for cancels.
+                let server = self.server.clone();
+                return Some(async move { server.cancel(reply_to, request) }.boxed());
+            }
+            Header::Hello | Header::Proof | Header::Refused => {
+                tracing::warn!(peer = %from.peer, kind = header.kind(), "handshake frame on an established connection; closing it");
                 from.break_off();
             }
         }

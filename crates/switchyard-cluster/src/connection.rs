@@ -20,13 +20,13 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
-use switchyard_messaging::NodeId;
+use switchyard_messaging::{Message, NodeId};
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClusterConfig;
-use crate::frame::Frame;
+use crate::frame::{Body, Frame, Header};
 use crate::handshake::{Authenticated, HandshakeError, Identity, handshake};
 use crate::seal::{Role, Sealer, TAG_LEN};
 use crate::sync::lock;
@@ -44,10 +44,13 @@ const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(5);
 /// What a connection's reader hands the frames it reads to: the connection knows nothing of
 /// what they mean.
 pub(crate) trait Inbound: Send + Sync + 'static {
-    /// Acts on `frame`, read from `from`. A call comes back as the future that serves it: the
-    /// connection's serving task drives it with the others until its reply is sent, and the
-    /// connection counts it as a call under way meanwhile.
-    fn frame(&self, from: &Connection, frame: Frame) -> Option<Serving>;
+    /// Acts on a frame read from `from`: its header, and its body (the message it carries,
+    /// still encoded: see [`Connection::decode_body`]). A call comes back as the future that serves it: the
+    /// connection's serving task gives it its first turn at once, in the order the frames
+    /// came, then drives it with the others until its reply is sent, and the connection
+    /// counts it as a call under way meanwhile. What must follow the calls read before it (a
+    /// cancel) comes back as a future too.
+    fn frame(&self, from: &Connection, header: Header, body: Body) -> Option<Serving>;
 
     /// The reader of `connection` has ended: no frame comes from it any more.
     fn ended(&self, connection: &Connection);
@@ -374,6 +377,19 @@ impl Connection {
             self.break_off();
         }
         Ok(ticket)
+    }
+
+    /// The message of a frame's `body`, read from this connection. A body that does not
+    /// decode ends the connection, as a malformed frame does (logged): `None`.
+    pub(crate) fn decode_body(&self, body: &Body) -> Option<Message> {
+        match body.decode() {
+            Ok(message) => Some(message),
+            Err(error) => {
+                tracing::warn!(peer = %self.peer, %error, "closing a connection after a frame whose message is malformed");
+                self.break_off();
+                None
+            }
+        }
     }
 
     /// Counts a call under way on this connection until the guard drops.
@@ -807,23 +823,26 @@ fn start(
                     break true;
                 }
             };
-            let payload = match opener.open(&bytes) {
-                Ok(payload) => payload,
+            let payload_len = match opener.open(&bytes) {
+                Ok(payload) => payload.len(),
                 Err(error) => {
                     tracing::warn!(peer = %reader.peer, %error, "closing a connection after a frame that failed authentication");
                     break true;
                 }
             };
-            match Frame::decode(payload) {
-                Ok(frame) => {
-                    if let Some(call) = inbound.frame(&reader, frame) {
+            let len = bytes.len();
+            // Shared, not copied: the body the header leaves is a slice of these bytes.
+            let payload = bytes.freeze().slice(..payload_len);
+            match Header::read(payload) {
+                Ok((header, body)) => {
+                    if let Some(call) = inbound.frame(&reader, header, body) {
                         // Fails only once the serving task is gone, which it is only after
                         // a panic that ended this connection too.
                         let _ = calls.send((call, reader.outstanding()));
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(peer = %reader.peer, %error, len = bytes.len(), "closing a connection after a malformed frame");
+                    tracing::warn!(peer = %reader.peer, %error, len, "closing a connection after a malformed frame");
                     break true;
                 }
             }
@@ -845,7 +864,8 @@ fn start(
 ///
 /// Beside the reader, not in it: the node runs each call's handler inside its serving future
 /// (no task per call), so a slow handler holds up the calls of its connection, not the reading
-/// of frames (replies to this node's own calls, cancels) while it awaits. One that blocks its
+/// of frames (replies to this node's own calls) while it awaits. Cancels come through it, in
+/// the order they were read, after the first turn of the calls before them. One that blocks its
 /// thread, which handlers must not do, holds up whatever that thread would run: on a tokio
 /// worker that just left the I/O driver, every socket and timer of the runtime until it
 /// returns (tokio hands the driver on only when a worker parks).
@@ -861,7 +881,14 @@ fn serve_calls(connection: Connection) -> mpsc::UnboundedSender<(Serving, Outsta
             tokio::select! {
                 biased;
                 call = calls.recv() => match call {
-                    Some((call, under_way)) => serving.push(call.map(move |()| drop(under_way))),
+                    Some((mut call, under_way)) => {
+                        // Its first turn now, before anything read after it: most calls end in
+                        // it, and one still running is then registered for the cancels that
+                        // follow it (see `serve`).
+                        if crate::sync::poll_once(&mut call).await.is_pending() {
+                            serving.push(call.map(move |()| drop(under_way)));
+                        }
+                    }
                     None => break,
                 },
                 Some(()) = serving.next(), if !serving.is_empty() => {}

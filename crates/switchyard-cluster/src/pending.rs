@@ -45,11 +45,14 @@ impl<T> Pending<T> {
         }
     }
 
-    /// Hands `answer` to the waiter of `request`. False when nobody waits for it (the waiter
-    /// gave up, or the id was never handed out): the answer is dropped.
-    pub(crate) fn complete(&self, request: u64, answer: T) -> bool {
+    /// Hands `answer` to the waiter of `request`. Gives it back when nobody waits for it (the
+    /// waiter gave up, or the id was never handed out).
+    pub(crate) fn complete(&self, request: u64, answer: T) -> Result<(), T> {
         let waiting = lock(&self.waiting).remove(&request);
-        waiting.is_some_and(|waiting| waiting.send(answer).is_ok())
+        match waiting {
+            Some(waiting) => waiting.send(answer),
+            None => Err(answer),
+        }
     }
 
     /// How many requests wait.
@@ -132,12 +135,13 @@ mod tests {
         let mut first = pending.register();
         let mut second = pending.register();
         assert_ne!(first.request(), second.request());
-        assert!(pending.complete(second.request(), "two"));
-        assert!(
-            !pending.complete(second.request(), "again"),
+        assert_eq!(pending.complete(second.request(), "two"), Ok(()));
+        assert_eq!(
+            pending.complete(second.request(), "again"),
+            Err("again"),
             "answered once"
         );
-        assert!(pending.complete(first.request(), "one"));
+        assert_eq!(pending.complete(first.request(), "one"), Ok(()));
         let never = std::future::pending::<()>();
         assert_eq!(first.wait(never, later(10)).await, Waited::Answer("one"));
         let never = std::future::pending::<()>();
@@ -152,8 +156,12 @@ mod tests {
         assert_eq!(pending.len(), 1);
         drop(waiter);
         assert_eq!(pending.len(), 0);
-        assert!(!pending.complete(request, 1), "a late answer finds nobody");
-        assert!(!pending.complete(999, 1), "an id never handed out");
+        assert_eq!(
+            pending.complete(request, 1),
+            Err(1),
+            "a late answer finds nobody"
+        );
+        assert_eq!(pending.complete(999, 2), Err(2), "an id never handed out");
     }
 
     #[tokio::test(start_paused = true)]
@@ -170,7 +178,7 @@ mod tests {
     async fn an_answer_read_before_the_connection_was_lost_still_counts() {
         let pending = Pending::<u8>::default();
         let mut waiter = pending.register();
-        assert!(pending.complete(waiter.request(), 7));
+        assert_eq!(pending.complete(waiter.request(), 7), Ok(()));
         let lost = std::future::ready("lost");
         assert_eq!(waiter.wait(lost, later(50)).await, Waited::Answer(7));
     }

@@ -8,7 +8,7 @@ use switchyard_messaging::{Message, NodeId, ReplyTo, Response};
 use tokio::time::Instant;
 
 use crate::connection::{Connection, Fate, Ticket};
-use crate::frame::{Frame, Verdict};
+use crate::frame::{Body, Frame, Verdict};
 use crate::peers::Peers;
 use crate::pending::{Pending, Waited};
 
@@ -17,9 +17,18 @@ use crate::pending::{Pending, Waited};
 pub(crate) struct Caller {
     me: NodeId,
     peers: Arc<Peers>,
-    calls: Pending<Message>,
+    calls: Pending<Reply>,
     questions: Pending<Verdict>,
     replies_received: AtomicU64,
+}
+
+/// A reply as it reaches the call waiting for it.
+enum Reply {
+    /// Read from `from` (the connection it came on, which is not the call's own when the call
+    /// was forwarded): its message, still encoded, is decoded by the call.
+    Read { body: Body, from: Connection },
+    /// Made on this node: a call of this node that was forwarded back to it.
+    Here(Message),
 }
 
 /// Tells the node running a call to stop when the caller stops waiting before the reply came:
@@ -154,7 +163,17 @@ impl Caller {
         match waiter.wait(connection.lost(ticket), deadline).await {
             Waited::Answer(reply) => {
                 cancel.answered();
-                Ok(reply)
+                match reply {
+                    Reply::Here(reply) => Ok(reply),
+                    Reply::Read { body, from } => {
+                        from.decode_body(&body).ok_or_else(|| RemoteError::Failed {
+                            reason: format!(
+                                "the reply from {} was malformed; the connection it came on is closed",
+                                from.peer
+                            ),
+                        })
+                    }
+                }
             }
             Waited::Lost(fate) => {
                 if fate == Fate::NeverSent {
@@ -193,22 +212,34 @@ impl Caller {
         }
     }
 
-    /// A reply came from another node for this node's call `request`: hands it to the caller,
-    /// if it still waits.
-    pub(crate) fn reply_received(&self, request: u64, reply: Message) {
+    /// A reply came on `from` for this node's call `request`: hands its body to the caller,
+    /// which decodes it, if it still waits; else gives it back.
+    pub(crate) fn reply_received(
+        &self,
+        request: u64,
+        body: Body,
+        from: &Connection,
+    ) -> Result<(), Body> {
         self.replies_received.fetch_add(1, Ordering::Relaxed);
-        self.calls.complete(request, reply);
+        let reply = Reply::Read {
+            body,
+            from: from.clone(),
+        };
+        match self.calls.complete(request, reply) {
+            Err(Reply::Read { body, .. }) => Err(body),
+            _ => Ok(()),
+        }
     }
 
     /// A call of this node was forwarded back to it and ran here: hands its reply to the
     /// caller, if it still waits.
     pub(crate) fn reply_here(&self, request: u64, reply: Message) {
-        self.calls.complete(request, reply);
+        let _ = self.calls.complete(request, Reply::Here(reply));
     }
 
     /// The verdict on this node's question `request` came.
     pub(crate) fn verdict_received(&self, request: u64, verdict: Verdict) {
-        self.questions.complete(request, verdict);
+        let _ = self.questions.complete(request, verdict);
     }
 
     /// How many calls wait for their reply.

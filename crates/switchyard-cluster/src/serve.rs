@@ -4,15 +4,23 @@
 //! A call is served by a future that the serving task of the connection it came on drives
 //! with the others, rather than by a task of its own, and the handler runs inside that future
 //! (the messaging crate polls it inline, catching its panics): a task per call would add a
-//! spawn and two wake-ups to every call. The future is abortable, for a caller's cancel.
+//! spawn and two wake-ups to every call.
+//!
+//! A caller's cancel aborts the handler of its call. Most handlers finish within their first
+//! turn, so a call is registered for cancels (an abort handle, in a table behind a lock) only
+//! when its handler is still running after that turn. The serving task gives each call its
+//! first turn as soon as it is read, and takes a cancel through the same queue, behind the
+//! calls read before it: a cancel always finds a call that is still running (see
+//! `connection::serve_calls`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::FutureExt;
-use futures::future::{AbortHandle, Abortable};
+use futures::future::{AbortHandle, AbortRegistration, Abortable, Aborted};
 use switchyard_messaging::remote::Hop;
 use switchyard_messaging::{Authorization, Message, Node, NodeId, Response, Served};
 use tokio::sync::Notify;
@@ -20,10 +28,10 @@ use tokio::time::Instant;
 
 use crate::connection::{Connection, Fate, SendError, Serving};
 use crate::forwarded::{Forwarded, Ids, Orphan, Sent};
-use crate::frame::{Frame, Verdict, WireHop};
+use crate::frame::{Body, Frame, Verdict, WireHop};
 use crate::peers::Peers;
 use crate::remote::Caller;
-use crate::sync::lock;
+use crate::sync::{lock, poll_once};
 
 /// The longest deadline a call may carry: a day.
 const MAX_REMAINING_MICROS: u64 = 86_400_000_000;
@@ -50,7 +58,8 @@ pub(crate) struct Server {
     peers: Arc<Peers>,
     /// Where a reply goes when a call of this node was forwarded back to it.
     caller: Arc<Caller>,
-    /// Calls this node is running for others, by (reply-to node, request).
+    /// Calls this node runs for others whose handler outlived its first turn (or that it is
+    /// forwarding), by (reply-to node, request): what a cancel can reach.
     running: Mutex<HashMap<CallKey, AbortHandle>>,
     /// Calls this node forwarded, so a cancel can follow them.
     forwarded: Mutex<Forwarded>,
@@ -69,18 +78,28 @@ pub(crate) struct ServingCounters {
     pub(crate) replies_sent: AtomicU64,
 }
 
-/// Counts a call this node runs, and forgets it when it ends, also when it is aborted.
+/// Counts a call this node runs until it ends, also when it is aborted.
 struct Running {
     server: Arc<Server>,
-    key: CallKey,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        lock(&self.server.running).remove(&self.key);
         if self.server.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.server.drained.notify_waiters();
         }
+    }
+}
+
+/// A call whose handler outlived its first turn, registered for cancels until it ends.
+struct Cancellable<'a> {
+    server: &'a Server,
+    key: CallKey,
+}
+
+impl Drop for Cancellable<'_> {
+    fn drop(&mut self) {
+        lock(&self.server.running).remove(&self.key);
     }
 }
 
@@ -133,8 +152,8 @@ impl Server {
         }
     }
 
-    /// A call arrived on `from`: comes back as the future serving it, unless this node
-    /// declines it.
+    /// A call arrived on `from`, its message still encoded in `body`: comes back as the
+    /// future serving it (which decodes the message), unless this node declines it.
     pub(crate) fn call(
         self: &Arc<Self>,
         from: &Connection,
@@ -142,7 +161,7 @@ impl Server {
         request: u64,
         hop: WireHop,
         remaining_micros: u64,
-        message: Message,
+        body: Body,
     ) -> Option<Serving> {
         // A peer's number: clamp it rather than overflow the clock.
         let remaining = Duration::from_micros(remaining_micros.min(MAX_REMAINING_MICROS));
@@ -154,6 +173,9 @@ impl Server {
             let server = self.clone();
             let from = from.clone();
             tokio::spawn(async move {
+                let Some(message) = from.decode_body(&body) else {
+                    return;
+                };
                 let reason = format!("{} is leaving the cluster", server.node.id());
                 let declined = message.return_with(Response::TryAnotherNode(reason));
                 server
@@ -164,44 +186,71 @@ impl Server {
         }
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.counters.calls_served.fetch_add(1, Ordering::Relaxed);
-        let (abort, registration) = AbortHandle::new_pair();
-        // Registered before it first runs, so it cannot end (and remove itself) before.
-        lock(&self.running).insert((reply_to.clone(), request), abort);
         let running = Running {
             server: self.clone(),
-            key: (reply_to, request),
         };
-        let server = self.clone();
         let from = from.clone();
         let serving = async move {
-            let reply_to = &running.key.0;
+            let server = &running.server;
+            // Decoded here, where it is used, rather than on the connection's reader.
+            let Some(message) = from.decode_body(&body) else {
+                return;
+            };
             // This future is driven by the connection's serving task; the node answers a panic
             // of the router's rules or of the handler (both run here) with an error, so none
             // unwinds into the task.
-            match server
-                .node
-                .serve_remote(message, Hop::from(hop), deadline)
-                .await
-            {
+            let handler = server.node.serve_remote(message, Hop::from(hop), deadline);
+            tokio::pin!(handler);
+            let served = match poll_once(&mut handler.as_mut()).await {
+                Poll::Ready(served) => served,
+                Poll::Pending => {
+                    // Still running after its first turn (which the serving task gives it
+                    // before it takes any later cancel): from now on a cancel can reach it.
+                    let (_registered, registration) = server.cancellable(&reply_to, request);
+                    match Abortable::new(handler.as_mut(), registration).await {
+                        Ok(served) => served,
+                        Err(Aborted) => return,
+                    }
+                }
+            };
+            match served {
                 Served::Reply(reply) => {
-                    server.reply_straight(&from, reply_to, request, reply).await;
+                    // The handler has ended: a cancel now has nothing to stop.
+                    server
+                        .reply_straight(&from, &reply_to, request, reply)
+                        .await;
                 }
                 Served::NoReply => {}
                 Served::Forward { node, message } => {
-                    server
-                        .forward(&from, reply_to.clone(), request, node, message, deadline)
-                        .await;
+                    // Forwarding may wait for a dial: a cancel stops it (and follows the call
+                    // to its owner if it left).
+                    let (_registered, registration) = server.cancellable(&reply_to, request);
+                    let forward =
+                        server.forward(&from, reply_to.clone(), request, node, message, deadline);
+                    let _ = Abortable::new(forward, registration).await;
                 }
             }
         };
-        Some(Abortable::new(serving, registration).map(drop).boxed())
+        Some(serving.boxed())
+    }
+
+    /// Registers the call `request` of `reply_to` for cancels until the guard drops: a cancel
+    /// aborts what the registration is given to.
+    fn cancellable(&self, reply_to: &NodeId, request: u64) -> (Cancellable<'_>, AbortRegistration) {
+        let (abort, registration) = AbortHandle::new_pair();
+        let key = (reply_to.clone(), request);
+        lock(&self.running).insert(key.clone(), abort);
+        (Cancellable { server: self, key }, registration)
     }
 
     /// A question arrived on `from`: is `message` authorized here? Answered on `from`.
-    pub(crate) fn authorize(&self, from: &Connection, request: u64, message: Message) {
+    pub(crate) fn authorize(&self, from: &Connection, request: u64, body: Body) {
         let node = self.node.clone();
         let from = from.clone();
         tokio::spawn(async move {
+            let Some(message) = from.decode_body(&body) else {
+                return;
+            };
             // A panic in the router's `authorize` is answered as a denial by the node.
             let verdict = match node.authorize_remote(&message) {
                 Authorization::Allowed => Verdict::Allowed,

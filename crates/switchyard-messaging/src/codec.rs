@@ -83,23 +83,71 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     if version != FORMAT_VERSION {
         return Err(DecodeError::UnsupportedVersion { found: version });
     }
-    // Borrowing: strings and bytes are read as slices of `bytes` and copied once into the
-    // value (bincode's owning decoder builds a `String` or `Vec` for each first).
-    let (value, used) = bincode::serde::borrow_decode_from_slice(body, config()).map_err(
-        |source| match source {
-            bincode::error::DecodeError::LimitExceeded => DecodeError::TooLarge {
-                bytes: bytes.len(),
-                limit: MAX_DECODE_CLAIM,
-            },
-            source => DecodeError::Malformed { source },
+    let (value, used) = borrow_decode(body).map_err(|error| match error {
+        DecodeError::TooLarge { limit, .. } => DecodeError::TooLarge {
+            bytes: bytes.len(),
+            limit,
         },
-    )?;
+        error => error,
+    })?;
     if used != body.len() {
         return Err(DecodeError::TrailingBytes {
             count: body.len() - used,
         });
     }
     Ok(value)
+}
+
+/// Decodes the value at the front of bytes written by [`encode`] (version byte first) and
+/// comes back with it and the bytes after it: the head of a value read in two steps, whose
+/// last fields (the tail) are decoded later, where they are used, with [`decode_tail`].
+///
+/// A type made of the first fields of a struct (or of the first fields of each variant of an
+/// enum, with the variants in the same order) reads the head of a value of that struct or
+/// enum: bincode writes fields in order, with nothing between them.
+///
+/// # Errors
+///
+/// As [`decode`], except that bytes after the head are not an error.
+pub fn decode_head<'a, T: serde::Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> Result<(T, &'a [u8]), DecodeError> {
+    let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if version != FORMAT_VERSION {
+        return Err(DecodeError::UnsupportedVersion { found: version });
+    }
+    let (value, used) = borrow_decode(body)?;
+    Ok((value, body.get(used..).unwrap_or_default()))
+}
+
+/// Decodes the tail of a value whose head [`decode_head`] read: `bytes` are what it left,
+/// and every one of them must be used.
+///
+/// # Errors
+///
+/// A [`DecodeError`] for bytes that do not form a `T`, or bytes left over after it. Never
+/// panics, whatever the input.
+pub fn decode_tail<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (value, used) = borrow_decode(bytes)?;
+    if used != bytes.len() {
+        return Err(DecodeError::TrailingBytes {
+            count: bytes.len() - used,
+        });
+    }
+    Ok(value)
+}
+
+/// Decodes a value from the front of `body` (no version byte): it and the bytes it used.
+fn borrow_decode<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<(T, usize), DecodeError> {
+    // Borrowing: strings and bytes are read as slices of `body` and copied once into the
+    // value (bincode's owning decoder builds a `String` or `Vec` for each first).
+    bincode::serde::borrow_decode_from_slice(body, config()).map_err(|source| match source {
+        bincode::error::DecodeError::LimitExceeded => DecodeError::TooLarge {
+            bytes: body.len(),
+            limit: MAX_DECODE_CLAIM,
+        },
+        source => DecodeError::Malformed { source },
+    })
 }
 
 /// A value could not be encoded.
@@ -212,6 +260,53 @@ mod tests {
                 bytes.len()
             )
         );
+    }
+
+    #[test]
+    fn a_value_reads_in_two_steps_as_its_head_then_its_tail() {
+        #[derive(Serialize)]
+        struct Whole {
+            route: u64,
+            name: String,
+            body: Vec<u8>,
+        }
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Head {
+            route: u64,
+            name: String,
+        }
+        let whole = Whole {
+            route: 300,
+            name: "svc".into(),
+            body: vec![1, 2, 3],
+        };
+        let bytes = encode(&whole).unwrap();
+        let (head, tail) = decode_head::<Head>(&bytes).unwrap();
+        assert_eq!(
+            head,
+            Head {
+                route: 300,
+                name: "svc".into()
+            }
+        );
+        assert_eq!(tail.len(), 4, "the body's length prefix and its bytes");
+        assert_eq!(decode_tail::<Vec<u8>>(tail).unwrap(), vec![1, 2, 3]);
+        assert!(matches!(
+            decode_tail::<u8>(tail),
+            Err(DecodeError::TrailingBytes { count: 3 })
+        ));
+        assert!(matches!(
+            decode_head::<Head>(&[9, 1]),
+            Err(DecodeError::UnsupportedVersion { found: 9 })
+        ));
+        assert!(matches!(
+            decode_head::<Head>(&bytes[..2]),
+            Err(DecodeError::Malformed { .. })
+        ));
+        assert!(matches!(
+            decode_tail::<Vec<u8>>(&tail[..2]),
+            Err(DecodeError::Malformed { .. })
+        ));
     }
 
     #[test]

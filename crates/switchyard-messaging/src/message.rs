@@ -66,11 +66,12 @@ pub struct Message {
 struct Fields {
     #[serde(deserialize_with = "shared_str::deserialize_recurring")]
     service: Arc<str>,
-    #[serde(deserialize_with = "shared_str::deserialize")]
+    #[serde(deserialize_with = "shared_str::deserialize_id")]
     id: Arc<str>,
-    #[serde(deserialize_with = "shared_str::deserialize")]
+    /// Decoded as the id's `Arc` when equal to it, as it was when defaulted.
+    #[serde(deserialize_with = "shared_str::deserialize_related_id")]
     correlation_id: Arc<str>,
-    #[serde(deserialize_with = "shared_str::deserialize")]
+    #[serde(deserialize_with = "shared_str::deserialize_related_id")]
     causation_id: Arc<str>,
     invoked_at: SystemTime,
     dry_run: DryRun,
@@ -789,6 +790,32 @@ mod tests {
         verbose.strip_for_reply();
         assert!(verbose.payload().is_none());
         assert_eq!(verbose.events().len(), 1);
+    }
+
+    #[test]
+    fn decoded_ids_that_were_defaulted_still_follow_the_id() {
+        let defaulted = Message::new("greet").with_id("m-1");
+        let decoded = Message::from_bytes(&defaulted.to_bytes().unwrap()).unwrap();
+        assert!(Arc::ptr_eq(&decoded.f.id, &decoded.f.correlation_id));
+        assert!(Arc::ptr_eq(
+            &decoded.f.correlation_id,
+            &decoded.f.causation_id
+        ));
+        let renamed = decoded.with_id("m-2");
+        assert_eq!(renamed.correlation_id(), "m-2");
+        assert_eq!(renamed.causation_id(), "m-2");
+        let set = Message::new("greet")
+            .with_id("m-1")
+            .with_correlation_id("c-1");
+        let decoded = Message::from_bytes(&set.to_bytes().unwrap()).unwrap();
+        let renamed = decoded.with_id("m-2");
+        assert_eq!(renamed.correlation_id(), "c-1");
+        assert_eq!(renamed.causation_id(), "c-1");
+        let chained = Message::from_bytes(&Message::caused_by(&set, "next").to_bytes().unwrap())
+            .unwrap()
+            .with_id("m-3");
+        assert_eq!(chained.correlation_id(), "c-1");
+        assert_eq!(chained.causation_id(), set.id());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //!
 //! Names that come again and again (service names, node names: a connection carries the same
 //! few in every frame) are read through [`deserialize_recurring`], which hands out the `Arc` it
-//! made for the same name last time on this thread: no allocation at all.
+//! made for the same name last time on this thread: no allocation at all. A message's ids are
+//! read through [`deserialize_id`] and [`deserialize_related_id`]: a correlation or causation
+//! id equal to the id before it (a defaulted one) shares its `Arc`.
 //!
 //! [`codec::decode`]: crate::codec::decode
 
@@ -17,20 +19,51 @@ use std::sync::Arc;
 use serde::Deserializer;
 use serde::de::{Error, Unexpected, Visitor};
 
-/// Deserializes an `Arc<str>` with one allocation; for `#[serde(deserialize_with)]`.
-pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Arc<str>, D::Error> {
-    deserializer.deserialize_str(SharedStr(|text| Arc::from(text)))
-}
-
 /// Deserializes an `Arc<str>` that is likely to have been decoded on this thread a moment ago
-/// (a service or node name): the `Arc` made then is shared, else one is made, as
-/// [`deserialize`] does, and remembered; for `#[serde(deserialize_with)]`.
+/// (a service or node name): the `Arc` made then is shared, else one is made (one
+/// allocation) and remembered; for `#[serde(deserialize_with)]`.
 pub(crate) fn deserialize_recurring<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Arc<str>, D::Error> {
     deserializer.deserialize_str(SharedStr(recurring))
+}
+
+/// Deserializes a message's id into a new `Arc<str>` (one allocation) and remembers it
+/// on this thread for the ids decoded next ([`deserialize_related_id`]); for
+/// `#[serde(deserialize_with)]`.
+pub(crate) fn deserialize_id<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Arc<str>, D::Error> {
+    deserializer.deserialize_str(SharedStr(|text| remember_id(Arc::from(text))))
+}
+
+/// Deserializes an id decoded right after another (a correlation id after the id, a
+/// causation id after the correlation id): equal to it, which is what a defaulted id is, it
+/// shares that id's `Arc`, no allocation, and keeps the sharing that says it was defaulted
+/// (see `Message::with_id`); else a new one. Either way it is remembered for the next; for
+/// `#[serde(deserialize_with)]`.
+pub(crate) fn deserialize_related_id<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Arc<str>, D::Error> {
+    deserializer.deserialize_str(SharedStr(|text| {
+        let previous = PREVIOUS_ID.with_borrow(|previous| {
+            previous
+                .as_ref()
+                .filter(|previous| ***previous == *text)
+                .cloned()
+        });
+        previous.unwrap_or_else(|| remember_id(Arc::from(text)))
+    }))
+}
+
+thread_local! {
+    /// The id this thread decoded last: the one the next related id may equal.
+    static PREVIOUS_ID: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+}
+
+fn remember_id(id: Arc<str>) -> Arc<str> {
+    PREVIOUS_ID.with_borrow_mut(|previous| *previous = Some(id.clone()));
+    id
 }
 
 /// How many names a thread remembers: a connection's frames carry a handful (the service, the
@@ -64,8 +97,8 @@ fn recurring(text: &str) -> Arc<str> {
     })
 }
 
-/// Reads a string into the `Arc<str>` its function makes of the text: [`deserialize`] a new
-/// one, [`deserialize_recurring`] one this thread may already hold ([`recurring`]).
+/// Reads a string into the `Arc<str>` its function makes of the text: a new one, or one this
+/// thread may already hold ([`recurring`], a previous id).
 struct SharedStr(fn(&str) -> Arc<str>);
 
 impl Visitor<'_> for SharedStr {
@@ -97,7 +130,7 @@ mod tests {
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Named {
-        #[serde(deserialize_with = "super::deserialize")]
+        #[serde(deserialize_with = "super::deserialize_id")]
         name: Arc<str>,
     }
 

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use switchyard_messaging::{Ctx, Router};
 
 use super::*;
+use crate::frame::Frame;
 use crate::membership::MemberInfo;
 use crate::transport::memory::MemoryNetwork;
 
@@ -299,6 +300,38 @@ async fn a_call_that_times_out_is_cancelled_where_it_runs() {
         "{:?}",
         reply.response()
     );
+    for _ in 0..100 {
+        if b.inner.server.running_calls() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(b.inner.server.running_calls(), 0, "the call still runs");
+}
+
+/// A cancel read right behind its call, before the serving task gave the call its first turn,
+/// still stops it: the serving task takes the cancel only after that turn, in which a handler
+/// still running is registered for cancels.
+#[tokio::test(start_paused = true)]
+async fn a_cancel_right_behind_its_call_stops_it() {
+    let network = MemoryNetwork::default();
+    let (a, b) = caller_and_provider(&network).await;
+    let to_b = a.inner.peers.connection_to(b.id()).await.unwrap();
+    let call = Frame::Call {
+        reply_to: a.id().clone(),
+        request: 77,
+        hop: crate::frame::WireHop::First,
+        remaining_micros: 60_000_000,
+        message: Message::new("stuck"),
+    };
+    let cancel = Frame::Cancel {
+        reply_to: a.id().clone(),
+        request: 77,
+    };
+    let (sent_call, sent_cancel) = tokio::join!(to_b.send(&call), to_b.send(&cancel));
+    sent_call.unwrap();
+    sent_cancel.unwrap();
+    until(|| b.inner.stats().calls_served == 1).await;
     for _ in 0..100 {
         if b.inner.server.running_calls() == 0 {
             break;

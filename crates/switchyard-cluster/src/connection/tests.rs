@@ -33,7 +33,7 @@ fn options_of(socket: socket2::SockRef<'_>) -> Options {
 struct Ignore;
 
 impl Inbound for Ignore {
-    fn frame(&self, _: &Connection, _: Frame) -> Option<Serving> {
+    fn frame(&self, _: &Connection, _: Header, _: Body) -> Option<Serving> {
         None
     }
 
@@ -311,4 +311,24 @@ async fn a_silent_connection_is_let_go_at_the_first_byte_timeout() {
     let refused = accept_tcp(&config, accepted).await;
     assert!(matches!(refused, Err(AcceptError::Silent)), "{refused:?}");
     assert!(started.elapsed() < Duration::from_secs(3_600));
+}
+
+/// A frame's message is decoded where it is used, after the reader passed the frame on: a
+/// message that does not decode still ends the connection, as a malformed frame does.
+#[tokio::test]
+async fn a_message_that_does_not_decode_ends_its_connection() {
+    let peer = NodeId::new("z", 1);
+    let (connection, _far) = Connection::detached(peer.clone(), peer.clone());
+    let mut reply = Frame::Reply {
+        request: 1,
+        message: switchyard_messaging::Message::new("svc"),
+    }
+    .encode()
+    .unwrap()
+    .to_vec();
+    reply.truncate(reply.len() - 2);
+    let (_, body) = Header::read(bytes::Bytes::from(reply)).unwrap();
+    assert!(connection.decode_body(&body).is_none());
+    assert!(connection.is_broken());
+    assert!(connection.is_closed());
 }

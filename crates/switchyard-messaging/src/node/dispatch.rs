@@ -147,6 +147,15 @@ impl Node {
                 let service = message.service().to_owned();
                 return answer(message, Response::ServiceUnavailable(service));
             }
+            Err((None, message)) if remote_providers.len() == 1 => {
+                // One remote provider and none here, a cluster's common case: no fail-over
+                // list to build, no boxed fail-over future.
+                let mut remote_providers = remote_providers;
+                let node = remote_providers.swap_remove(0);
+                self.found(&node, started);
+                self.call_lone_remote(node, message, deadline, timeout)
+                    .await
+            }
             Err((local, message)) => {
                 let first = match (&local, remote_providers.first()) {
                     (Some(_), _) | (None, None) => self.id(),
@@ -227,15 +236,7 @@ impl Node {
                             declined.push((node, reason));
                             continue;
                         }
-                        Err(RemoteError::TimedOut) => {
-                            return timed_out(skeleton.into_message(self.id()), timeout);
-                        }
-                        Err(error) => {
-                            return answer(
-                                skeleton.into_message(self.id()),
-                                Response::error(error.to_string()),
-                            );
-                        }
+                        Err(error) => return self.unanswered(skeleton, error, timeout),
                     }
                 }
             };
@@ -254,6 +255,51 @@ impl Node {
             skeleton.into_message(self.id()),
             Response::NoNodesAvailable(declined),
         )
+    }
+
+    /// A call to a service that only one peer offers (and this node does not): what
+    /// [`fail_over`](Self::fail_over) does with one remote candidate, without its list.
+    async fn call_lone_remote(
+        &self,
+        node: NodeId,
+        message: Message,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Message {
+        let skeleton = message.reply_skeleton(self.id());
+        tracing::debug!(name: "invoking_service", service_node = %node);
+        let reason = match self
+            .invoke_remote(node.clone(), message, Hop::First, deadline)
+            .await
+        {
+            Ok(reply) => match reply.response() {
+                Some(Response::TryAnotherNode(reason)) => reason.clone(),
+                _ => return reply,
+            },
+            Err(RemoteError::NotDelivered { reason }) => reason,
+            Err(error) => return self.unanswered(skeleton, error, timeout),
+        };
+        tracing::debug!(name: "service_declined", service_node = %node, reason);
+        answer(
+            skeleton.into_message(self.id()),
+            Response::NoNodesAvailable(vec![(node, reason)]),
+        )
+    }
+
+    /// The answer to a call that a provider may have run but did not answer.
+    fn unanswered(
+        &self,
+        skeleton: ReplySkeleton,
+        error: RemoteError,
+        timeout: Duration,
+    ) -> Message {
+        match error {
+            RemoteError::TimedOut => timed_out(skeleton.into_message(self.id()), timeout),
+            error => answer(
+                skeleton.into_message(self.id()),
+                Response::error(error.to_string()),
+            ),
+        }
     }
 
     async fn invoke_remote(

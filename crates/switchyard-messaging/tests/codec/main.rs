@@ -1,5 +1,6 @@
-//! Property tests of the codec: messages and responses round-trip exactly; truncated or garbage
-//! bytes give a typed error, never a panic.
+//! Property tests of the codec: messages and responses round-trip exactly, also read in two steps
+//! (a head, then the message after it); truncated or garbage bytes give a typed error, never a
+//! panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
 use std::time::Duration;
@@ -112,10 +113,30 @@ proptest! {
         prop_assert!(matches!(error, DecodeError::Empty | DecodeError::Malformed { .. }), "{error:?}");
     }
 
+    /// What a cluster's reader does with a frame: its head first, the message after it where
+    /// the message is used.
+    #[test]
+    fn a_message_behind_a_head_reads_in_two_steps(
+        msg in message(),
+        route in any::<u64>(),
+        name in ".{0,16}",
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let bytes = codec::encode(&(route, &name, &msg)).unwrap();
+        let (head, tail) = codec::decode_head::<(u64, String)>(&bytes).unwrap();
+        prop_assert_eq!(head, (route, name));
+        prop_assert_eq!(codec::decode_tail::<Message>(tail).unwrap(), msg);
+        let cut = cut.index(tail.len());
+        let error = codec::decode_tail::<Message>(&tail[..cut]).unwrap_err();
+        prop_assert!(matches!(error, DecodeError::Malformed { .. }), "{error:?}");
+    }
+
     #[test]
     fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = Message::from_bytes(&bytes);
         let _ = codec::decode::<Response>(&bytes);
+        let _ = codec::decode_head::<(u64, String)>(&bytes);
+        let _ = codec::decode_tail::<Message>(&bytes);
     }
 
     #[test]

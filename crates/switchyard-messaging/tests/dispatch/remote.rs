@@ -337,6 +337,57 @@ async fn a_remote_timeout_is_not_retried_elsewhere() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
+/// The one peer offering a service (and not this node) takes the dispatcher's short path:
+/// each of its outcomes is answered as the fail-over over a list of providers answers it.
+#[tokio::test(start_paused = true)]
+async fn a_lone_remote_provider_is_answered_as_a_list_of_one() {
+    async fn silent(_msg: Message) -> switchyard_messaging::Reply {
+        switchyard_messaging::Reply::NoReply
+    }
+    let (twin, nodes) = cluster(&["a", "b"]);
+    nodes[1]
+        .register(
+            open("lone")
+                .service("whoami", whoami)
+                .service("work", declines)
+                .service("silent", silent),
+        )
+        .unwrap();
+    assert_eq!(
+        answered_by(&nodes[0].dispatch(Message::new("whoami")).await),
+        "b"
+    );
+    let declined = nodes[0].dispatch(Message::new("work").with_id("m-1")).await;
+    assert_eq!(declined.id(), "m-1");
+    assert_eq!(
+        declined.response(),
+        Some(&Response::NoNodesAvailable(vec![(
+            nodes[1].id().clone(),
+            "b has no quorum".into()
+        )]))
+    );
+    let silent = nodes[0]
+        .dispatch_with(
+            Message::new("silent"),
+            DispatchOptions::with_timeout(Duration::from_millis(200)),
+        )
+        .await;
+    assert!(
+        matches!(silent.response(), Some(Response::ServiceTimeout { .. })),
+        "{:?}",
+        silent.response()
+    );
+    twin.cut(&nodes[1]);
+    let unreachable = nodes[0].dispatch(Message::new("whoami")).await;
+    assert_eq!(
+        unreachable.response(),
+        Some(&Response::NoNodesAvailable(vec![(
+            nodes[1].id().clone(),
+            "b#1 is unreachable".into()
+        )]))
+    );
+}
+
 #[tokio::test]
 async fn choose_node_forwards_once_to_the_owner() {
     let (_twin, nodes) = cluster(&["a", "b", "c"]);
