@@ -36,7 +36,7 @@ pub use self::error::{ConfigError, ScheduleError};
 use self::error::{StoreCallError, bounded};
 use self::held::{Entries, Published};
 use crate::assigns;
-use crate::store::{Alarm, AlarmStore, Claim, ClaimRequest, DeleteRequest};
+use crate::store::{Alarm, AlarmStore, AlarmStoreError, Claim, ClaimRequest, DeleteRequest};
 
 /// When an alarm is due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,13 +125,44 @@ struct Shared {
     dispatch_slots: Semaphore,
     /// The actor's horizon and held ids, so `schedule` wakes it only for alarms it acts on.
     published: Arc<Published>,
-    /// The deliveries' claims, sent to the store in batches.
+    /// The deliveries' claims and deletes, sent to the store in batches when it
+    /// [prefers them](AlarmStore::prefers_batches), else one by one.
+    batchers: Option<Batchers>,
+}
+
+struct Batchers {
     claims: Batcher<ClaimRequest, Claim>,
-    /// The deletes of delivered alarms, sent to the store in batches.
     deletes: Batcher<DeleteRequest, bool>,
 }
 
 impl Shared {
+    /// Claims an alarm for a delivery: in the next batch, or alone.
+    async fn claim(&self, request: ClaimRequest) -> Result<Claim, AlarmStoreError> {
+        match &self.batchers {
+            Some(batchers) => batchers.claims.call(request).await,
+            None => {
+                let ClaimRequest {
+                    id,
+                    holder,
+                    now,
+                    due_by,
+                    lease_until,
+                } = &request;
+                self.store
+                    .claim(id, holder, *now, *due_by, *lease_until)
+                    .await
+            }
+        }
+    }
+
+    /// Deletes a delivered alarm: in the next batch, or alone.
+    async fn delete(&self, request: DeleteRequest) -> Result<bool, AlarmStoreError> {
+        match &self.batchers {
+            Some(batchers) => batchers.deletes.call(request).await,
+            None => self.store.delete(&request.id, &request.holder).await,
+        }
+    }
+
     /// When to claim an alarm due at `due`: [`SchedulerConfig::claim_ahead`] before it.
     fn claim_time(&self, due: SystemTime) -> SystemTime {
         due.checked_sub(self.config.claim_ahead).unwrap_or(due)
@@ -244,11 +275,13 @@ impl Scheduler {
             STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let max_concurrent_deliveries = config.max_concurrent_deliveries;
-        let claims = Batcher::start(store.clone(), config.store_timeout, |store, requests| {
-            async move { store.claim_many(requests).await }.boxed()
-        });
-        let deletes = Batcher::start(store.clone(), config.store_timeout, |store, requests| {
-            async move { store.delete_many(requests).await }.boxed()
+        let batchers = store.prefers_batches().then(|| Batchers {
+            claims: Batcher::start(store.clone(), config.store_timeout, |store, requests| {
+                async move { store.claim_many(requests).await }.boxed()
+            }),
+            deletes: Batcher::start(store.clone(), config.store_timeout, |store, requests| {
+                async move { store.delete_many(requests).await }.boxed()
+            }),
         });
         let shared = Arc::new(Shared {
             node,
@@ -259,8 +292,7 @@ impl Scheduler {
             // A limit beyond the semaphore's greatest count is no limit on any real node.
             dispatch_slots: Semaphore::new(max_concurrent_deliveries.min(Semaphore::MAX_PERMITS)),
             published: Arc::default(),
-            claims,
-            deletes,
+            batchers,
         });
         let (commands, inbox) = mpsc::unbounded_channel();
         let (reports, report_inbox) = mpsc::unbounded_channel();

@@ -181,6 +181,15 @@ pub trait AlarmStore: Send + Sync {
     /// Deletes alarm `id` whoever holds it. `false` when there was none.
     fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, AlarmStoreError>>;
 
+    /// Whether the scheduler should gather its claims and deletes into batches
+    /// ([`claim_many`](AlarmStore::claim_many), [`delete_many`](AlarmStore::delete_many)) rather
+    /// than make them one by one: `true` for a store whose every write costs a commit or a
+    /// round trip, which a batch shares; `false` (the default) for one that answers at once,
+    /// where gathering would only add a hop per call.
+    fn prefers_batches(&self) -> bool {
+        false
+    }
+
     /// Claims every alarm of `requests` as [`claim`](AlarmStore::claim) would, and answers in
     /// the same order, one result per request. Each claim is atomic on its own, with the same
     /// rules and errors; a store may write them all in one transaction (the scheduler batches
@@ -286,6 +295,10 @@ impl<S: AlarmStore + ?Sized> AlarmStore for std::sync::Arc<S> {
 
     fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
         (**self).cancel(id)
+    }
+
+    fn prefers_batches(&self) -> bool {
+        (**self).prefers_batches()
     }
 
     fn claim_many(

@@ -293,6 +293,11 @@ impl AlarmStore for SqliteStore {
         .boxed()
     }
 
+    /// Yes: a batch is one job of the writer and shares one commit.
+    fn prefers_batches(&self) -> bool {
+        true
+    }
+
     fn claim_many(
         &self,
         requests: Vec<ClaimRequest>,

@@ -106,7 +106,7 @@ async fn deliver(shared: Arc<Shared>, id: String, holder: String, stop: Arc<Atom
     // well as the delivery.
     let due_by = now + config.claim_ahead;
     let lease_until = due_by + config.lease;
-    let claim = shared.claims.call(ClaimRequest {
+    let claim = shared.claim(ClaimRequest {
         id: id.clone(),
         holder: holder.clone(),
         now,
@@ -363,7 +363,7 @@ where
 
 async fn finish(shared: &Shared, holder: &str, id: &str) -> After {
     let delete = || {
-        shared.deletes.call(DeleteRequest {
+        shared.delete(DeleteRequest {
             id: id.to_owned(),
             holder: holder.to_owned(),
         })
