@@ -19,7 +19,7 @@
 //! Run with `cargo xtask bench` (which writes `docs/benchmarks.md`) or
 //! `cargo bench -p switchyard-sqlite --features scheduler --bench scheduler`;
 //! `SWITCHYARD_BENCH_QUICK=1` runs reduced sizes to check the bench itself.
-//! `SWITCHYARD_BENCH_PHASE=burst` (or `schedule`) runs one path alone, printing each round's
+//! `SWITCHYARD_BENCH_PHASE=burst` (or `spread`, or `schedule`) runs one path alone, printing each round's
 //! figures, for `cargo xtask profile sqlite/scheduler` (see `profile_phase`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -776,6 +776,7 @@ criterion_group! {
 /// - `burst`: 10,000 alarms (1,000 in quick mode) due at one instant, delivered by a fresh
 ///   scheduler on SQLite (`Full`), then by one on the memory store, in turn; each round prints
 ///   the lateness at the 50th and 99th percentiles beside the timer floor's.
+/// - `spread`: the same with the alarms due over one second.
 /// - `schedule`: `Scheduler::schedule` by 50 tasks on the memory store, then on SQLite
 ///   (`Full`), rounds of a second in turn, each beside its floor.
 fn profile_phase(phase: &str, length: Duration) {
@@ -783,25 +784,30 @@ fn profile_phase(phase: &str, length: Duration) {
     let rt = runtime();
     let started = Instant::now();
     match phase {
-        "burst" => {
+        "burst" | "spread" => {
+            let spread = if phase == "burst" {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(1)
+            };
             while started.elapsed() < length {
-                let floor = timer_lateness(&rt, sizes.alarms, Duration::ZERO);
+                let floor = timer_lateness(&rt, sizes.alarms, spread);
                 let sqlite_late = {
                     let recorded = Lateness::default();
                     let file = "scheduler-phase-burst";
                     let store = sqlite(file, Synchronous::Full);
                     let scheduler = rt.block_on(async { start(file, recorded.clone(), store) });
-                    lateness(&rt, scheduler, recorded, sizes.alarms, Duration::ZERO)
+                    lateness(&rt, scheduler, recorded, sizes.alarms, spread)
                 };
                 let memory_late = {
                     let recorded = Lateness::default();
                     let store = MemoryAlarmStore::new();
                     let scheduler =
                         rt.block_on(async { start("phase-burst", recorded.clone(), store) });
-                    lateness(&rt, scheduler, recorded, sizes.alarms, Duration::ZERO)
+                    lateness(&rt, scheduler, recorded, sizes.alarms, spread)
                 };
                 println!(
-                    "burst of {}: p50 / p99 floor {} / {}, SQLite `Full` {} / {}, memory {} / {}",
+                    "{phase} of {}: p50 / p99 floor {} / {}, SQLite `Full` {} / {}, memory {} / {}",
                     sizes.alarms,
                     millis(percentile(&floor, 0.5)),
                     millis(percentile(&floor, 0.99)),
@@ -848,7 +854,9 @@ fn profile_phase(phase: &str, length: Duration) {
                 sqlite.shutdown().await;
             });
         }
-        other => panic!("SWITCHYARD_BENCH_PHASE is `burst` or `schedule`, not `{other}`"),
+        other => {
+            panic!("SWITCHYARD_BENCH_PHASE is `burst`, `spread` or `schedule`, not `{other}`")
+        }
     }
 }
 
