@@ -152,16 +152,14 @@ fn criterion_benches(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = support::criterion();
     targets = criterion_benches
 }
 
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    if std::env::args().any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time") {
+    if support::criterion_only() {
         return;
     }
     let (length, rounds) = if quick() {
@@ -193,10 +191,7 @@ fn main() {
         );
     }
     out.push_str(&format!(
-        "Load average (1, 5, 15 min) when these measurements began: {load_before}; when they \
-         ended: {load_after} (counting this bench and its server; other work on the machine's 2 \
-         cores slows every figure).\n\n\
-         `Scheduler::schedule` by 1 and {POOL} concurrent tasks on a 2-worker runtime, alarms a \
+        "`Scheduler::schedule` by 1 and {POOL} concurrent tasks on a 2-worker runtime, alarms a \
          day ahead (saved, not armed), on a throwaway PostgreSQL 15 server on this machine's \
          disk (`fsync` and `synchronous_commit` on: every acknowledged alarm is on disk), pool \
          of {POOL} connections. Floor: the same rows (the message with its `dispatch_at` and \
@@ -219,6 +214,12 @@ fn main() {
         "\nTarget: issue 14 sets none for PostgreSQL (its schedule target, ≥ 0.7× the floor, is \
          for memory and SQLite); shown for comparison.\n",
     );
+    out.push_str(&support::closing(
+        &[],
+        (&load_before, &load_after),
+        "counting this bench and its server; other work on the machine's 2 cores slows every \
+         figure",
+    ));
     println!("\n{out}");
     support::write_section("51-scheduler_postgres.md", &out);
 }

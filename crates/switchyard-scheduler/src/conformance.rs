@@ -414,6 +414,75 @@ pub async fn delete_by_the_holder<S: AlarmStore + ?Sized>(store: &S) {
     assert!(store.load(None, t(1_000)).await.unwrap().is_empty());
 }
 
+/// Claims and deletes in batches answer each request in order, by the rules of single calls:
+/// a batch's claims count their attempts, and a batch's deletes remove only what the holder
+/// holds.
+pub async fn claims_and_deletes_in_batches<S: AlarmStore + ?Sized>(store: &S) {
+    use crate::store::{ClaimRequest, DeleteRequest};
+    let claim = |id: &str, holder: &str, now: u64| ClaimRequest {
+        id: id.to_owned(),
+        holder: holder.to_owned(),
+        now: t(now),
+        due_by: t(now),
+        lease_until: t(now + 30),
+    };
+    let delete = |id: &str, holder: &str| DeleteRequest {
+        id: id.to_owned(),
+        holder: holder.to_owned(),
+    };
+    for (id, due) in [("m1", 10), ("m2", 10), ("m3", 100)] {
+        save(store, alarm(id, "agg", t(due))).await;
+    }
+    assert!(store.claim_many(Vec::new()).await.is_empty());
+    let first = store
+        .claim_many(vec![
+            claim("m1", "a", 10),
+            claim("m3", "a", 10),
+            claim("missing", "a", 10),
+            claim("m2", "a", 10),
+        ])
+        .await;
+    let first: Vec<_> = first.into_iter().map(Result::unwrap).collect();
+    assert!(
+        matches!(&first[0], Claim::Claimed(m1) if m1.id() == "m1" && m1.attempts == 1),
+        "{first:?}"
+    );
+    assert_eq!(first[1], Claim::NotDue(t(100)));
+    assert_eq!(first[2], Claim::Gone);
+    assert!(
+        matches!(&first[3], Claim::Claimed(m2) if m2.id() == "m2" && m2.attempts == 1),
+        "{first:?}"
+    );
+    let second: Vec<_> = store
+        .claim_many(vec![claim("m1", "b", 20), claim("m2", "a", 20)])
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        matches!(&second[0], Claim::Held(lease) if lease.holder == "a"),
+        "{second:?}"
+    );
+    assert!(
+        matches!(&second[1], Claim::Claimed(m2) if m2.attempts == 1),
+        "claiming again what one holds counts nothing: {second:?}"
+    );
+    assert!(store.delete_many(Vec::new()).await.is_empty());
+    let deleted: Vec<bool> = store
+        .delete_many(vec![
+            delete("m1", "b"),
+            delete("m1", "a"),
+            delete("m3", "a"),
+            delete("m2", "a"),
+        ])
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(deleted, [false, true, false, true]);
+    assert_eq!(ids(store, None, t(1_000)).await, ["m3"]);
+}
+
 /// Cancelling by message id and by aggregate id, held or not.
 pub async fn cancel_by_id_and_by_aggregate<S: AlarmStore + ?Sized>(store: &S) {
     for (id, aggregate) in [("a1", "A"), ("a2", "A"), ("b1", "B"), ("a3", "A")] {
@@ -484,6 +553,7 @@ macro_rules! alarm_store_conformance {
             check!(reschedule_moves_the_alarm);
             check!(delete_by_the_holder);
             check!(cancel_by_id_and_by_aggregate);
+            check!(claims_and_deletes_in_batches);
             check!(many_alarms_in_due_order);
         }
     };

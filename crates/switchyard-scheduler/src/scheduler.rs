@@ -6,6 +6,7 @@
 //! of their own and report back, so a slow store or service never holds up the timers, and a
 //! panic in any of them is reported as a failure instead of stopping the actor.
 
+mod batch;
 mod config;
 mod deliver;
 mod error;
@@ -17,12 +18,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use backon::{ExponentialBuilder, Retryable as _};
+use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use switchyard_messaging::names::{self, NameKind};
 use switchyard_messaging::{Message, Node};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 
+use self::batch::Batcher;
 pub use self::config::{
     CLAIMED_PER_DISPATCH_SLOT, DEFAULT_CLAIM_AHEAD, DEFAULT_LEASE, DEFAULT_LOAD_TIMEOUT,
     DEFAULT_MAX_CONCURRENT_DELIVERIES, DEFAULT_STORE_TIMEOUT, DEFAULT_WINDOW, SchedulerConfig,
@@ -33,7 +36,7 @@ pub use self::error::{ConfigError, ScheduleError};
 use self::error::{StoreCallError, bounded};
 use self::held::{Entries, Published};
 use crate::assigns;
-use crate::store::{Alarm, AlarmStore};
+use crate::store::{Alarm, AlarmStore, AlarmStoreError, Claim, ClaimRequest, DeleteRequest};
 
 /// When an alarm is due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,9 +125,44 @@ struct Shared {
     dispatch_slots: Semaphore,
     /// The actor's horizon and held ids, so `schedule` wakes it only for alarms it acts on.
     published: Arc<Published>,
+    /// The deliveries' claims and deletes, sent to the store in batches when it
+    /// [prefers them](AlarmStore::prefers_batches), else one by one.
+    batchers: Option<Batchers>,
+}
+
+struct Batchers {
+    claims: Batcher<ClaimRequest, Claim>,
+    deletes: Batcher<DeleteRequest, bool>,
 }
 
 impl Shared {
+    /// Claims an alarm for a delivery: in the next batch, or alone.
+    async fn claim(&self, request: ClaimRequest) -> Result<Claim, AlarmStoreError> {
+        match &self.batchers {
+            Some(batchers) => batchers.claims.call(request).await,
+            None => {
+                let ClaimRequest {
+                    id,
+                    holder,
+                    now,
+                    due_by,
+                    lease_until,
+                } = &request;
+                self.store
+                    .claim(id, holder, *now, *due_by, *lease_until)
+                    .await
+            }
+        }
+    }
+
+    /// Deletes a delivered alarm: in the next batch, or alone.
+    async fn delete(&self, request: DeleteRequest) -> Result<bool, AlarmStoreError> {
+        match &self.batchers {
+            Some(batchers) => batchers.deletes.call(request).await,
+            None => self.store.delete(&request.id, &request.holder).await,
+        }
+    }
+
     /// When to claim an alarm due at `due`: [`SchedulerConfig::claim_ahead`] before it.
     fn claim_time(&self, due: SystemTime) -> SystemTime {
         due.checked_sub(self.config.claim_ahead).unwrap_or(due)
@@ -141,7 +179,7 @@ impl std::fmt::Debug for Shared {
 }
 
 enum Command {
-    Arm(Alarm),
+    Arm(Armed),
     Forget(Vec<String>),
     Held(oneshot::Sender<usize>),
     Shutdown(oneshot::Sender<()>),
@@ -237,6 +275,14 @@ impl Scheduler {
             STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let max_concurrent_deliveries = config.max_concurrent_deliveries;
+        let batchers = store.prefers_batches().then(|| Batchers {
+            claims: Batcher::start(store.clone(), config.store_timeout, |store, requests| {
+                async move { store.claim_many(requests).await }.boxed()
+            }),
+            deletes: Batcher::start(store.clone(), config.store_timeout, |store, requests| {
+                async move { store.delete_many(requests).await }.boxed()
+            }),
+        });
         let shared = Arc::new(Shared {
             node,
             store,
@@ -246,6 +292,7 @@ impl Scheduler {
             // A limit beyond the semaphore's greatest count is no limit on any real node.
             dispatch_slots: Semaphore::new(max_concurrent_deliveries.min(Semaphore::MAX_PERMITS)),
             published: Arc::default(),
+            batchers,
         });
         let (commands, inbox) = mpsc::unbounded_channel();
         let (reports, report_inbox) = mpsc::unbounded_channel();
@@ -345,27 +392,21 @@ impl Scheduler {
         let message = message
             .assign(assigns::DISPATCH_AT, &due)
             .assign(assigns::DISPATCH_ATTEMPTS, &0_u32);
-        // Kept to arm the alarm should the save's outcome be unknown (the message itself went
-        // to the store).
-        let (id, service) = (message.id().to_owned(), message.service().to_owned());
+        // Kept to arm the alarm (the message itself goes to the store).
+        let id = message.id().to_owned();
         let save = self.shared.store.save(Alarm {
             message,
-            aggregate_id: aggregate_id.clone(),
+            aggregate_id,
             due,
             attempts: 0,
         });
         let saved = match bounded(self.shared.config.store_timeout, save).await {
             Ok(saved) => saved,
             Err(error) if error.may_have_taken_effect() => {
-                // The save may have taken effect (it timed out, or the store cannot tell): armed, the alarm is delivered if it did, and
-                // its claim finds nothing (`Gone`) if it did not. The armed alarm only names the
-                // id and due time; a delivery sends the stored message.
-                let _ = self.commands.send(Command::Arm(Alarm {
-                    message: Message::new(service).with_id(id),
-                    aggregate_id,
-                    due,
-                    attempts: 0,
-                }));
+                // The save may have taken effect (it timed out, or the store cannot tell): armed,
+                // the alarm is delivered if it did, and its claim finds nothing (`Gone`) if it
+                // did not.
+                let _ = self.commands.send(Command::Arm(Armed { id, due }));
                 return Err(error.into());
             }
             Err(error) => return Err(error.into()),
@@ -373,12 +414,7 @@ impl Scheduler {
         // Saved: a stopped scheduler's alarm is delivered by the next one on this store. Beyond
         // the horizon, under an id it does not hold, the actor would do nothing with it.
         if self.shared.published.actor_needs(&id, due) {
-            let _ = self.commands.send(Command::Arm(Alarm {
-                message: saved.clone(),
-                aggregate_id,
-                due,
-                attempts: 0,
-            }));
+            let _ = self.commands.send(Command::Arm(Armed { id, due }));
         }
         Ok(saved)
     }
@@ -461,9 +497,24 @@ enum State {
     Delivering,
 }
 
+/// What the actor keeps of an alarm: its id and due time. A delivery claims the alarm by id and
+/// sends the stored message the claim answers with, so the actor holds no message (nor the
+/// cost of copying and dropping one per alarm).
+struct Armed {
+    id: String,
+    due: SystemTime,
+}
+
+impl Armed {
+    fn of(alarm: &Alarm) -> Self {
+        Self {
+            id: alarm.id().to_owned(),
+            due: alarm.due,
+        }
+    }
+}
+
 struct Entry {
-    /// The alarm as armed; a delivery claims and sends the stored one.
-    alarm: Alarm,
     state: State,
     /// Which life of this id the entry is: each arming starts a new one.
     generation: u64,
@@ -472,8 +523,8 @@ struct Entry {
     stop: Arc<AtomicBool>,
     /// Cancelled during its delivery: forgotten once the delivery ends.
     cancelled: bool,
-    /// The same id scheduled again during a delivery, to arm once it ends.
-    replacement: Option<Alarm>,
+    /// The same id scheduled again during a delivery (due then), to arm once it ends.
+    replacement: Option<SystemTime>,
 }
 
 struct Actor {
@@ -578,14 +629,14 @@ impl Actor {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Arm(alarm) => {
-                let id = alarm.id().to_owned();
+                let id = alarm.id.clone();
                 match self.entries.get_mut(&id) {
                     Some(entry) if entry.state == State::Delivering => {
                         // Scheduled again while the old one is being delivered: the old one is
                         // not dispatched if it has not been yet, and the new alarm is armed
                         // once that delivery ends (never two deliveries of one id at once).
                         entry.stop.store(true, Ordering::SeqCst);
-                        entry.replacement = Some(alarm);
+                        entry.replacement = Some(alarm.due);
                         return;
                     }
                     Some(entry) => {
@@ -617,18 +668,17 @@ impl Actor {
 
     /// Arms `alarm` to be claimed [`claim_ahead`](SchedulerConfig::claim_ahead) of its due
     /// time, unless it is held already (armed or being delivered).
-    fn arm(&mut self, alarm: Alarm) {
-        let id = alarm.id().to_owned();
+    fn arm(&mut self, alarm: Armed) {
+        let Armed { id, due } = alarm;
         if self.entries.contains_key(&id) {
             return;
         }
-        let at = self.shared.claim_time(alarm.due);
+        let at = self.shared.claim_time(due);
         self.queue.insert((at, id.clone()));
         self.generations += 1;
         self.entries.insert_new(
             id,
             Entry {
-                alarm,
                 state: State::Armed(at),
                 generation: self.generations,
                 stop: Arc::new(AtomicBool::new(false)),
@@ -666,8 +716,8 @@ impl Actor {
                     Ok(alarms) => {
                         self.loaded_until = Some(self.loaded_until.map_or(until, |u| u.max(until)));
                         tracing::debug!(count = alarms.len(), "loaded alarms");
-                        for alarm in alarms {
-                            self.arm(alarm);
+                        for alarm in &alarms {
+                            self.arm(Armed::of(alarm));
                         }
                     }
                     Err(error) => {
@@ -681,8 +731,8 @@ impl Actor {
                 self.sweep_task = None;
                 match alarms {
                     Ok(alarms) => {
-                        for alarm in alarms {
-                            self.arm(alarm);
+                        for alarm in &alarms {
+                            self.arm(Armed::of(alarm));
                         }
                     }
                     Err(error) => {
@@ -712,15 +762,11 @@ impl Actor {
             // Cancelled while it was being delivered.
             return;
         };
-        if let Some(replacement) = entry.replacement.take() {
+        if let Some(due) = entry.replacement.take() {
             // Whatever became of the old alarm, the store now holds the new one.
             self.entries.remove(&id);
-            if self.stopping.is_none()
-                && self
-                    .horizon
-                    .is_some_and(|horizon| replacement.due < horizon)
-            {
-                self.arm(replacement);
+            if self.stopping.is_none() && self.horizon.is_some_and(|horizon| due < horizon) {
+                self.arm(Armed { id, due });
             }
             return;
         }
@@ -732,10 +778,7 @@ impl Actor {
             After::Gone => {
                 self.entries.remove(&id);
             }
-            After::Rearm { at, alarm } => {
-                if let Some(alarm) = alarm {
-                    entry.alarm = alarm;
-                }
+            After::Rearm { at } => {
                 let within = self.horizon.is_some_and(|horizon| at < horizon);
                 if within && self.stopping.is_none() {
                     entry.state = State::Armed(at);

@@ -11,7 +11,7 @@ mod memory;
 
 use std::time::SystemTime;
 
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt as _};
 use switchyard_messaging::Message;
 
 pub use self::error::AlarmStoreError;
@@ -81,6 +81,30 @@ pub enum Claim {
     NotDue(SystemTime),
     /// There is no such alarm: delivered, or cancelled.
     Gone,
+}
+
+/// One claim of a batch: the arguments of [`AlarmStore::claim`], owned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// The alarm to claim.
+    pub id: String,
+    /// Who claims it.
+    pub holder: String,
+    /// The time of the claim: a lease lapsed by then is no longer live.
+    pub now: SystemTime,
+    /// The claim succeeds only for an alarm due by then.
+    pub due_by: SystemTime,
+    /// Until when the lease holds.
+    pub lease_until: SystemTime,
+}
+
+/// One delete of a batch: the arguments of [`AlarmStore::delete`], owned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteRequest {
+    /// The alarm to delete.
+    pub id: String,
+    /// Who must hold it.
+    pub holder: String,
 }
 
 /// A durable set of alarms, shared by any number of schedulers.
@@ -157,6 +181,60 @@ pub trait AlarmStore: Send + Sync {
     /// Deletes alarm `id` whoever holds it. `false` when there was none.
     fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, AlarmStoreError>>;
 
+    /// Whether the scheduler should gather its claims and deletes into batches
+    /// ([`claim_many`](AlarmStore::claim_many), [`delete_many`](AlarmStore::delete_many)) rather
+    /// than make them one by one: `true` for a store whose every write costs a commit or a
+    /// round trip, which a batch shares; `false` (the default) for one that answers at once,
+    /// where gathering would only add a hop per call.
+    fn prefers_batches(&self) -> bool {
+        false
+    }
+
+    /// Claims every alarm of `requests` as [`claim`](AlarmStore::claim) would, and answers in
+    /// the same order, one result per request. Each claim is atomic on its own, with the same
+    /// rules and errors; a store may write them all in one transaction (the scheduler batches
+    /// the claims of a burst through here, so that thousands of alarms due at once cost a
+    /// few commits rather than one each). The requests are independent, as concurrent calls
+    /// would be: of two for the same id, either may come first.
+    ///
+    /// The default makes the calls one by one, concurrently.
+    fn claim_many(
+        &self,
+        requests: Vec<ClaimRequest>,
+    ) -> BoxFuture<'_, Vec<Result<Claim, AlarmStoreError>>> {
+        async move {
+            let claims = requests.iter().map(|request| {
+                self.claim(
+                    &request.id,
+                    &request.holder,
+                    request.now,
+                    request.due_by,
+                    request.lease_until,
+                )
+            });
+            futures::future::join_all(claims).await
+        }
+        .boxed()
+    }
+
+    /// Deletes every alarm of `requests` as [`delete`](AlarmStore::delete) would, and answers
+    /// in the same order, one result per request; a store may write them all in one
+    /// transaction.
+    ///
+    /// The default makes the calls one by one, concurrently.
+    fn delete_many(
+        &self,
+        requests: Vec<DeleteRequest>,
+    ) -> BoxFuture<'_, Vec<Result<bool, AlarmStoreError>>> {
+        async move {
+            let deletes = requests
+                .iter()
+                .map(|request| self.delete(&request.id, &request.holder));
+            futures::future::join_all(deletes).await
+        }
+        .boxed()
+    }
+
     /// Deletes every alarm of `aggregate_id` and returns their ids.
     fn cancel_for<'a>(
         &'a self,
@@ -217,6 +295,24 @@ impl<S: AlarmStore + ?Sized> AlarmStore for std::sync::Arc<S> {
 
     fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
         (**self).cancel(id)
+    }
+
+    fn prefers_batches(&self) -> bool {
+        (**self).prefers_batches()
+    }
+
+    fn claim_many(
+        &self,
+        requests: Vec<ClaimRequest>,
+    ) -> BoxFuture<'_, Vec<Result<Claim, AlarmStoreError>>> {
+        (**self).claim_many(requests)
+    }
+
+    fn delete_many(
+        &self,
+        requests: Vec<DeleteRequest>,
+    ) -> BoxFuture<'_, Vec<Result<bool, AlarmStoreError>>> {
+        (**self).delete_many(requests)
     }
 
     fn cancel_for<'a>(

@@ -16,7 +16,8 @@ use futures::future::{BoxFuture, FutureExt};
 use rusqlite::{Connection, OptionalExtension, params};
 use switchyard_messaging::Message;
 use switchyard_scheduler::store::{
-    Alarm, AlarmStore, AlarmStoreError, Claim, Lease, attempts_from_column, decode_message,
+    Alarm, AlarmStore, AlarmStoreError, Claim, ClaimRequest, DeleteRequest, Lease,
+    attempts_from_column, decode_message,
 };
 
 use crate::SqliteStore;
@@ -56,7 +57,21 @@ fn encode(message: &Message) -> Result<Vec<u8>, AlarmStoreError> {
     message.to_bytes().map_err(AlarmStoreError::backend)
 }
 
-/// An attempt count as stored; a negative one (written by hand) counts as none.
+/// The answers of a batch written as one job: each member's own, or the batch's failure for
+/// every member (it was rolled back, or its commit's outcome is unknown).
+fn answers<T>(
+    batch: Result<Result<Vec<Result<T, AlarmStoreError>>, std::convert::Infallible>, WriteFailed>,
+    count: usize,
+) -> Vec<Result<T, AlarmStoreError>> {
+    match batch {
+        Ok(Ok(answers)) => answers,
+        Ok(Err(never)) => match never {},
+        Err(failed) => (0..count)
+            .map(|_| Err(write_failed(failed.clone_for_member())))
+            .collect(),
+    }
+}
+
 impl SqliteStore {
     async fn write_alarm<T: Send + 'static>(
         &self,
@@ -276,6 +291,47 @@ impl AlarmStore for SqliteStore {
                 .map(|changed| Ok(changed == 1))
         })
         .boxed()
+    }
+
+    /// Yes: a batch is one job of the writer and shares one commit.
+    fn prefers_batches(&self) -> bool {
+        true
+    }
+
+    fn claim_many(
+        &self,
+        requests: Vec<ClaimRequest>,
+    ) -> BoxFuture<'_, Vec<Result<Claim, AlarmStoreError>>> {
+        let count = requests.len();
+        // One write: the whole batch is one step of the writer, committed with whatever else
+        // is queued, instead of a job (and a commit, when the writer is idle) per alarm.
+        let batch = self.workers.write(move |conn| {
+            requests
+                .iter()
+                .map(|r| {
+                    let times = (micros(r.now), micros(r.due_by), micros(r.lease_until));
+                    claim_in(conn, &r.id, &r.holder, times)
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map(Ok::<_, std::convert::Infallible>)
+        });
+        async move { answers(batch.await, count) }.boxed()
+    }
+
+    fn delete_many(
+        &self,
+        requests: Vec<DeleteRequest>,
+    ) -> BoxFuture<'_, Vec<Result<bool, AlarmStoreError>>> {
+        let count = requests.len();
+        let batch = self.workers.write(move |conn| {
+            let mut delete = conn.prepare_cached(include_str!("sql/alarm_delete.sql"))?;
+            requests
+                .iter()
+                .map(|r| delete.execute(params![r.id, r.holder]).map(|n| Ok(n == 1)))
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map(Ok::<_, std::convert::Infallible>)
+        });
+        async move { answers(batch.await, count) }.boxed()
     }
 
     fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {

@@ -39,7 +39,8 @@ pub(crate) enum WriteFailed {
 }
 
 impl WriteFailed {
-    fn clone_for_member(&self) -> Self {
+    /// The same failure again, for another write that shared its batch (or its job).
+    pub(crate) fn clone_for_member(&self) -> Self {
         match self {
             Self::NotWritten(error) => Self::NotWritten(error.clone()),
             Self::CommitUnknown(error) => Self::CommitUnknown(error.clone()),

@@ -291,6 +291,70 @@ async fn an_unreadable_alarm_is_refused_unleased_and_left_for_an_operator() {
     );
 }
 
+/// In a batch of claims, a poison row is refused alone: the others are claimed in the same
+/// write, and it gets no lease and no attempt.
+#[tokio::test]
+async fn a_batch_of_claims_refuses_only_its_unreadable_alarm() {
+    use std::time::SystemTime;
+    use switchyard_scheduler::store::{Alarm, AlarmStore, AlarmStoreError, Claim, ClaimRequest};
+    let path = fresh_file("poison-batch");
+    let store = SqliteStore::open(&path).unwrap();
+    let due = SystemTime::now() - Duration::from_secs(1);
+    for id in ["good-1", "broken", "good-2"] {
+        let message = Message::new("remind").with_id(id);
+        let alarm = Alarm {
+            message,
+            aggregate_id: "agg".into(),
+            due,
+            attempts: 0,
+        };
+        store.save(alarm).await.unwrap();
+    }
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute(
+        "UPDATE alarms SET message = x'ff00ff' WHERE id = 'broken'",
+        [],
+    )
+    .unwrap();
+    let now = SystemTime::now();
+    let requests = ["good-1", "broken", "good-2"].map(|id| ClaimRequest {
+        id: id.to_owned(),
+        holder: "node-a".to_owned(),
+        now,
+        due_by: now,
+        lease_until: now + Duration::from_secs(30),
+    });
+    let claims = store.claim_many(requests.to_vec()).await;
+    assert!(
+        matches!(&claims[0], Ok(Claim::Claimed(a)) if a.id() == "good-1"),
+        "{claims:?}"
+    );
+    assert!(
+        matches!(&claims[1], Err(AlarmStoreError::Corrupt { id, .. }) if id == "broken"),
+        "{claims:?}"
+    );
+    assert!(
+        matches!(&claims[2], Ok(Claim::Claimed(a)) if a.id() == "good-2"),
+        "{claims:?}"
+    );
+    let rows: Vec<(String, Option<String>, i64)> = raw
+        .prepare("SELECT id, holder, attempts FROM alarms ORDER BY id")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let node = Some("node-a".to_owned());
+    assert_eq!(
+        rows,
+        [
+            ("broken".to_owned(), None, 0),
+            ("good-1".to_owned(), node.clone(), 1),
+            ("good-2".to_owned(), node, 1)
+        ]
+    );
+}
+
 /// A scheduler that finds an alarm unreadable when it comes to deliver it (it was loaded while
 /// still readable) neither retries it forever nor holds up the others: it delivers the others,
 /// forgets the poison one, and leaves it in the store.

@@ -43,16 +43,20 @@ pub struct SchedulerConfig {
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(6 * 60 * 60);
 
 /// Thirty seconds: it must cover a whole delivery, a claim answering as late as the store
-/// timeout (10 s) plus the wait of up to the claim-ahead (50 ms) plus the dispatch (5 s), with
+/// timeout (10 s) plus the wait of up to the claim-ahead (250 ms) plus the dispatch (5 s), with
 /// room to spare; renewed every third of it while the dispatch runs, it survives one failed
 /// renewal. A dead node's alarms wait at most this long for another node.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
-/// Fifty milliseconds: a claim is one durable write (a synced commit on SQLite, a round trip on
-/// PostgreSQL), a few milliseconds even under load, so claiming this far ahead has the lease in
-/// hand at the due time, and the message goes out at once instead of after that write. Short
-/// enough that a node holds few alarms it is only waiting on.
-pub const DEFAULT_CLAIM_AHEAD: Duration = Duration::from_millis(50);
+/// A quarter of a second: a claim is one durable write (a synced commit on SQLite, a round trip
+/// on PostgreSQL), a few milliseconds even under load, but a burst of alarms due at once is
+/// thousands of claims, and their batches still write every row: on SQLite 10,000 claims took
+/// the writer 100 to 180 ms on a busy 2-core machine (the `scheduler` bench of
+/// `switchyard-sqlite`; with 50 ms the burst's last claims came well after its due time).
+/// Claiming this far ahead has the leases in hand at the due time, and the messages go out at
+/// once instead of after those writes. Short enough that a node holds few alarms it is only
+/// waiting on, and far within the lease.
+pub const DEFAULT_CLAIM_AHEAD: Duration = Duration::from_millis(250);
 
 /// Ten seconds: far beyond a healthy store's answer, so it only cuts off a stalled one, which
 /// would otherwise hold a delivery (and [`Scheduler::shutdown`](crate::Scheduler::shutdown))

@@ -24,7 +24,7 @@ use super::error::{StoreCallError, bounded};
 use super::{Report, Shared};
 use crate::assigns;
 use crate::retry::Decision;
-use crate::store::{Alarm, AlarmStoreError, Claim};
+use crate::store::{Alarm, AlarmStoreError, Claim, ClaimRequest, DeleteRequest};
 
 /// The name of the span around each delivery. It records `message.id`,
 /// `message.correlation_id`, `service`, `node`, `attempt` and `late`.
@@ -35,11 +35,8 @@ pub const DELIVERY_SPAN: &str = "switchyard.scheduler.deliver";
 pub(super) enum After {
     /// Delivered for good, cancelled, or taken over by another node: forget it.
     Gone,
-    /// Claim it again at `at` (with the stored alarm, when it changed).
-    Rearm {
-        at: SystemTime,
-        alarm: Option<Alarm>,
-    },
+    /// Claim it again at `at`.
+    Rearm { at: SystemTime },
 }
 
 /// Runs the delivery of `alarm` in a task of its own, and reports to the actor however it ends:
@@ -66,7 +63,6 @@ pub(super) fn spawn(
             tracing::error!(alarm = %id, %panic, "an alarm's delivery panicked; it is tried again once its lease lapses");
             After::Rearm {
                 at: clock.now() + lease,
-                alarm: None,
             }
         });
         let _ = reports.send(Report::Delivered {
@@ -110,19 +106,21 @@ async fn deliver(shared: Arc<Shared>, id: String, holder: String, stop: Arc<Atom
     // well as the delivery.
     let due_by = now + config.claim_ahead;
     let lease_until = due_by + config.lease;
-    let claim = shared.store.claim(&id, &holder, now, due_by, lease_until);
+    let claim = shared.claim(ClaimRequest {
+        id: id.clone(),
+        holder: holder.clone(),
+        now,
+        due_by,
+        lease_until,
+    });
     let alarm = match bounded(config.store_timeout, claim).await {
         Ok(Claim::Claimed(alarm)) => alarm,
         Ok(Claim::Held(lease)) => {
-            return After::Rearm {
-                at: lease.until,
-                alarm: None,
-            };
+            return After::Rearm { at: lease.until };
         }
         Ok(Claim::NotDue(due)) => {
             return After::Rearm {
                 at: shared.claim_time(due),
-                alarm: None,
             };
         }
         Ok(Claim::Gone) => return After::Gone,
@@ -137,10 +135,7 @@ async fn deliver(shared: Arc<Shared>, id: String, holder: String, stop: Arc<Atom
             // alarm until this delivery's lease lapses: claim again at once (the timeout itself
             // spaced the tries), which finds the delivery's own lease and counts nothing.
             tracing::warn!(alarm = %id, error = ?error, "claiming an alarm timed out; claiming it again");
-            return After::Rearm {
-                at: clock.now(),
-                alarm: None,
-            };
+            return After::Rearm { at: clock.now() };
         }
         Err(error) => {
             // It may have taken effect all the same (a commit of unknown outcome): then the
@@ -148,7 +143,6 @@ async fn deliver(shared: Arc<Shared>, id: String, holder: String, stop: Arc<Atom
             tracing::warn!(alarm = %id, error = ?error, "claiming an alarm failed");
             return After::Rearm {
                 at: now + config.failure_delay,
-                alarm: None,
             };
         }
     };
@@ -192,16 +186,12 @@ async fn deliver(shared: Arc<Shared>, id: String, holder: String, stop: Arc<Atom
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(alarm = %id, "an alarm's lease lapsed before its dispatch; it is not dispatched, and looked at again");
-                return After::Rearm {
-                    at: clock.now(),
-                    alarm: None,
-                };
+                return After::Rearm { at: clock.now() };
             }
             Err(error) => {
                 tracing::warn!(alarm = %id, error = ?error, "renewing a lease about to lapse before the dispatch failed; the alarm is not dispatched, and tried again");
                 return After::Rearm {
                     at: clock.now() + config.failure_delay,
-                    alarm: None,
                 };
             }
         }
@@ -372,7 +362,13 @@ where
 }
 
 async fn finish(shared: &Shared, holder: &str, id: &str) -> After {
-    match final_write(shared, || shared.store.delete(id, holder)).await {
+    let delete = || {
+        shared.delete(DeleteRequest {
+            id: id.to_owned(),
+            holder: holder.to_owned(),
+        })
+    };
+    match final_write(shared, delete).await {
         Written::Done => After::Gone,
         Written::DoneEarlier => {
             tracing::debug!("a delivered alarm was deleted by an earlier try that answered late");
@@ -403,12 +399,6 @@ async fn retry_later(
     match final_write(shared, write).await {
         Written::Done => After::Rearm {
             at: shared.claim_time(due),
-            alarm: Some(Alarm {
-                message: next,
-                aggregate_id: alarm.aggregate_id,
-                due,
-                attempts: alarm.attempts,
-            }),
         },
         Written::DoneEarlier => {
             // Look again at the retry's time: the claim then finds the retry, or nothing if it
@@ -416,7 +406,6 @@ async fn retry_later(
             tracing::debug!("a retry was saved by an earlier try that answered late");
             After::Rearm {
                 at: shared.claim_time(due),
-                alarm: None,
             }
         }
         Written::NotHeld => {
@@ -435,6 +424,5 @@ async fn retry_later(
 fn lapsed(shared: &Shared) -> After {
     After::Rearm {
         at: shared.config.clock.now() + shared.config.lease,
-        alarm: None,
     }
 }

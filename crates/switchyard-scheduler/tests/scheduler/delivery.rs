@@ -270,6 +270,7 @@ async fn a_slow_service_times_out_at_the_dispatch_timeout() {
         SchedulerConfig::default()
             .dispatch_timeout(Duration::from_millis(50))
             .store_timeout(Duration::from_millis(100))
+            .claim_ahead(Duration::from_millis(50))
             .lease(Duration::from_millis(300))
             .retry_policy(policy),
     )
@@ -975,7 +976,7 @@ async fn an_alarm_cancelled_and_scheduled_again_due_at_once_waits_for_the_old_de
 /// the claim-ahead.
 #[tokio::test]
 async fn a_lease_not_covering_a_whole_delivery_is_refused() {
-    // Defaults: store timeout 10 s, claim-ahead 50 ms, dispatch timeout 5 s.
+    // Defaults: store timeout 10 s, claim-ahead 250 ms, dispatch timeout 5 s.
     for config in [
         SchedulerConfig::default().lease(Duration::from_secs(15)),
         SchedulerConfig::default().claim_ahead(Duration::from_secs(30)),
@@ -993,7 +994,7 @@ async fn a_lease_not_covering_a_whole_delivery_is_refused() {
     let scheduler = Scheduler::start(
         node,
         MemoryAlarmStore::new(),
-        SchedulerConfig::default().lease(Duration::from_millis(15_100)),
+        SchedulerConfig::default().lease(Duration::from_millis(15_300)),
     )
     .unwrap();
     scheduler.shutdown().await;

@@ -3,6 +3,7 @@
 //! leases shared by two schedulers, and store calls whose outcome is unknown.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests fail loudly.
 
+mod batches;
 mod delivery;
 mod leases;
 mod names;
