@@ -1,6 +1,7 @@
-//! The "Profiles" section of `docs/benchmarks.md`: every flame graph under `docs/profiles/`, the
-//! labels of one bench side by side (`before`, then `after`, then the others), each with its
-//! text summary. Generated from the files, by `cargo xtask bench` and `cargo xtask profile`.
+//! The "Profiles" section of `docs/benchmarks.md`: every flame graph under `docs/profiles/`, a
+//! row per bench and path (`<bench>-<path>-<stage>`, or `<bench>-<stage>` for a whole run) with
+//! its `before` and `after` side by side and any other recording after them, each with its text
+//! summary. Generated from the files, by `cargo xtask bench` and `cargo xtask profile`.
 
 use crate::run::{Result, StepFailed, root};
 use std::collections::BTreeMap;
@@ -8,8 +9,8 @@ use std::collections::BTreeMap;
 /// The section's heading.
 const HEADING: &str = "## Profiles";
 
-/// Labels shown first, in this order; the others follow in name order.
-const FIRST_LABELS: &[&str] = &["before", "after"];
+/// The stages of a path given a column each; other stages share the last column.
+const STAGES: [&str; 2] = ["before", "after"];
 
 /// The folder of the profiles, relative to `docs/`.
 pub(crate) const FOLDER: &str = "profiles";
@@ -26,17 +27,22 @@ pub(crate) fn current() -> String {
 }
 
 /// The section for the files named `names` (of `docs/profiles/`): each `<bench>-<label>.svg` is
-/// shown, with a link to `<bench>-<label>.txt` when that is among them.
+/// shown, with a link to `<bench>-<label>.txt` when that is among them. A label's last
+/// `-`-separated part is its stage and what comes before it the path it profiled (none: the
+/// whole bench), so `sequential-before` and `sequential-after` share a row.
 pub(crate) fn section(names: &[String]) -> String {
-    // bench → label → whether its summary exists.
-    let mut profiles: BTreeMap<&str, BTreeMap<&str, bool>> = BTreeMap::new();
+    // (bench, path) → stage → whether its summary exists.
+    let mut rows: BTreeMap<(&str, &str), BTreeMap<&str, bool>> = BTreeMap::new();
     for name in names {
         if let Some((bench, label)) = name
             .strip_suffix(".svg")
             .and_then(|stem| stem.split_once('-'))
         {
+            let (path, stage) = label.rsplit_once('-').unwrap_or(("", label));
             let summary = names.contains(&format!("{bench}-{label}.txt"));
-            profiles.entry(bench).or_default().insert(label, summary);
+            rows.entry((bench, path))
+                .or_default()
+                .insert(stage, summary);
         }
     }
     let mut out = format!(
@@ -49,40 +55,39 @@ pub(crate) fn section(names: &[String]) -> String {
          Stacks are unwound through frame pointers, which the C library lacks: time inside its \
          allocator is drawn under `[unknown]`, cut from its callers.\n\n"
     );
-    if profiles.is_empty() {
+    if rows.is_empty() {
         out.push_str("None recorded yet.\n");
         return out;
     }
-    let mut labels: Vec<&str> = profiles
-        .values()
-        .flat_map(|labels| labels.keys().copied())
-        .collect();
-    labels.sort_by_key(|label| (rank(label), *label));
-    labels.dedup();
-    out.push_str(&format!("| bench | {} |\n", labels.join(" | ")));
-    out.push_str(&format!("|---|{}\n", "---|".repeat(labels.len())));
-    for (bench, recorded) in &profiles {
-        let cells: Vec<String> = labels
+    out.push_str("| bench | path | before | after | other recordings |\n|---|---|---|---|---|\n");
+    for ((bench, path), stages) in &rows {
+        let stage_cell = |stage: &str| {
+            stages
+                .get(stage)
+                .map_or_else(String::new, |summary| cell(bench, path, stage, *summary))
+        };
+        let others: Vec<String> = stages
             .iter()
-            .map(|label| match recorded.get(label) {
-                None => String::new(),
-                Some(summary) => cell(bench, label, *summary),
-            })
+            .filter(|(stage, _)| !STAGES.contains(stage))
+            .map(|(stage, summary)| format!("{stage}:<br>{}", cell(bench, path, stage, *summary)))
             .collect();
-        out.push_str(&format!("| `{bench}` | {} |\n", cells.join(" | ")));
+        let path = if path.is_empty() { "whole run" } else { path };
+        out.push_str(&format!(
+            "| `{bench}` | {path} | {} | {} | {} |\n",
+            stage_cell(STAGES[0]),
+            stage_cell(STAGES[1]),
+            others.join("<br>"),
+        ));
     }
     out
 }
 
-/// Where `label` goes among the columns: the first labels in their order, then the others.
-fn rank(label: &str) -> usize {
-    FIRST_LABELS
-        .iter()
-        .position(|first| *first == label)
-        .unwrap_or(FIRST_LABELS.len())
-}
-
-fn cell(bench: &str, label: &str, summary: bool) -> String {
+fn cell(bench: &str, path: &str, stage: &str, summary: bool) -> String {
+    let label = if path.is_empty() {
+        stage.to_owned()
+    } else {
+        format!("{path}-{stage}")
+    };
     let file = format!("{FOLDER}/{bench}-{label}");
     let picture = format!("[![{bench}, {label}]({file}.svg)]({file}.svg)");
     if summary {
@@ -150,7 +155,7 @@ mod tests {
     }
 
     #[test]
-    fn before_and_after_come_first_and_each_bench_has_a_row() {
+    fn each_bench_and_path_has_a_row_with_before_and_after_side_by_side() {
         let section = section(&names(&[
             "remote_calls-before.svg",
             "remote_calls-before.txt",
@@ -158,7 +163,9 @@ mod tests {
             "local_dispatch-after.svg",
             "local_dispatch-before.svg",
             "local_dispatch-before.txt",
-            "sqlite_scheduler-try-2.svg",
+            "sqlite_scheduler-burst-after.svg",
+            "sqlite_scheduler-burst-before.svg",
+            "sqlite_scheduler-burst-inline.svg",
             "notes.md",
         ]));
         assert!(section.starts_with("## Profiles\n\n"), "{section}");
@@ -170,21 +177,23 @@ mod tests {
         assert_eq!(
             table(&section),
             [
-                "| bench | before | after | a9fc721 | try-2 |".to_owned(),
+                "| bench | path | before | after | other recordings |".to_owned(),
                 "|---|---|---|---|---|".to_owned(),
                 format!(
-                    "| `local_dispatch` | {}<br>[top functions](profiles/local_dispatch-before.txt) | {} | {} |  |",
+                    "| `local_dispatch` | whole run | {}<br>[top functions](profiles/local_dispatch-before.txt) | {} | a9fc721:<br>{} |",
                     pictures("local_dispatch", "before"),
                     pictures("local_dispatch", "after"),
                     pictures("local_dispatch", "a9fc721"),
                 ),
                 format!(
-                    "| `remote_calls` | {}<br>[top functions](profiles/remote_calls-before.txt) |  |  |  |",
+                    "| `remote_calls` | whole run | {}<br>[top functions](profiles/remote_calls-before.txt) |  |  |",
                     pictures("remote_calls", "before"),
                 ),
                 format!(
-                    "| `sqlite_scheduler` |  |  |  | {} |",
-                    pictures("sqlite_scheduler", "try-2")
+                    "| `sqlite_scheduler` | burst | {} | {} | inline:<br>{} |",
+                    pictures("sqlite_scheduler", "burst-before"),
+                    pictures("sqlite_scheduler", "burst-after"),
+                    pictures("sqlite_scheduler", "burst-inline"),
                 ),
             ]
         );
