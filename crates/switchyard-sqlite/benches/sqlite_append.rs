@@ -9,7 +9,10 @@
 //!   Floor: selecting the same rows (or the snapshot's row) through rusqlite.
 //!
 //! Run with `cargo xtask bench` (which writes `docs/benchmarks.md`) or
-//! `cargo bench -p switchyard-sqlite --bench sqlite_append`.
+//! `cargo bench -p switchyard-sqlite --bench sqlite_append`. One append shape alone, for a
+//! profiler: `SWITCHYARD_BENCH_PHASE=normal-50x1 cargo xtask profile sqlite_append --label
+//! before` (`full` or `normal`, then writers `x` events per append, as in the table;
+//! `floor-normal-50x1` runs its floor instead).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
@@ -29,7 +32,9 @@ use switchyard_messaging::Message;
 use switchyard_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use tokio::runtime::Runtime;
 
-use switchyard_bench_support::{self as support, alternate, median, runtime, target_dir};
+use switchyard_bench_support::{
+    self as support, alternate, closing, median, met, runtime, target_dir,
+};
 
 #[derive(Default, Serialize, Deserialize)]
 struct Account {
@@ -96,6 +101,72 @@ impl Shape {
     fn events(&self) -> usize {
         self.writers * self.batch * self.appends
     }
+
+    /// How a profiler's phase names it: `normal-50x1`.
+    fn phase_name(&self) -> String {
+        format!(
+            "{}-{}x{}",
+            pragma_value(self.synchronous),
+            self.writers,
+            self.batch
+        )
+    }
+}
+
+/// The `synchronous` pragma's value, lowercase as phases spell it.
+fn pragma_value(synchronous: Synchronous) -> &'static str {
+    match synchronous {
+        Synchronous::Full => "full",
+        Synchronous::Normal => "normal",
+    }
+}
+
+/// The shapes the table measures, in its order.
+fn shapes() -> Vec<Shape> {
+    let mut shapes = Vec::new();
+    for synchronous in [Synchronous::Full, Synchronous::Normal] {
+        for (writers, batch, appends) in [(1, 1, 300), (50, 1, 200), (1, 100, 200), (50, 100, 20)] {
+            shapes.push(Shape {
+                synchronous,
+                writers,
+                batch,
+                appends,
+            });
+        }
+    }
+    shapes
+}
+
+/// Runs one shape's rounds (the store's, or with `floor-` its floor's) until `length` passed.
+fn profile_phase(phase: &str, length: Duration) {
+    let (floor, name) = match phase.strip_prefix("floor-") {
+        Some(name) => (true, name),
+        None => (false, phase),
+    };
+    let known: Vec<String> = shapes().iter().map(Shape::phase_name).collect();
+    let Some(shape) = shapes().into_iter().find(|shape| shape.phase_name() == name) else {
+        panic!(
+            "SWITCHYARD_BENCH_PHASE is one of {}, or one of those after `floor-`; not `{phase}`",
+            known.join(", ")
+        );
+    };
+    let rt = runtime();
+    let started = Instant::now();
+    let (mut events, mut rates) = (0, Vec::new());
+    while started.elapsed() < length {
+        rates.push(if floor {
+            raw_round(shape)
+        } else {
+            store_round(&rt, shape)
+        });
+        events += shape.events();
+    }
+    println!(
+        "{phase}: {events} events in {:.1} s, median {:.0} events/s over {} rounds",
+        started.elapsed().as_secs_f64(),
+        median(&rates),
+        rates.len()
+    );
 }
 
 /// Events per second appended through the store.
@@ -154,11 +225,8 @@ fn raw_round(shape: Shape) -> f64 {
     let _: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .unwrap();
-    let mode = match shape.synchronous {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", mode).unwrap();
+    conn.pragma_update(None, "synchronous", pragma_value(shape.synchronous))
+        .unwrap();
     // The store's own tables and indexes: the floor writes the same rows into the same table.
     conn.execute_batch(include_str!("../migrations/0001_events.sql"))
         .unwrap();
@@ -259,10 +327,6 @@ fn time_raw_select(conn: &Connection, sql: &str) -> f64 {
     started.elapsed().as_secs_f64() * 1_000.0
 }
 
-fn met(ok: bool) -> &'static str {
-    if ok { "met" } else { "**not met**" }
-}
-
 /// `25000.0` as `25,000`.
 fn thousands(value: f64) -> String {
     let digits = format!("{value:.0}");
@@ -301,16 +365,17 @@ fn criterion_benches(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = support::criterion();
     targets = criterion_benches
 }
 
 fn main() {
+    if let Some((phase, length)) = support::phase() {
+        return profile_phase(&phase, length);
+    }
     benches();
     Criterion::default().configure_from_args().final_summary();
-    if std::env::args().any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time") {
+    if support::criterion_only() {
         return;
     }
     let rt = runtime();
@@ -333,18 +398,7 @@ fn main() {
     out.push_str(
         "| synchronous | writers | events per append | floor events/s | store events/s | store / floor | targets |\n|---|---|---|---|---|---|---|\n",
     );
-    let mut shapes = Vec::new();
-    for synchronous in [Synchronous::Full, Synchronous::Normal] {
-        for (writers, batch, appends) in [(1, 1, 300), (50, 1, 200), (1, 100, 200), (50, 100, 20)] {
-            shapes.push(Shape {
-                synchronous,
-                writers,
-                batch,
-                appends,
-            });
-        }
-    }
-    for shape in shapes {
+    for shape in shapes() {
         let rounds = alternate(5, || raw_round(shape), || store_round(&rt, shape));
         let (rate, share) = (median(&rounds.subject), rounds.ratio());
         let name = format!(
@@ -429,18 +483,10 @@ fn main() {
             met(load <= target)
         ));
     }
-    if misses.is_empty() {
-        out.push_str("\nEvery target met in this run.\n");
-    } else {
-        out.push_str(&format!(
-            "\nTargets missed in this run: {}.\n",
-            misses.join("; ")
-        ));
-    }
-    out.push_str(&format!(
-        "\nLoad average (1, 5, 15 min) when these measurements began: {load_before}; when they \
-         ended: {} (other work on the machine's 2 cores and its disk slows every figure).\n",
-        support::load_average()
+    out.push_str(&closing(
+        &misses,
+        (&load_before, &support::load_average()),
+        "other work on the machine's 2 cores and its disk slows every figure",
     ));
     println!("\n{out}");
     support::write_section("30-sqlite_append.md", &out);
