@@ -144,7 +144,10 @@ fn profile_phase(phase: &str, length: Duration) {
         None => (false, phase),
     };
     let known: Vec<String> = shapes().iter().map(Shape::phase_name).collect();
-    let Some(shape) = shapes().into_iter().find(|shape| shape.phase_name() == name) else {
+    let Some(shape) = shapes()
+        .into_iter()
+        .find(|shape| shape.phase_name() == name)
+    else {
         panic!(
             "SWITCHYARD_BENCH_PHASE is one of {}, or one of those after `floor-`; not `{phase}`",
             known.join(", ")

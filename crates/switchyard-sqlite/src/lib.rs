@@ -89,6 +89,7 @@ mod head;
 mod options;
 #[cfg(feature = "projections")]
 mod projection;
+mod queue;
 mod store;
 mod worker;
 
