@@ -21,6 +21,7 @@ use std::thread;
 use std::time::Duration;
 
 use rusqlite::Connection;
+use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::SqliteError;
@@ -66,6 +67,8 @@ trait WriteJob: Send {
     fn run(&mut self, conn: &Connection) -> Ran;
     /// Tells the caller the outcome, once the batch's fate is known.
     fn settle(self: Box<Self>, batch: &Result<(), WriteFailed>);
+    /// The runtime the caller waits on, if it is a tokio task.
+    fn runtime(&self) -> Option<&Handle>;
 }
 
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -81,6 +84,7 @@ struct Write<F, T, E> {
     work: Option<F>,
     verdict: Option<Result<T, E>>,
     reply: Option<oneshot::Sender<Result<Result<T, E>, WriteFailed>>>,
+    runtime: Option<Handle>,
 }
 
 impl<F, T, E> WriteJob for Write<F, T, E>
@@ -112,6 +116,45 @@ where
         if let Some(reply) = self.reply.take() {
             // The caller may have stopped waiting; the outcome is durable either way.
             let _ = reply.send(outcome);
+        }
+    }
+
+    fn runtime(&self) -> Option<&Handle> {
+        self.runtime.as_ref()
+    }
+}
+
+/// The members of a committed or failed batch and its outcome, settled when this is dropped:
+/// on a task of a caller's runtime, or on the writer's thread.
+///
+/// Waking many tasks one by one from a thread outside their runtime makes its workers park and
+/// be unparked again at nearly every wake-up (each costs a system call and a context switch), as
+/// they run each woken task faster than the writer wakes the next. One task that settles the
+/// whole batch from inside the runtime wakes them onto its worker's own queue instead.
+struct Settlement {
+    members: Vec<Box<dyn WriteJob>>,
+    outcome: Result<(), WriteFailed>,
+}
+
+impl Settlement {
+    /// Settles the members on a task of the first member's runtime when there are several
+    /// (then the writer goes on at once), else here. If that runtime is shutting down, the task
+    /// is dropped unrun, which settles them just the same.
+    fn deliver(self) {
+        match self.members.first().and_then(|first| first.runtime()) {
+            Some(runtime) if self.members.len() > 1 => {
+                let runtime = runtime.clone();
+                drop(runtime.spawn(async move { drop(self) }));
+            }
+            _ => drop(self),
+        }
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        for job in self.members.drain(..) {
+            job.settle(&self.outcome);
         }
     }
 }
@@ -226,6 +269,7 @@ impl Workers {
             work: Some(work),
             verdict: None,
             reply: Some(reply),
+            runtime: Handle::try_current().ok(),
         };
         self.writer
             .send(Job::Write(Box::new(job)))
@@ -342,9 +386,8 @@ impl Writer<'_> {
             self.head.publish(self.conn);
         }
         tracing::trace!(writes = batch.len(), ok = outcome.is_ok(), "group commit");
-        for job in batch.drain(..) {
-            job.settle(&outcome);
-        }
+        let members = std::mem::replace(batch, Vec::with_capacity(self.previous));
+        Settlement { members, outcome }.deliver();
         read_after
     }
 
