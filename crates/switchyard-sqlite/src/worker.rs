@@ -563,4 +563,50 @@ mod tests {
             insert(&workers, x).await.unwrap().unwrap();
         }
     }
+
+    #[test]
+    fn a_batch_is_settled_even_when_its_first_callers_runtime_is_gone() {
+        let workers = workers(Duration::from_millis(1));
+        let waiting = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        // The batch's first write comes from a runtime that shuts down while the writer runs
+        // it; the second, from another runtime, joins its batch.
+        let (release, held) = mpsc::channel::<()>();
+        let (started, running) = mpsc::channel::<()>();
+        let first = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        first.spawn({
+            let workers = workers.clone();
+            async move {
+                let _ = workers
+                    .write(move |_| {
+                        started.send(()).unwrap();
+                        held.recv().unwrap();
+                        Ok(Ok::<(), ()>(()))
+                    })
+                    .await;
+            }
+        });
+        // A current-thread runtime runs its tasks only inside `block_on`.
+        first.block_on(async {
+            while running.try_recv().is_err() {
+                tokio::task::yield_now().await;
+            }
+        });
+        first.shutdown_background();
+        let second = waiting.spawn({
+            let workers = workers.clone();
+            async move { insert(&workers, 1).await }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        release.send(()).unwrap();
+        let outcome = waiting.block_on(second).unwrap();
+        assert!(
+            matches!(outcome, Ok(Ok(()))),
+            "the second write committed and hears it: {outcome:?}"
+        );
+    }
 }
