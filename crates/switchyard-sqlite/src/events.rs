@@ -100,6 +100,19 @@ fn micros_since_epoch(time: SystemTime) -> i64 {
     })
 }
 
+/// The stream's last version and the last version message `message_id` recorded in it (see
+/// `sql/append_check.sql`): one statement, as both are read for every append.
+fn append_check(
+    conn: &Connection,
+    stream: &str,
+    message_id: &str,
+) -> rusqlite::Result<(Option<i64>, Option<i64>)> {
+    conn.prepare_cached(include_str!("sql/append_check.sql"))?
+        .query_row(params![stream, message_id], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+}
+
 /// An append, run by the writer inside a batch. Refuses before writing anything: a conflict
 /// first, then a message that already recorded events in the stream (one probe of the
 /// `events_by_message` index, in the writer's transaction, so no other append slips in between).
@@ -111,12 +124,12 @@ fn append_in(
     metadata: &EventMetadata,
     user_metadata: &str,
 ) -> rusqlite::Result<Result<Appended, AppendError>> {
-    let current = last_version(conn, stream)?;
+    let (current, recorded) = append_check(conn, stream, &metadata.message_id)?;
     if !matches(expected, current) {
         return Ok(Err(conflict(stream, expected, current)));
     }
     if !events.is_empty()
-        && let Some(version) = recorded_by(conn, stream, &metadata.message_id)?
+        && let Some(version) = recorded
     {
         return Ok(Err(AppendError::Duplicate {
             stream: stream.to_owned(),
@@ -738,8 +751,7 @@ mod tests {
             page_in(&conn, &Arc::from("s-1"), from, limit).unwrap();
         }
         for sql in [
-            include_str!("sql/last_version.sql"),
-            include_str!("sql/find_message.sql"),
+            include_str!("sql/append_check.sql"),
             include_str!("sql/insert_event.sql"),
             include_str!("sql/read_stream.sql"),
         ] {
