@@ -32,9 +32,14 @@ use switchyard_messaging::Message;
 use switchyard_sqlite::{SqliteOptions, SqliteStore, Synchronous};
 use tokio::runtime::Runtime;
 
+use switchyard_bench_support::allocations::{self, Counter};
 use switchyard_bench_support::{
     self as support, alternate, closing, median, met, runtime, target_dir,
 };
+
+/// Counts allocations for the pass that reports them (not during the timed rounds).
+#[global_allocator]
+static ALLOCATOR: Counter = &allocations::INSTRUMENTED_SYSTEM;
 
 #[derive(Default, Serialize, Deserialize)]
 struct Account {
@@ -177,13 +182,46 @@ fn store_round(rt: &Runtime, shape: Shape) -> f64 {
     let path = fresh_path("store");
     let options = SqliteOptions::default().synchronous(shape.synchronous);
     let store = SqliteStore::open_with(&path, options).unwrap();
-    let rate = rt.block_on(async {
-        let started = Instant::now();
+    let started = Instant::now();
+    append_all(rt, &store, shape, "account");
+    let rate = shape.events() as f64 / started.elapsed().as_secs_f64();
+    drop(store);
+    wait_closed(&path);
+    rate
+}
+
+/// Allocations on the heap of Rust code (SQLite's own are not counted), on every thread, per
+/// append of `shape`, counted over a whole round: the appends' own (their events and metadata,
+/// built by the writers) included.
+fn allocations_per_append(rt: &Runtime, shape: Shape) -> f64 {
+    let path = fresh_path("allocations");
+    let options = SqliteOptions::default().synchronous(shape.synchronous);
+    let store = SqliteStore::open_with(&path, options).unwrap();
+    // The statements are compiled and the runtime's threads started before counting.
+    append_all(
+        rt,
+        &store,
+        Shape {
+            appends: 1,
+            ..shape
+        },
+        "warm-up",
+    );
+    let per_round =
+        allocations::per_call(ALLOCATOR, 1, || append_all(rt, &store, shape, "account"));
+    drop(store);
+    wait_closed(&path);
+    per_round / (shape.writers * shape.appends) as f64
+}
+
+/// Appends `shape`'s events to `store`, each writer to a new stream of its own, `<prefix>-<n>`.
+fn append_all(rt: &Runtime, store: &SqliteStore, shape: Shape, prefix: &'static str) {
+    rt.block_on(async {
         let writers: Vec<_> = (0..shape.writers)
             .map(|w| {
                 let store = store.clone();
                 tokio::spawn(async move {
-                    let stream = format!("account-{w}");
+                    let stream = format!("{prefix}-{w}");
                     let mut version = -1_i64;
                     for _ in 0..shape.appends {
                         let expected = if version < 0 {
@@ -203,11 +241,7 @@ fn store_round(rt: &Runtime, shape: Shape) -> f64 {
         for writer in writers {
             writer.await.unwrap();
         }
-        shape.events() as f64 / started.elapsed().as_secs_f64()
     });
-    drop(store);
-    wait_closed(&path);
-    rate
 }
 
 /// Waits until the store's threads closed the file: the last connection to close checkpoints
@@ -444,6 +478,25 @@ fn main() {
          ≥ 50,000 with `Normal` (absolute figures: the machine's speed and its disk's sync \
          latency move them); every append path ≥ 0.7 of its floor.\n\n",
     );
+    let counted: Vec<String> = [1, 50]
+        .into_iter()
+        .map(|writers| {
+            let shape = Shape {
+                synchronous: Synchronous::Normal,
+                writers,
+                batch: 1,
+                appends: 100,
+            };
+            let per_append = allocations_per_append(&rt, shape);
+            format!("{per_append:.1} with {writers} writer(s)")
+        })
+        .collect();
+    out.push_str(&format!(
+        "Allocations per append of 1 event (Rust's heap on every thread, counted in a pass of \
+         their own; SQLite's own are not counted; the event, its metadata and the append's \
+         future included): {}.\n\n",
+        counted.join(", ")
+    ));
 
     let cold = cold(&rt);
     let conn = Connection::open(&cold.path).unwrap();

@@ -6,6 +6,7 @@
 //! taken by a transaction that commits after a later one: the global order has no late
 //! arrivals.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -92,6 +93,17 @@ fn recorded_by(conn: &Connection, stream: &str, message_id: &str) -> rusqlite::R
     }
     conn.prepare_cached(include_str!("sql/find_message.sql"))?
         .query_row(params![stream, message_id], |row| row.get(0))
+}
+
+/// The user's metadata as the JSON the `user_metadata` column holds: most appends carry none,
+/// and their `{}` costs no allocation.
+fn user_metadata(metadata: &EventMetadata) -> Result<Cow<'static, str>, AppendError> {
+    if metadata.user.is_empty() {
+        return Ok(Cow::Borrowed("{}"));
+    }
+    serde_json::to_string(&metadata.user)
+        .map(Cow::Owned)
+        .map_err(|error| AppendError::Store(StoreError::backend(error)))
 }
 
 fn micros_since_epoch(time: SystemTime) -> i64 {
@@ -441,8 +453,7 @@ impl SqliteStore {
         metadata: EventMetadata,
     ) -> Result<Appended, AppendError> {
         let name = stream.to_owned();
-        let user = serde_json::to_string(&metadata.user)
-            .map_err(|error| AppendError::Store(StoreError::backend(error)))?;
+        let user = user_metadata(&metadata)?;
         self.workers
             .write(move |conn| append_in(conn, &name, expected, &events, &metadata, &user))
             .await

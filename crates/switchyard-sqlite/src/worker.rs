@@ -137,17 +137,23 @@ struct Settlement {
 }
 
 impl Settlement {
-    /// Settles the members on a task of the first member's runtime when there are several
-    /// (then the writer goes on at once), else here. If that runtime is shutting down, the task
-    /// is dropped unrun, which settles them just the same.
-    fn deliver(self) {
-        match self.members.first().and_then(|first| first.runtime()) {
-            Some(runtime) if self.members.len() > 1 => {
-                let runtime = runtime.clone();
-                drop(runtime.spawn(async move { drop(self) }));
+    /// Settles the members of `batch`, leaving it empty: on a task of the first member's runtime
+    /// when there are several (then the writer goes on at once), else here. If that runtime is
+    /// shutting down, the task is dropped unrun, which settles them just the same.
+    fn deliver(batch: &mut Vec<Box<dyn WriteJob>>, outcome: Result<(), WriteFailed>) {
+        let runtime = match batch.first().and_then(|first| first.runtime()) {
+            Some(runtime) if batch.len() > 1 => runtime.clone(),
+            _ => {
+                for job in batch.drain(..) {
+                    job.settle(&outcome);
+                }
+                return;
             }
-            _ => drop(self),
-        }
+        };
+        let size = batch.len();
+        let members = std::mem::replace(batch, Vec::with_capacity(size));
+        let settlement = Self { members, outcome };
+        drop(runtime.spawn(async move { drop(settlement) }));
     }
 }
 
@@ -386,8 +392,7 @@ impl Writer<'_> {
             self.head.publish(self.conn);
         }
         tracing::trace!(writes = batch.len(), ok = outcome.is_ok(), "group commit");
-        let members = std::mem::replace(batch, Vec::with_capacity(self.previous));
-        Settlement { members, outcome }.deliver();
+        Settlement::deliver(batch, outcome);
         read_after
     }
 
