@@ -137,6 +137,11 @@ impl<T> Receiver<T> {
     /// Moves every queued item to the back of `into`, in order, without waiting.
     pub(crate) fn take_queued(&self, into: &mut VecDeque<T>) {
         let mut state = self.shared.lock();
+        if state.items.is_empty() {
+            // Nothing to move; swapping would hand the queue a buffer without room, and the
+            // next send would allocate.
+            return;
+        }
         if into.is_empty() {
             // The usual case: swap the buffers, no item is moved one by one.
             std::mem::swap(&mut state.items, into);
