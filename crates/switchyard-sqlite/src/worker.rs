@@ -21,7 +21,7 @@ use std::thread;
 use std::time::Duration;
 
 use rusqlite::Connection;
-use tokio::runtime::Handle;
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::oneshot;
 
 use crate::SqliteError;
@@ -67,7 +67,9 @@ trait WriteJob: Send {
     fn run(&mut self, conn: &Connection) -> Ran;
     /// Tells the caller the outcome, once the batch's fate is known.
     fn settle(self: Box<Self>, batch: &Result<(), WriteFailed>);
-    /// The runtime the caller waits on, if it is a tokio task.
+    /// The runtime the caller waits on, if it is a task of a multi-threaded tokio runtime
+    /// (whose workers always run; a current-thread runtime runs tasks only while its thread is
+    /// in `block_on`, which could hold back the other members' outcomes).
     fn runtime(&self) -> Option<&Handle>;
 }
 
@@ -275,7 +277,9 @@ impl Workers {
             work: Some(work),
             verdict: None,
             reply: Some(reply),
-            runtime: Handle::try_current().ok(),
+            runtime: Handle::try_current()
+                .ok()
+                .filter(|runtime| runtime.runtime_flavor() == RuntimeFlavor::MultiThread),
         };
         self.writer
             .send(Job::Write(Box::new(job)))
@@ -580,7 +584,8 @@ mod tests {
         // it; the second, from another runtime, joins its batch.
         let (release, held) = mpsc::channel::<()>();
         let (started, running) = mpsc::channel::<()>();
-        let first = tokio::runtime::Builder::new_current_thread()
+        let first = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .build()
             .unwrap();
         first.spawn({
@@ -595,12 +600,7 @@ mod tests {
                     .await;
             }
         });
-        // A current-thread runtime runs its tasks only inside `block_on`.
-        first.block_on(async {
-            while running.try_recv().is_err() {
-                tokio::task::yield_now().await;
-            }
-        });
+        running.recv().unwrap();
         first.shutdown_background();
         let second = waiting.spawn({
             let workers = workers.clone();
@@ -613,5 +613,52 @@ mod tests {
             matches!(outcome, Ok(Ok(()))),
             "the second write committed and hears it: {outcome:?}"
         );
+    }
+
+    #[test]
+    fn a_batch_led_by_a_current_thread_runtime_is_settled_without_it() {
+        let workers = workers(Duration::from_millis(1));
+        let waiting = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        // The batch's first write comes from a current-thread runtime that nobody drives once
+        // the write is queued; the second, from another runtime, joins its batch.
+        let (release, held) = mpsc::channel::<()>();
+        let (started, running) = mpsc::channel::<()>();
+        let idle = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        idle.block_on(async {
+            tokio::spawn({
+                let workers = workers.clone();
+                async move {
+                    let _ = workers
+                        .write(move |_| {
+                            started.send(()).unwrap();
+                            held.recv().unwrap();
+                            Ok(Ok::<(), ()>(()))
+                        })
+                        .await;
+                }
+            });
+            while running.try_recv().is_err() {
+                tokio::task::yield_now().await;
+            }
+        });
+        let second = waiting.spawn({
+            let workers = workers.clone();
+            async move { insert(&workers, 1).await }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        release.send(()).unwrap();
+        // A bound on a hang, not on speed: settled on the idle runtime, it would never come.
+        let outcome = waiting
+            .block_on(async { tokio::time::timeout(Duration::from_secs(30), second).await })
+            .expect("the second write's outcome arrives")
+            .unwrap();
+        assert!(matches!(outcome, Ok(Ok(()))), "{outcome:?}");
+        drop(idle);
     }
 }
