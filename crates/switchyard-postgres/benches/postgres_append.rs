@@ -41,7 +41,7 @@ use switchyard_postgres::test_server;
 use switchyard_postgres::{PostgresOptions, PostgresStore};
 use tokio::runtime::Runtime;
 
-use switchyard_bench_support::{self as support, alternate, median, runtime};
+use switchyard_bench_support::{self as support, alternate, closing, median, met, runtime};
 
 const POOL: usize = 50;
 const ROUND: Duration = Duration::from_millis(1_500);
@@ -388,10 +388,6 @@ fn time_floor_load(rt: &Runtime, pool: &deadpool_postgres::Pool, snapshot: bool)
     })
 }
 
-fn met(ok: bool) -> &'static str {
-    if ok { "met" } else { "**not met**" }
-}
-
 fn criterion_benches(c: &mut Criterion) {
     let url = server();
     let rt = runtime();
@@ -421,16 +417,14 @@ fn criterion_benches(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = support::criterion();
     targets = criterion_benches
 }
 
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
-    if std::env::args().any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time") {
+    if support::criterion_only() {
         return;
     }
     let url = server();
@@ -564,19 +558,11 @@ fn main() {
             ));
         }
     }
-    if misses.is_empty() {
-        out.push_str("\nEvery target met in this run.\n");
-    } else {
-        out.push_str(&format!(
-            "\nTargets missed in this run: {}.\n",
-            misses.join("; ")
-        ));
-    }
-    out.push_str(&format!(
-        "\nLoad average (1, 5, 15 min) when these measurements began: {load_before}; when they \
-         ended: {} (counting this bench and its server; other work on the machine's 2 cores and \
-         its disk slows every figure).\n",
-        support::load_average()
+    out.push_str(&closing(
+        &misses,
+        (&load_before, &support::load_average()),
+        "counting this bench and its server; other work on the machine's 2 cores and its disk \
+         slows every figure",
     ));
     println!("\n{out}");
     if selected.is_none() {

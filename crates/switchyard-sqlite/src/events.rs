@@ -6,6 +6,7 @@
 //! taken by a transaction that commits after a later one: the global order has no late
 //! arrivals.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -94,10 +95,34 @@ fn recorded_by(conn: &Connection, stream: &str, message_id: &str) -> rusqlite::R
         .query_row(params![stream, message_id], |row| row.get(0))
 }
 
+/// The user's metadata as the JSON the `user_metadata` column holds: most appends carry none,
+/// and their `{}` costs no allocation.
+fn user_metadata(metadata: &EventMetadata) -> Result<Cow<'static, str>, AppendError> {
+    if metadata.user.is_empty() {
+        return Ok(Cow::Borrowed("{}"));
+    }
+    serde_json::to_string(&metadata.user)
+        .map(Cow::Owned)
+        .map_err(|error| AppendError::Store(StoreError::backend(error)))
+}
+
 fn micros_since_epoch(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
         i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
     })
+}
+
+/// The stream's last version and the last version message `message_id` recorded in it (see
+/// `sql/append_check.sql`): one statement, as both are read for every append.
+fn append_check(
+    conn: &Connection,
+    stream: &str,
+    message_id: &str,
+) -> rusqlite::Result<(Option<i64>, Option<i64>)> {
+    conn.prepare_cached(include_str!("sql/append_check.sql"))?
+        .query_row(params![stream, message_id], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
 }
 
 /// An append, run by the writer inside a batch. Refuses before writing anything: a conflict
@@ -111,12 +136,12 @@ fn append_in(
     metadata: &EventMetadata,
     user_metadata: &str,
 ) -> rusqlite::Result<Result<Appended, AppendError>> {
-    let current = last_version(conn, stream)?;
+    let (current, recorded) = append_check(conn, stream, &metadata.message_id)?;
     if !matches(expected, current) {
         return Ok(Err(conflict(stream, expected, current)));
     }
     if !events.is_empty()
-        && let Some(version) = recorded_by(conn, stream, &metadata.message_id)?
+        && let Some(version) = recorded
     {
         return Ok(Err(AppendError::Duplicate {
             stream: stream.to_owned(),
@@ -428,8 +453,7 @@ impl SqliteStore {
         metadata: EventMetadata,
     ) -> Result<Appended, AppendError> {
         let name = stream.to_owned();
-        let user = serde_json::to_string(&metadata.user)
-            .map_err(|error| AppendError::Store(StoreError::backend(error)))?;
+        let user = user_metadata(&metadata)?;
         self.workers
             .write(move |conn| append_in(conn, &name, expected, &events, &metadata, &user))
             .await
@@ -738,8 +762,7 @@ mod tests {
             page_in(&conn, &Arc::from("s-1"), from, limit).unwrap();
         }
         for sql in [
-            include_str!("sql/last_version.sql"),
-            include_str!("sql/find_message.sql"),
+            include_str!("sql/append_check.sql"),
             include_str!("sql/insert_event.sql"),
             include_str!("sql/read_stream.sql"),
         ] {

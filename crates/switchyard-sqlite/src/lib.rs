@@ -37,10 +37,12 @@
 //! - **One writer thread, group commit.** Every change goes to one thread owning the only
 //!   writing connection. Writes that arrive while a commit is under way are committed together
 //!   in the next transaction; while it holds fewer writes than the last one, the writer also
-//!   takes the writes still arriving (at most 200 µs apart), as the writers it just answered
-//!   write again, so they share one sync instead of two. A lone writer never waits. A version conflict is found before anything is written, so it
-//!   fails only its own write, and each caller hears its own result. Under load, one sync to
-//!   disk serves hundreds of appends.
+//!   takes the writes still arriving (until 200 µs pass without one), as the writers it just
+//!   answered write again, so they share one sync instead of two. It runs each write as it
+//!   takes it, so its work overlaps its callers' next writes, and it is woken only once a few
+//!   writes are queued, not at each one. A lone writer never waits. A version conflict is
+//!   found before anything is written, so it fails only its own write, and each caller hears
+//!   its own result. Under load, one sync to disk serves hundreds of appends.
 //! - **A message records events in a stream once.** After the version check, the writer probes
 //!   the message-id index in the same transaction: an append whose message id already recorded
 //!   visible events in the stream writes nothing and gets `AppendError::Duplicate`, and the
@@ -89,6 +91,7 @@ mod head;
 mod options;
 #[cfg(feature = "projections")]
 mod projection;
+mod queue;
 mod store;
 mod worker;
 

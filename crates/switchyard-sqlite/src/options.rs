@@ -68,8 +68,8 @@ impl SqliteOptions {
 
     /// The most writes committed in one transaction (512 by default, at least 1). Concurrent
     /// writes are batched up to this many: those queued while the previous transaction
-    /// committed, then, while fewer than that transaction held, those still arriving within
-    /// 200 µs of each other (its writers, answered, writing again). A lone writer's write is
+    /// committed, then, while fewer than that transaction held, those still arriving, until
+    /// 200 µs pass without one (its writers, answered, writing again). A lone writer's write is
     /// committed at once.
     pub fn max_batch(mut self, max_batch: usize) -> Self {
         self.max_batch = max_batch.max(1);

@@ -5,24 +5,29 @@
 //! are waiting than the previous batch held, the writes still arriving: the writers just
 //! answered tend to write again at once, and a batch cut off before they are back would cost
 //! them a commit (a sync to disk) of their own. The writer waits for them only while they keep
-//! coming, at most [`Batching::gather_gap`] for each, and a lone writer never waits.
+//! coming, until [`Batching::gather_gap`] passed without one, and a lone writer never waits.
+//! The writer's queue ([`crate::queue`]) wakes it only once the writes it waits for are there,
+//! not at each one.
 //!
 //! A write is a closure run inside the batch's transaction. A write that refuses (a version
 //! conflict) does so before writing anything, so the others in the batch commit without it; an
 //! SQLite failure in the middle of a write rolls the whole batch back, and every member hears
 //! that nothing was written. Each caller hears its own result once the batch's commit is known.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use rusqlite::Connection;
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::oneshot;
 
 use crate::SqliteError;
 use crate::error::WorkersStopped;
 use crate::head::Head;
+use crate::queue;
 
 /// Why a write did not reach its own verdict.
 #[derive(Debug)]
@@ -63,6 +68,10 @@ trait WriteJob: Send {
     fn run(&mut self, conn: &Connection) -> Ran;
     /// Tells the caller the outcome, once the batch's fate is known.
     fn settle(self: Box<Self>, batch: &Result<(), WriteFailed>);
+    /// The runtime the caller waits on, if it is a task of a multi-threaded tokio runtime
+    /// (whose workers always run; a current-thread runtime runs tasks only while its thread is
+    /// in `block_on`, which could hold back the other members' outcomes).
+    fn runtime(&self) -> Option<&Handle>;
 }
 
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -78,6 +87,7 @@ struct Write<F, T, E> {
     work: Option<F>,
     verdict: Option<Result<T, E>>,
     reply: Option<oneshot::Sender<Result<Result<T, E>, WriteFailed>>>,
+    runtime: Option<Handle>,
 }
 
 impl<F, T, E> WriteJob for Write<F, T, E>
@@ -111,6 +121,51 @@ where
             let _ = reply.send(outcome);
         }
     }
+
+    fn runtime(&self) -> Option<&Handle> {
+        self.runtime.as_ref()
+    }
+}
+
+/// The members of a committed or failed batch and its outcome, settled when this is dropped:
+/// on a task of a caller's runtime, or on the writer's thread.
+///
+/// Waking many tasks one by one from a thread outside their runtime makes its workers park and
+/// be unparked again at nearly every wake-up (each costs a system call and a context switch), as
+/// they run each woken task faster than the writer wakes the next. One task that settles the
+/// whole batch from inside the runtime wakes them onto its worker's own queue instead.
+struct Settlement {
+    members: Vec<Box<dyn WriteJob>>,
+    outcome: Result<(), WriteFailed>,
+}
+
+impl Settlement {
+    /// Settles the members of `batch`, leaving it empty: on a task of the first member's runtime
+    /// when there are several (then the writer goes on at once), else here. If that runtime is
+    /// shutting down, the task is dropped unrun, which settles them just the same.
+    fn deliver(batch: &mut Vec<Box<dyn WriteJob>>, outcome: Result<(), WriteFailed>) {
+        let runtime = match batch.first().and_then(|first| first.runtime()) {
+            Some(runtime) if batch.len() > 1 => runtime.clone(),
+            _ => {
+                for job in batch.drain(..) {
+                    job.settle(&outcome);
+                }
+                return;
+            }
+        };
+        let size = batch.len();
+        let members = std::mem::replace(batch, Vec::with_capacity(size));
+        let settlement = Self { members, outcome };
+        drop(runtime.spawn(async move { drop(settlement) }));
+    }
+}
+
+impl Drop for Settlement {
+    fn drop(&mut self) {
+        for job in self.members.drain(..) {
+            job.settle(&self.outcome);
+        }
+    }
 }
 
 /// How the writer forms its batches.
@@ -118,8 +173,8 @@ where
 pub(crate) struct Batching {
     /// The most writes one transaction holds.
     pub(crate) max: usize,
-    /// How long the writer waits for each further write while a batch is smaller than the
-    /// previous one.
+    /// How long the writer waits for a further write while a batch is smaller than the
+    /// previous one: it stops once this passed without one arriving.
     pub(crate) gather_gap: Duration,
 }
 
@@ -139,12 +194,19 @@ impl Batching {
     }
 }
 
+/// Where reads go: to the reader threads, or, without readers, to the writer's queue.
+#[derive(Clone, Debug)]
+enum Readers {
+    Threads(flume::Sender<Job>),
+    Writer(queue::Sender<Job>),
+}
+
 /// Handles to the worker threads. The threads end when the last handle is dropped, after
 /// finishing the jobs already queued.
 #[derive(Clone, Debug)]
 pub(crate) struct Workers {
-    writer: flume::Sender<Job>,
-    readers: flume::Sender<Job>,
+    writer: queue::Sender<Job>,
+    readers: Readers,
     // Read by the event store only; the writer thread holds its own handle.
     #[cfg_attr(not(feature = "events"), allow(dead_code))]
     head: Arc<Head>,
@@ -170,9 +232,9 @@ impl Workers {
         head: Head,
     ) -> Result<Self, SqliteError> {
         let head = Arc::new(head);
-        let (write_tx, write_rx) = flume::unbounded();
+        let (write_tx, write_rx) = queue::channel();
         let read_tx = if readers.is_empty() {
-            write_tx.clone()
+            Readers::Writer(write_tx.clone())
         } else {
             let (read_tx, read_rx) = flume::unbounded::<Job>();
             for (index, conn) in readers.into_iter().enumerate() {
@@ -182,7 +244,7 @@ impl Workers {
                     .spawn(move || read_loop(&conn, &jobs))
                     .map_err(SqliteError::Thread)?;
             }
-            read_tx
+            Readers::Threads(read_tx)
         };
         let published = head.clone();
         thread::Builder::new()
@@ -216,6 +278,9 @@ impl Workers {
             work: Some(work),
             verdict: None,
             reply: Some(reply),
+            runtime: Handle::try_current()
+                .ok()
+                .filter(|runtime| runtime.runtime_flavor() == RuntimeFlavor::MultiThread),
         };
         self.writer
             .send(Job::Write(Box::new(job)))
@@ -242,9 +307,11 @@ impl Workers {
         let job: ReadJob = Box::new(move |conn| {
             let _ = reply.send(work(conn));
         });
-        self.readers
-            .send(Job::Read(job))
-            .map_err(|_| WorkersStopped)?;
+        match &self.readers {
+            Readers::Threads(readers) => readers.send(Job::Read(job)).map_err(drop),
+            Readers::Writer(writer) => writer.send(Job::Read(job)).map_err(drop),
+        }
+        .map_err(|()| WorkersStopped)?;
         Ok(outcome)
     }
 }
@@ -263,10 +330,32 @@ fn run_read(conn: &Connection, job: Job) {
     }
 }
 
-fn write_loop(conn: &Connection, jobs: &flume::Receiver<Job>, batching: Batching, head: &Head) {
+/// How many queued writes wake a writer waiting for more of its batch: it runs each write as
+/// it is taken, so a few are enough to get on with, and it is not woken at every one.
+const WAKE_AFTER: usize = 8;
+
+/// The writer thread: its connection, its queue, the jobs it took from the queue but has not
+/// run yet, and the size of its last batch.
+struct Writer<'c> {
+    conn: &'c Connection,
+    jobs: &'c queue::Receiver<Job>,
+    taken: VecDeque<Job>,
+    batching: Batching,
+    head: &'c Head,
+    previous: usize,
+}
+
+fn write_loop(conn: &Connection, jobs: &queue::Receiver<Job>, batching: Batching, head: &Head) {
+    let mut writer = Writer {
+        conn,
+        jobs,
+        taken: VecDeque::new(),
+        batching,
+        head,
+        previous: 1,
+    };
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(batching.max);
-    let mut previous = 1;
-    while let Ok(job) = jobs.recv() {
+    while let Some(job) = writer.next() {
         let first = match job {
             Job::Write(write) => write,
             read @ Job::Read(_) => {
@@ -275,69 +364,99 @@ fn write_loop(conn: &Connection, jobs: &flume::Receiver<Job>, batching: Batching
             }
         };
         batch.push(first);
-        let read_after = gather(jobs, &mut batch, previous.min(batching.max), batching);
-        previous = batch.len();
-        commit(conn, &mut batch, head);
+        let read_after = writer.commit(&mut batch);
         if let Some(read) = read_after {
             run_read(conn, read);
         }
     }
 }
 
-/// Adds to `batch` whatever queued up while the previous batch was committing, then, while it
-/// holds fewer than `expected` writes, those still arriving within `gather_gap` of each other.
-/// Stops at a read (in-memory databases queue reads here too), returned to run after the commit.
-fn gather(
-    jobs: &flume::Receiver<Job>,
-    batch: &mut Vec<Box<dyn WriteJob>>,
-    expected: usize,
-    batching: Batching,
-) -> Option<Job> {
-    while batch.len() < batching.max {
-        let next = match jobs.try_recv() {
-            Ok(job) => job,
-            Err(_) if batch.len() < expected => match jobs.recv_timeout(batching.gather_gap) {
-                Ok(job) => job,
-                Err(_) => return None,
-            },
-            Err(_) => return None,
-        };
-        match next {
-            Job::Write(write) => batch.push(write),
-            read @ Job::Read(_) => return Some(read),
-        }
+impl Writer<'_> {
+    /// The next job, waiting for one; `None` once the queue is closed and drained.
+    fn next(&mut self) -> Option<Job> {
+        self.taken.pop_front().or_else(|| self.jobs.recv())
     }
-    None
+
+    /// The next job already queued, without waiting.
+    fn next_queued(&mut self) -> Option<Job> {
+        if self.taken.is_empty() {
+            self.jobs.take_queued(&mut self.taken);
+        }
+        self.taken.pop_front()
+    }
+
+    /// Runs and commits one batch, expecting as many writes as the previous one held, publishes
+    /// the head if it changed anything, then settles every member. Returns the read that ended
+    /// the batch, to run after it.
+    fn commit(&mut self, batch: &mut Vec<Box<dyn WriteJob>>) -> Option<Job> {
+        let changes = self.conn.total_changes();
+        let expected = self.previous.min(self.batching.max);
+        let (outcome, read_after) = self.run_batch(batch, expected);
+        self.previous = batch.len();
+        if outcome.is_ok() && self.conn.total_changes() != changes {
+            self.head.publish(self.conn);
+        }
+        tracing::trace!(writes = batch.len(), ok = outcome.is_ok(), "group commit");
+        Settlement::deliver(batch, outcome);
+        read_after
+    }
+
+    /// Runs `batch` (its first write) in a new transaction, then, in the same transaction, each
+    /// write that queued up while the previous batch committed and, while the batch holds
+    /// fewer than `expected`, those still arriving (until [`Batching::gather_gap`] passed
+    /// without one), then commits. Running each write as it is taken overlaps the writer's work
+    /// with its callers' next writes. A read (in-memory databases queue reads here too) ends
+    /// the batch and is returned.
+    fn run_batch(
+        &mut self,
+        batch: &mut Vec<Box<dyn WriteJob>>,
+        expected: usize,
+    ) -> (Result<(), WriteFailed>, Option<Job>) {
+        let conn = self.conn;
+        if let Err(error) = execute(conn, include_str!("sql/begin.sql")) {
+            return (Err(WriteFailed::NotWritten(Arc::new(error))), None);
+        }
+        let mut read_after = None;
+        let mut ran = 0;
+        loop {
+            for job in &mut batch[ran..] {
+                if let Ran::Broke(failed) = job.run(conn) {
+                    // One failure may have left half a write: nobody in this batch is written.
+                    let _ = execute(conn, include_str!("sql/rollback.sql"));
+                    return (Err(failed), read_after);
+                }
+            }
+            ran = batch.len();
+            if ran >= self.batching.max || read_after.is_some() {
+                break;
+            }
+            match self.next_queued() {
+                Some(Job::Write(write)) => batch.push(write),
+                Some(read) => read_after = Some(read),
+                None if ran < expected => {
+                    let wanted = (expected - ran).min(WAKE_AFTER);
+                    if !self.jobs.wait_for(wanted, self.batching.gather_gap) {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        (commit(conn), read_after)
+    }
 }
 
-/// Runs and commits one batch, publishes the head if it changed anything, then settles every
-/// member.
-fn commit(conn: &Connection, batch: &mut Vec<Box<dyn WriteJob>>, head: &Head) {
-    let changes = conn.total_changes();
-    let outcome = run_batch(conn, batch);
-    if outcome.is_ok() && conn.total_changes() != changes {
-        head.publish(conn);
-    }
-    tracing::trace!(writes = batch.len(), ok = outcome.is_ok(), "group commit");
-    for job in batch.drain(..) {
-        job.settle(&outcome);
-    }
+/// Runs one of the writer's transaction statements, compiled once per connection.
+fn execute(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-fn run_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> Result<(), WriteFailed> {
-    conn.execute_batch(include_str!("sql/begin.sql"))
-        .map_err(|error| WriteFailed::NotWritten(Arc::new(error)))?;
-    for job in batch.iter_mut() {
-        if let Ran::Broke(failed) = job.run(conn) {
-            // One failure may have left half a write: nobody in this batch is written.
-            let _ = conn.execute_batch(include_str!("sql/rollback.sql"));
-            return Err(failed);
-        }
-    }
-    if let Err(error) = conn.execute_batch(include_str!("sql/commit.sql")) {
+/// Commits the open batch transaction.
+fn commit(conn: &Connection) -> Result<(), WriteFailed> {
+    if let Err(error) = execute(conn, include_str!("sql/commit.sql")) {
         // Make sure no transaction stays open either way.
         if !conn.is_autocommit() {
-            let _ = conn.execute_batch(include_str!("sql/rollback.sql"));
+            let _ = execute(conn, include_str!("sql/rollback.sql"));
         }
         if is_disk_full(&error) {
             // SQLITE_FULL: a write of the log or the database found no space, before the
@@ -394,7 +513,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_still_arriving_join_a_batch_smaller_than_the_last() {
         let workers = workers(Duration::from_secs(30));
-        // A batch of three: queued behind a write that holds the writer.
+        // A batch of three: the write that holds the writer, and the two that queue up behind
+        // it, taken into its transaction once it returns.
         let (release, held) = mpsc::channel::<()>();
         let holding = {
             let workers = workers.clone();
@@ -409,7 +529,7 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let queued: Vec<_> = (1..=3)
+        let queued: Vec<_> = (1..=2)
             .map(|x| {
                 let workers = workers.clone();
                 tokio::spawn(async move { insert(&workers, x).await.map(drop) })
@@ -452,5 +572,94 @@ mod tests {
         for x in 0..20 {
             insert(&workers, x).await.unwrap().unwrap();
         }
+    }
+
+    #[test]
+    fn a_batch_is_settled_even_when_its_first_callers_runtime_is_gone() {
+        let workers = workers(Duration::from_millis(1));
+        let waiting = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        // The batch's first write comes from a runtime that shuts down while the writer runs
+        // it; the second, from another runtime, joins its batch.
+        let (release, held) = mpsc::channel::<()>();
+        let (started, running) = mpsc::channel::<()>();
+        let first = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        first.spawn({
+            let workers = workers.clone();
+            async move {
+                let _ = workers
+                    .write(move |_| {
+                        started.send(()).unwrap();
+                        held.recv().unwrap();
+                        Ok(Ok::<(), ()>(()))
+                    })
+                    .await;
+            }
+        });
+        running.recv().unwrap();
+        first.shutdown_background();
+        let second = waiting.spawn({
+            let workers = workers.clone();
+            async move { insert(&workers, 1).await }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        release.send(()).unwrap();
+        let outcome = waiting.block_on(second).unwrap();
+        assert!(
+            matches!(outcome, Ok(Ok(()))),
+            "the second write committed and hears it: {outcome:?}"
+        );
+    }
+
+    #[test]
+    fn a_batch_led_by_a_current_thread_runtime_is_settled_without_it() {
+        let workers = workers(Duration::from_millis(1));
+        let waiting = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        // The batch's first write comes from a current-thread runtime that nobody drives once
+        // the write is queued; the second, from another runtime, joins its batch.
+        let (release, held) = mpsc::channel::<()>();
+        let (started, running) = mpsc::channel::<()>();
+        let idle = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        idle.block_on(async {
+            tokio::spawn({
+                let workers = workers.clone();
+                async move {
+                    let _ = workers
+                        .write(move |_| {
+                            started.send(()).unwrap();
+                            held.recv().unwrap();
+                            Ok(Ok::<(), ()>(()))
+                        })
+                        .await;
+                }
+            });
+            while running.try_recv().is_err() {
+                tokio::task::yield_now().await;
+            }
+        });
+        let second = waiting.spawn({
+            let workers = workers.clone();
+            async move { insert(&workers, 1).await }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        release.send(()).unwrap();
+        // A bound on a hang, not on speed: settled on the idle runtime, it would never come.
+        let outcome = waiting
+            .block_on(async { tokio::time::timeout(Duration::from_secs(30), second).await })
+            .expect("the second write's outcome arrives")
+            .unwrap();
+        assert!(matches!(outcome, Ok(Ok(()))), "{outcome:?}");
+        drop(idle);
     }
 }
