@@ -330,6 +330,19 @@ fn draw(folded: &str, svg: &Path, title: &str, subtitle: &str) -> Result {
         .map_err(failed)
 }
 
+/// The settings of the bench's own (`SWITCHYARD_BENCH_PHASE` and the like) among `vars`, as
+/// they would be written before a command, so a recording of one path says which path it was.
+fn bench_settings(vars: impl Iterator<Item = (String, String)>) -> String {
+    let mut settings: Vec<String> = vars
+        .filter(|(name, _)| {
+            name.starts_with("SWITCHYARD_BENCH_") && name != "SWITCHYARD_BENCH_QUICK"
+        })
+        .map(|(name, value)| format!("{name}={value} "))
+        .collect();
+    settings.sort();
+    settings.concat()
+}
+
 /// What a recording was, for the text's heading and the graph's subtitle.
 struct Context {
     bench: String,
@@ -369,12 +382,13 @@ impl Context {
         let mut date = Command::new("date");
         date.args(["-u", "+%Y-%m-%d %H:%M UTC"]);
         let mut command = format!(
-            "{}perf record -e {event} -F {FREQUENCY} --call-graph fp -- {} --bench",
+            "{}{}perf record -e {event} -F {FREQUENCY} --call-graph fp -- {} --bench",
             if profile.full {
                 ""
             } else {
                 "SWITCHYARD_BENCH_QUICK=1 "
             },
+            bench_settings(std::env::vars()),
             bench.name
         );
         for arg in &profile.bench_args {
@@ -458,5 +472,20 @@ not json
             Some(PathBuf::from("/t/release/deps/local_dispatch-2"))
         );
         assert_eq!(executable(messages, "missing"), None);
+    }
+
+    #[test]
+    fn a_recording_names_the_bench_settings_it_ran_with() {
+        let vars = [
+            ("SWITCHYARD_BENCH_PHASE_SECONDS", "10"),
+            ("PATH", "/bin"),
+            ("SWITCHYARD_BENCH_QUICK", "1"),
+            ("SWITCHYARD_BENCH_PHASE", "burst"),
+        ]
+        .map(|(name, value)| (name.to_owned(), value.to_owned()));
+        assert_eq!(
+            bench_settings(vars.into_iter()),
+            "SWITCHYARD_BENCH_PHASE=burst SWITCHYARD_BENCH_PHASE_SECONDS=10 "
+        );
     }
 }
