@@ -48,15 +48,16 @@ enum IdGeneration {
 /// Turns commands of aggregate `A` into router services.
 ///
 /// Each method returns a handler for [`Router::service`](switchyard_messaging::Router::service):
-/// it finds the aggregate id, sends the command to the aggregate's task and answers
+/// it finds the aggregate id, runs the command on the aggregate (on the caller's task, under
+/// the aggregate's lock) and answers
 /// `Created { id, version }` for a new aggregate, `OkAt { payload, version }` for an existing one,
 /// or the typed `NotFound`, `AlreadyExists`, `Conflict`, `MissingId`, and `ValidationError` for
 /// an id that breaks the rule every store shares (see [`names`](crate::names)), before any store
 /// is asked. Builder methods return a
 /// changed copy, so settings can differ per service.
 ///
-/// Three layers serve an aggregate: a [`Repo`] persists it, an [`AggregateRuntime`] keeps one
-/// task per live aggregate, and the handler makes services of commands.
+/// Three layers serve an aggregate: a [`Repo`] persists it, an [`AggregateRuntime`] keeps the
+/// live aggregates and runs their commands, and the handler makes services of commands.
 /// [`MessageHandler::event_sourced`] and [`MessageHandler::state_based`] build all three with
 /// default settings in one call; [`MessageHandler::new`] takes a repo (snapshots, page size), a
 /// [`RuntimeBuilder`](crate::RuntimeBuilder) (idle timeout, unload rules, retries) or a runtime

@@ -40,8 +40,8 @@ pub enum DeleteMode {
     /// Hidden: the stream reads as not found, its versions are never reused, and creating it
     /// anew (`NoStream`) is a conflict. Appending with `Any` or the last version continues it,
     /// so a writer still holding the aggregate from before the delete can revive it: the
-    /// runtime deletes through the aggregate's task, so none of its own can, but another
-    /// runtime on the same store that has the aggregate loaded can.
+    /// runtime deletes under the aggregate's lock and unloads it, so none of its own can, but
+    /// another runtime on the same store that has the aggregate loaded can.
     Soft,
     /// Gone: its events are removed, also from the global order, and the stream may be created
     /// again from version 0.

@@ -130,8 +130,8 @@ async fn a_command_queued_behind_not_found_sees_an_aggregate_another_runtime_cre
         let node = this.node.clone();
         async move { node.dispatch(command("deposit", "n-1", 2)).await }
     });
-    // On this one-thread runtime, the second dispatch reaches the task's mailbox while this
-    // test yields (the task is held, so it cannot answer before the release).
+    // On this one-thread runtime, the second dispatch starts waiting for the aggregate while
+    // this test yields (the first holds it, so it cannot answer before the release).
     for _ in 0..100 {
         tokio::task::yield_now().await;
     }

@@ -79,7 +79,7 @@ async fn a_delete_queued_behind_a_failing_load_still_deletes() {
     let node = bank.node.clone();
     let deposit = tokio::spawn(async move { node.dispatch(command("deposit", "bad", 1)).await });
     faulty.loads.until_waiting(1).await;
-    // The aggregate's task is loading; the delete queues behind the deposit.
+    // The deposit holds the aggregate while it loads; the delete waits behind it.
     let runtime = bank.accounts.runtime();
     let mut delete = std::pin::pin!(runtime.delete("bad", DeleteMode::Hard, ExpectedVersion::Any));
     assert!(poll_once(&mut delete).await.is_pending());
@@ -99,7 +99,7 @@ async fn a_delete_queued_behind_a_failing_load_still_deletes() {
 }
 
 #[tokio::test]
-async fn a_delete_leaves_no_task_with_the_former_state_to_continue_the_stream() {
+async fn a_delete_leaves_no_cached_state_to_continue_the_stream() {
     use switchyard_aggregates::store::{DeleteMode, EventReader as _};
     let (faulty, bank) = faulty_bank();
     let runtime = bank.accounts.runtime();
@@ -129,7 +129,7 @@ async fn a_delete_leaves_no_task_with_the_former_state_to_continue_the_stream() 
         during.response()
     );
 
-    // No task kept the state from before the delete: a deposit must not continue the
+    // Nothing kept the state from before the delete: a deposit must not continue the
     // soft-deleted stream at its last version.
     let after = bank.node.dispatch(command("deposit", "z", 1)).await;
     assert_eq!(
