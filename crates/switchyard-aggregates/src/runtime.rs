@@ -258,6 +258,10 @@ impl<A: Aggregate> AggregateRuntime<A> {
         message: Message,
         options: &CommandOptions,
     ) -> Message {
+        // The lock of an aggregate unloaded while this command waited for it, kept until the
+        // command holds the lock of its next load: the commands that waited behind this one
+        // stay behind it.
+        let mut retired = None;
         loop {
             if self.inner.closed.load(Ordering::Acquire) {
                 return message.return_with(shut_down::<A>());
@@ -267,8 +271,9 @@ impl<A: Aggregate> AggregateRuntime<A> {
                 Ok(held) => held,
                 Err(refusal) => return message.return_with(refusal),
             };
+            drop(retired.take());
             if held.retired {
-                // Unloaded while this command waited for it: look it up again.
+                retired = Some(held);
                 continue;
             }
             let scheduled = held.schedule.scheduled();
