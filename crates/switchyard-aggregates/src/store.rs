@@ -10,6 +10,7 @@ mod error;
 mod memory;
 mod shared;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -64,8 +65,10 @@ pub struct EventMetadata {
 /// An event to append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewEvent {
-    /// The event's type name.
-    pub event_type: String,
+    /// The event's type name: borrowed for the `&'static str` names of
+    /// [`Aggregate::event_type`](crate::Aggregate::event_type), so the runtime's appends
+    /// allocate none; owned for a name made at run time (`format!(..).into()`).
+    pub event_type: Cow<'static, str>,
     /// The event's schema version.
     pub schema_version: u32,
     /// The encoded event.
