@@ -35,7 +35,7 @@ use crate::{Aggregate, AggregateState, Repo, RepoError};
 
 fn event(tag: &str) -> NewEvent {
     NewEvent {
-        event_type: format!("type-{tag}"),
+        event_type: format!("type-{tag}").into(),
         schema_version: 1,
         data: format!("data-{tag}").into_bytes().into(),
     }
@@ -659,7 +659,7 @@ pub async fn the_longest_names_are_kept<S: EventStore + SnapshotStore + StateSto
         (MAX_STREAM_BYTES, MAX_ID_BYTES)
     );
     let new = NewEvent {
-        event_type: event_type.clone(),
+        event_type: event_type.clone().into(),
         schema_version: 1,
         data: vec![1].into(),
     };

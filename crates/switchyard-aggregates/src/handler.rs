@@ -18,6 +18,13 @@ type Extractor = Arc<dyn Fn(&Message) -> Option<String> + Send + Sync>;
 /// The future of a command service: the message, answered.
 pub type CommandFuture = std::pin::Pin<Box<dyn Future<Output = Message> + Send>>;
 
+/// One command service: the handler's settings, the command and how it addresses its aggregate.
+struct Service<A: Aggregate> {
+    handler: MessageHandler<A>,
+    kind: Kind,
+    command: Box<dyn Command<A>>,
+}
+
 /// Where a command's aggregate id comes from. `aggregate_meta.id` set by the caller always wins.
 #[derive(Clone)]
 enum IdSource {
@@ -41,15 +48,16 @@ enum IdGeneration {
 /// Turns commands of aggregate `A` into router services.
 ///
 /// Each method returns a handler for [`Router::service`](switchyard_messaging::Router::service):
-/// it finds the aggregate id, sends the command to the aggregate's task and answers
+/// it finds the aggregate id, runs the command on the aggregate (on the caller's task, under
+/// the aggregate's lock) and answers
 /// `Created { id, version }` for a new aggregate, `OkAt { payload, version }` for an existing one,
 /// or the typed `NotFound`, `AlreadyExists`, `Conflict`, `MissingId`, and `ValidationError` for
 /// an id that breaks the rule every store shares (see [`names`](crate::names)), before any store
 /// is asked. Builder methods return a
 /// changed copy, so settings can differ per service.
 ///
-/// Three layers serve an aggregate: a [`Repo`] persists it, an [`AggregateRuntime`] keeps one
-/// task per live aggregate, and the handler makes services of commands.
+/// Three layers serve an aggregate: a [`Repo`] persists it, an [`AggregateRuntime`] keeps the
+/// live aggregates and runs their commands, and the handler makes services of commands.
 /// [`MessageHandler::event_sourced`] and [`MessageHandler::state_based`] build all three with
 /// default settings in one call; [`MessageHandler::new`] takes a repo (snapshots, page size), a
 /// [`RuntimeBuilder`](crate::RuntimeBuilder) (idle timeout, unload rules, retries) or a runtime
@@ -370,7 +378,7 @@ impl<A: Aggregate> MessageHandler<A> {
         &self,
         command: C,
     ) -> impl Fn(Message) -> CommandFuture + Clone + Send + Sync + 'static {
-        self.service(Kind::New, Arc::new(command))
+        self.service(Kind::New, Box::new(command))
     }
 
     /// A service for an existing aggregate: `NotFound` when its stream does not exist.
@@ -378,7 +386,7 @@ impl<A: Aggregate> MessageHandler<A> {
         &self,
         command: C,
     ) -> impl Fn(Message) -> CommandFuture + Clone + Send + Sync + 'static {
-        self.service(Kind::Existing, Arc::new(command))
+        self.service(Kind::Existing, Box::new(command))
     }
 
     /// A service that creates the aggregate when its stream does not exist, and otherwise runs
@@ -388,25 +396,31 @@ impl<A: Aggregate> MessageHandler<A> {
         &self,
         command: C,
     ) -> impl Fn(Message) -> CommandFuture + Clone + Send + Sync + 'static {
-        self.service(Kind::MaybeNew, Arc::new(command))
+        self.service(Kind::MaybeNew, Box::new(command))
     }
 
     fn service(
         &self,
         kind: Kind,
-        command: Arc<dyn Command<A>>,
+        command: Box<dyn Command<A>>,
     ) -> impl Fn(Message) -> CommandFuture + Clone + Send + Sync + 'static {
-        // Shared, so each call takes a reference rather than a copy of the settings (the id
-        // field's name among them).
-        let handler = Arc::new(self.clone());
+        // One shared service, so each call takes one reference rather than a copy of the
+        // settings (the id field's name among them) and of the command.
+        let service = Arc::new(Service {
+            handler: self.clone(),
+            kind,
+            command,
+        });
         move |message: Message| {
-            let handler = handler.clone();
-            let command = command.clone();
-            Box::pin(async move { handler.run(kind, command, message).await })
+            let service = service.clone();
+            Box::pin(async move {
+                let command = (service.kind, &*service.command);
+                service.handler.run(command, message).await
+            }) as CommandFuture
         }
     }
 
-    async fn run(&self, kind: Kind, command: Arc<dyn Command<A>>, mut message: Message) -> Message {
+    async fn run(&self, (kind, command): (Kind, &dyn Command<A>), mut message: Message) -> Message {
         // The id goes into the message, where the runtime reads it (an id the caller set is
         // there already, and is not copied).
         if message.aggregate_meta().id.is_none() {
@@ -432,7 +446,7 @@ impl<A: Aggregate> MessageHandler<A> {
             return message.return_with(response);
         }
         self.runtime
-            .execute(kind, command, message, self.options.clone())
+            .execute((kind, command), message, &self.options)
             .await
     }
 

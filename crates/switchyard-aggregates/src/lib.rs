@@ -1,12 +1,12 @@
 //! Aggregates and event sourcing on Switchyard: commands decide events, a store keeps them, and
-//! each live aggregate runs in its own task behind a router service.
+//! each live aggregate is served behind a router service, its commands run one at a time.
 //!
 //! An [`Aggregate`] folds its events into its state. Commands are plain functions of the state
 //! and the message that return [`Events`] or a rejection. A [`Repo`] loads and saves an aggregate
 //! type through an [`EventStore`](store::EventStore) (with snapshots) or a
-//! [`StateStore`](store::StateStore). An [`AggregateRuntime`] keeps one task per live aggregate,
-//! and a [`MessageHandler`] turns commands into router services with idempotency, optimistic
-//! concurrency and dry runs. [`MessageHandler::event_sourced`] (or
+//! [`StateStore`](store::StateStore). An [`AggregateRuntime`] keeps the live aggregates and runs
+//! each command on its caller's task under the aggregate's lock, and a [`MessageHandler`] turns
+//! commands into router services with idempotency, optimistic concurrency and dry runs. [`MessageHandler::event_sourced`] (or
 //! [`state_based`](MessageHandler::state_based)) builds the three with default settings in one
 //! call; [`MessageHandler::new`] takes a configured repo or runtime. Events recorded with an
 //! older [`EVENT_SCHEMA_VERSION`](Aggregate::EVENT_SCHEMA_VERSION) are brought up to date as

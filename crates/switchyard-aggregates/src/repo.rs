@@ -670,14 +670,14 @@ impl<A: Aggregate> Repo<A> {
             Backend::EventSourced { events: store, .. } => {
                 let mut encoded = Vec::with_capacity(events.len());
                 for event in events {
-                    let data = encode_event(event).map_err(|e| RepoError::Codec {
+                    let data = codec::encode_to_bytes(event).map_err(|e| RepoError::Codec {
                         stream: stream.to_owned(),
                         reason: format!("event does not encode: {}", ErrorChain(&e)),
                     })?;
                     let event_type = A::event_type(event);
                     names::check(NameKind::EventType, event_type)?;
                     encoded.push(NewEvent {
-                        event_type: event_type.to_owned(),
+                        event_type: event_type.into(),
                         schema_version: A::EVENT_SCHEMA_VERSION,
                         data,
                     });
@@ -894,31 +894,6 @@ impl<A: Aggregate> Repo<A> {
                 .map_err(|e| RepoError::from_append(e, expected_version)),
         }
     }
-}
-
-/// Encodes `event` into bytes of exactly its length, through a buffer kept per thread: one
-/// allocation (the bytes) instead of a buffer grown for the encoding and then shrunk or wrapped
-/// to become the bytes.
-fn encode_event<E: Serialize>(event: &E) -> Result<bytes::Bytes, codec::EncodeError> {
-    /// A buffer that grew past this is dropped after use rather than kept for the thread.
-    const KEPT: usize = 64 * 1024;
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|scratch| {
-        // Encoding runs no code of ours, so the buffer is never borrowed twice; were it, a
-        // buffer of its own does the same.
-        let Ok(mut scratch) = scratch.try_borrow_mut() else {
-            return codec::encode(event).map(bytes::Bytes::from);
-        };
-        scratch.clear();
-        codec::encode_into(event, &mut scratch)?;
-        let data = bytes::Bytes::copy_from_slice(&scratch);
-        if scratch.capacity() > KEPT {
-            *scratch = Vec::new();
-        }
-        Ok(data)
-    })
 }
 
 /// Checks the ids an append records against the rule every store shares.

@@ -1,17 +1,22 @@
-//! One task per live aggregate: commands to one aggregate run in order, different aggregates
-//! concurrently.
+//! The live aggregates: each command runs on its caller's task while it holds its aggregate's
+//! lock, so commands to one aggregate run in order, different aggregates concurrently.
 
-mod task;
+mod command;
+mod slot;
+mod watchdog;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use switchyard_messaging::{Message, Response};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+use self::command::Flow;
+use self::slot::{Guard, Slot, retire};
 
 use crate::repo::{Repo, RepoError};
 use crate::store::{DeleteMode, ExpectedVersion};
@@ -54,59 +59,6 @@ pub(crate) struct CommandOptions {
     pub(crate) refresh_before_read: bool,
 }
 
-pub(crate) struct Job<A: Aggregate> {
-    pub(crate) message: Message,
-    pub(crate) command: Arc<dyn Command<A>>,
-    pub(crate) kind: Kind,
-    pub(crate) options: CommandOptions,
-}
-
-impl<A: Aggregate> Job<A> {
-    /// The aggregate the command is for, as the handler set it in the message.
-    fn aggregate_id(&self) -> &str {
-        self.message
-            .aggregate_meta()
-            .id
-            .as_deref()
-            .unwrap_or_default()
-    }
-}
-
-/// The answer when the command's message was lost with a task that died before answering (or
-/// a panic before handling began): a message of its own carrying `response`.
-fn lost(response: Response) -> Message {
-    Message::new("aggregate").return_with(response)
-}
-
-pub(crate) enum Outcome<A: Aggregate> {
-    Done(Message),
-    /// The task ended before running the job: submit it again (to a fresh task).
-    Retry(Job<A>),
-    /// Handling the job panicked before it began, losing the message; the task ended. The
-    /// error text to answer with.
-    Panicked(String),
-}
-
-/// The answer to a delete request.
-pub(crate) enum Deleted {
-    Done(Result<(), RepoError>),
-    /// The task ended before running the delete: submit it again (to a fresh task).
-    Retry,
-}
-
-pub(crate) enum Request<A: Aggregate> {
-    Command {
-        job: Job<A>,
-        reply: oneshot::Sender<Outcome<A>>,
-    },
-    Unload(oneshot::Sender<()>),
-    Delete {
-        mode: DeleteMode,
-        expected: ExpectedVersion,
-        reply: oneshot::Sender<Deleted>,
-    },
-}
-
 type UnloadOnEvent<A> = (
     Box<dyn Fn(&<A as Aggregate>::Event) -> bool + Send + Sync>,
     Duration,
@@ -122,32 +74,32 @@ struct Config<A: Aggregate> {
     idempotency_lookup: bool,
 }
 
-pub(crate) struct Live<A: Aggregate> {
-    sender: mpsc::Sender<Request<A>>,
-    generation: u64,
-}
-
-/// What aggregate tasks share with the runtime.
+/// What the runtime's handles share.
 pub(crate) struct Inner<A: Aggregate> {
     repo: Repo<A>,
     config: Config<A>,
-    generations: AtomicU64,
-    running: AtomicUsize,
-    drained: Notify,
     closed: AtomicBool,
 }
 
-/// The live aggregates' mailboxes. Only runtime handles own it (tasks hold a `Weak`), so when
-/// the last handle is dropped the mailboxes close and every task ends.
-pub(crate) type Registry<A> = DashMap<String, Live<A>, foldhash::fast::RandomState>;
+/// The live aggregates, by id. Only runtime handles own it (watchdogs hold a `Weak`), so when
+/// the last handle is dropped every aggregate's state goes with it.
+pub(crate) type Registry<A> = DashMap<String, Slot<A>, foldhash::fast::RandomState>;
 
 /// The live aggregates of type `A` on this node (x3m's `LocalAggregates` and their supervision).
 ///
-/// The first command for an id starts a task that loads the aggregate through the [`Repo`];
-/// later commands find it in a concurrent registry and queue in its mailbox. A command that
-/// panics, or a store that fails, ends only that aggregate's task: the caller gets
-/// `Response::Error`, the registry forgets the task, and the next command reloads from the store.
-/// Several runtimes (of one or more types) can share a process. Cheap to clone.
+/// A command runs on its caller's task (the dispatch's), holding its aggregate's lock from the
+/// load to the apply, as cqrs-es runs commands, while the aggregate's state, its window of
+/// processed message ids and its version stay cached between commands. The first command for
+/// an id loads the aggregate through the [`Repo`]; later commands find it in a concurrent
+/// registry, and wait for its lock in the order they came when another command holds it. A
+/// command that panics, or a store that fails, unloads only that aggregate: the caller gets
+/// `Response::Error`, the registry forgets it, and the next command reloads from the store. A
+/// command cut short (its caller's future dropped, at a dispatch deadline say) leaves no state
+/// cached either: the next command reloads, as the append may or may not have been stored.
+/// No task is spawned for commands; a runtime with an idle timeout or unload rules runs one
+/// small timer task per live aggregate, and a due snapshot is saved by a task of its own after
+/// the caller was answered. Several runtimes (of one or more types) can share a process. Cheap
+/// to clone.
 pub struct AggregateRuntime<A: Aggregate> {
     inner: Arc<Inner<A>>,
     live: Arc<Registry<A>>,
@@ -179,8 +131,9 @@ pub struct RuntimeBuilder<A: Aggregate> {
 }
 
 impl<A: Aggregate> RuntimeBuilder<A> {
-    /// How many commands may wait for one aggregate (default 4,096); beyond that a command is
-    /// answered `Response::Error` at once rather than queued without bound.
+    /// How many commands may wait for one aggregate while another command holds it (default
+    /// 4,096); beyond that a command is answered `Response::Error` at once rather than queued
+    /// without bound.
     pub fn mailbox(mut self, capacity: usize) -> Self {
         self.config.mailbox = capacity.max(1);
         self
@@ -240,9 +193,6 @@ impl<A: Aggregate> RuntimeBuilder<A> {
             inner: Arc::new(Inner {
                 repo: self.repo,
                 config: self.config,
-                generations: AtomicU64::new(0),
-                running: AtomicUsize::new(0),
-                drained: Notify::new(),
                 closed: AtomicBool::new(false),
             }),
             live: Arc::new(DashMap::default()),
@@ -300,140 +250,165 @@ impl<A: Aggregate> AggregateRuntime<A> {
         self.live.contains_key(id)
     }
 
-    /// Runs `command` on the aggregate `message` names in its `aggregate_meta.id`.
+    /// Runs `command` on the aggregate `message` names in its `aggregate_meta.id`, on the
+    /// caller's task.
     pub(crate) async fn execute(
         &self,
-        kind: Kind,
-        command: Arc<dyn Command<A>>,
+        command: (Kind, &dyn Command<A>),
         message: Message,
-        options: CommandOptions,
+        options: &CommandOptions,
     ) -> Message {
-        // The message travels with the command and comes back answered, also when handling
-        // it panics; only a task that dies without answering (its runtime dropped) loses it.
-        let mut job = Job {
-            message,
-            command,
-            kind,
-            options,
-        };
+        // The lock of an aggregate unloaded while this command waited for it, kept until the
+        // command holds the lock of its next load: the commands that waited behind this one
+        // stay behind it.
+        let mut retired = None;
         loop {
             if self.inner.closed.load(Ordering::Acquire) {
-                let response = Response::error(format!("the {} runtime is shut down", A::NAME));
-                return job.message.return_with(response);
+                return message.return_with(shut_down::<A>());
             }
-            let (reply, answer) = oneshot::channel();
-            // No sender is held while waiting: that would keep the task's mailbox open after
-            // shutdown dropped the registry's.
-            let sent = match self.live.get(job.aggregate_id()) {
-                // The usual case, a loaded aggregate: its mailbox is used under the registry's
-                // read lock rather than through a clone of its sender, which would cost two
-                // atomic read-modify-writes on the mailbox's shared counters per command.
-                Some(live) => live.sender.try_send(Request::Command { job, reply }),
-                None => match self.sender_for(job.aggregate_id()) {
-                    Some(sender) => sender.try_send(Request::Command { job, reply }),
-                    None => {
-                        let response =
-                            Response::error(format!("the {} runtime is shut down", A::NAME));
-                        return job.message.return_with(response);
-                    }
-                },
+            let id = message.aggregate_meta().id.as_deref().unwrap_or_default();
+            let mut held = match self.acquire(id).await {
+                Ok(held) => held,
+                Err(refusal) => return message.return_with(refusal),
             };
-            if let Err(error) = sent {
-                let full = matches!(error, mpsc::error::TrySendError::Full(_));
-                let Request::Command { job: returned, .. } = error.into_inner() else {
-                    // try_send hands back what it was given, and that was a command.
-                    return lost(Response::error("command lost in the mailbox"));
-                };
-                if full {
-                    let response = Response::error(format!(
-                        "aggregate {}-{} is overloaded: {} commands are waiting",
-                        A::NAME,
-                        returned.aggregate_id(),
-                        self.inner.config.mailbox
-                    ));
-                    return returned.message.return_with(response);
-                }
-                // The task ended between the look-up and the send; start a fresh one.
-                job = returned;
+            drop(retired.take());
+            if held.retired {
+                retired = Some(held);
                 continue;
             }
-            match answer.await {
-                Ok(Outcome::Done(reply)) => return reply,
-                Ok(Outcome::Retry(returned)) => job = returned,
-                Ok(Outcome::Panicked(reason)) => return lost(Response::error(reason)),
-                Err(_) => {
-                    return lost(Response::error(format!(
-                        "an aggregate {} task failed while running the command; the aggregate \
-                         will be reloaded from the store on the next command",
-                        A::NAME
-                    )));
+            let scheduled = held.schedule.scheduled();
+            let ran = command::run(&self.inner, &mut held, command, message, options).await;
+            match ran.flow {
+                Flow::End(reason) => retire(&self.live, &mut held, reason),
+                Flow::Continue => {
+                    self.keep_watch(&mut held, scheduled);
+                    if let Some(before) = ran.snapshot {
+                        self.snapshot_if_due(held, before, options.commit_timeout);
+                    }
                 }
             }
+            return ran.message;
         }
     }
 
-    /// The mailbox of aggregate `id`, starting its task if it is not loaded; `None` once the
+    /// Aggregate `id`'s lock, once the commands that came before have let it go; `Err` with the
+    /// answer to give when too many wait for it already, or the runtime is shut down.
+    async fn acquire(&self, id: &str) -> Result<Guard<A>, Response> {
+        let slot = match self.live.get(id) {
+            // The usual case, a loaded aggregate no command holds: its lock is taken under the
+            // registry's read lock, without a copy of the slot.
+            Some(slot) => match slot.lock.clone().try_lock_owned() {
+                Ok(held) => return Ok(held),
+                Err(_) => slot.clone(),
+            },
+            None => self.slot_for(id).ok_or_else(shut_down::<A>)?,
+        };
+        if let Ok(held) = slot.lock.clone().try_lock_owned() {
+            return Ok(held);
+        }
+        let mailbox = self.inner.config.mailbox;
+        let Some(_waiting) = slot.wait(mailbox) else {
+            return Err(Response::error(format!(
+                "aggregate {}-{id} is overloaded: {mailbox} commands are waiting",
+                A::NAME,
+            )));
+        };
+        Ok(slot.lock.clone().lock_owned().await)
+    }
+
+    /// Aggregate `id`'s slot, registered (not loaded yet) if it is not live; `None` once the
     /// runtime is shut down.
-    fn sender_for(&self, id: &str) -> Option<mpsc::Sender<Request<A>>> {
+    fn slot_for(&self, id: &str) -> Option<Slot<A>> {
         if self.inner.closed.load(Ordering::Acquire) {
             return None;
         }
-        if let Some(live) = self.live.get(id) {
-            return Some(live.sender.clone());
-        }
         match self.live.entry(id.to_owned()) {
-            Entry::Occupied(live) => Some(live.get().sender.clone()),
+            Entry::Occupied(live) => Some(live.get().clone()),
             Entry::Vacant(vacant) => {
                 // Checked again under the registry's lock: `shutdown` sets `closed` before it
-                // empties the registry, so either it sees the task registered here and drops its
-                // mailbox, or this sees `closed` and starts nothing. The task is counted before
-                // the lock is released, so `shutdown` waits for it too.
+                // goes through the registry, so either it finds the slot registered here and
+                // unloads it, or this sees `closed` and registers nothing.
                 if self.inner.closed.load(Ordering::Acquire) {
                     return None;
                 }
-                let (sender, receiver) = mpsc::channel(self.inner.config.mailbox);
-                let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed);
-                self.inner.running.fetch_add(1, Ordering::AcqRel);
-                vacant.insert(Live {
-                    sender: sender.clone(),
-                    generation,
-                });
                 tracing::debug!(name: "new_aggr_spawned", aggregate = A::NAME, id);
-                tokio::spawn(task::run(
-                    self.inner.clone(),
-                    Arc::downgrade(&self.live),
-                    id.to_owned(),
-                    generation,
-                    receiver,
-                ));
-                Some(sender)
+                let slot = Slot::new(id.to_owned(), self.inner.repo.stream_name(id));
+                vacant.insert(slot.clone());
+                Some(slot)
             }
         }
     }
 
-    /// Unloads aggregate `id` once the commands queued before this call have run. Returns
-    /// whether it was loaded.
-    pub async fn unload(&self, id: &str) -> bool {
-        let Some(sender) = self.live.get(id).map(|l| l.sender.clone()) else {
-            return false;
-        };
-        let (ack, done) = oneshot::channel();
-        if sender.send(Request::Unload(ack)).await.is_err() {
-            return false;
+    /// After a command that kept the aggregate loaded: notes the time for the idle timeout and
+    /// starts the aggregate's watchdog, or wakes it when the command moved a scheduled unload
+    /// (`scheduled`: the schedule before the command). Nothing for a runtime without an idle
+    /// timeout or unload rules.
+    fn keep_watch(&self, held: &mut Guard<A>, scheduled: (Option<Instant>, Option<Instant>)) {
+        let config = &self.inner.config;
+        if config.idle_timeout.is_none()
+            && config.unload_on_event.is_empty()
+            && config.unload_on_state.is_none()
+        {
+            return;
         }
-        done.await.is_ok()
+        if config.idle_timeout.is_some() {
+            held.schedule.last_command = Some(Instant::now());
+        }
+        if held.watchdog.is_none() {
+            let watchdog = watchdog::start(
+                Arc::downgrade(&self.live),
+                Guard::mutex(held),
+                held.schedule.moved.clone(),
+                config.idle_timeout,
+            );
+            held.watchdog = Some(watchdog);
+        } else if held.schedule.scheduled() != scheduled {
+            held.schedule.moved.notify_one();
+        }
     }
 
-    /// Deletes aggregate `id`'s stream and unloads it, after the commands queued before this
-    /// call; commands sent after it run on a fresh load (and find no aggregate, unless one was
-    /// created since).
+    /// Saves a snapshot of the aggregate `held` guards if one is due since version `before`: in
+    /// a task of its own, which keeps the lock until it is done (the next command waits for it,
+    /// as it would for a command), so the caller is answered first.
+    fn snapshot_if_due(&self, held: Guard<A>, before: i64, timeout: Duration) {
+        let due = held
+            .state
+            .as_ref()
+            .is_some_and(|state| self.inner.repo.snapshot_due(before, state.version));
+        if !due {
+            // No task, timer nor clock read for the usual command, which takes no snapshot.
+            return;
+        }
+        let runtime = self.inner.clone();
+        tokio::spawn(async move {
+            command::snapshot_if_due(&runtime, &held, before, timeout).await;
+        });
+    }
+
+    /// Unloads aggregate `id` once the commands waiting for it before this call have run.
+    /// Returns whether it was loaded.
+    pub async fn unload(&self, id: &str) -> bool {
+        let Some(lock) = self.live.get(id).map(|slot| slot.lock.clone()) else {
+            return false;
+        };
+        let mut held = lock.lock_owned().await;
+        if held.retired {
+            return false;
+        }
+        retire(&self.live, &mut held, "requested");
+        true
+    }
+
+    /// Deletes aggregate `id`'s stream and unloads it, after the commands waiting for it
+    /// before this call; commands sent after it run on a fresh load (and find no aggregate,
+    /// unless one was created since).
     ///
-    /// The delete goes through the aggregate's task, started for it when the aggregate is not
-    /// loaded (it then deletes without loading), so it never runs beside a command: no task of
-    /// this runtime keeps the state from before the delete, which could otherwise continue a
-    /// soft-deleted stream at its last version. (An aggregate loaded by another runtime on the
-    /// same store can still do so; see [`DeleteMode::Soft`].) Once the runtime is shut down, the
-    /// stream is deleted directly.
+    /// The delete holds the aggregate's lock, taken for it when the aggregate is not loaded (it
+    /// then deletes without loading), so it never runs beside a command of this runtime, and
+    /// nothing keeps the state from before the delete, which could otherwise continue a
+    /// soft-deleted stream at its last version (also when the delete is cut short). (An
+    /// aggregate loaded by another runtime on the same store can still do so; see
+    /// [`DeleteMode::Soft`].) Once the runtime is shut down, the stream is deleted directly.
     ///
     /// # Errors
     ///
@@ -444,50 +419,41 @@ impl<A: Aggregate> AggregateRuntime<A> {
         mode: DeleteMode,
         expected: ExpectedVersion,
     ) -> Result<(), RepoError> {
-        // A bad id is refused before it names a task.
+        // A bad id is refused before it names a slot.
         self.inner.repo.check_id(id)?;
         loop {
-            let Some(sender) = self.sender_for(id) else {
+            let Some(slot) = self.slot_for(id) else {
                 return self.inner.repo.delete(id, mode, expected).await;
             };
-            let (reply, done) = oneshot::channel();
-            let request = Request::Delete {
-                mode,
-                expected,
-                reply,
-            };
-            let sent = sender.send(request).await;
-            drop(sender);
-            if sent.is_err() {
-                // The task ended between the look-up and the send; start a fresh one.
+            let mut held = slot.lock.lock_owned().await;
+            if held.retired {
                 continue;
             }
-            match done.await {
-                Ok(Deleted::Done(result)) => return result,
-                Ok(Deleted::Retry) => {}
-                // The task died without answering (a panicking store): delete directly.
-                Err(_) => return self.inner.repo.delete(id, mode, expected).await,
-            }
+            held.state = None;
+            let deleted = self.inner.repo.delete(id, mode, expected).await;
+            retire(&self.live, &mut held, "deleted");
+            return deleted;
         }
     }
 
-    /// Stops taking commands, lets every loaded aggregate finish the commands already queued,
-    /// and returns once all their tasks have ended.
+    /// Stops taking commands, lets the commands already waiting for a loaded aggregate finish,
+    /// and returns once they have, and every snapshot under way with them; every aggregate is
+    /// unloaded.
     pub async fn shutdown(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        // Dropping the registry's senders ends each task once its mailbox is empty.
-        let ids: Vec<String> = self.live.iter().map(|e| e.key().clone()).collect();
-        for id in ids {
-            self.live.remove(&id);
-        }
-        loop {
-            let drained = self.inner.drained.notified();
-            if self.inner.running.load(Ordering::Acquire) == 0 {
-                return;
+        let slots: Vec<Slot<A>> = self.live.iter().map(|live| live.value().clone()).collect();
+        for slot in slots {
+            let mut held = slot.lock.lock_owned().await;
+            if !held.retired {
+                retire(&self.live, &mut held, "closed");
             }
-            drained.await;
         }
     }
+}
+
+/// The answer to a command once the runtime is shut down.
+fn shut_down<A: Aggregate>() -> Response {
+    Response::error(format!("the {} runtime is shut down", A::NAME))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod error;
 mod memory;
 mod shared;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -40,8 +41,8 @@ pub enum DeleteMode {
     /// Hidden: the stream reads as not found, its versions are never reused, and creating it
     /// anew (`NoStream`) is a conflict. Appending with `Any` or the last version continues it,
     /// so a writer still holding the aggregate from before the delete can revive it: the
-    /// runtime deletes through the aggregate's task, so none of its own can, but another
-    /// runtime on the same store that has the aggregate loaded can.
+    /// runtime deletes under the aggregate's lock and unloads it, so none of its own can, but
+    /// another runtime on the same store that has the aggregate loaded can.
     Soft,
     /// Gone: its events are removed, also from the global order, and the stream may be created
     /// again from version 0.
@@ -64,8 +65,10 @@ pub struct EventMetadata {
 /// An event to append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewEvent {
-    /// The event's type name.
-    pub event_type: String,
+    /// The event's type name: borrowed for the `&'static str` names of
+    /// [`Aggregate::event_type`](crate::Aggregate::event_type), so the runtime's appends
+    /// allocate none; owned for a name made at run time (`format!(..).into()`).
+    pub event_type: Cow<'static, str>,
     /// The event's schema version.
     pub schema_version: u32,
     /// The encoded event.

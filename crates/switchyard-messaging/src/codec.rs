@@ -21,6 +21,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -51,6 +52,36 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> 
     let mut out = Vec::with_capacity(64);
     encode_into(value, &mut out)?;
     Ok(out)
+}
+
+/// [`encode`] into [`Bytes`] of exactly the encoding's length: one allocation per value,
+/// where a `Vec` turned into `Bytes` makes two (`Bytes` made from a `Vec` with room to spare
+/// allocates a header of its own). The value is encoded into a buffer kept per thread, then
+/// copied out.
+///
+/// # Errors
+///
+/// As [`encode`].
+pub fn encode_to_bytes<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, EncodeError> {
+    /// A buffer that grew past this is dropped after use rather than kept for the thread.
+    const KEPT: usize = 64 * 1024;
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        // A `Serialize` implementation that encodes a value itself finds the buffer borrowed:
+        // a buffer of its own does the same.
+        let Ok(mut scratch) = scratch.try_borrow_mut() else {
+            return encode(value).map(|encoded| Bytes::copy_from_slice(&encoded));
+        };
+        scratch.clear();
+        encode_into(value, &mut scratch)?;
+        let encoded = Bytes::copy_from_slice(&scratch);
+        if scratch.capacity() > KEPT {
+            *scratch = Vec::new();
+        }
+        Ok(encoded)
+    })
 }
 
 /// Appends the encoding of `value`, version byte first, to `out`.
@@ -323,5 +354,47 @@ mod tests {
         let mut out = vec![1, 2, 3];
         assert!(encode_into(&Unsized, &mut out).is_err());
         assert_eq!(out, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn bytes_hold_the_same_encoding_at_its_exact_length() {
+        let value = ("greet", 42_u32, vec![1_u8; 300]);
+        let bytes = encode_to_bytes(&value).unwrap();
+        assert_eq!(&bytes[..], &encode(&value).unwrap()[..]);
+        let again = encode_to_bytes(&7_u8).unwrap();
+        assert_eq!(
+            &again[..],
+            &[FORMAT_VERSION, 7],
+            "nothing of the longer value is left"
+        );
+    }
+
+    #[test]
+    fn a_value_that_encodes_a_value_while_it_is_encoded_gets_both_right() {
+        struct Nested;
+        impl Serialize for Nested {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let inner = encode_to_bytes(&5_u8).map_err(serde::ser::Error::custom)?;
+                s.serialize_bytes(&inner)
+            }
+        }
+        let bytes = encode_to_bytes(&Nested).unwrap();
+        let inner: Vec<u8> = decode(&bytes).unwrap();
+        assert_eq!(inner, vec![FORMAT_VERSION, 5]);
+    }
+
+    #[test]
+    fn a_value_that_fails_to_encode_is_an_error_and_leaves_the_next_encoding_whole() {
+        struct Unsized;
+        impl Serialize for Unsized {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeSeq;
+                let mut seq = s.serialize_seq(None)?;
+                seq.serialize_element(&1_u8)?;
+                seq.end()
+            }
+        }
+        assert!(encode_to_bytes(&Unsized).is_err());
+        assert_eq!(&encode_to_bytes(&9_u8).unwrap()[..], &[FORMAT_VERSION, 9]);
     }
 }

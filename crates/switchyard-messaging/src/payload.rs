@@ -59,10 +59,11 @@ impl Payload {
     ///
     /// [`PayloadError::Encode`] when the value cannot be encoded (see [`codec::encode`]).
     pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Self, PayloadError> {
-        let bytes = codec::encode(value).map_err(|source| PayloadError::Encode { source })?;
+        let bytes =
+            codec::encode_to_bytes(value).map_err(|source| PayloadError::Encode { source })?;
         Ok(Self {
             format: Format::Bincode,
-            bytes: bytes.into(),
+            bytes,
         })
     }
 

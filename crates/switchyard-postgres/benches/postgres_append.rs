@@ -165,7 +165,7 @@ async fn floor_append(
     events: &[NewEvent],
     metadata: &EventMetadata,
 ) {
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let types: Vec<&str> = events.iter().map(|e| &*e.event_type).collect();
     let schema_versions: Vec<i64> = events.iter().map(|e| i64::from(e.schema_version)).collect();
     let data: Vec<&[u8]> = events.iter().map(|e| e.data.as_ref()).collect();
     let user = serde_json::to_string(&metadata.user).unwrap();

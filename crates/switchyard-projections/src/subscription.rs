@@ -56,7 +56,7 @@ use self::filter::Filter;
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let store = MemoryStore::new();
-/// let event = |t: &str| NewEvent { event_type: t.into(), schema_version: 1, data: vec![].into() };
+/// let event = |t: &str| NewEvent { event_type: t.to_owned().into(), schema_version: 1, data: vec![].into() };
 /// store.append("account-1", ExpectedVersion::Any, vec![event("opened")], EventMetadata::default()).await?;
 /// store.append("order-1", ExpectedVersion::Any, vec![event("placed")], EventMetadata::default()).await?;
 ///

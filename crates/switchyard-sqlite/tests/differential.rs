@@ -66,7 +66,7 @@ async fn apply(store: &dyn EventStore, op: &Op, serial: usize) -> String {
         } => {
             let events = (0..count)
                 .map(|i| NewEvent {
-                    event_type: format!("t{i}"),
+                    event_type: format!("t{i}").into(),
                     schema_version: 1,
                     data: format!("{serial}-{i}").into_bytes().into(),
                 })

@@ -131,7 +131,7 @@ impl Stream {
     }
 
     /// `name` as an `Arc`, allocated the first time the stream records it.
-    fn event_type(&mut self, name: String) -> Arc<str> {
+    fn event_type(&mut self, name: &str) -> Arc<str> {
         if let Some(known) = self.event_types.iter().find(|known| ***known == *name) {
             return known.clone();
         }
@@ -427,7 +427,7 @@ impl MemoryStore {
         let metadata = Arc::new(metadata);
         target.events.reserve(events.len());
         for (offset, event) in (0..).zip(events) {
-            let event_type = target.event_type(event.event_type);
+            let event_type = target.event_type(&event.event_type);
             target.events.push(RecordedEvent {
                 stream: target.name.clone(),
                 version: first_version + offset,

@@ -130,8 +130,8 @@ async fn a_command_queued_behind_not_found_sees_an_aggregate_another_runtime_cre
         let node = this.node.clone();
         async move { node.dispatch(command("deposit", "n-1", 2)).await }
     });
-    // On this one-thread runtime, the second dispatch reaches the task's mailbox while this
-    // test yields (the task is held, so it cannot answer before the release).
+    // On this one-thread runtime, the second dispatch starts waiting for the aggregate while
+    // this test yields (the first holds it, so it cannot answer before the release).
     for _ in 0..100 {
         tokio::task::yield_now().await;
     }
@@ -231,4 +231,57 @@ async fn refresh_before_read_answers_from_the_store_event_sourced() {
 async fn refresh_before_read_answers_from_the_store_state_based() {
     let shared = shared_store(|store| MessageHandler::state_based(store.clone()));
     a_read_only_command_answers_fresh_state_only_with_the_refresh(shared).await;
+}
+
+#[tokio::test]
+async fn commands_waiting_for_an_aggregate_unloaded_before_them_run_in_the_order_they_came() {
+    let (faulty, bank) = crate::faulty::faulty_bank();
+    let runtime = bank.accounts.runtime().clone();
+    bank.node.dispatch(opening("queue")).await;
+    assert!(runtime.unload("queue").await);
+    // The first deposit loads the aggregate and holds it there; an unload and then forty
+    // deposits wait behind it, each in turn (this one-thread runtime runs each spawned call
+    // until it waits).
+    faulty.loads.hold();
+    let send = |amount: u64| {
+        let node = bank.node.clone();
+        tokio::spawn(async move { node.dispatch(command("deposit", "queue", amount)).await })
+    };
+    let first = send(1);
+    faulty.loads.until_waiting(1).await;
+    let unload = tokio::spawn({
+        let runtime = runtime.clone();
+        async move { runtime.unload("queue").await }
+    });
+    tokio::task::yield_now().await;
+    let mut behind = Vec::new();
+    for amount in 2..42 {
+        behind.push(send(amount));
+        tokio::task::yield_now().await;
+    }
+    faulty.loads.release();
+    assert_eq!(first.await.unwrap().response(), Some(&ok_at(1)));
+    assert!(
+        unload.await.unwrap(),
+        "it was unloaded between the first deposit and the rest"
+    );
+    for call in behind {
+        let reply = call.await.unwrap();
+        assert!(
+            matches!(reply.response(), Some(Response::OkAt { .. })),
+            "{reply:?}"
+        );
+    }
+    let amounts: Vec<u64> = runtime
+        .repo()
+        .events("queue")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|recorded| match recorded.event {
+            AccountEvent::Deposited(amount) => Some(amount),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(amounts, (1..42).collect::<Vec<u64>>(), "in the order sent");
 }

@@ -7,7 +7,7 @@ use switchyard_aggregates::repo::Repo;
 use switchyard_aggregates::store::ExpectedVersion;
 use switchyard_messaging::{Message, Response};
 
-use crate::faulty::Faulty;
+use crate::faulty::{Faulty, faulty_bank, poll_once};
 use crate::fixture::*;
 
 #[tokio::test]
@@ -30,13 +30,6 @@ async fn a_panicking_command_ends_only_its_aggregate() {
     assert!(!bank.accounts.runtime().is_live("p-1"));
     assert!(bank.accounts.runtime().is_live("p-2"));
     assert_eq!(balance_of(&bank, "p-1").await, 4, "reloaded from the store");
-}
-
-fn faulty_bank() -> (Faulty, Bank) {
-    let faulty = Faulty::default();
-    let runtime = AggregateRuntime::new(Repo::event_sourced(Arc::new(faulty.clone())));
-    let bank = bank_with(faulty.inner.clone(), runtime);
-    (faulty, bank)
 }
 
 #[tokio::test]
@@ -86,7 +79,7 @@ async fn a_delete_queued_behind_a_failing_load_still_deletes() {
     let node = bank.node.clone();
     let deposit = tokio::spawn(async move { node.dispatch(command("deposit", "bad", 1)).await });
     faulty.loads.until_waiting(1).await;
-    // The aggregate's task is loading; the delete queues behind the deposit.
+    // The deposit holds the aggregate while it loads; the delete waits behind it.
     let runtime = bank.accounts.runtime();
     let mut delete = std::pin::pin!(runtime.delete("bad", DeleteMode::Hard, ExpectedVersion::Any));
     assert!(poll_once(&mut delete).await.is_pending());
@@ -106,7 +99,7 @@ async fn a_delete_queued_behind_a_failing_load_still_deletes() {
 }
 
 #[tokio::test]
-async fn a_delete_leaves_no_task_with_the_former_state_to_continue_the_stream() {
+async fn a_delete_leaves_no_cached_state_to_continue_the_stream() {
     use switchyard_aggregates::store::{DeleteMode, EventReader as _};
     let (faulty, bank) = faulty_bank();
     let runtime = bank.accounts.runtime();
@@ -136,7 +129,7 @@ async fn a_delete_leaves_no_task_with_the_former_state_to_continue_the_stream() 
         during.response()
     );
 
-    // No task kept the state from before the delete: a deposit must not continue the
+    // Nothing kept the state from before the delete: a deposit must not continue the
     // soft-deleted stream at its last version.
     let after = bank.node.dispatch(command("deposit", "z", 1)).await;
     assert_eq!(
@@ -144,12 +137,6 @@ async fn a_delete_leaves_no_task_with_the_former_state_to_continue_the_stream() 
         Some(&Response::NotFound { id: "z".into() })
     );
     assert!(!faulty.inner.has_stream("account-z").await.unwrap());
-}
-
-/// Polls `future` once, with this task's waker.
-async fn poll_once<F: Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
-    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *future).poll(cx)))
-        .await
 }
 
 /// An aggregate whose `apply` panics on one event.

@@ -50,7 +50,8 @@ impl Gate {
     }
 }
 
-/// Delegates to a memory store; appends wait `delay` and fail while `fail` is set; loads
+/// Delegates to a memory store; appends wait `delay` and fail while `fail` is set, then wait at
+/// `appends` before the memory store is asked and at `appended` once it stored the events; loads
 /// (`has_stream`, where every load starts) wait at `loads` and, once they learnt whether the
 /// stream exists, at `loaded`; deletes wait at `deletes`; message-id look-ups are counted;
 /// with `page_cap` set, stream reads come in pages of at most that many events (shorter than
@@ -60,6 +61,8 @@ pub(crate) struct Faulty {
     pub(crate) inner: MemoryStore,
     pub(crate) delay: Arc<Mutex<Option<Duration>>>,
     pub(crate) fail: Arc<Mutex<bool>>,
+    pub(crate) appends: Gate,
+    pub(crate) appended: Gate,
     pub(crate) loads: Gate,
     pub(crate) loaded: Gate,
     pub(crate) deletes: Gate,
@@ -125,7 +128,10 @@ impl EventAppender for Faulty {
             if fail {
                 return Err(AppendError::Store(StoreError::backend("disk on fire")));
             }
-            self.inner.append(stream, expected, events, metadata).await
+            self.appends.pass().await;
+            let appended = self.inner.append(stream, expected, events, metadata).await;
+            self.appended.pass().await;
+            appended
         }
         .boxed()
     }
@@ -154,4 +160,20 @@ impl GlobalReader for Faulty {
     ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
         self.inner.read_all(from, limit)
     }
+}
+
+/// A bank over a [`Faulty`] store, with a default runtime.
+pub(crate) fn faulty_bank() -> (Faulty, crate::fixture::Bank) {
+    let faulty = Faulty::default();
+    let runtime = switchyard_aggregates::AggregateRuntime::new(
+        switchyard_aggregates::repo::Repo::event_sourced(Arc::new(faulty.clone())),
+    );
+    let bank = crate::fixture::bank_with(faulty.inner.clone(), runtime);
+    (faulty, bank)
+}
+
+/// Polls `future` once, with this task's waker.
+pub(crate) async fn poll_once<F: Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *future).poll(cx)))
+        .await
 }

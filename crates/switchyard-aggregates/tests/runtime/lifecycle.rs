@@ -388,7 +388,7 @@ impl switchyard_aggregates::Aggregate for Tracked {
 }
 
 #[tokio::test]
-async fn dropping_every_handle_ends_the_aggregate_tasks() {
+async fn dropping_every_handle_drops_every_aggregate_state() {
     let runtime =
         AggregateRuntime::new(Repo::<Tracked>::event_sourced(Arc::new(MemoryStore::new())));
     let handler = switchyard_aggregates::MessageHandler::new(runtime);
@@ -418,7 +418,7 @@ async fn dropping_every_handle_ends_the_aggregate_tasks() {
     assert_eq!(
         TRACKED.load(std::sync::atomic::Ordering::SeqCst),
         0,
-        "the tasks and their state are gone"
+        "every cached state is gone"
     );
 }
 

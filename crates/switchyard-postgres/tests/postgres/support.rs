@@ -67,7 +67,7 @@ pub(crate) async fn raw_client(url: &str, schema: &str) -> tokio_postgres::Clien
 
 pub(crate) fn event(tag: &str) -> NewEvent {
     NewEvent {
-        event_type: format!("type-{tag}"),
+        event_type: format!("type-{tag}").into(),
         schema_version: 1,
         data: format!("data-{tag}").into_bytes().into(),
     }

@@ -20,7 +20,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 fn event(event_type: &str, tag: u64) -> NewEvent {
     NewEvent {
-        event_type: event_type.to_owned(),
+        event_type: event_type.to_owned().into(),
         schema_version: 1,
         data: tag.to_be_bytes().to_vec().into(),
     }

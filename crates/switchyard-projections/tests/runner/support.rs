@@ -187,7 +187,7 @@ pub(crate) async fn unrelated(store: &impl EventAppender) {
 /// `event`, encoded as the aggregates encode theirs, as an event of type `event_type`.
 fn encoded(event_type: &str, event: &impl Serialize) -> NewEvent {
     NewEvent {
-        event_type: event_type.into(),
+        event_type: event_type.to_owned().into(),
         schema_version: 1,
         data: switchyard_messaging::codec::encode(event).unwrap().into(),
     }

@@ -85,7 +85,7 @@ async fn append(
     event: &impl Serialize,
 ) {
     let event = NewEvent {
-        event_type: event_type.into(),
+        event_type: event_type.to_owned().into(),
         schema_version,
         data: codec::encode(event).unwrap().into(),
     };

@@ -1,29 +1,29 @@
-//! The task that owns one live aggregate.
+//! One command on one live aggregate, run on the caller's task while it holds the aggregate's
+//! lock: load (when nothing is cached), idempotency, decide, commit, conflict retry.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use futures::FutureExt;
 use switchyard_messaging::{DryRun, ErrorChain, IntoResponse, Message, Response};
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{CommandOptions, Deleted, Inner, Job, Kind, Outcome, Registry, Request, Unload};
+use super::slot::{Held, Schedule};
+use super::{CommandOptions, Inner, Kind, Unload};
 use crate::repo::RepoError;
 use crate::{Aggregate, AggregateState, Command};
 
-/// Whether the task goes on after a command.
-enum Flow {
+/// Whether the aggregate stays loaded after a command.
+pub(super) enum Flow {
     Continue,
-    /// End the task, for this reason (the unload span's `reason`): the state can no longer be
+    /// Unload it, for this reason (the unload span's `reason`): the state can no longer be
     /// trusted (a panic, a store failure, a commit that timed out, conflicts), so the next
     /// command reloads, or the unload rule asked for it.
     End(&'static str),
 }
 
-/// How a command was handled: its answer, and what the task does next.
+/// How a command was handled: its answer, and what becomes of the aggregate.
 struct Handled {
     response: Response,
     /// The aggregate's version the answer reports.
@@ -31,8 +31,8 @@ struct Handled {
     /// The global position of the last event the command appended, when the store reported it.
     position: Option<u64>,
     flow: Flow,
-    /// The version before a commit and the timeout for a snapshot that may be due after it.
-    snapshot: Option<(i64, std::time::Duration)>,
+    /// The version before a commit, for a snapshot that may be due after it.
+    snapshot: Option<i64>,
 }
 
 impl Handled {
@@ -47,60 +47,12 @@ impl Handled {
     }
 }
 
-/// Forgets the task in the registry when it ends, even by a panic.
-struct Registration<A: Aggregate> {
-    runtime: Arc<Inner<A>>,
-    registry: Weak<Registry<A>>,
-    id: String,
-    generation: u64,
-}
-
-impl<A: Aggregate> Drop for Registration<A> {
-    fn drop(&mut self) {
-        if let Some(registry) = self.registry.upgrade() {
-            registry.remove_if(&self.id, |_, live| live.generation == self.generation);
-        }
-        self.runtime.running.fetch_sub(1, Ordering::AcqRel);
-        self.runtime.drained.notify_waiters();
-    }
-}
-
-/// The request that ended a task, answered once the registry forgot it.
-enum Ending {
-    Unloaded(oneshot::Sender<()>),
-    Deleted(oneshot::Sender<Deleted>, Result<(), RepoError>),
-}
-
-impl Ending {
-    fn answer(self) {
-        match self {
-            Self::Unloaded(ack) => {
-                let _ = ack.send(());
-            }
-            Self::Deleted(reply, result) => {
-                let _ = reply.send(Deleted::Done(result));
-            }
-        }
-    }
-}
-
-/// Where a command's answer goes, kept outside the command's future so that the answer to a
-/// command whose handling panicked can still be sent.
-struct Reply<A: Aggregate>(Option<oneshot::Sender<Outcome<A>>>);
-
-impl<A: Aggregate> Reply<A> {
-    fn done(&mut self, message: Message) {
-        if let Some(reply) = self.0.take() {
-            let _ = reply.send(Outcome::Done(message));
-        }
-    }
-
-    /// Answers, if nothing was yet, that handling the command panicked.
-    fn panicked(&mut self, reason: &str) {
-        if let Some(reply) = self.0.take() {
-            let _ = reply.send(Outcome::Panicked(reason.to_owned()));
-        }
-    }
+/// A command run: the caller's message, answered, and what becomes of the aggregate.
+pub(super) struct Ran {
+    pub(super) message: Message,
+    pub(super) flow: Flow,
+    /// The version before the command's commit, when a snapshot may be due after it.
+    pub(super) snapshot: Option<i64>,
 }
 
 fn panic_reason(panic: &(dyn std::any::Any + Send)) -> &str {
@@ -115,15 +67,18 @@ fn panic_reason(panic: &(dyn std::any::Any + Send)) -> &str {
 /// returning pending. A future done on its first poll (a memory store's append) finishes as
 /// under `tokio::time::timeout`, which polls it before looking at the clock, but without the
 /// clock read and the runtime handle a timer costs: the deadline starts once it has to wait.
+///
+/// `future` comes pinned by its caller, so that its state is stored once, in the caller's
+/// future, rather than also in this one's.
 async fn within<F: std::future::Future>(
     limit: std::time::Duration,
-    future: F,
+    mut future: std::pin::Pin<&mut F>,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut future = std::pin::pin!(future);
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await;
     match first {
         std::task::Poll::Ready(output) => Ok(output),
-        std::task::Poll::Pending => tokio::time::timeout(limit, future).await,
+        // Boxed, as every path only a slow command takes: see `run`.
+        std::task::Poll::Pending => Box::pin(tokio::time::timeout(limit, future)).await,
     }
 }
 
@@ -148,52 +103,78 @@ fn answer_appended(
     answer(message, response, version)
 }
 
+/// Runs `command` on the aggregate whose lock the caller holds (`held`), and answers
+/// `message`.
+///
+/// The cached state is taken out of `held` for the whole command and put back only once the
+/// command is through, so a command cut short at any await (its caller's future dropped, at a
+/// dispatch deadline say, perhaps after the store accepted its append but before the events
+/// were applied) leaves nothing cached, and the next command reloads from the store. A panic
+/// while loading, deciding, appending or folding is answered with the caller's own message
+/// (the handling only borrows it) and unloads the aggregate.
+///
+/// The future of a command is boxed once per call (by the router), so it is kept small: the
+/// paths only some commands take (a load, a look-up of an older message id, a refresh, a
+/// conflict's reload, a commit that has to wait) are boxed where they are taken. A box of a
+/// kilobyte or more is a "large" request to glibc's malloc, which first consolidates its free
+/// lists of small blocks, a cost the profile of 64 callers showed on every command.
 pub(super) async fn run<A: Aggregate>(
-    runtime: Arc<Inner<A>>,
-    registry: Weak<Registry<A>>,
-    id: String,
-    generation: u64,
-    mut mailbox: mpsc::Receiver<Request<A>>,
-) {
-    let registration = Registration {
-        runtime: runtime.clone(),
-        registry,
-        id: id.clone(),
-        generation,
-    };
-    // A task starts for a request, which is already queued or about to be. A delete or an
-    // unload needs no state, so the aggregate is loaded only for a command.
-    let (job, reply) = match mailbox.recv().await {
-        Some(Request::Command { job, reply }) => (job, reply),
-        Some(Request::Unload(ack)) => {
-            let last = Some(Ending::Unloaded(ack));
-            return finish(registration, mailbox, last, "requested").await;
-        }
-        Some(Request::Delete {
-            mode,
-            expected,
-            reply,
-        }) => {
-            let deleted = runtime.repo.delete(&id, mode, expected).await;
-            let last = Some(Ending::Deleted(reply, deleted));
-            return finish(registration, mailbox, last, "deleted").await;
-        }
-        None => return finish(registration, mailbox, None, "closed").await,
+    runtime: &Inner<A>,
+    held: &mut Held<A>,
+    (kind, command): (Kind, &dyn Command<A>),
+    message: Message,
+    options: &CommandOptions,
+) -> Ran {
+    let Held {
+        id,
+        stream,
+        state,
+        schedule,
+        ..
+    } = held;
+    let id = id.as_str();
+    let cached = state;
+    let state = match cached.take() {
+        Some(state) => Some(state),
+        None => match Box::pin(load(runtime, id)).await {
+            Ok(state) => state,
+            Err(response) => {
+                tracing::warn!(aggregate = A::NAME, id, error = %response, "aggregate failed to load");
+                return Ran {
+                    message: answer(message, response, None),
+                    flow: Flow::End("load_failed"),
+                    snapshot: None,
+                };
+            }
+        },
     };
     let mut live = LiveAggregate {
-        runtime: &runtime,
-        id: &id,
-        // The handler checked the id before it named this task.
-        stream: runtime.repo.stream_name(&id),
-        state: None,
-        unload_after_event: None,
-        unload_by_state: None,
+        runtime,
+        id,
+        stream,
+        state,
+        schedule,
     };
-    // An `apply` that panics on a recorded event panics every load: answered, not fatal.
-    let loaded = match AssertUnwindSafe(runtime.repo.load(&id))
-        .catch_unwind()
-        .await
-    {
+    let mut ran = live.handle(message, kind, command, options).await;
+    match (&ran.flow, live.state) {
+        (Flow::Continue, Some(state)) => *cached = Some(state),
+        // An aggregate that does not exist (a creation that recorded nothing, a command for a
+        // missing one) is not kept: what this node knows is only that it did not exist when it
+        // loaded, and another process may have created it since. The next command asks the
+        // store again.
+        (Flow::Continue, None) => ran.flow = Flow::End("empty"),
+        (Flow::End(_), _) => {}
+    }
+    ran
+}
+
+/// Aggregate `id` from the store; a failure or a panic (an `apply` that panics on a recorded
+/// event panics every load) as the answer to give.
+async fn load<A: Aggregate>(
+    runtime: &Inner<A>,
+    id: &str,
+) -> Result<Option<AggregateState<A>>, Response> {
+    match AssertUnwindSafe(runtime.repo.load(id)).catch_unwind().await {
         Ok(Ok(state)) => Ok(state),
         Ok(Err(error)) => Err(error.into_response()),
         Err(panic) => Err(Response::error(format!(
@@ -201,213 +182,54 @@ pub(super) async fn run<A: Aggregate>(
             A::NAME,
             panic_reason(panic.as_ref())
         ))),
-    };
-    match loaded {
-        Ok(state) => live.state = state,
-        Err(response) => {
-            tracing::warn!(aggregate = A::NAME, id, error = %response, "aggregate failed to load");
-            let _ = reply.send(Outcome::Done(answer(job.message, response.clone(), None)));
-            let span = unload_span::<A>(&id, "load_failed");
-            async move {
-                drop(registration);
-                mailbox.close();
-                while let Some(request) = mailbox.recv().await {
-                    answer_unloaded(request, &response);
-                }
-            }
-            .instrument(span)
-            .await;
-            return;
-        }
     }
-    let mut first = Some((job, reply));
-    // Answered only once the registry forgot the task, so whoever asked to unload or delete
-    // the aggregate finds it no longer live when it hears back.
-    let mut last = None;
-    let reason = loop {
-        let request = match first.take() {
-            Some((job, reply)) => Request::Command { job, reply },
-            None => match live.next(&mut mailbox).await {
-                Ok(request) => request,
-                Err(reason) => break reason,
-            },
-        };
-        match request {
-            Request::Command { job, reply } => {
-                let mut reply = Reply(Some(reply));
-                let flow = AssertUnwindSafe(live.handle(job, &mut reply))
-                    .catch_unwind()
-                    .await;
-                match flow {
-                    Ok(Flow::Continue) => {}
-                    Ok(Flow::End(reason)) => break reason,
-                    // `decide` panics are caught where they happen; this is the aggregate's
-                    // `apply`, `commit` or `rollback`, an unload rule, or the store.
-                    Err(panic) => {
-                        let reason = panic_reason(panic.as_ref());
-                        tracing::error!(
-                            aggregate = A::NAME,
-                            id,
-                            reason,
-                            "aggregate task panicked; it will be reloaded"
-                        );
-                        reply.panicked(&format!(
-                            "aggregate {}-{id} panicked while handling a command: {reason}; it \
-                             will be reloaded from the store on the next command",
-                            A::NAME
-                        ));
-                        break "failed";
-                    }
-                }
-            }
-            Request::Unload(ack) => {
-                last = Some(Ending::Unloaded(ack));
-                break "requested";
-            }
-            Request::Delete {
-                mode,
-                expected,
-                reply,
-            } => {
-                let deleted = runtime.repo.delete(&id, mode, expected).await;
-                last = Some(Ending::Deleted(reply, deleted));
-                break "deleted";
-            }
-        }
-        // A task that holds no aggregate (a creation that recorded nothing, a command for a
-        // missing one) ends at once: what it knows is only that the aggregate did not exist when
-        // it loaded, and another process may have created it since. Commands queued behind go
-        // to a fresh task, which asks the store again.
-        if live.state.is_none() {
-            break "empty";
-        }
-    };
-    finish(registration, mailbox, last, reason).await;
 }
 
-/// The span of a task's end. `reason`: `requested` (`unload`), `deleted`, `idle` (the idle
-/// timeout), `scheduled` (an unload rule's delay), `unload_rule` (`Unload::Now`), `empty` (no
-/// aggregate to hold), `closed` (shutdown, or every runtime handle dropped), `failed` (a panic,
-/// a store failure or a commit timeout: the state is not trusted), `conflict` (conflicts beyond
-/// the retries), `load_failed`.
-fn unload_span<A: Aggregate>(id: &str, reason: &'static str) -> tracing::Span {
-    tracing::debug_span!(
-        "switchyard.aggregate.unload",
-        aggregate = A::NAME,
-        id,
-        reason
-    )
-}
-
-/// Ends a task: forgets it in the registry, closes its mailbox, answers the request that ended
-/// it, and hands every request still queued back to its sender.
-async fn finish<A: Aggregate>(
-    registration: Registration<A>,
-    mut mailbox: mpsc::Receiver<Request<A>>,
-    last: Option<Ending>,
-    reason: &'static str,
+/// Saves a snapshot of `held`'s aggregate if one is due since version `before`, bounded by
+/// `timeout`. It runs after the command's caller was answered and outside the commit timeout: a
+/// snapshot only speeds loading up, so a slow snapshot store may delay the next command but
+/// never fails this one.
+pub(super) async fn snapshot_if_due<A: Aggregate>(
+    runtime: &Inner<A>,
+    held: &Held<A>,
+    before: i64,
+    timeout: Duration,
 ) {
-    let span = unload_span::<A>(&registration.id, reason);
-    async move {
-        // Forget the task first, then close: a command sent in between is handed back and goes
-        // to a fresh task.
-        drop(registration);
-        mailbox.close();
-        if let Some(last) = last {
-            last.answer();
-        }
-        while let Some(request) = mailbox.recv().await {
-            match request {
-                Request::Command { job, reply } => {
-                    let _ = reply.send(Outcome::Retry(job));
-                }
-                Request::Unload(ack) => {
-                    let _ = ack.send(());
-                }
-                Request::Delete { reply, .. } => {
-                    let _ = reply.send(Deleted::Retry);
-                }
-            }
-        }
-    }
-    .instrument(span)
-    .await;
-}
-
-/// Answers a request that arrived at a task that could not load its aggregate.
-fn answer_unloaded<A: Aggregate>(request: Request<A>, failure: &Response) {
-    match request {
-        Request::Command { job, reply } => {
-            let message = answer(job.message, failure.clone(), None);
-            let _ = reply.send(Outcome::Done(message));
-        }
-        Request::Unload(ack) => {
-            let _ = ack.send(());
-        }
-        // A delete needs no state: sent again, it goes to a fresh task that deletes without
-        // loading, and its caller gets the delete's own outcome.
-        Request::Delete { reply, .. } => {
-            let _ = reply.send(Deleted::Retry);
-        }
+    let Some(state) = &held.state else {
+        return;
+    };
+    let id = held.id.as_str();
+    let snapshot = tokio::time::timeout(timeout, runtime.repo.snapshot_if_due(id, before, state));
+    if snapshot.await.is_err() {
+        tracing::warn!(
+            aggregate = A::NAME,
+            id,
+            timeout_after_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            "snapshot not saved in time"
+        );
     }
 }
 
 struct LiveAggregate<'a, A: Aggregate> {
     runtime: &'a Inner<A>,
     id: &'a str,
-    /// The aggregate's stream, named once for every command.
-    stream: String,
+    stream: &'a str,
+    /// The aggregate, or `None` when it does not exist.
     state: Option<AggregateState<A>>,
-    /// When an event matching an `unload_on_event` rule asked to unload: the earliest such
-    /// request stands, since later commands do not undo the events.
-    unload_after_event: Option<Instant>,
-    /// When the `unload_on_state` rule last asked to unload: each commit asks again and its
-    /// answer replaces the previous one, so `Never` cancels an earlier `After`.
-    unload_by_state: Option<Instant>,
+    schedule: &'a mut Schedule,
 }
 
 impl<A: Aggregate> LiveAggregate<'_, A> {
-    /// The next request, or why the task should end: its mailbox closed (`closed`), it was idle
-    /// for too long (`idle`), or an unload a rule scheduled is due (`scheduled`).
-    async fn next(
-        &mut self,
-        mailbox: &mut mpsc::Receiver<Request<A>>,
-    ) -> Result<Request<A>, &'static str> {
-        let idle = self
-            .runtime
-            .config
-            .idle_timeout
-            .map(|idle| (Instant::now() + idle, "idle"));
-        let scheduled = [self.unload_after_event, self.unload_by_state]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|at| (at, "scheduled"));
-        let wake = [scheduled, idle]
-            .into_iter()
-            .flatten()
-            .min_by_key(|(at, _)| *at);
-        let request = match wake {
-            None => mailbox.recv().await,
-            Some((wake, reason)) => tokio::select! {
-                biased;
-                request = mailbox.recv() => request,
-                () = tokio::time::sleep_until(wake) => return Err(reason),
-            },
-        };
-        request.ok_or("closed")
-    }
-
     /// Runs a command and answers it; a panic while deciding, appending or folding is
-    /// answered too, with the caller's own message (the handling only borrows it), and ends
-    /// the task. A snapshot due is saved after the answer.
-    async fn handle(&mut self, job: Job<A>, reply: &mut Reply<A>) -> Flow {
-        let Job {
-            mut message,
-            command,
-            kind,
-            options,
-        } = job;
+    /// answered too, with the caller's own message (the handling only borrows it), and unloads
+    /// the aggregate.
+    async fn handle(
+        &mut self,
+        mut message: Message,
+        kind: Kind,
+        command: &dyn Command<A>,
+        options: &CommandOptions,
+    ) -> Ran {
         let span = tracing::debug_span!(
             "switchyard.aggregate.command",
             aggregate = A::NAME,
@@ -416,12 +238,23 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
             message.correlation_id = message.correlation_id(),
             service = message.service(),
         );
-        let handling = self.handle_in_span(&mut message, command, kind, options);
-        let handled = AssertUnwindSafe(handling.instrument(span.clone()))
-            .catch_unwind()
-            .await;
-        let handled = match handled {
-            Ok(handled) => handled,
+        let handled = AssertUnwindSafe(
+            self.handle_in_span(&mut message, command, kind, options)
+                .instrument(span),
+        )
+        .catch_unwind()
+        .await;
+        match handled {
+            Ok(handled) => Ran {
+                message: answer_appended(
+                    message,
+                    handled.response,
+                    handled.version,
+                    handled.position,
+                ),
+                flow: handled.flow,
+                snapshot: handled.snapshot,
+            },
             // `decide` panics are caught where they happen; this is the aggregate's `apply`,
             // `commit` or `rollback`, an unload rule, or the store.
             Err(panic) => {
@@ -430,7 +263,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     aggregate = A::NAME,
                     id = self.id,
                     reason,
-                    "aggregate task panicked; it will be reloaded"
+                    "aggregate panicked while handling a command; it will be reloaded"
                 );
                 let response = Response::error(format!(
                     "aggregate {}-{} panicked while handling `{}`: {reason}; it will be \
@@ -439,57 +272,25 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     self.id,
                     message.service()
                 ));
-                reply.done(answer(message, response, None));
-                return Flow::End("failed");
+                Ran {
+                    message: answer(message, response, None),
+                    flow: Flow::End("failed"),
+                    snapshot: None,
+                }
             }
-        };
-        reply.done(answer_appended(
-            message,
-            handled.response,
-            handled.version,
-            handled.position,
-        ));
-        if let Some((before, timeout)) = handled.snapshot {
-            self.snapshot_if_due(before, timeout).instrument(span).await;
-        }
-        handled.flow
-    }
-
-    /// After the answer and outside the commit timeout: a snapshot only speeds loading up, so a
-    /// slow snapshot store may delay the next command but never fails this one. It is bounded
-    /// all the same, by a timeout of its own.
-    async fn snapshot_if_due(&self, before: i64, timeout: std::time::Duration) {
-        let Some(state) = &self.state else {
-            return;
-        };
-        if !self.runtime.repo.snapshot_due(before, state.version) {
-            // No timer (nor clock read) for the usual command, which takes no snapshot.
-            return;
-        }
-        let snapshot = tokio::time::timeout(
-            timeout,
-            self.runtime.repo.snapshot_if_due(self.id, before, state),
-        );
-        if snapshot.await.is_err() {
-            tracing::warn!(
-                aggregate = A::NAME,
-                id = self.id,
-                timeout_after_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                "snapshot not saved in time"
-            );
         }
     }
 
     async fn handle_in_span(
         &mut self,
         message: &mut Message,
-        command: Arc<dyn Command<A>>,
+        command: &dyn Command<A>,
         kind: Kind,
-        options: CommandOptions,
+        options: &CommandOptions,
     ) -> Handled {
-        let CommandOptions {
+        let &CommandOptions {
             commit_timeout,
-            metadata,
+            ref metadata,
             refresh_before_read,
         } = options;
         tracing::debug!(name: "handle_msg", aggregate = A::NAME, message = message.service());
@@ -572,7 +373,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 // No append will check this decision's version: check the store instead, and
                 // decide again if another writer moved the aggregate on.
                 refreshed = true;
-                match self.catch_up().await {
+                match Box::pin(self.catch_up()).await {
                     Ok(true) => continue,
                     Ok(false) => {}
                     Err(error) => return self.fail(error),
@@ -667,19 +468,19 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                 events = events.events.len(),
                 version = tracing::field::Empty,
             );
-            let committed = within(
-                commit_timeout,
-                self.runtime.repo.record(
+            let committed = {
+                let recording = std::pin::pin!(self.runtime.repo.record(
                     self.id,
-                    &self.stream,
+                    self.stream,
                     &mut working,
                     &events.events,
                     message,
-                    (*metadata).clone(),
-                ),
-            )
-            .instrument(commit_span.clone())
-            .await;
+                    (**metadata).clone(),
+                ));
+                within(commit_timeout, recording)
+                    .instrument(commit_span.clone())
+                    .await
+            };
             match committed {
                 Err(_elapsed) => {
                     tracing::warn!(
@@ -711,17 +512,17 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                     // The clock is read only for a rule that schedules an unload.
                     if let Some(delay) = delays.into_iter().min() {
                         let due = Instant::now() + delay;
-                        self.unload_after_event =
-                            Some(self.unload_after_event.map_or(due, |d| d.min(due)));
+                        self.schedule.after_event =
+                            Some(self.schedule.after_event.map_or(due, |d| d.min(due)));
                     }
                     let flow = match unload {
                         Unload::Now => Flow::End("unload_rule"),
                         Unload::After(delay) => {
-                            self.unload_by_state = Some(Instant::now() + delay);
+                            self.schedule.by_state = Some(Instant::now() + delay);
                             Flow::Continue
                         }
                         Unload::Never => {
-                            self.unload_by_state = None;
+                            self.schedule.by_state = None;
                             Flow::Continue
                         }
                     };
@@ -730,7 +531,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         version: Some(new_version),
                         position: appended.position,
                         flow,
-                        snapshot: Some((version, commit_timeout)),
+                        snapshot: Some(version),
                     };
                 }
                 Ok(Err(RepoError::Duplicate { version, .. })) => {
@@ -746,6 +547,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         .runtime
                         .repo
                         .duplicate_answer(self.id, message.id(), version)
+                        .boxed()
                         .await
                     {
                         Ok(first) => first,
@@ -766,7 +568,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                             attempt = conflicts,
                             "version conflict; reloading"
                         );
-                        match self.runtime.repo.load(self.id).await {
+                        match Box::pin(self.runtime.repo.load(self.id)).await {
                             Ok(state) => {
                                 self.state = state;
                                 continue;
@@ -798,7 +600,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
         if !self.runtime.config.idempotency_lookup || complete {
             return Ok(None);
         }
-        self.runtime.repo.first_answer(self.id, message.id()).await
+        Box::pin(self.runtime.repo.first_answer(self.id, message.id())).await
     }
 
     /// Brings the loaded aggregate up to the store: whether the store had moved on. On an
@@ -835,13 +637,22 @@ mod within_tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_future_done_on_its_first_poll_is_not_timed_even_with_no_time_left() {
-        assert_eq!(within(Duration::ZERO, async { 7 }).await.ok(), Some(7));
+        assert_eq!(
+            within(Duration::ZERO, std::pin::pin!(async { 7 }))
+                .await
+                .ok(),
+            Some(7)
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_future_that_waits_past_the_limit_times_out() {
         let waits = tokio::time::sleep(Duration::from_secs(2));
-        assert!(within(Duration::from_secs(1), waits).await.is_err());
+        assert!(
+            within(Duration::from_secs(1), std::pin::pin!(waits))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -850,6 +661,11 @@ mod within_tests {
             tokio::time::sleep(Duration::from_millis(500)).await;
             7
         };
-        assert_eq!(within(Duration::from_secs(1), waits).await.ok(), Some(7));
+        assert_eq!(
+            within(Duration::from_secs(1), std::pin::pin!(waits))
+                .await
+                .ok(),
+            Some(7)
+        );
     }
 }
