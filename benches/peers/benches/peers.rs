@@ -273,9 +273,10 @@ fn cqrs_round(rt: &Runtime, aggregates: usize) -> f64 {
 /// keeps a loaded aggregate. 100 is a short-lived aggregate's history.
 const COMMANDS_PER_FRESH: usize = 100;
 
-/// Freshly opened aggregates per sequential round.
+/// Freshly opened aggregates per sequential round: 20,000 commands in all, as many as a
+/// sequential round of `aggregate_commands`.
 fn fresh_per_round() -> usize {
-    if quick() { 5 } else { 20 }
+    if quick() { 20 } else { 200 }
 }
 
 /// Sequential deposits from one caller on `fresh_per_round()` aggregates opened for the round,
@@ -358,9 +359,9 @@ struct Local {
 
 fn measure_local(rt: &Runtime) -> Local {
     let (rounds, latency_calls, throughput_calls) = if quick() {
-        (3, 2_000, 20_000)
+        (3, 2_000, 40_000)
     } else {
-        (8, 10_000, 200_000)
+        (10, 20_000, 400_000)
     };
     let node = node();
     let ractor = Ractor::spawn(rt);
@@ -405,7 +406,7 @@ struct Commands {
 }
 
 fn measure_commands(rt: &Runtime) -> Commands {
-    let (many_rounds, fresh_rounds) = if quick() { (3, 3) } else { (5, 8) };
+    let (many_rounds, fresh_rounds) = if quick() { (3, 3) } else { (8, 8) };
     let floor_actors = actors(rt, MANY_AGGREGATES);
     let many = vec![
         (
