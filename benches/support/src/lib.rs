@@ -118,11 +118,20 @@ pub fn phase() -> Option<(String, Duration)> {
     Some((phase, Duration::from_secs(seconds)))
 }
 
-/// Whether cargo ran the bench binary for criterion alone (`cargo test --benches` passes
-/// `--test`; `--list` and `--profile-time` likewise ask for no report): then the bench's own
-/// rounds and its section are skipped.
+/// Whether cargo ran the bench binary for criterion alone: then the bench's own rounds and its
+/// section are skipped. `cargo bench` (and so `cargo xtask bench` and `cargo xtask profile`)
+/// passes `--bench`; `cargo test --benches` passes no such flag, and criterion then runs each
+/// benchmark once as a test; `--test`, `--list` and `--profile-time` likewise ask for no report.
 pub fn criterion_only() -> bool {
-    std::env::args().any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time")
+    criterion_only_for(std::env::args().skip(1))
+}
+
+fn criterion_only_for(args: impl IntoIterator<Item = String>) -> bool {
+    let args: Vec<String> = args.into_iter().collect();
+    !args.iter().any(|arg| arg == "--bench")
+        || args
+            .iter()
+            .any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time")
 }
 
 /// A target's verdict in a section's table: "met", or a plain "**not met**".
@@ -278,6 +287,23 @@ mod tests {
         assert_eq!(rounds.floor, vec![1.0, 1.0]);
         assert_eq!(rounds.subject, vec![2.0, 2.0]);
         assert_eq!(calls, ["floor", "subject"].repeat(3));
+    }
+
+    #[test]
+    fn only_cargo_bench_asks_for_the_rounds() {
+        let args = |list: &[&str]| list.iter().map(|arg| arg.to_string()).collect::<Vec<_>>();
+        // `cargo bench`, with and without a filter.
+        assert!(!criterion_only_for(args(&["--bench"])));
+        assert!(!criterion_only_for(args(&["ractor", "--bench"])));
+        // `cargo test --benches`, and criterion's own modes.
+        assert!(criterion_only_for(args(&[])));
+        assert!(criterion_only_for(args(&["--bench", "--test"])));
+        assert!(criterion_only_for(args(&["--bench", "--list"])));
+        assert!(criterion_only_for(args(&[
+            "--bench",
+            "--profile-time",
+            "5"
+        ])));
     }
 
     #[test]

@@ -23,178 +23,33 @@
 //! `SWITCHYARD_BENCH_PHASE=spread cargo xtask profile aggregate_commands --label spread`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod fixture;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
-use serde::{Deserialize, Serialize};
 use switchyard_aggregates::repo::Repo;
 use switchyard_aggregates::store::MemoryStore;
-use switchyard_aggregates::{
-    Aggregate, AggregateRuntime, AggregateState, CommandResult, Events, MessageHandler,
-};
+use switchyard_aggregates::{Aggregate, AggregateRuntime, AggregateState, MessageHandler};
 use switchyard_messaging::{Message, Node, Response, Router, codec};
 use tokio::runtime::Runtime;
-use tokio::sync::{mpsc, oneshot};
 
 use switchyard_bench_support::allocations::{self, Counter};
 use switchyard_bench_support::{self as support, Rounds, alternate, median, quick, runtime};
 
+use crate::fixture::{
+    AGGREGATES, Account, AccountEvent, MANY_AGGREGATES, actor_command, actor_round_trip, actors,
+    bank, command, deposit, deposit_to, fresh_aggregate_commands, fresh_round, sequential,
+    throughput, throughput_calls,
+};
+
 #[global_allocator]
 static ALLOCATOR: Counter = &allocations::INSTRUMENTED_SYSTEM;
-
-#[derive(Default, Serialize, Deserialize)]
-struct Account {
-    balance: u64,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-enum AccountEvent {
-    Opened,
-    Deposited(u64),
-}
-
-impl Aggregate for Account {
-    type Event = AccountEvent;
-    const NAME: &'static str = "account";
-    fn apply(&mut self, event: &AccountEvent) {
-        if let AccountEvent::Deposited(n) = event {
-            self.balance += n;
-        }
-    }
-}
-
-fn open(_: &Account, _: &Message) -> CommandResult<AccountEvent> {
-    Ok(Events::one(AccountEvent::Opened))
-}
-
-fn deposit(_: &Account, msg: &Message) -> CommandResult<AccountEvent> {
-    Ok(Events::one(AccountEvent::Deposited(msg.request()?)))
-}
 
 /// The aggregate layer's allocations per warm deposit before issue 14's work (commit a9fc721),
 /// counted by this bench's allocation pass.
 const BEFORE_SHARE: f64 = 25.6;
-
-const AGGREGATES: usize = 1_000;
-const MANY_AGGREGATES: usize = 10_000;
-const CALLERS: usize = 64;
-
-fn bank(rt: &Runtime) -> Node {
-    bank_with_runtime(rt, AGGREGATES).0
-}
-
-fn bank_with_runtime(rt: &Runtime, aggregates: usize) -> (Node, AggregateRuntime<Account>) {
-    let store = Arc::new(MemoryStore::new());
-    let runtime = AggregateRuntime::new(Repo::<Account>::event_sourced(store));
-    let accounts = MessageHandler::new(runtime.clone());
-    let node = Node::new("bench");
-    node.register(
-        Router::new("accounts")
-            .service("open", accounts.on_new(open))
-            .service("deposit", accounts.on_existing(deposit))
-            .authorize(|_| Ok(())),
-    )
-    .unwrap();
-    rt.block_on(async {
-        for n in 0..aggregates {
-            let reply = node
-                .dispatch(Message::new("open").with_aggregate_id(format!("a-{n}")))
-                .await;
-            assert!(matches!(reply.response(), Some(Response::Created { .. })));
-        }
-    });
-    (node, runtime)
-}
-
-/// One measured round on a fresh bank, torn down before the next round starts so its teardown
-/// does not weigh on the floor measured next.
-fn fresh_round(rt: &Runtime, actors: &Arc<Vec<Mailbox>>, aggregates: usize, spread: usize) -> f64 {
-    let (node, runtime) = bank_with_runtime(rt, aggregates);
-    let rate = throughput(rt, &node, actors, spread, true);
-    drop(node);
-    rt.block_on(runtime.shutdown());
-    rate
-}
-
-/// The floor: one task per aggregate, a mailbox in, a oneshot out.
-type Mailbox = mpsc::Sender<(u64, oneshot::Sender<u64>)>;
-
-fn actors(rt: &Runtime, count: usize) -> Arc<Vec<Mailbox>> {
-    let _entered = rt.enter();
-    Arc::new(
-        (0..count)
-            .map(|_| {
-                let (sender, mut mailbox) = mpsc::channel::<(u64, oneshot::Sender<u64>)>(4_096);
-                tokio::spawn(async move {
-                    let mut balance = 0_u64;
-                    while let Some((amount, reply)) = mailbox.recv().await {
-                        balance += amount;
-                        let _ = reply.send(balance);
-                    }
-                });
-                sender
-            })
-            .collect(),
-    )
-}
-
-async fn command(node: &Node, aggregate: usize) {
-    deposit_to(node, &format!("a-{aggregate}")).await;
-}
-
-async fn deposit_to(node: &Node, id: &str) {
-    let reply = node
-        .dispatch(
-            Message::new("deposit")
-                .with_aggregate_id(id)
-                .with_request(&1_u64),
-        )
-        .await;
-    debug_assert!(matches!(reply.response(), Some(Response::OkAt { .. })));
-    std::hint::black_box(reply);
-}
-
-async fn actor_command(actors: &[Mailbox], aggregate: usize) {
-    let (reply, answer) = oneshot::channel();
-    actors[aggregate].send((1, reply)).await.unwrap();
-    std::hint::black_box(answer.await.unwrap());
-}
-
-/// Commands per second with `CALLERS` callers, spread over `spread` aggregates.
-fn throughput(
-    rt: &Runtime,
-    node: &Node,
-    actors: &Arc<Vec<Mailbox>>,
-    spread: usize,
-    subject: bool,
-) -> f64 {
-    let calls: usize = if quick() { 12_800 } else { 128_000 };
-    let per_caller = calls / CALLERS;
-    rt.block_on(async {
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..CALLERS)
-            .map(|caller| {
-                let node = node.clone();
-                let actors = actors.clone();
-                tokio::spawn(async move {
-                    for i in 0..per_caller {
-                        let aggregate = (caller * 7919 + i * 31) % spread;
-                        if subject {
-                            command(&node, aggregate).await;
-                        } else {
-                            actor_command(&actors, aggregate).await;
-                        }
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        (per_caller * CALLERS) as f64 / started.elapsed().as_secs_f64()
-    })
-}
 
 /// A 10,000-event stream in a store, with and without a snapshot, and the events' encodings.
 struct Cold {
@@ -250,55 +105,6 @@ fn time_floor_load(encoded: &[Vec<u8>]) -> f64 {
     }
     std::hint::black_box(account.balance);
     started.elapsed().as_secs_f64() * 1_000.0
-}
-
-/// Microseconds per command of `calls` sequential calls of `op` from one task on a worker, as a
-/// caller on the runtime makes them.
-fn sequential<F, Fut>(rt: &Runtime, calls: usize, op: F) -> f64
-where
-    F: Fn(usize) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    rt.block_on(rt.spawn(async move {
-        let started = Instant::now();
-        for i in 0..calls {
-            op(i).await;
-        }
-        started.elapsed().as_secs_f64() * 1e6 / calls as f64
-    }))
-    .unwrap()
-}
-
-/// Sequential round trips to one actor, in microseconds: the floor of one caller's command.
-fn actor_round_trip(rt: &Runtime, actors: &Arc<Vec<Mailbox>>, calls: usize) -> f64 {
-    let actors = actors.clone();
-    sequential(rt, calls, move |_| {
-        let actors = actors.clone();
-        async move { actor_command(&actors, 0).await }
-    })
-}
-
-/// Sequential deposits on one aggregate created for the round, in microseconds.
-fn fresh_aggregate_commands(rt: &Runtime, node: &Node, calls: usize) -> f64 {
-    let id = format!("fresh-{}", uuid_like());
-    rt.block_on(async {
-        let opened = node
-            .dispatch(Message::new("open").with_aggregate_id(id.clone()))
-            .await;
-        assert!(matches!(opened.response(), Some(Response::Created { .. })));
-    });
-    let node = node.clone();
-    sequential(rt, calls, move |_| {
-        let node = node.clone();
-        let id = id.clone();
-        async move { deposit_to(&node, &id).await }
-    })
-}
-
-/// A name no earlier round used.
-fn uuid_like() -> usize {
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Aggregates with a history, loaded: `(name, id)` per shape.
@@ -459,13 +265,12 @@ fn profile_phase(phase: &str, length: Duration) {
     let rt = runtime();
     let started = Instant::now();
     let node = bank(&rt);
-    let idle = Arc::new(Vec::new());
     let mut commands = 0_usize;
     while started.elapsed() < length {
         match phase {
             "spread" => {
-                throughput(&rt, &node, &idle, AGGREGATES, true);
-                commands += if quick() { 12_800 } else { 128_000 };
+                throughput(&rt, &node, AGGREGATES);
+                commands += throughput_calls();
             }
             "sequential" => {
                 fresh_aggregate_commands(&rt, &node, 2_000);
@@ -498,19 +303,19 @@ fn main() {
     let idle = bank(&rt);
     let spread = alternate(
         rounds,
-        || throughput(&rt, &idle, &actors_1k, AGGREGATES, false),
-        || fresh_round(&rt, &actors_1k, AGGREGATES, AGGREGATES),
+        || throughput(&rt, &actors_1k, AGGREGATES),
+        || fresh_round(&rt, AGGREGATES, AGGREGATES),
     );
     let single = alternate(
         rounds,
-        || throughput(&rt, &idle, &actors_1k, 1, false),
-        || fresh_round(&rt, &actors_1k, 1, 1),
+        || throughput(&rt, &actors_1k, 1),
+        || fresh_round(&rt, 1, 1),
     );
     let actors_10k = actors(&rt, MANY_AGGREGATES);
     let many = alternate(
         rounds.min(5),
-        || throughput(&rt, &idle, &actors_10k, MANY_AGGREGATES, false),
-        || fresh_round(&rt, &actors_10k, MANY_AGGREGATES, MANY_AGGREGATES),
+        || throughput(&rt, &actors_10k, MANY_AGGREGATES),
+        || fresh_round(&rt, MANY_AGGREGATES, MANY_AGGREGATES),
     );
     drop(actors_10k);
 

@@ -16,13 +16,14 @@ mod fixture;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group};
-use hdrhistogram::Histogram;
 use switchyard_messaging::Node;
 use tokio::runtime::Runtime;
 
-use switchyard_bench_support::{self as support, median, runtime, target_dir};
+use switchyard_bench_support::{self as support, Rounds, alternate, median, runtime, target_dir};
 
-use crate::fixture::{dispatch_round_trip, floor_round_trip, node};
+use crate::fixture::{
+    Floor, Latency, calls_per_second, dispatch_round_trip, floor_round_trip, latency, node,
+};
 
 fn criterion_benches(c: &mut Criterion) {
     let rt = runtime();
@@ -63,70 +64,10 @@ criterion_group! {
     targets = criterion_benches
 }
 
-/// Latency percentiles of one caller, floor and subject in alternating rounds.
-struct Latency {
-    floor: Histogram<u64>,
-    dispatch: Histogram<u64>,
-    ratios: Vec<f64>,
-}
-
-fn measure_latency(rt: &Runtime, node: &Node) -> Latency {
-    let (rounds, calls) = if support::quick() {
-        (3, 2_000)
-    } else {
-        (12, 20_000)
-    };
-    let mut latency = Latency {
-        floor: Histogram::new(3).unwrap(),
-        dispatch: Histogram::new(3).unwrap(),
-        ratios: Vec::new(),
-    };
-    let node = node.clone();
-    let (floor, dispatch, ratios) = rt
-        .block_on(rt.spawn(async move {
-            let mut total_floor = Histogram::<u64>::new(3).unwrap();
-            let mut total_dispatch = Histogram::<u64>::new(3).unwrap();
-            let mut ratios = Vec::new();
-            for _ in 0..1_000 {
-                dispatch_round_trip(&node).await;
-                floor_round_trip().await;
-            }
-            for _ in 0..rounds {
-                let mut floor = Histogram::<u64>::new(3).unwrap();
-                let mut dispatch = Histogram::<u64>::new(3).unwrap();
-                for _ in 0..calls {
-                    let started = Instant::now();
-                    floor_round_trip().await;
-                    floor.record(started.elapsed().as_nanos() as u64).unwrap();
-                }
-                for _ in 0..calls {
-                    let started = Instant::now();
-                    dispatch_round_trip(&node).await;
-                    dispatch
-                        .record(started.elapsed().as_nanos() as u64)
-                        .unwrap();
-                }
-                ratios.push(
-                    dispatch.value_at_quantile(0.5) as f64 / floor.value_at_quantile(0.5) as f64,
-                );
-                total_floor.add(&floor).unwrap();
-                total_dispatch.add(&dispatch).unwrap();
-            }
-            (total_floor, total_dispatch, ratios)
-        }))
-        .unwrap();
-    latency.floor = floor;
-    latency.dispatch = dispatch;
-    latency.ratios = ratios;
-    latency
-}
-
 /// Calls per second with `callers` concurrent callers, floor and subject in alternating rounds.
 struct Throughput {
     callers: usize,
-    floor: Vec<f64>,
-    dispatch: Vec<f64>,
-    ratios: Vec<f64>,
+    rounds: Rounds,
 }
 
 /// Calls per throughput round, all callers together.
@@ -136,46 +77,15 @@ fn throughput_calls() -> usize {
 
 fn measure_throughput(rt: &Runtime, node: &Node, callers: usize) -> Throughput {
     let rounds = if support::quick() { 3 } else { 10 };
-    let per_caller = throughput_calls() / callers;
-    let mut result = Throughput {
+    let calls = throughput_calls();
+    Throughput {
         callers,
-        floor: Vec::new(),
-        dispatch: Vec::new(),
-        ratios: Vec::new(),
-    };
-    let run = |subject: bool| -> f64 {
-        rt.block_on(async {
-            let started = Instant::now();
-            let tasks: Vec<_> = (0..callers)
-                .map(|_| {
-                    let node = node.clone();
-                    tokio::spawn(async move {
-                        for _ in 0..per_caller {
-                            if subject {
-                                dispatch_round_trip(&node).await;
-                            } else {
-                                floor_round_trip().await;
-                            }
-                        }
-                    })
-                })
-                .collect();
-            for task in tasks {
-                task.await.unwrap();
-            }
-            (per_caller * callers) as f64 / started.elapsed().as_secs_f64()
-        })
-    };
-    run(true);
-    run(false);
-    for _ in 0..rounds {
-        let floor = run(false);
-        let dispatch = run(true);
-        result.floor.push(floor);
-        result.dispatch.push(dispatch);
-        result.ratios.push(dispatch / floor);
+        rounds: alternate(
+            rounds,
+            || calls_per_second(rt, callers, calls, &Floor),
+            || calls_per_second(rt, callers, calls, node),
+        ),
     }
-    result
 }
 
 fn micros(nanos: u64) -> String {
@@ -211,7 +121,7 @@ fn report(latency: &Latency, throughputs: &[Throughput]) -> String {
     out.push_str("| one caller | p50 | p99 | p99.9 |\n|---|---|---|---|\n");
     for (name, histogram) in [
         ("floor: spawn + oneshot", &latency.floor),
-        ("dispatch", &latency.dispatch),
+        ("dispatch", &latency.subject),
     ] {
         out.push_str(&format!(
             "| {name} | {} | {} | {} |\n",
@@ -227,19 +137,19 @@ fn report(latency: &Latency, throughputs: &[Throughput]) -> String {
         out.push_str(&format!(
             "| {} | {:.0} | {:.0} | {:.2} |\n",
             t.callers,
-            median(&t.floor),
-            median(&t.dispatch),
-            median(&t.ratios),
+            median(&t.rounds.floor),
+            median(&t.rounds.subject),
+            t.rounds.ratio(),
         ));
     }
     out.push_str(&format!(
         "\nThroughput: medians of {} alternating rounds of {},000 calls each; the ratio is taken \
          round by round. Allocations per call: the next section.\n\n",
-        throughputs.first().map_or(0, |t| t.ratios.len()),
+        throughputs.first().map_or(0, |t| t.rounds.floor.len()),
         throughput_calls() / 1_000,
     ));
     let p50_ratio = median(&latency.ratios);
-    let p50 = latency.dispatch.value_at_quantile(0.5);
+    let p50 = latency.subject.value_at_quantile(0.5);
     out.push_str("| target | figure | |\n|---|---|---|\n");
     out.push_str(&format!(
         "| one caller: dispatch p50 ≤ 1.5× the floor's p50 | {p50_ratio:.2}× (median of {} \
@@ -253,7 +163,7 @@ fn report(latency: &Latency, throughputs: &[Throughput]) -> String {
         support::met(p50 <= 2_000),
     ));
     for t in throughputs {
-        let ratio = median(&t.ratios);
+        let ratio = t.rounds.ratio();
         out.push_str(&format!(
             "| {} callers: dispatches/s ≥ 0.8× the floor's | {ratio:.2}× | {} |\n",
             t.callers,
@@ -261,7 +171,7 @@ fn report(latency: &Latency, throughputs: &[Throughput]) -> String {
         ));
     }
     for t in throughputs {
-        let rate = median(&t.dispatch);
+        let rate = median(&t.rounds.subject);
         out.push_str(&format!(
             "| {} callers: ≥ 1,000,000 dispatches/s | {rate:.0} | {} |\n",
             t.callers,
@@ -292,7 +202,12 @@ fn main() {
     }
     let rt = runtime();
     let node = node();
-    let latency = measure_latency(&rt, &node);
+    let (rounds, calls) = if support::quick() {
+        (3, 2_000)
+    } else {
+        (12, 20_000)
+    };
+    let latency = latency(&rt, rounds, calls, &node);
     let throughputs: Vec<_> = [64, 1_024]
         .into_iter()
         .map(|callers| measure_throughput(&rt, &node, callers))
