@@ -59,13 +59,14 @@
 //!   `(stream, version)` backs it; a violation (SQLSTATE 23505) rolls the statement back and
 //!   its appends are tried again (with retries configured), to succeed or conflict on their own.
 //! - **A message records events in a stream once.** Once it holds the stream's row lock, the
-//!   append statement probes the `(stream, message_id, version)` index: an append whose message
-//!   id already recorded visible events in the stream writes nothing and gets
-//!   [`AppendError::Duplicate`] (the others of its batch go on). The probe runs in a function of
-//!   the schema (`recorded_version`, migration 6) whose query takes a snapshot of its own, so it
-//!   sees every event committed by the writers that held the lock before, as the version check
-//!   does. A stream another writer created after the statement began is locked and moved by the
-//!   insert that meets it. So concurrent
+//!   append statement probes an index of each append's last event by `(stream, message_id,
+//!   version)` (one entry per append, not per event: migration 7): an append whose message id
+//!   already recorded visible events in the stream writes nothing and gets
+//!   [`AppendError::Duplicate`] (the others of its batch go on). The probe runs in a function
+//!   of the schema (`recorded_version`, migrations 6 and 7) whose query takes a snapshot of its
+//!   own, so it sees every event committed by the writers that held the lock before, as the
+//!   version check does. A stream another writer created after the statement began is locked
+//!   and moved by the insert that meets it. So concurrent
 //!   [`ExpectedVersion::Any`](switchyard_aggregates::store::ExpectedVersion::Any) appends with
 //!   message ids to one stream, new or not, each succeed or are refused as duplicates in one
 //!   run of the statement.

@@ -48,6 +48,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "recorded_version",
         sql: include_str!("../migrations/0006_recorded_version.sql"),
     },
+    Migration {
+        version: 7,
+        name: "append_message_index",
+        sql: include_str!("../migrations/0007_append_message_index.sql"),
+    },
 ];
 
 /// The latest migration this library knows.

@@ -23,8 +23,8 @@
 -- `no stream` one. The locks are per stream, never per table; the unique (stream, version) key
 -- backs them.
 --
--- Duplicates: `ready`, `created` and `raced` probe the (stream, message_id, version) index
--- through recorded_version(), whose query takes a fresh snapshot, once the stream's row is
+-- Duplicates: `ready`, `created` and `raced` probe the index of each append's last event
+-- (`closes_append`, migration 7) through recorded_version(), whose query takes a fresh snapshot, once the stream's row is
 -- locked: it sees every event the stream's earlier writers committed, so the probe and the
 -- version check both read the stream as locked, and no append has to run again.
 --
@@ -121,9 +121,10 @@ slot AS (
 ),
 inserted AS (
     INSERT INTO events (position, stream, version, event_type, schema_version, data,
-                        message_id, correlation_id, causation_id, user_metadata)
+                        message_id, correlation_id, causation_id, user_metadata, closes_append)
     SELECT slot.next + e.ord - 1, r.stream, b.before + e.idx, e.event_type, e.schema_version,
-           e.data, r.message_id, r.correlation_id, r.causation_id, r.user_metadata::jsonb
+           e.data, r.message_id, r.correlation_id, r.causation_id, r.user_metadata::jsonb,
+           e.idx = r.count
     FROM unnest($9::bigint[], $10::bigint[], $11::text[], $12::bigint[], $13::bytea[])
              WITH ORDINALITY AS e (req, idx, event_type, schema_version, data, ord)
     JOIN base b ON b.req = e.req

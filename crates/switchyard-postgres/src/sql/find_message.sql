@@ -5,4 +5,5 @@ JOIN streams s ON s.stream = e.stream
 WHERE e.stream = $1
   AND e.message_id = $2
   AND e.message_id <> ''
+  AND e.closes_append
   AND e.version > s.hidden_through

@@ -298,3 +298,71 @@ async fn any_appends_racing_on_a_streams_creation_land_or_are_duplicates() {
         "the creator's event, then one per append but the duplicate"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_of_several_events_is_found_by_its_last_one() {
+    let store = store().await;
+    let events = vec![event("a"), event("b"), event("c")];
+    store
+        .append("s", ExpectedVersion::NoStream, events, meta("three"))
+        .await
+        .unwrap();
+    store
+        .append(
+            "s",
+            ExpectedVersion::Exactly(2),
+            vec![event("d")],
+            meta("one"),
+        )
+        .await
+        .unwrap();
+    let observer = raw_client(&url(), store.schema()).await;
+    let marked: Vec<i64> = observer
+        .query(
+            "SELECT version FROM events WHERE stream = 's' AND closes_append ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(marked, [2, 3], "one indexed event per append, its last");
+    let again = |version| {
+        let store = store.clone();
+        async move {
+            store
+                .append(
+                    "s",
+                    ExpectedVersion::Exactly(version),
+                    vec![event("e")],
+                    meta("three"),
+                )
+                .await
+        }
+    };
+    assert!(
+        matches!(
+            again(3).await,
+            Err(AppendError::Duplicate { version: 2, .. })
+        ),
+        "the message's last version is found"
+    );
+    assert_eq!(store.find_message("s", "three").await.unwrap(), Some(2));
+    // Events written before the index took only an append's last event are all marked.
+    observer
+        .execute(
+            "UPDATE events SET closes_append = true WHERE stream = 's'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            again(3).await,
+            Err(AppendError::Duplicate { version: 2, .. })
+        ),
+        "also with every event of the message marked"
+    );
+    assert_eq!(store.find_message("s", "three").await.unwrap(), Some(2));
+}
