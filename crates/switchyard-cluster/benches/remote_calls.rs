@@ -2,7 +2,8 @@
 //! raw tokio TCP echo of frames of the same sizes measured in the same run.
 //!
 //! - Round trip: one caller, one call at a time; p50 and p99. Floor: one frame written and its
-//!   answer read over a plain tokio `TcpStream` (`TCP_NODELAY`) to the same other process.
+//!   answer read over a plain tokio `TcpStream` (`TCP_NODELAY`) to the same other process, a
+//!   floor round trip and a cluster call taken in turn.
 //! - Pipelined: 64 calls in flight; calls per second. Floor: the raw echo with 64 frames in
 //!   flight on one connection, batched as the cluster batches: each side reads what has
 //!   arrived and answers every whole frame in it with one write (the client sends as many new
@@ -302,6 +303,53 @@ fn micros(histogram: &Histogram<u64>, quantile: f64) -> f64 {
     histogram.value_at_quantile(quantile) as f64 / 1_000.0
 }
 
+/// One round of sequential round trips: the floor's and the cluster's p50 and p99, in µs.
+struct RoundTrips {
+    p50: (f64, f64),
+    p99: (f64, f64),
+}
+
+impl RoundTrips {
+    fn of(floor: &Histogram<u64>, subject: &Histogram<u64>) -> Self {
+        Self {
+            p50: (micros(floor, 0.5), micros(subject, 0.5)),
+            p99: (micros(floor, 0.99), micros(subject, 0.99)),
+        }
+    }
+}
+
+/// One quantile over the rounds, as the report gives it: each column's median over the rounds
+/// with its range, and the median of the rounds' own ratios.
+struct Quantile {
+    floor: String,
+    subject: String,
+    ratios: String,
+    ratio: f64,
+}
+
+impl Quantile {
+    fn of(rounds: &[RoundTrips], pick: impl Fn(&RoundTrips) -> (f64, f64)) -> Self {
+        let floors: Vec<f64> = rounds.iter().map(|round| pick(round).0).collect();
+        let subjects: Vec<f64> = rounds.iter().map(|round| pick(round).1).collect();
+        let ratios: Vec<f64> = rounds
+            .iter()
+            .map(|round| pick(round).1 / pick(round).0)
+            .collect();
+        let spread = |values: &[f64], unit: &str, digits: usize| {
+            let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = values.iter().copied().fold(0.0, f64::max);
+            let mid = median(values);
+            format!("{mid:.digits$}{unit} ({low:.digits$}–{high:.digits$})")
+        };
+        Self {
+            floor: spread(&floors, " µs", 1),
+            subject: spread(&subjects, " µs", 1),
+            ratios: spread(&ratios, "×", 2),
+            ratio: median(&ratios),
+        }
+    }
+}
+
 struct Caller {
     node: Node,
     _cluster: Cluster,
@@ -404,20 +452,21 @@ fn main() {
     let measured = rt.spawn(async move {
         let caller = join(&gossip).await;
         let mut raw = Raw::connect(raw_addr, sizes).await;
-        let mut floor = Histogram::<u64>::new(3).unwrap();
-        let mut subject = Histogram::<u64>::new(3).unwrap();
         // Warm up both paths, then alternate rounds so both see the same CPU speed.
         raw_round_trips(&mut raw, sequential, &mut Histogram::new(3).unwrap()).await;
         cluster_round_trips(&caller.node, sequential, &mut Histogram::new(3).unwrap()).await;
-        let mut ratios = Vec::new();
+        let mut rounds_seen = Vec::new();
         for _ in 0..rounds {
             let mut round_floor = Histogram::<u64>::new(3).unwrap();
             let mut round_subject = Histogram::<u64>::new(3).unwrap();
-            raw_round_trips(&mut raw, sequential, &mut round_floor).await;
-            cluster_round_trips(&caller.node, sequential, &mut round_subject).await;
-            ratios.push(micros(&round_subject, 0.5) / micros(&round_floor, 0.5));
-            floor.add(&round_floor).unwrap();
-            subject.add(&round_subject).unwrap();
+            // Call by call in turn: a round trip's latency here swings tenfold with whether
+            // the cores were idle (waking an idle vCPU goes through the hypervisor), so each
+            // side's calls must meet the same mix of modes as the other's.
+            for _ in 0..sequential {
+                raw_round_trips(&mut raw, 1, &mut round_floor).await;
+                cluster_round_trips(&caller.node, 1, &mut round_subject).await;
+            }
+            rounds_seen.push(RoundTrips::of(&round_floor, &round_subject));
         }
         // Each round: the raw echo, then the cluster; the ratios are taken within a round.
         let (mut floors, mut clusters, mut rate_ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -429,14 +478,16 @@ fn main() {
             rate_ratios.push(cluster / floor);
         }
         (
-            (floor, subject, median(&ratios)),
+            rounds_seen,
             (median(&floors), median(&clusters), median(&rate_ratios)),
         )
     });
     let (round_trip, pipelined) = rt.block_on(measured).unwrap();
     drop(rt);
     let allocations = allocations_per_call();
-    let (floor, subject, ratio) = round_trip;
+    let p50 = Quantile::of(&round_trip, |round| round.p50);
+    let p99 = Quantile::of(&round_trip, |round| round.p99);
+    let ratio = p50.ratio;
     let (floor_rate, cluster_rate, rate_ratio) = pipelined;
     let mut out = String::new();
     out.push_str("## Remote calls (`switchyard-cluster`, bench `remote_calls`)\n\n");
@@ -447,8 +498,12 @@ fn main() {
          of the call's sizes ({} bytes out, {} back) over a plain tokio `TcpStream` with \
          `TCP_NODELAY` between the same two processes, echoed by a hand-written server that \
          answers every whole frame one read brought with one write. Round trips: {rounds} \
-         alternating rounds of {sequential} sequential calls; the ratio is the median of the \
-         rounds' p50 ratios. Pipelined: {IN_FLIGHT} calls in flight on one connection, \
+         rounds of {sequential} sequential calls each way, a raw round trip and a cluster call in \
+         turn (a round trip here takes about 7 µs when the cores are busy and ten times that \
+         when they were idle, waking a vCPU through the hypervisor: taken in turn, both sides \
+         meet the same mix); each figure is the median over the rounds of that round's own (its \
+         range over the rounds in brackets), and the ratio the median of the rounds' own \
+         ratios. Pipelined: {IN_FLIGHT} calls in flight on one connection, \
          {} alternating rounds of {:.1} s; the raw client writes as many new frames, with one \
          write, as answers one read brought back (the cluster's connections write every queued \
          frame with one system call).\n\n",
@@ -462,14 +517,15 @@ fn main() {
         "| round trip | raw echo | cluster call | cluster / raw | target |\n|---|---|---|---|---|\n",
     );
     out.push_str(&format!(
-        "| p50 | {:.1} µs | {:.1} µs | {ratio:.2}× | ≤ {TARGET_P50_RATIO}×: {} |\n\
-         | p99 | {:.1} µs | {:.1} µs | {:.2}× | |\n",
-        micros(&floor, 0.5),
-        micros(&subject, 0.5),
+        "| p50 | {} | {} | {} | ≤ {TARGET_P50_RATIO}×: {} |\n\
+         | p99 | {} | {} | {} | |\n",
+        p50.floor,
+        p50.subject,
+        p50.ratios,
         verdict(ratio, TARGET_P50_RATIO, false),
-        micros(&floor, 0.99),
-        micros(&subject, 0.99),
-        micros(&subject, 0.99) / micros(&floor, 0.99),
+        p99.floor,
+        p99.subject,
+        p99.ratios,
     ));
     out.push_str(&format!(
         "\n| pipelined, {IN_FLIGHT} in flight | frames or calls/s | cluster / raw | target |\n\
