@@ -455,19 +455,6 @@ fn measure_commands(rt: &Runtime) -> Commands {
     }
 }
 
-/// `n` with a comma between each group of three digits, as the sections write counts.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
 fn micros(nanos: u64) -> String {
     format!("{:.2} µs", nanos as f64 / 1_000.0)
 }
@@ -492,8 +479,8 @@ fn report(local: &Local, commands: &Commands, loads: (&str, &str)) -> String {
          three subjects. Ratio: the subject's p50 over the floor's, per round (lower is \
          faster).\n\n",
         local.rounds,
-        thousands(local.latency_calls),
-        thousands(local.latency_calls)
+        support::thousands(local.latency_calls as u64),
+        support::thousands(local.latency_calls as u64)
     ));
     let mut floor = Histogram::<u64>::new(3).unwrap();
     for (_, latency, _) in &local.subjects {
@@ -517,7 +504,7 @@ fn report(local: &Local, commands: &Commands, loads: (&str, &str)) -> String {
         "\n{CALLERS} concurrent callers, {} calls per round in all, {} rounds per subject, \
          each beside a floor round: the floor's calls/s in the rounds beside that subject, the \
          subject's calls/s, and their ratio (higher is faster).\n\n",
-        thousands(local.throughput_calls),
+        support::thousands(local.throughput_calls as u64),
         local.rounds,
     ));
     out.push_str("| 64 callers | floor calls/s | calls/s | calls/s / floor |\n|---|---|---|---|\n");
@@ -542,7 +529,7 @@ fn report(local: &Local, commands: &Commands, loads: (&str, &str)) -> String {
          store (untimed), {} commands per round, {} rounds per subject, each beside a floor \
          round of 10,000 actors: the floor's commands/s, the subject's, and their ratio (higher \
          is faster).\n\n",
-        thousands(commands::throughput_calls()),
+        support::thousands(commands::throughput_calls() as u64),
         commands.many_rounds,
     ));
     out.push_str(

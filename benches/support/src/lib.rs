@@ -134,6 +134,20 @@ fn criterion_only_for(args: impl IntoIterator<Item = String>) -> bool {
             .any(|arg| arg == "--test" || arg == "--list" || arg == "--profile-time")
 }
 
+/// A count with a comma between each group of three digits, as the sections write counts
+/// (`25000` as `25,000`).
+pub fn thousands(count: u64) -> String {
+    let digits = count.to_string();
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 /// A target's verdict in a section's table: "met", or a plain "**not met**".
 pub fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "**not met**" }
@@ -304,6 +318,14 @@ mod tests {
             "--profile-time",
             "5"
         ])));
+    }
+
+    #[test]
+    fn counts_are_written_in_groups_of_three_digits() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(25_000), "25,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 
     #[test]

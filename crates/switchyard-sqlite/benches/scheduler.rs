@@ -424,7 +424,7 @@ fn lateness_section(rt: &Runtime, sizes: &Sizes, misses: &mut Vec<String>) -> St
          instant on 2 workers, which other work on the machine lengthens too).\n\n\
          | load | store | p50 floor / scheduler | p99 floor / scheduler | max floor / scheduler |\n\
          |---|---|---|---|---|\n",
-        thousands(count)
+        support::thousands(count as u64)
     );
     let mut spread_p99 = Vec::new();
     let mut burst_p99 = Vec::new();
@@ -642,19 +642,6 @@ fn measure(path: &Path, expected: usize, repeats: usize) -> Measured {
     runs[runs.len() / 2]
 }
 
-/// `n` with a comma between thousands, as the report writes counts.
-fn thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
 fn mib(kib: f64) -> String {
     format!("{:.1} MiB", kib / 1024.0)
 }
@@ -705,10 +692,10 @@ fn memory_section(sizes: &Sizes, misses: &mut Vec<String>) -> String {
         };
         out.push_str(&format!(
             "| {} + {} | {:.0} MiB | {} | {loaded} | {} | {} | {} | {} | {} |\n",
-            thousands(*window),
-            thousands(*pending),
+            support::thousands(*window as u64),
+            support::thousands(*pending as u64),
             *size as f64 / (1 << 20) as f64,
-            thousands(m.held),
+            support::thousands(m.held as u64),
             mib(m.before as f64),
             mib(m.after as f64),
             signed_mib(m.growth()),
@@ -723,8 +710,8 @@ fn memory_section(sizes: &Sizes, misses: &mut Vec<String>) -> String {
     if !bounded {
         misses.push(format!(
             "resident memory with {} alarms pending against {}: {} apart (target within 1 MiB)",
-            thousands(sizes.pending[1]),
-            thousands(sizes.pending[0]),
+            support::thousands(sizes.pending[1] as u64),
+            support::thousands(sizes.pending[0] as u64),
             signed_mib(large - small)
         ));
     }
@@ -733,14 +720,14 @@ fn memory_section(sizes: &Sizes, misses: &mut Vec<String>) -> String {
          {} alarms held, {} pending beyond the window cost {} over the empty file and {} cost \
          {}: {} apart, {} (met if within 1 MiB). What grows with the window is the alarms \
          held: the last row holds {} for {} over the empty file, {:.1} KiB each.\n\n",
-        thousands(window),
-        thousands(sizes.pending[1]),
+        support::thousands(window as u64),
+        support::thousands(sizes.pending[1] as u64),
         signed_mib(large),
-        thousands(sizes.pending[0]),
+        support::thousands(sizes.pending[0] as u64),
         signed_mib(small),
         signed_mib(large - small),
         met(bounded),
-        thousands(sizes.wide),
+        support::thousands(sizes.wide as u64),
         signed_mib(wide),
         wide / sizes.wide as f64,
     ));

@@ -365,19 +365,6 @@ fn time_raw_select(conn: &Connection, sql: &str) -> f64 {
     started.elapsed().as_secs_f64() * 1_000.0
 }
 
-/// `25000.0` as `25,000`.
-fn thousands(value: f64) -> String {
-    let digits = format!("{value:.0}");
-    let mut out = String::new();
-    for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    out
-}
-
 fn criterion_benches(c: &mut Criterion) {
     let rt = runtime();
     let path = fresh_path("criterion");
@@ -454,13 +441,13 @@ fn main() {
             };
             targets.push_str(&format!(
                 "; ≥ {} events/s: {}",
-                thousands(wanted),
+                support::thousands(wanted as u64),
                 met(rate >= wanted)
             ));
             if rate < wanted {
                 misses.push(format!(
                     "{name}: {rate:.0} events/s (target {})",
-                    thousands(wanted)
+                    support::thousands(wanted as u64)
                 ));
             }
         }
