@@ -33,7 +33,8 @@ pub(crate) fn run(args: &[String]) -> Result {
         postgres.export(&mut command);
         step("benchmarks", command)?;
     }
-    let report = header(&load)? + &sections(&out)? + &crate::profile::gallery::current();
+    let report =
+        header(&load, args.first())? + &sections(&out)? + &crate::profile::gallery::current();
     let path = root.join("docs").join("benchmarks.md");
     std::fs::write(&path, report).map_err(|error| StepFailed {
         step: "write docs/benchmarks.md".into(),
@@ -43,7 +44,10 @@ pub(crate) fn run(args: &[String]) -> Result {
     Ok(())
 }
 
-fn header(load: &str) -> Result<String> {
+/// The report's header: the machine, the commit, the date and the load when this run began,
+/// and, for a run of some benches only (`filter`), that the other sections are from earlier
+/// runs.
+fn header(load: &str, filter: Option<&String>) -> Result<String> {
     let commit = run::output("git commit", run::git(&["rev-parse", "--short", "HEAD"]))?;
     let dirty = !run::output(
         "git status",
@@ -69,7 +73,7 @@ fn header(load: &str) -> Result<String> {
          Written by `cargo xtask bench`; do not edit by hand.\n\n\
          | | |\n|---|---|\n\
          | date | {} |\n| commit | `{}`{} |\n| CPU | {} ({} cores) |\n| OS | {} |\n| compiler | {} |\n\
-         | load average at start (1, 5, 15 min) | {} |\n\n\
+         | load average at start (1, 5, 15 min) | {} |\n{}\n\
          This machine's cores switch between a full-speed and a half-speed mode every few \
          seconds, so every subject is measured beside its floor (raw tokio, raw TCP, raw SQL) in \
          alternating rounds of the same run, and the ratio is the figure to compare across \
@@ -86,7 +90,17 @@ fn header(load: &str) -> Result<String> {
         kernel.trim(),
         rustc.trim(),
         load,
+        filter.map_or(String::new(), |filter| partial_run(filter)),
     ))
+}
+
+/// The header's row for a run of the benches `filter` names only: the rows above describe that
+/// run, and the sections it did not write are kept from earlier ones (each gives its own load).
+fn partial_run(filter: &str) -> String {
+    format!(
+        "| this run | `cargo xtask bench {filter}`: only its sections; the others are kept from \
+         earlier runs, each with the load it ran under |\n"
+    )
 }
 
 /// The sections the benches wrote, in file-name order.
