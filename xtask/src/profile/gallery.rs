@@ -31,8 +31,8 @@ pub(crate) fn current() -> String {
 /// `-`-separated part is its stage and what comes before it the path it profiled (none: the
 /// whole bench), so `sequential-before` and `sequential-after` share a row.
 pub(crate) fn section(names: &[String]) -> String {
-    // (bench, path) → stage → whether its summary exists.
-    let mut rows: BTreeMap<(&str, &str), BTreeMap<&str, bool>> = BTreeMap::new();
+    // (bench, path) → stage → its cell.
+    let mut rows: BTreeMap<(&str, &str), BTreeMap<&str, String>> = BTreeMap::new();
     for name in names {
         if let Some((bench, label)) = name
             .strip_suffix(".svg")
@@ -42,7 +42,7 @@ pub(crate) fn section(names: &[String]) -> String {
             let summary = names.contains(&format!("{bench}-{label}.txt"));
             rows.entry((bench, path))
                 .or_default()
-                .insert(stage, summary);
+                .insert(stage, cell(bench, label, summary));
         }
     }
     let mut out = format!(
@@ -61,15 +61,11 @@ pub(crate) fn section(names: &[String]) -> String {
     }
     out.push_str("| bench | path | before | after | other recordings |\n|---|---|---|---|---|\n");
     for ((bench, path), stages) in &rows {
-        let stage_cell = |stage: &str| {
-            stages
-                .get(stage)
-                .map_or_else(String::new, |summary| cell(bench, path, stage, *summary))
-        };
+        let stage_cell = |stage: &str| stages.get(stage).map_or("", String::as_str);
         let others: Vec<String> = stages
             .iter()
             .filter(|(stage, _)| !STAGES.contains(stage))
-            .map(|(stage, summary)| format!("{stage}:<br>{}", cell(bench, path, stage, *summary)))
+            .map(|(stage, cell)| format!("{stage}:<br>{cell}"))
             .collect();
         let path = if path.is_empty() { "whole run" } else { path };
         out.push_str(&format!(
@@ -82,12 +78,8 @@ pub(crate) fn section(names: &[String]) -> String {
     out
 }
 
-fn cell(bench: &str, path: &str, stage: &str, summary: bool) -> String {
-    let label = if path.is_empty() {
-        stage.to_owned()
-    } else {
-        format!("{path}-{stage}")
-    };
+/// The picture of recording `<bench>-<label>`, with a link to its text when it has a `summary`.
+fn cell(bench: &str, label: &str, summary: bool) -> String {
     let file = format!("{FOLDER}/{bench}-{label}");
     let picture = format!("[![{bench}, {label}]({file}.svg)]({file}.svg)");
     if summary {

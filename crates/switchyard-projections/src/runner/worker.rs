@@ -255,12 +255,7 @@ impl<P: Projection> Worker<P> {
         async {
             let applied = match self.decode(recorded)? {
                 // Nothing of the projection's: only the checkpoint moves, when it must.
-                Delivery::Decoded(batch) if batch.is_empty() => {
-                    return Ok(self
-                        .advance(projection, lease, position)
-                        .await?
-                        .then_some(0));
-                }
+                Delivery::Decoded(batch) if batch.is_empty() => 0,
                 Delivery::Decoded(batch) => {
                     match self.commit(projection, &batch, position, lease).await {
                         Ok(true) => {
@@ -291,7 +286,7 @@ impl<P: Projection> Worker<P> {
                 }
             };
             // Isolated events moved the checkpoint to the last of them; events of other types
-            // after it were passed over.
+            // after it (or the whole batch, when nothing was the projection's) were passed over.
             Ok(self
                 .advance(projection, lease, position)
                 .await?

@@ -62,6 +62,20 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Spans {
     }
 }
 
+impl Spans {
+    /// The spans recorded named `name`, each with its fields.
+    fn named(&self, name: &str) -> Vec<String> {
+        let prefix = format!("{name} ");
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|span| span.starts_with(&prefix))
+            .cloned()
+            .collect()
+    }
+}
+
 struct Fields(String);
 
 impl tracing::field::Visit for Fields {
@@ -120,14 +134,7 @@ async fn each_batch_and_each_command_is_in_a_span_of_its_own() {
     runner.wait_for(head, deadline).await.unwrap();
     runner.stop().await.unwrap();
 
-    let dispatches: Vec<String> = spans
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|span| span.starts_with("policy.dispatch "))
-        .cloned()
-        .collect();
+    let dispatches = spans.named("policy.dispatch");
     assert_eq!(dispatches.len(), 1, "one command, one span: {dispatches:?}");
     let id = command_id("reviews", "account-1", 0, 0);
     for field in [
@@ -146,14 +153,7 @@ async fn each_batch_and_each_command_is_in_a_span_of_its_own() {
     }
 
     // The batch: both withdrawals, read through position 2 with the head at 2, so no lag.
-    let batches: Vec<String> = spans
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|span| span.starts_with("projection.batch "))
-        .cloned()
-        .collect();
+    let batches = spans.named("projection.batch");
     assert_eq!(batches.len(), 1, "one batch, one span: {batches:?}");
     for field in [
         "projection=reviews",
