@@ -110,23 +110,8 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
 /// A [`DecodeError`] for an empty buffer, an unknown version, bytes that do not form a `T`, or
 /// bytes left over after the value. Never panics, whatever the input.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
-    if version != FORMAT_VERSION {
-        return Err(DecodeError::UnsupportedVersion { found: version });
-    }
-    let (value, used) = borrow_decode(body).map_err(|error| match error {
-        DecodeError::TooLarge { limit, .. } => DecodeError::TooLarge {
-            bytes: bytes.len(),
-            limit,
-        },
-        error => error,
-    })?;
-    if used != body.len() {
-        return Err(DecodeError::TrailingBytes {
-            count: body.len() - used,
-        });
-    }
-    Ok(value)
+    let (value, rest) = decode_head(bytes)?;
+    all_used(value, rest)
 }
 
 /// Decodes the value at the front of bytes written by [`encode`] (version byte first) and
@@ -147,8 +132,7 @@ pub fn decode_head<'a, T: serde::Deserialize<'a>>(
     if version != FORMAT_VERSION {
         return Err(DecodeError::UnsupportedVersion { found: version });
     }
-    let (value, used) = borrow_decode(body)?;
-    Ok((value, body.get(used..).unwrap_or_default()))
+    borrow_decode(body, bytes.len())
 }
 
 /// Decodes the tail of a value whose head [`decode_head`] read: `bytes` are what it left,
@@ -159,26 +143,37 @@ pub fn decode_head<'a, T: serde::Deserialize<'a>>(
 /// A [`DecodeError`] for bytes that do not form a `T`, or bytes left over after it. Never
 /// panics, whatever the input.
 pub fn decode_tail<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let (value, used) = borrow_decode(bytes)?;
-    if used != bytes.len() {
-        return Err(DecodeError::TrailingBytes {
-            count: bytes.len() - used,
-        });
-    }
-    Ok(value)
+    let (value, rest) = borrow_decode(bytes, bytes.len())?;
+    all_used(value, rest)
 }
 
-/// Decodes a value from the front of `body` (no version byte): it and the bytes it used.
-fn borrow_decode<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<(T, usize), DecodeError> {
+/// Decodes a value from the front of `body` (no version byte): it and the bytes after it.
+/// `given` is the size of what the caller was handed, which a [`DecodeError::TooLarge`] names.
+fn borrow_decode<'a, T: serde::Deserialize<'a>>(
+    body: &'a [u8],
+    given: usize,
+) -> Result<(T, &'a [u8]), DecodeError> {
     // Borrowing: strings and bytes are read as slices of `body` and copied once into the
     // value (bincode's owning decoder builds a `String` or `Vec` for each first).
-    bincode::serde::borrow_decode_from_slice(body, config()).map_err(|source| match source {
-        bincode::error::DecodeError::LimitExceeded => DecodeError::TooLarge {
-            bytes: body.len(),
-            limit: MAX_DECODE_CLAIM,
+    let (value, used) = bincode::serde::borrow_decode_from_slice(body, config()).map_err(
+        |source| match source {
+            bincode::error::DecodeError::LimitExceeded => DecodeError::TooLarge {
+                bytes: given,
+                limit: MAX_DECODE_CLAIM,
+            },
+            source => DecodeError::Malformed { source },
         },
-        source => DecodeError::Malformed { source },
-    })
+    )?;
+    Ok((value, body.get(used..).unwrap_or_default()))
+}
+
+/// `value`, when nothing is left after it.
+fn all_used<T>(value: T, rest: &[u8]) -> Result<T, DecodeError> {
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(DecodeError::TrailingBytes { count: rest.len() })
+    }
 }
 
 /// A value could not be encoded.
@@ -239,6 +234,18 @@ pub enum DecodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sequence of unknown length, which bincode cannot encode.
+    struct Unsized;
+
+    impl Serialize for Unsized {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            let mut seq = s.serialize_seq(None)?;
+            seq.serialize_element(&1_u8)?;
+            seq.end()
+        }
+    }
 
     #[test]
     fn it_puts_the_version_byte_first() {
@@ -342,15 +349,6 @@ mod tests {
 
     #[test]
     fn it_leaves_the_buffer_untouched_when_encoding_fails() {
-        struct Unsized;
-        impl Serialize for Unsized {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::SerializeSeq;
-                let mut seq = s.serialize_seq(None)?;
-                seq.serialize_element(&1_u8)?;
-                seq.end()
-            }
-        }
         let mut out = vec![1, 2, 3];
         assert!(encode_into(&Unsized, &mut out).is_err());
         assert_eq!(out, vec![1, 2, 3]);
@@ -385,15 +383,6 @@ mod tests {
 
     #[test]
     fn a_value_that_fails_to_encode_is_an_error_and_leaves_the_next_encoding_whole() {
-        struct Unsized;
-        impl Serialize for Unsized {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                use serde::ser::SerializeSeq;
-                let mut seq = s.serialize_seq(None)?;
-                seq.serialize_element(&1_u8)?;
-                seq.end()
-            }
-        }
         assert!(encode_to_bytes(&Unsized).is_err());
         assert_eq!(&encode_to_bytes(&9_u8).unwrap()[..], &[FORMAT_VERSION, 9]);
     }

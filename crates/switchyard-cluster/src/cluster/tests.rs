@@ -183,6 +183,18 @@ async fn until(mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Asserts that `twin` runs no call for others within 100 ms (on paused time): the cancel
+/// reached the call it runs.
+async fn stops_running_within_100ms(twin: &Twin) {
+    for _ in 0..100 {
+        if twin.inner.server.running_calls() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(twin.inner.server.running_calls(), 0, "the call still runs");
+}
+
 /// Waits (on paused time) up to a minute for `done` to hold, looking every 100 ms; returns
 /// whether it does.
 async fn within_a_minute(mut done: impl FnMut() -> bool) -> bool {
@@ -300,13 +312,7 @@ async fn a_call_that_times_out_is_cancelled_where_it_runs() {
         "{:?}",
         reply.response()
     );
-    for _ in 0..100 {
-        if b.inner.server.running_calls() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    assert_eq!(b.inner.server.running_calls(), 0, "the call still runs");
+    stops_running_within_100ms(&b).await;
 }
 
 /// A cancel read right behind its call, before the serving task gave the call its first turn,
@@ -332,13 +338,7 @@ async fn a_cancel_right_behind_its_call_stops_it() {
     sent_call.unwrap();
     sent_cancel.unwrap();
     until(|| b.inner.stats().calls_served == 1).await;
-    for _ in 0..100 {
-        if b.inner.server.running_calls() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    assert_eq!(b.inner.server.running_calls(), 0, "the call still runs");
+    stops_running_within_100ms(&b).await;
 }
 
 /// A provider that is leaving declines new calls, and the caller's dispatcher takes the next

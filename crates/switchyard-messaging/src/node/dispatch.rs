@@ -26,12 +26,6 @@ pub(super) enum Purpose {
     Validate,
 }
 
-/// A provider to try, in the order the dispatcher tries them.
-enum Candidate {
-    Local(Arc<LocalService>),
-    Remote(NodeId),
-}
-
 /// What the router of a local service made of a call on its first hop.
 enum Admission {
     Answered(Message),
@@ -147,22 +141,30 @@ impl Node {
                 let service = message.service().to_owned();
                 return answer(message, Response::ServiceUnavailable(service));
             }
-            Err((None, message)) if remote_providers.len() == 1 => {
-                // One remote provider and none here, a cluster's common case: no fail-over
-                // list to build, no boxed fail-over future.
-                let mut remote_providers = remote_providers;
-                let node = remote_providers.swap_remove(0);
-                self.found(&node, started);
-                self.call_lone_remote(node, message, deadline, timeout)
-                    .await
-            }
             Err((local, message)) => {
                 let first = match (&local, remote_providers.first()) {
                     (Some(_), _) | (None, None) => self.id(),
                     (None, Some(node)) => node,
                 };
                 self.found(first, started);
-                Box::pin(self.fail_over(local, remote_providers, message, deadline, timeout)).await
+                match local {
+                    // Peers only, a cluster's common case: their fail-over runs in this
+                    // future, with no boxed future of its own.
+                    None => {
+                        self.call_remotes(remote_providers, message, Vec::new(), deadline, timeout)
+                            .await
+                    }
+                    Some(local) => {
+                        Box::pin(self.fail_over(
+                            local,
+                            remote_providers,
+                            message,
+                            deadline,
+                            timeout,
+                        ))
+                        .await
+                    }
+                }
             }
         };
         let response = reply.response().map(field::display);
@@ -187,119 +189,94 @@ impl Node {
         );
     }
 
-    /// Tries each provider in turn (local first, then the peers in random order, so load
-    /// spreads) until one answers something other than [`Response::TryAnotherNode`]. It moves on
-    /// only when the previous provider declined or never received the call: after a timeout the
-    /// first call may still be running, so it is not repeated elsewhere.
+    /// Tries the service here, then, if it declines with [`Response::TryAnotherNode`] before the
+    /// deadline, the peers offering it ([`call_remotes`](Self::call_remotes)).
     async fn fail_over(
         &self,
-        local: Option<Arc<LocalService>>,
-        mut remote_providers: Vec<NodeId>,
+        local: Arc<LocalService>,
+        remote_providers: Vec<NodeId>,
         message: Message,
         deadline: Instant,
         timeout: Duration,
     ) -> Message {
-        fastrand::shuffle(&mut remote_providers);
-        let candidates: Vec<Candidate> = local
-            .map(Candidate::Local)
-            .into_iter()
-            .chain(remote_providers.into_iter().map(Candidate::Remote))
-            .collect();
+        tracing::debug!(name: "invoking_service", service_node = %self.id());
+        let reply = self
+            .run_local(&local, message.clone(), deadline, timeout)
+            .await;
+        let reason = match reply.response() {
+            Some(Response::TryAnotherNode(reason)) => reason.clone(),
+            _ => return reply,
+        };
+        tracing::debug!(name: "service_declined", service_node = %self.id(), reason);
+        let declined = vec![(self.id().clone(), reason)];
+        if Instant::now() >= deadline {
+            return answer(
+                message.reply_skeleton(self.id()).into_message(self.id()),
+                Response::NoNodesAvailable(declined),
+            );
+        }
+        self.call_remotes(remote_providers, message, declined, deadline, timeout)
+            .await
+    }
+
+    /// Tries each peer in `nodes` in turn, in random order so load spreads, until one answers
+    /// something other than [`Response::TryAnotherNode`]; `declined` holds the providers that
+    /// declined before them. It moves on only when the previous peer declined or never
+    /// received the call: after a timeout the first call may still be running, so it is not
+    /// repeated elsewhere.
+    async fn call_remotes(
+        &self,
+        mut nodes: Vec<NodeId>,
+        message: Message,
+        mut declined: Vec<(NodeId, String)>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Message {
+        fastrand::shuffle(&mut nodes);
         let skeleton = message.reply_skeleton(self.id());
-        let mut declined = Vec::new();
-        let count = candidates.len();
+        let last = nodes.len().saturating_sub(1);
         let mut original = Some(message);
-        for (index, candidate) in candidates.into_iter().enumerate() {
-            let attempt = if index + 1 == count {
+        for (index, node) in nodes.into_iter().enumerate() {
+            let attempt = if index == last {
                 original.take()
             } else {
                 original.clone()
             };
             let Some(attempt) = attempt else { break };
-            let node = match &candidate {
-                Candidate::Local(_) => self.id().clone(),
-                Candidate::Remote(node) => node.clone(),
-            };
             tracing::debug!(name: "invoking_service", service_node = %node);
-            let reply = match candidate {
-                Candidate::Local(service) => {
-                    self.run_local(&service, attempt, deadline, timeout).await
+            let reason = match self
+                .invoke_remote(node.clone(), attempt, Hop::First, deadline)
+                .await
+            {
+                Ok(reply) => match reply.response() {
+                    Some(Response::TryAnotherNode(reason)) => reason.clone(),
+                    _ => return reply,
+                },
+                Err(RemoteError::NotDelivered { reason }) => {
+                    tracing::debug!(name: "service_declined", service_node = %node, reason);
+                    declined.push((node, reason));
+                    continue;
                 }
-                Candidate::Remote(node) => {
-                    match self
-                        .invoke_remote(node.clone(), attempt, Hop::First, deadline)
-                        .await
-                    {
-                        Ok(reply) => reply,
-                        Err(RemoteError::NotDelivered { reason }) => {
-                            tracing::debug!(name: "service_declined", service_node = %node, reason);
-                            declined.push((node, reason));
-                            continue;
-                        }
-                        Err(error) => return self.unanswered(skeleton, error, timeout),
-                    }
+                Err(RemoteError::TimedOut) => {
+                    return timed_out(skeleton.into_message(self.id()), timeout);
+                }
+                Err(error) => {
+                    return answer(
+                        skeleton.into_message(self.id()),
+                        Response::error(error.to_string()),
+                    );
                 }
             };
-            match reply.response() {
-                Some(Response::TryAnotherNode(reason)) => {
-                    tracing::debug!(name: "service_declined", service_node = %node, reason);
-                    declined.push((node, reason.clone()));
-                    if Instant::now() >= deadline {
-                        break;
-                    }
-                }
-                _ => return reply,
+            tracing::debug!(name: "service_declined", service_node = %node, reason);
+            declined.push((node, reason));
+            if Instant::now() >= deadline {
+                break;
             }
         }
         answer(
             skeleton.into_message(self.id()),
             Response::NoNodesAvailable(declined),
         )
-    }
-
-    /// A call to a service that only one peer offers (and this node does not): what
-    /// [`fail_over`](Self::fail_over) does with one remote candidate, without its list.
-    async fn call_lone_remote(
-        &self,
-        node: NodeId,
-        message: Message,
-        deadline: Instant,
-        timeout: Duration,
-    ) -> Message {
-        let skeleton = message.reply_skeleton(self.id());
-        tracing::debug!(name: "invoking_service", service_node = %node);
-        let reason = match self
-            .invoke_remote(node.clone(), message, Hop::First, deadline)
-            .await
-        {
-            Ok(reply) => match reply.response() {
-                Some(Response::TryAnotherNode(reason)) => reason.clone(),
-                _ => return reply,
-            },
-            Err(RemoteError::NotDelivered { reason }) => reason,
-            Err(error) => return self.unanswered(skeleton, error, timeout),
-        };
-        tracing::debug!(name: "service_declined", service_node = %node, reason);
-        answer(
-            skeleton.into_message(self.id()),
-            Response::NoNodesAvailable(vec![(node, reason)]),
-        )
-    }
-
-    /// The answer to a call that a provider may have run but did not answer.
-    fn unanswered(
-        &self,
-        skeleton: ReplySkeleton,
-        error: RemoteError,
-        timeout: Duration,
-    ) -> Message {
-        match error {
-            RemoteError::TimedOut => timed_out(skeleton.into_message(self.id()), timeout),
-            error => answer(
-                skeleton.into_message(self.id()),
-                Response::error(error.to_string()),
-            ),
-        }
     }
 
     async fn invoke_remote(
