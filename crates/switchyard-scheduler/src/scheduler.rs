@@ -629,8 +629,7 @@ impl Actor {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Arm(alarm) => {
-                let id = alarm.id.clone();
-                match self.entries.get_mut(&id) {
+                match self.entries.get_mut(&alarm.id) {
                     Some(entry) if entry.state == State::Delivering => {
                         // Scheduled again while the old one is being delivered: the old one is
                         // not dispatched if it has not been yet, and the new alarm is armed
@@ -642,9 +641,9 @@ impl Actor {
                     Some(entry) => {
                         // Scheduled again under the same id: the new alarm replaces the old.
                         if let State::Armed(at) = entry.state {
-                            self.queue.remove(&(at, id.clone()));
+                            self.queue.remove(&(at, alarm.id.clone()));
                         }
-                        self.entries.remove(&id);
+                        self.entries.remove(&alarm.id);
                     }
                     None => {}
                 }
