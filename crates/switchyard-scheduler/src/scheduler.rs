@@ -136,30 +136,42 @@ struct Batchers {
 }
 
 impl Shared {
-    /// Claims an alarm for a delivery: in the next batch, or alone.
-    async fn claim(&self, request: ClaimRequest) -> Result<Claim, AlarmStoreError> {
+    /// Claims an alarm for a delivery, as [`AlarmStore::claim`]: in the next batch, or alone
+    /// (copying nothing for a store that takes no batches).
+    async fn claim(
+        &self,
+        id: &str,
+        holder: &str,
+        now: SystemTime,
+        due_by: SystemTime,
+        lease_until: SystemTime,
+    ) -> Result<Claim, AlarmStoreError> {
         match &self.batchers {
-            Some(batchers) => batchers.claims.call(request).await,
-            None => {
-                let ClaimRequest {
-                    id,
-                    holder,
+            Some(batchers) => {
+                let request = ClaimRequest {
+                    id: id.to_owned(),
+                    holder: holder.to_owned(),
                     now,
                     due_by,
                     lease_until,
-                } = &request;
-                self.store
-                    .claim(id, holder, *now, *due_by, *lease_until)
-                    .await
+                };
+                batchers.claims.call(request).await
             }
+            None => self.store.claim(id, holder, now, due_by, lease_until).await,
         }
     }
 
-    /// Deletes a delivered alarm: in the next batch, or alone.
-    async fn delete(&self, request: DeleteRequest) -> Result<bool, AlarmStoreError> {
+    /// Deletes a delivered alarm, as [`AlarmStore::delete`]: in the next batch, or alone.
+    async fn delete(&self, id: &str, holder: &str) -> Result<bool, AlarmStoreError> {
         match &self.batchers {
-            Some(batchers) => batchers.deletes.call(request).await,
-            None => self.store.delete(&request.id, &request.holder).await,
+            Some(batchers) => {
+                let request = DeleteRequest {
+                    id: id.to_owned(),
+                    holder: holder.to_owned(),
+                };
+                batchers.deletes.call(request).await
+            }
+            None => self.store.delete(id, holder).await,
         }
     }
 
@@ -629,8 +641,7 @@ impl Actor {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Arm(alarm) => {
-                let id = alarm.id.clone();
-                match self.entries.get_mut(&id) {
+                match self.entries.get_mut(&alarm.id) {
                     Some(entry) if entry.state == State::Delivering => {
                         // Scheduled again while the old one is being delivered: the old one is
                         // not dispatched if it has not been yet, and the new alarm is armed
@@ -642,9 +653,9 @@ impl Actor {
                     Some(entry) => {
                         // Scheduled again under the same id: the new alarm replaces the old.
                         if let State::Armed(at) = entry.state {
-                            self.queue.remove(&(at, id.clone()));
+                            self.queue.remove(&(at, alarm.id.clone()));
                         }
-                        self.entries.remove(&id);
+                        self.entries.remove(&alarm.id);
                     }
                     None => {}
                 }

@@ -57,21 +57,6 @@ fn encode(message: &Message) -> Result<Vec<u8>, AlarmStoreError> {
     message.to_bytes().map_err(AlarmStoreError::backend)
 }
 
-/// The answers of a batch written as one job: each member's own, or the batch's failure for
-/// every member (it was rolled back, or its commit's outcome is unknown).
-fn answers<T>(
-    batch: Result<Result<Vec<Result<T, AlarmStoreError>>, std::convert::Infallible>, WriteFailed>,
-    count: usize,
-) -> Vec<Result<T, AlarmStoreError>> {
-    match batch {
-        Ok(Ok(answers)) => answers,
-        Ok(Err(never)) => match never {},
-        Err(failed) => (0..count)
-            .map(|_| Err(write_failed(failed.clone_for_member())))
-            .collect(),
-    }
-}
-
 impl SqliteStore {
     async fn write_alarm<T: Send + 'static>(
         &self,
@@ -81,6 +66,32 @@ impl SqliteStore {
             .write(work)
             .await
             .unwrap_or_else(|failed| Err(write_failed(failed)))
+    }
+
+    /// Writes `each` of `requests` as one job of the writer, committed with whatever else is
+    /// queued, instead of a job (and a commit, when the writer is idle) per request. Answers
+    /// each request's own result in order, or the job's failure for every one (it was rolled
+    /// back, or its commit's outcome is unknown).
+    async fn write_each<R: Send + 'static, T: Send + 'static>(
+        &self,
+        requests: Vec<R>,
+        each: fn(&Connection, &R) -> rusqlite::Result<Result<T, AlarmStoreError>>,
+    ) -> Vec<Result<T, AlarmStoreError>> {
+        let count = requests.len();
+        let batch = self.workers.write(move |conn| {
+            requests
+                .iter()
+                .map(|request| each(conn, request))
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map(Ok::<_, std::convert::Infallible>)
+        });
+        match batch.await {
+            Ok(Ok(answers)) => answers,
+            Ok(Err(never)) => match never {},
+            Err(failed) => (0..count)
+                .map(|_| Err(write_failed(failed.clone_for_member())))
+                .collect(),
+        }
     }
 }
 
@@ -157,6 +168,16 @@ fn claim_in(
         due: time(due),
         attempts: attempts_from_column(counted),
     })))
+}
+
+fn delete_in(
+    conn: &Connection,
+    id: &str,
+    holder: &str,
+) -> rusqlite::Result<Result<bool, AlarmStoreError>> {
+    conn.prepare_cached(include_str!("sql/alarm_delete.sql"))?
+        .execute(params![id, holder])
+        .map(|changed| Ok(changed == 1))
 }
 
 impl AlarmStore for SqliteStore {
@@ -285,12 +306,8 @@ impl AlarmStore for SqliteStore {
         holder: &'a str,
     ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
         let (id, holder) = (id.to_owned(), holder.to_owned());
-        self.write_alarm(move |conn| {
-            conn.prepare_cached(include_str!("sql/alarm_delete.sql"))?
-                .execute(params![id, holder])
-                .map(|changed| Ok(changed == 1))
-        })
-        .boxed()
+        self.write_alarm(move |conn| delete_in(conn, &id, &holder))
+            .boxed()
     }
 
     /// Yes: a batch is one job of the writer and shares one commit.
@@ -302,36 +319,19 @@ impl AlarmStore for SqliteStore {
         &self,
         requests: Vec<ClaimRequest>,
     ) -> BoxFuture<'_, Vec<Result<Claim, AlarmStoreError>>> {
-        let count = requests.len();
-        // One write: the whole batch is one step of the writer, committed with whatever else
-        // is queued, instead of a job (and a commit, when the writer is idle) per alarm.
-        let batch = self.workers.write(move |conn| {
-            requests
-                .iter()
-                .map(|r| {
-                    let times = (micros(r.now), micros(r.due_by), micros(r.lease_until));
-                    claim_in(conn, &r.id, &r.holder, times)
-                })
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map(Ok::<_, std::convert::Infallible>)
-        });
-        async move { answers(batch.await, count) }.boxed()
+        self.write_each(requests, |conn, r| {
+            let times = (micros(r.now), micros(r.due_by), micros(r.lease_until));
+            claim_in(conn, &r.id, &r.holder, times)
+        })
+        .boxed()
     }
 
     fn delete_many(
         &self,
         requests: Vec<DeleteRequest>,
     ) -> BoxFuture<'_, Vec<Result<bool, AlarmStoreError>>> {
-        let count = requests.len();
-        let batch = self.workers.write(move |conn| {
-            let mut delete = conn.prepare_cached(include_str!("sql/alarm_delete.sql"))?;
-            requests
-                .iter()
-                .map(|r| delete.execute(params![r.id, r.holder]).map(|n| Ok(n == 1)))
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map(Ok::<_, std::convert::Infallible>)
-        });
-        async move { answers(batch.await, count) }.boxed()
+        self.write_each(requests, |conn, r| delete_in(conn, &r.id, &r.holder))
+            .boxed()
     }
 
     fn cancel<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {

@@ -24,7 +24,7 @@ use super::error::{StoreCallError, bounded};
 use super::{Report, Shared};
 use crate::assigns;
 use crate::retry::Decision;
-use crate::store::{Alarm, AlarmStoreError, Claim, ClaimRequest, DeleteRequest};
+use crate::store::{Alarm, AlarmStoreError, Claim};
 
 /// The name of the span around each delivery. It records `message.id`,
 /// `message.correlation_id`, `service`, `node`, `attempt` and `late`.
@@ -106,13 +106,7 @@ async fn deliver(shared: Arc<Shared>, id: String, holder: String, stop: Arc<Atom
     // well as the delivery.
     let due_by = now + config.claim_ahead;
     let lease_until = due_by + config.lease;
-    let claim = shared.claim(ClaimRequest {
-        id: id.clone(),
-        holder: holder.clone(),
-        now,
-        due_by,
-        lease_until,
-    });
+    let claim = shared.claim(&id, &holder, now, due_by, lease_until);
     let alarm = match bounded(config.store_timeout, claim).await {
         Ok(Claim::Claimed(alarm)) => alarm,
         Ok(Claim::Held(lease)) => {
@@ -362,13 +356,7 @@ where
 }
 
 async fn finish(shared: &Shared, holder: &str, id: &str) -> After {
-    let delete = || {
-        shared.delete(DeleteRequest {
-            id: id.to_owned(),
-            holder: holder.to_owned(),
-        })
-    };
-    match final_write(shared, delete).await {
+    match final_write(shared, || shared.delete(id, holder)).await {
         Written::Done => After::Gone,
         Written::DoneEarlier => {
             tracing::debug!("a delivered alarm was deleted by an earlier try that answered late");

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use futures::future::{BoxFuture, FutureExt};
 use switchyard_messaging::Message;
 
-use super::{Alarm, AlarmStore, AlarmStoreError, Claim, ClaimRequest, DeleteRequest, Lease};
+use super::{Alarm, AlarmStore, AlarmStoreError, Claim, Lease};
 
 /// An [`AlarmStore`] in memory. Cheap to clone: clones share the alarms.
 ///
@@ -62,46 +62,6 @@ impl Inner {
             .get(id)
             .and_then(|entry| entry.lease.as_ref())
             .is_some_and(|lease| lease.holder == holder)
-    }
-
-    fn claim(
-        &mut self,
-        id: &str,
-        holder: &str,
-        now: SystemTime,
-        due_by: SystemTime,
-        lease_until: SystemTime,
-    ) -> Claim {
-        let Some(entry) = self.alarms.get_mut(id) else {
-            return Claim::Gone;
-        };
-        if entry.alarm.due > due_by {
-            return Claim::NotDue(entry.alarm.due);
-        }
-        if let Some(lease) = &entry.lease
-            && lease.holder != holder
-            && lease.until > now
-        {
-            return Claim::Held(lease.clone());
-        }
-        // Claiming again what the holder still holds (its earlier claim answered too late,
-        // say) starts no new delivery, so it counts nothing.
-        let holds_it = entry
-            .lease
-            .as_ref()
-            .is_some_and(|lease| lease.holder == holder && lease.until > now);
-        entry.lease = Some(Lease {
-            holder: holder.to_owned(),
-            until: lease_until,
-        });
-        if !holds_it {
-            entry.alarm.attempts = entry.alarm.attempts.saturating_add(1);
-        }
-        Claim::Claimed(entry.alarm.clone())
-    }
-
-    fn delete(&mut self, id: &str, holder: &str) -> bool {
-        self.held_by(id, holder) && self.remove(id).is_some()
     }
 }
 
@@ -174,19 +134,34 @@ impl AlarmStore for MemoryAlarmStore {
         due_by: SystemTime,
         lease_until: SystemTime,
     ) -> BoxFuture<'a, Result<Claim, AlarmStoreError>> {
-        async move { Ok(self.lock().claim(id, holder, now, due_by, lease_until)) }.boxed()
-    }
-
-    fn claim_many(
-        &self,
-        requests: Vec<ClaimRequest>,
-    ) -> BoxFuture<'_, Vec<Result<Claim, AlarmStoreError>>> {
         async move {
             let mut inner = self.lock();
-            requests
-                .iter()
-                .map(|r| Ok(inner.claim(&r.id, &r.holder, r.now, r.due_by, r.lease_until)))
-                .collect()
+            let Some(entry) = inner.alarms.get_mut(id) else {
+                return Ok(Claim::Gone);
+            };
+            if entry.alarm.due > due_by {
+                return Ok(Claim::NotDue(entry.alarm.due));
+            }
+            if let Some(lease) = &entry.lease
+                && lease.holder != holder
+                && lease.until > now
+            {
+                return Ok(Claim::Held(lease.clone()));
+            }
+            // Claiming again what the holder still holds (its earlier claim answered too late,
+            // say) starts no new delivery, so it counts nothing.
+            let holds_it = entry
+                .lease
+                .as_ref()
+                .is_some_and(|lease| lease.holder == holder && lease.until > now);
+            entry.lease = Some(Lease {
+                holder: holder.to_owned(),
+                until: lease_until,
+            });
+            if !holds_it {
+                entry.alarm.attempts = entry.alarm.attempts.saturating_add(1);
+            }
+            Ok(Claim::Claimed(entry.alarm.clone()))
         }
         .boxed()
     }
@@ -243,19 +218,12 @@ impl AlarmStore for MemoryAlarmStore {
         id: &'a str,
         holder: &'a str,
     ) -> BoxFuture<'a, Result<bool, AlarmStoreError>> {
-        async move { Ok(self.lock().delete(id, holder)) }.boxed()
-    }
-
-    fn delete_many(
-        &self,
-        requests: Vec<DeleteRequest>,
-    ) -> BoxFuture<'_, Vec<Result<bool, AlarmStoreError>>> {
         async move {
             let mut inner = self.lock();
-            requests
-                .iter()
-                .map(|r| Ok(inner.delete(&r.id, &r.holder)))
-                .collect()
+            if !inner.held_by(id, holder) {
+                return Ok(false);
+            }
+            Ok(inner.remove(id).is_some())
         }
         .boxed()
     }

@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::{BoxFuture, FutureExt};
 use switchyard_messaging::{Message, Node, Router};
-use switchyard_scheduler::store::{Alarm, AlarmStore, AlarmStoreError, Claim, MemoryAlarmStore};
+use switchyard_scheduler::store::{
+    Alarm, AlarmStore, AlarmStoreError, Claim, ClaimRequest, DeleteRequest, MemoryAlarmStore,
+};
 use switchyard_scheduler::{Scheduler, SchedulerConfig};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -118,6 +120,7 @@ pub(crate) struct Granted {
 
 /// A memory store that injects an assign on save (as x3m's test scheduler does), records every
 /// load and granted claim, fails the next `fail_loads` loads, and can hold loads until released.
+/// With `batching`, it prefers batches and records the size of each.
 #[derive(Clone, Default)]
 pub(crate) struct TestStore {
     pub(crate) inner: MemoryAlarmStore,
@@ -126,6 +129,11 @@ pub(crate) struct TestStore {
     pub(crate) gate: Option<Arc<Semaphore>>,
     pub(crate) saves: Arc<Mutex<HashMap<String, Alarm>>>,
     pub(crate) granted: Arc<Mutex<Vec<Granted>>>,
+    pub(crate) batching: bool,
+    /// The size of each `claim_many` call.
+    pub(crate) claim_batches: Arc<Mutex<Vec<usize>>>,
+    /// The size of each `delete_many` call.
+    pub(crate) delete_batches: Arc<Mutex<Vec<usize>>>,
 }
 
 impl TestStore {
@@ -241,6 +249,33 @@ impl AlarmStore for TestStore {
         aggregate_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<String>, AlarmStoreError>> {
         self.inner.cancel_for(aggregate_id)
+    }
+
+    fn prefers_batches(&self) -> bool {
+        self.batching
+    }
+
+    fn claim_many(
+        &self,
+        requests: Vec<ClaimRequest>,
+    ) -> BoxFuture<'_, Vec<Result<Claim, AlarmStoreError>>> {
+        self.claim_batches.lock().unwrap().push(requests.len());
+        // Each through `claim`, which records the claims granted.
+        async move {
+            let claims = requests
+                .iter()
+                .map(|r| self.claim(&r.id, &r.holder, r.now, r.due_by, r.lease_until));
+            futures::future::join_all(claims).await
+        }
+        .boxed()
+    }
+
+    fn delete_many(
+        &self,
+        requests: Vec<DeleteRequest>,
+    ) -> BoxFuture<'_, Vec<Result<bool, AlarmStoreError>>> {
+        self.delete_batches.lock().unwrap().push(requests.len());
+        self.inner.delete_many(requests)
     }
 }
 
