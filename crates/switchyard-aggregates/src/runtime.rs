@@ -354,16 +354,17 @@ impl<A: Aggregate> AggregateRuntime<A> {
         if config.idle_timeout.is_some() {
             held.schedule.last_command = Some(Instant::now());
         }
-        if held.watchdog.is_none() {
+        if let Some(watchdog) = &held.watchdog {
+            if held.schedule.scheduled() != scheduled {
+                watchdog.moved.notify_one();
+            }
+        } else {
             let watchdog = watchdog::start(
                 Arc::downgrade(&self.live),
                 Guard::mutex(held),
-                held.schedule.moved.clone(),
                 config.idle_timeout,
             );
             held.watchdog = Some(watchdog);
-        } else if held.schedule.scheduled() != scheduled {
-            held.schedule.moved.notify_one();
         }
     }
 

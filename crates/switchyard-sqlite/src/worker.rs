@@ -510,23 +510,32 @@ mod tests {
             .await
     }
 
+    /// A write that says on `started` when the writer runs it, then holds the writer (and the
+    /// batch it leads) until `held` hears.
+    async fn hold_writer(
+        workers: &Workers,
+        started: mpsc::Sender<()>,
+        held: mpsc::Receiver<()>,
+    ) -> Result<Result<(), ()>, WriteFailed> {
+        workers
+            .write(move |_| {
+                let _ = started.send(());
+                held.recv().unwrap();
+                Ok(Ok(()))
+            })
+            .await
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_still_arriving_join_a_batch_smaller_than_the_last() {
         let workers = workers(Duration::from_secs(30));
         // A batch of three: the write that holds the writer, and the two that queue up behind
         // it, taken into its transaction once it returns.
         let (release, held) = mpsc::channel::<()>();
+        let (started, _running) = mpsc::channel::<()>();
         let holding = {
             let workers = workers.clone();
-            tokio::spawn(async move {
-                workers
-                    .write(move |_| {
-                        held.recv().unwrap();
-                        Ok(Ok::<(), ()>(()))
-                    })
-                    .await
-                    .map(drop)
-            })
+            tokio::spawn(async move { hold_writer(&workers, started, held).await.map(drop) })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         let queued: Vec<_> = (1..=2)
@@ -592,13 +601,7 @@ mod tests {
         first.spawn({
             let workers = workers.clone();
             async move {
-                let _ = workers
-                    .write(move |_| {
-                        started.send(()).unwrap();
-                        held.recv().unwrap();
-                        Ok(Ok::<(), ()>(()))
-                    })
-                    .await;
+                let _ = hold_writer(&workers, started, held).await;
             }
         });
         running.recv().unwrap();
@@ -635,13 +638,7 @@ mod tests {
             tokio::spawn({
                 let workers = workers.clone();
                 async move {
-                    let _ = workers
-                        .write(move |_| {
-                            started.send(()).unwrap();
-                            held.recv().unwrap();
-                            Ok(Ok::<(), ()>(()))
-                        })
-                        .await;
+                    let _ = hold_writer(&workers, started, held).await;
                 }
             });
             while running.try_recv().is_err() {

@@ -102,8 +102,6 @@ pub(crate) struct Schedule {
     pub(crate) by_state: Option<Instant>,
     /// When the last command ran; kept only with an idle timeout.
     pub(crate) last_command: Option<Instant>,
-    /// Wakes the watchdog when a scheduled unload moved.
-    pub(crate) moved: Arc<Notify>,
 }
 
 impl Schedule {
@@ -130,11 +128,16 @@ impl Schedule {
 }
 
 /// The watchdog task of one aggregate, aborted when dropped.
-pub(crate) struct Watchdog(pub(crate) AbortHandle);
+pub(crate) struct Watchdog {
+    pub(crate) task: AbortHandle,
+    /// Wakes the task when a scheduled unload moved. Made with the task, so a runtime without
+    /// an idle timeout or unload rules allocates none per aggregate.
+    pub(crate) moved: Arc<Notify>,
+}
 
 impl Drop for Watchdog {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 

@@ -13,15 +13,19 @@ use super::slot::{Held, Watchdog, retire};
 use crate::Aggregate;
 
 /// Starts the watchdog of the aggregate whose lock is `lock`, with the runtime's `idle`
-/// timeout; `moved` wakes it when a scheduled unload moved. It holds the registry and the lock only weakly, and the slot aborts it when it goes.
+/// timeout; the returned [`Watchdog`]'s `moved` wakes it when a scheduled unload moved. It holds
+/// the registry and the lock only weakly, and the slot aborts it when it goes.
 pub(crate) fn start<A: Aggregate>(
     registry: Weak<Registry<A>>,
     lock: &Arc<Mutex<Held<A>>>,
-    moved: Arc<Notify>,
     idle: Option<Duration>,
 ) -> Watchdog {
-    let task = tokio::spawn(watch(registry, Arc::downgrade(lock), moved, idle));
-    Watchdog(task.abort_handle())
+    let moved = Arc::new(Notify::new());
+    let task = tokio::spawn(watch(registry, Arc::downgrade(lock), moved.clone(), idle));
+    Watchdog {
+        task: task.abort_handle(),
+        moved,
+    }
 }
 
 async fn watch<A: Aggregate>(

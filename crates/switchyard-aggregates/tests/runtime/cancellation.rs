@@ -71,8 +71,7 @@ async fn a_command_cut_short_at_any_await_leaves_no_stale_state() {
             assert!(bank.accounts.runtime().unload(id).await);
         }
         gate(&faulty, point).hold();
-        let node = bank.node.clone();
-        let cut = tokio::spawn(async move { node.dispatch(command("deposit", id, 10)).await });
+        let cut = bank.spawn_deposit(id, 10);
         gate(&faulty, point).until_waiting(1).await;
         // Dropping the dispatch drops the command where it waits.
         cut.abort();
@@ -130,20 +129,16 @@ async fn a_command_cut_short_while_waiting_for_its_aggregate_gives_up_its_place(
     let bank = bank_with(faulty.inner.clone(), runtime);
     bank.node.dispatch(opening("line")).await;
     faulty.appends.hold();
-    let spawn_deposit = |amount: u64| {
-        let node = bank.node.clone();
-        tokio::spawn(async move { node.dispatch(command("deposit", "line", amount)).await })
-    };
-    let holding = spawn_deposit(1);
+    let holding = bank.spawn_deposit("line", 1);
     faulty.appends.until_waiting(1).await;
-    let waiting = spawn_deposit(10);
+    let waiting = bank.spawn_deposit("line", 10);
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
     waiting.abort();
     assert!(waiting.await.unwrap_err().is_cancelled());
     // The place the cut command held is free again.
-    let next = spawn_deposit(100);
+    let next = bank.spawn_deposit("line", 100);
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }

@@ -14,12 +14,7 @@ use crate::fixture::*;
 async fn a_thousand_concurrent_commands_to_one_aggregate_get_versions_without_gaps() {
     let bank = bank();
     bank.node.dispatch(opening("hot")).await;
-    let calls: Vec<_> = (0..1_000)
-        .map(|_| {
-            let node = bank.node.clone();
-            tokio::spawn(async move { node.dispatch(command("deposit", "hot", 1)).await })
-        })
-        .collect();
+    let calls: Vec<_> = (0..1_000).map(|_| bank.spawn_deposit("hot", 1)).collect();
     let mut versions = HashSet::new();
     for call in calls {
         match call.await.unwrap().response() {
@@ -243,11 +238,7 @@ async fn commands_waiting_for_an_aggregate_unloaded_before_them_run_in_the_order
     // deposits wait behind it, each in turn (this one-thread runtime runs each spawned call
     // until it waits).
     faulty.loads.hold();
-    let send = |amount: u64| {
-        let node = bank.node.clone();
-        tokio::spawn(async move { node.dispatch(command("deposit", "queue", amount)).await })
-    };
-    let first = send(1);
+    let first = bank.spawn_deposit("queue", 1);
     faulty.loads.until_waiting(1).await;
     let unload = tokio::spawn({
         let runtime = runtime.clone();
@@ -256,7 +247,7 @@ async fn commands_waiting_for_an_aggregate_unloaded_before_them_run_in_the_order
     tokio::task::yield_now().await;
     let mut behind = Vec::new();
     for amount in 2..42 {
-        behind.push(send(amount));
+        behind.push(bank.spawn_deposit("queue", amount));
         tokio::task::yield_now().await;
     }
     faulty.loads.release();

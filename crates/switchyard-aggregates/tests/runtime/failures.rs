@@ -76,8 +76,7 @@ async fn a_delete_queued_behind_a_failing_load_still_deletes() {
     // Events that do not decode: every load of this aggregate fails.
     start_stream(&faulty.inner, "bad", vec![undecodable_event()]).await;
     faulty.loads.hold();
-    let node = bank.node.clone();
-    let deposit = tokio::spawn(async move { node.dispatch(command("deposit", "bad", 1)).await });
+    let deposit = bank.spawn_deposit("bad", 1);
     faulty.loads.until_waiting(1).await;
     // The deposit holds the aggregate while it loads; the delete waits behind it.
     let runtime = bank.accounts.runtime();

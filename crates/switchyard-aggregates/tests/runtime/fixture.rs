@@ -142,6 +142,15 @@ pub(crate) struct Bank {
     pub(crate) accounts: MessageHandler<Account>,
 }
 
+impl Bank {
+    /// A deposit of `amount` to account `id`, dispatched on a task of its own.
+    pub(crate) fn spawn_deposit(&self, id: &str, amount: u64) -> tokio::task::JoinHandle<Message> {
+        let node = self.node.clone();
+        let deposit = command("deposit", id, amount);
+        tokio::spawn(async move { node.dispatch(deposit).await })
+    }
+}
+
 pub(crate) fn bank_with(store: MemoryStore, runtime: AggregateRuntime<Account>) -> Bank {
     bank_served_by(store, MessageHandler::new(runtime))
 }

@@ -342,12 +342,7 @@ async fn deleting_a_stream_unloads_it() {
 async fn shutdown_drains_queued_commands() {
     let bank = bank();
     bank.node.dispatch(opening("s-1")).await;
-    let calls: Vec<_> = (0..200)
-        .map(|_| {
-            let node = bank.node.clone();
-            tokio::spawn(async move { node.dispatch(command("deposit", "s-1", 1)).await })
-        })
-        .collect();
+    let calls: Vec<_> = (0..200).map(|_| bank.spawn_deposit("s-1", 1)).collect();
     tokio::task::yield_now().await;
     bank.accounts.runtime().shutdown().await;
     assert_eq!(bank.accounts.runtime().live_count(), 0);
