@@ -55,6 +55,7 @@ mod message;
 pub mod names;
 mod node;
 mod node_id;
+mod panic_text;
 mod payload;
 pub mod remote;
 mod reply;
@@ -86,6 +87,7 @@ pub use self::node::{Authorization, DEFAULT_TIMEOUT, DispatchOptions, Node, Node
 #[doc(inline)]
 pub use self::node_id::NodeId;
 #[doc(inline)]
+pub use self::panic_text::panic_text;
 pub use self::payload::{Format, Payload, PayloadError};
 #[doc(inline)]
 pub use self::reply::{IntoReply, Reply};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::handler::{Erased, ErasedHandler};
 use crate::state::Extensions;
-use crate::{Handler, Message, Node, NodeId, Response};
+use crate::{Handler, Message, Node, NodeId, Response, panic_text};
 
 /// A named set of services with one authorization rule and one placement rule.
 ///
@@ -413,13 +413,4 @@ fn guarded<T>(service: &str, rule: &str, run: impl FnOnce() -> T) -> Result<T, R
             panic_text(&*panic)
         ))
     })
-}
-
-/// The text a panic carried, if any.
-pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message")
 }

@@ -5,7 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures::FutureExt;
-use switchyard_messaging::{DryRun, ErrorChain, IntoResponse, Message, Response};
+use switchyard_messaging::{DryRun, ErrorChain, IntoResponse, Message, Response, panic_text};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -53,14 +53,6 @@ pub(super) struct Ran {
     pub(super) flow: Flow,
     /// The version before the command's commit, when a snapshot may be due after it.
     pub(super) snapshot: Option<i64>,
-}
-
-fn panic_reason(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message")
 }
 
 /// `future`'s output, or `Elapsed` when it did not finish within `limit` of its first poll
@@ -180,7 +172,7 @@ async fn load<A: Aggregate>(
         Err(panic) => Err(Response::error(format!(
             "aggregate {}-{id} panicked while loading: {}",
             A::NAME,
-            panic_reason(panic.as_ref())
+            panic_text(panic.as_ref())
         ))),
     }
 }
@@ -258,7 +250,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
             // `decide` panics are caught where they happen; this is the aggregate's `apply`,
             // `commit` or `rollback`, an unload rule, or the store.
             Err(panic) => {
-                let reason = panic_reason(panic.as_ref());
+                let reason = panic_text(panic.as_ref());
                 tracing::error!(
                     aggregate = A::NAME,
                     id = self.id,
@@ -352,7 +344,7 @@ impl<A: Aggregate> LiveAggregate<'_, A> {
                         message.service(),
                         A::NAME,
                         self.id,
-                        panic_reason(panic.as_ref())
+                        panic_text(panic.as_ref())
                     );
                     tracing::error!(
                         aggregate = A::NAME,

@@ -31,7 +31,7 @@ use std::task::{Context, Poll, ready};
 use tokio::task::{AbortHandle, JoinError, JoinHandle};
 
 use crate::handler::HandlerFuture;
-use crate::router::panic_text;
+use crate::panic_text;
 use crate::{Reply, Response};
 
 /// How deep local calls may nest on one task before a handler gets a task of its own. Each

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use backon::{ConstantBuilder, Retryable as _};
 use futures::FutureExt as _;
-use switchyard_messaging::{DispatchOptions, Message};
+use switchyard_messaging::{DispatchOptions, Message, panic_text};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
@@ -72,15 +72,6 @@ pub(super) fn spawn(
         });
     };
     tokio::spawn(task);
-}
-
-/// The text a panic carried, if any.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message")
 }
 
 /// A few quick attempts for the writes that finish a delivery: the lease still holds, so the
